@@ -1,0 +1,35 @@
+# KVM-VDI — the two commands from the README are `make run` and `make test`.
+# Both set up what they need (apt packages, venv, npm assets) and are safe to repeat.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup setup-system setup-python setup-assets run test test-sqlite test-mariadb bench lint clean
+
+setup: setup-system setup-python setup-assets
+
+setup-system:
+	scripts/setup-system.sh
+
+setup-python:
+	scripts/setup-python.sh $(VENV)
+
+setup-assets:
+	scripts/setup-assets.sh
+
+run: setup
+	$(VENV)/bin/kvm-vdi serve --demo
+
+test: setup
+	scripts/run-tests.sh
+
+bench: setup
+	$(PY) -m bench
+
+lint:
+	$(VENV)/bin/ruff check app tests bench thin_client
+	$(VENV)/bin/ruff format --check app tests bench thin_client
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

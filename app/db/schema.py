@@ -1,0 +1,254 @@
+"""The data model: SQLAlchemy Core tables, used through ``databases``.
+
+Every schema change gets a migration under ``app/db/migrations/versions``;
+``tests/test_migrations.py`` checks that the migrated schema equals this one.
+Timestamps are timezone-naive UTC (``datetime.utcnow``-style) on both backends.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Enumerations are stored as short strings (portable, readable in SQL shells).
+HYPERVISOR_TRANSPORTS = ("ssh", "local", "test")
+HYPERVISOR_STATES = ("unknown", "up", "down")
+VM_KINDS = ("simple", "source", "initial", "vdi", "unclassified")
+USER_ROLES = ("admin", "client")
+USER_SOURCES = ("local", "directory")
+OPERATION_STATES = ("pending", "running", "succeeded", "failed", "interrupted")
+FAILOVER_KINDS = ("none", "rdp", "horizon")
+
+
+def _now() -> sa.sql.elements.ColumnElement[sa.DateTime]:
+    return sa.func.current_timestamp()
+
+
+hypervisors = sa.Table(
+    "hypervisors",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("transport", sa.String(16), nullable=False, server_default="ssh"),
+    sa.Column("address", sa.String(255), nullable=False, server_default=""),
+    sa.Column("ssh_port", sa.Integer, nullable=False, server_default="22"),
+    sa.Column("ssh_user", sa.String(64), nullable=False, server_default="vdi"),
+    # Verbatim libvirt URI for "local"/"test" transports (e.g. test:///default).
+    sa.Column("libvirt_uri", sa.String(512), nullable=True),
+    # Address SPICE clients (and the gateway) use; empty = the SPICE listen address.
+    sa.Column("spice_address", sa.String(255), nullable=False, server_default=""),
+    sa.Column("images_dir", sa.String(512), nullable=False, server_default="/var/lib/kvm-vdi/images"),
+    sa.Column("volatile_dir", sa.String(512), nullable=False, server_default="/var/lib/kvm-vdi/volatile"),
+    sa.Column("iso_dir", sa.String(512), nullable=False, server_default="/var/lib/kvm-vdi/iso"),
+    sa.Column("maintenance", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Pinned SSH host key, OpenSSH public-key line ("ssh-ed25519 AAAA..."); confirmed by an admin.
+    sa.Column("host_key", sa.Text, nullable=True),
+    sa.Column("host_key_confirmed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("state", sa.String(16), nullable=False, server_default="unknown"),
+    sa.Column("state_reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("state_changed_at", sa.DateTime, nullable=True),
+    sa.Column("last_check_at", sa.DateTime, nullable=True),
+    sa.Column("libvirt_version", sa.String(32), nullable=False, server_default=""),
+    sa.Column("cpus", sa.Integer, nullable=True),
+    sa.Column("memory_mib", sa.BigInteger, nullable=True),
+    sa.Column("images_free_bytes", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+)
+
+vms = sa.Table(
+    "vms",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("uuid", sa.String(36), nullable=True),
+    sa.Column("hypervisor_id", sa.Integer, sa.ForeignKey("hypervisors.id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("vms.id"), nullable=True, index=True),
+    sa.Column("maintenance", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("locked", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("volatile", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Last state seen from libvirt: running, shutoff, paused, crashed, pmsuspended, unknown.
+    sa.Column("state", sa.String(16), nullable=False, server_default="unknown"),
+    sa.Column("state_changed_at", sa.DateTime, nullable=True),
+    sa.Column("os_type", sa.String(32), nullable=False, server_default="linux"),
+    sa.Column("vcpu_sockets", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("vcpu_cores", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("memory_mib", sa.Integer, nullable=False, server_default="1024"),
+    sa.Column("disk_path", sa.String(512), nullable=False, server_default=""),
+    sa.Column("disk_size_gib", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("iso_path", sa.String(512), nullable=True),
+    sa.Column("boot_order", sa.String(64), nullable=False, server_default="hd"),
+    sa.Column("network", sa.String(64), nullable=True),
+    sa.Column("mac_address", sa.String(17), nullable=True),
+    # The long operation currently holding this VM (copy disk, populate ...), if any.
+    # No foreign key: operations already reference vms, and a cycle complicates DDL on MariaDB.
+    sa.Column("operation_id", sa.Integer, nullable=True),
+    # Broker assignment: set and cleared together with the lease (compare-and-set on this column).
+    sa.Column("assigned_user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=True, index=True),
+    sa.Column("last_user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("username", sa.String(128), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False, server_default="local"),
+    sa.Column("role", sa.String(16), nullable=False, server_default="client"),
+    sa.Column("password_hash", sa.String(255), nullable=True),
+    sa.Column("must_change_password", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("display_name", sa.String(255), nullable=False, server_default=""),
+    sa.Column("email", sa.String(255), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+    sa.Column("last_login_at", sa.DateTime, nullable=True),
+    sa.UniqueConstraint("username", "source"),
+)
+
+directory_groups = sa.Table(
+    "directory_groups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # As the directory names it: a CN ("vdi-users") or a full DN; matching is case-insensitive.
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("description", sa.String(255), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+)
+
+pools = sa.Table(
+    "pools",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("description", sa.String(255), nullable=False, server_default=""),
+    sa.Column("maintenance", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("lease_timeout_min", sa.Integer, nullable=False, server_default="5"),
+    sa.Column("reset_on_handout", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("keep_ready", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_per_user", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("failover_kind", sa.String(16), nullable=False, server_default="none"),
+    sa.Column("failover_host", sa.String(255), nullable=False, server_default=""),
+    sa.Column("failover_domain", sa.String(255), nullable=False, server_default=""),
+    sa.Column("failover_pool", sa.String(255), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+)
+
+pool_vms = sa.Table(
+    "pool_vms",
+    metadata,
+    sa.Column("pool_id", sa.Integer, sa.ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True),
+    # A VM belongs to at most one pool, so two pools can never hand out the same desktop.
+    sa.Column("vm_id", sa.Integer, sa.ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True, unique=True),
+)
+
+pool_users = sa.Table(
+    "pool_users",
+    metadata,
+    sa.Column("pool_id", sa.Integer, sa.ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+)
+
+pool_groups = sa.Table(
+    "pool_groups",
+    metadata,
+    sa.Column("pool_id", sa.Integer, sa.ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "group_id", sa.Integer, sa.ForeignKey("directory_groups.id", ondelete="CASCADE"), primary_key=True
+    ),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("vm_id", sa.Integer, sa.ForeignKey("vms.id"), nullable=False, index=True),
+    sa.Column("pool_id", sa.Integer, sa.ForeignKey("pools.id"), nullable=True, index=True),
+    sa.Column("client_address", sa.String(64), nullable=False, server_default=""),
+    sa.Column("started_at", sa.DateTime, nullable=False, server_default=_now()),
+    sa.Column("last_heartbeat_at", sa.DateTime, nullable=False, server_default=_now()),
+    sa.Column("expires_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("ended_at", sa.DateTime, nullable=True, index=True),
+    sa.Column("end_reason", sa.String(64), nullable=False, server_default=""),
+)
+
+console_tickets = sa.Table(
+    "console_tickets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # SHA-256 of the 256-bit ticket; the ticket itself is never stored.
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("vm_id", sa.Integer, sa.ForeignKey("vms.id"), nullable=False, index=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+    # New connections are accepted until then; open ones continue.
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime, nullable=True),
+    sa.Column("revoke_reason", sa.String(64), nullable=False, server_default=""),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    # Directory groups resolved at login, as a JSON list (the directory is asked again at every login).
+    sa.Column("groups_json", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("client_address", sa.String(64), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime, nullable=True),
+)
+
+operations = sa.Table(
+    "operations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # copy_disk, populate, create_vdi, delete ...
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("vm_id", sa.Integer, sa.ForeignKey("vms.id", ondelete="SET NULL"), nullable=True, index=True),
+    sa.Column("hypervisor_id", sa.Integer, sa.ForeignKey("hypervisors.id"), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False, server_default="pending", index=True),
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("params_json", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("created_by", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+    sa.Column("started_at", sa.DateTime, nullable=True),
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False, server_default=_now(), index=True),
+    sa.Column("actor", sa.String(128), nullable=False, server_default=""),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
+    sa.Column("target", sa.String(255), nullable=False, server_default=""),
+    sa.Column("client_address", sa.String(64), nullable=False, server_default=""),
+    # JSON object of non-secret details.
+    sa.Column("details_json", sa.Text, nullable=False, server_default="{}"),
+)
+
+# Small admin-editable values: message of the day, etc.
+preferences = sa.Table(
+    "preferences",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False, server_default=""),
+)

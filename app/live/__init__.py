@@ -1,0 +1,1 @@
+"""Live state for browsers: the hub (publish/subscribe) and its websocket endpoint."""

@@ -1,0 +1,114 @@
+"""In-process publish/subscribe of small JSON state changes.
+
+Producers (hypervisor monitor, libvirt events, operations, broker) call
+:meth:`LiveHub.publish`; it never blocks and never awaits, so it is safe on hot
+paths. Each browser websocket holds one :class:`Subscription` with a bounded
+queue; a subscriber that falls too far behind is marked lagged and its socket
+is closed, so the browser reconnects and re-reads current state instead of the
+dashboard buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+QUEUE_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    topic: str
+    data: dict[str, Any]
+    # Delivered to every admin, and to these client user ids.
+    admins: bool = True
+    user_ids: frozenset[int] = frozenset()
+    at: float = field(default_factory=time.time)
+
+    def message(self) -> dict[str, Any]:
+        return {"topic": self.topic, "data": self.data, "at": self.at}
+
+
+class Subscription:
+    def __init__(self, hub: LiveHub, *, is_admin: bool, user_id: int | None) -> None:
+        self._hub = hub
+        self.is_admin = is_admin
+        self.user_id = user_id
+        self.queue: asyncio.Queue[LiveEvent] = asyncio.Queue(QUEUE_LIMIT)
+        self.lagged = False
+        self._wakeup = asyncio.Event()
+
+    def wants(self, event: LiveEvent) -> bool:
+        return (event.admins and self.is_admin) or (
+            self.user_id is not None and self.user_id in event.user_ids
+        )
+
+    def offer(self, event: LiveEvent) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagged = True
+            self._wakeup.set()
+
+    async def next(self) -> LiveEvent | None:
+        """The next event, or ``None`` once this subscriber has lagged or closed."""
+        if self.lagged:
+            return None
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        getter = asyncio.ensure_future(self.queue.get())
+        waker = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({getter, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waker.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        return None
+
+    def close(self) -> None:
+        self._hub._subscribers.discard(self)
+        self.lagged = True
+        self._wakeup.set()
+
+    async def __aiter__(self) -> AsyncIterator[LiveEvent]:
+        while (event := await self.next()) is not None:
+            yield event
+
+
+class LiveHub:
+    def __init__(self) -> None:
+        self._subscribers: set[Subscription] = set()
+        self.published = 0
+
+    def publish(
+        self,
+        topic: str,
+        data: dict[str, Any],
+        *,
+        admins: bool = True,
+        user_ids: frozenset[int] | set[int] | tuple[int, ...] = (),
+    ) -> None:
+        event = LiveEvent(topic, data, admins=admins, user_ids=frozenset(user_ids))
+        self.published += 1
+        for subscriber in tuple(self._subscribers):
+            if subscriber.wants(event):
+                subscriber.offer(event)
+
+    def subscribe(self, *, is_admin: bool, user_id: int | None = None) -> Subscription:
+        subscription = Subscription(self, is_admin=is_admin, user_id=user_id)
+        self._subscribers.add(subscription)
+        return subscription
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def close(self) -> None:
+        for subscriber in tuple(self._subscribers):
+            subscriber.close()
