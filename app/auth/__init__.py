@@ -1,0 +1,1 @@
+"""Authentication and request protection: passwords, sessions, CSRF, throttling."""

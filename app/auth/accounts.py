@@ -1,0 +1,105 @@
+"""Local accounts: look-up, credential checks, first admin, password changes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from databases import Database
+
+from app.auth.passwords import check_strength, generate_password, hash_password, needs_rehash, verify_password
+from app.clock import utcnow
+from app.db.schema import users
+
+log = logging.getLogger("kvmvdi.auth")
+
+# A hash of a random password: verifying against it costs the same as a real check,
+# so a missing user name is not revealed by a faster answer.
+_DUMMY_HASH = hash_password(generate_password())
+
+
+class AccountError(ValueError):
+    pass
+
+
+async def find_local_user(db: Database, username: str) -> Any | None:
+    return await db.fetch_one(
+        users.select().where(users.c.username == username, users.c.source == "local")
+    )
+
+
+async def authenticate_local(db: Database, username: str, password: str) -> Any | None:
+    """The enabled local user row for these credentials, or ``None``."""
+    if not username or not password:
+        return None
+    row = await find_local_user(db, username)
+    if row is None or row.password_hash is None:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    if not verify_password(row.password_hash, password) or row.disabled:
+        return None
+    if needs_rehash(row.password_hash):
+        await db.execute(
+            users.update().where(users.c.id == row.id).values(password_hash=hash_password(password))
+        )
+    await db.execute(users.update().where(users.c.id == row.id).values(last_login_at=utcnow()))
+    return row
+
+
+async def create_local_user(
+    db: Database,
+    username: str,
+    password: str,
+    *,
+    role: str,
+    must_change_password: bool = False,
+    display_name: str = "",
+    email: str = "",
+) -> int:
+    username = username.strip()
+    if not username:
+        raise AccountError("the user name must not be empty")
+    if await find_local_user(db, username) is not None:
+        raise AccountError(f"a local user named {username!r} already exists")
+    check_strength(password, username=username)
+    user_id: int = await db.execute(
+        users.insert().values(
+            username=username,
+            source="local",
+            role=role,
+            password_hash=hash_password(password),
+            must_change_password=must_change_password,
+            display_name=display_name,
+            email=email,
+            created_at=utcnow(),
+        )
+    )
+    return user_id
+
+
+async def set_password(db: Database, user_id: int, password: str, *, must_change: bool = False) -> None:
+    row = await db.fetch_one(users.select().where(users.c.id == user_id))
+    if row is None:
+        raise AccountError("no such user")
+    if row.source != "local":
+        raise AccountError("directory users change their password in the directory")
+    check_strength(password, username=row.username)
+    await db.execute(
+        users.update()
+        .where(users.c.id == user_id)
+        .values(password_hash=hash_password(password), must_change_password=must_change)
+    )
+
+
+async def ensure_first_admin(db: Database) -> tuple[str, str] | None:
+    """Create the first admin when there is none; return (name, password) to print once.
+
+    There is no fixed default password: a random one is generated and must be
+    changed at first login.
+    """
+    existing = await db.fetch_one(users.select().where(users.c.role == "admin").limit(1))
+    if existing is not None:
+        return None
+    password = generate_password()
+    await create_local_user(db, "admin", password, role="admin", must_change_password=True)
+    return "admin", password

@@ -1,0 +1,11 @@
+"""HTTP and websocket handlers, one module per area; thin, domain logic lives elsewhere."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from app.views import auth, home
+
+
+def routes() -> list[BaseRoute]:
+    return [*auth.routes, *home.routes]
