@@ -1,0 +1,149 @@
+"""The dashboard's SSH identity and the pinned host keys of hypervisors.
+
+The dashboard has one ed25519 key pair (generated on first start, under
+``data_dir/ssh``). Each hypervisor's host key is fetched on first contact,
+shown to an admin as a fingerprint, and pinned once confirmed. Every later
+connection, asyncssh and libvirt's ``qemu+ssh`` alike, trusts only the pinned
+key: libvirt's ssh transport is pointed at an ``ssh`` wrapper that reads the
+dashboard's own known_hosts file with StrictHostKeyChecking=yes.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+# Host key algorithms asked for when fetching a new host key, best first.
+PREFERRED_HOST_KEY_ALGS = ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256"]
+
+
+class HostKeyError(Exception):
+    """The hypervisor's host key is unknown, unconfirmed or changed."""
+
+
+@dataclass(frozen=True)
+class DashboardKey:
+    private_path: Path
+    public_line: str
+
+    @property
+    def authorized_keys_line(self) -> str:
+        return f"{self.public_line} kvm-vdi-dashboard"
+
+    def install_command(self, user: str = "vdi") -> str:
+        """The one line an admin runs on a hypervisor to trust the dashboard."""
+        line = shlex.quote(self.authorized_keys_line)
+        home = f"~{user}"
+        return (
+            f"install -d -m 700 -o {user} {home}/.ssh && echo {line} >> {home}/.ssh/authorized_keys"
+            f" && chown {user} {home}/.ssh/authorized_keys && chmod 600 {home}/.ssh/authorized_keys"
+        )
+
+    def load(self) -> asyncssh.SSHKey:
+        return asyncssh.read_private_key(str(self.private_path))
+
+
+def ensure_dashboard_key(ssh_dir: Path) -> DashboardKey:
+    """Load the dashboard's key pair, creating it (mode 0600) on first use."""
+    ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_path = ssh_dir / "id_ed25519"
+    if not private_path.exists():
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="kvm-vdi-dashboard")
+        tmp = private_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.export_private_key("openssh"))
+        os.replace(tmp, private_path)
+    key = asyncssh.read_private_key(str(private_path))
+    public_line = key.export_public_key("openssh").decode().split()[:2]
+    return DashboardKey(private_path=private_path, public_line=" ".join(public_line))
+
+
+def parse_host_key(line: str) -> asyncssh.SSHKey:
+    try:
+        return asyncssh.import_public_key(line.strip())
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise HostKeyError(f"not an SSH public key: {exc}") from exc
+
+
+def fingerprint(line: str) -> str:
+    """SHA256 fingerprint as OpenSSH prints it (``SHA256:…``)."""
+    return str(parse_host_key(line).get_fingerprint("sha256"))
+
+
+def host_key_line(key: asyncssh.SSHKey) -> str:
+    return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
+
+async def fetch_host_key(address: str, port: int, *, timeout: float = 10.0) -> str:
+    """The host key a server presents now, as an OpenSSH public-key line (not trusted yet)."""
+    key = await asyncssh.get_server_host_key(
+        address, port, server_host_key_algs=PREFERRED_HOST_KEY_ALGS, login_timeout=timeout
+    )
+    if key is None:
+        raise HostKeyError(f"{address}:{port} presented no host key")
+    return host_key_line(key)
+
+
+def known_hosts_entry(address: str, port: int, key_line: str) -> str:
+    host = address if port == 22 else f"[{address}]:{port}"
+    return f"{host} {key_line.strip()}"
+
+
+def pinned_known_hosts(key_line: str) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
+    """asyncssh's ``known_hosts`` argument trusting exactly one host key."""
+    return [parse_host_key(key_line)], [], []
+
+
+def host_key_algorithms(key_line: str) -> list[str]:
+    """Ask the server for the pinned key's algorithm family, so it presents that key."""
+    algorithm = key_line.split()[0]
+    if algorithm == "ssh-rsa":
+        return ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
+    return [algorithm]
+
+
+class KnownHostsFile:
+    """The dashboard's own known_hosts file plus the ``ssh`` wrapper libvirt uses.
+
+    Rewritten atomically from the database's pinned keys whenever one changes.
+    """
+
+    def __init__(self, ssh_dir: Path) -> None:
+        self.ssh_dir = ssh_dir
+        self.path = ssh_dir / "known_hosts"
+        self.ssh_wrapper = ssh_dir / "ssh-pinned"
+
+    def write(self, entries: list[str]) -> None:
+        self.ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _atomic_write(self.path, "".join(f"{entry}\n" for entry in entries), 0o600)
+        self._write_wrapper()
+
+    def _write_wrapper(self) -> None:
+        options = [
+            f"UserKnownHostsFile={self.path}",
+            "GlobalKnownHostsFile=/dev/null",
+            "StrictHostKeyChecking=yes",
+            "UpdateHostKeys=no",
+            "BatchMode=yes",
+            "ConnectTimeout=10",
+            # Drop dead hypervisor connections within ~15 s so they can be fenced.
+            "ServerAliveInterval=5",
+            "ServerAliveCountMax=3",
+        ]
+        args = " ".join(f"-o {shlex.quote(option)}" for option in options)
+        script = f'#!/bin/sh\n# Written by KVM-VDI: ssh for libvirt, trusting only pinned host keys.\nexec ssh {args} "$@"\n'
+        _atomic_write(self.ssh_wrapper, script, 0o700)
+
+
+def _atomic_write(path: Path, content: str, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
