@@ -13,6 +13,7 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
+from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
 from app.settings import Settings
 
@@ -27,6 +28,9 @@ class Services:
     hub: LiveHub
     audit: AuditLog
     login_throttle: LoginThrottle
+    # The dashboard's SSH identity and the known_hosts file of pinned hypervisor host keys.
+    ssh_key: DashboardKey
+    known_hosts: KnownHostsFile
     # Each further component (hypervisor registry, operations, console tickets, broker ...)
     # gets a typed field here and is built, started and stopped in app.application.lifespan.
 

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from app.views import auth, home
+from app.live import endpoint as live
+from app.views import auth, configuration, home, hypervisors, hypervisors_api, upcoming
 
 
 def routes() -> list[BaseRoute]:
-    return [*auth.routes, *home.routes]
+    return [
+        *auth.routes,
+        *home.routes,
+        *hypervisors.routes,
+        *hypervisors_api.routes,
+        *configuration.routes,
+        *upcoming.routes,
+        *live.routes,
+    ]
