@@ -73,7 +73,7 @@ def _versions_key() -> str:
 
 
 def _detect_virt_type(capabilities_xml: str) -> str:
-    """"kvm" when /dev/kvm works and libvirt offers it, else "qemu" (TCG). Decided once per process."""
+    """ "kvm" when /dev/kvm works and libvirt offers it, else "qemu" (TCG). Decided once per process."""
     global _virt_type
     with _virt_type_lock:
         if _virt_type is None:

@@ -113,7 +113,8 @@ def wait_until(
             last_error = exc
         if proc is not None and proc.poll() is not None:
             raise ServiceError(
-                f"{what}: process exited with code {proc.returncode} before it was ready\n{log_tail(log_path)}"
+                f"{what}: process exited with code {proc.returncode} before it was ready\n"
+                + log_tail(log_path)
             )
         if time.monotonic() > deadline:
             reason = f" (last error: {last_error!r})" if last_error else ""
@@ -152,7 +153,9 @@ def kill_pid(pid: int, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> N
             time.sleep(0.02)
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, *, timeout: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
     """Stop a child started with :func:`spawn` and reap it."""
     if proc is None or proc.poll() is not None:
         return

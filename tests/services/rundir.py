@@ -41,7 +41,7 @@ class RunDir:
                 break
             except FileExistsError:
                 continue
-        os.chmod(path, 0o755)  # mkdir honours the umask
+        os.chmod(path, 0o755)  # noqa: S103 - service users must traverse it; mkdir honours the umask
         self.id: str = run_id
         self.path: Path = path
         self._lock = threading.Lock()
