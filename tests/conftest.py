@@ -31,6 +31,9 @@ from tests.services.xvfb import Xvfb
 
 DATABASES = ("sqlite", "mariadb")
 
+# The running-dashboard fixtures (dashboard, dashboard_factory) and BrowserLikeClient.
+pytest_plugins = ["tests.dashboard"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

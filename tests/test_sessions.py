@@ -78,7 +78,8 @@ async def test_a_session_ends_at_its_maximum_age_even_when_active(dashboard_fact
     assert (await admin.get("/")).status_code == 200
     await asyncio.sleep(1.2)
     assert (await admin.get("/")).status_code == 200
-    await asyncio.sleep(1.3)
+    # Timestamps are whole seconds: 3.2 s after log-in is past 2 s whatever the rounding.
+    await asyncio.sleep(2.0)
     response = await admin.get("/")
     assert response.status_code == 303
     assert response.headers["location"].startswith("/login")
@@ -90,7 +91,7 @@ async def test_an_idle_session_ends_and_activity_keeps_it_alive(dashboard_factor
     for _ in range(3):
         await asyncio.sleep(1.1)
         assert (await admin.get("/")).status_code == 200, "a request within the idle timeout keeps it"
-    await asyncio.sleep(2.5)
+    await asyncio.sleep(3.2)  # whole-second timestamps: past 2 s whatever the rounding
     assert (await admin.get("/")).status_code == 303, "idle for longer than the timeout: logged out"
 
 

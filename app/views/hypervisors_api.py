@@ -34,12 +34,7 @@ async def _json_body(request: Request) -> dict[str, Any] | Response:
         return json_error("invalid_json", "The request body must be a JSON object.", 400)
     unknown = sorted(set(body) - set(records.FIELDS))
     if unknown:
-        return json_error(
-            "invalid",
-            f"Unknown field(s): {', '.join(unknown)}.",
-            400,
-            fields={name: f"{name}: not a hypervisor field." for name in unknown},
-        )
+        return _invalid({name: f"{name}: not a hypervisor field." for name in unknown})
     return body
 
 
