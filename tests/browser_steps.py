@@ -53,7 +53,10 @@ def row_state(driver: WebDriver, hypervisor_id: int) -> tuple[str, str]:
 
 
 def toasts(driver: WebDriver) -> list[str]:
-    return [str(t.get_attribute("textContent")).strip() for t in driver.find_elements(By.CSS_SELECTOR, "#toasts .toast")]
+    return [
+        str(t.get_attribute("textContent")).strip()
+        for t in driver.find_elements(By.CSS_SELECTOR, "#toasts .toast")
+    ]
 
 
 def severe_console_errors(driver: WebDriver) -> list[str]:

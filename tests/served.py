@@ -35,7 +35,17 @@ class ServedDashboard:
     def start(self) -> ServedDashboard:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = allocate_port()
-        argv = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        argv = [
+            sys.executable,
+            "-m",
+            "app",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         env = {**cli_env(self.database_url, self.workdir / "var"), "PYTHONUNBUFFERED": "1"}
         self._proc = spawn(argv, run_id=self.run_dir.id, log_path=self.log_path, env=env, cwd=REPO)
         wait_until(self._answers, what="kvm-vdi serve", timeout=60, log_path=self.log_path, proc=self._proc)

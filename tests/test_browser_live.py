@@ -38,7 +38,9 @@ async def test_the_hypervisor_list_follows_live_messages_and_survives_a_dropped_
     db, hub = dashboard.services.db, dashboard.services.hub
     loop = asyncio.get_running_loop()
     hv_id = await db.execute(
-        hypervisors.insert().values(name="sim", transport="test", libvirt_uri="test:///default", state="unknown")
+        hypervisors.insert().values(
+            name="sim", transport="test", libvirt_uri="test:///default", state="unknown"
+        )
     )
 
     def from_browser_thread(function: Callable[..., Any], *args: Any) -> Any:
@@ -52,7 +54,9 @@ async def test_the_hypervisor_list_follows_live_messages_and_survives_a_dropped_
             hub.publish("operation", {"id": index})
 
     async def set_state(state: str, reason: str) -> None:
-        await db.execute(hypervisors.update().where(hypervisors.c.id == hv_id).values(state=state, state_reason=reason))
+        await db.execute(
+            hypervisors.update().where(hypervisors.c.id == hv_id).values(state=state, state_reason=reason)
+        )
 
     def scenario() -> None:
         with browser.session() as driver:
@@ -66,12 +70,16 @@ async def test_the_hypervisor_list_follows_live_messages_and_survives_a_dropped_
 
             # A state change arrives as a message and changes the row in place.
             from_browser_thread(set_state, "down", "libvirt not running")
-            from_browser_thread(publish, "hypervisor", {"id": hv_id, "state": "down", "reason": "libvirt not running"})
+            from_browser_thread(
+                publish, "hypervisor", {"id": hv_id, "state": "down", "reason": "libvirt not running"}
+            )
             wait(driver).until(lambda d: row_state(d, hv_id) == ("Down", "libvirt not running"))
 
             # The server drops a lagging socket; the page reconnects and re-reads what it missed.
             from_browser_thread(flood)
-            wait(driver).until(lambda d: d.find_element(By.ID, "live-indicator").get_attribute("data-state") != "connected")
+            wait(driver).until(
+                lambda d: d.find_element(By.ID, "live-indicator").get_attribute("data-state") != "connected"
+            )
             from_browser_thread(set_state, "up", "")
             wait_live(driver)
             wait(driver).until(lambda d: row_state(d, hv_id) == ("Up", ""))
@@ -79,12 +87,18 @@ async def test_the_hypervisor_list_follows_live_messages_and_survives_a_dropped_
             # A hypervisor added elsewhere appears; one removed elsewhere disappears.
             new_id = from_browser_thread(
                 db.execute,
-                hypervisors.insert().values(name="sim2", transport="test", libvirt_uri="test:///default", state="up"),
+                hypervisors.insert().values(
+                    name="sim2", transport="test", libvirt_uri="test:///default", state="up"
+                ),
             )
             from_browser_thread(publish, "hypervisor", {"id": new_id, "event": "added", "state": "up"})
-            wait(driver).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, f'tr[data-hypervisor-id="{new_id}"]')) == 1)
+            wait(driver).until(
+                lambda d: len(d.find_elements(By.CSS_SELECTOR, f'tr[data-hypervisor-id="{new_id}"]')) == 1
+            )
             from_browser_thread(publish, "hypervisor", {"id": hv_id, "event": "removed", "removed": True})
-            wait(driver).until(lambda d: not d.find_elements(By.CSS_SELECTOR, f'tr[data-hypervisor-id="{hv_id}"]'))
+            wait(driver).until(
+                lambda d: not d.find_elements(By.CSS_SELECTOR, f'tr[data-hypervisor-id="{hv_id}"]')
+            )
 
             assert page_was_not_reloaded(driver)
             assert severe_console_errors(driver) == []
@@ -107,5 +121,34 @@ async def test_an_expired_session_stops_reconnecting_and_offers_to_log_in(
             assert indicator.text == "Session ended: log in again"
             assert indicator.get_attribute("href").endswith("/login?next=%2F")
             assert page_was_not_reloaded(driver)
+
+    await _in_thread(scenario)
+
+
+async def test_the_overview_figures_follow_changes(dashboard: RunningDashboard, browser: BrowserFactory) -> None:
+    db, hub = dashboard.services.db, dashboard.services.hub
+    loop = asyncio.get_running_loop()
+
+    async def add_down_hypervisor() -> None:
+        hv_id = await db.execute(
+            hypervisors.insert().values(name="far", transport="test", libvirt_uri="test:///default", state="down")
+        )
+        hub.publish("hypervisor", {"id": hv_id, "event": "added", "state": "down", "reason": "unreachable"})
+
+    def figure(driver: Any, name: str) -> str:
+        return str(driver.find_element(By.CSS_SELECTOR, f'[data-figure="{name}"]').text)
+
+    def scenario() -> None:
+        with browser.session() as driver:
+            log_in(driver, dashboard.url, "admin", dashboard.admin_password)
+            wait_live(driver)
+            mark_page(driver)
+            assert figure(driver, "hypervisors_total") == "0"
+            assert driver.find_element(By.ID, "getting-started").is_displayed()
+            asyncio.run_coroutine_threadsafe(add_down_hypervisor(), loop).result(timeout=30)
+            wait(driver).until(lambda d: figure(d, "hypervisors_total") == "1")
+            wait(driver).until(lambda d: figure(d, "hypervisors_down") == "1")
+            assert page_was_not_reloaded(driver)
+            assert severe_console_errors(driver) == []
 
     await _in_thread(scenario)

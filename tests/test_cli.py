@@ -47,7 +47,10 @@ async def test_admin_create_reads_the_password_from_stdin(env: dict[str, str], d
 async def test_admin_create_refuses_a_weak_password_or_a_taken_name(env: dict[str, str]) -> None:
     weak = kvm_vdi("admin", "create", "bob", "--password-stdin", env=env, stdin="short\n")
     assert weak.returncode == 1 and "at least 10 characters" in weak.stderr
-    assert kvm_vdi("admin", "create", "bob", "--password-stdin", env=env, stdin="bob-password-1\n").returncode == 0
+    assert (
+        kvm_vdi("admin", "create", "bob", "--password-stdin", env=env, stdin="bob-password-1\n").returncode
+        == 0
+    )
     again = kvm_vdi("admin", "create", "bob", "--password-stdin", env=env, stdin="bob-password-2\n")
     assert again.returncode == 1 and "already exists" in again.stderr
 
@@ -58,7 +61,9 @@ def test_without_a_terminal_the_password_must_come_from_stdin(env: dict[str, str
     assert "--password-stdin" in result.stderr
 
 
-async def test_set_password_clears_must_change_unless_temporary(env: dict[str, str], database_url: str) -> None:
+async def test_set_password_clears_must_change_unless_temporary(
+    env: dict[str, str], database_url: str
+) -> None:
     kvm_vdi("admin", "create", "dave", "--password-stdin", "--temporary", env=env, stdin="dave-password-1\n")
     assert await _user(database_url, "dave", "dave-password-1") == (True, True)
 
@@ -75,7 +80,9 @@ async def test_set_password_clears_must_change_unless_temporary(env: dict[str, s
 
 
 def test_set_password_of_an_unknown_user_fails(env: dict[str, str]) -> None:
-    result = kvm_vdi("admin", "set-password", "nobody", "--password-stdin", env=env, stdin="whatever-pass-1\n")
+    result = kvm_vdi(
+        "admin", "set-password", "nobody", "--password-stdin", env=env, stdin="whatever-pass-1\n"
+    )
     assert result.returncode == 1 and "no local user named nobody" in result.stderr
 
 

@@ -25,7 +25,11 @@ async def test_serve_demo_registers_the_demo_hypervisor_once(
                 if round_ == 0:
                     changed = await client.post(
                         "/account/password",
-                        {"current_password": password, "new_password": "demo-admin-pw-1", "repeat_password": "demo-admin-pw-1"},
+                        {
+                            "current_password": password,
+                            "new_password": "demo-admin-pw-1",
+                            "repeat_password": "demo-admin-pw-1",
+                        },
                     )
                     assert changed.status_code == 303
                     password = "demo-admin-pw-1"

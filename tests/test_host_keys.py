@@ -88,7 +88,9 @@ async def test_the_confirmed_key_is_pinned_and_written_to_known_hosts(
     assert unticked.status_code == 400 and "I compared the fingerprints" in unticked.text
     assert await _pinned(dashboard, hv_id) == (None, False)
 
-    confirmed = await admin.post(f"/hypervisors/{hv_id}/host-key", {"fingerprint": fingerprint, "verified": "on"})
+    confirmed = await admin.post(
+        f"/hypervisors/{hv_id}/host-key", {"fingerprint": fingerprint, "verified": "on"}
+    )
     assert confirmed.status_code == 303
     assert await _pinned(dashboard, hv_id) == (own_sshd.host_key_line(), True)
     known_hosts = dashboard.services.known_hosts.path.read_text()
@@ -135,7 +137,9 @@ async def test_a_changed_host_key_is_shown_next_to_the_pinned_one_and_can_be_re_
     assert audit[0]["details"]["previous_fingerprint"] == old and audit[0]["details"]["fingerprint"] == new
 
 
-async def test_an_unreachable_server_is_reported_not_pinned(dashboard: RunningDashboard, own_sshd: SshServer) -> None:
+async def test_an_unreachable_server_is_reported_not_pinned(
+    dashboard: RunningDashboard, own_sshd: SshServer
+) -> None:
     admin = await dashboard.admin()
     hv_id = await _add_ssh_hypervisor(admin, own_sshd)
     own_sshd.stop()
@@ -151,17 +155,29 @@ async def test_the_api_pins_only_the_fingerprint_the_caller_verified(
 ) -> None:
     admin = await dashboard.admin()
     created = await admin.post(
-        API, json={"name": "api-loop", "transport": "ssh", "address": own_sshd.address,
-                   "ssh_port": own_sshd.port, "ssh_user": own_sshd.user},
+        API,
+        json={
+            "name": "api-loop",
+            "transport": "ssh",
+            "address": own_sshd.address,
+            "ssh_port": own_sshd.port,
+            "ssh_user": own_sshd.user,
+        },
     )
     hv_id = created.json()["id"]
     shown = (await admin.get(f"{API}/{hv_id}/host-key")).json()
     assert shown["presented"]["fingerprint"] == ssh_keygen_fingerprint(own_sshd)
     assert shown["pinned"] is None
-    wrong = await admin.post(f"{API}/{hv_id}/host-key", json={"fingerprint": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})
+    wrong = await admin.post(
+        f"{API}/{hv_id}/host-key", json={"fingerprint": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
+    )
     assert wrong.status_code == 409 and wrong.json()["error"] == "host_key_mismatch"
-    right = await admin.post(f"{API}/{hv_id}/host-key", json={"fingerprint": shown["presented"]["fingerprint"]})
+    right = await admin.post(
+        f"{API}/{hv_id}/host-key", json={"fingerprint": shown["presented"]["fingerprint"]}
+    )
     assert right.status_code == 200
     assert right.json()["host_key"] == {
-        "algorithm": "ssh-ed25519", "fingerprint": ssh_keygen_fingerprint(own_sshd), "confirmed": True
+        "algorithm": "ssh-ed25519",
+        "fingerprint": ssh_keygen_fingerprint(own_sshd),
+        "confirmed": True,
     }

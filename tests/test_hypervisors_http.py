@@ -76,7 +76,16 @@ async def test_a_bad_submission_names_each_field_and_loses_nothing(dashboard: Ru
     assert errors["images_dir"].startswith("Images directory:")
     assert errors["volatile_dir"].startswith("Volatile directory:")
     # Everything comes back as typed, so nothing has to be typed again.
-    for field in ["name", "address", "ssh_port", "ssh_user", "spice_address", "images_dir", "volatile_dir", "iso_dir"]:
+    for field in [
+        "name",
+        "address",
+        "ssh_port",
+        "ssh_user",
+        "spice_address",
+        "images_dir",
+        "volatile_dir",
+        "iso_dir",
+    ]:
         assert _input_value(response.text, field) == submitted[field], field
     assert 'id="f-maintenance" name="maintenance" value="on"' in response.text and "checked" in response.text
     assert '<option value="ssh" selected>' in response.text
@@ -87,7 +96,9 @@ async def test_a_bad_submission_names_each_field_and_loses_nothing(dashboard: Ru
 
 async def test_ssh_needs_an_address_and_a_user(dashboard: RunningDashboard) -> None:
     admin = await dashboard.admin()
-    response = await admin.post("/hypervisors/new", {**TEST_HV, "transport": "ssh", "address": "", "ssh_user": ""})
+    response = await admin.post(
+        "/hypervisors/new", {**TEST_HV, "transport": "ssh", "address": "", "ssh_user": ""}
+    )
     errors = _field_errors(response.text)
     assert "required for the ssh transport" in errors["address"]
     assert "required for the ssh transport" in errors["ssh_user"]
@@ -133,7 +144,8 @@ async def test_the_edit_form_shows_and_stores_changes(dashboard: RunningDashboar
     form = (await admin.get(f"/hypervisors/{hv_id}/edit")).text
     assert _input_value(form, "images_dir") == "/srv/vdi/images"
     response = await admin.post(
-        f"/hypervisors/{hv_id}/edit", {**TEST_HV, "name": "sim-renamed", "maintenance": "on", "iso_dir": "/isos/"}
+        f"/hypervisors/{hv_id}/edit",
+        {**TEST_HV, "name": "sim-renamed", "maintenance": "on", "iso_dir": "/isos/"},
     )
     assert response.status_code == 303
     record = (await admin.get(f"{API}/{hv_id}")).json()
@@ -152,7 +164,9 @@ async def test_a_bad_edit_keeps_the_stored_record(dashboard: RunningDashboard) -
     assert (await admin.get(f"{API}/{hv_id}")).json()["libvirt_uri"] == "test:///default"
 
 
-async def test_moving_an_ssh_hypervisor_to_another_port_unpins_its_host_key(dashboard: RunningDashboard) -> None:
+async def test_moving_an_ssh_hypervisor_to_another_port_unpins_its_host_key(
+    dashboard: RunningDashboard,
+) -> None:
     admin = await dashboard.admin()
     hv_id = await _add(admin, name="hv02", transport="ssh", address="192.0.2.20")
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOZ5DOLmrDLKNDakDZXWyGNMCxFk0nk6r6x2MZhkPsOv"
@@ -160,12 +174,14 @@ async def test_moving_an_ssh_hypervisor_to_another_port_unpins_its_host_key(dash
         hypervisors.update().where(hypervisors.c.id == hv_id).values(host_key=key, host_key_confirmed=True)
     )
     unchanged = await admin.post(
-        f"/hypervisors/{hv_id}/edit", {**TEST_HV, "name": "hv02", "transport": "ssh", "address": "192.0.2.20", "maintenance": "on"}
+        f"/hypervisors/{hv_id}/edit",
+        {**TEST_HV, "name": "hv02", "transport": "ssh", "address": "192.0.2.20", "maintenance": "on"},
     )
     assert unchanged.headers["location"].startswith("/hypervisors?")
     assert (await admin.get(f"{API}/{hv_id}")).json()["host_key"]["confirmed"] is True
     moved = await admin.post(
-        f"/hypervisors/{hv_id}/edit", {**TEST_HV, "name": "hv02", "transport": "ssh", "address": "192.0.2.20", "ssh_port": "2222"}
+        f"/hypervisors/{hv_id}/edit",
+        {**TEST_HV, "name": "hv02", "transport": "ssh", "address": "192.0.2.20", "ssh_port": "2222"},
     )
     assert moved.headers["location"].startswith(f"/hypervisors/{hv_id}/host-key")
     assert (await admin.get(f"{API}/{hv_id}")).json()["host_key"] is None
@@ -181,7 +197,9 @@ async def test_removal_asks_for_confirmation_naming_the_hypervisor(dashboard: Ru
     response = await admin.post(f"/hypervisors/{hv_id}/remove")
     assert response.status_code == 303
     assert (await admin.get(API)).json()["hypervisors"] == []
-    assert [a["target"] for a in await dashboard.services.audit.recent(action="hypervisor_removed")] == ["sim1"]
+    assert [a["target"] for a in await dashboard.services.audit.recent(action="hypervisor_removed")] == [
+        "sim1"
+    ]
 
 
 async def test_removal_is_refused_while_vms_are_registered(dashboard: RunningDashboard) -> None:
@@ -216,13 +234,18 @@ async def test_the_json_api_creates_reads_updates_and_deletes(dashboard: Running
     assert created.status_code == 201
     record = created.json()
     assert created.headers["location"] == f"{API}/{record['id']}"
-    assert (record["name"], record["maintenance"], record["images_dir"]) == ("api-hv", True, "/var/lib/kvm-vdi/images")
+    assert (record["name"], record["maintenance"], record["images_dir"]) == (
+        "api-hv",
+        True,
+        "/var/lib/kvm-vdi/images",
+    )
 
     fetched = (await admin.get(f"{API}/{record['id']}")).json()
     assert fetched == record
 
     patched = await admin.http.patch(
-        f"{API}/{record['id']}", json={"maintenance": False, "spice_address": "spice.example.org"},
+        f"{API}/{record['id']}",
+        json={"maintenance": False, "spice_address": "spice.example.org"},
         headers={"X-CSRF-Token": admin.csrf or ""},
     )
     assert patched.status_code == 200
@@ -262,6 +285,8 @@ async def test_the_json_api_refuses_a_body_that_is_not_an_object(dashboard: Runn
     admin = await dashboard.admin()
     for content in [b"[1, 2]", b"{not json"]:
         response = await admin.http.post(
-            API, content=content, headers={"X-CSRF-Token": admin.csrf or "", "Content-Type": "application/json"}
+            API,
+            content=content,
+            headers={"X-CSRF-Token": admin.csrf or "", "Content-Type": "application/json"},
         )
         assert response.status_code == 400 and response.json()["error"] == "invalid_json"

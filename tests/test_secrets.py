@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 from tests.dashboard import RunningDashboard, make_settings, start_dashboard
 from tests.services.mariadb import MariaDB
