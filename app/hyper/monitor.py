@@ -62,6 +62,9 @@ class HypervisorMonitor:
         self._report_facts = report_facts
         self._deliver = deliver
         self._task: asyncio.Task[None] | None = None
+        # Lost sessions being torn down; a dead peer can make that slow, and it must
+        # not delay reconnecting (or fencing).
+        self._closing: set[asyncio.Task[None]] = set()
         # Set after the first connection attempt, whatever its outcome.
         self.first_attempt = asyncio.Event()
 
@@ -77,6 +80,8 @@ class HypervisorMonitor:
         session = self.hv.detach()
         if session is not None:
             await session.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -164,7 +169,9 @@ class HypervisorMonitor:
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer
-            await session.close()
+            closing = asyncio.create_task(session.close(), name=f"hypervisor-close-{self.hv.id}")
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def _watch(self, session: Session) -> str:
         settings = self._settings
