@@ -13,6 +13,7 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
+from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
 from app.settings import Settings
@@ -31,6 +32,7 @@ class Services:
     # The dashboard's SSH identity and the known_hosts file of pinned hypervisor host keys.
     ssh_key: DashboardKey
     known_hosts: KnownHostsFile
+    hypervisors: HypervisorRegistry
     # Each further component (hypervisor registry, operations, console tickets, broker ...)
     # gets a typed field here and is built, started and stopped in app.application.lifespan.
 

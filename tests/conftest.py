@@ -32,7 +32,7 @@ from tests.services.xvfb import Xvfb
 
 DATABASES = ("sqlite", "mariadb")
 
-# The running-dashboard fixtures (dashboard, dashboard_factory) and BrowserLikeClient.
+# A real dashboard under uvicorn: fixtures ``dashboard`` and ``dashboard_factory``.
 pytest_plugins = ["tests.dashboard"]
 
 
