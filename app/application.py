@@ -114,7 +114,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 def announce_first_admin(settings: Settings, username: str, password: str) -> None:
     """Print the generated first admin password once, to the console only (never to logs)."""
     scheme = "https" if settings.server.https else "http"
-    url = f"{scheme}://{settings.server.host}:{settings.server.port}/"
+    # Listening on every interface: this machine's loopback address works for a first look.
+    host = "127.0.0.1" if settings.server.host in ("", "0.0.0.0", "::") else settings.server.host  # noqa: S104
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"{scheme}://{host}:{settings.server.port}/"
     banner = (
         "\n" + "=" * 64 + "\n"
         f"  KVM-VDI dashboard: {url}\n"

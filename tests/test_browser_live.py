@@ -125,13 +125,17 @@ async def test_an_expired_session_stops_reconnecting_and_offers_to_log_in(
     await _in_thread(scenario)
 
 
-async def test_the_overview_figures_follow_changes(dashboard: RunningDashboard, browser: BrowserFactory) -> None:
+async def test_the_overview_figures_follow_changes(
+    dashboard: RunningDashboard, browser: BrowserFactory
+) -> None:
     db, hub = dashboard.services.db, dashboard.services.hub
     loop = asyncio.get_running_loop()
 
     async def add_down_hypervisor() -> None:
         hv_id = await db.execute(
-            hypervisors.insert().values(name="far", transport="test", libvirt_uri="test:///default", state="down")
+            hypervisors.insert().values(
+                name="far", transport="test", libvirt_uri="test:///default", state="down"
+            )
         )
         hub.publish("hypervisor", {"id": hv_id, "event": "added", "state": "down", "reason": "unreachable"})
 

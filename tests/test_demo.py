@@ -37,6 +37,8 @@ async def test_serve_demo_registers_the_demo_hypervisor_once(
                 assert [(hv["name"], hv["transport"], hv["libvirt_uri"]) for hv in listing] == [
                     ("demo", "test", "test:///default")
                 ]
+                # The registry connected to it while starting: the demo is usable at once.
+                assert (listing[0]["state"], listing[0]["connected"]) == ("up", True)
                 page = (await client.get("/hypervisors")).text
                 assert "Demo mode" in page
             finally:
