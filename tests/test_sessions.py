@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -78,13 +79,14 @@ async def test_logout_ends_the_session(dashboard: RunningDashboard) -> None:
 async def test_a_session_ends_at_its_maximum_age_even_when_active(
     dashboard_factory: DashboardFactory,
 ) -> None:
-    running = await dashboard_factory(security={"session_max_age": 2, "session_idle_timeout": 60})
+    running = await dashboard_factory(security={"session_max_age": 3, "session_idle_timeout": 60})
+    logged_in_at = time.monotonic()
     admin = await running.admin()
     assert (await admin.get("/")).status_code == 200
-    await asyncio.sleep(1.2)
-    assert (await admin.get("/")).status_code == 200
-    # Timestamps are whole seconds: 3.2 s after log-in is past 2 s whatever the rounding.
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(0.8)
+    assert (await admin.get("/")).status_code == 200, "active, and younger than 3 s"
+    # Session timestamps are whole seconds: 4.1 s after log-in is past 3 s whatever the rounding.
+    await asyncio.sleep(max(0.0, logged_in_at + 4.1 - time.monotonic()))
     response = await admin.get("/")
     assert response.status_code == 303
     assert response.headers["location"].startswith("/login")
