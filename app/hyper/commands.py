@@ -107,7 +107,8 @@ class CommandRunner(ABC):
         return result
 
     @abstractmethod
-    async def close(self) -> None: ...
+    async def close(self, *, abort: bool = False) -> None:
+        """Release the transport; ``abort`` drops it at once (the peer is gone anyway)."""
 
 
 class _Process(ABC):
@@ -171,7 +172,7 @@ class LocalCommands(CommandRunner):
             raise CommandError(argv, 127, "", reason=f"{argv[0]}: command not found") from exc
         return _LocalProcess(proc)
 
-    async def close(self) -> None:
+    async def close(self, *, abort: bool = False) -> None:
         return None
 
 
@@ -246,7 +247,10 @@ class SSHCommands(CommandRunner):
             raise CommandError(argv, None, "", reason=f"could not start over SSH: {exc}") from exc
         return _SSHProcess(proc)
 
-    async def close(self) -> None:
+    async def close(self, *, abort: bool = False) -> None:
+        if abort:
+            self.connection.abort()
+            return
         self.connection.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.connection.wait_closed(), 5)
