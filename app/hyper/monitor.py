@@ -134,6 +134,9 @@ class HypervisorMonitor:
                 remaining = lost_since + self._settings.fence_after - time.monotonic()
                 done, _ = await asyncio.wait({attempt}, timeout=max(0.0, remaining))
                 if not done:
+                    # An attempt that is about to fail on its own reports a better reason.
+                    done, _ = await asyncio.wait({attempt}, timeout=1.0)
+                if not done:
                     message = f"no answer for {self._settings.fence_after:g} s ({lost_reason}); reconnecting"
                     await self._report_state(self.hv, "down", message, "timeout")
             return await attempt
@@ -182,17 +185,20 @@ class HypervisorMonitor:
     async def _serve(self, session: Session, events: asyncio.Queue[tuple[Any, ...]]) -> str:
         """Use ``session`` until it is lost; returns why."""
         consumer = asyncio.create_task(self._consume(session, events), name=f"hypervisor-events-{self.hv.id}")
+        lost = False
         try:
             self.hv.attach(session)
             await self._report_state(self.hv, "up", "", "")
             self.first_attempt.set()
-            return await self._watch(session)
+            reason = await self._watch(session)
+            lost = True
+            return reason
         finally:
             self.hv.detach()
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer
-            closing = asyncio.create_task(session.close(), name=f"hypervisor-close-{self.hv.id}")
+            closing = asyncio.create_task(session.close(lost=lost), name=f"hypervisor-close-{self.hv.id}")
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
 

@@ -93,7 +93,7 @@ async def assert_fenced(hosts: TwoHosts) -> None:
         harness.registry.get(hosts.h1_id)
     assert [hv.name for hv in harness.registry.accepting_work()] == ["h0"]
     row = await harness.row(hosts.h1_id)
-    assert row["state"] == "down" and row["state_reason"] == h1.reason and h1.reason
+    assert row["state"] == "down" and row["state_reason"]
     assert [e["target"] for e in await harness.audit.recent(action="hypervisor_down")] == ["h1"]
     assert {"id": hosts.h1_id, "state": "down"}.items() <= harness.published()[-1].items()
     assert (hosts.h1_id, "down") in [(e.hypervisor_id, e.state) for e in harness.connection_events]
