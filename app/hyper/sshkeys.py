@@ -36,13 +36,22 @@ class DashboardKey:
         return f"{self.public_line} kvm-vdi-dashboard"
 
     def install_command(self, user: str = "vdi") -> str:
-        """The one line an admin runs on a hypervisor to trust the dashboard."""
-        line = shlex.quote(self.authorized_keys_line)
+        """The one line an admin runs (as root) on a hypervisor to trust the dashboard.
+
+        ``restrict``: the key may run commands, nothing else (no forwarding, no terminal),
+        as ``hypervisors/install.sh --dashboard-key`` authorizes it too.
+        """
+        line = shlex.quote(f"restrict {self.authorized_keys_line}")
         home = f"~{user}"
         return (
             f"install -d -m 700 -o {user} {home}/.ssh && echo {line} >> {home}/.ssh/authorized_keys"
             f" && chown {user} {home}/.ssh/authorized_keys && chmod 600 {home}/.ssh/authorized_keys"
         )
+
+    def install_script_command(self, user: str = "vdi") -> str:
+        """``hypervisors/install.sh`` with this key: prepares a Debian hypervisor and authorizes the key."""
+        options = "" if user == "vdi" else f" --user {shlex.quote(user)}"
+        return f"./install.sh{options} --dashboard-key {shlex.quote(self.authorized_keys_line)}"
 
     def load(self) -> asyncssh.SSHKey:
         return asyncssh.read_private_key(str(self.private_path))
