@@ -171,20 +171,27 @@ async def test_moving_an_ssh_hypervisor_to_another_port_unpins_its_host_key(
     dashboard: RunningDashboard,
 ) -> None:
     admin = await dashboard.admin()
-    hv_id = await _add(admin, name="hv02", transport="ssh", address="192.0.2.20")
+    hv_id = await _add(admin, name="hv02", transport="ssh", address="127.0.0.1", ssh_port="9")
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOZ5DOLmrDLKNDakDZXWyGNMCxFk0nk6r6x2MZhkPsOv"
     await dashboard.services.db.execute(
         hypervisors.update().where(hypervisors.c.id == hv_id).values(host_key=key, host_key_confirmed=True)
     )
     unchanged = await admin.post(
         f"/hypervisors/{hv_id}/edit",
-        {**TEST_HV, "name": "hv02", "transport": "ssh", "address": "192.0.2.20", "maintenance": "on"},
+        {
+            **TEST_HV,
+            "name": "hv02",
+            "transport": "ssh",
+            "address": "127.0.0.1",
+            "ssh_port": "9",
+            "maintenance": "on",
+        },
     )
     assert unchanged.headers["location"].startswith("/hypervisors?")
     assert (await admin.get(f"{API}/{hv_id}")).json()["host_key"]["confirmed"] is True
     moved = await admin.post(
         f"/hypervisors/{hv_id}/edit",
-        {**TEST_HV, "name": "hv02", "transport": "ssh", "address": "192.0.2.20", "ssh_port": "2222"},
+        {**TEST_HV, "name": "hv02", "transport": "ssh", "address": "127.0.0.1", "ssh_port": "7"},
     )
     assert moved.headers["location"].startswith(f"/hypervisors/{hv_id}/host-key")
     assert (await admin.get(f"{API}/{hv_id}")).json()["host_key"] is None
