@@ -45,18 +45,20 @@ class FreshHost:
     host_key: str = ""
     sshd: subprocess.Popen[bytes] | None = None
 
-    def options(self, key: DashboardKey | None = None) -> list[str]:
+    def options(self, key: DashboardKey | None = None, *, user: str | None = None) -> list[str]:
         opts = [
-            "--user", self.user, "--home", str(self.home), "--images-dir", str(self.images),
+            "--user", user or self.user, "--home", str(self.home), "--images-dir", str(self.images),
             "--volatile-dir", str(self.volatile), "--iso-dir", str(self.iso), "--no-packages",
         ]  # fmt: skip
         if key is not None:
             opts += ["--dashboard-key", f"{key.public_line} dashboard@test"]
         return opts
 
-    def installer(self, action: str, key: DashboardKey | None = None) -> subprocess.CompletedProcess[str]:
+    def installer(
+        self, action: str, key: DashboardKey | None = None, *, user: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*self.enter, "bash", str(INSTALL), action, *self.options(key)],
+            [*self.enter, "bash", str(INSTALL), action, *self.options(key, user=user)],
             capture_output=True,
             text=True,
             timeout=120,
@@ -166,11 +168,11 @@ def missing(output: str) -> list[str]:
 
 
 def test_check_on_a_fresh_host_says_what_is_missing(fresh_host: FreshHost) -> None:
-    user = fresh_host.user
-    result = fresh_host.installer("check")
+    never_installed = f"{fresh_host.user}n"
+    result = fresh_host.installer("check", user=never_installed)
     assert result.returncode == 1, result.stdout
-    assert f"MISSING  service user {user} (run: " in result.stdout
-    assert result.stdout.splitlines()[-1].startswith("result   ")
+    assert f"MISSING  service user {never_installed} (run: " in result.stdout
+    assert result.stdout.splitlines()[-1] == "result   1 thing(s) missing"
 
 
 def test_install_sets_up_user_directories_key_and_libvirt_and_is_idempotent(
