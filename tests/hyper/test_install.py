@@ -7,9 +7,13 @@ as the created user, through an sshd that reads ~/.ssh/authorized_keys with Stri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +28,7 @@ from tests.services import guests
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.ports import allocate_port, release_port
-from tests.services.process import run, spawn, stop_process, wait_until
+from tests.services.process import descendants, run, spawn, stop_process, wait_until
 from tests.services.rundir import RunDir
 from tests.services.sshd import keygen
 
@@ -107,11 +111,28 @@ def fresh_host(run_dir: RunDir, h0: LibvirtHost) -> Iterator[FreshHost]:
     try:
         yield host
     finally:
-        stop_process(host.sshd)
+        if host.sshd is not None:
+            # Sessions first (they would keep the user busy), then the listener.
+            for pid in descendants(host.sshd.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            stop_process(host.sshd)
         if host.ssh_port:
             release_port(host.ssh_port)
         stop_process(holder)
-        subprocess.run(["userdel", user], capture_output=True, check=False)
+        remove_user(user)
+
+
+def remove_user(user: str, timeout: float = 20) -> None:
+    """userdel, waiting out processes of the user that are still being reaped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = subprocess.run(["userdel", user], capture_output=True, text=True, check=False)
+        if result.returncode in (0, 6):  # removed, or never created
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"could not remove the test user {user}: {result.stderr.strip()}")
+        time.sleep(0.2)
 
 
 def start_sshd(host: FreshHost, run_dir: RunDir) -> None:
