@@ -207,6 +207,7 @@ class _SSHProcess(_Process):
 
 # sshd's MaxSessions defaults to 10 channels per connection; stay below it and queue the rest.
 SSH_SESSIONS = 8
+_OPEN_ATTEMPTS = 6
 
 
 class SSHCommands(CommandRunner):
@@ -239,13 +240,21 @@ class SSHCommands(CommandRunner):
             self._sessions.release()
 
     async def _start(self, argv: Sequence[str]) -> _Process:
-        try:
-            proc = await self.connection.create_process(
-                command_line(argv), encoding=None, stdin=asyncssh.DEVNULL
-            )
-        except (asyncssh.Error, OSError) as exc:
-            raise CommandError(argv, None, "", reason=f"could not start over SSH: {exc}") from exc
-        return _SSHProcess(proc)
+        refusal: asyncssh.ChannelOpenError | None = None
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                proc = await self.connection.create_process(
+                    command_line(argv), encoding=None, stdin=asyncssh.DEVNULL
+                )
+            except asyncssh.ChannelOpenError as exc:
+                # sshd frees a finished session's slot a moment after we saw it end: retry.
+                refusal = exc
+                await asyncio.sleep(0.05 * 2**attempt)
+            except (asyncssh.Error, OSError) as exc:
+                raise CommandError(argv, None, "", reason=f"could not start over SSH: {exc}") from exc
+            else:
+                return _SSHProcess(proc)
+        raise CommandError(argv, None, "", reason=f"could not start over SSH: {refusal}")
 
     async def close(self, *, abort: bool = False) -> None:
         if abort:

@@ -7,9 +7,13 @@ as the created user, through an sshd that reads ~/.ssh/authorized_keys with Stri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +28,7 @@ from tests.services import guests
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.ports import allocate_port, release_port
-from tests.services.process import run, spawn, stop_process, wait_until
+from tests.services.process import descendants, run, spawn, stop_process, wait_until
 from tests.services.rundir import RunDir
 from tests.services.sshd import keygen
 
@@ -45,18 +49,20 @@ class FreshHost:
     host_key: str = ""
     sshd: subprocess.Popen[bytes] | None = None
 
-    def options(self, key: DashboardKey | None = None) -> list[str]:
+    def options(self, key: DashboardKey | None = None, *, user: str | None = None) -> list[str]:
         opts = [
-            "--user", self.user, "--home", str(self.home), "--images-dir", str(self.images),
+            "--user", user or self.user, "--home", str(self.home), "--images-dir", str(self.images),
             "--volatile-dir", str(self.volatile), "--iso-dir", str(self.iso), "--no-packages",
         ]  # fmt: skip
         if key is not None:
             opts += ["--dashboard-key", f"{key.public_line} dashboard@test"]
         return opts
 
-    def installer(self, action: str, key: DashboardKey | None = None) -> subprocess.CompletedProcess[str]:
+    def installer(
+        self, action: str, key: DashboardKey | None = None, *, user: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*self.enter, "bash", str(INSTALL), action, *self.options(key)],
+            [*self.enter, "bash", str(INSTALL), action, *self.options(key, user=user)],
             capture_output=True,
             text=True,
             timeout=120,
@@ -105,11 +111,28 @@ def fresh_host(run_dir: RunDir, h0: LibvirtHost) -> Iterator[FreshHost]:
     try:
         yield host
     finally:
-        stop_process(host.sshd)
+        if host.sshd is not None:
+            # Sessions first (they would keep the user busy), then the listener.
+            for pid in descendants(host.sshd.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            stop_process(host.sshd)
         if host.ssh_port:
             release_port(host.ssh_port)
         stop_process(holder)
-        subprocess.run(["userdel", user], capture_output=True, check=False)
+        remove_user(user)
+
+
+def remove_user(user: str, timeout: float = 20) -> None:
+    """userdel, waiting out processes of the user that are still being reaped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = subprocess.run(["userdel", user], capture_output=True, text=True, check=False)
+        if result.returncode in (0, 6):  # removed, or never created
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"could not remove the test user {user}: {result.stderr.strip()}")
+        time.sleep(0.2)
 
 
 def start_sshd(host: FreshHost, run_dir: RunDir) -> None:
@@ -166,11 +189,11 @@ def missing(output: str) -> list[str]:
 
 
 def test_check_on_a_fresh_host_says_what_is_missing(fresh_host: FreshHost) -> None:
-    user = fresh_host.user
-    result = fresh_host.installer("check")
+    never_installed = f"{fresh_host.user}n"
+    result = fresh_host.installer("check", user=never_installed)
     assert result.returncode == 1, result.stdout
-    assert f"MISSING  service user {user} (run: " in result.stdout
-    assert result.stdout.splitlines()[-1].startswith("result   ")
+    assert f"MISSING  service user {never_installed} (run: " in result.stdout
+    assert result.stdout.splitlines()[-1] == "result   1 thing(s) missing"
 
 
 def test_install_sets_up_user_directories_key_and_libvirt_and_is_idempotent(
