@@ -126,7 +126,9 @@ class RunningDashboard:
         await asyncio.wait_for(self.task, timeout=30)
 
 
-async def start_dashboard(settings: Settings, *, admin_password: str | None = ADMIN_PASSWORD) -> RunningDashboard:
+async def start_dashboard(
+    settings: Settings, *, admin_password: str | None = ADMIN_PASSWORD
+) -> RunningDashboard:
     """Start uvicorn with a fresh app; with ``admin_password``, an admin exists beforehand."""
     url = settings.database_url.get_secret_value()
     await asyncio.to_thread(database.upgrade, url)
@@ -175,7 +177,9 @@ async def dashboard_factory(tmp_path: Path, database_url: str) -> AsyncIterator[
 
     async def factory(*, admin_password: str | None = ADMIN_PASSWORD, **overrides: Any) -> RunningDashboard:
         data_dir = tmp_path / f"var{len(started)}"
-        running = await start_dashboard(make_settings(data_dir, database_url, **overrides), admin_password=admin_password)
+        running = await start_dashboard(
+            make_settings(data_dir, database_url, **overrides), admin_password=admin_password
+        )
         started.append(running)
         return running
 

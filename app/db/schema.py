@@ -148,7 +148,9 @@ pool_vms = sa.Table(
     metadata,
     sa.Column("pool_id", sa.Integer, sa.ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True),
     # A VM belongs to at most one pool, so two pools can never hand out the same desktop.
-    sa.Column("vm_id", sa.Integer, sa.ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True, unique=True),
+    sa.Column(
+        "vm_id", sa.Integer, sa.ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True, unique=True
+    ),
 )
 
 pool_users = sa.Table(
@@ -204,7 +206,9 @@ api_tokens = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     # Directory groups resolved at login, as a JSON list (the directory is asked again at every login).
     sa.Column("groups_json", sa.Text, nullable=False, server_default="[]"),
     sa.Column("client_address", sa.String(64), nullable=False, server_default=""),
