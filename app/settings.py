@@ -54,19 +54,29 @@ class GatewaySettings(BaseModel):
     port: int = 3128
     # Host name/address clients use to reach the gateway (written into .vv files).
     public_host: str | None = None
+    # A client must send its whole CONNECT request head within this time and size.
+    header_timeout: float = 10.0
+    max_header_bytes: int = 8192
 
 
 class ConsoleSettings(BaseModel):
-    ticket_ttl: int = 60
-    spice_password_validity: int = 120
-    idle_timeout: int = 3600
-    max_session: int = 12 * 3600
-    per_user_limit: int = 16
-    global_limit: int = 2000
+    # Seconds a console ticket opens new connections (open ones continue); at most 60.
+    ticket_ttl: int = Field(60, ge=1, le=60)
+    spice_password_validity: int = Field(120, ge=1)
+    # A console session with no traffic for idle_timeout seconds, or older than
+    # max_session seconds, is closed.
+    idle_timeout: int = Field(3600, ge=1)
+    max_session: int = Field(12 * 3600, ge=1)
+    # Concurrent proxied connections (SPICE channels: a console uses 4-8 of them).
+    per_user_limit: int = Field(16, ge=1)
+    global_limit: int = Field(2000, ge=1)
     # Extra origins allowed to open console websockets (besides the dashboard's own).
     allowed_origins: list[str] = Field(default_factory=list)
-    read_size: int = 256 * 1024
-    buffer_limit: int = 1024 * 1024
+    # Bytes read from a socket at once; at least 64 KiB.
+    read_size: int = Field(256 * 1024, ge=64 * 1024)
+    # Bytes the proxy buffers per direction of one connection before it stops reading.
+    buffer_limit: int = Field(1024 * 1024, ge=64 * 1024)
+    connect_timeout: float = Field(10.0, gt=0)
 
 
 class DirectorySettings(BaseModel):
