@@ -218,7 +218,9 @@ class GatewayConnection(SocketEnd):
     async def _handle(self, request: h11.Request) -> None:
         gateway = self.gateway
         if request.method != b"CONNECT":
-            self._refuse(405, "Method Not Allowed", "This gateway only tunnels CONNECT.", ("Allow", "CONNECT"))
+            self._refuse(
+                405, "Method Not Allowed", "This gateway only tunnels CONNECT.", ("Allow", "CONNECT")
+            )
             return
         target = parse_target(request.target)
         if target is None:
@@ -234,7 +236,9 @@ class GatewayConnection(SocketEnd):
         ticket = await gateway.tickets.redeem(secret)
         if ticket is None:
             await self._audit_denied(None, target, 407, "invalid or expired console ticket")
-            self._refuse(407, "Proxy Authentication Required", "The console ticket is invalid or expired.", challenge)
+            self._refuse(
+                407, "Proxy Authentication Required", "The console ticket is invalid or expired.", challenge
+            )
             return
         if not ticket.allows(target.host, target.port):
             await self._audit_denied(ticket, target, 403, "target not bound to the console ticket")
@@ -252,7 +256,7 @@ class GatewayConnection(SocketEnd):
                 target.port,
                 read_buffer=gateway.read_buffer,
                 write_high_water=console.buffer_limit,
-                timeout=console.connect_timeout,
+                connect_timeout=console.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
             log.warning("gateway: display %s of %s unreachable: %s", target, ticket.vm_name, exc)
@@ -275,7 +279,9 @@ class GatewayConnection(SocketEnd):
         except Refused as refused:
             upstream.abort()
             status = 429 if refused.reason is reasons.TOO_MANY else 403
-            self._refuse(status, "Too Many Requests" if status == 429 else "Forbidden", refused.reason.message)
+            self._refuse(
+                status, "Too Many Requests" if status == 429 else "Forbidden", refused.reason.message
+            )
             return
         self._answered = True
         self.gateway._handshakes.discard(self)
@@ -283,7 +289,9 @@ class GatewayConnection(SocketEnd):
         self.write(ESTABLISHED)
         pipe.start(bytes(pending))
 
-    async def _audit_denied(self, ticket: ConsoleTicket | None, target: Target, status: int, reason: str) -> None:
+    async def _audit_denied(
+        self, ticket: ConsoleTicket | None, target: Target, status: int, reason: str
+    ) -> None:
         with contextlib.suppress(Exception):
             await self.gateway.audit.record(
                 "console.gateway_denied",

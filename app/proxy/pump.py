@@ -161,11 +161,11 @@ class SocketEnd(asyncio.BufferedProtocol):
 
 
 async def connect(
-    host: str, port: int, *, read_buffer: ReadBuffer, write_high_water: int, timeout: float
+    host: str, port: int, *, read_buffer: ReadBuffer, write_high_water: int, connect_timeout: float
 ) -> SocketEnd:
     """Open a TCP connection to a SPICE display (``OSError`` / ``TimeoutError`` when it fails)."""
     loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(connect_timeout):
         _, end = await loop.create_connection(
             lambda: SocketEnd(read_buffer, write_high_water=write_high_water), host, port
         )

@@ -57,7 +57,9 @@ class HypervisorLookup(Protocol):
 
     def get(self, hypervisor_id: int) -> Any: ...
 
-    def add_domain_listener(self, callback: Callable[[Any], Awaitable[None] | None]) -> Callable[[], None]: ...
+    def add_domain_listener(
+        self, callback: Callable[[Any], Awaitable[None] | None]
+    ) -> Callable[[], None]: ...
 
 
 class ConsoleError(Exception):
@@ -118,7 +120,9 @@ def _url_host(host: str) -> str:
 
 
 class ConsoleService:
-    def __init__(self, *, db: Database, registry: HypervisorLookup, settings: Settings, audit: AuditLog) -> None:
+    def __init__(
+        self, *, db: Database, registry: HypervisorLookup, settings: Settings, audit: AuditLog
+    ) -> None:
         self._db = db
         self._registry = registry
         self._settings = settings
@@ -153,10 +157,10 @@ class ConsoleService:
         ``gateway_host`` is the host name the client used to reach the dashboard; it
         goes into the proxy URL unless ``gateway.public_host`` is configured.
         """
-        vm = await self._db.fetch_one(vms.select().where(vms.c.id == vm_id))
+        vm: Any = await self._db.fetch_one(vms.select().where(vms.c.id == vm_id))
         if vm is None:
             raise ConsoleError("vm_not_found", f"VM {vm_id} does not exist.", 404)
-        user = await self._db.fetch_one(users.select().where(users.c.id == user_id))
+        user: Any = await self._db.fetch_one(users.select().where(users.c.id == user_id))
         if user is None or user.disabled:
             raise ConsoleError("user_not_allowed", "This account may not open consoles.", 403)
         try:
@@ -174,8 +178,12 @@ class ConsoleService:
             host, port, tls_port = _endpoint_parts(await hv.spice_endpoint(vm.name))
             await hv.set_spice_password(vm.name, password, valid_until)
         except Exception as exc:
-            raise ConsoleError("display_unavailable", f"The display of {vm.name} is not available: {exc}", 502) from exc
-        issued = await self.tickets.issue(user_id=user_id, vm_id=vm_id, host=host, port=port, tls_port=tls_port)
+            raise ConsoleError(
+                "display_unavailable", f"The display of {vm.name} is not available: {exc}", 502
+            ) from exc
+        issued = await self.tickets.issue(
+            user_id=user_id, vm_id=vm_id, host=host, port=port, tls_port=tls_port
+        )
         await self._audit.record(
             "console.open",
             actor=user.username,
@@ -222,13 +230,15 @@ class ConsoleService:
         await self.tickets.revoke_for_user(user_id, reason)
         closed = self.sessions.close_user(user_id, close_reason_for(reason))
         if closed:
-            await self._audit.record("console.revoke", target=f"user:{user_id}", reason=reason, sessions=closed)
+            await self._audit.record(
+                "console.revoke", target=f"user:{user_id}", reason=reason, sessions=closed
+            )
         return closed
 
     async def _domain_changed(self, event: Any) -> None:
         if event.state in DISPLAY_STATES:
             return
-        row = await self._db.fetch_one(
+        row: Any = await self._db.fetch_one(
             vms.select().where(vms.c.hypervisor_id == event.hypervisor_id).where(vms.c.name == event.name)
         )
         if row is not None:

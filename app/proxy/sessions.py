@@ -144,7 +144,9 @@ class ConsoleSessions:
 
     # -- channels -------------------------------------------------------------------------
 
-    def admit(self, ticket: ConsoleTicket, channel: Channel, *, client_address: str, via: str) -> ConsoleSession:
+    def admit(
+        self, ticket: ConsoleTicket, channel: Channel, *, client_address: str, via: str
+    ) -> ConsoleSession:
         """Count ``channel`` in its ticket's session (started if needed), or raise :class:`Refused`."""
         if self._total >= self._settings.global_limit:
             raise Refused(TOO_MANY, "global console connection limit reached")

@@ -118,10 +118,12 @@ class TicketStore:
         await self._revoke(console_tickets.c.user_id == user_id, reason)
 
     async def purge(self, *, older_than: timedelta) -> int:
-        """Delete tickets that expired longer than ``older_than`` ago (their sessions are in the audit log)."""
+        """Delete tickets expired longer than ``older_than`` ago (their sessions are in the audit log)."""
         cutoff = utcnow() - older_than
         count = await self._db.fetch_val(
-            sa.select(sa.func.count()).select_from(console_tickets).where(console_tickets.c.expires_at < cutoff)
+            sa.select(sa.func.count())
+            .select_from(console_tickets)
+            .where(console_tickets.c.expires_at < cutoff)
         )
         if count:
             await self._db.execute(console_tickets.delete().where(console_tickets.c.expires_at < cutoff))

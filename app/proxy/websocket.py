@@ -208,7 +208,9 @@ class ConsoleWebSocketEndpoint:
         client = scope.get("client")
         client_address = str(client[0]) if client else ""
         settings = services.settings
-        if not origin_allowed(websocket, [*settings.server.public_origins, *settings.console.allowed_origins]):
+        if not origin_allowed(
+            websocket, [*settings.server.public_origins, *settings.console.allowed_origins]
+        ):
             log.warning(
                 "console websocket from %s refused: origin %r not allowed",
                 client_address,
@@ -243,10 +245,12 @@ class ConsoleWebSocketEndpoint:
                 ticket.port,
                 read_buffer=consoles.read_buffer,
                 write_high_water=console.buffer_limit,
-                timeout=console.connect_timeout,
+                connect_timeout=console.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
-            log.warning("console display of %s (%s:%s) unreachable: %s", ticket.vm_name, ticket.host, ticket.port, exc)
+            log.warning(
+                "console display of %s (%s:%s) unreachable: %s", ticket.vm_name, ticket.host, ticket.port, exc
+            )
             await refuse(reasons.UNREACHABLE)
             return
         channel = WebSocketChannel(send, receive, upstream, queue_limit=console.buffer_limit)

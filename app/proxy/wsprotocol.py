@@ -46,7 +46,12 @@ class DashboardWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         data = message.get("bytes") if message["type"] == "websocket.send" else None
-        if data is None or not self.handshake_complete or self.close_sent or self.initial_response is not None:
+        if (
+            data is None
+            or not self.handshake_complete
+            or self.close_sent
+            or self.initial_response is not None
+        ):
             await super().send(message)
             return
         await self.writable.wait()

@@ -63,7 +63,9 @@ def _filename(name: str) -> str:
     return (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "console") + ".vv"
 
 
-def vv_response(grant: ConsoleGrant, *, title: str, fullscreen: bool = False, usb_redirect: bool = True) -> Response:
+def vv_response(
+    grant: ConsoleGrant, *, title: str, fullscreen: bool = False, usb_redirect: bool = True
+) -> Response:
     """A ``.vv`` download (remote-viewer through the CONNECT gateway), never cached."""
     content = build_vv(grant, title=title, fullscreen=fullscreen, usb_redirect=usb_redirect)
     headers = {**NO_STORE, "Content-Disposition": f'attachment; filename="{_filename(grant.vm_name)}"'}
