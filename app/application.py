@@ -25,6 +25,8 @@ from app.audit import AuditLog
 from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
 from app.auth.throttle import LoginThrottle
+from app.hyper.registry import HypervisorRegistry
+from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
 from app.live.hub import LiveHub
 from app.services import Services
 from app.settings import Settings
@@ -69,15 +71,29 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if first_admin is not None:
             announce_first_admin(settings, *first_admin)
 
+        audit = AuditLog(db)
+        ssh_dir = settings.data_dir / "ssh"
+        hypervisors = HypervisorRegistry(
+            db=db,
+            hub=hub,
+            audit=audit,
+            settings=settings,
+            key=await asyncio.to_thread(ensure_dashboard_key, ssh_dir),
+            known_hosts=KnownHostsFile(ssh_dir),
+        )
+        await hypervisors.start()
+        stack.push_async_callback(hypervisors.stop)
+
         services = Services(
             settings=settings,
             db=db,
             hub=hub,
-            audit=AuditLog(db),
+            audit=audit,
             login_throttle=LoginThrottle(
                 max_failures=settings.security.login_max_failures,
                 window=settings.security.login_failure_window,
             ),
+            hypervisors=hypervisors,
         )
         app.state.services = services
         log.info("dashboard ready, database %s", database.safe_url(url))

@@ -102,6 +102,31 @@ class DirectorySettings(BaseModel):
     timeout: int = 5
 
 
+class HypervisorSettings(BaseModel):
+    """How the dashboard talks to and watches hypervisors (seconds unless named otherwise)."""
+
+    connect_timeout: float = 10.0
+    # Cheap libvirt round trip on an idle connection, and how long it may take.
+    health_interval: float = 5.0
+    health_timeout: float = 10.0
+    # A hypervisor whose connection is lost and cannot be re-established for this long is
+    # marked down (fenced): nothing new is placed or started there until it answers again.
+    fence_after: float = 10.0
+    reconnect_initial: float = 1.0
+    reconnect_max: float = 30.0
+    # libvirt keepalive: a probe every interval, the connection dropped after count misses.
+    keepalive_interval: int = 5
+    keepalive_count: int = 3
+    # How long start-up waits for the first connection attempts before serving.
+    startup_wait: float = 10.0
+    # Default timeout of short commands (qemu-img info, rm, df ...).
+    command_timeout: float = 120.0
+    # Worker threads per libvirt connection (blocking calls never run on the event loop).
+    libvirt_threads: int = 4
+    # Free space and host facts are refreshed this often while connected.
+    facts_interval: float = 60.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KVMVDI_",
@@ -119,6 +144,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    hypervisors: HypervisorSettings = Field(default_factory=HypervisorSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -10,6 +10,7 @@ dashboard's own known_hosts file with StrictHostKeyChecking=yes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 from dataclasses import dataclass
@@ -79,11 +80,21 @@ def host_key_line(key: asyncssh.SSHKey) -> str:
     return " ".join(key.export_public_key("openssh").decode().split()[:2])
 
 
-async def fetch_host_key(address: str, port: int, *, timeout: float = 10.0) -> str:
-    """The host key a server presents now, as an OpenSSH public-key line (not trusted yet)."""
-    key = await asyncssh.get_server_host_key(
-        address, port, server_host_key_algs=PREFERRED_HOST_KEY_ALGS, login_timeout=timeout
-    )
+async def fetch_host_key(
+    address: str,
+    port: int,
+    *,
+    timeout: float = 10.0,  # noqa: ASYNC109 -- part of this helper's API
+    algorithms: list[str] | None = None,
+) -> str:
+    """The host key a server presents now, as an OpenSSH public-key line (not trusted yet).
+
+    ``algorithms`` narrows what the server is asked for (e.g. the family of a pinned key).
+    """
+    async with asyncio.timeout(timeout):
+        key = await asyncssh.get_server_host_key(
+            address, port, server_host_key_algs=algorithms or PREFERRED_HOST_KEY_ALGS, config=None
+        )
     if key is None:
         raise HostKeyError(f"{address}:{port} presented no host key")
     return host_key_line(key)
@@ -94,7 +105,10 @@ def known_hosts_entry(address: str, port: int, key_line: str) -> str:
     return f"{host} {key_line.strip()}"
 
 
-def pinned_known_hosts(key_line: str) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
+KnownHostsArgument = tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]
+
+
+def pinned_known_hosts(key_line: str) -> KnownHostsArgument:
     """asyncssh's ``known_hosts`` argument trusting exactly one host key."""
     return [parse_host_key(key_line)], [], []
 
@@ -136,7 +150,11 @@ class KnownHostsFile:
             "ServerAliveCountMax=3",
         ]
         args = " ".join(f"-o {shlex.quote(option)}" for option in options)
-        script = f'#!/bin/sh\n# Written by KVM-VDI: ssh for libvirt, trusting only pinned host keys.\nexec ssh {args} "$@"\n'
+        script = (
+            "#!/bin/sh\n"
+            "# Written by KVM-VDI: ssh for libvirt, trusting only pinned host keys.\n"
+            f'exec ssh {args} "$@"\n'
+        )
         _atomic_write(self.ssh_wrapper, script, 0o700)
 
 
