@@ -28,6 +28,8 @@ from app.auth.throttle import LoginThrottle
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
 from app.live.hub import LiveHub
+from app.proxy.gateway import ConnectGateway
+from app.proxy.service import ConsoleService
 from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
@@ -84,6 +86,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hypervisors.start()
         stack.push_async_callback(hypervisors.stop)
 
+        consoles = ConsoleService(db=db, registry=hypervisors, settings=settings, audit=audit)
+        await consoles.start()
+        stack.push_async_callback(consoles.stop)
+        gateway = ConnectGateway.for_consoles(consoles, settings) if settings.gateway.enabled else None
+        if gateway is not None:
+            await gateway.start()
+            stack.push_async_callback(gateway.stop)
+            consoles.gateway_port = gateway.port
+
         services = Services(
             settings=settings,
             db=db,
@@ -94,6 +105,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
                 window=settings.security.login_failure_window,
             ),
             hypervisors=hypervisors,
+            consoles=consoles,
+            gateway=gateway,
         )
         app.state.services = services
         log.info("dashboard ready, database %s", database.safe_url(url))

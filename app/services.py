@@ -15,6 +15,8 @@ from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
 from app.hyper.registry import HypervisorRegistry
 from app.live.hub import LiveHub
+from app.proxy.gateway import ConnectGateway
+from app.proxy.service import ConsoleService
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -29,6 +31,9 @@ class Services:
     audit: AuditLog
     login_throttle: LoginThrottle
     hypervisors: HypervisorRegistry
+    consoles: ConsoleService
+    # The CONNECT gateway for native SPICE clients; None when gateway.enabled is off.
+    gateway: ConnectGateway | None
     # Each further component (hypervisor registry, operations, console tickets, broker ...)
     # gets a typed field here and is built, started and stopped in app.application.lifespan.
 

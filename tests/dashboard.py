@@ -22,6 +22,7 @@ import uvicorn
 from app import db as database
 from app.application import create_app
 from app.auth.accounts import create_local_user
+from app.proxy.wsprotocol import DashboardWebSocketProtocol
 from app.services import Services
 from app.settings import Settings
 
@@ -144,7 +145,7 @@ async def start_dashboard(settings: Settings, *, admin_password: str | None = AD
         port=settings.server.port,
         log_level="warning",
         lifespan="on",
-        ws="websockets-sansio",
+        ws=DashboardWebSocketProtocol,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

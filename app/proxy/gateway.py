@@ -21,6 +21,7 @@ import binascii
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import h11
 
@@ -29,7 +30,10 @@ from app.proxy import sessions as reasons
 from app.proxy.pump import ReadBuffer, SocketEnd, SocketPipe, connect
 from app.proxy.sessions import ConsoleSession, ConsoleSessions, Refused
 from app.proxy.tickets import ConsoleTicket, TicketStore
-from app.settings import ConsoleSettings, GatewaySettings
+from app.settings import ConsoleSettings, GatewaySettings, Settings
+
+if TYPE_CHECKING:
+    from app.proxy.service import ConsoleService
 
 log = logging.getLogger("kvmvdi.proxy.gateway")
 
@@ -115,6 +119,18 @@ class ConnectGateway:
         self._handshakes: set[GatewayConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @classmethod
+    def for_consoles(cls, consoles: ConsoleService, settings: Settings) -> ConnectGateway:
+        """The gateway sharing the console service's tickets, sessions and read buffer."""
+        return cls(
+            tickets=consoles.tickets,
+            sessions=consoles.sessions,
+            audit=consoles.audit,
+            read_buffer=consoles.read_buffer,
+            settings=settings.gateway,
+            console=settings.console,
+        )
+
     @property
     def port(self) -> int:
         """The port actually listened on (useful with ``port = 0``)."""
@@ -159,6 +175,7 @@ class GatewayConnection(SocketEnd):
         self.client_address = ""
         self._timer: asyncio.TimerHandle | None = None
         self._answered = False
+        self._received = 0
         self.attach(self._request_bytes, on_closed=self._lost)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -174,6 +191,7 @@ class GatewayConnection(SocketEnd):
         )
 
     def _request_bytes(self, data: bytes) -> None:
+        self._received += len(data)
         self.parser.receive_data(data)
         try:
             event = self.parser.next_event()
@@ -186,6 +204,11 @@ class GatewayConnection(SocketEnd):
         if event is h11.NEED_DATA:
             return
         if isinstance(event, h11.Request):
+            # h11 bounds only incomplete heads; a whole one can arrive in a single read.
+            head_size = self._received - len(self.parser.trailing_data[0])
+            if head_size > self.gateway.settings.max_header_bytes:
+                self._refuse(431, "Request Header Fields Too Large", "The request head is too large.")
+                return
             self.set_reading(False)
             self.sink = None
             self._cancel_timer()

@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from databases import Database
 
 from app.audit import AuditLog
 from app.clock import utcnow
 from app.db.schema import users, vms
+from app.hyper import DomainEvent, HypervisorRegistry
+from app.hyper.errors import HypervisorError
+from app.hyper.graphics import SpiceEndpoint
 from app.proxy import sessions as reasons
 from app.proxy.paths import console_websocket_path
 from app.proxy.pump import ReadBuffer
@@ -38,28 +41,10 @@ log = logging.getLogger("kvmvdi.proxy")
 
 # Domain states in which a display can be shown (a paused VM still has its screen).
 DISPLAY_STATES = frozenset({"running", "paused"})
+# Domain states after which its consoles are over.
+STOPPED_STATES = frozenset({"shutoff", "crashed", "pmsuspended", "undefined"})
 # 32 characters: well inside SPICE's 60-byte ticket limit and its RSA-1024 OAEP block.
 SPICE_PASSWORD_BYTES = 24
-
-
-class DisplayHost(Protocol):
-    """What the console service needs from a hypervisor (``app.hyper.Hypervisor``)."""
-
-    async def domain_state(self, name: str) -> str: ...
-
-    async def spice_endpoint(self, name: str) -> Any: ...
-
-    async def set_spice_password(self, name: str, password: str, valid_until: datetime) -> None: ...
-
-
-class HypervisorLookup(Protocol):
-    """What the console service needs from ``app.hyper.HypervisorRegistry``."""
-
-    def get(self, hypervisor_id: int) -> Any: ...
-
-    def add_domain_listener(
-        self, callback: Callable[[Any], Awaitable[None] | None]
-    ) -> Callable[[], None]: ...
 
 
 class ConsoleError(Exception):
@@ -104,15 +89,10 @@ def close_reason_for(reason: str) -> CloseReason:
     return CloseReason(reason[:64] or reasons.REVOKED.code, reasons.REVOKED.ws_code, reasons.REVOKED.message)
 
 
-def _endpoint_parts(endpoint: Any) -> tuple[str, int, int | None]:
-    """(host, port, tls_port) of what ``Hypervisor.spice_endpoint`` returns (a tuple or a record)."""
-    if isinstance(endpoint, tuple) and not hasattr(endpoint, "host"):
-        host, port = endpoint[0], endpoint[1]
-        tls_port = endpoint[2] if len(endpoint) > 2 else None
-    else:
-        host, port = endpoint.host, endpoint.port
-        tls_port = getattr(endpoint, "tls_port", None)
-    return str(host), int(port), (int(tls_port) if tls_port else None)
+def _endpoint_parts(endpoint: SpiceEndpoint) -> tuple[str, int, int | None]:
+    """(host, port, tls_port) of a display; the TLS port only once the hypervisor layer reports one."""
+    tls_port = getattr(endpoint, "tls_port", None)
+    return str(endpoint.host), int(endpoint.port), (int(tls_port) if tls_port else None)
 
 
 def _url_host(host: str) -> str:
@@ -121,12 +101,12 @@ def _url_host(host: str) -> str:
 
 class ConsoleService:
     def __init__(
-        self, *, db: Database, registry: HypervisorLookup, settings: Settings, audit: AuditLog
+        self, *, db: Database, registry: HypervisorRegistry, settings: Settings, audit: AuditLog
     ) -> None:
         self._db = db
         self._registry = registry
         self._settings = settings
-        self._audit = audit
+        self.audit = audit
         self.tickets = TicketStore(db, ttl=settings.console.ticket_ttl)
         self.sessions = ConsoleSessions(audit=audit, settings=settings.console)
         self.read_buffer = ReadBuffer(settings.console.read_size)
@@ -166,7 +146,7 @@ class ConsoleService:
         try:
             hv = self._registry.get(vm.hypervisor_id)
             state = await hv.domain_state(vm.name)
-        except Exception as exc:
+        except HypervisorError as exc:
             raise ConsoleError(
                 "hypervisor_unavailable", f"The hypervisor of {vm.name} cannot be reached: {exc}", 503
             ) from exc
@@ -177,14 +157,14 @@ class ConsoleService:
         try:
             host, port, tls_port = _endpoint_parts(await hv.spice_endpoint(vm.name))
             await hv.set_spice_password(vm.name, password, valid_until)
-        except Exception as exc:
+        except HypervisorError as exc:
             raise ConsoleError(
                 "display_unavailable", f"The display of {vm.name} is not available: {exc}", 502
             ) from exc
         issued = await self.tickets.issue(
             user_id=user_id, vm_id=vm_id, host=host, port=port, tls_port=tls_port
         )
-        await self._audit.record(
+        await self.audit.record(
             "console.open",
             actor=user.username,
             target=vm.name,
@@ -222,7 +202,7 @@ class ConsoleService:
         await self.tickets.revoke_for_vm(vm_id, reason)
         closed = self.sessions.close_vm(vm_id, close_reason_for(reason))
         if closed:
-            await self._audit.record("console.revoke", target=f"vm:{vm_id}", reason=reason, sessions=closed)
+            await self.audit.record("console.revoke", target=f"vm:{vm_id}", reason=reason, sessions=closed)
         return closed
 
     async def revoke_for_user(self, user_id: int, reason: str) -> int:
@@ -230,13 +210,13 @@ class ConsoleService:
         await self.tickets.revoke_for_user(user_id, reason)
         closed = self.sessions.close_user(user_id, close_reason_for(reason))
         if closed:
-            await self._audit.record(
+            await self.audit.record(
                 "console.revoke", target=f"user:{user_id}", reason=reason, sessions=closed
             )
         return closed
 
-    async def _domain_changed(self, event: Any) -> None:
-        if event.state in DISPLAY_STATES:
+    async def _domain_changed(self, event: DomainEvent) -> None:
+        if event.state not in STOPPED_STATES:
             return
         row: Any = await self._db.fetch_one(
             vms.select().where(vms.c.hypervisor_id == event.hypervisor_id).where(vms.c.name == event.name)

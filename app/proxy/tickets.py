@@ -13,6 +13,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from databases import Database
@@ -156,7 +157,7 @@ class TicketStore:
             )
             .where(condition)
         )
-        row = await self._db.fetch_one(query)
+        row: Any = await self._db.fetch_one(query)
         if row is None:
             return None
         return ConsoleTicket(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from app.views import auth, home
+from app.views import auth, consoles, home
 
 
 def routes() -> list[BaseRoute]:
-    return [*auth.routes, *home.routes]
+    return [*auth.routes, *home.routes, *consoles.routes]

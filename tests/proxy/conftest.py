@@ -9,7 +9,6 @@ The tests that need SPICE use real qemu through the harness (test_console_kvm.py
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,9 +40,8 @@ def pattern(offset: int, size: int) -> bytes:
 
 
 class TcpDisplay:
-    """A TCP server standing in for a display: ``ECHO`` + data echoes, ``STRM`` + u64 n streams
-    n pattern bytes as fast as the reader takes them (from one preallocated buffer, through
-    ``sock_sendall``: the display itself buffers nothing)."""
+    """A TCP server standing in for a display: ``ECHO`` echoes (itself included), ``STRM`` + u64 n
+    streams n pattern bytes as fast as the reader takes them (from one preallocated buffer)."""
 
     def __init__(self) -> None:
         self.host = "127.0.0.1"
@@ -77,6 +75,7 @@ class TcpDisplay:
         try:
             command = await reader.readexactly(4)
             if command == ECHO:
+                writer.write(command)
                 while data := await reader.read(65536):
                     writer.write(data)
                     await writer.drain()
@@ -91,13 +90,16 @@ class TcpDisplay:
             writer.close()
 
     async def _stream(self, writer: asyncio.StreamWriter, total: int) -> None:
-        sock: socket.socket = writer.get_extra_info("socket")
-        loop = asyncio.get_running_loop()
+        # A small write buffer: the display holds at most 64 KiB of its own.
+        writer.transport.set_write_buffer_limits(high=64 * 1024)
         block = self._block
+        chunk = 64 * 1024 - (64 * 1024) % PATTERN_PERIOD
         sent = 0
         while sent < total:
-            size = min(len(block), total - sent)
-            await loop.sock_sendall(sock, block[:size])  # type: ignore[arg-type]
+            size = min(chunk, total - sent)
+            offset = sent % PATTERN_PERIOD
+            writer.write(block[offset : offset + size])
+            await writer.drain()
             sent += size
             self.streamed += size
 
