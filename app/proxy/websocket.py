@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("kvmvdi.proxy.websocket")
 
 SUBPROTOCOL = "binary"
+# When the display hangs up, the reason (the VM stopped, a revocation) usually arrives a
+# moment later as a libvirt event: wait that long so the page can say what happened.
+DISPLAY_HANGUP_GRACE = 2.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -83,9 +86,11 @@ class WebSocketChannel:
         upstream: SocketEnd,
         *,
         queue_limit: int,
+        hangup_grace: float = DISPLAY_HANGUP_GRACE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send
+        self._hangup_grace = hangup_grace
         self._receive = receive
         self.upstream = upstream
         self._limit = queue_limit
@@ -166,6 +171,11 @@ class WebSocketChannel:
                 await send({"type": "websocket.send", "bytes": data})
                 self.bytes_to_client += len(data)
                 self.last_activity = self._clock()
+            if self._reason is None:
+                self._wakeup = loop.create_future()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup, self._hangup_grace)
+                self._wakeup = None
             reason = self._reason or reasons.VM_CLOSED
             await send({"type": "websocket.close", "code": reason.ws_code, "reason": reason.message})
         except (OSError, RuntimeError):

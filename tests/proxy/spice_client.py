@@ -11,6 +11,7 @@ and, on success, its first main-channel message, ``SPICE_MSG_MAIN_INIT`` (103).
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import struct
 from dataclasses import dataclass
@@ -97,22 +98,26 @@ def connect_through_gateway(
 class WebSocketStream:
     """A console websocket seen as a byte stream (binary messages in, binary messages out)."""
 
-    def __init__(self, conn: ClientConnection) -> None:
+    def __init__(self, conn: ClientConnection, stack: contextlib.ExitStack) -> None:
         self.conn = conn
+        self._stack = stack
         self._buffer = b""
 
     @classmethod
     def open(cls, url: str, *, cookie: str, origin: str, timeout: float = 10) -> WebSocketStream:
-        conn = ws_connect(
-            url,
-            additional_headers={"Cookie": cookie},
-            origin=origin,  # type: ignore[arg-type]
-            subprotocols=["binary"],  # type: ignore[list-item]
-            compression=None,
-            max_size=None,
-            open_timeout=timeout,
+        stack = contextlib.ExitStack()
+        conn = stack.enter_context(
+            ws_connect(
+                url,
+                additional_headers={"Cookie": cookie},
+                origin=origin,  # type: ignore[arg-type]
+                subprotocols=["binary"],  # type: ignore[list-item]
+                compression=None,
+                max_size=None,
+                open_timeout=timeout,
+            )
         )
-        return cls(conn)
+        return cls(conn, stack)
 
     def send(self, data: bytes) -> None:
         self.conn.send(data)
@@ -129,7 +134,7 @@ class WebSocketStream:
         return data
 
     def close(self) -> None:
-        self.conn.close()
+        self._stack.close()
 
 
 @dataclass(frozen=True)
