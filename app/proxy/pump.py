@@ -17,6 +17,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from typing import cast
 
 DataSink = Callable[[bytes], None]
 WritableHook = Callable[[bool], None]
@@ -53,17 +54,17 @@ class SocketEnd(asyncio.BufferedProtocol):
     # -- asyncio protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = self.transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # SPICE input and cursor messages are tiny and latency-bound.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # The low-water mark decides when a paused peer reads again: a quarter keeps the pipe full.
-        transport.set_write_buffer_limits(high=self._high_water, low=self._high_water // 4)
+        self.transport.set_write_buffer_limits(high=self._high_water, low=self._high_water // 4)
         if self.sink is None:
             self._reading = False
-            transport.pause_reading()
+            self.transport.pause_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_buffer.view
