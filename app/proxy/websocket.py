@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from starlette.types import Receive, Scope, Send
@@ -32,6 +32,7 @@ from app.proxy import sessions as reasons
 from app.proxy.paths import TICKET_COOKIE
 from app.proxy.pump import SocketEnd, connect
 from app.proxy.sessions import CloseReason, Refused
+from app.proxy.wsprotocol import DIRECT_EXTENSION
 from app.services import services_of
 
 if TYPE_CHECKING:
@@ -86,10 +87,15 @@ class WebSocketChannel:
         upstream: SocketEnd,
         *,
         queue_limit: int,
+        direct: dict[str, Any] | None = None,
         hangup_grace: float = DISPLAY_HANGUP_GRACE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send
+        # The dashboard's websocket protocol moves messages from socket callbacks (wsprotocol.py).
+        self._direct = direct
+        self._send_nowait: Callable[[bytes], bool] | None = direct["send_nowait"] if direct else None
+        self._sending = False
         self._hangup_grace = hangup_grace
         self._receive = receive
         self.upstream = upstream
@@ -123,11 +129,20 @@ class WebSocketChannel:
         self._wake()
 
     async def run(self) -> None:
-        self.upstream.attach(self._from_vm, on_closed=self._upstream_closed)
+        direct = self._direct
+        if direct is not None:
+            direct["set_receiver"](self._from_browser)
+            self.upstream.attach(
+                self._from_vm, on_writable=self._upstream_writable, on_closed=self._upstream_closed
+            )
+        else:
+            self.upstream.attach(self._from_vm, on_closed=self._upstream_closed)
         sender = asyncio.get_running_loop().create_task(self._send_loop())
         try:
             await self._receive_loop()
         finally:
+            if direct is not None:
+                direct["set_receiver"](None)
             self.upstream.abort()
             if not sender.done():
                 sender.cancel()
@@ -136,6 +151,16 @@ class WebSocketChannel:
     # -- display to browser ---------------------------------------------------------------
 
     def _from_vm(self, data: bytes) -> None:
+        # Straight to the browser when nothing is queued or in flight and its socket takes it.
+        if (
+            not self._chunks
+            and not self._sending
+            and self._send_nowait is not None
+            and self._send_nowait(data)
+        ):
+            self.bytes_to_client += len(data)
+            self.last_activity = self._clock()
+            return
         self._chunks.append(data)
         self._queued += len(data)
         if self._queued >= self._limit:
@@ -168,7 +193,9 @@ class WebSocketChannel:
                 self._queued -= len(data)
                 if self._queued <= self._limit // 2 and not self.upstream.reading:
                     self.upstream.set_reading(True)
+                self._sending = True
                 await send({"type": "websocket.send", "bytes": data})
+                self._sending = False
                 self.bytes_to_client += len(data)
                 self.last_activity = self._clock()
             if self._reason is None:
@@ -184,6 +211,22 @@ class WebSocketChannel:
             return
 
     # -- browser to display ---------------------------------------------------------------
+
+    def _from_browser(self, data: bytes) -> None:
+        """A binary message, straight from the websocket's socket callback."""
+        upstream = self.upstream
+        if upstream.closed:
+            return
+        upstream.write(data)
+        self.bytes_to_vm += len(data)
+        self.last_activity = self._clock()
+        if not upstream.writable:
+            self._upstream_writable(False)
+
+    def _upstream_writable(self, writable: bool) -> None:
+        # The display's socket is full (or drained): stop (or resume) reading the browser's.
+        assert self._direct is not None
+        self._direct["resume_reading" if writable else "pause_reading"]()
 
     async def _receive_loop(self) -> None:
         upstream = self.upstream
@@ -263,7 +306,13 @@ class ConsoleWebSocketEndpoint:
             )
             await refuse(reasons.UNREACHABLE)
             return
-        channel = WebSocketChannel(send, receive, upstream, queue_limit=console.buffer_limit)
+        channel = WebSocketChannel(
+            send,
+            receive,
+            upstream,
+            queue_limit=console.buffer_limit,
+            direct=(scope.get("extensions") or {}).get(DIRECT_EXTENSION),
+        )
         try:
             session = consoles.sessions.admit(ticket, channel, client_address=client_address, via="websocket")
         except Refused as refused:

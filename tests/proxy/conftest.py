@@ -24,6 +24,7 @@ from tests.dashboard import RunningDashboard
 
 ECHO = b"ECHO"
 STREAM = b"STRM"
+HOLD = b"HOLD"
 PATTERN_PERIOD = 251
 
 
@@ -41,7 +42,8 @@ def pattern(offset: int, size: int) -> bytes:
 
 class TcpDisplay:
     """A TCP server standing in for a display: ``ECHO`` echoes (itself included), ``STRM`` + u64 n
-    streams n pattern bytes as fast as the reader takes them (from one preallocated buffer)."""
+    streams n pattern bytes as fast as the reader takes them (from one preallocated buffer),
+    ``HOLD`` reads nothing until ``release`` is set and then checks it receives the pattern."""
 
     def __init__(self) -> None:
         self.host = "127.0.0.1"
@@ -49,6 +51,10 @@ class TcpDisplay:
         self.connections = 0
         self.open_connections = 0
         self.streamed = 0
+        # HOLD connections read nothing until this is set, then count what they receive.
+        self.release = asyncio.Event()
+        self.received = 0
+        self.received_intact = True
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # One period-aligned block, so every chunk continues the pattern seamlessly.
@@ -82,6 +88,11 @@ class TcpDisplay:
             elif command == STREAM:
                 (total,) = struct.unpack("!Q", await reader.readexactly(8))
                 await self._stream(writer, total)
+            elif command == HOLD:
+                await self.release.wait()
+                while data := await reader.read(65536):
+                    self.received_intact &= data == pattern(self.received, len(data))
+                    self.received += len(data)
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.proxy.websocket import WebSocketChannel
 from app.proxy.wsprotocol import DashboardWebSocketProtocol
 from tests.dashboard import DashboardFactory
-from tests.proxy.conftest import ECHO, ConsoleWorld, TcpDisplay, make_world, pattern, stream_request
+from tests.proxy.conftest import ECHO, HOLD, ConsoleWorld, TcpDisplay, make_world, pattern, stream_request
 
 
 def open_console(
@@ -292,3 +292,53 @@ async def test_a_browser_that_stops_reading_slows_the_display_and_the_proxy_hold
     finally:
         if tracemalloc.is_tracing():
             tracemalloc.stop()
+
+
+async def test_a_display_that_stops_reading_slows_the_browser_and_the_proxy_holds_bounded_memory(
+    world: ConsoleWorld, display: TcpDisplay
+) -> None:
+    """The other direction: a stalled display makes the proxy stop reading the browser's socket."""
+    settings = world.dashboard.settings.console
+    total = 256 * 1024 * 1024
+    message = 64 * 1024
+    issued = await world.ticket(port=display.port)
+    async with open_console(world, issued.secret) as ws:
+        await ws.send(HOLD)
+        sent = 0
+
+        async def upload() -> None:
+            nonlocal sent
+            while sent < total:
+                await ws.send(pattern(sent, message))
+                sent += message
+
+        uploading = asyncio.create_task(upload())
+        tracemalloc.start()
+        try:
+            baseline = tracemalloc.get_traced_memory()[0]
+            last, still = -1, 0
+            while still < 10:
+                await asyncio.sleep(0.1)
+                still = still + 1 if sent == last else 0
+                last = sent
+            grown = tracemalloc.get_traced_memory()[0] - baseline
+        finally:
+            tracemalloc.stop()
+        held = console_channel(world).buffered()
+
+        # The browser is held up far below what it wants to send ...
+        assert sent < total // 2
+        assert not uploading.done()
+        # ... while the proxy holds at most the display socket's high-water mark and one message.
+        bound = settings.buffer_limit + settings.read_size + 1024 * 1024
+        assert held <= bound
+        assert grown <= 2 * bound
+
+        # The display reads again: everything arrives, byte-exact and in order.
+        display.release.set()
+        await asyncio.wait_for(uploading, timeout=120)
+        async with asyncio.timeout(120):
+            while display.received < total:
+                await asyncio.sleep(0.05)
+        assert display.received == total
+        assert display.received_intact
