@@ -215,6 +215,16 @@ class ConsoleService:
             )
         return closed
 
+    async def revoke_ticket(self, ticket_id: int, reason: str) -> int:
+        """Revoke one console ticket and close the console session opened with it."""
+        await self.tickets.revoke(ticket_id, reason)
+        closed = self.sessions.close_ticket(ticket_id, close_reason_for(reason))
+        if closed:
+            await self.audit.record(
+                "console.revoke", target=f"ticket:{ticket_id}", reason=reason, sessions=closed
+            )
+        return closed
+
     async def _domain_changed(self, event: DomainEvent) -> None:
         if event.state not in STOPPED_STATES:
             return

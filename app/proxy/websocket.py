@@ -143,6 +143,8 @@ class WebSocketChannel:
         finally:
             if direct is not None:
                 direct["set_receiver"](None)
+                # Reading may be paused for the display's sake: let the closing handshake through.
+                direct["resume_reading"]()
             self.upstream.abort()
             if not sender.done():
                 sender.cancel()

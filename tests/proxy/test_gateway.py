@@ -247,3 +247,16 @@ async def test_the_per_user_limit_refuses_one_connection_too_many(
     assert status == 429
     for _, _, s in opened:
         s.close()
+
+
+async def test_ending_one_console_session_leaves_the_others_open(
+    world: ConsoleWorld, display: TcpDisplay
+) -> None:
+    first = await world.ticket(port=display.port)
+    second = await world.ticket(port=display.port)
+    _, _, sock1 = await connect(world, f"127.0.0.1:{display.port}", first.secret)
+    _, _, sock2 = await connect(world, f"127.0.0.1:{display.port}", second.secret)
+    with sock1, sock2:
+        assert await world.dashboard.services.consoles.revoke_ticket(first.record.id, "ended_by_admin") == 1
+        assert await wait_closed(sock1) == b""
+        assert await exchange(sock2, ECHO + b"still here") == ECHO + b"still here"
