@@ -107,7 +107,8 @@ class CommandRunner(ABC):
         return result
 
     @abstractmethod
-    async def close(self) -> None: ...
+    async def close(self, *, abort: bool = False) -> None:
+        """Release the transport; ``abort`` drops it at once (the peer is gone anyway)."""
 
 
 class _Process(ABC):
@@ -171,7 +172,7 @@ class LocalCommands(CommandRunner):
             raise CommandError(argv, 127, "", reason=f"{argv[0]}: command not found") from exc
         return _LocalProcess(proc)
 
-    async def close(self) -> None:
+    async def close(self, *, abort: bool = False) -> None:
         return None
 
 
@@ -204,11 +205,38 @@ class _SSHProcess(_Process):
             await asyncio.wait_for(self.proc.wait_closed(), 5)
 
 
+# sshd's MaxSessions defaults to 10 channels per connection; stay below it and queue the rest.
+SSH_SESSIONS = 8
+
+
 class SSHCommands(CommandRunner):
     """Commands of an ``ssh`` hypervisor, over one multiplexed asyncssh connection."""
 
-    def __init__(self, connection: asyncssh.SSHClientConnection) -> None:
+    def __init__(self, connection: asyncssh.SSHClientConnection, *, sessions: int = SSH_SESSIONS) -> None:
         self.connection = connection
+        self._sessions = asyncio.Semaphore(sessions)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 -- kills the command when it expires
+        check: bool = True,
+        on_output: OutputCallback | None = None,
+    ) -> CommandResult:
+        # Waiting for a free session counts against the timeout too.
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._sessions.acquire()
+        except TimeoutError:
+            raise CommandError(argv, None, "", reason=f"no free SSH session within {timeout:g} s") from None
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            return await super().run(argv, timeout=remaining, check=check, on_output=on_output)
+        finally:
+            self._sessions.release()
 
     async def _start(self, argv: Sequence[str]) -> _Process:
         try:
@@ -219,7 +247,10 @@ class SSHCommands(CommandRunner):
             raise CommandError(argv, None, "", reason=f"could not start over SSH: {exc}") from exc
         return _SSHProcess(proc)
 
-    async def close(self) -> None:
+    async def close(self, *, abort: bool = False) -> None:
+        if abort:
+            self.connection.abort()
+            return
         self.connection.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.connection.wait_closed(), 5)

@@ -62,6 +62,9 @@ class HypervisorMonitor:
         self._report_facts = report_facts
         self._deliver = deliver
         self._task: asyncio.Task[None] | None = None
+        # Lost sessions being torn down; a dead peer can make that slow, and it must
+        # not delay reconnecting (or fencing).
+        self._closing: set[asyncio.Task[None]] = set()
         # Set after the first connection attempt, whatever its outcome.
         self.first_attempt = asyncio.Event()
 
@@ -77,6 +80,8 @@ class HypervisorMonitor:
         session = self.hv.detach()
         if session is not None:
             await session.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -84,18 +89,19 @@ class HypervisorMonitor:
         settings = self._settings
         backoff = settings.reconnect_initial
         lost_since: float | None = None
+        lost_reason = ""
         ever_connected = False
         while True:
             blocked = self.hv.record.not_connectable_reason()
             if blocked:
                 # Waits for an admin (reload starts a new monitor).
-                await self._report_state(self.hv, "unknown", blocked, "host_key_unconfirmed")
+                code = "host_key_unconfirmed" if "host key" in blocked else "misconfigured"
+                await self._report_state(self.hv, "unknown", blocked, code)
                 self.first_attempt.set()
                 return
             events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(_EVENT_BACKLOG)
             try:
-                session = await self._connect()
-                await self._prepare(session, events)
+                session = await self._attempt(events, lost_since, lost_reason)
             except ConnectFailure as failure:
                 now = time.monotonic()
                 if lost_since is None:
@@ -114,9 +120,34 @@ class HypervisorMonitor:
             ever_connected = True
             backoff = settings.reconnect_initial
             lost_since = None
-            reason = await self._serve(session, events)
+            lost_reason = await self._serve(session, events)
             lost_since = time.monotonic()
-            log.warning("%s: connection lost: %s", self.hv.name, reason)
+            log.warning("%s: connection lost: %s", self.hv.name, lost_reason)
+
+    async def _attempt(
+        self, events: asyncio.Queue[tuple[Any, ...]], lost_since: float | None, lost_reason: str
+    ) -> Session:
+        """One connection attempt; fences at ``fence_after`` even while the attempt still hangs."""
+        attempt = asyncio.ensure_future(self._connect_and_prepare(events))
+        try:
+            if lost_since is not None and self.hv.state != "down":
+                remaining = lost_since + self._settings.fence_after - time.monotonic()
+                done, _ = await asyncio.wait({attempt}, timeout=max(0.0, remaining))
+                if not done:
+                    # An attempt that is about to fail on its own reports a better reason.
+                    done, _ = await asyncio.wait({attempt}, timeout=1.0)
+                if not done:
+                    message = f"no answer for {self._settings.fence_after:g} s ({lost_reason}); reconnecting"
+                    await self._report_state(self.hv, "down", message, "timeout")
+            return await attempt
+        except asyncio.CancelledError:
+            attempt.cancel()
+            raise
+
+    async def _connect_and_prepare(self, events: asyncio.Queue[tuple[Any, ...]]) -> Session:
+        session = await self._connect()
+        await self._prepare(session, events)
+        return session
 
     async def _connect(self) -> Session:
         settings = self._settings
@@ -154,17 +185,22 @@ class HypervisorMonitor:
     async def _serve(self, session: Session, events: asyncio.Queue[tuple[Any, ...]]) -> str:
         """Use ``session`` until it is lost; returns why."""
         consumer = asyncio.create_task(self._consume(session, events), name=f"hypervisor-events-{self.hv.id}")
+        lost = False
         try:
             self.hv.attach(session)
             await self._report_state(self.hv, "up", "", "")
             self.first_attempt.set()
-            return await self._watch(session)
+            reason = await self._watch(session)
+            lost = True
+            return reason
         finally:
             self.hv.detach()
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer
-            await session.close()
+            closing = asyncio.create_task(session.close(lost=lost), name=f"hypervisor-close-{self.hv.id}")
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def _watch(self, session: Session) -> str:
         settings = self._settings

@@ -222,15 +222,13 @@ class HypervisorRegistry:
             return
         now = utcnow()
         changed = hv.state != state or hv.state_changed_at is None
-        hv.state, hv.reason, hv.reason_code = state, reason, code
-        if changed:
-            hv.state_changed_at = now
         values: dict[str, Any] = {"state": state, "state_reason": reason, "last_check_at": now}
         stored = self._stored_state.get(hv.id)
         if stored != state:
             values["state_changed_at"] = now
         if state == "up":
             values.update(self._facts_values(hv))
+        # Record first: whoever sees the new state in memory finds it in the database and audit log.
         await self._update_row(hv, values)
         if stored != state:
             self._stored_state[hv.id] = state
@@ -238,6 +236,9 @@ class HypervisorRegistry:
                 level = logging.WARNING if state == "down" else logging.INFO
                 log.log(level, "hypervisor %s is %s%s", hv.name, state, f": {reason}" if reason else "")
                 await self._audit.record(f"hypervisor_{state}", actor="system", target=hv.name, reason=reason)
+        hv.state, hv.reason, hv.reason_code = state, reason, code
+        if changed:
+            hv.state_changed_at = now
         self._publish(hv)
         await self._connection_listeners.emit(self._connection_event(hv))
 

@@ -113,9 +113,9 @@ class Session:
 
         return await self.libvirt.call(read)
 
-    async def close(self) -> None:
-        await self.libvirt.close()
-        await self.runner.close()
+    async def close(self, *, lost: bool = False) -> None:
+        """Close both connections; a ``lost`` session drops its SSH transport without a goodbye."""
+        await asyncio.gather(self.libvirt.close(), self.runner.close(abort=lost))
 
 
 def _version(number: int) -> str:
