@@ -146,6 +146,8 @@ async def start_dashboard(settings: Settings, *, admin_password: str | None = AD
         log_level="warning",
         lifespan="on",
         ws=DashboardWebSocketProtocol,
+        ssl_certfile=settings.server.ssl_certfile,
+        ssl_keyfile=settings.server.ssl_keyfile,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -156,9 +158,10 @@ async def start_dashboard(settings: Settings, *, admin_password: str | None = AD
     if task.done():
         task.result()
     assert server.started, "the dashboard did not start within 30 s"
+    scheme = "https" if settings.server.ssl_certfile else "http"
     return RunningDashboard(
         settings=settings,
-        url=f"http://{settings.server.host}:{settings.server.port}",
+        url=f"{scheme}://{settings.server.host}:{settings.server.port}",
         server=server,
         task=task,
         admin_password=admin_password or "",

@@ -154,7 +154,8 @@ class ConsoleWorld:
         return self.dashboard.url
 
     def ws_url(self, vm_id: int | None = None) -> str:
-        return self.dashboard.url.replace("http://", "ws://") + f"/console/ws/{vm_id or self.vm_id}"
+        base = self.dashboard.url.replace("https://", "wss://").replace("http://", "ws://")
+        return base + f"/console/ws/{vm_id or self.vm_id}"
 
 
 async def make_world(dashboard: RunningDashboard) -> ConsoleWorld:

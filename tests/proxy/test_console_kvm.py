@@ -147,7 +147,12 @@ async def kvm_console(
 
 @pytest.fixture
 async def desktop(kvm_console: KvmConsole) -> KvmConsole:
+    """The running banner desktop, with no console of an earlier test still open."""
     await kvm_console.ensure_running()
+    sessions = kvm_console.dashboard.services.consoles.sessions
+    async with asyncio.timeout(30):
+        while sessions.sessions():
+            await asyncio.sleep(0.05)
     return kvm_console
 
 
