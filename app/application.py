@@ -24,9 +24,11 @@ from app import db as database
 from app.audit import AuditLog
 from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
+from app.auth.headers import SecurityHeadersMiddleware
 from app.auth.throttle import LoginThrottle
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
+from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
 from app.proxy.gateway import ConnectGateway
 from app.proxy.service import ConsoleService
@@ -34,6 +36,7 @@ from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
 from app.views import routes as view_routes
+from app.views.errors import exception_handlers
 
 log = logging.getLogger("kvmvdi")
 
@@ -73,15 +76,21 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if first_admin is not None:
             announce_first_admin(settings, *first_admin)
 
+        if settings.demo:
+            await ensure_demo_hypervisor(db)
+
         audit = AuditLog(db)
         ssh_dir = settings.data_dir / "ssh"
+        ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
+        known_hosts = KnownHostsFile(ssh_dir)
+        # The registry writes known_hosts from the pinned keys and connects to every hypervisor.
         hypervisors = HypervisorRegistry(
             db=db,
             hub=hub,
             audit=audit,
             settings=settings,
-            key=await asyncio.to_thread(ensure_dashboard_key, ssh_dir),
-            known_hosts=KnownHostsFile(ssh_dir),
+            key=ssh_key,
+            known_hosts=known_hosts,
         )
         await hypervisors.start()
         stack.push_async_callback(hypervisors.stop)
@@ -104,6 +113,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
                 max_failures=settings.security.login_max_failures,
                 window=settings.security.login_failure_window,
             ),
+            ssh_key=ssh_key,
+            known_hosts=known_hosts,
             hypervisors=hypervisors,
             consoles=consoles,
             gateway=gateway,
@@ -116,7 +127,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 def announce_first_admin(settings: Settings, username: str, password: str) -> None:
     """Print the generated first admin password once, to the console only (never to logs)."""
     scheme = "https" if settings.server.https else "http"
-    url = f"{scheme}://{settings.server.host}:{settings.server.port}/"
+    # Listening on every interface: this machine's loopback address works for a first look.
+    host = "127.0.0.1" if settings.server.host in ("", "0.0.0.0", "::") else settings.server.host  # noqa: S104
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"{scheme}://{host}:{settings.server.port}/"
     banner = (
         "\n" + "=" * 64 + "\n"
         f"  KVM-VDI dashboard: {url}\n"
@@ -129,6 +144,7 @@ def announce_first_admin(settings: Settings, username: str, password: str) -> No
 
 def create_app(settings: Settings) -> Starlette:
     middleware = [
+        Middleware(SecurityHeadersMiddleware, https=settings.server.https),
         Middleware(
             SessionMiddleware,
             secret_key=settings.session_secret(),
@@ -143,6 +159,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*view_routes(), *_asset_routes(settings)],
         middleware=middleware,
         lifespan=lifespan,
+        exception_handlers=exception_handlers,
     )
     app.state.settings = settings
     app.state.templates = make_templates(settings)

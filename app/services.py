@@ -14,6 +14,7 @@ from databases import Database
 from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
 from app.hyper.registry import HypervisorRegistry
+from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
 from app.proxy.gateway import ConnectGateway
 from app.proxy.service import ConsoleService
@@ -30,6 +31,9 @@ class Services:
     hub: LiveHub
     audit: AuditLog
     login_throttle: LoginThrottle
+    # The dashboard's SSH identity and the known_hosts file of pinned hypervisor host keys.
+    ssh_key: DashboardKey
+    known_hosts: KnownHostsFile
     hypervisors: HypervisorRegistry
     consoles: ConsoleService
     # The CONNECT gateway for native SPICE clients; None when gateway.enabled is off.

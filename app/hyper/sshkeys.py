@@ -36,13 +36,22 @@ class DashboardKey:
         return f"{self.public_line} kvm-vdi-dashboard"
 
     def install_command(self, user: str = "vdi") -> str:
-        """The one line an admin runs on a hypervisor to trust the dashboard."""
-        line = shlex.quote(self.authorized_keys_line)
+        """The one line an admin runs (as root) on a hypervisor to trust the dashboard.
+
+        ``restrict``: the key may run commands, nothing else (no forwarding, no terminal),
+        as ``hypervisors/install.sh --dashboard-key`` authorizes it too.
+        """
+        line = shlex.quote(f"restrict {self.authorized_keys_line}")
         home = f"~{user}"
         return (
             f"install -d -m 700 -o {user} {home}/.ssh && echo {line} >> {home}/.ssh/authorized_keys"
             f" && chown {user} {home}/.ssh/authorized_keys && chmod 600 {home}/.ssh/authorized_keys"
         )
+
+    def install_script_command(self, user: str = "vdi") -> str:
+        """``hypervisors/install.sh`` with this key: prepares a Debian hypervisor and authorizes the key."""
+        options = "" if user == "vdi" else f" --user {shlex.quote(user)}"
+        return f"./install.sh{options} --dashboard-key {shlex.quote(self.authorized_keys_line)}"
 
     def load(self) -> asyncssh.SSHKey:
         return asyncssh.read_private_key(str(self.private_path))
@@ -80,6 +89,10 @@ def host_key_line(key: asyncssh.SSHKey) -> str:
     return " ".join(key.export_public_key("openssh").decode().split()[:2])
 
 
+class HostKeyFetchError(HostKeyError):
+    """The server could not be asked for its host key (unreachable, refused, timed out)."""
+
+
 async def fetch_host_key(
     address: str,
     port: int,
@@ -90,13 +103,20 @@ async def fetch_host_key(
     """The host key a server presents now, as an OpenSSH public-key line (not trusted yet).
 
     ``algorithms`` narrows what the server is asked for (e.g. the family of a pinned key).
+    Failing to reach the server raises :class:`HostKeyFetchError` with the reason.
     """
-    async with asyncio.timeout(timeout):
-        key = await asyncssh.get_server_host_key(
-            address, port, server_host_key_algs=algorithms or PREFERRED_HOST_KEY_ALGS, config=None
-        )
+    try:
+        async with asyncio.timeout(timeout):
+            key = await asyncssh.get_server_host_key(
+                address, port, server_host_key_algs=algorithms or PREFERRED_HOST_KEY_ALGS, config=None
+            )
+    except TimeoutError as exc:
+        raise HostKeyFetchError(f"{address}:{port} did not answer within {timeout:g} s") from exc
+    except (OSError, asyncssh.Error) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc) or repr(exc)
+        raise HostKeyFetchError(f"cannot reach the SSH server at {address}:{port}: {reason}") from exc
     if key is None:
-        raise HostKeyError(f"{address}:{port} presented no host key")
+        raise HostKeyFetchError(f"{address}:{port} presented no host key")
     return host_key_line(key)
 
 

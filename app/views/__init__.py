@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from app.views import auth, consoles, home
+from app.live import endpoint as live
+from app.views import auth, configuration, consoles, home, hypervisors, hypervisors_api, upcoming
 
 
 def routes() -> list[BaseRoute]:
-    return [*auth.routes, *home.routes, *consoles.routes]
+    return [
+        *auth.routes,
+        *home.routes,
+        *hypervisors.routes,
+        *hypervisors_api.routes,
+        *configuration.routes,
+        *upcoming.routes,
+        *live.routes,
+        *consoles.routes,
+    ]
