@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -70,22 +70,22 @@ class GatewaySettings(Section):
 
 class ConsoleSettings(Section):
     # Seconds a console ticket opens new connections (open ones continue); at most 60.
-    ticket_ttl: int = Field(60, ge=1, le=60)
-    spice_password_validity: int = Field(120, ge=1)
+    ticket_ttl: Annotated[int, Field(ge=1, le=60)] = 60
+    spice_password_validity: Annotated[int, Field(ge=1)] = 120
     # A console session with no traffic for idle_timeout seconds, or older than
     # max_session seconds, is closed.
-    idle_timeout: int = Field(3600, ge=1)
-    max_session: int = Field(12 * 3600, ge=1)
+    idle_timeout: Annotated[int, Field(ge=1)] = 3600
+    max_session: Annotated[int, Field(ge=1)] = 12 * 3600
     # Concurrent proxied connections (SPICE channels: a console uses 4-8 of them).
-    per_user_limit: int = Field(16, ge=1)
-    global_limit: int = Field(2000, ge=1)
+    per_user_limit: Annotated[int, Field(ge=1)] = 16
+    global_limit: Annotated[int, Field(ge=1)] = 2000
     # Extra origins allowed to open console websockets (besides the dashboard's own).
     allowed_origins: list[str] = Field(default_factory=list)
     # Bytes read from a socket at once; at least 64 KiB.
-    read_size: int = Field(256 * 1024, ge=64 * 1024)
+    read_size: Annotated[int, Field(ge=64 * 1024)] = 256 * 1024
     # Bytes the proxy buffers per direction of one connection before it stops reading.
-    buffer_limit: int = Field(1024 * 1024, ge=64 * 1024)
-    connect_timeout: float = Field(10.0, gt=0)
+    buffer_limit: Annotated[int, Field(ge=64 * 1024)] = 1024 * 1024
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
 
 
 class DirectorySettings(Section):
