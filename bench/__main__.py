@@ -1,8 +1,8 @@
 """``python -m bench`` (``make bench``): run every benchmark, one process each.
 
-A benchmark is a module ``bench/<name>.py`` without an underscore in its name and with a
-``main()``; ``bench/<name>_*.py`` modules are its helpers. Each prints its table and
-saves it under bench/results/.
+A benchmark is a module ``bench/<name>.py`` with a ``main()``; ``bench/<name>_<part>.py``
+next to a benchmark ``<name>`` is one of its helpers, not a benchmark. Each benchmark
+prints its table and saves it under bench/results/.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def benchmarks() -> list[str]:
-    return sorted(
-        path.stem for path in HERE.glob("*.py") if "_" not in path.stem and "\ndef main(" in path.read_text()
-    )
+    stems = {path.stem for path in HERE.glob("*.py") if not path.stem.startswith("_")}
+    helpers = {stem for stem in stems if any(stem.startswith(f"{other}_") for other in stems)}
+    return sorted(stem for stem in stems - helpers if "\ndef main(" in (HERE / f"{stem}.py").read_text())
 
 
 def main() -> int:
