@@ -28,7 +28,7 @@ from app.audit import AuditLog
 from app.clock import utcnow
 from app.db.schema import users, vms
 from app.hyper import DomainEvent, HypervisorRegistry
-from app.hyper.errors import HypervisorError
+from app.hyper.errors import DomainNotFound, HypervisorError, InvalidDomainState
 from app.hyper.graphics import SpiceEndpoint
 from app.proxy import sessions as reasons
 from app.proxy.paths import console_websocket_path
@@ -146,6 +146,8 @@ class ConsoleService:
         try:
             hv = self._registry.get(vm.hypervisor_id)
             state = await hv.domain_state(vm.name)
+        except DomainNotFound as exc:
+            raise ConsoleError("vm_not_defined", f"{vm.name} is not defined on its hypervisor.", 409) from exc
         except HypervisorError as exc:
             raise ConsoleError(
                 "hypervisor_unavailable", f"The hypervisor of {vm.name} cannot be reached: {exc}", 503
@@ -157,6 +159,11 @@ class ConsoleService:
         try:
             host, port, tls_port = _endpoint_parts(await hv.spice_endpoint(vm.name))
             await hv.set_spice_password(vm.name, password, valid_until)
+        except (InvalidDomainState, DomainNotFound) as exc:
+            # It stopped between the state check and now.
+            raise ConsoleError(
+                "vm_not_running", f"{vm.name} stopped: start it to open its console.", 409
+            ) from exc
         except HypervisorError as exc:
             raise ConsoleError(
                 "display_unavailable", f"The display of {vm.name} is not available: {exc}", 502
