@@ -6,6 +6,20 @@
 import * as SpiceHtml5 from './lib/main.js';
 import * as Messages from './lib/spicemsg.js';
 import { Constants } from './lib/enums.js';
+import { SpiceConn } from './lib/spiceconn.js';
+
+// spice-html5 gives only the main channel an error handler: a display or inputs channel that
+// fails to link (password changed meanwhile, time-out) throws an uncaught error and leaves a
+// "connected" page without a picture. Route those failures to the main channel's handler.
+const reportError = SpiceConn.prototype.report_error;
+SpiceConn.prototype.report_error = function report(error) {
+  if (this.onerror === undefined && this.parent && this.parent.onerror) {
+    this.log_err(error.toString());
+    this.parent.onerror(error);
+    return;
+  }
+  reportError.call(this, error);
+};
 
 // PC/AT set-1 scancodes; 0x1xx means the 0xE0-prefixed (extended) key.
 const KEY = {
