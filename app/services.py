@@ -16,6 +16,8 @@ from app.auth.throttle import LoginThrottle
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
+from app.proxy.gateway import ConnectGateway
+from app.proxy.service import ConsoleService
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,6 +35,9 @@ class Services:
     ssh_key: DashboardKey
     known_hosts: KnownHostsFile
     hypervisors: HypervisorRegistry
+    consoles: ConsoleService
+    # The CONNECT gateway for native SPICE clients; None when gateway.enabled is off.
+    gateway: ConnectGateway | None
     # Each further component (hypervisor registry, operations, console tickets, broker ...)
     # gets a typed field here and is built, started and stopped in app.application.lifespan.
 

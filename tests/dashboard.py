@@ -22,6 +22,7 @@ import uvicorn
 from app import db as database
 from app.application import create_app
 from app.auth.accounts import create_local_user
+from app.proxy.wsprotocol import DashboardWebSocketProtocol
 from app.services import Services
 from app.settings import Settings
 
@@ -146,7 +147,9 @@ async def start_dashboard(
         port=settings.server.port,
         log_level="warning",
         lifespan="on",
-        ws="websockets-sansio",
+        ws=DashboardWebSocketProtocol,
+        ssl_certfile=settings.server.ssl_certfile,
+        ssl_keyfile=settings.server.ssl_keyfile,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -157,9 +160,10 @@ async def start_dashboard(
     if task.done():
         task.result()
     assert server.started, "the dashboard did not start within 30 s"
+    scheme = "https" if settings.server.ssl_certfile else "http"
     return RunningDashboard(
         settings=settings,
-        url=f"http://{settings.server.host}:{settings.server.port}",
+        url=f"{scheme}://{settings.server.host}:{settings.server.port}",
         server=server,
         task=task,
         admin_password=admin_password or "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from app.live import endpoint as live
-from app.views import auth, configuration, home, hypervisors, hypervisors_api, upcoming
+from app.views import auth, configuration, consoles, home, hypervisors, hypervisors_api, upcoming
 
 
 def routes() -> list[BaseRoute]:
@@ -17,4 +17,5 @@ def routes() -> list[BaseRoute]:
         *configuration.routes,
         *upcoming.routes,
         *live.routes,
+        *consoles.routes,
     ]

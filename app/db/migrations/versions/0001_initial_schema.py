@@ -211,12 +211,17 @@ def upgrade() -> None:
         sa.Column("vm_id", sa.Integer(), nullable=False),
         sa.Column("host", sa.String(length=255), nullable=False),
         sa.Column("port", sa.Integer(), nullable=False),
+        sa.Column("tls_port", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(), server_default=sa.func.current_timestamp(), nullable=False),
         sa.Column("expires_at", sa.DateTime(), nullable=False),
         sa.Column("revoked_at", sa.DateTime(), nullable=True),
         sa.Column("revoke_reason", sa.String(length=64), server_default="", nullable=False),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_console_tickets_user_id_users")),
-        sa.ForeignKeyConstraint(["vm_id"], ["vms.id"], name=op.f("fk_console_tickets_vm_id_vms")),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_console_tickets_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["vm_id"], ["vms.id"], name=op.f("fk_console_tickets_vm_id_vms"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_console_tickets")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_console_tickets_token_hash")),
     )
