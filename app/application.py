@@ -77,7 +77,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             announce_first_admin(settings, *first_admin)
 
         if settings.demo:
-            await ensure_demo_hypervisor(db)
+            await ensure_demo_hypervisor(db, settings.data_dir)
 
         audit = AuditLog(db)
         ssh_dir = settings.data_dir / "ssh"

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -279,13 +280,22 @@ async def pin_host_key(db: Database, hypervisor_id: int, key_line: str) -> None:
     )
 
 
-async def ensure_demo_hypervisor(db: Database) -> int:
-    """The demo hypervisor (libvirt's test driver), created once; returns its id."""
+async def ensure_demo_hypervisor(db: Database, data_dir: Path) -> int:
+    """The demo hypervisor (libvirt's test driver), created once; returns its id.
+
+    Its disk directories live under the dashboard's data directory, so the demo
+    needs no hypervisor-side set-up and writes nothing outside ./var.
+    """
+    root = (data_dir / "demo").resolve()
+    dirs = {"images_dir": root / "images", "volatile_dir": root / "volatile", "iso_dir": root / "iso"}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
     row = await get_by_name(db, DEMO_NAME)
     if row is not None:
         return int(row.id)
     values = {
         **DEFAULTS,
+        **{key: str(path) for key, path in dirs.items()},
         "name": DEMO_NAME,
         "transport": "test",
         "address": "",
