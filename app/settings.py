@@ -92,6 +92,21 @@ class DirectorySettings(BaseModel):
     timeout: int = 5
 
 
+class VmSettings(BaseModel):
+    """Virtual machine workflows: concurrency, first-boot waits, thumbnails."""
+
+    # VMs booted at once by populate and by mass power actions.
+    populate_concurrency: int = 4
+    power_concurrency: int = 4
+    # Populate: seconds a first boot may take before the VM is shut down (then forced off).
+    first_boot_timeout: float = 300.0
+    shutdown_grace: float = 60.0
+    # Thumbnails of running VMs, refreshed while an admin page is open.
+    thumbnail_interval: float = 5.0
+    thumbnail_width: int = 160
+    thumbnail_concurrency: int = 3
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KVMVDI_",
@@ -109,6 +124,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    vms: VmSettings = Field(default_factory=VmSettings)
 
     @classmethod
     def settings_customise_sources(

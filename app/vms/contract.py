@@ -1,0 +1,66 @@
+"""What the VM code needs from the hypervisor layer (``app.hyper``), as protocols.
+
+The VM code depends on these shapes only, so the hypervisor layer can evolve
+behind them; ``app.hyper.HypervisorRegistry`` and its ``Hypervisor`` satisfy them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class CommandOutcome(Protocol):
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+class DomainSummary(Protocol):
+    name: str
+    uuid: str
+    state: str
+    persistent: bool
+
+
+class DomainEventLike(Protocol):
+    hypervisor_id: int
+    name: str
+    uuid: str
+    state: str
+    reason: str
+
+
+ProgressCallback = Callable[[float], Any]
+
+
+class HypervisorAccess(Protocol):
+    state: str
+
+    async def run(self, argv: Sequence[str], *, check: bool = ...) -> Any: ...
+    async def define(self, xml: str) -> Any: ...
+    async def undefine(self, name: str) -> Any: ...
+    async def start(self, name: str) -> Any: ...
+    async def shutdown(self, name: str) -> Any: ...
+    async def destroy(self, name: str) -> Any: ...
+    async def reboot(self, name: str) -> Any: ...
+    async def reset(self, name: str) -> Any: ...
+    async def domain_state(self, name: str) -> str: ...
+    async def domain_xml(self, name: str, secure: bool = ...) -> str: ...
+    async def list_domains(self) -> Sequence[Any]: ...
+    async def screenshot_png(self, name: str, max_width: int = ...) -> bytes: ...
+    async def set_spice_password(self, name: str, password: str, valid_until: datetime) -> Any: ...
+    async def create_overlay(self, base: str, path: str) -> Any: ...
+    async def convert_disk(self, src: str, dst: str, on_progress: ProgressCallback) -> Any: ...
+    async def remove_file(self, path: str) -> Any: ...
+    async def file_exists(self, path: str) -> bool: ...
+    async def list_isos(self) -> list[str]: ...
+
+
+class RegistryAccess(Protocol):
+    def get(self, hypervisor_id: int) -> Any: ...
+    def add_domain_listener(self, callback: Callable[[Any], Any]) -> Any: ...
+
+
+ConnectionCallback = Callable[[int, str], Awaitable[None] | None]
