@@ -94,12 +94,12 @@ class VmService:
                     self.sync._spawn(self.sync.on_connection(hypervisor_id, state))
             except Exception:
                 log.exception("handling a %s event failed", kind)
+            finally:
+                self._events.task_done()
 
     async def settle(self) -> None:
         """Wait until queued events and their follow-ups are handled (tests, benchmarks)."""
-        while not self._events.empty():
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0)
+        await self._events.join()
         await self.sync.drain()
 
     async def _remove_temp(self, hypervisor_id: int, path: str) -> None:
