@@ -19,6 +19,9 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
+    from app.vms.operations import OperationsRunner
+    from app.vms.service import VmService
+
 
 @dataclass
 class Services:
@@ -27,6 +30,9 @@ class Services:
     hub: LiveHub
     audit: AuditLog
     login_throttle: LoginThrottle
+    # Long operations (copy disk, populate ...) and the VM workflows; None until started.
+    operations: OperationsRunner | None = None
+    vms: VmService | None = None
     # Each further component (hypervisor registry, operations, console tickets, broker ...)
     # gets a typed field here and is built, started and stopped in app.application.lifespan.
 

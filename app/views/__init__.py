@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from app.views import auth, home
+from app.views import auth, home, vms, vms_api
 
 
 def routes() -> list[BaseRoute]:
-    return [*auth.routes, *home.routes]
+    return [*auth.routes, *home.routes, *vms.routes, *vms_api.routes]
