@@ -13,6 +13,7 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
+from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
 from app.settings import Settings
 
@@ -30,6 +31,9 @@ class Services:
     hub: LiveHub
     audit: AuditLog
     login_throttle: LoginThrottle
+    # The dashboard's SSH identity and the known_hosts file of pinned hypervisor host keys.
+    ssh_key: DashboardKey
+    known_hosts: KnownHostsFile
     # Long operations (copy disk, populate ...) and the VM workflows; None until started.
     operations: OperationsRunner | None = None
     vms: VmService | None = None

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from app.views import auth, home, vms, vms_api
+from app.live import endpoint as live
+from app.views import auth, configuration, home, hypervisors, hypervisors_api, upcoming, vms, vms_api
 
 
 def routes() -> list[BaseRoute]:
-    return [*auth.routes, *home.routes, *vms.routes, *vms_api.routes]
+    return [
+        *auth.routes,
+        *home.routes,
+        *hypervisors.routes,
+        *hypervisors_api.routes,
+        *configuration.routes,
+        *upcoming.routes,
+        *live.routes,
+        *vms.routes,
+        *vms_api.routes,
+    ]
