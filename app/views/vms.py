@@ -38,7 +38,6 @@ async def index(request: Request) -> Response:
             "title": "Virtual machines",
             "table": table,
             "power_labels": POWER_LABELS,
-            "toast": request.query_params.get("toast", ""),
         },
     )
 

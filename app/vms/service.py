@@ -26,7 +26,7 @@ from app.vms.definition import DefinitionError, NewBatch, NewInitial, NewVdi, Ne
 from app.vms.disks import remove_files
 from app.vms.errors import Invalid
 from app.vms.operations import OperationsRunner
-from app.vms.records import Vm
+from app.vms.records import Vm, list_hypervisors
 from app.vms.sync import StateSync
 from app.vms.thumbnails import Thumbnails
 
@@ -66,6 +66,15 @@ class VmService:
         if add_connection_listener is not None:
             add_connection_listener(self._on_connection)
         self.thumbnails.start()
+        # Hypervisors that connected before these listeners existed are reconciled now.
+        for record in await list_hypervisors(self.ctx.db):
+            try:
+                hv = registry.get(record.id)
+            except Exception as exc:  # down or fenced: its connection event comes later
+                log.debug("hypervisor %s not reconciled at start: %s", record.name, exc)
+                continue
+            if getattr(hv, "state", "up") == "up":
+                self._events.put_nowait(("connection", (record.id, "up")))
 
     async def stop(self) -> None:
         await self.thumbnails.stop()

@@ -19,23 +19,8 @@
   // -- messages and requests ---------------------------------------------------------------
 
   function toast(message, level) {
-    if (window.Toast && typeof window.Toast.show === "function") {
-      window.Toast.show(message, level || "info");
-      return;
-    }
-    const box = document.getElementById("toasts");
-    if (!box) return;
-    const el = document.createElement("div");
-    const style = { error: "danger", danger: "danger", success: "success", warning: "warning" }[level] || "primary";
-    el.className = `toast align-items-center text-bg-${style} border-0`;
-    el.setAttribute("role", level === "error" ? "alert" : "status");
-    el.innerHTML = '<div class="d-flex"><div class="toast-body"></div>' +
-      '<button type="button" class="btn-close btn-close-white me-2 m-auto" data-bs-dismiss="toast" aria-label="Close"></button></div>';
-    el.querySelector(".toast-body").textContent = message;
-    box.appendChild(el);
-    const instance = bootstrap.Toast.getOrCreateInstance(el, { delay: level === "error" ? 10000 : 5000 });
-    el.addEventListener("hidden.bs.toast", () => el.remove());
-    instance.show();
+    const kind = { error: "danger" }[level] || level || "info";
+    if (window.Toast) window.Toast.show(message, kind);
   }
 
   async function api(method, path, body) {
@@ -56,36 +41,7 @@
   }
 
   function subscribe(topic, handler) {
-    if (window.Live && typeof window.Live.on === "function") {
-      window.Live.on(topic, handler);
-      return;
-    }
-    ownSocket().handlers.push([topic, handler]);
-  }
-
-  // Used only when the shared live client is not on the page.
-  let socketState = null;
-  function ownSocket() {
-    if (socketState) return socketState;
-    socketState = { handlers: [] };
-    const status = document.getElementById("live-status");
-    const connect = (delay) => {
-      const scheme = location.protocol === "https:" ? "wss" : "ws";
-      const ws = new WebSocket(`${scheme}://${location.host}/live`);
-      ws.onopen = () => { if (status) status.textContent = ""; if (delay > 1000) refreshTable(); delay = 500; };
-      ws.onmessage = (event) => {
-        const message = JSON.parse(event.data);
-        for (const [topic, handler] of socketState.handlers) {
-          if (topic === message.topic) handler(message.data, message);
-        }
-      };
-      ws.onclose = () => {
-        if (status) status.textContent = "Live updates reconnecting…";
-        setTimeout(() => connect(Math.min(delay * 2, 10000)), delay);
-      };
-    };
-    connect(500);
-    return socketState;
+    if (window.Live) window.Live.on(topic, handler);
   }
 
   // -- rows --------------------------------------------------------------------------------
@@ -529,10 +485,7 @@
     prepareTable();
     subscribe("vm", onVm);
     subscribe("operation", onOperation);
-    const initial = document.getElementById("initial-toast");
-    if (initial) toast(JSON.parse(initial.textContent).message, "success");
-    if (window.history.replaceState && location.search.includes("toast=")) {
-      window.history.replaceState(null, "", "/vms");
-    }
+    // Messages missed while disconnected: re-read the table once back.
+    if (window.Live) window.Live.onReconnect(refreshTable);
   });
 })();
