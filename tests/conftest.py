@@ -31,6 +31,9 @@ from tests.services.xvfb import Xvfb
 
 DATABASES = ("sqlite", "mariadb")
 
+# A real dashboard under uvicorn: fixtures ``dashboard`` / ``dashboard_factory``.
+pytest_plugins = ["tests.dashboard"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
