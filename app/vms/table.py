@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from databases import Database
 
 from app.vms.operations import Operation, OperationsRunner
-from app.vms.records import HypervisorRecord, Vm, list_hypervisors, list_vms, usernames
+from app.vms.records import HypervisorRecord, Vm, children_of, list_hypervisors, list_vms, usernames
 from app.vms.thumbnails import Thumbnails
 
 STATE_STYLES = {
@@ -118,10 +118,17 @@ async def single_row(db: Database, operations: OperationsRunner, thumbnails: Thu
     hypervisors = {hv.id: hv.name for hv in await list_hypervisors(db)}
     users = await usernames(db, [vm.assigned_user_id] if vm.assigned_user_id is not None else [])
     operation = await operations.get(vm.operation_id) if vm.operation_id is not None else None
+    children: list[VmRow] = []
+    if vm.kind == "initial":
+        children = [
+            VmRow(vm=child, hypervisor=hypervisors.get(child.hypervisor_id, ""))
+            for child in await children_of(db, vm.id)
+        ]
     return VmRow(
         vm=vm,
         hypervisor=hypervisors.get(vm.hypervisor_id, f"#{vm.hypervisor_id}"),
         user=users.get(vm.assigned_user_id) if vm.assigned_user_id is not None else None,
         thumbnail=thumbnails.version_of(vm.id) if vm.state == "running" else None,
         operation=operation if operation is not None and operation.active else None,
+        children=children,
     )

@@ -204,7 +204,9 @@ async def attach_vm_service(
     await service.start()
     await registry.attach(LocalHypervisor(hv_id, host, str(iso_dir)))
     services.vms = service
-    world = VmWorld(service, registry, services.db, services.hub, tag, [HostInWorld(hv_id, host, iso_dir)], guests)
+    world = VmWorld(
+        service, registry, services.db, services.hub, tag, [HostInWorld(hv_id, host, iso_dir)], guests
+    )
     await world.settle()
     return world
 

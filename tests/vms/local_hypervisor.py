@@ -111,7 +111,9 @@ class LocalHypervisor:
             self.conn = None
 
     def _event(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
-        message = DomainEvent(self.id, dom.name(), dom.UUIDString(), EVENTS.get(event, "unknown"), str(detail))
+        message = DomainEvent(
+            self.id, dom.name(), dom.UUIDString(), EVENTS.get(event, "unknown"), str(detail)
+        )
         for listener in self.listeners:
             listener(message)
 
@@ -196,7 +198,12 @@ class LocalHypervisor:
     async def list_domains(self) -> list[DomainInfo]:
         def listing() -> list[DomainInfo]:
             return [
-                DomainInfo(dom.name(), dom.UUIDString(), STATES.get(dom.state()[0], "unknown"), bool(dom.isPersistent()))
+                DomainInfo(
+                    dom.name(),
+                    dom.UUIDString(),
+                    STATES.get(dom.state()[0], "unknown"),
+                    bool(dom.isPersistent()),
+                )
                 for dom in self.conn.listAllDomains()
             ]
 

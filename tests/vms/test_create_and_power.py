@@ -16,15 +16,19 @@ pytestmark = pytest.mark.kvm
 
 
 def qemu_info(path: Path) -> dict:
-    return json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)],
-                                     capture_output=True, text=True, check=True).stdout)
+    return json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", str(path)], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 async def wait_state(world: VmWorld, vm_id: int, state: str, timeout: float = 60) -> None:
     vm = await get_vm(world.db, vm_id)
     assert vm is not None
-    reached = await world.service.sync.wait_for(vm.hypervisor_id, vm.name, {state}, within=timeout,
-                                                hv=world.registry.get(vm.hypervisor_id))
+    reached = await world.service.sync.wait_for(
+        vm.hypervisor_id, vm.name, {state}, within=timeout, hv=world.registry.get(vm.hypervisor_id)
+    )
     assert reached == state, f"{vm.name} did not become {state}"
     await world.settle()
 
@@ -32,9 +36,16 @@ async def wait_state(world: VmWorld, vm_id: int, state: str, timeout: float = 60
 async def test_a_simple_vm_gets_a_real_qcow2_disk_and_a_defined_domain(vm_world: VmWorld) -> None:
     name = vm_world.name("simple")
     created = await vm_world.service.create(
-        {"name": name, "hypervisor_id": vm_world.h0.id, "memory_mib": 128, "disk_size_gib": 2,
-         "vcpu_sockets": 1, "vcpu_cores": 2, "iso_path": str(vm_world.h0.iso_dir / "install-a.iso"),
-         "boot_order": ["cdrom", "hd"]}
+        {
+            "name": name,
+            "hypervisor_id": vm_world.h0.id,
+            "memory_mib": 128,
+            "disk_size_gib": 2,
+            "vcpu_sockets": 1,
+            "vcpu_cores": 2,
+            "iso_path": str(vm_world.h0.iso_dir / "install-a.iso"),
+            "boot_order": ["cdrom", "hd"],
+        }
     )
     vm = await get_vm(vm_world.db, created.vm_ids[0])
     assert vm is not None and vm.kind == "simple" and vm.state == "shutoff"

@@ -79,8 +79,16 @@ def test_batch_names_are_zero_padded_and_stay_within_64_characters() -> None:
 
 
 def test_disk_must_be_a_qcow2_inside_the_images_directory_and_iso_must_be_offered() -> None:
-    assert check_placement(disk_path="/srv/images/a.qcow2", images_dir="/srv/images", iso_path=None, isos=None) == {}
-    for bad in ("/srv/images/../etc/a.qcow2", "/srv/other/a.qcow2", "/srv/images/a.raw", "srv/images/a.qcow2"):
+    assert (
+        check_placement(disk_path="/srv/images/a.qcow2", images_dir="/srv/images", iso_path=None, isos=None)
+        == {}
+    )
+    for bad in (
+        "/srv/images/../etc/a.qcow2",
+        "/srv/other/a.qcow2",
+        "/srv/images/a.raw",
+        "srv/images/a.qcow2",
+    ):
         errors = check_placement(disk_path=bad, images_dir="/srv/images", iso_path=None, isos=None)
         assert "disk_path" in errors, bad
     errors = check_placement(
@@ -93,7 +101,12 @@ def test_xml_has_topology_spice_locked_by_an_expired_password_and_the_vdi_device
     mac = random_mac()
     root = ET.fromstring(
         build_domain_xml(
-            definition(iso_path="/iso/inst.iso", boot_order=("cdrom", "hd", "network"), network="br0", mac_address=mac)
+            definition(
+                iso_path="/iso/inst.iso",
+                boot_order=("cdrom", "hd", "network"),
+                network="br0",
+                mac_address=mac,
+            )
         )
     )
     assert root.get("type") == "kvm"

@@ -18,8 +18,11 @@ pytestmark = pytest.mark.kvm
 
 
 def backing_of(path: Path) -> str | None:
-    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)],
-                                     capture_output=True, text=True, check=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", str(path)], capture_output=True, text=True, check=True
+        ).stdout
+    )
     return info.get("full-backing-filename") or info.get("backing-filename")
 
 
@@ -29,8 +32,13 @@ def sha256(path: Path) -> str:
 
 async def make_source(world: VmWorld, guest: str = "diskwriter-poweroff") -> int:
     created = await world.service.create(
-        {"name": world.name("gold"), "kind": "source", "hypervisor_id": world.h0.id, "memory_mib": 64,
-         "disk_size_gib": 1}
+        {
+            "name": world.name("gold"),
+            "kind": "source",
+            "hypervisor_id": world.h0.id,
+            "memory_mib": 64,
+            "disk_size_gib": 1,
+        }
     )
     source = await get_vm(world.db, created.vm_ids[0])
     assert source is not None
@@ -38,7 +46,9 @@ async def make_source(world: VmWorld, guest: str = "diskwriter-poweroff") -> int
     return source.id
 
 
-async def make_initial_with_children(world: VmWorld, count: int = 3, *, volatile: bool = False) -> tuple[int, list[int]]:
+async def make_initial_with_children(
+    world: VmWorld, count: int = 3, *, volatile: bool = False
+) -> tuple[int, list[int]]:
     source_id = await make_source(world)
     created = await world.service.create_initial({"name": world.name("init"), "source_id": source_id})
     assert created.operation_id is not None
@@ -76,7 +86,9 @@ async def test_copy_disk_streams_progress_to_100_and_renames_atomically(vm_world
     disk = Path(initial.disk_path)
     assert backing_of(disk) is None, "the initial's disk is a standalone qcow2"
     assert not list(vm_world.h0.images_dir.glob("*.part")), "no temporary file left"
-    raw_source = subprocess.run(["qemu-img", "compare", "-U", source.disk_path, str(disk)], capture_output=True)
+    raw_source = subprocess.run(
+        ["qemu-img", "compare", "-U", source.disk_path, str(disk)], capture_output=True
+    )
     assert raw_source.returncode == 0, raw_source.stdout + raw_source.stderr
 
 
@@ -110,16 +122,26 @@ async def test_populate_recreates_the_overlays_and_boots_each_child_once(vm_worl
     assert first is not None
     # Something written into an overlay before populate ...
     scratch = Path(first.disk_path)
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 256k 4k", str(scratch)],
-                   check=True, capture_output=True)
-    assert subprocess.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0x5a 256k 4k", str(scratch)],
-                          capture_output=True, text=True).stdout.count("read 4096") == 1
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 256k 4k", str(scratch)],
+        check=True,
+        capture_output=True,
+    )
+    assert (
+        subprocess.run(
+            ["qemu-io", "-f", "qcow2", "-c", "read -P 0x5a 256k 4k", str(scratch)],
+            capture_output=True,
+            text=True,
+        ).stdout.count("read 4096")
+        == 1
+    )
     op_id = await vm_world.service.populate(initial_id)
     operation = await vm_world.service.operations.wait(op_id)
     assert operation.state == "succeeded", operation.error
     # ... is gone afterwards: the overlay was recreated from the initial.
-    check = subprocess.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0x5a 256k 4k", str(scratch)],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "read -P 0x5a 256k 4k", str(scratch)], capture_output=True, text=True
+    )
     assert "Pattern verification failed" in check.stdout + check.stderr
     for child_id in children:
         child = await get_vm(vm_world.db, child_id)
@@ -130,7 +152,9 @@ async def test_populate_recreates_the_overlays_and_boots_each_child_once(vm_worl
     assert initial is not None and read_boot_counter(Path(initial.disk_path)) == 0
 
 
-async def test_volatile_desktop_leaves_its_disk_byte_identical_and_drops_the_overlay(vm_world: VmWorld) -> None:
+async def test_volatile_desktop_leaves_its_disk_byte_identical_and_drops_the_overlay(
+    vm_world: VmWorld,
+) -> None:
     initial_id, children = await make_initial_with_children(vm_world, 2)
     volatile_id, persistent_id = children
     await vm_world.service.set_flags(volatile_id, {"volatile": True})
@@ -170,10 +194,20 @@ async def test_delete_with_disks_removes_exactly_the_named_files(vm_world: VmWor
     assert plan.files == [str(images / f"{name}.qcow2") for name in names]
     before = {path.name for path in images.iterdir()}
     with pytest.raises(Invalid):
-        await vm_world.service.delete(initial_id, with_children=True, remove_disks=True,
-                                      confirmed_vms=names[:1], confirmed_files=plan.files)
-    _, op_id = await vm_world.service.delete(initial_id, with_children=True, remove_disks=True,
-                                             confirmed_vms=plan.names, confirmed_files=plan.files)
+        await vm_world.service.delete(
+            initial_id,
+            with_children=True,
+            remove_disks=True,
+            confirmed_vms=names[:1],
+            confirmed_files=plan.files,
+        )
+    _, op_id = await vm_world.service.delete(
+        initial_id,
+        with_children=True,
+        remove_disks=True,
+        confirmed_vms=plan.names,
+        confirmed_files=plan.files,
+    )
     assert op_id is not None
     operation = await vm_world.service.operations.wait(op_id)
     assert operation.state == "succeeded", operation.error

@@ -30,8 +30,11 @@ async def test_a_dashboard_stop_during_a_copy_marks_it_interrupted_and_leaves_no
         source = await get_vm(world.db, created.vm_ids[0])
         assert source is not None
         # 1.5 GiB of data makes the copy last long enough to be interrupted.
-        subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 1536M", source.disk_path],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 1536M", source.disk_path],
+            check=True,
+            capture_output=True,
+        )
         subscription = world.hub.subscribe(is_admin=True)
         initial = await world.service.create_initial({"name": world.name("init"), "source_id": source.id})
         op_id = initial.operation_id
@@ -62,7 +65,10 @@ async def test_after_a_crash_running_operations_become_interrupted_and_their_tem
     leftover.write_bytes(b"half a disk")
     await first.services.db.execute(
         operations.insert().values(
-            kind="copy_disk", state="running", progress=42.0, message="Copying",
+            kind="copy_disk",
+            state="running",
+            progress=42.0,
+            message="Copying",
             params_json=json.dumps({"vm_ids": [], "_temp_files": [[1, str(leftover)]]}),
         )
     )
@@ -128,8 +134,9 @@ async def test_vms_are_placed_on_the_hypervisor_asked_for(vm_world2: VmWorld) ->
     assert f"address='{h1.host.spice_listen}'" in h1.host.virsh("dumpxml", on1.name)
     vm_world2.install_guest(h1, on1.disk_path, "banner")
     await vm_world2.service.power(on1.id, "start")
-    reached = await vm_world2.service.sync.wait_for(h1.id, on1.name, {"running"}, within=60,
-                                                    hv=vm_world2.registry.get(h1.id))
+    reached = await vm_world2.service.sync.wait_for(
+        h1.id, on1.name, {"running"}, within=60, hv=vm_world2.registry.get(h1.id)
+    )
     assert reached == "running"
     await vm_world2.service.power(on1.id, "poweroff")
     assert {vm.name for vm in await list_vms(vm_world2.db)} == {vm_world2.name("on0"), vm_world2.name("on1")}

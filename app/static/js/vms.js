@@ -233,10 +233,15 @@
       ok.textContent = okLabel || "Confirm";
       const modal = bootstrap.Modal.getOrCreateInstance(el);
       let answered = false;
-      const onOk = () => { answered = true; modal.hide(); };
+      let shown = false;
+      // Bootstrap ignores hide() while the modal is still sliding in: hide once shown.
+      const onOk = () => { answered = true; if (shown) modal.hide(); };
       ok.addEventListener("click", onOk, { once: true });
       el.addEventListener("hidden.bs.modal", () => { ok.removeEventListener("click", onOk); resolve(answered); }, { once: true });
-      el.addEventListener("shown.bs.modal", () => ok.focus(), { once: true });
+      el.addEventListener("shown.bs.modal", () => {
+        shown = true;
+        if (answered) modal.hide(); else ok.focus();
+      }, { once: true });
       modal.show();
     });
   }
