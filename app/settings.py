@@ -114,6 +114,8 @@ class VmSettings(BaseModel):
     thumbnail_interval: float = 5.0
     thumbnail_width: int = 160
     thumbnail_concurrency: int = 3
+    # "auto": kvm when the hypervisor offers it, else qemu (TCG); "qemu" forces TCG.
+    domain_type: Literal["auto", "kvm", "qemu"] = "auto"
 
 
 class Settings(BaseSettings):

@@ -33,7 +33,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-async def run(count: int, cycles: int) -> list[tuple[str, str]]:
+async def run(count: int, cycles: int, domain_type: str) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     run_dir = RunDir()
     host = LibvirtHost(run_dir, "h0")
@@ -42,11 +42,14 @@ async def run(count: int, cycles: int) -> list[tuple[str, str]]:
     tmp = Path(tempfile.mkdtemp(prefix="vdi-bench-"))
     settings = make_settings(tmp, f"sqlite:///{tmp / 'bench.sqlite3'}")
     dashboard = await start_dashboard(settings)
-    vm_settings = VmSettings(populate_concurrency=8, power_concurrency=8, first_boot_timeout=120, shutdown_grace=10)
+    vm_settings = VmSettings(
+        populate_concurrency=8, power_concurrency=8, first_boot_timeout=120, shutdown_grace=10,
+        domain_type=domain_type,  # type: ignore[arg-type]
+    )
     world = await attach_vm_service(dashboard, host, guests, vm_settings)
     service = world.service
     try:
-        rows.append(("hypervisor virtualisation", host.virt_type))
+        rows.append(("hypervisor offers / domains use", f"{host.virt_type} / {domain_type}"))
         created = await service.create(
             {"name": "gold", "kind": "source", "hypervisor_id": world.h0.id, "memory_mib": 64, "disk_size_gib": 1}
         )
@@ -124,8 +127,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--domain-type", choices=("auto", "kvm", "qemu"), default="auto")
     args = parser.parse_args()
-    rows = asyncio.run(run(args.count, args.cycles))
+    rows = asyncio.run(run(args.count, args.cycles, args.domain_type))
     width = max(len(name) for name, _ in rows)
     print(f"{'measure'.ljust(width)}  value")
     print(f"{'-' * width}  {'-' * 30}")

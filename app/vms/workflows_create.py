@@ -40,8 +40,10 @@ class Created:
     operation_id: int | None = None
 
 
-async def domain_type_of(hv: Any) -> str:
+async def domain_type_of(hv: Any, forced: str = "auto") -> str:
     """``kvm`` when the hypervisor offers hardware virtualisation, else ``qemu`` (TCG)."""
+    if forced in ("kvm", "qemu"):
+        return forced
     probe = getattr(hv, "supports_kvm", None)
     if callable(probe):
         return "kvm" if await probe() else "qemu"
@@ -143,7 +145,7 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
                 else "prefix": f"a file already exists at {', '.join(existing)}: choose another name"
             }
         )
-    domain_type = await domain_type_of(hv)
+    domain_type = await domain_type_of(hv, ctx.settings.domain_type)
     rows: list[tuple[int, str, str, str, str | None]] = []
     for name, disk in zip(names, disks, strict=True):
         uuid = new_uuid()
@@ -242,7 +244,7 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
     disk = default_disk_path(record.images_dir, spec.name)
     if await existing_files(hv, [disk]):
         raise Invalid({"name": f"a file already exists at {disk}: choose another name"})
-    domain_type = await domain_type_of(hv)
+    domain_type = await domain_type_of(hv, ctx.settings.domain_type)
     uuid = new_uuid()
     mac = random_mac() if source.network else None
     hardware = {
@@ -312,7 +314,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
     existing = await existing_files(hv, disks)
     if existing:
         raise Invalid({"prefix": f"a file already exists at {', '.join(existing)}: choose another prefix"})
-    domain_type = await domain_type_of(hv)
+    domain_type = await domain_type_of(hv, ctx.settings.domain_type)
     rows: list[tuple[int, str, str, str, str | None]] = []
     for name, disk in zip(names, disks, strict=True):
         uuid = new_uuid()
