@@ -30,7 +30,7 @@ from tests.vms.conftest import attach_vm_service, detach_vm_service
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 async def run(count: int, cycles: int, domain_type: str) -> list[tuple[str, str]]:
@@ -43,7 +43,10 @@ async def run(count: int, cycles: int, domain_type: str) -> list[tuple[str, str]
     settings = make_settings(tmp, f"sqlite:///{tmp / 'bench.sqlite3'}")
     dashboard = await start_dashboard(settings)
     vm_settings = VmSettings(
-        populate_concurrency=8, power_concurrency=8, first_boot_timeout=120, shutdown_grace=10,
+        populate_concurrency=8,
+        power_concurrency=8,
+        first_boot_timeout=120,
+        shutdown_grace=10,
         domain_type=domain_type,  # type: ignore[arg-type]
     )
     world = await attach_vm_service(dashboard, host, guests, vm_settings)
@@ -51,7 +54,13 @@ async def run(count: int, cycles: int, domain_type: str) -> list[tuple[str, str]
     try:
         rows.append(("hypervisor offers / domains use", f"{host.virt_type} / {domain_type}"))
         created = await service.create(
-            {"name": "gold", "kind": "source", "hypervisor_id": world.h0.id, "memory_mib": 64, "disk_size_gib": 1}
+            {
+                "name": "gold",
+                "kind": "source",
+                "hypervisor_id": world.h0.id,
+                "memory_mib": 64,
+                "disk_size_gib": 1,
+            }
         )
         source = await get_vm(world.db, created.vm_ids[0])
         assert source is not None
@@ -71,7 +80,9 @@ async def run(count: int, cycles: int, domain_type: str) -> list[tuple[str, str]
         started = time.monotonic()
         op_id = await service.populate(initial.vm_ids[0])
         op = await service.operations.wait(op_id)
-        rows.append((f"populate {count} (overlays + first boots)", f"{time.monotonic() - started:.2f} s ({op.state})"))
+        rows.append(
+            (f"populate {count} (overlays + first boots)", f"{time.monotonic() - started:.2f} s ({op.state})")
+        )
         if op.error:
             rows.append(("populate error", op.error[:200]))
 
@@ -114,7 +125,12 @@ async def run(count: int, cycles: int, domain_type: str) -> list[tuple[str, str]
         await client.aclose()
         ms = [value * 1000 for value in latencies]
         rows.append((f"event -> browser websocket, {len(ms)} events", f"p50 {percentile(ms, 0.5):.1f} ms"))
-        rows.append(("", f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms, mean {statistics.mean(ms):.1f} ms"))
+        rows.append(
+            (
+                "",
+                f"p99 {percentile(ms, 0.99):.1f} ms, max {max(ms):.1f} ms, mean {statistics.mean(ms):.1f} ms",
+            )
+        )
     finally:
         await detach_vm_service(dashboard, world)
         await dashboard.stop()

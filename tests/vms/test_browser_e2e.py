@@ -40,7 +40,8 @@ new MutationObserver(() => {
 """
 
 
-describe: Callable[[], Any] = lambda: ""
+def describe() -> Any:
+    return ""
 
 
 async def until(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:

@@ -155,7 +155,7 @@ async def test_populate_recreates_the_overlays_and_boots_each_child_once(vm_worl
 async def test_volatile_desktop_leaves_its_disk_byte_identical_and_drops_the_overlay(
     vm_world: VmWorld,
 ) -> None:
-    initial_id, children = await make_initial_with_children(vm_world, 2)
+    _, children = await make_initial_with_children(vm_world, 2)
     volatile_id, persistent_id = children
     await vm_world.service.set_flags(volatile_id, {"volatile": True})
     volatile = await get_vm(vm_world.db, volatile_id)
@@ -184,7 +184,7 @@ async def test_volatile_desktop_leaves_its_disk_byte_identical_and_drops_the_ove
 
 
 async def test_delete_with_disks_removes_exactly_the_named_files(vm_world: VmWorld) -> None:
-    initial_id, children = await make_initial_with_children(vm_world, 2)
+    initial_id, _ = await make_initial_with_children(vm_world, 2)
     with pytest.raises(Refused, match="VDI machines"):
         await vm_world.service.plan_delete(initial_id, with_children=False, remove_disks=True)
     plan = await vm_world.service.plan_delete(initial_id, with_children=True, remove_disks=True)
