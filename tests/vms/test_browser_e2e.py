@@ -175,6 +175,8 @@ async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
     assert finished
 
     await until(lambda: not driver.find_element(By.ID, "confirm-modal").is_displayed(), "the modal to close")
+    start_item = f'tr[data-vm-name="{children[0]}"] [data-power="start"]'
+    await until(lambda: driver.find_elements(By.CSS_SELECTOR, start_item), "the start action")
     await asyncio.to_thread(row_action, driver, children[0], ("power", '[data-power="start"]'))
     # The diskwriter guest boots, counts, and powers itself off: the table shows both changes.
     await until(
