@@ -26,8 +26,9 @@ from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
 from app.auth.headers import SecurityHeadersMiddleware
 from app.auth.throttle import LoginThrottle
+from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
-from app.inventory.hypervisors import ensure_demo_hypervisor, known_hosts_entries
+from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
 from app.services import Services
 from app.settings import Settings
@@ -75,24 +76,37 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if first_admin is not None:
             announce_first_admin(settings, *first_admin)
 
+        if settings.demo:
+            await ensure_demo_hypervisor(db)
+
+        audit = AuditLog(db)
         ssh_dir = settings.data_dir / "ssh"
         ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
         known_hosts = KnownHostsFile(ssh_dir)
-        known_hosts.write(await known_hosts_entries(db))
-        if settings.demo:
-            await ensure_demo_hypervisor(db)
+        # The registry writes known_hosts from the pinned keys and connects to every hypervisor.
+        hypervisors = HypervisorRegistry(
+            db=db,
+            hub=hub,
+            audit=audit,
+            settings=settings,
+            key=ssh_key,
+            known_hosts=known_hosts,
+        )
+        await hypervisors.start()
+        stack.push_async_callback(hypervisors.stop)
 
         services = Services(
             settings=settings,
             db=db,
             hub=hub,
-            audit=AuditLog(db),
+            audit=audit,
             login_throttle=LoginThrottle(
                 max_failures=settings.security.login_max_failures,
                 window=settings.security.login_failure_window,
             ),
             ssh_key=ssh_key,
             known_hosts=known_hosts,
+            hypervisors=hypervisors,
         )
         app.state.services = services
         await start_vm_service(services, stack)
@@ -127,7 +141,11 @@ async def start_vm_service(services: Services, stack: AsyncExitStack) -> None:
 def announce_first_admin(settings: Settings, username: str, password: str) -> None:
     """Print the generated first admin password once, to the console only (never to logs)."""
     scheme = "https" if settings.server.https else "http"
-    url = f"{scheme}://{settings.server.host}:{settings.server.port}/"
+    # Listening on every interface: this machine's loopback address works for a first look.
+    host = "127.0.0.1" if settings.server.host in ("", "0.0.0.0", "::") else settings.server.host  # noqa: S104
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"{scheme}://{host}:{settings.server.port}/"
     banner = (
         "\n" + "=" * 64 + "\n"
         f"  KVM-VDI dashboard: {url}\n"

@@ -13,6 +13,7 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
+from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
 from app.settings import Settings
@@ -34,6 +35,7 @@ class Services:
     # The dashboard's SSH identity and the known_hosts file of pinned hypervisor host keys.
     ssh_key: DashboardKey
     known_hosts: KnownHostsFile
+    hypervisors: HypervisorRegistry
     # Long operations (copy disk, populate ...) and the VM workflows; None until started.
     operations: OperationsRunner | None = None
     vms: VmService | None = None

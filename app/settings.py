@@ -101,7 +101,7 @@ class DirectorySettings(Section):
     timeout: int = 5
 
 
-class VmSettings(BaseModel):
+class VmSettings(Section):
     """Virtual machine workflows: concurrency, first-boot waits, thumbnails."""
 
     # VMs booted at once by populate and by mass power actions.
@@ -116,6 +116,31 @@ class VmSettings(BaseModel):
     thumbnail_concurrency: int = 3
     # "auto": kvm when the hypervisor offers it, else qemu (TCG); "qemu" forces TCG.
     domain_type: Literal["auto", "kvm", "qemu"] = "auto"
+
+
+class HypervisorSettings(Section):
+    """How the dashboard talks to and watches hypervisors (seconds unless named otherwise)."""
+
+    connect_timeout: float = 10.0
+    # Cheap libvirt round trip on an idle connection, and how long it may take.
+    health_interval: float = 5.0
+    health_timeout: float = 10.0
+    # A hypervisor whose connection is lost and cannot be re-established for this long is
+    # marked down (fenced): nothing new is placed or started there until it answers again.
+    fence_after: float = 10.0
+    reconnect_initial: float = 1.0
+    reconnect_max: float = 30.0
+    # libvirt keepalive: a probe every interval, the connection dropped after count misses.
+    keepalive_interval: int = 5
+    keepalive_count: int = 3
+    # How long start-up waits for the first connection attempts before serving.
+    startup_wait: float = 10.0
+    # Default timeout of short commands (qemu-img info, rm, df ...).
+    command_timeout: float = 120.0
+    # Worker threads per libvirt connection (blocking calls never run on the event loop).
+    libvirt_threads: int = 4
+    # Free space and host facts are refreshed this often while connected.
+    facts_interval: float = 60.0
 
 
 class Settings(BaseSettings):
@@ -136,6 +161,7 @@ class Settings(BaseSettings):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     vms: VmSettings = Field(default_factory=VmSettings)
+    hypervisors: HypervisorSettings = Field(default_factory=HypervisorSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -29,7 +29,7 @@ OPERATION_STATES = ("pending", "running", "succeeded", "failed", "interrupted")
 FAILOVER_KINDS = ("none", "rdp", "horizon")
 
 
-def _now() -> sa.sql.elements.ColumnElement[sa.DateTime]:
+def _now() -> sa.sql.functions.current_timestamp:
     return sa.func.current_timestamp()
 
 

@@ -250,46 +250,21 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Dropping a table drops its indexes (dropping them first fails on MariaDB for indexes
+    # that back foreign keys).
 
     op.drop_table('pool_vms')
-    with op.batch_alter_table('operations', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_operations_vm_id'))
-        batch_op.drop_index(batch_op.f('ix_operations_state'))
-
     op.drop_table('operations')
-    with op.batch_alter_table('leases', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_leases_vm_id'))
-        batch_op.drop_index(batch_op.f('ix_leases_user_id'))
-        batch_op.drop_index(batch_op.f('ix_leases_pool_id'))
-        batch_op.drop_index(batch_op.f('ix_leases_expires_at'))
-        batch_op.drop_index(batch_op.f('ix_leases_ended_at'))
-
     op.drop_table('leases')
-    with op.batch_alter_table('console_tickets', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_console_tickets_vm_id'))
-        batch_op.drop_index(batch_op.f('ix_console_tickets_user_id'))
-
     op.drop_table('console_tickets')
-    with op.batch_alter_table('vms', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_vms_parent_id'))
-        batch_op.drop_index(batch_op.f('ix_vms_hypervisor_id'))
-        batch_op.drop_index(batch_op.f('ix_vms_assigned_user_id'))
-
     op.drop_table('vms')
     op.drop_table('pool_users')
     op.drop_table('pool_groups')
-    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_api_tokens_user_id'))
-
     op.drop_table('api_tokens')
     op.drop_table('users')
     op.drop_table('preferences')
     op.drop_table('pools')
     op.drop_table('hypervisors')
     op.drop_table('directory_groups')
-    with op.batch_alter_table('audit_log', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_audit_log_at'))
-        batch_op.drop_index(batch_op.f('ix_audit_log_action'))
-
     op.drop_table('audit_log')
 
