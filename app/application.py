@@ -115,21 +115,14 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 async def start_vm_service(services: Services, stack: AsyncExitStack) -> None:
-    """The operations runner and the VM workflows (they need the hypervisor registry)."""
+    """The operations runner and the VM workflows, on top of the hypervisor registry."""
     operations = OperationsRunner(services.db, services.hub)
     services.operations = operations
-    registry = getattr(services, "registry", None)
-    if registry is None:
-        # Without hypervisor access, operations a previous run left are still reported honestly.
-        await operations.recover()
-        stack.push_async_callback(operations.stop)
-        log.warning("hypervisor registry not running: virtual machines are unavailable")
-        return
     vms = VmService(
         db=services.db,
         hub=services.hub,
         audit=services.audit,
-        registry=registry,
+        registry=services.hypervisors,
         operations=operations,
         settings=services.settings.vms,
     )

@@ -11,6 +11,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from app.auth.session import admin_required
+from app.hyper import DiskFile
 from app.services import services_of
 from app.views.forms import render
 from app.views.vms_api import vm_service
@@ -38,6 +39,7 @@ async def index(request: Request) -> Response:
             "title": "Virtual machines",
             "table": table,
             "power_labels": POWER_LABELS,
+            "first_boot_timeout": services.settings.vms.first_boot_timeout,
         },
     )
 
@@ -109,7 +111,7 @@ async def _form_context(request: Request, form: FormData | None = None) -> dict[
     }
 
 
-async def _isos_for(request: Request, hypervisor_id: int | None) -> tuple[list[str], str | None]:
+async def _isos_for(request: Request, hypervisor_id: int | None) -> tuple[list[DiskFile], str | None]:
     if hypervisor_id is None:
         return [], None
     try:

@@ -134,12 +134,23 @@ async def copy_disk(request: Request) -> Response:
 
 @api
 async def populate(request: Request) -> Response:
+    """Recreate the children's overlays and start each once; ``wait_first_boot`` waits for the boots."""
     body = await json_body(request) if await request.body() else {}
+    wait = body.get("wait_first_boot", False)
+    if not isinstance(wait, bool):
+        raise Invalid({"wait_first_boot": "give true or false"})
     timeout = body.get("first_boot_timeout")
-    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
         raise Invalid({"first_boot_timeout": "give a number of seconds greater than 0"})
+    if timeout is not None and not wait:
+        raise Invalid({"first_boot_timeout": "only with wait_first_boot: true"})
     op_id = await vm_service(request).populate(
-        path_id(request), actor=actor(request), first_boot_timeout=float(timeout) if timeout else None
+        path_id(request),
+        actor=actor(request),
+        wait_first_boot=wait,
+        first_boot_timeout=float(timeout) if timeout is not None else None,
     )
     return JSONResponse({"operation": await _operation(request, op_id)}, status_code=202)
 
@@ -277,7 +288,7 @@ async def operation(request: Request) -> Response:
 @api
 async def isos(request: Request) -> Response:
     found = await vm_service(request).list_isos(path_id(request, "hypervisor_id"))
-    return JSONResponse({"isos": found})
+    return JSONResponse({"isos": [{"path": iso.path, "name": iso.name, "size": iso.size} for iso in found]})
 
 
 PREFIX = "/api/v1/admin"

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from databases import Database
 
 from app.audit import AuditLog
+from app.hyper import Hypervisor, HypervisorNotFound, HypervisorRegistry, HypervisorUnavailable
 from app.live.hub import LiveHub
 from app.settings import VmSettings
-from app.vms.contract import RegistryAccess
 from app.vms.errors import NotFound, Refused
 from app.vms.operations import OperationsRunner
-from app.vms.records import HypervisorRecord, Vm, get_hypervisor, get_vm
+from app.vms.records import Vm, get_vm
 
 
 class StateWaiter(Protocol):
@@ -26,7 +26,7 @@ class StateWaiter(Protocol):
         states: Iterable[str],
         *,
         within: float,
-        hv: Any = None,
+        hv: Hypervisor | None = None,
         recheck: float = 2.0,
     ) -> str | None: ...
 
@@ -36,7 +36,7 @@ class VmContext:
     db: Database
     hub: LiveHub
     audit: AuditLog
-    registry: RegistryAccess
+    registry: HypervisorRegistry
     operations: OperationsRunner
     settings: VmSettings
     # Set by the service once the state sync exists (it needs this context first).
@@ -61,39 +61,25 @@ class VmContext:
             raise NotFound(f"there is no VM {vm_id}: it may have been deleted")
         return vm
 
-    async def hypervisor_record(self, hypervisor_id: int) -> HypervisorRecord:
-        record = await get_hypervisor(self.db, hypervisor_id)
-        if record is None:
-            raise NotFound(f"there is no hypervisor {hypervisor_id}")
-        return record
+    def hypervisor(self, hypervisor_id: int, *, new_work: bool = True) -> Hypervisor:
+        """The connected hypervisor, or :class:`Refused` saying why it cannot work now.
 
-    async def usable_hypervisor(
-        self, hypervisor_id: int, *, allow_maintenance: bool = False
-    ) -> tuple[HypervisorRecord, Any]:
-        """The hypervisor's record and live handle, or :class:`Refused` saying why it cannot work now."""
-        record = await self.hypervisor_record(hypervisor_id)
-        if record.maintenance and not allow_maintenance:
-            raise Refused(
-                f"hypervisor {record.name} is in maintenance: take it out of maintenance first",
-                code="hypervisor_maintenance",
-            )
+        ``new_work`` (creating, starting, copying) is refused on a hypervisor in
+        maintenance too; stopping, deleting and reading stay possible there, which is
+        how an admin drains it.
+        """
         try:
-            hv = self.registry.get(hypervisor_id)
-        except Exception as exc:
-            reason = str(exc) or record.state_reason or "not connected"
-            raise Refused(
-                f"hypervisor {record.name} is unavailable ({reason}): wait until it is up again",
-                code="hypervisor_unavailable",
-            ) from exc
-        state = getattr(hv, "state", "up")
-        if state != "up":
-            reason = getattr(hv, "reason", "") or record.state_reason
-            detail = f" ({reason})" if reason else ""
-            raise Refused(
-                f"hypervisor {record.name} is {state}{detail}: wait until it is up again",
-                code="hypervisor_unavailable",
-            )
-        return record, hv
+            return self.registry.get(hypervisor_id, for_new_work=new_work)
+        except HypervisorNotFound:
+            raise NotFound(f"there is no hypervisor {hypervisor_id}") from None
+        except HypervisorUnavailable as exc:
+            found = self.registry.find(hypervisor_id)
+            if found is not None and found.state == "up" and found.connected and found.maintenance:
+                raise Refused(
+                    f"hypervisor {found.name} is in maintenance: take it out of maintenance first",
+                    code="hypervisor_maintenance",
+                ) from None
+            raise Refused(f"{exc}: wait until it is up again", code="hypervisor_unavailable") from None
 
     def publish_vm(self, vm: Vm, change: str = "updated") -> None:
         self.hub.publish("vm", {**vm.summary(), "change": change})

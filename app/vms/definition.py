@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from app.hyper.records import HypervisorRecord
+
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Linux interface names: at most 15 characters, no slash or whitespace.
 BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
@@ -231,6 +233,13 @@ def default_disk_path(images_dir: str, name: str) -> str:
 
 def volatile_overlay_path(volatile_dir: str, name: str) -> str:
     return posixpath.join(volatile_dir, f"{name}.volatile.qcow2")
+
+
+def spice_listen_of(record: HypervisorRecord) -> str:
+    """Where a VM's SPICE display listens: the hypervisor's own address over SSH, loopback locally."""
+    if record.is_ssh and record.address:
+        return record.address
+    return "127.0.0.1"
 
 
 def check_placement(

@@ -2,9 +2,10 @@
 
 Several files are handled in one SSH command (a ``sh -c`` script made of
 ``shlex.join``-ed argument vectors, never of raw input), because a round trip
-costs far more than ``qemu-img create`` itself (about 10 ms). Every new file is
-written under a temporary name and renamed into place, so a crash leaves no
-half-made disk under the real name.
+costs far more than ``qemu-img create`` itself (about 10 ms). Every path is
+confined to the hypervisor's own directories first. Every new file is written
+under a temporary name and renamed into place, so a crash leaves no half-made
+disk under the real name.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import json
 import posixpath
 import shlex
 from collections.abc import Sequence
-from typing import Any
 
+from app.hyper import CommandError, Hypervisor, HypervisorError, PathNotAllowed
 from app.vms.errors import HypervisorFailure, Refused
 
 PART = ".part"
@@ -32,31 +33,37 @@ def part_path(path: str) -> str:
     return posixpath.join(directory, f".{name}{PART}")
 
 
-async def run_script(hv: Any, commands: Sequence[Sequence[str]], *, what: str) -> str:
+def confined(hv: Hypervisor, paths: Sequence[str]) -> list[str]:
+    """``paths`` if each lies inside the hypervisor's images, volatile or ISO directory."""
+    try:
+        return [hv.confine(path) for path in paths]
+    except PathNotAllowed as exc:
+        raise Refused(
+            f"{exc}: keep disks inside the hypervisor's directories", code="path_not_allowed"
+        ) from None
+
+
+async def run_script(hv: Hypervisor, commands: Sequence[Sequence[str]], *, what: str) -> str:
     if not commands:
         return ""
     try:
         result = await hv.run(script(commands))
-    except Exception as exc:
+    except HypervisorError as exc:
         raise HypervisorFailure(f"{what} failed: {_reason(exc)}") from exc
-    status = getattr(result, "exit_status", 0)
-    if status not in (0, None):
-        stderr = (getattr(result, "stderr", "") or "").strip()
-        raise HypervisorFailure(f"{what} failed: {stderr or f'exit status {status}'}")
-    return str(getattr(result, "stdout", "") or "")
+    return result.stdout
 
 
-def _reason(exc: BaseException) -> str:
-    stderr = getattr(exc, "stderr", None)
-    if isinstance(stderr, str) and stderr.strip():
-        return stderr.strip().splitlines()[-1]
+def _reason(exc: HypervisorError) -> str:
+    if isinstance(exc, CommandError) and exc.stderr.strip():
+        return exc.stderr.strip().splitlines()[-1]
     return str(exc) or type(exc).__name__
 
 
-async def create_disks(hv: Any, disks: Sequence[tuple[str, int]]) -> None:
+async def create_disks(hv: Hypervisor, disks: Sequence[tuple[str, int]]) -> None:
     """New empty qcow2 disks ``(path, size_gib)``; refuses to replace an existing file."""
+    paths = confined(hv, [path for path, _ in disks])
     commands: list[list[str]] = []
-    for path, size_gib in disks:
+    for path, (_, size_gib) in zip(paths, disks, strict=True):
         temp = part_path(path)
         commands += [
             ["mkdir", "-p", posixpath.dirname(path)],
@@ -65,19 +72,20 @@ async def create_disks(hv: Any, disks: Sequence[tuple[str, int]]) -> None:
             ["qemu-img", "create", "-q", "-f", "qcow2", temp, f"{size_gib}G"],
             ["mv", "-f", temp, path],
         ]
-    existing = await existing_files(hv, [path for path, _ in disks])
+    existing = await existing_files(hv, paths)
     if existing:
         which = ", ".join(existing)
         raise Refused(f"a file already exists at {which}: choose another name or remove it first")
     await run_script(hv, commands, what="creating the disk")
 
 
-async def create_overlays(hv: Any, base: str, paths: Sequence[str]) -> None:
+async def create_overlays(hv: Hypervisor, base: str, paths: Sequence[str]) -> None:
     """(Re)create qcow2 overlays backed by ``base``: whatever was in them is discarded."""
+    base, *targets = confined(hv, [base, *paths])
     commands: list[list[str]] = []
-    for directory in sorted({posixpath.dirname(path) for path in paths}):
+    for directory in sorted({posixpath.dirname(path) for path in targets}):
         commands.append(["mkdir", "-p", directory])
-    for path in paths:
+    for path in targets:
         temp = part_path(path)
         commands += [
             ["rm", "-f", temp],
@@ -87,28 +95,29 @@ async def create_overlays(hv: Any, base: str, paths: Sequence[str]) -> None:
     await run_script(hv, commands, what="creating the overlays")
 
 
-async def remove_files(hv: Any, paths: Sequence[str]) -> None:
+async def remove_files(hv: Hypervisor, paths: Sequence[str]) -> None:
     if paths:
-        await run_script(hv, [["rm", "-f", "--", *paths]], what="removing files")
+        await run_script(hv, [["rm", "-f", "--", *confined(hv, paths)]], what="removing files")
 
 
-async def rename(hv: Any, source: str, target: str) -> None:
-    await run_script(hv, [["mv", "-f", "--", source, target]], what="renaming the disk")
+async def rename(hv: Hypervisor, source: str, target: str) -> None:
+    await run_script(hv, [["mv", "-f", "--", *confined(hv, [source, target])]], what="renaming the disk")
 
 
-async def existing_files(hv: Any, paths: Sequence[str]) -> list[str]:
+async def existing_files(hv: Hypervisor, paths: Sequence[str]) -> list[str]:
     """Which of ``paths`` exist on the hypervisor (one command for all)."""
     if not paths:
         return []
     probe = 'for f in "$@"; do if [ -e "$f" ]; then printf "%s\\n" "$f"; fi; done'
-    commands = [["sh", "-c", probe, "sh", *paths]]
+    commands = [["sh", "-c", probe, "sh", *confined(hv, paths)]]
     output = await run_script(hv, commands, what="looking for files")
     found = {line for line in output.splitlines() if line}
     return [path for path in paths if path in found]
 
 
-async def backing_file(hv: Any, path: str) -> str | None:
+async def backing_file(hv: Hypervisor, path: str) -> str | None:
     """The backing file recorded in a qcow2 image (None for a standalone image)."""
+    (path,) = confined(hv, [path])
     output = await run_script(hv, [["qemu-img", "info", "--output=json", "-U", path]], what=f"reading {path}")
     info = json.loads(output)
     value = info.get("full-backing-filename") or info.get("backing-filename")

@@ -7,14 +7,15 @@ the source of truth and the event path publishes it to browsers.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
+from app.hyper import DomainNotFound, Hypervisor, HypervisorError
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
 from app.vms.errors import HypervisorFailure, Invalid, Refused
 from app.vms.operations import OperationContext
-from app.vms.records import HypervisorRecord, Vm, children_of
-from app.vms.volatile import overlay_of, prepare_boot
+from app.vms.records import Vm, children_of
+from app.vms.volatile import overlay_of, point_definition_at, prepare_boot
 
 PowerAction = Literal["start", "shutdown", "poweroff", "reboot", "reset"]
 POWER_ACTIONS: tuple[str, ...] = get_args(PowerAction)
@@ -36,10 +37,10 @@ def check_action(action: str) -> PowerAction:
     return action  # type: ignore[return-value]
 
 
-async def live_state(hv: Any, vm: Vm) -> str:
+async def live_state(hv: Hypervisor, vm: Vm) -> str:
     try:
-        return str(await hv.domain_state(vm.name))
-    except Exception as exc:
+        return await hv.domain_state(vm.name)
+    except HypervisorError as exc:
         raise HypervisorFailure(f"{vm.name}: its domain cannot be read on the hypervisor ({exc})") from exc
 
 
@@ -49,46 +50,69 @@ async def power(ctx: VmContext, vm_id: int, action: str, *, actor: str = "", cli
     vm = await ctx.vm(vm_id)
     if vm.operation_id is not None:
         raise Refused(f"{vm.name} is busy with operation {vm.operation_id}: wait for it to end", code="busy")
-    record, hv = await ctx.usable_hypervisor(vm.hypervisor_id, allow_maintenance=act in STOPPING)
-    await apply(ctx, vm, record, hv, act)
+    hv = ctx.hypervisor(vm.hypervisor_id, new_work=act not in STOPPING)
+    await apply(ctx, vm, hv, act)
     await ctx.audit.record(f"vm_{act}", actor=actor, target=vm.name, client_address=client_address)
     return vm
 
 
-async def apply(ctx: VmContext, vm: Vm, record: HypervisorRecord, hv: Any, action: PowerAction) -> bool:
-    """Do it; False when there was nothing to do (already in the wanted state)."""
+async def start(ctx: VmContext, vm: Vm, hv: Hypervisor) -> None:
+    """Start ``vm`` from the file its flags ask for (a fresh per-boot overlay when volatile).
+
+    A persistent VM costs one read of its definition and the start itself; only a
+    volatile one is asked for its state first, since its overlay must never be
+    recreated under a running guest.
+    """
+    async with ctx.overlay_lock(vm.id):
+        if vm.volatile and await live_state(hv, vm) in RUNNING:
+            raise Refused(f"{vm.name} is already running", code="already_running")
+        await prepare_boot(vm, hv)
+        try:
+            started = await hv.start(vm.name)
+        except HypervisorError as exc:
+            if vm.volatile:
+                await remove_files(hv, [overlay_of(vm, hv)])
+            raise HypervisorFailure(f"starting {vm.name} failed: {exc}") from exc
+    if not started:
+        raise Refused(f"{vm.name} is already running", code="already_running")
+
+
+async def start_from_own_disk(ctx: VmContext, vm: Vm, hv: Hypervisor) -> None:
+    """Start ``vm`` from its own disk whatever its volatile flag (populate's first boot)."""
+    async with ctx.overlay_lock(vm.id):
+        await point_definition_at(hv, vm.name, vm.disk_path)
+        try:
+            started = await hv.start(vm.name)
+        except HypervisorError as exc:
+            raise HypervisorFailure(f"starting {vm.name} failed: {exc}") from exc
+    if not started:
+        raise Refused(f"{vm.name} is already running", code="already_running")
+
+
+async def apply(ctx: VmContext, vm: Vm, hv: Hypervisor, action: PowerAction) -> None:
+    """Do it; :class:`Refused` when there is nothing to do (already in the wanted state)."""
     if action == "start":
-        async with ctx.overlay_lock(vm.id):
-            if await live_state(hv, vm) in RUNNING:
-                raise Refused(f"{vm.name} is already running", code="already_running")
-            await prepare_boot(vm, record, hv)
-            try:
-                await hv.start(vm.name)
-            except Exception as exc:
-                if vm.volatile:
-                    await remove_files(hv, [overlay_of(vm, record)])
-                raise HypervisorFailure(f"starting {vm.name} failed: {exc}") from exc
-        return True
+        await start(ctx, vm, hv)
+        return
     if await live_state(hv, vm) not in RUNNING:
         raise Refused(f"{vm.name} is not running", code="not_running")
     calls = {"shutdown": hv.shutdown, "poweroff": hv.destroy, "reboot": hv.reboot, "reset": hv.reset}
     try:
         await calls[action](vm.name)
-    except Exception as exc:
+    except HypervisorError as exc:
         raise HypervisorFailure(f"{LABELS[action].lower()} of {vm.name} failed: {exc}") from exc
-    return True
 
 
-async def force_off(hv: Any, vm: Vm) -> bool:
+async def force_off(hv: Hypervisor, vm: Vm) -> bool:
     """Force the VM off if it runs; True when it had to be stopped."""
-    if await live_state(hv, vm) not in RUNNING:
-        return False
     try:
-        await hv.destroy(vm.name)
-    except Exception as exc:
+        return await hv.destroy(vm.name)
+    except DomainNotFound:
+        return False
+    except HypervisorError as exc:
         if await live_state(hv, vm) in RUNNING:
             raise HypervisorFailure(f"forcing {vm.name} off failed: {exc}") from exc
-    return True
+    return False
 
 
 async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str = "") -> int:
@@ -100,7 +124,7 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
     children = await children_of(ctx.db, initial.id)
     if not children:
         raise Refused(f"{initial.name} has no VDI machines yet")
-    record, hv = await ctx.usable_hypervisor(initial.hypervisor_id, allow_maintenance=act in STOPPING)
+    hv = ctx.hypervisor(initial.hypervisor_id, new_work=act not in STOPPING)
 
     async def work(op: OperationContext) -> str:
         limit = asyncio.Semaphore(max(1, ctx.settings.power_concurrency))
@@ -111,7 +135,7 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
         async def one(child: Vm) -> None:
             async with limit:
                 try:
-                    await apply(ctx, child, record, hv, act)
+                    await apply(ctx, child, hv, act)
                     done.append(child.name)
                 except Refused:
                     skipped.append(child.name)

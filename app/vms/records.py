@@ -76,32 +76,21 @@ class Vm:
 
 
 @dataclass(frozen=True)
-class HypervisorRecord:
+class HypervisorRow:
+    """A hypervisor as the VM pages list it (name and stored state); work goes through the registry."""
+
     id: int
     name: str
-    transport: str
-    address: str
-    spice_address: str
-    images_dir: str
-    volatile_dir: str
-    iso_dir: str
     maintenance: bool
     state: str
     state_reason: str
 
     @classmethod
-    def from_row(cls, row: Any) -> HypervisorRecord:
+    def from_row(cls, row: Any) -> HypervisorRow:
         mapping = row._mapping
         values = {f.name: mapping[f.name] for f in fields(cls)}
         values["maintenance"] = bool(values["maintenance"])
         return cls(**values)
-
-    @property
-    def spice_listen(self) -> str:
-        """Where SPICE listens: the hypervisor's own address for remote hosts, loopback locally."""
-        if self.transport == "ssh" and self.address:
-            return self.address
-        return "127.0.0.1"
 
 
 async def get_vm(db: Database, vm_id: int) -> Vm | None:
@@ -167,14 +156,9 @@ async def delete_vm_row(db: Database, vm_id: int) -> None:
     await db.execute(vms.delete().where(vms.c.id == vm_id))
 
 
-async def get_hypervisor(db: Database, hypervisor_id: int) -> HypervisorRecord | None:
-    row = await db.fetch_one(hypervisors.select().where(hypervisors.c.id == hypervisor_id))
-    return HypervisorRecord.from_row(row) if row is not None else None
-
-
-async def list_hypervisors(db: Database) -> list[HypervisorRecord]:
+async def list_hypervisors(db: Database) -> list[HypervisorRow]:
     rows = await db.fetch_all(hypervisors.select().order_by(hypervisors.c.name))
-    return [HypervisorRecord.from_row(row) for row in rows]
+    return [HypervisorRow.from_row(row) for row in rows]
 
 
 async def usernames(db: Database, user_ids: Iterable[int]) -> Mapping[int, str]:

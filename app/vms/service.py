@@ -16,17 +16,17 @@ from typing import Any
 from databases import Database
 
 from app.audit import AuditLog
+from app.hyper import ConnectionEvent, DiskFile, DomainEvent, HypervisorError, HypervisorRegistry
 from app.live.hub import LiveHub
 from app.settings import VmSettings
 from app.vms import power as power_actions
 from app.vms import workflows_create, workflows_disk, workflows_manage
 from app.vms.context import VmContext
-from app.vms.contract import RegistryAccess
 from app.vms.definition import DefinitionError, NewBatch, NewInitial, NewVdi, NewVm, parse
 from app.vms.disks import remove_files
-from app.vms.errors import Invalid
+from app.vms.errors import HypervisorFailure, Invalid
 from app.vms.operations import OperationsRunner
-from app.vms.records import Vm, list_hypervisors
+from app.vms.records import Vm
 from app.vms.sync import StateSync
 from app.vms.thumbnails import Thumbnails
 
@@ -40,7 +40,7 @@ class VmService:
         db: Database,
         hub: LiveHub,
         audit: AuditLog,
-        registry: RegistryAccess,
+        registry: HypervisorRegistry,
         operations: OperationsRunner,
         settings: VmSettings,
     ) -> None:
@@ -51,8 +51,9 @@ class VmService:
         self.ctx.states = self.sync
         self.thumbnails = Thumbnails(self.ctx)
         self.operations = operations
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._events: asyncio.Queue[DomainEvent | ConnectionEvent] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Any] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -60,23 +61,20 @@ class VmService:
         self.operations.set_temp_remover(self._remove_temp)
         await self.operations.recover()
         self._consumer = asyncio.create_task(self._consume_events(), name="vm-events")
-        registry: Any = self.ctx.registry
-        registry.add_domain_listener(self._on_domain_event)
-        add_connection_listener = getattr(registry, "add_connection_listener", None)
-        if add_connection_listener is not None:
-            add_connection_listener(self._on_connection)
+        registry = self.ctx.registry
+        self._unsubscribe = [
+            registry.add_domain_listener(self._events.put_nowait),
+            registry.add_connection_listener(self._events.put_nowait),
+        ]
         self.thumbnails.start()
         # Hypervisors that connected before these listeners existed are reconciled now.
-        for record in await list_hypervisors(self.ctx.db):
-            try:
-                hv = registry.get(record.id)
-            except Exception as exc:  # down or fenced: its connection event comes later
-                log.debug("hypervisor %s not reconciled at start: %s", record.name, exc)
-                continue
-            if getattr(hv, "state", "up") == "up":
-                self._events.put_nowait(("connection", (record.id, "up")))
+        for hv in registry.all():
+            if hv.state == "up" and hv.connected:
+                self._events.put_nowait(ConnectionEvent(hv.id, hv.name, "up", "", hv.maintenance))
 
     async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         await self.thumbnails.stop()
         await self.operations.stop()
         if self._consumer is not None:
@@ -84,25 +82,27 @@ class VmService:
             await asyncio.gather(self._consumer, return_exceptions=True)
         await self.sync.stop()
 
-    def _on_domain_event(self, event: Any) -> None:
-        self._events.put_nowait(("domain", event))
-
-    def _on_connection(self, *args: Any) -> None:
-        hypervisor_id, state = _connection_args(args)
-        self._events.put_nowait(("connection", (hypervisor_id, state)))
-
     async def _consume_events(self) -> None:
+        # One queue for both kinds: a domain's events are stored in the order they happened.
+        up: dict[int, int] = {}
         while True:
-            kind, payload = await self._events.get()
+            event = await self._events.get()
             try:
-                if kind == "domain":
-                    await self.sync.on_domain_event(payload)
+                if isinstance(event, DomainEvent):
+                    await self.sync.on_domain_event(event)
+                elif event.state == "up":
+                    found = self.ctx.registry.find(event.hypervisor_id)
+                    connection = found.connections if found is not None else 0
+                    # A maintenance change repeats "up" on the same connection: nothing to re-read.
+                    if up.get(event.hypervisor_id) != connection:
+                        up[event.hypervisor_id] = connection
+                        # Reconciling lists every domain: off the event path so events keep flowing.
+                        self.sync.spawn(self.sync.reconcile(event.hypervisor_id))
                 else:
-                    hypervisor_id, state = payload
-                    # Reconciling lists every domain: off the event path so events keep flowing.
-                    self.sync._spawn(self.sync.on_connection(hypervisor_id, state))
+                    up.pop(event.hypervisor_id, None)
+                    self.sync.spawn(self.sync.mark_unknown(event.hypervisor_id))
             except Exception:
-                log.exception("handling a %s event failed", kind)
+                log.exception("handling %r failed", event)
             finally:
                 self._events.task_done()
 
@@ -112,8 +112,7 @@ class VmService:
         await self.sync.drain()
 
     async def _remove_temp(self, hypervisor_id: int, path: str) -> None:
-        _, hv = await self.ctx.usable_hypervisor(hypervisor_id, allow_maintenance=True)
-        await remove_files(hv, [path])
+        await remove_files(self.ctx.hypervisor(hypervisor_id, new_work=False), [path])
 
     # -- workflows ------------------------------------------------------------------------------
 
@@ -137,10 +136,20 @@ class VmService:
         return await workflows_disk.start_copy_disk(self.ctx, initial_id, actor=actor)
 
     async def populate(
-        self, initial_id: int, *, actor: str = "", first_boot_timeout: float | None = None
+        self,
+        initial_id: int,
+        *,
+        actor: str = "",
+        wait_first_boot: bool = False,
+        first_boot_timeout: float | None = None,
     ) -> int:
+        """Recreate every child's overlay and start each once; optionally wait for the first boots."""
         return await workflows_disk.start_populate(
-            self.ctx, initial_id, actor=actor, first_boot_timeout=first_boot_timeout
+            self.ctx,
+            initial_id,
+            actor=actor,
+            wait_first_boot=wait_first_boot,
+            first_boot_timeout=first_boot_timeout,
         )
 
     async def power(self, vm_id: int, action: str, *, actor: str = "", client_address: str = "") -> Vm:
@@ -188,9 +197,11 @@ class VmService:
     async def delete(self, vm_id: int, **kwargs: Any) -> tuple[workflows_manage.DeletePlan, int | None]:
         return await workflows_manage.delete(self.ctx, vm_id, **kwargs)
 
-    async def list_isos(self, hypervisor_id: int) -> list[str]:
-        _, hv = await self.ctx.usable_hypervisor(hypervisor_id, allow_maintenance=True)
-        return sorted(await hv.list_isos())
+    async def list_isos(self, hypervisor_id: int) -> list[DiskFile]:
+        try:
+            return await self.ctx.hypervisor(hypervisor_id, new_work=False).list_isos()
+        except HypervisorError as exc:
+            raise HypervisorFailure(f"listing the hypervisor's ISOs failed: {exc}") from exc
 
 
 def _parse(model: Any, data: dict[str, Any]) -> Any:
@@ -198,11 +209,3 @@ def _parse(model: Any, data: dict[str, Any]) -> Any:
         return parse(model, data)
     except DefinitionError as exc:
         raise Invalid(exc.errors) from None
-
-
-def _connection_args(args: tuple[Any, ...]) -> tuple[int, str]:
-    """Accept ``(hypervisor_id, state)`` or one event object with those attributes."""
-    if len(args) >= 2:
-        return int(args[0]), str(args[1])
-    event = args[0]
-    return int(event.hypervisor_id), str(event.state)

@@ -1,6 +1,7 @@
 """Keeping ``vms`` in step with what the hypervisors really run.
 
-* When a hypervisor connects, its domains are reconciled with the table: state
+* When a hypervisor connects, and again after every reconnection (libvirt does
+  not replay the events missed meanwhile), its domains are reconciled with the table: state
   and uuid updated, domains the dashboard does not know inserted as
   ``unclassified`` (an admin can then classify them), VMs whose domain vanished
   marked ``missing``, volatile overlays of stopped VMs removed.
@@ -13,15 +14,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from app.clock import utcnow
 from app.db.schema import vms
+from app.hyper import DomainEvent, Hypervisor, HypervisorError
 from app.vms.context import VmContext
 from app.vms.definition import read_domain_facts
+from app.vms.errors import VmError
 from app.vms.records import Vm, insert_vm, list_vms, update_vm, vm_by_name
 from app.vms.volatile import discard_after_stop, discard_stopped
 
@@ -29,34 +33,14 @@ log = logging.getLogger("kvmvdi.vms.sync")
 
 RUNNING_STATES = frozenset({"running", "paused", "pmsuspended"})
 STOPPED_STATES = frozenset({"shutoff", "crashed"})
-
-# libvirt lifecycle events (as names) -> the domain state they leave behind; None: unchanged.
-_EVENT_STATES: dict[str, str | None] = {
-    "started": "running",
-    "resumed": "running",
-    "suspended": "paused",
-    "stopped": "shutoff",
-    "crashed": "crashed",
-    "pmsuspended": "pmsuspended",
-    "shutdown": None,  # the guest is shutting down; STOPPED follows
-    "defined": None,
-    "undefined": "missing",
-    "shutoff": "shutoff",
-    "shut off": "shutoff",
-    "running": "running",
-    "paused": "paused",
-    "blocked": "running",
-    "nostate": "unknown",
-    "unknown": "unknown",
-}
+# The hypervisor layer's domain states are the VM states, except that a domain that no
+# longer exists ("undefined") is a VM whose domain is missing.
+_RENAMED = {"undefined": "missing"}
 
 
-def state_after(event_state: str) -> str | None:
-    """The VM state an event (or a reported domain state) leaves the VM in."""
-    key = str(event_state).strip().lower()
-    if key in _EVENT_STATES:
-        return _EVENT_STATES[key]
-    return key or None
+def state_after(domain_state: str) -> str:
+    """The VM state for a domain state reported by the hypervisor layer."""
+    return _RENAMED.get(domain_state, domain_state or "unknown")
 
 
 Waiter = tuple[frozenset[str], "asyncio.Future[str]"]
@@ -71,20 +55,24 @@ class StateSync:
 
     # -- events ------------------------------------------------------------------------------
 
-    async def on_domain_event(self, event: Any) -> None:
-        """A lifecycle event: publish at once, then store, then follow-up work in the background."""
+    async def on_domain_event(self, event: DomainEvent) -> None:
+        """A lifecycle event: publish at once, then store, then follow-up work in the background.
+
+        Every event carries the domain's state after it (read at delivery when the event
+        does not imply one), so the last event of a domain always tells where it is.
+        """
         self.events_seen += 1
-        hypervisor_id = int(event.hypervisor_id)
-        name = str(event.name)
-        state = state_after(str(event.state))
+        hypervisor_id = event.hypervisor_id
+        name = event.name
+        state = state_after(event.state)
         db = self.ctx.db
         row = await db.fetch_one(vms.select().where(vms.c.name == name, vms.c.hypervisor_id == hypervisor_id))
         if row is None:
             if state != "missing":
-                self._spawn(self.adopt_unknown(hypervisor_id, name))
+                self.spawn(self.adopt_unknown(hypervisor_id, name))
             return
         vm = Vm.from_row(row)
-        if state is None or state == vm.state:
+        if state == vm.state:
             self._resolve(hypervisor_id, name, vm.state)
             return
         now = utcnow()
@@ -96,24 +84,22 @@ class StateSync:
                 "hypervisor_id": hypervisor_id,
                 "state": state,
                 "state_changed_at": now.isoformat(),
-                "reason": str(getattr(event, "reason", "") or ""),
+                "reason": event.reason,
                 "change": "state",
             },
         )
         values: dict[str, Any] = {"state": state, "state_changed_at": now}
-        uuid = getattr(event, "uuid", None)
-        if uuid and uuid != vm.uuid:
-            values["uuid"] = str(uuid)
+        if event.uuid and event.uuid != vm.uuid and state != "missing":
+            values["uuid"] = event.uuid
         await update_vm(db, vm.id, **values)
         self._resolve(hypervisor_id, name, state)
         if state in STOPPED_STATES and vm.volatile:
-            self._spawn(self._discard(vm))
+            self.spawn(self._discard(vm))
 
     async def _discard(self, vm: Vm) -> None:
-        record, hv = await self.ctx.usable_hypervisor(vm.hypervisor_id, allow_maintenance=True)
-        await discard_after_stop(self.ctx, vm, record, hv)
+        await discard_after_stop(self.ctx, vm, self.ctx.hypervisor(vm.hypervisor_id, new_work=False))
 
-    def _spawn(self, coroutine: Any) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._finished)
@@ -154,7 +140,7 @@ class StateSync:
         states: Iterable[str],
         *,
         within: float,
-        hv: Any = None,
+        hv: Hypervisor | None = None,
         recheck: float = 2.0,
     ) -> str | None:
         """Wait until the domain reaches one of ``states``; the state, or None after ``within`` s.
@@ -175,8 +161,8 @@ class StateSync:
                     return None
                 if hv is not None:
                     try:
-                        current = state_after(await hv.domain_state(name))
-                    except Exception:
+                        current: str | None = state_after(await hv.domain_state(name))
+                    except HypervisorError:
                         current = None
                     if current in wanted:
                         return current
@@ -219,10 +205,14 @@ class StateSync:
                 )
 
     async def reconcile(self, hypervisor_id: int) -> dict[str, list[str]]:
-        """Bring the table in line with the hypervisor's domains; what changed, by kind of change."""
+        """Bring the table in line with the hypervisor's domains; what changed, by kind of change.
+
+        Runs whenever a hypervisor (re)connects: libvirt does not replay the events
+        missed while the connection was away, so the listing is the truth.
+        """
         ctx = self.ctx
-        record, hv = await ctx.usable_hypervisor(hypervisor_id, allow_maintenance=True)
-        domains = list(await hv.list_domains())
+        hv = ctx.hypervisor(hypervisor_id, new_work=False)
+        domains = await hv.list_domains()
         known = await list_vms(ctx.db, hypervisor_id=hypervisor_id)
         by_uuid = {vm.uuid: vm for vm in known if vm.uuid}
         by_name = {vm.name: vm for vm in known}
@@ -230,70 +220,78 @@ class StateSync:
         report: dict[str, list[str]] = {"updated": [], "adopted": [], "missing": [], "conflicts": []}
         now = utcnow()
         for domain in domains:
-            name = str(domain.name)
-            uuid = str(getattr(domain, "uuid", "") or "")
-            state = state_after(str(domain.state)) or "unknown"
-            vm = by_uuid.get(uuid) or by_name.get(name)
+            state = state_after(domain.state)
+            vm = by_uuid.get(domain.uuid) or by_name.get(domain.name)
             if vm is None:
-                added = await self._insert_unclassified(hypervisor_id, name, uuid, state, hv)
-                report["adopted" if added else "conflicts"].append(name)
+                added = await self._insert_unclassified(hv, domain.name, domain.uuid, state)
+                report["adopted" if added else "conflicts"].append(domain.name)
                 continue
             seen.add(vm.id)
             values: dict[str, Any] = {}
             if vm.state != state:
                 values.update(state=state, state_changed_at=now)
-            if uuid and vm.uuid != uuid:
-                values["uuid"] = uuid
+            if domain.uuid and vm.uuid != domain.uuid:
+                values["uuid"] = domain.uuid
             if values:
                 await update_vm(ctx.db, vm.id, **values)
                 await ctx.refresh(vm.id, "state")
-                report["updated"].append(name)
+                report["updated"].append(domain.name)
         for vm in known:
             if vm.id in seen or vm.operation_id is not None or vm.state == "missing":
                 continue
             await update_vm(ctx.db, vm.id, state="missing", state_changed_at=now)
             await ctx.refresh(vm.id, "state")
             report["missing"].append(vm.name)
-        stopped = [
-            vm
-            for vm in await list_vms(ctx.db, hypervisor_id=hypervisor_id)
-            if vm.state not in RUNNING_STATES and vm.operation_id is None
-        ]
         try:
-            await discard_stopped(hv, record, stopped)
+            await self._discard_stale_overlays(hv)
         except Exception as exc:
-            log.warning("removing stale volatile overlays on %s failed: %s", record.name, exc)
+            log.warning("removing stale volatile overlays on %s failed: %s", hv.name, exc)
         await ctx.operations.clean_up_for(hypervisor_id)
         if report["conflicts"]:
             ctx.hub.publish(
                 "toast",
                 {
                     "level": "warning",
-                    "message": f"Hypervisor {record.name} runs domains whose names other VMs already use: "
+                    "message": f"Hypervisor {hv.name} runs domains whose names other VMs already use: "
                     + ", ".join(report["conflicts"])
                     + ". Rename them on the hypervisor to manage them here.",
                 },
             )
         return report
 
+    async def _discard_stale_overlays(self, hv: Hypervisor) -> None:
+        """Remove the per-boot overlays of every stopped VM (stops missed while away), in one command.
+
+        The VMs' overlay locks are held meanwhile, so no start can be preparing an
+        overlay that this removes; the states are read with the locks held.
+        """
+        ctx = self.ctx
+        candidates = [
+            vm
+            for vm in await list_vms(ctx.db, hypervisor_id=hv.id)
+            if vm.operation_id is None and vm.disk_path
+        ]
+        async with contextlib.AsyncExitStack() as stack:
+            for vm in candidates:
+                await stack.enter_async_context(ctx.overlay_lock(vm.id))
+            states = {domain.name: domain.state for domain in await hv.list_domains()}
+            stopped = [vm for vm in candidates if states.get(vm.name) not in RUNNING_STATES]
+            await discard_stopped(hv, stopped)
+
     async def adopt_unknown(self, hypervisor_id: int, name: str) -> bool:
         """A domain appeared behind the dashboard's back (an event): insert it as unclassified."""
         try:
-            _, hv = await self.ctx.usable_hypervisor(hypervisor_id, allow_maintenance=True)
-            state = state_after(await hv.domain_state(name)) or "unknown"
-            domains = {str(d.name): d for d in await hv.list_domains()}
-        except Exception as exc:
+            hv = self.ctx.hypervisor(hypervisor_id, new_work=False)
+            domains = {domain.name: domain for domain in await hv.list_domains()}
+        except (HypervisorError, VmError) as exc:
             log.info("domain %s on hypervisor %s not adopted yet: %s", name, hypervisor_id, exc)
             return False
         domain = domains.get(name)
         if domain is None:
             return False
-        uuid = str(getattr(domain, "uuid", ""))
-        return await self._insert_unclassified(hypervisor_id, name, uuid, state, hv)
+        return await self._insert_unclassified(hv, name, domain.uuid, state_after(domain.state))
 
-    async def _insert_unclassified(
-        self, hypervisor_id: int, name: str, uuid: str, state: str, hv: Any
-    ) -> bool:
+    async def _insert_unclassified(self, hv: Hypervisor, name: str, uuid: str, state: str) -> bool:
         ctx = self.ctx
         if await vm_by_name(ctx.db, name) is not None:
             # Names are unique per dashboard: a same-named domain elsewhere cannot be managed here.
@@ -311,14 +309,14 @@ class StateSync:
                 "mac_address": facts.mac_address,
                 "boot_order": ",".join(facts.boot_order),
             }
-        except Exception as exc:
+        except (HypervisorError, ValueError) as exc:
             log.info("reading the definition of %s failed: %s", name, exc)
         try:
             vm_id = await insert_vm(
                 ctx.db,
                 name=name,
                 uuid=uuid or None,
-                hypervisor_id=hypervisor_id,
+                hypervisor_id=hv.id,
                 kind="unclassified",
                 state=state,
                 state_changed_at=utcnow(),
@@ -328,5 +326,5 @@ class StateSync:
             log.info("domain %s not inserted: %s", name, exc)
             return False
         await ctx.refresh(vm_id, "created")
-        log.info("domain %s on hypervisor %s appears as unclassified", name, hypervisor_id)
+        log.info("domain %s on hypervisor %s appears as unclassified", name, hv.name)
         return True

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from databases import Database
 
 from app.vms.operations import Operation, OperationsRunner
-from app.vms.records import HypervisorRecord, Vm, children_of, list_hypervisors, list_vms, usernames
+from app.vms.records import HypervisorRow, Vm, children_of, list_hypervisors, list_vms, usernames
 from app.vms.thumbnails import Thumbnails
 
 STATE_STYLES = {
@@ -55,7 +55,7 @@ class VmTable:
     sources: list[VmRow]
     simple: list[VmRow]
     unclassified: list[VmRow]
-    hypervisors: list[HypervisorRecord]
+    hypervisors: list[HypervisorRow]
     operations: list[Operation]
 
     @property

@@ -1,7 +1,7 @@
 """Thumbnails of running VMs' screens, refreshed by the server while admins watch.
 
 No browser polls: while at least one admin browser is connected to the live
-hub, a loop takes a screenshot of every running VM (a few at a time, scaled to
+hub (client portals do not count), a loop takes a screenshot of every running VM (a few at a time, scaled to
 about 160 px wide by the hypervisor layer), keeps the PNG in memory and, when
 the picture changed, publishes ``vm`` ``{id, thumbnail: version}``. The VM page
 then swaps the ``<img src>`` of rows that are in view.
@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from app.hyper import HypervisorError
 from app.vms.context import VmContext
 from app.vms.records import Vm, list_vms
 
@@ -58,7 +59,8 @@ class Thumbnails:
             self._task = None
 
     def _watched(self) -> bool:
-        return self.ctx.hub.subscriber_count > 0
+        # Thumbnails are shown on admin pages only; client portals do not count.
+        return self.ctx.hub.admin_subscriber_count > 0
 
     async def _loop(self) -> None:
         interval = max(0.5, self.ctx.settings.thumbnail_interval)
@@ -93,7 +95,7 @@ class Thumbnails:
         try:
             hv = self.ctx.registry.get(vm.hypervisor_id)
             png = await hv.screenshot_png(vm.name, max_width=self.ctx.settings.thumbnail_width)
-        except Exception as exc:
+        except HypervisorError as exc:
             log.debug("no thumbnail of %s: %s", vm.name, exc)
             return False
         digest = hashlib.sha256(png).hexdigest()

@@ -19,19 +19,19 @@ from __future__ import annotations
 import logging
 import secrets
 import xml.etree.ElementTree as ET
-from typing import Any
 
+from app.hyper import Hypervisor, HypervisorError
 from app.vms.context import VmContext
 from app.vms.definition import EXPIRED, disk_source_of, volatile_overlay_path, with_disk_source
 from app.vms.disks import create_overlays, remove_files
 from app.vms.errors import HypervisorFailure
-from app.vms.records import HypervisorRecord, Vm
+from app.vms.records import Vm
 
 log = logging.getLogger("kvmvdi.vms.volatile")
 
 
-def overlay_of(vm: Vm, record: HypervisorRecord) -> str:
-    return volatile_overlay_path(record.volatile_dir, vm.name)
+def overlay_of(vm: Vm, hv: Hypervisor) -> str:
+    return volatile_overlay_path(hv.record.volatile_dir, vm.name)
 
 
 def spice_locked(xml: str) -> str:
@@ -44,56 +44,55 @@ def spice_locked(xml: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-async def point_definition_at(hv: Any, name: str, source: str) -> bool:
-    """Make the persistent definition's disk read ``source``; True when it had to be redefined."""
+async def point_definition_at(hv: Hypervisor, name: str, source: str) -> bool:
+    """Make the persistent definition's disk read ``source``; True when it had to be redefined.
+
+    One read of the persistent definition; a redefinition only when the source differs.
+    """
     try:
-        xml = await hv.domain_xml(name, secure=True)
-    except Exception as exc:
+        xml = await hv.domain_xml(name, secure=True, inactive=True)
+    except HypervisorError as exc:
         raise HypervisorFailure(f"reading the definition of {name} failed: {exc}") from exc
     if disk_source_of(xml) == source:
         return False
     try:
         await hv.define(spice_locked(with_disk_source(xml, source)))
-    except Exception as exc:
+    except HypervisorError as exc:
         raise HypervisorFailure(f"redefining {name} failed: {exc}") from exc
     return True
 
 
-async def prepare_boot(vm: Vm, record: HypervisorRecord, hv: Any) -> None:
+async def prepare_boot(vm: Vm, hv: Hypervisor) -> None:
     """Before starting ``vm``: a fresh overlay if volatile, and the definition pointing at the right file."""
     if vm.volatile:
-        overlay = overlay_of(vm, record)
+        overlay = overlay_of(vm, hv)
         await create_overlays(hv, vm.disk_path, [overlay])
         await point_definition_at(hv, vm.name, overlay)
     elif vm.disk_path:
         await point_definition_at(hv, vm.name, vm.disk_path)
 
 
-async def apply_flag(vm: Vm, record: HypervisorRecord, hv: Any) -> None:
+async def apply_flag(vm: Vm, hv: Hypervisor) -> None:
     """After the volatile flag changed: redefine now if the VM is off (else at its next start)."""
     if vm.running or not vm.disk_path:
         return
-    await point_definition_at(hv, vm.name, overlay_of(vm, record) if vm.volatile else vm.disk_path)
+    await point_definition_at(hv, vm.name, overlay_of(vm, hv) if vm.volatile else vm.disk_path)
 
 
-async def discard_after_stop(ctx: VmContext, vm: Vm, record: HypervisorRecord, hv: Any) -> bool:
+async def discard_after_stop(ctx: VmContext, vm: Vm, hv: Hypervisor) -> bool:
     """Remove the VM's overlay once it is really stopped; True when removed."""
     async with ctx.overlay_lock(vm.id):
         try:
             state = await hv.domain_state(vm.name)
-        except Exception as exc:
+        except HypervisorError as exc:
             log.debug("state of %s unknown (%s); removing its overlay", vm.name, exc)
             state = "shutoff"
         if state in ("running", "paused", "pmsuspended"):
             return False
-        await remove_files(hv, [overlay_of(vm, record)])
+        await remove_files(hv, [overlay_of(vm, hv)])
         return True
 
 
-async def discard_stopped(hv: Any, record: HypervisorRecord, stopped: list[Vm]) -> None:
+async def discard_stopped(hv: Hypervisor, stopped: list[Vm]) -> None:
     """On reconnect: remove the overlays of every VM found stopped, in one command."""
-    await remove_files(hv, [overlay_of(vm, record) for vm in stopped])
-
-
-def boots_from_overlay(xml: str, vm: Vm, record: HypervisorRecord) -> bool:
-    return disk_source_of(xml) == overlay_of(vm, record)
+    await remove_files(hv, [overlay_of(vm, hv) for vm in stopped])

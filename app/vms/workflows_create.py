@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
+from app.hyper import Hypervisor, HypervisorError
 from app.vms.context import VmContext
 from app.vms.definition import (
     DefinitionError,
@@ -24,12 +24,13 @@ from app.vms.definition import (
     default_disk_path,
     new_uuid,
     random_mac,
+    spice_listen_of,
     volatile_overlay_path,
 )
 from app.vms.disks import create_disks, create_overlays, existing_files, remove_files
 from app.vms.errors import HypervisorFailure, Invalid, Refused
 from app.vms.operations import OperationContext
-from app.vms.records import HypervisorRecord, Vm, delete_vm_row, insert_vm, taken_names, update_vm
+from app.vms.records import Vm, delete_vm_row, insert_vm, taken_names, update_vm
 
 log = logging.getLogger("kvmvdi.vms.create")
 
@@ -40,19 +41,14 @@ class Created:
     operation_id: int | None = None
 
 
-async def domain_type_of(hv: Any, forced: str = "auto") -> str:
+async def domain_type_of(hv: Hypervisor, forced: str = "auto") -> str:
     """``kvm`` when the hypervisor offers hardware virtualisation, else ``qemu`` (TCG)."""
     if forced in ("kvm", "qemu"):
         return forced
-    probe = getattr(hv, "supports_kvm", None)
-    if callable(probe):
-        return "kvm" if await probe() else "qemu"
-    if isinstance(probe, bool):
-        return "kvm" if probe else "qemu"
-    capabilities = getattr(hv, "capabilities_xml", None)
-    if callable(capabilities):
-        return "kvm" if "<domain type='kvm'" in await capabilities() else "qemu"
-    return "kvm"
+    try:
+        return "kvm" if await hv.supports_kvm() else "qemu"
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"reading the hypervisor's capabilities failed: {exc}") from exc
 
 
 async def check_names(ctx: VmContext, names: list[str], field: str) -> None:
@@ -63,14 +59,15 @@ async def check_names(ctx: VmContext, names: list[str], field: str) -> None:
         )
 
 
-async def check_iso(hv: Any, iso_path: str | None) -> None:
-    if iso_path is None:
-        return
+async def offered_isos(hv: Hypervisor) -> list[str]:
     try:
-        isos = list(await hv.list_isos())
-    except Exception as exc:
+        return [iso.path for iso in await hv.list_isos()]
+    except HypervisorError as exc:
         raise HypervisorFailure(f"listing the hypervisor's ISOs failed: {exc}") from exc
-    if iso_path not in isos:
+
+
+async def check_iso(hv: Hypervisor, iso_path: str | None) -> None:
+    if iso_path is not None and iso_path not in await offered_isos(hv):
         raise Invalid({"iso_path": "choose an ISO from the hypervisor's list"})
 
 
@@ -81,7 +78,7 @@ def definition_for(
     *,
     domain_type: str,
     disk_source: str,
-    record: HypervisorRecord,
+    hv: Hypervisor,
     mac_address: str | None,
 ) -> DomainDefinition:
     boot = hardware.boot_devices if isinstance(hardware, Vm) else tuple(hardware.boot_order)
@@ -93,7 +90,7 @@ def definition_for(
         vcpu_cores=hardware.vcpu_cores,
         memory_mib=hardware.memory_mib,
         disk_source=disk_source,
-        spice_listen=record.spice_listen,
+        spice_listen=spice_listen_of(hv.record),
         iso_path=hardware.iso_path,
         boot_order=boot,
         network=hardware.network,
@@ -102,11 +99,13 @@ def definition_for(
     )
 
 
-async def _undo(ctx: VmContext, hv: Any, vm_ids: list[int], names: list[str], files: list[str]) -> None:
+async def _undo(
+    ctx: VmContext, hv: Hypervisor, vm_ids: list[int], names: list[str], files: list[str]
+) -> None:
     for name in names:
         try:
             await hv.undefine(name)
-        except Exception as exc:
+        except HypervisorError as exc:
             log.warning("undoing: undefine %s failed: %s", name, exc)
     try:
         await remove_files(hv, files)
@@ -118,21 +117,23 @@ async def _undo(ctx: VmContext, hv: Any, vm_ids: list[int], names: list[str], fi
 
 async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "") -> Created:
     """One VM (done before returning) or a batch (an operation) with new empty disks."""
-    record, hv = await ctx.usable_hypervisor(spec.hypervisor_id)
+    hv = ctx.hypervisor(spec.hypervisor_id)
     if isinstance(spec, NewVm):
         names = [spec.name]
         await check_names(ctx, names, "name")
-        disks = [spec.disk_path or default_disk_path(record.images_dir, spec.name)]
+        disks = [spec.disk_path or default_disk_path(hv.record.images_dir, spec.name)]
     else:
         try:
             names = spec.names()
         except DefinitionError as exc:
             raise Invalid(exc.errors) from None
         await check_names(ctx, names, "prefix")
-        disks = [default_disk_path(record.images_dir, name) for name in names]
+        disks = [default_disk_path(hv.record.images_dir, name) for name in names]
     errors: dict[str, str] = {}
     for disk in disks:
-        errors.update(check_placement(disk_path=disk, images_dir=record.images_dir, iso_path=None, isos=None))
+        errors.update(
+            check_placement(disk_path=disk, images_dir=hv.record.images_dir, iso_path=None, isos=None)
+        )
     if errors:
         raise Invalid(errors)
     await check_iso(hv, spec.iso_path)
@@ -154,7 +155,7 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
             ctx.db,
             name=name,
             uuid=uuid,
-            hypervisor_id=record.id,
+            hypervisor_id=hv.id,
             kind=spec.kind,
             state="unknown",
             os_type=spec.os_type,
@@ -183,7 +184,7 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
                     spec,
                     domain_type=domain_type,
                     disk_source=disk,
-                    record=record,
+                    hv=hv,
                     mac_address=mac,
                 )
                 await define(hv, definition)
@@ -204,7 +205,7 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         actor=actor,
         target=",".join(names),
         kind=spec.kind,
-        hypervisor=record.name,
+        hypervisor=hv.name,
         memory_mib=spec.memory_mib,
         disk_size_gib=spec.disk_size_gib,
     )
@@ -215,7 +216,7 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         "create_vms",
         provision,
         hold=[row[0] for row in rows],
-        hypervisor_id=record.id,
+        hypervisor_id=hv.id,
         params={"names": names},
         created_by=actor,
         message=f"Creating {len(rows)} VMs",
@@ -223,10 +224,10 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
     return Created([row[0] for row in rows], op_id)
 
 
-async def define(hv: Any, definition: DomainDefinition) -> None:
+async def define(hv: Hypervisor, definition: DomainDefinition) -> None:
     try:
         await hv.define(build_domain_xml(definition))
-    except Exception as exc:
+    except HypervisorError as exc:
         raise HypervisorFailure(f"defining {definition.name} failed: {exc}") from exc
 
 
@@ -239,9 +240,9 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
         raise Invalid({"source_id": f"{source.name} is not a source VM: choose a source"})
     if not source.disk_path:
         raise Refused(f"{source.name} has no disk to copy")
-    record, hv = await ctx.usable_hypervisor(source.hypervisor_id)
+    hv = ctx.hypervisor(source.hypervisor_id)
     await check_names(ctx, [spec.name], "name")
-    disk = default_disk_path(record.images_dir, spec.name)
+    disk = default_disk_path(hv.record.images_dir, spec.name)
     if await existing_files(hv, [disk]):
         raise Invalid({"name": f"a file already exists at {disk}: choose another name"})
     domain_type = await domain_type_of(hv, ctx.settings.domain_type)
@@ -256,7 +257,7 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
         ctx.db,
         name=spec.name,
         uuid=uuid,
-        hypervisor_id=record.id,
+        hypervisor_id=hv.id,
         kind="initial",
         parent_id=source.id,
         state="unknown",
@@ -279,7 +280,7 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
                 initial,
                 domain_type=domain_type,
                 disk_source=disk,
-                record=record,
+                hv=hv,
                 mac_address=mac,
             ),
         )
@@ -302,7 +303,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         raise Refused(
             f"{initial.name} is busy with operation {initial.operation_id}: wait for it to end", code="busy"
         )
-    record, hv = await ctx.usable_hypervisor(initial.hypervisor_id)
+    hv = ctx.hypervisor(initial.hypervisor_id)
     try:
         names = spec.names()
     except DefinitionError as exc:
@@ -310,7 +311,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
     await check_names(ctx, names, "prefix")
     if not await existing_files(hv, [initial.disk_path]):
         raise Refused(f"{initial.name} has no disk yet: copy its disk from the source first", code="no_disk")
-    disks = [default_disk_path(record.images_dir, name) for name in names]
+    disks = [default_disk_path(hv.record.images_dir, name) for name in names]
     existing = await existing_files(hv, disks)
     if existing:
         raise Invalid({"prefix": f"a file already exists at {', '.join(existing)}: choose another prefix"})
@@ -323,7 +324,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
             ctx.db,
             name=name,
             uuid=uuid,
-            hypervisor_id=record.id,
+            hypervisor_id=hv.id,
             kind="vdi",
             parent_id=initial.id,
             state="unknown",
@@ -347,7 +348,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
             await create_overlays(hv, initial.disk_path, [row[3] for row in rows])
             await op.progress(20, "Defining the VDI machines")
             for index, (vm_id, name, uuid, disk, mac) in enumerate(rows, start=1):
-                source = volatile_overlay_path(record.volatile_dir, name) if spec.volatile else disk
+                source = volatile_overlay_path(hv.record.volatile_dir, name) if spec.volatile else disk
                 await define(
                     hv,
                     definition_for(
@@ -356,7 +357,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
                         initial,
                         domain_type=domain_type,
                         disk_source=source,
-                        record=record,
+                        hv=hv,
                         mac_address=mac,
                     ),
                 )
@@ -384,7 +385,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         provision,
         vm_id=initial.id,
         hold=[row[0] for row in rows],
-        hypervisor_id=record.id,
+        hypervisor_id=hv.id,
         params={"names": names},
         created_by=actor,
         message=f"Creating {len(rows)} VDI machines",

@@ -6,27 +6,32 @@ converted to a standalone qcow2 under a temporary name with live progress, and
 renamed over the initial's disk only when complete.
 
 *Populate*: every child's overlay is recreated from the current initial disk (all
-in one SSH command) and each child boots once from its own disk (never volatile,
-so first-boot scripts persist), a few at a time; a first boot ends when the guest
-powers itself off, or after ``first_boot_timeout`` with an ACPI shutdown, then a
-forced power-off.
+in one SSH command), then each child is started once from its own disk, never
+volatile, so that first-boot scripts persist (a few starts at a time). The
+operation is done when every child has been recreated and started: the first
+boots run on. On request it also waits until each first boot has finished (the
+guest powers itself off), shutting down (ACPI, then forced) a guest that is still
+running after ``first_boot_timeout``. A volatile child's flag applies from its
+next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
+from app.hyper import Hypervisor, HypervisorError
+from app.hyper.disks import partial_path
 from app.vms.context import VmContext
-from app.vms.disks import backing_file, create_overlays, existing_files, part_path, rename
+from app.vms.disks import backing_file, confined, create_overlays, existing_files
 from app.vms.errors import HypervisorFailure, Invalid, Refused
 from app.vms.operations import OperationContext
-from app.vms.power import RUNNING, force_off, live_state
-from app.vms.records import HypervisorRecord, Vm, children_of, update_vms
-from app.vms.volatile import overlay_of, point_definition_at
+from app.vms.power import RUNNING, force_off, live_state, start_from_own_disk
+from app.vms.records import Vm, children_of, update_vms
 
 log = logging.getLogger("kvmvdi.vms.disk")
+
+STOPPED = ("shutoff", "crashed")
 
 
 def _initial_checks(initial: Vm, action: str) -> None:
@@ -45,6 +50,18 @@ async def _publish_all(ctx: VmContext, vms: list[Vm]) -> None:
         await ctx.refresh(vm.id)
 
 
+async def _stop_running(hv: Hypervisor, vms: list[Vm]) -> None:
+    """Force off those of ``vms`` that run: one listing, then a destroy per running one."""
+    try:
+        running = {domain.name for domain in await hv.list_domains() if domain.state in RUNNING}
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"listing the hypervisor's domains failed: {exc}") from exc
+    await asyncio.gather(*(force_off(hv, vm) for vm in vms if vm.name in running))
+
+
+# -- copy disk -----------------------------------------------------------------------------------
+
+
 async def start_copy_disk(ctx: VmContext, initial_id: int, *, actor: str = "") -> int:
     initial = await ctx.vm(initial_id)
     _initial_checks(initial, "copy its disk")
@@ -53,7 +70,8 @@ async def start_copy_disk(ctx: VmContext, initial_id: int, *, actor: str = "") -
     source = await ctx.vm(initial.parent_id)
     if source.hypervisor_id != initial.hypervisor_id:
         raise Refused(f"{source.name} and {initial.name} are on different hypervisors: copy within one")
-    record, hv = await ctx.usable_hypervisor(initial.hypervisor_id)
+    hv = ctx.hypervisor(initial.hypervisor_id)
+    confined(hv, [source.disk_path, initial.disk_path])
     if await live_state(hv, source) in RUNNING:
         raise Refused(
             f"shut down the source {source.name} first: a running disk cannot be copied consistently"
@@ -65,14 +83,14 @@ async def start_copy_disk(ctx: VmContext, initial_id: int, *, actor: str = "") -
     children = await children_of(ctx.db, initial.id)
 
     async def work(op: OperationContext) -> str:
-        return await _copy(ctx, op, record, hv, source, initial, children)
+        return await _copy(ctx, op, hv, source, initial, children)
 
     op_id = await ctx.operations.start(
         "copy_disk",
         work,
         vm_id=initial.id,
         hold=[source.id, *(child.id for child in children)],
-        hypervisor_id=record.id,
+        hypervisor_id=hv.id,
         params={"source": source.name, "target": initial.disk_path},
         created_by=actor,
         message=f"Copying the disk of {source.name} to {initial.name}",
@@ -82,45 +100,27 @@ async def start_copy_disk(ctx: VmContext, initial_id: int, *, actor: str = "") -
 
 
 async def _copy(
-    ctx: VmContext,
-    op: OperationContext,
-    record: HypervisorRecord,
-    hv: Any,
-    source: Vm,
-    initial: Vm,
-    children: list[Vm],
+    ctx: VmContext, op: OperationContext, hv: Hypervisor, source: Vm, initial: Vm, children: list[Vm]
 ) -> str:
     if children:
         await op.progress(0, f"Stopping {len(children)} VDI machines and putting them in maintenance")
         await update_vms(ctx.db, [child.id for child in children], maintenance=True)
         await _publish_all(ctx, children)
-        for child in children:
-            await force_off(hv, child)
-    temp = part_path(initial.disk_path)
-    await op.temp_file(record.id, temp)
+        await _stop_running(hv, children)
+    # The hypervisor layer writes here and renames at the end; recorded first, so that
+    # a dashboard that dies meanwhile still knows what to clean up.
+    tag = f"op{op.id}"
+    temp = partial_path(initial.disk_path, tag)
+    await op.temp_file(hv.id, temp)
     await op.progress(1, f"Copying {source.disk_path}")
-    loop = asyncio.get_running_loop()
-    pending: set[asyncio.Task[None]] = set()
 
-    def report(percent: float) -> None:
-        # Called by the hypervisor layer, possibly from another thread.
-        def schedule() -> None:
-            task = loop.create_task(
-                op.progress(1 + 0.98 * float(percent), f"Copying: {float(percent):.0f} %")
-            )
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-
-        loop.call_soon_threadsafe(schedule)
+    async def report(percent: float) -> None:
+        await op.progress(1 + 0.98 * percent, f"Copying: {percent:.0f} %")
 
     try:
-        await hv.convert_disk(source.disk_path, temp, report)
-    except Exception as exc:
+        await hv.convert_disk(source.disk_path, initial.disk_path, report, op_id=tag, replace=True)
+    except HypervisorError as exc:
         raise HypervisorFailure(f"copying {source.disk_path} failed: {exc}") from exc
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
-    await op.progress(99, "Renaming into place")
-    await rename(hv, temp, initial.disk_path)
     await op.temp_file_done(temp)
     if await backing_file(hv, initial.disk_path) is not None:
         raise HypervisorFailure(f"{initial.disk_path} still depends on a backing file after the copy")
@@ -129,12 +129,20 @@ async def _copy(
     return f"Copied the disk of {source.name} to {initial.name}.{follow}"
 
 
+# -- populate -----------------------------------------------------------------------------------
+
+
 async def start_populate(
-    ctx: VmContext, initial_id: int, *, actor: str = "", first_boot_timeout: float | None = None
+    ctx: VmContext,
+    initial_id: int,
+    *,
+    actor: str = "",
+    wait_first_boot: bool = False,
+    first_boot_timeout: float | None = None,
 ) -> int:
     initial = await ctx.vm(initial_id)
     _initial_checks(initial, "populate it")
-    record, hv = await ctx.usable_hypervisor(initial.hypervisor_id)
+    hv = ctx.hypervisor(initial.hypervisor_id)
     children = await children_of(ctx.db, initial.id)
     if not children:
         raise Refused(f"{initial.name} has no VDI machines to populate: create some first")
@@ -145,90 +153,111 @@ async def start_populate(
     timeout = first_boot_timeout if first_boot_timeout is not None else ctx.settings.first_boot_timeout
 
     async def work(op: OperationContext) -> str:
-        return await _populate(ctx, op, record, hv, initial, children, timeout)
+        populate = Populate(ctx, op, hv, initial, children)
+        return await populate.run(wait_first_boot=wait_first_boot, first_boot_timeout=timeout)
 
+    params: dict[str, object] = {"children": [child.name for child in children], "wait_first_boot": False}
+    if wait_first_boot:
+        params.update(wait_first_boot=True, first_boot_timeout=timeout)
     op_id = await ctx.operations.start(
         "populate",
         work,
         vm_id=initial.id,
         hold=[child.id for child in children],
-        hypervisor_id=record.id,
-        params={"children": [child.name for child in children], "first_boot_timeout": timeout},
+        hypervisor_id=hv.id,
+        params=params,
         created_by=actor,
         message=f"Populating {len(children)} VDI machines of {initial.name}",
     )
-    await ctx.audit.record("vm_populate", actor=actor, target=initial.name, count=len(children))
+    await ctx.audit.record(
+        "vm_populate", actor=actor, target=initial.name, count=len(children), wait_first_boot=wait_first_boot
+    )
     return op_id
 
 
-async def _populate(
-    ctx: VmContext,
-    op: OperationContext,
-    record: HypervisorRecord,
-    hv: Any,
-    initial: Vm,
-    children: list[Vm],
-    first_boot_timeout: float,
-) -> str:
-    total = len(children)
-    await op.progress(0, f"Stopping {total} VDI machines and putting them in maintenance")
-    await update_vms(ctx.db, [child.id for child in children], maintenance=True)
-    await _publish_all(ctx, children)
-    await asyncio.gather(*(force_off(hv, child) for child in children))
-    await op.progress(5, f"Recreating {total} overlays of {initial.name}")
-    await create_overlays(hv, initial.disk_path, [child.disk_path for child in children])
-    await op.progress(10, "First boots")
-    limit = asyncio.Semaphore(max(1, ctx.settings.populate_concurrency))
-    done: list[Vm] = []
-    failed: dict[str, str] = {}
-    timed_out: list[str] = []
+class Populate:
+    """One populate run; progress counts overlays recreated, VMs started (and first boots ended)."""
 
-    async def first_boot(child: Vm) -> None:
-        async with limit:
-            try:
-                if not await _boot_once(ctx, record, hv, child, first_boot_timeout):
-                    timed_out.append(child.name)
-                done.append(child)
-            except Exception as exc:
-                log.warning("populate: first boot of %s failed: %s", child.name, exc)
-                failed[child.name] = str(exc)
-            count = len(done) + len(failed)
-            await op.progress(10 + 90.0 * count / total, f"First boots: {count} of {total}")
+    def __init__(
+        self, ctx: VmContext, op: OperationContext, hv: Hypervisor, initial: Vm, children: list[Vm]
+    ) -> None:
+        self.ctx = ctx
+        self.op = op
+        self.hv = hv
+        self.initial = initial
+        self.children = children
+        self.steps = 0
+        self.total_steps = 1
+        self.started: list[Vm] = []
+        self.failed: dict[str, str] = {}
+        self.shut_down: list[str] = []
+        self.ended = 0
 
-    await asyncio.gather(*(first_boot(child) for child in children))
-    await update_vms(ctx.db, [child.id for child in done], maintenance=False)
-    await _publish_all(ctx, done)
-    summary = f"Populated {len(done)} of {total} VDI machines of {initial.name}"
-    if timed_out:
-        summary += f" ({len(timed_out)} did not power off by themselves and were shut down)"
-    if failed:
-        details = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items()))
-        raise HypervisorFailure(f"{summary}; failed: {details}. Those stay in maintenance.")
-    return summary + "."
+    async def advance(self, message: str, steps: int = 1) -> None:
+        self.steps += steps
+        await self.op.progress(100.0 * self.steps / self.total_steps, message)
 
+    async def run(self, *, wait_first_boot: bool, first_boot_timeout: float) -> str:
+        ctx, hv, children = self.ctx, self.hv, self.children
+        total = len(children)
+        self.total_steps = total * (3 if wait_first_boot else 2)
+        # Flags an admin set stay; only the maintenance this run sets is lifted again.
+        ours = [child.id for child in children if not child.maintenance]
+        await self.op.progress(0, f"Stopping {total} VDI machines and putting them in maintenance")
+        await update_vms(ctx.db, ours, maintenance=True)
+        await _publish_all(ctx, children)
+        await _stop_running(hv, children)
+        await self.op.progress(None, f"Recreating {total} overlays of {self.initial.name}")
+        await create_overlays(hv, self.initial.disk_path, [child.disk_path for child in children])
+        await self.advance(f"Recreated {total} overlays; starting the first boots", total)
 
-async def _boot_once(ctx: VmContext, record: HypervisorRecord, hv: Any, child: Vm, within: float) -> bool:
-    """Boot ``child`` from its own disk until it powers off; False when it had to be shut down."""
-    sync = ctx.waiter()
-    async with ctx.overlay_lock(child.id):
-        await point_definition_at(hv, child.name, child.disk_path)
-        try:
-            await hv.start(child.name)
-        except Exception as exc:
-            raise HypervisorFailure(f"starting {child.name} failed: {exc}") from exc
-        stopped = await sync.wait_for(record.id, child.name, ("shutoff", "crashed"), within=within, hv=hv)
-        by_itself = stopped is not None
-        if not by_itself:
+        # Starts are bounded; waiting for first boots to end is not (it costs nothing here).
+        limit = asyncio.Semaphore(max(1, ctx.settings.populate_concurrency))
+
+        async def first_boot(child: Vm) -> None:
+            async with limit:
+                try:
+                    await start_from_own_disk(ctx, child, hv)
+                except Exception as exc:
+                    log.warning("populate: starting %s failed: %s", child.name, exc)
+                    self.failed[child.name] = str(exc)
+                    return
+            self.started.append(child)
+            await self.advance(f"Started {len(self.started)} of {total}")
+            if wait_first_boot:
+                await self.wait_for_end(child, first_boot_timeout)
+
+        await asyncio.gather(*(first_boot(child) for child in children))
+        finished = {child.name for child in self.started}
+        await update_vms(ctx.db, [child.id for child in self.started if child.id in ours], maintenance=False)
+        await _publish_all(ctx, self.started)
+        summary = f"Populated {len(finished)} of {total} VDI machines of {self.initial.name}"
+        if wait_first_boot:
+            summary += ": first boots finished"
+            if self.shut_down:
+                summary += (
+                    f" ({len(self.shut_down)} still running after {first_boot_timeout:g} s"
+                    f" and shut down: {', '.join(sorted(self.shut_down))})"
+                )
+        else:
+            summary += ": overlays recreated, first boots under way"
+        if self.failed:
+            details = "; ".join(f"{name}: {reason}" for name, reason in sorted(self.failed.items()))
+            raise HypervisorFailure(f"{summary}; failed: {details}. Those stay in maintenance.")
+        return summary + "."
+
+    async def wait_for_end(self, child: Vm, within: float) -> None:
+        """Wait until ``child`` powers itself off; else ACPI shutdown, then force it off."""
+        sync = self.ctx.waiter()
+        hv = self.hv
+        if await sync.wait_for(hv.id, child.name, STOPPED, within=within, hv=hv) is None:
+            self.shut_down.append(child.name)
             try:
                 await hv.shutdown(child.name)
-            except Exception as exc:
+            except HypervisorError as exc:
                 log.info("populate: ACPI shutdown of %s failed: %s", child.name, exc)
-            grace = ctx.settings.shutdown_grace
-            if (
-                await sync.wait_for(record.id, child.name, ("shutoff", "crashed"), within=grace, hv=hv)
-                is None
-            ):
+            grace = self.ctx.settings.shutdown_grace
+            if await sync.wait_for(hv.id, child.name, STOPPED, within=grace, hv=hv) is None:
                 await force_off(hv, child)
-        if child.volatile:
-            await point_definition_at(hv, child.name, overlay_of(child, record))
-    return by_itself
+        self.ended += 1
+        await self.advance(f"First boots finished: {self.ended} of {len(self.children)}")

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.hyper import Hypervisor, HypervisorError
 from app.vms.context import VmContext
 from app.vms.definition import cdrom_device_xml
 from app.vms.disks import remove_files
@@ -20,6 +21,7 @@ from app.vms.operations import OperationContext
 from app.vms.power import force_off
 from app.vms.records import Vm, children_of, delete_vm_row, list_vms, update_vm, update_vms
 from app.vms.volatile import apply_flag, overlay_of
+from app.vms.workflows_create import check_iso
 
 log = logging.getLogger("kvmvdi.vms.manage")
 
@@ -88,11 +90,11 @@ async def set_flags(
         _not_busy(vm)
         if not vm.disk_path:
             raise Refused(f"{vm.name} has no disk: it cannot be volatile")
-        record, hv = await ctx.usable_hypervisor(vm.hypervisor_id)
+        hv = ctx.hypervisor(vm.hypervisor_id, new_work=False)
         async with ctx.overlay_lock(vm.id):
             await update_vm(ctx.db, vm.id, volatile=changes["volatile"])
             try:
-                await apply_flag(await ctx.vm(vm.id), record, hv)
+                await apply_flag(await ctx.vm(vm.id), hv)
             except BaseException:
                 await update_vm(ctx.db, vm.id, volatile=vm.volatile)
                 raise
@@ -141,17 +143,11 @@ async def change_media(
     """Insert an ISO into the CD-ROM drive (None ejects): live if running, and in the definition."""
     vm = await ctx.vm(vm_id)
     _not_busy(vm)
-    _, hv = await ctx.usable_hypervisor(vm.hypervisor_id)
-    if iso_path is not None:
-        try:
-            isos = list(await hv.list_isos())
-        except Exception as exc:
-            raise HypervisorFailure(f"listing the hypervisor's ISOs failed: {exc}") from exc
-        if iso_path not in isos:
-            raise Invalid({"iso_path": "choose an ISO from the hypervisor's list"})
+    hv = ctx.hypervisor(vm.hypervisor_id, new_work=False)
+    await check_iso(hv, iso_path)
     try:
-        await hv.update_device(vm.name, cdrom_device_xml(iso_path), live=vm.running)
-    except Exception as exc:
+        await hv.update_device(vm.name, cdrom_device_xml(iso_path))
+    except HypervisorError as exc:
         raise HypervisorFailure(f"changing the CD-ROM of {vm.name} failed: {exc}") from exc
     await update_vm(ctx.db, vm.id, iso_path=iso_path)
     await ctx.audit.record(
@@ -244,7 +240,7 @@ async def delete(
             {"confirm_files": "confirm the exact list of files to remove (it changed or is missing)"}
         )
     root = plan.vms[-1]
-    record, hv = await ctx.usable_hypervisor(root.hypervisor_id, allow_maintenance=True)
+    hv = ctx.hypervisor(root.hypervisor_id, new_work=False)
     await ctx.audit.record(
         "vm_delete",
         actor=actor,
@@ -258,10 +254,10 @@ async def delete(
         await force_off(hv, vm)
         try:
             await hv.undefine(vm.name)
-        except Exception as exc:
+        except HypervisorError as exc:
             if await _domain_exists(hv, vm.name):
                 raise HypervisorFailure(f"undefining {vm.name} failed: {exc}") from exc
-        files = [overlay_of(vm, record)]
+        files = [overlay_of(vm, hv)]
         if vm.disk_path in plan.files:
             files.append(vm.disk_path)
         await remove_files(hv, files)
@@ -283,7 +279,7 @@ async def delete(
         "delete",
         work,
         hold=[vm.id for vm in plan.vms],
-        hypervisor_id=record.id,
+        hypervisor_id=hv.id,
         params=plan.summary(),
         created_by=actor,
         message=f"Deleting {len(plan.vms)} VMs",
@@ -291,8 +287,8 @@ async def delete(
     return plan, op_id
 
 
-async def _domain_exists(hv: Any, name: str) -> bool:
+async def _domain_exists(hv: Hypervisor, name: str) -> bool:
     try:
-        return any(str(domain.name) == name for domain in await hv.list_domains())
-    except Exception:
+        return any(domain.name == name for domain in await hv.list_domains())
+    except HypervisorError:
         return True

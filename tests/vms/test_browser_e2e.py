@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from selenium.webdriver.support.ui import Select
 
 from app.vms.records import vm_by_name
 from tests.services.browser import BrowserFactory
-from tests.vms.conftest import DashboardWorld
+from tests.services.guests import read_boot_counter
+from tests.vms.world import VmWorld
 
 pytestmark = [pytest.mark.kvm, pytest.mark.browser]
 
@@ -84,11 +86,10 @@ def _row_action(driver: WebDriver, vm_name: str, action: tuple[str, str]) -> Non
 
 
 async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
-    vm_dashboard: DashboardWorld, browser: BrowserFactory
+    vm_world: VmWorld, browser: BrowserFactory
 ) -> None:
-    env = vm_dashboard
-    world = env.world
-    dashboard = env.dashboard
+    world = vm_world
+    dashboard = world.dashboard
     driver = await asyncio.to_thread(browser.new, width=1400, height=1600)
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
     source, initial, prefix = world.name("gold"), world.name("init"), world.name("d")
@@ -161,10 +162,15 @@ async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
     driver.execute_script("window.__sameDocument = 'yes'")
 
     await asyncio.to_thread(row_action, driver, initial, ("populate", ""))
-    await until(lambda: driver.find_element(By.ID, "confirm-ok").is_displayed(), "the confirmation")
-    confirm_text = driver.find_element(By.ID, "confirm-text").text
-    assert all(name in confirm_text for name in children), "the confirmation names what is recreated"
-    driver.find_element(By.ID, "confirm-ok").click()
+    await until(lambda: driver.find_element(By.ID, "populate-ok").is_displayed(), "the populate dialog")
+    populate_text = driver.find_element(By.ID, "populate-text").text
+    assert all(name in populate_text for name in children), "the dialog names what is recreated"
+    timeout_field = driver.find_element(By.ID, "populate-timeout")
+    assert not timeout_field.is_enabled(), "the timeout only matters when waiting"
+    # Wait for the first boots: the diskwriter guests count their boot and power off.
+    driver.find_element(By.ID, "populate-wait").click()
+    assert timeout_field.is_enabled()
+    driver.find_element(By.ID, "populate-ok").click()
     initial_vm = await vm_by_name(world.db, initial)
     assert initial_vm is not None
     finished = await until(
@@ -173,8 +179,14 @@ async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
         120,
     )
     assert finished
+    assert "first boots finished" in driver.execute_script("return window.__toasts.join('|')")
+    for name in children:
+        child = await vm_by_name(world.db, name)
+        assert child is not None and read_boot_counter(Path(child.disk_path)) == 1
 
-    await until(lambda: not driver.find_element(By.ID, "confirm-modal").is_displayed(), "the modal to close")
+    await until(
+        lambda: not driver.find_element(By.ID, "populate-modal").is_displayed(), "the dialog to close"
+    )
     start_item = f'tr[data-vm-name="{children[0]}"] [data-power="start"]'
     await until(lambda: driver.find_elements(By.CSS_SELECTOR, start_item), "the start action")
     await asyncio.to_thread(row_action, driver, children[0], ("power", '[data-power="start"]'))

@@ -1,4 +1,5 @@
-"""Creating simple and source VMs with real disks on a real hypervisor; power actions; state sync."""
+"""Creating simple and source VMs with real disks on a real hypervisor (over SSH, pinned host key);
+power actions; CD-ROM media; maintenance refusals; state sync."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from app.vms.errors import Invalid, Refused
 from app.vms.records import get_vm, list_vms, vm_by_name
-from tests.vms.conftest import VmWorld
+from tests.vms.world import HYPERVISORS_API, VmWorld
 
 pytestmark = pytest.mark.kvm
 
@@ -21,16 +22,6 @@ def qemu_info(path: Path) -> dict:
             ["qemu-img", "info", "-U", "--output=json", str(path)], capture_output=True, text=True, check=True
         ).stdout
     )
-
-
-async def wait_state(world: VmWorld, vm_id: int, state: str, timeout: float = 60) -> None:
-    vm = await get_vm(world.db, vm_id)
-    assert vm is not None
-    reached = await world.service.sync.wait_for(
-        vm.hypervisor_id, vm.name, {state}, within=timeout, hv=world.registry.get(vm.hypervisor_id)
-    )
-    assert reached == state, f"{vm.name} did not become {state}"
-    await world.settle()
 
 
 async def test_a_simple_vm_gets_a_real_qcow2_disk_and_a_defined_domain(vm_world: VmWorld) -> None:
@@ -104,12 +95,12 @@ async def test_power_actions_change_the_state_through_lifecycle_events(vm_world:
     vm_world.install_guest(vm_world.h0, vm.disk_path, "banner")
     subscription = vm_world.hub.subscribe(is_admin=True)
     await vm_world.service.power(vm_id, "start", actor="tester")
-    await wait_state(vm_world, vm_id, "running")
+    await vm_world.wait_state(vm_id, "running")
     with pytest.raises(Refused):
         await vm_world.service.power(vm_id, "start")
     await vm_world.service.power(vm_id, "reset")
     await vm_world.service.power(vm_id, "poweroff")
-    await wait_state(vm_world, vm_id, "shutoff")
+    await vm_world.wait_state(vm_id, "shutoff")
     states = []
     while not subscription.queue.empty():
         event = subscription.queue.get_nowait()
@@ -119,3 +110,79 @@ async def test_power_actions_change_the_state_through_lifecycle_events(vm_world:
     assert states[:1] == ["running"] and states[-1] == "shutoff", states
     stored = await vm_by_name(vm_world.db, name)
     assert stored is not None and stored.state == "shutoff" and stored.state_changed_at is not None
+
+
+async def test_domains_use_kvm_when_the_hypervisor_offers_it(vm_world: VmWorld) -> None:
+    name = vm_world.name("kvm")
+    await vm_world.service.create({"name": name, "hypervisor_id": vm_world.h0.id, "disk_size_gib": 1})
+    expected = "kvm" if vm_world.h0.host.virt_type == "kvm" else "qemu"
+    assert f"<domain type='{expected}'" in vm_world.h0.host.virsh("dumpxml", name)
+
+
+async def test_the_cdrom_medium_changes_in_the_definition_and_in_the_running_guest(vm_world: VmWorld) -> None:
+    name = vm_world.name("media")
+    admin = await vm_world.admin()
+    created = await admin.post(
+        "/api/v1/admin/vms",
+        json={"name": name, "hypervisor_id": vm_world.h0.id, "memory_mib": 64, "disk_size_gib": 1},
+    )
+    assert created.status_code == 201, created.text
+    vm_id = created.json()["vms"][0]["id"]
+    isos = (await admin.get(f"/api/v1/admin/hypervisors/{vm_world.h0.id}/isos")).json()["isos"]
+    assert [(iso["name"], iso["size"]) for iso in isos] == [("install-a.iso", 2048), ("tools-b.iso", 2048)]
+    install, tools = (iso["path"] for iso in isos)
+
+    answer = await admin.post(f"/api/v1/admin/vms/{vm_id}/media", json={"iso_path": install})
+    assert answer.status_code == 200 and answer.json()["vm"]["iso_path"] == install
+    assert install in vm_world.h0.host.virsh("dumpxml", "--inactive", name)
+
+    vm = await get_vm(vm_world.db, vm_id)
+    assert vm is not None
+    vm_world.install_guest(vm_world.h0, vm.disk_path, "banner")
+    await vm_world.service.power(vm_id, "start")
+    await vm_world.wait_state(vm_id, "running")
+    answer = await admin.post(f"/api/v1/admin/vms/{vm_id}/media", json={"iso_path": tools})
+    assert answer.status_code == 200
+    assert tools in vm_world.h0.host.virsh("dumpxml", name), "the running guest sees the new medium"
+    assert tools in vm_world.h0.host.virsh("dumpxml", "--inactive", name), "and keeps it for its next boot"
+    answer = await admin.post(f"/api/v1/admin/vms/{vm_id}/media", json={"iso_path": None})
+    assert answer.status_code == 200 and answer.json()["vm"]["iso_path"] is None
+    assert ".iso" not in vm_world.h0.host.virsh("dumpxml", name)
+
+    refused = await admin.post(f"/api/v1/admin/vms/{vm_id}/media", json={"iso_path": "/etc/passwd"})
+    assert refused.status_code == 400 and "iso_path" in refused.json()["fields"]
+    await vm_world.service.power(vm_id, "poweroff")
+
+
+async def test_a_hypervisor_in_maintenance_refuses_new_work_but_lets_vms_stop(vm_world: VmWorld) -> None:
+    name = vm_world.name("drain")
+    created = await vm_world.service.create(
+        {"name": name, "hypervisor_id": vm_world.h0.id, "memory_mib": 64, "disk_size_gib": 1}
+    )
+    vm_id = created.vm_ids[0]
+    vm = await get_vm(vm_world.db, vm_id)
+    assert vm is not None
+    vm_world.install_guest(vm_world.h0, vm.disk_path, "banner")
+    await vm_world.service.power(vm_id, "start")
+    await vm_world.wait_state(vm_id, "running")
+    admin = await vm_world.admin()
+    patched = await admin.http.patch(
+        f"{HYPERVISORS_API}/{vm_world.h0.id}",
+        json={"maintenance": True},
+        headers={"X-CSRF-Token": admin.csrf},
+    )
+    assert patched.status_code == 200, patched.text
+    assert not vm_world.registry.find(vm_world.h0.id).accepting_work  # type: ignore[union-attr]
+
+    refused = await admin.post(
+        "/api/v1/admin/vms", json={"name": vm_world.name("new"), "hypervisor_id": vm_world.h0.id}
+    )
+    assert refused.status_code == 409 and refused.json()["error"] == "hypervisor_maintenance"
+    assert "maintenance" in refused.json()["message"]
+    # Draining works: the running VM can be stopped.
+    stopped = await admin.post(f"/api/v1/admin/vms/{vm_id}/power", json={"action": "poweroff"})
+    assert stopped.status_code == 202, stopped.text
+    await vm_world.wait_state(vm_id, "shutoff")
+    again = await admin.post(f"/api/v1/admin/vms/{vm_id}/power", json={"action": "start"})
+    assert again.status_code == 409 and again.json()["error"] == "hypervisor_maintenance"
+    assert [vm.name for vm in await list_vms(vm_world.db)] == [name]

@@ -29,9 +29,9 @@
           help.textContent = body.message || "The ISO list is not available.";
           return;
         }
-        for (const path of body.isos) {
-          const option = new Option(path.split("/").pop(), path);
-          option.selected = path === keep;
+        for (const found of body.isos) {
+          const option = new Option(found.name, found.path);
+          option.selected = found.path === keep;
           iso.add(option);
         }
         help.textContent = body.isos.length ? "ISO images found in the hypervisor's ISO directory."

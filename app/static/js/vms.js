@@ -254,6 +254,7 @@
     if (action === "delete") return openDelete(row);
     if (action === "classify") return openClassify(row);
     if (action === "media") return openMedia(row);
+    if (action === "populate") return openPopulate(row, button);
     if (button.dataset.confirm && !(await confirmModal(button.dataset.confirm, button.textContent.trim().replace(/…$/, "")))) return;
     try {
       if (action === "power") {
@@ -263,8 +264,6 @@
         await api("POST", `/api/v1/admin/vms/${id}/flags`, { [button.dataset.flag]: button.dataset.value === "true" });
       } else if (action === "copy-disk") {
         await api("POST", `/api/v1/admin/vms/${id}/copy-disk`);
-      } else if (action === "populate") {
-        await api("POST", `/api/v1/admin/vms/${id}/populate`);
       } else if (action === "children-power") {
         await api("POST", `/api/v1/admin/vms/${id}/children/power`, { action: button.dataset.power });
       } else if (action === "children-flag") {
@@ -412,6 +411,36 @@
     }
   }
 
+  // Populate: the modal names what is recreated; waiting for the first boots is opt-in.
+  let populateTarget = null;
+  function openPopulate(row, button) {
+    populateTarget = row.dataset.vmId;
+    const el = document.getElementById("populate-modal");
+    const form = el.querySelector("form");
+    clearErrors(form);
+    el.querySelector("#populate-title").textContent = `Populate ${row.dataset.vmName}`;
+    el.querySelector("#populate-text").textContent = button.dataset.summary;
+    el.querySelector("#populate-wait").checked = false;
+    el.querySelector("#populate-timeout").disabled = true;
+    bootstrap.Modal.getOrCreateInstance(el).show();
+  }
+
+  async function submitPopulate(event) {
+    event.preventDefault();
+    const form = event.target;
+    clearErrors(form);
+    const wait = form.querySelector("#populate-wait").checked;
+    const body = wait
+      ? { wait_first_boot: true, first_boot_timeout: Number(form.querySelector("#populate-timeout").value) }
+      : {};
+    try {
+      await api("POST", `/api/v1/admin/vms/${populateTarget}/populate`, body);
+      bootstrap.Modal.getOrCreateInstance(document.getElementById("populate-modal")).hide();
+    } catch (error) {
+      showErrors(form, error);
+    }
+  }
+
   let mediaTarget = null;
   async function openMedia(row) {
     mediaTarget = row.dataset.vmId;
@@ -426,9 +455,9 @@
         api("GET", `/api/v1/admin/hypervisors/${row.dataset.hypervisorId}/isos`),
         api("GET", `/api/v1/admin/vms/${mediaTarget}`),
       ]);
-      for (const path of isos.isos) {
-        const option = new Option(path.split("/").pop(), path);
-        option.selected = path === vm.vm.iso_path;
+      for (const iso of isos.isos) {
+        const option = new Option(iso.name, iso.path);
+        option.selected = iso.path === vm.vm.iso_path;
         select.add(option);
       }
     } catch (error) {
@@ -487,6 +516,10 @@
     document.getElementById("classify-kind").addEventListener("change", fillParents);
     document.getElementById("classify-form").addEventListener("submit", submitClassify);
     document.getElementById("media-form").addEventListener("submit", submitMedia);
+    document.getElementById("populate-form").addEventListener("submit", submitPopulate);
+    document.getElementById("populate-wait").addEventListener("change", (event) => {
+      document.getElementById("populate-timeout").disabled = !event.target.checked;
+    });
     prepareTable();
     subscribe("vm", onVm);
     subscribe("operation", onOperation);
