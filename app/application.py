@@ -30,6 +30,8 @@ from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
 from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
+from app.proxy.gateway import ConnectGateway
+from app.proxy.service import ConsoleService
 from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
@@ -95,6 +97,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hypervisors.start()
         stack.push_async_callback(hypervisors.stop)
 
+        consoles = ConsoleService(db=db, registry=hypervisors, settings=settings, audit=audit)
+        await consoles.start()
+        stack.push_async_callback(consoles.stop)
+        gateway = ConnectGateway.for_consoles(consoles, settings) if settings.gateway.enabled else None
+        if gateway is not None:
+            await gateway.start()
+            stack.push_async_callback(gateway.stop)
+            consoles.gateway_port = gateway.port
+
         services = Services(
             settings=settings,
             db=db,
@@ -107,6 +118,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             ssh_key=ssh_key,
             known_hosts=known_hosts,
             hypervisors=hypervisors,
+            consoles=consoles,
+            gateway=gateway,
         )
         app.state.services = services
         await start_vm_service(services, stack)

@@ -16,6 +16,8 @@ from app.auth.throttle import LoginThrottle
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
+from app.proxy.gateway import ConnectGateway
+from app.proxy.service import ConsoleService
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ class Services:
     ssh_key: DashboardKey
     known_hosts: KnownHostsFile
     hypervisors: HypervisorRegistry
+    consoles: ConsoleService
+    # The CONNECT gateway for native SPICE clients; None when gateway.enabled is off.
+    gateway: ConnectGateway | None
     # Long operations (copy disk, populate ...) and the VM workflows; None until started.
     operations: OperationsRunner | None = None
     vms: VmService | None = None

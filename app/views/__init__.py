@@ -5,7 +5,17 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from app.live import endpoint as live
-from app.views import auth, configuration, home, hypervisors, hypervisors_api, upcoming, vms, vms_api
+from app.views import (
+    auth,
+    configuration,
+    consoles,
+    home,
+    hypervisors,
+    hypervisors_api,
+    upcoming,
+    vms,
+    vms_api,
+)
 
 
 def routes() -> list[BaseRoute]:
@@ -17,6 +27,7 @@ def routes() -> list[BaseRoute]:
         *configuration.routes,
         *upcoming.routes,
         *live.routes,
+        *consoles.routes,
         *vms.routes,
         *vms_api.routes,
     ]
