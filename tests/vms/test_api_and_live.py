@@ -181,4 +181,8 @@ async def test_thumbnails_are_taken_only_while_an_admin_watches_and_follow_the_s
     rounds = thumbnails.rounds
     await asyncio.sleep(4 * interval)
     assert thumbnails.rounds == rounds
+    # The running VM's row leads to its console (the thumbnail and the actions menu).
+    page = (await admin.get("/vms")).text
+    assert page.count(f'href="/vms/{vm_id}/console"') == 2
+    assert (await admin.get(f"/vms/{vm_id}/console")).status_code == 200
     await world.service.power(vm_id, "poweroff")
