@@ -23,6 +23,9 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
+    from app.vms.operations import OperationsRunner
+    from app.vms.service import VmService
+
 
 @dataclass
 class Services:
@@ -38,6 +41,9 @@ class Services:
     consoles: ConsoleService
     # The CONNECT gateway for native SPICE clients; None when gateway.enabled is off.
     gateway: ConnectGateway | None
+    # Long operations (copy disk, populate ...) and the VM workflows; None until started.
+    operations: OperationsRunner | None = None
+    vms: VmService | None = None
     # Each further component (hypervisor registry, operations, console tickets, broker ...)
     # gets a typed field here and is built, started and stopped in app.application.lifespan.
 

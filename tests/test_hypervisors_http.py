@@ -229,6 +229,23 @@ async def test_removal_is_refused_while_vms_are_registered(dashboard: RunningDas
     assert len(await dashboard.services.audit.recent(action="hypervisor_remove_refused")) == 2
 
 
+async def test_domains_merely_found_on_a_hypervisor_do_not_block_its_removal(
+    dashboard: RunningDashboard,
+) -> None:
+    admin = await dashboard.admin()
+    hv_id = await _add(admin)
+    await dashboard.services.db.execute(
+        vms.insert().values(name="found-there", hypervisor_id=hv_id, kind="unclassified")
+    )
+    page = (await admin.get(f"/hypervisors/{hv_id}/remove")).text
+    assert 'id="remove-confirm"' in page
+    response = await admin.post(f"/hypervisors/{hv_id}/remove")
+    assert response.status_code == 303
+    assert (await admin.get(API)).json()["hypervisors"] == []
+    left = await dashboard.services.db.fetch_all(vms.select().where(vms.c.hypervisor_id == hv_id))
+    assert left == [], "the unclassified mirror rows go with their hypervisor"
+
+
 async def test_unknown_hypervisors_are_404(dashboard: RunningDashboard) -> None:
     admin = await dashboard.admin()
     for path in ["/hypervisors/999/edit", "/hypervisors/999/remove", "/hypervisors/999/host-key"]:

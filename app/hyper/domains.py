@@ -88,12 +88,28 @@ def undefine(conn: libvirt.virConnect, name: str) -> None:
         )
 
 
-def start(conn: libvirt.virConnect, name: str) -> bool:
-    """Start the domain; ``False`` if it was already running."""
+def start(conn: libvirt.virConnect, name: str, paused: bool = False) -> bool:
+    """Start the domain; ``False`` if it was already running.
+
+    ``paused``: its CPUs wait for :func:`resume`.
+    """
     domain = lookup(conn, name)
     if domain.isActive():
         return False
-    domain.create()
+    domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+    return True
+
+
+def resume(conn: libvirt.virConnect, name: str) -> bool:
+    """Let a paused domain's CPUs run; ``False`` if it was not paused."""
+    domain = lookup(conn, name)
+    try:
+        domain.resume()
+    except libvirt.libvirtError as exc:
+        # One round trip, not two: asking the state first costs as much as resuming.
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+            return False
+        raise
     return True
 
 
@@ -156,6 +172,19 @@ def domain_xml(conn: libvirt.virConnect, name: str, secure: bool = False, inacti
     if inactive:
         flags |= libvirt.VIR_DOMAIN_XML_INACTIVE
     return str(lookup(conn, name).XMLDesc(flags))
+
+
+def update_device(conn: libvirt.virConnect, name: str, device_xml: str) -> bool:
+    """Change a device (a CD-ROM's medium ...) in the definition, and live if the domain runs.
+
+    Returns whether the running domain was changed too. Whether it runs is decided
+    here, next to the call, so a domain started meanwhile still gets the change live.
+    """
+    domain = lookup(conn, name)
+    live = bool(domain.isActive())
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+    domain.updateDeviceFlags(device_xml, flags)
+    return live
 
 
 def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:

@@ -256,18 +256,25 @@ async def update(db: Database, row: Any, values: dict[str, Any]) -> bool:
 
 
 async def vm_names_on(db: Database, hypervisor_id: int) -> list[str]:
+    """VMs managed on the hypervisor (unclassified rows only mirror domains found there)."""
     rows: list[Any] = await db.fetch_all(
-        sa.select(vms.c.name).where(vms.c.hypervisor_id == hypervisor_id).order_by(vms.c.name)
+        sa.select(vms.c.name)
+        .where(vms.c.hypervisor_id == hypervisor_id, vms.c.kind != "unclassified")
+        .order_by(vms.c.name)
     )
     return [row.name for row in rows]
 
 
 async def delete(db: Database, row: Any) -> None:
-    """Remove a hypervisor record; refused while VMs are registered on it."""
+    """Remove a hypervisor record; refused while VMs are registered on it.
+
+    The unclassified rows that mirror domains found on it go with it.
+    """
     async with db.transaction():
         names = await vm_names_on(db, row.id)
         if names:
             raise HypervisorInUse(row.name, names)
+        await db.execute(vms.delete().where(vms.c.hypervisor_id == row.id, vms.c.kind == "unclassified"))
         await db.execute(hypervisors.delete().where(hypervisors.c.id == row.id))
 
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from app.live import endpoint as live
-from app.views import auth, configuration, consoles, home, hypervisors, hypervisors_api, upcoming
+from app.views import (
+    auth,
+    configuration,
+    consoles,
+    home,
+    hypervisors,
+    hypervisors_api,
+    upcoming,
+    vms,
+    vms_api,
+)
 
 
 def routes() -> list[BaseRoute]:
@@ -18,4 +28,6 @@ def routes() -> list[BaseRoute]:
         *upcoming.routes,
         *live.routes,
         *consoles.routes,
+        *vms.routes,
+        *vms_api.routes,
     ]
