@@ -168,7 +168,13 @@ class DirectoryLogin:
         raise DirectoryError(f"the directory refused the bind: {conn.result.get('description')}")
 
     def _search(
-        self, conn: Connection, base: str, search_filter: str, attributes: list[str], *, scope: Any = ldap3.SUBTREE
+        self,
+        conn: Connection,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        *,
+        scope: Any = ldap3.SUBTREE,
     ) -> list[tuple[str, dict[str, list[bytes]]]]:
         conn.search(base, search_filter, search_scope=scope, attributes=attributes, size_limit=1000)
         return [
@@ -179,7 +185,9 @@ class DirectoryLogin:
 
     # Active Directory
 
-    def _authenticate_ad(self, server: ldap3.Server, username: str, password: str) -> DirectoryIdentity | None:
+    def _authenticate_ad(
+        self, server: ldap3.Server, username: str, password: str
+    ) -> DirectoryIdentity | None:
         domain = self.config.ad_domain
         if not domain:
             raise DirectoryError("directory.ad_domain is not configured")
@@ -227,13 +235,17 @@ class DirectoryLogin:
 
     # Plain LDAP
 
-    def _authenticate_ldap(self, server: ldap3.Server, username: str, password: str) -> DirectoryIdentity | None:
+    def _authenticate_ldap(
+        self, server: ldap3.Server, username: str, password: str
+    ) -> DirectoryIdentity | None:
         config = self.config
         service: Connection | None = None
         try:
             if config.bind_dn:
                 service = self._bind(
-                    server, config.bind_dn, config.bind_password.get_secret_value() if config.bind_password else ""
+                    server,
+                    config.bind_dn,
+                    config.bind_password.get_secret_value() if config.bind_password else "",
                 )
                 if service is None:
                     raise DirectoryError("the directory refused the service account (directory.bind_dn)")

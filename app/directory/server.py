@@ -18,7 +18,9 @@ class DirectoryConfigError(ValueError):
 def make_server(config: DirectorySettings) -> Server:
     parts = urlsplit(config.url)
     if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
-        raise DirectoryConfigError(f"directory.url must be ldap://HOST[:PORT] or ldaps://HOST[:PORT], not {config.url!r}")
+        raise DirectoryConfigError(
+            f"directory.url must be ldap://HOST[:PORT] or ldaps://HOST[:PORT], not {config.url!r}"
+        )
     use_ssl = parts.scheme == "ldaps"
     if use_ssl and config.start_tls:
         raise DirectoryConfigError("directory.start_tls makes no sense with an ldaps:// URL: choose one")
@@ -39,7 +41,9 @@ def make_server(config: DirectorySettings) -> Server:
     )
 
 
-def open_connection(server: Server, config: DirectorySettings, user: str | None, password: str | None) -> Connection:
+def open_connection(
+    server: Server, config: DirectorySettings, user: str | None, password: str | None
+) -> Connection:
     """An opened (and, with StartTLS, encrypted) connection, not yet bound.
 
     ``raise_exceptions`` stays off so that a failed bind is a result to inspect,

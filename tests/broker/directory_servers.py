@@ -146,11 +146,50 @@ def _make_tls(rundir: Path) -> tuple[Path, Path, Path]:
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca_crt),
-            "-days", "2", "-subj", "/CN=KVM-VDI test CA")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
-            "-out", str(crt), "-days", "2", "-extfile", str(ext))
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca_crt),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=KVM-VDI test CA",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca_crt),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(crt),
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+    )
     os.chmod(key, 0o644)
     return ca_crt, crt, key
 
@@ -197,13 +236,22 @@ def _populate(server: DirectoryServer, *, ad: bool) -> None:
         conn.add(SUFFIX, ["dcObject", "organization"], {"o": "Example", "dc": "example"})
         conn.add(server.people_dn, ["organizationalUnit"], {"ou": "people"})
         conn.add(server.groups_dn, ["organizationalUnit"], {"ou": "groups"})
-        conn.add(SERVICE_DN, ["simpleSecurityObject", "organizationalRole"],
-                 {"cn": "vdi-service", "userPassword": SERVICE_PASSWORD})
+        conn.add(
+            SERVICE_DN,
+            ["simpleSecurityObject", "organizationalRole"],
+            {"cn": "vdi-service", "userPassword": SERVICE_PASSWORD},
+        )
         for uid_number, (name, (password, display, mail, _groups, primary)) in enumerate(USERS.items(), 2000):
             classes = ["inetOrgPerson", "posixAccount"] + (["user"] if ad else [])
             attrs: dict[str, object] = {
-                "uid": name, "cn": display, "sn": display.split()[-1], "displayName": display, "mail": mail,
-                "userPassword": password, "uidNumber": uid_number, "gidNumber": 100,
+                "uid": name,
+                "cn": display,
+                "sn": display.split()[-1],
+                "displayName": display,
+                "mail": mail,
+                "userPassword": password,
+                "uidNumber": uid_number,
+                "gidNumber": 100,
                 "homeDirectory": f"/home/{name}",
             }
             if ad:
@@ -240,9 +288,19 @@ def start_directory(rundir: Path, *, kind: str = "ldap") -> DirectoryServer:
     log_path = rundir / "slapd.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            ["slapd", "-d", "stats", "-f", str(conf),
-             "-h", f"ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "slapd",
+                "-d",
+                "stats",
+                "-f",
+                str(conf),
+                "-h",
+                f"ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{ldaps_port}/",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = DirectoryServer(kind, rundir, port, ldaps_port, ca, log_path, process)
     deadline = time.monotonic() + 20
@@ -253,7 +311,9 @@ def start_directory(rundir: Path, *, kind: str = "ldap") -> DirectoryServer:
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 server.stop()
-                raise RuntimeError(f"slapd did not start:\n{log_path.read_text(errors='replace')[-3000:]}") from None
+                raise RuntimeError(
+                    f"slapd did not start:\n{log_path.read_text(errors='replace')[-3000:]}"
+                ) from None
             time.sleep(0.05)
     try:
         _populate(server, ad=ad)
@@ -299,8 +359,11 @@ class UPNBindFront:
     def _dn_for(self, principal: str) -> str | None:
         server = ldap3.Server("127.0.0.1", port=self.upstream_port, get_info=ldap3.NONE)
         with ldap3.Connection(server, ADMIN_DN, ADMIN_PASSWORD, auto_bind=True) as conn:
-            conn.search(SUFFIX, f"(userPrincipalName={ldap3.utils.conv.escape_filter_chars(principal)})",
-                        attributes=["1.1"])
+            conn.search(
+                SUFFIX,
+                f"(userPrincipalName={ldap3.utils.conv.escape_filter_chars(principal)})",
+                attributes=["1.1"],
+            )
             entries = [e for e in conn.response if e.get("type") == "searchResEntry"]
             return entries[0]["dn"] if len(entries) == 1 else None
 

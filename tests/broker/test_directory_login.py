@@ -17,7 +17,18 @@ from tests.broker.directory_servers import (
     DirectoryServer,
 )
 
-INJECTIONS = ["*", ")(uid=*", "admin)(|(uid=*", "alice\x00", "alice)(", "uid=alice,ou=people", "alice,ou=x", "\\2a", "#alice", " alice+cn=x"]
+INJECTIONS = [
+    "*",
+    ")(uid=*",
+    "admin)(|(uid=*",
+    "alice\x00",
+    "alice)(",
+    "uid=alice,ou=people",
+    "alice,ou=x",
+    "\\2a",
+    "#alice",
+    " alice+cn=x",
+]
 
 
 def ldap_settings(server: DirectoryServer, mode: str, **extra: Any) -> DirectorySettings:
@@ -34,8 +45,10 @@ def ad_settings(server: DirectoryServer) -> DirectorySettings:
 
 
 @pytest.mark.parametrize("mode", ["template", "search"])
-async def test_ldap_login_returns_identity_and_memberof_groups(ldap_directory: DirectoryServer, mode: str) -> None:
-    """A bind as the user's DN (from the template or a service-account search) yields name, mail and memberOf groups."""
+async def test_ldap_login_returns_identity_and_memberof_groups(
+    ldap_directory: DirectoryServer, mode: str
+) -> None:
+    """Bind as the DN (template or service-account search): name, mail and memberOf groups."""
     login = DirectoryLogin(ldap_settings(ldap_directory, mode))
     identity = await login.authenticate("alice", USERS["alice"][0])
     assert identity is not None
@@ -58,7 +71,9 @@ async def test_ldap_groups_from_member_search(ldap_directory: DirectoryServer) -
 
 async def test_ldap_groups_from_a_configured_attribute(ldap_directory: DirectoryServer) -> None:
     """group_source=attribute reads the named attribute of the user's entry."""
-    login = DirectoryLogin(ldap_settings(ldap_directory, "template", group_source="attribute", group_attribute="memberOf"))
+    login = DirectoryLogin(
+        ldap_settings(ldap_directory, "template", group_source="attribute", group_attribute="memberOf")
+    )
     alice = await login.authenticate("alice", USERS["alice"][0])
     assert alice is not None and set(alice.groups) == {"vdi-users", "vdi-staff"}
 
@@ -72,7 +87,7 @@ async def test_ldap_wrong_password_is_refused(ldap_directory: DirectoryServer, m
 
 @pytest.mark.parametrize("mode", ["template", "search"])
 async def test_empty_password_is_refused_before_any_bind(ldap_directory: DirectoryServer, mode: str) -> None:
-    """An empty password would be an unauthenticated bind that slapd accepts: it never leaves the dashboard."""
+    """An empty password would be an unauthenticated bind that slapd accepts: it is never sent."""
     login = DirectoryLogin(ldap_settings(ldap_directory, mode))
     before = len(ldap_directory.bind_names())
     assert await login.authenticate("alice", "") is None
@@ -94,7 +109,9 @@ async def test_empty_password_is_refused_before_any_bind_on_ad(ad_directory: Dir
 
 @pytest.mark.parametrize("mode", ["template", "search"])
 @pytest.mark.parametrize("username", INJECTIONS)
-async def test_injection_in_the_username_is_harmless(ldap_directory: DirectoryServer, mode: str, username: str) -> None:
+async def test_injection_in_the_username_is_harmless(
+    ldap_directory: DirectoryServer, mode: str, username: str
+) -> None:
     """Filter and DN metacharacters are escaped: with alice's password, none of these names log in."""
     login = DirectoryLogin(ldap_settings(ldap_directory, mode))
     assert await login.authenticate(username, USERS["alice"][0]) is None
@@ -108,7 +125,9 @@ async def test_escaped_names_reach_slapd_escaped(ldap_directory: DirectoryServer
     assert ldap_directory.bind_names()[before:] == [f"uid=x\\2Cou\\3Dgroups,{ldap_directory.people_dn}"]
 
 
-async def test_ad_login_binds_as_user_at_domain_and_adds_the_primary_group(ad_directory: DirectoryServer) -> None:
+async def test_ad_login_binds_as_user_at_domain_and_adds_the_primary_group(
+    ad_directory: DirectoryServer,
+) -> None:
     """AD: memberOf groups plus the primary group found by SID (domain SID + primaryGroupID)."""
     login = DirectoryLogin(ad_settings(ad_directory))
     alice = await login.authenticate("alice", USERS["alice"][0])
@@ -140,16 +159,25 @@ async def test_ldaps_verifies_the_server_certificate(ldap_directory: DirectorySe
     """With the CA file LDAPS works; without it verification (on by default) fails closed."""
     template = f"uid={{username}},{ldap_directory.people_dn}"
     trusted = DirectoryLogin(
-        DirectorySettings(kind="ldap", url=ldap_directory.ldaps_url, ca_file=str(ldap_directory.ca_file), user_dn_template=template)
+        DirectorySettings(
+            kind="ldap",
+            url=ldap_directory.ldaps_url,
+            ca_file=str(ldap_directory.ca_file),
+            user_dn_template=template,
+        )
     )
     assert await trusted.authenticate("bob", USERS["bob"][0]) is not None
-    untrusted = DirectoryLogin(DirectorySettings(kind="ldap", url=ldap_directory.ldaps_url, user_dn_template=template))
+    untrusted = DirectoryLogin(
+        DirectorySettings(kind="ldap", url=ldap_directory.ldaps_url, user_dn_template=template)
+    )
     with pytest.raises(DirectoryUnavailable):
         await untrusted.authenticate("bob", USERS["bob"][0])
 
 
 async def test_starttls_upgrades_the_plain_port(ldap_directory: DirectoryServer) -> None:
-    login = DirectoryLogin(ldap_settings(ldap_directory, "search", start_tls=True, ca_file=str(ldap_directory.ca_file)))
+    login = DirectoryLogin(
+        ldap_settings(ldap_directory, "search", start_tls=True, ca_file=str(ldap_directory.ca_file))
+    )
     assert await login.authenticate("alice", USERS["alice"][0]) is not None
     assert "STARTTLS" in ldap_directory.log_text()
 
@@ -157,6 +185,13 @@ async def test_starttls_upgrades_the_plain_port(ldap_directory: DirectoryServer)
 async def test_unreachable_directory_is_reported_not_taken_for_a_wrong_password() -> None:
     from tests.dashboard import free_port
 
-    login = DirectoryLogin(DirectorySettings(kind="ldap", url=f"ldap://127.0.0.1:{free_port()}", user_dn_template="uid={username},o=x", timeout=2))
+    login = DirectoryLogin(
+        DirectorySettings(
+            kind="ldap",
+            url=f"ldap://127.0.0.1:{free_port()}",
+            user_dn_template="uid={username},o=x",
+            timeout=2,
+        )
+    )
     with pytest.raises(DirectoryUnavailable):
         await login.authenticate("alice", "some-password")
