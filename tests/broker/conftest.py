@@ -59,3 +59,9 @@ async def broker_db(broker_database_url: str) -> AsyncIterator[Database]:
     await db.connect()
     yield db
     await db.disconnect()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """The dashboard's database for broker tests (SQLite in the test's own directory)."""
+    return f"sqlite:///{tmp_path / 'dashboard.sqlite3'}"

@@ -16,16 +16,26 @@ CLIENT_PASSWORD = "client-password-long"
 _CLIENT_HASH = hash_password(CLIENT_PASSWORD)
 
 
-async def add_hypervisor(db: Database, name: str = "hv1", *, state: str = "up", uri: str = "test:///default") -> int:
+async def add_hypervisor(
+    db: Database, name: str = "hv1", *, state: str = "up", uri: str = "test:///default"
+) -> int:
     hv_id: int = await db.execute(
-        hypervisors.insert().values(name=name, transport="test", libvirt_uri=uri, state=state, created_at=utcnow())
+        hypervisors.insert().values(
+            name=name, transport="test", libvirt_uri=uri, state=state, created_at=utcnow()
+        )
     )
     return hv_id
 
 
 async def add_vm(db: Database, name: str, hypervisor_id: int, **values: Any) -> int:
     vm_id: int = await db.execute(
-        vms.insert().values(name=name, hypervisor_id=hypervisor_id, kind=values.pop("kind", "vdi"), created_at=utcnow(), **values)
+        vms.insert().values(
+            name=name,
+            hypervisor_id=hypervisor_id,
+            kind=values.pop("kind", "vdi"),
+            created_at=utcnow(),
+            **values,
+        )
     )
     return vm_id
 

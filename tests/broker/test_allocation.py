@@ -15,7 +15,9 @@ from app.db.schema import leases, vms
 from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm
 
 
-async def test_100_simultaneous_requests_on_20_desktops_give_20_distinct_assignments(broker_db: Database) -> None:
+async def test_100_simultaneous_requests_on_20_desktops_give_20_distinct_assignments(
+    broker_db: Database,
+) -> None:
     """No VM is ever given to two users: 20 assignments, 80 clean no_free_desktop refusals."""
     hv = await add_hypervisor(broker_db)
     vm_ids = [await add_vm(broker_db, f"desk{i:02}", hv, state="running") for i in range(20)]
@@ -23,7 +25,9 @@ async def test_100_simultaneous_requests_on_20_desktops_give_20_distinct_assignm
     pool = await get_pool(broker_db, await add_pool(broker_db, "rush", vm_ids, user_ids))
     allocator = Allocator(WriteTransactions(broker_db))
 
-    claims = await asyncio.gather(*(allocator.claim(pool, uid, client_address="127.0.0.1") for uid in user_ids))
+    claims = await asyncio.gather(
+        *(allocator.claim(pool, uid, client_address="127.0.0.1") for uid in user_ids)
+    )
 
     granted = [c for c in claims if c.ok]
     assert len(granted) == 20
@@ -46,7 +50,12 @@ async def test_one_user_racing_with_many_requests_gets_one_desktop(broker_db: Da
     claims = await asyncio.gather(*(allocator.claim(pool, uid) for _ in range(20)))
     assert {c.vm_id for c in claims} == {claims[0].vm_id}
     assert sum(not c.renewed for c in claims) == 1
-    assert await broker_db.fetch_val(sa.select(sa.func.count()).select_from(vms).where(vms.c.assigned_user_id == uid)) == 1
+    assert (
+        await broker_db.fetch_val(
+            sa.select(sa.func.count()).select_from(vms).where(vms.c.assigned_user_id == uid)
+        )
+        == 1
+    )
 
 
 async def test_returning_user_gets_the_same_desktop_and_a_renewed_lease(broker_db: Database) -> None:
