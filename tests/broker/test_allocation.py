@@ -11,7 +11,7 @@ from databases import Database
 from app.broker.allocation import Allocator
 from app.broker.pools import get_pool
 from app.broker.transactions import WriteTransactions
-from app.db.schema import leases, vms
+from app.db.schema import hypervisors, leases, pools, vms
 from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm
 
 
@@ -74,7 +74,9 @@ async def test_ineligible_desktops_are_never_handed_out(broker_db: Database) -> 
     up = await add_hypervisor(broker_db, "up")
     down = await add_hypervisor(broker_db, "down", state="down")
     hv_maint = await add_hypervisor(broker_db, "maint")
-    await broker_db.execute(sa.text("UPDATE hypervisors SET maintenance = 1 WHERE name = 'maint'"))
+    await broker_db.execute(
+        sa.update(hypervisors).where(hypervisors.c.id == hv_maint).values(maintenance=True)
+    )
     blocked = [
         await add_vm(broker_db, "in-maintenance", up, maintenance=True),
         await add_vm(broker_db, "locked", up, locked=True),
@@ -100,7 +102,7 @@ async def test_refusal_reasons_are_explicit(broker_db: Database) -> None:
     allocator = Allocator(WriteTransactions(broker_db))
     pool = await get_pool(broker_db, pool_id)
     assert (await allocator.claim(pool, uid)).refusal == "all_hypervisors_down"
-    await broker_db.execute(sa.text(f"UPDATE pools SET maintenance = 1 WHERE id = {pool_id}"))
+    await broker_db.execute(sa.update(pools).where(pools.c.id == pool_id).values(maintenance=True))
     assert (await allocator.claim(await get_pool(broker_db, pool_id), uid)).refusal == "maintenance"
 
 

@@ -240,7 +240,7 @@ async def test_api_without_token_needs_no_csrf_and_gets_401(dashboard: RunningDa
 
 
 async def test_openapi_describes_every_api_route_and_nothing_else(dashboard: RunningDashboard) -> None:
-    """Every served /api/v1 route and method is in openapi.json, and every error code the API emits is listed."""
+    """Every /api/v1 route and method is in openapi.json; every error code emitted is listed."""
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         document = (await http.get("/api/v1/openapi.json")).json()
     assert document["openapi"] == "3.1.0"
