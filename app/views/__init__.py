@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from app.views import api_broker, auth, home, portal
+from app.views import api_broker, auth, home, pools, portal, sessions, users
 
 
 def routes() -> list[BaseRoute]:
-    return [*auth.routes, *home.routes, *api_broker.routes, *portal.routes]
+    return [
+        *auth.routes,
+        *home.routes,
+        *api_broker.routes,
+        *portal.routes,
+        *pools.routes,
+        *users.routes,
+        *sessions.routes,
+    ]
