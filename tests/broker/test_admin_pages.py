@@ -67,7 +67,7 @@ async def test_disable_reset_and_delete_a_portal_user(dashboard: RunningDashboar
 
 
 async def test_pool_lifecycle_through_the_pages(dashboard: RunningDashboard) -> None:
-    """Create with defaults, reject a bad field by name, add VMs/users/groups, refuse a VM in two pools, delete."""
+    """Create with defaults, bad field named, add VMs/users/groups, no VM in two pools, delete."""
     db = dashboard.services.db
     hv = await add_hypervisor(db)
     vdi = await add_vm(db, "vdi-1", hv, kind="vdi")
