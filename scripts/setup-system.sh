@@ -12,7 +12,7 @@ PACKAGES=(
     # real services started by the test suite
     openssh-server mariadb-server slapd ldap-utils
     # browser tests and the thin client under a virtual X server
-    chromium chromium-driver virt-viewer xvfb imagemagick x11-apps xdotool
+    chromium chromium-driver virt-viewer xvfb imagemagick x11-apps x11-xserver-utils xdotool
     # subreaper for libvirtd, the guest-image assembler, small network tools
     tini nasm netcat-openbsd iproute2
     # front-end assets

@@ -108,7 +108,9 @@ class MariaDB:
         )
         self.version = self._sql("SELECT VERSION()").strip()
         short = ".".join(self.version.split(".")[:2])
-        report.note("mariadb", f"started mariadbd {short} on {self.host}:{self.port}", time.monotonic() - started)
+        report.note(
+            "mariadb", f"started mariadbd {short} on {self.host}:{self.port}", time.monotonic() - started
+        )
         return self
 
     def _install_db(self, data: Path) -> None:

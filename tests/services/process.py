@@ -113,7 +113,8 @@ def wait_until(
             last_error = exc
         if proc is not None and proc.poll() is not None:
             raise ServiceError(
-                f"{what}: process exited with code {proc.returncode} before it was ready\n{log_tail(log_path)}"
+                f"{what}: process exited with code {proc.returncode} before it was ready\n"
+                + log_tail(log_path)
             )
         if time.monotonic() > deadline:
             reason = f" (last error: {last_error!r})" if last_error else ""
@@ -152,7 +153,9 @@ def kill_pid(pid: int, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> N
             time.sleep(0.02)
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, *, timeout: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
     """Stop a child started with :func:`spawn` and reap it."""
     if proc is None or proc.poll() is not None:
         return
@@ -210,6 +213,35 @@ def pids_in_namespace(kind: str, inode: int) -> list[int]:
     return [
         pid for pid in _all_pids() if pid != me and namespace_inode(pid, kind) == inode and pid_alive(pid)
     ]
+
+
+def pids_mounting(path: Path) -> list[int]:
+    """Live processes whose mount table has a bind mount from inside ``path``.
+
+    That identifies everything running in a hypervisor's private mount namespace,
+    including qemu, which libvirt moves into a mount namespace of its own (a child
+    of libvirtd's, so it still shows the bind mounts), and which carries neither the
+    run tag in its environment nor our namespace's inode.
+    """
+    prefix = str(path).rstrip("/")
+    me = os.getpid()
+    verdict: dict[int | None, bool] = {}  # per mount namespace: read each table once
+    found = []
+    for pid in _all_pids():
+        if pid == me:
+            continue
+        ns = namespace_inode(pid, "mnt")
+        if ns not in verdict:
+            try:
+                lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+            except OSError:
+                continue
+            # field 4 is the root of the mount inside its filesystem: the bind source
+            roots = (line.split(" ")[3] for line in lines)
+            verdict[ns] = any(r == prefix or r.startswith(prefix + "/") for r in roots)
+        if verdict[ns] and pid_alive(pid):
+            found.append(pid)
+    return found
 
 
 def descendants(root: int) -> list[int]:

@@ -112,9 +112,7 @@ class SshServer:
         wait_until(
             self._answers, what=f"sshd {self.name}", timeout=20, log_path=self.log_path, proc=self._proc
         )
-        report.note(
-            self.name, f"started sshd on {self.address}:{self.port}", time.monotonic() - started
-        )
+        report.note(self.name, f"started sshd on {self.address}:{self.port}", time.monotonic() - started)
         return self
 
     def stop(self) -> None:
