@@ -24,7 +24,10 @@ from app import db as database
 from app.audit import AuditLog
 from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
+from app.auth.headers import SecurityHeadersMiddleware
 from app.auth.throttle import LoginThrottle
+from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
+from app.inventory.hypervisors import ensure_demo_hypervisor, known_hosts_entries
 from app.broker.desktops import Broker
 from app.directory import DirectoryLogin
 from app.live.hub import LiveHub
@@ -32,6 +35,7 @@ from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
 from app.views import routes as view_routes
+from app.views.errors import exception_handlers
 
 log = logging.getLogger("kvmvdi")
 
@@ -71,6 +75,12 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if first_admin is not None:
             announce_first_admin(settings, *first_admin)
 
+        ssh_dir = settings.data_dir / "ssh"
+        ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
+        known_hosts = KnownHostsFile(ssh_dir)
+        known_hosts.write(await known_hosts_entries(db))
+        if settings.demo:
+            await ensure_demo_hypervisor(db)
         audit = AuditLog(db)
         broker = Broker(db=db, hub=hub, audit=audit)
         await broker.start()
@@ -85,6 +95,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
                 max_failures=settings.security.login_max_failures,
                 window=settings.security.login_failure_window,
             ),
+            ssh_key=ssh_key,
+            known_hosts=known_hosts,
             directory=DirectoryLogin(settings.directory),
             broker=broker,
         )
@@ -109,6 +121,7 @@ def announce_first_admin(settings: Settings, username: str, password: str) -> No
 
 def create_app(settings: Settings) -> Starlette:
     middleware = [
+        Middleware(SecurityHeadersMiddleware, https=settings.server.https),
         Middleware(
             SessionMiddleware,
             secret_key=settings.session_secret(),
@@ -123,6 +136,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*view_routes(), *_asset_routes(settings)],
         middleware=middleware,
         lifespan=lifespan,
+        exception_handlers=exception_handlers,
     )
     app.state.settings = settings
     app.state.templates = make_templates(settings)

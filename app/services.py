@@ -13,6 +13,7 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
+from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.broker.desktops import Broker
 from app.directory import DirectoryLogin
 from app.live.hub import LiveHub
@@ -29,6 +30,9 @@ class Services:
     hub: LiveHub
     audit: AuditLog
     login_throttle: LoginThrottle
+    # The dashboard's SSH identity and the known_hosts file of pinned hypervisor host keys.
+    ssh_key: DashboardKey
+    known_hosts: KnownHostsFile
     directory: DirectoryLogin
     broker: Broker
     # Each further component (hypervisor registry, operations, console tickets, broker ...)

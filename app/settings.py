@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,7 +24,12 @@ from pydantic_settings import (
 )
 
 
-class ServerSettings(BaseModel):
+class Section(BaseModel):
+    # A misspelt key is an error at start-up, not a setting silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = 8080
     # Origin(s) under which browsers reach the dashboard, e.g. "https://vdi.example.org".
@@ -38,15 +43,19 @@ class ServerSettings(BaseModel):
     forwarded_allow_ips: str = "127.0.0.1"
 
 
-class SecuritySettings(BaseModel):
+class SecuritySettings(Section):
+    # Signs session cookies. Empty: generated once and kept in data_dir/session_secret.
     session_secret: SecretStr | None = None
-    session_max_age: int = 8 * 3600
-    login_max_failures: int = 5
-    login_failure_window: int = 300
-    api_token_ttl: int = 3600
+    # A session ends this many seconds after log-in, however active it is.
+    session_max_age: int = Field(default=8 * 3600, ge=1)
+    # ... and after this many seconds without any request.
+    session_idle_timeout: int = Field(default=3600, ge=1)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window: int = Field(default=300, ge=1)
+    api_token_ttl: int = Field(default=3600, ge=1)
 
 
-class GatewaySettings(BaseModel):
+class GatewaySettings(Section):
     """HTTP CONNECT gateway for native SPICE clients (remote-viewer)."""
 
     enabled: bool = True
@@ -56,7 +65,7 @@ class GatewaySettings(BaseModel):
     public_host: str | None = None
 
 
-class ConsoleSettings(BaseModel):
+class ConsoleSettings(Section):
     ticket_ttl: int = 60
     spice_password_validity: int = 120
     idle_timeout: int = 3600
@@ -69,7 +78,7 @@ class ConsoleSettings(BaseModel):
     buffer_limit: int = 1024 * 1024
 
 
-class DirectorySettings(BaseModel):
+class DirectorySettings(Section):
     """LDAP / Active Directory login. ``kind = "none"`` disables directory login."""
 
     kind: Literal["none", "ldap", "ad"] = "none"
@@ -98,7 +107,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KVMVDI_",
         env_nested_delimiter="__",
-        extra="ignore",
+        extra="forbid",
     )
 
     database_url: SecretStr = SecretStr("sqlite:///var/kvmvdi.sqlite3")
@@ -137,13 +146,31 @@ class Settings(BaseSettings):
         return path.read_text().strip()
 
 
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data for display: secrets masked, the database password hidden."""
+    from app.db import safe_url
+
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    data["database_url"] = safe_url(settings.database_url.get_secret_value())
+    hidden = "(configured, hidden)"
+    data["security"]["session_secret"] = (
+        hidden if settings.security.session_secret else "(generated, kept in data_dir)"
+    )
+    if settings.directory.bind_password is not None:
+        data["directory"]["bind_password"] = hidden
+    return data
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from a TOML file (argument or ``KVMVDI_CONFIG``), the environment and overrides."""
     path = config_file or os.environ.get("KVMVDI_CONFIG")
     if not path:
         return Settings(**overrides)
+    toml_file = Path(path)
+    if not toml_file.is_file():
+        raise FileNotFoundError(f"configuration file {toml_file} does not exist")
 
     class FileSettings(Settings):
-        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": Path(path)})
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": toml_file})
 
     return FileSettings(**overrides)

@@ -10,6 +10,7 @@ dashboard's own known_hosts file with StrictHostKeyChecking=yes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 from dataclasses import dataclass
@@ -79,13 +80,24 @@ def host_key_line(key: asyncssh.SSHKey) -> str:
     return " ".join(key.export_public_key("openssh").decode().split()[:2])
 
 
-async def fetch_host_key(address: str, port: int, *, timeout: float = 10.0) -> str:
+class HostKeyFetchError(HostKeyError):
+    """The server could not be asked for its host key (unreachable, refused, timed out)."""
+
+
+async def fetch_host_key(address: str, port: int, *, timeout: float = 10.0) -> str:  # noqa: ASYNC109
     """The host key a server presents now, as an OpenSSH public-key line (not trusted yet)."""
-    key = await asyncssh.get_server_host_key(
-        address, port, server_host_key_algs=PREFERRED_HOST_KEY_ALGS, login_timeout=timeout
-    )
+    try:
+        async with asyncio.timeout(timeout):
+            key = await asyncssh.get_server_host_key(
+                address, port, server_host_key_algs=PREFERRED_HOST_KEY_ALGS
+            )
+    except TimeoutError as exc:
+        raise HostKeyFetchError(f"{address}:{port} did not answer within {timeout:g} s") from exc
+    except (OSError, asyncssh.Error) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc) or repr(exc)
+        raise HostKeyFetchError(f"cannot reach the SSH server at {address}:{port}: {reason}") from exc
     if key is None:
-        raise HostKeyError(f"{address}:{port} presented no host key")
+        raise HostKeyFetchError(f"{address}:{port} presented no host key")
     return host_key_line(key)
 
 
@@ -94,7 +106,10 @@ def known_hosts_entry(address: str, port: int, key_line: str) -> str:
     return f"{host} {key_line.strip()}"
 
 
-def pinned_known_hosts(key_line: str) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
+KnownHostsTriple = tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]
+
+
+def pinned_known_hosts(key_line: str) -> KnownHostsTriple:
     """asyncssh's ``known_hosts`` argument trusting exactly one host key."""
     return [parse_host_key(key_line)], [], []
 
@@ -136,7 +151,10 @@ class KnownHostsFile:
             "ServerAliveCountMax=3",
         ]
         args = " ".join(f"-o {shlex.quote(option)}" for option in options)
-        script = f'#!/bin/sh\n# Written by KVM-VDI: ssh for libvirt, trusting only pinned host keys.\nexec ssh {args} "$@"\n'
+        script = (
+            "#!/bin/sh\n# Written by KVM-VDI: ssh for libvirt, trusting only pinned host keys.\n"
+            f'exec ssh {args} "$@"\n'
+        )
         _atomic_write(self.ssh_wrapper, script, 0o700)
 
 

@@ -50,8 +50,8 @@ class Subscription:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.lagged = True
-            self._wakeup.set()
+            # Stop offering at once: the socket gets closed and the browser re-reads current state.
+            self.close()
 
     async def next(self) -> LiveEvent | None:
         """The next event, or ``None`` once this subscriber has lagged or closed."""

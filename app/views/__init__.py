@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from app.live import endpoint as live
+from app.views import auth, configuration, home, hypervisors, hypervisors_api, upcoming
 from app.views import api_broker, auth, home, pools, portal, sessions, users
 
 
@@ -11,6 +13,11 @@ def routes() -> list[BaseRoute]:
     return [
         *auth.routes,
         *home.routes,
+        *hypervisors.routes,
+        *hypervisors_api.routes,
+        *configuration.routes,
+        *upcoming.routes,
+        *live.routes,
         *api_broker.routes,
         *portal.routes,
         *pools.routes,
