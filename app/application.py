@@ -26,10 +26,10 @@ from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
 from app.auth.headers import SecurityHeadersMiddleware
 from app.auth.throttle import LoginThrottle
-from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
-from app.inventory.hypervisors import ensure_demo_hypervisor, known_hosts_entries
 from app.broker.desktops import Broker
 from app.directory import DirectoryLogin
+from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
+from app.inventory.hypervisors import ensure_demo_hypervisor, known_hosts_entries
 from app.live.hub import LiveHub
 from app.services import Services
 from app.settings import Settings

@@ -13,9 +13,9 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
-from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.broker.desktops import Broker
 from app.directory import DirectoryLogin
+from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
 from app.settings import Settings
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from app.live import endpoint as live
-from app.views import auth, configuration, home, hypervisors, hypervisors_api, upcoming
-from app.views import api_broker, auth, home, pools, portal, sessions, users
+from app.views import (
+    api_broker,
+    auth,
+    configuration,
+    home,
+    hypervisors,
+    hypervisors_api,
+    pools,
+    portal,
+    sessions,
+    upcoming,
+    users,
+)
 
 
 def routes() -> list[BaseRoute]:
