@@ -2,8 +2,9 @@
 
 Checks the configuration, the data directory, the database (reachable, schema
 at the latest revision) and every hypervisor (reachable, host key as pinned,
-libvirt answering), and prints one line per check. Never prints a secret: the
-database URL is shown with its password masked.
+libvirt answering, directories usable), and prints one line per check. A
+failure fails the command, except on a hypervisor in maintenance (shown as
+"warn"). Never prints a secret: the database URL is shown with its password masked.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app import db as database
 from app.settings import Settings
 
-OK, FAIL, SKIP = "ok", "FAIL", "skip"
+if TYPE_CHECKING:
+    from app.hyper.sshkeys import DashboardKey, KnownHostsFile
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ async def run_checks(settings: Settings, *, config_source: str | None) -> CheckR
 
 
 async def check_hypervisors(settings: Settings, url: str) -> list[CheckLine]:
+    from app.hyper.sshkeys import DashboardKey, KnownHostsFile
     from app.inventory import hypervisors as records
 
     db = database.connect_database(url)
@@ -106,5 +112,35 @@ async def check_hypervisors(settings: Settings, url: str) -> list[CheckLine]:
         await db.disconnect()
     if not rows:
         return [CheckLine("hypervisors", SKIP, "none registered yet")]
-    outcomes = await asyncio.gather(*(probe_line(settings, row) for row in rows))
+    ssh_dir = Path(settings.data_dir) / "ssh"
+    key_path = ssh_dir / "id_ed25519"
+    # Read-only: a missing key is reported, not created (the dashboard creates it at its first start).
+    key = DashboardKey(private_path=key_path, public_line="")
+    known_hosts = KnownHostsFile(ssh_dir)
+    outcomes = await asyncio.gather(
+        *(probe_line(row, key, known_hosts, key_exists=key_path.exists()) for row in rows)
+    )
     return list(outcomes)
+
+
+async def probe_line(
+    row: Any, key: DashboardKey, known_hosts: KnownHostsFile, *, key_exists: bool
+) -> CheckLine:
+    from app.hyper.probe import probe
+    from app.hyper.records import HypervisorRecord
+    from app.inventory.service import CheckOutcome
+
+    subject = f"hypervisor {row.name}"
+    if row.transport == "ssh" and not key_exists:
+        return CheckLine(
+            subject,
+            FAIL,
+            f"the dashboard's SSH key {key.private_path} does not exist: start the dashboard once",
+        )
+    outcome = CheckOutcome.from_probe(await probe(HypervisorRecord.from_row(row), key, known_hosts))
+    if not outcome.ok:
+        if row.maintenance:
+            return CheckLine(subject, WARN, f"(in maintenance) {outcome.reason}")
+        return CheckLine(subject, FAIL, outcome.reason)
+    detail = outcome.summary(row.name).split(" is reachable: ", 1)[1]
+    return CheckLine(subject, WARN if outcome.warnings else OK, detail)

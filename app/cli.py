@@ -31,6 +31,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.application import create_app
+    from app.proxy.wsprotocol import DashboardWebSocketProtocol
 
     server = settings.server.model_copy(
         update={"host": args.host or settings.server.host, "port": args.port or settings.server.port}
@@ -45,7 +46,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         forwarded_allow_ips=server.forwarded_allow_ips,
         ssl_certfile=server.ssl_certfile,
         ssl_keyfile=server.ssl_keyfile,
-        ws="websockets-sansio",
+        ws=DashboardWebSocketProtocol,
     )
     return 0
 

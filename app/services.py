@@ -15,8 +15,11 @@ from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
 from app.broker.desktops import Broker
 from app.directory import DirectoryLogin
+from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
+from app.proxy.gateway import ConnectGateway
+from app.proxy.service import ConsoleService
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,6 +36,10 @@ class Services:
     # The dashboard's SSH identity and the known_hosts file of pinned hypervisor host keys.
     ssh_key: DashboardKey
     known_hosts: KnownHostsFile
+    hypervisors: HypervisorRegistry
+    consoles: ConsoleService
+    # The CONNECT gateway for native SPICE clients; None when gateway.enabled is off.
+    gateway: ConnectGateway | None
     directory: DirectoryLogin
     broker: Broker
     # Each further component (hypervisor registry, operations, console tickets, broker ...)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -63,19 +63,29 @@ class GatewaySettings(Section):
     port: int = 3128
     # Host name/address clients use to reach the gateway (written into .vv files).
     public_host: str | None = None
+    # A client must send its whole CONNECT request head within this time and size.
+    header_timeout: float = 10.0
+    max_header_bytes: int = 8192
 
 
 class ConsoleSettings(Section):
-    ticket_ttl: int = 60
-    spice_password_validity: int = 120
-    idle_timeout: int = 3600
-    max_session: int = 12 * 3600
-    per_user_limit: int = 16
-    global_limit: int = 2000
+    # Seconds a console ticket opens new connections (open ones continue); at most 60.
+    ticket_ttl: Annotated[int, Field(ge=1, le=60)] = 60
+    spice_password_validity: Annotated[int, Field(ge=1)] = 120
+    # A console session with no traffic for idle_timeout seconds, or older than
+    # max_session seconds, is closed.
+    idle_timeout: Annotated[int, Field(ge=1)] = 3600
+    max_session: Annotated[int, Field(ge=1)] = 12 * 3600
+    # Concurrent proxied connections (SPICE channels: a console uses 4-8 of them).
+    per_user_limit: Annotated[int, Field(ge=1)] = 16
+    global_limit: Annotated[int, Field(ge=1)] = 2000
     # Extra origins allowed to open console websockets (besides the dashboard's own).
     allowed_origins: list[str] = Field(default_factory=list)
-    read_size: int = 256 * 1024
-    buffer_limit: int = 1024 * 1024
+    # Bytes read from a socket at once; at least 64 KiB.
+    read_size: Annotated[int, Field(ge=64 * 1024)] = 256 * 1024
+    # Bytes the proxy buffers per direction of one connection before it stops reading.
+    buffer_limit: Annotated[int, Field(ge=64 * 1024)] = 1024 * 1024
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
 
 
 class DirectorySettings(Section):
@@ -103,6 +113,31 @@ class DirectorySettings(Section):
     timeout: int = 5
 
 
+class HypervisorSettings(Section):
+    """How the dashboard talks to and watches hypervisors (seconds unless named otherwise)."""
+
+    connect_timeout: float = 10.0
+    # Cheap libvirt round trip on an idle connection, and how long it may take.
+    health_interval: float = 5.0
+    health_timeout: float = 10.0
+    # A hypervisor whose connection is lost and cannot be re-established for this long is
+    # marked down (fenced): nothing new is placed or started there until it answers again.
+    fence_after: float = 10.0
+    reconnect_initial: float = 1.0
+    reconnect_max: float = 30.0
+    # libvirt keepalive: a probe every interval, the connection dropped after count misses.
+    keepalive_interval: int = 5
+    keepalive_count: int = 3
+    # How long start-up waits for the first connection attempts before serving.
+    startup_wait: float = 10.0
+    # Default timeout of short commands (qemu-img info, rm, df ...).
+    command_timeout: float = 120.0
+    # Worker threads per libvirt connection (blocking calls never run on the event loop).
+    libvirt_threads: int = 4
+    # Free space and host facts are refreshed this often while connected.
+    facts_interval: float = 60.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KVMVDI_",
@@ -120,6 +155,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    hypervisors: HypervisorSettings = Field(default_factory=HypervisorSettings)
 
     @classmethod
     def settings_customise_sources(

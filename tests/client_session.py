@@ -29,7 +29,14 @@ async def client_user_session(dashboard: RunningDashboard, username: str = "desk
     now = int(time.time())
     cookie = session_cookie(
         dashboard,
-        {"uid": user_id, "role": "client", "groups": [], "since": now, "seen": now, "csrf": secrets.token_urlsafe(32)},
+        {
+            "uid": user_id,
+            "role": "client",
+            "groups": [],
+            "since": now,
+            "seen": now,
+            "csrf": secrets.token_urlsafe(32),
+        },
     )
     client = dashboard.client()
     client.http.cookies.set("kvmvdi_session", cookie)

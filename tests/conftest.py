@@ -26,12 +26,16 @@ from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.mariadb import MariaDB
 from tests.services.rundir import RunDir, reap_stale_runs
+from tests.services.samba_ad import SambaAD
 from tests.services.slapd import Slapd
 from tests.services.xvfb import Xvfb
 
 pytest_plugins = ["tests.dashboard"]
 
 DATABASES = ("sqlite", "mariadb")
+
+# A real dashboard under uvicorn: fixtures ``dashboard`` and ``dashboard_factory``.
+pytest_plugins = ["tests.dashboard"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -135,6 +139,17 @@ def second_hypervisor(run_dir: RunDir) -> Iterator[LibvirtHost]:
 def slapd(run_dir: RunDir) -> Iterator[Slapd]:
     """OpenLDAP with a classic tree (``slapd.users``) and an AD-like one (``slapd.ad``)."""
     server = Slapd(run_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def samba_ad(run_dir: RunDir) -> Iterator[SambaAD]:
+    """A real Samba AD DC (corp.example.com) on port 389 of its own network namespace."""
+    server = SambaAD(run_dir)
     try:
         server.start()
         yield server

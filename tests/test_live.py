@@ -24,7 +24,9 @@ def _cookie_header(client: BrowserLikeClient) -> dict[str, str]:
     return {"Cookie": f"kvmvdi_session={client.http.cookies.get('kvmvdi_session')}"}
 
 
-async def _open(dashboard: RunningDashboard, client: BrowserLikeClient | None, origin: str | None = None) -> Any:
+async def _open(
+    dashboard: RunningDashboard, client: BrowserLikeClient | None, origin: str | None = None
+) -> Any:
     return connect(
         _ws_url(dashboard),
         origin=origin or dashboard.url,  # type: ignore[arg-type]

@@ -47,7 +47,9 @@ async def test_logging_in_upgrades_an_outdated_hash(dashboard: RunningDashboard)
 
     assert await authenticate_local(db, "olduser", "an-old-password-1") is not None
 
-    stored = await db.fetch_val(users.select().with_only_columns(users.c.password_hash).where(users.c.id == user_id))
+    stored = await db.fetch_val(
+        users.select().with_only_columns(users.c.password_hash).where(users.c.id == user_id)
+    )
     assert stored != weak
     assert not passwords.needs_rehash(stored)
     assert passwords.verify_password(stored, "an-old-password-1")

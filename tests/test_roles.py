@@ -9,8 +9,9 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from tests.client_session import client_user_session
 from tests.dashboard import RunningDashboard
 
-# Routes anyone may reach: log-in, log-out, static assets, the live socket (it checks the session itself).
-PUBLIC = {"/login", "/logout", "/live"}
+# Routes anyone may reach: log-in, log-out, static assets, the live socket (it checks the session itself),
+# the console websocket (its console ticket cookie is the credential, checked per connection).
+PUBLIC = {"/login", "/logout", "/live", "/console/ws/{vm_id:int}"}
 
 
 def _admin_routes(dashboard: RunningDashboard) -> list[tuple[str, str]]:

@@ -68,5 +68,7 @@ async def test_unknown_api_paths_answer_json_and_pages_answer_html(dashboard: Ru
     assert api.json() == {"error": "not_found", "message": "Not Found"}
     page = await admin.get("/nothing-here")
     assert "There is no page at this address" in page.text
-    wrong_method = await admin.http.put("/api/v1/admin/hypervisors", headers={"X-CSRF-Token": admin.csrf or ""})
+    wrong_method = await admin.http.put(
+        "/api/v1/admin/hypervisors", headers={"X-CSRF-Token": admin.csrf or ""}
+    )
     assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -29,7 +30,9 @@ async def test_the_session_cookie_is_httponly_and_samesite_lax(dashboard: Runnin
     assert f"max-age={dashboard.settings.security.session_max_age}" in header
 
 
-async def test_the_session_cookie_is_secure_when_served_over_https(dashboard_factory: DashboardFactory) -> None:
+async def test_the_session_cookie_is_secure_when_served_over_https(
+    dashboard_factory: DashboardFactory,
+) -> None:
     running = await dashboard_factory(server={"https": True})
     # The log-in page already starts a session (it holds the CSRF token).
     response = await running.client().get("/login")
@@ -45,7 +48,8 @@ async def test_pages_need_a_log_in_and_come_back_after_it(dashboard: RunningDash
     assert response.headers["location"] == "/login?next=/hypervisors%3Fsort%3Dname"
     await client.refresh_csrf()
     login = await client.post(
-        "/login", {"username": "admin", "password": dashboard.admin_password, "next": "/hypervisors?sort=name"}
+        "/login",
+        {"username": "admin", "password": dashboard.admin_password, "next": "/hypervisors?sort=name"},
     )
     assert login.headers["location"] == "/hypervisors?sort=name"
 
@@ -72,13 +76,17 @@ async def test_logout_ends_the_session(dashboard: RunningDashboard) -> None:
     assert old_cookie is not None
 
 
-async def test_a_session_ends_at_its_maximum_age_even_when_active(dashboard_factory: DashboardFactory) -> None:
-    running = await dashboard_factory(security={"session_max_age": 2, "session_idle_timeout": 60})
+async def test_a_session_ends_at_its_maximum_age_even_when_active(
+    dashboard_factory: DashboardFactory,
+) -> None:
+    running = await dashboard_factory(security={"session_max_age": 3, "session_idle_timeout": 60})
+    logged_in_at = time.monotonic()
     admin = await running.admin()
     assert (await admin.get("/")).status_code == 200
-    await asyncio.sleep(1.2)
-    assert (await admin.get("/")).status_code == 200
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(0.8)
+    assert (await admin.get("/")).status_code == 200, "active, and younger than 3 s"
+    # Session timestamps are whole seconds: 4.1 s after log-in is past 3 s whatever the rounding.
+    await asyncio.sleep(max(0.0, logged_in_at + 4.1 - time.monotonic()))
     response = await admin.get("/")
     assert response.status_code == 303
     assert response.headers["location"].startswith("/login")
@@ -90,7 +98,7 @@ async def test_an_idle_session_ends_and_activity_keeps_it_alive(dashboard_factor
     for _ in range(3):
         await asyncio.sleep(1.1)
         assert (await admin.get("/")).status_code == 200, "a request within the idle timeout keeps it"
-    await asyncio.sleep(2.5)
+    await asyncio.sleep(3.2)  # whole-second timestamps: past 2 s whatever the rounding
     assert (await admin.get("/")).status_code == 303, "idle for longer than the timeout: logged out"
 
 
@@ -98,7 +106,9 @@ async def test_a_disabled_user_is_logged_out_at_once(dashboard: RunningDashboard
     from app.db.schema import users
 
     admin = await dashboard.admin()
-    await dashboard.services.db.execute(users.update().where(users.c.username == "admin").values(disabled=True))
+    await dashboard.services.db.execute(
+        users.update().where(users.c.username == "admin").values(disabled=True)
+    )
     assert (await admin.get("/")).status_code == 303
 
 
@@ -144,12 +154,29 @@ async def test_a_generated_password_must_be_changed_before_anything_else(dashboa
 @pytest.mark.parametrize(
     ("form", "field", "message"),
     [
-        ({"current_password": "wrong-one-123", "new_password": "x" * 12, "repeat_password": "x" * 12},
-         "current_password", "Current password: wrong"),
-        ({"current_password": "admin-test-password-1", "new_password": "abcdefghijk", "repeat_password": "abcdefghijz"},
-         "repeat_password", "differ"),
-        ({"current_password": "admin-test-password-1", "new_password": "short", "repeat_password": "short"},
-         "new_password", "at least 10"),
+        (
+            {"current_password": "wrong-one-123", "new_password": "x" * 12, "repeat_password": "x" * 12},
+            "current_password",
+            "Current password: wrong",
+        ),
+        (
+            {
+                "current_password": "admin-test-password-1",
+                "new_password": "abcdefghijk",
+                "repeat_password": "abcdefghijz",
+            },
+            "repeat_password",
+            "differ",
+        ),
+        (
+            {
+                "current_password": "admin-test-password-1",
+                "new_password": "short",
+                "repeat_password": "short",
+            },
+            "new_password",
+            "at least 10",
+        ),
     ],
 )
 async def test_a_rejected_password_change_names_the_field(

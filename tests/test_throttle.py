@@ -41,7 +41,7 @@ def test_five_failures_from_one_address_block_that_address_for_every_name() -> N
 def test_a_success_clears_the_user_name_but_not_the_address() -> None:
     clock = FakeClock()
     throttle = LoginThrottle(max_failures=5, window=300, clock=clock)
-    for attempt in range(5):
+    for _ in range(5):
         throttle.failed(username="alice", address="192.0.2.7")
     throttle.succeeded(username="alice")
     assert throttle.retry_after(username="alice", address="192.0.2.99") == 0

@@ -106,7 +106,8 @@ async def current_user(conn: HTTPConnection) -> SessionUser | None:
     if row is None or row.disabled or row.role != conn.session.get("role"):
         conn.session.clear()
         return None
-    if conn.scope["type"] == "http" and now - int(conn.session.get("seen", 0)) >= SEEN_RESOLUTION:
+    resolution = min(SEEN_RESOLUTION, services.settings.security.session_idle_timeout // 4)
+    if conn.scope["type"] == "http" and now - int(conn.session.get("seen", 0)) >= resolution:
         conn.session["seen"] = now
     user = SessionUser(
         id=row.id,

@@ -25,6 +25,7 @@ class LoginThrottle:
         self.window = window
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
+        self._next_sweep = 0.0
 
     def _recent(self, key: str) -> deque[float]:
         now = self._clock()
@@ -48,8 +49,10 @@ class LoginThrottle:
 
     def failed(self, *, username: str, address: str) -> None:
         now = self._clock()
-        if len(self._failures) >= SWEEP_THRESHOLD:
+        if len(self._failures) >= SWEEP_THRESHOLD and now >= self._next_sweep:
             self._sweep()
+            # At most one sweep per second: a flood must not make every failure cost a full pass.
+            self._next_sweep = now + 1.0
         for key in (f"user:{username.lower()}", f"addr:{address}"):
             self._recent(key)
             self._failures.setdefault(key, deque()).append(now)

@@ -21,7 +21,7 @@ from databases import Database
 
 from app.clock import utcnow
 from app.db.schema import HYPERVISOR_TRANSPORTS, hypervisors, vms
-from app.hyper.sshkeys import HostKeyError, fingerprint, known_hosts_entry
+from app.hyper.sshkeys import HostKeyError, fingerprint
 
 LABELS = {
     "name": "Name",
@@ -279,18 +279,6 @@ async def pin_host_key(db: Database, hypervisor_id: int, key_line: str) -> None:
     )
 
 
-async def known_hosts_entries(db: Database) -> list[str]:
-    """One known_hosts line per confirmed host key (what the pinned ``ssh`` wrapper trusts)."""
-    rows: list[Any] = await db.fetch_all(
-        hypervisors.select().where(
-            hypervisors.c.transport == "ssh",
-            hypervisors.c.host_key_confirmed == sa.true(),
-            hypervisors.c.host_key.is_not(None),
-        )
-    )
-    return [known_hosts_entry(row.address, row.ssh_port, row.host_key) for row in rows]
-
-
 async def ensure_demo_hypervisor(db: Database) -> int:
     """The demo hypervisor (libvirt's test driver), created once; returns its id."""
     row = await get_by_name(db, DEMO_NAME)
@@ -333,8 +321,11 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() + "Z" if value is not None else None
 
 
-def as_json(row: Any) -> dict[str, Any]:
-    """The API representation of a record (the pinned key by fingerprint, never more)."""
+def as_json(row: Any, live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The API representation of a record (the pinned key by fingerprint, never more).
+
+    ``live`` is the registry's status of the hypervisor (``Hypervisor.status()``), if connected to it.
+    """
     return {
         "id": row.id,
         "name": row.name,
@@ -350,6 +341,8 @@ def as_json(row: Any) -> dict[str, Any]:
         "maintenance": bool(row.maintenance),
         "state": row.state,
         "reason": row.state_reason,
+        "reason_code": (live or {}).get("reason_code") or "",
+        "connected": bool((live or {}).get("connected")),
         "state_changed_at": _iso(row.state_changed_at),
         "last_check_at": _iso(row.last_check_at),
         "libvirt_version": row.libvirt_version,

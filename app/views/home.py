@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.auth.session import admin_required
@@ -24,4 +26,14 @@ async def overview(request: Request) -> Response:
     )
 
 
-routes = [Route("/", overview, name="overview")]
+@admin_required
+async def summary_api(request: Request) -> Response:
+    """The overview's figures, for automation and for the overview page's live refresh."""
+    summary = await summarize(services_of(request).db)
+    return JSONResponse({**asdict(summary), "hypervisors_unknown": summary.hypervisors_unknown})
+
+
+routes = [
+    Route("/", overview, name="overview"),
+    Route("/api/v1/admin/summary", summary_api, methods=["GET"]),
+]

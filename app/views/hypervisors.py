@@ -27,8 +27,20 @@ def inventory(services: Services) -> HypervisorInventory:
         db=services.db,
         audit=services.audit,
         hub=services.hub,
+        registry=services.hypervisors,
+        key=services.ssh_key,
         known_hosts=services.known_hosts,
     )
+
+
+def reason_codes(services: Services, rows: list[Any]) -> dict[int, str]:
+    """Why each hypervisor is not up, as the registry classified it (e.g. host_key_mismatch)."""
+    codes = {}
+    for row in rows:
+        hv = services.hypervisors.find(row.id)
+        if hv is not None and hv.reason_code:
+            codes[row.id] = hv.reason_code
+    return codes
 
 
 def actor(request: Request) -> Actor:
@@ -57,6 +69,7 @@ async def list_page(request: Request) -> Response:
             "rows": rows,
             "figures": {row.id: records.display_figures(row) for row in rows},
             "host_keys": {row.id: records.host_key_info(row) for row in rows},
+            "codes": reason_codes(services, rows),
             "ssh_key": services.ssh_key,
         },
     )
@@ -75,6 +88,7 @@ async def row_fragment(request: Request) -> Response:
             "row": row,
             "figures": {row.id: records.display_figures(row)},
             "host_keys": {row.id: records.host_key_info(row)},
+            "codes": reason_codes(services_of(request), [row]),
         },
     )
 

@@ -34,12 +34,7 @@ async def _json_body(request: Request) -> dict[str, Any] | Response:
         return json_error("invalid_json", "The request body must be a JSON object.", 400)
     unknown = sorted(set(body) - set(records.FIELDS))
     if unknown:
-        return json_error(
-            "invalid",
-            f"Unknown field(s): {', '.join(unknown)}.",
-            400,
-            fields={name: f"{name}: not a hypervisor field." for name in unknown},
-        )
+        return _invalid({name: f"{name}: not a hypervisor field." for name in unknown})
     return body
 
 
@@ -51,6 +46,11 @@ async def _row(request: Request) -> Any:
     return await records.get(services_of(request).db, int(request.path_params["hypervisor_id"]))
 
 
+def _record(request: Request, row: Any) -> dict[str, Any]:
+    hv = services_of(request).hypervisors.find(row.id)
+    return records.as_json(row, hv.status() if hv is not None else None)
+
+
 def _missing(request: Request) -> Response:
     return json_error("not_found", f"No hypervisor with id {request.path_params['hypervisor_id']}.", 404)
 
@@ -58,7 +58,7 @@ def _missing(request: Request) -> Response:
 @admin_required
 async def list_hypervisors(request: Request) -> Response:
     rows = await records.list_all(services_of(request).db)
-    return JSONResponse({"hypervisors": [records.as_json(row) for row in rows]})
+    return JSONResponse({"hypervisors": [_record(request, row) for row in rows]})
 
 
 @admin_required
@@ -74,7 +74,7 @@ async def create_hypervisor(request: Request) -> Response:
     hypervisor_id = await inventory(services).add(result.values, actor(request))
     row = await records.get(services.db, hypervisor_id)
     return JSONResponse(
-        records.as_json(row), status_code=201, headers={"Location": f"{PREFIX}/{hypervisor_id}"}
+        _record(request, row), status_code=201, headers={"Location": f"{PREFIX}/{hypervisor_id}"}
     )
 
 
@@ -83,7 +83,7 @@ async def get_hypervisor(request: Request) -> Response:
     row = await _row(request)
     if row is None:
         return _missing(request)
-    return JSONResponse(records.as_json(row))
+    return JSONResponse(_record(request, row))
 
 
 @admin_required
@@ -100,7 +100,7 @@ async def patch_hypervisor(request: Request) -> Response:
     if not result.ok:
         return _invalid(result.errors)
     await inventory(services).edit(row, result.values, actor(request))
-    return JSONResponse(records.as_json(await records.get(services.db, row.id)))
+    return JSONResponse(_record(request, await records.get(services.db, row.id)))
 
 
 @admin_required
@@ -163,7 +163,7 @@ async def confirm_host_key(request: Request) -> Response:
         return json_error("host_key_mismatch", str(exc), 409)
     except HostKeyError as exc:
         return json_error("unreachable", str(exc), 502)
-    return JSONResponse(records.as_json(await records.get(services.db, row.id)))
+    return JSONResponse(_record(request, await records.get(services.db, row.id)))
 
 
 @admin_required
@@ -179,7 +179,7 @@ async def check_hypervisor(request: Request) -> Response:
             "reason": outcome.reason,
             "figures": outcome.figures,
             "message": outcome.summary(row.name),
-            "hypervisor": records.as_json(await records.get(services.db, row.id)),
+            "hypervisor": _record(request, await records.get(services.db, row.id)),
         }
     )
 

@@ -59,7 +59,7 @@ BIND_MOUNTS = {
     "/var/cache/libvirt": "cache",
     "/var/log/libvirt": "log",
 }
-SPICE_PORTS = 32  # autoport range reserved for a host in the root network namespace
+SPICE_PORTS = 64  # autoport range reserved for a host in the root network namespace
 
 _virt_type: str | None = None
 _virt_type_lock = threading.Lock()

@@ -67,14 +67,16 @@ class RunDir:
     # --- ledger of resources outside the directory -------------------------------------------
     def record(self, kind: str, value: Any) -> None:
         with self._lock:
-            if value not in self._ledger[kind]:
-                self._ledger[kind].append(value)
+            entries = self._ledger.setdefault(kind, [])
+            if value not in entries:
+                entries.append(value)
             self._save()
 
     def forget(self, kind: str, value: Any) -> None:
         with self._lock:
-            if value in self._ledger[kind]:
-                self._ledger[kind].remove(value)
+            entries = self._ledger.get(kind, [])
+            if value in entries:
+                entries.remove(value)
             self._save()
 
     def _save(self) -> None:

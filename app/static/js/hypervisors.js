@@ -33,8 +33,15 @@
     if (reason !== undefined && reason !== null) setField(row, "reason", reason);
   }
 
+  function applyReasonCode(row, code) {
+    if (code === undefined || code === null) return;
+    var repin = row.querySelector('[data-field="repin"]');
+    if (repin) repin.hidden = code !== "host_key_mismatch";
+  }
+
   function applyRecord(row, hv) {
     applyState(row, hv.state, hv.reason);
+    applyReasonCode(row, hv.reason_code);
     FIGURES.forEach(function (field) {
       if (hv.display && field in hv.display) setField(row, field, hv.display[field]);
     });
@@ -93,13 +100,16 @@
   Live.on("hypervisor", function (data) {
     if (data.id === undefined) return;
     var row = rowOf(data.id);
-    if (data.removed) {
+    if (data.removed || data.state === "removed") {
       if (row) row.remove();
       updateEmptyState();
       return;
     }
     // The state is in the message itself; the figures come from the record.
-    if (row && data.state) applyState(row, data.state, data.reason);
+    if (row && data.state) {
+      applyState(row, data.state, data.reason);
+      applyReasonCode(row, data.reason_code);
+    }
     refreshOne(data.id);
   });
   Live.onReconnect(refreshAll);
