@@ -39,6 +39,8 @@ from app.settings import Settings
 from app.templating import make_templates
 from app.views import routes as view_routes
 from app.views.errors import exception_handlers
+from app.vms.operations import OperationsRunner
+from app.vms.service import VmService
 
 log = logging.getLogger("kvmvdi")
 
@@ -128,8 +130,26 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             broker=broker,
         )
         app.state.services = services
+        await start_vm_service(services, stack)
         log.info("dashboard ready, database %s", database.safe_url(url))
         yield
+
+
+async def start_vm_service(services: Services, stack: AsyncExitStack) -> None:
+    """The operations runner and the VM workflows, on top of the hypervisor registry."""
+    operations = OperationsRunner(services.db, services.hub)
+    services.operations = operations
+    vms = VmService(
+        db=services.db,
+        hub=services.hub,
+        audit=services.audit,
+        registry=services.hypervisors,
+        operations=operations,
+        settings=services.settings.vms,
+    )
+    await vms.start()
+    stack.push_async_callback(vms.stop)
+    services.vms = vms
 
 
 def announce_first_admin(settings: Settings, username: str, password: str) -> None:

@@ -25,6 +25,9 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
+    from app.vms.operations import OperationsRunner
+    from app.vms.service import VmService
+
 
 @dataclass
 class Services:
@@ -42,6 +45,9 @@ class Services:
     gateway: ConnectGateway | None
     directory: DirectoryLogin
     broker: Broker
+    # Long operations (copy disk, populate ...) and the VM workflows; None until started.
+    operations: OperationsRunner | None = None
+    vms: VmService | None = None
     # Each further component (hypervisor registry, operations, console tickets, broker ...)
     # gets a typed field here and is built, started and stopped in app.application.lifespan.
 

@@ -113,6 +113,23 @@ class DirectorySettings(Section):
     timeout: int = 5
 
 
+class VmSettings(Section):
+    """Virtual machine workflows: concurrency, first-boot waits, thumbnails."""
+
+    # VMs booted at once by populate and by mass power actions.
+    populate_concurrency: int = 4
+    power_concurrency: int = 4
+    # Populate: seconds a first boot may take before the VM is shut down (then forced off).
+    first_boot_timeout: float = 300.0
+    shutdown_grace: float = 60.0
+    # Thumbnails of running VMs, refreshed while an admin page is open.
+    thumbnail_interval: float = 5.0
+    thumbnail_width: int = 160
+    thumbnail_concurrency: int = 3
+    # "auto": kvm when the hypervisor offers it, else qemu (TCG); "qemu" forces TCG.
+    domain_type: Literal["auto", "kvm", "qemu"] = "auto"
+
+
 class HypervisorSettings(Section):
     """How the dashboard talks to and watches hypervisors (seconds unless named otherwise)."""
 
@@ -155,6 +172,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    vms: VmSettings = Field(default_factory=VmSettings)
     hypervisors: HypervisorSettings = Field(default_factory=HypervisorSettings)
 
     @classmethod

@@ -79,7 +79,7 @@ class DiskOperations:
         base, path = self.confine(base), self.confine(path)
         if not replace and await self.file_exists(path):
             raise HypervisorError(f"{path} already exists")
-        temp = _temp_name(path, secrets.token_hex(6))
+        temp = partial_path(path, secrets.token_hex(6))
         try:
             await self._runner.run(
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", temp], timeout=_SHORT
@@ -113,7 +113,7 @@ class DiskOperations:
             raise HypervisorError("the operation id may only contain letters, digits, '-' and '_'")
         if not replace and await self.file_exists(dst):
             raise HypervisorError(f"{dst} already exists")
-        temp = _temp_name(dst, op)
+        temp = partial_path(dst, op)
         reports: asyncio.Queue[float | None] = asyncio.Queue()
         parser = ProgressParser(reports.put_nowait)
         forwarder = asyncio.create_task(_forward(reports, on_progress))
@@ -174,7 +174,8 @@ class DiskOperations:
             log.warning("could not remove the temporary file %s: %s", temp, exc)
 
 
-def _temp_name(path: str, tag: str) -> str:
+def partial_path(path: str, tag: str) -> str:
+    """Where a new file is written before it is renamed to ``path`` (``convert_disk``: tag = op_id)."""
     return f"{path}.part-{tag}"
 
 

@@ -158,6 +158,19 @@ def domain_xml(conn: libvirt.virConnect, name: str, secure: bool = False, inacti
     return str(lookup(conn, name).XMLDesc(flags))
 
 
+def update_device(conn: libvirt.virConnect, name: str, device_xml: str) -> bool:
+    """Change a device (a CD-ROM's medium ...) in the definition, and live if the domain runs.
+
+    Returns whether the running domain was changed too. Whether it runs is decided
+    here, next to the call, so a domain started meanwhile still gets the change live.
+    """
+    domain = lookup(conn, name)
+    live = bool(domain.isActive())
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+    domain.updateDeviceFlags(device_xml, flags)
+    return live
+
+
 def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
     found = []
     for domain in conn.listAllDomains(0):

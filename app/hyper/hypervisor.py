@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.hyper import domains, graphics, screenshot
+from app.hyper import capabilities, domains, graphics, screenshot
 from app.hyper.commands import CommandResult
 from app.hyper.disks import DiskFile, DiskOperations, ProgressCallback
 from app.hyper.domains import DomainInfo
@@ -40,6 +40,9 @@ class Hypervisor:
         self.facts: HypervisorFacts | None = None
         self.images_free_bytes: int | None = None
         self._session: Session | None = None
+        # How many connections this hypervisor has had; each new one is announced to the
+        # connection listeners, since events missed while reconnecting are not replayed.
+        self.connections = 0
 
     def __repr__(self) -> str:
         return f"<Hypervisor {self.record.label} {self.state}>"
@@ -88,6 +91,7 @@ class Hypervisor:
 
     def attach(self, session: Session) -> None:
         self._session = session
+        self.connections += 1
 
     def detach(self) -> Session | None:
         session, self._session = self._session, None
@@ -185,6 +189,14 @@ class Hypervisor:
 
     async def list_domains(self) -> list[DomainInfo]:
         return await self._libvirt(domains.list_domains)
+
+    async def update_device(self, name: str, device_xml: str) -> bool:
+        """Change a device in the definition, and live when running; True if it was live."""
+        return await self._libvirt(domains.update_device, name, device_xml)
+
+    async def supports_kvm(self) -> bool:
+        """Whether this host runs ``kvm`` domains (hardware virtualisation), else only ``qemu`` (TCG)."""
+        return await self._libvirt(capabilities.supports_kvm)
 
     async def screenshot_png(self, name: str, max_width: int = 640) -> bytes:
         return await self._libvirt(screenshot.screenshot_png, name, max_width)

@@ -53,6 +53,8 @@ class HypervisorRegistry:
         self._monitors: dict[int, HypervisorMonitor] = {}
         # The state last written to the database, to audit real transitions only.
         self._stored_state: dict[int, str] = {}
+        # The connection (Hypervisor.connections) last announced as "up", per hypervisor.
+        self._announced: dict[int, int] = {}
         self._domain_listeners: Listeners[DomainEvent] = Listeners("domain")
         self._connection_listeners: Listeners[ConnectionEvent] = Listeners("connection")
         self._lock = asyncio.Lock()
@@ -202,6 +204,7 @@ class HypervisorRegistry:
             await monitor.stop()
         self._hypervisors.pop(hv.id, None)
         self._stored_state.pop(hv.id, None)
+        self._announced.pop(hv.id, None)
         self._hub.publish("hypervisor", {"id": hv.id, "name": hv.name, "state": "removed", "reason": ""})
         await self._connection_listeners.emit(ConnectionEvent(hv.id, hv.name, "removed", ""))
 
@@ -218,8 +221,13 @@ class HypervisorRegistry:
         self.known_hosts.write(entries)
 
     async def _report_state(self, hv: Hypervisor, state: str, reason: str, code: str) -> None:
-        if hv.state == state and hv.reason == reason and hv.state_changed_at is not None:
+        # A reconnection within fence_after keeps "up" but is announced all the same:
+        # listeners re-read what changed while the connection was away.
+        reconnected = state == "up" and self._announced.get(hv.id) != hv.connections
+        if hv.state == state and hv.reason == reason and hv.state_changed_at is not None and not reconnected:
             return
+        if state == "up":
+            self._announced[hv.id] = hv.connections
         now = utcnow()
         changed = hv.state != state or hv.state_changed_at is None
         values: dict[str, Any] = {"state": state, "state_reason": reason, "last_check_at": now}

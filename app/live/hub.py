@@ -109,6 +109,11 @@ class LiveHub:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def admin_subscriber_count(self) -> int:
+        """Connected admin browsers (work done only for admin pages can pause without them)."""
+        return sum(1 for subscriber in tuple(self._subscribers) if subscriber.is_admin)
+
     def close(self) -> None:
         for subscriber in tuple(self._subscribers):
             subscriber.close()

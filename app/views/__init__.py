@@ -18,6 +18,8 @@ from app.views import (
     sessions,
     upcoming,
     users,
+    vms,
+    vms_api,
 )
 
 
@@ -30,6 +32,8 @@ def routes() -> list[BaseRoute]:
         *configuration.routes,
         *upcoming.routes,
         *live.routes,
+        *vms.routes,
+        *vms_api.routes,
         *consoles.routes,
         *api_broker.routes,
         *portal.routes,

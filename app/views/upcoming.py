@@ -13,15 +13,7 @@ from app.auth.session import admin_required
 from app.views.forms import render
 
 # path -> (navigation key, title, icon, what the area will do)
-UPCOMING: dict[str, tuple[str, str, str, str]] = {
-    "/vms": (
-        "vms",
-        "Virtual machines",
-        "pc-display",
-        "Create and run virtual machines: simple machines, golden images (sources), their initial copies "
-        "and VDI desktops on copy-on-write overlays, with consoles, thumbnails and live progress.",
-    ),
-}
+UPCOMING: dict[str, tuple[str, str, str, str]] = {}
 
 
 @admin_required
