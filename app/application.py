@@ -34,6 +34,7 @@ from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
 from app.proxy.gateway import ConnectGateway
 from app.proxy.service import ConsoleService
+from app.proxy.vv import build_vv
 from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
@@ -108,9 +109,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             stack.push_async_callback(gateway.stop)
             consoles.gateway_port = gateway.port
 
-        broker = Broker(db=db, hub=hub, audit=audit, registry=hypervisors, consoles=consoles)
-        await broker.start()
-        stack.push_async_callback(broker.stop)
+        broker = Broker(
+            db=db,
+            hub=hub,
+            audit=audit,
+            registry=hypervisors,
+            consoles=consoles,
+            build_vv=build_vv,
+            reaper_interval=settings.broker.reaper_interval,
+        )
 
         services = Services(
             settings=settings,
@@ -131,6 +138,10 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         )
         app.state.services = services
         await start_vm_service(services, stack)
+        # The broker starts and stops desktops through the VM service; it stops before it.
+        broker.power.vms = services.vms
+        await broker.start()
+        stack.push_async_callback(broker.stop)
         log.info("dashboard ready, database %s", database.safe_url(url))
         yield
 

@@ -130,6 +130,13 @@ class VmSettings(Section):
     domain_type: Literal["auto", "kvm", "qemu"] = "auto"
 
 
+class BrokerSettings(Section):
+    """Desktop hand-out: the lease reaper and keep-ready."""
+
+    # Seconds between runs of the lease reaper (expired leases, console-held leases) and keep-ready.
+    reaper_interval: Annotated[float, Field(gt=0)] = 5.0
+
+
 class HypervisorSettings(Section):
     """How the dashboard talks to and watches hypervisors (seconds unless named otherwise)."""
 
@@ -174,6 +181,7 @@ class Settings(BaseSettings):
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     vms: VmSettings = Field(default_factory=VmSettings)
     hypervisors: HypervisorSettings = Field(default_factory=HypervisorSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
 
     @classmethod
     def settings_customise_sources(

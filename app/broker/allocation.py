@@ -7,8 +7,9 @@ One write transaction per request (see :mod:`app.broker.transactions`):
 2. a user who still holds a lease in the pool gets that desktop back (lease renewed);
 3. otherwise the eligible candidates are read (free, not in maintenance, not
    locked, no operation running, on an "up" hypervisor that is not in
-   maintenance), and the first that can be locked, one primary-key lookup at a
-   time, with ``FOR UPDATE SKIP LOCKED`` on
+   maintenance, and accepting work in the hypervisor registry right now), and
+   the first that can be locked, one primary-key lookup at a time, with
+   ``FOR UPDATE SKIP LOCKED`` on
    MariaDB (concurrent requests skip each other's rows instead of queueing) or
    simply chosen on SQLite (writers are serialized);
 4. the VM row is assigned and a lease row inserted, then the transaction commits.
@@ -19,6 +20,7 @@ the commit, in :mod:`app.broker.desktops`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -60,6 +62,10 @@ def _eligible() -> list[sa.ColumnElement[bool]]:
     ]
 
 
+def _on(hypervisor_ids: Collection[int] | None) -> list[sa.ColumnElement[bool]]:
+    return [] if hypervisor_ids is None else [vms.c.hypervisor_id.in_(list(hypervisor_ids))]
+
+
 class Allocator:
     def __init__(self, transactions: WriteTransactions) -> None:
         self.transactions = transactions
@@ -72,8 +78,13 @@ class Allocator:
         client_address: str = "",
         another: bool = False,
         now: datetime | None = None,
+        hypervisor_ids: Collection[int] | None = None,
     ) -> Claim:
-        """Give ``user_id`` a desktop of ``pool`` (the one they hold, or a free one)."""
+        """Give ``user_id`` a desktop of ``pool`` (the one they hold, or a free one).
+
+        ``hypervisor_ids``: the hypervisors a new desktop may come from (those the
+        registry sees connected and accepting work); ``None`` trusts the stored state.
+        """
         if pool.maintenance:
             return Claim(refusal="maintenance")
         now = now or utcnow()
@@ -95,9 +106,9 @@ class Allocator:
                 return Claim(vm_id=lease.vm_id, lease_id=lease.id, expires_at=expires_at, renewed=True)
             if len(held) >= pool.max_per_user:
                 return Claim(refusal="desktop_limit")
-            vm = await self._lock_free_vm(conn, pool.id, user_id)
+            vm = await self._lock_free_vm(conn, pool.id, user_id, hypervisor_ids)
             if vm is None:
-                return Claim(refusal=await self._why_none(conn, pool.id))
+                return Claim(refusal=await self._why_none(conn, pool.id, hypervisor_ids))
             await conn.execute(
                 vms.update()
                 .where(vms.c.id == vm.id, vms.c.assigned_user_id.is_(None))
@@ -118,7 +129,9 @@ class Allocator:
                 vm_id=vm.id, lease_id=lease_id, expires_at=expires_at, previous_user_id=vm.last_user_id
             )
 
-    async def _lock_free_vm(self, conn: Connection, pool_id: int, user_id: int) -> Any | None:
+    async def _lock_free_vm(
+        self, conn: Connection, pool_id: int, user_id: int, hypervisor_ids: Collection[int] | None
+    ) -> Any | None:
         # Hypervisor conditions come from a plain read: locking rows of a join would lock
         # the hypervisor row too and serialize every request of the pool on it.
         # Prefer a running desktop (no boot wait), then the user's previous one (no reset needed).
@@ -134,6 +147,7 @@ class Allocator:
                 hypervisors.c.state == "up",
                 hypervisors.c.maintenance.is_(sa.false()),
                 *_eligible(),
+                *_on(hypervisor_ids),
             )
             .order_by(
                 sa.case((vms.c.state == "running", 0), else_=1),
@@ -153,9 +167,11 @@ class Allocator:
                 return vm
         return None
 
-    async def _why_none(self, conn: Connection, pool_id: int) -> Refusal:
+    async def _why_none(
+        self, conn: Connection, pool_id: int, hypervisor_ids: Collection[int] | None
+    ) -> Refusal:
         rows = await conn.fetch_all(
-            sa.select(hypervisors.c.state, hypervisors.c.maintenance)
+            sa.select(hypervisors.c.id, hypervisors.c.state, hypervisors.c.maintenance)
             .select_from(
                 pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id).join(
                     hypervisors, hypervisors.c.id == vms.c.hypervisor_id
@@ -163,7 +179,11 @@ class Allocator:
             )
             .where(pool_vms.c.pool_id == pool_id)
         )
-        if rows and all(row.state != "up" or row.maintenance for row in rows):
+        accepting = set(hypervisor_ids) if hypervisor_ids is not None else None
+        if rows and all(
+            row.state != "up" or row.maintenance or (accepting is not None and row.id not in accepting)
+            for row in rows
+        ):
             return "all_hypervisors_down"
         return "no_free_desktop"
 

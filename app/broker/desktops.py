@@ -1,8 +1,14 @@
 """The broker: hands out desktops, keeps leases alive, returns and resets desktops.
 
 Allocation itself is pure database work (:mod:`app.broker.allocation`); this
-module adds the hypervisor side (start, reset, SPICE readiness), console grants,
-live events, audit, and two lifespan tasks: the lease reaper and keep-ready.
+module adds the running side: starting or resetting the desktop through the VM
+service (:mod:`app.broker.power`), console grants from the console service,
+live events, audit, and two lifespan tasks: the lease reaper (which counts an
+open console session as a heartbeat) and keep-ready.
+
+A client only ever gets a console for a desktop it holds an active lease on;
+when a lease ends, every console of that desktop is revoked before the desktop
+is reset and returned to its pool.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -19,18 +27,25 @@ from databases import Database
 from app.audit import AuditLog
 from app.broker import pools as pool_store
 from app.broker.allocation import Allocator, Claim
-from app.broker.leases import expired_lease_ids, get_lease, heartbeat_interval
-from app.broker.ports import Consoles, HostRegistry, VVBuilder
+from app.broker.catalog import PoolCatalog
+from app.broker.leases import active_lease, expired_lease_ids, get_lease, heartbeat_interval
+from app.broker.power import DesktopPower, DesktopPowerError
 from app.broker.transactions import WriteTransactions
-from app.db.schema import hypervisors, pool_vms, pools, users, vms
+from app.clock import utcnow
+from app.db.schema import leases, pools, users, vms
+from app.hyper import HypervisorRegistry
 from app.live.hub import LiveHub
+from app.proxy.service import ConsoleError, ConsoleGrant, ConsoleService
+from app.proxy.vv import build_vv
 
 log = logging.getLogger("kvmvdi.broker")
 
-# The browser console page of the proxy (HTML5 SPICE client) for one desktop.
-CONSOLE_PAGE = "/console/{vm_id}"
-POWER_ACTIONS = {"shutdown": "stopping", "poweroff": "stopped", "reboot": "rebooting", "start": "starting"}
-BOOT_RETRY_SECONDS = 2
+# The client portal's HTML5 console of one's own desktop.
+CONSOLE_PAGE = "/client/desktops/{vm_id}/console"
+# A desktop that was just started answers "booting"; the client asks again after this.
+BOOT_RETRY_SECONDS = 1
+# Desktops reset at once by the reaper when many leases end together.
+RESET_CONCURRENCY = 8
 
 Status = Literal["ready", "booting", "failover", "refused", "failed"]
 
@@ -48,28 +63,35 @@ class DesktopAnswer:
     def desktop(self) -> dict[str, Any] | None:
         if self.vm is None:
             return None
-        return {"vm_id": self.vm.id, "name": self.vm.name, "state": self.vm.state}
+        # A desktop just (re)started may not have its "running" event stored yet.
+        state = "starting" if self.status == "booting" else self.vm.state
+        return {"vm_id": self.vm.id, "name": self.vm.name, "state": state}
 
 
-@dataclass
 class Broker:
-    db: Database
-    hub: LiveHub
-    audit: AuditLog
-    registry: HostRegistry | None = None
-    consoles: Consoles | None = None
-    build_vv: VVBuilder | None = None
-    reaper_interval: float = 5.0
-    spice_probe_timeout: float = 1.0
-    transactions: WriteTransactions = field(init=False)
-    allocator: Allocator = field(init=False)
-    # Directory groups of users seen logged in, so pool events reach group members too.
-    _user_groups: dict[int, frozenset[str]] = field(default_factory=dict)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.transactions = WriteTransactions(self.db)
+    def __init__(
+        self,
+        *,
+        db: Database,
+        hub: LiveHub,
+        audit: AuditLog,
+        registry: HypervisorRegistry,
+        consoles: ConsoleService,
+        build_vv: Callable[..., str] = build_vv,
+        reaper_interval: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.audit = audit
+        self.registry = registry
+        self.consoles = consoles
+        self.build_vv = build_vv
+        self.reaper_interval = reaper_interval
+        self.transactions = WriteTransactions(db)
         self.allocator = Allocator(self.transactions)
+        self.catalog = PoolCatalog(db, hub)
+        self.power = DesktopPower(db, registry)
+        self._tasks: list[asyncio.Task[None]] = []
 
     # Lifespan
 
@@ -78,7 +100,7 @@ class Broker:
         if freed:
             log.warning("freed %d desktops left assigned without a lease", len(freed))
         self._tasks.append(asyncio.create_task(self._loop(self.reap_expired), name="broker-reaper"))
-        self._tasks.append(asyncio.create_task(self._loop(self.keep_ready), name="broker-keep-ready"))
+        self._tasks.append(asyncio.create_task(self._loop(self.power.keep_ready), name="broker-keep-ready"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -88,83 +110,21 @@ class Broker:
                 await task
         self._tasks.clear()
 
-    async def _loop(self, step: Any) -> None:
+    async def _loop(self, step: Callable[[], Awaitable[Any]]) -> None:
         while True:
             try:
                 await step()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("broker background step %s failed", step.__name__)
+                log.exception("broker background step %s failed", getattr(step, "__name__", step))
             await asyncio.sleep(self.reaper_interval)
 
-    # Who sees what
-
-    def remember_groups(self, user_id: int, groups: tuple[str, ...]) -> None:
-        self._user_groups[user_id] = frozenset(g.lower() for g in groups)
-
-    async def pools_for(self, user_id: int, groups: tuple[str, ...]) -> list[dict[str, Any]]:
-        allowed = await pool_store.allowed_pool_ids(self.db, user_id, groups)
-        if not allowed:
-            return []
-        rows = await self.db.fetch_all(pools.select().where(pools.c.id.in_(allowed)).order_by(pools.c.name))
-        counts = await pool_store.pool_counts(self.db, allowed)
-        held = {
-            row.pool_id: row
-            for row in await self.db.fetch_all(
-                sa.select(vms.c.id, vms.c.name, vms.c.state, pool_vms.c.pool_id)
-                .select_from(vms.join(pool_vms, pool_vms.c.vm_id == vms.c.id))
-                .where(vms.c.assigned_user_id == user_id)
-            )
-        }
-        answer = []
-        for pool in rows:
-            size, free = counts.get(pool.id, (0, 0))
-            mine = held.get(pool.id)
-            answer.append(
-                {
-                    "id": pool.id,
-                    "name": pool.name,
-                    "description": pool.description,
-                    "size": size,
-                    "free": free,
-                    "maintenance": bool(pool.maintenance),
-                    "failover": pool_store.failover_of(pool),
-                    "desktop": {"vm_id": mine.id, "name": mine.name, "state": mine.state} if mine else None,
-                }
-            )
-        return answer
-
-    async def _pool_audience(self, pool_id: int) -> set[int]:
-        members = await pool_store.pool_members(self.db, pool_id)
-        audience = {row.id for row in members["users"]}
-        names = {row.name.lower() for row in members["groups"]}
-        audience |= {uid for uid, keys in self._user_groups.items() if keys & names}
-        return audience
-
-    async def publish_pool(self, pool_id: int) -> None:
-        pool = await pool_store.get_pool(self.db, pool_id)
-        if pool is None:
-            return
-        size, free = (await pool_store.pool_counts(self.db, [pool_id]))[pool_id]
-        self.hub.publish(
-            "pool",
-            {
-                "id": pool_id,
-                "name": pool.name,
-                "size": size,
-                "free": free,
-                "maintenance": bool(pool.maintenance),
-            },
-            admins=True,
-            user_ids=await self._pool_audience(pool_id),
-        )
-
-    def _publish_lease(self, lease: Any, state: str, **extra: Any) -> None:
-        data = {"id": lease.id, "vm_id": lease.vm_id, "pool_id": lease.pool_id, "user_id": lease.user_id}
-        self.hub.publish("lease", {**data, "state": state, **extra}, admins=True, user_ids={lease.user_id})
-
     # Handing out desktops
+
+    def _accepting(self) -> set[int]:
+        """Hypervisors that may take new work now: up, connected, not in maintenance (not fenced)."""
+        return {hv.id for hv in self.registry.accepting_work()}
 
     async def request_desktop(
         self,
@@ -176,6 +136,7 @@ class Broker:
         client_address: str,
         another: bool = False,
         with_connection: bool = True,
+        gateway_host: str | None = None,
     ) -> DesktopAnswer | None:
         """Give the user a desktop of the pool; ``None`` when the pool does not exist."""
         pool = await pool_store.get_pool(self.db, pool_id)
@@ -185,11 +146,12 @@ class Broker:
             return DesktopAnswer(
                 "refused", pool, refusal="not_allowed", message="This pool is not available to you."
             )
-        claim = await self.allocator.claim(pool, user_id, client_address=client_address, another=another)
+        claim = await self.allocator.claim(
+            pool, user_id, client_address=client_address, another=another, hypervisor_ids=self._accepting()
+        )
         if not claim.ok:
             return self._refused(pool, claim)
-        vm = await self.db.fetch_one(vms.select().where(vms.c.id == claim.vm_id))
-        assert vm is not None
+        vm = await self._vm(claim.vm_id or 0)
         if not claim.renewed:
             await self.audit.record(
                 "desktop_assigned",
@@ -200,31 +162,41 @@ class Broker:
                 lease_id=claim.lease_id,
             )
             lease = await get_lease(self.db, claim.lease_id or 0)
-            self._publish_lease(lease, "assigned", vm_name=vm.name)
-            await self.publish_pool(pool.id)
+            self.catalog.publish_lease(lease, "assigned", vm_name=vm.name)
+            await self.catalog.publish_pool(pool.id)
+        # A desktop that served someone else and was not reset on its way back is reset now.
         reset = (
             not claim.renewed
             and claim.previous_user_id not in (None, user_id)
             and (pool.reset_on_handout or vm.volatile)
         )
         try:
-            ready = await self._ensure_running(vm, reset=reset)
-        except Exception as exc:
-            log.warning("desktop %s could not be started: %s", vm.name, exc)
-            await self._return(claim.lease_id or 0, reason="start_failed", actor=username, reset=False)
+            ready = await self.power.prepare(vm, reset=reset, actor=username)
+        except DesktopPowerError as exc:
+            log.warning("desktop %s could not be started: %s", vm.name, exc.message)
+            if not claim.renewed:
+                await self._return(claim.lease_id or 0, reason="start_failed", actor=username, reset=False)
             return DesktopAnswer(
                 "failed",
                 pool,
                 vm=vm,
                 refusal="desktop_failed",
-                message=f"The desktop {vm.name} could not be started: {exc}. Try again.",
+                message=f"The desktop {vm.name} could not be started: {exc.message}. Try again.",
             )
-        vm = await self.db.fetch_one(vms.select().where(vms.c.id == vm.id))
         if not ready:
             return DesktopAnswer("booting", pool, claim=claim, vm=vm, message="Your desktop is starting.")
         answer = DesktopAnswer("ready", pool, claim=claim, vm=vm)
         if with_connection:
-            answer.connection = await self.connection(vm, pool, user_id, client_address)
+            try:
+                answer.connection = await self.connection(
+                    vm, pool, user_id, client_address, gateway_host=gateway_host
+                )
+            except ConsoleError as exc:
+                if exc.code == "vm_not_running":
+                    return DesktopAnswer("booting", pool, claim=claim, vm=vm, message=exc.message)
+                return DesktopAnswer(
+                    "failed", pool, vm=vm, refusal="console_unavailable", message=exc.message
+                )
         return answer
 
     def _refused(self, pool: Any, claim: Claim) -> DesktopAnswer:
@@ -240,43 +212,38 @@ class Broker:
             return DesktopAnswer("failover", pool, refusal=refusal, message=messages[refusal])
         return DesktopAnswer("refused", pool, refusal=refusal, message=messages[refusal])
 
-    async def _ensure_running(self, vm: Any, *, reset: bool) -> bool:
-        """Start (or power-cycle) the VM if needed; True once its SPICE port answers."""
-        if self.registry is None:
-            raise RuntimeError("no hypervisor connection")
-        host = self.registry.get(vm.hypervisor_id)
-        state = await host.domain_state(vm.name)
-        if reset and state != "shutoff":
-            await host.destroy(vm.name)
-            state = "shutoff"
-        if state in ("shutoff", "crashed"):
-            await host.start(vm.name)
-        elif state == "paused":
-            # A suspended desktop is resumed by a restart; the user's session there is gone anyway.
-            await host.destroy(vm.name)
-            await host.start(vm.name)
-        return await self._spice_ready(host, vm.name)
+    async def _vm(self, vm_id: int) -> Any:
+        vm = await self.db.fetch_one(vms.select().where(vms.c.id == vm_id))
+        if vm is None:
+            raise LookupError(f"VM {vm_id} does not exist")
+        return vm
 
-    async def _spice_ready(self, host: Any, name: str) -> bool:
-        try:
-            address, port = await host.spice_endpoint(name)
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(address, port), self.spice_probe_timeout
-            )
-        except (OSError, TimeoutError, ValueError):
-            return False
-        except Exception:  # the domain is not running (yet): no graphics port
-            return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
+    # Consoles
 
-    async def connection(self, vm: Any, pool: Any, user_id: int, client_address: str) -> dict[str, Any]:
+    async def open_console(
+        self, vm_id: int, user_id: int, *, client_address: str, gateway_host: str | None = None
+    ) -> ConsoleGrant:
+        """A console of a desktop the user holds an active lease on; :class:`ConsoleError` otherwise."""
+        refused = ConsoleError("not_your_desktop", "This desktop is not assigned to you.", 403)
+        if await active_lease(self.db, vm_id, user_id) is None:
+            raise refused
+        grant = await self.consoles.open(
+            user_id=user_id, vm_id=vm_id, client_address=client_address, gateway_host=gateway_host
+        )
+        # The lease may have ended while the console opened; its revocation may have run
+        # before this ticket existed, so this ticket is revoked here.
+        if await active_lease(self.db, vm_id, user_id) is None:
+            await self.consoles.revoke_ticket(grant.ticket_id, "reassigned")
+            raise refused
+        return grant
+
+    async def connection(
+        self, vm: Any, pool: Any, user_id: int, client_address: str, *, gateway_host: str | None = None
+    ) -> dict[str, Any]:
         """A console grant for the user's desktop, as the API's ``connection`` object."""
-        if self.consoles is None:
-            raise RuntimeError("the console service is not running")
-        grant = await self.consoles.open(user_id=user_id, vm_id=vm.id, client_address=client_address)
+        grant = await self.open_console(
+            vm.id, user_id, client_address=client_address, gateway_host=gateway_host
+        )
         title = f"{pool.name}: {vm.name}" if pool is not None else vm.name
         return {
             "protocol": "spice",
@@ -286,8 +253,16 @@ class Broker:
             "ticket": grant.ticket,
             "proxy": grant.proxy_url,
             "title": title,
-            "vv": self.build_vv(grant, title=title) if self.build_vv else "",
+            "vv": self.build_vv(grant, title=title),
             "console_url": CONSOLE_PAGE.format(vm_id=vm.id),
+        }
+
+    def open_console_holders(self) -> set[tuple[int, int]]:
+        """(user id, VM id) of every console session open through the proxy right now."""
+        return {
+            (session.ticket.user_id, session.ticket.vm_id)
+            for session in self.consoles.sessions.sessions()
+            if session.end_reason is None and session.channels
         }
 
     # Leases
@@ -302,16 +277,43 @@ class Broker:
 
     async def heartbeat_vm(self, vm_id: int, user_id: int) -> tuple[str, Any]:
         """Heartbeat by desktop (the console page knows its VM, not its lease)."""
-        from app.db.schema import leases
-
-        row = await self.db.fetch_one(
-            sa.select(leases.c.id).where(
-                leases.c.vm_id == vm_id, leases.c.user_id == user_id, leases.c.ended_at.is_(None)
-            )
-        )
-        if row is None:
+        lease = await active_lease(self.db, vm_id, user_id)
+        if lease is None:
             return "not_found", None
-        return await self.heartbeat(row.id, user_id)
+        return await self.heartbeat(lease.id, user_id)
+
+    async def keep_console_leases(self) -> int:
+        """An open console session counts as a heartbeat of its user's lease on that desktop.
+
+        A user working in remote-viewer (through the CONNECT gateway) has no portal tab
+        sending heartbeats; as long as their console session is open the lease is
+        extended, at the pace a client's heartbeats would. Returns how many were.
+        """
+        holders = self.open_console_holders()
+        if not holders:
+            return 0
+        rows = await self.db.fetch_all(
+            sa.select(
+                leases.c.id,
+                leases.c.user_id,
+                leases.c.vm_id,
+                leases.c.last_heartbeat_at,
+                pools.c.lease_timeout_min,
+            )
+            .select_from(leases.outerjoin(pools, pools.c.id == leases.c.pool_id))
+            .where(leases.c.ended_at.is_(None), leases.c.vm_id.in_(sorted({vm for _, vm in holders})))
+        )
+        now = utcnow()
+        extended = 0
+        for row in rows:
+            if (row.user_id, row.vm_id) not in holders:
+                continue
+            timeout = row.lease_timeout_min or 5
+            if now - row.last_heartbeat_at < timedelta(seconds=heartbeat_interval(timeout)):
+                continue
+            state, _ = await self.allocator.heartbeat(row.id, row.user_id, timeout)
+            extended += state == "ok"
+        return extended
 
     async def release(
         self,
@@ -329,8 +331,21 @@ class Broker:
         return True
 
     async def reap_expired(self) -> None:
-        for lease_id in await expired_lease_ids(self.db):
-            await self._return(lease_id, reason="expired", actor="broker", only_if_expired=True)
+        """End expired leases (after counting open consoles as heartbeats) and return their desktops."""
+        await self.keep_console_leases()
+        expired = await expired_lease_ids(self.db)
+        if not expired:
+            return
+        limit = asyncio.Semaphore(RESET_CONCURRENCY)
+
+        async def one(lease_id: int) -> None:
+            async with limit:
+                await self._return(lease_id, reason="expired", actor="broker", only_if_expired=True)
+
+        results = await asyncio.gather(*(one(lease_id) for lease_id in expired), return_exceptions=True)
+        for lease_id, result in zip(expired, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("returning the desktop of expired lease %s failed", lease_id, exc_info=result)
 
     async def _return(
         self,
@@ -347,17 +362,23 @@ class Broker:
             return
         vm = await self.db.fetch_one(vms.select().where(vms.c.id == lease.vm_id))
         pool = await pool_store.get_pool(self.db, lease.pool_id) if lease.pool_id else None
-        self._publish_lease(lease, "ended", reason=reason)
-        if self.consoles is not None:
-            try:
-                await self.consoles.revoke_for_vm(lease.vm_id, reason)
-            except Exception:
-                log.exception("revoking console tickets of VM %s failed", lease.vm_id)
+        self.catalog.publish_lease(lease, "ended", reason=reason)
+        # The next user must not inherit a console: cut them before the desktop is reset or handed on.
+        try:
+            cut = "ended_by_admin" if reason == "ended_by_admin" else "reassigned"
+            await self.consoles.revoke_for_vm(lease.vm_id, cut)
+        except Exception:
+            log.exception("revoking the consoles of VM %s failed", lease.vm_id)
         if reset is None:
             reset = bool(pool is not None and vm is not None and (pool.reset_on_handout or vm.volatile))
         clean = False
         if reset and vm is not None:
-            clean = await self._power_cycle(vm)
+            try:
+                await self.power.reset(vm, actor="broker")
+                clean = True
+            except DesktopPowerError as exc:
+                # It keeps its previous user: the next hand-out to someone else resets it.
+                log.warning("resetting %s failed: %s", vm.name, exc.message)
         await self.allocator.free_vm(lease.vm_id, lease.user_id, clean=clean)
         user = await self.db.fetch_one(users.select().where(users.c.id == lease.user_id))
         await self.audit.record(
@@ -371,93 +392,44 @@ class Broker:
             reset=clean,
         )
         if lease.pool_id is not None:
-            await self.publish_pool(lease.pool_id)
-
-    async def _power_cycle(self, vm: Any) -> bool:
-        """Force off and start again: a fresh boot (for a volatile VM, a fresh overlay)."""
-        if self.registry is None:
-            return False
-        try:
-            host = self.registry.get(vm.hypervisor_id)
-            if await host.domain_state(vm.name) != "shutoff":
-                await host.destroy(vm.name)
-            await host.start(vm.name)
-        except Exception as exc:
-            log.warning("resetting %s failed: %s", vm.name, exc)
-            return False
-        return True
+            await self.catalog.publish_pool(lease.pool_id)
 
     # Power actions on one's own desktop
 
-    async def power(
+    async def user_power(
         self, vm_id: int, user_id: int, action: str, *, actor: str, client_address: str
     ) -> str | None:
-        """Run ``action`` on the user's own desktop; returns the new state, or None if not theirs."""
-        vm = await self.db.fetch_one(vms.select().where(vms.c.id == vm_id))
-        if vm is None or vm.assigned_user_id != user_id:
+        """Run ``action`` on a desktop the user holds; the new state, or None if not theirs.
+
+        Raises :class:`DesktopPowerError` when the VM service refuses or fails it.
+        """
+        if await active_lease(self.db, vm_id, user_id) is None:
             return None
-        if self.registry is None:
-            raise RuntimeError("no hypervisor connection")
-        host = self.registry.get(vm.hypervisor_id)
-        await getattr(host, {"poweroff": "destroy"}.get(action, action))(vm.name)
-        await self.audit.record(
-            f"desktop_{action}", actor=actor, target=vm.name, client_address=client_address
-        )
-        return POWER_ACTIONS[action]
-
-    # Keep-ready
-
-    async def keep_ready(self) -> None:
-        if self.registry is None:
-            return
-        wanted = await self.db.fetch_all(
-            pools.select().where(pools.c.keep_ready > 0, pools.c.maintenance.is_(sa.false()))
-        )
-        for pool in wanted:
-            free = await self.db.fetch_all(
-                sa.select(vms)
-                .select_from(
-                    pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id).join(
-                        hypervisors, hypervisors.c.id == vms.c.hypervisor_id
-                    )
-                )
-                .where(
-                    pool_vms.c.pool_id == pool.id,
-                    vms.c.assigned_user_id.is_(None),
-                    vms.c.maintenance.is_(sa.false()),
-                    vms.c.locked.is_(sa.false()),
-                    vms.c.operation_id.is_(None),
-                    hypervisors.c.state == "up",
-                    hypervisors.c.maintenance.is_(sa.false()),
-                )
-                .order_by(vms.c.id)
-            )
-            running = [vm for vm in free if vm.state == "running"]
-            for vm in [vm for vm in free if vm.state != "running"][: max(0, pool.keep_ready - len(running))]:
-                try:
-                    host = self.registry.get(vm.hypervisor_id)
-                    if await host.domain_state(vm.name) != "running":
-                        await host.start(vm.name)
-                        log.info("keep-ready: started %s for pool %s", vm.name, pool.name)
-                except Exception as exc:
-                    log.warning("keep-ready: %s could not be started: %s", vm.name, exc)
+        vm = await self._vm(vm_id)
+        return await self.power.user_action(vm, action, actor=actor, client_address=client_address)
 
     # Admin
 
     async def end_session(self, lease_id: int, *, actor: str, client_address: str) -> bool:
+        """An admin ends a session: consoles cut, the desktop reset (per its pool) and returned."""
         lease = await get_lease(self.db, lease_id)
         if lease is None or lease.ended_at is not None:
             return False
         await self._return(lease_id, reason="ended_by_admin", actor=actor, client_address=client_address)
+        still_held = await self.db.fetch_one(
+            sa.select(leases.c.id).where(leases.c.user_id == lease.user_id, leases.c.ended_at.is_(None))
+        )
+        if still_held is None:
+            # Nothing of this user stays open: no console ticket of theirs either.
+            await self.consoles.revoke_for_user(lease.user_id, "ended_by_admin")
         return True
 
     async def revoke_user_consoles(self, user_id: int) -> None:
         """Cut a disabled user's consoles; their leases then run out and are reaped."""
-        if self.consoles is not None:
-            try:
-                await self.consoles.revoke_for_user(user_id, "user_disabled")
-            except Exception:
-                log.exception("revoking the consoles of user %s failed", user_id)
+        try:
+            await self.consoles.revoke_for_user(user_id, "user_disabled")
+        except Exception:
+            log.exception("revoking the consoles of user %s failed", user_id)
 
     def lease_json(self, claim: Claim, pool: Any) -> dict[str, Any]:
         return {

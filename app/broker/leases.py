@@ -61,3 +61,12 @@ async def expired_lease_ids(db: Database) -> list[int]:
         sa.select(leases.c.id).where(leases.c.ended_at.is_(None), leases.c.expires_at <= utcnow())
     )
     return [row.id for row in rows]
+
+
+async def active_lease(db: Database, vm_id: int, user_id: int) -> Any | None:
+    """The user's lease on that desktop if it has not ended: what entitles them to its console."""
+    return await db.fetch_one(
+        leases.select().where(
+            leases.c.vm_id == vm_id, leases.c.user_id == user_id, leases.c.ended_at.is_(None)
+        )
+    )

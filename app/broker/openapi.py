@@ -12,7 +12,7 @@ ERROR_CODES = [
     "invalid_request", "invalid_credentials", "throttled", "directory_unavailable", "invalid_token",
     "pool_not_found", "not_allowed", "no_free_desktop", "maintenance", "all_hypervisors_down",
     "desktop_limit", "desktop_failed", "console_unavailable", "lease_not_found", "lease_ended",
-    "not_your_desktop", "power_failed",
+    "not_your_desktop", "power_refused",
 ]  # fmt: skip
 
 
@@ -152,7 +152,7 @@ def _paths() -> dict[str, Any]:
             )}}},
             "responses": {
                 "202": _json(_obj(["state"], state=STR), "action started"),
-                "400": _err("invalid_request"), "403": _err("not_your_desktop"), "503": _err("power_failed"),
+                "400": _err("invalid_request"), "403": _err("not_your_desktop"), "409": _err("power_refused"),
                 **unauthorized,
             },
         }},

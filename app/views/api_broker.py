@@ -18,8 +18,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.broker.clients import RealmError, authenticate_client, resolve_realm
-from app.broker.desktops import BOOT_RETRY_SECONDS, POWER_ACTIONS, DesktopAnswer
+from app.broker.desktops import BOOT_RETRY_SECONDS, Broker, DesktopAnswer
 from app.broker.openapi import openapi_document
+from app.broker.pools import failover_of
+from app.broker.power import USER_ACTIONS, DesktopPowerError
 from app.broker.tokens import TokenUser, authenticate_token, issue_token, revoke_token
 from app.directory import DirectoryError
 from app.services import services_of
@@ -116,7 +118,7 @@ async def login(request: Request) -> Response:
         client_address=address,
         ttl=services.settings.security.api_token_ttl,
     )
-    services.broker.remember_groups(user.id, found.groups)
+    services.broker.catalog.remember_groups(user.id, found.groups)
     await services.audit.record(
         "login", actor=user.username, client_address=address, area="api", realm=chosen
     )
@@ -142,13 +144,13 @@ async def logout(request: Request) -> Response:
 @token_required
 async def list_pools(request: Request) -> Response:
     user: TokenUser = request.state.token_user
-    return JSONResponse({"pools": await services_of(request).broker.pools_for(user.user_id, user.groups)})
+    return JSONResponse(
+        {"pools": await services_of(request).broker.catalog.pools_for(user.user_id, user.groups)}
+    )
 
 
-def desktop_response(answer: DesktopAnswer, broker: Any) -> Response:
+def desktop_response(answer: DesktopAnswer, broker: Broker) -> Response:
     """The API's answer to a desktop request (shared with the portal's JSON endpoint)."""
-    from app.broker.pools import failover_of
-
     failover = failover_of(answer.pool)
     if answer.status == "ready":
         assert answer.claim is not None
@@ -190,19 +192,15 @@ async def request_desktop(request: Request) -> Response:
         return error(400, "invalid_request", "'new' must be true or false.")
     answer = None
     if pool_id is not None:
-        try:
-            answer = await services.broker.request_desktop(
-                pool_id=pool_id,
-                user_id=user.user_id,
-                username=user.username,
-                groups=user.groups,
-                client_address=client_address(request),
-                another=another,
-            )
-        except RuntimeError as exc:
-            return error(
-                503, "console_unavailable", f"The desktop is ready but no console can be opened: {exc}."
-            )
+        answer = await services.broker.request_desktop(
+            pool_id=pool_id,
+            user_id=user.user_id,
+            username=user.username,
+            groups=user.groups,
+            client_address=client_address(request),
+            another=another,
+            gateway_host=request.url.hostname,
+        )
     if answer is None:
         return error(404, "pool_not_found", "There is no such pool.")
     return desktop_response(answer, services.broker)
@@ -242,18 +240,18 @@ async def power(request: Request) -> Response:
     if isinstance(body, JSONResponse):
         return body
     action = body.get("action")
-    if action not in POWER_ACTIONS:
-        return error(400, "invalid_request", "'action' must be one of: " + ", ".join(POWER_ACTIONS) + ".")
+    if action not in USER_ACTIONS:
+        return error(400, "invalid_request", "'action' must be one of: " + ", ".join(USER_ACTIONS) + ".")
     try:
         state = (
-            await services_of(request).broker.power(
+            await services_of(request).broker.user_power(
                 vm_id, user.user_id, str(action), actor=user.username, client_address=client_address(request)
             )
             if vm_id is not None
             else None
         )
-    except Exception as exc:
-        return error(503, "power_failed", f"The hypervisor did not carry out '{action}': {exc}.")
+    except DesktopPowerError as exc:
+        return error(409, "power_refused", f"'{action}' was not carried out: {exc.message}.")
     if state is None:
         return error(403, "not_your_desktop", "This desktop is not assigned to you.")
     return JSONResponse({"state": state}, status_code=202)

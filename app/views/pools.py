@@ -125,7 +125,7 @@ async def update(request: Request) -> Response:
         client_address=client_address(request),
         **{k: v for k, v in settings.values().items() if k != "name"},
     )
-    await services.broker.publish_pool(pool.id)
+    await services.broker.catalog.publish_pool(pool.id)
     return RedirectResponse(f"/pools/{pool.id}?toast=Saved", status_code=303)
 
 
@@ -145,7 +145,7 @@ async def add_vms(request: Request) -> Response:
         vm_ids=_ints(form.getlist("vm_id")),
         refused=refused,
     )
-    await services.broker.publish_pool(pool.id)
+    await services.broker.catalog.publish_pool(pool.id)
     if refused:
         return await _edit_page(
             request,
@@ -167,7 +167,7 @@ async def remove_vm(request: Request) -> Response:
         await store.remove_vm(services.db, pool.id, int(request.path_params["vm_id"]))
     except store.PoolError as exc:
         return await _edit_page(request, pool, None, 409, error=str(exc))
-    await services.broker.publish_pool(pool.id)
+    await services.broker.catalog.publish_pool(pool.id)
     return RedirectResponse(f"/pools/{pool.id}?toast=Desktop+removed", status_code=303)
 
 
@@ -189,7 +189,7 @@ async def members(request: Request) -> Response:
         user_ids=user_ids,
         group_ids=group_ids,
     )
-    await services.broker.publish_pool(pool.id)
+    await services.broker.catalog.publish_pool(pool.id)
     return RedirectResponse(f"/pools/{pool.id}?toast=Members+saved", status_code=303)
 
 

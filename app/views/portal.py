@@ -11,14 +11,23 @@ from starlette.routing import Route
 
 from app.auth.session import client_required, current_user, end_session, start_session
 from app.broker.clients import REALMS, RealmError, authenticate_client, resolve_realm
-from app.broker.desktops import CONSOLE_PAGE, POWER_ACTIONS
-from app.broker.leases import user_leases
+from app.broker.desktops import CONSOLE_PAGE
+from app.broker.leases import active_lease, heartbeat_interval, user_leases
 from app.broker.pools import get_pool
+from app.broker.power import USER_ACTIONS, DesktopPowerError
 from app.broker.preferences import MOTD, get_preference
-from app.db.schema import pool_vms, vms
+from app.db.schema import vms
 from app.directory import DirectoryError
+from app.proxy.service import ConsoleError, ConsoleGrant
 from app.services import services_of
 from app.views.api_broker import desktop_response, error
+from app.views.consoles import (
+    console_page,
+    cross_site_navigation,
+    error_response,
+    grant_response,
+    vv_response,
+)
 from app.views.forms import client_address, render
 
 
@@ -73,7 +82,7 @@ async def login_submit(request: Request) -> Response:
         return failed("Wrong user name or password.", 401)
     services.login_throttle.succeeded(username=username)
     start_session(request, found.user, groups=found.groups)
-    services.broker.remember_groups(found.user.id, found.groups)
+    services.broker.catalog.remember_groups(found.user.id, found.groups)
     await services.audit.record(
         "login", actor=found.user.username, client_address=address, area="portal", realm=realm
     )
@@ -94,8 +103,8 @@ async def logout(request: Request) -> Response:
 async def home(request: Request) -> Response:
     services = services_of(request)
     user = request.state.user
-    services.broker.remember_groups(user.id, user.groups)
-    pools = await services.broker.pools_for(user.id, user.groups)
+    services.broker.catalog.remember_groups(user.id, user.groups)
+    pools = await services.broker.catalog.pools_for(user.id, user.groups)
     desktops = await user_leases(services.db, user.id)
     return render(
         request,
@@ -107,7 +116,7 @@ async def home(request: Request) -> Response:
 @client_required
 async def pools_json(request: Request) -> Response:
     user = request.state.user
-    return JSONResponse({"pools": await services_of(request).broker.pools_for(user.id, user.groups)})
+    return JSONResponse({"pools": await services_of(request).broker.catalog.pools_for(user.id, user.groups)})
 
 
 def _int(request: Request, name: str) -> int:
@@ -133,49 +142,97 @@ async def request_desktop(request: Request) -> Response:
         return error(404, "pool_not_found", "There is no such pool.")
     response = desktop_response(answer, services.broker)
     if answer.status == "ready" and answer.vm is not None:
-        # The browser opens the console page; it asks the console service for its own ticket.
+        # The browser opens the console page; it asks for its own console ticket there.
         body = json.loads(bytes(response.body))
         body["console_url"] = CONSOLE_PAGE.format(vm_id=answer.vm.id)
         return JSONResponse(body)
     return response
 
 
-async def _own_desktop(request: Request) -> Any | None:
-    vm = await services_of(request).db.fetch_one(vms.select().where(vms.c.id == _int(request, "vm_id")))
-    if vm is None or vm.assigned_user_id != request.state.user.id:
+async def _held_desktop(request: Request) -> tuple[Any, Any] | None:
+    """(VM, lease) of the path's desktop if the user holds an active lease on it."""
+    services = services_of(request)
+    vm_id = _int(request, "vm_id")
+    lease = await active_lease(services.db, vm_id, request.state.user.id)
+    if lease is None:
         return None
-    return vm
+    vm = await services.db.fetch_one(vms.select().where(vms.c.id == vm_id))
+    return (vm, lease) if vm is not None else None
+
+
+async def _grant(request: Request) -> ConsoleGrant:
+    return await services_of(request).broker.open_console(
+        _int(request, "vm_id"),
+        request.state.user.id,
+        client_address=client_address(request),
+        gateway_host=request.url.hostname,
+    )
+
+
+@client_required
+async def console(request: Request) -> Response:
+    """The HTML5 console of the user's own desktop; its heartbeats keep the lease."""
+    held = await _held_desktop(request)
+    if held is None:
+        return render(
+            request,
+            "portal/gone.html",
+            {"title": "Desktop not yours", "reason": "This desktop is not (or no longer) assigned to you."},
+            status_code=403,
+        )
+    vm, lease = held
+    pool = await get_pool(services_of(request).db, lease.pool_id) if lease.pool_id else None
+    return console_page(
+        request,
+        vm_id=vm.id,
+        vm_name=vm.name,
+        open_url=f"/client/desktops/{vm.id}/console",
+        vv_url=f"/client/desktops/{vm.id}/console.vv",
+        back_url="/client",
+        heartbeat_url=f"/client/desktops/{vm.id}/heartbeat",
+        heartbeat_interval=heartbeat_interval(pool.lease_timeout_min if pool is not None else 5),
+    )
+
+
+@client_required
+async def open_console(request: Request) -> Response:
+    """A console ticket (HttpOnly cookie) and SPICE password (JSON) for the console page."""
+    # JSON only, and the CSRF token must come in the header (the middleware checked its value).
+    if "x-csrf-token" not in request.headers:
+        return error_response("csrf_header_required", "Send the CSRF token in the X-CSRF-Token header.", 403)
+    try:
+        grant = await _grant(request)
+    except ConsoleError as exc:
+        return error_response(exc.code, exc.message, exc.status)
+    return grant_response(request, grant)
+
+
+async def _vv(request: Request) -> Response:
+    try:
+        grant = await _grant(request)
+    except ConsoleError as exc:
+        return error_response(exc.code, exc.message, exc.status)
+    await services_of(request).audit.record(
+        "console_vv",
+        actor=request.state.user.username,
+        target=grant.vm_name,
+        client_address=client_address(request),
+    )
+    return vv_response(grant, title=f"{grant.vm_name} · KVM-VDI")
 
 
 @client_required
 async def download_vv(request: Request) -> Response:
-    """A .vv file for remote-viewer: a fresh console ticket and SPICE password, never stored."""
-    services = services_of(request)
-    vm = await _own_desktop(request)
-    if vm is None:
-        return error(403, "not_your_desktop", "This desktop is not assigned to you.")
-    row = await services.db.fetch_one(pool_vms.select().where(pool_vms.c.vm_id == vm.id))
-    pool = await get_pool(services.db, row.pool_id) if row is not None else None
-    try:
-        connection = await services.broker.connection(
-            vm, pool, request.state.user.id, client_address(request)
-        )
-    except Exception as exc:
-        return error(503, "console_unavailable", f"No console can be opened for {vm.name}: {exc}.")
-    await services.audit.record(
-        "console_vv",
-        actor=request.state.user.username,
-        target=vm.name,
-        client_address=client_address(request),
-    )
-    return Response(
-        connection["vv"],
-        media_type="application/x-virt-viewer",
-        headers={
-            "Content-Disposition": f'attachment; filename="{vm.name}.vv"',
-            "Cache-Control": "no-store",
-        },
-    )
+    """A .vv file for remote-viewer (the portal's form): a fresh console ticket and SPICE password."""
+    return await _vv(request)
+
+
+@client_required
+async def console_vv(request: Request) -> Response:
+    """The console page's "open in remote-viewer" link; never for a navigation from another site."""
+    if cross_site_navigation(request):
+        return error_response("cross_site", "Open the console from the portal.", 403)
+    return await _vv(request)
 
 
 @client_required
@@ -186,19 +243,19 @@ async def power(request: Request) -> Response:
     except ValueError:
         body = {}
     action = body.get("action") if isinstance(body, dict) else None
-    if action not in POWER_ACTIONS:
-        return error(400, "invalid_request", "'action' must be one of: " + ", ".join(POWER_ACTIONS) + ".")
+    if action not in USER_ACTIONS:
+        return error(400, "invalid_request", "'action' must be one of: " + ", ".join(USER_ACTIONS) + ".")
     user = request.state.user
     try:
-        state = await services.broker.power(
+        state = await services.broker.user_power(
             _int(request, "vm_id"),
             user.id,
             str(action),
             actor=user.username,
             client_address=client_address(request),
         )
-    except Exception as exc:
-        return error(503, "power_failed", f"The hypervisor did not carry out '{action}': {exc}.")
+    except DesktopPowerError as exc:
+        return error(409, "power_refused", f"'{action}' was not carried out: {exc.message}.")
     if state is None:
         return error(403, "not_your_desktop", "This desktop is not assigned to you.")
     return JSONResponse({"state": state}, status_code=202)
@@ -241,6 +298,9 @@ routes = [
     Route("/client/pools.json", pools_json, methods=["GET"]),
     Route("/client/pools/{pool_id}/desktop", request_desktop, methods=["POST"]),
     Route("/client/desktops/{vm_id}/vv", download_vv, methods=["POST"]),
+    Route("/client/desktops/{vm_id}/console", console, methods=["GET"], name="client_console"),
+    Route("/client/desktops/{vm_id}/console", open_console, methods=["POST"]),
+    Route("/client/desktops/{vm_id}/console.vv", console_vv, methods=["GET"]),
     Route("/client/desktops/{vm_id}/power", power, methods=["POST"]),
     Route("/client/desktops/{vm_id}/heartbeat", heartbeat, methods=["POST"]),
     Route("/client/leases/{lease_id}/release", release, methods=["POST"]),

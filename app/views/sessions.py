@@ -14,13 +14,20 @@ from app.views.forms import client_address, render
 
 @admin_required
 async def index(request: Request) -> Response:
+    services = services_of(request)
+    # Open console sessions per (user, desktop): in a browser ("websocket") or remote-viewer ("gateway").
+    consoles: dict[tuple[int, int], list[str]] = {}
+    for session in services.consoles.sessions.sessions():
+        if session.end_reason is None:
+            consoles.setdefault((session.ticket.user_id, session.ticket.vm_id), []).append(session.via)
     return render(
         request,
         "sessions/index.html",
         {
             "title": "Sessions",
             "active": "sessions",
-            "sessions": await active_sessions(services_of(request).db),
+            "sessions": await active_sessions(services.db),
+            "consoles": consoles,
             "toast": request.query_params.get("toast", ""),
         },
     )

@@ -1,15 +1,21 @@
-"""Fixtures of the broker tests: real directory servers (slapd), shared per session."""
+"""Fixtures of the broker tests: real directory servers (slapd) shared per session, and
+desktops on the harness hypervisors (the VM tests' world fixtures, reused)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from databases import Database
 
 from app import db as database
+from tests.broker.desktop_lab import DesktopLab
 from tests.broker.directory_servers import DirectoryServer, start_directory
+from tests.services.libvirt_host import LibvirtHost
+from tests.vms import conftest as vm_fixtures
+from tests.vms.world import WorldFactory
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +42,28 @@ async def broker_db(database_url_any: str) -> AsyncIterator[Database]:
     await db.connect()
     yield db
     await db.disconnect()
+
+
+# Desktops on the real hypervisors: the VM tests' dashboard with h0 (and h1) registered over SSH.
+world_factory = vm_fixtures.world_factory
+
+# A quick reaper, and fencing within seconds of a lost hypervisor.
+LAB_SETTINGS: dict[str, Any] = {"broker": {"reaper_interval": 0.5}, "hypervisors": {"fence_after": 2}}
+
+
+@pytest.fixture
+async def lab(world_factory: WorldFactory, hypervisor_host: LibvirtHost) -> AsyncIterator[DesktopLab]:
+    """Desktops on h0: a dashboard managing it over SSH (pinned host key); the API as clients use it."""
+    lab = DesktopLab(await world_factory([hypervisor_host], **LAB_SETTINGS))
+    yield lab
+    await lab.aclose()
+
+
+@pytest.fixture
+async def lab2(
+    world_factory: WorldFactory, hypervisor_host: LibvirtHost, second_hypervisor: LibvirtHost
+) -> AsyncIterator[DesktopLab]:
+    """Like ``lab``, with h1 (its own network namespace, libvirtd and sshd) registered too."""
+    lab = DesktopLab(await world_factory([hypervisor_host, second_hypervisor], **LAB_SETTINGS))
+    yield lab
+    await lab.aclose()

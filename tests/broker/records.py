@@ -10,6 +10,7 @@ from app.auth.passwords import hash_password
 from app.broker.pools import PoolSettings, create_pool, set_users
 from app.clock import utcnow
 from app.db.schema import hypervisors, pool_vms, users, vms
+from app.hyper import HypervisorRegistry
 
 CLIENT_PASSWORD = "client-password-long"
 # Hashed once: Argon2 per user would dominate tests that create a hundred users.
@@ -24,6 +25,14 @@ async def add_hypervisor(
             name=name, transport="test", libvirt_uri=uri, state=state, created_at=utcnow()
         )
     )
+    return hv_id
+
+
+async def add_connected_hypervisor(registry: HypervisorRegistry, db: Database, name: str = "hv1") -> int:
+    """A ``test:///default`` hypervisor row the running registry connects to (up, accepting work)."""
+    hv_id = await add_hypervisor(db, name)
+    await registry.reload(hv_id)
+    await registry.wait_for_state(hv_id, "up", 30)
     return hv_id
 
 

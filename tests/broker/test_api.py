@@ -13,7 +13,14 @@ from starlette.routing import Route
 
 from app.db.schema import api_tokens, pool_groups, pools
 from app.views import api_broker
-from tests.broker.records import CLIENT_PASSWORD, add_client, add_hypervisor, add_pool, add_vm
+from tests.broker.records import (
+    CLIENT_PASSWORD,
+    add_client,
+    add_connected_hypervisor,
+    add_hypervisor,
+    add_pool,
+    add_vm,
+)
 from tests.dashboard import RunningDashboard
 
 
@@ -35,7 +42,7 @@ async def test_login_issues_a_hashed_short_lived_token_and_logout_revokes_it(
 ) -> None:
     db = dashboard.services.db
     await add_client(db, "ann")
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         response = await http.post("/api/v1/login", json={"username": "ann", "password": CLIENT_PASSWORD})
         assert response.status_code == 200
         body = response.json()
@@ -54,7 +61,7 @@ async def test_login_issues_a_hashed_short_lived_token_and_logout_revokes_it(
 async def test_expired_token_is_refused(dashboard: RunningDashboard) -> None:
     db = dashboard.services.db
     await add_client(db, "old")
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         token = await api_login(http, "old")
         await db.execute(sa.text("UPDATE api_tokens SET expires_at = '2000-01-01 00:00:00'"))
         response = await http.get("/api/v1/pools", headers=bearer(token))
@@ -66,7 +73,7 @@ async def test_wrong_credentials_are_401_and_repeated_failures_are_throttled(
 ) -> None:
     await add_client(dashboard.services.db, "target")
     limit = dashboard.settings.security.login_max_failures
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         for _ in range(limit):
             response = await http.post(
                 "/api/v1/login", json={"username": "target", "password": "wrong-password"}
@@ -79,7 +86,7 @@ async def test_wrong_credentials_are_401_and_repeated_failures_are_throttled(
 
 
 async def test_bad_bodies_get_invalid_request_naming_the_field(dashboard: RunningDashboard) -> None:
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         missing = await http.post("/api/v1/login", json={"username": "x"})
         assert missing.status_code == 400 and "'password'" in missing.json()["message"]
         garbage = await http.post("/api/v1/login", content=b"{not json")
@@ -89,7 +96,7 @@ async def test_bad_bodies_get_invalid_request_naming_the_field(dashboard: Runnin
 
 
 async def test_admins_cannot_use_the_broker_api(dashboard: RunningDashboard) -> None:
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         response = await http.post(
             "/api/v1/login", json={"username": "admin", "password": dashboard.admin_password}
         )
@@ -108,7 +115,7 @@ async def test_pools_lists_only_allowed_pools_with_size_and_free(dashboard: Runn
         .where(pools.c.id == mine)
         .values(failover_kind="rdp", failover_host="rdp.example.org")
     )
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         token = await api_login(http, "pat")
         listed = (await http.get("/api/v1/pools", headers=bearer(token))).json()["pools"]
     assert [p["name"] for p in listed] == ["mine"]
@@ -119,7 +126,7 @@ async def test_pools_lists_only_allowed_pools_with_size_and_free(dashboard: Runn
 async def test_desktop_refusals_are_explicit(dashboard: RunningDashboard) -> None:
     """not_allowed (403), no_free_desktop and maintenance (409, with failover), unknown pool (404)."""
     db = dashboard.services.db
-    hv = await add_hypervisor(db)
+    hv = await add_connected_hypervisor(dashboard.services.hypervisors, db)
     a, b = await add_client(db, "ava"), await add_client(db, "ben")
     full = await add_pool(db, "full", [await add_vm(db, "f0", hv, assigned_user_id=b)], [a, b])
     closed = await add_pool(
@@ -133,7 +140,7 @@ async def test_desktop_refusals_are_explicit(dashboard: RunningDashboard) -> Non
         failover_pool="Lab",
     )
     foreign = await add_pool(db, "foreign", [await add_vm(db, "x0", hv)], [b])
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         token = await api_login(http, "ava")
         r = await http.post(f"/api/v1/pools/{foreign}/desktop", headers=bearer(token))
         assert (r.status_code, r.json()["error"]) == (403, "not_allowed")
@@ -161,7 +168,7 @@ async def test_all_hypervisors_down_offers_the_failover(dashboard: RunningDashbo
         failover_domain="EXAMPLE",
     )
     without = await add_pool(db, "plain", [await add_vm(db, "p0", down)], [user])
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         token = await api_login(http, "cy")
         r = await http.post(f"/api/v1/pools/{with_failover}/desktop", headers=bearer(token))
         assert r.status_code == 200
@@ -187,7 +194,7 @@ async def test_directory_group_grants_a_pool_through_the_token(dashboard: Runnin
     await db.execute(pool_groups.insert().values(pool_id=pool_id, group_id=group_id))
     with_group, _ = await issue_token(db, uid, groups=("vdi-staff",), ttl=60)
     without_group, _ = await issue_token(db, uid, groups=("others",), ttl=60)
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         assert [
             p["name"] for p in (await http.get("/api/v1/pools", headers=bearer(with_group))).json()["pools"]
         ] == ["staff"]
@@ -203,7 +210,7 @@ async def test_heartbeat_and_release_of_leases(dashboard: RunningDashboard) -> N
     a, b = await add_client(db, "eve"), await add_client(db, "fay")
     pool = await get_pool(db, await add_pool(db, "p", [await add_vm(db, "e0", hv)], [a, b]))
     claim = await dashboard.services.broker.allocator.claim(pool, a)
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         ta, tb = await api_login(http, "eve"), await api_login(http, "fay")
         r = await http.post(f"/api/v1/leases/{claim.lease_id}/heartbeat", headers=bearer(ta))
         assert r.status_code == 200 and r.json()["expires_at"].endswith("Z")
@@ -224,7 +231,7 @@ async def test_power_on_someone_elses_desktop_is_refused(dashboard: RunningDashb
     hv = await add_hypervisor(db)
     a, b = await add_client(db, "gus"), await add_client(db, "hal")
     vm = await add_vm(db, "g0", hv, assigned_user_id=a)
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         tb = await api_login(http, "hal")
         r = await http.post(f"/api/v1/desktops/{vm}/power", json={"action": "poweroff"}, headers=bearer(tb))
         assert (r.status_code, r.json()["error"]) == (403, "not_your_desktop")
@@ -234,14 +241,14 @@ async def test_power_on_someone_elses_desktop_is_refused(dashboard: RunningDashb
 
 
 async def test_api_without_token_needs_no_csrf_and_gets_401(dashboard: RunningDashboard) -> None:
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         r = await http.post("/api/v1/pools/1/desktop", headers=bearer("not-a-real-token"))
         assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 async def test_openapi_describes_every_api_route_and_nothing_else(dashboard: RunningDashboard) -> None:
     """Every /api/v1 route and method is in openapi.json; every error code emitted is listed."""
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         document = (await http.get("/api/v1/openapi.json")).json()
     assert document["openapi"] == "3.1.0"
     described = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}

@@ -89,7 +89,7 @@ async def test_local_and_directory_accounts_of_the_same_name_never_shadow_each_o
     db = dashboard.services.db
     local_id = await create_local_user(db, "dave", LOCAL_DAVE_PASSWORD, role="client")
     directory_password = USERS["dave"][0]
-    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
 
         async def login(password: str, realm: str | None) -> httpx.Response:
             body = {"username": "dave", "password": password, **({"realm": realm} if realm else {})}
