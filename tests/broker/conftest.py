@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from databases import Database
 
 from app import db as database
-from tests.broker.desktop_lab import DesktopLab
+from tests.broker.desktop_lab import LAB_SETTINGS, DesktopLab
 from tests.broker.directory_servers import DirectoryServer, start_directory
 from tests.services.libvirt_host import LibvirtHost
 from tests.vms import conftest as vm_fixtures
@@ -46,9 +45,6 @@ async def broker_db(database_url_any: str) -> AsyncIterator[Database]:
 
 # Desktops on the real hypervisors: the VM tests' dashboard with h0 (and h1) registered over SSH.
 world_factory = vm_fixtures.world_factory
-
-# A quick reaper, and fencing within seconds of a lost hypervisor.
-LAB_SETTINGS: dict[str, Any] = {"broker": {"reaper_interval": 0.5}, "hypervisors": {"fence_after": 2}}
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ from tests.services import guests
 from tests.vms.world import HostInWorld, VmWorld
 
 GENEROUS = 90
+# Dashboard settings for these scenarios: a quick reaper, fencing within seconds of a lost hypervisor.
+LAB_SETTINGS: dict[str, Any] = {"broker": {"reaper_interval": 0.5}, "hypervisors": {"fence_after": 2}}
 
 
 @dataclass
