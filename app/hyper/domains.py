@@ -88,12 +88,28 @@ def undefine(conn: libvirt.virConnect, name: str) -> None:
         )
 
 
-def start(conn: libvirt.virConnect, name: str) -> bool:
-    """Start the domain; ``False`` if it was already running."""
+def start(conn: libvirt.virConnect, name: str, paused: bool = False) -> bool:
+    """Start the domain; ``False`` if it was already running.
+
+    ``paused``: its CPUs wait for :func:`resume`.
+    """
     domain = lookup(conn, name)
     if domain.isActive():
         return False
-    domain.create()
+    domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+    return True
+
+
+def resume(conn: libvirt.virConnect, name: str) -> bool:
+    """Let a paused domain's CPUs run; ``False`` if it was not paused."""
+    domain = lookup(conn, name)
+    try:
+        domain.resume()
+    except libvirt.libvirtError as exc:
+        # One round trip, not two: asking the state first costs as much as resuming.
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+            return False
+        raise
     return True
 
 

@@ -166,8 +166,14 @@ class Hypervisor:
     async def undefine(self, name: str) -> None:
         await self._libvirt(domains.undefine, name)
 
-    async def start(self, name: str) -> bool:
-        return await self._libvirt(domains.start, name)
+    async def start(self, name: str, *, paused: bool = False) -> bool:
+        """Start ``name``; ``paused`` keeps its CPUs stopped until :meth:`resume` (many starts at once
+        then do not compete with the guests already booting). ``False`` if it was running."""
+        return await self._libvirt(domains.start, name, paused)
+
+    async def resume(self, name: str) -> bool:
+        """Let a paused domain run; ``False`` if it was not paused."""
+        return await self._libvirt(domains.resume, name)
 
     async def shutdown(self, name: str) -> None:
         await self._libvirt(domains.shutdown, name)

@@ -7,6 +7,9 @@ the source of truth and the event path publishes it to browsers.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from app.hyper import DomainNotFound, Hypervisor, HypervisorError
@@ -26,6 +29,8 @@ LABELS = {
     "reboot": "Reboot",
     "reset": "Reset",
 }
+log = logging.getLogger("kvmvdi.vms.power")
+
 RUNNING = ("running", "paused", "pmsuspended")
 # Stopping a VM stays possible on a hypervisor in maintenance: that is how it gets drained.
 STOPPING = ("shutdown", "poweroff")
@@ -56,37 +61,113 @@ async def power(ctx: VmContext, vm_id: int, action: str, *, actor: str = "", cli
     return vm
 
 
-async def start(ctx: VmContext, vm: Vm, hv: Hypervisor) -> None:
+async def start(
+    ctx: VmContext, vm: Vm, hv: Hypervisor, *, paused: bool = False, own_disk: bool = False
+) -> None:
     """Start ``vm`` from the file its flags ask for (a fresh per-boot overlay when volatile).
 
-    A persistent VM costs one read of its definition and the start itself; only a
+    ``own_disk``: from its own disk whatever its volatile flag (populate's first boot).
+    ``paused``: its CPUs wait for a resume (see :func:`start_together`). A paused VM is resumed. A
+    persistent VM costs one read of its definition and the start itself; only a
     volatile one is asked for its state first, since its overlay must never be
     recreated under a running guest.
     """
+    volatile = vm.volatile and not own_disk
     async with ctx.overlay_lock(vm.id):
-        if vm.volatile and await live_state(hv, vm) in RUNNING:
-            raise Refused(f"{vm.name} is already running", code="already_running")
-        await prepare_boot(vm, hv)
+        if volatile:
+            state = await live_state(hv, vm)
+            if state == "paused":
+                await _resume(hv, vm)
+                return
+            if state in RUNNING:
+                raise Refused(f"{vm.name} is already running", code="already_running")
+            await prepare_boot(vm, hv)
+        elif vm.disk_path:
+            await point_definition_at(hv, vm.name, vm.disk_path)
         try:
-            started = await hv.start(vm.name)
+            started = await hv.start(vm.name, paused=paused)
         except HypervisorError as exc:
-            if vm.volatile:
+            if volatile:
                 await remove_files(hv, [overlay_of(vm, hv)])
             raise HypervisorFailure(f"starting {vm.name} failed: {exc}") from exc
-    if not started:
-        raise Refused(f"{vm.name} is already running", code="already_running")
+        if not started and not await _resume(hv, vm):
+            raise Refused(f"{vm.name} is already running", code="already_running")
 
 
-async def start_from_own_disk(ctx: VmContext, vm: Vm, hv: Hypervisor) -> None:
-    """Start ``vm`` from its own disk whatever its volatile flag (populate's first boot)."""
-    async with ctx.overlay_lock(vm.id):
-        await point_definition_at(hv, vm.name, vm.disk_path)
+async def _resume(hv: Hypervisor, vm: Vm) -> bool:
+    try:
+        return await hv.resume(vm.name)
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"resuming {vm.name} failed: {exc}") from exc
+
+
+@dataclass
+class StartedTogether:
+    started: list[Vm] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+async def start_together(
+    ctx: VmContext,
+    hv: Hypervisor,
+    vms: list[Vm],
+    *,
+    own_disk: bool = False,
+    concurrency: int | None = None,
+    on_up: Callable[[Vm], Awaitable[None]] | None = None,
+) -> StartedTogether:
+    """Start many VMs: each with its CPUs paused (a few at a time), then let them all run.
+
+    A start (qemu and libvirt setting a guest up) competes for the CPU with guests
+    already booting; with many guests booting at once each start becomes many times
+    slower. Created paused, nothing boots until every VM is up, then all are resumed
+    (cheap calls). Already running VMs are skipped; failures are collected per VM.
+    ``on_up`` is called for each VM once it is set up (paused, about to run).
+    """
+    outcome = StartedTogether()
+    limit = asyncio.Semaphore(max(1, concurrency or ctx.settings.power_concurrency))
+    up: list[Vm] = []
+
+    async def create(vm: Vm) -> None:
+        async with limit:
+            try:
+                await start(ctx, vm, hv, paused=True, own_disk=own_disk)
+            except Refused:
+                outcome.skipped.append(vm.name)
+                return
+            except Exception as exc:
+                outcome.failed[vm.name] = str(exc)
+                return
+            up.append(vm)
+        if on_up is not None:
+            await on_up(vm)
+
+    async def release(vm: Vm) -> None:
+        # Not bounded here: resuming is one quick call (the hypervisor layer bounds the calls).
         try:
-            started = await hv.start(vm.name)
+            await hv.resume(vm.name)
         except HypervisorError as exc:
-            raise HypervisorFailure(f"starting {vm.name} failed: {exc}") from exc
-    if not started:
-        raise Refused(f"{vm.name} is already running", code="already_running")
+            outcome.failed[vm.name] = f"resuming failed: {exc}"
+            return
+        outcome.started.append(vm)
+
+    try:
+        await asyncio.gather(*(create(vm) for vm in vms))
+        await asyncio.gather(*(release(vm) for vm in up))
+    except asyncio.CancelledError:
+        # Interrupted (the dashboard stops): no guest stays frozen half-started.
+        await asyncio.shield(_undo_paused(hv, [vm for vm in up if vm not in outcome.started]))
+        raise
+    return outcome
+
+
+async def _undo_paused(hv: Hypervisor, vms: list[Vm]) -> None:
+    for vm in vms:
+        try:
+            await hv.destroy(vm.name)
+        except HypervisorError as exc:
+            log.warning("%s stays paused: %s", vm.name, exc)
 
 
 async def apply(ctx: VmContext, vm: Vm, hv: Hypervisor, action: PowerAction) -> None:
@@ -127,24 +208,22 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
     hv = ctx.hypervisor(initial.hypervisor_id, new_work=act not in STOPPING)
 
     async def work(op: OperationContext) -> str:
-        limit = asyncio.Semaphore(max(1, ctx.settings.power_concurrency))
-        done: list[str] = []
-        skipped: list[str] = []
-        failed: dict[str, str] = {}
+        total = len(children)
+        if act == "start":
+            count = 0
 
-        async def one(child: Vm) -> None:
-            async with limit:
-                try:
-                    await apply(ctx, child, hv, act)
-                    done.append(child.name)
-                except Refused:
-                    skipped.append(child.name)
-                except Exception as exc:
-                    failed[child.name] = str(exc)
-                count = len(done) + len(skipped) + len(failed)
-                await op.progress(100.0 * count / len(children), f"{LABELS[act]}: {count} of {len(children)}")
+            async def up(_vm: Vm) -> None:
+                nonlocal count
+                count += 1
+                await op.progress(
+                    99.0 * count / total, f"Set up {count} of {total}; they run once all are up"
+                )
 
-        await asyncio.gather(*(one(child) for child in children))
+            await op.progress(0, f"Starting {total} VDI machines")
+            outcome = await start_together(ctx, hv, children, on_up=up)
+            done, skipped, failed = [vm.name for vm in outcome.started], outcome.skipped, outcome.failed
+        else:
+            done, skipped, failed = await _each(ctx, op, hv, children, act)
         summary = f"{LABELS[act]}: {len(done)} done, {len(skipped)} already in that state"
         if failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items()))
@@ -163,3 +242,28 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
     )
     await ctx.audit.record("vm_mass_power", actor=actor, target=initial.name, power=act, count=len(children))
     return op_id
+
+
+async def _each(
+    ctx: VmContext, op: OperationContext, hv: Hypervisor, vms: list[Vm], act: PowerAction
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """``act`` on each VM, a few at a time: (done, skipped, failed)."""
+    limit = asyncio.Semaphore(max(1, ctx.settings.power_concurrency))
+    done: list[str] = []
+    skipped: list[str] = []
+    failed: dict[str, str] = {}
+
+    async def one(vm: Vm) -> None:
+        async with limit:
+            try:
+                await apply(ctx, vm, hv, act)
+                done.append(vm.name)
+            except Refused:
+                skipped.append(vm.name)
+            except Exception as exc:
+                failed[vm.name] = str(exc)
+            count = len(done) + len(skipped) + len(failed)
+            await op.progress(100.0 * count / len(vms), f"{LABELS[act]}: {count} of {len(vms)}")
+
+    await asyncio.gather(*(one(vm) for vm in vms))
+    return done, skipped, failed

@@ -26,8 +26,8 @@ from app.vms.context import VmContext
 from app.vms.disks import backing_file, confined, create_overlays, existing_files
 from app.vms.errors import HypervisorFailure, Invalid, Refused
 from app.vms.operations import OperationContext
-from app.vms.power import RUNNING, force_off, live_state, start_from_own_disk
-from app.vms.records import Vm, children_of, update_vms
+from app.vms.power import RUNNING, force_off, live_state, start_together
+from app.vms.records import Vm, children_of, update_vms, vms_by_ids
 
 log = logging.getLogger("kvmvdi.vms.disk")
 
@@ -46,8 +46,9 @@ def _initial_checks(initial: Vm, action: str) -> None:
 
 
 async def _publish_all(ctx: VmContext, vms: list[Vm]) -> None:
-    for vm in vms:
-        await ctx.refresh(vm.id)
+    # One query for all: during a boot storm every database round trip is slow.
+    for vm in await vms_by_ids(ctx.db, [vm.id for vm in vms]):
+        ctx.publish_vm(vm)
 
 
 async def _stop_running(hv: Hypervisor, vms: list[Vm]) -> None:
@@ -211,23 +212,29 @@ class Populate:
         await create_overlays(hv, self.initial.disk_path, [child.disk_path for child in children])
         await self.advance(f"Recreated {total} overlays; starting the first boots", total)
 
-        # Starts are bounded; waiting for first boots to end is not (it costs nothing here).
-        limit = asyncio.Semaphore(max(1, ctx.settings.populate_concurrency))
+        count = 0
 
-        async def first_boot(child: Vm) -> None:
-            async with limit:
-                try:
-                    await start_from_own_disk(ctx, child, hv)
-                except Exception as exc:
-                    log.warning("populate: starting %s failed: %s", child.name, exc)
-                    self.failed[child.name] = str(exc)
-                    return
-            self.started.append(child)
-            await self.advance(f"Started {len(self.started)} of {total}")
-            if wait_first_boot:
-                await self.wait_for_end(child, first_boot_timeout)
+        async def up(_child: Vm) -> None:
+            nonlocal count
+            count += 1
+            await self.advance(f"Set up {count} of {total} first boots; they run once all are up")
 
-        await asyncio.gather(*(first_boot(child) for child in children))
+        # Every child is set up with its CPUs paused, then all run (see start_together).
+        outcome = await start_together(
+            ctx,
+            hv,
+            children,
+            own_disk=True,
+            concurrency=ctx.settings.populate_concurrency,
+            on_up=up,
+        )
+        self.started = outcome.started
+        self.failed = dict(outcome.failed)
+        for name in outcome.skipped:
+            self.failed[name] = "it was running again before its first boot"
+        if wait_first_boot:
+            await self.op.progress(None, f"Waiting for {len(self.started)} first boots to finish")
+            await asyncio.gather(*(self.wait_for_end(child, first_boot_timeout) for child in self.started))
         finished = {child.name for child in self.started}
         await update_vms(ctx.db, [child.id for child in self.started if child.id in ours], maintenance=False)
         await _publish_all(ctx, self.started)

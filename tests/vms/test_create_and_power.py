@@ -186,3 +186,23 @@ async def test_a_hypervisor_in_maintenance_refuses_new_work_but_lets_vms_stop(vm
     again = await admin.post(f"/api/v1/admin/vms/{vm_id}/power", json={"action": "start"})
     assert again.status_code == 409 and again.json()["error"] == "hypervisor_maintenance"
     assert [vm.name for vm in await list_vms(vm_world.db)] == [name]
+
+
+async def test_start_resumes_a_paused_vm(vm_world: VmWorld) -> None:
+    name = vm_world.name("pause")
+    created = await vm_world.service.create(
+        {"name": name, "hypervisor_id": vm_world.h0.id, "memory_mib": 64, "disk_size_gib": 1}
+    )
+    vm_id = created.vm_ids[0]
+    vm = await get_vm(vm_world.db, vm_id)
+    assert vm is not None
+    vm_world.install_guest(vm_world.h0, vm.disk_path, "banner")
+    await vm_world.service.power(vm_id, "start")
+    await vm_world.wait_state(vm_id, "running")
+    vm_world.h0.host.virsh("suspend", name)
+    await vm_world.wait_state(vm_id, "paused")
+    await vm_world.service.power(vm_id, "start")
+    await vm_world.wait_state(vm_id, "running")
+    with pytest.raises(Refused, match="already running"):
+        await vm_world.service.power(vm_id, "start")
+    await vm_world.service.power(vm_id, "poweroff")

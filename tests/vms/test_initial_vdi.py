@@ -303,3 +303,25 @@ async def test_delete_with_disks_removes_exactly_the_named_files(vm_world: VmWor
     assert not any(name in vm_world.h0.host.domain_names() for name in names)
     remaining = [vm.name for vm in await list_vms(vm_world.db)]
     assert remaining == [vm_world.name("gold")]
+
+
+async def test_starting_all_vdi_machines_boots_each_once_and_skips_running_ones(vm_world: VmWorld) -> None:
+    initial_id, children = await make_initial_with_children(vm_world, 3)
+    hv = vm_world.hv()
+    running = await get_vm(vm_world.db, children[0])
+    assert running is not None
+    vm_world.install_guest(vm_world.h0, running.disk_path, "banner")
+    await vm_world.service.power(running.id, "start")
+    await vm_world.wait_state(running.id, "running")
+
+    op_id = await vm_world.service.mass_power(initial_id, "start")
+    operation = await vm_world.service.operations.wait(op_id)
+    assert operation.state == "succeeded", operation.error
+    assert operation.message == "Start: 2 done, 1 already in that state."
+    for child_id in children[1:]:
+        child = await get_vm(vm_world.db, child_id)
+        assert child is not None
+        assert await vm_world.service.sync.wait_for(hv.id, child.name, {"shutoff"}, within=60, hv=hv)
+        assert read_boot_counter(Path(child.disk_path)) == 1, f"{child.name} booted once"
+    assert await hv.domain_state(running.name) == "running"
+    await vm_world.service.power(running.id, "poweroff")

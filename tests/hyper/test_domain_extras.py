@@ -1,7 +1,8 @@
 """What the VM workflows need beyond start and stop, on the real hypervisor h0 over pinned qemu+ssh:
 whether the host offers KVM, changing a CD-ROM's medium (in the definition, and live while
-the domain runs), and a quick reconnection announced as "up" again so that listeners re-read
-what they may have missed (libvirt does not replay events)."""
+the domain runs), starting paused and resuming (many starts at once), and a quick
+reconnection announced as "up" again so that listeners re-read what they may have missed
+(libvirt does not replay events)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,34 @@ async def test_a_cdrom_medium_changes_in_the_definition_and_live_while_running(
         await hv.undefine(name)
         for path in (disk, first, second):
             path.unlink(missing_ok=True)
+
+
+async def test_a_domain_started_paused_runs_once_resumed(
+    registry_factory: RegistryFactory, h0: LibvirtHost, guest_images: GuestImages
+) -> None:
+    harness = await registry_factory([ssh_record(h0)])
+    hv: Hypervisor = harness.registry.get(1)
+    name = "dev-paused"
+    disk = h0.images_dir / f"{name}.qcow2"
+    guest_images.overlay("banner", disk)
+    shutil.chown(disk, h0.ssh_user, "libvirt")
+    await hv.define(guests.domain_xml(name, disk, virt_type=h0.virt_type, spice_listen=h0.spice_listen))
+    try:
+        assert await hv.resume(name) is False, "a shut-off domain is not paused"
+        assert await hv.start(name, paused=True) is True
+        assert await hv.domain_state(name) == "paused"
+        suspended = await harness.wait_for_domain_event(name, "suspended")
+        assert suspended.state == "paused"
+        assert await hv.start(name) is False, "it is already running (paused)"
+        assert await hv.resume(name) is True
+        assert await hv.domain_state(name) == "running"
+        resumed = await harness.wait_for_domain_event(name, "resumed")
+        assert resumed.state == "running"
+        assert await hv.resume(name) is False, "a running domain is not paused"
+    finally:
+        await hv.destroy(name)
+        await hv.undefine(name)
+        disk.unlink(missing_ok=True)
 
 
 async def test_a_quick_reconnection_is_announced_as_up_again_without_going_down(
