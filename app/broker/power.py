@@ -61,7 +61,11 @@ class DesktopPower:
         state = await self.live_state(vm)
         if state == "running" and not reset:
             return True
-        # A paused or suspended desktop is restarted too: its user's session there is gone anyway.
+        if state == "paused" and not reset:
+            # Paused by an admin: "start" resumes it, its session intact.
+            await self._action(vm, "start", actor=actor, tolerate="already_running")
+            return True
+        # A suspended desktop is restarted: its user's session there is gone anyway.
         if state in RUNNING:
             await self._action(vm, "poweroff", actor=actor, tolerate="not_running")
         await self._action(vm, "start", actor=actor, tolerate="already_running")
