@@ -44,7 +44,7 @@ def summary(values: list[float]) -> str:
 
 async def release_all(lab: DesktopLab) -> None:
     for row in await lab.db.fetch_all(sa.select(leases.c.id).where(leases.c.ended_at.is_(None))):
-        await lab.services.broker.release(row.id, user_id=None, actor="bench")
+        await lab.services.broker.leases.release(row.id, user_id=None, actor="bench")
 
 
 async def running_and_shown(lab: DesktopLab, vm_id: int) -> None:

@@ -212,7 +212,7 @@ async def heartbeat(request: Request) -> Response:
     lease_id = _path_int(request, "lease_id")
     if lease_id is None:
         return error(404, "lease_not_found", "There is no such lease.")
-    state, expires_at = await services_of(request).broker.heartbeat(lease_id, user.user_id)
+    state, expires_at = await services_of(request).broker.leases.heartbeat(lease_id, user.user_id)
     if state == "not_found":
         return error(404, "lease_not_found", "There is no such lease.")
     if state == "ended":
@@ -224,7 +224,7 @@ async def heartbeat(request: Request) -> Response:
 async def release(request: Request) -> Response:
     user: TokenUser = request.state.token_user
     lease_id = _path_int(request, "lease_id")
-    released = lease_id is not None and await services_of(request).broker.release(
+    released = lease_id is not None and await services_of(request).broker.leases.release(
         lease_id, user_id=user.user_id, actor=user.username, client_address=client_address(request)
     )
     if not released:

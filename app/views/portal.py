@@ -265,7 +265,9 @@ async def power(request: Request) -> Response:
 async def heartbeat(request: Request) -> Response:
     """Keeps the lease of an open desktop alive (portal page and console page call it)."""
     services = services_of(request)
-    state, expires_at = await services.broker.heartbeat_vm(_int(request, "vm_id"), request.state.user.id)
+    state, expires_at = await services.broker.leases.heartbeat_vm(
+        _int(request, "vm_id"), request.state.user.id
+    )
     if state != "ok":
         return error(
             410 if state == "ended" else 404,
@@ -279,7 +281,7 @@ async def heartbeat(request: Request) -> Response:
 async def release(request: Request) -> Response:
     services = services_of(request)
     user = request.state.user
-    released = await services.broker.release(
+    released = await services.broker.leases.release(
         _int(request, "lease_id"),
         user_id=user.id,
         actor=user.username,

@@ -26,13 +26,13 @@ async def test_expired_lease_is_reaped_and_the_desktop_returns_to_the_pool(
     assert fresh.refusal == "no_free_desktop"
     subscription = services.hub.subscribe(is_admin=False, user_id=a)
 
-    await services.broker.reap_expired()  # not expired yet: nothing happens
+    await services.broker.leases.reap_expired()  # not expired yet: nothing happens
     assert (await db.fetch_one(leases.select().where(leases.c.id == claim.lease_id))).ended_at is None
 
     await db.execute(
         sa.update(leases).where(leases.c.id == claim.lease_id).values(expires_at=datetime(2000, 1, 1))
     )
-    await services.broker.reap_expired()
+    await services.broker.leases.reap_expired()
 
     lease = await db.fetch_one(leases.select().where(leases.c.id == claim.lease_id))
     assert lease.ended_at is not None and lease.end_reason == "expired"
