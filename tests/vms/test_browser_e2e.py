@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
@@ -109,7 +110,8 @@ async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
         ),
     ]
     await asyncio.to_thread(log_in)
-    await until(lambda: driver.current_url.endswith("/vms"), "the VM page")
+    # The login URL (/login?next=/vms) ends with "/vms" too: wait for the page itself.
+    await until(lambda: urlsplit(driver.current_url).path == "/vms", "the VM page")
 
     def new_source() -> None:
         driver.get(dashboard.url + "/vms/new?kind=source")

@@ -15,7 +15,7 @@ from app.vms.errors import Invalid, Refused
 from app.vms.records import children_of, get_vm, list_vms
 from tests.services.guests import read_boot_counter
 from tests.services.libvirt_host import LibvirtHost
-from tests.vms.world import VmWorld, WorldFactory
+from tests.vms.world import VmWorld, WorldFactory, boot_once
 
 pytestmark = pytest.mark.kvm
 
@@ -226,15 +226,11 @@ async def test_a_volatile_child_boots_from_its_own_disk_at_populate_and_volatile
     assert (await vm_world.service.operations.wait(op_id)).state == "succeeded"
     child = await get_vm(vm_world.db, children[0])
     assert child is not None and child.volatile
-    hv = vm_world.hv()
-    assert await vm_world.service.sync.wait_for(hv.id, child.name, {"shutoff"}, within=60, hv=hv)
+    await vm_world.wait_state(child.id, "shutoff")
     disk = Path(child.disk_path)
     assert read_boot_counter(disk) == 1, "the first boot wrote to the VM's own disk"
-    await vm_world.settle()
     before = sha256(disk)
-    await vm_world.service.power(child.id, "start")
-    assert await vm_world.service.sync.wait_for(hv.id, child.name, {"shutoff"}, within=60, hv=hv)
-    await vm_world.settle()
+    await boot_once(vm_world, child.id)
     assert sha256(disk) == before and read_boot_counter(disk) == 1, "the next boot was volatile"
     assert not (vm_world.h0.volatile_dir / f"{child.name}.volatile.qcow2").exists()
 
@@ -252,13 +248,8 @@ async def test_volatile_desktop_leaves_its_disk_byte_identical_and_drops_the_ove
     overlay = vm_world.h0.volatile_dir / f"{volatile.name}.volatile.qcow2"
     before = sha256(disk)
     counter_before = read_boot_counter(Path(persistent.disk_path))
-    hv = vm_world.hv()
-    for vm in (volatile, persistent):
-        await vm_world.service.power(vm.id, "start")
     # The diskwriter guest writes its counter at boot, then powers itself off.
-    for vm in (volatile, persistent):
-        assert await vm_world.service.sync.wait_for(vm.hypervisor_id, vm.name, {"shutoff"}, within=60, hv=hv)
-    await vm_world.settle()
+    await asyncio.gather(*(boot_once(vm_world, vm.id) for vm in (volatile, persistent)))
     assert sha256(disk) == before, "the volatile VM's own disk did not change"
     assert not overlay.exists(), "the per-boot overlay is removed at power-off"
     assert read_boot_counter(disk) == 0

@@ -119,8 +119,27 @@ class VmWorld:
                 await self.settle()
                 stored = await get_vm(self.db, vm_id)
                 if stored is not None and stored.state == state:
-                    return
+                    break
                 await asyncio.sleep(0.05)
+        # The event's handler may still be spawning its follow-ups (a volatile overlay's removal).
+        await self.settle()
+
+
+async def boot_once(world: VmWorld, vm_id: int, timeout: float = GENEROUS) -> None:
+    """Start the VM and wait until its guest powered itself off and the stop was handled."""
+    subscription = world.hub.subscribe(is_admin=True)
+    try:
+        await world.service.power(vm_id, "start")
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await subscription.next()
+                assert event is not None, "the live hub dropped the test's subscription"
+                data = event.data
+                if event.topic == "vm" and data.get("id") == vm_id and data.get("state") == "shutoff":
+                    break
+    finally:
+        subscription.close()
+    await world.wait_state(vm_id, "shutoff", timeout)
 
 
 def prepare_iso_dir(host: LibvirtHost) -> Path:
