@@ -41,26 +41,19 @@ async def active_sessions(db: Database) -> list[Any]:
     )
 
 
-async def user_leases(db: Database, user_id: int) -> list[Any]:
-    return list(
-        await db.fetch_all(
-            sa.select(leases, vms.c.name.label("vm_name"), vms.c.state.label("vm_state"))
-            .select_from(leases.join(vms, vms.c.id == leases.c.vm_id))
-            .where(leases.c.user_id == user_id, leases.c.ended_at.is_(None))
-            .order_by(leases.c.started_at)
-        )
-    )
-
-
 async def get_lease(db: Database, lease_id: int) -> Any | None:
     return await db.fetch_one(leases.select().where(leases.c.id == lease_id))
 
 
-async def expired_lease_ids(db: Database) -> list[int]:
-    rows = await db.fetch_all(
-        sa.select(leases.c.id).where(leases.c.ended_at.is_(None), leases.c.expires_at <= utcnow())
+async def expired_leases(db: Database) -> list[Any]:
+    """(id, user_id, vm_id) of leases past their expiry that have not ended."""
+    return list(
+        await db.fetch_all(
+            sa.select(leases.c.id, leases.c.user_id, leases.c.vm_id).where(
+                leases.c.ended_at.is_(None), leases.c.expires_at <= utcnow()
+            )
+        )
     )
-    return [row.id for row in rows]
 
 
 async def active_lease(db: Database, vm_id: int, user_id: int) -> Any | None:

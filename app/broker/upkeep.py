@@ -15,7 +15,7 @@ from app.audit import AuditLog
 from app.broker import pools as pool_store
 from app.broker.allocation import Allocator
 from app.broker.catalog import PoolCatalog
-from app.broker.leases import active_lease, expired_lease_ids, get_lease, heartbeat_interval
+from app.broker.leases import active_lease, expired_leases, get_lease, heartbeat_interval
 from app.broker.power import DesktopPower, DesktopPowerError
 from app.clock import utcnow
 from app.db.schema import leases, pools, users, vms
@@ -119,7 +119,9 @@ class LeaseUpkeep:
     async def reap_expired(self) -> None:
         """End expired leases (after counting open consoles as heartbeats) and return their desktops."""
         await self.keep_console_leases()
-        expired = await expired_lease_ids(self.db)
+        # A console opened since (or a lease that expired since) the step above: still held.
+        holders = self.open_console_holders()
+        expired = [row.id for row in await expired_leases(self.db) if (row.user_id, row.vm_id) not in holders]
         if not expired:
             return
         limit = asyncio.Semaphore(RESET_CONCURRENCY)

@@ -66,6 +66,8 @@ def token_required(endpoint: Endpoint) -> Endpoint:
         request.state.token_user = user
         return await endpoint(request)
 
+    # A bearer token is a client's credential (lets tests enumerate every guarded route).
+    guarded.required_role = "client"  # type: ignore[attr-defined]
     return guarded
 
 

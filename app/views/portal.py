@@ -12,7 +12,7 @@ from starlette.routing import Route
 from app.auth.session import client_required, current_user, end_session, start_session
 from app.broker.clients import REALMS, RealmError, authenticate_client, resolve_realm
 from app.broker.desktops import CONSOLE_PAGE
-from app.broker.leases import active_lease, heartbeat_interval, user_leases
+from app.broker.leases import active_lease, heartbeat_interval
 from app.broker.pools import get_pool
 from app.broker.power import USER_ACTIONS, DesktopPowerError
 from app.broker.preferences import MOTD, get_preference
@@ -105,12 +105,7 @@ async def home(request: Request) -> Response:
     user = request.state.user
     services.broker.catalog.remember_groups(user.id, user.groups)
     pools = await services.broker.catalog.pools_for(user.id, user.groups)
-    desktops = await user_leases(services.db, user.id)
-    return render(
-        request,
-        "portal/index.html",
-        {"title": "My desktops", "pools": pools, "desktops": desktops, "console_page": CONSOLE_PAGE},
-    )
+    return render(request, "portal/index.html", {"title": "My desktops", "pools": pools})
 
 
 @client_required

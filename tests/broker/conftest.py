@@ -10,7 +10,7 @@ import pytest
 from databases import Database
 
 from app import db as database
-from tests.broker.desktop_lab import LAB_SETTINGS, DesktopLab
+from tests.broker.desktop_lab import LAB_SETTINGS, DesktopLab, iso_dirs_kept
 from tests.broker.directory_servers import DirectoryServer, start_directory
 from tests.services.libvirt_host import LibvirtHost
 from tests.vms import conftest as vm_fixtures
@@ -50,9 +50,10 @@ world_factory = vm_fixtures.world_factory
 @pytest.fixture
 async def lab(world_factory: WorldFactory, hypervisor_host: LibvirtHost) -> AsyncIterator[DesktopLab]:
     """Desktops on h0: a dashboard managing it over SSH (pinned host key); the API as clients use it."""
-    lab = DesktopLab(await world_factory([hypervisor_host], **LAB_SETTINGS))
-    yield lab
-    await lab.aclose()
+    with iso_dirs_kept([hypervisor_host]):
+        lab = DesktopLab(await world_factory([hypervisor_host], **LAB_SETTINGS))
+        yield lab
+        await lab.aclose()
 
 
 @pytest.fixture
@@ -60,6 +61,7 @@ async def lab2(
     world_factory: WorldFactory, hypervisor_host: LibvirtHost, second_hypervisor: LibvirtHost
 ) -> AsyncIterator[DesktopLab]:
     """Like ``lab``, with h1 (its own network namespace, libvirtd and sshd) registered too."""
-    lab = DesktopLab(await world_factory([hypervisor_host, second_hypervisor], **LAB_SETTINGS))
-    yield lab
-    await lab.aclose()
+    with iso_dirs_kept([hypervisor_host, second_hypervisor]):
+        lab = DesktopLab(await world_factory([hypervisor_host, second_hypervisor], **LAB_SETTINGS))
+        yield lab
+        await lab.aclose()

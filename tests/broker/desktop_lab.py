@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +26,7 @@ from app.vms.records import Vm, get_vm
 from tests.broker.records import CLIENT_PASSWORD, add_client, add_pool
 from tests.proxy.spice_client import LinkResult, TcpStream, connect_through_gateway, spice_link
 from tests.services import guests
+from tests.services.libvirt_host import LibvirtHost
 from tests.vms.world import HostInWorld, VmWorld
 
 GENEROUS = 90
@@ -207,3 +210,16 @@ def link_through_gateway(desktop: Desktop, *, ticket: str | None = None) -> tupl
     )
     assert answer.status == 200, answer.head
     return spice_link(stream, desktop.connection["password"]), stream
+
+
+@contextlib.contextmanager
+def iso_dirs_kept(hosts: list[LibvirtHost]) -> Iterator[None]:
+    """Remove the ISO images a VM world puts on the shared hosts: other tests list that directory."""
+    before = {host: set((host.dir / "iso").glob("*")) for host in hosts}
+    try:
+        yield
+    finally:
+        for host, existing in before.items():
+            for path in set((host.dir / "iso").glob("*")) - existing:
+                if path.is_file():
+                    path.unlink()

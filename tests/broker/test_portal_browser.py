@@ -9,7 +9,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from app.db.schema import directory_groups, pool_groups, users
-from tests.broker.desktop_lab import LAB_SETTINGS, DesktopLab
+from tests.broker.desktop_lab import LAB_SETTINGS, DesktopLab, iso_dirs_kept
 from tests.broker.portal_steps import connect, portal_login, wait_until
 from tests.proxy.test_console_kvm import canvas_screen, shows_banner, status
 from tests.services import guests
@@ -30,7 +30,12 @@ async def test_a_directory_user_logs_in_clicks_a_pool_and_the_console_shows_the_
         "base_dn": slapd.base_dn,
         "user_dn_template": f"uid={{username}},{slapd.classic.users_dn}",
     }
-    lab = DesktopLab(await world_factory([hypervisor_host], directory=directory, **LAB_SETTINGS))
+    with iso_dirs_kept([hypervisor_host]):
+        lab = DesktopLab(await world_factory([hypervisor_host], directory=directory, **LAB_SETTINGS))
+        await portal_shows_the_desktop(lab, slapd, browser)
+
+
+async def portal_shows_the_desktop(lab: DesktopLab, slapd: Slapd, browser: BrowserFactory) -> None:
     try:
         vm = await lab.desktop_vm("portal")
         pool_id = await lab.pool("Lab desktops", [vm], [])
