@@ -4,8 +4,8 @@ API's ready answer (with a console grant), on a real hypervisor.
 The harness host h0 (its own libvirtd and sshd) is registered in a real dashboard
 over SSH with its pinned host key; the desktop is the banner guest under KVM; the
 browser is headless Chromium logged in to the client portal. Times come from the
-browser's clock: click on "Connect" -> first picture on the console canvas, and
--> the banner guest's screen (see tests/broker/portal_steps.py).
+browser's clock: click on "Connect" -> first SPICE frame on the console canvas (the
+display's first surface), and -> the banner guest's screen (see tests/broker/portal_steps.py).
 """
 
 from __future__ import annotations
@@ -116,9 +116,9 @@ async def measure(database_url: str, run_dir: RunDir, rounds: int, api_requests:
         await asyncio.to_thread(host.stop)
 
     figures = [
-        ("warm desktop: to first picture", [t.first_frame_ms for t in warm]),
+        ("warm desktop: to the first SPICE frame", [t.first_frame_ms for t in warm]),
         ("warm desktop: to the guest's screen", [t.banner_ms for t in warm]),
-        ("stopped desktop: to first picture", [t.first_frame_ms for t in cold]),
+        ("stopped desktop: to the first SPICE frame", [t.first_frame_ms for t in cold]),
         ("stopped desktop: to the guest's screen", [t.banner_ms for t in cold]),
     ]
     return [

@@ -2,8 +2,8 @@
 for the portal's end-to-end test and bench/broker.py.
 
 Times are the browser's own clock (``Date.now()``): the click on "Connect" on the
-portal page, then, on the console page it leads to, the first frame the SPICE
-display drew on its canvas and the first frame showing the banner guest.
+portal page, then, on the console page it leads to, the first SPICE frame (the
+display's first surface on the canvas) and the first frame showing the banner guest.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from selenium.webdriver.support.ui import Select
 from tests.services import guests
 from tests.services.browser import console_logs
 
-# Resolves with [first drawn frame, first banner frame] (ms, browser clock) once the
+# Resolves with [first SPICE frame, first banner frame] (ms, browser clock) once the
 # canvas shows the banner: the palette stripe of row 0 in its 16 colours.
 WATCH_CANVAS = """
 const done = arguments[arguments.length - 1];
@@ -29,9 +29,9 @@ function look() {
   const canvas = document.querySelector('#spice-screen canvas');
   if (canvas && canvas.width >= 100) {
     const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    // spice-html5 makes the canvas for the display's first surface: the first SPICE frame.
+    if (firstFrame === null) firstFrame = Date.now();
     const row = ctx.getImageData(0, Math.floor(stripeHeight / 2), canvas.width, 1).data;
-    const drawn = row.some((value, i) => i % 4 !== 3 && value !== 0);
-    if (drawn && firstFrame === null) firstFrame = Date.now();
     const banner = canvas.width === 720 && palette.every((colour, index) => {
       const x = index * stripeWidth + Math.floor(stripeWidth / 2);
       return close([row[4 * x], row[4 * x + 1], row[4 * x + 2]], colour);

@@ -30,7 +30,9 @@ async function desktopFor(poolId) {
     const { status, data } = await post(`/client/pools/${poolId}/desktop`);
     if (status === 202) {
       show(`Your desktop ${data.desktop ? data.desktop.name : ""} is starting…`);
-      await new Promise((resolve) => setTimeout(resolve, (data.retry_after || 2) * 1000));
+      // The answer comes once the desktop was started: look again soon, then as advised.
+      const wait = attempt === 0 ? 250 : (data.retry_after || 1) * 1000;
+      await new Promise((resolve) => setTimeout(resolve, wait));
       continue;
     }
     if (data.status === "ready") return data;
