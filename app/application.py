@@ -26,12 +26,15 @@ from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
 from app.auth.headers import SecurityHeadersMiddleware
 from app.auth.throttle import LoginThrottle
+from app.broker.desktops import Broker
+from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
 from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
 from app.proxy.gateway import ConnectGateway
 from app.proxy.service import ConsoleService
+from app.proxy.vv import build_vv
 from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
@@ -106,6 +109,16 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             stack.push_async_callback(gateway.stop)
             consoles.gateway_port = gateway.port
 
+        broker = Broker(
+            db=db,
+            hub=hub,
+            audit=audit,
+            registry=hypervisors,
+            consoles=consoles,
+            build_vv=build_vv,
+            reaper_interval=settings.broker.reaper_interval,
+        )
+
         services = Services(
             settings=settings,
             db=db,
@@ -120,9 +133,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             hypervisors=hypervisors,
             consoles=consoles,
             gateway=gateway,
+            directory=DirectoryLogin(settings.directory),
+            broker=broker,
         )
         app.state.services = services
         await start_vm_service(services, stack)
+        # The broker starts and stops desktops through the VM service; it stops before it.
+        broker.power.vms = services.vms
+        await broker.start()
+        stack.push_async_callback(broker.stop)
         log.info("dashboard ready, database %s", database.safe_url(url))
         yield
 

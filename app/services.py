@@ -13,6 +13,8 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
+from app.broker.desktops import Broker
+from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
@@ -41,6 +43,8 @@ class Services:
     consoles: ConsoleService
     # The CONNECT gateway for native SPICE clients; None when gateway.enabled is off.
     gateway: ConnectGateway | None
+    directory: DirectoryLogin
+    broker: Broker
     # Long operations (copy disk, populate ...) and the VM workflows; None until started.
     operations: OperationsRunner | None = None
     vms: VmService | None = None

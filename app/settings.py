@@ -105,6 +105,8 @@ class DirectorySettings(Section):
     bind_dn: str = ""
     bind_password: SecretStr | None = None
     user_filter: str = "(uid={username})"
+    # The attribute holding the login name (its spelling becomes the user name in the dashboard).
+    username_attribute: str = "uid"
     group_source: Literal["memberOf", "member", "attribute"] = "memberOf"
     group_base_dn: str = ""
     group_attribute: str = "memberOf"
@@ -126,6 +128,13 @@ class VmSettings(Section):
     thumbnail_concurrency: int = 3
     # "auto": kvm when the hypervisor offers it, else qemu (TCG); "qemu" forces TCG.
     domain_type: Literal["auto", "kvm", "qemu"] = "auto"
+
+
+class BrokerSettings(Section):
+    """Desktop hand-out: the lease reaper and keep-ready."""
+
+    # Seconds between runs of the lease reaper (expired leases, console-held leases) and keep-ready.
+    reaper_interval: Annotated[float, Field(gt=0)] = 5.0
 
 
 class HypervisorSettings(Section):
@@ -172,6 +181,7 @@ class Settings(BaseSettings):
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     vms: VmSettings = Field(default_factory=VmSettings)
     hypervisors: HypervisorSettings = Field(default_factory=HypervisorSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -30,6 +30,8 @@ from tests.services.samba_ad import SambaAD
 from tests.services.slapd import Slapd
 from tests.services.xvfb import Xvfb
 
+pytest_plugins = ["tests.dashboard"]
+
 DATABASES = ("sqlite", "mariadb")
 
 # A real dashboard under uvicorn: fixtures ``dashboard`` and ``dashboard_factory``.

@@ -6,13 +6,18 @@ from starlette.routing import BaseRoute
 
 from app.live import endpoint as live
 from app.views import (
+    api_broker,
     auth,
     configuration,
     consoles,
     home,
     hypervisors,
     hypervisors_api,
+    pools,
+    portal,
+    sessions,
     upcoming,
+    users,
     vms,
     vms_api,
 )
@@ -27,7 +32,12 @@ def routes() -> list[BaseRoute]:
         *configuration.routes,
         *upcoming.routes,
         *live.routes,
-        *consoles.routes,
         *vms.routes,
         *vms_api.routes,
+        *consoles.routes,
+        *api_broker.routes,
+        *portal.routes,
+        *pools.routes,
+        *users.routes,
+        *sessions.routes,
     ]

@@ -13,26 +13,7 @@ from app.auth.session import admin_required
 from app.views.forms import render
 
 # path -> (navigation key, title, icon, what the area will do)
-UPCOMING: dict[str, tuple[str, str, str, str]] = {
-    "/pools": (
-        "pools",
-        "Pools",
-        "collection",
-        "Group VDI desktops into pools, choose who may use them, and hand out a free desktop at log-in.",
-    ),
-    "/users": (
-        "users",
-        "Users",
-        "people",
-        "Local accounts and directory (LDAP / Active Directory) groups that may use desktops.",
-    ),
-    "/sessions": (
-        "sessions",
-        "Sessions",
-        "plug",
-        "Who uses which desktop right now, since when, from where; end a session when needed.",
-    ),
-}
+UPCOMING: dict[str, tuple[str, str, str, str]] = {}
 
 
 @admin_required

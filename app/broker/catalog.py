@@ -1,0 +1,85 @@
+"""What each user sees of the pools: tiles with size, free desktops and their own desktop;
+and the live ``pool`` / ``lease`` events that keep those tiles current."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from databases import Database
+
+from app.broker import pools as pool_store
+from app.db.schema import pool_vms, pools, vms
+from app.live.hub import LiveHub
+
+
+class PoolCatalog:
+    def __init__(self, db: Database, hub: LiveHub) -> None:
+        self.db = db
+        self.hub = hub
+        # Directory groups of users seen logged in, so pool events reach group members too.
+        self._user_groups: dict[int, frozenset[str]] = {}
+
+    def remember_groups(self, user_id: int, groups: tuple[str, ...]) -> None:
+        self._user_groups[user_id] = frozenset(g.lower() for g in groups)
+
+    async def pools_for(self, user_id: int, groups: tuple[str, ...]) -> list[dict[str, Any]]:
+        allowed = await pool_store.allowed_pool_ids(self.db, user_id, groups)
+        if not allowed:
+            return []
+        rows = await self.db.fetch_all(pools.select().where(pools.c.id.in_(allowed)).order_by(pools.c.name))
+        counts = await pool_store.pool_counts(self.db, allowed)
+        held = {
+            row.pool_id: row
+            for row in await self.db.fetch_all(
+                sa.select(vms.c.id, vms.c.name, vms.c.state, pool_vms.c.pool_id)
+                .select_from(vms.join(pool_vms, pool_vms.c.vm_id == vms.c.id))
+                .where(vms.c.assigned_user_id == user_id)
+            )
+        }
+        answer = []
+        for pool in rows:
+            size, free = counts.get(pool.id, (0, 0))
+            mine = held.get(pool.id)
+            answer.append(
+                {
+                    "id": pool.id,
+                    "name": pool.name,
+                    "description": pool.description,
+                    "size": size,
+                    "free": free,
+                    "maintenance": bool(pool.maintenance),
+                    "failover": pool_store.failover_of(pool),
+                    "desktop": {"vm_id": mine.id, "name": mine.name, "state": mine.state} if mine else None,
+                }
+            )
+        return answer
+
+    async def _audience(self, pool_id: int) -> set[int]:
+        members = await pool_store.pool_members(self.db, pool_id)
+        audience = {row.id for row in members["users"]}
+        names = {row.name.lower() for row in members["groups"]}
+        audience |= {uid for uid, keys in self._user_groups.items() if keys & names}
+        return audience
+
+    async def publish_pool(self, pool_id: int) -> None:
+        pool = await pool_store.get_pool(self.db, pool_id)
+        if pool is None:
+            return
+        size, free = (await pool_store.pool_counts(self.db, [pool_id]))[pool_id]
+        self.hub.publish(
+            "pool",
+            {
+                "id": pool_id,
+                "name": pool.name,
+                "size": size,
+                "free": free,
+                "maintenance": bool(pool.maintenance),
+            },
+            admins=True,
+            user_ids=await self._audience(pool_id),
+        )
+
+    def publish_lease(self, lease: Any, state: str, **extra: Any) -> None:
+        data = {"id": lease.id, "vm_id": lease.vm_id, "pool_id": lease.pool_id, "user_id": lease.user_id}
+        self.hub.publish("lease", {**data, "state": state, **extra}, admins=True, user_ids={lease.user_id})

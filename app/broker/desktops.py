@@ -1,0 +1,312 @@
+"""The broker: hands out desktops, keeps leases alive, returns and resets desktops.
+
+Allocation itself is pure database work (:mod:`app.broker.allocation`); this
+module adds the running side: starting or resetting the desktop through the VM
+service (:mod:`app.broker.power`), console grants from the console service,
+live events, audit, and two lifespan tasks: the lease reaper
+(:mod:`app.broker.upkeep`, which counts an open console session as a heartbeat)
+and keep-ready.
+
+A client only ever gets a console for a desktop it holds an active lease on;
+when a lease ends, every console of that desktop is revoked before the desktop
+is reset and returned to its pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from databases import Database
+
+from app.audit import AuditLog
+from app.broker import pools as pool_store
+from app.broker.allocation import Allocator, Claim
+from app.broker.catalog import PoolCatalog
+from app.broker.leases import active_lease, get_lease, heartbeat_interval
+from app.broker.power import DesktopPower, DesktopPowerError
+from app.broker.transactions import WriteTransactions
+from app.broker.upkeep import LeaseUpkeep
+from app.db.schema import leases, vms
+from app.hyper import HypervisorRegistry
+from app.live.hub import LiveHub
+from app.proxy.service import ConsoleError, ConsoleGrant, ConsoleService
+from app.proxy.vv import build_vv
+
+log = logging.getLogger("kvmvdi.broker")
+
+# The client portal's HTML5 console of one's own desktop.
+CONSOLE_PAGE = "/client/desktops/{vm_id}/console"
+# A desktop that was just started answers "booting"; the client asks again after this.
+BOOT_RETRY_SECONDS = 1
+
+Status = Literal["ready", "booting", "failover", "refused", "failed"]
+
+
+@dataclass
+class DesktopAnswer:
+    status: Status
+    pool: Any
+    claim: Claim | None = None
+    vm: Any = None
+    refusal: str | None = None
+    message: str = ""
+    connection: dict[str, Any] | None = None
+
+    def desktop(self) -> dict[str, Any] | None:
+        if self.vm is None:
+            return None
+        # A desktop just (re)started may not have its "running" event stored yet.
+        state = "starting" if self.status == "booting" else self.vm.state
+        return {"vm_id": self.vm.id, "name": self.vm.name, "state": state}
+
+
+class Broker:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        hub: LiveHub,
+        audit: AuditLog,
+        registry: HypervisorRegistry,
+        consoles: ConsoleService,
+        build_vv: Callable[..., str] = build_vv,
+        reaper_interval: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.audit = audit
+        self.registry = registry
+        self.consoles = consoles
+        self.build_vv = build_vv
+        self.reaper_interval = reaper_interval
+        self.transactions = WriteTransactions(db)
+        self.allocator = Allocator(self.transactions)
+        self.catalog = PoolCatalog(db, hub)
+        self.power = DesktopPower(db, registry)
+        self.leases = LeaseUpkeep(
+            db=db,
+            audit=audit,
+            allocator=self.allocator,
+            consoles=consoles,
+            power=self.power,
+            catalog=self.catalog,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # Lifespan
+
+    async def start(self) -> None:
+        freed = await self.allocator.free_orphans()
+        if freed:
+            log.warning("freed %d desktops left assigned without a lease", len(freed))
+        self._tasks.append(asyncio.create_task(self._loop(self.leases.reap_expired), name="broker-reaper"))
+        self._tasks.append(asyncio.create_task(self._loop(self.power.keep_ready), name="broker-keep-ready"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _loop(self, step: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("broker background step %s failed", getattr(step, "__name__", step))
+            await asyncio.sleep(self.reaper_interval)
+
+    # Handing out desktops
+
+    def _accepting(self) -> set[int]:
+        """Hypervisors that may take new work now: up, connected, not in maintenance (not fenced)."""
+        return {hv.id for hv in self.registry.accepting_work()}
+
+    async def request_desktop(
+        self,
+        *,
+        pool_id: int,
+        user_id: int,
+        username: str,
+        groups: tuple[str, ...],
+        client_address: str,
+        another: bool = False,
+        with_connection: bool = True,
+        gateway_host: str | None = None,
+    ) -> DesktopAnswer | None:
+        """Give the user a desktop of the pool; ``None`` when the pool does not exist."""
+        pool = await pool_store.get_pool(self.db, pool_id)
+        if pool is None:
+            return None
+        if pool.id not in await pool_store.allowed_pool_ids(self.db, user_id, groups):
+            return DesktopAnswer(
+                "refused", pool, refusal="not_allowed", message="This pool is not available to you."
+            )
+        claim = await self.allocator.claim(
+            pool, user_id, client_address=client_address, another=another, hypervisor_ids=self._accepting()
+        )
+        if not claim.ok:
+            return self._refused(pool, claim)
+        vm = await self._vm(claim.vm_id or 0)
+        if not claim.renewed:
+            await self.audit.record(
+                "desktop_assigned",
+                actor=username,
+                target=vm.name,
+                client_address=client_address,
+                pool=pool.name,
+                lease_id=claim.lease_id,
+            )
+            lease = await get_lease(self.db, claim.lease_id or 0)
+            self.catalog.publish_lease(lease, "assigned", vm_name=vm.name)
+            await self.catalog.publish_pool(pool.id)
+        # A desktop that served someone else and was not reset on its way back is reset now.
+        reset = (
+            not claim.renewed
+            and claim.previous_user_id not in (None, user_id)
+            and (pool.reset_on_handout or vm.volatile)
+        )
+        try:
+            ready = await self.power.prepare(vm, reset=reset, actor=username)
+        except DesktopPowerError as exc:
+            log.warning("desktop %s could not be started: %s", vm.name, exc.message)
+            if not claim.renewed:
+                await self.leases.return_desktop(
+                    claim.lease_id or 0, reason="start_failed", actor=username, reset=False
+                )
+            return DesktopAnswer(
+                "failed",
+                pool,
+                vm=vm,
+                refusal="desktop_failed",
+                message=f"The desktop {vm.name} could not be started: {exc.message}. Try again.",
+            )
+        if not ready:
+            return DesktopAnswer("booting", pool, claim=claim, vm=vm, message="Your desktop is starting.")
+        answer = DesktopAnswer("ready", pool, claim=claim, vm=vm)
+        if with_connection:
+            try:
+                answer.connection = await self.connection(
+                    vm, pool, user_id, client_address, gateway_host=gateway_host
+                )
+            except ConsoleError as exc:
+                if exc.code == "vm_not_running":
+                    return DesktopAnswer("booting", pool, claim=claim, vm=vm, message=exc.message)
+                return DesktopAnswer(
+                    "failed", pool, vm=vm, refusal="console_unavailable", message=exc.message
+                )
+        return answer
+
+    def _refused(self, pool: Any, claim: Claim) -> DesktopAnswer:
+        messages = {
+            "maintenance": "This pool is in maintenance. Try again later.",
+            "no_free_desktop": "All desktops of this pool are in use.",
+            "all_hypervisors_down": "The servers of this pool are unavailable.",
+            "desktop_limit": f"You already hold {pool.max_per_user} desktop(s) of this pool.",
+        }
+        refusal = claim.refusal or "no_free_desktop"
+        failover = pool_store.failover_of(pool)
+        if failover is not None and refusal in ("no_free_desktop", "maintenance", "all_hypervisors_down"):
+            return DesktopAnswer("failover", pool, refusal=refusal, message=messages[refusal])
+        return DesktopAnswer("refused", pool, refusal=refusal, message=messages[refusal])
+
+    async def _vm(self, vm_id: int) -> Any:
+        vm = await self.db.fetch_one(vms.select().where(vms.c.id == vm_id))
+        if vm is None:
+            raise LookupError(f"VM {vm_id} does not exist")
+        return vm
+
+    # Consoles
+
+    async def open_console(
+        self, vm_id: int, user_id: int, *, client_address: str, gateway_host: str | None = None
+    ) -> ConsoleGrant:
+        """A console of a desktop the user holds an active lease on; :class:`ConsoleError` otherwise."""
+        refused = ConsoleError("not_your_desktop", "This desktop is not assigned to you.", 403)
+        if await active_lease(self.db, vm_id, user_id) is None:
+            raise refused
+        grant = await self.consoles.open(
+            user_id=user_id, vm_id=vm_id, client_address=client_address, gateway_host=gateway_host
+        )
+        # The lease may have ended while the console opened; its revocation may have run
+        # before this ticket existed, so this ticket is revoked here.
+        if await active_lease(self.db, vm_id, user_id) is None:
+            await self.consoles.revoke_ticket(grant.ticket_id, "reassigned")
+            raise refused
+        return grant
+
+    async def connection(
+        self, vm: Any, pool: Any, user_id: int, client_address: str, *, gateway_host: str | None = None
+    ) -> dict[str, Any]:
+        """A console grant for the user's desktop, as the API's ``connection`` object."""
+        grant = await self.open_console(
+            vm.id, user_id, client_address=client_address, gateway_host=gateway_host
+        )
+        title = f"{pool.name}: {vm.name}" if pool is not None else vm.name
+        return {
+            "protocol": "spice",
+            "host": grant.host,
+            "port": grant.port,
+            "password": grant.password,
+            "ticket": grant.ticket,
+            "proxy": grant.proxy_url,
+            "title": title,
+            "vv": self.build_vv(grant, title=title),
+            "console_url": CONSOLE_PAGE.format(vm_id=vm.id),
+        }
+
+    # Power actions on one's own desktop
+
+    async def user_power(
+        self, vm_id: int, user_id: int, action: str, *, actor: str, client_address: str
+    ) -> str | None:
+        """Run ``action`` on a desktop the user holds; the new state, or None if not theirs.
+
+        Raises :class:`DesktopPowerError` when the VM service refuses or fails it.
+        """
+        if await active_lease(self.db, vm_id, user_id) is None:
+            return None
+        vm = await self._vm(vm_id)
+        return await self.power.user_action(vm, action, actor=actor, client_address=client_address)
+
+    # Admin
+
+    async def end_session(self, lease_id: int, *, actor: str, client_address: str) -> bool:
+        """An admin ends a session: consoles cut, the desktop reset (per its pool) and returned."""
+        lease = await get_lease(self.db, lease_id)
+        if lease is None or lease.ended_at is not None:
+            return False
+        await self.leases.return_desktop(
+            lease_id, reason="ended_by_admin", actor=actor, client_address=client_address
+        )
+        still_held = await self.db.fetch_one(
+            sa.select(leases.c.id).where(leases.c.user_id == lease.user_id, leases.c.ended_at.is_(None))
+        )
+        if still_held is None:
+            # Nothing of this user stays open: no console ticket of theirs either.
+            await self.consoles.revoke_for_user(lease.user_id, "ended_by_admin")
+        return True
+
+    async def revoke_user_consoles(self, user_id: int) -> None:
+        """Cut a disabled user's consoles; their leases then run out and are reaped."""
+        try:
+            await self.consoles.revoke_for_user(user_id, "user_disabled")
+        except Exception:
+            log.exception("revoking the consoles of user %s failed", user_id)
+
+    def lease_json(self, claim: Claim, pool: Any) -> dict[str, Any]:
+        return {
+            "id": claim.lease_id,
+            "expires_at": claim.expires_at.isoformat() + "Z" if claim.expires_at else None,
+            "heartbeat_interval": heartbeat_interval(pool.lease_timeout_min),
+        }

@@ -1,0 +1,183 @@
+"""Leases after the hand-out: heartbeats, console sessions that count as heartbeats, expiry,
+and the return of a desktop to its pool (consoles revoked, desktop reset, then freed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from databases import Database
+
+from app.audit import AuditLog
+from app.broker import pools as pool_store
+from app.broker.allocation import Allocator
+from app.broker.catalog import PoolCatalog
+from app.broker.leases import active_lease, expired_leases, get_lease, heartbeat_interval
+from app.broker.power import DesktopPower, DesktopPowerError
+from app.clock import utcnow
+from app.db.schema import leases, pools, users, vms
+from app.proxy.service import ConsoleService
+
+log = logging.getLogger("kvmvdi.broker")
+
+# Desktops reset at once by the reaper when many leases end together.
+RESET_CONCURRENCY = 8
+
+
+class LeaseUpkeep:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        audit: AuditLog,
+        allocator: Allocator,
+        consoles: ConsoleService,
+        power: DesktopPower,
+        catalog: PoolCatalog,
+    ) -> None:
+        self.db = db
+        self.audit = audit
+        self.allocator = allocator
+        self.consoles = consoles
+        self.power = power
+        self.catalog = catalog
+
+    def open_console_holders(self) -> set[tuple[int, int]]:
+        """(user id, VM id) of every console session open through the proxy right now."""
+        return {
+            (session.ticket.user_id, session.ticket.vm_id)
+            for session in self.consoles.sessions.sessions()
+            if session.end_reason is None and session.channels
+        }
+
+    async def heartbeat(self, lease_id: int, user_id: int) -> tuple[str, Any]:
+        lease = await get_lease(self.db, lease_id)
+        if lease is None or lease.user_id != user_id:
+            return "not_found", None
+        pool = await pool_store.get_pool(self.db, lease.pool_id) if lease.pool_id else None
+        timeout = pool.lease_timeout_min if pool is not None else 5
+        return await self.allocator.heartbeat(lease_id, user_id, timeout)
+
+    async def heartbeat_vm(self, vm_id: int, user_id: int) -> tuple[str, Any]:
+        """Heartbeat by desktop (the console page knows its VM, not its lease)."""
+        lease = await active_lease(self.db, vm_id, user_id)
+        if lease is None:
+            return "not_found", None
+        return await self.heartbeat(lease.id, user_id)
+
+    async def keep_console_leases(self) -> int:
+        """An open console session counts as a heartbeat of its user's lease on that desktop.
+
+        A user working in remote-viewer (through the CONNECT gateway) has no portal tab
+        sending heartbeats; as long as their console session is open the lease is
+        extended, at the pace a client's heartbeats would. Returns how many were.
+        """
+        holders = self.open_console_holders()
+        if not holders:
+            return 0
+        rows = await self.db.fetch_all(
+            sa.select(
+                leases.c.id,
+                leases.c.user_id,
+                leases.c.vm_id,
+                leases.c.last_heartbeat_at,
+                pools.c.lease_timeout_min,
+            )
+            .select_from(leases.outerjoin(pools, pools.c.id == leases.c.pool_id))
+            .where(leases.c.ended_at.is_(None), leases.c.vm_id.in_(sorted({vm for _, vm in holders})))
+        )
+        now = utcnow()
+        extended = 0
+        for row in rows:
+            if (row.user_id, row.vm_id) not in holders:
+                continue
+            timeout = row.lease_timeout_min or 5
+            if now - row.last_heartbeat_at < timedelta(seconds=heartbeat_interval(timeout)):
+                continue
+            state, _ = await self.allocator.heartbeat(row.id, row.user_id, timeout)
+            extended += state == "ok"
+        return extended
+
+    async def release(
+        self,
+        lease_id: int,
+        *,
+        user_id: int | None,
+        actor: str,
+        client_address: str = "",
+        reason: str = "released",
+    ) -> bool:
+        lease = await get_lease(self.db, lease_id)
+        if lease is None or (user_id is not None and lease.user_id != user_id):
+            return False
+        await self.return_desktop(lease_id, reason=reason, actor=actor, client_address=client_address)
+        return True
+
+    async def reap_expired(self) -> None:
+        """End expired leases (after counting open consoles as heartbeats) and return their desktops."""
+        await self.keep_console_leases()
+        # A console opened since (or a lease that expired since) the step above: still held.
+        holders = self.open_console_holders()
+        expired = [row.id for row in await expired_leases(self.db) if (row.user_id, row.vm_id) not in holders]
+        if not expired:
+            return
+        limit = asyncio.Semaphore(RESET_CONCURRENCY)
+
+        async def one(lease_id: int) -> None:
+            async with limit:
+                await self.return_desktop(lease_id, reason="expired", actor="broker", only_if_expired=True)
+
+        results = await asyncio.gather(*(one(lease_id) for lease_id in expired), return_exceptions=True)
+        for lease_id, result in zip(expired, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("returning the desktop of expired lease %s failed", lease_id, exc_info=result)
+
+    async def return_desktop(
+        self,
+        lease_id: int,
+        *,
+        reason: str,
+        actor: str,
+        client_address: str = "",
+        only_if_expired: bool = False,
+        reset: bool | None = None,
+    ) -> None:
+        lease = await self.allocator.end_lease(lease_id, reason=reason, only_if_expired=only_if_expired)
+        if lease is None:
+            return
+        vm = await self.db.fetch_one(vms.select().where(vms.c.id == lease.vm_id))
+        pool = await pool_store.get_pool(self.db, lease.pool_id) if lease.pool_id else None
+        self.catalog.publish_lease(lease, "ended", reason=reason)
+        # The next user must not inherit a console: cut them before the desktop is reset or handed on.
+        try:
+            cut = "ended_by_admin" if reason == "ended_by_admin" else "reassigned"
+            await self.consoles.revoke_for_vm(lease.vm_id, cut)
+        except Exception:
+            log.exception("revoking the consoles of VM %s failed", lease.vm_id)
+        if reset is None:
+            reset = bool(pool is not None and vm is not None and (pool.reset_on_handout or vm.volatile))
+        clean = False
+        if reset and vm is not None:
+            try:
+                await self.power.reset(vm, actor="broker")
+                clean = True
+            except DesktopPowerError as exc:
+                # It keeps its previous user: the next hand-out to someone else resets it.
+                log.warning("resetting %s failed: %s", vm.name, exc.message)
+        await self.allocator.free_vm(lease.vm_id, lease.user_id, clean=clean)
+        user = await self.db.fetch_one(users.select().where(users.c.id == lease.user_id))
+        await self.audit.record(
+            f"lease_{reason}" if reason in ("expired", "released", "ended_by_admin") else "lease_ended",
+            actor=actor,
+            target=vm.name if vm is not None else str(lease.vm_id),
+            client_address=client_address,
+            user=user.username if user is not None else lease.user_id,
+            lease_id=lease.id,
+            reason=reason,
+            reset=clean,
+        )
+        if lease.pool_id is not None:
+            await self.catalog.publish_pool(lease.pool_id)

@@ -1,0 +1,304 @@
+"""The client portal (``/client``): log-in, one tile per pool, connect, own-desktop power."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from app.auth.session import client_required, current_user, end_session, start_session
+from app.broker.clients import REALMS, RealmError, authenticate_client, resolve_realm
+from app.broker.desktops import CONSOLE_PAGE
+from app.broker.leases import active_lease, heartbeat_interval
+from app.broker.pools import get_pool
+from app.broker.power import USER_ACTIONS, DesktopPowerError
+from app.broker.preferences import MOTD, get_preference
+from app.db.schema import vms
+from app.directory import DirectoryError
+from app.proxy.service import ConsoleError, ConsoleGrant
+from app.services import services_of
+from app.views.api_broker import desktop_response, error
+from app.views.consoles import (
+    console_page,
+    cross_site_navigation,
+    error_response,
+    grant_response,
+    vv_response,
+)
+from app.views.forms import client_address, render
+
+
+async def _login_context(request: Request, **extra: Any) -> dict[str, Any]:
+    services = services_of(request)
+    return {
+        "title": "Log in",
+        "motd": await get_preference(services.db, MOTD),
+        "directory_enabled": services.directory.enabled,
+        "realms": REALMS,
+        **extra,
+    }
+
+
+async def login_page(request: Request) -> Response:
+    user = await current_user(request)
+    if user is not None and user.role == "client":
+        return RedirectResponse("/client", status_code=303)
+    return render(request, "portal/login.html", await _login_context(request))
+
+
+async def login_submit(request: Request) -> Response:
+    services = services_of(request)
+    form = await request.form()
+    username = str(form.get("username", "")).strip()
+    password = str(form.get("password", ""))
+    requested = str(form.get("realm", "")) or None
+    address = client_address(request)
+    context = await _login_context(request, username=username, realm=requested)
+
+    def failed(message: str, status: int) -> Response:
+        return render(request, "portal/login.html", {**context, "error": message}, status_code=status)
+
+    wait = services.login_throttle.retry_after(username=username, address=address)
+    if wait:
+        await services.audit.record("login_throttled", actor=username, client_address=address, area="portal")
+        response = failed(f"Too many failed attempts. Try again in {wait} seconds.", 429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    try:
+        realm = resolve_realm(requested, services.directory)
+        found = await authenticate_client(services.db, services.directory, username, password, realm)
+    except RealmError as exc:
+        return failed(f"Account type: {exc}.", 400)
+    except DirectoryError:
+        return failed("The directory cannot be reached right now. Try again in a moment.", 503)
+    if found is None:
+        services.login_throttle.failed(username=username, address=address)
+        await services.audit.record(
+            "login_failed", actor=username, client_address=address, area="portal", realm=realm
+        )
+        return failed("Wrong user name or password.", 401)
+    services.login_throttle.succeeded(username=username)
+    start_session(request, found.user, groups=found.groups)
+    services.broker.catalog.remember_groups(found.user.id, found.groups)
+    await services.audit.record(
+        "login", actor=found.user.username, client_address=address, area="portal", realm=realm
+    )
+    return RedirectResponse("/client", status_code=303)
+
+
+async def logout(request: Request) -> Response:
+    user = await current_user(request)
+    if user is not None:
+        await services_of(request).audit.record(
+            "logout", actor=user.username, client_address=client_address(request), area="portal"
+        )
+    end_session(request)
+    return RedirectResponse("/client/login", status_code=303)
+
+
+@client_required
+async def home(request: Request) -> Response:
+    services = services_of(request)
+    user = request.state.user
+    services.broker.catalog.remember_groups(user.id, user.groups)
+    pools = await services.broker.catalog.pools_for(user.id, user.groups)
+    return render(request, "portal/index.html", {"title": "My desktops", "pools": pools})
+
+
+@client_required
+async def pools_json(request: Request) -> Response:
+    user = request.state.user
+    return JSONResponse({"pools": await services_of(request).broker.catalog.pools_for(user.id, user.groups)})
+
+
+def _int(request: Request, name: str) -> int:
+    try:
+        return int(request.path_params[name])
+    except (KeyError, ValueError):
+        return -1
+
+
+@client_required
+async def request_desktop(request: Request) -> Response:
+    services = services_of(request)
+    user = request.state.user
+    answer = await services.broker.request_desktop(
+        pool_id=_int(request, "pool_id"),
+        user_id=user.id,
+        username=user.username,
+        groups=user.groups,
+        client_address=client_address(request),
+        with_connection=False,
+    )
+    if answer is None:
+        return error(404, "pool_not_found", "There is no such pool.")
+    response = desktop_response(answer, services.broker)
+    if answer.status == "ready" and answer.vm is not None:
+        # The browser opens the console page; it asks for its own console ticket there.
+        body = json.loads(bytes(response.body))
+        body["console_url"] = CONSOLE_PAGE.format(vm_id=answer.vm.id)
+        return JSONResponse(body)
+    return response
+
+
+async def _held_desktop(request: Request) -> tuple[Any, Any] | None:
+    """(VM, lease) of the path's desktop if the user holds an active lease on it."""
+    services = services_of(request)
+    vm_id = _int(request, "vm_id")
+    lease = await active_lease(services.db, vm_id, request.state.user.id)
+    if lease is None:
+        return None
+    vm = await services.db.fetch_one(vms.select().where(vms.c.id == vm_id))
+    return (vm, lease) if vm is not None else None
+
+
+async def _grant(request: Request) -> ConsoleGrant:
+    return await services_of(request).broker.open_console(
+        _int(request, "vm_id"),
+        request.state.user.id,
+        client_address=client_address(request),
+        gateway_host=request.url.hostname,
+    )
+
+
+@client_required
+async def console(request: Request) -> Response:
+    """The HTML5 console of the user's own desktop; its heartbeats keep the lease."""
+    held = await _held_desktop(request)
+    if held is None:
+        return render(
+            request,
+            "portal/gone.html",
+            {"title": "Desktop not yours", "reason": "This desktop is not (or no longer) assigned to you."},
+            status_code=403,
+        )
+    vm, lease = held
+    pool = await get_pool(services_of(request).db, lease.pool_id) if lease.pool_id else None
+    return console_page(
+        request,
+        vm_id=vm.id,
+        vm_name=vm.name,
+        open_url=f"/client/desktops/{vm.id}/console",
+        vv_url=f"/client/desktops/{vm.id}/console.vv",
+        back_url="/client",
+        heartbeat_url=f"/client/desktops/{vm.id}/heartbeat",
+        heartbeat_interval=heartbeat_interval(pool.lease_timeout_min if pool is not None else 5),
+    )
+
+
+@client_required
+async def open_console(request: Request) -> Response:
+    """A console ticket (HttpOnly cookie) and SPICE password (JSON) for the console page."""
+    # JSON only, and the CSRF token must come in the header (the middleware checked its value).
+    if "x-csrf-token" not in request.headers:
+        return error_response("csrf_header_required", "Send the CSRF token in the X-CSRF-Token header.", 403)
+    try:
+        grant = await _grant(request)
+    except ConsoleError as exc:
+        return error_response(exc.code, exc.message, exc.status)
+    return grant_response(request, grant)
+
+
+async def _vv(request: Request) -> Response:
+    try:
+        grant = await _grant(request)
+    except ConsoleError as exc:
+        return error_response(exc.code, exc.message, exc.status)
+    await services_of(request).audit.record(
+        "console_vv",
+        actor=request.state.user.username,
+        target=grant.vm_name,
+        client_address=client_address(request),
+    )
+    return vv_response(grant, title=f"{grant.vm_name} · KVM-VDI")
+
+
+@client_required
+async def download_vv(request: Request) -> Response:
+    """A .vv file for remote-viewer (the portal's form): a fresh console ticket and SPICE password."""
+    return await _vv(request)
+
+
+@client_required
+async def console_vv(request: Request) -> Response:
+    """The console page's "open in remote-viewer" link; never for a navigation from another site."""
+    if cross_site_navigation(request):
+        return error_response("cross_site", "Open the console from the portal.", 403)
+    return await _vv(request)
+
+
+@client_required
+async def power(request: Request) -> Response:
+    services = services_of(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = {}
+    action = body.get("action") if isinstance(body, dict) else None
+    if action not in USER_ACTIONS:
+        return error(400, "invalid_request", "'action' must be one of: " + ", ".join(USER_ACTIONS) + ".")
+    user = request.state.user
+    try:
+        state = await services.broker.user_power(
+            _int(request, "vm_id"),
+            user.id,
+            str(action),
+            actor=user.username,
+            client_address=client_address(request),
+        )
+    except DesktopPowerError as exc:
+        return error(409, "power_refused", f"'{action}' was not carried out: {exc.message}.")
+    if state is None:
+        return error(403, "not_your_desktop", "This desktop is not assigned to you.")
+    return JSONResponse({"state": state}, status_code=202)
+
+
+@client_required
+async def heartbeat(request: Request) -> Response:
+    """Keeps the lease of an open desktop alive (portal page and console page call it)."""
+    services = services_of(request)
+    state, expires_at = await services.broker.leases.heartbeat_vm(
+        _int(request, "vm_id"), request.state.user.id
+    )
+    if state != "ok":
+        return error(
+            410 if state == "ended" else 404,
+            "lease_ended" if state == "ended" else "lease_not_found",
+            "You no longer hold this desktop.",
+        )
+    return JSONResponse({"expires_at": expires_at.isoformat() + "Z"})
+
+
+@client_required
+async def release(request: Request) -> Response:
+    services = services_of(request)
+    user = request.state.user
+    released = await services.broker.leases.release(
+        _int(request, "lease_id"),
+        user_id=user.id,
+        actor=user.username,
+        client_address=client_address(request),
+    )
+    if not released:
+        return error(404, "lease_not_found", "There is no such lease.")
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/client/login", login_page, methods=["GET"], name="client_login"),
+    Route("/client/login", login_submit, methods=["POST"]),
+    Route("/client/logout", logout, methods=["POST"], name="client_logout"),
+    Route("/client", home, methods=["GET"], name="client_home"),
+    Route("/client/pools.json", pools_json, methods=["GET"]),
+    Route("/client/pools/{pool_id}/desktop", request_desktop, methods=["POST"]),
+    Route("/client/desktops/{vm_id}/vv", download_vv, methods=["POST"]),
+    Route("/client/desktops/{vm_id}/console", console, methods=["GET"], name="client_console"),
+    Route("/client/desktops/{vm_id}/console", open_console, methods=["POST"]),
+    Route("/client/desktops/{vm_id}/console.vv", console_vv, methods=["GET"]),
+    Route("/client/desktops/{vm_id}/power", power, methods=["POST"]),
+    Route("/client/desktops/{vm_id}/heartbeat", heartbeat, methods=["POST"]),
+    Route("/client/leases/{lease_id}/release", release, methods=["POST"]),
+]
