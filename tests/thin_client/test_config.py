@@ -1,4 +1,4 @@
-"""Parsing the launcher's TOML configuration: defaults, every error naming its key, the kiosk password file."""
+"""Parsing the launcher's TOML configuration: defaults, errors naming their key, the kiosk password."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from kvm_vdi_client.config import ConfigError, load_config, parse_config, read_kiosk_password
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,10 +56,16 @@ def test_only_the_dashboard_url_is_required_and_defaults_are_safe() -> None:
         ('[dashboard]\nurl = "https://user:pw@x"\n', "dashboard.url: must not contain credentials"),
         ('[dashboard]\nurl = "https://x"\nverify = "no"\n', "dashboard.verify: expected true or false"),
         ('[dashboard]\nurl = "https://x"\ntimeout = 0\n', "dashboard.timeout: must be between 1 and 300"),
-        ('[dashboard]\nurl = "https://x"\nca_file = "/nonexistent/ca.pem"\n', "dashboard.ca_file: /nonexistent"),
+        (
+            '[dashboard]\nurl = "https://x"\nca_file = "/nonexistent/ca.pem"\n',
+            "dashboard.ca_file: /nonexistent",
+        ),
         ('[dashboard]\nurl = "https://x"\nverfy = false\n', "dashboard.verfy: unknown key"),
         ('[dashboard]\nurl = "https://x"\n[viewr]\n', "viewr: unknown key"),
-        ('[dashboard]\nurl = "https://x"\n[viewer]\nusb_redirect = "yes"\n', "viewer.usb_redirect: expected true"),
+        (
+            '[dashboard]\nurl = "https://x"\n[viewer]\nusb_redirect = "yes"\n',
+            "viewer.usb_redirect: expected true",
+        ),
         ('[dashboard]\nurl = "https://x"\n[viewer]\nkiosk = 1\n', "viewer.kiosk: expected true or false"),
         ('[dashboard]\nurl = "https://x"\n[viewer]\nrdp_args = ["/p:secret"]\n', "viewer.rdp_args: must not"),
         ('[dashboard]\nurl = "https://x"\n[viewer]\nrdp_args = "/f"\n', "viewer.rdp_args: expected a list"),
@@ -75,7 +80,10 @@ def test_only_the_dashboard_url_is_required_and_defaults_are_safe() -> None:
         ('[dashboard]\nurl = "https://x"\n[kiosk]\nusername = "k"\n', "kiosk.password_file: required"),
         ('[dashboard]\nurl = "https://x"\n[kiosk]\npassword_file = "/k"\n', "kiosk.username: required"),
         ('[dashboard]\nurl = "https://x"\n[kiosk]\nrestart_delay = -1\n', "kiosk.restart_delay: must be"),
-        ('[dashboard]\nurl = "https://x"\n[booting]\nmax_attempts = 2.5\n', "booting.max_attempts: expected a whole"),
+        (
+            '[dashboard]\nurl = "https://x"\n[booting]\nmax_attempts = 2.5\n',
+            "booting.max_attempts: expected a whole",
+        ),
         ('[dashboard]\nurl = "https://x"\n[booting]\nmax_wait = 0\n', "booting.max_wait: must be between"),
         ('[dashboard]\nurl = "https://x"\n[logging]\ntarget = "file"\n', "logging.file: required"),
         ('[dashboard]\nurl = "https://x"\n[logging]\nlevel = "loud"\n', "logging.level: must be one of"),
@@ -89,7 +97,9 @@ def test_each_mistake_is_reported_with_the_key_to_fix(text: str, expected: str) 
 def test_relative_paths_resolve_next_to_the_configuration_file(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("placeholder")
     path = tmp_path / "config.toml"
-    path.write_text('[dashboard]\nurl = "https://x"\nca_file = "ca.pem"\n[logging]\ntarget = "file"\nfile = "l.log"\n')
+    path.write_text(
+        '[dashboard]\nurl = "https://x"\nca_file = "ca.pem"\n[logging]\ntarget = "file"\nfile = "l.log"\n'
+    )
     config = load_config(path)
     assert config.dashboard.ca_file == tmp_path / "ca.pem"
     assert config.logging.file == tmp_path / "l.log"
@@ -136,7 +146,7 @@ def test_a_kiosk_password_file_that_is_a_symlink_empty_or_missing_is_refused(tmp
     target = write_secret(tmp_path / "real", "kiosk-pw", 0o600)
     link = tmp_path / "link"
     link.symlink_to(target)
-    with pytest.raises(ConfigError, match="kiosk.password_file"):
+    with pytest.raises(ConfigError, match=r"kiosk\.password_file"):
         read_kiosk_password(link)
     empty = write_secret(tmp_path / "empty", "\n", 0o600)
     with pytest.raises(ConfigError, match="is empty"):

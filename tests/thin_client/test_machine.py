@@ -32,8 +32,8 @@ from kvm_vdi_client.events import (
     RetryRequested,
     Schedule,
     SendHeartbeat,
-    StartFailoverViewer,
     Started,
+    StartFailoverViewer,
     StartSpiceViewer,
     ViewerExited,
     ViewerFailed,
@@ -219,7 +219,11 @@ def test_booting_gives_up_after_max_attempts_with_a_message_and_a_retry() -> Non
         requests += 1
     assert machine.phase is Phase.ERROR
     assert requests == 4 + 1  # the first request plus one per allowed attempt
-    assert machine.error is not None and "office-03" in machine.error and "did not finish starting" in machine.error
+    assert (
+        machine.error is not None
+        and "office-03" in machine.error
+        and "did not finish starting" in machine.error
+    )
     assert machine.can_retry
 
     # Retrying starts a fresh, again bounded, wait.
@@ -265,7 +269,9 @@ def test_a_full_pool_with_failover_answers_409_and_the_launcher_fails_over() -> 
     machine = logged_in()
     machine.handle(PoolChosen(2))
     effects = machine.handle(DesktopAnswered(answer))
-    assert effects == [StartFailoverViewer(HorizonFailover("https://horizon.example", "Lab"), "alice", "alice-pw")]
+    assert effects == [
+        StartFailoverViewer(HorizonFailover("https://horizon.example", "Lab"), "alice", "alice-pw")
+    ]
     assert machine.notice == "No free desktop in pool Lab."
 
 
@@ -291,7 +297,9 @@ def test_a_missing_failover_viewer_is_an_error_on_screen_not_a_crash() -> None:
 
 def test_a_spice_viewer_that_cannot_start_releases_the_lease_then_shows_why() -> None:
     machine = viewing()
-    assert machine.handle(ViewerFailed("The SPICE viewer (remote-viewer) is not installed")) == [ReleaseLease("L1")]
+    assert machine.handle(ViewerFailed("The SPICE viewer (remote-viewer) is not installed")) == [
+        ReleaseLease("L1")
+    ]
     assert machine.handle(Released("L1")) == []
     assert machine.phase is Phase.ERROR
     assert machine.error == "The SPICE viewer (remote-viewer) is not installed"
@@ -376,7 +384,9 @@ def test_logging_out_from_the_pool_list() -> None:
 
 
 def test_kiosk_logs_in_selects_its_pool_and_reconnects_after_the_viewer_closes() -> None:
-    kiosk = KioskConfig(username="kiosk1", password_file=Path("/k"), pool="Office", restart=True, restart_delay=5)
+    kiosk = KioskConfig(
+        username="kiosk1", password_file=Path("/k"), pool="Office", restart=True, restart_delay=5
+    )
     machine = SessionMachine(kiosk=kiosk, auto_login=Credentials("kiosk1", "kiosk-pw"))
     assert machine.handle(Started()) == [CallLogin("kiosk1", "kiosk-pw")]
     assert machine.handle(LoggedIn(User("kiosk1", "Kiosk", "local"))) == [FetchPools()]

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from kvm_vdi_client.config import ViewerConfig
 from kvm_vdi_client.model import HorizonFailover, RdpFailover, SpiceConnection
 from kvm_vdi_client.viewers import (
@@ -120,7 +119,9 @@ def test_xfreerdp_gets_server_domain_and_user_in_argv_and_the_password_on_stdin(
 
 
 def test_vmware_view_gets_server_and_desktop_and_no_password() -> None:
-    launch = horizon_launch(ViewerConfig(kiosk=True), HorizonFailover("https://horizon.example", "Lab"), "alice")
+    launch = horizon_launch(
+        ViewerConfig(kiosk=True), HorizonFailover("https://horizon.example", "Lab"), "alice"
+    )
     assert launch.argv == (
         "vmware-view",
         "--serverURL=https://horizon.example",
