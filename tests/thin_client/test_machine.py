@@ -144,6 +144,7 @@ def test_dismissing_a_login_error_goes_back_to_the_login_screen() -> None:
     machine.handle(CallFailed(CallLogin("alice", "alice-pw"), Failure.UNREACHABLE, UNREACHABLE))
     assert machine.handle(Dismissed()) == []
     assert machine.phase is Phase.LOGGED_OUT
+    assert machine.notice is None
 
 
 def test_no_pools_says_so_and_names_who_can_help() -> None:

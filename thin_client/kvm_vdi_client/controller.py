@@ -79,9 +79,8 @@ def classify(error: Exception) -> tuple[Failure, str]:
     if isinstance(error, LeaseEnded):
         return Failure.LEASE_ENDED, error.message
     if isinstance(error, BrokerError):
-        if error.status >= 500:
-            return Failure.BROKEN, f"The dashboard failed to answer (HTTP {error.status}): {error.message}"
-        return Failure.REFUSED, error.message
+        # 5xx: the dashboard could not do it now (a desktop failed to start, a directory is down): retryable.
+        return (Failure.BROKEN if error.status >= 500 else Failure.REFUSED), error.message
     if isinstance(error, ProtocolError):
         return Failure.BROKEN, str(error)
     return Failure.BROKEN, f"Unexpected error in the launcher: {error}"
@@ -209,8 +208,8 @@ class Controller:
             event = LoginRejected(self._login_message(error))
         except Exception as error:  # every failure becomes a message on screen
             failure, message = classify(error)
-            if failure is Failure.BROKEN:
-                log.exception("%s failed", type(effect).__name__)
+            if not isinstance(error, BrokerError | ProtocolError):
+                log.exception("%s failed", type(effect).__name__)  # a bug: keep the traceback in the log
             else:
                 log.warning("%s failed: %s", type(effect).__name__, message)
             event = CallFailed(effect, failure, message)

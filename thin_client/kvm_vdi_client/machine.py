@@ -385,7 +385,11 @@ class SessionMachine:
         return [retry]
 
     def _dismiss(self) -> list[Effect]:
-        if self._dismiss_ends_session or self.user is None:
+        if self.user is None:  # a failed log-in: back to an empty form
+            self._credentials = None
+            self._to(Phase.LOGGED_OUT)
+            return []
+        if self._dismiss_ends_session:
             return self._finish_session(notice="Your session has ended.", restart=False)
         return self._enter_pools(notice=None)
 

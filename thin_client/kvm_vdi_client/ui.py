@@ -45,6 +45,9 @@ class LauncherWindow:
 
         root.title(config.title)
         if config.fullscreen:
+            # Thin clients run X without a window manager, which is what honours "-fullscreen";
+            # cover the screen by geometry too.
+            root.geometry(f"{root.winfo_screenwidth()}x{root.winfo_screenheight()}+0+0")
             root.attributes("-fullscreen", True)
         else:
             root.geometry("900x600")
@@ -100,10 +103,10 @@ class LauncherWindow:
         form = ttk.Frame(frame, style="Launcher.TFrame")
         form.place(relx=0.5, rely=0.35, anchor="center")
         self._label(form, "User name").grid(row=0, column=0, sticky="w", pady=6, padx=(0, 12))
-        self.username_entry = ttk.Entry(form, width=28)
+        self.username_entry = ttk.Entry(form, width=28, font=("DejaVu Sans", 13))
         self.username_entry.grid(row=0, column=1, pady=6)
         self._label(form, "Password").grid(row=1, column=0, sticky="w", pady=6, padx=(0, 12))
-        self.password_entry = ttk.Entry(form, width=28, show="•")
+        self.password_entry = ttk.Entry(form, width=28, show="•", font=("DejaVu Sans", 13))
         self.password_entry.grid(row=1, column=1, pady=6)
         self.login_button = ttk.Button(form, text="Log in", command=self._submit_login, default="active")
         self.login_button.grid(row=2, column=1, sticky="e", pady=(12, 6))
