@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run the test suite against real services, in two passes:
+#   1. everything on SQLite;
+#   2. again with KVMVDI_TEST_DATABASE=mariadb (the same tests on MariaDB).
+# Extra arguments go to pytest in both passes, e.g.
+#   scripts/run-tests.sh tests/test_harness.py -x -k ldap
+#
+# Knobs (environment):
+#   VENV                     virtualenv to run from (default .venv)
+#   KVMVDI_MARIADB_PASS      all (default) | off: whether pass 2 runs
+#   KVMVDI_MARIADB_SELECT    extra pytest args for pass 2 only, e.g. "-m database"
+#                            to restrict it to database tests once that marker exists
+#   KVMVDI_KEEP_RUN_DIR      1 | on-failure: keep /tmp/kvmvdi-test-<id> for inspection
+#
+# The services need root (network namespaces, libvirtd, useradd); as another
+# user the script re-runs itself through sudo.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "run-tests: the real services need root; re-running with sudo" >&2
+    exec sudo --preserve-env "$0" "$@"
+fi
+
+PYTEST=("$VENV/bin/python" -m pytest)
+COMMON=()
+if [ "${CI:-}" = "true" ]; then
+    # CI: no colours in logs, show the slowest tests, keep the evidence of a failed run.
+    COMMON+=(--color=no --durations=15)
+    export KVMVDI_KEEP_RUN_DIR=${KVMVDI_KEEP_RUN_DIR:-on-failure}
+fi
+
+status=0
+started=$(date +%s)
+
+echo "=== pass 1/2: SQLite ==="
+KVMVDI_TEST_DATABASE=sqlite "${PYTEST[@]}" "${COMMON[@]}" "$@" || status=$?
+
+if [ "${KVMVDI_MARIADB_PASS:-all}" != off ]; then
+    echo "=== pass 2/2: MariaDB ==="
+    # shellcheck disable=SC2086 # KVMVDI_MARIADB_SELECT is a list of words on purpose
+    KVMVDI_TEST_DATABASE=mariadb "${PYTEST[@]}" "${COMMON[@]}" ${KVMVDI_MARIADB_SELECT:-} "$@" || {
+        rc=$?
+        [ "$status" -eq 0 ] && status=$rc
+    }
+fi
+
+echo "run-tests: both passes took $(( $(date +%s) - started )) s, exit status $status"
+exit "$status"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create the project's virtualenv (argument, default .venv) and install the project
+# with its dev extras. pip runs only when pyproject.toml differs from the copy
+# recorded at the last successful install, so repeated runs cost milliseconds.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV=${1:-.venv}
+PYTHON=${PYTHON:-python3}
+STAMP="$VENV/.kvmvdi-pyproject.sha256"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup-python: creating $VENV with $("$PYTHON" --version 2>&1)" >&2
+    "$PYTHON" -m venv "$VENV"
+fi
+
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+have=$(cat "$STAMP" 2>/dev/null || true)
+if [ "$want" = "$have" ]; then
+    exit 0
+fi
+
+echo "setup-python: installing the project into $VENV (pyproject.toml changed)" >&2
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e '.[dev]'
+# Written last: an interrupted install is retried on the next run.
+echo "$want" > "$STAMP"

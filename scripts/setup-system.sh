@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages that the dashboard, the test suite and the thin
+# client need. Idempotent: when every package is already installed it touches
+# neither the network nor apt, so repeated runs take a few milliseconds.
+set -euo pipefail
+
+PACKAGES=(
+    # hypervisor side: qemu, libvirt and the headers libvirt-python builds against
+    qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
+    # Python venv and native extensions
+    python3-venv python3-dev gcc
+    # real services started by the test suite
+    openssh-server mariadb-server slapd ldap-utils
+    # browser tests and the thin client under a virtual X server
+    chromium chromium-driver virt-viewer xvfb imagemagick x11-apps x11-xserver-utils xdotool
+    # subreaper for libvirtd, the guest-image assembler, small network tools
+    tini nasm netcat-openbsd iproute2
+    # front-end assets
+    nodejs npm
+    sudo
+)
+
+# Run privileged commands directly as root, through sudo otherwise.
+if [ "$(id -u)" -eq 0 ]; then
+    as_root() { "$@"; }
+else
+    as_root() { sudo "$@"; }
+fi
+
+# One dpkg-query call for the whole list keeps the fast path fast.
+declare -A installed=()
+while read -r pkg status; do
+    [ "$status" = installed ] && installed[$pkg]=1
+done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${PACKAGES[@]}" 2>/dev/null || true)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    [ -n "${installed[$pkg]:-}" ] && continue
+    # NodeSource's nodejs ships npm itself and conflicts with Debian's npm package:
+    # a working npm command satisfies the requirement whichever package provides it.
+    if [ "$pkg" = npm ] && command -v npm >/dev/null 2>&1; then
+        continue
+    fi
+    missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+echo "setup-system: installing ${missing[*]}" >&2
+# slapd must not build a default database at install time: the tests configure
+# their own instances from slapd.conf files.
+echo "slapd slapd/no_configuration boolean true" | as_root debconf-set-selections
+as_root apt-get update -q
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"

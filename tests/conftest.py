@@ -1,0 +1,196 @@
+"""Fixtures that give tests real services: MariaDB, isolated libvirt hypervisors with
+sshd, OpenLDAP, Xvfb, headless Chromium, boot-sector guests and a fresh database.
+
+Every service starts lazily, the first time a test asks for it, and stops at the
+end of the session. A service that cannot start is an error of the tests that
+need it, never a skip. The services themselves live in :mod:`tests.services`.
+
+Database selection: ``--db=sqlite|mariadb`` or ``KVMVDI_TEST_DATABASE``
+(default sqlite) decides what ``database_url`` gives; ``database_url_any`` runs a
+test on both.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services import report
+from tests.services.browser import BrowserFactory
+from tests.services.guests import GuestImages
+from tests.services.libvirt_host import LibvirtHost
+from tests.services.mariadb import MariaDB
+from tests.services.rundir import RunDir, reap_stale_runs
+from tests.services.slapd import Slapd
+from tests.services.xvfb import Xvfb
+
+DATABASES = ("sqlite", "mariadb")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=DATABASES,
+        default=None,
+        help="database behind the database_url fixture (default: $KVMVDI_TEST_DATABASE or sqlite)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # CI stops a job with SIGTERM: turn it into KeyboardInterrupt, on which pytest
+    # still runs fixture teardown (domains destroyed, namespaces deleted).
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def selected_database(config: pytest.Config) -> str:
+    choice = config.getoption("--db") or os.environ.get("KVMVDI_TEST_DATABASE") or "sqlite"
+    if choice not in DATABASES:
+        raise pytest.UsageError(f"KVMVDI_TEST_DATABASE={choice!r}: use one of {', '.join(DATABASES)}")
+    return str(choice)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"kvm-vdi test database: {selected_database(config)}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    events = report.events()
+    if not events:
+        return
+    terminalreporter.section("real services started by this run")
+    for event in events:
+        terminalreporter.write_line(event.line())
+
+
+# --- the run directory ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def run_dir(request: pytest.FixtureRequest) -> Iterator[RunDir]:
+    """``/tmp/kvmvdi-test-<id>`` (0755). Torn down last: then nothing of the run may be left."""
+    reaped = reap_stale_runs()
+    if reaped:
+        report.note("harness", f"cleaned up after crashed runs {', '.join(reaped)}")
+    rd = RunDir()
+    report.note("harness", f"run dir {rd.path}")
+    yield rd
+    leftovers = rd.leftovers()
+    keep_env = os.environ.get("KVMVDI_KEEP_RUN_DIR", "")
+    keep = keep_env == "1" or (keep_env == "on-failure" and request.session.testsfailed > 0)
+    rd.cleanup(keep=keep)
+    if keep:
+        report.note("harness", f"kept run dir {rd.path}")
+    if leftovers:
+        raise RuntimeError(f"the run left things behind (now removed): {'; '.join(leftovers)}")
+    report.note("harness", "teardown complete: no processes, namespaces or links left")
+
+
+# --- services ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mariadb(run_dir: RunDir) -> Iterator[MariaDB]:
+    """A private mariadbd with database ``vdi``; ``.url`` is ``mysql://vdi:PW@127.0.0.1:PORT/vdi``."""
+    server = MariaDB(run_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def hypervisor_host(run_dir: RunDir) -> Iterator[LibvirtHost]:
+    """Hypervisor h0: its own libvirtd + sshd, SSH on a 127.0.0.1 port."""
+    host = LibvirtHost(run_dir, "h0")
+    try:
+        host.start()
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.fixture(scope="session")
+def second_hypervisor(run_dir: RunDir) -> Iterator[LibvirtHost]:
+    """Hypervisor h1 in a network namespace of its own (SSH on port 22 of 10.251.x.2)."""
+    host = LibvirtHost(run_dir, "h1", netns=True)
+    try:
+        host.start()
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.fixture(scope="session")
+def slapd(run_dir: RunDir) -> Iterator[Slapd]:
+    """OpenLDAP with a classic tree (``slapd.users``) and an AD-like one (``slapd.ad``)."""
+    server = Slapd(run_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def xvfb(run_dir: RunDir) -> Iterator[Xvfb]:
+    """A 1280x800 virtual X display; use ``xvfb.env`` for X clients."""
+    server = Xvfb(run_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser(run_dir: RunDir) -> Iterator[BrowserFactory]:
+    """Factory of headless Chromium drivers: ``browser.new()`` or ``with browser.session() as d``."""
+    factory = BrowserFactory(run_dir)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="session")
+def guest_images(run_dir: RunDir) -> GuestImages:
+    """Boot-sector guest bases (built with nasm on first use); ``.overlay(kind, path)``."""
+    return GuestImages(run_dir.sub("guests"))
+
+
+# --- databases -----------------------------------------------------------------------------------
+
+
+def _fresh_database(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if kind == "mariadb":
+        server: MariaDB = request.getfixturevalue("mariadb")
+        server.reset()
+        return server.url
+    return f"sqlite:///{tmp_path / 'vdi.sqlite3'}"
+
+
+@pytest.fixture
+def database_backend(request: pytest.FixtureRequest) -> str:
+    """ "sqlite" or "mariadb": what ``database_url`` gives in this run."""
+    return selected_database(request.config)
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, database_backend: str) -> str:
+    """URL of a fresh, empty database: a new SQLite file, or the reset MariaDB ``vdi`` database."""
+    return _fresh_database(database_backend, request, tmp_path)
+
+
+@pytest.fixture(params=DATABASES)
+def database_url_any(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Like ``database_url``, but the test runs once on SQLite and once on MariaDB."""
+    return _fresh_database(str(request.param), request, tmp_path)
