@@ -25,6 +25,8 @@ from app.audit import AuditLog
 from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
 from app.auth.throttle import LoginThrottle
+from app.broker.desktops import Broker
+from app.directory import DirectoryLogin
 from app.live.hub import LiveHub
 from app.services import Services
 from app.settings import Settings
@@ -69,15 +71,22 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if first_admin is not None:
             announce_first_admin(settings, *first_admin)
 
+        audit = AuditLog(db)
+        broker = Broker(db=db, hub=hub, audit=audit)
+        await broker.start()
+        stack.push_async_callback(broker.stop)
+
         services = Services(
             settings=settings,
             db=db,
             hub=hub,
-            audit=AuditLog(db),
+            audit=audit,
             login_throttle=LoginThrottle(
                 max_failures=settings.security.login_max_failures,
                 window=settings.security.login_failure_window,
             ),
+            directory=DirectoryLogin(settings.directory),
+            broker=broker,
         )
         app.state.services = services
         log.info("dashboard ready, database %s", database.safe_url(url))

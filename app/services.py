@@ -13,6 +13,8 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
+from app.broker.desktops import Broker
+from app.directory import DirectoryLogin
 from app.live.hub import LiveHub
 from app.settings import Settings
 
@@ -27,6 +29,8 @@ class Services:
     hub: LiveHub
     audit: AuditLog
     login_throttle: LoginThrottle
+    directory: DirectoryLogin
+    broker: Broker
     # Each further component (hypervisor registry, operations, console tickets, broker ...)
     # gets a typed field here and is built, started and stopped in app.application.lifespan.
 

@@ -86,6 +86,8 @@ class DirectorySettings(BaseModel):
     bind_dn: str = ""
     bind_password: SecretStr | None = None
     user_filter: str = "(uid={username})"
+    # The attribute holding the login name (its spelling becomes the user name in the dashboard).
+    username_attribute: str = "uid"
     group_source: Literal["memberOf", "member", "attribute"] = "memberOf"
     group_base_dn: str = ""
     group_attribute: str = "memberOf"

@@ -29,6 +29,8 @@ from tests.services.rundir import RunDir, reap_stale_runs
 from tests.services.slapd import Slapd
 from tests.services.xvfb import Xvfb
 
+pytest_plugins = ["tests.dashboard"]
+
 DATABASES = ("sqlite", "mariadb")
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from app.views import auth, home
+from app.views import api_broker, auth, home, portal
 
 
 def routes() -> list[BaseRoute]:
-    return [*auth.routes, *home.routes]
+    return [*auth.routes, *home.routes, *api_broker.routes, *portal.routes]

@@ -1,0 +1,1 @@
+"""The broker: pools, desktop allocation, leases, API tokens and the broker JSON API."""

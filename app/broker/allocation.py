@@ -1,0 +1,241 @@
+"""Atomic desktop allocation: under any concurrency a VM goes to one user at most.
+
+One write transaction per request (see :mod:`app.broker.transactions`):
+
+1. lock the requesting user's row, so two requests of one user (two tabs, an API
+   client and the portal) cannot both take a desktop past ``max_per_user``;
+2. a user who still holds a lease in the pool gets that desktop back (lease renewed);
+3. otherwise the eligible candidates are read (free, not in maintenance, not
+   locked, no operation running, on an "up" hypervisor that is not in
+   maintenance), and one of them is locked with ``FOR UPDATE SKIP LOCKED`` on
+   MariaDB (concurrent requests skip each other's rows instead of queueing) or
+   simply chosen on SQLite (writers are serialized);
+4. the VM row is assigned and a lease row inserted, then the transaction commits.
+
+Nothing here talks to a hypervisor: starting or resetting the VM happens after
+the commit, in :mod:`app.broker.desktops`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from databases.core import Connection
+
+from app.broker.transactions import WriteTransactions
+from app.clock import utcnow
+from app.db.schema import hypervisors, leases, pool_vms, users, vms
+
+Refusal = Literal["no_free_desktop", "maintenance", "not_allowed", "all_hypervisors_down", "desktop_limit"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of one desktop request."""
+
+    refusal: Refusal | None = None
+    vm_id: int | None = None
+    lease_id: int | None = None
+    expires_at: datetime | None = None
+    # True when the desktop was already this user's (a renewed lease).
+    renewed: bool = False
+    # The user the VM served before, when it changed hands (the caller decides about a reset).
+    previous_user_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.refusal is None
+
+
+def _eligible() -> list[sa.ColumnElement[bool]]:
+    return [
+        vms.c.assigned_user_id.is_(None),
+        vms.c.maintenance.is_(sa.false()),
+        vms.c.locked.is_(sa.false()),
+        vms.c.operation_id.is_(None),
+    ]
+
+
+class Allocator:
+    def __init__(self, transactions: WriteTransactions) -> None:
+        self.transactions = transactions
+
+    async def claim(
+        self,
+        pool: Any,
+        user_id: int,
+        *,
+        client_address: str = "",
+        another: bool = False,
+        now: datetime | None = None,
+    ) -> Claim:
+        """Give ``user_id`` a desktop of ``pool`` (the one they hold, or a free one)."""
+        if pool.maintenance:
+            return Claim(refusal="maintenance")
+        now = now or utcnow()
+        expires_at = now + timedelta(minutes=pool.lease_timeout_min)
+        async with self.transactions.begin() as conn:
+            await conn.fetch_one(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
+            held = await conn.fetch_all(
+                sa.select(leases.c.id, leases.c.vm_id)
+                .where(leases.c.pool_id == pool.id, leases.c.user_id == user_id, leases.c.ended_at.is_(None))
+                .order_by(leases.c.started_at.desc(), leases.c.id.desc())
+            )
+            if held and not another:
+                lease = held[0]
+                await conn.execute(
+                    leases.update()
+                    .where(leases.c.id == lease.id)
+                    .values(expires_at=expires_at, last_heartbeat_at=now, client_address=client_address)
+                )
+                return Claim(vm_id=lease.vm_id, lease_id=lease.id, expires_at=expires_at, renewed=True)
+            if len(held) >= pool.max_per_user:
+                return Claim(refusal="desktop_limit")
+            vm = await self._lock_free_vm(conn, pool.id, user_id)
+            if vm is None:
+                return Claim(refusal=await self._why_none(conn, pool.id))
+            await conn.execute(
+                vms.update()
+                .where(vms.c.id == vm.id, vms.c.assigned_user_id.is_(None))
+                .values(assigned_user_id=user_id)
+            )
+            lease_id = await conn.execute(
+                leases.insert().values(
+                    user_id=user_id,
+                    vm_id=vm.id,
+                    pool_id=pool.id,
+                    client_address=client_address,
+                    started_at=now,
+                    last_heartbeat_at=now,
+                    expires_at=expires_at,
+                )
+            )
+            return Claim(
+                vm_id=vm.id, lease_id=lease_id, expires_at=expires_at, previous_user_id=vm.last_user_id
+            )
+
+    async def _lock_free_vm(self, conn: Connection, pool_id: int, user_id: int) -> Any | None:
+        # Hypervisor conditions come from a plain read: locking rows of a join would lock
+        # the hypervisor row too and serialize every request of the pool on it.
+        candidates = [
+            row.id
+            for row in await conn.fetch_all(
+                sa.select(vms.c.id)
+                .select_from(
+                    pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id).join(
+                        hypervisors, hypervisors.c.id == vms.c.hypervisor_id
+                    )
+                )
+                .where(
+                    pool_vms.c.pool_id == pool_id,
+                    hypervisors.c.state == "up",
+                    hypervisors.c.maintenance.is_(sa.false()),
+                    *_eligible(),
+                )
+            )
+        ]
+        if not candidates:
+            return None
+        # Prefer a running desktop (no boot wait), then the user's previous one (no reset needed).
+        query = (
+            sa.select(vms.c.id, vms.c.last_user_id)
+            .where(vms.c.id.in_(candidates), *_eligible())
+            .order_by(
+                sa.case((vms.c.state == "running", 0), else_=1),
+                sa.case((vms.c.last_user_id == user_id, 0), else_=1),
+                vms.c.id,
+            )
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        return await conn.fetch_one(query)
+
+    async def _why_none(self, conn: Connection, pool_id: int) -> Refusal:
+        rows = await conn.fetch_all(
+            sa.select(hypervisors.c.state, hypervisors.c.maintenance)
+            .select_from(
+                pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id).join(
+                    hypervisors, hypervisors.c.id == vms.c.hypervisor_id
+                )
+            )
+            .where(pool_vms.c.pool_id == pool_id)
+        )
+        if rows and all(row.state != "up" or row.maintenance for row in rows):
+            return "all_hypervisors_down"
+        return "no_free_desktop"
+
+    async def end_lease(self, lease_id: int, *, reason: str, only_if_expired: bool = False) -> Any | None:
+        """End a lease; returns it, or ``None`` if it had already ended.
+
+        The VM stays assigned until :meth:`free_vm` (after a reset, if any), so no
+        other request can take a desktop that is still being power-cycled. With
+        ``only_if_expired`` a lease that a heartbeat renewed meanwhile is left
+        alone (the reaper's check and act happen under the row lock).
+        """
+        now = utcnow()
+        async with self.transactions.begin() as conn:
+            query = sa.select(leases).where(leases.c.id == lease_id, leases.c.ended_at.is_(None))
+            if only_if_expired:
+                query = query.where(leases.c.expires_at <= now)
+            lease = await conn.fetch_one(query.with_for_update())
+            if lease is None:
+                return None
+            await conn.execute(
+                leases.update().where(leases.c.id == lease_id).values(ended_at=now, end_reason=reason)
+            )
+            return lease
+
+    async def free_vm(self, vm_id: int, user_id: int, *, clean: bool) -> None:
+        """Return the VM to the pool; ``clean`` (it was reset) forgets the previous user."""
+        async with self.transactions.begin() as conn:
+            still_held = await conn.fetch_one(
+                sa.select(leases.c.id).where(leases.c.vm_id == vm_id, leases.c.ended_at.is_(None))
+            )
+            if still_held is not None:
+                return
+            await conn.execute(
+                vms.update()
+                .where(vms.c.id == vm_id, vms.c.assigned_user_id == user_id)
+                .values(assigned_user_id=None, last_user_id=None if clean else user_id)
+            )
+
+    async def free_orphans(self) -> list[int]:
+        """Free VMs assigned without an active lease (a return interrupted by a restart)."""
+        async with self.transactions.begin() as conn:
+            active = sa.select(leases.c.vm_id).where(leases.c.ended_at.is_(None))
+            rows = await conn.fetch_all(
+                sa.select(vms.c.id, vms.c.assigned_user_id)
+                .where(vms.c.assigned_user_id.is_not(None), vms.c.id.not_in(active))
+                .with_for_update()
+            )
+            for row in rows:
+                await conn.execute(
+                    vms.update()
+                    .where(vms.c.id == row.id)
+                    .values(assigned_user_id=None, last_user_id=row.assigned_user_id)
+                )
+            return [row.id for row in rows]
+
+    async def heartbeat(self, lease_id: int, user_id: int, timeout_min: int) -> tuple[str, datetime | None]:
+        """Extend a lease: ("ok", new expiry), ("not_found", None) or ("ended", None)."""
+        now = utcnow()
+        async with self.transactions.begin() as conn:
+            lease = await conn.fetch_one(
+                sa.select(leases)
+                .where(leases.c.id == lease_id, leases.c.user_id == user_id)
+                .with_for_update()
+            )
+            if lease is None:
+                return "not_found", None
+            if lease.ended_at is not None:
+                return "ended", None
+            expires_at = max(lease.expires_at, now + timedelta(minutes=timeout_min))
+            await conn.execute(
+                leases.update()
+                .where(leases.c.id == lease_id)
+                .values(last_heartbeat_at=now, expires_at=expires_at)
+            )
+            return "ok", expires_at

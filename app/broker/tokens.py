@@ -1,0 +1,102 @@
+"""Bearer tokens of the broker API: 256-bit random, stored as SHA-256, short-lived, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from databases import Database
+
+from app.clock import utcnow
+from app.db.schema import api_tokens, users
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenUser:
+    token_id: int
+    user_id: int
+    username: str
+    display_name: str
+    source: str
+    groups: tuple[str, ...]
+    expires_at: datetime
+
+
+async def issue_token(
+    db: Database, user_id: int, *, groups: tuple[str, ...] = (), client_address: str = "", ttl: int
+) -> tuple[str, datetime]:
+    """A new token (returned once, never stored) and its expiry."""
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    expires_at = now + timedelta(seconds=ttl)
+    await db.execute(
+        api_tokens.insert().values(
+            token_hash=token_hash(token),
+            user_id=user_id,
+            groups_json=json.dumps(list(groups)),
+            client_address=client_address,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    return token, expires_at
+
+
+async def authenticate_token(db: Database, token: str) -> TokenUser | None:
+    """The user of a valid token: known, not expired, not revoked, user enabled."""
+    if not token or len(token) > 128:
+        return None
+    row = await db.fetch_one(
+        sa.select(
+            api_tokens.c.id,
+            api_tokens.c.user_id,
+            api_tokens.c.groups_json,
+            api_tokens.c.expires_at,
+            users.c.username,
+            users.c.display_name,
+            users.c.source,
+            users.c.role,
+            users.c.disabled,
+        )
+        .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
+        .where(api_tokens.c.token_hash == token_hash(token), api_tokens.c.revoked_at.is_(None))
+    )
+    if row is None or row.expires_at <= utcnow() or row.disabled or row.role != "client":
+        return None
+    return TokenUser(
+        token_id=row.id,
+        user_id=row.user_id,
+        username=row.username,
+        display_name=row.display_name,
+        source=row.source,
+        groups=tuple(json.loads(row.groups_json)),
+        expires_at=row.expires_at,
+    )
+
+
+async def revoke_token(db: Database, token_id: int) -> None:
+    await db.execute(
+        api_tokens.update()
+        .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def revoke_user_tokens(db: Database, user_id: int) -> None:
+    await db.execute(
+        api_tokens.update()
+        .where(api_tokens.c.user_id == user_id, api_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def purge_expired(db: Database, *, older_than: timedelta = timedelta(days=1)) -> None:
+    await db.execute(api_tokens.delete().where(api_tokens.c.expires_at < utcnow() - older_than))

@@ -1,0 +1,304 @@
+"""Directory login: one fresh bind per login attempt, nothing cached.
+
+* Active Directory (``kind = "ad"``): bind as ``user@domain``, then read the
+  account (``sAMAccountName``) for its name, mail, ``memberOf`` and the primary
+  group, which AD leaves out of ``memberOf``: the group whose SID is the user's
+  domain SID + ``primaryGroupID``.
+* Plain LDAP (``kind = "ldap"``): bind as the DN from ``user_dn_template`` or
+  found by a service-account search; groups from ``memberOf``, from groups whose
+  ``member`` names the user, or from a configured attribute.
+
+User input only reaches the directory escaped (``escape_filter_chars`` in
+filters, ``escape_rdn`` in DNs), and an empty password is refused before any
+bind: LDAP servers treat a simple bind with a name and no password as an
+*unauthenticated* bind that "succeeds" (RFC 4513 §5.1.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import ldap3
+from ldap3 import Connection
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.conv import escape_bytes, escape_filter_chars
+from ldap3.utils.dn import escape_rdn, parse_dn
+
+from app.directory.server import DirectoryConfigError, make_server, open_connection
+from app.settings import DirectorySettings
+
+log = logging.getLogger("kvmvdi.directory")
+
+MAX_USERNAME_LENGTH = 256
+# Bind results that mean "these credentials do not log in" rather than "the directory is broken".
+_REFUSED_BIND_RESULTS = frozenset({34, 48, 49, 50, 53})
+
+
+class DirectoryError(Exception):
+    """The directory answered, but not as configured (service bind refused, ambiguous account ...)."""
+
+
+class DirectoryUnavailable(DirectoryError):
+    """The directory could not be reached or the TLS handshake failed."""
+
+
+class InvalidUsername(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DirectoryIdentity:
+    username: str
+    dn: str
+    display_name: str
+    email: str
+    # Group names (the first RDN value, e.g. "vdi-users") and full DNs, as the directory spells them.
+    groups: tuple[str, ...]
+    group_dns: tuple[str, ...]
+
+    def group_keys(self) -> frozenset[str]:
+        """Lower-cased names and DNs, for matching against registered directory groups."""
+        return frozenset(g.lower() for g in (*self.groups, *self.group_dns))
+
+
+def check_username(username: str) -> str:
+    """Refuse names no directory account can have; everything else is escaped, never rejected."""
+    if not username or not username.strip():
+        raise InvalidUsername("the user name is empty")
+    if len(username) > MAX_USERNAME_LENGTH:
+        raise InvalidUsername("the user name is too long")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in username):
+        raise InvalidUsername("the user name contains control characters")
+    return username.strip()
+
+
+def group_name(value: str) -> str:
+    """``cn=vdi-users,ou=groups,...`` → ``vdi-users``; a value that is not a DN stays as it is."""
+    try:
+        parts = parse_dn(value, escape=False, strip=True)
+    except LDAPException:
+        return value
+    if not parts or "=" not in value:
+        return value
+    return str(parts[0][1])
+
+
+def _text(raw: dict[str, list[bytes]], name: str) -> list[str]:
+    for key, values in raw.items():
+        if key.lower() == name.lower():
+            return [v.decode("utf-8", "replace") for v in values]
+    return []
+
+
+def _first(raw: dict[str, list[bytes]], name: str) -> str:
+    values = _text(raw, name)
+    return values[0] if values else ""
+
+
+def _raw_first(raw: dict[str, list[bytes]], name: str) -> bytes | None:
+    for key, values in raw.items():
+        if key.lower() == name.lower() and values:
+            return values[0]
+    return None
+
+
+def primary_group_sid(user_sid: bytes, rid: int) -> bytes:
+    """The SID of the group with relative id ``rid`` in the user's domain.
+
+    A binary SID ends with its sub-authorities as little-endian 32-bit words;
+    the last one is the user's RID, the ones before it name the domain.
+    """
+    if len(user_sid) < 12 or (len(user_sid) - 8) % 4:
+        raise DirectoryError("the account's objectSid is malformed")
+    return user_sid[:-4] + struct.pack("<I", rid)
+
+
+class DirectoryLogin:
+    def __init__(self, config: DirectorySettings) -> None:
+        self.config = config
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.kind != "none"
+
+    async def authenticate(self, username: str, password: str) -> DirectoryIdentity | None:
+        """The identity for these credentials, or ``None`` when the directory refuses them.
+
+        Raises :class:`DirectoryUnavailable` / :class:`DirectoryError` when the
+        directory cannot answer, so callers can tell users "try later" instead of
+        "wrong password".
+        """
+        if not self.enabled:
+            return None
+        # Before anything else: a name with an empty password would be an unauthenticated bind.
+        if not password:
+            return None
+        try:
+            username = check_username(username)
+        except InvalidUsername:
+            return None
+        return await asyncio.to_thread(self._authenticate, username, password)
+
+    # The rest runs in a worker thread: ldap3's synchronous strategy blocks.
+
+    def _authenticate(self, username: str, password: str) -> DirectoryIdentity | None:
+        try:
+            server = make_server(self.config)
+            if self.config.kind == "ad":
+                return self._authenticate_ad(server, username, password)
+            return self._authenticate_ldap(server, username, password)
+        except DirectoryConfigError as exc:
+            raise DirectoryError(str(exc)) from exc
+        except LDAPException as exc:
+            log.warning("directory unreachable: %s", type(exc).__name__)
+            raise DirectoryUnavailable(f"the directory could not be reached ({type(exc).__name__})") from exc
+
+    def _bind(self, server: ldap3.Server, user: str, password: str) -> Connection | None:
+        conn = open_connection(server, self.config, user, password)
+        if conn.bind():
+            return conn
+        result = conn.result.get("result")
+        conn.unbind()
+        if result in _REFUSED_BIND_RESULTS:
+            return None
+        raise DirectoryError(f"the directory refused the bind: {conn.result.get('description')}")
+
+    def _search(
+        self,
+        conn: Connection,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        *,
+        scope: Any = ldap3.SUBTREE,
+    ) -> list[tuple[str, dict[str, list[bytes]]]]:
+        conn.search(base, search_filter, search_scope=scope, attributes=attributes, size_limit=1000)
+        return [
+            (entry["dn"], entry.get("raw_attributes", {}))
+            for entry in conn.response or []
+            if entry.get("type") == "searchResEntry"
+        ]
+
+    # Active Directory
+
+    def _authenticate_ad(
+        self, server: ldap3.Server, username: str, password: str
+    ) -> DirectoryIdentity | None:
+        domain = self.config.ad_domain
+        if not domain:
+            raise DirectoryError("directory.ad_domain is not configured")
+        account = username
+        if "@" in username:
+            account, _, suffix = username.rpartition("@")
+            if suffix.lower() != domain.lower() or not account:
+                return None
+        conn = self._bind(server, f"{account}@{domain}", password)
+        if conn is None:
+            return None
+        try:
+            found = self._search(
+                conn,
+                self.config.base_dn,
+                f"(&(objectClass=user)(sAMAccountName={escape_filter_chars(account)}))",
+                ["sAMAccountName", "displayName", "mail", "memberOf", "primaryGroupID", "objectSid"],
+            )
+            if len(found) != 1:
+                raise DirectoryError(f"the account {account!r} bound but {len(found)} entries match it")
+            dn, raw = found[0]
+            group_dns = _text(raw, "memberOf")
+            primary = self._primary_group_dn(conn, raw)
+            if primary and primary.lower() not in {g.lower() for g in group_dns}:
+                group_dns.append(primary)
+            return DirectoryIdentity(
+                username=_first(raw, "sAMAccountName") or account,
+                dn=dn,
+                display_name=_first(raw, "displayName"),
+                email=_first(raw, "mail"),
+                groups=tuple(group_name(g) for g in group_dns),
+                group_dns=tuple(group_dns),
+            )
+        finally:
+            conn.unbind()
+
+    def _primary_group_dn(self, conn: Connection, raw: dict[str, list[bytes]]) -> str | None:
+        rid_text = _first(raw, "primaryGroupID")
+        sid = _raw_first(raw, "objectSid")
+        if not rid_text or sid is None:
+            return None
+        group_sid = primary_group_sid(sid, int(rid_text))
+        found = self._search(conn, self.config.base_dn, f"(objectSid={escape_bytes(group_sid)})", ["cn"])
+        return found[0][0] if len(found) == 1 else None
+
+    # Plain LDAP
+
+    def _authenticate_ldap(
+        self, server: ldap3.Server, username: str, password: str
+    ) -> DirectoryIdentity | None:
+        config = self.config
+        service: Connection | None = None
+        try:
+            if config.bind_dn:
+                service = self._bind(
+                    server,
+                    config.bind_dn,
+                    config.bind_password.get_secret_value() if config.bind_password else "",
+                )
+                if service is None:
+                    raise DirectoryError("the directory refused the service account (directory.bind_dn)")
+            if config.user_dn_template:
+                user_dn = config.user_dn_template.format(username=escape_rdn(username))
+            elif service is not None:
+                user_filter = config.user_filter.format(username=escape_filter_chars(username))
+                matches = self._search(service, config.base_dn, user_filter, ["1.1"])
+                if len(matches) != 1:
+                    return None
+                user_dn = matches[0][0]
+            else:
+                raise DirectoryError("configure directory.user_dn_template or directory.bind_dn")
+
+            user_conn = self._bind(server, user_dn, password)
+            if user_conn is None:
+                return None
+            try:
+                reader = service or user_conn
+                return self._ldap_identity(reader, user_dn, username)
+            finally:
+                user_conn.unbind()
+        finally:
+            if service is not None:
+                service.unbind()
+
+    def _ldap_identity(self, conn: Connection, user_dn: str, typed: str) -> DirectoryIdentity:
+        config = self.config
+        attribute = config.group_attribute if config.group_source == "attribute" else "memberOf"
+        entries = self._search(
+            conn,
+            user_dn,
+            "(objectClass=*)",
+            [config.username_attribute, "displayName", "cn", "mail", attribute],
+            scope=ldap3.BASE,
+        )
+        if not entries:
+            raise DirectoryError("the account bound but its entry cannot be read")
+        dn, raw = entries[0]
+        name = _first(raw, config.username_attribute)
+        if config.group_source == "member":
+            base = config.group_base_dn or config.base_dn
+            member_filter = "(|(member={dn})(uniqueMember={dn})(memberUid={uid}))".format(
+                dn=escape_filter_chars(dn), uid=escape_filter_chars(name or typed)
+            )
+            group_dns = [found_dn for found_dn, _ in self._search(conn, base, member_filter, ["1.1"])]
+        else:
+            group_dns = _text(raw, attribute)
+        return DirectoryIdentity(
+            username=name if name and name.lower() == typed.lower() else typed,
+            dn=dn,
+            display_name=_first(raw, "displayName") or _first(raw, "cn"),
+            email=_first(raw, "mail"),
+            groups=tuple(group_name(g) for g in group_dns),
+            group_dns=tuple(g for g in group_dns if "=" in g),
+        )

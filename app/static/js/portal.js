@@ -1,0 +1,110 @@
+// Client portal: connect to a pool's desktop, download a .vv, power actions,
+// heartbeats for held desktops, and live tile updates over the websocket.
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const message = document.getElementById("portal-message");
+
+function show(text, kind = "info") {
+  message.textContent = text;
+  message.className = `alert alert-${kind}`;
+}
+
+async function post(url, body) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body || {}),
+  });
+  let data = {};
+  try { data = await response.json(); } catch (e) { /* 204 */ }
+  return { status: response.status, data };
+}
+
+function failoverText(failover) {
+  if (!failover) return "";
+  if (failover.protocol === "rdp") return ` Use Remote Desktop to ${failover.host}${failover.domain ? " (domain " + failover.domain + ")" : ""}.`;
+  return ` Use VMware Horizon: server ${failover.server}, pool ${failover.pool}.`;
+}
+
+async function desktopFor(poolId) {
+  for (let attempt = 0; attempt < 90; attempt++) {
+    const { status, data } = await post(`/client/pools/${poolId}/desktop`);
+    if (status === 202) {
+      show(`Your desktop ${data.desktop ? data.desktop.name : ""} is starting…`);
+      await new Promise((resolve) => setTimeout(resolve, (data.retry_after || 2) * 1000));
+      continue;
+    }
+    if (data.status === "ready") return data;
+    if (data.status === "failover") { show("The desktops are unavailable." + failoverText(data.failover), "warning"); return null; }
+    show((data.message || "The desktop could not be handed out.") + failoverText(data.failover), "warning");
+    return null;
+  }
+  show("The desktop did not start in time. Try again.", "danger");
+  return null;
+}
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-action], button[data-power]");
+  if (!button) return;
+  if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+  button.disabled = true;
+  try {
+    if (button.dataset.power) {
+      const { status, data } = await post(`/client/desktops/${button.dataset.vmId}/power`, { action: button.dataset.power });
+      show(status === 202 ? `Desktop ${data.state}.` : data.message, status === 202 ? "success" : "danger");
+      return;
+    }
+    const desktop = await desktopFor(button.dataset.poolId);
+    if (!desktop) return;
+    if (button.dataset.action === "connect") {
+      window.location.assign(desktop.console_url);
+    } else {
+      const form = document.getElementById("vv-form");
+      form.action = `/client/desktops/${desktop.desktop.vm_id}/vv`;
+      form.submit();
+      show(`Opening ${desktop.desktop.name} in remote-viewer.`, "success");
+    }
+  } finally {
+    button.disabled = false;
+  }
+});
+
+function renderTiles(pools) {
+  for (const pool of pools) {
+    const tile = document.getElementById(`pool-${pool.id}`);
+    if (!tile) { window.location.reload(); return; }
+    tile.querySelector("[data-free]").textContent = pool.free;
+    tile.querySelector("[data-size]").textContent = pool.size;
+    tile.querySelector("[data-maintenance]").classList.toggle("d-none", !pool.maintenance);
+    tile.querySelector("[data-desktop]").textContent = pool.desktop ? `Your desktop: ${pool.desktop.name} (${pool.desktop.state})` : "";
+  }
+}
+
+async function refresh() {
+  const response = await fetch("/client/pools.json", { headers: { Accept: "application/json" } });
+  if (response.ok) {
+    const data = await response.json();
+    renderTiles(data.pools);
+    return data.pools;
+  }
+  return [];
+}
+
+// Heartbeats keep the leases of held desktops while the portal is open.
+async function heartbeats() {
+  const pools = await refresh();
+  for (const pool of pools) {
+    if (pool.desktop) await post(`/client/desktops/${pool.desktop.vm_id}/heartbeat`);
+  }
+}
+setInterval(heartbeats, 30000);
+
+function live() {
+  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${window.location.host}/live`);
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.topic === "pool" || message.topic === "lease") refresh();
+  };
+  socket.onclose = () => setTimeout(live, 5000);
+}
+live();

@@ -1,0 +1,275 @@
+"""The broker JSON API (``/api/v1``): bearer tokens, pools, desktops, leases, power.
+
+Requests carry ``Authorization: Bearer <token>`` and no cookie, so CSRF does not
+apply; the token alone authenticates. Errors are ``{"error", "message"}`` with
+the stable codes listed in docs/architecture.md and the OpenAPI description.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.broker.clients import RealmError, authenticate_client, resolve_realm
+from app.broker.desktops import BOOT_RETRY_SECONDS, POWER_ACTIONS, DesktopAnswer
+from app.broker.openapi import openapi_document
+from app.broker.tokens import TokenUser, authenticate_token, issue_token, revoke_token
+from app.directory import DirectoryError
+from app.services import services_of
+from app.views.forms import client_address
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+def timestamp(value: datetime | None) -> str | None:
+    return value.isoformat() + "Z" if value is not None else None
+
+
+async def json_body(request: Request) -> dict[str, Any] | JSONResponse:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return error(400, "invalid_request", "The body must be a JSON object.")
+    if not isinstance(body, dict):
+        return error(400, "invalid_request", "The body must be a JSON object.")
+    return body
+
+
+def token_required(endpoint: Endpoint) -> Endpoint:
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        user = None
+        if scheme.lower() == "bearer":
+            user = await authenticate_token(services_of(request).db, token.strip())
+        if user is None:
+            response = error(401, "invalid_token", "Log in first: POST /api/v1/login gives a bearer token.")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="kvm-vdi"'
+            return response
+        request.state.token_user = user
+        return await endpoint(request)
+
+    return guarded
+
+
+def _path_int(request: Request, name: str) -> int | None:
+    try:
+        return int(request.path_params[name])
+    except (KeyError, ValueError):
+        return None
+
+
+async def login(request: Request) -> Response:
+    services = services_of(request)
+    body = await json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    username, password, realm = body.get("username"), body.get("password"), body.get("realm")
+    for field, value in (("username", username), ("password", password)):
+        if not isinstance(value, str) or not value:
+            return error(400, "invalid_request", f"'{field}' is required and must be a non-empty string.")
+    if realm is not None and not isinstance(realm, str):
+        return error(400, "invalid_request", "'realm' must be 'local' or 'directory'.")
+    assert isinstance(username, str) and isinstance(password, str)
+    address = client_address(request)
+    throttle = services.login_throttle
+    wait = throttle.retry_after(username=username, address=address)
+    if wait:
+        await services.audit.record("login_throttled", actor=username, client_address=address, area="api")
+        response = error(429, "throttled", f"Too many failed attempts. Try again in {wait} seconds.")
+        response.headers["Retry-After"] = str(wait)
+        return response
+    try:
+        chosen = resolve_realm(realm, services.directory)
+        found = await authenticate_client(services.db, services.directory, username, password, chosen)
+    except RealmError as exc:
+        return error(400, "invalid_request", f"'realm': {exc}.")
+    except DirectoryError:
+        return error(503, "directory_unavailable", "The directory cannot be reached. Try again later.")
+    if found is None:
+        throttle.failed(username=username, address=address)
+        await services.audit.record(
+            "login_failed", actor=username, client_address=address, area="api", realm=chosen
+        )
+        return error(401, "invalid_credentials", "Wrong user name or password.")
+    throttle.succeeded(username=username)
+    user = found.user
+    token, expires_at = await issue_token(
+        services.db,
+        user.id,
+        groups=found.groups,
+        client_address=address,
+        ttl=services.settings.security.api_token_ttl,
+    )
+    services.broker.remember_groups(user.id, found.groups)
+    await services.audit.record(
+        "login", actor=user.username, client_address=address, area="api", realm=chosen
+    )
+    return JSONResponse(
+        {
+            "token": token,
+            "expires_at": timestamp(expires_at),
+            "user": {"username": user.username, "display_name": user.display_name, "source": user.source},
+        }
+    )
+
+
+@token_required
+async def logout(request: Request) -> Response:
+    user: TokenUser = request.state.token_user
+    await revoke_token(services_of(request).db, user.token_id)
+    await services_of(request).audit.record(
+        "logout", actor=user.username, client_address=client_address(request), area="api"
+    )
+    return Response(status_code=204)
+
+
+@token_required
+async def list_pools(request: Request) -> Response:
+    user: TokenUser = request.state.token_user
+    return JSONResponse({"pools": await services_of(request).broker.pools_for(user.user_id, user.groups)})
+
+
+def desktop_response(answer: DesktopAnswer, broker: Any) -> Response:
+    """The API's answer to a desktop request (shared with the portal's JSON endpoint)."""
+    from app.broker.pools import failover_of
+
+    failover = failover_of(answer.pool)
+    if answer.status == "ready":
+        assert answer.claim is not None
+        body: dict[str, Any] = {
+            "status": "ready",
+            "lease": broker.lease_json(answer.claim, answer.pool),
+            "desktop": answer.desktop(),
+        }
+        if answer.connection is not None:
+            body["connection"] = answer.connection
+        return JSONResponse(body)
+    if answer.status == "booting":
+        response = JSONResponse(
+            {"status": "booting", "retry_after": BOOT_RETRY_SECONDS, "desktop": answer.desktop()},
+            status_code=202,
+        )
+        response.headers["Retry-After"] = str(BOOT_RETRY_SECONDS)
+        return response
+    if answer.status == "failover" and answer.refusal == "all_hypervisors_down":
+        return JSONResponse({"status": "failover", "reason": answer.refusal, "failover": failover})
+    if answer.refusal == "not_allowed":
+        return error(403, "not_allowed", answer.message)
+    if answer.status == "failed":
+        return error(503, answer.refusal or "desktop_failed", answer.message, desktop=answer.desktop())
+    extra = {"failover": failover} if failover is not None else {}
+    return error(409, answer.refusal or "no_free_desktop", answer.message, **extra)
+
+
+@token_required
+async def request_desktop(request: Request) -> Response:
+    user: TokenUser = request.state.token_user
+    services = services_of(request)
+    pool_id = _path_int(request, "pool_id")
+    body = await json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    another = body.get("new", False)
+    if not isinstance(another, bool):
+        return error(400, "invalid_request", "'new' must be true or false.")
+    answer = None
+    if pool_id is not None:
+        try:
+            answer = await services.broker.request_desktop(
+                pool_id=pool_id,
+                user_id=user.user_id,
+                username=user.username,
+                groups=user.groups,
+                client_address=client_address(request),
+                another=another,
+            )
+        except RuntimeError as exc:
+            return error(
+                503, "console_unavailable", f"The desktop is ready but no console can be opened: {exc}."
+            )
+    if answer is None:
+        return error(404, "pool_not_found", "There is no such pool.")
+    return desktop_response(answer, services.broker)
+
+
+@token_required
+async def heartbeat(request: Request) -> Response:
+    user: TokenUser = request.state.token_user
+    lease_id = _path_int(request, "lease_id")
+    if lease_id is None:
+        return error(404, "lease_not_found", "There is no such lease.")
+    state, expires_at = await services_of(request).broker.heartbeat(lease_id, user.user_id)
+    if state == "not_found":
+        return error(404, "lease_not_found", "There is no such lease.")
+    if state == "ended":
+        return error(410, "lease_ended", "This lease has ended: request a desktop again.")
+    return JSONResponse({"expires_at": timestamp(expires_at)})
+
+
+@token_required
+async def release(request: Request) -> Response:
+    user: TokenUser = request.state.token_user
+    lease_id = _path_int(request, "lease_id")
+    released = lease_id is not None and await services_of(request).broker.release(
+        lease_id, user_id=user.user_id, actor=user.username, client_address=client_address(request)
+    )
+    if not released:
+        return error(404, "lease_not_found", "There is no such lease.")
+    return Response(status_code=204)
+
+
+@token_required
+async def power(request: Request) -> Response:
+    user: TokenUser = request.state.token_user
+    vm_id = _path_int(request, "vm_id")
+    body = await json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    action = body.get("action")
+    if action not in POWER_ACTIONS:
+        return error(400, "invalid_request", "'action' must be one of: " + ", ".join(POWER_ACTIONS) + ".")
+    try:
+        state = (
+            await services_of(request).broker.power(
+                vm_id, user.user_id, str(action), actor=user.username, client_address=client_address(request)
+            )
+            if vm_id is not None
+            else None
+        )
+    except Exception as exc:
+        return error(503, "power_failed", f"The hypervisor did not carry out '{action}': {exc}.")
+    if state is None:
+        return error(403, "not_your_desktop", "This desktop is not assigned to you.")
+    return JSONResponse({"state": state}, status_code=202)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+routes = [
+    Route("/api/v1/login", login, methods=["POST"]),
+    Route("/api/v1/logout", logout, methods=["POST"]),
+    Route("/api/v1/pools", list_pools, methods=["GET"]),
+    Route("/api/v1/pools/{pool_id}/desktop", request_desktop, methods=["POST"]),
+    Route("/api/v1/leases/{lease_id}/heartbeat", heartbeat, methods=["POST"]),
+    Route("/api/v1/leases/{lease_id}/release", release, methods=["POST"]),
+    Route("/api/v1/desktops/{vm_id}/power", power, methods=["POST"]),
+    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+]

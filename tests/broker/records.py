@@ -1,0 +1,62 @@
+"""Real rows for broker tests: hypervisors, VMs, users and pools written to the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from databases import Database
+
+from app.auth.passwords import hash_password
+from app.broker.pools import PoolSettings, create_pool, set_users
+from app.clock import utcnow
+from app.db.schema import hypervisors, pool_vms, users, vms
+
+CLIENT_PASSWORD = "client-password-long"
+# Hashed once: Argon2 per user would dominate tests that create a hundred users.
+_CLIENT_HASH = hash_password(CLIENT_PASSWORD)
+
+
+async def add_hypervisor(
+    db: Database, name: str = "hv1", *, state: str = "up", uri: str = "test:///default"
+) -> int:
+    hv_id: int = await db.execute(
+        hypervisors.insert().values(
+            name=name, transport="test", libvirt_uri=uri, state=state, created_at=utcnow()
+        )
+    )
+    return hv_id
+
+
+async def add_vm(db: Database, name: str, hypervisor_id: int, **values: Any) -> int:
+    vm_id: int = await db.execute(
+        vms.insert().values(
+            name=name,
+            hypervisor_id=hypervisor_id,
+            kind=values.pop("kind", "vdi"),
+            created_at=utcnow(),
+            **values,
+        )
+    )
+    return vm_id
+
+
+async def add_client(db: Database, name: str, *, source: str = "local") -> int:
+    """A client account; local ones log in with CLIENT_PASSWORD."""
+    user_id: int = await db.execute(
+        users.insert().values(
+            username=name,
+            source=source,
+            role="client",
+            password_hash=_CLIENT_HASH if source == "local" else None,
+            created_at=utcnow(),
+        )
+    )
+    return user_id
+
+
+async def add_pool(db: Database, name: str, vm_ids: list[int], user_ids: list[int], **settings: Any) -> int:
+    pool_id = await create_pool(db, PoolSettings(name=name, **settings))
+    for vm_id in vm_ids:
+        await db.execute(pool_vms.insert().values(pool_id=pool_id, vm_id=vm_id))
+    await set_users(db, pool_id, user_ids)
+    return pool_id
