@@ -6,6 +6,7 @@ window talks to a scripted HTTPS endpoint and starts stand-in viewers.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import time
@@ -98,6 +99,10 @@ def ui_factory(xvfb: Xvfb, tmp_path: Path) -> Iterator[Callable[[ScriptedBroker,
     for ui in made:
         ui.controller.close()
         ui.close()
+    # Tk objects must be freed on the thread that made them: collect their cycles here, now,
+    # rather than whenever a garbage collection happens to run on a worker thread.
+    made.clear()
+    gc.collect()
 
 
 def test_log_in_choose_a_pool_with_the_arrow_keys_and_connect_with_enter(
