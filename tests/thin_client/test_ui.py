@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import gc
 import os
-import subprocess
-import time
-import tkinter as tk
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from kvm_vdi_client.api import BrokerClient
-from kvm_vdi_client.config import DashboardConfig, UiConfig, ViewerConfig
+from kvm_vdi_client.config import DashboardConfig, ViewerConfig
 from kvm_vdi_client.controller import Controller
-from kvm_vdi_client.events import Phase, Started
+from kvm_vdi_client.events import Phase
 from kvm_vdi_client.machine import SessionMachine
-from kvm_vdi_client.ui import LauncherWindow
 
 from tests.services.xvfb import Xvfb
+from tests.thin_client.launcher_ui import Ui
 from tests.thin_client.scripted_broker import Certificates, ScriptedBroker
 
 LOGIN_OK = (200, {}, {"token": "tok-ui", "user": {"username": "alice", "display_name": "Alice Example"}})
@@ -39,48 +36,6 @@ POOLS = {
         },
     ]
 }
-
-
-class Ui:
-    """The launcher window in this process, on the Xvfb display, pumped by the test."""
-
-    def __init__(self, xvfb: Xvfb, controller: Controller) -> None:
-        self.xvfb = xvfb
-        self.root = tk.Tk(screenName=xvfb.display)
-        self.window = LauncherWindow(
-            self.root, controller, UiConfig(fullscreen=True, title="Virtual desktop")
-        )
-        self.controller = controller
-        self.window.start()
-        controller.dispatch(Started())
-        self.until(lambda: self.root.winfo_viewable() == 1, "window mapped")
-
-    def until(self, condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-        deadline = time.monotonic() + limit
-        while not condition():
-            assert time.monotonic() < deadline, f"{what}: phase {self.controller.machine.phase}"
-            self.root.update()
-            time.sleep(0.02)
-
-    def settle(self, seconds: float = 0.3) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.root.update()
-            time.sleep(0.02)
-
-    def keys(self, *keys: str) -> None:
-        subprocess.run(["xdotool", "key", "--delay", "30", *keys], env=self.xvfb.env, check=True)
-        self.settle()
-
-    def type(self, text: str) -> None:
-        subprocess.run(["xdotool", "type", "--delay", "20", text], env=self.xvfb.env, check=True)
-        self.settle()
-
-    def focused(self) -> object:
-        return self.root.focus_get()
-
-    def close(self) -> None:
-        self.root.destroy()
 
 
 @pytest.fixture
