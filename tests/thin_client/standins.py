@@ -1,8 +1,9 @@
 """Stand-in viewer programs for tests where no real server of that protocol runs (RDP, Horizon).
 
-A stand-in records its argv and everything it reads on stdin to ``<name>.json``
-next to itself, then stays up until ``<name>.quit`` appears, like a viewer that
-runs until the user closes it.
+Run number N of a stand-in records its argv, pid and everything it reads on
+stdin to ``<name>.<N>.json`` next to itself, then stays up until
+``<name>.<N>.quit`` appears, like a viewer that runs until the user closes it
+(or until the launcher that started it dies).
 """
 
 from __future__ import annotations
@@ -15,12 +16,22 @@ from typing import Any
 
 SCRIPT = """\
 #!{python}
-import json, os, sys, time
-record = {{"argv": sys.argv, "stdin": sys.stdin.read()}}
-with open({record!r} + ".tmp", "w") as out:
+import itertools, json, os, sys, time
+base = {base!r}
+for run in itertools.count(1):
+    try:
+        fd = os.open(f"{{base}}.{{run}}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        continue
+    os.close(fd)
+    break
+record = {{"argv": sys.argv, "pid": os.getpid(), "stdin": sys.stdin.read()}}
+with open(f"{{base}}.{{run}}.json.tmp", "w") as out:
     json.dump(record, out)
-os.rename({record!r} + ".tmp", {record!r})
-while not os.path.exists({quit!r}):
+os.rename(f"{{base}}.{{run}}.json.tmp", f"{{base}}.{{run}}.json")
+parent = os.getppid()
+# Ends when closed, or when the launcher that started it is gone (never left behind by a failed test).
+while not os.path.exists(f"{{base}}.{{run}}.quit") and os.getppid() == parent:
     time.sleep(0.05)
 sys.exit({status})
 """
@@ -30,23 +41,25 @@ class StandInViewer:
     def __init__(self, directory: Path, name: str, *, status: int = 0) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / name
-        self.record_path = directory / f"{name}.json"
-        self.quit_path = directory / f"{name}.quit"
-        self.path.write_text(
-            SCRIPT.format(
-                python=sys.executable, record=str(self.record_path), quit=str(self.quit_path), status=status
-            )
-        )
+        self.base = directory / name
+        self.path.write_text(SCRIPT.format(python=sys.executable, base=str(self.base), status=status))
         self.path.chmod(self.path.stat().st_mode | stat.S_IXUSR)
+
+    def _file(self, run: int, suffix: str) -> Path:
+        return self.base.with_name(f"{self.base.name}.{run}.{suffix}")
+
+    def runs(self) -> int:
+        """How many times the viewer has been started (and has read its input)."""
+        return len(list(self.base.parent.glob(f"{self.base.name}.*.json")))
 
     @property
     def started(self) -> bool:
-        return self.record_path.exists()
+        return self.runs() >= 1
 
-    def record(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.record_path.read_text())
+    def record(self, run: int = 1) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self._file(run, "json").read_text())
         return data
 
-    def close(self) -> None:
+    def close(self, run: int = 1) -> None:
         """The user closes the viewer."""
-        self.quit_path.touch()
+        self._file(run, "quit").touch()

@@ -7,8 +7,14 @@ broker calls run on its worker thread as on a thin client.
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -22,12 +28,13 @@ from kvm_vdi_client.machine import SessionMachine
 
 from app.db.schema import pools
 from tests.broker.records import CLIENT_PASSWORD, add_client, add_hypervisor, add_pool
-from tests.dashboard import RunningDashboard
+from tests.dashboard import DashboardFactory, RunningDashboard
 from tests.services.xvfb import Xvfb
 from tests.thin_client.launcher_ui import CmdlineWatch, Ui
 from tests.thin_client.standins import StandInViewer
 
 LauncherFactory = Callable[..., Ui]
+SESSION_SCRIPT = Path(__file__).resolve().parents[2] / "thin_client" / "session" / "vdi-session"
 
 
 @pytest.fixture
@@ -96,3 +103,105 @@ async def test_a_full_pool_with_rdp_failover_starts_xfreerdp_with_the_password_o
     await ui.until_async(lambda: ui.controller.machine.phase is Phase.LOGGED_OUT, "back at the login screen")
     await ui.until_async(lambda: ui.root.winfo_viewable() == 1, "launcher window shown again")
     assert ui.window.login_notice.cget("text") == "Your session has ended."
+
+
+async def test_a_dashboard_that_stops_gives_a_readable_message_and_a_retry_that_works_once_it_is_back(
+    dashboard_factory: DashboardFactory, launcher: LauncherFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await dashboard_factory()
+    db = first.services.db
+    await add_hypervisor(db)
+    await add_pool(db, "Office", [], [await add_client(db, "fred")])
+    ui = launcher(first.url)
+    window = ui.window
+    await log_in(ui, "fred", CLIENT_PASSWORD)
+
+    await first.stop()
+    with caplog.at_level(logging.DEBUG):
+        # Refresh from the keyboard: pool list -> Connect -> Refresh.
+        await ui.keys_async("Tab", "Tab", "Return")
+        await ui.until_async(lambda: ui.controller.machine.phase is Phase.ERROR, "error shown")
+    assert (
+        window.error_label.cget("text")
+        == f"The dashboard at {first.url} refused the connection (is it running?)."
+    )
+    assert window.retry_button.winfo_ismapped()
+    assert ui.focused() is window.retry_button
+    assert not [r for r in caplog.records if r.name.startswith("kvm_vdi_client") and r.exc_info]
+
+    # The dashboard comes back on the same address with the same database: Retry picks up.
+    port = first.settings.server.port
+    await dashboard_factory(admin_password=None, server={"host": "127.0.0.1", "port": port})
+    await ui.keys_async("Return")
+    await ui.until_async(lambda: ui.controller.machine.phase is Phase.CHOOSING_POOL, "pools again")
+    await ui.until_async(lambda: bool(window.pool_tree.get_children()), "pool list shown")
+    assert window.error_label.winfo_ismapped() == 0
+
+
+def write_kiosk_config(directory: Path, url: str, *, pool: str, password: str, restart: bool) -> Path:
+    secret = directory / "kiosk.password"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    config = directory / "config.toml"
+    config.write_text(
+        f'[dashboard]\nurl = "{url}"\ntimeout = 5\n'
+        f'[kiosk]\nusername = "kiosk1"\npassword_file = "{secret}"\npool = "{pool}"\n'
+        f"restart = {str(restart).lower()}\nrestart_delay = 0.5\n"
+        f'[logging]\ntarget = "file"\nfile = "{directory / "launcher.log"}"\nlevel = "debug"\n'
+    )
+    return config
+
+
+async def wait_for(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+async def test_a_kiosk_started_by_its_session_script_logs_in_fails_over_and_reconnects(
+    dashboard: RunningDashboard, xvfb: Xvfb, tmp_path: Path
+) -> None:
+    """The installed program, started by vdi-session as on a thin client: auto-login with the
+    root-only password file, auto-selection of its pool, failover to RDP, and after the viewer
+    closes a new log-in and connection; SIGTERM ends it cleanly."""
+    db = dashboard.services.db
+    await add_hypervisor(db)
+    pool_id = await add_pool(db, "Hall", [], [await add_client(db, "kiosk1")])
+    await db.execute(
+        sa.update(pools)
+        .where(pools.c.id == pool_id)
+        .values(failover_kind="rdp", failover_host="rdp.example.org")
+    )
+    rdp = StandInViewer(tmp_path / "bin", "xfreerdp")
+    config = write_kiosk_config(tmp_path, dashboard.url, pool="Hall", password=CLIENT_PASSWORD, restart=True)
+    launcher_bin = Path(sys.executable).parent
+    env = {
+        **xvfb.env,
+        "PATH": f"{tmp_path / 'bin'}:{launcher_bin}:{os.environ['PATH']}",
+        "KVM_VDI_CLIENT_CONFIG": str(config),
+    }
+    session = subprocess.Popen(
+        [str(SESSION_SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        with CmdlineWatch(CLIENT_PASSWORD) as watch:
+            await wait_for(lambda: rdp.runs() >= 1, "first RDP viewer started")
+            first = rdp.record(1)
+            assert first["argv"][1:] == ["/f", "/v:rdp.example.org", "/u:kiosk1", "/from-stdin:force"]
+            assert first["stdin"] == CLIENT_PASSWORD + "\n"
+            rdp.close(1)
+            await wait_for(lambda: rdp.runs() >= 2, "RDP viewer started again after it was closed")
+            assert rdp.record(2)["stdin"] == CLIENT_PASSWORD + "\n"
+        assert watch.samples > 0 and watch.hits == []
+    finally:
+        session.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(session.communicate, timeout=30)
+    assert session.returncode == 0, output.decode(errors="replace")
+    log = (tmp_path / "launcher.log").read_text()
+    assert "session: Failover -> LoggedOut" in log
+    assert "Traceback" not in log
+    assert CLIENT_PASSWORD not in log
+    # The stand-in of the second run was terminated with the launcher.
+    second = rdp.record(2)["pid"]
+    await wait_for(lambda: not Path(f"/proc/{second}").exists(), "viewer ended with the launcher")
