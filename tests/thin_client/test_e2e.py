@@ -42,9 +42,9 @@ async def launcher(xvfb: Xvfb, tmp_path: Path) -> AsyncIterator[LauncherFactory]
     """``launcher(url)``: the launcher window for that dashboard; stand-in viewers go in tmp/bin."""
     made: list[Ui] = []
 
-    def make(url: str, *, viewer: ViewerConfig | None = None) -> Ui:
+    def make(url: str, *, viewer: ViewerConfig | None = None, path: str | None = None) -> Ui:
         client = BrokerClient(DashboardConfig(url=url, timeout=5))
-        env = {**xvfb.env, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+        env = {**xvfb.env, "PATH": path if path is not None else f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
         controller = Controller(SessionMachine(), client, viewer or ViewerConfig(kiosk=True), viewer_env=env)
         ui = Ui(xvfb, controller)
         made.append(ui)
@@ -103,6 +103,61 @@ async def test_a_full_pool_with_rdp_failover_starts_xfreerdp_with_the_password_o
     await ui.until_async(lambda: ui.controller.machine.phase is Phase.LOGGED_OUT, "back at the login screen")
     await ui.until_async(lambda: ui.root.winfo_viewable() == 1, "launcher window shown again")
     assert ui.window.login_notice.cget("text") == "Your session has ended."
+
+
+async def full_pool_with_failover(dashboard: RunningDashboard, username: str, **failover: str) -> int:
+    db = dashboard.services.db
+    await add_hypervisor(db)
+    pool_id = await add_pool(db, "Reception", [], [await add_client(db, username)])
+    await db.execute(sa.update(pools).where(pools.c.id == pool_id).values(**failover))
+    return pool_id
+
+
+async def test_a_full_pool_with_horizon_failover_starts_vmware_view_without_the_password(
+    dashboard: RunningDashboard, launcher: LauncherFactory, tmp_path: Path
+) -> None:
+    await full_pool_with_failover(
+        dashboard,
+        "gina",
+        failover_kind="horizon",
+        failover_host="https://horizon.example.org",
+        failover_pool="Lab",
+    )
+    horizon = StandInViewer(tmp_path / "bin", "vmware-view")
+    ui = launcher(dashboard.url)
+    await log_in(ui, "gina", CLIENT_PASSWORD)
+    await ui.keys_async("Return")
+    await ui.until_async(lambda: horizon.started, "Horizon client started")
+    record = horizon.record()
+    assert record["argv"][1:] == [
+        "--serverURL=https://horizon.example.org",
+        "--userName=gina",
+        "--fullscreen",
+        "--desktopName=Lab",
+        "--nonInteractive",
+    ]
+    assert record["stdin"] == ""
+    horizon.close()
+    await ui.until_async(lambda: ui.controller.machine.phase is Phase.LOGGED_OUT, "back at the login screen")
+
+
+async def test_a_missing_rdp_viewer_is_a_message_on_screen_naming_the_package(
+    dashboard: RunningDashboard, launcher: LauncherFactory, tmp_path: Path
+) -> None:
+    await full_pool_with_failover(dashboard, "hank", failover_kind="rdp", failover_host="rdp.example.org")
+    (tmp_path / "empty").mkdir()
+    ui = launcher(dashboard.url, path=str(tmp_path / "empty"))
+    await log_in(ui, "hank", CLIENT_PASSWORD)
+    await ui.keys_async("Return")
+    await ui.until_async(lambda: ui.controller.machine.phase is Phase.ERROR, "error shown")
+    await ui.until_async(lambda: ui.root.winfo_viewable() == 1, "launcher window shown")
+    assert ui.window.error_label.cget("text") == (
+        "The RDP viewer (xfreerdp) is not installed on this thin client "
+        "(program 'xfreerdp' not found; install freerdp2-x11)."
+    )
+    assert ui.focused() is ui.window.back_button
+    await ui.keys_async("Return")
+    await ui.until_async(lambda: ui.controller.machine.phase is Phase.CHOOSING_POOL, "back to the pools")
 
 
 async def test_a_dashboard_that_stops_gives_a_readable_message_and_a_retry_that_works_once_it_is_back(
