@@ -11,6 +11,8 @@ PACKAGES=(
     python3-venv python3-dev gcc
     # real services started by the test suite
     openssh-server mariadb-server slapd ldap-utils
+    # a real Active Directory domain controller for the AD login tests
+    samba samba-ad-provision samba-dsdb-modules
     # browser tests and the thin client under a virtual X server
     chromium chromium-driver virt-viewer xvfb imagemagick x11-apps x11-xserver-utils xdotool
     # subreaper for libvirtd, the guest-image assembler, small network tools

@@ -26,6 +26,7 @@ from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.mariadb import MariaDB
 from tests.services.rundir import RunDir, reap_stale_runs
+from tests.services.samba_ad import SambaAD
 from tests.services.slapd import Slapd
 from tests.services.xvfb import Xvfb
 
@@ -135,6 +136,17 @@ def second_hypervisor(run_dir: RunDir) -> Iterator[LibvirtHost]:
 def slapd(run_dir: RunDir) -> Iterator[Slapd]:
     """OpenLDAP with a classic tree (``slapd.users``) and an AD-like one (``slapd.ad``)."""
     server = Slapd(run_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def samba_ad(run_dir: RunDir) -> Iterator[SambaAD]:
+    """A real Samba AD DC (corp.example.com) on port 389 of its own network namespace."""
+    server = SambaAD(run_dir)
     try:
         server.start()
         yield server

@@ -30,6 +30,7 @@ from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.mariadb import MariaDB
 from tests.services.rundir import RunDir
+from tests.services.samba_ad import SambaAD
 from tests.services.slapd import Slapd
 from tests.services.spice import spice_link
 from tests.services.xvfb import Xvfb
@@ -354,6 +355,34 @@ def test_ldap_active_directory_layout(slapd: Slapd) -> None:
     user = ad.users["bob"]
     with ldap3.Connection(server, user.dn, user.password, auto_bind=True) as conn:
         assert conn.extend.standard.who_am_i() == f"dn:{user.dn}"
+
+
+def test_samba_ad_is_a_real_domain_controller(samba_ad: SambaAD) -> None:
+    server = ldap3.Server(samba_ad.url)
+    alice = samba_ad.users["alice"]
+    # AD accepts the user principal name and DOMAIN\\user as bind names, unlike slapd.
+    with ldap3.Connection(server, alice.user_principal_name, alice.password, auto_bind=True) as conn:
+        conn.search(
+            samba_ad.base_dn,
+            "(sAMAccountName=alice)",
+            attributes=["memberOf", "objectSid", "primaryGroupID", "userPrincipalName"],
+        )
+        entry = conn.entries[0]
+        assert entry.entry_dn == alice.dn == "CN=Alice Smith,CN=Users,DC=corp,DC=example,DC=com"
+        assert entry.objectSid.value == alice.object_sid
+        assert entry.primaryGroupID.value == 513
+        assert sorted(entry.memberOf.values) == sorted(
+            samba_ad.groups[g] for g in ("vdi-admins", "vdi-users")
+        )
+    bob = samba_ad.users["bob"]
+    with ldap3.Connection(server, f"{samba_ad.netbios}\\bob", bob.password, auto_bind=True) as conn:
+        assert conn.bound
+    with pytest.raises(LDAPBindError):
+        ldap3.Connection(server, alice.user_principal_name, "wrong password", auto_bind=True)
+    carol = samba_ad.users["carol"]  # disabled: right password, still refused
+    conn = ldap3.Connection(server, carol.user_principal_name, carol.password)
+    assert conn.bind() is False
+    assert "data 533" in conn.result["message"]  # AD's "account disabled" sub-code
 
 
 # --- X and browser -------------------------------------------------------------------------------

@@ -41,8 +41,7 @@ from .process import (
     ServiceError,
     describe_pids,
     kill_pid,
-    namespace_inode,
-    pids_in_namespace,
+    pids_mounting,
     read_pidfile,
     run,
     spawn,
@@ -60,7 +59,7 @@ BIND_MOUNTS = {
     "/var/cache/libvirt": "cache",
     "/var/log/libvirt": "log",
 }
-SPICE_PORTS = 32  # autoport range reserved for a host in the root network namespace
+SPICE_PORTS = 64  # autoport range reserved for a host in the root network namespace
 
 _virt_type: str | None = None
 _virt_type_lock = threading.Lock()
@@ -121,7 +120,6 @@ class LibvirtHost:
         self.libvirt_version = ""
         self.sshd: SshServer | None = None
         self._holder: subprocess.Popen[bytes] | None = None
-        self._mnt_inode: int | None = None
         self._spice_block: int | None = None
 
     # --- addresses and URIs ------------------------------------------------------------------
@@ -262,17 +260,15 @@ class LibvirtHost:
             if pid is not None:
                 kill_pid(pid, timeout=15)
         stop_process(self._holder, timeout=10)
-        if self._mnt_inode is not None:
-            # Whatever survived (a qemu libvirt failed to kill) dies with the namespace.
-            stray = pids_in_namespace("mnt", self._mnt_inode)
-            if stray:
-                errors.append(f"killed stray processes: {describe_pids(stray)}")
-                for pid in stray:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-            self.run_dir.forget("mntns", {"name": self.name, "inode": self._mnt_inode})
-            self._mnt_inode = None
         self._holder = None
+        # Whatever survived (a qemu libvirt failed to kill, a stuck session) still sees
+        # this host's bind mounts: kill it, and report it, since it should not happen.
+        stray = pids_mounting(self.dir)
+        if stray:
+            errors.append(f"killed stray processes: {describe_pids(stray)}")
+            for pid in stray:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if self.net is not None:
             self.net.stop()
         if self._spice_block is not None:
@@ -376,11 +372,6 @@ wait
         self._holder = spawn(argv, run_id=self.run_dir.id, log_path=self.dir / "daemons.out")
 
     def _answers(self) -> bool:
-        if self._mnt_inode is None and self._holder is not None:
-            inode = namespace_inode(self._holder.pid, "mnt")
-            if inode is not None and inode != namespace_inode("self", "mnt"):
-                self._mnt_inode = inode
-                self.run_dir.record("mntns", {"name": self.name, "inode": inode})
         if not self.socket_path.exists():
             return False
         return (

@@ -17,7 +17,7 @@ from types import TracebackType
 from .process import ServiceError, run
 from .rundir import RunDir
 
-POOL = ipaddress.ip_network("10.251.0.0/16")
+POOL = ipaddress.IPv4Network("10.251.0.0/16")
 
 
 def _subnet_in_use(subnet: ipaddress.IPv4Network) -> bool:
@@ -77,7 +77,7 @@ class NetNamespace:
         first = int.from_bytes(digest[:4], "big") % subnets
         for step in range(64):
             base = POOL.network_address + 4 * ((first + step) % subnets)
-            subnet = ipaddress.ip_network(f"{base}/30")
+            subnet = ipaddress.IPv4Network(f"{base}/30")
             if not _subnet_in_use(subnet):
                 return subnet
         raise ServiceError("no free /30 in 10.251.0.0/16")

@@ -215,6 +215,35 @@ def pids_in_namespace(kind: str, inode: int) -> list[int]:
     ]
 
 
+def pids_mounting(path: Path) -> list[int]:
+    """Live processes whose mount table has a bind mount from inside ``path``.
+
+    That identifies everything running in a hypervisor's private mount namespace,
+    including qemu, which libvirt moves into a mount namespace of its own (a child
+    of libvirtd's, so it still shows the bind mounts), and which carries neither the
+    run tag in its environment nor our namespace's inode.
+    """
+    prefix = str(path).rstrip("/")
+    me = os.getpid()
+    verdict: dict[int | None, bool] = {}  # per mount namespace: read each table once
+    found = []
+    for pid in _all_pids():
+        if pid == me:
+            continue
+        ns = namespace_inode(pid, "mnt")
+        if ns not in verdict:
+            try:
+                lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+            except OSError:
+                continue
+            # field 4 is the root of the mount inside its filesystem: the bind source
+            roots = (line.split(" ")[3] for line in lines)
+            verdict[ns] = any(r == prefix or r.startswith(prefix + "/") for r in roots)
+        if verdict[ns] and pid_alive(pid):
+            found.append(pid)
+    return found
+
+
 def descendants(root: int) -> list[int]:
     """PIDs of all live descendants of ``root`` (children first found, any depth)."""
     parents: dict[int, int] = {}

@@ -8,8 +8,9 @@ e.g. from two worktrees, never collide. The directory is removed at the end
 unless ``KVMVDI_KEEP_RUN_DIR=1``.
 
 ``resources.json`` in the directory is a ledger of what lives outside it (network
-namespaces, veth links, mount namespaces); :func:`reap_stale_runs` uses it to
-clean up after a run that was killed before its teardown could run.
+namespaces, veth links); :func:`reap_stale_runs` uses it, the run tag in process
+environments and the bind mounts of the hypervisors' mount namespaces to clean up
+after a run that was killed before its teardown could run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .process import describe_pids, pid_alive, pids_in_namespace, tagged_pids
+from .process import describe_pids, pid_alive, pids_mounting, tagged_pids
 
 RUN_DIR_PREFIX = "kvmvdi-test-"
 RUN_DIR_BASE = Path("/tmp")
@@ -50,7 +51,6 @@ class RunDir:
             "owner_start": _start_time(os.getpid()),
             "netns": [],
             "links": [],
-            "mntns": [],
         }
         self._save()
 
@@ -67,14 +67,16 @@ class RunDir:
     # --- ledger of resources outside the directory -------------------------------------------
     def record(self, kind: str, value: Any) -> None:
         with self._lock:
-            if value not in self._ledger[kind]:
-                self._ledger[kind].append(value)
+            entries = self._ledger.setdefault(kind, [])
+            if value not in entries:
+                entries.append(value)
             self._save()
 
     def forget(self, kind: str, value: Any) -> None:
         with self._lock:
-            if value in self._ledger[kind]:
-                self._ledger[kind].remove(value)
+            entries = self._ledger.get(kind, [])
+            if value in entries:
+                entries.remove(value)
             self._save()
 
     def _save(self) -> None:
@@ -95,10 +97,9 @@ class RunDir:
         for link in self._ledger["links"]:
             if Path("/sys/class/net", link).exists():
                 found.append(f"link {link}")
-        for entry in self._ledger["mntns"]:
-            pids = pids_in_namespace("mnt", entry["inode"])
-            if pids:
-                found.append(f"processes in mount namespace of {entry['name']}: {describe_pids(pids)}")
+        pids = pids_mounting(self.path)
+        if pids:
+            found.append(f"processes in private mount namespaces: {describe_pids(pids)}")
         return found
 
     def cleanup(self, keep: bool | None = None) -> None:
@@ -120,12 +121,10 @@ def _start_time(pid: int) -> int | None:
 
 
 def _reap(path: Path, run_id: str, ledger: dict[str, Any]) -> None:
-    for entry in ledger.get("mntns", []):
-        # Only processes whose mounts show this run dir: a recycled inode cannot hit a stranger.
-        for pid in pids_in_namespace("mnt", entry["inode"]):
-            with contextlib.suppress(OSError):
-                if str(path) in Path(f"/proc/{pid}/mountinfo").read_text():
-                    os.kill(pid, signal.SIGKILL)
+    # Hypervisor daemons and their qemus: everything that sees a bind mount from the run dir.
+    for pid in pids_mounting(path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     for pid in tagged_pids(run_id):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -95,6 +95,7 @@ class SshServer:
         self.client_public_key = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._prepared = False
+        self._starts = 0
 
     # --- life cycle --------------------------------------------------------------------------
     def start(self) -> SshServer:
@@ -112,7 +113,9 @@ class SshServer:
         wait_until(
             self._answers, what=f"sshd {self.name}", timeout=20, log_path=self.log_path, proc=self._proc
         )
-        report.note(self.name, f"started sshd on {self.address}:{self.port}", time.monotonic() - started)
+        verb = "restarted" if self._starts else "started"
+        self._starts += 1
+        report.note(self.name, f"{verb} sshd on {self.address}:{self.port}", time.monotonic() - started)
         return self
 
     def stop(self) -> None:
