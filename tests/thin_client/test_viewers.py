@@ -69,6 +69,16 @@ def test_the_vv_without_proxy_usb_or_fullscreen() -> None:
     assert fields["title"] == "My title"
 
 
+def test_spice_over_tls_adds_the_tls_port_subject_and_the_ca_on_one_line() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\nAAAA\n-----END CERTIFICATE-----\n"
+    tls = SpiceConnection("10.0.0.9", 5900, "pw", None, "T", tls_port=5901, host_subject="CN=hv1", ca=pem)
+    fields = read_vv(build_vv(tls, fullscreen=True, usb_redirect=False, hotkeys={}))
+    assert fields["tls-port"] == "5901"
+    assert fields["host-subject"] == "CN=hv1"
+    assert fields["ca"] == "-----BEGIN CERTIFICATE-----\\nMIIB\\nAAAA\\n-----END CERTIFICATE-----"
+    assert "tls-port" not in read_vv(build_vv(CONNECTION, fullscreen=True, usb_redirect=False, hotkeys={}))
+
+
 @pytest.mark.parametrize("field", ["host", "password", "proxy", "title"])
 def test_a_line_break_in_a_field_cannot_inject_keys_into_the_vv(field: str) -> None:
     values = {

@@ -153,6 +153,10 @@ class SpiceConnection:
     password: str = field(repr=False)
     proxy: str | None = field(repr=False)
     title: str
+    # SPICE over TLS, when the dashboard reports it (optional fields beyond the documented contract).
+    tls_port: int | None = None
+    host_subject: str | None = None
+    ca: str | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> SpiceConnection:
@@ -170,6 +174,9 @@ class SpiceConnection:
             password=_field(data, "password", str, "connection"),
             proxy=_optional(data, "proxy", str, "connection"),
             title=_optional(data, "title", str, "connection") or "Virtual desktop",
+            tls_port=_optional(data, "tls_port", int, "connection"),
+            host_subject=_optional(data, "host_subject", str, "connection"),
+            ca=_optional(data, "ca", str, "connection"),
         )
 
 

@@ -38,8 +38,16 @@ def build_vv(
         "type=spice",
         f"host={_value('host', connection.host)}",
         f"port={connection.port}",
-        f"password={_value('password', connection.password)}",
     ]
+    if connection.tls_port is not None:
+        lines.append(f"tls-port={connection.tls_port}")
+        if connection.host_subject:
+            lines.append(f"host-subject={_value('host_subject', connection.host_subject)}")
+        if connection.ca:
+            # virt-viewer reads the CA certificate as one line with literal "\n" escapes.
+            pem = connection.ca.strip().replace("\r\n", "\n").replace("\n", "\\n")
+            lines.append(f"ca={_value('ca', pem)}")
+    lines.append(f"password={_value('password', connection.password)}")
     if connection.proxy:
         # The dashboard's CONNECT gateway: thin clients need no route to the hypervisors.
         lines.append(f"proxy={_value('proxy', connection.proxy)}")
