@@ -28,6 +28,8 @@ from tests.thin_client.banner import shows_banner_guest
 from tests.thin_client.launcher_ui import CmdlineWatch, Ui
 from tests.thin_client.scripted_broker import Certificates, ScriptedBroker
 
+pytestmark = [pytest.mark.kvm]
+
 SPICE_PASSWORD = "Sp1ce-banner-pw"
 USER_PASSWORD = "viewer-user-pw"
 
