@@ -24,14 +24,23 @@ from app import db as database
 from app.audit import AuditLog
 from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
+from app.auth.headers import SecurityHeadersMiddleware
 from app.auth.throttle import LoginThrottle
 from app.broker.desktops import Broker
 from app.directory import DirectoryLogin
+from app.hyper.registry import HypervisorRegistry
+from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
+from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
+from app.proxy.gateway import ConnectGateway
+from app.proxy.service import ConsoleService
 from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
 from app.views import routes as view_routes
+from app.views.errors import exception_handlers
+from app.vms.operations import OperationsRunner
+from app.vms.service import VmService
 
 log = logging.getLogger("kvmvdi")
 
@@ -71,8 +80,35 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if first_admin is not None:
             announce_first_admin(settings, *first_admin)
 
+        if settings.demo:
+            await ensure_demo_hypervisor(db)
+
         audit = AuditLog(db)
-        broker = Broker(db=db, hub=hub, audit=audit)
+        ssh_dir = settings.data_dir / "ssh"
+        ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
+        known_hosts = KnownHostsFile(ssh_dir)
+        # The registry writes known_hosts from the pinned keys and connects to every hypervisor.
+        hypervisors = HypervisorRegistry(
+            db=db,
+            hub=hub,
+            audit=audit,
+            settings=settings,
+            key=ssh_key,
+            known_hosts=known_hosts,
+        )
+        await hypervisors.start()
+        stack.push_async_callback(hypervisors.stop)
+
+        consoles = ConsoleService(db=db, registry=hypervisors, settings=settings, audit=audit)
+        await consoles.start()
+        stack.push_async_callback(consoles.stop)
+        gateway = ConnectGateway.for_consoles(consoles, settings) if settings.gateway.enabled else None
+        if gateway is not None:
+            await gateway.start()
+            stack.push_async_callback(gateway.stop)
+            consoles.gateway_port = gateway.port
+
+        broker = Broker(db=db, hub=hub, audit=audit, registry=hypervisors, consoles=consoles)
         await broker.start()
         stack.push_async_callback(broker.stop)
 
@@ -85,18 +121,45 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
                 max_failures=settings.security.login_max_failures,
                 window=settings.security.login_failure_window,
             ),
+            ssh_key=ssh_key,
+            known_hosts=known_hosts,
+            hypervisors=hypervisors,
+            consoles=consoles,
+            gateway=gateway,
             directory=DirectoryLogin(settings.directory),
             broker=broker,
         )
         app.state.services = services
+        await start_vm_service(services, stack)
         log.info("dashboard ready, database %s", database.safe_url(url))
         yield
+
+
+async def start_vm_service(services: Services, stack: AsyncExitStack) -> None:
+    """The operations runner and the VM workflows, on top of the hypervisor registry."""
+    operations = OperationsRunner(services.db, services.hub)
+    services.operations = operations
+    vms = VmService(
+        db=services.db,
+        hub=services.hub,
+        audit=services.audit,
+        registry=services.hypervisors,
+        operations=operations,
+        settings=services.settings.vms,
+    )
+    await vms.start()
+    stack.push_async_callback(vms.stop)
+    services.vms = vms
 
 
 def announce_first_admin(settings: Settings, username: str, password: str) -> None:
     """Print the generated first admin password once, to the console only (never to logs)."""
     scheme = "https" if settings.server.https else "http"
-    url = f"{scheme}://{settings.server.host}:{settings.server.port}/"
+    # Listening on every interface: this machine's loopback address works for a first look.
+    host = "127.0.0.1" if settings.server.host in ("", "0.0.0.0", "::") else settings.server.host  # noqa: S104
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"{scheme}://{host}:{settings.server.port}/"
     banner = (
         "\n" + "=" * 64 + "\n"
         f"  KVM-VDI dashboard: {url}\n"
@@ -109,6 +172,7 @@ def announce_first_admin(settings: Settings, username: str, password: str) -> No
 
 def create_app(settings: Settings) -> Starlette:
     middleware = [
+        Middleware(SecurityHeadersMiddleware, https=settings.server.https),
         Middleware(
             SessionMiddleware,
             secret_key=settings.session_secret(),
@@ -123,6 +187,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*view_routes(), *_asset_routes(settings)],
         middleware=middleware,
         lifespan=lifespan,
+        exception_handlers=exception_handlers,
     )
     app.state.settings = settings
     app.state.templates = make_templates(settings)

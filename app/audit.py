@@ -36,13 +36,14 @@ class AuditLog:
         **details: Any,
     ) -> None:
         clean = _scrub(details)
+        # Cut to the column sizes: a user name typed into a log-in form can be any length.
         await self._db.execute(
             audit_log.insert().values(
                 at=utcnow(),
-                actor=actor,
-                action=action,
-                target=target,
-                client_address=client_address,
+                actor=actor[:128],
+                action=action[:64],
+                target=target[:255],
+                client_address=client_address[:64],
                 details_json=json.dumps(clean, default=str, sort_keys=True),
             )
         )
@@ -56,5 +57,5 @@ class AuditLog:
             query = query.where(audit_log.c.action == action)
         if since is not None:
             query = query.where(audit_log.c.at >= since)
-        rows = await self._db.fetch_all(query)
+        rows: list[Any] = await self._db.fetch_all(query)
         return [{**dict(row._mapping), "details": json.loads(row.details_json)} for row in rows]

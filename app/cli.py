@@ -1,20 +1,37 @@
-"""The ``kvm-vdi`` command line."""
+"""The ``kvm-vdi`` command line: run the dashboard, migrate, manage admins, check the set-up.
+
+Nothing here prints a secret: database URLs appear with the password masked,
+passwords are read from a prompt or stdin and never echoed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+
+from databases import Database
+from pydantic import ValidationError
 
 from app import db as database
 from app.settings import Settings, load_settings
+
+log = logging.getLogger("kvmvdi.cli")
+
+
+class CommandError(Exception):
+    """A failure the user can fix; printed as one line, exit status 1."""
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.application import create_app
+    from app.proxy.wsprotocol import DashboardWebSocketProtocol
 
     server = settings.server.model_copy(
         update={"host": args.host or settings.server.host, "port": args.port or settings.server.port}
@@ -29,7 +46,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         forwarded_allow_ips=server.forwarded_allow_ips,
         ssl_certfile=server.ssl_certfile,
         ssl_keyfile=server.ssl_keyfile,
-        ws="websockets-sansio",
+        ws=DashboardWebSocketProtocol,
     )
     return 0
 
@@ -41,6 +58,87 @@ def _cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace, username: str) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+        if not password:
+            raise CommandError("no password on standard input")
+        return password
+    if not sys.stdin.isatty():
+        raise CommandError("standard input is not a terminal: pass the password with --password-stdin")
+    password = getpass.getpass(f"Password for {username}: ")
+    if getpass.getpass("Repeat it: ") != password:
+        raise CommandError("the two passwords differ")
+    return password
+
+
+async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[int]]) -> int:
+    url = settings.database_url.get_secret_value()
+    await asyncio.to_thread(database.upgrade, url)
+    db = database.connect_database(url)
+    await db.connect()
+    try:
+        return await work(db)
+    finally:
+        await db.disconnect()
+
+
+def _cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
+    from app.audit import AuditLog
+    from app.auth.accounts import AccountError, create_local_user
+    from app.auth.passwords import WeakPasswordError
+
+    password = _read_password(args, args.name)
+
+    async def work(db: Database) -> int:
+        try:
+            await create_local_user(
+                db, args.name, password, role="admin", must_change_password=args.temporary
+            )
+        except (AccountError, WeakPasswordError) as exc:
+            raise CommandError(str(exc)) from exc
+        await AuditLog(db).record("user_created", actor="cli", target=args.name, role="admin")
+        return 0
+
+    status = asyncio.run(_with_database(settings, work))
+    note = " (must change the password at first log-in)" if args.temporary else ""
+    print(f"administrator {args.name} created{note}")
+    return status
+
+
+def _cmd_admin_set_password(settings: Settings, args: argparse.Namespace) -> int:
+    from app.audit import AuditLog
+    from app.auth.accounts import AccountError, find_local_user, set_password
+    from app.auth.passwords import WeakPasswordError
+
+    async def work(db: Database) -> int:
+        row = await find_local_user(db, args.name)
+        if row is None:
+            raise CommandError(f"no local user named {args.name}")
+        password = _read_password(args, args.name)
+        try:
+            await set_password(db, row.id, password, must_change=args.temporary)
+        except (AccountError, WeakPasswordError) as exc:
+            raise CommandError(str(exc)) from exc
+        await AuditLog(db).record("password_set", actor="cli", target=args.name, temporary=args.temporary)
+        return 0
+
+    status = asyncio.run(_with_database(settings, work))
+    note = " (temporary: must be changed at next log-in)" if args.temporary else ""
+    print(f"password of {args.name} set{note}")
+    return status
+
+
+def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from app.checks import run_checks
+
+    config_source = args.config or os.environ.get("KVMVDI_CONFIG") or None
+    report = asyncio.run(run_checks(settings, config_source=config_source))
+    print(report.table())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvm-vdi", description="KVM-VDI dashboard")
     parser.add_argument("--config", help="TOML configuration file (default: $KVMVDI_CONFIG)")
@@ -48,24 +146,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the dashboard")
     serve.add_argument("--demo", action="store_true", help="register a demo hypervisor (libvirt test driver)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="listen address (default: server.host)")
+    serve.add_argument("--port", type=int, help="listen port (default: server.port)")
     serve.set_defaults(func=_cmd_serve)
 
     db_cmd = sub.add_parser("db", help="database maintenance")
     db_sub = db_cmd.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=_cmd_db_upgrade)
+
+    admin = sub.add_parser("admin", help="manage administrator accounts")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    for name, func, summary in (
+        ("create", _cmd_admin_create, "create an administrator"),
+        ("set-password", _cmd_admin_set_password, "set a local user's password"),
+    ):
+        cmd = admin_sub.add_parser(name, help=summary)
+        cmd.add_argument("name", help="user name")
+        cmd.add_argument(
+            "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+        )
+        cmd.add_argument(
+            "--temporary", action="store_true", help="the user must change the password at the next log-in"
+        )
+        cmd.set_defaults(func=func)
+
+    check = sub.add_parser(
+        "check", help="check the configuration, the database and every hypervisor; exit status 1 on failure"
+    )
+    check.set_defaults(func=_cmd_check)
     return parser
+
+
+def _settings_errors(exc: ValidationError) -> str:
+    # Only where and what: pydantic's own text would echo the rejected value, maybe a secret.
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = load_settings(args.config)
+    try:
+        settings = load_settings(args.config)
+    except ValidationError as exc:
+        print(f"kvm-vdi: invalid configuration: {_settings_errors(exc)}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"kvm-vdi: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    result: int = args.func(settings, args)
+    try:
+        result: int = args.func(settings, args)
+    except CommandError as exc:
+        print(f"kvm-vdi: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -15,11 +15,18 @@ from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
 from app.broker.desktops import Broker
 from app.directory import DirectoryLogin
+from app.hyper.registry import HypervisorRegistry
+from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
+from app.proxy.gateway import ConnectGateway
+from app.proxy.service import ConsoleService
 from app.settings import Settings
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
+
+    from app.vms.operations import OperationsRunner
+    from app.vms.service import VmService
 
 
 @dataclass
@@ -29,8 +36,18 @@ class Services:
     hub: LiveHub
     audit: AuditLog
     login_throttle: LoginThrottle
+    # The dashboard's SSH identity and the known_hosts file of pinned hypervisor host keys.
+    ssh_key: DashboardKey
+    known_hosts: KnownHostsFile
+    hypervisors: HypervisorRegistry
+    consoles: ConsoleService
+    # The CONNECT gateway for native SPICE clients; None when gateway.enabled is off.
+    gateway: ConnectGateway | None
     directory: DirectoryLogin
     broker: Broker
+    # Long operations (copy disk, populate ...) and the VM workflows; None until started.
+    operations: OperationsRunner | None = None
+    vms: VmService | None = None
     # Each further component (hypervisor registry, operations, console tickets, broker ...)
     # gets a typed field here and is built, started and stopped in app.application.lifespan.
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,7 +24,12 @@ from pydantic_settings import (
 )
 
 
-class ServerSettings(BaseModel):
+class Section(BaseModel):
+    # A misspelt key is an error at start-up, not a setting silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = 8080
     # Origin(s) under which browsers reach the dashboard, e.g. "https://vdi.example.org".
@@ -38,15 +43,19 @@ class ServerSettings(BaseModel):
     forwarded_allow_ips: str = "127.0.0.1"
 
 
-class SecuritySettings(BaseModel):
+class SecuritySettings(Section):
+    # Signs session cookies. Empty: generated once and kept in data_dir/session_secret.
     session_secret: SecretStr | None = None
-    session_max_age: int = 8 * 3600
-    login_max_failures: int = 5
-    login_failure_window: int = 300
-    api_token_ttl: int = 3600
+    # A session ends this many seconds after log-in, however active it is.
+    session_max_age: int = Field(default=8 * 3600, ge=1)
+    # ... and after this many seconds without any request.
+    session_idle_timeout: int = Field(default=3600, ge=1)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window: int = Field(default=300, ge=1)
+    api_token_ttl: int = Field(default=3600, ge=1)
 
 
-class GatewaySettings(BaseModel):
+class GatewaySettings(Section):
     """HTTP CONNECT gateway for native SPICE clients (remote-viewer)."""
 
     enabled: bool = True
@@ -54,22 +63,32 @@ class GatewaySettings(BaseModel):
     port: int = 3128
     # Host name/address clients use to reach the gateway (written into .vv files).
     public_host: str | None = None
+    # A client must send its whole CONNECT request head within this time and size.
+    header_timeout: float = 10.0
+    max_header_bytes: int = 8192
 
 
-class ConsoleSettings(BaseModel):
-    ticket_ttl: int = 60
-    spice_password_validity: int = 120
-    idle_timeout: int = 3600
-    max_session: int = 12 * 3600
-    per_user_limit: int = 16
-    global_limit: int = 2000
+class ConsoleSettings(Section):
+    # Seconds a console ticket opens new connections (open ones continue); at most 60.
+    ticket_ttl: Annotated[int, Field(ge=1, le=60)] = 60
+    spice_password_validity: Annotated[int, Field(ge=1)] = 120
+    # A console session with no traffic for idle_timeout seconds, or older than
+    # max_session seconds, is closed.
+    idle_timeout: Annotated[int, Field(ge=1)] = 3600
+    max_session: Annotated[int, Field(ge=1)] = 12 * 3600
+    # Concurrent proxied connections (SPICE channels: a console uses 4-8 of them).
+    per_user_limit: Annotated[int, Field(ge=1)] = 16
+    global_limit: Annotated[int, Field(ge=1)] = 2000
     # Extra origins allowed to open console websockets (besides the dashboard's own).
     allowed_origins: list[str] = Field(default_factory=list)
-    read_size: int = 256 * 1024
-    buffer_limit: int = 1024 * 1024
+    # Bytes read from a socket at once; at least 64 KiB.
+    read_size: Annotated[int, Field(ge=64 * 1024)] = 256 * 1024
+    # Bytes the proxy buffers per direction of one connection before it stops reading.
+    buffer_limit: Annotated[int, Field(ge=64 * 1024)] = 1024 * 1024
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
 
 
-class DirectorySettings(BaseModel):
+class DirectorySettings(Section):
     """LDAP / Active Directory login. ``kind = "none"`` disables directory login."""
 
     kind: Literal["none", "ldap", "ad"] = "none"
@@ -94,11 +113,53 @@ class DirectorySettings(BaseModel):
     timeout: int = 5
 
 
+class VmSettings(Section):
+    """Virtual machine workflows: concurrency, first-boot waits, thumbnails."""
+
+    # VMs booted at once by populate and by mass power actions.
+    populate_concurrency: int = 4
+    power_concurrency: int = 4
+    # Populate: seconds a first boot may take before the VM is shut down (then forced off).
+    first_boot_timeout: float = 300.0
+    shutdown_grace: float = 60.0
+    # Thumbnails of running VMs, refreshed while an admin page is open.
+    thumbnail_interval: float = 5.0
+    thumbnail_width: int = 160
+    thumbnail_concurrency: int = 3
+    # "auto": kvm when the hypervisor offers it, else qemu (TCG); "qemu" forces TCG.
+    domain_type: Literal["auto", "kvm", "qemu"] = "auto"
+
+
+class HypervisorSettings(Section):
+    """How the dashboard talks to and watches hypervisors (seconds unless named otherwise)."""
+
+    connect_timeout: float = 10.0
+    # Cheap libvirt round trip on an idle connection, and how long it may take.
+    health_interval: float = 5.0
+    health_timeout: float = 10.0
+    # A hypervisor whose connection is lost and cannot be re-established for this long is
+    # marked down (fenced): nothing new is placed or started there until it answers again.
+    fence_after: float = 10.0
+    reconnect_initial: float = 1.0
+    reconnect_max: float = 30.0
+    # libvirt keepalive: a probe every interval, the connection dropped after count misses.
+    keepalive_interval: int = 5
+    keepalive_count: int = 3
+    # How long start-up waits for the first connection attempts before serving.
+    startup_wait: float = 10.0
+    # Default timeout of short commands (qemu-img info, rm, df ...).
+    command_timeout: float = 120.0
+    # Worker threads per libvirt connection (blocking calls never run on the event loop).
+    libvirt_threads: int = 4
+    # Free space and host facts are refreshed this often while connected.
+    facts_interval: float = 60.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KVMVDI_",
         env_nested_delimiter="__",
-        extra="ignore",
+        extra="forbid",
     )
 
     database_url: SecretStr = SecretStr("sqlite:///var/kvmvdi.sqlite3")
@@ -111,6 +172,8 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    vms: VmSettings = Field(default_factory=VmSettings)
+    hypervisors: HypervisorSettings = Field(default_factory=HypervisorSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -137,13 +200,31 @@ class Settings(BaseSettings):
         return path.read_text().strip()
 
 
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data for display: secrets masked, the database password hidden."""
+    from app.db import safe_url
+
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    data["database_url"] = safe_url(settings.database_url.get_secret_value())
+    hidden = "(configured, hidden)"
+    data["security"]["session_secret"] = (
+        hidden if settings.security.session_secret else "(generated, kept in data_dir)"
+    )
+    if settings.directory.bind_password is not None:
+        data["directory"]["bind_password"] = hidden
+    return data
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from a TOML file (argument or ``KVMVDI_CONFIG``), the environment and overrides."""
     path = config_file or os.environ.get("KVMVDI_CONFIG")
     if not path:
         return Settings(**overrides)
+    toml_file = Path(path)
+    if not toml_file.is_file():
+        raise FileNotFoundError(f"configuration file {toml_file} does not exist")
 
     class FileSettings(Settings):
-        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": Path(path)})
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": toml_file})
 
     return FileSettings(**overrides)

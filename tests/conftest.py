@@ -34,6 +34,9 @@ pytest_plugins = ["tests.dashboard"]
 
 DATABASES = ("sqlite", "mariadb")
 
+# A real dashboard under uvicorn: fixtures ``dashboard`` and ``dashboard_factory``.
+pytest_plugins = ["tests.dashboard"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

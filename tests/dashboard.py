@@ -22,6 +22,7 @@ import uvicorn
 from app import db as database
 from app.application import create_app
 from app.auth.accounts import create_local_user
+from app.proxy.wsprotocol import DashboardWebSocketProtocol
 from app.services import Services
 from app.settings import Settings
 
@@ -126,7 +127,9 @@ class RunningDashboard:
         await asyncio.wait_for(self.task, timeout=30)
 
 
-async def start_dashboard(settings: Settings, *, admin_password: str | None = ADMIN_PASSWORD) -> RunningDashboard:
+async def start_dashboard(
+    settings: Settings, *, admin_password: str | None = ADMIN_PASSWORD
+) -> RunningDashboard:
     """Start uvicorn with a fresh app; with ``admin_password``, an admin exists beforehand."""
     url = settings.database_url.get_secret_value()
     await asyncio.to_thread(database.upgrade, url)
@@ -144,7 +147,9 @@ async def start_dashboard(settings: Settings, *, admin_password: str | None = AD
         port=settings.server.port,
         log_level="warning",
         lifespan="on",
-        ws="websockets-sansio",
+        ws=DashboardWebSocketProtocol,
+        ssl_certfile=settings.server.ssl_certfile,
+        ssl_keyfile=settings.server.ssl_keyfile,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -155,9 +160,10 @@ async def start_dashboard(settings: Settings, *, admin_password: str | None = AD
     if task.done():
         task.result()
     assert server.started, "the dashboard did not start within 30 s"
+    scheme = "https" if settings.server.ssl_certfile else "http"
     return RunningDashboard(
         settings=settings,
-        url=f"http://{settings.server.host}:{settings.server.port}",
+        url=f"{scheme}://{settings.server.host}:{settings.server.port}",
         server=server,
         task=task,
         admin_password=admin_password or "",
@@ -175,7 +181,9 @@ async def dashboard_factory(tmp_path: Path, database_url: str) -> AsyncIterator[
 
     async def factory(*, admin_password: str | None = ADMIN_PASSWORD, **overrides: Any) -> RunningDashboard:
         data_dir = tmp_path / f"var{len(started)}"
-        running = await start_dashboard(make_settings(data_dir, database_url, **overrides), admin_password=admin_password)
+        running = await start_dashboard(
+            make_settings(data_dir, database_url, **overrides), admin_password=admin_password
+        )
         started.append(running)
         return running
 

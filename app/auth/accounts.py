@@ -23,9 +23,7 @@ class AccountError(ValueError):
 
 
 async def find_local_user(db: Database, username: str) -> Any | None:
-    return await db.fetch_one(
-        users.select().where(users.c.username == username, users.c.source == "local")
-    )
+    return await db.fetch_one(users.select().where(users.c.username == username, users.c.source == "local"))
 
 
 async def authenticate_local(db: Database, username: str, password: str) -> Any | None:
@@ -78,7 +76,7 @@ async def create_local_user(
 
 
 async def set_password(db: Database, user_id: int, password: str, *, must_change: bool = False) -> None:
-    row = await db.fetch_one(users.select().where(users.c.id == user_id))
+    row: Any = await db.fetch_one(users.select().where(users.c.id == user_id))
     if row is None:
         raise AccountError("no such user")
     if row.source != "local":

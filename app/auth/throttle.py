@@ -1,9 +1,10 @@
 """Login throttling: too many failures per user name or per client address → 429.
 
 Kept in memory: the dashboard is one process, and a restart forgetting a few
-minutes of failures is acceptable. Both keys count separately, so one address
-cannot lock everybody out by guessing many names, and many addresses cannot
-guess one name without being slowed.
+minutes of failures is acceptable. Both keys count separately: one address
+guessing many names is stopped by the address key, many addresses guessing one
+name by the user-name key. A blocked key unblocks by itself once its oldest
+failure leaves the window (the answer's ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+
+# Forget expired keys once this many are tracked.
+SWEEP_THRESHOLD = 10_000
 
 
 class LoginThrottle:
@@ -21,6 +25,7 @@ class LoginThrottle:
         self.window = window
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
+        self._next_sweep = 0.0
 
     def _recent(self, key: str) -> deque[float]:
         now = self._clock()
@@ -44,9 +49,18 @@ class LoginThrottle:
 
     def failed(self, *, username: str, address: str) -> None:
         now = self._clock()
+        if len(self._failures) >= SWEEP_THRESHOLD and now >= self._next_sweep:
+            self._sweep()
+            # At most one sweep per second: a flood must not make every failure cost a full pass.
+            self._next_sweep = now + 1.0
         for key in (f"user:{username.lower()}", f"addr:{address}"):
             self._recent(key)
             self._failures.setdefault(key, deque()).append(now)
+
+    def _sweep(self) -> None:
+        # Guessing many distinct names must not grow memory without bound.
+        for key in tuple(self._failures):
+            self._recent(key)
 
     def succeeded(self, *, username: str) -> None:
         self._failures.pop(f"user:{username.lower()}", None)

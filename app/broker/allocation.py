@@ -7,7 +7,8 @@ One write transaction per request (see :mod:`app.broker.transactions`):
 2. a user who still holds a lease in the pool gets that desktop back (lease renewed);
 3. otherwise the eligible candidates are read (free, not in maintenance, not
    locked, no operation running, on an "up" hypervisor that is not in
-   maintenance), and one of them is locked with ``FOR UPDATE SKIP LOCKED`` on
+   maintenance), and the first that can be locked, one primary-key lookup at a
+   time, with ``FOR UPDATE SKIP LOCKED`` on
    MariaDB (concurrent requests skip each other's rows instead of queueing) or
    simply chosen on SQLite (writers are serialized);
 4. the VM row is assigned and a lease row inserted, then the transaction commits.
@@ -120,38 +121,37 @@ class Allocator:
     async def _lock_free_vm(self, conn: Connection, pool_id: int, user_id: int) -> Any | None:
         # Hypervisor conditions come from a plain read: locking rows of a join would lock
         # the hypervisor row too and serialize every request of the pool on it.
-        candidates = [
-            row.id
-            for row in await conn.fetch_all(
-                sa.select(vms.c.id)
-                .select_from(
-                    pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id).join(
-                        hypervisors, hypervisors.c.id == vms.c.hypervisor_id
-                    )
-                )
-                .where(
-                    pool_vms.c.pool_id == pool_id,
-                    hypervisors.c.state == "up",
-                    hypervisors.c.maintenance.is_(sa.false()),
-                    *_eligible(),
+        # Prefer a running desktop (no boot wait), then the user's previous one (no reset needed).
+        candidates = await conn.fetch_all(
+            sa.select(vms.c.id)
+            .select_from(
+                pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id).join(
+                    hypervisors, hypervisors.c.id == vms.c.hypervisor_id
                 )
             )
-        ]
-        if not candidates:
-            return None
-        # Prefer a running desktop (no boot wait), then the user's previous one (no reset needed).
-        query = (
-            sa.select(vms.c.id, vms.c.last_user_id)
-            .where(vms.c.id.in_(candidates), *_eligible())
+            .where(
+                pool_vms.c.pool_id == pool_id,
+                hypervisors.c.state == "up",
+                hypervisors.c.maintenance.is_(sa.false()),
+                *_eligible(),
+            )
             .order_by(
                 sa.case((vms.c.state == "running", 0), else_=1),
                 sa.case((vms.c.last_user_id == user_id, 0), else_=1),
                 vms.c.id,
             )
-            .limit(1)
-            .with_for_update(skip_locked=True)
         )
-        return await conn.fetch_one(query)
+        # One primary-key lookup per candidate: a locking read with ORDER BY ... LIMIT would
+        # lock every row it sorted, and concurrent requests would skip desktops nobody takes.
+        for candidate in candidates:
+            vm = await conn.fetch_one(
+                sa.select(vms.c.id, vms.c.last_user_id)
+                .where(vms.c.id == candidate.id, *_eligible())
+                .with_for_update(skip_locked=True)
+            )
+            if vm is not None:
+                return vm
+        return None
 
     async def _why_none(self, conn: Connection, pool_id: int) -> Refusal:
         rows = await conn.fetch_all(

@@ -451,6 +451,14 @@ class Broker:
         await self._return(lease_id, reason="ended_by_admin", actor=actor, client_address=client_address)
         return True
 
+    async def revoke_user_consoles(self, user_id: int) -> None:
+        """Cut a disabled user's consoles; their leases then run out and are reaped."""
+        if self.consoles is not None:
+            try:
+                await self.consoles.revoke_for_user(user_id, "user_disabled")
+            except Exception:
+                log.exception("revoking the consoles of user %s failed", user_id)
+
     def lease_json(self, claim: Claim, pool: Any) -> dict[str, Any]:
         return {
             "id": claim.lease_id,

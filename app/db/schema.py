@@ -29,7 +29,7 @@ OPERATION_STATES = ("pending", "running", "succeeded", "failed", "interrupted")
 FAILOVER_KINDS = ("none", "rdp", "horizon")
 
 
-def _now() -> sa.sql.elements.ColumnElement[sa.DateTime]:
+def _now() -> sa.sql.functions.current_timestamp:
     return sa.func.current_timestamp()
 
 
@@ -148,7 +148,9 @@ pool_vms = sa.Table(
     metadata,
     sa.Column("pool_id", sa.Integer, sa.ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True),
     # A VM belongs to at most one pool, so two pools can never hand out the same desktop.
-    sa.Column("vm_id", sa.Integer, sa.ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True, unique=True),
+    sa.Column(
+        "vm_id", sa.Integer, sa.ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True, unique=True
+    ),
 )
 
 pool_users = sa.Table(
@@ -188,10 +190,15 @@ console_tickets = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     # SHA-256 of the 256-bit ticket; the ticket itself is never stored.
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False, index=True),
-    sa.Column("vm_id", sa.Integer, sa.ForeignKey("vms.id"), nullable=False, index=True),
+    # Tickets die with their user or VM (and their open connections are closed first).
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("vm_id", sa.Integer, sa.ForeignKey("vms.id", ondelete="CASCADE"), nullable=False, index=True),
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("port", sa.Integer, nullable=False),
+    # The display's TLS port when the hypervisor serves SPICE over TLS: also allowed through the gateway.
+    sa.Column("tls_port", sa.Integer, nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
     # New connections are accepted until then; open ones continue.
     sa.Column("expires_at", sa.DateTime, nullable=False),
@@ -204,7 +211,9 @@ api_tokens = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     # Directory groups resolved at login, as a JSON list (the directory is asked again at every login).
     sa.Column("groups_json", sa.Text, nullable=False, server_default="[]"),
     sa.Column("client_address", sa.String(64), nullable=False, server_default=""),

@@ -10,6 +10,7 @@ dashboard's own known_hosts file with StrictHostKeyChecking=yes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 from dataclasses import dataclass
@@ -35,13 +36,22 @@ class DashboardKey:
         return f"{self.public_line} kvm-vdi-dashboard"
 
     def install_command(self, user: str = "vdi") -> str:
-        """The one line an admin runs on a hypervisor to trust the dashboard."""
-        line = shlex.quote(self.authorized_keys_line)
+        """The one line an admin runs (as root) on a hypervisor to trust the dashboard.
+
+        ``restrict``: the key may run commands, nothing else (no forwarding, no terminal),
+        as ``hypervisors/install.sh --dashboard-key`` authorizes it too.
+        """
+        line = shlex.quote(f"restrict {self.authorized_keys_line}")
         home = f"~{user}"
         return (
             f"install -d -m 700 -o {user} {home}/.ssh && echo {line} >> {home}/.ssh/authorized_keys"
             f" && chown {user} {home}/.ssh/authorized_keys && chmod 600 {home}/.ssh/authorized_keys"
         )
+
+    def install_script_command(self, user: str = "vdi") -> str:
+        """``hypervisors/install.sh`` with this key: prepares a Debian hypervisor and authorizes the key."""
+        options = "" if user == "vdi" else f" --user {shlex.quote(user)}"
+        return f"./install.sh{options} --dashboard-key {shlex.quote(self.authorized_keys_line)}"
 
     def load(self) -> asyncssh.SSHKey:
         return asyncssh.read_private_key(str(self.private_path))
@@ -79,13 +89,34 @@ def host_key_line(key: asyncssh.SSHKey) -> str:
     return " ".join(key.export_public_key("openssh").decode().split()[:2])
 
 
-async def fetch_host_key(address: str, port: int, *, timeout: float = 10.0) -> str:
-    """The host key a server presents now, as an OpenSSH public-key line (not trusted yet)."""
-    key = await asyncssh.get_server_host_key(
-        address, port, server_host_key_algs=PREFERRED_HOST_KEY_ALGS, login_timeout=timeout
-    )
+class HostKeyFetchError(HostKeyError):
+    """The server could not be asked for its host key (unreachable, refused, timed out)."""
+
+
+async def fetch_host_key(
+    address: str,
+    port: int,
+    *,
+    timeout: float = 10.0,  # noqa: ASYNC109 -- part of this helper's API
+    algorithms: list[str] | None = None,
+) -> str:
+    """The host key a server presents now, as an OpenSSH public-key line (not trusted yet).
+
+    ``algorithms`` narrows what the server is asked for (e.g. the family of a pinned key).
+    Failing to reach the server raises :class:`HostKeyFetchError` with the reason.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            key = await asyncssh.get_server_host_key(
+                address, port, server_host_key_algs=algorithms or PREFERRED_HOST_KEY_ALGS, config=None
+            )
+    except TimeoutError as exc:
+        raise HostKeyFetchError(f"{address}:{port} did not answer within {timeout:g} s") from exc
+    except (OSError, asyncssh.Error) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc) or repr(exc)
+        raise HostKeyFetchError(f"cannot reach the SSH server at {address}:{port}: {reason}") from exc
     if key is None:
-        raise HostKeyError(f"{address}:{port} presented no host key")
+        raise HostKeyFetchError(f"{address}:{port} presented no host key")
     return host_key_line(key)
 
 
@@ -94,7 +125,10 @@ def known_hosts_entry(address: str, port: int, key_line: str) -> str:
     return f"{host} {key_line.strip()}"
 
 
-def pinned_known_hosts(key_line: str) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
+KnownHostsArgument = tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]
+
+
+def pinned_known_hosts(key_line: str) -> KnownHostsArgument:
     """asyncssh's ``known_hosts`` argument trusting exactly one host key."""
     return [parse_host_key(key_line)], [], []
 
@@ -136,7 +170,11 @@ class KnownHostsFile:
             "ServerAliveCountMax=3",
         ]
         args = " ".join(f"-o {shlex.quote(option)}" for option in options)
-        script = f'#!/bin/sh\n# Written by KVM-VDI: ssh for libvirt, trusting only pinned host keys.\nexec ssh {args} "$@"\n'
+        script = (
+            "#!/bin/sh\n"
+            "# Written by KVM-VDI: ssh for libvirt, trusting only pinned host keys.\n"
+            f'exec ssh {args} "$@"\n'
+        )
         _atomic_write(self.ssh_wrapper, script, 0o700)
 
 

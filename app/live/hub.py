@@ -50,8 +50,8 @@ class Subscription:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.lagged = True
-            self._wakeup.set()
+            # Stop offering at once: the socket gets closed and the browser re-reads current state.
+            self.close()
 
     async def next(self) -> LiveEvent | None:
         """The next event, or ``None`` once this subscriber has lagged or closed."""
@@ -108,6 +108,11 @@ class LiveHub:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def admin_subscriber_count(self) -> int:
+        """Connected admin browsers (work done only for admin pages can pause without them)."""
+        return sum(1 for subscriber in tuple(self._subscribers) if subscriber.is_admin)
 
     def close(self) -> None:
         for subscriber in tuple(self._subscribers):

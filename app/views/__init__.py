@@ -4,8 +4,40 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from app.views import api_broker, auth, home, portal
+from app.live import endpoint as live
+from app.views import (
+    api_broker,
+    auth,
+    configuration,
+    consoles,
+    home,
+    hypervisors,
+    hypervisors_api,
+    pools,
+    portal,
+    sessions,
+    upcoming,
+    users,
+    vms,
+    vms_api,
+)
 
 
 def routes() -> list[BaseRoute]:
-    return [*auth.routes, *home.routes, *api_broker.routes, *portal.routes]
+    return [
+        *auth.routes,
+        *home.routes,
+        *hypervisors.routes,
+        *hypervisors_api.routes,
+        *configuration.routes,
+        *upcoming.routes,
+        *live.routes,
+        *vms.routes,
+        *vms_api.routes,
+        *consoles.routes,
+        *api_broker.routes,
+        *portal.routes,
+        *pools.routes,
+        *users.routes,
+        *sessions.routes,
+    ]

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from app.auth.session import csrf_token
 
+TOAST_KINDS = frozenset({"success", "info", "warning", "danger"})
 
-def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
+
+def render(
+    request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> Response:
     templates = request.app.state.templates
-    full = {"csrf_token": csrf_token(request), "user": getattr(request.state, "user", None), **(context or {})}
+    full = {
+        "csrf_token": csrf_token(request),
+        "user": getattr(request.state, "user", None),
+        **(context or {}),
+    }
     response: Response = templates.TemplateResponse(request, template, full, status_code=status_code)
     return response
 
@@ -30,3 +38,17 @@ def safe_next(target: str | None, default: str = "/") -> str:
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith(("//", "/\\")):
         return default
     return target
+
+
+def redirect_with_toast(path: str, message: str, kind: str = "success") -> RedirectResponse:
+    """A 303 to ``path`` whose page shows ``message`` as a toast (toast.js reads and removes it)."""
+    query = {"toast": message}
+    if kind != "success" and kind in TOAST_KINDS:
+        query["toast_kind"] = kind
+    separator = "&" if "?" in path else "?"
+    return RedirectResponse(f"{path}{separator}{urlencode(query)}", status_code=303)
+
+
+def json_error(code: str, message: str, status_code: int, **extra: Any) -> JSONResponse:
+    """The one JSON error shape: ``{"error": code, "message": text}`` plus details."""
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status_code)

@@ -1,18 +1,39 @@
-"""The dashboard's landing page."""
+"""The dashboard's landing page and the areas still to come."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.auth.session import admin_required
+from app.inventory.summary import summarize
+from app.services import services_of
 from app.views.forms import render
 
 
 @admin_required
 async def overview(request: Request) -> Response:
-    return render(request, "overview.html", {"active": "overview", "title": "Overview"})
+    services = services_of(request)
+    summary = await summarize(services.db)
+    recent = await services.audit.recent(limit=8)
+    return render(
+        request,
+        "overview.html",
+        {"active": "overview", "title": "Overview", "summary": summary, "recent": recent},
+    )
 
 
-routes = [Route("/", overview, name="overview")]
+@admin_required
+async def summary_api(request: Request) -> Response:
+    """The overview's figures, for automation and for the overview page's live refresh."""
+    summary = await summarize(services_of(request).db)
+    return JSONResponse({**asdict(summary), "hypervisors_unknown": summary.hypervisors_unknown})
+
+
+routes = [
+    Route("/", overview, name="overview"),
+    Route("/api/v1/admin/summary", summary_api, methods=["GET"]),
+]

@@ -10,8 +10,6 @@ from databases import Database
 
 from app import db as database
 from tests.broker.directory_servers import DirectoryServer, start_directory
-from tests.services.mariadb import MariaDB
-from tests.services.rundir import RunDir
 
 
 @pytest.fixture(scope="session")
@@ -30,38 +28,11 @@ def ad_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Directory
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def broker_mariadb() -> Iterator[MariaDB]:
-    """A private MariaDB server for the broker tests."""
-    run_dir = RunDir()
-    server = MariaDB(run_dir).start()
-    yield server
-    server.stop()
-    run_dir.cleanup()
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def broker_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database URL on each backend."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'broker.sqlite3'}"
-    else:
-        server: MariaDB = request.getfixturevalue("broker_mariadb")
-        server.reset()
-        url = server.url
-    database.upgrade(url)
-    return url
-
-
 @pytest.fixture
-async def broker_db(broker_database_url: str) -> AsyncIterator[Database]:
-    db = database.connect_database(broker_database_url)
+async def broker_db(database_url_any: str) -> AsyncIterator[Database]:
+    """A migrated, empty database, once on SQLite and once on MariaDB."""
+    database.upgrade(database_url_any)
+    db = database.connect_database(database_url_any)
     await db.connect()
     yield db
     await db.disconnect()
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """The dashboard's database for broker tests (SQLite in the test's own directory)."""
-    return f"sqlite:///{tmp_path / 'dashboard.sqlite3'}"

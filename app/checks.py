@@ -1,0 +1,146 @@
+"""``kvm-vdi check``: is this installation ready to serve?
+
+Checks the configuration, the data directory, the database (reachable, schema
+at the latest revision) and every hypervisor (reachable, host key as pinned,
+libvirt answering, directories usable), and prints one line per check. A
+failure fails the command, except on a hypervisor in maintenance (shown as
+"warn"). Never prints a secret: the database URL is shown with its password masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app import db as database
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.hyper.sshkeys import DashboardKey, KnownHostsFile
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    subject: str
+    result: str
+    detail: str
+
+
+@dataclass
+class CheckReport:
+    lines: list[CheckLine] = field(default_factory=list)
+
+    def add(self, subject: str, result: str, detail: str) -> None:
+        self.lines.append(CheckLine(subject, result, detail))
+
+    @property
+    def ok(self) -> bool:
+        return all(line.result != FAIL for line in self.lines)
+
+    def table(self) -> str:
+        width = max([len("CHECK"), *(len(line.subject) for line in self.lines)])
+        rows = [f"{'CHECK':<{width}}  {'RESULT':<6}  DETAIL"]
+        rows += [f"{line.subject:<{width}}  {line.result:<6}  {line.detail}" for line in self.lines]
+        failed = sum(line.result == FAIL for line in self.lines)
+        rows.append("")
+        rows.append("all checks passed" if not failed else f"{failed} check(s) failed")
+        return "\n".join(rows)
+
+
+def _short(exc: BaseException) -> str:
+    """One line about an error: the driver's own message, not SQLAlchemy's wrapping."""
+    inner = getattr(exc, "orig", None) or exc
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+    return text[:300]
+
+
+def _data_dir_line(settings: Settings) -> CheckLine:
+    path = Path(settings.data_dir).resolve()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        return CheckLine("data directory", FAIL, f"{path} is not writable by this user")
+    state = "exists" if path.exists() else "will be created at first start"
+    return CheckLine("data directory", OK, f"{path} ({state})")
+
+
+async def run_checks(settings: Settings, *, config_source: str | None) -> CheckReport:
+    report = CheckReport()
+    source = f"file {config_source}" if config_source else "no file (defaults)"
+    report.add("configuration", OK, f"{source} + KVMVDI_* environment")
+    report.lines.append(_data_dir_line(settings))
+
+    url = settings.database_url.get_secret_value()
+    shown = database.safe_url(url)
+    try:
+        current = await asyncio.to_thread(database.current_revision, url)
+    except Exception as exc:  # any failure to connect is the check's answer
+        report.add("database", FAIL, f"{shown}: cannot connect: {_short(exc)}")
+        report.add("hypervisors", SKIP, "not checked without a database")
+        return report
+    head = database.head_revision()
+    if current != head:
+        report.add(
+            "database",
+            FAIL,
+            f"{shown}: schema at revision {current or '(empty)'}, latest is {head}: run `kvm-vdi db upgrade`",
+        )
+        report.add("hypervisors", SKIP, "not checked before the schema is up to date")
+        return report
+    report.add("database", OK, f"{shown}, schema at the latest revision ({head})")
+
+    for line in await check_hypervisors(settings, url):
+        report.lines.append(line)
+    return report
+
+
+async def check_hypervisors(settings: Settings, url: str) -> list[CheckLine]:
+    from app.hyper.sshkeys import DashboardKey, KnownHostsFile
+    from app.inventory import hypervisors as records
+
+    db = database.connect_database(url)
+    await db.connect()
+    try:
+        rows = await records.list_all(db)
+    finally:
+        await db.disconnect()
+    if not rows:
+        return [CheckLine("hypervisors", SKIP, "none registered yet")]
+    ssh_dir = Path(settings.data_dir) / "ssh"
+    key_path = ssh_dir / "id_ed25519"
+    # Read-only: a missing key is reported, not created (the dashboard creates it at its first start).
+    key = DashboardKey(private_path=key_path, public_line="")
+    known_hosts = KnownHostsFile(ssh_dir)
+    outcomes = await asyncio.gather(
+        *(probe_line(row, key, known_hosts, key_exists=key_path.exists()) for row in rows)
+    )
+    return list(outcomes)
+
+
+async def probe_line(
+    row: Any, key: DashboardKey, known_hosts: KnownHostsFile, *, key_exists: bool
+) -> CheckLine:
+    from app.hyper.probe import probe
+    from app.hyper.records import HypervisorRecord
+    from app.inventory.service import CheckOutcome
+
+    subject = f"hypervisor {row.name}"
+    if row.transport == "ssh" and not key_exists:
+        return CheckLine(
+            subject,
+            FAIL,
+            f"the dashboard's SSH key {key.private_path} does not exist: start the dashboard once",
+        )
+    outcome = CheckOutcome.from_probe(await probe(HypervisorRecord.from_row(row), key, known_hosts))
+    if not outcome.ok:
+        if row.maintenance:
+            return CheckLine(subject, WARN, f"(in maintenance) {outcome.reason}")
+        return CheckLine(subject, FAIL, outcome.reason)
+    detail = outcome.summary(row.name).split(" is reachable: ", 1)[1]
+    return CheckLine(subject, WARN if outcome.warnings else OK, detail)

@@ -1,0 +1,53 @@
+"""What can go wrong when talking to a hypervisor, as exceptions callers can tell apart."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+
+class HypervisorError(Exception):
+    """A hypervisor refused or failed an operation; the message is fit for an admin."""
+
+
+class HypervisorUnavailable(HypervisorError):
+    """The hypervisor is down, fenced, not connected (yet) or unknown: nothing can be done there now."""
+
+
+class HypervisorNotFound(HypervisorUnavailable):
+    """No hypervisor with that id is configured."""
+
+
+class DomainNotFound(HypervisorError):
+    """The hypervisor has no domain of that name."""
+
+
+class InvalidDomainState(HypervisorError):
+    """The domain is not in a state that allows the operation (e.g. a screenshot of a shut-off VM)."""
+
+
+class PathNotAllowed(HypervisorError):
+    """A path outside the hypervisor's images, volatile and ISO directories (or not normalized)."""
+
+
+class CommandError(HypervisorError):
+    """A command on the hypervisor exited non-zero, was killed or timed out."""
+
+    def __init__(
+        self, argv: Sequence[str], exit_status: int | None, stderr: str, *, reason: str = ""
+    ) -> None:
+        self.argv = tuple(argv)
+        self.exit_status = exit_status
+        self.stderr = stderr
+        detail = reason or _last_line(stderr) or "no error output"
+        status = "killed" if exit_status is None else f"exit status {exit_status}"
+        super().__init__(f"{self.argv[0] if self.argv else 'command'} failed ({status}): {detail}")
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(self.argv)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""

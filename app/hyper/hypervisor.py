@@ -1,0 +1,209 @@
+"""The :class:`Hypervisor` callers get from the registry: its state and its operations.
+
+The object lives as long as the hypervisor is configured; its connection
+(:class:`~app.hyper.session.Session`) comes and goes underneath. An operation
+while it is not connected raises :class:`HypervisorUnavailable` at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from app.hyper import capabilities, domains, graphics, screenshot
+from app.hyper.commands import CommandResult
+from app.hyper.disks import DiskFile, DiskOperations, ProgressCallback
+from app.hyper.domains import DomainInfo
+from app.hyper.errors import HypervisorUnavailable
+from app.hyper.graphics import SpiceEndpoint
+from app.hyper.paths import confine
+from app.hyper.records import HypervisorRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from app.hyper.session import HypervisorFacts, Session
+    from app.settings import HypervisorSettings
+
+T = TypeVar("T")
+
+
+class Hypervisor:
+    def __init__(self, record: HypervisorRecord, settings: HypervisorSettings) -> None:
+        self.record = record
+        self.settings = settings
+        self.state = "unknown"
+        self.reason = "not connected yet"
+        self.reason_code = ""
+        self.state_changed_at: datetime | None = None
+        self.facts: HypervisorFacts | None = None
+        self.images_free_bytes: int | None = None
+        self._session: Session | None = None
+        # How many connections this hypervisor has had; each new one is announced to the
+        # connection listeners, since events missed while reconnecting are not replayed.
+        self.connections = 0
+
+    def __repr__(self) -> str:
+        return f"<Hypervisor {self.record.label} {self.state}>"
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None
+
+    @property
+    def maintenance(self) -> bool:
+        return self.record.maintenance
+
+    @property
+    def accepting_work(self) -> bool:
+        """Up, connected and not in maintenance: new desktops may be placed and started here."""
+        return self.state == "up" and self.connected and not self.record.maintenance
+
+    def status(self) -> dict[str, Any]:
+        """The ``hypervisor`` live-topic message (and JSON view) of this hypervisor."""
+        facts = self.facts
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "reason": self.reason,
+            "reason_code": self.reason_code,
+            "connected": self.connected,
+            "maintenance": self.maintenance,
+            "accepting_work": self.accepting_work,
+            "changed_at": self.state_changed_at.isoformat() if self.state_changed_at else None,
+            "libvirt_version": facts.libvirt_version if facts else None,
+            "cpus": facts.cpus if facts else None,
+            "memory_mib": facts.memory_mib if facts else None,
+            "images_free_bytes": self.images_free_bytes,
+        }
+
+    # -- connection plumbing (used by the monitor) ---------------------------------
+
+    def attach(self, session: Session) -> None:
+        self._session = session
+        self.connections += 1
+
+    def detach(self) -> Session | None:
+        session, self._session = self._session, None
+        return session
+
+    def _live(self) -> Session:
+        session = self._session
+        if session is None:
+            raise HypervisorUnavailable(
+                f"hypervisor {self.name} is not connected ({self.state}: {self.reason})"
+            )
+        return session
+
+    async def _libvirt(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._live().libvirt.call(fn, *args)
+
+    def _disks(self) -> DiskOperations:
+        return DiskOperations(self._live().runner, self.record.dirs)
+
+    # -- commands ---------------------------------------------------------------------
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 -- kills the command when it expires
+        check: bool = True,
+    ) -> CommandResult:
+        """Run an argument vector on the hypervisor (quoted per argument over SSH)."""
+        return await self._live().runner.run(
+            argv, timeout=timeout if timeout is not None else self.settings.command_timeout, check=check
+        )
+
+    def confine(self, path: str) -> str:
+        """``path`` if it lies inside this hypervisor's images/volatile/ISO directories; raises otherwise."""
+        return confine(path, self.record.dirs)
+
+    async def create_overlay(self, base: str, path: str, *, replace: bool = False) -> None:
+        await self._disks().create_overlay(base, path, replace=replace)
+
+    async def convert_disk(
+        self,
+        src: str,
+        dst: str,
+        on_progress: ProgressCallback | None = None,
+        *,
+        op_id: str | None = None,
+        src_format: str = "qcow2",
+        replace: bool = False,
+    ) -> None:
+        await self._disks().convert_disk(
+            src, dst, on_progress, op_id=op_id, src_format=src_format, replace=replace
+        )
+
+    async def remove_file(self, path: str) -> None:
+        await self._disks().remove_file(path)
+
+    async def file_exists(self, path: str) -> bool:
+        return await self._disks().file_exists(path)
+
+    async def list_isos(self) -> list[DiskFile]:
+        return await self._disks().list_isos()
+
+    async def free_bytes(self, path: str) -> int:
+        return await self._disks().free_bytes(path)
+
+    # -- domains ----------------------------------------------------------------------
+
+    async def define(self, xml: str) -> DomainInfo:
+        return await self._libvirt(domains.define, xml)
+
+    async def undefine(self, name: str) -> None:
+        await self._libvirt(domains.undefine, name)
+
+    async def start(self, name: str) -> bool:
+        return await self._libvirt(domains.start, name)
+
+    async def shutdown(self, name: str) -> None:
+        await self._libvirt(domains.shutdown, name)
+
+    async def destroy(self, name: str) -> bool:
+        return await self._libvirt(domains.destroy, name)
+
+    async def reboot(self, name: str) -> None:
+        await self._libvirt(domains.reboot, name)
+
+    async def reset(self, name: str) -> None:
+        await self._libvirt(domains.reset, name)
+
+    async def domain_state(self, name: str) -> str:
+        return await self._libvirt(domains.domain_state, name)
+
+    async def domain_xml(self, name: str, secure: bool = False, *, inactive: bool = False) -> str:
+        return await self._libvirt(domains.domain_xml, name, secure, inactive)
+
+    async def list_domains(self) -> list[DomainInfo]:
+        return await self._libvirt(domains.list_domains)
+
+    async def update_device(self, name: str, device_xml: str) -> bool:
+        """Change a device in the definition, and live when running; True if it was live."""
+        return await self._libvirt(domains.update_device, name, device_xml)
+
+    async def supports_kvm(self) -> bool:
+        """Whether this host runs ``kvm`` domains (hardware virtualisation), else only ``qemu`` (TCG)."""
+        return await self._libvirt(capabilities.supports_kvm)
+
+    async def screenshot_png(self, name: str, max_width: int = 640) -> bytes:
+        return await self._libvirt(screenshot.screenshot_png, name, max_width)
+
+    async def spice_endpoint(self, name: str) -> SpiceEndpoint:
+        fallback = self.record.address if self.record.is_ssh else "127.0.0.1"
+        return await self._libvirt(graphics.spice_endpoint, name, self.record.spice_address, fallback)
+
+    async def set_spice_password(self, name: str, password: str, valid_until: datetime) -> None:
+        await self._libvirt(graphics.set_spice_password, name, password, valid_until)

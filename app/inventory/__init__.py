@@ -1,0 +1,1 @@
+"""The dashboard's inventory as admins edit it: hypervisor records (validation, storage)."""

@@ -1,0 +1,112 @@
+"""The ``/live`` websocket: pushes hub events to a logged-in browser as JSON.
+
+The handshake must come from one of the dashboard's own origins (the origin
+the request was addressed to, plus ``server.public_origins``), which stops
+other sites from riding on the session cookie. The socket ends when the session
+expires (close code 4401, the page then asks to log in again) or when the
+browser falls behind (1013, the page reconnects and re-reads the current state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from app.auth.session import current_user
+from app.live.hub import Subscription
+from app.services import services_of
+from app.settings import Settings
+
+log = logging.getLogger("kvmvdi.live")
+
+CLOSE_LAGGING = 1013
+CLOSE_SESSION_ENDED = 4401
+CLOSE_PASSWORD_CHANGE = 4403
+
+
+def _normalise(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()
+
+
+def allowed_origins(websocket: WebSocket, settings: Settings) -> set[str]:
+    scheme = "https" if websocket.url.scheme in ("wss", "https") else "http"
+    own = {f"{scheme}://{websocket.headers.get('host', '')}"}
+    return {_normalise(origin) for origin in own | set(settings.server.public_origins)}
+
+
+def origin_allowed(websocket: WebSocket, settings: Settings) -> bool:
+    origin = websocket.headers.get("origin")
+    return origin is not None and _normalise(origin) in allowed_origins(websocket, settings)
+
+
+def session_deadline(session: dict[str, object], settings: Settings) -> float:
+    """When this session ends unless the user makes another request (epoch seconds)."""
+    since = session.get("since")
+    seen = session.get("seen", since)
+    if not isinstance(since, int) or not isinstance(seen, int):
+        return 0.0
+    security = settings.security
+    return float(min(since + security.session_max_age, seen + security.session_idle_timeout))
+
+
+async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
+    async for event in subscription:
+        await websocket.send_text(json.dumps(event.message(), default=str))
+
+
+async def _drain(websocket: WebSocket) -> None:
+    # The browser sends nothing meaningful; reading notices its disconnect.
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await websocket.receive_text()
+
+
+async def live(websocket: WebSocket) -> None:
+    services = services_of(websocket)
+    settings = services.settings
+    if not origin_allowed(websocket, settings):
+        log.warning("live socket refused: origin %r not allowed", websocket.headers.get("origin"))
+        await websocket.close(code=1008)
+        return
+    user = await current_user(websocket)
+    await websocket.accept()
+    if user is None:
+        await websocket.close(code=CLOSE_SESSION_ENDED, reason="log in again")
+        return
+    if user.must_change_password:
+        await websocket.close(code=CLOSE_PASSWORD_CHANGE, reason="change your password first")
+        return
+    subscription = services.hub.subscribe(is_admin=user.is_admin, user_id=user.id)
+    close_code, reason = CLOSE_LAGGING, "fell behind, reconnect"
+    forward = asyncio.ensure_future(_forward(websocket, subscription))
+    drain = asyncio.ensure_future(_drain(websocket))
+    try:
+        await websocket.send_text(json.dumps({"topic": "hello", "data": {"user": user.username}}))
+        remaining = session_deadline(websocket.session, settings) - time.time()
+        done, _ = await asyncio.wait(
+            {forward, drain}, timeout=max(remaining, 0.0), return_when="FIRST_COMPLETED"
+        )
+        if not done:
+            close_code, reason = CLOSE_SESSION_ENDED, "session ended"
+        elif drain in done:
+            return
+    finally:
+        subscription.close()
+        for task in (forward, drain):
+            task.cancel()
+        await asyncio.gather(forward, drain, return_exceptions=True)
+        if (
+            websocket.client_state == WebSocketState.CONNECTED
+            and websocket.application_state == WebSocketState.CONNECTED
+        ):
+            with contextlib.suppress(Exception):
+                await websocket.close(code=close_code, reason=reason)
+
+
+routes = [WebSocketRoute("/live", live, name="live")]

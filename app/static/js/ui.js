@@ -1,0 +1,52 @@
+/* Small page behaviours shared by every admin page. */
+(function () {
+  "use strict";
+
+  // "Copy" buttons: data-copy-target names the element whose text is copied.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest(".js-copy");
+    if (!button) return;
+    var target = document.getElementById(button.dataset.copyTarget);
+    if (!target) return;
+    var text = target.textContent.trim();
+    var done = function () { if (window.Toast) window.Toast.show("Copied to the clipboard.", "info"); };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { selectText(target); });
+    } else {
+      selectText(target);
+    }
+  });
+
+  function selectText(element) {
+    var range = document.createRange();
+    range.selectNodeContents(element);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    if (window.Toast) window.Toast.show("Selected: press Ctrl+C to copy.", "info");
+  }
+
+  window.KvmVdi = {
+    csrfToken: function () {
+      var meta = document.querySelector('meta[name="csrf-token"]');
+      return meta ? meta.content : "";
+    },
+    /* fetch() for our JSON API with the session's CSRF token. */
+    api: function (method, url, body) {
+      var options = {
+        method: method,
+        credentials: "same-origin",
+        headers: { Accept: "application/json", "X-CSRF-Token": window.KvmVdi.csrfToken() },
+      };
+      if (body !== undefined) {
+        options.headers["Content-Type"] = "application/json";
+        options.body = JSON.stringify(body);
+      }
+      return fetch(url, options).then(function (response) {
+        return response.json().catch(function () { return {}; }).then(function (data) {
+          return { ok: response.ok, status: response.status, data: data };
+        });
+      });
+    },
+  };
+})();

@@ -1,0 +1,529 @@
+// The VM table, live: state badges, progress bars, thumbnails and rows follow the `vm` and
+// `operation` messages of the live websocket. No reloads and no polling: the page fetches a
+// row (or the table) only when a message says that it changed.
+(function () {
+  "use strict";
+
+  const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
+  const STATE_STYLES = {
+    running: "success", paused: "warning", pmsuspended: "warning", shutoff: "secondary",
+    crashed: "danger", missing: "danger", unknown: "light",
+  };
+  const STATE_LABELS = { shutoff: "shut off", pmsuspended: "suspended", missing: "not defined" };
+  const collapsed = new Set(JSON.parse(localStorage.getItem("kvmvdi.vms.collapsed") || "[]"));
+  const pendingThumbs = new Map(); // vm id -> version not shown yet (row out of view)
+  const visible = new Set();       // vm ids whose row is in view
+  const rowTimers = new Map();
+  let tableTimer = null;
+
+  // -- messages and requests ---------------------------------------------------------------
+
+  function toast(message, level) {
+    const kind = { error: "danger" }[level] || level || "info";
+    if (window.Toast) window.Toast.show(message, kind);
+  }
+
+  async function api(method, path, body) {
+    const response = await fetch(path, {
+      method,
+      credentials: "same-origin",
+      headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = {};
+    try { data = await response.json(); } catch (_) { /* empty answer */ }
+    if (!response.ok) {
+      const error = new Error(data.message || `${response.status} ${response.statusText}`);
+      error.fields = data.fields || {};
+      throw error;
+    }
+    return data;
+  }
+
+  function subscribe(topic, handler) {
+    if (window.Live) window.Live.on(topic, handler);
+  }
+
+  // -- rows --------------------------------------------------------------------------------
+
+  const rowOf = (id) => document.getElementById(`vm-${id}`);
+
+  function setState(row, state) {
+    row.dataset.state = state;
+    const badge = row.querySelector("[data-state-badge]");
+    if (badge) {
+      badge.className = `badge state-badge text-bg-${STATE_STYLES[state] || "light"}`;
+      badge.textContent = STATE_LABELS[state] || state;
+    }
+  }
+
+  async function refreshRow(id) {
+    const row = rowOf(id);
+    if (!row) return refreshTable();
+    const open = row.querySelector(".dropdown-menu.show");
+    if (open) { // do not pull a menu away from under the pointer; retry shortly
+      scheduleRow(id, 1500);
+      return;
+    }
+    const response = await fetch(`/vms/${id}/row`, { credentials: "same-origin" });
+    if (response.status === 404) { removeRow(id); return; }
+    if (!response.ok) return;
+    const template = document.createElement("template");
+    template.innerHTML = `<table><tbody>${await response.text()}</tbody></table>`;
+    const fresh = template.content.querySelector("tr");
+    const current = rowOf(id);
+    if (!fresh || !current) return;
+    if (fresh.dataset.group !== current.dataset.group) return refreshTable();
+    current.replaceWith(fresh);
+    prepareRow(fresh);
+  }
+
+  function scheduleRow(id, delay) {
+    clearTimeout(rowTimers.get(id));
+    rowTimers.set(id, setTimeout(() => { rowTimers.delete(id); refreshRow(id); }, delay ?? 150));
+  }
+
+  async function refreshTable() {
+    clearTimeout(tableTimer);
+    tableTimer = null;
+    const response = await fetch("/vms/table", { credentials: "same-origin" });
+    if (!response.ok) return;
+    const wrap = document.getElementById("vm-table-wrap");
+    wrap.innerHTML = await response.text();
+    prepareTable();
+  }
+
+  function scheduleTable() {
+    clearTimeout(tableTimer);
+    tableTimer = setTimeout(refreshTable, 250);
+  }
+
+  function removeRow(id) {
+    const row = rowOf(id);
+    if (!row) return;
+    if (row.dataset.kind === "initial") {
+      document.getElementById(`group-initial-${id}`)?.remove();
+    } else {
+      row.remove();
+    }
+    visible.delete(String(id));
+    if (!document.querySelector("#vm-table .vm-row")) scheduleTable();
+  }
+
+  // -- collapsible VDI children -------------------------------------------------------------
+
+  function applyCollapse(initialId) {
+    const hidden = collapsed.has(String(initialId));
+    document.querySelectorAll(`tr[data-parent="${initialId}"]`).forEach((tr) => { tr.hidden = hidden; });
+    const button = document.querySelector(`[data-toggle-children="${initialId}"]`);
+    if (button) {
+      button.setAttribute("aria-expanded", String(!hidden));
+      button.querySelector("i").className = hidden ? "bi bi-chevron-right" : "bi bi-chevron-down";
+    }
+  }
+
+  // -- thumbnails: swapped only for rows in view --------------------------------------------
+
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      const id = entry.target.dataset.vmId;
+      if (entry.isIntersecting) {
+        visible.add(id);
+        if (pendingThumbs.has(id)) showThumb(id, pendingThumbs.get(id));
+      } else {
+        visible.delete(id);
+      }
+    }
+  });
+
+  function showThumb(id, version) {
+    const img = rowOf(id)?.querySelector("img.thumb");
+    pendingThumbs.delete(String(id));
+    if (!img) return;
+    img.dataset.thumbVersion = String(version);
+    img.src = `/vms/${id}/thumbnail.png?v=${version}`;
+  }
+
+  // -- live messages ------------------------------------------------------------------------
+
+  function onVm(data) {
+    const id = String(data.id);
+    const row = rowOf(id);
+    switch (data.change) {
+      case "deleted":
+        removeRow(id);
+        return;
+      case "thumbnail":
+        if (!row) return;
+        if (visible.has(id)) showThumb(id, data.thumbnail);
+        else pendingThumbs.set(id, data.thumbnail);
+        return;
+      case "state":
+        if (!row) { scheduleTable(); return; }
+        setState(row, data.state);
+        scheduleRow(id); // actions and thumbnail cell depend on the state
+        return;
+      case "created":
+      case "classified":
+        scheduleTable();
+        return;
+      default:
+        if (row) scheduleRow(id); else scheduleTable();
+    }
+  }
+
+  function operationItem(data) {
+    const list = document.getElementById("operations");
+    let item = list.querySelector(`[data-op-id="${data.id}"]`);
+    if (!item) {
+      item = document.createElement("li");
+      item.className = "list-group-item";
+      item.dataset.opId = data.id;
+      item.innerHTML = '<div class="d-flex justify-content-between small"><span class="op-message"></span>' +
+        '<span class="op-percent"></span></div><div class="progress progress-thin" role="progressbar" ' +
+        'aria-valuemin="0" aria-valuemax="100"><div class="progress-bar"></div></div>';
+      item.querySelector(".progress").setAttribute("aria-label", `Operation ${data.id}`);
+      list.appendChild(item);
+    }
+    return item;
+  }
+
+  function setProgress(container, percent, message) {
+    const bar = container.querySelector(".progress-bar");
+    const progress = container.querySelector(".progress");
+    if (bar) bar.style.width = `${percent}%`;
+    if (progress) progress.setAttribute("aria-valuenow", String(Math.round(percent)));
+    const text = container.querySelector(".vm-progress-text, .op-message");
+    if (text && message !== undefined) text.textContent = message;
+    const pct = container.querySelector(".op-percent");
+    if (pct) pct.textContent = `${Math.round(percent)} %`;
+  }
+
+  function onOperation(data) {
+    const card = document.getElementById("operations-card");
+    const done = ["succeeded", "failed", "interrupted"].includes(data.state);
+    const item = operationItem(data);
+    setProgress(item, data.progress, data.message || data.kind);
+    card.classList.remove("d-none");
+    const rows = [data.vm_id, ...(data.vm_ids || [])].filter((id) => id !== null && id !== undefined);
+    const primary = data.vm_id !== null && data.vm_id !== undefined ? rowOf(data.vm_id) : null;
+    if (primary) {
+      const box = primary.querySelector(".vm-progress");
+      box.classList.remove("d-none");
+      primary.dataset.operationId = data.id;
+      setProgress(box, data.progress, data.message);
+    }
+    if (!done) return;
+    if (data.state === "succeeded") toast(data.message || `${data.kind} finished`, "success");
+    else toast(`${data.message ? data.message + " " : ""}${data.error || ""}`.trim() || `${data.kind} ${data.state}`, "error");
+    setTimeout(() => {
+      item.remove();
+      if (!document.querySelector("#operations [data-op-id]")) card.classList.add("d-none");
+    }, data.state === "succeeded" ? 1500 : 6000);
+    for (const id of new Set(rows.map(String))) if (rowOf(id)) scheduleRow(id, 300);
+  }
+
+  // -- actions ------------------------------------------------------------------------------
+
+  function confirmModal(text, okLabel) {
+    return new Promise((resolve) => {
+      const el = document.getElementById("confirm-modal");
+      el.querySelector("#confirm-text").textContent = text;
+      const ok = el.querySelector("#confirm-ok");
+      ok.textContent = okLabel || "Confirm";
+      const modal = bootstrap.Modal.getOrCreateInstance(el);
+      let answered = false;
+      let shown = false;
+      // Bootstrap ignores hide() while the modal is still sliding in: hide once shown.
+      const onOk = () => { answered = true; if (shown) modal.hide(); };
+      ok.addEventListener("click", onOk, { once: true });
+      el.addEventListener("hidden.bs.modal", () => { ok.removeEventListener("click", onOk); resolve(answered); }, { once: true });
+      el.addEventListener("shown.bs.modal", () => {
+        shown = true;
+        if (answered) modal.hide(); else ok.focus();
+      }, { once: true });
+      modal.show();
+    });
+  }
+
+  async function act(button) {
+    const row = button.closest("tr.vm-row");
+    const id = row.dataset.vmId;
+    const name = row.dataset.vmName;
+    const action = button.dataset.action;
+    if (action === "delete") return openDelete(row);
+    if (action === "classify") return openClassify(row);
+    if (action === "media") return openMedia(row);
+    if (action === "populate") return openPopulate(row, button);
+    if (button.dataset.confirm && !(await confirmModal(button.dataset.confirm, button.textContent.trim().replace(/…$/, "")))) return;
+    try {
+      if (action === "power") {
+        await api("POST", `/api/v1/admin/vms/${id}/power`, { action: button.dataset.power });
+        toast(`${name}: ${button.textContent.trim().replace(/…$/, "")} requested`, "info");
+      } else if (action === "flag") {
+        await api("POST", `/api/v1/admin/vms/${id}/flags`, { [button.dataset.flag]: button.dataset.value === "true" });
+      } else if (action === "copy-disk") {
+        await api("POST", `/api/v1/admin/vms/${id}/copy-disk`);
+      } else if (action === "children-power") {
+        await api("POST", `/api/v1/admin/vms/${id}/children/power`, { action: button.dataset.power });
+      } else if (action === "children-flag") {
+        await api("POST", `/api/v1/admin/vms/${id}/children/flags`, { [button.dataset.flag]: button.dataset.value === "true" });
+      }
+    } catch (error) {
+      toast(`${name}: ${error.message}`, "error");
+    }
+  }
+
+  // Delete: the modal lists what the server says will be destroyed; the request confirms exactly that.
+  let deleteTarget = null;
+  let deletePlan = null;
+
+  async function loadPlan() {
+    const el = document.getElementById("delete-modal");
+    const ok = el.querySelector("#delete-ok");
+    const error = el.querySelector("#delete-error");
+    ok.disabled = true;
+    deletePlan = null;
+    const query = new URLSearchParams({
+      remove_disks: el.querySelector("#delete-remove-disks").checked ? "1" : "0",
+      with_children: el.querySelector("#delete-with-children").checked ? "1" : "0",
+    });
+    try {
+      const body = await api("GET", `/api/v1/admin/vms/${deleteTarget}/delete-plan?${query}`);
+      deletePlan = body.plan;
+      error.classList.add("d-none");
+      el.querySelector("#delete-plan").classList.remove("d-none");
+      const fill = (list, items, empty) => {
+        list.replaceChildren(...(items.length ? items : [empty]).map((text) => {
+          const li = document.createElement("li");
+          if (items.length) { const code = document.createElement("code"); code.textContent = text; li.appendChild(code); }
+          else { li.textContent = text; li.className = "text-secondary"; }
+          return li;
+        }));
+      };
+      fill(el.querySelector("#delete-vms"), deletePlan.vms, "(none)");
+      fill(el.querySelector("#delete-files"), deletePlan.files, "No file is removed: the disks stay on the hypervisor.");
+      const kept = el.querySelector("#delete-kept");
+      kept.classList.toggle("d-none", !deletePlan.kept_files.length);
+      kept.textContent = deletePlan.kept_files.length
+        ? `Kept because other VMs still use them: ${deletePlan.kept_files.join(", ")}` : "";
+      ok.textContent = `Delete ${deletePlan.vms.length} VM${deletePlan.vms.length === 1 ? "" : "s"}` +
+        (deletePlan.files.length ? ` and ${deletePlan.files.length} file${deletePlan.files.length === 1 ? "" : "s"}` : "");
+      ok.disabled = false;
+    } catch (err) {
+      el.querySelector("#delete-plan").classList.add("d-none");
+      error.textContent = err.message;
+      error.classList.remove("d-none");
+    }
+  }
+
+  function openDelete(row) {
+    deleteTarget = row.dataset.vmId;
+    const el = document.getElementById("delete-modal");
+    el.querySelector("#delete-title").textContent = `Delete ${row.dataset.vmName}`;
+    el.querySelector("#delete-remove-disks").checked = false;
+    el.querySelector("#delete-with-children").checked = false;
+    el.querySelector("#delete-children-wrap").classList.toggle("d-none", row.dataset.kind !== "initial");
+    bootstrap.Modal.getOrCreateInstance(el).show();
+    loadPlan();
+  }
+
+  async function confirmDelete() {
+    const el = document.getElementById("delete-modal");
+    if (!deletePlan) return;
+    const body = {
+      remove_disks: el.querySelector("#delete-remove-disks").checked,
+      with_children: el.querySelector("#delete-with-children").checked,
+      confirm_vms: deletePlan.vms,
+      confirm_files: deletePlan.files,
+    };
+    try {
+      await api("DELETE", `/api/v1/admin/vms/${deleteTarget}`, body);
+      bootstrap.Modal.getOrCreateInstance(el).hide();
+      toast(`Deleted ${deletePlan.vms.join(", ")}`, "success");
+    } catch (err) {
+      const error = el.querySelector("#delete-error");
+      error.textContent = err.message;
+      error.classList.remove("d-none");
+      loadPlan();
+    }
+  }
+
+  // Classify: parents come from the rows on the page (initials for VDI, sources for initials).
+  let classifyTarget = null;
+  function fillParents() {
+    const el = document.getElementById("classify-modal");
+    const kind = el.querySelector("#classify-kind").value;
+    const select = el.querySelector("#classify-parent");
+    const parentKind = { vdi: "initial", initial: "source" }[kind];
+    select.replaceChildren(new Option("(no parent)", ""));
+    select.disabled = !parentKind;
+    if (!parentKind) return;
+    document.querySelectorAll(`tr.vm-row[data-kind="${parentKind}"]`).forEach((tr) => {
+      if (tr.dataset.vmId !== classifyTarget) select.add(new Option(tr.dataset.vmName, tr.dataset.vmId));
+    });
+  }
+
+  function clearErrors(form) {
+    form.querySelectorAll(".is-invalid").forEach((el) => el.classList.remove("is-invalid"));
+    form.querySelectorAll("[data-error-for]").forEach((el) => { el.textContent = ""; });
+  }
+
+  function showErrors(form, error) {
+    let shown = false;
+    for (const [field, message] of Object.entries(error.fields || {})) {
+      const feedback = form.querySelector(`[data-error-for="${field}"]`);
+      const input = form.querySelector(`[name="${field}"]`);
+      if (feedback && input) {
+        feedback.textContent = message;
+        input.classList.add("is-invalid");
+        if (!shown) input.focus();
+        shown = true;
+      }
+    }
+    if (!shown) toast(error.message, "error");
+  }
+
+  function openClassify(row) {
+    classifyTarget = row.dataset.vmId;
+    const el = document.getElementById("classify-modal");
+    el.querySelector("#classify-title").textContent = `Classify ${row.dataset.vmName}`;
+    const kind = el.querySelector("#classify-kind");
+    kind.value = row.dataset.kind === "unclassified" ? "simple" : row.dataset.kind;
+    clearErrors(el.querySelector("form"));
+    fillParents();
+    bootstrap.Modal.getOrCreateInstance(el).show();
+  }
+
+  async function submitClassify(event) {
+    event.preventDefault();
+    const form = event.target;
+    clearErrors(form);
+    const parent = form.querySelector("#classify-parent").value;
+    try {
+      await api("POST", `/api/v1/admin/vms/${classifyTarget}/classify`, {
+        kind: form.querySelector("#classify-kind").value,
+        parent_id: parent ? Number(parent) : null,
+      });
+      bootstrap.Modal.getOrCreateInstance(document.getElementById("classify-modal")).hide();
+    } catch (error) {
+      showErrors(form, error);
+    }
+  }
+
+  // Populate: the modal names what is recreated; waiting for the first boots is opt-in.
+  let populateTarget = null;
+  function openPopulate(row, button) {
+    populateTarget = row.dataset.vmId;
+    const el = document.getElementById("populate-modal");
+    const form = el.querySelector("form");
+    clearErrors(form);
+    el.querySelector("#populate-title").textContent = `Populate ${row.dataset.vmName}`;
+    el.querySelector("#populate-text").textContent = button.dataset.summary;
+    el.querySelector("#populate-wait").checked = false;
+    el.querySelector("#populate-timeout").disabled = true;
+    bootstrap.Modal.getOrCreateInstance(el).show();
+  }
+
+  async function submitPopulate(event) {
+    event.preventDefault();
+    const form = event.target;
+    clearErrors(form);
+    const wait = form.querySelector("#populate-wait").checked;
+    const body = wait
+      ? { wait_first_boot: true, first_boot_timeout: Number(form.querySelector("#populate-timeout").value) }
+      : {};
+    try {
+      await api("POST", `/api/v1/admin/vms/${populateTarget}/populate`, body);
+      bootstrap.Modal.getOrCreateInstance(document.getElementById("populate-modal")).hide();
+    } catch (error) {
+      showErrors(form, error);
+    }
+  }
+
+  let mediaTarget = null;
+  async function openMedia(row) {
+    mediaTarget = row.dataset.vmId;
+    const el = document.getElementById("media-modal");
+    el.querySelector("#media-title").textContent = `CD-ROM of ${row.dataset.vmName}`;
+    const select = el.querySelector("#media-iso");
+    clearErrors(el.querySelector("form"));
+    select.replaceChildren(new Option("(empty drive: eject)", ""));
+    bootstrap.Modal.getOrCreateInstance(el).show();
+    try {
+      const [isos, vm] = await Promise.all([
+        api("GET", `/api/v1/admin/hypervisors/${row.dataset.hypervisorId}/isos`),
+        api("GET", `/api/v1/admin/vms/${mediaTarget}`),
+      ]);
+      for (const iso of isos.isos) {
+        const option = new Option(iso.name, iso.path);
+        option.selected = iso.path === vm.vm.iso_path;
+        select.add(option);
+      }
+    } catch (error) {
+      showErrors(el.querySelector("form"), error);
+    }
+  }
+
+  async function submitMedia(event) {
+    event.preventDefault();
+    const form = event.target;
+    clearErrors(form);
+    const iso = form.querySelector("#media-iso").value;
+    try {
+      await api("POST", `/api/v1/admin/vms/${mediaTarget}/media`, { iso_path: iso || null });
+      bootstrap.Modal.getOrCreateInstance(document.getElementById("media-modal")).hide();
+      toast(iso ? `Inserted ${iso.split("/").pop()}` : "CD-ROM ejected", "success");
+    } catch (error) {
+      showErrors(form, error);
+    }
+  }
+
+  // -- set-up -------------------------------------------------------------------------------
+
+  function prepareRow(row) {
+    observer.observe(row);
+    if (row.dataset.parent) row.hidden = collapsed.has(row.dataset.parent);
+    const id = row.dataset.vmId;
+    if (pendingThumbs.has(id) && visible.has(id)) showThumb(id, pendingThumbs.get(id));
+  }
+
+  function prepareTable() {
+    observer.disconnect();
+    visible.clear();
+    document.querySelectorAll("#vm-table tr.vm-row").forEach(prepareRow);
+    document.querySelectorAll("[data-toggle-children]").forEach((button) => applyCollapse(button.dataset.toggleChildren));
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const page = document.getElementById("vm-table-wrap");
+    if (!page) return;
+    page.addEventListener("click", (event) => {
+      const toggle = event.target.closest("[data-toggle-children]");
+      if (toggle) {
+        const id = toggle.dataset.toggleChildren;
+        if (collapsed.has(id)) collapsed.delete(id); else collapsed.add(id);
+        localStorage.setItem("kvmvdi.vms.collapsed", JSON.stringify([...collapsed]));
+        applyCollapse(id);
+        return;
+      }
+      const button = event.target.closest("[data-action]");
+      if (button) act(button);
+    });
+    document.getElementById("delete-remove-disks").addEventListener("change", loadPlan);
+    document.getElementById("delete-with-children").addEventListener("change", loadPlan);
+    document.getElementById("delete-ok").addEventListener("click", confirmDelete);
+    document.getElementById("classify-kind").addEventListener("change", fillParents);
+    document.getElementById("classify-form").addEventListener("submit", submitClassify);
+    document.getElementById("media-form").addEventListener("submit", submitMedia);
+    document.getElementById("populate-form").addEventListener("submit", submitPopulate);
+    document.getElementById("populate-wait").addEventListener("change", (event) => {
+      document.getElementById("populate-timeout").disabled = !event.target.checked;
+    });
+    prepareTable();
+    subscribe("vm", onVm);
+    subscribe("operation", onOperation);
+    // Messages missed while disconnected: re-read the table once back.
+    if (window.Live) window.Live.onReconnect(refreshTable);
+  });
+})();

@@ -1,0 +1,302 @@
+"""Hypervisor pages: list, add, edit, remove, host-key confirmation, "Check now"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.auth.session import admin_required
+from app.hyper.sshkeys import HostKeyError
+from app.inventory import hypervisors as records
+from app.inventory.service import Actor, HostKeyNotConfirmable, HypervisorInventory
+from app.services import Services, services_of
+from app.views.forms import client_address, redirect_with_toast, render
+
+TRANSPORT_CHOICES = [
+    ("ssh", "SSH: a remote hypervisor, reached with the dashboard's key"),
+    ("local", "Local: libvirt on this machine"),
+    ("test", "Test: libvirt's simulated test driver (demos)"),
+]
+
+
+def inventory(services: Services) -> HypervisorInventory:
+    return HypervisorInventory(
+        db=services.db,
+        audit=services.audit,
+        hub=services.hub,
+        registry=services.hypervisors,
+        key=services.ssh_key,
+        known_hosts=services.known_hosts,
+    )
+
+
+def reason_codes(services: Services, rows: list[Any]) -> dict[int, str]:
+    """Why each hypervisor is not up, as the registry classified it (e.g. host_key_mismatch)."""
+    codes = {}
+    for row in rows:
+        hv = services.hypervisors.find(row.id)
+        if hv is not None and hv.reason_code:
+            codes[row.id] = hv.reason_code
+    return codes
+
+
+def actor(request: Request) -> Actor:
+    return Actor(username=request.state.user.username, client_address=client_address(request))
+
+
+async def _row_or_404(request: Request) -> Any:
+    row = await records.get(services_of(request).db, int(request.path_params["hypervisor_id"]))
+    return row
+
+
+def _not_found(request: Request) -> Response:
+    return render(request, "errors/404.html", {"title": "Not found", "what": "hypervisor"}, 404)
+
+
+@admin_required
+async def list_page(request: Request) -> Response:
+    services = services_of(request)
+    rows = await records.list_all(services.db)
+    return render(
+        request,
+        "hypervisors/list.html",
+        {
+            "title": "Hypervisors",
+            "active": "hypervisors",
+            "rows": rows,
+            "figures": {row.id: records.display_figures(row) for row in rows},
+            "host_keys": {row.id: records.host_key_info(row) for row in rows},
+            "codes": reason_codes(services, rows),
+            "ssh_key": services.ssh_key,
+        },
+    )
+
+
+@admin_required
+async def row_fragment(request: Request) -> Response:
+    """One table row, for live insertion of a hypervisor added elsewhere."""
+    row = await _row_or_404(request)
+    if row is None:
+        return _not_found(request)
+    return render(
+        request,
+        "hypervisors/row.html",
+        {
+            "row": row,
+            "figures": {row.id: records.display_figures(row)},
+            "host_keys": {row.id: records.host_key_info(row)},
+            "codes": reason_codes(services_of(request), [row]),
+        },
+    )
+
+
+def _form_page(
+    request: Request,
+    *,
+    values: dict[str, Any],
+    errors: dict[str, str] | None = None,
+    row: Any = None,
+    status_code: int = 200,
+) -> Response:
+    editing = row is not None
+    return render(
+        request,
+        "hypervisors/form.html",
+        {
+            "title": f"Edit {row.name}" if editing else "Add a hypervisor",
+            "active": "hypervisors",
+            "values": values,
+            "errors": errors or {},
+            "labels": records.LABELS,
+            "row": row,
+            "transports": TRANSPORT_CHOICES,
+            "ssh_key": services_of(request).ssh_key,
+        },
+        status_code=status_code,
+    )
+
+
+@admin_required
+async def new_page(request: Request) -> Response:
+    return _form_page(request, values=records.form_values(None))
+
+
+@admin_required
+async def new_submit(request: Request) -> Response:
+    services = services_of(request)
+    form = await request.form()
+    submitted = {field: form.get(field) for field in records.FIELDS}
+    result = records.validate(submitted)
+    await records.check_unique(services.db, result)
+    if not result.ok:
+        # The form comes back with everything as typed, errors next to their fields.
+        return _form_page(request, values=records.as_typed(submitted), errors=result.errors, status_code=400)
+    hypervisor_id = await inventory(services).add(result.values, actor(request))
+    if result.values["transport"] == "ssh":
+        return redirect_with_toast(
+            f"/hypervisors/{hypervisor_id}/host-key",
+            f"{result.values['name']} added: confirm its host key.",
+            "info",
+        )
+    return redirect_with_toast("/hypervisors", f"{result.values['name']} added.")
+
+
+@admin_required
+async def edit_page(request: Request) -> Response:
+    row = await _row_or_404(request)
+    if row is None:
+        return _not_found(request)
+    return _form_page(request, values=records.form_values(row), row=row)
+
+
+@admin_required
+async def edit_submit(request: Request) -> Response:
+    services = services_of(request)
+    row = await _row_or_404(request)
+    if row is None:
+        return _not_found(request)
+    form = await request.form()
+    submitted = {field: form.get(field) for field in records.FIELDS}
+    result = records.validate(submitted)
+    await records.check_unique(services.db, result, exclude_id=row.id)
+    if not result.ok:
+        values = records.as_typed(submitted)
+        return _form_page(request, values=values, errors=result.errors, row=row, status_code=400)
+    unpinned = await inventory(services).edit(row, result.values, actor(request))
+    name = result.values["name"]
+    if unpinned or (result.values["transport"] == "ssh" and not row.host_key_confirmed):
+        return redirect_with_toast(
+            f"/hypervisors/{row.id}/host-key",
+            f"{name} saved: confirm the host key of its SSH server.",
+            "info",
+        )
+    return redirect_with_toast("/hypervisors", f"{name} saved.")
+
+
+@admin_required
+async def remove_page(request: Request) -> Response:
+    services = services_of(request)
+    row = await _row_or_404(request)
+    if row is None:
+        return _not_found(request)
+    vm_names = await records.vm_names_on(services.db, row.id)
+    return render(
+        request,
+        "hypervisors/remove.html",
+        {"title": f"Remove {row.name}", "active": "hypervisors", "row": row, "vm_names": vm_names},
+    )
+
+
+@admin_required
+async def remove_submit(request: Request) -> Response:
+    services = services_of(request)
+    row = await _row_or_404(request)
+    if row is None:
+        return _not_found(request)
+    try:
+        await inventory(services).remove(row, actor(request))
+    except records.HypervisorInUse as exc:
+        return render(
+            request,
+            "hypervisors/remove.html",
+            {
+                "title": f"Remove {row.name}",
+                "active": "hypervisors",
+                "row": row,
+                "vm_names": exc.vm_names,
+                "error": str(exc),
+            },
+            status_code=409,
+        )
+    return redirect_with_toast("/hypervisors", f"{row.name} removed.")
+
+
+async def _host_key_page(
+    request: Request, row: Any, *, error: str | None = None, status_code: int = 200
+) -> Response:
+    view = await inventory(services_of(request)).host_key_view(row)
+    return render(
+        request,
+        "hypervisors/host_key.html",
+        {
+            "title": f"Host key of {row.name}",
+            "active": "hypervisors",
+            "row": row,
+            "view": view,
+            "error": error,
+        },
+        status_code=status_code,
+    )
+
+
+@admin_required
+async def host_key_page(request: Request) -> Response:
+    row = await _row_or_404(request)
+    if row is None:
+        return _not_found(request)
+    if row.transport != "ssh":
+        return redirect_with_toast(
+            "/hypervisors", f"{row.name} is not reached over SSH: no host key.", "info"
+        )
+    return await _host_key_page(request, row)
+
+
+@admin_required
+async def host_key_submit(request: Request) -> Response:
+    services = services_of(request)
+    row = await _row_or_404(request)
+    if row is None:
+        return _not_found(request)
+    if row.transport != "ssh":
+        return redirect_with_toast(
+            "/hypervisors", f"{row.name} is not reached over SSH: no host key.", "info"
+        )
+    form = await request.form()
+    expected = str(form.get("fingerprint", ""))
+    if form.get("verified") != "on":
+        return await _host_key_page(
+            request,
+            row,
+            error="Tick “I compared the fingerprints” once you have checked them on the hypervisor.",
+            status_code=400,
+        )
+    try:
+        pinned = await inventory(services).confirm_host_key(row, expected, actor(request))
+    except (HostKeyNotConfirmable, HostKeyError) as exc:
+        return await _host_key_page(request, row, error=str(exc), status_code=409)
+    return redirect_with_toast("/hypervisors", f"Host key {pinned} pinned for {row.name}.")
+
+
+@admin_required
+async def check_submit(request: Request) -> Response:
+    services = services_of(request)
+    row = await _row_or_404(request)
+    if row is None:
+        return _not_found(request)
+    outcome = await inventory(services).check(row, actor(request))
+    return redirect_with_toast(
+        "/hypervisors", outcome.summary(row.name), "success" if outcome.ok else "danger"
+    )
+
+
+routes = [
+    Route("/hypervisors", list_page, methods=["GET"], name="hypervisors"),
+    Route("/hypervisors/new", new_page, methods=["GET"], name="hypervisor_new"),
+    Route("/hypervisors/new", new_submit, methods=["POST"]),
+    Route("/hypervisors/{hypervisor_id:int}/row", row_fragment, methods=["GET"]),
+    Route("/hypervisors/{hypervisor_id:int}/edit", edit_page, methods=["GET"], name="hypervisor_edit"),
+    Route("/hypervisors/{hypervisor_id:int}/edit", edit_submit, methods=["POST"]),
+    Route("/hypervisors/{hypervisor_id:int}/remove", remove_page, methods=["GET"], name="hypervisor_remove"),
+    Route("/hypervisors/{hypervisor_id:int}/remove", remove_submit, methods=["POST"]),
+    Route(
+        "/hypervisors/{hypervisor_id:int}/host-key",
+        host_key_page,
+        methods=["GET"],
+        name="hypervisor_host_key",
+    ),
+    Route("/hypervisors/{hypervisor_id:int}/host-key", host_key_submit, methods=["POST"]),
+    Route("/hypervisors/{hypervisor_id:int}/check", check_submit, methods=["POST"], name="hypervisor_check"),
+]

@@ -1,0 +1,196 @@
+"""The hypervisor JSON API for automation: ``/api/v1/admin/hypervisors``.
+
+Authenticated by the admin session (unsafe methods need the ``X-CSRF-Token``
+header). Errors are ``{"error": code, "message": text}``; validation errors add
+``fields`` (field -> message naming the field).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.auth.session import admin_required
+from app.hyper.sshkeys import HostKeyError
+from app.inventory import hypervisors as records
+from app.inventory.service import HostKeyNotConfirmable
+from app.services import services_of
+from app.views.forms import json_error
+from app.views.hypervisors import actor, inventory
+
+PREFIX = "/api/v1/admin/hypervisors"
+
+
+async def _json_body(request: Request) -> dict[str, Any] | Response:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json_error("invalid_json", "The request body must be a JSON object.", 400)
+    if not isinstance(body, dict):
+        return json_error("invalid_json", "The request body must be a JSON object.", 400)
+    unknown = sorted(set(body) - set(records.FIELDS))
+    if unknown:
+        return _invalid({name: f"{name}: not a hypervisor field." for name in unknown})
+    return body
+
+
+def _invalid(errors: dict[str, str]) -> Response:
+    return json_error("invalid", " ".join(errors.values()), 400, fields=errors)
+
+
+async def _row(request: Request) -> Any:
+    return await records.get(services_of(request).db, int(request.path_params["hypervisor_id"]))
+
+
+def _record(request: Request, row: Any) -> dict[str, Any]:
+    hv = services_of(request).hypervisors.find(row.id)
+    return records.as_json(row, hv.status() if hv is not None else None)
+
+
+def _missing(request: Request) -> Response:
+    return json_error("not_found", f"No hypervisor with id {request.path_params['hypervisor_id']}.", 404)
+
+
+@admin_required
+async def list_hypervisors(request: Request) -> Response:
+    rows = await records.list_all(services_of(request).db)
+    return JSONResponse({"hypervisors": [_record(request, row) for row in rows]})
+
+
+@admin_required
+async def create_hypervisor(request: Request) -> Response:
+    services = services_of(request)
+    body = await _json_body(request)
+    if isinstance(body, Response):
+        return body
+    result = records.validate(body)
+    await records.check_unique(services.db, result)
+    if not result.ok:
+        return _invalid(result.errors)
+    hypervisor_id = await inventory(services).add(result.values, actor(request))
+    row = await records.get(services.db, hypervisor_id)
+    return JSONResponse(
+        _record(request, row), status_code=201, headers={"Location": f"{PREFIX}/{hypervisor_id}"}
+    )
+
+
+@admin_required
+async def get_hypervisor(request: Request) -> Response:
+    row = await _row(request)
+    if row is None:
+        return _missing(request)
+    return JSONResponse(_record(request, row))
+
+
+@admin_required
+async def patch_hypervisor(request: Request) -> Response:
+    services = services_of(request)
+    row = await _row(request)
+    if row is None:
+        return _missing(request)
+    body = await _json_body(request)
+    if isinstance(body, Response):
+        return body
+    result = records.validate({**records.form_values(row), **body})
+    await records.check_unique(services.db, result, exclude_id=row.id)
+    if not result.ok:
+        return _invalid(result.errors)
+    await inventory(services).edit(row, result.values, actor(request))
+    return JSONResponse(_record(request, await records.get(services.db, row.id)))
+
+
+@admin_required
+async def delete_hypervisor(request: Request) -> Response:
+    services = services_of(request)
+    row = await _row(request)
+    if row is None:
+        return _missing(request)
+    try:
+        await inventory(services).remove(row, actor(request))
+    except records.HypervisorInUse as exc:
+        return json_error("hypervisor_in_use", str(exc), 409, vms=exc.vm_names)
+    return Response(status_code=204)
+
+
+@admin_required
+async def get_host_key(request: Request) -> Response:
+    row = await _row(request)
+    if row is None:
+        return _missing(request)
+    if row.transport != "ssh":
+        return json_error("no_host_key", f"{row.name} is not reached over SSH.", 409)
+    view = await inventory(services_of(request)).host_key_view(row)
+    return JSONResponse(
+        {
+            "presented": {"key": view.presented, "fingerprint": view.presented_fingerprint}
+            if view.presented
+            else None,
+            "pinned": records.host_key_info(row),
+            "changed": view.changed,
+            "error": view.error,
+        }
+    )
+
+
+@admin_required
+async def confirm_host_key(request: Request) -> Response:
+    """Pin the presented key; the body names the fingerprint the caller verified out of band."""
+    services = services_of(request)
+    row = await _row(request)
+    if row is None:
+        return _missing(request)
+    if row.transport != "ssh":
+        return json_error("no_host_key", f"{row.name} is not reached over SSH.", 409)
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    expected = body.get("fingerprint") if isinstance(body, dict) else None
+    if not isinstance(expected, str) or not expected.startswith("SHA256:"):
+        return json_error(
+            "invalid",
+            "fingerprint: the SHA256 fingerprint you verified, e.g. SHA256:abc…",
+            400,
+            fields={"fingerprint": "fingerprint: required, as SHA256:…"},
+        )
+    try:
+        await inventory(services).confirm_host_key(row, expected, actor(request))
+    except HostKeyNotConfirmable as exc:
+        return json_error("host_key_mismatch", str(exc), 409)
+    except HostKeyError as exc:
+        return json_error("unreachable", str(exc), 502)
+    return JSONResponse(_record(request, await records.get(services.db, row.id)))
+
+
+@admin_required
+async def check_hypervisor(request: Request) -> Response:
+    services = services_of(request)
+    row = await _row(request)
+    if row is None:
+        return _missing(request)
+    outcome = await inventory(services).check(row, actor(request))
+    return JSONResponse(
+        {
+            "ok": outcome.ok,
+            "reason": outcome.reason,
+            "figures": outcome.figures,
+            "message": outcome.summary(row.name),
+            "hypervisor": _record(request, await records.get(services.db, row.id)),
+        }
+    )
+
+
+routes = [
+    Route(PREFIX, list_hypervisors, methods=["GET"]),
+    Route(PREFIX, create_hypervisor, methods=["POST"]),
+    Route(PREFIX + "/{hypervisor_id:int}", get_hypervisor, methods=["GET"]),
+    Route(PREFIX + "/{hypervisor_id:int}", patch_hypervisor, methods=["PATCH"]),
+    Route(PREFIX + "/{hypervisor_id:int}", delete_hypervisor, methods=["DELETE"]),
+    Route(PREFIX + "/{hypervisor_id:int}/host-key", get_host_key, methods=["GET"]),
+    Route(PREFIX + "/{hypervisor_id:int}/host-key", confirm_host_key, methods=["POST"]),
+    Route(PREFIX + "/{hypervisor_id:int}/check", check_hypervisor, methods=["POST"]),
+]

@@ -1,0 +1,261 @@
+"""Admin pages for pools: list, create, edit, members, delete; the portal's message of the day."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from app.auth.session import admin_required
+from app.broker import people
+from app.broker import pools as store
+from app.broker.preferences import MOTD, MOTD_LIMIT, get_preference, set_preference
+from app.services import services_of
+from app.views.forms import client_address, render
+
+
+def _id(request: Request) -> int:
+    try:
+        return int(request.path_params["pool_id"])
+    except (KeyError, ValueError):
+        return -1
+
+
+def _ints(values: list[Any]) -> list[int]:
+    return [int(v) for v in values if str(v).isdigit()]
+
+
+@admin_required
+async def index(request: Request) -> Response:
+    db = services_of(request).db
+    rows = await store.list_pools(db)
+    counts = await store.pool_counts(db, [p.id for p in rows])
+    return render(
+        request,
+        "pools/index.html",
+        {
+            "title": "Pools",
+            "active": "pools",
+            "pools": rows,
+            "counts": counts,
+            "motd": await get_preference(db, MOTD),
+            "toast": request.query_params.get("toast", ""),
+        },
+    )
+
+
+async def _edit_page(
+    request: Request, pool: Any, settings: store.PoolSettings | None, status: int = 200, error: str = ""
+) -> Response:
+    db = services_of(request).db
+    members = (
+        await store.pool_members(db, pool.id) if pool is not None else {"vms": [], "users": [], "groups": []}
+    )
+    return render(
+        request,
+        "pools/edit.html",
+        {
+            "title": pool.name if pool is not None else "New pool",
+            "active": "pools",
+            "pool": pool,
+            "values": settings or (pool if pool is not None else store.PoolSettings(name="")),
+            "errors": settings.errors if settings else {},
+            "error": error,
+            "members": members,
+            "candidates": await store.unpooled_vms(db),
+            "all_users": [u for u in await people.list_users(db) if u.role == "client"],
+            "all_groups": await people.list_groups(db),
+            "member_user_ids": {u.id for u in members["users"]},
+            "member_group_ids": {g.id for g in members["groups"]},
+            "toast": request.query_params.get("toast", ""),
+        },
+        status_code=status,
+    )
+
+
+@admin_required
+async def new(request: Request) -> Response:
+    return await _edit_page(request, None, None)
+
+
+@admin_required
+async def create(request: Request) -> Response:
+    services = services_of(request)
+    settings = store.PoolSettings.from_form(await request.form())
+    try:
+        pool_id = await store.create_pool(services.db, settings)
+    except store.PoolError as exc:
+        settings.errors.setdefault(exc.field or "name", str(exc))
+        return await _edit_page(request, None, settings, 400)
+    await services.audit.record(
+        "pool_created",
+        actor=request.state.user.username,
+        target=settings.name,
+        client_address=client_address(request),
+    )
+    return RedirectResponse(f"/pools/{pool_id}?toast=Pool+created", status_code=303)
+
+
+@admin_required
+async def show(request: Request) -> Response:
+    pool = await store.get_pool(services_of(request).db, _id(request))
+    if pool is None:
+        return RedirectResponse("/pools", status_code=303)
+    return await _edit_page(request, pool, None)
+
+
+@admin_required
+async def update(request: Request) -> Response:
+    services = services_of(request)
+    pool = await store.get_pool(services.db, _id(request))
+    if pool is None:
+        return RedirectResponse("/pools", status_code=303)
+    settings = store.PoolSettings.from_form(await request.form())
+    try:
+        await store.update_pool(services.db, pool.id, settings)
+    except store.PoolError as exc:
+        settings.errors.setdefault(exc.field or "name", str(exc))
+        return await _edit_page(request, pool, settings, 400)
+    await services.audit.record(
+        "pool_updated",
+        actor=request.state.user.username,
+        target=settings.name,
+        client_address=client_address(request),
+        **{k: v for k, v in settings.values().items() if k != "name"},
+    )
+    await services.broker.publish_pool(pool.id)
+    return RedirectResponse(f"/pools/{pool.id}?toast=Saved", status_code=303)
+
+
+@admin_required
+async def add_vms(request: Request) -> Response:
+    services = services_of(request)
+    pool = await store.get_pool(services.db, _id(request))
+    if pool is None:
+        return RedirectResponse("/pools", status_code=303)
+    form = await request.form()
+    refused = await store.add_vms(services.db, pool.id, _ints(form.getlist("vm_id")))
+    await services.audit.record(
+        "pool_vms_added",
+        actor=request.state.user.username,
+        target=pool.name,
+        client_address=client_address(request),
+        vm_ids=_ints(form.getlist("vm_id")),
+        refused=refused,
+    )
+    await services.broker.publish_pool(pool.id)
+    if refused:
+        return await _edit_page(
+            request,
+            pool,
+            None,
+            409,
+            error="Not added (already in a pool, or not a VDI/simple VM): " + ", ".join(refused),
+        )
+    return RedirectResponse(f"/pools/{pool.id}?toast=Desktops+added", status_code=303)
+
+
+@admin_required
+async def remove_vm(request: Request) -> Response:
+    services = services_of(request)
+    pool = await store.get_pool(services.db, _id(request))
+    if pool is None:
+        return RedirectResponse("/pools", status_code=303)
+    try:
+        await store.remove_vm(services.db, pool.id, int(request.path_params["vm_id"]))
+    except store.PoolError as exc:
+        return await _edit_page(request, pool, None, 409, error=str(exc))
+    await services.broker.publish_pool(pool.id)
+    return RedirectResponse(f"/pools/{pool.id}?toast=Desktop+removed", status_code=303)
+
+
+@admin_required
+async def members(request: Request) -> Response:
+    services = services_of(request)
+    pool = await store.get_pool(services.db, _id(request))
+    if pool is None:
+        return RedirectResponse("/pools", status_code=303)
+    form = await request.form()
+    user_ids, group_ids = _ints(form.getlist("user_id")), _ints(form.getlist("group_id"))
+    await store.set_users(services.db, pool.id, user_ids)
+    await store.set_groups(services.db, pool.id, group_ids)
+    await services.audit.record(
+        "pool_members_set",
+        actor=request.state.user.username,
+        target=pool.name,
+        client_address=client_address(request),
+        user_ids=user_ids,
+        group_ids=group_ids,
+    )
+    await services.broker.publish_pool(pool.id)
+    return RedirectResponse(f"/pools/{pool.id}?toast=Members+saved", status_code=303)
+
+
+@admin_required
+async def confirm_delete(request: Request) -> Response:
+    db = services_of(request).db
+    pool = await store.get_pool(db, _id(request))
+    if pool is None:
+        return RedirectResponse("/pools", status_code=303)
+    return render(
+        request,
+        "pools/delete.html",
+        {
+            "title": f"Delete {pool.name}",
+            "active": "pools",
+            "pool": pool,
+            "members": await store.pool_members(db, pool.id),
+            "in_use": await store.active_leases_in_pool(db, pool.id),
+        },
+    )
+
+
+@admin_required
+async def delete(request: Request) -> Response:
+    services = services_of(request)
+    pool = await store.get_pool(services.db, _id(request))
+    if pool is None:
+        return RedirectResponse("/pools", status_code=303)
+    try:
+        await store.delete_pool(services.db, pool.id)
+    except store.PoolError as exc:
+        return await _edit_page(request, pool, None, 409, error=str(exc))
+    await services.audit.record(
+        "pool_deleted",
+        actor=request.state.user.username,
+        target=pool.name,
+        client_address=client_address(request),
+    )
+    return RedirectResponse("/pools?toast=Pool+deleted", status_code=303)
+
+
+@admin_required
+async def save_motd(request: Request) -> Response:
+    services = services_of(request)
+    text = str((await request.form()).get("motd", "")).strip()
+    if len(text) > MOTD_LIMIT:
+        return RedirectResponse(
+            f"/pools?toast=Message+too+long+(at+most+{MOTD_LIMIT}+characters)", status_code=303
+        )
+    await set_preference(services.db, MOTD, text)
+    await services.audit.record(
+        "motd_changed", actor=request.state.user.username, client_address=client_address(request)
+    )
+    return RedirectResponse("/pools?toast=Message+of+the+day+saved", status_code=303)
+
+
+routes = [
+    Route("/pools", index, methods=["GET"], name="pools"),
+    Route("/pools/new", new, methods=["GET"]),
+    Route("/pools", create, methods=["POST"]),
+    Route("/pools/motd", save_motd, methods=["POST"]),
+    Route("/pools/{pool_id:int}", show, methods=["GET"]),
+    Route("/pools/{pool_id:int}", update, methods=["POST"]),
+    Route("/pools/{pool_id:int}/vms", add_vms, methods=["POST"]),
+    Route("/pools/{pool_id:int}/vms/{vm_id:int}/remove", remove_vm, methods=["POST"]),
+    Route("/pools/{pool_id:int}/members", members, methods=["POST"]),
+    Route("/pools/{pool_id:int}/delete", confirm_delete, methods=["GET"]),
+    Route("/pools/{pool_id:int}/delete", delete, methods=["POST"]),
+]

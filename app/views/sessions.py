@@ -1,0 +1,44 @@
+"""Admin view of desktop sessions: who holds which desktop, since when, from where."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from app.auth.session import admin_required
+from app.broker.leases import active_sessions
+from app.services import services_of
+from app.views.forms import client_address, render
+
+
+@admin_required
+async def index(request: Request) -> Response:
+    return render(
+        request,
+        "sessions/index.html",
+        {
+            "title": "Sessions",
+            "active": "sessions",
+            "sessions": await active_sessions(services_of(request).db),
+            "toast": request.query_params.get("toast", ""),
+        },
+    )
+
+
+@admin_required
+async def end(request: Request) -> Response:
+    services = services_of(request)
+    ended = await services.broker.end_session(
+        int(request.path_params["lease_id"]),
+        actor=request.state.user.username,
+        client_address=client_address(request),
+    )
+    toast = "Session+ended" if ended else "That+session+had+already+ended"
+    return RedirectResponse(f"/sessions?toast={toast}", status_code=303)
+
+
+routes = [
+    Route("/sessions", index, methods=["GET"], name="sessions"),
+    Route("/sessions/{lease_id:int}/end", end, methods=["POST"]),
+]

@@ -1,0 +1,29 @@
+"""Areas of the navigation whose pages are not built yet: a clean "coming" page each.
+
+The module that builds an area takes its entry out of ``UPCOMING`` and adds its own routes.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.auth.session import admin_required
+from app.views.forms import render
+
+# path -> (navigation key, title, icon, what the area will do)
+UPCOMING: dict[str, tuple[str, str, str, str]] = {}
+
+
+@admin_required
+async def upcoming_page(request: Request) -> Response:
+    key, title, icon, description = UPCOMING[request.url.path]
+    return render(
+        request,
+        "upcoming.html",
+        {"active": key, "title": title, "icon": icon, "description": description},
+    )
+
+
+routes = [Route(path, upcoming_page, methods=["GET"], name=f"upcoming_{path[1:]}") for path in UPCOMING]

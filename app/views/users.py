@@ -1,0 +1,178 @@
+"""Admin pages for accounts: portal users, administrators, directory users and groups."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from app.auth.accounts import AccountError
+from app.auth.passwords import WeakPasswordError
+from app.auth.session import admin_required
+from app.broker import people
+from app.services import services_of
+from app.views.forms import client_address, render
+
+
+def _id(request: Request, name: str = "user_id") -> int:
+    try:
+        return int(request.path_params[name])
+    except (KeyError, ValueError):
+        return -1
+
+
+async def _page(request: Request, status_code: int = 200, **context: object) -> Response:
+    db = services_of(request).db
+    return render(
+        request,
+        "users/index.html",
+        {
+            "title": "Users",
+            "active": "users",
+            "users": await people.list_users(db),
+            "groups": await people.list_groups(db),
+            "directory_kind": services_of(request).settings.directory.kind,
+            **context,
+        },
+        status_code=status_code,
+    )
+
+
+@admin_required
+async def index(request: Request) -> Response:
+    return await _page(request, toast=request.query_params.get("toast", ""))
+
+
+@admin_required
+async def create(request: Request) -> Response:
+    services = services_of(request)
+    form = await request.form()
+    username = str(form.get("username", "")).strip()
+    role = str(form.get("role", "client"))
+    try:
+        user_id, password = await people.create_account(
+            services.db, username, role, str(form.get("display_name", "")), str(form.get("email", ""))
+        )
+    except (AccountError, WeakPasswordError) as exc:
+        return await _page(request, 400, error=f"User name: {exc}.", form=dict(form))
+    await services.audit.record(
+        "user_created",
+        actor=request.state.user.username,
+        target=username,
+        client_address=client_address(request),
+        role=role,
+        user_id=user_id,
+    )
+    return await _page(request, created={"username": username, "password": password, "role": role})
+
+
+@admin_required
+async def toggle(request: Request) -> Response:
+    services = services_of(request)
+    form = await request.form()
+    disabled = str(form.get("disabled", "")) == "1"
+    try:
+        user = await people.set_disabled(services.db, _id(request), disabled)
+    except AccountError as exc:
+        return await _page(request, 409, error=f"{exc}.")
+    if disabled:
+        await services.broker.revoke_user_consoles(user.id)
+    await services.audit.record(
+        "user_disabled" if disabled else "user_enabled",
+        actor=request.state.user.username,
+        target=user.username,
+        client_address=client_address(request),
+    )
+    state = "disabled" if disabled else "enabled"
+    return RedirectResponse(f"/users?toast={user.username}+{state}", status_code=303)
+
+
+@admin_required
+async def reset(request: Request) -> Response:
+    services = services_of(request)
+    try:
+        user, password = await people.reset_password(services.db, _id(request))
+    except (AccountError, WeakPasswordError) as exc:
+        return await _page(request, 409, error=f"{exc}.")
+    await services.audit.record(
+        "password_reset",
+        actor=request.state.user.username,
+        target=user.username,
+        client_address=client_address(request),
+    )
+    return await _page(
+        request, created={"username": user.username, "password": password, "role": user.role, "reset": True}
+    )
+
+
+@admin_required
+async def confirm_delete(request: Request) -> Response:
+    user = await people.get_user(services_of(request).db, _id(request))
+    if user is None:
+        return RedirectResponse("/users", status_code=303)
+    return render(
+        request, "users/delete.html", {"title": f"Delete {user.username}", "active": "users", "target": user}
+    )
+
+
+@admin_required
+async def delete(request: Request) -> Response:
+    services = services_of(request)
+    try:
+        user = await people.delete_user(services.db, _id(request))
+    except AccountError as exc:
+        return await _page(request, 409, error=f"{exc}.")
+    await services.audit.record(
+        "user_deleted",
+        actor=request.state.user.username,
+        target=user.username,
+        client_address=client_address(request),
+        source=user.source,
+    )
+    return RedirectResponse(f"/users?toast={user.username}+deleted", status_code=303)
+
+
+@admin_required
+async def add_group(request: Request) -> Response:
+    services = services_of(request)
+    form = await request.form()
+    name = str(form.get("name", ""))
+    try:
+        await people.add_group(services.db, name, str(form.get("description", "")))
+    except AccountError as exc:
+        return await _page(request, 400, error=f"Group name: {exc}.")
+    await services.audit.record(
+        "directory_group_added",
+        actor=request.state.user.username,
+        target=name,
+        client_address=client_address(request),
+    )
+    return RedirectResponse("/users?toast=Group+registered#groups", status_code=303)
+
+
+@admin_required
+async def delete_group(request: Request) -> Response:
+    services = services_of(request)
+    try:
+        group = await people.delete_group(services.db, _id(request, "group_id"))
+    except AccountError as exc:
+        return await _page(request, 404, error=f"{exc}.")
+    await services.audit.record(
+        "directory_group_removed",
+        actor=request.state.user.username,
+        target=group.name,
+        client_address=client_address(request),
+    )
+    return RedirectResponse("/users?toast=Group+removed#groups", status_code=303)
+
+
+routes = [
+    Route("/users", index, methods=["GET"], name="users"),
+    Route("/users", create, methods=["POST"]),
+    Route("/users/{user_id:int}/disabled", toggle, methods=["POST"]),
+    Route("/users/{user_id:int}/password", reset, methods=["POST"]),
+    Route("/users/{user_id:int}/delete", confirm_delete, methods=["GET"]),
+    Route("/users/{user_id:int}/delete", delete, methods=["POST"]),
+    Route("/groups", add_group, methods=["POST"]),
+    Route("/groups/{group_id:int}/delete", delete_group, methods=["POST"]),
+]

@@ -1,0 +1,271 @@
+"""The VM pages: the live table, its row fragments and thumbnails, the create forms, DHCP export."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from app.auth.session import admin_required
+from app.hyper import DiskFile
+from app.services import services_of
+from app.views.forms import render
+from app.views.vms_api import vm_service
+from app.vms.dhcp import dhcp_hosts, dhcpd_config
+from app.vms.errors import Invalid, VmError
+from app.vms.power import LABELS as POWER_LABELS
+from app.vms.records import get_vm, list_hypervisors, list_vms
+from app.vms.table import build_table, single_row
+
+BOOT_DEVICES = (("hd", "Disk"), ("cdrom", "CD-ROM"), ("network", "Network (PXE)"))
+
+
+@admin_required
+async def index(request: Request) -> Response:
+    services = services_of(request)
+    service = services.vms
+    if service is None:
+        return render(request, "vms/unavailable.html", {"active": "vms", "title": "Virtual machines"}, 503)
+    table = await build_table(services.db, service.operations, service.thumbnails)
+    return render(
+        request,
+        "vms/index.html",
+        {
+            "active": "vms",
+            "title": "Virtual machines",
+            "table": table,
+            "power_labels": POWER_LABELS,
+            "first_boot_timeout": services.settings.vms.first_boot_timeout,
+        },
+    )
+
+
+@admin_required
+async def table_fragment(request: Request) -> Response:
+    """The whole table body (after a VM was created or re-classified), for the live page."""
+    services = services_of(request)
+    service = vm_service(request)
+    table = await build_table(services.db, service.operations, service.thumbnails)
+    return render(request, "vms/_table.html", {"table": table})
+
+
+@admin_required
+async def row_fragment(request: Request) -> Response:
+    services = services_of(request)
+    service = vm_service(request)
+    vm = await get_vm(services.db, int(request.path_params["vm_id"]))
+    if vm is None:
+        return PlainTextResponse("No such VM.", status_code=404)
+    row = await single_row(services.db, service.operations, service.thumbnails, vm)
+    return render(request, "vms/_row_only.html", {"row": row, "child": vm.kind == "vdi" and vm.parent_id})
+
+
+@admin_required
+async def thumbnail(request: Request) -> Response:
+    service = vm_service(request)
+    found = service.thumbnails.get(int(request.path_params["vm_id"]))
+    if found is None:
+        return Response(status_code=404)
+    # The URL carries the version (?v=N): a given URL never changes, so browsers may keep it.
+    return Response(found.png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+# -- create forms ------------------------------------------------------------------------------
+
+
+def _hardware_from(form: FormData) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key in (
+        "vcpu_sockets",
+        "vcpu_cores",
+        "memory_mib",
+        "disk_size_gib",
+        "os_type",
+        "network",
+        "iso_path",
+    ):
+        if key in form:
+            data[key] = str(form.get(key, ""))
+    boot = [str(form.get(f"boot_{index}", "")) for index in range(1, 4)]
+    data["boot_order"] = [device for device in boot if device]
+    return data
+
+
+async def _form_context(request: Request, form: FormData | None = None) -> dict[str, Any]:
+    db = services_of(request).db
+    hypervisors = await list_hypervisors(db)
+    vms = await list_vms(db)
+    values = {key: str(value) for key, value in (form or {}).items() if key != "csrf_token"}
+    return {
+        "active": "vms",
+        "hypervisors": hypervisors,
+        "sources": [vm for vm in vms if vm.kind == "source"],
+        "initials": [vm for vm in vms if vm.kind == "initial"],
+        "boot_devices": BOOT_DEVICES,
+        "values": values,
+        "errors": {},
+    }
+
+
+async def _isos_for(request: Request, hypervisor_id: int | None) -> tuple[list[DiskFile], str | None]:
+    if hypervisor_id is None:
+        return [], None
+    try:
+        return await vm_service(request).list_isos(hypervisor_id), None
+    except VmError as exc:
+        return [], exc.message
+
+
+@admin_required
+async def new_vm(request: Request) -> Response:
+    context = await _form_context(request)
+    hypervisors = context["hypervisors"]
+    wanted = request.query_params.get("hypervisor_id")
+    selected = int(wanted) if wanted and wanted.isdigit() else (hypervisors[0].id if hypervisors else None)
+    context["isos"], context["iso_error"] = await _isos_for(request, selected)
+    batch = request.query_params.get("mode") == "batch"
+    context["values"] = {
+        "mode": "batch" if batch else "single",
+        "kind": request.query_params.get("kind", "simple"),
+        "hypervisor_id": str(selected or ""),
+        "vcpu_sockets": "1",
+        "vcpu_cores": "1",
+        "memory_mib": "1024",
+        "disk_size_gib": "20",
+        "count": "2",
+        "boot_1": "hd",
+        "os_type": "linux",
+    }
+    return render(request, "vms/new.html", {**context, "title": "New virtual machine"})
+
+
+@admin_required
+async def new_vm_submit(request: Request) -> Response:
+    form = await request.form()
+    batch = form.get("mode") == "batch"
+    data = _hardware_from(form)
+    data["kind"] = str(form.get("kind", "simple"))
+    data["hypervisor_id"] = str(form.get("hypervisor_id", ""))
+    if batch:
+        data["prefix"] = str(form.get("prefix", ""))
+        data["count"] = str(form.get("count", ""))
+    else:
+        data["name"] = str(form.get("name", ""))
+        data["disk_path"] = str(form.get("disk_path", ""))
+    try:
+        created = await vm_service(request).create(data, actor=request.state.user.username)
+    except VmError as exc:
+        context = await _form_context(request, form)
+        hv = data["hypervisor_id"]
+        context["isos"], context["iso_error"] = await _isos_for(request, int(hv) if hv.isdigit() else None)
+        context["errors"] = _field_errors(exc)
+        return render(request, "vms/new.html", {**context, "title": "New virtual machine"}, exc.status)
+    what = f"Creating {len(created.vm_ids)} VMs" if batch else f"Created {data['name']}"
+    return RedirectResponse(f"/vms?toast={quote(what)}", status_code=303)
+
+
+@admin_required
+async def new_initial(request: Request) -> Response:
+    context = await _form_context(request)
+    source = request.query_params.get("source_id", "")
+    context["values"] = {"source_id": source}
+    return render(request, "vms/new_initial.html", {**context, "title": "New initial machine"})
+
+
+@admin_required
+async def new_initial_submit(request: Request) -> Response:
+    form = await request.form()
+    data: dict[str, Any] = {"name": str(form.get("name", "")), "source_id": str(form.get("source_id", ""))}
+    for key in ("memory_mib", "vcpu_sockets", "vcpu_cores"):
+        value = str(form.get(key, "")).strip()
+        if value:
+            data[key] = value
+    try:
+        await vm_service(request).create_initial(data, actor=request.state.user.username)
+    except VmError as exc:
+        context = await _form_context(request, form)
+        context["errors"] = _field_errors(exc)
+        return render(
+            request, "vms/new_initial.html", {**context, "title": "New initial machine"}, exc.status
+        )
+    return RedirectResponse(f"/vms?toast={quote('Copying the disk of the source to ' + data['name'])}", 303)
+
+
+@admin_required
+async def new_vdi(request: Request) -> Response:
+    context = await _form_context(request)
+    context["values"] = {"initial_id": request.query_params.get("initial_id", ""), "count": "3"}
+    return render(request, "vms/new_vdi.html", {**context, "title": "New VDI machines"})
+
+
+@admin_required
+async def new_vdi_submit(request: Request) -> Response:
+    form = await request.form()
+    data = {
+        "initial_id": str(form.get("initial_id", "")),
+        "prefix": str(form.get("prefix", "")),
+        "count": str(form.get("count", "")),
+        "volatile": form.get("volatile") == "on",
+    }
+    try:
+        created = await vm_service(request).create_vdi(data, actor=request.state.user.username)
+    except VmError as exc:
+        context = await _form_context(request, form)
+        context["errors"] = _field_errors(exc)
+        return render(request, "vms/new_vdi.html", {**context, "title": "New VDI machines"}, exc.status)
+    return RedirectResponse(f"/vms?toast={quote(f'Creating {len(created.vm_ids)} VDI machines')}", 303)
+
+
+def _field_errors(exc: VmError) -> dict[str, str]:
+    if isinstance(exc, Invalid):
+        return dict(exc.errors)
+    return {"form": exc.message}
+
+
+# -- DHCP export -------------------------------------------------------------------------------
+
+
+@admin_required
+async def dhcp_page(request: Request) -> Response:
+    vms = await list_vms(services_of(request).db)
+    hosts = dhcp_hosts(vms)
+    return render(
+        request,
+        "vms/dhcp.html",
+        {
+            "active": "vms",
+            "title": "DHCP export",
+            "hosts": hosts,
+            "config": dhcpd_config(vms),
+            "without_network": [vm for vm in vms if not vm.network],
+        },
+    )
+
+
+@admin_required
+async def dhcp_download(request: Request) -> Response:
+    config = dhcpd_config(await list_vms(services_of(request).db))
+    return PlainTextResponse(
+        config,
+        headers={"Content-Disposition": 'attachment; filename="kvm-vdi-hosts.conf"'},
+    )
+
+
+routes = [
+    Route("/vms", index, methods=["GET"], name="vms"),
+    Route("/vms/table", table_fragment, methods=["GET"]),
+    Route("/vms/new", new_vm, methods=["GET"], name="vm_new"),
+    Route("/vms/new", new_vm_submit, methods=["POST"]),
+    Route("/vms/new-initial", new_initial, methods=["GET"], name="vm_new_initial"),
+    Route("/vms/new-initial", new_initial_submit, methods=["POST"]),
+    Route("/vms/new-vdi", new_vdi, methods=["GET"], name="vm_new_vdi"),
+    Route("/vms/new-vdi", new_vdi_submit, methods=["POST"]),
+    Route("/vms/dhcp", dhcp_page, methods=["GET"], name="vm_dhcp"),
+    Route("/vms/dhcp.conf", dhcp_download, methods=["GET"]),
+    Route("/vms/{vm_id:int}/row", row_fragment, methods=["GET"]),
+    Route("/vms/{vm_id:int}/thumbnail.png", thumbnail, methods=["GET"]),
+]

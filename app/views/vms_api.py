@@ -1,0 +1,315 @@
+"""The admin JSON API for VMs and operations: ``/api/v1/admin/vms`` (session cookie + CSRF header).
+
+Errors are ``{"error": code, "message": text}``; invalid input adds ``"fields"``
+mapping each bad field to what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.auth.session import admin_required
+from app.services import services_of
+from app.views.forms import client_address
+from app.vms.errors import Invalid, VmError
+from app.vms.records import get_vm, list_vms
+from app.vms.service import VmService
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def vm_service(request: Request) -> VmService:
+    service = services_of(request).vms
+    if service is None:
+        raise VmError(
+            "virtual machines are not available: the hypervisor registry is not running", status=503
+        )
+    return service
+
+
+def error_response(exc: VmError) -> JSONResponse:
+    body: dict[str, Any] = {"error": exc.code, "message": exc.message}
+    if isinstance(exc, Invalid):
+        body["fields"] = exc.errors
+    return JSONResponse(body, status_code=exc.status)
+
+
+def api(endpoint: Handler) -> Handler:
+    """Admin only; VM errors become JSON answers."""
+
+    @admin_required
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except VmError as exc:
+            return error_response(exc)
+
+    wrapped.__name__ = endpoint.__name__
+    wrapped.__doc__ = endpoint.__doc__
+    return wrapped
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise Invalid({"body": "send a JSON object"}) from None
+    if not isinstance(body, dict):
+        raise Invalid({"body": "send a JSON object"})
+    return body
+
+
+def path_id(request: Request, name: str = "vm_id") -> int:
+    return int(request.path_params[name])
+
+
+def actor(request: Request) -> str:
+    return str(request.state.user.username)
+
+
+async def _operation(request: Request, op_id: int | None) -> dict[str, Any] | None:
+    if op_id is None:
+        return None
+    operation = await vm_service(request).operations.get(op_id)
+    return operation.summary() if operation else None
+
+
+@api
+async def list_all(request: Request) -> Response:
+    db = services_of(request).db
+    hypervisor = request.query_params.get("hypervisor_id")
+    vms = await list_vms(db, hypervisor_id=int(hypervisor) if hypervisor and hypervisor.isdigit() else None)
+    return JSONResponse({"vms": [vm.summary() for vm in vms]})
+
+
+@api
+async def get_one(request: Request) -> Response:
+    vm = await get_vm(services_of(request).db, path_id(request))
+    if vm is None:
+        return JSONResponse({"error": "not_found", "message": "No such VM."}, status_code=404)
+    service = vm_service(request)
+    data = vm.summary()
+    data["thumbnail"] = service.thumbnails.version_of(vm.id)
+    data["operation"] = await _operation(request, vm.operation_id)
+    return JSONResponse({"vm": data})
+
+
+async def _created(request: Request, created: Any) -> Response:
+    db = services_of(request).db
+    vms = [vm.summary() for vm_id in created.vm_ids if (vm := await get_vm(db, vm_id)) is not None]
+    status = 202 if created.operation_id is not None else 201
+    return JSONResponse({"vms": vms, "operation": await _operation(request, created.operation_id)}, status)
+
+
+@api
+async def create(request: Request) -> Response:
+    """A simple/source VM (``name``) or a batch (``prefix`` + ``count``)."""
+    created = await vm_service(request).create(await json_body(request), actor=actor(request))
+    return await _created(request, created)
+
+
+@api
+async def create_initial(request: Request) -> Response:
+    created = await vm_service(request).create_initial(await json_body(request), actor=actor(request))
+    return await _created(request, created)
+
+
+@api
+async def create_vdi(request: Request) -> Response:
+    body = {**await json_body(request), "initial_id": path_id(request)}
+    created = await vm_service(request).create_vdi(body, actor=actor(request))
+    return await _created(request, created)
+
+
+@api
+async def copy_disk(request: Request) -> Response:
+    op_id = await vm_service(request).copy_disk(path_id(request), actor=actor(request))
+    return JSONResponse({"operation": await _operation(request, op_id)}, status_code=202)
+
+
+@api
+async def populate(request: Request) -> Response:
+    """Recreate the children's overlays and start each once; ``wait_first_boot`` waits for the boots."""
+    body = await json_body(request) if await request.body() else {}
+    wait = body.get("wait_first_boot", False)
+    if not isinstance(wait, bool):
+        raise Invalid({"wait_first_boot": "give true or false"})
+    timeout = body.get("first_boot_timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise Invalid({"first_boot_timeout": "give a number of seconds greater than 0"})
+    if timeout is not None and not wait:
+        raise Invalid({"first_boot_timeout": "only with wait_first_boot: true"})
+    op_id = await vm_service(request).populate(
+        path_id(request),
+        actor=actor(request),
+        wait_first_boot=wait,
+        first_boot_timeout=float(timeout) if timeout is not None else None,
+    )
+    return JSONResponse({"operation": await _operation(request, op_id)}, status_code=202)
+
+
+@api
+async def power(request: Request) -> Response:
+    body = await json_body(request)
+    vm = await vm_service(request).power(
+        path_id(request),
+        str(body.get("action", "")),
+        actor=actor(request),
+        client_address=client_address(request),
+    )
+    return JSONResponse({"vm": vm.summary(), "action": body.get("action")}, status_code=202)
+
+
+@api
+async def children_power(request: Request) -> Response:
+    body = await json_body(request)
+    op_id = await vm_service(request).mass_power(
+        path_id(request), str(body.get("action", "")), actor=actor(request)
+    )
+    return JSONResponse({"operation": await _operation(request, op_id)}, status_code=202)
+
+
+def _flag_changes(body: dict[str, Any]) -> dict[str, bool]:
+    changes: dict[str, bool] = {}
+    for name, value in body.items():
+        if not isinstance(value, bool):
+            raise Invalid({name: "give true or false"})
+        changes[name] = value
+    if not changes:
+        raise Invalid({"body": "name at least one flag: maintenance, locked or volatile"})
+    return changes
+
+
+@api
+async def flags(request: Request) -> Response:
+    changes = _flag_changes(await json_body(request))
+    vm = await vm_service(request).set_flags(
+        path_id(request), changes, actor=actor(request), client_address=client_address(request)
+    )
+    return JSONResponse({"vm": vm.summary()})
+
+
+@api
+async def children_flags(request: Request) -> Response:
+    changes = _flag_changes(await json_body(request))
+    vms = await vm_service(request).set_children_flags(
+        path_id(request), changes, actor=actor(request), client_address=client_address(request)
+    )
+    return JSONResponse({"vms": [vm.summary() for vm in vms]})
+
+
+@api
+async def classify(request: Request) -> Response:
+    body = await json_body(request)
+    parent = body.get("parent_id")
+    if parent in ("", None):
+        parent = None
+    elif not str(parent).isdigit():
+        raise Invalid({"parent_id": "choose a VM from the list"})
+    vm = await vm_service(request).classify(
+        path_id(request),
+        str(body.get("kind", "")),
+        int(parent) if parent is not None else None,
+        actor=actor(request),
+        client_address=client_address(request),
+    )
+    return JSONResponse({"vm": vm.summary()})
+
+
+@api
+async def media(request: Request) -> Response:
+    body = await json_body(request)
+    iso = body.get("iso_path")
+    if iso is not None and not isinstance(iso, str):
+        raise Invalid({"iso_path": "give an ISO path or null to eject"})
+    vm = await vm_service(request).change_media(
+        path_id(request), iso or None, actor=actor(request), client_address=client_address(request)
+    )
+    return JSONResponse({"vm": vm.summary()})
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() in ("1", "true", "yes", "on")
+
+
+@api
+async def delete_plan(request: Request) -> Response:
+    """What a deletion would destroy: VM names and file paths, for the confirmation."""
+    plan = await vm_service(request).plan_delete(
+        path_id(request),
+        with_children=_truthy(request.query_params.get("with_children")),
+        remove_disks=_truthy(request.query_params.get("remove_disks")),
+    )
+    return JSONResponse({"plan": plan.summary()})
+
+
+@api
+async def delete(request: Request) -> Response:
+    body = await json_body(request)
+    confirm_vms = body.get("confirm_vms")
+    confirm_files = body.get("confirm_files")
+    if not isinstance(confirm_vms, list) or not isinstance(confirm_files, list):
+        raise Invalid({"confirm_vms": "confirm the VMs and files to delete (confirm_vms, confirm_files)"})
+    plan, op_id = await vm_service(request).delete(
+        path_id(request),
+        with_children=_truthy(body.get("with_children")),
+        remove_disks=_truthy(body.get("remove_disks")),
+        confirmed_vms=[str(name) for name in confirm_vms],
+        confirmed_files=[str(path) for path in confirm_files],
+        actor=actor(request),
+        client_address=client_address(request),
+    )
+    status = 202 if op_id is not None else 200
+    return JSONResponse({"deleted": plan.summary(), "operation": await _operation(request, op_id)}, status)
+
+
+@api
+async def operations(request: Request) -> Response:
+    active = _truthy(request.query_params.get("active"))
+    found = await vm_service(request).operations.recent(limit=100, active_only=active)
+    return JSONResponse({"operations": [op.summary() for op in found]})
+
+
+@api
+async def operation(request: Request) -> Response:
+    found = await vm_service(request).operations.get(path_id(request, "op_id"))
+    if found is None:
+        return JSONResponse({"error": "not_found", "message": "No such operation."}, status_code=404)
+    return JSONResponse({"operation": found.summary()})
+
+
+@api
+async def isos(request: Request) -> Response:
+    found = await vm_service(request).list_isos(path_id(request, "hypervisor_id"))
+    return JSONResponse({"isos": [{"path": iso.path, "name": iso.name, "size": iso.size} for iso in found]})
+
+
+PREFIX = "/api/v1/admin"
+routes = [
+    Route(f"{PREFIX}/vms", list_all, methods=["GET"]),
+    Route(f"{PREFIX}/vms", create, methods=["POST"]),
+    Route(f"{PREFIX}/vms/initial", create_initial, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}", get_one, methods=["GET"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}", delete, methods=["DELETE"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/delete", delete, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/delete-plan", delete_plan, methods=["GET"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/power", power, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/flags", flags, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/classify", classify, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/media", media, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/copy-disk", copy_disk, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/populate", populate, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/vdi", create_vdi, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/children/power", children_power, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/children/flags", children_flags, methods=["POST"]),
+    Route(f"{PREFIX}/operations", operations, methods=["GET"]),
+    Route(f"{PREFIX}/operations/{{op_id:int}}", operation, methods=["GET"]),
+    Route(f"{PREFIX}/hypervisors/{{hypervisor_id:int}}/isos", isos, methods=["GET"]),
+]

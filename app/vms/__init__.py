@@ -1,0 +1,1 @@
+"""Virtual machines: definitions, state sync, workflows, long operations, thumbnails."""

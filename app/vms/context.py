@@ -1,0 +1,94 @@
+"""The pieces every VM workflow uses, bundled once by :class:`app.vms.service.VmService`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from databases import Database
+
+from app.audit import AuditLog
+from app.hyper import Hypervisor, HypervisorNotFound, HypervisorRegistry, HypervisorUnavailable
+from app.live.hub import LiveHub
+from app.settings import VmSettings
+from app.vms.errors import NotFound, Refused
+from app.vms.operations import OperationsRunner
+from app.vms.records import Vm, get_vm
+
+
+class StateWaiter(Protocol):
+    async def wait_for(
+        self,
+        hypervisor_id: int,
+        name: str,
+        states: Iterable[str],
+        *,
+        within: float,
+        hv: Hypervisor | None = None,
+        recheck: float = 2.0,
+    ) -> str | None: ...
+
+
+@dataclass
+class VmContext:
+    db: Database
+    hub: LiveHub
+    audit: AuditLog
+    registry: HypervisorRegistry
+    operations: OperationsRunner
+    settings: VmSettings
+    # Set by the service once the state sync exists (it needs this context first).
+    states: StateWaiter | None = None
+    # One lock per VM for the start / stop transitions of its volatile overlay.
+    _overlay_locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    def overlay_lock(self, vm_id: int) -> asyncio.Lock:
+        lock = self._overlay_locks.get(vm_id)
+        if lock is None:
+            lock = self._overlay_locks[vm_id] = asyncio.Lock()
+        return lock
+
+    def waiter(self) -> StateWaiter:
+        if self.states is None:
+            raise RuntimeError("the VM state sync is not running")
+        return self.states
+
+    async def vm(self, vm_id: int) -> Vm:
+        vm = await get_vm(self.db, vm_id)
+        if vm is None:
+            raise NotFound(f"there is no VM {vm_id}: it may have been deleted")
+        return vm
+
+    def hypervisor(self, hypervisor_id: int, *, new_work: bool = True) -> Hypervisor:
+        """The connected hypervisor, or :class:`Refused` saying why it cannot work now.
+
+        ``new_work`` (creating, starting, copying) is refused on a hypervisor in
+        maintenance too; stopping, deleting and reading stay possible there, which is
+        how an admin drains it.
+        """
+        try:
+            return self.registry.get(hypervisor_id, for_new_work=new_work)
+        except HypervisorNotFound:
+            raise NotFound(f"there is no hypervisor {hypervisor_id}") from None
+        except HypervisorUnavailable as exc:
+            found = self.registry.find(hypervisor_id)
+            if found is not None and found.state == "up" and found.connected and found.maintenance:
+                raise Refused(
+                    f"hypervisor {found.name} is in maintenance: take it out of maintenance first",
+                    code="hypervisor_maintenance",
+                ) from None
+            raise Refused(f"{exc}: wait until it is up again", code="hypervisor_unavailable") from None
+
+    def publish_vm(self, vm: Vm, change: str = "updated") -> None:
+        self.hub.publish("vm", {**vm.summary(), "change": change})
+
+    def publish_removed(self, vm_id: int, name: str) -> None:
+        self.hub.publish("vm", {"id": vm_id, "name": name, "change": "deleted"})
+
+    async def refresh(self, vm_id: int, change: str = "updated") -> Vm | None:
+        vm = await get_vm(self.db, vm_id)
+        if vm is not None:
+            self.publish_vm(vm, change)
+        return vm

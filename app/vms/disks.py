@@ -1,0 +1,124 @@
+"""Disk work on a hypervisor: new disks, qcow2 overlays, renames, removals.
+
+Several files are handled in one SSH command (a ``sh -c`` script made of
+``shlex.join``-ed argument vectors, never of raw input), because a round trip
+costs far more than ``qemu-img create`` itself (about 10 ms). Every path is
+confined to the hypervisor's own directories first. Every new file is written
+under a temporary name and renamed into place, so a crash leaves no half-made
+disk under the real name.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+from collections.abc import Sequence
+
+from app.hyper import CommandError, Hypervisor, HypervisorError, PathNotAllowed
+from app.vms.errors import HypervisorFailure, Refused
+
+PART = ".part"
+
+
+def script(commands: Sequence[Sequence[str]]) -> list[str]:
+    """One ``sh -c`` argument vector running ``commands`` in order, stopping at the first failure."""
+    body = "\n".join(["set -e", *(shlex.join(list(command)) for command in commands)])
+    return ["sh", "-c", body]
+
+
+def part_path(path: str) -> str:
+    """The temporary name a file is written under before it is renamed into ``path``."""
+    directory, name = posixpath.split(path)
+    return posixpath.join(directory, f".{name}{PART}")
+
+
+def confined(hv: Hypervisor, paths: Sequence[str]) -> list[str]:
+    """``paths`` if each lies inside the hypervisor's images, volatile or ISO directory."""
+    try:
+        return [hv.confine(path) for path in paths]
+    except PathNotAllowed as exc:
+        raise Refused(
+            f"{exc}: keep disks inside the hypervisor's directories", code="path_not_allowed"
+        ) from None
+
+
+async def run_script(hv: Hypervisor, commands: Sequence[Sequence[str]], *, what: str) -> str:
+    if not commands:
+        return ""
+    try:
+        result = await hv.run(script(commands))
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"{what} failed: {_reason(exc)}") from exc
+    return result.stdout
+
+
+def _reason(exc: HypervisorError) -> str:
+    if isinstance(exc, CommandError) and exc.stderr.strip():
+        return exc.stderr.strip().splitlines()[-1]
+    return str(exc) or type(exc).__name__
+
+
+async def create_disks(hv: Hypervisor, disks: Sequence[tuple[str, int]]) -> None:
+    """New empty qcow2 disks ``(path, size_gib)``; refuses to replace an existing file."""
+    paths = confined(hv, [path for path, _ in disks])
+    commands: list[list[str]] = []
+    for path, (_, size_gib) in zip(paths, disks, strict=True):
+        temp = part_path(path)
+        commands += [
+            ["mkdir", "-p", posixpath.dirname(path)],
+            ["test", "!", "-e", path],
+            ["rm", "-f", temp],
+            ["qemu-img", "create", "-q", "-f", "qcow2", temp, f"{size_gib}G"],
+            ["mv", "-f", temp, path],
+        ]
+    existing = await existing_files(hv, paths)
+    if existing:
+        which = ", ".join(existing)
+        raise Refused(f"a file already exists at {which}: choose another name or remove it first")
+    await run_script(hv, commands, what="creating the disk")
+
+
+async def create_overlays(hv: Hypervisor, base: str, paths: Sequence[str]) -> None:
+    """(Re)create qcow2 overlays backed by ``base``: whatever was in them is discarded."""
+    base, *targets = confined(hv, [base, *paths])
+    commands: list[list[str]] = []
+    for directory in sorted({posixpath.dirname(path) for path in targets}):
+        commands.append(["mkdir", "-p", directory])
+    for path in targets:
+        temp = part_path(path)
+        commands += [
+            ["rm", "-f", temp],
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", temp],
+            ["mv", "-f", temp, path],
+        ]
+    await run_script(hv, commands, what="creating the overlays")
+
+
+async def remove_files(hv: Hypervisor, paths: Sequence[str]) -> None:
+    if paths:
+        await run_script(hv, [["rm", "-f", "--", *confined(hv, paths)]], what="removing files")
+
+
+async def rename(hv: Hypervisor, source: str, target: str) -> None:
+    await run_script(hv, [["mv", "-f", "--", *confined(hv, [source, target])]], what="renaming the disk")
+
+
+async def existing_files(hv: Hypervisor, paths: Sequence[str]) -> list[str]:
+    """Which of ``paths`` exist on the hypervisor (one command for all)."""
+    if not paths:
+        return []
+    probe = 'for f in "$@"; do if [ -e "$f" ]; then printf "%s\\n" "$f"; fi; done'
+    commands = [["sh", "-c", probe, "sh", *confined(hv, paths)]]
+    output = await run_script(hv, commands, what="looking for files")
+    found = {line for line in output.splitlines() if line}
+    return [path for path in paths if path in found]
+
+
+async def backing_file(hv: Hypervisor, path: str) -> str | None:
+    """The backing file recorded in a qcow2 image (None for a standalone image)."""
+    (path,) = confined(hv, [path])
+    output = await run_script(hv, [["qemu-img", "info", "--output=json", "-U", path]], what=f"reading {path}")
+    info = json.loads(output)
+    value = info.get("full-backing-filename") or info.get("backing-filename")
+    return str(value) if value else None

@@ -1,0 +1,50 @@
+"""Errors of the VM workflows: each says what is wrong and what to do, in words for an admin.
+
+``code`` is the stable ``error`` of JSON answers; ``status`` the HTTP status a
+handler answers with.
+"""
+
+from __future__ import annotations
+
+
+class VmError(Exception):
+    code = "vm_error"
+    status = 409
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class NotFound(VmError):
+    code = "not_found"
+    status = 404
+
+
+class Refused(VmError):
+    """The request is valid, but the current state forbids it (busy, locked, hypervisor down ...)."""
+
+    code = "refused"
+    status = 409
+
+
+class Invalid(VmError):
+    """Bad input: ``errors`` maps each field to a message."""
+
+    code = "invalid"
+    status = 400
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+
+
+class HypervisorFailure(VmError):
+    """The hypervisor refused or failed a command; the message carries its reason."""
+
+    code = "hypervisor_error"
+    status = 502

@@ -1,0 +1,169 @@
+"""The ``vms`` table as the rest of the VM code sees it: small queries, plain values.
+
+A VM row leaves this module as a :class:`Vm` (frozen dataclass) so that domain
+code and templates share one typed shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from databases import Database
+
+from app.clock import utcnow
+from app.db.schema import hypervisors, operations, users, vms
+
+# Kinds that can hold VDI children, and the order groups appear in on the VM page.
+KIND_ORDER = ("initial", "source", "simple", "unclassified")
+
+
+@dataclass(frozen=True)
+class Vm:
+    id: int
+    name: str
+    uuid: str | None
+    hypervisor_id: int
+    kind: str
+    parent_id: int | None
+    maintenance: bool
+    locked: bool
+    volatile: bool
+    state: str
+    state_changed_at: datetime | None
+    os_type: str
+    vcpu_sockets: int
+    vcpu_cores: int
+    memory_mib: int
+    disk_path: str
+    disk_size_gib: int
+    iso_path: str | None
+    boot_order: str
+    network: str | None
+    mac_address: str | None
+    operation_id: int | None
+    assigned_user_id: int | None
+    last_user_id: int | None
+    created_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Vm:
+        mapping = row._mapping if hasattr(row, "_mapping") else row
+        values = {f.name: mapping[f.name] for f in fields(cls)}
+        for flag in ("maintenance", "locked", "volatile"):
+            values[flag] = bool(values[flag])
+        return cls(**values)
+
+    @property
+    def boot_devices(self) -> tuple[str, ...]:
+        return tuple(part for part in self.boot_order.split(",") if part) or ("hd",)
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "paused", "pmsuspended")
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON shape of a VM (API answers and ``vm`` live messages)."""
+        data = asdict(self)
+        for key in ("state_changed_at", "created_at"):
+            value = data[key]
+            data[key] = value.isoformat() if value is not None else None
+        data["boot_order"] = list(self.boot_devices)
+        return data
+
+
+@dataclass(frozen=True)
+class HypervisorRow:
+    """A hypervisor as the VM pages list it (name and stored state); work goes through the registry."""
+
+    id: int
+    name: str
+    maintenance: bool
+    state: str
+    state_reason: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> HypervisorRow:
+        mapping = row._mapping
+        values = {f.name: mapping[f.name] for f in fields(cls)}
+        values["maintenance"] = bool(values["maintenance"])
+        return cls(**values)
+
+
+async def get_vm(db: Database, vm_id: int) -> Vm | None:
+    row = await db.fetch_one(vms.select().where(vms.c.id == vm_id))
+    return Vm.from_row(row) if row is not None else None
+
+
+async def vm_by_name(db: Database, name: str) -> Vm | None:
+    row = await db.fetch_one(vms.select().where(vms.c.name == name))
+    return Vm.from_row(row) if row is not None else None
+
+
+async def list_vms(db: Database, *, hypervisor_id: int | None = None) -> list[Vm]:
+    query = vms.select().order_by(vms.c.name)
+    if hypervisor_id is not None:
+        query = query.where(vms.c.hypervisor_id == hypervisor_id)
+    return [Vm.from_row(row) for row in await db.fetch_all(query)]
+
+
+async def vms_by_ids(db: Database, ids: Iterable[int]) -> list[Vm]:
+    wanted = list(ids)
+    if not wanted:
+        return []
+    rows = await db.fetch_all(vms.select().where(vms.c.id.in_(wanted)).order_by(vms.c.name))
+    return [Vm.from_row(row) for row in rows]
+
+
+async def children_of(db: Database, parent_id: int, *, kind: str = "vdi") -> list[Vm]:
+    rows = await db.fetch_all(
+        vms.select().where(vms.c.parent_id == parent_id, vms.c.kind == kind).order_by(vms.c.name)
+    )
+    return [Vm.from_row(row) for row in rows]
+
+
+async def taken_names(db: Database, names: Iterable[str]) -> list[str]:
+    wanted = list(names)
+    if not wanted:
+        return []
+    rows = await db.fetch_all(sa.select(vms.c.name).where(vms.c.name.in_(wanted)))
+    return sorted(row._mapping["name"] for row in rows)
+
+
+async def insert_vm(db: Database, **values: Any) -> int:
+    values.setdefault("created_at", utcnow())
+    vm_id: int = await db.execute(vms.insert().values(**values))
+    return vm_id
+
+
+async def update_vm(db: Database, vm_id: int, **values: Any) -> None:
+    await db.execute(vms.update().where(vms.c.id == vm_id).values(**values))
+
+
+async def update_vms(db: Database, vm_ids: Iterable[int], **values: Any) -> None:
+    ids = list(vm_ids)
+    if ids:
+        await db.execute(vms.update().where(vms.c.id.in_(ids)).values(**values))
+
+
+async def delete_vm_row(db: Database, vm_id: int) -> None:
+    # Children of a deleted parent (initials of a source) lose the link, not their rows.
+    await db.execute(vms.update().where(vms.c.parent_id == vm_id).values(parent_id=None))
+    await db.execute(operations.update().where(operations.c.vm_id == vm_id).values(vm_id=None))
+    await db.execute(vms.delete().where(vms.c.id == vm_id))
+
+
+async def list_hypervisors(db: Database) -> list[HypervisorRow]:
+    rows = await db.fetch_all(hypervisors.select().order_by(hypervisors.c.name))
+    return [HypervisorRow.from_row(row) for row in rows]
+
+
+async def usernames(db: Database, user_ids: Iterable[int]) -> Mapping[int, str]:
+    ids = list({uid for uid in user_ids if uid is not None})
+    if not ids:
+        return {}
+    rows = await db.fetch_all(sa.select(users.c.id, users.c.username).where(users.c.id.in_(ids)))
+    return {row._mapping["id"]: row._mapping["username"] for row in rows}

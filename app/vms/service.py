@@ -1,0 +1,211 @@
+"""``VmService``: the VM side of the dashboard, started and stopped by the lifespan.
+
+It wires the state sync to the hypervisor registry's listeners, recovers
+operations a previous run left behind, runs the thumbnail loop, and offers the
+workflows to handlers (and to other parts such as the broker) as methods taking
+plain parameters. Lifecycle events go through one queue, handled in order, so a
+quick start/stop never ends up stored backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from databases import Database
+
+from app.audit import AuditLog
+from app.hyper import ConnectionEvent, DiskFile, DomainEvent, HypervisorError, HypervisorRegistry
+from app.live.hub import LiveHub
+from app.settings import VmSettings
+from app.vms import power as power_actions
+from app.vms import workflows_create, workflows_disk, workflows_manage
+from app.vms.context import VmContext
+from app.vms.definition import DefinitionError, NewBatch, NewInitial, NewVdi, NewVm, parse
+from app.vms.disks import remove_files
+from app.vms.errors import HypervisorFailure, Invalid
+from app.vms.operations import OperationsRunner
+from app.vms.records import Vm
+from app.vms.sync import StateSync
+from app.vms.thumbnails import Thumbnails
+
+log = logging.getLogger("kvmvdi.vms")
+
+
+class VmService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        hub: LiveHub,
+        audit: AuditLog,
+        registry: HypervisorRegistry,
+        operations: OperationsRunner,
+        settings: VmSettings,
+    ) -> None:
+        self.ctx = VmContext(
+            db=db, hub=hub, audit=audit, registry=registry, operations=operations, settings=settings
+        )
+        self.sync = StateSync(self.ctx)
+        self.ctx.states = self.sync
+        self.thumbnails = Thumbnails(self.ctx)
+        self.operations = operations
+        self._events: asyncio.Queue[DomainEvent | ConnectionEvent] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Any] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.operations.set_temp_remover(self._remove_temp)
+        await self.operations.recover()
+        self._consumer = asyncio.create_task(self._consume_events(), name="vm-events")
+        registry = self.ctx.registry
+        self._unsubscribe = [
+            registry.add_domain_listener(self._events.put_nowait),
+            registry.add_connection_listener(self._events.put_nowait),
+        ]
+        self.thumbnails.start()
+        # Hypervisors that connected before these listeners existed are reconciled now.
+        for hv in registry.all():
+            if hv.state == "up" and hv.connected:
+                self._events.put_nowait(ConnectionEvent(hv.id, hv.name, "up", "", hv.maintenance))
+
+    async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        await self.thumbnails.stop()
+        await self.operations.stop()
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+        await self.sync.stop()
+
+    async def _consume_events(self) -> None:
+        # One queue for both kinds: a domain's events are stored in the order they happened.
+        up: dict[int, int] = {}
+        while True:
+            event = await self._events.get()
+            try:
+                if isinstance(event, DomainEvent):
+                    await self.sync.on_domain_event(event)
+                elif event.state == "up":
+                    found = self.ctx.registry.find(event.hypervisor_id)
+                    connection = found.connections if found is not None else 0
+                    # A maintenance change repeats "up" on the same connection: nothing to re-read.
+                    if up.get(event.hypervisor_id) != connection:
+                        up[event.hypervisor_id] = connection
+                        # Reconciling lists every domain: off the event path so events keep flowing.
+                        self.sync.spawn(self.sync.reconcile(event.hypervisor_id))
+                else:
+                    up.pop(event.hypervisor_id, None)
+                    self.sync.spawn(self.sync.mark_unknown(event.hypervisor_id))
+            except Exception:
+                log.exception("handling %r failed", event)
+            finally:
+                self._events.task_done()
+
+    async def settle(self) -> None:
+        """Wait until queued events and their follow-ups are handled (tests, benchmarks)."""
+        await self._events.join()
+        await self.sync.drain()
+
+    async def _remove_temp(self, hypervisor_id: int, path: str) -> None:
+        await remove_files(self.ctx.hypervisor(hypervisor_id, new_work=False), [path])
+
+    # -- workflows ------------------------------------------------------------------------------
+
+    async def create(self, data: dict[str, Any], *, actor: str = "") -> workflows_create.Created:
+        """A simple/source VM (``name``) or a batch (``prefix`` + ``count``)."""
+        model: type[NewVm] | type[NewBatch] = NewBatch if data.get("prefix") or data.get("count") else NewVm
+        if model is NewBatch:
+            data = {k: v for k, v in data.items() if k not in ("name", "disk_path")}
+        else:
+            data = {k: v for k, v in data.items() if k not in ("prefix", "count")}
+        spec = _parse(model, data)
+        return await workflows_create.create_vms(self.ctx, spec, actor=actor)
+
+    async def create_initial(self, data: dict[str, Any], *, actor: str = "") -> workflows_create.Created:
+        return await workflows_create.create_initial(self.ctx, _parse(NewInitial, data), actor=actor)
+
+    async def create_vdi(self, data: dict[str, Any], *, actor: str = "") -> workflows_create.Created:
+        return await workflows_create.create_vdi(self.ctx, _parse(NewVdi, data), actor=actor)
+
+    async def copy_disk(self, initial_id: int, *, actor: str = "") -> int:
+        return await workflows_disk.start_copy_disk(self.ctx, initial_id, actor=actor)
+
+    async def populate(
+        self,
+        initial_id: int,
+        *,
+        actor: str = "",
+        wait_first_boot: bool = False,
+        first_boot_timeout: float | None = None,
+    ) -> int:
+        """Recreate every child's overlay and start each once; optionally wait for the first boots."""
+        return await workflows_disk.start_populate(
+            self.ctx,
+            initial_id,
+            actor=actor,
+            wait_first_boot=wait_first_boot,
+            first_boot_timeout=first_boot_timeout,
+        )
+
+    async def power(self, vm_id: int, action: str, *, actor: str = "", client_address: str = "") -> Vm:
+        """Start (volatile overlays prepared), shutdown, poweroff, reboot or reset one VM."""
+        return await power_actions.power(self.ctx, vm_id, action, actor=actor, client_address=client_address)
+
+    async def mass_power(self, initial_id: int, action: str, *, actor: str = "") -> int:
+        return await power_actions.mass_power(self.ctx, initial_id, action, actor=actor)
+
+    async def classify(
+        self, vm_id: int, kind: str, parent_id: int | None, *, actor: str = "", client_address: str = ""
+    ) -> Vm:
+        return await workflows_manage.classify(
+            self.ctx, vm_id, kind, parent_id, actor=actor, client_address=client_address
+        )
+
+    async def set_flags(
+        self, vm_id: int, changes: dict[str, bool], *, actor: str = "", client_address: str = ""
+    ) -> Vm:
+        return await workflows_manage.set_flags(
+            self.ctx, vm_id, changes, actor=actor, client_address=client_address
+        )
+
+    async def set_children_flags(
+        self, initial_id: int, changes: dict[str, bool], *, actor: str = "", client_address: str = ""
+    ) -> list[Vm]:
+        return await workflows_manage.set_children_flags(
+            self.ctx, initial_id, changes, actor=actor, client_address=client_address
+        )
+
+    async def change_media(
+        self, vm_id: int, iso_path: str | None, *, actor: str = "", client_address: str = ""
+    ) -> Vm:
+        return await workflows_manage.change_media(
+            self.ctx, vm_id, iso_path, actor=actor, client_address=client_address
+        )
+
+    async def plan_delete(
+        self, vm_id: int, *, with_children: bool, remove_disks: bool
+    ) -> workflows_manage.DeletePlan:
+        return await workflows_manage.plan_delete(
+            self.ctx, vm_id, with_children=with_children, remove_disks=remove_disks
+        )
+
+    async def delete(self, vm_id: int, **kwargs: Any) -> tuple[workflows_manage.DeletePlan, int | None]:
+        return await workflows_manage.delete(self.ctx, vm_id, **kwargs)
+
+    async def list_isos(self, hypervisor_id: int) -> list[DiskFile]:
+        try:
+            return await self.ctx.hypervisor(hypervisor_id, new_work=False).list_isos()
+        except HypervisorError as exc:
+            raise HypervisorFailure(f"listing the hypervisor's ISOs failed: {exc}") from exc
+
+
+def _parse(model: Any, data: dict[str, Any]) -> Any:
+    try:
+        return parse(model, data)
+    except DefinitionError as exc:
+        raise Invalid(exc.errors) from None

@@ -1,0 +1,134 @@
+"""The VM page's model: VMs arranged in groups, each row with what the table shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from databases import Database
+
+from app.vms.operations import Operation, OperationsRunner
+from app.vms.records import HypervisorRow, Vm, children_of, list_hypervisors, list_vms, usernames
+from app.vms.thumbnails import Thumbnails
+
+STATE_STYLES = {
+    "running": "success",
+    "paused": "warning",
+    "pmsuspended": "warning",
+    "shutoff": "secondary",
+    "crashed": "danger",
+    "missing": "danger",
+    "unknown": "light",
+}
+STATE_LABELS = {"shutoff": "shut off", "pmsuspended": "suspended", "missing": "not defined"}
+
+
+@dataclass
+class VmRow:
+    vm: Vm
+    hypervisor: str
+    user: str | None = None
+    thumbnail: int | None = None
+    operation: Operation | None = None
+    children: list[VmRow] = field(default_factory=list)
+
+    @property
+    def group(self) -> str:
+        """The ``<tbody>`` this row belongs to."""
+        if self.vm.kind == "vdi" and self.vm.parent_id is not None:
+            return f"initial-{self.vm.parent_id}"
+        if self.vm.kind == "initial":
+            return f"initial-{self.vm.id}"
+        return {"source": "sources", "unclassified": "unclassified"}.get(self.vm.kind, "simple")
+
+    @property
+    def state_style(self) -> str:
+        return STATE_STYLES.get(self.vm.state, "light")
+
+    @property
+    def state_label(self) -> str:
+        return STATE_LABELS.get(self.vm.state, self.vm.state)
+
+
+@dataclass
+class VmTable:
+    initials: list[VmRow]
+    sources: list[VmRow]
+    simple: list[VmRow]
+    unclassified: list[VmRow]
+    hypervisors: list[HypervisorRow]
+    operations: list[Operation]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.initials or self.sources or self.simple or self.unclassified)
+
+    @property
+    def count(self) -> int:
+        return (
+            sum(1 + len(row.children) for row in self.initials)
+            + len(self.sources)
+            + len(self.simple)
+            + len(self.unclassified)
+        )
+
+
+async def build_table(db: Database, operations: OperationsRunner, thumbnails: Thumbnails) -> VmTable:
+    vms = await list_vms(db)
+    hypervisors = await list_hypervisors(db)
+    hv_names = {hv.id: hv.name for hv in hypervisors}
+    users = await usernames(db, [vm.assigned_user_id for vm in vms if vm.assigned_user_id is not None])
+    active = await operations.recent(limit=200, active_only=True)
+    by_op = {op.id: op for op in active}
+
+    def row(vm: Vm) -> VmRow:
+        return VmRow(
+            vm=vm,
+            hypervisor=hv_names.get(vm.hypervisor_id, f"#{vm.hypervisor_id}"),
+            user=users.get(vm.assigned_user_id) if vm.assigned_user_id is not None else None,
+            thumbnail=thumbnails.version_of(vm.id) if vm.state == "running" else None,
+            operation=by_op.get(vm.operation_id) if vm.operation_id is not None else None,
+        )
+
+    initials = {vm.id: row(vm) for vm in vms if vm.kind == "initial"}
+    sources: list[VmRow] = []
+    simple: list[VmRow] = []
+    unclassified: list[VmRow] = []
+    for vm in vms:
+        if vm.kind == "initial":
+            continue
+        if vm.kind == "vdi" and vm.parent_id in initials:
+            initials[vm.parent_id].children.append(row(vm))
+        elif vm.kind == "source":
+            sources.append(row(vm))
+        elif vm.kind == "unclassified":
+            unclassified.append(row(vm))
+        else:
+            simple.append(row(vm))
+    return VmTable(
+        initials=list(initials.values()),
+        sources=sources,
+        simple=simple,
+        unclassified=unclassified,
+        hypervisors=hypervisors,
+        operations=active,
+    )
+
+
+async def single_row(db: Database, operations: OperationsRunner, thumbnails: Thumbnails, vm: Vm) -> VmRow:
+    hypervisors = {hv.id: hv.name for hv in await list_hypervisors(db)}
+    users = await usernames(db, [vm.assigned_user_id] if vm.assigned_user_id is not None else [])
+    operation = await operations.get(vm.operation_id) if vm.operation_id is not None else None
+    children: list[VmRow] = []
+    if vm.kind == "initial":
+        children = [
+            VmRow(vm=child, hypervisor=hypervisors.get(child.hypervisor_id, ""))
+            for child in await children_of(db, vm.id)
+        ]
+    return VmRow(
+        vm=vm,
+        hypervisor=hypervisors.get(vm.hypervisor_id, f"#{vm.hypervisor_id}"),
+        user=users.get(vm.assigned_user_id) if vm.assigned_user_id is not None else None,
+        thumbnail=thumbnails.version_of(vm.id) if vm.state == "running" else None,
+        operation=operation if operation is not None and operation.active else None,
+        children=children,
+    )

@@ -1,0 +1,98 @@
+"""Volatile desktops: every boot runs on a throw-away overlay; the VM's own disk never changes.
+
+Mechanism: before each start of a volatile VM the dashboard (re)creates
+``<volatile_dir>/<name>.volatile.qcow2`` backed by the VM's disk, and the
+persistent definition's disk source points at that overlay; when the VM stops
+(lifecycle event, or found stopped on reconnect) the overlay is removed. The
+overlay therefore lives in the hypervisor's volatile directory (a separate,
+fast disk if the admin wants), which libvirt's ``<transient/>`` disks cannot do
+(they always put the overlay next to the image), and no code runs on the
+hypervisor besides ``qemu-img``, ``rm`` and libvirt.
+
+A guest reboot keeps its QEMU process and so its overlay; only a power-off
+discards the changes. Started outside the dashboard after a stop, a volatile VM
+fails to start (its overlay is gone) rather than silently writing its disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import xml.etree.ElementTree as ET
+
+from app.hyper import Hypervisor, HypervisorError
+from app.vms.context import VmContext
+from app.vms.definition import EXPIRED, disk_source_of, volatile_overlay_path, with_disk_source
+from app.vms.disks import create_overlays, remove_files
+from app.vms.errors import HypervisorFailure
+from app.vms.records import Vm
+
+log = logging.getLogger("kvmvdi.vms.volatile")
+
+
+def overlay_of(vm: Vm, hv: Hypervisor) -> str:
+    return volatile_overlay_path(hv.record.volatile_dir, vm.name)
+
+
+def spice_locked(xml: str) -> str:
+    """The domain XML with every SPICE/VNC display password-protected (a fresh, expired one if none)."""
+    root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
+    for graphics in root.findall("devices/graphics"):
+        if graphics.get("type") in ("spice", "vnc") and not graphics.get("passwd"):
+            graphics.set("passwd", secrets.token_urlsafe(24))
+            graphics.set("passwdValidTo", EXPIRED)
+    return ET.tostring(root, encoding="unicode")
+
+
+async def point_definition_at(hv: Hypervisor, name: str, source: str) -> bool:
+    """Make the persistent definition's disk read ``source``; True when it had to be redefined.
+
+    One read of the persistent definition; a redefinition only when the source differs.
+    """
+    try:
+        xml = await hv.domain_xml(name, secure=True, inactive=True)
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"reading the definition of {name} failed: {exc}") from exc
+    if disk_source_of(xml) == source:
+        return False
+    try:
+        await hv.define(spice_locked(with_disk_source(xml, source)))
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"redefining {name} failed: {exc}") from exc
+    return True
+
+
+async def prepare_boot(vm: Vm, hv: Hypervisor) -> None:
+    """Before starting ``vm``: a fresh overlay if volatile, and the definition pointing at the right file."""
+    if vm.volatile:
+        overlay = overlay_of(vm, hv)
+        await create_overlays(hv, vm.disk_path, [overlay])
+        await point_definition_at(hv, vm.name, overlay)
+    elif vm.disk_path:
+        await point_definition_at(hv, vm.name, vm.disk_path)
+
+
+async def apply_flag(vm: Vm, hv: Hypervisor) -> None:
+    """After the volatile flag changed: redefine now if the VM is off (else at its next start)."""
+    if vm.running or not vm.disk_path:
+        return
+    await point_definition_at(hv, vm.name, overlay_of(vm, hv) if vm.volatile else vm.disk_path)
+
+
+async def discard_after_stop(ctx: VmContext, vm: Vm, hv: Hypervisor) -> bool:
+    """Remove the VM's overlay once it is really stopped; True when removed."""
+    async with ctx.overlay_lock(vm.id):
+        try:
+            state = await hv.domain_state(vm.name)
+        except HypervisorError as exc:
+            log.debug("state of %s unknown (%s); removing its overlay", vm.name, exc)
+            state = "shutoff"
+        if state in ("running", "paused", "pmsuspended"):
+            return False
+        await remove_files(hv, [overlay_of(vm, hv)])
+        return True
+
+
+async def discard_stopped(hv: Hypervisor, stopped: list[Vm]) -> None:
+    """On reconnect: remove the overlays of every VM found stopped, in one command."""
+    await remove_files(hv, [overlay_of(vm, hv) for vm in stopped])

@@ -1,0 +1,393 @@
+"""Creating VMs: simple and source VMs (one or a batch), initial machines, VDI machines.
+
+Rows are inserted before domains are defined (so the DEFINED event finds them),
+and everything made so far is undone when a step fails: no half-created VM stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from app.hyper import Hypervisor, HypervisorError
+from app.vms.context import VmContext
+from app.vms.definition import (
+    DefinitionError,
+    DomainDefinition,
+    Hardware,
+    NewBatch,
+    NewInitial,
+    NewVdi,
+    NewVm,
+    build_domain_xml,
+    check_placement,
+    default_disk_path,
+    new_uuid,
+    random_mac,
+    spice_listen_of,
+    volatile_overlay_path,
+)
+from app.vms.disks import create_disks, create_overlays, existing_files, remove_files
+from app.vms.errors import HypervisorFailure, Invalid, Refused
+from app.vms.operations import OperationContext
+from app.vms.records import Vm, delete_vm_row, insert_vm, taken_names, update_vm
+
+log = logging.getLogger("kvmvdi.vms.create")
+
+
+@dataclass(frozen=True)
+class Created:
+    vm_ids: list[int]
+    operation_id: int | None = None
+
+
+async def domain_type_of(hv: Hypervisor, forced: str = "auto") -> str:
+    """``kvm`` when the hypervisor offers hardware virtualisation, else ``qemu`` (TCG)."""
+    if forced in ("kvm", "qemu"):
+        return forced
+    try:
+        return "kvm" if await hv.supports_kvm() else "qemu"
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"reading the hypervisor's capabilities failed: {exc}") from exc
+
+
+async def check_names(ctx: VmContext, names: list[str], field: str) -> None:
+    taken = await taken_names(ctx.db, names)
+    if taken:
+        raise Invalid(
+            {field: f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}: choose another name"}
+        )
+
+
+async def offered_isos(hv: Hypervisor) -> list[str]:
+    try:
+        return [iso.path for iso in await hv.list_isos()]
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"listing the hypervisor's ISOs failed: {exc}") from exc
+
+
+async def check_iso(hv: Hypervisor, iso_path: str | None) -> None:
+    if iso_path is not None and iso_path not in await offered_isos(hv):
+        raise Invalid({"iso_path": "choose an ISO from the hypervisor's list"})
+
+
+def definition_for(
+    vm_name: str,
+    uuid: str,
+    hardware: Hardware | Vm,
+    *,
+    domain_type: str,
+    disk_source: str,
+    hv: Hypervisor,
+    mac_address: str | None,
+) -> DomainDefinition:
+    boot = hardware.boot_devices if isinstance(hardware, Vm) else tuple(hardware.boot_order)
+    return DomainDefinition(
+        name=vm_name,
+        uuid=uuid,
+        domain_type="kvm" if domain_type == "kvm" else "qemu",
+        vcpu_sockets=hardware.vcpu_sockets,
+        vcpu_cores=hardware.vcpu_cores,
+        memory_mib=hardware.memory_mib,
+        disk_source=disk_source,
+        spice_listen=spice_listen_of(hv.record),
+        iso_path=hardware.iso_path,
+        boot_order=boot,
+        network=hardware.network,
+        mac_address=mac_address,
+        os_type=hardware.os_type,
+    )
+
+
+async def _undo(
+    ctx: VmContext, hv: Hypervisor, vm_ids: list[int], names: list[str], files: list[str]
+) -> None:
+    for name in names:
+        try:
+            await hv.undefine(name)
+        except HypervisorError as exc:
+            log.warning("undoing: undefine %s failed: %s", name, exc)
+    try:
+        await remove_files(hv, files)
+    except Exception as exc:
+        log.warning("undoing: removing %s failed: %s", files, exc)
+    for vm_id in vm_ids:
+        await delete_vm_row(ctx.db, vm_id)
+
+
+async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "") -> Created:
+    """One VM (done before returning) or a batch (an operation) with new empty disks."""
+    hv = ctx.hypervisor(spec.hypervisor_id)
+    if isinstance(spec, NewVm):
+        names = [spec.name]
+        await check_names(ctx, names, "name")
+        disks = [spec.disk_path or default_disk_path(hv.record.images_dir, spec.name)]
+    else:
+        try:
+            names = spec.names()
+        except DefinitionError as exc:
+            raise Invalid(exc.errors) from None
+        await check_names(ctx, names, "prefix")
+        disks = [default_disk_path(hv.record.images_dir, name) for name in names]
+    errors: dict[str, str] = {}
+    for disk in disks:
+        errors.update(
+            check_placement(disk_path=disk, images_dir=hv.record.images_dir, iso_path=None, isos=None)
+        )
+    if errors:
+        raise Invalid(errors)
+    await check_iso(hv, spec.iso_path)
+    existing = await existing_files(hv, disks)
+    if existing:
+        raise Invalid(
+            {
+                "disk_path"
+                if isinstance(spec, NewVm)
+                else "prefix": f"a file already exists at {', '.join(existing)}: choose another name"
+            }
+        )
+    domain_type = await domain_type_of(hv, ctx.settings.domain_type)
+    rows: list[tuple[int, str, str, str, str | None]] = []
+    for name, disk in zip(names, disks, strict=True):
+        uuid = new_uuid()
+        mac = random_mac() if spec.network else None
+        vm_id = await insert_vm(
+            ctx.db,
+            name=name,
+            uuid=uuid,
+            hypervisor_id=hv.id,
+            kind=spec.kind,
+            state="unknown",
+            os_type=spec.os_type,
+            vcpu_sockets=spec.vcpu_sockets,
+            vcpu_cores=spec.vcpu_cores,
+            memory_mib=spec.memory_mib,
+            disk_path=disk,
+            disk_size_gib=spec.disk_size_gib,
+            iso_path=spec.iso_path,
+            boot_order=",".join(spec.boot_order),
+            network=spec.network,
+            mac_address=mac,
+        )
+        rows.append((vm_id, name, uuid, disk, mac))
+
+    async def provision(op: OperationContext | None) -> str:
+        defined: list[str] = []
+        try:
+            if op is not None:
+                await op.progress(0, f"Creating {len(rows)} disks")
+            await create_disks(hv, [(disk, spec.disk_size_gib) for _, _, _, disk, _ in rows])
+            for index, (vm_id, name, uuid, disk, mac) in enumerate(rows, start=1):
+                definition = definition_for(
+                    name,
+                    uuid,
+                    spec,
+                    domain_type=domain_type,
+                    disk_source=disk,
+                    hv=hv,
+                    mac_address=mac,
+                )
+                await define(hv, definition)
+                defined.append(name)
+                await update_vm(ctx.db, vm_id, state="shutoff")
+                await ctx.refresh(vm_id, "created")
+                if op is not None:
+                    await op.progress(100.0 * index / len(rows), f"Defined {index} of {len(rows)}")
+        except BaseException:
+            await _undo(ctx, hv, [row[0] for row in rows], defined, [row[3] for row in rows])
+            for vm_id, name, *_ in rows:
+                ctx.publish_removed(vm_id, name)
+            raise
+        return f"Created {', '.join(names)}."
+
+    await ctx.audit.record(
+        "vm_create",
+        actor=actor,
+        target=",".join(names),
+        kind=spec.kind,
+        hypervisor=hv.name,
+        memory_mib=spec.memory_mib,
+        disk_size_gib=spec.disk_size_gib,
+    )
+    if len(rows) == 1:
+        await provision(None)
+        return Created([rows[0][0]])
+    op_id = await ctx.operations.start(
+        "create_vms",
+        provision,
+        hold=[row[0] for row in rows],
+        hypervisor_id=hv.id,
+        params={"names": names},
+        created_by=actor,
+        message=f"Creating {len(rows)} VMs",
+    )
+    return Created([row[0] for row in rows], op_id)
+
+
+async def define(hv: Hypervisor, definition: DomainDefinition) -> None:
+    try:
+        await hv.define(build_domain_xml(definition))
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"defining {definition.name} failed: {exc}") from exc
+
+
+async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -> Created:
+    """A new initial machine defined on the source's hypervisor, then its disk copied (an operation)."""
+    from app.vms.workflows_disk import start_copy_disk
+
+    source = await ctx.vm(spec.source_id)
+    if source.kind != "source":
+        raise Invalid({"source_id": f"{source.name} is not a source VM: choose a source"})
+    if not source.disk_path:
+        raise Refused(f"{source.name} has no disk to copy")
+    hv = ctx.hypervisor(source.hypervisor_id)
+    await check_names(ctx, [spec.name], "name")
+    disk = default_disk_path(hv.record.images_dir, spec.name)
+    if await existing_files(hv, [disk]):
+        raise Invalid({"name": f"a file already exists at {disk}: choose another name"})
+    domain_type = await domain_type_of(hv, ctx.settings.domain_type)
+    uuid = new_uuid()
+    mac = random_mac() if source.network else None
+    hardware = {
+        "vcpu_sockets": spec.vcpu_sockets or source.vcpu_sockets,
+        "vcpu_cores": spec.vcpu_cores or source.vcpu_cores,
+        "memory_mib": spec.memory_mib or source.memory_mib,
+    }
+    vm_id = await insert_vm(
+        ctx.db,
+        name=spec.name,
+        uuid=uuid,
+        hypervisor_id=hv.id,
+        kind="initial",
+        parent_id=source.id,
+        state="unknown",
+        os_type=source.os_type,
+        disk_path=disk,
+        disk_size_gib=source.disk_size_gib,
+        iso_path=None,
+        boot_order="hd",
+        network=source.network,
+        mac_address=mac,
+        **hardware,
+    )
+    initial = await ctx.vm(vm_id)
+    try:
+        await define(
+            hv,
+            definition_for(
+                spec.name,
+                uuid,
+                initial,
+                domain_type=domain_type,
+                disk_source=disk,
+                hv=hv,
+                mac_address=mac,
+            ),
+        )
+    except BaseException:
+        await delete_vm_row(ctx.db, vm_id)
+        raise
+    await update_vm(ctx.db, vm_id, state="shutoff")
+    await ctx.refresh(vm_id, "created")
+    await ctx.audit.record("vm_create", actor=actor, target=spec.name, kind="initial", source=source.name)
+    op_id = await start_copy_disk(ctx, vm_id, actor=actor)
+    return Created([vm_id], op_id)
+
+
+async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Created:
+    """``count`` VDI machines on an initial: overlays of its disk, on its hypervisor (an operation)."""
+    initial = await ctx.vm(spec.initial_id)
+    if initial.kind != "initial":
+        raise Invalid({"initial_id": f"{initial.name} is not an initial machine"})
+    if initial.operation_id is not None:
+        raise Refused(
+            f"{initial.name} is busy with operation {initial.operation_id}: wait for it to end", code="busy"
+        )
+    hv = ctx.hypervisor(initial.hypervisor_id)
+    try:
+        names = spec.names()
+    except DefinitionError as exc:
+        raise Invalid(exc.errors) from None
+    await check_names(ctx, names, "prefix")
+    if not await existing_files(hv, [initial.disk_path]):
+        raise Refused(f"{initial.name} has no disk yet: copy its disk from the source first", code="no_disk")
+    disks = [default_disk_path(hv.record.images_dir, name) for name in names]
+    existing = await existing_files(hv, disks)
+    if existing:
+        raise Invalid({"prefix": f"a file already exists at {', '.join(existing)}: choose another prefix"})
+    domain_type = await domain_type_of(hv, ctx.settings.domain_type)
+    rows: list[tuple[int, str, str, str, str | None]] = []
+    for name, disk in zip(names, disks, strict=True):
+        uuid = new_uuid()
+        mac = random_mac() if initial.network else None
+        vm_id = await insert_vm(
+            ctx.db,
+            name=name,
+            uuid=uuid,
+            hypervisor_id=hv.id,
+            kind="vdi",
+            parent_id=initial.id,
+            state="unknown",
+            volatile=spec.volatile,
+            os_type=initial.os_type,
+            vcpu_sockets=initial.vcpu_sockets,
+            vcpu_cores=initial.vcpu_cores,
+            memory_mib=initial.memory_mib,
+            disk_path=disk,
+            disk_size_gib=initial.disk_size_gib,
+            boot_order="hd",
+            network=initial.network,
+            mac_address=mac,
+        )
+        rows.append((vm_id, name, uuid, disk, mac))
+
+    async def provision(op: OperationContext) -> str:
+        defined: list[str] = []
+        try:
+            await op.progress(0, f"Creating {len(rows)} overlays of {initial.name}")
+            await create_overlays(hv, initial.disk_path, [row[3] for row in rows])
+            await op.progress(20, "Defining the VDI machines")
+            for index, (vm_id, name, uuid, disk, mac) in enumerate(rows, start=1):
+                source = volatile_overlay_path(hv.record.volatile_dir, name) if spec.volatile else disk
+                await define(
+                    hv,
+                    definition_for(
+                        name,
+                        uuid,
+                        initial,
+                        domain_type=domain_type,
+                        disk_source=source,
+                        hv=hv,
+                        mac_address=mac,
+                    ),
+                )
+                defined.append(name)
+                await update_vm(ctx.db, vm_id, state="shutoff")
+                await ctx.refresh(vm_id, "created")
+                await op.progress(20 + 80.0 * index / len(rows), f"Defined {index} of {len(rows)}")
+        except BaseException:
+            await _undo(ctx, hv, [row[0] for row in rows], defined, [row[3] for row in rows])
+            for vm_id, name, *_ in rows:
+                ctx.publish_removed(vm_id, name)
+            raise
+        return f"Created {len(rows)} VDI machines on {initial.name}: {names[0]} .. {names[-1]}."
+
+    await ctx.audit.record(
+        "vm_create",
+        actor=actor,
+        target=",".join(names),
+        kind="vdi",
+        initial=initial.name,
+        volatile=spec.volatile,
+    )
+    op_id = await ctx.operations.start(
+        "create_vdi",
+        provision,
+        vm_id=initial.id,
+        hold=[row[0] for row in rows],
+        hypervisor_id=hv.id,
+        params={"names": names},
+        created_by=actor,
+        message=f"Creating {len(rows)} VDI machines",
+    )
+    return Created([row[0] for row in rows], op_id)

@@ -1,0 +1,294 @@
+"""Managing existing VMs: classify (adopt), flags, CD-ROM media, delete.
+
+Deleting is planned first (:func:`plan_delete`): the plan names every VM and
+every file that will be destroyed, the admin confirms exactly that list, and the
+deletion refuses to run if the plan changed in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.hyper import Hypervisor, HypervisorError
+from app.vms.context import VmContext
+from app.vms.definition import cdrom_device_xml
+from app.vms.disks import remove_files
+from app.vms.errors import HypervisorFailure, Invalid, Refused
+from app.vms.operations import OperationContext
+from app.vms.power import force_off
+from app.vms.records import Vm, children_of, delete_vm_row, list_vms, update_vm, update_vms
+from app.vms.volatile import apply_flag, overlay_of
+from app.vms.workflows_create import check_iso
+
+log = logging.getLogger("kvmvdi.vms.manage")
+
+CLASSIFIABLE = ("simple", "source", "initial", "vdi")
+FLAGS = ("maintenance", "locked", "volatile")
+
+
+def _not_busy(vm: Vm) -> None:
+    if vm.operation_id is not None:
+        raise Refused(f"{vm.name} is busy with operation {vm.operation_id}: wait for it to end", code="busy")
+
+
+async def classify(
+    ctx: VmContext, vm_id: int, kind: str, parent_id: int | None, *, actor: str = "", client_address: str = ""
+) -> Vm:
+    """Give a VM (typically an adopted, unclassified one) its kind and parent."""
+    vm = await ctx.vm(vm_id)
+    _not_busy(vm)
+    if kind not in CLASSIFIABLE:
+        raise Invalid({"kind": f"choose one of {', '.join(CLASSIFIABLE)}"})
+    parent: Vm | None = None
+    if kind == "vdi":
+        if parent_id is None:
+            raise Invalid({"parent_id": "a VDI machine needs its initial machine: choose one"})
+        parent = await ctx.vm(parent_id)
+        if parent.kind != "initial":
+            raise Invalid({"parent_id": f"{parent.name} is not an initial machine"})
+        if parent.hypervisor_id != vm.hypervisor_id:
+            raise Invalid(
+                {"parent_id": f"{parent.name} is on another hypervisor: choose an initial on the same one"}
+            )
+    elif kind == "initial" and parent_id is not None:
+        parent = await ctx.vm(parent_id)
+        if parent.kind != "source":
+            raise Invalid({"parent_id": f"{parent.name} is not a source VM"})
+    elif kind in ("simple", "source") and parent_id is not None:
+        raise Invalid({"parent_id": f"a {kind} VM has no parent: leave it empty"})
+    if parent is not None and parent.id == vm.id:
+        raise Invalid({"parent_id": "a VM cannot be its own parent"})
+    if vm.kind == "initial" and kind != "initial" and await children_of(ctx.db, vm.id):
+        raise Refused(f"{vm.name} has VDI machines: delete or reclassify them first")
+    await update_vm(ctx.db, vm.id, kind=kind, parent_id=parent.id if parent else None)
+    await ctx.audit.record(
+        "vm_classify",
+        actor=actor,
+        target=vm.name,
+        client_address=client_address,
+        kind=kind,
+        parent=parent.name if parent else None,
+        previous=vm.kind,
+    )
+    updated = await ctx.refresh(vm.id, "classified")
+    assert updated is not None
+    return updated
+
+
+async def set_flags(
+    ctx: VmContext, vm_id: int, changes: dict[str, bool], *, actor: str = "", client_address: str = ""
+) -> Vm:
+    """Set maintenance / locked / volatile; a volatile change is applied to the definition."""
+    unknown = [name for name in changes if name not in FLAGS]
+    if unknown:
+        raise Invalid({unknown[0]: f"unknown flag: use {', '.join(FLAGS)}"})
+    vm = await ctx.vm(vm_id)
+    if "volatile" in changes and changes["volatile"] != vm.volatile:
+        _not_busy(vm)
+        if not vm.disk_path:
+            raise Refused(f"{vm.name} has no disk: it cannot be volatile")
+        hv = ctx.hypervisor(vm.hypervisor_id, new_work=False)
+        async with ctx.overlay_lock(vm.id):
+            await update_vm(ctx.db, vm.id, volatile=changes["volatile"])
+            try:
+                await apply_flag(await ctx.vm(vm.id), hv)
+            except BaseException:
+                await update_vm(ctx.db, vm.id, volatile=vm.volatile)
+                raise
+    rest = {name: bool(value) for name, value in changes.items() if name != "volatile"}
+    if rest:
+        await update_vm(ctx.db, vm.id, **rest)
+    await ctx.audit.record("vm_flags", actor=actor, target=vm.name, client_address=client_address, **changes)
+    updated = await ctx.refresh(vm.id, "flags")
+    assert updated is not None
+    return updated
+
+
+async def set_children_flags(
+    ctx: VmContext, initial_id: int, changes: dict[str, bool], *, actor: str = "", client_address: str = ""
+) -> list[Vm]:
+    """A flag change on every VDI child of an initial machine."""
+    initial = await ctx.vm(initial_id)
+    if initial.kind != "initial":
+        raise Invalid({"vm": f"{initial.name} is not an initial machine"})
+    children = await children_of(ctx.db, initial.id)
+    if "volatile" in changes:
+        busy = [child.name for child in children if child.operation_id is not None]
+        if busy:
+            raise Refused(f"{', '.join(busy)} are busy with an operation: wait for it to end", code="busy")
+        return [
+            await set_flags(ctx, child.id, changes, actor=actor, client_address=client_address)
+            for child in children
+        ]
+    unknown = [name for name in changes if name not in FLAGS]
+    if unknown:
+        raise Invalid({unknown[0]: f"unknown flag: use {', '.join(FLAGS)}"})
+    await update_vms(ctx.db, [child.id for child in children], **{k: bool(v) for k, v in changes.items()})
+    await ctx.audit.record(
+        "vm_flags",
+        actor=actor,
+        target=f"children of {initial.name}",
+        client_address=client_address,
+        **changes,
+    )
+    return [vm for child in children if (vm := await ctx.refresh(child.id, "flags")) is not None]
+
+
+async def change_media(
+    ctx: VmContext, vm_id: int, iso_path: str | None, *, actor: str = "", client_address: str = ""
+) -> Vm:
+    """Insert an ISO into the CD-ROM drive (None ejects): live if running, and in the definition."""
+    vm = await ctx.vm(vm_id)
+    _not_busy(vm)
+    hv = ctx.hypervisor(vm.hypervisor_id, new_work=False)
+    await check_iso(hv, iso_path)
+    try:
+        await hv.update_device(vm.name, cdrom_device_xml(iso_path))
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"changing the CD-ROM of {vm.name} failed: {exc}") from exc
+    await update_vm(ctx.db, vm.id, iso_path=iso_path)
+    await ctx.audit.record(
+        "vm_media", actor=actor, target=vm.name, client_address=client_address, iso=iso_path or "(ejected)"
+    )
+    updated = await ctx.refresh(vm.id, "media")
+    assert updated is not None
+    return updated
+
+
+@dataclass(frozen=True)
+class DeletePlan:
+    """What a deletion destroys: the VMs (children first) and the files removed with them."""
+
+    vms: list[Vm]
+    files: list[str]
+    kept_files: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [vm.name for vm in self.vms]
+
+    def summary(self) -> dict[str, Any]:
+        return {"vms": self.names, "files": self.files, "kept_files": self.kept_files}
+
+
+async def plan_delete(ctx: VmContext, vm_id: int, *, with_children: bool, remove_disks: bool) -> DeletePlan:
+    vm = await ctx.vm(vm_id)
+    targets: list[Vm] = []
+    if vm.kind == "initial":
+        children = await children_of(ctx.db, vm.id)
+        if children and not with_children:
+            names = ", ".join(child.name for child in children)
+            raise Refused(
+                f"{vm.name} still has {len(children)} VDI machines ({names}): delete them first,"
+                " or choose “delete with children”",
+                code="has_children",
+            )
+        targets.extend(children)
+    targets.append(vm)
+    locked = [target.name for target in targets if target.locked]
+    if locked:
+        raise Refused(
+            f"{', '.join(locked)} {'is' if len(locked) == 1 else 'are'} locked: unlock first", code="locked"
+        )
+    busy = [target.name for target in targets if target.operation_id is not None]
+    if busy:
+        raise Refused(f"{', '.join(busy)} busy with an operation: wait for it to end", code="busy")
+    files: list[str] = []
+    kept: list[str] = []
+    if remove_disks:
+        doomed = {target.id for target in targets}
+        others = [other for other in await list_vms(ctx.db) if other.id not in doomed]
+        shared = {other.disk_path for other in others if other.disk_path}
+        # Overlays of other VMs whose base is a doomed disk keep that disk alive.
+        bases = {
+            parent.disk_path
+            for other in others
+            if other.parent_id in doomed and other.kind == "vdi"
+            for parent in targets
+            if parent.id == other.parent_id
+        }
+        for target in targets:
+            if not target.disk_path:
+                continue
+            if target.disk_path in shared or target.disk_path in bases:
+                kept.append(target.disk_path)
+            else:
+                files.append(target.disk_path)
+    return DeletePlan(vms=targets, files=files, kept_files=kept)
+
+
+async def delete(
+    ctx: VmContext,
+    vm_id: int,
+    *,
+    with_children: bool,
+    remove_disks: bool,
+    confirmed_vms: list[str] | None,
+    confirmed_files: list[str] | None,
+    actor: str = "",
+    client_address: str = "",
+) -> tuple[DeletePlan, int | None]:
+    """Delete what the plan names, if the admin confirmed exactly that; (plan, operation id or None)."""
+    plan = await plan_delete(ctx, vm_id, with_children=with_children, remove_disks=remove_disks)
+    if confirmed_vms is None or sorted(confirmed_vms) != sorted(plan.names):
+        raise Invalid({"confirm_vms": "confirm the exact list of VMs to delete (it changed or is missing)"})
+    if confirmed_files is None or sorted(confirmed_files) != sorted(plan.files):
+        raise Invalid(
+            {"confirm_files": "confirm the exact list of files to remove (it changed or is missing)"}
+        )
+    root = plan.vms[-1]
+    hv = ctx.hypervisor(root.hypervisor_id, new_work=False)
+    await ctx.audit.record(
+        "vm_delete",
+        actor=actor,
+        target=root.name,
+        client_address=client_address,
+        vms=plan.names,
+        files=plan.files,
+    )
+
+    async def remove_one(vm: Vm) -> None:
+        await force_off(hv, vm)
+        try:
+            await hv.undefine(vm.name)
+        except HypervisorError as exc:
+            if await _domain_exists(hv, vm.name):
+                raise HypervisorFailure(f"undefining {vm.name} failed: {exc}") from exc
+        files = [overlay_of(vm, hv)]
+        if vm.disk_path in plan.files:
+            files.append(vm.disk_path)
+        await remove_files(hv, files)
+        await delete_vm_row(ctx.db, vm.id)
+        ctx.publish_removed(vm.id, vm.name)
+
+    if len(plan.vms) == 1:
+        await remove_one(root)
+        return plan, None
+
+    async def work(op: OperationContext) -> str:
+        for index, vm in enumerate(plan.vms, start=1):
+            await remove_one(vm)
+            await op.progress(100.0 * index / len(plan.vms), f"Deleted {index} of {len(plan.vms)}")
+            await asyncio.sleep(0)
+        return f"Deleted {', '.join(plan.names)}."
+
+    op_id = await ctx.operations.start(
+        "delete",
+        work,
+        hold=[vm.id for vm in plan.vms],
+        hypervisor_id=hv.id,
+        params=plan.summary(),
+        created_by=actor,
+        message=f"Deleting {len(plan.vms)} VMs",
+    )
+    return plan, op_id
+
+
+async def _domain_exists(hv: Hypervisor, name: str) -> bool:
+    try:
+        return any(domain.name == name for domain in await hv.list_domains())
+    except HypervisorError:
+        return True

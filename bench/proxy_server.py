@@ -1,0 +1,126 @@
+"""The real dashboard (app factory, lifespan, middleware, console websocket, CONNECT gateway)
+under uvicorn, as the proxy benchmark's process under test.
+
+    python -m bench.proxy_server --dir DIR --port P --gateway-port G --display-port D [--ws IMPL]
+
+``--ws ours`` is the dashboard's own protocol (what ``kvm-vdi serve`` runs); the stock
+uvicorn implementations (websockets-sansio, websockets, wsproto; permessage-deflate off)
+are there to compare. Prints ``ready`` once serving; then each ``ticket`` line on stdin
+is answered with a fresh console ticket bound to 127.0.0.1:D (console tickets live 60 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import resource
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from app import db as database
+from app.application import create_app
+from app.auth.accounts import create_local_user
+from app.clock import utcnow
+from app.db.schema import hypervisors, vms
+from app.proxy.wsprotocol import DashboardWebSocketProtocol
+from app.settings import Settings
+
+
+async def _records(url: str) -> tuple[int, int]:
+    await asyncio.to_thread(database.upgrade, url)
+    db = database.connect_database(url)
+    await db.connect()
+    try:
+        # An admin exists, so the first-start banner does not interleave with the control output.
+        await create_local_user(db, "admin", "bench-admin-password-123", role="admin")
+        user_id = await create_local_user(db, "bench", "bench-password-123", role="client")
+        hv_id = await db.execute(
+            hypervisors.insert().values(name="bench", transport="test", libvirt_uri="test:///default")
+        )
+        vm_id = await db.execute(
+            vms.insert().values(name="bench-desktop", hypervisor_id=hv_id, kind="simple", created_at=utcnow())
+        )
+        return int(user_id), int(vm_id)
+    finally:
+        await db.disconnect()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    directory = Path(args.dir)
+    url = f"sqlite:///{directory / 'vdi.sqlite3'}"
+    user_id, vm_id = await _records(url)
+    values: dict[str, Any] = {
+        "database_url": url,
+        "data_dir": directory / "var",
+        "assets_dir": Path("node_modules"),
+        "log_level": "WARNING",
+        "server": {"host": "127.0.0.1", "port": args.port},
+        "gateway": {"host": "127.0.0.1", "port": args.gateway_port},
+        # The benchmark opens 1,000 connections with one ticket: lift the per-user limit.
+        "console": {"per_user_limit": 100_000, "global_limit": 100_000},
+        "security": {"session_secret": "bench-session-secret"},
+    }
+    settings = Settings(**values)
+    app = create_app(settings)
+    options: dict[str, Any] = {}
+    if args.ws == "ours":
+        options["ws"] = DashboardWebSocketProtocol
+    else:
+        options["ws"] = args.ws
+        options["ws_per_message_deflate"] = False
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, **options
+    )
+    server = uvicorn.Server(config)
+    loop = asyncio.get_running_loop()
+
+    async def ticket() -> str:
+        issued = await app.state.services.consoles.tickets.issue(
+            user_id=user_id, vm_id=vm_id, host="127.0.0.1", port=args.display_port
+        )
+        return issued.secret
+
+    def control() -> None:
+        for line in sys.stdin:
+            if line.strip() == "ticket":
+                secret = asyncio.run_coroutine_threadsafe(ticket(), loop).result()
+                print(f"ticket {vm_id} {secret}", flush=True)
+        server.should_exit = True
+
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()
+            return
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    threading.Thread(target=control, daemon=True).start()
+    await serving
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.proxy_server")
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--gateway-port", type=int, required=True)
+    parser.add_argument("--display-port", type=int, required=True)
+    parser.add_argument(
+        "--ws", default="ours", choices=["ours", "websockets-sansio", "websockets", "wsproto"]
+    )
+    args = parser.parse_args(argv)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    logging.basicConfig(level=logging.WARNING)
+    import uvloop
+
+    uvloop.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The lease reaper on a running dashboard: expired leases end, desktops return, audit and live events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from app.broker.pools import get_pool
+from app.db.schema import audit_log, leases, vms
+from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm
+from tests.dashboard import RunningDashboard
+
+
+async def test_expired_lease_is_reaped_and_the_desktop_returns_to_the_pool(
+    dashboard: RunningDashboard,
+) -> None:
+    services = dashboard.services
+    db = services.db
+    hv = await add_hypervisor(db)
+    a, b = await add_client(db, "first"), await add_client(db, "second")
+    vm = await add_vm(db, "only", hv)
+    pool = await get_pool(db, await add_pool(db, "p", [vm], [a, b], reset_on_handout=False))
+    claim = await services.broker.allocator.claim(pool, a)
+    fresh = await services.broker.allocator.claim(pool, b)
+    assert fresh.refusal == "no_free_desktop"
+    subscription = services.hub.subscribe(is_admin=False, user_id=a)
+
+    await services.broker.reap_expired()  # not expired yet: nothing happens
+    assert (await db.fetch_one(leases.select().where(leases.c.id == claim.lease_id))).ended_at is None
+
+    await db.execute(
+        sa.update(leases).where(leases.c.id == claim.lease_id).values(expires_at=datetime(2000, 1, 1))
+    )
+    await services.broker.reap_expired()
+
+    lease = await db.fetch_one(leases.select().where(leases.c.id == claim.lease_id))
+    assert lease.ended_at is not None and lease.end_reason == "expired"
+    row = await db.fetch_one(vms.select().where(vms.c.id == vm))
+    assert row.assigned_user_id is None and row.last_user_id == a
+    audit = await db.fetch_one(audit_log.select().where(audit_log.c.action == "lease_expired"))
+    assert audit is not None and audit.target == "only" and '"user": "first"' in audit.details_json
+    event = subscription.queue.get_nowait()
+    assert event.topic == "lease" and event.data["state"] == "ended" and event.data["reason"] == "expired"
+    subscription.close()
+    handed = await services.broker.allocator.claim(pool, b)
+    assert handed.vm_id == vm and handed.previous_user_id == a

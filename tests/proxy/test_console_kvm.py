@@ -1,0 +1,439 @@
+"""Consoles of a real desktop: the banner guest under qemu/KVM on the test hypervisor h0,
+reached through the dashboard's websocket bridge (headless Chromium with spice-html5)
+and its CONNECT gateway (remote-viewer under Xvfb), with real SPICE passwords."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import configparser
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from app import db as database
+from app.clock import utcnow
+from app.db.schema import hypervisors, vms
+from app.hyper import Hypervisor
+from app.hyper.sshkeys import ensure_dashboard_key
+from app.proxy.wsprotocol import DashboardWebSocketProtocol
+from tests.dashboard import BrowserLikeClient, RunningDashboard, make_settings, start_dashboard
+from tests.hyper.conftest import row_values, ssh_record
+from tests.proxy.spice_client import (
+    LINK_PERMISSION_DENIED,
+    WebSocketStream,
+    connect_through_gateway,
+    spice_link,
+)
+from tests.services import guests
+from tests.services.browser import BrowserFactory, console_logs
+from tests.services.guests import GuestImages
+from tests.services.libvirt_host import LibvirtHost
+from tests.services.process import spawn, stop_process
+from tests.services.rundir import RunDir
+from tests.services.xvfb import Xvfb
+from tests.spice_link import spice_login
+
+pytestmark = [pytest.mark.kvm]
+
+DOMAIN = "console-banner"
+INITIAL_PASSWORD = "initial-never-valid"
+
+
+def banner_domain_xml(disk: Path, listen: str) -> str:
+    """The banner guest as the VM layer must define desktops: SPICE with a password that is
+    already expired (``passwdValidTo`` in the past), so the display never accepts anyone
+    until the dashboard sets a fresh password for one console."""
+    xml = guests.domain_xml(
+        DOMAIN, disk, virt_type=guests.FAST_VIRT_TYPE, spice_listen=listen, spice_password=INITIAL_PASSWORD
+    )
+    return xml.replace("<graphics ", "<graphics passwdValidTo='1970-01-01T00:00:00' ", 1)
+
+
+@dataclass
+class KvmConsole:
+    dashboard: RunningDashboard
+    host: LibvirtHost
+    hypervisor_id: int
+    vm_id: int
+    admin: BrowserLikeClient
+
+    @property
+    def hv(self) -> Hypervisor:
+        return self.dashboard.services.hypervisors.get(self.hypervisor_id)
+
+    async def ensure_running(self) -> None:
+        if await self.hv.domain_state(DOMAIN) != "running":
+            await self.hv.start(DOMAIN)
+        await wait_for_banner(self.hv)
+
+    async def open(self) -> dict[str, Any]:
+        """POST /vms/{id}/console as the admin: the JSON grant plus the ticket from its cookie."""
+        response = await self.admin.post(
+            f"/vms/{self.vm_id}/console", json={}, headers={"Accept": "application/json"}
+        )
+        assert response.status_code == 200, response.text
+        cookie = SimpleCookie()
+        cookie.load(response.headers["set-cookie"])
+        return {**response.json(), "ticket": cookie["kvmvdi_console"].value, "cookie": cookie}
+
+    async def vv(self, query: str = "") -> dict[str, str]:
+        response = await self.admin.get(f"/vms/{self.vm_id}/console.vv{query}")
+        assert response.status_code == 200, response.text
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_string(response.text)
+        return dict(parser["virt-viewer"])
+
+
+async def wait_for_banner(hv: Hypervisor, timeout: float = 90) -> guests.Screen:
+    async with asyncio.timeout(timeout):
+        while True:
+            screen = guests.decode_image(await hv.screenshot_png(DOMAIN, max_width=720))
+            if screen.fraction(guests.BLUE) > 0.5:
+                return screen
+            await asyncio.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+async def kvm_console(
+    hypervisor_host: LibvirtHost, guest_images: GuestImages, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[KvmConsole]:
+    """A dashboard managing h0 over SSH, with the banner desktop defined there as VM 1."""
+    root = tmp_path_factory.mktemp("console-kvm")
+    url = f"sqlite:///{root / 'vdi.sqlite3'}"
+    settings = make_settings(root / "var", url)
+    # The key the lifespan would create, made beforehand so h0 can trust it.
+    key = await asyncio.to_thread(ensure_dashboard_key, settings.data_dir / "ssh")
+    hypervisor_host.authorize(key.public_line)
+    disk = guest_images.overlay("banner", hypervisor_host.images_dir / f"{DOMAIN}.qcow2")
+    await asyncio.to_thread(database.upgrade, url)
+    db = database.connect_database(url)
+    await db.connect()
+    try:
+        hv_id = int(
+            await db.execute(
+                hypervisors.insert().values(**row_values(ssh_record(hypervisor_host, name="h0-consoles")))
+            )
+        )
+        vm_id = int(
+            await db.execute(
+                vms.insert().values(
+                    name=DOMAIN, hypervisor_id=hv_id, kind="simple", disk_path=str(disk), created_at=utcnow()
+                )
+            )
+        )
+    finally:
+        await db.disconnect()
+    dashboard = await start_dashboard(settings)
+    try:
+        admin = await dashboard.admin()
+        world = KvmConsole(dashboard, hypervisor_host, hv_id, vm_id, admin)
+        await world.hv.define(banner_domain_xml(disk, hypervisor_host.spice_listen))
+        yield world
+    finally:
+        await dashboard.stop()
+        hypervisor_host.virsh("destroy", DOMAIN, check=False)
+        hypervisor_host.virsh("undefine", DOMAIN, check=False)
+        disk.unlink(missing_ok=True)
+
+
+@pytest.fixture
+async def desktop(kvm_console: KvmConsole) -> KvmConsole:
+    """The running banner desktop, with no console of an earlier test still open."""
+    await kvm_console.ensure_running()
+    sessions = kvm_console.dashboard.services.consoles.sessions
+    async with asyncio.timeout(30):
+        while sessions.sessions():
+            await asyncio.sleep(0.05)
+    return kvm_console
+
+
+async def spice_endpoint(world: KvmConsole) -> tuple[str, int]:
+    endpoint = await world.hv.spice_endpoint(DOMAIN)
+    return endpoint.host, endpoint.port
+
+
+async def test_a_freshly_started_desktop_accepts_no_password_until_a_console_is_opened(
+    kvm_console: KvmConsole,
+) -> None:
+    if await kvm_console.hv.domain_state(DOMAIN) == "running":
+        await kvm_console.hv.destroy(DOMAIN)
+    await kvm_console.hv.start(DOMAIN)
+    host, port = await spice_endpoint(kvm_console)
+    assert await asyncio.to_thread(spice_login, host, port, "") == LINK_PERMISSION_DENIED
+    assert await asyncio.to_thread(spice_login, host, port, INITIAL_PASSWORD) == LINK_PERMISSION_DENIED
+    grant = await kvm_console.open()
+    assert await asyncio.to_thread(spice_login, host, port, grant["password"]) == 0
+
+
+async def test_an_opened_console_links_through_the_websocket_and_the_gateway_and_an_old_password_fails(
+    desktop: KvmConsole,
+) -> None:
+    host, port = await spice_endpoint(desktop)
+    first = await desktop.open()
+    cookie = first["cookie"]["kvmvdi_console"]
+    assert cookie["path"] == f"/console/ws/{desktop.vm_id}"
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "strict"
+    assert cookie["max-age"] == "60"
+    assert first["websocket_path"] == f"/console/ws/{desktop.vm_id}"
+    # The JSON answer has the password; the ticket is only in the HttpOnly cookie.
+    assert set(first) - {"ticket", "cookie"} == {
+        "vm",
+        "password",
+        "websocket_path",
+        "expires_at",
+        "password_valid_until",
+    }
+
+    def through_websocket(ticket: str, password: str) -> Any:
+        ws_url = desktop.dashboard.url.replace("http://", "ws://") + first["websocket_path"]
+        stream = WebSocketStream.open(ws_url, cookie=f"kvmvdi_console={ticket}", origin=desktop.dashboard.url)
+        try:
+            return spice_link(stream, password)
+        finally:
+            stream.close()
+
+    linked = await asyncio.to_thread(through_websocket, first["ticket"], first["password"])
+    assert linked.ok, linked
+
+    vv = await desktop.vv()
+    proxy = urlsplit(vv["proxy"])
+    assert (vv["host"], int(vv["port"])) == (host, port)
+    assert proxy.username == "ticket"
+    assert proxy.password is not None
+
+    def through_gateway(password: str) -> Any:
+        answer, stream = connect_through_gateway(
+            (proxy.hostname or "", proxy.port or 0), f"{vv['host']}:{vv['port']}", ticket=proxy.password
+        )
+        assert answer.status == 200, answer.head
+        try:
+            return spice_link(stream, password)
+        finally:
+            stream.close()
+
+    linked = await asyncio.to_thread(through_gateway, vv["password"])
+    assert linked.ok, linked
+    # Fetching the .vv opened a console of its own: the first console's password is gone.
+    stale = await asyncio.to_thread(through_gateway, first["password"])
+    assert stale.result == LINK_PERMISSION_DENIED
+    stale = await asyncio.to_thread(through_websocket, first["ticket"], first["password"])
+    assert stale.result == LINK_PERMISSION_DENIED
+
+    # The hypervisor's SSH port is not reachable with this ticket.
+    answer, stream = await asyncio.to_thread(
+        connect_through_gateway,
+        (proxy.hostname or "", proxy.port or 0),
+        f"{desktop.host.ssh_address}:{desktop.host.ssh_port}",
+        ticket=proxy.password,
+    )
+    stream.close()
+    assert answer.status == 403
+
+    # Neither password nor ticket reached the database or the audit log.
+    text = await dump_database(desktop)
+    for secret in (first["password"], first["ticket"], vv["password"], proxy.password):
+        assert secret not in text
+
+
+async def dump_database(world: KvmConsole) -> str:
+    db = world.dashboard.services.db
+    rows = []
+    for table in ("console_tickets", "audit_log", "vms", "hypervisors", "users"):
+        rows += [repr(dict(r._mapping)) for r in await db.fetch_all(f"SELECT * FROM {table}")]  # noqa: S608
+    return "\n".join(rows)
+
+
+async def test_opening_the_console_of_a_stopped_desktop_says_so(kvm_console: KvmConsole) -> None:
+    if await kvm_console.hv.domain_state(DOMAIN) == "running":
+        await kvm_console.hv.destroy(DOMAIN)
+    response = await kvm_console.admin.post(
+        f"/vms/{kvm_console.vm_id}/console", json={}, headers={"Accept": "application/json"}
+    )
+    assert response.status_code == 409
+    assert response.json()["error"] == "vm_not_running"
+
+
+async def test_opening_a_console_needs_the_csrf_header(desktop: KvmConsole) -> None:
+    response = await desktop.admin.http.post(
+        f"/vms/{desktop.vm_id}/console",
+        data={"csrf_token": desktop.admin.csrf},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 403
+    assert "set-cookie" not in response.headers
+
+
+# --- the HTML5 console in Chromium ----------------------------------------------------------------
+
+
+def login(driver: WebDriver, dashboard: RunningDashboard) -> None:
+    driver.get(dashboard.url + "/login")
+    driver.find_element(By.ID, "username").send_keys("admin")
+    driver.find_element(By.ID, "password").send_keys(dashboard.admin_password)
+    driver.find_element(By.ID, "login-submit").click()
+    wait_until(driver, lambda: "/login" not in driver.current_url)
+
+
+def wait_until(driver: WebDriver, condition: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            logs = "\n".join(str(e) for e in console_logs(driver))
+            raise AssertionError(f"condition not met within {timeout} s; browser console:\n{logs}")
+        time.sleep(0.2)
+
+
+CANVAS_PNG = """
+const canvas = document.querySelector('#spice-screen canvas');
+if (!canvas || canvas.width < 100) return null;
+return canvas.toDataURL('image/png');
+"""
+
+
+def canvas_screen(driver: WebDriver) -> guests.Screen | None:
+    data = driver.execute_script(CANVAS_PNG)
+    if not data:
+        return None
+    return guests.decode_image(base64.b64decode(data.split(",", 1)[1]))
+
+
+def shows_banner(screen: guests.Screen | None) -> bool:
+    """The banner guest's screen: mostly blue, with the 16-colour palette stripe on row 0."""
+    if screen is None or (screen.width, screen.height) != guests.TEXT_SCREEN_SIZE:
+        return False
+    if screen.fraction(guests.BLUE) < 0.6:
+        return False
+    y = guests.STRIPE_HEIGHT // 2
+    for index, colour in enumerate(guests.PALETTE):
+        x = index * guests.STRIPE_WIDTH + guests.STRIPE_WIDTH // 2
+        if any(abs(a - b) > 16 for a, b in zip(screen.pixel(x, y), colour, strict=True)):
+            return False
+    return True
+
+
+def status(driver: WebDriver) -> tuple[str, str]:
+    element = driver.find_element(By.ID, "console-status")
+    return str(element.get_attribute("data-state")), element.text
+
+
+async def test_the_html5_console_shows_the_desktop_and_says_when_it_stops(
+    desktop: KvmConsole, browser: BrowserFactory
+) -> None:
+    driver = await asyncio.to_thread(browser.new, width=1024, height=700)
+    try:
+        await asyncio.to_thread(login, driver, desktop.dashboard)
+        await asyncio.to_thread(driver.get, desktop.dashboard.url + f"/vms/{desktop.vm_id}/console")
+        await asyncio.to_thread(wait_until, driver, lambda: status(driver)[0] == "connected")
+        # The canvas pixels are the guest's: blue, palette stripe and all (read back from the page).
+        screen = await asyncio.to_thread(
+            wait_until, driver, lambda: (s := canvas_screen(driver)) and shows_banner(s) and s
+        )
+        assert screen.fraction(guests.BLUE) > 0.6
+        # Several SPICE channels, one console session.
+        sessions = desktop.dashboard.services.consoles.sessions.sessions()
+        assert len(sessions) == 1
+        assert sessions[0].connections >= 3
+
+        # Ctrl+Alt+Del reaches the inputs channel (the page reports it sent it).
+        sent = await asyncio.to_thread(
+            driver.execute_script, "return window.kvmvdiConsole.sendCombo('ctrl-alt-del')"
+        )
+        assert sent is True
+
+        # Stopping the desktop: the page says so (no prompt, no endless reconnects).
+        await desktop.hv.destroy(DOMAIN)
+        await asyncio.to_thread(wait_until, driver, lambda: status(driver)[0] == "stopped")
+        title = await asyncio.to_thread(lambda: driver.find_element(By.ID, "overlay-title").text)
+        assert title == "Desktop stopped"
+        records = await desktop.dashboard.services.audit.recent(action="console.session")
+        assert records[0]["details"]["via"] == "websocket"
+        assert records[0]["details"]["end_reason"] == "vm_stopped"
+        assert records[0]["details"]["bytes_to_client"] > 0
+
+        # Start it again: "Reconnect" fetches a fresh ticket and password and shows the desktop.
+        await desktop.ensure_running()
+        await asyncio.to_thread(lambda: driver.find_element(By.ID, "overlay-reconnect").click())
+        await asyncio.to_thread(wait_until, driver, lambda: status(driver)[0] == "connected")
+        await asyncio.to_thread(wait_until, driver, lambda: shows_banner(canvas_screen(driver)))
+    finally:
+        await asyncio.to_thread(browser.quit, driver)
+
+
+async def test_the_html5_console_reconnects_by_itself_after_the_connection_drops(
+    desktop: KvmConsole, browser: BrowserFactory
+) -> None:
+    driver = await asyncio.to_thread(browser.new, width=1024, height=700)
+    try:
+        await asyncio.to_thread(login, driver, desktop.dashboard)
+        await asyncio.to_thread(driver.get, desktop.dashboard.url + f"/vms/{desktop.vm_id}/console")
+        await asyncio.to_thread(wait_until, driver, lambda: status(driver)[0] == "connected")
+        first = desktop.dashboard.services.consoles.sessions.sessions()[0].ticket.id
+        # The network drops: the browser's websockets die without a close frame.
+        for connection in list(desktop.dashboard.server.server_state.connections):
+            if isinstance(connection, DashboardWebSocketProtocol):
+                connection.transport.abort()
+        await asyncio.to_thread(
+            wait_until, driver, lambda: status(driver)[0] in ("reconnecting", "connecting")
+        )
+        await asyncio.to_thread(wait_until, driver, lambda: status(driver)[0] == "connected")
+        await asyncio.to_thread(wait_until, driver, lambda: shows_banner(canvas_screen(driver)))
+        second = desktop.dashboard.services.consoles.sessions.sessions()[0].ticket.id
+        assert second != first, "a reconnect uses a fresh ticket"
+    finally:
+        await asyncio.to_thread(browser.quit, driver)
+
+
+# --- remote-viewer through the CONNECT gateway ---------------------------------------------------
+
+
+async def test_remote_viewer_opens_the_vv_file_through_the_gateway(
+    desktop: KvmConsole, xvfb: Xvfb, run_dir: RunDir, tmp_path: Path
+) -> None:
+    response = await desktop.admin.get(f"/vms/{desktop.vm_id}/console.vv?fullscreen=1")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-virt-viewer"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-disposition"] == f'attachment; filename="{DOMAIN}.vv"'
+    vv = tmp_path / "console.vv"
+    vv.write_text(response.text)
+    log = tmp_path / "remote-viewer.log"
+    viewer = spawn(["remote-viewer", "--debug", str(vv)], run_id=run_dir.id, log_path=log, env=xvfb.env)
+    try:
+
+        def viewer_shows_banner() -> bool:
+            screen = guests.load_image(xvfb.screenshot(tmp_path / "screen.png"))
+            present = sum(1 for colour in guests.PALETTE if screen.fraction(colour, step=2) > 0.0005)
+            return screen.fraction(guests.BLUE) > 0.4 and present >= 12
+
+        deadline = time.monotonic() + 90
+        while not await asyncio.to_thread(viewer_shows_banner):
+            assert viewer.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.5)
+        assert not vv.exists(), "delete-this-file=1: remote-viewer removed the .vv file"
+        sessions = desktop.dashboard.services.consoles.sessions.sessions()
+        assert [s.via for s in sessions] == ["gateway"]
+    finally:
+        stop_process(viewer, timeout=10)
+    for _ in range(100):
+        records = await desktop.dashboard.services.audit.recent(action="console.session")
+        if records and records[0]["details"]["via"] == "gateway":
+            break
+        await asyncio.sleep(0.1)
+    details = records[0]["details"]
+    assert details["via"] == "gateway"
+    assert details["channels"] >= 3, "remote-viewer's SPICE channels all went through the gateway"
+    assert details["bytes_to_client"] > 0 and details["bytes_to_vm"] > 0

@@ -1,0 +1,59 @@
+"""``kvm-vdi serve --demo``: a demo hypervisor (libvirt's test driver), registered once, and the banner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.dashboard import BrowserLikeClient
+from tests.served import ServedDashboard
+from tests.services.rundir import RunDir
+
+
+async def test_serve_demo_registers_the_demo_hypervisor_once(
+    run_dir: RunDir, tmp_path: Path, database_url: str
+) -> None:
+    for round_ in range(2):
+        with ServedDashboard(run_dir, tmp_path, database_url, "--demo") as served:
+            if round_ == 0:
+                password = served.first_admin_password()
+            client = BrowserLikeClient(served.url)
+            try:
+                assert (await client.login("admin", password)).status_code == 303
+                await client.refresh_csrf("/account/password")
+                if round_ == 0:
+                    changed = await client.post(
+                        "/account/password",
+                        {
+                            "current_password": password,
+                            "new_password": "demo-admin-pw-1",
+                            "repeat_password": "demo-admin-pw-1",
+                        },
+                    )
+                    assert changed.status_code == 303
+                    password = "demo-admin-pw-1"
+                listing = (await client.get("/api/v1/admin/hypervisors")).json()["hypervisors"]
+                assert [(hv["name"], hv["transport"], hv["libvirt_uri"]) for hv in listing] == [
+                    ("demo", "test", "test:///default")
+                ]
+                # The registry connected to it while starting: the demo is usable at once.
+                assert (listing[0]["state"], listing[0]["connected"]) == ("up", True)
+                page = (await client.get("/hypervisors")).text
+                assert "Demo mode" in page
+            finally:
+                await client.aclose()
+
+
+async def test_without_demo_there_is_no_banner_and_no_demo_hypervisor(
+    run_dir: RunDir, tmp_path: Path, database_url: str
+) -> None:
+    with ServedDashboard(run_dir, tmp_path, database_url) as served:
+        page = httpx.get(f"{served.url}/login").text
+        assert "Demo mode" not in page
+        client = BrowserLikeClient(served.url)
+        try:
+            login = await client.login("admin", served.first_admin_password())
+            assert login.headers["location"] == "/account/password"
+        finally:
+            await client.aclose()
