@@ -66,7 +66,7 @@ class Ui:
         return self.root.focus_get()
 
     def close(self) -> None:
-        self.root.destroy()
+        self.window.close()
 
     async def until_async(self, condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
         """Like :meth:`until`, yielding to the event loop (a dashboard may run in this loop)."""

@@ -43,7 +43,7 @@ async def launcher(xvfb: Xvfb, tmp_path: Path) -> AsyncIterator[LauncherFactory]
     made: list[Ui] = []
 
     def make(url: str, *, viewer: ViewerConfig | None = None, path: str | None = None) -> Ui:
-        client = BrokerClient(DashboardConfig(url=url, timeout=5))
+        client = BrokerClient(DashboardConfig(url=url, timeout=30))
         env = {**xvfb.env, "PATH": path if path is not None else f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
         controller = Controller(SessionMachine(), client, viewer or ViewerConfig(kiosk=True), viewer_env=env)
         ui = Ui(xvfb, controller)
@@ -52,7 +52,8 @@ async def launcher(xvfb: Xvfb, tmp_path: Path) -> AsyncIterator[LauncherFactory]
 
     yield make
     for ui in made:
-        ui.controller.close()
+        # Off the event loop: closing releases the lease at the dashboard, which runs in this loop.
+        await asyncio.to_thread(ui.controller.close)
         ui.close()
     made.clear()
     gc.collect()  # free Tk objects on this thread
@@ -199,7 +200,7 @@ def write_kiosk_config(directory: Path, url: str, *, pool: str, password: str, r
     secret.chmod(0o600)
     config = directory / "config.toml"
     config.write_text(
-        f'[dashboard]\nurl = "{url}"\ntimeout = 5\n'
+        f'[dashboard]\nurl = "{url}"\ntimeout = 30\n'
         f'[kiosk]\nusername = "kiosk1"\npassword_file = "{secret}"\npool = "{pool}"\n'
         f"restart = {str(restart).lower()}\nrestart_delay = 0.5\n"
         f'[logging]\ntarget = "file"\nfile = "{directory / "launcher.log"}"\nlevel = "debug"\n'

@@ -42,6 +42,7 @@ class LauncherWindow:
         self._shown_pools: tuple[Pool, ...] | None = None
         self._screen: ttk.Frame | None = None
         self._hidden = False
+        self._pending: str | None = None
 
         root.title(config.title)
         if config.fullscreen:
@@ -337,10 +338,18 @@ class LauncherWindow:
 
     def start(self) -> None:
         """Begin pumping the controller from Tk's event loop."""
-        self.root.after(PUMP_INTERVAL_MS, self._pump)
+        self._pending = self.root.after(PUMP_INTERVAL_MS, self._pump)
 
     def _pump(self) -> None:
         try:
             self.controller.pump(0)
         finally:
-            self.root.after(PUMP_INTERVAL_MS, self._pump)
+            self._pending = self.root.after(PUMP_INTERVAL_MS, self._pump)
+
+    def close(self) -> None:
+        """Stop the timers this window scheduled, then destroy it."""
+        if self._pending is not None:
+            self.root.after_cancel(self._pending)
+            self._pending = None
+        self.progress_bar.stop()
+        self.root.destroy()
