@@ -1,0 +1,3 @@
+from kvm_vdi_client.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""remote-viewer connection files (``.vv``), built from the broker's connection fields.
+
+The launcher builds its own file rather than passing the dashboard's ``vv``
+through, so the thin client's viewer options (full screen, USB redirection,
+hotkeys) apply. The result goes to remote-viewer on stdin and never touches
+the disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kvm_vdi_client.config import VV_HOTKEY_ACTIONS
+from kvm_vdi_client.model import SpiceConnection
+
+
+class VvError(ValueError):
+    pass
+
+
+def _value(key: str, value: str) -> str:
+    # A newline would start a new key: a hostile title could then inject "proxy=" or "host=".
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise VvError(f"connection.{key} contains a line break")
+    return value
+
+
+def build_vv(
+    connection: SpiceConnection,
+    *,
+    fullscreen: bool,
+    usb_redirect: bool,
+    hotkeys: Mapping[str, str],
+    title: str | None = None,
+) -> str:
+    lines = [
+        "[virt-viewer]",
+        "type=spice",
+        f"host={_value('host', connection.host)}",
+        f"port={connection.port}",
+        f"password={_value('password', connection.password)}",
+    ]
+    if connection.proxy:
+        # The dashboard's CONNECT gateway: thin clients need no route to the hypervisors.
+        lines.append(f"proxy={_value('proxy', connection.proxy)}")
+    lines += [
+        f"title={_value('title', title or connection.title)}",
+        f"fullscreen={int(fullscreen)}",
+        f"enable-usbredir={int(usb_redirect)}",
+        f"enable-usb-autoshare={int(usb_redirect)}",
+        "delete-this-file=1",
+    ]
+    for action, keys in sorted(hotkeys.items()):
+        if action not in VV_HOTKEY_ACTIONS:
+            raise VvError(f"viewer.hotkeys.{action}: unknown action")
+        lines.append(f"{action}={_value(action, keys)}")
+    return "\n".join(lines) + "\n"
