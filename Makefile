@@ -30,6 +30,7 @@ lint:
 	$(VENV)/bin/ruff check app tests bench thin_client
 	$(VENV)/bin/ruff format --check app tests bench thin_client
 	$(VENV)/bin/mypy
+	cd thin_client && $(abspath $(VENV))/bin/mypy
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

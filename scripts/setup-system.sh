@@ -7,8 +7,8 @@ set -euo pipefail
 PACKAGES=(
     # hypervisor side: qemu, libvirt and the headers libvirt-python builds against
     qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
-    # Python venv and native extensions
-    python3-venv python3-dev gcc
+    # Python venv and native extensions; Tk for the thin-client launcher's window
+    python3-venv python3-dev gcc python3-tk
     # real services started by the test suite
     openssh-server mariadb-server slapd ldap-utils
     # a real Active Directory domain controller for the AD login tests

@@ -1,3 +1,0 @@
-from kvm_vdi_client.cli import main
-
-raise SystemExit(main())
