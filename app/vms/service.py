@@ -22,10 +22,10 @@ from app.settings import VmSettings
 from app.vms import power as power_actions
 from app.vms import workflows_create, workflows_disk, workflows_manage
 from app.vms.context import VmContext
-from app.vms.definition import DefinitionError, NewBatch, NewInitial, NewVdi, NewVm, parse
 from app.vms.disks import remove_files
 from app.vms.errors import HypervisorFailure, Invalid
 from app.vms.operations import OperationsRunner
+from app.vms.parameters import DefinitionError, NewBatch, NewInitial, NewVdi, NewVm, parse
 from app.vms.records import Vm
 from app.vms.sync import StateSync
 from app.vms.thumbnails import Thumbnails

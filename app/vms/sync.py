@@ -24,7 +24,7 @@ from app.clock import utcnow
 from app.db.schema import vms
 from app.hyper import DomainEvent, Hypervisor, HypervisorError
 from app.vms.context import VmContext
-from app.vms.definition import read_domain_facts
+from app.vms.domain_xml import read_domain_facts
 from app.vms.errors import VmError
 from app.vms.records import Vm, insert_vm, list_vms, update_vm, vm_by_name
 from app.vms.volatile import discard_after_stop, discard_stopped

@@ -22,9 +22,10 @@ import xml.etree.ElementTree as ET
 
 from app.hyper import Hypervisor, HypervisorError
 from app.vms.context import VmContext
-from app.vms.definition import EXPIRED, disk_source_of, volatile_overlay_path, with_disk_source
 from app.vms.disks import create_overlays, remove_files
+from app.vms.domain_xml import EXPIRED, disk_source_of, with_disk_source
 from app.vms.errors import HypervisorFailure
+from app.vms.parameters import volatile_overlay_path
 from app.vms.records import Vm
 
 log = logging.getLogger("kvmvdi.vms.volatile")

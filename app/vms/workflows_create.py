@@ -11,25 +11,22 @@ from dataclasses import dataclass
 
 from app.hyper import Hypervisor, HypervisorError
 from app.vms.context import VmContext
-from app.vms.definition import (
+from app.vms.disks import create_disks, create_overlays, existing_files, remove_files
+from app.vms.domain_xml import DomainDefinition, build_domain_xml, new_uuid, random_mac
+from app.vms.errors import HypervisorFailure, Invalid, Refused
+from app.vms.operations import OperationContext
+from app.vms.parameters import (
     DefinitionError,
-    DomainDefinition,
     Hardware,
     NewBatch,
     NewInitial,
     NewVdi,
     NewVm,
-    build_domain_xml,
     check_placement,
     default_disk_path,
-    new_uuid,
-    random_mac,
     spice_listen_of,
     volatile_overlay_path,
 )
-from app.vms.disks import create_disks, create_overlays, existing_files, remove_files
-from app.vms.errors import HypervisorFailure, Invalid, Refused
-from app.vms.operations import OperationContext
 from app.vms.records import Vm, delete_vm_row, insert_vm, taken_names, update_vm
 
 log = logging.getLogger("kvmvdi.vms.create")

@@ -14,8 +14,8 @@ from typing import Any
 
 from app.hyper import Hypervisor, HypervisorError
 from app.vms.context import VmContext
-from app.vms.definition import cdrom_device_xml
 from app.vms.disks import remove_files
+from app.vms.domain_xml import cdrom_device_xml
 from app.vms.errors import HypervisorFailure, Invalid, Refused
 from app.vms.operations import OperationContext
 from app.vms.power import force_off

@@ -7,19 +7,8 @@ import xml.etree.ElementTree as ET  # our own output, not untrusted input
 import libvirt
 import pytest
 
-from app.vms.definition import (
-    DefinitionError,
-    DomainDefinition,
-    NewBatch,
-    NewVm,
-    batch_names,
-    build_domain_xml,
-    check_placement,
-    new_uuid,
-    parse,
-    random_mac,
-    read_domain_facts,
-)
+from app.vms.domain_xml import DomainDefinition, build_domain_xml, new_uuid, random_mac, read_domain_facts
+from app.vms.parameters import DefinitionError, NewBatch, NewVm, batch_names, check_placement, parse
 
 
 def definition(**overrides: object) -> DomainDefinition:

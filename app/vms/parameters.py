@@ -1,0 +1,242 @@
+"""VM parameters: what an admin types, validated, and where things may go.
+
+pydantic models check the create forms and the JSON API (every error names its
+field). Checks that need the hypervisor (the disk must live under its images
+directory, the ISO must be one it offers) are in :func:`check_placement`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from app.hyper.records import HypervisorRecord
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Linux interface names: at most 15 characters, no slash or whitespace.
+BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+BootDevice = Literal["hd", "cdrom", "network"]
+OsType = Literal["linux", "windows", "other"]
+
+M = TypeVar("M", bound=BaseModel)
+
+VmName = Annotated[str, StringConstraints(strip_whitespace=True)]
+
+
+class DefinitionError(ValueError):
+    """Bad parameters: ``errors`` maps each field to a message saying what to do."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+
+
+def check_name(value: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise ValueError("use 1 to 64 letters, digits, '-' or '_'")
+    return value
+
+
+def _default_boot() -> list[BootDevice]:
+    return ["hd"]
+
+
+class Hardware(BaseModel):
+    """What every new VM is made of (the create forms and the JSON API share it)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    vcpu_sockets: int = Field(1, ge=1, le=16)
+    vcpu_cores: int = Field(1, ge=1, le=64)
+    memory_mib: int = Field(1024, ge=32, le=4 * 1024 * 1024)
+    disk_size_gib: int = Field(20, ge=1, le=64 * 1024)
+    iso_path: str | None = None
+    boot_order: list[BootDevice] = Field(default_factory=_default_boot, min_length=1, max_length=3)
+    network: str | None = None
+    os_type: OsType = "linux"
+
+    @field_validator("iso_path", "network", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _bridge(cls, value: str | None) -> str | None:
+        if value is not None and not BRIDGE_RE.fullmatch(value):
+            raise ValueError("a bridge name is 1 to 15 letters, digits, '.', ':', '-' or '_'")
+        return value
+
+    @field_validator("boot_order")
+    @classmethod
+    def _unique_boot(cls, value: list[BootDevice]) -> list[BootDevice]:
+        if len(set(value)) != len(value):
+            raise ValueError("name each boot device once")
+        return value
+
+    @field_validator("iso_path")
+    @classmethod
+    def _iso(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "\x00" in value):
+            raise ValueError("choose an ISO from the hypervisor's list")
+        return value
+
+    def cross_check(self) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        if "network" in self.boot_order and self.network is None:
+            errors["boot_order"] = "network boot needs a network: choose a bridge or remove 'network'"
+        return errors
+
+
+class NewVm(Hardware):
+    """A simple or source VM with its own new disk."""
+
+    name: VmName
+    kind: Literal["simple", "source"] = "simple"
+    hypervisor_id: int = Field(ge=1)
+    # Empty: <images_dir>/<name>.qcow2.
+    disk_path: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value)
+
+    @field_validator("disk_path", mode="before")
+    @classmethod
+    def _blank_disk(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+
+class NewBatch(Hardware):
+    """``count`` VMs named ``prefix01`` .. ``prefixNN`` (simple or source)."""
+
+    prefix: VmName
+    count: int = Field(ge=1, le=500)
+    kind: Literal["simple", "source"] = "simple"
+    hypervisor_id: int = Field(ge=1)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_name(value)
+
+    def names(self) -> list[str]:
+        return batch_names(self.prefix, self.count)
+
+
+class NewInitial(BaseModel):
+    """An initial machine: a copy of a source VM's disk, VDI children hang below it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: VmName
+    source_id: int = Field(ge=1)
+    # Defaults to the source's hardware.
+    memory_mib: int | None = Field(None, ge=32, le=4 * 1024 * 1024)
+    vcpu_sockets: int | None = Field(None, ge=1, le=16)
+    vcpu_cores: int | None = Field(None, ge=1, le=64)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value)
+
+
+class NewVdi(BaseModel):
+    """``count`` VDI VMs (qcow2 overlays) on an initial machine."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    initial_id: int = Field(ge=1)
+    prefix: VmName
+    count: int = Field(ge=1, le=500)
+    volatile: bool = False
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_name(value)
+
+    def names(self) -> list[str]:
+        return batch_names(self.prefix, self.count)
+
+
+def batch_names(prefix: str, count: int) -> list[str]:
+    """Zero-padded names: ``desk`` and 3 give desk01, desk02, desk03 (at least two digits)."""
+    width = max(2, len(str(count)))
+    names = [f"{prefix}{index:0{width}d}" for index in range(1, count + 1)]
+    if len(names[-1]) > 64:
+        message = f"too long for {count} machines: names must stay within 64 characters"
+        raise DefinitionError({"prefix": message})
+    return names
+
+
+def errors_of(exc: ValidationError) -> dict[str, str]:
+    """pydantic's errors as {field: message}, the first message per field."""
+    errors: dict[str, str] = {}
+    for error in exc.errors():
+        loc = error.get("loc") or ("form",)
+        field_name = str(loc[0])
+        message = str(error.get("msg", "invalid value"))
+        message = message.removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown field"
+        errors.setdefault(field_name, message)
+    return errors
+
+
+def parse(model: type[M], data: dict[str, Any]) -> M:
+    """Validate ``data``; raise :class:`DefinitionError` naming each bad field."""
+    try:
+        value = model.model_validate(data)
+    except ValidationError as exc:
+        raise DefinitionError(errors_of(exc)) from None
+    if isinstance(value, Hardware):
+        cross = value.cross_check()
+        if cross:
+            raise DefinitionError(cross)
+    return value
+
+
+def under_directory(path: str, directory: str) -> bool:
+    """``path`` is a normalised absolute path strictly inside ``directory``."""
+    if not path.startswith("/") or "\x00" in path:
+        return False
+    normal = posixpath.normpath(path)
+    root = posixpath.normpath(directory)
+    return normal == path and normal.startswith(root.rstrip("/") + "/")
+
+
+def default_disk_path(images_dir: str, name: str) -> str:
+    return posixpath.join(images_dir, f"{name}.qcow2")
+
+
+def volatile_overlay_path(volatile_dir: str, name: str) -> str:
+    return posixpath.join(volatile_dir, f"{name}.volatile.qcow2")
+
+
+def spice_listen_of(record: HypervisorRecord) -> str:
+    """Where a VM's SPICE display listens: the hypervisor's own address over SSH, loopback locally."""
+    if record.is_ssh and record.address:
+        return record.address
+    return "127.0.0.1"
+
+
+def check_placement(
+    *, disk_path: str, images_dir: str, iso_path: str | None, isos: list[str] | None
+) -> dict[str, str]:
+    """Errors for a disk outside the images directory or an ISO the hypervisor does not offer."""
+    errors: dict[str, str] = {}
+    if not disk_path.endswith(".qcow2") or not under_directory(disk_path, images_dir):
+        errors["disk_path"] = f"put the disk under {images_dir}/ and name it *.qcow2"
+    if iso_path is not None and isos is not None and iso_path not in isos:
+        errors["iso_path"] = "choose an ISO from the hypervisor's list"
+    return errors
