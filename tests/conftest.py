@@ -16,7 +16,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -36,6 +36,23 @@ DATABASES = ("sqlite", "mariadb")
 
 # A real dashboard under uvicorn: fixtures ``dashboard`` and ``dashboard_factory``.
 pytest_plugins = ["tests.dashboard"]
+
+
+class _Service(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Service)
+
+
+def _running(service: S) -> Iterator[S]:
+    """Start a service for a fixture and stop it afterwards, even when the start failed half-way."""
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -105,67 +122,37 @@ def run_dir(request: pytest.FixtureRequest) -> Iterator[RunDir]:
 @pytest.fixture(scope="session")
 def mariadb(run_dir: RunDir) -> Iterator[MariaDB]:
     """A private mariadbd with database ``vdi``; ``.url`` is ``mysql://vdi:PW@127.0.0.1:PORT/vdi``."""
-    server = MariaDB(run_dir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _running(MariaDB(run_dir))
 
 
 @pytest.fixture(scope="session")
 def hypervisor_host(run_dir: RunDir) -> Iterator[LibvirtHost]:
     """Hypervisor h0: its own libvirtd + sshd, SSH on a 127.0.0.1 port."""
-    host = LibvirtHost(run_dir, "h0")
-    try:
-        host.start()
-        yield host
-    finally:
-        host.stop()
+    yield from _running(LibvirtHost(run_dir, "h0"))
 
 
 @pytest.fixture(scope="session")
 def second_hypervisor(run_dir: RunDir) -> Iterator[LibvirtHost]:
     """Hypervisor h1 in a network namespace of its own (SSH on port 22 of 10.251.x.2)."""
-    host = LibvirtHost(run_dir, "h1", netns=True)
-    try:
-        host.start()
-        yield host
-    finally:
-        host.stop()
+    yield from _running(LibvirtHost(run_dir, "h1", netns=True))
 
 
 @pytest.fixture(scope="session")
 def slapd(run_dir: RunDir) -> Iterator[Slapd]:
     """OpenLDAP with a classic tree (``slapd.users``) and an AD-like one (``slapd.ad``)."""
-    server = Slapd(run_dir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _running(Slapd(run_dir))
 
 
 @pytest.fixture(scope="session")
 def samba_ad(run_dir: RunDir) -> Iterator[SambaAD]:
     """A real Samba AD DC (corp.example.com) on port 389 of its own network namespace."""
-    server = SambaAD(run_dir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _running(SambaAD(run_dir))
 
 
 @pytest.fixture(scope="session")
 def xvfb(run_dir: RunDir) -> Iterator[Xvfb]:
     """A 1280x800 virtual X display; use ``xvfb.env`` for X clients."""
-    server = Xvfb(run_dir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _running(Xvfb(run_dir))
 
 
 @pytest.fixture(scope="session")
