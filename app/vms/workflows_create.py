@@ -96,20 +96,37 @@ def definition_for(
     )
 
 
-async def _undo(
-    ctx: VmContext, hv: Hypervisor, vm_ids: list[int], names: list[str], files: list[str]
-) -> None:
-    for name in names:
+# A new VM being provisioned: (vm id, name, uuid, disk path, MAC address).
+NewRow = tuple[int, str, str, str, str | None]
+
+
+class _Provisioning:
+    """Defines the domains of new VM rows; :meth:`undo` removes all that was made so far."""
+
+    def __init__(self, ctx: VmContext, hv: Hypervisor, rows: list[NewRow]) -> None:
+        self.ctx, self.hv, self.rows = ctx, hv, rows
+        self.defined: list[str] = []
+
+    async def define(self, vm_id: int, definition: DomainDefinition) -> None:
+        await define(self.hv, definition)
+        self.defined.append(definition.name)
+        await update_vm(self.ctx.db, vm_id, state="shutoff")
+        await self.ctx.refresh(vm_id, "created")
+
+    async def undo(self) -> None:
+        for name in self.defined:
+            try:
+                await self.hv.undefine(name)
+            except HypervisorError as exc:
+                log.warning("undoing: undefine %s failed: %s", name, exc)
+        files = [row[3] for row in self.rows]
         try:
-            await hv.undefine(name)
-        except HypervisorError as exc:
-            log.warning("undoing: undefine %s failed: %s", name, exc)
-    try:
-        await remove_files(hv, files)
-    except Exception as exc:
-        log.warning("undoing: removing %s failed: %s", files, exc)
-    for vm_id in vm_ids:
-        await delete_vm_row(ctx.db, vm_id)
+            await remove_files(self.hv, files)
+        except Exception as exc:
+            log.warning("undoing: removing %s failed: %s", files, exc)
+        for vm_id, name, *_ in self.rows:
+            await delete_vm_row(self.ctx.db, vm_id)
+            self.ctx.publish_removed(vm_id, name)
 
 
 async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "") -> Created:
@@ -144,7 +161,7 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
             }
         )
     domain_type = await domain_type_of(hv, ctx.settings.domain_type)
-    rows: list[tuple[int, str, str, str, str | None]] = []
+    rows: list[NewRow] = []
     for name, disk in zip(names, disks, strict=True):
         uuid = new_uuid()
         mac = random_mac() if spec.network else None
@@ -169,31 +186,22 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         rows.append((vm_id, name, uuid, disk, mac))
 
     async def provision(op: OperationContext | None) -> str:
-        defined: list[str] = []
+        work = _Provisioning(ctx, hv, rows)
         try:
             if op is not None:
                 await op.progress(0, f"Creating {len(rows)} disks")
             await create_disks(hv, [(disk, spec.disk_size_gib) for _, _, _, disk, _ in rows])
             for index, (vm_id, name, uuid, disk, mac) in enumerate(rows, start=1):
-                definition = definition_for(
-                    name,
-                    uuid,
-                    spec,
-                    domain_type=domain_type,
-                    disk_source=disk,
-                    hv=hv,
-                    mac_address=mac,
+                await work.define(
+                    vm_id,
+                    definition_for(
+                        name, uuid, spec, domain_type=domain_type, disk_source=disk, hv=hv, mac_address=mac
+                    ),
                 )
-                await define(hv, definition)
-                defined.append(name)
-                await update_vm(ctx.db, vm_id, state="shutoff")
-                await ctx.refresh(vm_id, "created")
                 if op is not None:
                     await op.progress(100.0 * index / len(rows), f"Defined {index} of {len(rows)}")
         except BaseException:
-            await _undo(ctx, hv, [row[0] for row in rows], defined, [row[3] for row in rows])
-            for vm_id, name, *_ in rows:
-                ctx.publish_removed(vm_id, name)
+            await work.undo()
             raise
         return f"Created {', '.join(names)}."
 
@@ -313,7 +321,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
     if existing:
         raise Invalid({"prefix": f"a file already exists at {', '.join(existing)}: choose another prefix"})
     domain_type = await domain_type_of(hv, ctx.settings.domain_type)
-    rows: list[tuple[int, str, str, str, str | None]] = []
+    rows: list[NewRow] = []
     for name, disk in zip(names, disks, strict=True):
         uuid = new_uuid()
         mac = random_mac() if initial.network else None
@@ -339,15 +347,15 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         rows.append((vm_id, name, uuid, disk, mac))
 
     async def provision(op: OperationContext) -> str:
-        defined: list[str] = []
+        work = _Provisioning(ctx, hv, rows)
         try:
             await op.progress(0, f"Creating {len(rows)} overlays of {initial.name}")
             await create_overlays(hv, initial.disk_path, [row[3] for row in rows])
             await op.progress(20, "Defining the VDI machines")
             for index, (vm_id, name, uuid, disk, mac) in enumerate(rows, start=1):
                 source = volatile_overlay_path(hv.record.volatile_dir, name) if spec.volatile else disk
-                await define(
-                    hv,
+                await work.define(
+                    vm_id,
                     definition_for(
                         name,
                         uuid,
@@ -358,14 +366,9 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
                         mac_address=mac,
                     ),
                 )
-                defined.append(name)
-                await update_vm(ctx.db, vm_id, state="shutoff")
-                await ctx.refresh(vm_id, "created")
                 await op.progress(20 + 80.0 * index / len(rows), f"Defined {index} of {len(rows)}")
         except BaseException:
-            await _undo(ctx, hv, [row[0] for row in rows], defined, [row[3] for row in rows])
-            for vm_id, name, *_ in rows:
-                ctx.publish_removed(vm_id, name)
+            await work.undo()
             raise
         return f"Created {len(rows)} VDI machines on {initial.name}: {names[0]} .. {names[-1]}."
 

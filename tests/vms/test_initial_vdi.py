@@ -261,6 +261,28 @@ async def test_volatile_desktop_leaves_its_disk_byte_identical_and_drops_the_ove
     assert str(disk) in vm_world.h0.host.virsh("dumpxml", volatile.name)
 
 
+async def test_vdi_machines_that_cannot_be_made_leave_no_row_domain_or_file_behind(vm_world: VmWorld) -> None:
+    source_id = await make_source(vm_world)
+    created = await vm_world.service.create_initial({"name": vm_world.name("init"), "source_id": source_id})
+    assert created.operation_id is not None
+    assert (await vm_world.service.operations.wait(created.operation_id)).state == "succeeded"
+    initial = await get_vm(vm_world.db, created.vm_ids[0])
+    assert initial is not None
+    # The initial's disk is there but no longer an image: creating overlays on it fails.
+    Path(initial.disk_path).write_bytes(b"not a disk image")
+
+    vdi = await vm_world.service.create_vdi(
+        {"initial_id": initial.id, "prefix": vm_world.name("gone"), "count": 3, "volatile": False}
+    )
+    assert vdi.operation_id is not None
+    failed = await vm_world.service.operations.wait(vdi.operation_id)
+    assert failed.state == "failed" and failed.error, "the operation says it failed, and why"
+    names = {vm.name for vm in await list_vms(vm_world.db)}
+    assert not {vm_world.name(f"gone0{i}") for i in (1, 2, 3)} & names, "the rows are removed"
+    assert not [name for name in vm_world.h0.host.domain_names() if vm_world.name("gone") in name]
+    assert not list(vm_world.h0.images_dir.glob(f"{vm_world.name('gone')}*")), "no overlay file left"
+
+
 async def test_delete_with_disks_removes_exactly_the_named_files(vm_world: VmWorld) -> None:
     initial_id, _ = await make_initial_with_children(vm_world, 2)
     with pytest.raises(Refused, match="VDI machines"):
