@@ -225,6 +225,22 @@
 
   // -- actions ------------------------------------------------------------------------------
 
+  // Bootstrap ignores hide() while a modal is still sliding in: a quick answer (Enter
+  // right after the dialog appeared) would leave it open. Close it once it is shown.
+  function closeModal(el) {
+    const modal = bootstrap.Modal.getOrCreateInstance(el);
+    if (el.dataset.modalState === "showing") {
+      el.addEventListener("shown.bs.modal", () => modal.hide(), { once: true });
+    } else {
+      modal.hide();
+    }
+  }
+  document.querySelectorAll(".modal").forEach((el) => {
+    el.addEventListener("show.bs.modal", () => { el.dataset.modalState = "showing"; });
+    el.addEventListener("shown.bs.modal", () => { el.dataset.modalState = "shown"; });
+    el.addEventListener("hidden.bs.modal", () => { el.dataset.modalState = "hidden"; });
+  });
+
   function confirmModal(text, okLabel) {
     return new Promise((resolve) => {
       const el = document.getElementById("confirm-modal");
@@ -339,7 +355,7 @@
     };
     try {
       await api("DELETE", `/api/v1/admin/vms/${deleteTarget}`, body);
-      bootstrap.Modal.getOrCreateInstance(el).hide();
+      closeModal(el);
       toast(`Deleted ${deletePlan.vms.join(", ")}`, "success");
     } catch (err) {
       const error = el.querySelector("#delete-error");
@@ -405,7 +421,7 @@
         kind: form.querySelector("#classify-kind").value,
         parent_id: parent ? Number(parent) : null,
       });
-      bootstrap.Modal.getOrCreateInstance(document.getElementById("classify-modal")).hide();
+      closeModal(document.getElementById("classify-modal"));
     } catch (error) {
       showErrors(form, error);
     }
@@ -435,7 +451,7 @@
       : {};
     try {
       await api("POST", `/api/v1/admin/vms/${populateTarget}/populate`, body);
-      bootstrap.Modal.getOrCreateInstance(document.getElementById("populate-modal")).hide();
+      closeModal(document.getElementById("populate-modal"));
     } catch (error) {
       showErrors(form, error);
     }
@@ -472,7 +488,7 @@
     const iso = form.querySelector("#media-iso").value;
     try {
       await api("POST", `/api/v1/admin/vms/${mediaTarget}/media`, { iso_path: iso || null });
-      bootstrap.Modal.getOrCreateInstance(document.getElementById("media-modal")).hide();
+      closeModal(document.getElementById("media-modal"));
       toast(iso ? `Inserted ${iso.split("/").pop()}` : "CD-ROM ejected", "success");
     } catch (error) {
       showErrors(form, error);
