@@ -17,6 +17,13 @@ from kvm_vdi_client.ui import LauncherWindow
 
 from tests.services.xvfb import Xvfb
 
+# A Tcl interpreter must be deleted by the thread that created it, or Tcl aborts the
+# whole process ("Tcl_AsyncDelete: async handler deleted by the wrong thread"). Tk
+# objects can outlive their test in reference cycles, which the garbage collector may
+# then free from any thread (a libvirt worker of a later test): so the interpreters
+# made here live until the test process ends, and are deleted by its main thread.
+_INTERPRETERS: list[tk.Tk] = []
+
 
 class Ui:
     """The launcher window in this process, on the Xvfb display, pumped by the test."""
@@ -24,6 +31,7 @@ class Ui:
     def __init__(self, xvfb: Xvfb, controller: Controller) -> None:
         self.xvfb = xvfb
         self.root = tk.Tk(screenName=xvfb.display)
+        _INTERPRETERS.append(self.root)
         self.window = LauncherWindow(
             self.root, controller, UiConfig(fullscreen=True, title="Virtual desktop")
         )
