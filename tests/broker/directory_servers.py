@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import socket
@@ -31,6 +30,8 @@ import ldap3
 from ldap3.protocol.rfc4511 import LDAPMessage
 from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.codec.ber import encoder as ber_encoder
+
+from tests.services.tls import issue_certificates
 
 SUFFIX = "dc=example,dc=org"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
@@ -136,64 +137,6 @@ class DirectoryServer:
                 self.process.wait(timeout=5)
 
 
-def _make_tls(rundir: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a server certificate for 127.0.0.1 (openssl CLI)."""
-    ca_key, ca_crt = rundir / "ca.key", rundir / "ca.crt"
-    key, csr, crt = rundir / "server.key", rundir / "server.csr", rundir / "server.crt"
-    ext = rundir / "server.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        str(ca_key),
-        "-out",
-        str(ca_crt),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=KVM-VDI test CA",
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(ca_crt),
-        "-CAkey",
-        str(ca_key),
-        "-CAcreateserial",
-        "-out",
-        str(crt),
-        "-days",
-        "2",
-        "-extfile",
-        str(ext),
-    )
-    os.chmod(key, 0o644)
-    return ca_crt, crt, key
-
-
 def _slapd_conf(rundir: Path, *, ad: bool, crt: Path, key: Path, ca: Path) -> str:
     schemas = ["core", "cosine", "inetorgperson", "nis"]
     includes = "\n".join(f"include /etc/ldap/schema/{s}.schema" for s in schemas)
@@ -280,7 +223,8 @@ def start_directory(rundir: Path, *, kind: str = "ldap") -> DirectoryServer:
     ad = kind == "ad"
     rundir.mkdir(parents=True, exist_ok=True)
     (rundir / "db").mkdir(exist_ok=True)
-    ca, crt, key = _make_tls(rundir)
+    tls = issue_certificates(rundir / "tls", subject_alt_names="IP:127.0.0.1,DNS:localhost")
+    ca, crt, key = tls.ca, tls.cert, tls.key
     conf = rundir / "slapd.conf"
     conf.write_text(_slapd_conf(rundir, ad=ad, crt=crt, key=key, ca=ca))
     subprocess.run(["slaptest", "-f", str(conf), "-u"], check=True, capture_output=True)

@@ -2,58 +2,28 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 
 from tests.dashboard import DashboardFactory
 from tests.proxy.conftest import ECHO, TcpDisplay, make_world, pattern, stream_request
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
+from tests.services.tls import issue_certificates
 
 
 async def test_the_console_websocket_works_over_tls(
     dashboard_factory: DashboardFactory, display: TcpDisplay, tmp_path: Path
 ) -> None:
-    cert, key = self_signed(tmp_path)
+    tls = issue_certificates(tmp_path / "tls")
     world = await make_world(
-        await dashboard_factory(server={"ssl_certfile": str(cert), "ssl_keyfile": str(key), "https": True})
+        await dashboard_factory(
+            server={"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key), "https": True}
+        )
     )
     assert world.ws_url().startswith("wss://")
     issued = await world.ticket(port=display.port)
-    trust = ssl.create_default_context(cafile=str(cert))
+    trust = ssl.create_default_context(cafile=str(tls.ca))
     async with connect(
         world.ws_url(),
         ssl=trust,

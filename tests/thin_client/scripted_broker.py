@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.services.tls import IssuedCertificates, issue_certificates
 
 Answer = tuple[int, dict[str, str], Any]
 Route = Answer | list[Answer] | Callable[["Recorded"], Answer]
@@ -85,55 +85,14 @@ def _handler(broker_ref: list[ScriptedBroker]) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@dataclass(frozen=True)
-class Certificates:
-    ca: Path
-    cert: Path
-    key: Path
+# The broker's certificate names 127.0.0.1 only: "localhost" is "another host name".
+Certificates = IssuedCertificates
 
 
 @pytest.fixture(scope="session")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    """A throw-away CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
-    directory = tmp_path_factory.mktemp("tls")
-    ca_key, ca, key, csr, cert = (
-        directory / name for name in ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem")
-    )
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    new_key = ["-newkey", "rsa:2048", "-nodes"]
-    openssl(
-        "req",
-        "-x509",
-        *new_key,
-        "-keyout",
-        str(ca_key),
-        "-out",
-        str(ca),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Test CA",
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    extensions = directory / "san.cnf"
-    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
-    signing = ["-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2"]
-    openssl("x509", "-req", "-in", str(csr), *signing, "-out", str(cert), "-extfile", str(extensions))
-    return Certificates(ca=ca, cert=cert, key=key)
+    """A throw-away CA and a server certificate for 127.0.0.1."""
+    return issue_certificates(tmp_path_factory.mktemp("tls"))
 
 
 def start_broker(certificates: Certificates | None, port: int = 0) -> ScriptedBroker:
