@@ -29,7 +29,7 @@ from pathlib import Path
 
 from app import db as database
 from app.broker.allocation import Allocator, Claim
-from app.broker.pools import get_pool
+from app.broker.pools import get_pool, set_users
 from app.broker.transactions import WriteTransactions
 from bench.broker_connect import measure
 from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm
@@ -80,12 +80,10 @@ async def allocation(url: str, desktops: int, concurrency: int) -> list[str]:
         out.append("|---|---:|---:|---:|---:|")
         elapsed, lat = await timed([lambda u=u: allocator.claim(pool, u) for u in users], concurrency)
         out.append(row("first hand-out (free desktop, warm pool)", len(users), elapsed, lat))
-        for _ in range(2):
+        for again in ("first", "second"):
             elapsed, lat = await timed([lambda u=u: allocator.claim(pool, u) for u in users], concurrency)
-            out.append(row("returning user (lease renewed)", len(users), elapsed, lat))
+            out.append(row(f"returning user (lease renewed), {again} return", len(users), elapsed, lat))
         late = [await add_client(db, f"late{i:04}") for i in range(desktops)]
-        from app.broker.pools import set_users
-
         await set_users(db, pool.id, [*users, *late])
         elapsed, lat = await timed([lambda u=u: allocator.claim(pool, u) for u in late], concurrency)
         out.append(row("refusal (pool full: no_free_desktop)", len(late), elapsed, lat))
