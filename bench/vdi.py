@@ -167,7 +167,8 @@ async def event_latency(world: VmWorld, admin: Any, vm_id: int, cycles: int) -> 
         if event.event in ("started", "stopped"):
             stamps[(event.name, event.state)] = time.time()
 
-    remove = world.registry.add_domain_listener(stamp)
+    # First: the stamp is taken before the dashboard's own listeners publish the change.
+    remove = world.registry.add_domain_listener(stamp, first=True)
     dashboard = world.dashboard
     cookies = "; ".join(f"{k}={v}" for k, v in admin.http.cookies.items())
     socket = await websockets.connect(

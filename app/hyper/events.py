@@ -102,9 +102,12 @@ class Listeners(Generic[E]):
         self._kind = kind
         self._callbacks: list[Listener[E]] = []
 
-    def add(self, callback: Listener[E]) -> Callable[[], None]:
-        """Register ``callback``; returns a function that unregisters it."""
-        self._callbacks.append(callback)
+    def add(self, callback: Listener[E], *, first: bool = False) -> Callable[[], None]:
+        """Register ``callback`` (``first``: before those already there); returns an unregister function."""
+        if first:
+            self._callbacks.insert(0, callback)
+        else:
+            self._callbacks.append(callback)
 
         def remove() -> None:
             if callback in self._callbacks:

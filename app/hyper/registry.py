@@ -166,9 +166,14 @@ class HypervisorRegistry:
 
     # -- listeners ------------------------------------------------------------------------
 
-    def add_domain_listener(self, callback: Listener[DomainEvent]) -> Callable[[], None]:
-        """``callback(DomainEvent)`` (plain or async) for every lifecycle change; returns an unsubscriber."""
-        return self._domain_listeners.add(callback)
+    def add_domain_listener(
+        self, callback: Listener[DomainEvent], *, first: bool = False
+    ) -> Callable[[], None]:
+        """``callback(DomainEvent)`` (plain or async) for every lifecycle change; returns an unsubscriber.
+
+        ``first`` puts it before the listeners already registered (e.g. to time what they do).
+        """
+        return self._domain_listeners.add(callback, first=first)
 
     def add_connection_listener(self, callback: Listener[ConnectionEvent]) -> Callable[[], None]:
         """``callback(ConnectionEvent)`` on up/down/unknown transitions, maintenance changes and removal."""
