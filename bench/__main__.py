@@ -1,8 +1,9 @@
 """``python -m bench`` (``make bench``): run every benchmark, one process each.
 
 A benchmark is a module ``bench/<name>.py`` with a ``main()``; ``bench/<name>_<part>.py``
-next to a benchmark ``<name>`` is one of its helpers, not a benchmark. Each benchmark
-prints its table and saves it under bench/results/.
+next to a benchmark ``<name>`` is one of its helpers, not a benchmark (nor is a module
+without ``main()``, such as ``report``). Each benchmark prints its table and saves it
+under bench/results/ (``bench.report.save``).
 """
 
 from __future__ import annotations

@@ -25,18 +25,16 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from app import db as database
 from app.broker.allocation import Allocator, Claim
 from app.broker.pools import get_pool, set_users
 from app.broker.transactions import WriteTransactions
 from bench.broker_connect import measure
+from bench.report import RESULTS, save
 from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm
 from tests.services.mariadb import MariaDB
 from tests.services.rundir import RunDir
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 async def timed(calls: list[Callable[[], Awaitable[Claim]]], concurrency: int) -> tuple[float, list[float]]:
@@ -130,12 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     loads.append(" ".join(f"{x:.2f}" for x in os.getloadavg()))
     text = report(sections, args, loads)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    target = RESULTS / f"broker-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.md"
-    tmp = target.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.rename(target)
-    print(f"saved {target.relative_to(RESULTS.parent.parent)}")
+    print(f"saved {save('broker', text).relative_to(RESULTS.parent.parent)}")
     return 0
 
 

@@ -40,6 +40,7 @@ from app.hyper.session import open_session
 from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key, host_key_algorithms, pinned_known_hosts
 from app.live.hub import LiveHub
 from app.settings import Settings
+from bench.report import RESULTS, host_line, measure_table, save
 from tests.services import guests
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
@@ -224,11 +225,10 @@ def main() -> None:
     parser.add_argument("--connects", type=int, default=10, help="connections of each kind")
     args = parser.parse_args()
     rows = asyncio.run(run(args.events, args.connects))
-    width = max(len(name) for name, _ in rows)
-    print(f"{'measure'.ljust(width)}  value")
-    print(f"{'-' * width}  {'-' * 40}")
-    for name, value in rows:
-        print(f"{name.ljust(width)}  {value}")
+    text = "\n".join([host_line(), "", measure_table(rows, 40)])
+    print(text)
+    saved = save("hyper-events", text + "\n")
+    print(f"saved {saved.relative_to(RESULTS.parent.parent)}")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ from pathlib import Path as FsPath
 
 from bench.proxy_clients import Path, open_idle, round_trips, start_stream
 from bench.proxy_lab import REPO, Lab, Process, cpu_seconds, free_port, memory_kib
+from bench.report import save
 
-RESULTS = REPO / "bench" / "results"
 PYTHON = sys.executable
 GIB = 1 << 30
 
@@ -352,13 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(candidates, args, notes, loads)
     print()
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = RESULTS / f"proxy-{stamp}.md"
-    tmp = target.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.rename(target)
-    print(f"saved {target.relative_to(REPO)}")
+    print(f"saved {save('proxy', text).relative_to(REPO)}")
     return 0
 
 

@@ -29,6 +29,7 @@ import websockets
 from app.hyper import DomainEvent
 from app.settings import HypervisorSettings, VmSettings
 from app.vms.records import children_of, get_vm
+from bench.report import RESULTS, host_line, measure_table, save
 from tests.dashboard import make_settings, start_dashboard
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
@@ -224,11 +225,10 @@ def main() -> None:
     if args.libvirt_threads is None:
         args.libvirt_threads = HypervisorSettings().libvirt_threads
     rows = asyncio.run(run(args))
-    width = max(len(name) for name, _ in rows)
-    print(f"{'measure'.ljust(width)}  value")
-    print(f"{'-' * width}  {'-' * 30}")
-    for name, value in rows:
-        print(f"{name.ljust(width)}  {value}")
+    text = "\n".join([host_line(), "", measure_table(rows, 30)])
+    print(text)
+    saved = save("vdi", text + "\n")
+    print(f"saved {saved.relative_to(RESULTS.parent.parent)}")
 
 
 if __name__ == "__main__":
