@@ -249,6 +249,30 @@ async def test_the_per_user_limit_refuses_one_connection_too_many(
         s.close()
 
 
+async def test_the_global_limit_refuses_a_connection_of_any_user_when_full(
+    dashboard_factory: DashboardFactory, display: TcpDisplay
+) -> None:
+    world = await make_world(await dashboard_factory(console={"global_limit": 2, "per_user_limit": 5}))
+    alices = await world.ticket(port=display.port)
+    admins = await world.ticket(user_id=world.admin_id, port=display.port)
+    opened = [await connect(world, f"127.0.0.1:{display.port}", alices.secret) for _ in range(2)]
+    assert [status for status, _, _ in opened] == [200, 200]
+    status, _head, sock = await connect(world, f"127.0.0.1:{display.port}", admins.secret)
+    sock.close()
+    assert status == 429, "another user is refused too: the dashboard as a whole is full"
+    opened.pop()[2].close()
+    sessions = world.dashboard.services.consoles.sessions
+    for _ in range(100):
+        if sessions.connection_count < 2:
+            break
+        await asyncio.sleep(0.05)
+    status, _head, sock = await connect(world, f"127.0.0.1:{display.port}", admins.secret)
+    sock.close()
+    assert status == 200, "a freed connection can be used again"
+    for _, _, s in opened:
+        s.close()
+
+
 async def test_ending_one_console_session_leaves_the_others_open(
     world: ConsoleWorld, display: TcpDisplay
 ) -> None:
