@@ -14,7 +14,7 @@ def host_line() -> str:
     """What the figures were measured on."""
     return (
         f"Host: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-        f"Python {platform.python_version()}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}."
+        f"Python {platform.python_version()}; load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}."
     )
 
 
