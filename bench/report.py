@@ -12,9 +12,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def host_line() -> str:
     """What the figures were measured on."""
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     return (
         f"Host: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-        f"Python {platform.python_version()}; load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}."
+        f"Python {platform.python_version()}; load average at the end {load}."
     )
 
 
