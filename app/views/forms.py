@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from app.auth.session import csrf_token
+from app.services import services_of
 
 TOAST_KINDS = frozenset({"success", "info", "warning", "danger"})
 
@@ -28,6 +29,17 @@ def render(
 
 def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
+
+
+async def record_action(request: Request, action: str, *, target: str = "", **details: Any) -> None:
+    """Audit what the signed-in user did, and from where (never pass secrets in ``details``)."""
+    await services_of(request).audit.record(
+        action,
+        actor=request.state.user.username,
+        target=target,
+        client_address=client_address(request),
+        **details,
+    )
 
 
 def safe_next(target: str | None, default: str = "/") -> str:

@@ -13,7 +13,7 @@ from app.broker import people
 from app.broker import pools as store
 from app.broker.preferences import MOTD, MOTD_LIMIT, get_preference, set_preference
 from app.services import services_of
-from app.views.forms import client_address, render
+from app.views.forms import record_action, render
 
 
 def _id(request: Request) -> int:
@@ -89,12 +89,7 @@ async def create(request: Request) -> Response:
     except store.PoolError as exc:
         settings.errors.setdefault(exc.field or "name", str(exc))
         return await _edit_page(request, None, settings, 400)
-    await services.audit.record(
-        "pool_created",
-        actor=request.state.user.username,
-        target=settings.name,
-        client_address=client_address(request),
-    )
+    await record_action(request, "pool_created", target=settings.name)
     return RedirectResponse(f"/pools/{pool_id}?toast=Pool+created", status_code=303)
 
 
@@ -118,11 +113,10 @@ async def update(request: Request) -> Response:
     except store.PoolError as exc:
         settings.errors.setdefault(exc.field or "name", str(exc))
         return await _edit_page(request, pool, settings, 400)
-    await services.audit.record(
+    await record_action(
+        request,
         "pool_updated",
-        actor=request.state.user.username,
         target=settings.name,
-        client_address=client_address(request),
         **{k: v for k, v in settings.values().items() if k != "name"},
     )
     await services.broker.catalog.publish_pool(pool.id)
@@ -137,13 +131,8 @@ async def add_vms(request: Request) -> Response:
         return RedirectResponse("/pools", status_code=303)
     form = await request.form()
     refused = await store.add_vms(services.db, pool.id, _ints(form.getlist("vm_id")))
-    await services.audit.record(
-        "pool_vms_added",
-        actor=request.state.user.username,
-        target=pool.name,
-        client_address=client_address(request),
-        vm_ids=_ints(form.getlist("vm_id")),
-        refused=refused,
+    await record_action(
+        request, "pool_vms_added", target=pool.name, vm_ids=_ints(form.getlist("vm_id")), refused=refused
     )
     await services.broker.catalog.publish_pool(pool.id)
     if refused:
@@ -181,14 +170,7 @@ async def members(request: Request) -> Response:
     user_ids, group_ids = _ints(form.getlist("user_id")), _ints(form.getlist("group_id"))
     await store.set_users(services.db, pool.id, user_ids)
     await store.set_groups(services.db, pool.id, group_ids)
-    await services.audit.record(
-        "pool_members_set",
-        actor=request.state.user.username,
-        target=pool.name,
-        client_address=client_address(request),
-        user_ids=user_ids,
-        group_ids=group_ids,
-    )
+    await record_action(request, "pool_members_set", target=pool.name, user_ids=user_ids, group_ids=group_ids)
     await services.broker.catalog.publish_pool(pool.id)
     return RedirectResponse(f"/pools/{pool.id}?toast=Members+saved", status_code=303)
 
@@ -222,12 +204,7 @@ async def delete(request: Request) -> Response:
         await store.delete_pool(services.db, pool.id)
     except store.PoolError as exc:
         return await _edit_page(request, pool, None, 409, error=str(exc))
-    await services.audit.record(
-        "pool_deleted",
-        actor=request.state.user.username,
-        target=pool.name,
-        client_address=client_address(request),
-    )
+    await record_action(request, "pool_deleted", target=pool.name)
     return RedirectResponse("/pools?toast=Pool+deleted", status_code=303)
 
 
@@ -240,9 +217,7 @@ async def save_motd(request: Request) -> Response:
             f"/pools?toast=Message+too+long+(at+most+{MOTD_LIMIT}+characters)", status_code=303
         )
     await set_preference(services.db, MOTD, text)
-    await services.audit.record(
-        "motd_changed", actor=request.state.user.username, client_address=client_address(request)
-    )
+    await record_action(request, "motd_changed")
     return RedirectResponse("/pools?toast=Message+of+the+day+saved", status_code=303)
 
 

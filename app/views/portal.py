@@ -28,7 +28,7 @@ from app.views.consoles import (
     grant_response,
     vv_response,
 )
-from app.views.forms import client_address, render
+from app.views.forms import client_address, record_action, render
 
 
 async def _login_context(request: Request, **extra: Any) -> dict[str, Any]:
@@ -207,12 +207,7 @@ async def _vv(request: Request) -> Response:
         grant = await _grant(request)
     except ConsoleError as exc:
         return error_response(exc.code, exc.message, exc.status)
-    await services_of(request).audit.record(
-        "console_vv",
-        actor=request.state.user.username,
-        target=grant.vm_name,
-        client_address=client_address(request),
-    )
+    await record_action(request, "console_vv", target=grant.vm_name)
     return vv_response(grant, title=f"{grant.vm_name} · KVM-VDI")
 
 

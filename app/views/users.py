@@ -11,7 +11,7 @@ from app.auth.passwords import WeakPasswordError
 from app.auth.session import admin_required
 from app.broker import people
 from app.services import services_of
-from app.views.forms import client_address, render
+from app.views.forms import record_action, render
 
 
 def _id(request: Request, name: str = "user_id") -> int:
@@ -55,14 +55,7 @@ async def create(request: Request) -> Response:
         )
     except (AccountError, WeakPasswordError) as exc:
         return await _page(request, 400, error=f"User name: {exc}.", form=dict(form))
-    await services.audit.record(
-        "user_created",
-        actor=request.state.user.username,
-        target=username,
-        client_address=client_address(request),
-        role=role,
-        user_id=user_id,
-    )
+    await record_action(request, "user_created", target=username, role=role, user_id=user_id)
     return await _page(request, created={"username": username, "password": password, "role": role})
 
 
@@ -77,12 +70,7 @@ async def toggle(request: Request) -> Response:
         return await _page(request, 409, error=f"{exc}.")
     if disabled:
         await services.broker.revoke_user_consoles(user.id)
-    await services.audit.record(
-        "user_disabled" if disabled else "user_enabled",
-        actor=request.state.user.username,
-        target=user.username,
-        client_address=client_address(request),
-    )
+    await record_action(request, "user_disabled" if disabled else "user_enabled", target=user.username)
     state = "disabled" if disabled else "enabled"
     return RedirectResponse(f"/users?toast={user.username}+{state}", status_code=303)
 
@@ -94,12 +82,7 @@ async def reset(request: Request) -> Response:
         user, password = await people.reset_password(services.db, _id(request))
     except (AccountError, WeakPasswordError) as exc:
         return await _page(request, 409, error=f"{exc}.")
-    await services.audit.record(
-        "password_reset",
-        actor=request.state.user.username,
-        target=user.username,
-        client_address=client_address(request),
-    )
+    await record_action(request, "password_reset", target=user.username)
     return await _page(
         request, created={"username": user.username, "password": password, "role": user.role, "reset": True}
     )
@@ -122,13 +105,7 @@ async def delete(request: Request) -> Response:
         user = await people.delete_user(services.db, _id(request))
     except AccountError as exc:
         return await _page(request, 409, error=f"{exc}.")
-    await services.audit.record(
-        "user_deleted",
-        actor=request.state.user.username,
-        target=user.username,
-        client_address=client_address(request),
-        source=user.source,
-    )
+    await record_action(request, "user_deleted", target=user.username, source=user.source)
     return RedirectResponse(f"/users?toast={user.username}+deleted", status_code=303)
 
 
@@ -141,12 +118,7 @@ async def add_group(request: Request) -> Response:
         await people.add_group(services.db, name, str(form.get("description", "")))
     except AccountError as exc:
         return await _page(request, 400, error=f"Group name: {exc}.")
-    await services.audit.record(
-        "directory_group_added",
-        actor=request.state.user.username,
-        target=name,
-        client_address=client_address(request),
-    )
+    await record_action(request, "directory_group_added", target=name)
     return RedirectResponse("/users?toast=Group+registered#groups", status_code=303)
 
 
@@ -157,12 +129,7 @@ async def delete_group(request: Request) -> Response:
         group = await people.delete_group(services.db, _id(request, "group_id"))
     except AccountError as exc:
         return await _page(request, 404, error=f"{exc}.")
-    await services.audit.record(
-        "directory_group_removed",
-        actor=request.state.user.username,
-        target=group.name,
-        client_address=client_address(request),
-    )
+    await record_action(request, "directory_group_removed", target=group.name)
     return RedirectResponse("/users?toast=Group+removed#groups", status_code=303)
 
 
