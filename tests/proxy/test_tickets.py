@@ -57,7 +57,9 @@ async def test_a_ticket_is_256_random_bits_and_only_its_sha256_is_stored(db: Dat
 
 async def test_a_ticket_opens_connections_of_its_session_until_it_expires(db: Database) -> None:
     user_id, vm_id, _ = await rows(db)
-    store = TicketStore(db, ttl=1)
+    # Timestamps are whole seconds, so a ticket lasts between ttl - 1 and ttl seconds:
+    # with ttl=1 it could already be over when redeemed a millisecond after issue.
+    store = TicketStore(db, ttl=2)
     issued = await store.issue(user_id=user_id, vm_id=vm_id, host="h1", port=5900)
     first = await store.redeem(issued.secret)
     second = await store.redeem(issued.secret)
