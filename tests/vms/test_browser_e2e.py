@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
@@ -72,7 +72,8 @@ def row_action(driver: WebDriver, vm_name: str, action: tuple[str, str]) -> None
     for _ in range(5):
         try:
             return _row_action(driver, vm_name, action)
-        except StaleElementReferenceException:
+        # A live update replaced the row: the old one is gone, or its menu closed before the click.
+        except (StaleElementReferenceException, ElementNotInteractableException):
             continue
     raise AssertionError(f"the row of {vm_name} kept changing")
 
