@@ -22,6 +22,21 @@ PACKAGES=(
     sudo
 )
 
+# Second-wave services, installed without their recommendations (as measured on
+# Debian 12: the recommendations add daemons and desktop packages nothing uses).
+PACKAGES_NO_RECOMMENDS=(
+    # scale-out: a Galera cluster (rsync for state transfers), Redis, HAProxy
+    galera-4 mariadb-backup rsync socat redis-server haproxy
+    # metrics and the network tools of the console-security tests
+    prometheus nftables tcpdump
+    # RDP failover: a real RDP server with a tiny session, and the FreeRDP client
+    xrdp xorgxrdp freerdp2-x11 xterm twm
+    # UEFI, Secure Boot and TPM desktops; EFI test programs on FAT images
+    ovmf swtpm swtpm-tools sbsigntool mtools dosfstools binutils
+    # the DHCP export is checked by the ISC server's own syntax check
+    isc-dhcp-server
+)
+
 # Run privileged commands directly as root, through sudo otherwise.
 if [ "$(id -u)" -eq 0 ]; then
     as_root() { "$@"; }
@@ -33,7 +48,12 @@ fi
 declare -A installed=()
 while read -r pkg status; do
     [ "$status" = installed ] && installed[$pkg]=1
-done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${PACKAGES[@]}" 2>/dev/null || true)
+done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${PACKAGES[@]}" "${PACKAGES_NO_RECOMMENDS[@]}" 2>/dev/null || true)
+
+missing_plain=()
+for pkg in "${PACKAGES_NO_RECOMMENDS[@]}"; do
+    [ -n "${installed[$pkg]:-}" ] || missing_plain+=("$pkg")
+done
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -46,13 +66,18 @@ for pkg in "${PACKAGES[@]}"; do
     missing+=("$pkg")
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ ${#missing_plain[@]} -eq 0 ]; then
     exit 0
 fi
 
-echo "setup-system: installing ${missing[*]}" >&2
+echo "setup-system: installing ${missing[*]} ${missing_plain[*]}" >&2
 # slapd must not build a default database at install time: the tests configure
 # their own instances from slapd.conf files.
 echo "slapd slapd/no_configuration boolean true" | as_root debconf-set-selections
 as_root apt-get update -q
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+if [ ${#missing_plain[@]} -gt 0 ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing_plain[@]}"
+fi
