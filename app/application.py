@@ -32,6 +32,7 @@ from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
 from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
+from app.logging_setup import RequestIdMiddleware
 from app.proxy.gateway import ConnectGateway
 from app.proxy.service import ConsoleService
 from app.proxy.vv import build_vv
@@ -183,6 +184,8 @@ def announce_first_admin(settings: Settings, username: str, password: str) -> No
 
 def create_app(settings: Settings) -> Starlette:
     middleware = [
+        # Outermost: every line logged while a request runs, and its answer, carry its id.
+        Middleware(RequestIdMiddleware),
         Middleware(SecurityHeadersMiddleware, https=settings.server.https),
         Middleware(
             SessionMiddleware,

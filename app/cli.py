@@ -18,6 +18,7 @@ from databases import Database
 from pydantic import ValidationError
 
 from app import db as database
+from app.logging_setup import configure_logging
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("kvmvdi.cli")
@@ -41,7 +42,10 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         create_app(settings),
         host=server.host,
         port=server.port,
-        log_level=settings.log_level.lower(),
+        # Logging is ours (app.logging_setup): uvicorn adds no handlers, levels or access lines.
+        log_config=None,
+        log_level=None,
+        access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=server.forwarded_allow_ips,
         ssl_certfile=server.ssl_certfile,
@@ -195,9 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"kvm-vdi: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     try:
         result: int = args.func(settings, args)
     except CommandError as exc:

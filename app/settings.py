@@ -15,13 +15,21 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+# "info" and "INFO" alike.
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)]
 
 
 class Section(BaseModel):
@@ -172,7 +180,13 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr("sqlite:///var/kvmvdi.sqlite3")
     data_dir: Path = Path("var")
     assets_dir: Path = Path("node_modules")
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
+    # "text": one readable line per event; "json": one JSON object per line, for log collectors.
+    log_format: Literal["text", "json"] = "text"
+    # Libraries that narrate routine work (asyncssh, uvicorn, libvirt, database drivers ...).
+    library_log_level: LogLevel = "WARNING"
+    # One line per HTTP request and websocket (method, path, status, milliseconds, request id).
+    access_log: bool = False
     demo: bool = False
     server: ServerSettings = Field(default_factory=ServerSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)

@@ -19,8 +19,11 @@ _PASSWORD = re.compile(r"Password \(shown once, change it at first log-in\): (\S
 
 
 class ServedDashboard:
-    def __init__(self, run_dir: RunDir, workdir: Path, database_url: str, *args: str) -> None:
+    def __init__(
+        self, run_dir: RunDir, workdir: Path, database_url: str, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.run_dir = run_dir
+        self.extra_env = env or {}
         self.workdir = workdir
         self.database_url = database_url
         self.args = list(args)
@@ -46,7 +49,7 @@ class ServedDashboard:
             str(self.port),
             *self.args,
         ]
-        env = {**cli_env(self.database_url, self.workdir / "var"), "PYTHONUNBUFFERED": "1"}
+        env = {**cli_env(self.database_url, self.workdir / "var"), "PYTHONUNBUFFERED": "1", **self.extra_env}
         self._proc = spawn(argv, run_id=self.run_dir.id, log_path=self.log_path, env=env, cwd=REPO)
         wait_until(self._answers, what="kvm-vdi serve", timeout=60, log_path=self.log_path, proc=self._proc)
         return self
