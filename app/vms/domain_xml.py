@@ -1,8 +1,7 @@
 """libvirt domain XML: a resolved :class:`DomainDefinition` in, XML out, and back.
 
-:func:`build_domain_xml` uses ElementTree, so no value is ever pasted into markup.
-SPICE is never open: the domain is defined with a random password that expired
-long ago, so a console can only connect after the proxy set a fresh one.
+:func:`build_domain_xml` composes the device builders of :mod:`app.vms.devices`
+(ElementTree throughout, so no value is ever pasted into markup).
 """
 
 from __future__ import annotations
@@ -13,8 +12,17 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-# passwdValidTo in the past: the definition's random password is expired from the start.
-EXPIRED = "2000-01-01T00:00:00"
+from app.vms.devices import channels, cpu, disks, firmware, graphics, network, sound, tpm, usb, video
+from app.vms.devices._xml import sub, to_text
+from app.vms.devices.cpu import CpuMode
+from app.vms.devices.disks import DiskBus, DiskCache, Machine
+from app.vms.devices.firmware import UefiSpec
+from app.vms.devices.graphics import EXPIRED
+from app.vms.devices.network import NetworkType, NicModel
+from app.vms.devices.sound import SoundModel
+
+__all__ = ["EXPIRED", "DevicePolicy", "DomainDefinition", "UefiSpec", "build_domain_xml"]
+
 MAC_PREFIX = "52:54:00"
 
 
@@ -25,6 +33,15 @@ def random_mac() -> str:
 
 def new_uuid() -> str:
     return str(uuidlib.uuid4())
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    """What a console client may do besides seeing and typing: all off unless allowed."""
+
+    clipboard: bool = False
+    file_transfer: bool = False
+    usb_redirections: int = 0
 
 
 @dataclass(frozen=True)
@@ -41,13 +58,26 @@ class DomainDefinition:
     disk_source: str
     spice_listen: str
     iso_path: str | None = None
+    iso2_path: str | None = None
     boot_order: tuple[str, ...] = ("hd",)
     network: str | None = None
+    network_type: NetworkType = "bridge"
     mac_address: str | None = None
     os_type: str = "linux"
+    machine: Machine = "pc"
+    # None: BIOS (SeaBIOS).
+    uefi: UefiSpec | None = None
+    # The swtpm socket of the VM's TPM 2.0, or None for no TPM.
+    tpm_socket: str | None = None
+    cpu_mode: CpuMode = "default"
+    disk_bus: DiskBus = "virtio"
+    disk_cache: DiskCache = "default"
+    nic_model: NicModel = "virtio"
+    sound: SoundModel = "none"
+    video_heads: int = 1
+    policy: DevicePolicy = DevicePolicy()
     # Random, expired at definition time; never stored anywhere.
     spice_password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
-    usb_redirections: int = 2
 
     @property
     def vcpus(self) -> int:
@@ -56,115 +86,62 @@ class DomainDefinition:
     def booting_from(self, disk_source: str) -> DomainDefinition:
         return replace(self, disk_source=disk_source)
 
-
-def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
-    element = ET.SubElement(parent, tag, attrs)
-    if text is not None:
-        element.text = text
-    return element
-
-
-def _boot_index(definition: DomainDefinition, device: str) -> str | None:
-    if device in definition.boot_order:
-        return str(definition.boot_order.index(device) + 1)
-    return None
+    def boot_index(self, device: str) -> int | None:
+        """1-based place of ``device`` ("hd", "cdrom", "cdrom2", "network") in the boot order."""
+        if device in self.boot_order:
+            return self.boot_order.index(device) + 1
+        return None
 
 
 def build_domain_xml(definition: DomainDefinition) -> str:
     d = definition
     domain = ET.Element("domain", {"type": d.domain_type})
-    _sub(domain, "name", d.name)
-    _sub(domain, "uuid", d.uuid)
-    _sub(domain, "memory", str(d.memory_mib), unit="MiB")
-    _sub(domain, "currentMemory", str(d.memory_mib), unit="MiB")
-    _sub(domain, "vcpu", str(d.vcpus), placement="static")
+    sub(domain, "name", d.name)
+    sub(domain, "uuid", d.uuid)
+    sub(domain, "memory", str(d.memory_mib), unit="MiB")
+    sub(domain, "currentMemory", str(d.memory_mib), unit="MiB")
+    sub(domain, "vcpu", str(d.vcpus), placement="static")
+    windows = d.os_type == "windows"
+    domain.append(firmware.os_element(d.machine, d.uefi))
+    smm = d.uefi is not None and d.uefi.requires_smm
+    domain.append(firmware.features(windows=windows, smm=smm))
+    domain.append(cpu.cpu(d.cpu_mode, d.vcpu_sockets, d.vcpu_cores))
+    domain.append(firmware.clock(windows=windows))
+    sub(domain, "on_poweroff", "destroy")
+    sub(domain, "on_reboot", "restart")
+    sub(domain, "on_crash", "destroy")
 
-    os_element = _sub(domain, "os")
-    _sub(os_element, "type", "hvm", arch="x86_64", machine="pc")
-    _sub(os_element, "bootmenu", enable="no")
-
-    features = _sub(domain, "features")
-    _sub(features, "acpi")
-    _sub(features, "apic")
-    if d.os_type == "windows":
-        hyperv = _sub(features, "hyperv", mode="custom")
-        _sub(hyperv, "relaxed", state="on")
-        _sub(hyperv, "vapic", state="on")
-        _sub(hyperv, "spinlocks", state="on", retries="8191")
-
-    # The default CPU model with the requested topology: host-passthrough breaks on
-    # some hosts (and live migration), so it is never used.
-    cpu = _sub(domain, "cpu")
-    _sub(cpu, "topology", sockets=str(d.vcpu_sockets), dies="1", cores=str(d.vcpu_cores), threads="1")
-
-    clock = _sub(domain, "clock", offset="localtime" if d.os_type == "windows" else "utc")
-    _sub(clock, "timer", name="rtc", tickpolicy="catchup")
-    _sub(clock, "timer", name="pit", tickpolicy="delay")
-    _sub(clock, "timer", name="hpet", present="no")
-
-    _sub(domain, "on_poweroff", "destroy")
-    _sub(domain, "on_reboot", "restart")
-    _sub(domain, "on_crash", "destroy")
-
-    devices = _sub(domain, "devices")
-    disk = _sub(devices, "disk", type="file", device="disk")
-    _sub(disk, "driver", name="qemu", type="qcow2", discard="unmap")
-    _sub(disk, "source", file=d.disk_source)
-    _sub(disk, "target", dev="vda", bus="virtio")
-    if (index := _boot_index(d, "hd")) is not None:
-        _sub(disk, "boot", order=index)
-
-    # A CD-ROM drive always exists so that an ISO can be inserted or ejected later.
-    cdrom = _sub(devices, "disk", type="file", device="cdrom")
-    _sub(cdrom, "driver", name="qemu", type="raw")
-    if d.iso_path is not None:
-        _sub(cdrom, "source", file=d.iso_path)
-    _sub(cdrom, "target", dev="hdc", bus="ide")
-    _sub(cdrom, "readonly")
-    if (index := _boot_index(d, "cdrom")) is not None:
-        _sub(cdrom, "boot", order=index)
-
-    # No NIC at all without a network: an unconnected NIC only makes iPXE spin.
+    devices = sub(domain, "devices")
+    devices.append(disks.disk(disks.DiskSpec(d.disk_source, d.disk_bus, d.disk_cache, d.boot_index("hd"))))
+    for slot, (iso, name) in enumerate(((d.iso_path, "cdrom"), (d.iso2_path, "cdrom2"))):
+        devices.append(disks.cdrom(disks.CdromSpec(slot, d.machine, iso, d.boot_index(name))))
+    if d.disk_bus == "scsi":
+        devices.append(disks.scsi_controller())
     if d.network is not None:
-        nic = _sub(devices, "interface", type="bridge")
-        _sub(nic, "mac", address=d.mac_address or random_mac())
-        _sub(nic, "source", bridge=d.network)
-        _sub(nic, "model", type="virtio")
-        if (index := _boot_index(d, "network")) is not None:
-            _sub(nic, "boot", order=index)
-
-    _sub(devices, "controller", type="usb", index="0", model="qemu-xhci", ports="15")
-    _sub(devices, "controller", type="virtio-serial", index="0")
-    _sub(devices, "input", type="tablet", bus="usb")
-
-    agent = _sub(devices, "channel", type="unix")
-    _sub(agent, "target", type="virtio", name="org.qemu.guest_agent.0")
-    vdagent = _sub(devices, "channel", type="spicevmc")
-    _sub(vdagent, "target", type="virtio", name="com.redhat.spice.0")
-
-    graphics = _sub(
-        devices,
-        "graphics",
-        type="spice",
-        autoport="yes",
-        passwd=d.spice_password,
-        passwdValidTo=EXPIRED,
-        connected="keep",
+        nic = network.NicSpec(
+            d.network, d.mac_address or random_mac(), d.network_type, d.nic_model, d.boot_index("network")
+        )
+        devices.append(network.interface(nic))
+    devices.append(usb.controller())
+    devices.append(channels.virtio_serial())
+    devices.append(usb.tablet())
+    devices.append(channels.guest_agent())
+    devices.append(channels.spice_agent())
+    policy = d.policy
+    devices.append(
+        graphics.spice(
+            graphics.SpiceSpec(d.spice_listen, d.spice_password, policy.clipboard, policy.file_transfer)
+        )
     )
-    _sub(graphics, "listen", type="address", address=d.spice_listen)
-    _sub(graphics, "image", compression="auto_glz")
-    _sub(graphics, "streaming", mode="filter")
-    _sub(graphics, "mouse", mode="client")
-
-    video = _sub(devices, "video")
-    _sub(video, "model", type="qxl", ram="65536", vram="65536", vgamem="16384", heads="1", primary="yes")
-
-    for _ in range(d.usb_redirections):
-        _sub(devices, "redirdev", bus="usb", type="spicevmc")
-    _sub(devices, "memballoon", model="none")
-
-    ET.indent(domain)
-    return ET.tostring(domain, encoding="unicode")
+    devices.append(video.qxl(d.video_heads))
+    card = sound.sound(d.sound)
+    if card is not None:
+        devices.append(card)
+    if d.tpm_socket is not None:
+        devices.append(tpm.tpm(tpm.TpmSpec(d.tpm_socket)))
+    devices.extend(usb.redirections(policy.usb_redirections))
+    sub(devices, "memballoon", model="none")
+    return to_text(domain)
 
 
 @dataclass(frozen=True)
@@ -176,6 +153,7 @@ class DomainFacts:
     vcpu_cores: int = 1
     disk_path: str = ""
     iso_path: str | None = None
+    iso2_path: str | None = None
     network: str | None = None
     mac_address: str | None = None
     boot_order: tuple[str, ...] = ("hd",)
@@ -211,16 +189,22 @@ def read_domain_facts(xml: str) -> DomainFacts:
         sockets = int(topology.get("sockets", vcpus))
         cores = int(topology.get("cores", 1)) * int(topology.get("threads", 1)) * int(topology.get("dies", 1))
     disk_path = ""
-    iso_path = None
+    iso_path = iso2_path = None
+    cdroms = 0
     boots: list[tuple[int, str]] = []
     for disk in root.findall("devices/disk"):
         source = disk.find("source")
         path = (source.get("file") or source.get("dev") or "") if source is not None else ""
         boot = disk.find("boot")
         if disk.get("device") == "cdrom":
-            iso_path = iso_path or (path or None)
+            drive = "cdrom" if cdroms == 0 else "cdrom2"
+            if cdroms == 0:
+                iso_path = path or None
+            elif cdroms == 1:
+                iso2_path = path or None
+            cdroms += 1
             if boot is not None:
-                boots.append((int(boot.get("order", 9)), "cdrom"))
+                boots.append((int(boot.get("order", 9)), drive))
         elif disk.get("device", "disk") == "disk" and not disk_path:
             disk_path = path
             if boot is not None:
@@ -249,6 +233,7 @@ def read_domain_facts(xml: str) -> DomainFacts:
         vcpu_cores=max(cores, 1),
         disk_path=disk_path,
         iso_path=iso_path,
+        iso2_path=iso2_path,
         network=network,
         mac_address=mac,
         boot_order=order,
@@ -274,12 +259,6 @@ def disk_source_of(xml: str) -> str:
     return read_domain_facts(xml).disk_path
 
 
-def cdrom_device_xml(iso_path: str | None) -> str:
-    """The CD-ROM device element for a live and persistent media change (None ejects)."""
-    cdrom = ET.Element("disk", {"type": "file", "device": "cdrom"})
-    _sub(cdrom, "driver", name="qemu", type="raw")
-    if iso_path is not None:
-        _sub(cdrom, "source", file=iso_path)
-    _sub(cdrom, "target", dev="hdc", bus="ide")
-    _sub(cdrom, "readonly")
-    return ET.tostring(cdrom, encoding="unicode")
+def cdrom_device_xml(iso_path: str | None, *, machine: Machine = "pc", slot: int = 0) -> str:
+    """A CD-ROM drive's element for a live and persistent media change (None ejects)."""
+    return to_text(disks.cdrom(disks.CdromSpec(slot, machine, iso_path)))

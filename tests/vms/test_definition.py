@@ -115,7 +115,10 @@ def test_xml_has_topology_spice_locked_by_an_expired_password_and_the_vdi_device
     assert root.find("devices/video/model").get("type") == "qxl"  # type: ignore[union-attr]
     channels = {c.find("target").get("name") for c in root.findall("devices/channel")}  # type: ignore[union-attr]
     assert channels == {"org.qemu.guest_agent.0", "com.redhat.spice.0"}
-    assert len(root.findall("devices/redirdev[@type='spicevmc']")) >= 2
+    # The device policy is off unless allowed: no USB redirection, no clipboard, no file transfer.
+    assert root.findall("devices/redirdev") == []
+    assert root.find("devices/graphics/clipboard").get("copypaste") == "no"  # type: ignore[union-attr]
+    assert root.find("devices/graphics/filetransfer").get("enable") == "no"  # type: ignore[union-attr]
     disk = root.find("devices/disk[@device='disk']")
     assert disk is not None
     assert disk.find("target").get("bus") == "virtio"  # type: ignore[union-attr]
@@ -138,7 +141,7 @@ def test_names_and_paths_with_markup_characters_cannot_inject_xml() -> None:
     root = ET.fromstring(xml)  # noqa: S314
     source = root.find("devices/disk/source")
     assert source is not None and source.get("file") == "/srv/images/a'b\"<c>&.qcow2"
-    assert len(root.findall("devices/disk")) == 2
+    assert len(root.findall("devices/disk")) == 3, "the disk and two CD-ROM drives"
 
 
 def test_libvirt_accepts_the_definition_and_keeps_the_password_secret() -> None:
