@@ -40,6 +40,7 @@ from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
 from app.views import routes as view_routes
+from app.views.api_broker import is_broker_api_path
 from app.views.errors import exception_handlers
 from app.vms.operations import OperationsRunner
 from app.vms.service import VmService
@@ -195,7 +196,9 @@ def create_app(settings: Settings) -> Starlette:
             same_site="lax",
             https_only=settings.server.https,
         ),
-        Middleware(CSRFMiddleware, exempt_paths=frozenset({"/api/v1/login"})),
+        Middleware(
+            CSRFMiddleware, exempt_paths=frozenset({"/api/v1/login"}), bearer_paths=is_broker_api_path
+        ),
     ]
     app = Starlette(
         routes=[*view_routes(), *_asset_routes(settings)],

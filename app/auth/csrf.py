@@ -2,14 +2,16 @@
 
 The token lives in the session and must come back in the ``X-CSRF-Token``
 header (fetch/XHR, and any multipart upload) or the ``csrf_token`` field of an
-urlencoded form. Requests authenticated by
-an ``Authorization: Bearer`` header carry no ambient credentials and are not
-checked; handlers behind them must authenticate by that header alone.
+urlencoded form. Requests to the broker API that carry an ``Authorization:
+Bearer`` header bring no ambient credentials and are not checked: the handlers
+there authenticate by that header alone. Anywhere else a bearer header changes
+nothing, since those handlers authenticate by the session cookie.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -22,16 +24,26 @@ FORM_BODY_LIMIT = 1024 * 1024
 
 
 class CSRFMiddleware:
-    def __init__(self, app: ASGIApp, *, exempt_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        exempt_paths: frozenset[str] = frozenset(),
+        bearer_paths: Callable[[str], bool] = lambda _path: False,
+    ) -> None:
         self.app = app
         self.exempt_paths = exempt_paths
+        # Paths whose handlers authenticate by the bearer header alone.
+        self.bearer_paths = bearer_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in SAFE_METHODS or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        if request.headers.get("authorization", "").lower().startswith("bearer "):
+        if self.bearer_paths(scope["path"]) and request.headers.get("authorization", "").lower().startswith(
+            "bearer "
+        ):
             await self.app(scope, receive, send)
             return
         expected = scope.get("session", {}).get("csrf")

@@ -29,6 +29,14 @@ from app.views.forms import client_address
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+API_PREFIX = "/api/v1/"
+ADMIN_API_PREFIX = "/api/v1/admin/"
+
+
+def is_broker_api_path(path: str) -> bool:
+    """The broker API's routes authenticate by bearer token; the admin API's by the session cookie."""
+    return path.startswith(API_PREFIX) and not path.startswith(ADMIN_API_PREFIX)
+
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status)

@@ -149,6 +149,7 @@ async def admin_open_console(request: Request) -> Response:
 
 @admin_required
 async def admin_console_vv(request: Request) -> Response:
+    """A ``.vv`` file: a POST (CSRF-checked), since it mints a ticket and sets a SPICE password."""
     if cross_site_navigation(request):
         return error_response("cross_site", "Open the console from the dashboard.", 403)
     try:
@@ -162,6 +163,6 @@ async def admin_console_vv(request: Request) -> Response:
 routes: list[BaseRoute] = [
     Route("/vms/{vm_id:int}/console", admin_console_page, methods=["GET"], name="vm_console"),
     Route("/vms/{vm_id:int}/console", admin_open_console, methods=["POST"], name="vm_console_open"),
-    Route("/vms/{vm_id:int}/console.vv", admin_console_vv, methods=["GET"], name="vm_console_vv"),
+    Route("/vms/{vm_id:int}/console.vv", admin_console_vv, methods=["POST"], name="vm_console_vv"),
     WebSocketRoute(CONSOLE_WEBSOCKET_PREFIX + "{vm_id:int}", ConsoleWebSocketEndpoint(), name="console_ws"),
 ]

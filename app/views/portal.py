@@ -182,7 +182,7 @@ async def console(request: Request) -> Response:
         vm_id=vm.id,
         vm_name=vm.name,
         open_url=f"/client/desktops/{vm.id}/console",
-        vv_url=f"/client/desktops/{vm.id}/console.vv",
+        vv_url=f"/client/desktops/{vm.id}/vv",
         back_url="/client",
         heartbeat_url=f"/client/desktops/{vm.id}/heartbeat",
         heartbeat_interval=heartbeat_interval(pool.lease_timeout_min if pool is not None else 5),
@@ -202,27 +202,18 @@ async def open_console(request: Request) -> Response:
     return grant_response(request, grant)
 
 
-async def _vv(request: Request) -> Response:
+@client_required
+async def download_vv(request: Request) -> Response:
+    """A .vv file for remote-viewer (the portal's and the console page's forms): a fresh console
+    ticket and SPICE password, so a POST (CSRF-checked), never a link another site could follow."""
+    if cross_site_navigation(request):
+        return error_response("cross_site", "Open the console from the portal.", 403)
     try:
         grant = await _grant(request)
     except ConsoleError as exc:
         return error_response(exc.code, exc.message, exc.status)
     await record_action(request, "console_vv", target=grant.vm_name)
     return vv_response(grant, title=f"{grant.vm_name} · KVM-VDI")
-
-
-@client_required
-async def download_vv(request: Request) -> Response:
-    """A .vv file for remote-viewer (the portal's form): a fresh console ticket and SPICE password."""
-    return await _vv(request)
-
-
-@client_required
-async def console_vv(request: Request) -> Response:
-    """The console page's "open in remote-viewer" link; never for a navigation from another site."""
-    if cross_site_navigation(request):
-        return error_response("cross_site", "Open the console from the portal.", 403)
-    return await _vv(request)
 
 
 @client_required
@@ -292,7 +283,6 @@ routes = [
     Route("/client/desktops/{vm_id}/vv", download_vv, methods=["POST"]),
     Route("/client/desktops/{vm_id}/console", console, methods=["GET"], name="client_console"),
     Route("/client/desktops/{vm_id}/console", open_console, methods=["POST"]),
-    Route("/client/desktops/{vm_id}/console.vv", console_vv, methods=["GET"]),
     Route("/client/desktops/{vm_id}/power", power, methods=["POST"]),
     Route("/client/desktops/{vm_id}/heartbeat", heartbeat, methods=["POST"]),
     Route("/client/leases/{lease_id}/release", release, methods=["POST"]),

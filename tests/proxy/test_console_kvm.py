@@ -16,12 +16,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from app import db as database
 from app.clock import utcnow
-from app.db.schema import hypervisors, vms
+from app.db.schema import console_tickets, hypervisors, vms
 from app.hyper import Hypervisor
 from app.hyper.sshkeys import ensure_dashboard_key
 from app.proxy.wsprotocol import DashboardWebSocketProtocol
@@ -86,7 +87,7 @@ class KvmConsole:
         return {**response.json(), "ticket": cookie["kvmvdi_console"].value, "cookie": cookie}
 
     async def vv(self, query: str = "") -> dict[str, str]:
-        response = await self.admin.get(f"/vms/{self.vm_id}/console.vv{query}")
+        response = await self.admin.post(f"/vms/{self.vm_id}/console.vv{query}")
         assert response.status_code == 200, response.text
         parser = configparser.ConfigParser(interpolation=None)
         parser.read_string(response.text)
@@ -273,6 +274,23 @@ async def test_opening_a_console_needs_the_csrf_header(desktop: KvmConsole) -> N
     assert "set-cookie" not in response.headers
 
 
+async def test_a_get_never_mints_a_vv_file(desktop: KvmConsole) -> None:
+    """A .vv issues a ticket and sets a SPICE password: only a CSRF-checked POST may do that."""
+    db = desktop.dashboard.services.db
+
+    async def issued() -> int:
+        return int(await db.fetch_val(sa.select(sa.func.count()).select_from(console_tickets)))
+
+    before = await issued()
+    response = await desktop.admin.get(f"/vms/{desktop.vm_id}/console.vv")
+    assert response.status_code == 405
+    without_token = await desktop.admin.http.post(f"/vms/{desktop.vm_id}/console.vv")
+    assert without_token.status_code == 403
+    assert await issued() == before, "no ticket was issued"
+    assert (await desktop.vv())["type"] == "spice", "the POST works"
+    assert await issued() == before + 1
+
+
 # --- the HTML5 console in Chromium ----------------------------------------------------------------
 
 
@@ -402,7 +420,7 @@ async def test_the_html5_console_reconnects_by_itself_after_the_connection_drops
 async def test_remote_viewer_opens_the_vv_file_through_the_gateway(
     desktop: KvmConsole, xvfb: Xvfb, run_dir: RunDir, tmp_path: Path
 ) -> None:
-    response = await desktop.admin.get(f"/vms/{desktop.vm_id}/console.vv?fullscreen=1")
+    response = await desktop.admin.post(f"/vms/{desktop.vm_id}/console.vv?fullscreen=1")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/x-virt-viewer"
     assert response.headers["cache-control"] == "no-store"

@@ -17,6 +17,13 @@
     }
   });
 
+  // Forms with data-confirm ask before they are sent (no inline handlers: the CSP forbids them).
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.dataset.confirm) return;
+    if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+  });
+
   function selectText(element) {
     var range = document.createRange();
     range.selectNodeContents(element);

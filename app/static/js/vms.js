@@ -262,6 +262,23 @@
     });
   }
 
+  // A .vv file mints a console ticket and sets a SPICE password: a POST with the CSRF token,
+  // submitted as a form so that the browser saves the answer (an attachment) as a file.
+  function downloadVv(id) {
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = `/vms/${id}/console.vv`;
+    form.hidden = true;
+    const token = document.createElement("input");
+    token.type = "hidden";
+    token.name = "csrf_token";
+    token.value = csrf;
+    form.append(token);
+    document.body.append(form);
+    form.submit();
+    form.remove();
+  }
+
   async function act(button) {
     const row = button.closest("tr.vm-row");
     const id = row.dataset.vmId;
@@ -271,6 +288,7 @@
     if (action === "classify") return openClassify(row);
     if (action === "media") return openMedia(row);
     if (action === "populate") return openPopulate(row, button);
+    if (action === "vv") return downloadVv(id);
     if (button.dataset.confirm && !(await confirmModal(button.dataset.confirm, button.textContent.trim().replace(/…$/, "")))) return;
     try {
       if (action === "power") {
