@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from app.auth.accounts import create_local_user
 from app.proxy.wsprotocol import DashboardWebSocketProtocol
 from app.services import Services
 from app.settings import Settings
+from tests.services.ports import allocate_port, release_port
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "admin-test-password-1"
@@ -32,10 +32,12 @@ _CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port no other test run on this machine can take (see tests/services/ports.py).
+
+    Binding port 0 instead hands out an ephemeral port, which any outgoing connection of a
+    concurrent run may take before the dashboard binds it.
+    """
+    return allocate_port()
 
 
 def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
@@ -125,6 +127,8 @@ class RunningDashboard:
             await client.aclose()
         self.server.should_exit = True
         await asyncio.wait_for(self.task, timeout=30)
+        release_port(self.settings.server.port)
+        release_port(self.settings.gateway.port)
 
 
 async def start_dashboard(
@@ -158,7 +162,11 @@ async def start_dashboard(
             break
         await asyncio.sleep(0.05)
     if task.done():
-        task.result()
+        try:
+            task.result()
+        except SystemExit as exc:
+            # uvicorn exits when the lifespan fails; a plain error keeps pytest's loop intact.
+            raise RuntimeError(f"the dashboard failed to start (uvicorn exit status {exc.code})") from None
     assert server.started, "the dashboard did not start within 30 s"
     scheme = "https" if settings.server.ssl_certfile else "http"
     return RunningDashboard(

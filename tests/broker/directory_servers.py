@@ -31,6 +31,7 @@ from ldap3.protocol.rfc4511 import LDAPMessage
 from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.codec.ber import encoder as ber_encoder
 
+from tests.services.ports import allocate_port
 from tests.services.tls import issue_certificates
 
 SUFFIX = "dc=example,dc=org"
@@ -80,10 +81,8 @@ def sid_bytes(*sub_authorities: int) -> bytes:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    # Claimed for the rest of the run: an ephemeral port could be taken by a concurrent run.
+    return allocate_port()
 
 
 @dataclass
