@@ -44,7 +44,7 @@ hypervisors = sa.Table(
     sa.Column("ssh_user", sa.String(64), nullable=False, server_default="vdi"),
     # Verbatim libvirt URI for "local"/"test" transports (e.g. test:///default).
     sa.Column("libvirt_uri", sa.String(512), nullable=True),
-    # Address SPICE clients (and the gateway) use; empty = the SPICE listen address.
+    # Console network address: SPICE listens there and the gateway connects there (empty = address).
     sa.Column("spice_address", sa.String(255), nullable=False, server_default=""),
     sa.Column("images_dir", sa.String(512), nullable=False, server_default="/var/lib/kvm-vdi/images"),
     sa.Column("volatile_dir", sa.String(512), nullable=False, server_default="/var/lib/kvm-vdi/volatile"),
@@ -196,14 +196,26 @@ console_tickets = sa.Table(
     ),
     sa.Column("vm_id", sa.Integer, sa.ForeignKey("vms.id", ondelete="CASCADE"), nullable=False, index=True),
     sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("port", sa.Integer, nullable=False),
-    # The display's TLS port when the hypervisor serves SPICE over TLS: also allowed through the gateway.
+    # The display's plain port (none when the hypervisor serves SPICE over TLS only) and TLS port.
+    sa.Column("port", sa.Integer, nullable=True),
     sa.Column("tls_port", sa.Integer, nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
     # New connections are accepted until then; open ones continue.
     sa.Column("expires_at", sa.DateTime, nullable=False),
     sa.Column("revoked_at", sa.DateTime, nullable=True),
     sa.Column("revoke_reason", sa.String(64), nullable=False, server_default=""),
+)
+
+# The SPICE password epoch of each VM with a console open: consoles valid at the same time share one
+# password (derived from ``nonce`` and the dashboard's secret, never stored); revocation starts a new one.
+console_epochs = sa.Table(
+    "console_epochs",
+    metadata,
+    sa.Column("vm_id", sa.Integer, sa.ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("nonce", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    # The password is accepted for new SPICE channels until then.
+    sa.Column("valid_until", sa.DateTime, nullable=False),
 )
 
 api_tokens = sa.Table(

@@ -1,4 +1,4 @@
-"""A running domain's SPICE display: where it listens, and its one-time password.
+"""A running domain's SPICE display: where the proxy reaches it, and its password.
 
 The XML parsed here is produced by libvirt itself, not by users.
 """
@@ -15,13 +15,14 @@ from app.hyper.connection import translate
 from app.hyper.domains import lookup
 from app.hyper.errors import HypervisorError, InvalidDomainState
 
-# Addresses that mean "all interfaces": clients must use the hypervisor's address instead.
-_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 -- compared, never bound
-
 
 class SpiceEndpoint(NamedTuple):
+    """Where the dashboard's proxy reaches a display: the hypervisor's console address and the
+    display's TLS port and/or plain port (``None`` when it has none or plain SPICE is not allowed)."""
+
     host: str
-    port: int
+    port: int | None
+    tls_port: int | None = None
 
 
 def _spice_element(xml: str) -> ET.Element | None:
@@ -29,22 +30,21 @@ def _spice_element(xml: str) -> ET.Element | None:
     return root.find("./devices/graphics[@type='spice']")
 
 
-def _listen_address(graphics: ET.Element) -> str:
-    listen = graphics.get("listen")
-    if listen:
-        return listen
-    child = graphics.find("./listen[@type='address']")
-    return child.get("address", "") if child is not None else ""
+def _port(graphics: ET.Element, attribute: str) -> int | None:
+    try:
+        value = int(graphics.get(attribute, "-1"))
+    except ValueError:
+        return None
+    return value if 0 < value < 65536 else None
 
 
-def spice_endpoint(
-    conn: libvirt.virConnect, name: str, spice_address: str, fallback_host: str
-) -> SpiceEndpoint:
-    """The host and port a SPICE client (or the dashboard's proxy) connects to.
+def spice_endpoint(conn: libvirt.virConnect, name: str, host: str, allow_plain: bool) -> SpiceEndpoint:
+    """The SPICE display of running domain ``name`` as reached at ``host``.
 
-    ``spice_address`` (the hypervisor's configured SPICE address) wins; otherwise
-    the display's listen address, or ``fallback_host`` when it listens on all
-    interfaces.
+    ``host`` is the hypervisor's console address from its record: never the
+    display's ``listen`` address, which a domain defined or adopted from elsewhere
+    could point anywhere (127.0.0.1 would be the dashboard's own loopback). The
+    plain port counts only when ``allow_plain``.
     """
     domain = lookup(conn, name)
     if not domain.isActive():
@@ -52,12 +52,16 @@ def spice_endpoint(
     graphics = _spice_element(domain.XMLDesc(0))
     if graphics is None:
         raise HypervisorError(f"domain {name!r} has no SPICE display")
-    port = int(graphics.get("port", "-1"))
-    if port <= 0:
-        raise HypervisorError(f"domain {name!r} has a SPICE display without a plain-text port")
-    listen = _listen_address(graphics)
-    host = spice_address or (fallback_host if listen in _WILDCARDS else listen)
-    return SpiceEndpoint(host, port)
+    tls_port = _port(graphics, "tlsPort")
+    port = _port(graphics, "port") if allow_plain else None
+    if port is None and tls_port is None:
+        if _port(graphics, "port") is not None:
+            raise HypervisorError(
+                f"the SPICE display of {name!r} has no TLS port, and plain SPICE is not allowed on this "
+                "hypervisor: restart the desktop from the dashboard, or allow plain SPICE"
+            )
+        raise HypervisorError(f"domain {name!r} has a SPICE display without a port")
+    return SpiceEndpoint(host, port, tls_port)
 
 
 def password_validity(valid_until: datetime) -> str:
@@ -67,11 +71,14 @@ def password_validity(valid_until: datetime) -> str:
     return valid_until.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def set_spice_password(conn: libvirt.virConnect, name: str, password: str, valid_until: datetime) -> None:
+def set_spice_password(
+    conn: libvirt.virConnect, name: str, password: str, valid_until: datetime, disconnect: bool = False
+) -> None:
     """Give the running display a new password, valid until ``valid_until`` (UTC).
 
     Only the live domain changes (the password never reaches the persistent
-    definition on disk); clients already connected stay connected.
+    definition on disk). Clients already connected stay connected, unless
+    ``disconnect``: then SPICE cuts every client off (revocation).
     """
     domain = lookup(conn, name)
     if not domain.isActive():
@@ -82,7 +89,7 @@ def set_spice_password(conn: libvirt.virConnect, name: str, password: str, valid
     # Keep every other attribute and child (ports, listen, channels) as they are.
     graphics.set("passwd", password)
     graphics.set("passwdValidTo", password_validity(valid_until))
-    graphics.set("connected", "keep")
+    graphics.set("connected", "disconnect" if disconnect else "keep")
     device = ET.tostring(graphics, encoding="unicode")
     try:
         domain.updateDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_LIVE)

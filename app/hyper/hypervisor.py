@@ -208,8 +208,10 @@ class Hypervisor:
         return await self._libvirt(screenshot.screenshot_png, name, max_width)
 
     async def spice_endpoint(self, name: str) -> SpiceEndpoint:
-        fallback = self.record.address if self.record.is_ssh else "127.0.0.1"
-        return await self._libvirt(graphics.spice_endpoint, name, self.record.spice_address, fallback)
+        """The display as the dashboard reaches it: always at this hypervisor's console address."""
+        return await self._libvirt(graphics.spice_endpoint, name, self.record.console_address, True)
 
-    async def set_spice_password(self, name: str, password: str, valid_until: datetime) -> None:
-        await self._libvirt(graphics.set_spice_password, name, password, valid_until)
+    async def set_spice_password(
+        self, name: str, password: str, valid_until: datetime, *, disconnect: bool = False
+    ) -> None:
+        await self._libvirt(graphics.set_spice_password, name, password, valid_until, disconnect)

@@ -54,6 +54,16 @@ class HypervisorRecord:
         return f"{self.name} (#{self.id})"
 
     @property
+    def console_address(self) -> str:
+        """Where SPICE listens and the dashboard connects: the console network address, else the
+        hypervisor's address (loopback for a local hypervisor)."""
+        if self.spice_address:
+            return self.spice_address
+        if self.is_ssh and self.address:
+            return self.address
+        return "127.0.0.1"
+
+    @property
     def dirs(self) -> tuple[str, str, str]:
         """The directories commands may touch (images, volatile, ISO)."""
         return (self.images_dir, self.volatile_dir, self.iso_dir)

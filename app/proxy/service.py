@@ -1,20 +1,26 @@
-"""``ConsoleService``: open a console (fresh SPICE password + console ticket), revoke consoles.
+"""``ConsoleService``: open a console (SPICE password of the VM's epoch + console ticket), revoke consoles.
 
 Opening a console of a running VM:
 
-1. asks the VM's hypervisor for the SPICE endpoint the proxy connects to;
-2. sets a fresh random SPICE password on the running domain, valid for
-   ``console.spice_password_validity`` seconds (new connections only: SPICE
-   checks it at link time). It goes to this one console and is never stored
-   or logged;
+1. asks the VM's hypervisor for the SPICE endpoint the proxy connects to (at
+   the hypervisor's console address from its record, never a domain's listen address);
+2. takes the VM's password epoch (:mod:`app.proxy.epochs`): the password every
+   console of this VM valid now shares, extended to at least
+   ``console.spice_password_validity`` seconds, and sets it on the running
+   domain (new channels only: SPICE checks it at link time). It is never
+   stored or logged;
 3. issues a console ticket bound to the user, the VM and that endpoint.
 
-Revoking (VM stopped, reassigned, session ended by an admin) marks the tickets
-revoked and closes their open connections at once.
+Revoking (VM stopped, reassigned, user disabled, session ended by an admin)
+marks the tickets revoked, closes their open connections at once, ends the
+VM's epoch and gives the display a new unknown password with
+``connected='disconnect'``, so a client that connected to the display
+directly with a handed-out password is cut off too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -22,15 +28,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from databases import Database
 
 from app.audit import AuditLog
-from app.clock import utcnow
-from app.db.schema import users, vms
+from app.db.schema import console_epochs, console_tickets, users, vms
 from app.hyper import DomainEvent, HypervisorRegistry
 from app.hyper.errors import DomainNotFound, HypervisorError, InvalidDomainState
 from app.hyper.graphics import SpiceEndpoint
 from app.proxy import sessions as reasons
+from app.proxy.epochs import ConsoleEpochs
 from app.proxy.paths import console_websocket_path
 from app.proxy.pump import ReadBuffer
 from app.proxy.sessions import CloseReason, ConsoleSessions
@@ -45,6 +52,10 @@ DISPLAY_STATES = frozenset({"running", "paused"})
 STOPPED_STATES = frozenset({"shutoff", "crashed", "pmsuspended", "undefined"})
 # 32 characters: well inside SPICE's 60-byte ticket limit and its RSA-1024 OAEP block.
 SPICE_PASSWORD_BYTES = 24
+# A revoked display's password: set, already expired, never told to anyone.
+EXPIRED = datetime(2000, 1, 1)
+# The password outlives the ticket by this much at least (clocks of hypervisors drift a little).
+PASSWORD_MARGIN = 30
 
 
 class ConsoleError(Exception):
@@ -66,7 +77,8 @@ class ConsoleGrant:
     user_id: int
     ticket_id: int
     host: str
-    port: int
+    # The display's plain port; None when it serves SPICE over TLS only.
+    port: int | None
     proxy_url: str = field(repr=False)
     ticket: str = field(repr=False)
     password: str = field(repr=False)
@@ -79,6 +91,10 @@ class ConsoleGrant:
     ca: str | None = None
 
 
+# A ticket issued since its VM's epoch started came with the epoch's password.
+_IN_CURRENT_EPOCH = console_tickets.c.created_at >= console_epochs.c.started_at
+
+
 def spice_password() -> str:
     return secrets.token_urlsafe(SPICE_PASSWORD_BYTES)
 
@@ -89,10 +105,9 @@ def close_reason_for(reason: str) -> CloseReason:
     return CloseReason(reason[:64] or reasons.REVOKED.code, reasons.REVOKED.ws_code, reasons.REVOKED.message)
 
 
-def _endpoint_parts(endpoint: SpiceEndpoint) -> tuple[str, int, int | None]:
-    """(host, port, tls_port) of a display; the TLS port only once the hypervisor layer reports one."""
-    tls_port = getattr(endpoint, "tls_port", None)
-    return str(endpoint.host), int(endpoint.port), (int(tls_port) if tls_port else None)
+def _endpoint_text(endpoint: SpiceEndpoint) -> str:
+    ports = [str(p) for p in (endpoint.port, endpoint.tls_port) if p is not None]
+    return f"{_url_host(endpoint.host)}:{'/'.join(ports)}"
 
 
 def _url_host(host: str) -> str:
@@ -108,6 +123,10 @@ class ConsoleService:
         self._settings = settings
         self.audit = audit
         self.tickets = TicketStore(db, ttl=settings.console.ticket_ttl)
+        self.epochs = ConsoleEpochs(db, secret=settings.session_secret())
+        # One open or revocation at a time per VM in this process, so that an open never
+        # re-enables the password of an epoch a revocation has just ended.
+        self._vm_locks: dict[int, asyncio.Lock] = {}
         self.sessions = ConsoleSessions(audit=audit, settings=settings.console)
         self.read_buffer = ReadBuffer(settings.console.read_size)
         # Set by the lifespan once the CONNECT gateway listens (its real port goes into proxy URLs).
@@ -154,11 +173,16 @@ class ConsoleService:
             ) from exc
         if state not in DISPLAY_STATES:
             raise ConsoleError("vm_not_running", f"{vm.name} is {state}: start it to open its console.", 409)
-        password = spice_password()
-        valid_until = utcnow() + timedelta(seconds=self._settings.console.spice_password_validity)
+        console = self._settings.console
+        seconds = max(console.spice_password_validity, console.ticket_ttl + PASSWORD_MARGIN)
+        validity = timedelta(seconds=seconds)
         try:
-            host, port, tls_port = _endpoint_parts(await hv.spice_endpoint(vm.name))
-            await hv.set_spice_password(vm.name, password, valid_until)
+            async with self._vm_lock(vm_id):
+                endpoint = await hv.spice_endpoint(vm.name)
+                epoch = await self.epochs.extend(vm_id, validity)
+                # Set even when the epoch goes on: the same password stays, its validity grows
+                # (and a display restarted behind the dashboard's back gets it again).
+                await hv.set_spice_password(vm.name, epoch.password, epoch.valid_until)
         except (InvalidDomainState, DomainNotFound) as exc:
             # It stopped between the state check and now.
             raise ConsoleError(
@@ -168,6 +192,7 @@ class ConsoleService:
             raise ConsoleError(
                 "display_unavailable", f"The display of {vm.name} is not available: {exc}", 502
             ) from exc
+        host, port, tls_port = endpoint.host, endpoint.port, endpoint.tls_port
         issued = await self.tickets.issue(
             user_id=user_id, vm_id=vm_id, host=host, port=port, tls_port=tls_port
         )
@@ -178,7 +203,8 @@ class ConsoleService:
             client_address=client_address,
             vm_id=vm_id,
             ticket_id=issued.record.id,
-            endpoint=f"{_url_host(host)}:{port}",
+            endpoint=_endpoint_text(endpoint),
+            new_password=epoch.new,
         )
         return ConsoleGrant(
             vm_id=vm_id,
@@ -190,9 +216,9 @@ class ConsoleService:
             tls_port=tls_port,
             proxy_url=self.proxy_url(issued.secret, gateway_host),
             ticket=issued.secret,
-            password=password,
+            password=epoch.password,
             expires_at=issued.record.expires_at,
-            password_valid_until=valid_until,
+            password_valid_until=epoch.valid_until,
             websocket_path=console_websocket_path(vm_id),
         )
 
@@ -205,17 +231,23 @@ class ConsoleService:
     # -- revoking -------------------------------------------------------------------------
 
     async def revoke_for_vm(self, vm_id: int, reason: str) -> int:
-        """Revoke every console ticket of VM ``vm_id`` and close its open consoles; returns how many."""
+        """Revoke every console ticket of VM ``vm_id``, close its open consoles and change its
+        SPICE password (cutting off direct clients too); returns how many sessions closed."""
         await self.tickets.revoke_for_vm(vm_id, reason)
         closed = self.sessions.close_vm(vm_id, close_reason_for(reason))
+        await self._new_epoch(vm_id, running=reason != reasons.VM_STOPPED.code)
         if closed:
             await self.audit.record("console.revoke", target=f"vm:{vm_id}", reason=reason, sessions=closed)
         return closed
 
     async def revoke_for_user(self, user_id: int, reason: str) -> int:
-        """Revoke every console ticket of user ``user_id`` and close their open consoles."""
+        """Revoke every console ticket of user ``user_id``, close their open consoles and change the
+        SPICE password of every VM whose current password they were given."""
+        known = await self._vms_whose_password_user_knows(user_id)
         await self.tickets.revoke_for_user(user_id, reason)
         closed = self.sessions.close_user(user_id, close_reason_for(reason))
+        for vm_id in known:
+            await self._new_epoch(vm_id)
         if closed:
             await self.audit.record(
                 "console.revoke", target=f"user:{user_id}", reason=reason, sessions=closed
@@ -223,14 +255,59 @@ class ConsoleService:
         return closed
 
     async def revoke_ticket(self, ticket_id: int, reason: str) -> int:
-        """Revoke one console ticket and close the console session opened with it."""
+        """Revoke one console ticket, close the console session opened with it and change the
+        password it came with (every console of that VM is cut)."""
+        vm_id = await self._db.fetch_val(
+            sa.select(console_tickets.c.vm_id)
+            .select_from(
+                console_tickets.join(console_epochs, console_epochs.c.vm_id == console_tickets.c.vm_id)
+            )
+            .where(console_tickets.c.id == ticket_id, _IN_CURRENT_EPOCH)
+        )
         await self.tickets.revoke(ticket_id, reason)
         closed = self.sessions.close_ticket(ticket_id, close_reason_for(reason))
+        if vm_id is not None:
+            await self._new_epoch(int(vm_id))
         if closed:
             await self.audit.record(
                 "console.revoke", target=f"ticket:{ticket_id}", reason=reason, sessions=closed
             )
         return closed
+
+    async def _vms_whose_password_user_knows(self, user_id: int) -> list[int]:
+        """VMs with a current epoch for which the user was issued a ticket (and so its password)."""
+        rows = await self._db.fetch_all(
+            sa.select(console_tickets.c.vm_id)
+            .distinct()
+            .select_from(
+                console_tickets.join(console_epochs, console_epochs.c.vm_id == console_tickets.c.vm_id)
+            )
+            .where(console_tickets.c.user_id == user_id, _IN_CURRENT_EPOCH)
+        )
+        return [int(row._mapping["vm_id"]) for row in rows]
+
+    async def _new_epoch(self, vm_id: int, *, running: bool = True) -> None:
+        """End the VM's password epoch; on a running display, an unknown password and every client cut."""
+        async with self._vm_lock(vm_id):
+            await self.epochs.end(vm_id)
+            if not running:
+                return
+            vm: Any = await self._db.fetch_one(vms.select().where(vms.c.id == vm_id))
+            if vm is None:
+                return
+            try:
+                hv = self._registry.get(vm.hypervisor_id)
+                await hv.set_spice_password(vm.name, spice_password(), EXPIRED, disconnect=True)
+            except (InvalidDomainState, DomainNotFound):
+                return  # not running: nobody can connect, and its next start has an expired password
+            except HypervisorError as exc:
+                log.warning("could not change the SPICE password of %s after a revocation: %s", vm.name, exc)
+
+    def _vm_lock(self, vm_id: int) -> asyncio.Lock:
+        lock = self._vm_locks.get(vm_id)
+        if lock is None:
+            lock = self._vm_locks[vm_id] = asyncio.Lock()
+        return lock
 
     async def _domain_changed(self, event: DomainEvent) -> None:
         if event.state not in STOPPED_STATES:

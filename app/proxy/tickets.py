@@ -45,7 +45,8 @@ class ConsoleTicket:
     vm_id: int
     vm_name: str
     host: str
-    port: int
+    # The display's plain port (None: TLS only) and TLS port (None: plain only).
+    port: int | None
     tls_port: int | None
     expires_at: datetime
 
@@ -53,7 +54,7 @@ class ConsoleTicket:
         """Whether this ticket may reach ``host:port`` (its display's plain or TLS port, nothing else)."""
         if _host_key(host) != _host_key(self.host):
             return False
-        return port == self.port or (self.tls_port is not None and port == self.tls_port)
+        return port in (self.port, self.tls_port)
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,10 @@ class TicketStore:
         self.ttl = max(1, min(int(ttl), MAX_TICKET_TTL))
 
     async def issue(
-        self, *, user_id: int, vm_id: int, host: str, port: int, tls_port: int | None = None
+        self, *, user_id: int, vm_id: int, host: str, port: int | None, tls_port: int | None = None
     ) -> IssuedTicket:
+        if port is None and tls_port is None:
+            raise ValueError("a console ticket needs the display's plain or TLS port")
         secret = secrets.token_urlsafe(32)
         now = utcnow()
         expires_at = now + timedelta(seconds=self.ttl)
@@ -167,7 +170,7 @@ class TicketStore:
             vm_id=int(row.vm_id),
             vm_name=str(row.vm_name),
             host=str(row.host),
-            port=int(row.port),
+            port=None if row.port is None else int(row.port),
             tls_port=None if row.tls_port is None else int(row.tls_port),
             expires_at=row.expires_at,
         )

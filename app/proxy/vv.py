@@ -56,11 +56,9 @@ def build_vv(
     through_gateway: bool = True,
 ) -> str:
     """The ``[virt-viewer]`` file for ``grant``; through the CONNECT gateway unless told otherwise."""
-    fields: list[tuple[str, object]] = [
-        ("type", "spice"),
-        ("host", grant.host),
-        ("port", grant.port),
-    ]
+    fields: list[tuple[str, object]] = [("type", "spice"), ("host", grant.host)]
+    if grant.port is not None:
+        fields.append(("port", grant.port))
     if grant.tls_port is not None:
         fields.append(("tls-port", grant.tls_port))
         if grant.host_subject:

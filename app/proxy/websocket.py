@@ -295,6 +295,8 @@ class ConsoleWebSocketEndpoint:
             return
         console = settings.console
         try:
+            if ticket.port is None:
+                raise OSError("the display has no plain port")
             upstream = await connect(
                 ticket.host,
                 ticket.port,

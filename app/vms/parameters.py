@@ -224,10 +224,8 @@ def volatile_overlay_path(volatile_dir: str, name: str) -> str:
 
 
 def spice_listen_of(record: HypervisorRecord) -> str:
-    """Where a VM's SPICE display listens: the hypervisor's own address over SSH, loopback locally."""
-    if record.is_ssh and record.address:
-        return record.address
-    return "127.0.0.1"
+    """Where a VM's SPICE display listens: the hypervisor's console network address."""
+    return record.console_address
 
 
 def check_placement(
