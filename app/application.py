@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from databases import Database
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -33,8 +34,10 @@ from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
 from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
 from app.logging_setup import RequestIdMiddleware
+from app.metrics import Exporter, LoopLagMonitor, Metrics, MetricsListener
 from app.proxy.gateway import ConnectGateway
 from app.proxy.service import ConsoleService
+from app.proxy.sessions import ConsoleSessions
 from app.proxy.vv import build_vv
 from app.services import Services
 from app.settings import Settings
@@ -86,7 +89,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if settings.demo:
             await ensure_demo_hypervisor(db, settings.data_dir)
 
-        audit = AuditLog(db)
+        metrics = Metrics()
+        audit = AuditLog(db, listeners=[metrics.audited])
         ssh_dir = settings.data_dir / "ssh"
         ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
         known_hosts = KnownHostsFile(ssh_dir)
@@ -102,7 +106,13 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hypervisors.start()
         stack.push_async_callback(hypervisors.stop)
 
-        consoles = ConsoleService(db=db, registry=hypervisors, settings=settings, audit=audit)
+        consoles = ConsoleService(
+            db=db,
+            registry=hypervisors,
+            settings=settings,
+            audit=audit,
+            session_listeners=[metrics.console_session_ended],
+        )
         await consoles.start()
         stack.push_async_callback(consoles.stop)
         gateway = ConnectGateway.for_consoles(consoles, settings) if settings.gateway.enabled else None
@@ -119,6 +129,10 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             consoles=consoles,
             build_vv=build_vv,
             reaper_interval=settings.broker.reaper_interval,
+            request_listeners=[metrics.desktop_requested],
+        )
+        exporter = await start_metrics(
+            metrics, settings, stack, db=db, hypervisors=hypervisors, sessions=consoles.sessions, hub=hub
         )
 
         services = Services(
@@ -137,6 +151,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             gateway=gateway,
             directory=DirectoryLogin(settings.directory),
             broker=broker,
+            metrics=exporter,
         )
         app.state.services = services
         await start_vm_service(services, stack)
@@ -150,7 +165,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 async def start_vm_service(services: Services, stack: AsyncExitStack) -> None:
     """The operations runner and the VM workflows, on top of the hypervisor registry."""
-    operations = OperationsRunner(services.db, services.hub)
+    operations = OperationsRunner(
+        services.db, services.hub, listeners=[services.metrics.metrics.operation_finished]
+    )
     services.operations = operations
     vms = VmService(
         db=services.db,
@@ -163,6 +180,30 @@ async def start_vm_service(services: Services, stack: AsyncExitStack) -> None:
     await vms.start()
     stack.push_async_callback(vms.stop)
     services.vms = vms
+
+
+async def start_metrics(
+    metrics: Metrics,
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    db: Database,
+    hypervisors: HypervisorRegistry,
+    sessions: ConsoleSessions,
+    hub: LiveHub,
+) -> Exporter:
+    """The /metrics exposition, its own listener when configured, and the event-loop lag sampler."""
+    exporter = Exporter(
+        metrics=metrics, settings=settings.metrics, db=db, hypervisors=hypervisors, sessions=sessions, hub=hub
+    )
+    lag = LoopLagMonitor(metrics.loop_lagged, interval=settings.metrics.loop_lag_interval)
+    await lag.start()
+    stack.push_async_callback(lag.stop)
+    if settings.metrics.port:
+        listener = MetricsListener(exporter, settings.metrics.host, settings.metrics.port)
+        await listener.start()
+        stack.push_async_callback(listener.stop)
+    return exporter
 
 
 def announce_first_admin(settings: Settings, username: str, password: str) -> None:

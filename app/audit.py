@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +13,7 @@ from databases import Database
 
 from app.clock import utcnow
 from app.db.schema import audit_log
+from app.observers import Observers
 
 log = logging.getLogger("kvmvdi.audit")
 
@@ -22,9 +25,25 @@ def _scrub(details: dict[str, Any]) -> dict[str, Any]:
     return {k: ("[redacted]" if k.lower() in _SECRET_KEYS else v) for k, v in details.items()}
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """One recorded action, as listeners see it (details already scrubbed)."""
+
+    action: str
+    actor: str
+    target: str
+    client_address: str
+    details: dict[str, Any]
+
+
+# Called after each record is written; must not block (count, enqueue, nothing more).
+AuditListener = Callable[[AuditEntry], None]
+
+
 class AuditLog:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, listeners: Sequence[AuditListener] = ()) -> None:
         self._db = db
+        self._listeners = Observers("audit", listeners)
 
     async def record(
         self,
@@ -48,6 +67,8 @@ class AuditLog:
             )
         )
         log.info("%s actor=%s target=%s from=%s %s", action, actor, target, client_address, clean)
+        if self._listeners:
+            self._listeners(AuditEntry(action, actor, target, client_address, clean))
 
     async def recent(
         self, *, limit: int = 100, action: str | None = None, since: datetime | None = None

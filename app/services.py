@@ -18,6 +18,7 @@ from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
+from app.metrics.exporter import Exporter
 from app.proxy.gateway import ConnectGateway
 from app.proxy.service import ConsoleService
 from app.settings import Settings
@@ -45,6 +46,8 @@ class Services:
     gateway: ConnectGateway | None
     directory: DirectoryLogin
     broker: Broker
+    # Prometheus metrics: the event counters (exporter.metrics) and the /metrics exposition.
+    metrics: Exporter
     # Long operations (copy disk, populate ...) and the VM workflows; None until started.
     operations: OperationsRunner | None = None
     vms: VmService | None = None

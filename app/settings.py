@@ -145,6 +145,18 @@ class BrokerSettings(Section):
     reaper_interval: Annotated[float, Field(gt=0)] = 5.0
 
 
+class MetricsSettings(Section):
+    """Prometheus ``/metrics``."""
+
+    # Served on the dashboard's port only with this bearer token (Authorization: Bearer <token>).
+    token: SecretStr | None = None
+    # A listener of its own for /metrics alone (e.g. a management address); port 0: none.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+    # Seconds between event-loop lag samples.
+    loop_lag_interval: Annotated[float, Field(gt=0)] = 0.5
+
+
 class HypervisorSettings(Section):
     """How the dashboard talks to and watches hypervisors (seconds unless named otherwise)."""
 
@@ -196,6 +208,7 @@ class Settings(BaseSettings):
     vms: VmSettings = Field(default_factory=VmSettings)
     hypervisors: HypervisorSettings = Field(default_factory=HypervisorSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -234,6 +247,8 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
     )
     if settings.directory.bind_password is not None:
         data["directory"]["bind_password"] = hidden
+    if settings.metrics.token is not None:
+        data["metrics"]["token"] = hidden
     return data
 
 

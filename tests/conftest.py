@@ -25,6 +25,7 @@ from tests.services.browser import BrowserFactory
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.mariadb import MariaDB
+from tests.services.prometheus import Prometheus
 from tests.services.rundir import RunDir, reap_stale_runs
 from tests.services.samba_ad import SambaAD
 from tests.services.slapd import Slapd
@@ -147,6 +148,12 @@ def slapd(run_dir: RunDir) -> Iterator[Slapd]:
 def samba_ad(run_dir: RunDir) -> Iterator[SambaAD]:
     """A real Samba AD DC (corp.example.com) on port 389 of its own network namespace."""
     yield from _running(SambaAD(run_dir))
+
+
+@pytest.fixture(scope="session")
+def prometheus(run_dir: RunDir) -> Iterator[Prometheus]:
+    """A real Prometheus scraping each second what ``prometheus.scrape(host:port)`` names, with ``.token``."""
+    yield from _running(Prometheus(run_dir))
 
 
 @pytest.fixture(scope="session")

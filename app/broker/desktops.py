@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ from app.broker.upkeep import LeaseUpkeep
 from app.db.schema import leases, vms
 from app.hyper import HypervisorRegistry
 from app.live.hub import LiveHub
+from app.observers import Observers
 from app.proxy.service import ConsoleError, ConsoleGrant, ConsoleService
 from app.proxy.vv import build_vv
 
@@ -66,6 +68,22 @@ class DesktopAnswer:
         return {"vm_id": self.vm.id, "name": self.vm.name, "state": state}
 
 
+@dataclass(frozen=True)
+class DesktopRequest:
+    """One answered desktop request, as listeners (metrics, alerts) see it."""
+
+    pool_id: int
+    pool_name: str
+    status: Status
+    # no_free_desktop, maintenance, all_hypervisors_down, desktop_limit, not_allowed, desktop_failed ...
+    refusal: str | None
+    seconds: float
+
+
+# Called after each answered request; must not block (count, enqueue, nothing more).
+RequestListener = Callable[[DesktopRequest], None]
+
+
 class Broker:
     def __init__(
         self,
@@ -77,8 +95,10 @@ class Broker:
         consoles: ConsoleService,
         build_vv: Callable[..., str] = build_vv,
         reaper_interval: float = 5.0,
+        request_listeners: Sequence[RequestListener] = (),
     ) -> None:
         self.db = db
+        self._request_listeners = Observers("desktop request", request_listeners)
         self.hub = hub
         self.audit = audit
         self.registry = registry
@@ -145,6 +165,41 @@ class Broker:
         gateway_host: str | None = None,
     ) -> DesktopAnswer | None:
         """Give the user a desktop of the pool; ``None`` when the pool does not exist."""
+        started = time.monotonic()
+        answer = await self._request_desktop(
+            pool_id=pool_id,
+            user_id=user_id,
+            username=username,
+            groups=groups,
+            client_address=client_address,
+            another=another,
+            with_connection=with_connection,
+            gateway_host=gateway_host,
+        )
+        if answer is not None and self._request_listeners:
+            self._request_listeners(
+                DesktopRequest(
+                    pool_id=answer.pool.id,
+                    pool_name=answer.pool.name,
+                    status=answer.status,
+                    refusal=answer.refusal,
+                    seconds=time.monotonic() - started,
+                )
+            )
+        return answer
+
+    async def _request_desktop(
+        self,
+        *,
+        pool_id: int,
+        user_id: int,
+        username: str,
+        groups: tuple[str, ...],
+        client_address: str,
+        another: bool,
+        with_connection: bool,
+        gateway_host: str | None,
+    ) -> DesktopAnswer | None:
         pool = await pool_store.get_pool(self.db, pool_id)
         if pool is None:
             return None

@@ -287,38 +287,63 @@ async def allowed_pool_ids(db: Database, user_id: int, group_keys: Iterable[str]
     return ids
 
 
+def _pool_desktops() -> sa.Select[Any]:
+    """Each pooled VM with what decides whether it can be handed out, and its pool's name."""
+    return sa.select(
+        pool_vms.c.pool_id,
+        pools.c.name.label("pool_name"),
+        vms.c.assigned_user_id,
+        vms.c.state,
+        vms.c.maintenance,
+        vms.c.locked,
+        vms.c.operation_id,
+        hypervisors.c.state.label("hv_state"),
+        hypervisors.c.maintenance.label("hv_maintenance"),
+    ).select_from(
+        pool_vms.join(pools, pools.c.id == pool_vms.c.pool_id)
+        .join(vms, vms.c.id == pool_vms.c.vm_id)
+        .join(hypervisors, hypervisors.c.id == vms.c.hypervisor_id)
+    )
+
+
+def _is_free(row: Any) -> bool:
+    """Could be handed out now: unassigned, not held back, on a hypervisor that takes work."""
+    return (
+        row.assigned_user_id is None
+        and not row.maintenance
+        and not row.locked
+        and row.operation_id is None
+        and row.hv_state == "up"
+        and not row.hv_maintenance
+    )
+
+
+def desktop_state(row: Any) -> str:
+    """free, in_use (assigned and running), booting (assigned, not running yet) or unavailable."""
+    if row.assigned_user_id is not None:
+        return "in_use" if row.state == "running" else "booting"
+    return "free" if _is_free(row) else "unavailable"
+
+
 async def pool_counts(db: Database, pool_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
     """pool id -> (size, free): free counts desktops that could be handed out now."""
     wanted = list(pool_ids)
     if not wanted:
         return {}
-    rows = await db.fetch_all(
-        sa.select(
-            pool_vms.c.pool_id,
-            vms.c.assigned_user_id,
-            vms.c.maintenance,
-            vms.c.locked,
-            vms.c.operation_id,
-            hypervisors.c.state.label("hv_state"),
-            hypervisors.c.maintenance.label("hv_maintenance"),
-        )
-        .select_from(
-            pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id).join(
-                hypervisors, hypervisors.c.id == vms.c.hypervisor_id
-            )
-        )
-        .where(pool_vms.c.pool_id.in_(wanted))
-    )
+    rows = await db.fetch_all(_pool_desktops().where(pool_vms.c.pool_id.in_(wanted)))
     counts = {pool_id: [0, 0] for pool_id in wanted}
     for row in rows:
         counts[row.pool_id][0] += 1
-        if (
-            row.assigned_user_id is None
-            and not row.maintenance
-            and not row.locked
-            and row.operation_id is None
-            and row.hv_state == "up"
-            and not row.hv_maintenance
-        ):
+        if _is_free(row):
             counts[row.pool_id][1] += 1
     return {pool_id: (size, free) for pool_id, (size, free) in counts.items()}
+
+
+async def desktop_states(db: Database) -> dict[str, dict[str, int]]:
+    """pool name -> desktop state (see :func:`desktop_state`) -> count, for every pool."""
+    states: dict[str, dict[str, int]] = {row.name: {} for row in await db.fetch_all(sa.select(pools.c.name))}
+    for row in await db.fetch_all(_pool_desktops()):
+        counts = states.setdefault(row.pool_name, {})
+        state = desktop_state(row)
+        counts[state] = counts.get(state, 0) + 1
+    return states

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +40,7 @@ from app.proxy import sessions as reasons
 from app.proxy.epochs import ConsoleEpochs
 from app.proxy.paths import console_websocket_path
 from app.proxy.pump import ReadBuffer
-from app.proxy.sessions import CloseReason, ConsoleSessions
+from app.proxy.sessions import CloseReason, ConsoleSessions, SessionListener
 from app.proxy.tickets import TicketStore
 from app.settings import Settings
 
@@ -116,7 +116,13 @@ def _url_host(host: str) -> str:
 
 class ConsoleService:
     def __init__(
-        self, *, db: Database, registry: HypervisorRegistry, settings: Settings, audit: AuditLog
+        self,
+        *,
+        db: Database,
+        registry: HypervisorRegistry,
+        settings: Settings,
+        audit: AuditLog,
+        session_listeners: Sequence[SessionListener] = (),
     ) -> None:
         self._db = db
         self._registry = registry
@@ -127,7 +133,7 @@ class ConsoleService:
         # One open or revocation at a time per VM in this process, so that an open never
         # re-enables the password of an epoch a revocation has just ended.
         self._vm_locks: dict[int, asyncio.Lock] = {}
-        self.sessions = ConsoleSessions(audit=audit, settings=settings.console)
+        self.sessions = ConsoleSessions(audit=audit, settings=settings.console, listeners=session_listeners)
         self.read_buffer = ReadBuffer(settings.console.read_size)
         # Set by the lifespan once the CONNECT gateway listens (its real port goes into proxy URLs).
         self.gateway_port: int | None = None

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from app.audit import AuditLog
 from app.clock import utcnow
+from app.observers import Observers
 from app.proxy.tickets import ConsoleTicket
 from app.settings import ConsoleSettings
 
@@ -101,6 +102,21 @@ class ConsoleSession:
             channel.close(reason)
 
 
+@dataclass(frozen=True)
+class EndedSession:
+    """A console session that just ended, as listeners (metrics) see it."""
+
+    via: str
+    seconds: float
+    bytes_to_client: int
+    bytes_to_vm: int
+    end_reason: str
+
+
+# Called when a session ends, synchronously: its bytes leave the open sessions at the same moment.
+SessionListener = Callable[[EndedSession], None]
+
+
 class ConsoleSessions:
     """The registry of open console sessions of this dashboard process."""
 
@@ -110,10 +126,12 @@ class ConsoleSessions:
         audit: AuditLog,
         settings: ConsoleSettings,
         clock: Callable[[], float] = time.monotonic,
+        listeners: Sequence[SessionListener] = (),
     ) -> None:
         self._audit = audit
         self._settings = settings
         self._clock = clock
+        self._listeners = Observers("console session", listeners)
         self._sessions: dict[int, ConsoleSession] = {}
         self._per_user: dict[int, int] = {}
         self._total = 0
@@ -237,6 +255,15 @@ class ConsoleSessions:
             "bytes_to_vm": session.bytes_to_vm,
             "end_reason": reason.code if reason else "closed",
         }
+        self._listeners(
+            EndedSession(
+                via=session.via,
+                seconds=self._clock() - session.started,
+                bytes_to_client=session.bytes_to_client,
+                bytes_to_vm=session.bytes_to_vm,
+                end_reason=str(details["end_reason"]),
+            )
+        )
         task = asyncio.get_running_loop().create_task(self._record(session, details))
         self._pending_audit.add(task)
         task.add_done_callback(self._pending_audit.discard)

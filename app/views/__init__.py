@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from app.live import endpoint as live
+from app.metrics import endpoint as metrics
 from app.views import (
     api_broker,
     auth,
@@ -40,4 +41,5 @@ def routes() -> list[BaseRoute]:
         *pools.routes,
         *users.routes,
         *sessions.routes,
+        *metrics.routes,
     ]

@@ -22,7 +22,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,7 @@ from databases import Database
 from app.clock import utcnow
 from app.db.schema import operations, vms
 from app.live.hub import LiveHub
+from app.observers import Observers
 from app.vms.errors import Refused, VmError
 
 log = logging.getLogger("kvmvdi.operations")
@@ -114,10 +115,20 @@ class Operation:
 class OperationContext:
     """What a running operation uses to report progress and record temporary files."""
 
-    def __init__(self, runner: OperationsRunner, op_id: int, kind: str, vm_id: int | None, vm_ids: list[int]):
+    def __init__(
+        self,
+        runner: OperationsRunner,
+        op_id: int,
+        kind: str,
+        vm_id: int | None,
+        vm_ids: list[int],
+        created_by: str = "",
+    ):
         self._runner = runner
         self.id = op_id
         self.kind = kind
+        self.created_by = created_by
+        self.started = time.monotonic()
         self.vm_id = vm_id
         self.vm_ids = vm_ids
         self.percent = 0.0
@@ -168,11 +179,37 @@ class OperationContext:
 Work = Callable[[OperationContext], Awaitable[str | None]]
 
 
+@dataclass(frozen=True)
+class FinishedOperation:
+    """An operation that just ended, as listeners (metrics, alerts) see it."""
+
+    id: int
+    kind: str
+    vm_id: int | None
+    # succeeded, failed or interrupted
+    state: str
+    seconds: float
+    error: str
+    created_by: str
+
+
+# Called when an operation ends; must not block (count, enqueue, nothing more).
+OperationListener = Callable[[FinishedOperation], None]
+
+
 class OperationsRunner:
-    def __init__(self, db: Database, hub: LiveHub, *, remove_temp: TempRemover | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        hub: LiveHub,
+        *,
+        remove_temp: TempRemover | None = None,
+        listeners: Sequence[OperationListener] = (),
+    ) -> None:
         self._db = db
         self._hub = hub
         self._remove_temp = remove_temp
+        self._listeners = Observers("operation", listeners)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._hold_lock = asyncio.Lock()
         self._stopping = False
@@ -238,7 +275,7 @@ class OperationsRunner:
             )
             if held:
                 await self._db.execute(vms.update().where(vms.c.id.in_(held)).values(operation_id=op_id))
-        context = OperationContext(self, op_id, kind, vm_id, held)
+        context = OperationContext(self, op_id, kind, vm_id, held, created_by)
         context.message = message
         self._publish(context, "pending")
         task = asyncio.create_task(self._run(context, work), name=f"operation-{op_id}-{kind}")
@@ -295,6 +332,17 @@ class OperationsRunner:
         await self._db.execute(vms.update().where(vms.c.operation_id == context.id).values(operation_id=None))
         context.message = message
         self._publish(context, state, error=error)
+        self._listeners(
+            FinishedOperation(
+                id=context.id,
+                kind=context.kind,
+                vm_id=context.vm_id,
+                state=state,
+                seconds=time.monotonic() - context.started,
+                error=error,
+                created_by=context.created_by,
+            )
+        )
 
     async def _interrupted_message(self, context: OperationContext) -> str:
         removed, left = await self._remove_temp_files(context)
