@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from app import db as database
+from app.alerts import Alerts
 from app.audit import AuditLog
 from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
@@ -90,6 +91,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             await ensure_demo_hypervisor(db, settings.data_dir)
 
         metrics = Metrics()
+        alerts = Alerts(settings, delivery_listeners=[metrics.alert_delivered])
+        await alerts.start()
+        stack.push_async_callback(alerts.stop)
         audit = AuditLog(db, listeners=[metrics.audited])
         ssh_dir = settings.data_dir / "ssh"
         ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
@@ -105,6 +109,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         )
         await hypervisors.start()
         stack.push_async_callback(hypervisors.stop)
+        stack.callback(hypervisors.add_connection_listener(alerts.rules.connection_changed))
 
         consoles = ConsoleService(
             db=db,
@@ -129,7 +134,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             consoles=consoles,
             build_vv=build_vv,
             reaper_interval=settings.broker.reaper_interval,
-            request_listeners=[metrics.desktop_requested],
+            request_listeners=[metrics.desktop_requested, alerts.rules.desktop_requested],
         )
         exporter = await start_metrics(
             metrics, settings, stack, db=db, hypervisors=hypervisors, sessions=consoles.sessions, hub=hub
@@ -152,6 +157,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             directory=DirectoryLogin(settings.directory),
             broker=broker,
             metrics=exporter,
+            alerts=alerts,
         )
         app.state.services = services
         await start_vm_service(services, stack)
@@ -166,7 +172,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 async def start_vm_service(services: Services, stack: AsyncExitStack) -> None:
     """The operations runner and the VM workflows, on top of the hypervisor registry."""
     operations = OperationsRunner(
-        services.db, services.hub, listeners=[services.metrics.metrics.operation_finished]
+        services.db,
+        services.hub,
+        listeners=[services.metrics.metrics.operation_finished, services.alerts.rules.operation_finished],
     )
     services.operations = operations
     vms = VmService(

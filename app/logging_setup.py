@@ -130,14 +130,13 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logg
     root.addHandler(handler)
     # The root passes everything through to the handler; each logger below decides its level.
     root.setLevel(library_level)
-    for name in LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(library_level)
-    for name in APP_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        # uvicorn's own configuration would add handlers of its own: ours (the root's) are enough.
-        logger.handlers.clear()
-        logger.propagate = True
+    for names, logger_level in ((LIBRARY_LOGGERS, library_level), (APP_LOGGERS, level)):
+        for name in names:
+            logger = logging.getLogger(name)
+            logger.setLevel(logger_level)
+            # Handlers a library (uvicorn's default configuration) added: ours, the root's, are enough.
+            logger.handlers.clear()
+            logger.propagate = True
     access_log.setLevel(logging.INFO if settings.access_log else logging.WARNING)
     logging.captureWarnings(True)
     return handler

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from databases import Database
 
+from app.alerts import Alerts
 from app.audit import AuditLog
 from app.auth.throttle import LoginThrottle
 from app.broker.desktops import Broker
@@ -48,6 +49,8 @@ class Services:
     broker: Broker
     # Prometheus metrics: the event counters (exporter.metrics) and the /metrics exposition.
     metrics: Exporter
+    # Alerts by e-mail and webhook (rules, rate limit, delivery).
+    alerts: Alerts
     # Long operations (copy disk, populate ...) and the VM workflows; None until started.
     operations: OperationsRunner | None = None
     vms: VmService | None = None

@@ -157,6 +157,37 @@ class MetricsSettings(Section):
     loop_lag_interval: Annotated[float, Field(gt=0)] = 0.5
 
 
+class AlertSettings(Section):
+    """Alerts (hypervisor down and back, operation failed, pool exhausted, certificate expiry)."""
+
+    # E-mail: recipients (none: no e-mail), sender, and the SMTP server.
+    email_to: list[str] = Field(default_factory=list)
+    email_from: str = "kvm-vdi@localhost"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    # "none", "starttls" (upgrade on the plain port) or "tls" (implicit TLS, usually port 465).
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    # Webhook: a JSON POST, signed with HMAC-SHA256 of "<timestamp>.<body>" with this secret.
+    webhook_url: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    # Seconds one delivery attempt may take.
+    timeout: Annotated[float, Field(gt=0)] = 10.0
+    # Alerts about one thing (a hypervisor, a pool ...) at most once per this many seconds.
+    rate_limit: Annotated[float, Field(ge=0)] = 600.0
+    # Failed deliveries are retried this many times, waiting retry_initial doubling to retry_max.
+    retries: Annotated[int, Field(ge=0)] = 5
+    retry_initial: Annotated[float, Field(gt=0)] = 2.0
+    retry_max: Annotated[float, Field(gt=0)] = 300.0
+    # Alerts waiting per channel; more are dropped (and counted) rather than held in memory.
+    queue_size: Annotated[int, Field(ge=1)] = 100
+    # Certificates (PEM) watched besides the dashboard's TLS certificate.
+    certificate_files: list[str] = Field(default_factory=list)
+    certificate_warning_days: Annotated[int, Field(ge=1)] = 21
+    certificate_check_interval: Annotated[float, Field(gt=0)] = 12 * 3600.0
+
+
 class HypervisorSettings(Section):
     """How the dashboard talks to and watches hypervisors (seconds unless named otherwise)."""
 
@@ -209,6 +240,7 @@ class Settings(BaseSettings):
     hypervisors: HypervisorSettings = Field(default_factory=HypervisorSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -249,6 +281,9 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
         data["directory"]["bind_password"] = hidden
     if settings.metrics.token is not None:
         data["metrics"]["token"] = hidden
+    for key in ("smtp_password", "webhook_url", "webhook_secret"):
+        if getattr(settings.alerts, key) is not None:
+            data["alerts"][key] = hidden
     return data
 
 

@@ -29,7 +29,9 @@ from tests.services.prometheus import Prometheus
 from tests.services.rundir import RunDir, reap_stale_runs
 from tests.services.samba_ad import SambaAD
 from tests.services.slapd import Slapd
+from tests.services.smtp import SmtpServer
 from tests.services.xvfb import Xvfb
+from tests.webhook_receiver import WEBHOOK_SECRET, WebhookReceiver
 
 pytest_plugins = ["tests.dashboard"]
 
@@ -154,6 +156,20 @@ def samba_ad(run_dir: RunDir) -> Iterator[SambaAD]:
 def prometheus(run_dir: RunDir) -> Iterator[Prometheus]:
     """A real Prometheus scraping each second what ``prometheus.scrape(host:port)`` names, with ``.token``."""
     yield from _running(Prometheus(run_dir))
+
+
+@pytest.fixture(scope="session")
+def smtp_server(run_dir: RunDir) -> Iterator[SmtpServer]:
+    """aiosmtpd delivering every message to a Maildir: ``.host``, ``.port``, ``.messages()``."""
+    yield from _running(SmtpServer(run_dir))
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A real HTTP server receiving alert webhooks and checking their signature (secret: WEBHOOK_SECRET)."""
+    hooks = WebhookReceiver(WEBHOOK_SECRET).start()
+    yield hooks
+    hooks.stop()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.alerts.dispatcher import Delivery
 from app.audit import AuditEntry
 from app.broker.desktops import DesktopRequest
 from app.proxy.sessions import EndedSession
@@ -74,6 +75,12 @@ class Metrics:
         self.logins = Counter(
             "kvmvdi_logins", "Log-ins by area (admin, portal, api) and result", ["area", "result"], registry=r
         )
+        self.alerts = Counter(
+            "kvmvdi_alerts",
+            "Alert deliveries by kind, channel and result (sent, failed after retries, dropped)",
+            ["kind", "channel", "result"],
+            registry=r,
+        )
         self.loop_lag_last = Gauge(
             "kvmvdi_event_loop_lag_last_seconds", "The latest event-loop lag sample", registry=r
         )
@@ -105,6 +112,9 @@ class Metrics:
         result = LOGIN_RESULTS.get(entry.action)
         if result is not None:
             self.logins.labels(str(entry.details.get("area") or "admin"), result).inc()
+
+    def alert_delivered(self, delivery: Delivery) -> None:
+        self.alerts.labels(delivery.alert.kind, delivery.channel, delivery.result).inc()
 
     def loop_lagged(self, seconds: float) -> None:
         self.loop_lag.observe(seconds)

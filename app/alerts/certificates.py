@@ -1,0 +1,109 @@
+"""Certificates near expiry: the dashboard's TLS certificate and any other PEM file named.
+
+:func:`certificate_alerts` reads each file (PEM, first certificate) and returns an
+alert for each that expires within ``warn_days`` (or already has, or cannot be
+read). :class:`CertificateWatch` runs it at start and then periodically; other
+parts of the dashboard (the SPICE certificate authority) pass their certificate
+files to it at construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from app.alerts.model import Alert
+
+log = logging.getLogger("kvmvdi.alerts")
+
+
+def not_after(path: Path) -> datetime:
+    """When the first certificate in the PEM file expires (aware, UTC)."""
+    certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    return certificate.not_valid_after_utc
+
+
+def certificate_alerts(
+    certificates: Mapping[str, Path], warn_days: int, now: datetime | None = None
+) -> list[Alert]:
+    """An alert for each certificate expiring within ``warn_days``, expired, or unreadable."""
+    moment = now or datetime.now(UTC)
+    alerts = []
+    for name, path in certificates.items():
+        try:
+            expires = not_after(path)
+        except (OSError, ValueError) as exc:
+            alerts.append(
+                Alert(
+                    kind="certificate_expiry",
+                    severity="critical",
+                    subject=name,
+                    title=f"Certificate {name} cannot be read",
+                    text=f"The {name} certificate at {path} cannot be read: {exc}",
+                    details={"certificate": name, "path": str(path)},
+                )
+            )
+            continue
+        left = expires - moment
+        if left > timedelta(days=warn_days):
+            continue
+        days = left.total_seconds() / 86400
+        when = "expired" if days < 0 else f"expires in {days:.0f} days"
+        alerts.append(
+            Alert(
+                kind="certificate_expiry",
+                severity="critical" if days < 7 else "warning",
+                subject=name,
+                title=f"Certificate {name} {when}",
+                text=f"The {name} certificate ({path}) {when}, on {expires:%Y-%m-%d %H:%M} UTC. Renew it.",
+                details={"certificate": name, "path": str(path), "not_after": expires.isoformat()},
+            )
+        )
+    return alerts
+
+
+class CertificateWatch:
+    def __init__(
+        self,
+        certificates: Mapping[str, Path],
+        submit: Callable[[Alert], None],
+        *,
+        warn_days: int,
+        interval: float,
+    ) -> None:
+        self._certificates = dict(certificates)
+        self._submit = submit
+        self._warn_days = warn_days
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._certificates:
+            self._task = asyncio.create_task(self._run(), name="certificate-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def check(self) -> list[Alert]:
+        alerts = await asyncio.to_thread(certificate_alerts, self._certificates, self._warn_days)
+        for alert in alerts:
+            self._submit(alert)
+        return alerts
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:
+                log.exception("checking certificates failed")
+            await asyncio.sleep(self._interval)

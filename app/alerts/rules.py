@@ -1,0 +1,93 @@
+"""When the dashboard raises an alert: the observers that turn events into :class:`Alert` s.
+
+- a hypervisor marked down (fenced), and back up after that (registry connection listener);
+- an operation that failed (operations runner observer);
+- a desktop request refused because the pool has no free desktop (broker observer);
+- a certificate that expires within ``certificate_warning_days`` (:mod:`app.alerts.certificates`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from app.alerts.model import Alert
+from app.broker.desktops import DesktopRequest
+from app.hyper.events import ConnectionEvent
+from app.vms.operations import FinishedOperation
+
+Submit = Callable[[Alert], None]
+
+
+class AlertRules:
+    def __init__(self, submit: Submit) -> None:
+        self._submit = submit
+        # Hypervisors reported down, so that "back up" follows only a "down".
+        self._down: set[int] = set()
+
+    def connection_changed(self, event: ConnectionEvent) -> None:
+        key = f"hypervisor:{event.hypervisor_id}"
+        if event.state == "down" and event.hypervisor_id not in self._down:
+            self._down.add(event.hypervisor_id)
+            self._submit(
+                Alert(
+                    kind="hypervisor_down",
+                    severity="critical",
+                    subject=event.name,
+                    title=f"Hypervisor {event.name} is down",
+                    text=f"Hypervisor {event.name} cannot be reached and is fenced: nothing new is placed or "
+                    f"started there until it answers again. Reason: {event.reason or 'unknown'}.",
+                    details={"hypervisor": event.name, "reason": event.reason},
+                    key=key,
+                )
+            )
+        elif event.state == "up" and event.hypervisor_id in self._down:
+            self._down.discard(event.hypervisor_id)
+            self._submit(
+                Alert(
+                    kind="hypervisor_up",
+                    severity="info",
+                    subject=event.name,
+                    title=f"Hypervisor {event.name} is back up",
+                    text=f"Hypervisor {event.name} answers again and takes new work.",
+                    details={"hypervisor": event.name},
+                    key=key,
+                )
+            )
+        elif event.state == "removed":
+            self._down.discard(event.hypervisor_id)
+
+    def operation_finished(self, operation: FinishedOperation) -> None:
+        if operation.state != "failed":
+            return
+        self._submit(
+            Alert(
+                kind="operation_failed",
+                severity="warning",
+                subject=operation.kind,
+                title=f"Operation {operation.kind} #{operation.id} failed",
+                text=f"Operation {operation.kind} #{operation.id} failed after {operation.seconds:.0f} s: "
+                f"{operation.error}",
+                details={
+                    "operation_id": operation.id,
+                    "kind": operation.kind,
+                    "vm_id": operation.vm_id,
+                    "error": operation.error,
+                    "started_by": operation.created_by,
+                },
+            )
+        )
+
+    def desktop_requested(self, request: DesktopRequest) -> None:
+        if request.refusal != "no_free_desktop":
+            return
+        self._submit(
+            Alert(
+                kind="pool_exhausted",
+                severity="warning",
+                subject=request.pool_name,
+                title=f"Pool {request.pool_name} has no free desktop",
+                text=f"A user was refused a desktop of pool {request.pool_name}: all its desktops are in use "
+                "or unavailable. Add desktops to the pool or free some.",
+                details={"pool": request.pool_name, "pool_id": request.pool_id},
+            )
+        )

@@ -1,0 +1,215 @@
+"""Alerts by e-mail (a real SMTP server, aiosmtpd) and by signed webhook (a real HTTP receiver that
+checks the HMAC), rate-limited per alert, delivered off the producers' path with retries.
+The hypervisor down-and-back alert with a real hypervisor is in tests/vms/test_alerts_hypervisor.py."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from app.alerts.certificates import certificate_alerts
+from app.vms.errors import VmError
+from app.vms.operations import OperationContext
+from tests.broker.records import CLIENT_PASSWORD, add_client, add_pool
+from tests.dashboard import DashboardFactory, RunningDashboard
+from tests.services.smtp import SmtpServer
+from tests.webhook_receiver import WEBHOOK_SECRET, WebhookReceiver
+
+SECRET = WEBHOOK_SECRET
+GENEROUS = 30
+
+
+def alert_settings(smtp: SmtpServer | None, hooks: WebhookReceiver | None, **extra: Any) -> dict[str, Any]:
+    """Alert settings sending to a recipient of this test's own (the SMTP server is shared)."""
+    settings: dict[str, Any] = {"rate_limit": 0, "retry_initial": 0.05, "retry_max": 0.2, **extra}
+    if smtp is not None:
+        settings |= {"email_to": [f"ops-{uuid.uuid4().hex[:8]}@example.org"], "smtp_port": smtp.port}
+    if hooks is not None:
+        settings |= {"webhook_url": hooks.url, "webhook_secret": SECRET}
+    return settings
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = GENEROUS) -> Any:
+    async with asyncio.timeout(timeout):
+        while not (result := check()):
+            await asyncio.sleep(0.05)
+    assert result, what
+    return result
+
+
+def mails_to(smtp: SmtpServer, running: RunningDashboard) -> list[EmailMessage]:
+    recipient = running.settings.alerts.email_to[0]
+    return [message for message in smtp.messages() if message["X-RcptTo"] == recipient]
+
+
+async def fail_operation(
+    running: RunningDashboard, kind: str = "probe", error: str = "the disk is full"
+) -> int:
+    operations = running.services.operations
+    assert operations is not None
+
+    async def fails(context: OperationContext) -> str:
+        raise VmError(error)
+
+    op_id = await operations.start(kind, fails, created_by="admin")
+    assert (await operations.wait(op_id)).state == "failed"
+    return op_id
+
+
+async def test_a_failed_operation_is_mailed_and_posted_with_a_valid_signature(
+    dashboard_factory: DashboardFactory, smtp_server: SmtpServer, receiver: WebhookReceiver
+) -> None:
+    running = await dashboard_factory(alerts=alert_settings(smtp_server, receiver))
+    op_id = await fail_operation(running)
+
+    (mail,) = await eventually(lambda: mails_to(smtp_server, running), "the alert e-mail")
+    assert mail["Subject"] == f"[KVM-VDI] Operation probe #{op_id} failed"
+    assert mail["X-KVMVDI-Alert"] == "operation_failed" and mail["From"] == "kvm-vdi@localhost"
+    assert "the disk is full" in mail.get_content()
+    (posted,) = await eventually(lambda: receiver.received, "the webhook")
+    assert posted.signature_ok, posted.headers
+    assert posted.body["kind"] == "operation_failed" and posted.body["subject"] == "probe"
+    assert posted.body["details"]["operation_id"] == op_id and posted.body["severity"] == "warning"
+
+
+async def test_a_forged_or_replayed_signature_fails_the_receivers_check(receiver: WebhookReceiver) -> None:
+    """The receiver's check can fail: a wrong secret, or a body changed after signing."""
+    from app.alerts.channels import signature
+
+    body = b'{"kind": "test"}'
+    now = str(int(datetime.now(UTC).timestamp()))
+    good = {"X-KVMVDI-Timestamp": now, "X-KVMVDI-Signature": signature(SECRET.encode(), now, body)}
+    assert receiver.verify(good, body)
+    assert not receiver.verify(good, body + b" ")
+    assert not receiver.verify({**good, "X-KVMVDI-Signature": signature(b"other", now, body)}, body)
+    old = str(int(now) - 3600)
+    assert not receiver.verify(
+        {"X-KVMVDI-Timestamp": old, "X-KVMVDI-Signature": signature(SECRET.encode(), old, body)}, body
+    )
+
+
+async def test_the_rate_limit_holds_alerts_back_and_sends_the_latest_when_its_window_ends(
+    dashboard_factory: DashboardFactory, receiver: WebhookReceiver
+) -> None:
+    running = await dashboard_factory(alerts=alert_settings(None, receiver, rate_limit=1.0))
+    first = await fail_operation(running, error="first")
+    await eventually(lambda: len(receiver.received) == 1, "the first alert at once")
+    await fail_operation(running, error="second")
+    last = await fail_operation(running, error="third")
+    # Held back: the latest goes out once the window ends, saying how many more were held.
+    await eventually(lambda: len(receiver.received) == 2, "the held-back alert after the window")
+    assert [r.body["details"]["operation_id"] for r in receiver.received] == [first, last]
+    assert receiver.received[1].body["suppressed"] == 1
+    assert "third" in receiver.received[1].body["text"]
+
+
+async def test_a_failing_channel_is_retried_with_back_off_and_never_holds_up_the_producer_or_the_other(
+    dashboard_factory: DashboardFactory, smtp_server: SmtpServer, receiver: WebhookReceiver
+) -> None:
+    receiver.fail_next = 2
+    flaky = await dashboard_factory(alerts=alert_settings(None, receiver))
+    await fail_operation(flaky)
+    await eventually(lambda: receiver.received, "the webhook on its third attempt")
+    assert receiver.refused == 2 and receiver.received[0].signature_ok
+
+    # A webhook that accepts the connection and never answers: the operation ends, the e-mail goes
+    # out while the webhook still waits, which then times out, is given up on, counted and logged.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    settings = alert_settings(smtp_server, None, retries=0, timeout=4)
+    settings |= {"webhook_url": f"http://127.0.0.1:{silent.getsockname()[1]}/x", "webhook_secret": SECRET}
+    try:
+        broken = await dashboard_factory(alerts=settings, admin_password=None, metrics={"token": "m" * 24})
+        await fail_operation(broken)
+        dispatcher = broken.services.alerts.dispatcher
+        await eventually(lambda: mails_to(smtp_server, broken), "the e-mail, whatever the webhook does")
+        assert ("webhook", "failed") not in dispatcher.delivered
+        await eventually(lambda: dispatcher.delivered.get(("webhook", "failed")) == 1, "the webhook given up")
+    finally:
+        silent.close()
+    assert "timed out" in dispatcher.last_errors()["webhook"]
+    async with httpx.AsyncClient(base_url=broken.url) as http:
+        text = (await http.get("/metrics", headers={"Authorization": "Bearer " + "m" * 24})).text
+    assert 'kvmvdi_alerts_total{channel="webhook",kind="operation_failed",result="failed"} 1.0' in text
+    assert 'kvmvdi_alerts_total{channel="email",kind="operation_failed",result="sent"} 1.0' in text
+
+
+async def test_a_refusal_for_want_of_a_free_desktop_raises_pool_exhausted(
+    dashboard_factory: DashboardFactory, receiver: WebhookReceiver
+) -> None:
+    running = await dashboard_factory(alerts=alert_settings(None, receiver))
+    db = running.services.db
+    user_id = await add_client(db, "zoe")
+    pool_id = await add_pool(db, "lab-room", [], [user_id])
+    async with httpx.AsyncClient(base_url=running.url) as http:
+        token = (
+            await http.post("/api/v1/login", json={"username": "zoe", "password": CLIENT_PASSWORD})
+        ).json()["token"]
+        refused = await http.post(
+            f"/api/v1/pools/{pool_id}/desktop", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert refused.json()["error"] == "no_free_desktop"
+    (posted,) = await eventually(lambda: receiver.received, "the pool alert")
+    assert posted.body["kind"] == "pool_exhausted" and posted.body["subject"] == "lab-room"
+
+
+def certificate(path: Path, valid_for: timedelta) -> Path:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vdi.example.org")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=400))
+        .not_valid_after(now + valid_for)
+        .sign(key, hashes.SHA256())
+    )
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    path.write_bytes(cert.public_bytes(Encoding.PEM))
+    return path
+
+
+def test_certificates_near_expiry_expired_or_unreadable_raise_alerts(tmp_path: Path) -> None:
+    found = certificate_alerts(
+        {
+            "fresh": certificate(tmp_path / "fresh.pem", timedelta(days=200)),
+            "soon": certificate(tmp_path / "soon.pem", timedelta(days=10, hours=1)),
+            "urgent": certificate(tmp_path / "urgent.pem", timedelta(days=2, hours=1)),
+            "expired": certificate(tmp_path / "expired.pem", timedelta(days=-1)),
+            "broken": (tmp_path / "broken.pem"),
+        },
+        warn_days=21,
+    )
+    by_subject = {alert.subject: alert for alert in found}
+    assert set(by_subject) == {"soon", "urgent", "expired", "broken"}
+    assert by_subject["soon"].title == "Certificate soon expires in 10 days"
+    assert (by_subject["soon"].severity, by_subject["urgent"].severity) == ("warning", "critical")
+    assert by_subject["expired"].title == "Certificate expired expired"
+    assert "cannot be read" in by_subject["broken"].title
+
+
+async def test_the_dashboards_certificates_are_checked_at_start(
+    dashboard_factory: DashboardFactory, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    soon = certificate(tmp_path / "spice-ca.pem", timedelta(days=5))
+    await dashboard_factory(alerts=alert_settings(None, receiver, certificate_files=[str(soon)]))
+    (posted,) = await eventually(lambda: receiver.received, "the certificate alert")
+    assert posted.body["kind"] == "certificate_expiry" and posted.body["subject"] == "spice-ca.pem"
+    assert posted.body["severity"] == "critical"
