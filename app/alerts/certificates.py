@@ -10,7 +10,6 @@ files to it at construction.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from pathlib import Path
 from cryptography import x509
 
 from app.alerts.model import Alert
+from app.background import cancel_and_wait
 
 log = logging.getLogger("kvmvdi.alerts")
 
@@ -88,11 +88,8 @@ class CertificateWatch:
             self._task = asyncio.create_task(self._run(), name="certificate-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def check(self) -> list[Alert]:
         alerts = await asyncio.to_thread(certificate_alerts, self._certificates, self._warn_days)

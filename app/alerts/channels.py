@@ -56,8 +56,10 @@ def email_message(alert: Alert, *, sender: str, recipients: list[str], dashboard
     return message
 
 
-class EmailChannel:
-    name = "email"
+class _BlockingChannel:
+    """Sends with blocking standard-library calls, in a worker thread."""
+
+    name = ""
 
     def __init__(self, settings: AlertSettings, dashboard: str = "") -> None:
         self._settings = settings
@@ -65,6 +67,13 @@ class EmailChannel:
 
     async def send(self, alert: Alert) -> None:
         await asyncio.to_thread(self._send, alert)
+
+    def _send(self, alert: Alert) -> None:
+        raise NotImplementedError
+
+
+class EmailChannel(_BlockingChannel):
+    name = "email"
 
     def _send(self, alert: Alert) -> None:
         s = self._settings
@@ -87,15 +96,8 @@ class EmailChannel:
             raise DeliveryError(f"SMTP {s.smtp_host}:{s.smtp_port}: {type(exc).__name__}: {exc}") from exc
 
 
-class WebhookChannel:
+class WebhookChannel(_BlockingChannel):
     name = "webhook"
-
-    def __init__(self, settings: AlertSettings, dashboard: str = "") -> None:
-        self._settings = settings
-        self._dashboard = dashboard
-
-    async def send(self, alert: Alert) -> None:
-        await asyncio.to_thread(self._send, alert)
 
     def _send(self, alert: Alert) -> None:
         s = self._settings

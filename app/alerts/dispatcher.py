@@ -17,13 +17,13 @@ mail storm.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from app.alerts.model import Alert
+from app.background import cancel_and_wait
 from app.observers import Observers
 from app.settings import AlertSettings
 
@@ -133,11 +133,8 @@ class AlertDispatcher:
             if window.timer is not None:
                 window.timer.cancel()
         for worker in self._workers:
-            if worker.task is not None:
-                worker.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker.task
-                worker.task = None
+            await cancel_and_wait(worker.task)
+            worker.task = None
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
