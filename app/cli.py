@@ -143,6 +143,85 @@ def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+MIN_PASSPHRASE = 12
+
+
+def _read_passphrase(args: argparse.Namespace, *, confirm: bool) -> str:
+    """From --passphrase-file (its first line) or a prompt; never from the command line."""
+    if args.passphrase_file:
+        try:
+            with open(args.passphrase_file, encoding="utf-8") as fh:
+                passphrase = fh.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise CommandError(f"cannot read the passphrase file: {exc.strerror}") from exc
+    else:
+        if not sys.stdin.isatty():
+            raise CommandError("standard input is not a terminal: pass the passphrase with --passphrase-file")
+        passphrase = getpass.getpass("Backup passphrase: ")
+        if confirm and getpass.getpass("Repeat it: ") != passphrase:
+            raise CommandError("the two passphrases differ")
+    if confirm and len(passphrase) < MIN_PASSPHRASE:
+        raise CommandError(f"the passphrase must have at least {MIN_PASSPHRASE} characters")
+    if not passphrase:
+        raise CommandError("empty passphrase")
+    return passphrase
+
+
+def _cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.backup import create_backup
+
+    passphrase = _read_passphrase(args, confirm=True)
+    config = args.config or os.environ.get("KVMVDI_CONFIG") or None
+    try:
+        summary = create_backup(
+            Path(args.file),
+            passphrase,
+            database_url=settings.database_url.get_secret_value(),
+            data_dir=settings.data_dir,
+            config_file=Path(config) if config else None,
+        )
+    except (OSError, FileNotFoundError) as exc:
+        raise CommandError(f"backup failed: {exc}") from exc
+    rows = sum(summary.rows.values())
+    print(
+        f"backup written to {summary.path}: {rows} rows in {len(summary.rows)} tables (schema "
+        f"{summary.revision}), {len(summary.files)} files of the data directory"
+        + (", the configuration file" if summary.config else "")
+    )
+    return 0
+
+
+def _cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.backup import BackupCryptoError, RestoreRefused, restore_backup
+
+    passphrase = _read_passphrase(args, confirm=False)
+    try:
+        summary = restore_backup(
+            Path(args.file),
+            passphrase,
+            database_url=settings.database_url.get_secret_value(),
+            data_dir=settings.data_dir,
+            force=args.force,
+        )
+    except (BackupCryptoError, RestoreRefused) as exc:
+        raise CommandError(str(exc)) from exc
+    except OSError as exc:
+        raise CommandError(f"restore failed: {exc}") from exc
+    url = settings.database_url.get_secret_value()
+    print(
+        f"restored the backup of {summary.created_at}: {sum(summary.rows.values())} rows into "
+        f"{database.safe_url(url)} (now at schema {database.current_revision(url)}), "
+        f"{len(summary.files)} files into {settings.data_dir}"
+    )
+    if summary.config_path is not None:
+        print(f"the backed-up configuration is in {summary.config_path}: compare it with this machine's")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvm-vdi", description="KVM-VDI dashboard")
     parser.add_argument("--config", help="TOML configuration file (default: $KVMVDI_CONFIG)")
@@ -178,6 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="check the configuration, the database and every hypervisor; exit status 1 on failure"
     )
     check.set_defaults(func=_cmd_check)
+
+    backup = sub.add_parser(
+        "backup",
+        help="write an encrypted backup: database, SSH keys, pinned host keys, secrets, configuration",
+    )
+    restore = sub.add_parser("restore", help="restore an encrypted backup into a fresh install")
+    for cmd, func in ((backup, _cmd_backup), (restore, _cmd_restore)):
+        cmd.add_argument("file", help="the backup file")
+        cmd.add_argument(
+            "--passphrase-file", help="read the passphrase from the first line of this file (else a prompt)"
+        )
+        cmd.set_defaults(func=func)
+    restore.add_argument(
+        "--force", action="store_true", help="replace a database that is not empty and differing key files"
+    )
     return parser
 
 
