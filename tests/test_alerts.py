@@ -213,3 +213,18 @@ async def test_the_dashboards_certificates_are_checked_at_start(
     (posted,) = await eventually(lambda: receiver.received, "the certificate alert")
     assert posted.body["kind"] == "certificate_expiry" and posted.body["subject"] == "spice-ca.pem"
     assert posted.body["severity"] == "critical"
+
+
+async def test_the_settings_page_shows_the_channels_and_sends_a_test_alert(
+    dashboard_factory: DashboardFactory, receiver: WebhookReceiver
+) -> None:
+    running = await dashboard_factory(alerts=alert_settings(None, receiver))
+    admin = await running.admin()
+    sent = await admin.post("/settings/alerts/test")
+    assert sent.status_code == 303 and "Test+alert+queued+for+webhook" in sent.headers["location"]
+    (posted,) = await eventually(lambda: receiver.received, "the test alert")
+    assert posted.signature_ok and posted.body["kind"] == "test" and posted.body["subject"] == "admin"
+    page = (await admin.get("/settings")).text
+    assert 'id="alerts-card"' in page and "webhook" in page and "/settings/alerts/test" in page
+    # The webhook's URL and secret are configured, and never shown.
+    assert receiver.url not in page and SECRET not in page

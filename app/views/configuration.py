@@ -1,4 +1,5 @@
-"""The Settings page: the effective configuration (secrets masked) and the dashboard's SSH key."""
+"""The Settings page: the effective configuration (secrets masked), the dashboard's SSH key, and the
+alert channels with their delivery counts and a test alert."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.alerts import Alert, Alerts
 from app.auth.session import admin_required
 from app.services import services_of
 from app.settings import effective_settings
-from app.views.forms import render
+from app.views.forms import redirect_with_toast, render
 
 
 def _sections(data: dict[str, Any]) -> list[tuple[str, list[tuple[str, Any]]]]:
@@ -33,8 +35,50 @@ async def settings_page(request: Request) -> Response:
             "sections": _sections(effective_settings(services.settings)),
             "ssh_key": services.ssh_key,
             "config_file": services.settings.model_config.get("toml_file"),
+            "alerts": alert_status(services.alerts),
         },
     )
 
 
-routes = [Route("/settings", settings_page, methods=["GET"], name="settings")]
+def alert_status(alerts: Alerts) -> dict[str, Any]:
+    dispatcher = alerts.dispatcher
+    errors = dispatcher.last_errors()
+    return {
+        "channels": [
+            {
+                "name": name,
+                "sent": dispatcher.delivered.get((name, "sent"), 0),
+                "failed": dispatcher.delivered.get((name, "failed"), 0),
+                "dropped": dispatcher.delivered.get((name, "dropped"), 0),
+                "last_error": errors.get(name, ""),
+            }
+            for name in dispatcher.channels
+        ]
+    }
+
+
+@admin_required
+async def send_test_alert(request: Request) -> Response:
+    services = services_of(request)
+    user = request.state.user
+    channels = services.alerts.dispatcher.channels
+    if not channels:
+        return redirect_with_toast(
+            "/settings", "No alert channel is configured ([alerts] in the configuration).", "warning"
+        )
+    services.alerts.submit(
+        Alert(
+            kind="test",
+            severity="info",
+            subject=user.username,
+            title="Test alert",
+            text=f"{user.username} sent this test alert from the Settings page. Alerts reach you this way.",
+        )
+    )
+    return redirect_with_toast("/settings", f"Test alert queued for {', '.join(channels)}.")
+
+
+routes = [
+    Route("/settings", settings_page, methods=["GET"], name="settings"),
+    Route("/settings/alerts/test", send_test_alert, methods=["POST"], name="settings_test_alert"),
+]
