@@ -40,6 +40,7 @@ from app.proxy.gateway import ConnectGateway
 from app.proxy.service import ConsoleService
 from app.proxy.sessions import ConsoleSessions
 from app.proxy.vv import build_vv
+from app.server.limits import BodyLimitMiddleware
 from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
@@ -237,6 +238,12 @@ def create_app(settings: Settings) -> Starlette:
         # Outermost: every line logged while a request runs, and its answer, carry its id.
         Middleware(RequestIdMiddleware),
         Middleware(SecurityHeadersMiddleware, https=settings.server.https),
+        # Outside the session and CSRF middleware: every body read anywhere is bounded.
+        Middleware(
+            BodyLimitMiddleware,
+            max_body_bytes=settings.server.max_body_bytes,
+            body_timeout=settings.server.body_timeout,
+        ),
         Middleware(
             SessionMiddleware,
             secret_key=settings.session_secret(),

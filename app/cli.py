@@ -32,7 +32,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.application import create_app
-    from app.proxy.wsprotocol import DashboardWebSocketProtocol
+    from app.server.options import serving_options
 
     server = settings.server.model_copy(
         update={"host": args.host or settings.server.host, "port": args.port or settings.server.port}
@@ -50,7 +50,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         forwarded_allow_ips=server.forwarded_allow_ips,
         ssl_certfile=server.ssl_certfile,
         ssl_keyfile=server.ssl_keyfile,
-        ws=DashboardWebSocketProtocol,
+        **serving_options(server),
     )
     return 0
 

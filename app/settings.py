@@ -49,6 +49,16 @@ class ServerSettings(Section):
     ssl_keyfile: str | None = None
     # Trust X-Forwarded-For/-Proto from these proxies (comma list or "*").
     forwarded_allow_ips: str = "127.0.0.1"
+    # Limits every request meets (app/server): a body's size and the time it may take
+    # to arrive (413 / 408), a request head's size and time (431 / 408), idle keep-alive.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    body_timeout: float = Field(default=30.0, gt=0)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    header_timeout: float = Field(default=10.0, gt=0)
+    keepalive_timeout: int = Field(default=5, ge=1)
+    # Open connections (console websockets included: keep it above console.global_limit)
+    # beyond which new requests are answered 503.
+    max_connections: int = Field(default=4096, ge=16)
 
 
 class SecuritySettings(Section):

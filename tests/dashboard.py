@@ -21,7 +21,7 @@ import uvicorn
 from app import db as database
 from app.application import create_app
 from app.auth.accounts import create_local_user
-from app.proxy.wsprotocol import DashboardWebSocketProtocol
+from app.server.options import serving_options
 from app.services import Services
 from app.settings import Settings
 from tests.services.ports import allocate_port, release_port
@@ -151,7 +151,7 @@ async def start_dashboard(
         port=settings.server.port,
         log_level="warning",
         lifespan="on",
-        ws=DashboardWebSocketProtocol,
+        **serving_options(settings.server),
         ssl_certfile=settings.server.ssl_certfile,
         ssl_keyfile=settings.server.ssl_keyfile,
     )

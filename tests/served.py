@@ -59,6 +59,11 @@ class ServedDashboard:
             return bool(response.status == 200)
 
     @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
+    @property
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
