@@ -197,7 +197,7 @@ def guest_images(run_dir: RunDir) -> GuestImages:
 # --- databases -----------------------------------------------------------------------------------
 
 
-def _fresh_database(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def fresh_database(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if kind == "mariadb":
         server: MariaDB = request.getfixturevalue("mariadb")
         server.reset()
@@ -214,10 +214,10 @@ def database_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, database_backend: str) -> str:
     """URL of a fresh, empty database: a new SQLite file, or the reset MariaDB ``vdi`` database."""
-    return _fresh_database(database_backend, request, tmp_path)
+    return fresh_database(database_backend, request, tmp_path)
 
 
 @pytest.fixture(params=DATABASES)
 def database_url_any(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Like ``database_url``, but the test runs once on SQLite and once on MariaDB."""
-    return _fresh_database(str(request.param), request, tmp_path)
+    return fresh_database(str(request.param), request, tmp_path)

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
+from app.api.bodies import DesktopRequest, Login, UserPower
+
 ERROR_CODES = [
-    "invalid_request", "invalid_credentials", "throttled", "directory_unavailable", "invalid_token",
+    "invalid", "invalid_json", "body_too_large", "unsupported_media_type",
+    "invalid_credentials", "throttled", "directory_unavailable", "invalid_token",
     "pool_not_found", "not_allowed", "no_free_desktop", "maintenance", "all_hypervisors_down",
     "desktop_limit", "desktop_failed", "console_unavailable", "lease_not_found", "lease_ended",
     "not_your_desktop", "power_refused",
@@ -28,6 +33,19 @@ def _err(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """A request body described by its model (the one the reader validates against)."""
+    return {"required": required, "content": {"application/json": {"schema": model.model_json_schema()}}}
+
+
+# Any endpoint that reads a body may refuse it so (see app.api.reader).
+BODY_REFUSALS = {
+    "400": _err("invalid (fields names each refused field) or invalid_json"),
+    "413": _err("body_too_large"),
+    "415": _err("unsupported_media_type"),
+}
+
+
 def _obj(required: list[str], **properties: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": properties}
 
@@ -42,6 +60,8 @@ SCHEMAS: dict[str, Any] = {
         ["error", "message"],
         error={"type": "string", "enum": ERROR_CODES},
         message=STR,
+        fields={"type": "object", "additionalProperties": {"type": "string"},
+                "description": "a refused body: what is wrong with each field"},
         failover={"oneOf": [_ref("Failover"), {"type": "null"}]},
     ),
     "User": _obj(["username", "display_name", "source"], username=STR, display_name=STR,
@@ -80,15 +100,11 @@ def _paths() -> dict[str, Any]:
         "/api/v1/login": {"post": {
             "summary": "Log in (local account or directory) and get a bearer token",
             "security": [],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
-                ["username", "password"], username=STR, password=STR,
-                realm={"type": "string", "enum": ["local", "directory"],
-                       "description": "account to check (default: directory if configured, else local)"},
-            )}}},
+            "requestBody": _body(Login),
             "responses": {
                 "200": _json(_obj(["token", "expires_at", "user"], token=STR, expires_at=TIME,
                                   user=_ref("User")), "logged in"),
-                "400": _err("invalid_request"),
+                **BODY_REFUSALS,
                 "401": _err("invalid_credentials"),
                 "429": _err("throttled (see Retry-After)"),
                 "503": _err("directory_unavailable"),
@@ -110,9 +126,7 @@ def _paths() -> dict[str, Any]:
             "summary": "Get a desktop of the pool (the one already held, or a free one)",
             "security": bearer,
             "parameters": [{"name": "pool_id", **ID_PARAM}],
-            "requestBody": {"required": False, "content": {"application/json": {"schema": _obj(
-                [], new={"type": "boolean", "description": "another desktop, up to the pool's max per user"},
-            )}}},
+            "requestBody": _body(DesktopRequest, required=False),
             "responses": {
                 "200": _json({"oneOf": [
                     _obj(["status", "lease", "desktop", "connection"], status={"const": "ready"},
@@ -123,6 +137,7 @@ def _paths() -> dict[str, Any]:
                 "202": _json(_obj(["status", "retry_after", "desktop"], status={"const": "booting"},
                                   retry_after=INT, desktop=_ref("Desktop")),
                              "the desktop is starting: ask again after retry_after seconds"),
+                **BODY_REFUSALS,
                 "403": _err("not_allowed"),
                 "404": _err("pool_not_found"),
                 "409": _err("no_free_desktop, maintenance, all_hypervisors_down or desktop_limit "
@@ -147,12 +162,10 @@ def _paths() -> dict[str, Any]:
         "/api/v1/desktops/{vm_id}/power": {"post": {
             "summary": "Power action on the user's own desktop", "security": bearer,
             "parameters": [{"name": "vm_id", **ID_PARAM}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
-                ["action"], action={"type": "string", "enum": ["shutdown", "poweroff", "reboot", "start"]},
-            )}}},
+            "requestBody": _body(UserPower),
             "responses": {
                 "202": _json(_obj(["state"], state=STR), "action started"),
-                "400": _err("invalid_request"), "403": _err("not_your_desktop"), "409": _err("power_refused"),
+                **BODY_REFUSALS, "403": _err("not_your_desktop"), "409": _err("power_refused"),
                 **unauthorized,
             },
         }},
@@ -169,7 +182,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "KVM-VDI broker API",
             "version": "1",
-            "description": "Desktops for thin clients and scripts; errors are {error, message}.",
+            "description": "Desktops for thin clients and scripts; errors are {error, message} "
+            "(and fields, for a refused body).",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

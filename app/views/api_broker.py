@@ -1,14 +1,15 @@
 """The broker JSON API (``/api/v1``): bearer tokens, pools, desktops, leases, power.
 
 Requests carry ``Authorization: Bearer <token>`` and no cookie, so CSRF does not
-apply; the token alone authenticates. Errors are ``{"error", "message"}`` with
-the stable codes listed in docs/architecture.md and the OpenAPI description.
+apply; the token alone authenticates. Bodies are read by :mod:`app.api.reader`
+into the models of :mod:`app.api.bodies`. Errors are ``{"error", "message"}``
+(``fields`` for a refused body) with the stable codes listed in
+docs/architecture.md and the OpenAPI description.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -17,11 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.api.bodies import DesktopRequest, Login, UserPower
+from app.api.reader import read_body
 from app.broker.clients import RealmError, authenticate_client, resolve_realm
 from app.broker.desktops import BOOT_RETRY_SECONDS, Broker, DesktopAnswer
 from app.broker.openapi import openapi_document
 from app.broker.pools import failover_of
-from app.broker.power import USER_ACTIONS, DesktopPowerError
+from app.broker.power import DesktopPowerError
 from app.broker.tokens import TokenUser, authenticate_token, issue_token, revoke_token
 from app.directory import DirectoryError
 from app.services import services_of
@@ -44,19 +47,6 @@ def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
 
 def timestamp(value: datetime | None) -> str | None:
     return value.isoformat() + "Z" if value is not None else None
-
-
-async def json_body(request: Request) -> dict[str, Any] | JSONResponse:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return error(400, "invalid_request", "The body must be a JSON object.")
-    if not isinstance(body, dict):
-        return error(400, "invalid_request", "The body must be a JSON object.")
-    return body
 
 
 def token_required(endpoint: Endpoint) -> Endpoint:
@@ -88,16 +78,8 @@ def _path_int(request: Request, name: str) -> int | None:
 
 async def login(request: Request) -> Response:
     services = services_of(request)
-    body = await json_body(request)
-    if isinstance(body, JSONResponse):
-        return body
-    username, password, realm = body.get("username"), body.get("password"), body.get("realm")
-    for field, value in (("username", username), ("password", password)):
-        if not isinstance(value, str) or not value:
-            return error(400, "invalid_request", f"'{field}' is required and must be a non-empty string.")
-    if realm is not None and not isinstance(realm, str):
-        return error(400, "invalid_request", "'realm' must be 'local' or 'directory'.")
-    assert isinstance(username, str) and isinstance(password, str)
+    body = await read_body(request, Login)
+    username, password = body.username, body.password
     address = client_address(request)
     throttle = services.login_throttle
     wait = throttle.retry_after(username=username, address=address)
@@ -107,10 +89,10 @@ async def login(request: Request) -> Response:
         response.headers["Retry-After"] = str(wait)
         return response
     try:
-        chosen = resolve_realm(realm, services.directory)
+        chosen = resolve_realm(body.realm, services.directory)
         found = await authenticate_client(services.db, services.directory, username, password, chosen)
     except RealmError as exc:
-        return error(400, "invalid_request", f"'realm': {exc}.")
+        return error(400, "invalid", f"Check the request: realm: {exc}.", fields={"realm": str(exc)})
     except DirectoryError:
         return error(503, "directory_unavailable", "The directory cannot be reached. Try again later.")
     if found is None:
@@ -194,12 +176,7 @@ async def request_desktop(request: Request) -> Response:
     user: TokenUser = request.state.token_user
     services = services_of(request)
     pool_id = _path_int(request, "pool_id")
-    body = await json_body(request)
-    if isinstance(body, JSONResponse):
-        return body
-    another = body.get("new", False)
-    if not isinstance(another, bool):
-        return error(400, "invalid_request", "'new' must be true or false.")
+    another = (await read_body(request, DesktopRequest)).new
     answer = None
     if pool_id is not None:
         answer = await services.broker.request_desktop(
@@ -246,16 +223,11 @@ async def release(request: Request) -> Response:
 async def power(request: Request) -> Response:
     user: TokenUser = request.state.token_user
     vm_id = _path_int(request, "vm_id")
-    body = await json_body(request)
-    if isinstance(body, JSONResponse):
-        return body
-    action = body.get("action")
-    if action not in USER_ACTIONS:
-        return error(400, "invalid_request", "'action' must be one of: " + ", ".join(USER_ACTIONS) + ".")
+    action = (await read_body(request, UserPower)).action
     try:
         state = (
             await services_of(request).broker.user_power(
-                vm_id, user.user_id, str(action), actor=user.username, client_address=client_address(request)
+                vm_id, user.user_id, action, actor=user.username, client_address=client_address(request)
             )
             if vm_id is not None
             else None

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from app.api.reader import BodyError, body_error
 from app.auth.session import wants_json
+from app.db.errors import INTEGRITY_ERRORS
 
 _CODES = {404: "not_found", 405: "method_not_allowed"}
 
@@ -34,4 +38,17 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(message, status_code=500)
 
 
-exception_handlers = {HTTPException: http_error, Exception: server_error}
+async def conflict(request: Request, exc: Exception) -> Response:
+    """A unique name taken by a change made at the same moment (the checks before could not see it)."""
+    message = "This conflicts with a change made at the same time (a name already taken?). Try again."
+    if wants_json(request):
+        return JSONResponse({"error": "conflict", "message": message}, status_code=409)
+    return PlainTextResponse(message, status_code=409)
+
+
+exception_handlers: dict[Any, Any] = {
+    HTTPException: http_error,
+    BodyError: body_error,
+    **dict.fromkeys(INTEGRITY_ERRORS, conflict),
+    Exception: server_error,
+}

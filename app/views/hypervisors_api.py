@@ -1,19 +1,21 @@
 """The hypervisor JSON API for automation: ``/api/v1/admin/hypervisors``.
 
 Authenticated by the admin session (unsafe methods need the ``X-CSRF-Token``
-header). Errors are ``{"error": code, "message": text}``; validation errors add
-``fields`` (field -> message naming the field).
+header). Bodies are the models of :mod:`app.api.bodies`, read by
+:mod:`app.api.reader`. Errors are ``{"error": code, "message": text}``;
+validation errors add ``fields`` (field -> message naming the field).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.api.bodies import HostKeyConfirmation, HypervisorFields
+from app.api.reader import read_body
 from app.auth.session import admin_required
 from app.hyper.sshkeys import HostKeyError
 from app.inventory import hypervisors as records
@@ -23,19 +25,6 @@ from app.views.forms import json_error
 from app.views.hypervisors import actor, inventory
 
 PREFIX = "/api/v1/admin/hypervisors"
-
-
-async def _json_body(request: Request) -> dict[str, Any] | Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return json_error("invalid_json", "The request body must be a JSON object.", 400)
-    if not isinstance(body, dict):
-        return json_error("invalid_json", "The request body must be a JSON object.", 400)
-    unknown = sorted(set(body) - set(records.FIELDS))
-    if unknown:
-        return _invalid({name: f"{name}: not a hypervisor field." for name in unknown})
-    return body
 
 
 def _invalid(errors: dict[str, str]) -> Response:
@@ -64,10 +53,9 @@ async def list_hypervisors(request: Request) -> Response:
 @admin_required
 async def create_hypervisor(request: Request) -> Response:
     services = services_of(request)
-    body = await _json_body(request)
-    if isinstance(body, Response):
-        return body
-    result = records.validate(body)
+    body = await read_body(request, HypervisorFields)
+    result = records.validate(body.sent())
+    result.errors.update(body.refusals(result.values["transport"]))
     await records.check_unique(services.db, result)
     if not result.ok:
         return _invalid(result.errors)
@@ -92,10 +80,9 @@ async def patch_hypervisor(request: Request) -> Response:
     row = await _row(request)
     if row is None:
         return _missing(request)
-    body = await _json_body(request)
-    if isinstance(body, Response):
-        return body
-    result = records.validate({**records.form_values(row), **body})
+    body = await read_body(request, HypervisorFields)
+    result = records.validate({**records.form_values(row), **body.sent()})
+    result.errors.update(body.refusals(result.values["transport"]))
     await records.check_unique(services.db, result, exclude_id=row.id)
     if not result.ok:
         return _invalid(result.errors)
@@ -143,20 +130,9 @@ async def confirm_host_key(request: Request) -> Response:
     row = await _row(request)
     if row is None:
         return _missing(request)
+    expected = (await read_body(request, HostKeyConfirmation)).fingerprint
     if row.transport != "ssh":
         return json_error("no_host_key", f"{row.name} is not reached over SSH.", 409)
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        body = None
-    expected = body.get("fingerprint") if isinstance(body, dict) else None
-    if not isinstance(expected, str) or not expected.startswith("SHA256:"):
-        return json_error(
-            "invalid",
-            "fingerprint: the SHA256 fingerprint you verified, e.g. SHA256:abc…",
-            400,
-            fields={"fingerprint": "fingerprint: required, as SHA256:…"},
-        )
     try:
         await inventory(services).confirm_host_key(row, expected, actor(request))
     except HostKeyNotConfirmable as exc:

@@ -9,12 +9,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from app.api.bodies import DesktopRequest, UserPower
+from app.api.reader import read_body
 from app.auth.session import client_required, current_user, end_session, start_session
 from app.broker.clients import REALMS, RealmError, authenticate_client, resolve_realm
 from app.broker.desktops import CONSOLE_PAGE
 from app.broker.leases import active_lease, heartbeat_interval
 from app.broker.pools import get_pool
-from app.broker.power import USER_ACTIONS, DesktopPowerError
+from app.broker.power import DesktopPowerError
 from app.broker.preferences import MOTD, get_preference
 from app.db.schema import vms
 from app.directory import DirectoryError
@@ -125,12 +127,14 @@ def _int(request: Request, name: str) -> int:
 async def request_desktop(request: Request) -> Response:
     services = services_of(request)
     user = request.state.user
+    body = await read_body(request, DesktopRequest)
     answer = await services.broker.request_desktop(
         pool_id=_int(request, "pool_id"),
         user_id=user.id,
         username=user.username,
         groups=user.groups,
         client_address=client_address(request),
+        another=body.new,
         with_connection=False,
     )
     if answer is None:
@@ -219,19 +223,13 @@ async def download_vv(request: Request) -> Response:
 @client_required
 async def power(request: Request) -> Response:
     services = services_of(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        body = {}
-    action = body.get("action") if isinstance(body, dict) else None
-    if action not in USER_ACTIONS:
-        return error(400, "invalid_request", "'action' must be one of: " + ", ".join(USER_ACTIONS) + ".")
+    action = (await read_body(request, UserPower)).action
     user = request.state.user
     try:
         state = await services.broker.user_power(
             _int(request, "vm_id"),
             user.id,
-            str(action),
+            action,
             actor=user.username,
             client_address=client_address(request),
         )

@@ -1,5 +1,6 @@
 """The admin JSON API for VMs and operations: ``/api/v1/admin/vms`` (session cookie + CSRF header).
 
+Bodies are the models of :mod:`app.api.bodies`, read by :mod:`app.api.reader`.
 Errors are ``{"error": code, "message": text}``; invalid input adds ``"fields"``
 mapping each bad field to what to do.
 """
@@ -13,6 +14,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.api.bodies import (
+    Classify,
+    Delete,
+    Flags,
+    Media,
+    NewInitialBody,
+    NewVdiBody,
+    Populate,
+    VmPower,
+    new_vm_model,
+)
+from app.api.reader import read_body, read_json, validate
 from app.auth.session import admin_required
 from app.services import services_of
 from app.views.forms import client_address
@@ -52,16 +65,6 @@ def api(endpoint: Handler) -> Handler:
     wrapped.__name__ = endpoint.__name__
     wrapped.__doc__ = endpoint.__doc__
     return wrapped
-
-
-async def json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise Invalid({"body": "send a JSON object"}) from None
-    if not isinstance(body, dict):
-        raise Invalid({"body": "send a JSON object"})
-    return body
 
 
 def path_id(request: Request, name: str = "vm_id") -> int:
@@ -109,20 +112,22 @@ async def _created(request: Request, created: Any) -> Response:
 @api
 async def create(request: Request) -> Response:
     """A simple/source VM (``name``) or a batch (``prefix`` + ``count``)."""
-    created = await vm_service(request).create(await json_body(request), actor=actor(request))
+    data = await read_json(request)
+    created = await vm_service(request).create(validate(new_vm_model(data), data), actor=actor(request))
     return await _created(request, created)
 
 
 @api
 async def create_initial(request: Request) -> Response:
-    created = await vm_service(request).create_initial(await json_body(request), actor=actor(request))
+    spec = await read_body(request, NewInitialBody)
+    created = await vm_service(request).create_initial(spec, actor=actor(request))
     return await _created(request, created)
 
 
 @api
 async def create_vdi(request: Request) -> Response:
-    body = {**await json_body(request), "initial_id": path_id(request)}
-    created = await vm_service(request).create_vdi(body, actor=actor(request))
+    spec = (await read_body(request, NewVdiBody)).on(path_id(request))
+    created = await vm_service(request).create_vdi(spec, actor=actor(request))
     return await _created(request, created)
 
 
@@ -135,61 +140,35 @@ async def copy_disk(request: Request) -> Response:
 @api
 async def populate(request: Request) -> Response:
     """Recreate the children's overlays and start each once; ``wait_first_boot`` waits for the boots."""
-    body = await json_body(request) if await request.body() else {}
-    wait = body.get("wait_first_boot", False)
-    if not isinstance(wait, bool):
-        raise Invalid({"wait_first_boot": "give true or false"})
-    timeout = body.get("first_boot_timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        raise Invalid({"first_boot_timeout": "give a number of seconds greater than 0"})
-    if timeout is not None and not wait:
-        raise Invalid({"first_boot_timeout": "only with wait_first_boot: true"})
+    body = await read_body(request, Populate)
     op_id = await vm_service(request).populate(
         path_id(request),
         actor=actor(request),
-        wait_first_boot=wait,
-        first_boot_timeout=float(timeout) if timeout is not None else None,
+        wait_first_boot=body.wait_first_boot,
+        first_boot_timeout=body.first_boot_timeout,
     )
     return JSONResponse({"operation": await _operation(request, op_id)}, status_code=202)
 
 
 @api
 async def power(request: Request) -> Response:
-    body = await json_body(request)
+    action = (await read_body(request, VmPower)).action
     vm = await vm_service(request).power(
-        path_id(request),
-        str(body.get("action", "")),
-        actor=actor(request),
-        client_address=client_address(request),
+        path_id(request), action, actor=actor(request), client_address=client_address(request)
     )
-    return JSONResponse({"vm": vm.summary(), "action": body.get("action")}, status_code=202)
+    return JSONResponse({"vm": vm.summary(), "action": action}, status_code=202)
 
 
 @api
 async def children_power(request: Request) -> Response:
-    body = await json_body(request)
-    op_id = await vm_service(request).mass_power(
-        path_id(request), str(body.get("action", "")), actor=actor(request)
-    )
+    action = (await read_body(request, VmPower)).action
+    op_id = await vm_service(request).mass_power(path_id(request), action, actor=actor(request))
     return JSONResponse({"operation": await _operation(request, op_id)}, status_code=202)
-
-
-def _flag_changes(body: dict[str, Any]) -> dict[str, bool]:
-    changes: dict[str, bool] = {}
-    for name, value in body.items():
-        if not isinstance(value, bool):
-            raise Invalid({name: "give true or false"})
-        changes[name] = value
-    if not changes:
-        raise Invalid({"body": "name at least one flag: maintenance, locked or volatile"})
-    return changes
 
 
 @api
 async def flags(request: Request) -> Response:
-    changes = _flag_changes(await json_body(request))
+    changes = (await read_body(request, Flags)).changes()
     vm = await vm_service(request).set_flags(
         path_id(request), changes, actor=actor(request), client_address=client_address(request)
     )
@@ -198,7 +177,7 @@ async def flags(request: Request) -> Response:
 
 @api
 async def children_flags(request: Request) -> Response:
-    changes = _flag_changes(await json_body(request))
+    changes = (await read_body(request, Flags)).changes()
     vms = await vm_service(request).set_children_flags(
         path_id(request), changes, actor=actor(request), client_address=client_address(request)
     )
@@ -207,16 +186,11 @@ async def children_flags(request: Request) -> Response:
 
 @api
 async def classify(request: Request) -> Response:
-    body = await json_body(request)
-    parent = body.get("parent_id")
-    if parent in ("", None):
-        parent = None
-    elif not str(parent).isdigit():
-        raise Invalid({"parent_id": "choose a VM from the list"})
+    body = await read_body(request, Classify)
     vm = await vm_service(request).classify(
         path_id(request),
-        str(body.get("kind", "")),
-        int(parent) if parent is not None else None,
+        body.kind,
+        body.parent_id,
         actor=actor(request),
         client_address=client_address(request),
     )
@@ -225,10 +199,7 @@ async def classify(request: Request) -> Response:
 
 @api
 async def media(request: Request) -> Response:
-    body = await json_body(request)
-    iso = body.get("iso_path")
-    if iso is not None and not isinstance(iso, str):
-        raise Invalid({"iso_path": "give an ISO path or null to eject"})
+    iso = (await read_body(request, Media)).iso_path
     vm = await vm_service(request).change_media(
         path_id(request), iso or None, actor=actor(request), client_address=client_address(request)
     )
@@ -252,17 +223,13 @@ async def delete_plan(request: Request) -> Response:
 
 @api
 async def delete(request: Request) -> Response:
-    body = await json_body(request)
-    confirm_vms = body.get("confirm_vms")
-    confirm_files = body.get("confirm_files")
-    if not isinstance(confirm_vms, list) or not isinstance(confirm_files, list):
-        raise Invalid({"confirm_vms": "confirm the VMs and files to delete (confirm_vms, confirm_files)"})
+    body = await read_body(request, Delete)
     plan, op_id = await vm_service(request).delete(
         path_id(request),
-        with_children=_truthy(body.get("with_children")),
-        remove_disks=_truthy(body.get("remove_disks")),
-        confirmed_vms=[str(name) for name in confirm_vms],
-        confirmed_files=[str(path) for path in confirm_files],
+        with_children=body.with_children,
+        remove_disks=body.remove_disks,
+        confirmed_vms=body.confirm_vms,
+        confirmed_files=body.confirm_files,
         actor=actor(request),
         client_address=client_address(request),
     )

@@ -11,8 +11,17 @@ import posixpath
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from app.api.fields import errors_of
 from app.hyper.records import HypervisorRecord
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -54,8 +63,9 @@ class Hardware(BaseModel):
     memory_mib: int = Field(1024, ge=32, le=4 * 1024 * 1024)
     disk_size_gib: int = Field(20, ge=1, le=64 * 1024)
     iso_path: str | None = None
-    boot_order: list[BootDevice] = Field(default_factory=_default_boot, min_length=1, max_length=3)
+    # Before boot_order: network boot is checked against it.
     network: str | None = None
+    boot_order: list[BootDevice] = Field(default_factory=_default_boot, min_length=1, max_length=3)
     os_type: OsType = "linux"
 
     @field_validator("iso_path", "network", mode="before")
@@ -74,9 +84,11 @@ class Hardware(BaseModel):
 
     @field_validator("boot_order")
     @classmethod
-    def _unique_boot(cls, value: list[BootDevice]) -> list[BootDevice]:
+    def _boot(cls, value: list[BootDevice], info: ValidationInfo) -> list[BootDevice]:
         if len(set(value)) != len(value):
             raise ValueError("name each boot device once")
+        if "network" in value and "network" in info.data and info.data["network"] is None:
+            raise ValueError("network boot needs a network: choose a bridge or remove 'network'")
         return value
 
     @field_validator("iso_path")
@@ -85,12 +97,6 @@ class Hardware(BaseModel):
         if value is not None and (not value.startswith("/") or "\x00" in value):
             raise ValueError("choose an ISO from the hypervisor's list")
         return value
-
-    def cross_check(self) -> dict[str, str]:
-        errors: dict[str, str] = {}
-        if "network" in self.boot_order and self.network is None:
-            errors["boot_order"] = "network boot needs a network: choose a bridge or remove 'network'"
-        return errors
 
 
 class NewVm(Hardware):
@@ -150,12 +156,11 @@ class NewInitial(BaseModel):
         return check_name(value)
 
 
-class NewVdi(BaseModel):
-    """``count`` VDI VMs (qcow2 overlays) on an initial machine."""
+class VdiBatch(BaseModel):
+    """``count`` VDI VMs named ``prefix01`` ..; the initial machine is given apart (URL or form)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    initial_id: int = Field(ge=1)
     prefix: VmName
     count: int = Field(ge=1, le=500)
     volatile: bool = False
@@ -169,6 +174,12 @@ class NewVdi(BaseModel):
         return batch_names(self.prefix, self.count)
 
 
+class NewVdi(VdiBatch):
+    """``count`` VDI VMs (qcow2 overlays) on an initial machine."""
+
+    initial_id: int = Field(ge=1)
+
+
 def batch_names(prefix: str, count: int) -> list[str]:
     """Zero-padded names: ``desk`` and 3 give desk01, desk02, desk03 (at least two digits)."""
     width = max(2, len(str(count)))
@@ -179,31 +190,15 @@ def batch_names(prefix: str, count: int) -> list[str]:
     return names
 
 
-def errors_of(exc: ValidationError) -> dict[str, str]:
-    """pydantic's errors as {field: message}, the first message per field."""
-    errors: dict[str, str] = {}
-    for error in exc.errors():
-        loc = error.get("loc") or ("form",)
-        field_name = str(loc[0])
-        message = str(error.get("msg", "invalid value"))
-        message = message.removeprefix("Value error, ")
-        if error.get("type") == "extra_forbidden":
-            message = "unknown field"
-        errors.setdefault(field_name, message)
-    return errors
+def parse(model: type[M], data: dict[str, Any], *, strict: bool = False) -> M:
+    """Validate ``data``; raise :class:`DefinitionError` naming each bad field.
 
-
-def parse(model: type[M], data: dict[str, Any]) -> M:
-    """Validate ``data``; raise :class:`DefinitionError` naming each bad field."""
+    Forms submit text (``strict=False`` converts it); JSON bodies are validated strictly.
+    """
     try:
-        value = model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         raise DefinitionError(errors_of(exc)) from None
-    if isinstance(value, Hardware):
-        cross = value.cross_check()
-        if cross:
-            raise DefinitionError(cross)
-    return value
 
 
 def under_directory(path: str, directory: str) -> bool:

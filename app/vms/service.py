@@ -116,21 +116,31 @@ class VmService:
 
     # -- workflows ------------------------------------------------------------------------------
 
-    async def create(self, data: dict[str, Any], *, actor: str = "") -> workflows_create.Created:
-        """A simple/source VM (``name``) or a batch (``prefix`` + ``count``)."""
+    async def create(
+        self, data: NewVm | NewBatch | dict[str, Any], *, actor: str = ""
+    ) -> workflows_create.Created:
+        """A simple/source VM (``name``) or a batch (``prefix`` + ``count``).
+
+        ``data`` is a validated model (the JSON API) or a form's text fields.
+        """
+        if isinstance(data, NewVm | NewBatch):
+            return await workflows_create.create_vms(self.ctx, data, actor=actor)
         model: type[NewVm] | type[NewBatch] = NewBatch if data.get("prefix") or data.get("count") else NewVm
         if model is NewBatch:
             data = {k: v for k, v in data.items() if k not in ("name", "disk_path")}
         else:
             data = {k: v for k, v in data.items() if k not in ("prefix", "count")}
-        spec = _parse(model, data)
-        return await workflows_create.create_vms(self.ctx, spec, actor=actor)
+        return await workflows_create.create_vms(self.ctx, _parse(model, data), actor=actor)
 
-    async def create_initial(self, data: dict[str, Any], *, actor: str = "") -> workflows_create.Created:
-        return await workflows_create.create_initial(self.ctx, _parse(NewInitial, data), actor=actor)
+    async def create_initial(
+        self, data: NewInitial | dict[str, Any], *, actor: str = ""
+    ) -> workflows_create.Created:
+        spec = data if isinstance(data, NewInitial) else _parse(NewInitial, data)
+        return await workflows_create.create_initial(self.ctx, spec, actor=actor)
 
-    async def create_vdi(self, data: dict[str, Any], *, actor: str = "") -> workflows_create.Created:
-        return await workflows_create.create_vdi(self.ctx, _parse(NewVdi, data), actor=actor)
+    async def create_vdi(self, data: NewVdi | dict[str, Any], *, actor: str = "") -> workflows_create.Created:
+        spec = data if isinstance(data, NewVdi) else _parse(NewVdi, data)
+        return await workflows_create.create_vdi(self.ctx, spec, actor=actor)
 
     async def copy_disk(self, initial_id: int, *, actor: str = "") -> int:
         return await workflows_disk.start_copy_disk(self.ctx, initial_id, actor=actor)

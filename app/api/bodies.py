@@ -1,0 +1,212 @@
+"""The request bodies of every JSON endpoint, declared once, by area.
+
+Each is a pydantic model that :func:`app.api.reader.read_body` validates in strict
+mode with unknown fields forbidden: a string is never taken for a number, nor
+``"maybe"`` for a boolean, and a field the endpoint does not use is refused rather
+than dropped. Domain rules that need the database or a hypervisor stay with the
+domain code; these models fix the shape and the types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from app.broker.power import USER_ACTIONS
+from app.inventory.hypervisors import DEFAULTS as HV_DEFAULTS
+from app.inventory.hypervisors import LABELS as HV_LABELS
+from app.vms.parameters import NewBatch, NewInitial, NewVdi, NewVm, VdiBatch
+from app.vms.power import PowerAction
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+Text = Annotated[StrictStr, Field(max_length=1024)]
+Id = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
+
+# --- broker API and client portal (``/api/v1``, ``/client``) -----------------------------------
+
+UserAction = Literal["shutdown", "poweroff", "reboot", "start"]
+assert set(get_args(UserAction)) == set(USER_ACTIONS), "UserAction and USER_ACTIONS must agree"
+
+
+class Login(Body):
+    username: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    password: Annotated[StrictStr, Field(min_length=1, max_length=4096)]
+    # "local" or "directory"; absent: see app.broker.clients.resolve_realm.
+    realm: Annotated[StrictStr, Field(max_length=32)] | None = None
+
+
+class DesktopRequest(Body):
+    # True: another desktop of the pool, even when the user holds one already.
+    new: StrictBool = False
+
+
+class UserPower(Body):
+    action: UserAction
+
+
+# --- admin hypervisor API (``/api/v1/admin/hypervisors``) -------------------------------------
+
+
+class HypervisorFields(Body):
+    """A hypervisor record as the API takes it; PATCH sends only what changes.
+
+    The defaults are the forms' (``HV_DEFAULTS``); the rules that read
+    several fields (address required over SSH, URI schemes per transport) are
+    :func:`app.inventory.hypervisors.validate`, shared with the forms.
+    """
+
+    name: Text = HV_DEFAULTS["name"]
+    transport: Literal["ssh", "local", "test"] = HV_DEFAULTS["transport"]
+    address: Text = HV_DEFAULTS["address"]
+    ssh_port: Annotated[StrictInt, Field(ge=1, le=65535)] = HV_DEFAULTS["ssh_port"]
+    ssh_user: Text = HV_DEFAULTS["ssh_user"]
+    # Only for the local and test transports: SSH hypervisors derive theirs.
+    libvirt_uri: Text | None = None
+    spice_address: Text = HV_DEFAULTS["spice_address"]
+    images_dir: Text = HV_DEFAULTS["images_dir"]
+    volatile_dir: Text = HV_DEFAULTS["volatile_dir"]
+    iso_dir: Text = HV_DEFAULTS["iso_dir"]
+    maintenance: StrictBool = HV_DEFAULTS["maintenance"]
+
+    field_labels: ClassVar[Mapping[str, str]] = HV_LABELS
+
+    def sent(self) -> dict[str, Any]:
+        """The fields the request named (PATCH changes only these)."""
+        return self.model_dump(include=self.model_fields_set)
+
+    def refusals(self, transport: str) -> dict[str, str]:
+        """Fields sent that the record's transport does not use (refused, never silently dropped)."""
+        if transport == "ssh" and self.libvirt_uri:
+            return {
+                "libvirt_uri": "libvirt URI: not used for the ssh transport (it is derived from "
+                "address, port and user): leave it out"
+            }
+        return {}
+
+
+class HostKeyConfirmation(Body):
+    fingerprint: Annotated[StrictStr, Field(pattern=r"^SHA256:[A-Za-z0-9+/=]{1,100}$")]
+
+
+# --- admin VM API (``/api/v1/admin/vms``) -----------------------------------------------------
+# The create models are the forms' own (app.vms.parameters), validated strictly here.
+
+
+class NewVmBody(NewVm):
+    model_config = ConfigDict(strict=True)
+
+
+class NewBatchBody(NewBatch):
+    model_config = ConfigDict(strict=True)
+
+
+class NewInitialBody(NewInitial):
+    model_config = ConfigDict(strict=True)
+
+
+class NewVdiBody(VdiBatch):
+    model_config = ConfigDict(strict=True)
+
+    def on(self, initial_id: int) -> NewVdi:
+        """The VDI machines to make on the initial machine named by the URL."""
+        return NewVdi(initial_id=initial_id, **self.model_dump())
+
+
+def new_vm_model(data: dict[str, Any]) -> type[NewVmBody] | type[NewBatchBody]:
+    """One VM (``name``) or a batch (``prefix`` + ``count``)."""
+    return NewBatchBody if "prefix" in data or "count" in data else NewVmBody
+
+
+class Populate(Body):
+    wait_first_boot: StrictBool = False
+    # Seconds a first boot may take (default: vms.first_boot_timeout); only with wait_first_boot.
+    first_boot_timeout: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+
+    @field_validator("first_boot_timeout")
+    @classmethod
+    def _timeout_needs_wait(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and not info.data.get("wait_first_boot"):
+            raise ValueError("only with wait_first_boot: true")
+        return value
+
+
+class VmPower(Body):
+    action: PowerAction
+
+
+class Flags(Body):
+    maintenance: StrictBool | None = None
+    locked: StrictBool | None = None
+    volatile: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Flags:
+        if not self.changes():
+            raise ValueError("name at least one flag: maintenance, locked or volatile")
+        return self
+
+    def changes(self) -> dict[str, bool]:
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+class Classify(Body):
+    kind: Annotated[StrictStr, Field(max_length=32)]
+    parent_id: Id | None = None
+
+
+class Media(Body):
+    # An ISO path from the hypervisor's list; null (or absent) ejects.
+    iso_path: Text | None = None
+
+
+class Delete(Body):
+    with_children: StrictBool = False
+    remove_disks: StrictBool = False
+    # Exactly the VM names and files of the plan (GET .../delete-plan) the admin confirmed.
+    confirm_vms: list[Text]
+    confirm_files: list[Text]
+
+
+# --- which endpoint reads which body ------------------------------------------------------------
+# (method, route path) -> the model(s) of its body; the tests hold the routes to it.
+
+_HV = "/api/v1/admin/hypervisors/{hypervisor_id:int}"
+_VM = "/api/v1/admin/vms/{vm_id:int}"
+REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
+    ("POST", "/api/v1/login"): (Login,),
+    ("POST", "/api/v1/pools/{pool_id}/desktop"): (DesktopRequest,),
+    ("POST", "/client/pools/{pool_id}/desktop"): (DesktopRequest,),
+    ("POST", "/api/v1/desktops/{vm_id}/power"): (UserPower,),
+    ("POST", "/client/desktops/{vm_id}/power"): (UserPower,),
+    ("POST", "/api/v1/admin/hypervisors"): (HypervisorFields,),
+    ("PATCH", _HV): (HypervisorFields,),
+    ("POST", _HV + "/host-key"): (HostKeyConfirmation,),
+    ("POST", "/api/v1/admin/vms"): (NewVmBody, NewBatchBody),
+    ("POST", "/api/v1/admin/vms/initial"): (NewInitialBody,),
+    ("POST", _VM + "/vdi"): (NewVdiBody,),
+    ("POST", _VM + "/populate"): (Populate,),
+    ("POST", _VM + "/power"): (VmPower,),
+    ("POST", _VM + "/children/power"): (VmPower,),
+    ("POST", _VM + "/flags"): (Flags,),
+    ("POST", _VM + "/children/flags"): (Flags,),
+    ("POST", _VM + "/classify"): (Classify,),
+    ("POST", _VM + "/media"): (Media,),
+    ("POST", _VM + "/delete"): (Delete,),
+    ("DELETE", _VM): (Delete,),
+}
