@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from app import db as database
 from app.db.schema import users
 from tests.cli import cli_env, kvm_vdi
 from tests.dashboard import DashboardFactory
@@ -75,3 +78,36 @@ def test_the_passphrase_never_comes_from_the_command_line(tmp_path: Path) -> Non
     refused = kvm_vdi("backup", str(tmp_path / "b"), "--passphrase-file", str(short), env=env)
     assert refused.returncode == 1 and "at least 12 characters" in refused.stderr
     assert not (tmp_path / "b").exists()
+
+
+async def test_a_backup_of_an_older_schema_is_restored_then_migrated(
+    database_url: str, tmp_path: Path
+) -> None:
+    first = "0001"
+    assert database.head_revision() != first, "there is no later migration to restore into"
+    await asyncio.to_thread(database.upgrade, database_url, first)
+    engine = sa.create_engine(database.sync_url(database_url), poolclass=sa.pool.NullPool)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO users (username, source, role) VALUES ('olga', 'local', 'admin')")
+        )
+    engine.dispose()
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text(PASSPHRASE + "\n")
+    backup = tmp_path / "old.backup"
+    made = kvm_vdi(
+        "backup", str(backup), "--passphrase-file", str(passphrase), env=cli_env(database_url, tmp_path)
+    )
+    assert made.returncode == 0, made.stderr
+    assert "(schema 0001)" in made.stdout
+
+    fresh_url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    restored = kvm_vdi(
+        "restore", str(backup), "--passphrase-file", str(passphrase), env=cli_env(fresh_url, tmp_path / "new")
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert database.current_revision(fresh_url) == database.head_revision()
+    engine = sa.create_engine(database.sync_url(fresh_url), poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT username FROM users")).scalars().all() == ["olga"]
+    engine.dispose()

@@ -149,35 +149,33 @@ def _foreign_keys(connection: Connection, on: bool) -> None:
         connection.exec_driver_sql(f"SET FOREIGN_KEY_CHECKS={1 if on else 0}")
 
 
-def database_rows(url: str) -> dict[str, int]:
-    """Rows per table (the schema version table aside) of the database at ``url``."""
-    engine = _engine(url)
-    try:
-        with engine.connect() as connection:
-            tables = sa.MetaData()
-            tables.reflect(connection)
-            return {
-                table.name: int(
-                    connection.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0
-                )
-                for table in tables.sorted_tables
-                if table.name != VERSION_TABLE
-            }
-    finally:
-        engine.dispose()
-
-
-def _drop_everything(url: str) -> None:
+@contextmanager
+def _transaction(url: str, *, foreign_keys: bool = True) -> Iterator[tuple[Connection, sa.MetaData]]:
+    """One transaction on the database at ``url``, its tables reflected; MariaDB's foreign-key checks off
+    inside when asked (rows then load in any order, self-references included)."""
     engine = _engine(url)
     try:
         with engine.begin() as connection:
-            _foreign_keys(connection, False)
+            if not foreign_keys:
+                _foreign_keys(connection, False)
             tables = sa.MetaData()
             tables.reflect(connection)
-            tables.drop_all(connection)
-            _foreign_keys(connection, True)
+            yield connection, tables
+            if not foreign_keys:
+                _foreign_keys(connection, True)
     finally:
         engine.dispose()
+
+
+def database_rows(url: str) -> dict[str, int]:
+    """Rows per table (the schema version table aside) of the database at ``url``."""
+    count = sa.select(sa.func.count())
+    with _transaction(url) as (connection, tables):
+        return {
+            table.name: int(connection.execute(count.select_from(table)).scalar() or 0)
+            for table in tables.sorted_tables
+            if table.name != VERSION_TABLE
+        }
 
 
 def load_database(url: str, directory: Path, info: DumpInfo, *, force: bool) -> None:
@@ -188,22 +186,14 @@ def load_database(url: str, directory: Path, info: DumpInfo, *, force: bool) -> 
             f"the database {database.safe_url(url)} is not empty ({sum(present.values())} rows in "
             f"{len(present)} tables): restore into an empty database, or pass --force to replace it"
         )
-    _drop_everything(url)
+    with _transaction(url, foreign_keys=False) as (connection, tables):
+        tables.drop_all(connection)
     database.upgrade(url, info.revision or "head")
-    engine = _engine(url)
-    try:
-        with engine.begin() as connection:
-            _foreign_keys(connection, False)
-            tables = sa.MetaData()
-            tables.reflect(connection)
-            for table in tables.sorted_tables:
-                path = directory / f"{table.name}.jsonl"
-                if table.name == VERSION_TABLE or not path.exists():
-                    continue
+    with _transaction(url, foreign_keys=False) as (connection, tables):
+        for table in tables.sorted_tables:
+            path = directory / f"{table.name}.jsonl"
+            if table.name != VERSION_TABLE and path.exists():
                 _load_table(connection, table, path)
-            _foreign_keys(connection, True)
-    finally:
-        engine.dispose()
     database.upgrade(url, "head")
 
 
