@@ -5,14 +5,18 @@ hypervisor and console is tests/broker/test_backup_restore.py.)"""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from app import db as database
+from app.cli import main
 from app.db.schema import users
 from tests.cli import cli_env, kvm_vdi
 from tests.dashboard import DashboardFactory
+from tests.log_capture import dashboard_logging
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -66,17 +70,32 @@ async def test_restore_refuses_what_it_would_destroy_or_cannot_trust(
     assert [row.username for row in await restored.services.db.fetch_all(users.select())] == ["admin"]
 
 
-def test_the_passphrase_never_comes_from_the_command_line(tmp_path: Path) -> None:
-    env = cli_env(f"sqlite:///{tmp_path / 'vdi.sqlite3'}", tmp_path / "var")
-    usage = kvm_vdi("backup", "--help", env=env).stdout
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """``main()`` configures the process's logging: put it back afterwards."""
+    with dashboard_logging():
+        yield
+
+
+def test_the_passphrase_never_comes_from_the_command_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    logging_restored: None,
+) -> None:
+    for name, value in cli_env(f"sqlite:///{tmp_path / 'vdi.sqlite3'}", tmp_path / "var").items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit):
+        main(["backup", "--help"])
+    usage = capsys.readouterr().out
     assert "--passphrase-file" in usage and "--passphrase " not in usage
-    # No terminal and no file: refused rather than read from somewhere unexpected.
-    refused = kvm_vdi("backup", str(tmp_path / "b"), env=env, stdin="")
-    assert refused.returncode == 1 and "--passphrase-file" in refused.stderr
+    # No terminal (pytest's stdin) and no file: refused rather than read from somewhere unexpected.
+    assert main(["backup", str(tmp_path / "b")]) == 1
+    assert "--passphrase-file" in capsys.readouterr().err
     short = tmp_path / "short"
     short.write_text("too short\n")
-    refused = kvm_vdi("backup", str(tmp_path / "b"), "--passphrase-file", str(short), env=env)
-    assert refused.returncode == 1 and "at least 12 characters" in refused.stderr
+    assert main(["backup", str(tmp_path / "b"), "--passphrase-file", str(short)]) == 1
+    assert "at least 12 characters" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 
