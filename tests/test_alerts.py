@@ -228,3 +228,15 @@ async def test_the_settings_page_shows_the_channels_and_sends_a_test_alert(
     assert 'id="alerts-card"' in page and "webhook" in page and "/settings/alerts/test" in page
     # The webhook's URL and secret are configured, and never shown.
     assert receiver.url not in page and SECRET not in page
+
+
+def test_an_e_mail_subject_stays_one_line_whatever_a_name_holds() -> None:
+    from app.alerts.channels import email_message
+    from app.alerts.model import Alert
+
+    alert = Alert(
+        "pool_exhausted", "warning", "a\r\nBcc: x@example.org", "Pool a\r\nBcc: x@example.org is full", "t"
+    )
+    message = email_message(alert, sender="vdi@example.org", recipients=["ops@example.org"], dashboard="")
+    assert message["Subject"] == "[KVM-VDI] Pool a Bcc: x@example.org is full"
+    assert message["Bcc"] is None

@@ -21,8 +21,20 @@ from tests.log_capture import dashboard_logging
 PASSPHRASE = "correct horse battery staple"
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """``main()`` configures the process's logging: put it back afterwards."""
+    with dashboard_logging():
+        yield
+
+
 async def test_restore_refuses_what_it_would_destroy_or_cannot_trust(
-    dashboard_factory: DashboardFactory, database_url: str, tmp_path: Path
+    dashboard_factory: DashboardFactory,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    logging_restored: None,
 ) -> None:
     running = await dashboard_factory()
     data_dir = running.settings.data_dir
@@ -37,8 +49,12 @@ async def test_restore_refuses_what_it_would_destroy_or_cannot_trust(
     await running.stop()
 
     def restore(*args: str, url: str = database_url, where: Path = data_dir) -> tuple[int, str]:
-        done = kvm_vdi("restore", *args, "--passphrase-file", str(passphrase), env=cli_env(url, where))
-        return done.returncode, done.stderr
+        """``kvm-vdi restore`` in this process (the backup above ran as a real command)."""
+        for name, value in cli_env(url, where).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        status = main(["restore", *args, "--passphrase-file", str(passphrase)])
+        return status, capsys.readouterr().err
 
     status, error = await asyncio.to_thread(restore, str(backup))
     assert status == 1 and "is not empty" in error and "--force" in error
@@ -68,13 +84,6 @@ async def test_restore_refuses_what_it_would_destroy_or_cannot_trust(
     assert status == 0, error
     restored = await dashboard_factory(admin_password=None)
     assert [row.username for row in await restored.services.db.fetch_all(users.select())] == ["admin"]
-
-
-@pytest.fixture
-def logging_restored() -> Iterator[None]:
-    """``main()`` configures the process's logging: put it back afterwards."""
-    with dashboard_logging():
-        yield
 
 
 def test_the_passphrase_never_comes_from_the_command_line(

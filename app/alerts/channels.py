@@ -39,7 +39,8 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
 
 def email_message(alert: Alert, *, sender: str, recipients: list[str], dashboard: str) -> EmailMessage:
     message = EmailMessage()
-    message["Subject"] = f"[KVM-VDI] {alert.title}"
+    # Names in a title come from admins' input: one line, whatever they typed.
+    message["Subject"] = " ".join(f"[KVM-VDI] {alert.title}".split())
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = format_datetime(alert.at.replace(tzinfo=UTC))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from app.backup.crypto import EncryptingWriter, decrypted
+from app.backup.crypto import CHUNK, EncryptingWriter, decrypted
 from app.backup.dump import DumpInfo, RestoreRefused, dump_database, load_database
 
 # What of the data directory a backup keeps (never the SQLite file, disks or caches).
@@ -161,7 +162,8 @@ def restore_backup(
                 if member.name == MANIFEST:
                     manifest = json.loads(extracted.read())
                 elif name.parts[0] == "database" and len(name.parts) == 2:
-                    (dump_dir / name.name).write_bytes(extracted.read())
+                    with open(dump_dir / name.name, "wb") as table_file:
+                        shutil.copyfileobj(extracted, table_file, CHUNK)
                 elif name.parts[0] == "data":
                     pending.append((data_dir.joinpath(*name.parts[1:]), extracted.read()))
                     files.append(member.name)
