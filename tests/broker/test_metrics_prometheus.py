@@ -146,7 +146,7 @@ def grafana_ready(expr: str) -> str:
     return expr.replace("$__rate_interval", "1m").replace('"$pool"', '".*"').replace('"$job"', '".*"')
 
 
-_FUNCTIONS = {"sum", "rate", "increase", "histogram_quantile", "by", "le"}
+_FUNCTIONS = {"sum", "max", "rate", "increase", "histogram_quantile", "by", "le"}
 
 
 def metric_names(expr: str) -> set[str]:
