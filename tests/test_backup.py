@@ -108,12 +108,16 @@ def test_the_passphrase_never_comes_from_the_command_line(
     assert not (tmp_path / "b").exists()
 
 
-async def test_a_backup_of_an_older_schema_is_restored_then_migrated(
-    database_url: str, tmp_path: Path
+def test_a_backup_of_an_older_schema_is_restored_then_migrated(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    logging_restored: None,
 ) -> None:
     first = "0001"
     assert database.head_revision() != first, "there is no later migration to restore into"
-    await asyncio.to_thread(database.upgrade, database_url, first)
+    database.upgrade(database_url, first)
     engine = sa.create_engine(database.sync_url(database_url), poolclass=sa.pool.NullPool)
     with engine.begin() as connection:
         connection.execute(
@@ -123,17 +127,21 @@ async def test_a_backup_of_an_older_schema_is_restored_then_migrated(
     passphrase = tmp_path / "passphrase"
     passphrase.write_text(PASSPHRASE + "\n")
     backup = tmp_path / "old.backup"
-    made = kvm_vdi(
-        "backup", str(backup), "--passphrase-file", str(passphrase), env=cli_env(database_url, tmp_path)
-    )
-    assert made.returncode == 0, made.stderr
-    assert "(schema 0001)" in made.stdout
 
+    def kvm_vdi_here(url: str, data_dir: Path, *args: str) -> tuple[int, str]:
+        for name, value in cli_env(url, data_dir).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        status = main([*args, "--passphrase-file", str(passphrase)])
+        captured = capsys.readouterr()
+        return status, captured.out + captured.err
+
+    status, output = kvm_vdi_here(database_url, tmp_path, "backup", str(backup))
+    assert status == 0 and "(schema 0001)" in output, output
+    # Into the other backend's kind of URL on the MariaDB pass: the dump is portable.
     fresh_url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-    restored = kvm_vdi(
-        "restore", str(backup), "--passphrase-file", str(passphrase), env=cli_env(fresh_url, tmp_path / "new")
-    )
-    assert restored.returncode == 0, restored.stderr
+    status, output = kvm_vdi_here(fresh_url, tmp_path / "new", "restore", str(backup))
+    assert status == 0, output
     assert database.current_revision(fresh_url) == database.head_revision()
     engine = sa.create_engine(database.sync_url(fresh_url), poolclass=sa.pool.NullPool)
     with engine.connect() as connection:
