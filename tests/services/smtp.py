@@ -61,10 +61,7 @@ class SmtpServer:
         if not new.is_dir():
             return []
         paths = sorted(new.iterdir(), key=lambda path: path.stat().st_mtime_ns)
-        return [
-            email.message_from_bytes(path.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
-            for path in paths
-        ]
+        return [email.message_from_bytes(path.read_bytes(), policy=email.policy.default) for path in paths]
 
     def stop(self) -> None:
         stop_process(self._proc, timeout=10)
