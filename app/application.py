@@ -110,7 +110,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         )
         await hypervisors.start()
         stack.push_async_callback(hypervisors.stop)
-        stack.callback(hypervisors.add_connection_listener(alerts.rules.connection_changed))
+        stack.callback(alerts.watch_hypervisors(hypervisors))
 
         consoles = ConsoleService(
             db=db,

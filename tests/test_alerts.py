@@ -240,3 +240,22 @@ def test_an_e_mail_subject_stays_one_line_whatever_a_name_holds() -> None:
     message = email_message(alert, sender="vdi@example.org", recipients=["ops@example.org"], dashboard="")
     assert message["Subject"] == "[KVM-VDI] Pool a Bcc: x@example.org is full"
     assert message["Bcc"] is None
+
+
+async def test_a_hypervisor_found_down_at_start_is_announced(
+    dashboard_factory: DashboardFactory, receiver: WebhookReceiver, database_url: str
+) -> None:
+    """It failed its first connection while the dashboard started, before any transition could be seen."""
+    from app import db as database
+    from tests.broker.records import add_hypervisor
+
+    await asyncio.to_thread(database.upgrade, database_url)
+    db = database.connect_database(database_url)
+    await db.connect()
+    try:
+        await add_hypervisor(db, "gone", state="down", uri="test:///no/such/definition.xml")
+    finally:
+        await db.disconnect()
+    await dashboard_factory(alerts=alert_settings(None, receiver))
+    (posted,) = await eventually(lambda: receiver.received, "the down alert")
+    assert posted.body["kind"] == "hypervisor_down" and posted.body["subject"] == "gone"

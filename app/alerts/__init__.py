@@ -7,7 +7,7 @@ through the configured channels (:mod:`.channels`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from app.alerts.certificates import CertificateWatch
@@ -15,6 +15,8 @@ from app.alerts.channels import EmailChannel, WebhookChannel
 from app.alerts.dispatcher import AlertDispatcher, Channel, Delivery, DeliveryListener
 from app.alerts.model import Alert
 from app.alerts.rules import AlertRules
+from app.hyper.events import ConnectionEvent
+from app.hyper.registry import HypervisorRegistry
 from app.settings import Settings
 
 __all__ = ["Alert", "AlertRules", "Alerts", "Delivery"]
@@ -54,6 +56,17 @@ class Alerts:
             warn_days=config.certificate_warning_days,
             interval=config.certificate_check_interval,
         )
+
+    def watch_hypervisors(self, registry: HypervisorRegistry) -> Callable[[], None]:
+        """Alert on the registry's down/up transitions from now on, and on those already down
+        (a hypervisor found down at start, or down across a restart, is announced, and so is
+        its return). Returns the unsubscribe function."""
+        for hv in registry.all():
+            if hv.state == "down":
+                self.rules.connection_changed(
+                    ConnectionEvent(hv.id, hv.name, hv.state, hv.reason, hv.maintenance)
+                )
+        return registry.add_connection_listener(self.rules.connection_changed)
 
     def submit(self, alert: Alert) -> None:
         self.dispatcher.submit(alert)
