@@ -70,11 +70,42 @@ def _data_dir_line(settings: Settings) -> CheckLine:
     return CheckLine("data directory", OK, f"{path} ({state})")
 
 
+def _alert_lines(settings: Settings) -> list[CheckLine]:
+    """Where alerts go, and how long each watched certificate has left (warn within the warning days)."""
+    from datetime import UTC, datetime
+
+    from app.alerts import watched_certificates
+    from app.alerts.certificates import not_after
+
+    config = settings.alerts
+    channels = [
+        name for name, on in (("e-mail", bool(config.email_to)), ("webhook", config.webhook_url)) if on
+    ]
+    lines = [
+        CheckLine("alerts", OK, f"sent by {' and '.join(channels)}")
+        if channels
+        else CheckLine("alerts", WARN, "no e-mail or webhook configured ([alerts]): alerts are only logged")
+    ]
+    for name, path in watched_certificates(settings, {}).items():
+        subject = f"certificate {name}"
+        try:
+            expires = not_after(path)
+        except (OSError, ValueError) as exc:
+            lines.append(CheckLine(subject, FAIL, f"{path}: cannot be read: {_short(exc)}"))
+            continue
+        days = (expires - datetime.now(UTC)).total_seconds() / 86400
+        result = FAIL if days < 0 else WARN if days <= config.certificate_warning_days else OK
+        when = "expired" if days < 0 else f"expires in {days:.0f} days"
+        lines.append(CheckLine(subject, result, f"{path}: {when} ({expires:%Y-%m-%d})"))
+    return lines
+
+
 async def run_checks(settings: Settings, *, config_source: str | None) -> CheckReport:
     report = CheckReport()
     source = f"file {config_source}" if config_source else "no file (defaults)"
     report.add("configuration", OK, f"{source} + KVMVDI_* environment")
     report.lines.append(_data_dir_line(settings))
+    report.lines.extend(_alert_lines(settings))
 
     url = settings.database_url.get_secret_value()
     shown = database.safe_url(url)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from app import db as database
 from app.alerts.certificates import certificate_alerts
 from app.vms.errors import VmError
 from app.vms.operations import OperationContext
@@ -246,7 +247,6 @@ async def test_a_hypervisor_found_down_at_start_is_announced(
     dashboard_factory: DashboardFactory, receiver: WebhookReceiver, database_url: str
 ) -> None:
     """It failed its first connection while the dashboard started, before any transition could be seen."""
-    from app import db as database
     from tests.broker.records import add_hypervisor
 
     await asyncio.to_thread(database.upgrade, database_url)
@@ -259,3 +259,33 @@ async def test_a_hypervisor_found_down_at_start_is_announced(
     await dashboard_factory(alerts=alert_settings(None, receiver))
     (posted,) = await eventually(lambda: receiver.received, "the down alert")
     assert posted.body["kind"] == "hypervisor_down" and posted.body["subject"] == "gone"
+
+
+async def test_check_names_the_alert_channels_and_each_certificates_time_left(
+    database_url: str, tmp_path: Path
+) -> None:
+    from app.checks import run_checks
+    from tests.dashboard import make_settings
+
+    await asyncio.to_thread(database.upgrade, database_url)
+    soon = certificate(tmp_path / "soon.pem", timedelta(days=9, hours=1))
+    fine = certificate(tmp_path / "fine.pem", timedelta(days=300))
+    quiet = make_settings(
+        tmp_path / "var", database_url, alerts={"certificate_files": [str(soon), str(fine)]}
+    )
+    report = await run_checks(quiet, config_source=None)
+    lines = {line.subject: line for line in report.lines}
+    assert (lines["alerts"].result, lines["certificate soon.pem"].result) == ("warn", "warn")
+    assert "expires in 9 days" in lines["certificate soon.pem"].detail
+    assert lines["certificate fine.pem"].result == "ok" and report.ok
+
+    expired = certificate(tmp_path / "old.pem", timedelta(days=-2))
+    mailing = make_settings(
+        tmp_path / "var",
+        database_url,
+        alerts={"email_to": ["ops@example.org"], "certificate_files": [str(expired)]},
+    )
+    report = await run_checks(mailing, config_source=None)
+    lines = {line.subject: line for line in report.lines}
+    assert lines["alerts"].detail == "sent by e-mail"
+    assert lines["certificate old.pem"].result == "FAIL" and not report.ok
