@@ -27,7 +27,8 @@ from app.audit import AuditLog
 from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
 from app.auth.headers import SecurityHeadersMiddleware
-from app.auth.throttle import LoginThrottle
+from app.auth.login import start_login_service
+from app.auth.throttle_store import MemoryThrottleStore
 from app.broker.desktops import Broker
 from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
@@ -95,7 +96,12 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         alerts = Alerts(settings, delivery_listeners=[metrics.alert_delivered])
         await alerts.start()
         stack.push_async_callback(alerts.stop)
-        audit = AuditLog(db, listeners=[metrics.audited])
+        audit = AuditLog(
+            db,
+            listeners=[metrics.audited],
+            unauthenticated_limit=settings.security.audit_unauthenticated_per_minute,
+        )
+        stack.push_async_callback(audit.close)
         ssh_dir = settings.data_dir / "ssh"
         ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
         known_hosts = KnownHostsFile(ssh_dir)
@@ -141,21 +147,27 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             metrics, settings, stack, db=db, hypervisors=hypervisors, sessions=consoles.sessions, hub=hub
         )
 
+        directory = DirectoryLogin(settings.directory)
+        logins = await start_login_service(
+            settings.security,
+            db=db,
+            audit=audit,
+            directory=directory,
+            throttle_store=MemoryThrottleStore(),
+            stack=stack,
+        )
         services = Services(
             settings=settings,
             db=db,
             hub=hub,
             audit=audit,
-            login_throttle=LoginThrottle(
-                max_failures=settings.security.login_max_failures,
-                window=settings.security.login_failure_window,
-            ),
+            logins=logins,
             ssh_key=ssh_key,
             known_hosts=known_hosts,
             hypervisors=hypervisors,
             consoles=consoles,
             gateway=gateway,
-            directory=DirectoryLogin(settings.directory),
+            directory=directory,
             broker=broker,
             metrics=exporter,
             alerts=alerts,

@@ -31,6 +31,8 @@ from typing import IO, TYPE_CHECKING, Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.escaping import escape_controls
+
 if TYPE_CHECKING:
     from app.settings import Settings
 
@@ -82,15 +84,17 @@ class RequestIdFilter(logging.Filter):
 class TextFormatter(logging.Formatter):
     """``2026-12-04 15:02:49,123 INFO kvmvdi.audit [req 3f2a...] message`` on one line.
 
-    Line breaks inside a message are escaped, so one event stays one line; a
-    traceback follows its line, as Python prints it.
+    Line breaks and every other control character inside a message are escaped
+    (:func:`app.escaping.escape_controls`), so one event stays one line and a typed
+    name cannot move a terminal's cursor; a traceback follows its line, as Python
+    prints it.
     """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = record.message.replace("\r", "\\r").replace("\n", "\\n")
+        record.message = escape_controls(record.message)
         return super().formatMessage(record)
 
 

@@ -13,7 +13,7 @@ from databases import Database
 
 from app.alerts import Alerts
 from app.audit import AuditLog
-from app.auth.throttle import LoginThrottle
+from app.auth.login import LoginService
 from app.broker.desktops import Broker
 from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
@@ -37,7 +37,8 @@ class Services:
     db: Database
     hub: LiveHub
     audit: AuditLog
-    login_throttle: LoginThrottle
+    # Every log-in (admin form, portal, broker API) and the change-password check.
+    logins: LoginService
     # The dashboard's SSH identity and the known_hosts file of pinned hypervisor host keys.
     ssh_key: DashboardKey
     known_hosts: KnownHostsFile

@@ -10,12 +10,13 @@ shows them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -68,9 +69,33 @@ class SecuritySettings(Section):
     session_max_age: int = Field(default=8 * 3600, ge=1)
     # ... and after this many seconds without any request.
     session_idle_timeout: int = Field(default=3600, ge=1)
+    # Failed log-ins allowed per user name, and per client address (IPv6: per /64), in the window.
     login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=100, ge=1)
     login_failure_window: int = Field(default=300, ge=1)
+    # Addresses or networks (CIDR) counted by user name only: NAT gateways, proxies that hide clients.
+    login_trusted_networks: list[str] = Field(default_factory=list)
     api_token_ttl: int = Field(default=3600, ge=1)
+    # Password checks (Argon2) run on these workers ("process" or "thread"), reniced by
+    # argon2_worker_nice; beyond argon2_queue waiting checks a log-in is refused as busy (503).
+    argon2_workers: int = Field(default=1, ge=1, le=64)
+    argon2_worker_kind: Literal["thread", "process"] = "thread"
+    argon2_worker_nice: int = Field(default=10, ge=0, le=19)
+    argon2_queue: int = Field(default=1000, ge=0)
+    # Audit rows per minute for failures anyone can cause (failed log-ins ...); the rest is counted.
+    audit_unauthenticated_per_minute: int = Field(default=120, ge=1)
+
+    @field_validator("login_trusted_networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an address or network (e.g. 192.0.2.7, 10.1.0.0/16)"
+                ) from None
+        return values
 
 
 class GatewaySettings(Section):

@@ -13,6 +13,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 RECV_BUFFER = 4 << 20
@@ -187,17 +188,32 @@ def start_stream(path: Path, warmup: int = 64 << 20) -> Pipe:
 
 def round_trips(path: Path, count: int, size: int = 64, warmup: int = 200) -> list[float]:
     """Echo round trips of ``size``-byte messages through ``path``, in microseconds."""
+    remaining = [warmup + count]
+
+    def more() -> bool:
+        remaining[0] -= 1
+        return remaining[0] >= 0
+
+    return round_trips_while(path, more, size=size, warmup=warmup)
+
+
+def round_trips_while(
+    path: Path, running: Callable[[], bool], size: int = 64, warmup: int = 200
+) -> list[float]:
+    """Echo round trips on one connection while ``running()`` says so (the first ``warmup`` not kept)."""
     pipe = path.open()
     try:
         pipe.send(b"E")
         message = pipe.prepared(b"m" * size)
         samples = []
-        for i in range(warmup + count):
+        done = 0
+        while running():
             started = time.perf_counter_ns()
             pipe.sock.sendall(message)
             pipe.receive(size)
-            if i >= warmup:
+            if done >= warmup:
                 samples.append((time.perf_counter_ns() - started) / 1000)
+            done += 1
         return samples
     finally:
         pipe.close()

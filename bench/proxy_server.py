@@ -7,6 +7,9 @@ under uvicorn, as the proxy benchmark's process under test.
 uvicorn implementations (websockets-sansio, websockets, wsproto; permessage-deflate off)
 are there to compare. Prints ``ready`` once serving; then each ``ticket`` line on stdin
 is answered with a fresh console ticket bound to 127.0.0.1:D (console tickets live 60 s).
+
+``--users N`` adds portal users ``storm-000`` ... with the password ``storm-password-123``
+(for the log-in storm benchmark); ``--security KEY=VALUE`` sets a ``[security]`` setting.
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ import uvicorn
 from app import db as database
 from app.application import create_app
 from app.auth.accounts import create_local_user
+from app.auth.passwords import hash_password
 from app.clock import utcnow
-from app.db.schema import hypervisors, vms
+from app.db.schema import hypervisors, users, vms
 from app.proxy.wsprotocol import DashboardWebSocketProtocol
 from app.settings import Settings
 
+STORM_PASSWORD = "storm-password-123"
 
-async def _records(url: str) -> tuple[int, int]:
+
+async def _records(url: str, storm_users: int) -> tuple[int, int]:
     await asyncio.to_thread(database.upgrade, url)
     db = database.connect_database(url)
     await db.connect()
@@ -39,6 +45,21 @@ async def _records(url: str) -> tuple[int, int]:
         # An admin exists, so the first-start banner does not interleave with the control output.
         await create_local_user(db, "admin", "bench-admin-password-123", role="admin")
         user_id = await create_local_user(db, "bench", "bench-password-123", role="client")
+        if storm_users:
+            # One hash for all: each log-in still verifies it in full.
+            digest = hash_password(STORM_PASSWORD)
+            await db.execute_many(
+                users.insert(),
+                [
+                    {
+                        "username": f"storm-{n:03d}",
+                        "role": "client",
+                        "password_hash": digest,
+                        "created_at": utcnow(),
+                    }
+                    for n in range(storm_users)
+                ],
+            )
         hv_id = await db.execute(
             hypervisors.insert().values(name="bench", transport="test", libvirt_uri="test:///default")
         )
@@ -53,7 +74,7 @@ async def _records(url: str) -> tuple[int, int]:
 async def serve(args: argparse.Namespace) -> None:
     directory = Path(args.dir)
     url = f"sqlite:///{directory / 'vdi.sqlite3'}"
-    user_id, vm_id = await _records(url)
+    user_id, vm_id = await _records(url, args.users)
     values: dict[str, Any] = {
         "database_url": url,
         "data_dir": directory / "var",
@@ -63,7 +84,7 @@ async def serve(args: argparse.Namespace) -> None:
         "gateway": {"host": "127.0.0.1", "port": args.gateway_port},
         # The benchmark opens 1,000 connections with one ticket: lift the per-user limit.
         "console": {"per_user_limit": 100_000, "global_limit": 100_000},
-        "security": {"session_secret": "bench-session-secret"},
+        "security": {"session_secret": "bench-session-secret", **dict(args.security)},
     }
     settings = Settings(**values)
     app = create_app(settings)
@@ -111,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--display-port", type=int, required=True)
     parser.add_argument(
         "--ws", default="ours", choices=["ours", "websockets-sansio", "websockets", "wsproto"]
+    )
+    parser.add_argument("--users", type=int, default=0, help="portal users for the log-in storm")
+    parser.add_argument(
+        "--security",
+        action="append",
+        default=[],
+        type=lambda text: tuple(text.split("=", 1)),
+        help="KEY=VALUE",
     )
     args = parser.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

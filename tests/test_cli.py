@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app import db as database
-from app.auth.accounts import authenticate_local
+from app.auth.passwords import verify_password
 from app.db.schema import users
 from tests.cli import cli_env, kvm_vdi
 
@@ -22,9 +22,10 @@ async def _user(database_url: str, name: str, password: str) -> tuple[bool, bool
     db = database.connect_database(database_url)
     await db.connect()
     try:
-        works = await authenticate_local(db, name, password) is not None
         row = await db.fetch_one(users.select().where(users.c.username == name))
-        return works, (bool(row.must_change_password) if row is not None else None)
+        if row is None:
+            return False, None
+        return verify_password(row.password_hash, password), bool(row.must_change_password)
     finally:
         await db.disconnect()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 
 from app.auth import passwords
-from app.auth.accounts import authenticate_local, create_local_user
+from app.auth.accounts import create_local_user
 from app.db.schema import users
 from tests.dashboard import RunningDashboard
 
@@ -45,7 +45,7 @@ async def test_logging_in_upgrades_an_outdated_hash(dashboard: RunningDashboard)
     weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("an-old-password-1")
     await db.execute(users.update().where(users.c.id == user_id).values(password_hash=weak))
 
-    assert await authenticate_local(db, "olduser", "an-old-password-1") is not None
+    assert (await dashboard.client().login("olduser", "an-old-password-1")).status_code == 303
 
     stored = await db.fetch_val(
         users.select().with_only_columns(users.c.password_hash).where(users.c.id == user_id)

@@ -47,7 +47,7 @@ assert set(get_args(UserAction)) == set(USER_ACTIONS), "UserAction and USER_ACTI
 class Login(Body):
     username: Annotated[StrictStr, Field(min_length=1, max_length=256)]
     password: Annotated[StrictStr, Field(min_length=1, max_length=4096)]
-    # "local" or "directory"; absent: see app.broker.clients.resolve_realm.
+    # "local" or "directory"; absent: the realm rule of app.broker.clients decides.
     realm: Annotated[StrictStr, Field(max_length=32)] | None = None
 
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from databases import Database
 
-from app.auth.passwords import check_strength, generate_password, hash_password, needs_rehash, verify_password
+from app.auth.passwords import check_strength, generate_password, hash_password
 from app.clock import utcnow
 from app.db.schema import users
 
 log = logging.getLogger("kvmvdi.auth")
-
-# A hash of a random password: verifying against it costs the same as a real check,
-# so a missing user name is not revealed by a faster answer.
-_DUMMY_HASH = hash_password(generate_password())
 
 
 class AccountError(ValueError):
@@ -26,22 +23,10 @@ async def find_local_user(db: Database, username: str) -> Any | None:
     return await db.fetch_one(users.select().where(users.c.username == username, users.c.source == "local"))
 
 
-async def authenticate_local(db: Database, username: str, password: str) -> Any | None:
-    """The enabled local user row for these credentials, or ``None``."""
-    if not username or not password:
-        return None
-    row = await find_local_user(db, username)
-    if row is None or row.password_hash is None:
-        verify_password(_DUMMY_HASH, password)
-        return None
-    if not verify_password(row.password_hash, password) or row.disabled:
-        return None
-    if needs_rehash(row.password_hash):
-        await db.execute(
-            users.update().where(users.c.id == row.id).values(password_hash=hash_password(password))
-        )
-    await db.execute(users.update().where(users.c.id == row.id).values(last_login_at=utcnow()))
-    return row
+async def _hash(password: str) -> str:
+    # Off the event loop. Log-ins verify on the bounded password workers (app.auth.hashing);
+    # hashing here follows an administrator's action or a password change, never a stranger's.
+    return await asyncio.to_thread(hash_password, password)
 
 
 async def create_local_user(
@@ -65,7 +50,7 @@ async def create_local_user(
             username=username,
             source="local",
             role=role,
-            password_hash=hash_password(password),
+            password_hash=await _hash(password),
             must_change_password=must_change_password,
             display_name=display_name,
             email=email,
@@ -85,7 +70,7 @@ async def set_password(db: Database, user_id: int, password: str, *, must_change
     await db.execute(
         users.update()
         .where(users.c.id == user_id)
-        .values(password_hash=hash_password(password), must_change_password=must_change)
+        .values(password_hash=await _hash(password), must_change_password=must_change)
     )
 
 

@@ -1,25 +1,33 @@
-"""Who may use the portal and the broker API: local client accounts and directory users.
+"""Who may use the portal and the broker API: local portal accounts and directory users.
 
-The name rule: a login names its realm. A local account and a directory account
-may share a user name; they are two different accounts, and one login
-authenticates exactly one of them: ``realm="local"`` checks the local password
-only, ``realm="directory"`` asks the directory only. Without a realm, the login
-goes to the directory when one is configured, otherwise to the local accounts.
-So a directory password never opens a local account of the same name, a local
-password never opens the directory account, and nothing falls back silently
-from one to the other.
+The realm rule. A local account and a directory account may share a user name;
+they are two different accounts, and one log-in checks exactly one of them.
+
+* ``realm = "local"`` checks the local password only; ``realm = "directory"``
+  asks the directory only.
+* Without a realm (thin clients, scripts, the portal's "automatic" choice): a name
+  that belongs to a local portal account logs in to that account; any other name
+  goes to the directory when one is configured. Local accounts are the ones an
+  administrator created here on purpose, so a local user logs in without knowing
+  about realms, and everyone else is a directory user.
+
+The choice depends on the name alone, never on the password or on the outcome: a
+directory password never opens a local account of the same name, a local password
+never opens the directory account, and a refused log-in never falls back from one
+to the other. A directory user whose name an administrator also gave a local
+account logs in with ``realm = "directory"`` (the portal's *Account* choice, the
+launcher's ``dashboard.realm``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+import sqlalchemy as sa
 from databases import Database
 
-from app.auth.accounts import authenticate_local
+from app.db.schema import users
 from app.directory import DirectoryLogin
-from app.directory.accounts import upsert_directory_user
 
 Realm = Literal["local", "directory"]
 REALMS: tuple[Realm, ...] = ("local", "directory")
@@ -29,38 +37,26 @@ class RealmError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class ClientLogin:
-    user: Any  # users row
-    groups: tuple[str, ...]  # directory group names and DNs (empty for local accounts)
-
-
-def resolve_realm(requested: str | None, directory: DirectoryLogin) -> Realm:
+def requested_realm(requested: str | None, directory: DirectoryLogin) -> Realm | None:
+    """The realm a log-in named (checked), or ``None`` when it named none."""
     if not requested:
-        return "directory" if directory.enabled else "local"
+        return None
     if requested not in REALMS:
-        raise RealmError("realm must be 'local' or 'directory'")
+        raise RealmError("must be 'local' or 'directory'")
     if requested == "directory" and not directory.enabled:
-        raise RealmError("directory login is not configured")
+        raise RealmError("directory log-in is not configured here")
     return "directory" if requested == "directory" else "local"
 
 
-async def authenticate_client(
-    db: Database, directory: DirectoryLogin, username: str, password: str, realm: Realm
-) -> ClientLogin | None:
-    """The client account for these credentials in ``realm``, or ``None``.
-
-    Raises ``DirectoryUnavailable`` when the directory cannot answer.
-    """
-    if realm == "local":
-        row = await authenticate_local(db, username, password)
-        if row is None or row.role != "client":
-            return None
-        return ClientLogin(user=row, groups=())
-    identity = await directory.authenticate(username, password)
-    if identity is None:
-        return None
-    row = await upsert_directory_user(db, identity)
-    if row.disabled:
-        return None
-    return ClientLogin(user=row, groups=tuple(sorted({*identity.groups, *identity.group_dns})))
+async def choose_realm(db: Database, named: Realm | None, directory: DirectoryLogin, username: str) -> Realm:
+    """The realm of this log-in: the one it named, else by the rule above."""
+    if named is not None:
+        return named
+    if not directory.enabled:
+        return "local"
+    local = await db.fetch_val(
+        sa.select(sa.func.count())
+        .select_from(users)
+        .where(users.c.username == username, users.c.source == "local", users.c.role == "client")
+    )
+    return "local" if local else "directory"

@@ -107,7 +107,7 @@ def _paths() -> dict[str, Any]:
                 **BODY_REFUSALS,
                 "401": _err("invalid_credentials"),
                 "429": _err("throttled (see Retry-After)"),
-                "503": _err("directory_unavailable"),
+                "503": _err("directory_unavailable, or busy (too many log-ins at once; see Retry-After)"),
             },
         }},
         "/api/v1/logout": {"post": {

@@ -20,15 +20,15 @@ from starlette.routing import Route
 
 from app.api.bodies import DesktopRequest, Login, UserPower
 from app.api.reader import read_body
-from app.broker.clients import RealmError, authenticate_client, resolve_realm
+from app.auth.login import LoginAttempt, Refusal
+from app.broker.clients import RealmError, requested_realm
 from app.broker.desktops import BOOT_RETRY_SECONDS, Broker, DesktopAnswer
 from app.broker.openapi import openapi_document
 from app.broker.pools import failover_of
 from app.broker.power import DesktopPowerError
 from app.broker.tokens import TokenUser, authenticate_token, issue_token, revoke_token
-from app.directory import DirectoryError
 from app.services import services_of
-from app.views.forms import client_address
+from app.views.forms import client_address, with_retry_after
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -81,39 +81,24 @@ async def login(request: Request) -> Response:
     body = await read_body(request, Login)
     username, password = body.username, body.password
     address = client_address(request)
-    throttle = services.login_throttle
-    wait = throttle.retry_after(username=username, address=address)
-    if wait:
-        await services.audit.record("login_throttled", actor=username, client_address=address, area="api")
-        response = error(429, "throttled", f"Too many failed attempts. Try again in {wait} seconds.")
-        response.headers["Retry-After"] = str(wait)
-        return response
     try:
-        chosen = resolve_realm(body.realm, services.directory)
-        found = await authenticate_client(services.db, services.directory, username, password, chosen)
+        requested_realm(body.realm, services.directory)
     except RealmError as exc:
         return error(400, "invalid", f"Check the request: realm: {exc}.", fields={"realm": str(exc)})
-    except DirectoryError:
-        return error(503, "directory_unavailable", "The directory cannot be reached. Try again later.")
-    if found is None:
-        throttle.failed(username=username, address=address)
-        await services.audit.record(
-            "login_failed", actor=username, client_address=address, area="api", realm=chosen
-        )
-        return error(401, "invalid_credentials", "Wrong user name or password.")
-    throttle.succeeded(username=username)
-    user = found.user
+    outcome = await services.logins.log_in(
+        LoginAttempt(username=username, password=password, address=address, area="api", realm=body.realm)
+    )
+    if isinstance(outcome, Refusal):
+        return with_retry_after(error(outcome.status, outcome.code, outcome.message), outcome)
+    user = outcome.user
     token, expires_at = await issue_token(
         services.db,
         user.id,
-        groups=found.groups,
+        groups=outcome.groups,
         client_address=address,
         ttl=services.settings.security.api_token_ttl,
     )
-    services.broker.catalog.remember_groups(user.id, found.groups)
-    await services.audit.record(
-        "login", actor=user.username, client_address=address, area="api", realm=chosen
-    )
+    services.broker.catalog.remember_groups(user.id, outcome.groups)
     return JSONResponse(
         {
             "token": token,

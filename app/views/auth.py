@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from app.auth.accounts import AccountError, authenticate_local, set_password
-from app.auth.passwords import WeakPasswordError, verify_password
+from app.auth.accounts import AccountError, set_password
+from app.auth.login import MAX_USERNAME, Refusal
+from app.auth.passwords import WeakPasswordError
 from app.auth.session import current_user, end_session, require_role, start_session
-from app.db.schema import users
 from app.services import services_of
-from app.views.forms import client_address, redirect_with_toast, render, safe_next
-
-# Longer input is no user name of ours; cut it before it reaches the database or the audit log.
-MAX_USERNAME = 128
+from app.views.forms import (
+    client_address,
+    log_in_from_form,
+    redirect_with_toast,
+    render,
+    safe_next,
+    with_retry_after,
+)
 
 
 async def login_page(request: Request) -> Response:
@@ -30,36 +32,14 @@ async def login_page(request: Request) -> Response:
 
 
 async def login_submit(request: Request) -> Response:
-    services = services_of(request)
-    form = await request.form()
-    username = str(form.get("username", "")).strip()[:MAX_USERNAME]
-    password = str(form.get("password", ""))
+    form, outcome = await log_in_from_form(request, "admin")
     next_url = safe_next(str(form.get("next", "/")))
-    address = client_address(request)
-    throttle = services.login_throttle
-    wait = throttle.retry_after(username=username, address=address)
-    context = {"title": "Log in", "next": next_url, "username": username}
-    if wait:
-        await services.audit.record("login_throttled", actor=username, client_address=address)
-        response = render(
-            request,
-            "auth/login.html",
-            {**context, "error": f"Too many failed attempts. Try again in {wait} seconds."},
-            status_code=429,
-        )
-        response.headers["Retry-After"] = str(wait)
-        return response
-    row = await authenticate_local(services.db, username, password)
-    if row is None or row.role != "admin":
-        throttle.failed(username=username, address=address)
-        await services.audit.record("login_failed", actor=username, client_address=address, area="admin")
-        return render(
-            request, "auth/login.html", {**context, "error": "Wrong user name or password."}, status_code=401
-        )
-    throttle.succeeded(username=username)
-    start_session(request, row)
-    await services.audit.record("login", actor=row.username, client_address=address, area="admin")
-    if row.must_change_password:
+    if isinstance(outcome, Refusal):
+        username = str(form.get("username", "")).strip()[:MAX_USERNAME]
+        context = {"title": "Log in", "next": next_url, "username": username, "error": outcome.message}
+        return with_retry_after(render(request, "auth/login.html", context, outcome.status), outcome)
+    start_session(request, outcome.user)
+    if outcome.user.must_change_password:
         return RedirectResponse("/account/password", status_code=303)
     return RedirectResponse(next_url, status_code=303)
 
@@ -87,10 +67,14 @@ async def password_submit(request: Request) -> Response:
     current = str(form.get("current_password", ""))
     new = str(form.get("new_password", ""))
     repeat = str(form.get("repeat_password", ""))
-    row: Any = await services.db.fetch_one(users.select().where(users.c.id == user.id))
+    checked = await services.logins.check_password(
+        user_id=user.id, username=user.username, password=current, address=client_address(request)
+    )
     # (field, message): the one problem to report, next to its field.
     problem: tuple[str, str] | None = None
-    if row is None or not verify_password(row.password_hash, current):
+    if isinstance(checked, Refusal):
+        problem = ("current_password", f"Current password: {checked.message}")
+    elif not checked:
         problem = ("current_password", "Current password: wrong, type it again.")
     elif new != repeat:
         problem = ("repeat_password", "Repeat the new password: the two new passwords differ.")
@@ -103,14 +87,15 @@ async def password_submit(request: Request) -> Response:
             problem = ("new_password", f"New password: {exc}.")
     errors = dict([problem]) if problem else {}
     if errors:
-        return render(
-            request, "auth/password.html", {"title": "Change password", "errors": errors}, status_code=400
-        )
+        context = {"title": "Change password", "errors": errors}
+        if isinstance(checked, Refusal):
+            return with_retry_after(render(request, "auth/password.html", context, checked.status), checked)
+        return render(request, "auth/password.html", context, status_code=400)
     await services.audit.record(
         "password_changed", actor=user.username, client_address=client_address(request)
     )
     # A fresh session (and CSRF token) from here on, without the must-change flag.
-    start_session(request, row, groups=user.groups)
+    start_session(request, user, groups=user.groups)
     return redirect_with_toast("/", "Password changed.")
 
 

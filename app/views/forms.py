@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from app.auth.login import Area, LoggedIn, LoginAttempt, Refusal
 from app.auth.session import csrf_token
 from app.services import services_of
 
@@ -64,3 +66,24 @@ def redirect_with_toast(path: str, message: str, kind: str = "success") -> Redir
 def json_error(code: str, message: str, status_code: int, **extra: Any) -> JSONResponse:
     """The one JSON error shape: ``{"error": code, "message": text}`` plus details."""
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status_code)
+
+
+async def log_in_from_form(request: Request, area: Area) -> tuple[FormData, LoggedIn | Refusal]:
+    """The log-in form's fields through the log-in service: (the form, the outcome)."""
+    form = await request.form()
+    outcome = await services_of(request).logins.log_in(
+        LoginAttempt(
+            username=str(form.get("username", "")),
+            password=str(form.get("password", "")),
+            address=client_address(request),
+            area=area,
+            realm=str(form.get("realm", "")) or None,
+        )
+    )
+    return form, outcome
+
+
+def with_retry_after(response: Response, refusal: Refusal) -> Response:
+    if refusal.retry_after:
+        response.headers["Retry-After"] = str(refusal.retry_after)
+    return response

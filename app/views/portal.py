@@ -11,15 +11,14 @@ from starlette.routing import Route
 
 from app.api.bodies import DesktopRequest, UserPower
 from app.api.reader import read_body
+from app.auth.login import MAX_USERNAME, Refusal
 from app.auth.session import client_required, current_user, end_session, start_session
-from app.broker.clients import REALMS, RealmError, authenticate_client, resolve_realm
 from app.broker.desktops import CONSOLE_PAGE
 from app.broker.leases import active_lease, heartbeat_interval
 from app.broker.pools import get_pool
 from app.broker.power import DesktopPowerError
 from app.broker.preferences import MOTD, get_preference
 from app.db.schema import vms
-from app.directory import DirectoryError
 from app.proxy.service import ConsoleError, ConsoleGrant
 from app.services import services_of
 from app.views.api_broker import desktop_response, error
@@ -30,7 +29,7 @@ from app.views.consoles import (
     grant_response,
     vv_response,
 )
-from app.views.forms import client_address, record_action, render
+from app.views.forms import client_address, log_in_from_form, record_action, render, with_retry_after
 
 
 async def _login_context(request: Request, **extra: Any) -> dict[str, Any]:
@@ -39,7 +38,6 @@ async def _login_context(request: Request, **extra: Any) -> dict[str, Any]:
         "title": "Log in",
         "motd": await get_preference(services.db, MOTD),
         "directory_enabled": services.directory.enabled,
-        "realms": REALMS,
         **extra,
     }
 
@@ -53,41 +51,15 @@ async def login_page(request: Request) -> Response:
 
 async def login_submit(request: Request) -> Response:
     services = services_of(request)
-    form = await request.form()
-    username = str(form.get("username", "")).strip()
-    password = str(form.get("password", ""))
-    requested = str(form.get("realm", "")) or None
-    address = client_address(request)
-    context = await _login_context(request, username=username, realm=requested)
-
-    def failed(message: str, status: int) -> Response:
-        return render(request, "portal/login.html", {**context, "error": message}, status_code=status)
-
-    wait = services.login_throttle.retry_after(username=username, address=address)
-    if wait:
-        await services.audit.record("login_throttled", actor=username, client_address=address, area="portal")
-        response = failed(f"Too many failed attempts. Try again in {wait} seconds.", 429)
-        response.headers["Retry-After"] = str(wait)
-        return response
-    try:
-        realm = resolve_realm(requested, services.directory)
-        found = await authenticate_client(services.db, services.directory, username, password, realm)
-    except RealmError as exc:
-        return failed(f"Account type: {exc}.", 400)
-    except DirectoryError:
-        return failed("The directory cannot be reached right now. Try again in a moment.", 503)
-    if found is None:
-        services.login_throttle.failed(username=username, address=address)
-        await services.audit.record(
-            "login_failed", actor=username, client_address=address, area="portal", realm=realm
+    form, outcome = await log_in_from_form(request, "portal")
+    if isinstance(outcome, Refusal):
+        username = str(form.get("username", "")).strip()[:MAX_USERNAME]
+        context = await _login_context(
+            request, username=username, realm=str(form.get("realm", "")), error=outcome.message
         )
-        return failed("Wrong user name or password.", 401)
-    services.login_throttle.succeeded(username=username)
-    start_session(request, found.user, groups=found.groups)
-    services.broker.catalog.remember_groups(found.user.id, found.groups)
-    await services.audit.record(
-        "login", actor=found.user.username, client_address=address, area="portal", realm=realm
-    )
+        return with_retry_after(render(request, "portal/login.html", context, outcome.status), outcome)
+    start_session(request, outcome.user, groups=outcome.groups)
+    services.broker.catalog.remember_groups(outcome.user.id, outcome.groups)
     return RedirectResponse("/client", status_code=303)
 
 

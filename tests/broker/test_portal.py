@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import pytest
+from kvm_vdi_client.api import BrokerClient, InvalidCredentials
+from kvm_vdi_client.config import DashboardConfig
 
 from app.auth.accounts import create_local_user
 from app.broker.preferences import MOTD, set_preference
@@ -77,7 +81,7 @@ async def test_portal_refuses_wrong_and_empty_passwords(
     assert wrong.status_code == 401 and "Wrong user name or password" in wrong.text
     before = len(ldap_directory.bind_names())
     empty = await portal_login(client, "alice", "")
-    assert empty.status_code == 401
+    assert empty.status_code == 400 and "Enter your user name and password" in empty.text
     assert ldap_directory.bind_names()[before:] == []
 
 
@@ -102,15 +106,39 @@ async def test_local_and_directory_accounts_of_the_same_name_never_shadow_each_o
         # Crossed passwords open nothing: no fallback from one realm to the other.
         assert (await login(LOCAL_DAVE_PASSWORD, "directory")).status_code == 401
         assert (await login(directory_password, "local")).status_code == 401
-        # Without a realm the directory is asked (it is configured), and only the directory.
-        assert (await login(LOCAL_DAVE_PASSWORD, None)).status_code == 401
-        assert (await login(directory_password, None)).json()["user"]["source"] == "directory"
+        # Without a realm, a name with a local portal account is that account, and only that one.
+        assert (await login(LOCAL_DAVE_PASSWORD, None)).json()["user"]["source"] == "local"
+        assert (await login(directory_password, None)).status_code == 401
     rows = await db.fetch_all(users.select().where(users.c.username == "dave"))
     assert sorted(row.source for row in rows) == ["directory", "local"]
     assert local_id in {row.id for row in rows}
     client = dashboard.client()
     assert (await portal_login(client, "dave", LOCAL_DAVE_PASSWORD, realm="local")).status_code == 303
-    assert (await portal_login(dashboard.client(), "dave", LOCAL_DAVE_PASSWORD)).status_code == 401
+    assert (await portal_login(dashboard.client(), "dave", directory_password)).status_code == 401
+    directory_dave = dashboard.client()
+    assert (await portal_login(directory_dave, "dave", directory_password, "directory")).status_code == 303
+
+
+async def test_a_local_user_logs_in_through_the_thin_clients_call_with_a_directory_configured(
+    dashboard_factory: DashboardFactory, ldap_directory: DirectoryServer
+) -> None:
+    """The launcher sends no realm: a local account still logs in, and directory users too."""
+    dashboard = await dashboard_factory(directory=directory_settings(ldap_directory))
+    await add_client(dashboard.services.db, "kiosk-hall-1")
+    launcher = BrokerClient(DashboardConfig(url=dashboard.url, timeout=30))
+    local = await asyncio.to_thread(launcher.login, "kiosk-hall-1", CLIENT_PASSWORD)
+    assert (local.username, local.source) == ("kiosk-hall-1", "local")
+    assert await asyncio.to_thread(launcher.pools) == ()
+    directory = await asyncio.to_thread(launcher.login, "alice", USERS["alice"][0])
+    assert (directory.username, directory.source) == ("alice", "directory")
+    with pytest.raises(InvalidCredentials):
+        await asyncio.to_thread(launcher.login, "kiosk-hall-1", USERS["alice"][0])
+    # The rare case: a directory user whose name also has a local account names the realm.
+    await add_client(dashboard.services.db, "bob")
+    named = BrokerClient(DashboardConfig(url=dashboard.url, timeout=30, realm="directory"))
+    assert (await asyncio.to_thread(named.login, "bob", USERS["bob"][0])).source == "directory"
+    with pytest.raises(InvalidCredentials):
+        await asyncio.to_thread(launcher.login, "bob", USERS["bob"][0])
 
 
 async def test_without_a_directory_logins_are_local(dashboard: RunningDashboard) -> None:

@@ -41,6 +41,7 @@ def test_only_the_dashboard_url_is_required_and_defaults_are_safe() -> None:
     assert config.dashboard.url == "https://vdi.example.org"
     assert config.dashboard.verify is True
     assert config.dashboard.ca_file is None
+    assert config.dashboard.realm is None, "no realm: the dashboard's rule decides"
     assert config.viewer.kiosk is True
     assert config.viewer.usb_redirect is True
     assert config.kiosk.username is None and config.kiosk.restart is False
@@ -61,6 +62,7 @@ def test_only_the_dashboard_url_is_required_and_defaults_are_safe() -> None:
             "dashboard.ca_file: /nonexistent",
         ),
         ('[dashboard]\nurl = "https://x"\nverfy = false\n', "dashboard.verfy: unknown key"),
+        ('[dashboard]\nurl = "https://x"\nrealm = "ldap"\n', "dashboard.realm: must be one of"),
         ('[dashboard]\nurl = "https://x"\n[viewr]\n', "viewr: unknown key"),
         (
             '[dashboard]\nurl = "https://x"\n[viewer]\nusb_redirect = "yes"\n',
@@ -92,6 +94,11 @@ def test_only_the_dashboard_url_is_required_and_defaults_are_safe() -> None:
 )
 def test_each_mistake_is_reported_with_the_key_to_fix(text: str, expected: str) -> None:
     assert expected in error_of(text)
+
+
+def test_a_realm_can_be_named_for_the_rare_user_who_needs_one() -> None:
+    config = parse('[dashboard]\nurl = "https://vdi.example.org"\nrealm = "Directory"\n')
+    assert config.dashboard.realm == "directory"
 
 
 def test_relative_paths_resolve_next_to_the_configuration_file(tmp_path: Path) -> None:

@@ -194,7 +194,10 @@ class BrokerClient:
 
     def login(self, username: str, password: str) -> User:
         self.token = None
-        answer = self._request("POST", "/login", {"username": username, "password": password})
+        body = {"username": username, "password": password}
+        if self.config.realm is not None:
+            body["realm"] = self.config.realm
+        answer = self._request("POST", "/login", body)
         if answer.status == 401:
             raise InvalidCredentials("Wrong user name or password.", status=401, code="invalid_credentials")
         if answer.status != 200:

@@ -31,6 +31,8 @@ VV_HOTKEY_ACTIONS = frozenset(
         "smartcard-remove",
     }
 )
+# Which of the dashboard's accounts a log-in names; none (the usual) lets the dashboard decide.
+REALMS = ("local", "directory")
 LOG_TARGETS = ("stderr", "syslog", "file")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -45,6 +47,8 @@ class DashboardConfig:
     ca_file: Path | None = None
     verify: bool = True
     timeout: float = 10.0
+    # "local" or "directory" for the rare user whose name has both; None: the dashboard's rule.
+    realm: str | None = None
 
     @property
     def is_plain_http(self) -> bool:
@@ -172,6 +176,11 @@ class _Section:
             raise ConfigError(f"{self.key(name)}: must be one of {', '.join(choices)}, got {value!r}")
         return value.lower()
 
+    def optional_choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        if self._get(name) is None:
+            return None
+        return self.choice(name, "", choices)
+
     def path(self, name: str, base: Path) -> Path | None:
         value = self.string(name)
         if value is None:
@@ -218,6 +227,7 @@ def _dashboard(section: _Section, base: Path) -> DashboardConfig:
         ca_file=section.path("ca_file", base),
         verify=section.boolean("verify", True),
         timeout=section.number("timeout", 10.0, minimum=1, maximum=300),
+        realm=section.optional_choice("realm", REALMS),
     )
     if config.ca_file is not None and not config.ca_file.is_file():
         raise ConfigError(f"dashboard.ca_file: {config.ca_file} does not exist or is not a file")

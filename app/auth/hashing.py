@@ -1,0 +1,117 @@
+"""Argon2 off the event loop, a bounded number at once, at a lower CPU priority.
+
+Verifying a password costs tens of milliseconds of CPU and 64 MiB by design; on
+the event loop a log-in storm would stall every console stream of the process.
+Here each check runs on one of ``security.argon2_workers`` workers, reniced by
+``security.argon2_worker_nice`` so that the scheduler runs the event loop first
+whenever both want a core. Threads by default: Argon2's C code runs without the
+GIL, they start at once and cost nothing idle. Processes on request
+(``argon2_worker_kind = "process"``): separate interpreters, started with
+``spawn`` (the embedding program's main module must be import-safe). At most one check per
+worker runs at a time; up to ``security.password_queue`` more wait their turn
+without cost, and beyond that a log-in is refused at once as "busy" rather than
+queued without bound. ``bench/login_storm.py`` compares the choices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Literal, TypeVar
+
+from app.auth import passwords
+
+log = logging.getLogger("kvmvdi.auth")
+
+T = TypeVar("T")
+WorkerKind = Literal["process", "thread"]
+
+
+class PasswordCheckBusy(Exception):
+    """Too many password checks are waiting: try again in a moment."""
+
+
+def _lower_priority(nice: int) -> None:
+    """Worker start-up: renice this process or thread (Linux: nice is per thread)."""
+    with contextlib.suppress(OSError):
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + nice))
+
+
+class PasswordWorkers:
+    def __init__(self, *, workers: int, queue: int, kind: WorkerKind = "thread", nice: int = 10) -> None:
+        self.workers = workers
+        self.queue = queue
+        self.kind = kind
+        self.nice = nice
+        self._slots = asyncio.Semaphore(workers)
+        self._waiting = 0
+        self._executor: Executor | None = None
+        self._dummy_hash = ""
+
+    def _new_executor(self) -> Executor:
+        if self.kind == "thread":
+            return ThreadPoolExecutor(
+                self.workers, thread_name_prefix="argon2", initializer=_lower_priority, initargs=(self.nice,)
+            )
+        # Not fork: the dashboard runs threads (database drivers, libvirt) that a fork would copy mid-work.
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_lower_priority,
+            initargs=(self.nice,),
+        )
+
+    async def start(self) -> None:
+        self._executor = self._new_executor()
+
+    async def stop(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """True when ``password`` matches; a missing hash costs as much as a real check."""
+        if not password:
+            return False
+        if not password_hash:
+            # Unknown user names cost the same as known ones: a check against a hash of nothing.
+            if not self._dummy_hash:
+                self._dummy_hash = await self.hash(passwords.generate_password())
+            await self._run(passwords.verify_password, self._dummy_hash, password)
+            return False
+        return await self._run(passwords.verify_password, password_hash, password)
+
+    async def hash(self, password: str) -> str:
+        return await self._run(passwords.hash_password, password)
+
+    async def _run(self, function: Callable[..., T], *args: str) -> T:
+        if self._waiting >= self.workers + self.queue:
+            raise PasswordCheckBusy("too many password checks are waiting")
+        self._waiting += 1
+        try:
+            async with self._slots:
+                executor = self._executor
+                if executor is None:
+                    raise PasswordCheckBusy("the password workers are not running")
+                loop = asyncio.get_running_loop()
+                try:
+                    result: T = await loop.run_in_executor(executor, function, *args)
+                except BrokenProcessPool as exc:
+                    # A worker died (killed, out of memory): start fresh ones for the next check.
+                    log.error("a password worker died; starting new ones")
+                    if self._executor is executor:
+                        self._executor = self._new_executor()
+                        executor.shutdown(wait=False)
+                    raise PasswordCheckBusy("a password worker died") from exc
+                return result
+        finally:
+            self._waiting -= 1

@@ -1,0 +1,67 @@
+"""Argon2 runs on reniced workers, a bounded number at once; beyond the queue a check is refused as busy."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.auth.hashing import PasswordCheckBusy, PasswordWorkers
+from app.auth.passwords import hash_password, needs_rehash
+
+PASSWORD = "correct horse battery"
+STORED = hash_password(PASSWORD)
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[PasswordWorkers]:
+    pool = PasswordWorkers(workers=1, queue=1, kind="thread", nice=10)
+    await pool.start()
+    yield pool
+    await pool.stop()
+
+
+def _thread_nice_values() -> list[int]:
+    values = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/stat") as stat:
+            values.append(int(stat.read().rsplit(")", 1)[1].split()[16]))
+    return values
+
+
+async def test_a_check_runs_on_a_worker_thread_at_a_lower_priority(workers: PasswordWorkers) -> None:
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    assert await workers.verify(STORED, PASSWORD)
+    assert not await workers.verify(STORED, PASSWORD + "!")
+    assert before + 10 in _thread_nice_values() or 19 in _thread_nice_values(), "a reniced worker thread"
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before, "the event loop's thread keeps its priority"
+
+
+async def test_beyond_the_queue_a_check_is_refused_at_once(workers: PasswordWorkers) -> None:
+    running = asyncio.ensure_future(workers.verify(STORED, PASSWORD))
+    waiting = asyncio.ensure_future(workers.verify(STORED, PASSWORD))
+    await asyncio.sleep(0)  # both have taken their places (one on the worker, one in the queue)
+    with pytest.raises(PasswordCheckBusy):
+        await workers.verify(STORED, PASSWORD)
+    assert await asyncio.gather(running, waiting) == [True, True]
+    assert await workers.verify(STORED, PASSWORD), "room again"
+
+
+async def test_an_unknown_user_costs_a_check_too(workers: PasswordWorkers) -> None:
+    assert not await workers.verify(None, PASSWORD)
+    assert not await workers.verify("", PASSWORD)
+    assert not await workers.verify(STORED, "")
+
+
+async def test_worker_processes_check_and_hash_as_well() -> None:
+    pool = PasswordWorkers(workers=1, queue=4, kind="process", nice=5)
+    await pool.start()
+    try:
+        fresh = await pool.hash(PASSWORD)
+        assert fresh.startswith("$argon2id$") and not needs_rehash(fresh)
+        assert await pool.verify(fresh, PASSWORD)
+        assert not await pool.verify(fresh, "not it at all")
+    finally:
+        await pool.stop()
