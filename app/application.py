@@ -32,6 +32,7 @@ from app.auth.throttle_store import MemoryThrottleStore
 from app.broker.desktops import Broker
 from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
+from app.hyper.spice_tls import SpiceTls
 from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
 from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
@@ -45,6 +46,7 @@ from app.server.limits import BodyLimitMiddleware
 from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
+from app.tlsca import DashboardCA
 from app.views import routes as view_routes
 from app.views.api_broker import is_broker_api_path
 from app.views.errors import exception_handlers
@@ -105,6 +107,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ssh_dir = settings.data_dir / "ssh"
         ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
         known_hosts = KnownHostsFile(ssh_dir)
+        spice_tls = SpiceTls(await asyncio.to_thread(DashboardCA.load_or_create, settings.ca_dir()))
         # The registry writes known_hosts from the pinned keys and connects to every hypervisor.
         hypervisors = HypervisorRegistry(
             db=db,
@@ -113,6 +116,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             settings=settings,
             key=ssh_key,
             known_hosts=known_hosts,
+            spice_tls=spice_tls,
         )
         await hypervisors.start()
         stack.push_async_callback(hypervisors.stop)

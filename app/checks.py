@@ -19,7 +19,9 @@ from app import db as database
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.hyper.spice_tls import SpiceTls
     from app.hyper.sshkeys import DashboardKey, KnownHostsFile
+    from app.tlsca import DashboardCA
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
@@ -106,6 +108,8 @@ async def run_checks(settings: Settings, *, config_source: str | None) -> CheckR
     report.add("configuration", OK, f"{source} + KVMVDI_* environment")
     report.lines.append(_data_dir_line(settings))
     report.lines.extend(_alert_lines(settings))
+    ca_line, ca = _ca_line(settings)
+    report.lines.append(ca_line)
 
     url = settings.database_url.get_secret_value()
     shown = database.safe_url(url)
@@ -126,12 +130,36 @@ async def run_checks(settings: Settings, *, config_source: str | None) -> CheckR
         return report
     report.add("database", OK, f"{shown}, schema at the latest revision ({head})")
 
-    for line in await check_hypervisors(settings, url):
+    for line in await check_hypervisors(settings, url, ca):
         report.lines.append(line)
     return report
 
 
-async def check_hypervisors(settings: Settings, url: str) -> list[CheckLine]:
+def _ca_line(settings: Settings) -> tuple[CheckLine, DashboardCA | None]:
+    """The SPICE CA: present, private, not about to expire (read only: the dashboard makes it)."""
+    from app.tlsca import DashboardCA
+
+    directory = settings.ca_dir()
+    key, cert = directory / "ca.key", directory / "ca.pem"
+    subject = "console CA"
+    if not key.exists() or not cert.exists():
+        return CheckLine(
+            subject, WARN, f"{directory} has no CA yet: the dashboard makes it at its first start"
+        ), None
+    loose = [p.name for p in (key, cert) if p.stat().st_mode & 0o077]
+    if loose:
+        return CheckLine(
+            subject, FAIL, f"{', '.join(loose)} in {directory} readable by others: chmod 0600"
+        ), None
+    try:
+        ca = DashboardCA.load_or_create(directory)
+    except (OSError, ValueError) as exc:
+        return CheckLine(subject, FAIL, f"{directory}: cannot be read: {_short(exc)}"), None
+    return CheckLine(subject, OK, f"{cert} (0600), valid until {ca.not_after:%Y-%m-%d}"), ca
+
+
+async def check_hypervisors(settings: Settings, url: str, ca: DashboardCA | None = None) -> list[CheckLine]:
+    from app.hyper.spice_tls import SpiceTls
     from app.hyper.sshkeys import DashboardKey, KnownHostsFile
     from app.inventory import hypervisors as records
 
@@ -148,14 +176,23 @@ async def check_hypervisors(settings: Settings, url: str) -> list[CheckLine]:
     # Read-only: a missing key is reported, not created (the dashboard creates it at its first start).
     key = DashboardKey(private_path=key_path, public_line="")
     known_hosts = KnownHostsFile(ssh_dir)
+    spice_tls = SpiceTls(ca) if ca is not None else None
     outcomes = await asyncio.gather(
-        *(probe_line(row, key, known_hosts, key_exists=key_path.exists()) for row in rows)
+        *(
+            probe_line(row, key, known_hosts, key_exists=key_path.exists(), spice_tls=spice_tls)
+            for row in rows
+        )
     )
     return list(outcomes)
 
 
 async def probe_line(
-    row: Any, key: DashboardKey, known_hosts: KnownHostsFile, *, key_exists: bool
+    row: Any,
+    key: DashboardKey,
+    known_hosts: KnownHostsFile,
+    *,
+    key_exists: bool,
+    spice_tls: SpiceTls | None = None,
 ) -> CheckLine:
     from app.hyper.probe import probe
     from app.hyper.records import HypervisorRecord
@@ -168,10 +205,13 @@ async def probe_line(
             FAIL,
             f"the dashboard's SSH key {key.private_path} does not exist: start the dashboard once",
         )
-    outcome = CheckOutcome.from_probe(await probe(HypervisorRecord.from_row(row), key, known_hosts))
+    result = await probe(HypervisorRecord.from_row(row), key, known_hosts, spice_tls=spice_tls)
+    outcome = CheckOutcome.from_probe(result)
     if not outcome.ok:
         if row.maintenance:
             return CheckLine(subject, WARN, f"(in maintenance) {outcome.reason}")
         return CheckLine(subject, FAIL, outcome.reason)
     detail = outcome.summary(row.name).split(" is reachable: ", 1)[1]
+    if result.spice_certificate and not outcome.warnings:
+        detail += f"; SPICE certificate {result.spice_certificate}"
     return CheckLine(subject, WARN if outcome.warnings else OK, detail)

@@ -60,6 +60,8 @@ class ServerSettings(Section):
     # Open connections (console websockets included: keep it above console.global_limit)
     # beyond which new requests are answered 503.
     max_connections: int = Field(default=4096, ge=16)
+    # Live-update websockets (/live) one user may hold open at once (a browser tab each).
+    live_per_user_limit: Annotated[int, Field(ge=1)] = 8
 
 
 class SecuritySettings(Section):
@@ -109,6 +111,8 @@ class GatewaySettings(Section):
     # A client must send its whole CONNECT request head within this time and size.
     header_timeout: float = 10.0
     max_header_bytes: int = 8192
+    # CONNECT requests of one client address still being read or checked (not yet a tunnel).
+    max_pending_per_address: Annotated[int, Field(ge=1)] = 16
 
 
 class ConsoleSettings(Section):
@@ -129,6 +133,9 @@ class ConsoleSettings(Section):
     # Bytes the proxy buffers per direction of one connection before it stops reading.
     buffer_limit: Annotated[int, Field(ge=64 * 1024)] = 1024 * 1024
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    # The dashboard's CA for SPICE over TLS (ca.key + ca.pem); empty: data_dir/ca. Dashboards
+    # sharing hypervisors (replicas) must share it.
+    ca_dir: Path | None = None
 
 
 class DirectorySettings(Section):
@@ -288,6 +295,10 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file (model_config["toml_file"], set by load_settings) ranks below env.
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def ca_dir(self) -> Path:
+        """Where the dashboard's certificate authority for SPICE over TLS lives."""
+        return self.console.ca_dir or self.data_dir / "ca"
 
     def session_secret(self) -> str:
         """The cookie-signing secret: configured, or generated once and kept in data_dir."""

@@ -37,9 +37,11 @@ from app.hyper import DomainEvent, HypervisorRecord, HypervisorRegistry
 from app.hyper.connection import LibvirtConnection
 from app.hyper.eventloop import ensure_libvirt_event_loop
 from app.hyper.session import open_session
+from app.hyper.spice_tls import SpiceTls
 from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key, host_key_algorithms, pinned_known_hosts
 from app.live.hub import LiveHub
 from app.settings import Settings
+from app.tlsca import DashboardCA
 from bench.report import RESULTS, host_line, measure_table, save
 from tests.services import guests
 from tests.services.guests import GuestImages
@@ -142,7 +144,13 @@ async def run(events: int, connects: int) -> list[Row]:
         hv_id = int(await db.execute(hypervisors.insert().values(**values)))
         settings = Settings(database_url=url, data_dir=tmp)
         registry = HypervisorRegistry(
-            db=db, hub=LiveHub(), audit=AuditLog(db), settings=settings, key=key, known_hosts=known_hosts
+            db=db,
+            hub=LiveHub(),
+            audit=AuditLog(db),
+            settings=settings,
+            key=key,
+            known_hosts=known_hosts,
+            spice_tls=SpiceTls(DashboardCA.load_or_create(settings.ca_dir())),
         )
         started = time.perf_counter()
         await registry.start()

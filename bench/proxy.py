@@ -33,6 +33,12 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path as FsPath
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from app.tlsca import DashboardCA, ServerIdentity
 from bench.proxy_clients import Path, open_idle, round_trips, start_stream
 from bench.proxy_lab import REPO, Lab, Process, cpu_seconds, free_port, memory_kib
 from bench.report import save
@@ -47,15 +53,15 @@ class Dashboard:
     port: int
     gateway_port: int
 
-    def ticket(self) -> tuple[int, str]:
+    def ticket(self, tls: bool = False) -> tuple[int, str]:
         assert self.process.popen.stdin is not None
-        self.process.popen.stdin.write("ticket\n")
+        self.process.popen.stdin.write("ticket-tls\n" if tls else "ticket\n")
         self.process.popen.stdin.flush()
         _, vm_id, secret = self.process.line().split()
         return int(vm_id), secret
 
-    def websocket(self, name: str) -> Path:
-        vm_id, secret = self.ticket()
+    def websocket(self, name: str, *, tls: bool = False) -> Path:
+        vm_id, secret = self.ticket(tls)
         return Path(name, "ws", self.port, ws_path=f"/console/ws/{vm_id}", cookie=f"kvmvdi_console={secret}")
 
     def gateway(self, name: str, display_port: int) -> Path:
@@ -84,7 +90,39 @@ class Candidate:
         return self.path
 
 
+def tls_display(lab: Lab) -> tuple[int, FsPath]:
+    """A TLS display with a certificate from a dashboard CA (as hypervisors get theirs); its port
+    and the CA's directory."""
+    ca_dir = lab.dir / "ca"
+    ca = DashboardCA.load_or_create(ca_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")]))
+        .sign(key, hashes.SHA256())
+    )
+    cert = ca.sign(
+        request.public_bytes(serialization.Encoding.PEM), ServerIdentity("127.0.0.1", ("127.0.0.1",))
+    )
+    (lab.dir / "display.pem").write_text(cert)
+    (lab.dir / "display.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    port = free_port()
+    lab.start(
+        "display-tls",
+        [
+            PYTHON, "-m", "bench.proxy_peers", "display", str(port),
+            "--tls-cert", str(lab.dir / "display.pem"), "--tls-key", str(lab.dir / "display.key"),
+        ],
+    )  # fmt: skip
+    return port, ca_dir
+
+
 def build(lab: Lab, display_port: int) -> list[Candidate]:
+    tls_port, ca_dir = tls_display(lab)
     candidates = [Candidate("direct TCP", None, Path("direct", "tcp", display_port))]
     for loop in ("uvloop", "asyncio"):
         port = free_port()
@@ -104,6 +142,7 @@ def build(lab: Lab, display_port: int) -> list[Candidate]:
             [
                 PYTHON, "-m", "bench.proxy_server", "--dir", str(workdir), "--port", str(port),
                 "--gateway-port", str(gateway_port), "--display-port", str(display_port), "--ws", impl,
+                "--display-tls-port", str(tls_port), "--ca-dir", str(ca_dir),
             ],
         )  # fmt: skip
         dashboards[impl] = Dashboard(process, port, gateway_port)
@@ -115,6 +154,14 @@ def build(lab: Lab, display_port: int) -> list[Candidate]:
             ours.process.pid,
             ours.gateway("gateway", display_port),
             refresh=lambda: ours.gateway("gateway", display_port),
+        )
+    )
+    candidates.append(
+        Candidate(
+            "WS bridge, TLS to the display (dashboard)",
+            ours.process.pid,
+            ours.websocket("ours-tls", tls=True),
+            refresh=lambda: ours.websocket("ours-tls", tls=True),
         )
     )
     labels = {
@@ -244,6 +291,8 @@ def report(candidates: list[Candidate], args: argparse.Namespace, notes: list[st
     websockify = by_name["websockify 0.13 (TokenFile, numpy)"]
     relay = by_name["asyncio relay (uvloop)"]
     gateway = by_name["CONNECT gateway (dashboard)"]
+    tls_bridge = by_name["WS bridge, TLS to the display (dashboard)"]
+    direct = by_name["direct TCP"]
 
     def ratio(a: Candidate, b: Candidate) -> float:
         return (median(a.mbps) or 0.0) / (median(b.mbps) or 1.0)
@@ -269,6 +318,16 @@ def report(candidates: list[Candidate], args: argparse.Namespace, notes: list[st
             "CONNECT gateway throughput ≥ 0.9x plain asyncio relay (uvloop)",
             ratio(gateway, relay),
             ratio(gateway, relay) >= 0.9,
+        ),
+        (
+            "WS bridge with TLS to the display ≥ 1.0x websockify (plain)",
+            ratio(tls_bridge, websockify),
+            ratio(tls_bridge, websockify) >= 1.0,
+        ),
+        (
+            "CONNECT gateway (splice) ≥ 0.8x direct TCP",
+            ratio(gateway, direct),
+            ratio(gateway, direct) >= 0.8,
         ),
     ]
     lines += ["", "| target | measured | met |", "|---|---:|:---:|"]

@@ -3,6 +3,7 @@
 ``display PORT``: stands in for a VM's SPICE display (protocol-independent). The first
 byte of a connection picks its behaviour: ``S`` streams bytes as fast as the reader
 takes them, ``E`` echoes everything after it, anything else waits for the close.
+``display PORT --tls-cert C --tls-key K``: the same over TLS, as qemu's TLS port serves.
 
 ``relay LISTEN_PORT TARGET_PORT [--loop uvloop|asyncio] [--read-size N]``: the plain
 asyncio TCP relay the console bridge is compared with (streams API, read/write/drain).
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import resource
 import socket
+import ssl
 import sys
 
 BLOCK = memoryview(b"\x5a" * (1 << 20))
@@ -87,11 +89,42 @@ async def relay(listen_port: int, target_port: int, read_size: int) -> None:
         await server.serve_forever()
 
 
+async def _serve_tls_display(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        command = await reader.read(1)
+        if command == b"S":
+            while True:
+                writer.write(BLOCK)
+                await writer.drain()
+        elif command == b"E":
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        else:
+            while await reader.read(65536):
+                pass
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+async def tls_display(port: int, cert: str, key: str) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = await asyncio.start_server(_serve_tls_display, "127.0.0.1", port, ssl=context, backlog=4096)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.proxy_peers")
     sub = parser.add_subparsers(dest="role", required=True)
     d = sub.add_parser("display")
     d.add_argument("port", type=int)
+    d.add_argument("--tls-cert")
+    d.add_argument("--tls-key")
     r = sub.add_parser("relay")
     r.add_argument("listen_port", type=int)
     r.add_argument("target_port", type=int)
@@ -102,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "display":
         import uvloop
 
-        uvloop.run(display(args.port))
+        if args.tls_cert:
+            uvloop.run(tls_display(args.port, args.tls_cert, args.tls_key))
+        else:
+            uvloop.run(display(args.port))
     elif args.loop == "uvloop":
         import uvloop
 

@@ -6,7 +6,9 @@ under uvicorn, as the proxy benchmark's process under test.
 ``--ws ours`` is the dashboard's own protocol (what ``kvm-vdi serve`` runs); the stock
 uvicorn implementations (websockets-sansio, websockets, wsproto; permessage-deflate off)
 are there to compare. Prints ``ready`` once serving; then each ``ticket`` line on stdin
-is answered with a fresh console ticket bound to 127.0.0.1:D (console tickets live 60 s).
+is answered with a fresh console ticket bound to 127.0.0.1:D (console tickets live 60 s), each
+``ticket-tls`` line with one bound to the TLS display 127.0.0.1:T (``--display-tls-port``), which
+the bridge reaches over TLS, checked against the CA in ``--ca-dir``.
 
 ``--users N`` adds portal users ``storm-000`` ... with the password ``storm-password-123``
 (for the log-in storm benchmark); ``--security KEY=VALUE`` sets a ``[security]`` setting.
@@ -86,6 +88,8 @@ async def serve(args: argparse.Namespace) -> None:
         "console": {"per_user_limit": 100_000, "global_limit": 100_000},
         "security": {"session_secret": "bench-session-secret", **dict(args.security)},
     }
+    if args.ca_dir:
+        values["console"]["ca_dir"] = args.ca_dir
     settings = Settings(**values)
     app = create_app(settings)
     options: dict[str, Any] = {}
@@ -100,16 +104,21 @@ async def serve(args: argparse.Namespace) -> None:
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
 
-    async def ticket() -> str:
+    async def ticket(tls: bool) -> str:
         issued = await app.state.services.consoles.tickets.issue(
-            user_id=user_id, vm_id=vm_id, host="127.0.0.1", port=args.display_port
+            user_id=user_id,
+            vm_id=vm_id,
+            host="127.0.0.1",
+            port=None if tls else args.display_port,
+            tls_port=args.display_tls_port if tls else None,
         )
         return issued.secret
 
     def control() -> None:
         for line in sys.stdin:
-            if line.strip() == "ticket":
-                secret = asyncio.run_coroutine_threadsafe(ticket(), loop).result()
+            if line.strip() in ("ticket", "ticket-tls"):
+                tls = line.strip() == "ticket-tls"
+                secret = asyncio.run_coroutine_threadsafe(ticket(tls), loop).result()
                 print(f"ticket {vm_id} {secret}", flush=True)
         server.should_exit = True
 
@@ -130,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--gateway-port", type=int, required=True)
     parser.add_argument("--display-port", type=int, required=True)
+    parser.add_argument("--display-tls-port", type=int)
+    parser.add_argument("--ca-dir")
     parser.add_argument(
         "--ws", default="ours", choices=["ours", "websockets-sansio", "websockets", "wsproto"]
     )

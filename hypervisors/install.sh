@@ -3,6 +3,7 @@
 #
 #   install.sh [install] [options]   set everything up (safe to run again: it only fixes what differs)
 #   install.sh check [options]       verify everything, print what is missing, exit 1 if anything is
+#   install.sh firewall [options]    only (re)apply the --spice-firewall rule
 #
 # Options (the same for both):
 #   --user NAME              service account the dashboard logs in as (default: vdi)
@@ -13,6 +14,11 @@
 #   --dashboard-key 'KEY'    the dashboard's public key ("ssh-ed25519 AAAA..."), shown on its
 #                            hypervisor page; authorized for the service user
 #   --dashboard-from ADDR    accept that key only from this address/pattern (sshd "from=")
+#   --console-address ADDR   the console network address SPICE listens on by default (qemu.conf
+#                            spice_listen); give the dashboard's hypervisor record the same one
+#   --spice-ports MIN-MAX    the ports desktops' SPICE displays use (default 5900-6899)
+#   --spice-firewall ADDRS   admit the SPICE ports only from these dashboard addresses (comma
+#                            list, IPv4/IPv6); an nftables table of its own, kept across reboots
 #   --no-packages            do not apt-get install anything (check still requires the programs)
 #   --no-restart             do not restart libvirtd after changing its configuration
 #
@@ -27,6 +33,9 @@ VOLATILE_DIR=/var/lib/kvm-vdi/volatile
 ISO_DIR=/var/lib/kvm-vdi/iso
 DASHBOARD_KEY=""
 DASHBOARD_FROM=""
+CONSOLE_ADDRESS=""
+SPICE_PORTS=5900-6899
+SPICE_FIREWALL=""
 INSTALL_PACKAGES=1
 RESTART=1
 
@@ -35,10 +44,16 @@ QEMU_CONF=/etc/libvirt/qemu.conf
 SOCKET_DROPIN_DIR=/etc/systemd/system/libvirtd.socket.d
 SOCKET_DROPIN=$SOCKET_DROPIN_DIR/kvm-vdi.conf
 KEY_COMMENT=kvm-vdi-dashboard
-PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system openssh-server)
+# Where qemu finds SPICE's TLS files: "current" points at the generation the dashboard issued last.
+# AppArmor's libvirt profile lets qemu read /etc/pki/libvirt-spice, so it stays under it.
+SPICE_TLS_DIR=/etc/pki/libvirt-spice
+FIREWALL_TABLE=kvm_vdi_spice
+FIREWALL_FILE=/etc/kvm-vdi/spice-firewall.nft
+NFTABLES_CONF=/etc/nftables.conf
+PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system openssh-server openssl)
 
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -48,7 +63,7 @@ die() {
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        install | check) ACTION=$1 ;;
+        install | check | firewall) ACTION=$1 ;;
         --user) SERVICE_USER=${2:?--user needs a name}; shift ;;
         --home) HOME_DIR=${2:?--home needs a directory}; shift ;;
         --images-dir) IMAGES_DIR=${2:?--images-dir needs a directory}; shift ;;
@@ -56,6 +71,9 @@ while [ $# -gt 0 ]; do
         --iso-dir) ISO_DIR=${2:?--iso-dir needs a directory}; shift ;;
         --dashboard-key) DASHBOARD_KEY=${2:?--dashboard-key needs a public key}; shift ;;
         --dashboard-from) DASHBOARD_FROM=${2:?--dashboard-from needs an address}; shift ;;
+        --console-address) CONSOLE_ADDRESS=${2:?--console-address needs an address}; shift ;;
+        --spice-ports) SPICE_PORTS=${2:?--spice-ports needs MIN-MAX}; shift ;;
+        --spice-firewall) SPICE_FIREWALL=${2:?--spice-firewall needs addresses}; shift ;;
         --no-packages) INSTALL_PACKAGES=0 ;;
         --no-restart) RESTART=0 ;;
         -h | --help) usage; exit 0 ;;
@@ -71,6 +89,29 @@ for dir in "$HOME_DIR" "$IMAGES_DIR" "$VOLATILE_DIR" "$ISO_DIR"; do
 done
 if [ -n "$DASHBOARD_FROM" ] && [[ ! $DASHBOARD_FROM =~ ^[][A-Za-z0-9.:/*?!,-]+$ ]]; then
     die "--dashboard-from: not an address or pattern: $DASHBOARD_FROM"
+fi
+
+if [ -n "$CONSOLE_ADDRESS" ] && [[ ! $CONSOLE_ADDRESS =~ ^[A-Za-z0-9.:-]+$ ]]; then
+    die "--console-address: not an address: $CONSOLE_ADDRESS"
+fi
+[[ $SPICE_PORTS =~ ^([0-9]{1,5})-([0-9]{1,5})$ ]] || die "--spice-ports: not MIN-MAX: $SPICE_PORTS"
+SPICE_PORT_MIN=${BASH_REMATCH[1]}
+SPICE_PORT_MAX=${BASH_REMATCH[2]}
+((SPICE_PORT_MIN >= 1024 && SPICE_PORT_MIN <= SPICE_PORT_MAX && SPICE_PORT_MAX <= 65535)) ||
+    die "--spice-ports: need 1024 <= MIN <= MAX <= 65535: $SPICE_PORTS"
+FIREWALL_V4=()
+FIREWALL_V6=()
+if [ -n "$SPICE_FIREWALL" ]; then
+    IFS=, read -r -a firewall_addresses <<<"$SPICE_FIREWALL"
+    for address in "${firewall_addresses[@]}"; do
+        if [[ $address =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?$ ]]; then
+            FIREWALL_V4+=("$address")
+        elif [[ $address =~ ^[0-9A-Fa-f:]+(/[0-9]{1,3})?$ && $address == *:* ]]; then
+            FIREWALL_V6+=("$address")
+        else
+            die "--spice-firewall: not an IPv4 or IPv6 address: $address"
+        fi
+    done
 fi
 
 # The qemu processes run as this user (qemu.conf "user", Debian's default libvirt-qemu).
@@ -239,8 +280,10 @@ authorize_dashboard_key() {
 # Set KEY = "VALUE" in a libvirt config file: replace an active line, else uncomment the
 # documented default, else append. The first change keeps a copy of the original.
 set_conf() {
-    local file=$1 key=$2 value=$3
+    local file=$1 key=$2 value=$3 raw=${4:-}
     local line="$key = \"$value\""
+    # Numbers and booleans of qemu.conf are written without quotes.
+    [ -z "$raw" ] || line="$key = $value"
     if [ "$(conf_value "$file" "$key")" = "$value" ]; then
         unchanged "$file: $line"
         return
@@ -293,6 +336,69 @@ configure_libvirtd() {
     fi
 }
 
+configure_spice() {
+    [ -f "$QEMU_CONF" ] || die "$QEMU_CONF not found: is libvirt-daemon-system installed?"
+    # SPICE over TLS only: desktops get a TLS port (defaultMode='secure'), qemu reads the
+    # certificate the dashboard issues into $SPICE_TLS_DIR/current.
+    set_conf "$QEMU_CONF" spice_tls 1 raw
+    set_conf "$QEMU_CONF" spice_tls_x509_cert_dir "$SPICE_TLS_DIR/current"
+    set_conf "$QEMU_CONF" remote_display_port_min "$SPICE_PORT_MIN" raw
+    set_conf "$QEMU_CONF" remote_display_port_max "$SPICE_PORT_MAX" raw
+    [ -z "$CONSOLE_ADDRESS" ] || set_conf "$QEMU_CONF" spice_listen "$CONSOLE_ADDRESS"
+    # The service user writes the certificates (no sudo); the set-group-ID bit gives every file
+    # group kvm, which qemu runs in, and nobody else may read the key.
+    mkdir -p "$(dirname "$SPICE_TLS_DIR")"
+    ensure_dir "$SPICE_TLS_DIR" "$SERVICE_USER" kvm 2750 "SPICE certificate directory"
+    if [ ! -e "$SPICE_TLS_DIR/current" ]; then
+        # libvirtd refuses to start when the directory is missing: an empty one until the
+        # dashboard issues the certificate (when the hypervisor is added or checked).
+        install -d -o "$SERVICE_USER" -g kvm -m 2750 "$SPICE_TLS_DIR/pending"
+        ln -sfn pending "$SPICE_TLS_DIR/current"
+        chown -h "$SERVICE_USER:kvm" "$SPICE_TLS_DIR/current"
+        changed "$SPICE_TLS_DIR/current (empty until the dashboard issues the certificate)"
+        LIBVIRT_CHANGED=1
+    fi
+}
+
+firewall_rules() {
+    local v4 v6
+    v4=$(IFS=,; echo "${FIREWALL_V4[*]}")
+    v6=$(IFS=,; echo "${FIREWALL_V6[*]}")
+    echo "# Written by KVM-VDI install.sh: SPICE ports $SPICE_PORT_MIN-$SPICE_PORT_MAX only from the dashboard."
+    echo "table inet $FIREWALL_TABLE"
+    echo "delete table inet $FIREWALL_TABLE"
+    echo "table inet $FIREWALL_TABLE {"
+    echo "    chain input {"
+    echo "        type filter hook input priority filter - 1; policy accept;"
+    echo "        iifname \"lo\" accept"
+    [ -z "$v4" ] || echo "        ip saddr { $v4 } tcp dport $SPICE_PORT_MIN-$SPICE_PORT_MAX accept"
+    [ -z "$v6" ] || echo "        ip6 saddr { $v6 } tcp dport $SPICE_PORT_MIN-$SPICE_PORT_MAX accept"
+    echo "        tcp dport $SPICE_PORT_MIN-$SPICE_PORT_MAX counter drop"
+    echo "    }"
+    echo "}"
+}
+
+apply_firewall() {
+    [ -n "$SPICE_FIREWALL" ] || return 0
+    command -v nft >/dev/null || die "--spice-firewall needs nftables (apt-get install nftables)"
+    local wanted
+    wanted=$(firewall_rules)
+    mkdir -p "$(dirname "$FIREWALL_FILE")"
+    if [ "$(cat "$FIREWALL_FILE" 2>/dev/null)" != "$wanted" ]; then
+        printf '%s\n' "$wanted" >"$FIREWALL_FILE"
+        changed "$FIREWALL_FILE (SPICE ports only from $SPICE_FIREWALL)"
+    else
+        unchanged "$FIREWALL_FILE"
+    fi
+    nft -f "$FIREWALL_FILE"
+    unchanged "nftables table inet $FIREWALL_TABLE applied"
+    # Kept across reboots by Debian's nftables.service, which loads $NFTABLES_CONF.
+    if [ -f "$NFTABLES_CONF" ] && ! grep -qF "include \"$FIREWALL_FILE\"" "$NFTABLES_CONF"; then
+        printf '\ninclude "%s"\n' "$FIREWALL_FILE" >>"$NFTABLES_CONF"
+        changed "$NFTABLES_CONF includes $FIREWALL_FILE (enable nftables.service to load it at boot)"
+    fi
+}
+
 restart_libvirtd() {
     [ "$LIBVIRT_CHANGED" -eq 1 ] || return 0
     if [ "$RESTART" -eq 0 ]; then
@@ -319,7 +425,9 @@ do_install() {
     ensure_dirs
     authorize_dashboard_key
     configure_libvirtd
+    configure_spice
     restart_libvirtd
+    apply_firewall
     # No sudo rules: everything the dashboard runs (qemu-img, mv, rm, test, df, find)
     # works as the service user on its own directories.
     echo "done     $CHANGES change(s). Verify with: $0 check $(printf '%q ' "${ORIGINAL_ARGS[@]}")"
@@ -453,6 +561,33 @@ do_check() {
             missing "$SOCKET_DROPIN (socket activation would leave the socket mode 0666)"
         fi
     fi
+    for key in spice_tls:1 spice_tls_x509_cert_dir:$SPICE_TLS_DIR/current; do
+        value=$(conf_value "$QEMU_CONF" "${key%%:*}")
+        if [ "$value" = "${key#*:}" ]; then
+            pass "$QEMU_CONF: ${key%%:*} = ${key#*:}"
+        else
+            missing "$QEMU_CONF: ${key%%:*} = ${key#*:} (found: ${value:-default})"
+        fi
+    done
+    if [ -d "$SPICE_TLS_DIR" ] && [ "$(stat -c '%U:%G %a' "$SPICE_TLS_DIR")" = "$SERVICE_USER:kvm 2750" ]; then
+        pass "$SPICE_TLS_DIR ($SERVICE_USER:kvm 2750)"
+    else
+        missing "$SPICE_TLS_DIR owned by $SERVICE_USER:kvm mode 2750 (run: $0 install)"
+    fi
+    if [ -f "$SPICE_TLS_DIR/current/server-cert.pem" ]; then
+        pass "SPICE certificate $(openssl x509 -noout -enddate -in "$SPICE_TLS_DIR/current/server-cert.pem" 2>/dev/null | sed 's/notAfter=/valid until /')"
+    elif [ -e "$SPICE_TLS_DIR/current" ]; then
+        warn "no SPICE certificate yet: add the hypervisor to the dashboard (or press Check there)"
+    else
+        missing "$SPICE_TLS_DIR/current (run: $0 install)"
+    fi
+    if [ -n "$SPICE_FIREWALL" ]; then
+        if nft list table inet "$FIREWALL_TABLE" >/dev/null 2>&1; then
+            pass "nftables table inet $FIREWALL_TABLE"
+        else
+            missing "nftables table inet $FIREWALL_TABLE (run: $0 firewall --spice-firewall ...)"
+        fi
+    fi
     local socket=/run/libvirt/libvirt-sock
     if [ -S "$socket" ]; then
         local mode group
@@ -497,4 +632,8 @@ ORIGINAL_ARGS=(--user "$SERVICE_USER" --home "$HOME_DIR" --images-dir "$IMAGES_D
 case $ACTION in
     install) do_install ;;
     check) do_check ;;
+    firewall)
+        [ -n "$SPICE_FIREWALL" ] || die "firewall: give --spice-firewall ADDRS"
+        apply_firewall
+        ;;
 esac

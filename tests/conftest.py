@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
+from app.tlsca import DashboardCA
 from tests.services import report
 from tests.services.browser import BrowserFactory
 from tests.services.guests import GuestImages
@@ -117,6 +118,22 @@ def run_dir(request: pytest.FixtureRequest) -> Iterator[RunDir]:
     if leftovers:
         raise RuntimeError(f"the run left things behind (now removed): {'; '.join(leftovers)}")
     report.note("harness", "teardown complete: no processes, namespaces or links left")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dashboard_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardCA]:
+    """One certificate authority for every dashboard of the session (as replicas of one installation
+    share theirs): a test hypervisor keeps the SPICE certificate the first dashboard issued it,
+    instead of each dashboard issuing its own. ``KVMVDI_CONSOLE__CA_DIR`` reaches the CLI too."""
+    directory = tmp_path_factory.mktemp("dashboard-ca")
+    ca = DashboardCA.load_or_create(directory)
+    previous = os.environ.get("KVMVDI_CONSOLE__CA_DIR")
+    os.environ["KVMVDI_CONSOLE__CA_DIR"] = str(directory)
+    yield ca
+    if previous is None:
+        os.environ.pop("KVMVDI_CONSOLE__CA_DIR", None)
+    else:
+        os.environ["KVMVDI_CONSOLE__CA_DIR"] = previous
 
 
 # --- services ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.hyper.sshkeys import fingerprint
+from app.tlsca import DashboardCA
 from tests.cli import cli_env, kvm_vdi
 from tests.dashboard import BrowserLikeClient, DashboardFactory, RunningDashboard
 from tests.services.libvirt_host import LibvirtHost
@@ -171,16 +172,32 @@ async def test_kvm_vdi_check_probes_every_hypervisor(
     for path in dirs.values():
         Path(path).mkdir()
     await admin.post(API, json={"name": "sim", "transport": "test", **dirs})
-    env = cli_env(dashboard.settings.database_url.get_secret_value(), Path(dashboard.settings.data_dir))
+    env = cli_env(
+        dashboard.settings.database_url.get_secret_value(),
+        Path(dashboard.settings.data_dir),
+        KVMVDI_CONSOLE__CA_DIR=str(dashboard.settings.ca_dir()),
+    )
     result = kvm_vdi("check", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+    ca_line = next(line for line in result.stdout.splitlines() if line.startswith("console CA"))
+    assert " ok " in ca_line and "(0600), valid until" in ca_line
     lines = {
         " ".join(line.split()[:2]): line
         for line in result.stdout.splitlines()
         if line.startswith("hypervisor ")
     }
     assert f"libvirt {hypervisor_host.libvirt_version}" in lines["hypervisor loop"]
+    # The SPICE certificate the dashboard issued when it connected, checked against its CA.
+    assert "SPICE certificate valid until" in lines["hypervisor loop"]
     assert " ok " in lines["hypervisor sim"] and "libvirt" in lines["hypervisor sim"]
+    # Another dashboard's CA (or none) does not vouch for it.
+    foreign = kvm_vdi("check", env={**env, "KVMVDI_CONSOLE__CA_DIR": str(tmp_path / "other-ca")})
+    assert "console CA" in foreign.stdout and "has no CA yet" in foreign.stdout
+    (tmp_path / "other-ca").mkdir()
+    DashboardCA.load_or_create(tmp_path / "other-ca")
+    foreign = kvm_vdi("check", env={**env, "KVMVDI_CONSOLE__CA_DIR": str(tmp_path / "other-ca")})
+    loop = next(line for line in foreign.stdout.splitlines() if line.startswith("hypervisor loop"))
+    assert " warn " in loop and "not from this dashboard's CA" in loop
 
     # Missing directories are worth a warning, not a failure.
     await admin.post(

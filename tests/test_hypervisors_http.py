@@ -72,7 +72,7 @@ async def test_a_bad_submission_names_each_field_and_loses_nothing(dashboard: Ru
     assert errors["address"].startswith("SSH address:")
     assert errors["ssh_port"].startswith("SSH port:")
     assert errors["ssh_user"].startswith("SSH user:")
-    assert errors["spice_address"].startswith("SPICE client address:")
+    assert errors["spice_address"].startswith("Console network address:")
     assert errors["images_dir"].startswith("Images directory:")
     assert errors["volatile_dir"].startswith("Volatile directory:")
     # Everything comes back as typed, so nothing has to be typed again.

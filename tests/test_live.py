@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -123,3 +124,23 @@ async def test_the_socket_closes_when_the_session_expires(dashboard_factory: Das
         with pytest.raises(ConnectionClosed) as closed:
             await _receive(ws)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_one_user_holds_a_bounded_number_of_live_sockets(dashboard: RunningDashboard) -> None:
+    admin = await dashboard.admin()
+    limit = dashboard.settings.server.live_per_user_limit
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(limit):
+            ws = await stack.enter_async_context(await _open(dashboard, admin))
+            assert (await _receive(ws))["topic"] == "hello"
+        async with await _open(dashboard, admin) as extra:
+            with pytest.raises(ConnectionClosed) as closed:
+                await _receive(extra)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+    # Closed sockets free their places.
+    for _ in range(200):
+        if dashboard.services.hub.subscriber_count == 0:
+            break
+        await asyncio.sleep(0.02)
+    async with await _open(dashboard, admin) as ws:
+        assert (await _receive(ws))["topic"] == "hello"

@@ -312,6 +312,8 @@ class Broker:
             "protocol": "spice",
             "host": grant.host,
             "port": grant.port,
+            "tls_port": grant.tls_port,
+            **({"host_subject": grant.host_subject, "ca": grant.ca} if grant.tls_port is not None else {}),
             "password": grant.password,
             "ticket": grant.ticket,
             "proxy": grant.proxy_url,

@@ -46,6 +46,8 @@ hypervisors = sa.Table(
     sa.Column("libvirt_uri", sa.String(512), nullable=True),
     # Console network address: SPICE listens there and the gateway connects there (empty = address).
     sa.Column("spice_address", sa.String(255), nullable=False, server_default=""),
+    # Also offer SPICE's plain (unencrypted) port, for old clients; off: TLS only.
+    sa.Column("spice_plain", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("images_dir", sa.String(512), nullable=False, server_default="/var/lib/kvm-vdi/images"),
     sa.Column("volatile_dir", sa.String(512), nullable=False, server_default="/var/lib/kvm-vdi/volatile"),
     sa.Column("iso_dir", sa.String(512), nullable=False, server_default="/var/lib/kvm-vdi/iso"),

@@ -76,7 +76,7 @@ class CommandRunner(ABC):
     """Runs argument vectors on one hypervisor."""
 
     @abstractmethod
-    async def _start(self, argv: Sequence[str]) -> _Process: ...
+    async def _start(self, argv: Sequence[str], *, stdin: bool = False) -> _Process: ...
 
     async def run(
         self,
@@ -85,14 +85,18 @@ class CommandRunner(ABC):
         timeout: float | None = None,  # noqa: ASYNC109 -- kills the command when it expires
         check: bool = True,
         on_output: OutputCallback | None = None,
+        input: bytes | None = None,
     ) -> CommandResult:
-        """Run ``argv``; ``on_output`` sees stdout as it arrives. Cancelling kills the command."""
+        """Run ``argv``; ``on_output`` sees stdout as it arrives; ``input`` is its whole stdin
+        (a certificate to write: never a secret in an argument). Cancelling kills the command."""
         argv = tuple(argv)
         command_line(argv)  # validates
-        process = await self._start(argv)
+        process = await self._start(argv, stdin=input is not None)
         stdout, stderr = _Collector(on_output), _Collector(None)
         try:
             async with asyncio.timeout(timeout):
+                if input is not None:
+                    await process.feed(input)
                 await asyncio.gather(_pump(process.read_stdout, stdout), _pump(process.read_stderr, stderr))
                 status = await process.wait()
         except TimeoutError:
@@ -113,6 +117,10 @@ class CommandRunner(ABC):
 
 class _Process(ABC):
     @abstractmethod
+    async def feed(self, data: bytes) -> None:
+        """Write ``data`` to stdin and close it."""
+
+    @abstractmethod
     async def read_stdout(self, size: int) -> bytes: ...
 
     @abstractmethod
@@ -132,6 +140,12 @@ class _Process(ABC):
 class _LocalProcess(_Process):
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
+
+    async def feed(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        await self.proc.stdin.drain()
+        self.proc.stdin.close()
 
     async def read_stdout(self, size: int) -> bytes:
         assert self.proc.stdout is not None
@@ -160,11 +174,11 @@ class _LocalProcess(_Process):
 class LocalCommands(CommandRunner):
     """Commands of a ``local``/``test`` hypervisor: processes on the dashboard's own machine."""
 
-    async def _start(self, argv: Sequence[str]) -> _Process:
+    async def _start(self, argv: Sequence[str], *, stdin: bool = False) -> _Process:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
@@ -182,6 +196,11 @@ class LocalCommands(CommandRunner):
 class _SSHProcess(_Process):
     def __init__(self, proc: asyncssh.SSHClientProcess[bytes]) -> None:
         self.proc = proc
+
+    async def feed(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        await self.proc.stdin.drain()
+        self.proc.stdin.write_eof()
 
     async def read_stdout(self, size: int) -> bytes:
         return await self.proc.stdout.read(size)
@@ -224,6 +243,7 @@ class SSHCommands(CommandRunner):
         timeout: float | None = None,  # noqa: ASYNC109 -- kills the command when it expires
         check: bool = True,
         on_output: OutputCallback | None = None,
+        input: bytes | None = None,
     ) -> CommandResult:
         # Waiting for a free session counts against the timeout too.
         loop = asyncio.get_running_loop()
@@ -235,16 +255,16 @@ class SSHCommands(CommandRunner):
             raise CommandError(argv, None, "", reason=f"no free SSH session within {timeout:g} s") from None
         try:
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            return await super().run(argv, timeout=remaining, check=check, on_output=on_output)
+            return await super().run(argv, timeout=remaining, check=check, on_output=on_output, input=input)
         finally:
             self._sessions.release()
 
-    async def _start(self, argv: Sequence[str]) -> _Process:
+    async def _start(self, argv: Sequence[str], *, stdin: bool = False) -> _Process:
         refusal: asyncssh.ChannelOpenError | None = None
         for attempt in range(_OPEN_ATTEMPTS):
             try:
                 proc = await self.connection.create_process(
-                    command_line(argv), encoding=None, stdin=asyncssh.DEVNULL
+                    command_line(argv), encoding=None, stdin=asyncssh.PIPE if stdin else asyncssh.DEVNULL
                 )
             except asyncssh.ChannelOpenError as exc:
                 # sshd frees a finished session's slot a moment after we saw it end: retry.

@@ -19,6 +19,7 @@ from app.hyper.errors import HypervisorUnavailable
 from app.hyper.graphics import SpiceEndpoint
 from app.hyper.paths import confine
 from app.hyper.records import HypervisorRecord
+from app.tlsca import CertificateState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,6 +40,8 @@ class Hypervisor:
         self.state_changed_at: datetime | None = None
         self.facts: HypervisorFacts | None = None
         self.images_free_bytes: int | None = None
+        # The SPICE certificate as last checked or issued (None: not yet, or no SPICE here).
+        self.spice_certificate: CertificateState | None = None
         self._session: Session | None = None
         # How many connections this hypervisor has had; each new one is announced to the
         # connection listeners, since events missed while reconnecting are not replayed.
@@ -209,7 +212,9 @@ class Hypervisor:
 
     async def spice_endpoint(self, name: str) -> SpiceEndpoint:
         """The display as the dashboard reaches it: always at this hypervisor's console address."""
-        return await self._libvirt(graphics.spice_endpoint, name, self.record.console_address, True)
+        return await self._libvirt(
+            graphics.spice_endpoint, name, self.record.console_address, self.record.spice_plain
+        )
 
     async def set_spice_password(
         self, name: str, password: str, valid_until: datetime, *, disconnect: bool = False

@@ -29,8 +29,10 @@ from app.hyper.errors import HypervisorError
 from app.hyper.events import IMPLIED_STATE, DomainEvent, describe_lifecycle
 from app.hyper.hypervisor import Hypervisor
 from app.hyper.session import ConnectFailure, Session, open_session
+from app.hyper.spice_tls import SpiceTls
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.settings import HypervisorSettings
+from app.tlsca import CertificateState
 
 log = logging.getLogger("kvmvdi.hyper.monitor")
 
@@ -49,6 +51,7 @@ class HypervisorMonitor:
         *,
         key: DashboardKey,
         known_hosts: KnownHostsFile,
+        spice_tls: SpiceTls,
         settings: HypervisorSettings,
         report_state: StateReport,
         report_facts: FactsReport,
@@ -57,6 +60,7 @@ class HypervisorMonitor:
         self.hv = hypervisor
         self._key = key
         self._known_hosts = known_hosts
+        self._spice_tls = spice_tls
         self._settings = settings
         self._report_state = report_state
         self._report_facts = report_facts
@@ -175,6 +179,8 @@ class HypervisorMonitor:
                 on_reboot=self._reboot_callback(events),
             )
             await self._refresh_facts(session)
+            # Before "up": a desktop started on a newly added hypervisor finds its certificate.
+            await self._ensure_certificate(session)
         except BaseException as exc:
             await session.close()
             if isinstance(exc, HypervisorError | libvirt.libvirtError):
@@ -222,8 +228,25 @@ class HypervisorMonitor:
                     with contextlib.suppress(HypervisorError):
                         await self._refresh_facts(session)
                         await self._report_facts(self.hv)
+                    certificate = self.hv.spice_certificate
+                    if certificate is None or certificate.due():
+                        await self._ensure_certificate(session)
         finally:
             lost.cancel()
+
+    async def _ensure_certificate(self, session: Session) -> None:
+        """The SPICE certificate issued when missing, foreign or due; a failure is a warning, not a
+        fence (desktops then cannot start with TLS until an admin fixes the hypervisor)."""
+        if not self._spice_tls.applies_to(self.hv.record):
+            return
+        try:
+            self.hv.spice_certificate = await self._spice_tls.ensure(session.runner, self.hv.record)
+        except (HypervisorError, ValueError) as exc:
+            log.warning("%s: SPICE certificate not installed: %s", self.hv.name, exc)
+            self.hv.spice_certificate = CertificateState(False, f"could not be installed: {exc}")
+            return
+        if not self.hv.spice_certificate.valid:
+            log.warning("%s: SPICE certificate: %s", self.hv.name, self.hv.spice_certificate.reason)
 
     async def _refresh_facts(self, session: Session) -> None:
         self.hv.facts = await session.facts()

@@ -17,6 +17,7 @@ from app.hyper.disks import DiskOperations
 from app.hyper.errors import HypervisorError
 from app.hyper.records import HypervisorRecord
 from app.hyper.session import HOST_KEY_UNCONFIRMED, ConnectFailure, Session, open_session
+from app.hyper.spice_tls import SpiceTls
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile, fingerprint
 
 
@@ -36,6 +37,8 @@ class ProbeResult:
     host_key_fingerprint: str = ""
     # Things that work but need the admin's attention (a missing directory ...).
     warnings: list[str] = field(default_factory=list)
+    # The SPICE certificate: "valid until ..." or why it is not usable ("" when not looked at).
+    spice_certificate: str = ""
     elapsed: float = 0.0
 
 
@@ -45,7 +48,11 @@ async def probe(
     known_hosts: KnownHostsFile,
     *,
     timeout: float = 10.0,  # noqa: ASYNC109 -- per step (SSH, libvirt), not overall
+    spice_tls: SpiceTls | None = None,
+    issue: bool = False,
 ) -> ProbeResult:
+    """``spice_tls``: also look at the SPICE certificate, and with ``issue`` install one when it is
+    missing, foreign or due (the admin's "check"; ``kvm-vdi check`` only looks)."""
     started = time.monotonic()
     key_fingerprint = fingerprint(record.host_key) if record.host_key else ""
     blocked = record.not_connectable_reason()
@@ -66,7 +73,8 @@ async def probe(
                 elapsed=time.monotonic() - started,
             )
         try:
-            return await asyncio.wait_for(_inspect(record, session, key_fingerprint, started), timeout * 3)
+            inspection = _inspect(record, session, key_fingerprint, started, spice_tls, issue)
+            return await asyncio.wait_for(inspection, timeout * 3)
         except TimeoutError:
             return ProbeResult(
                 False, "timeout", "connected, but the hypervisor answered too slowly", elapsed=timeout * 3
@@ -95,7 +103,12 @@ def _known_hosts_for(record: HypervisorRecord, known_hosts: KnownHostsFile, scra
 
 
 async def _inspect(
-    record: HypervisorRecord, session: Session, key_fingerprint: str, started: float
+    record: HypervisorRecord,
+    session: Session,
+    key_fingerprint: str,
+    started: float,
+    spice_tls: SpiceTls | None,
+    issue: bool,
 ) -> ProbeResult:
     facts = await session.facts()
     disks = DiskOperations(session.runner, record.dirs)
@@ -115,6 +128,18 @@ async def _inspect(
     qemu_img = await session.runner.run(["qemu-img", "--version"], check=False, timeout=30)
     if qemu_img.exit_status != 0:
         warnings.append("qemu-img is not installed (apt install qemu-utils)")
+    certificate = ""
+    if spice_tls is not None and spice_tls.applies_to(record):
+        try:
+            state = await (spice_tls.ensure if issue else spice_tls.state)(session.runner, record)
+            certificate = state.reason
+        except (HypervisorError, ValueError) as exc:
+            certificate = f"could not be installed: {exc}"
+            state = None
+        if state is None or not state.valid:
+            warnings.append(f"SPICE over TLS: {certificate} (run hypervisors/install.sh there)")
+        elif state.due():
+            warnings.append(f"SPICE over TLS: the certificate is {certificate}: press Check to renew it")
     return ProbeResult(
         True,
         None,
@@ -129,4 +154,5 @@ async def _inspect(
         host_key_fingerprint=key_fingerprint,
         warnings=warnings,
         elapsed=time.monotonic() - started,
+        spice_certificate=certificate,
     )

@@ -22,6 +22,7 @@ class HypervisorRecord:
     ssh_user: str = "vdi"
     libvirt_uri: str | None = None
     spice_address: str = ""
+    spice_plain: bool = False
     images_dir: str = "/var/lib/kvm-vdi/images"
     volatile_dir: str = "/var/lib/kvm-vdi/volatile"
     iso_dir: str = "/var/lib/kvm-vdi/iso"
@@ -41,6 +42,7 @@ class HypervisorRecord:
             ssh_user=str(values["ssh_user"]),
             libvirt_uri=values["libvirt_uri"] or None,
             spice_address=str(values["spice_address"] or ""),
+            spice_plain=bool(values.get("spice_plain", False)),
             images_dir=str(values["images_dir"]),
             volatile_dir=str(values["volatile_dir"]),
             iso_dir=str(values["iso_dir"]),

@@ -25,6 +25,7 @@ from app.hyper.events import ConnectionEvent, DomainEvent, Listener, Listeners
 from app.hyper.hypervisor import Hypervisor
 from app.hyper.monitor import HypervisorMonitor
 from app.hyper.records import HypervisorRecord
+from app.hyper.spice_tls import SpiceTls
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
 from app.settings import Settings
@@ -42,6 +43,7 @@ class HypervisorRegistry:
         settings: Settings,
         key: DashboardKey,
         known_hosts: KnownHostsFile,
+        spice_tls: SpiceTls,
     ) -> None:
         self._db = db
         self._hub = hub
@@ -49,6 +51,7 @@ class HypervisorRegistry:
         self._settings = settings.hypervisors
         self.key = key
         self.known_hosts = known_hosts
+        self.spice_tls = spice_tls
         self._hypervisors: dict[int, Hypervisor] = {}
         self._monitors: dict[int, HypervisorMonitor] = {}
         # The state last written to the database, to audit real transitions only.
@@ -113,6 +116,9 @@ class HypervisorRegistry:
                 monitor = self._start_monitor(hv)
             else:
                 maintenance_changed = record.maintenance != current.record.maintenance
+                if SpiceTls.identity(record) != SpiceTls.identity(current.record):
+                    # A new console address: the monitor issues a certificate naming it.
+                    current.spice_certificate = None
                 current.record = record
                 hv, monitor = current, None
                 if maintenance_changed:
@@ -194,6 +200,7 @@ class HypervisorRegistry:
             hv,
             key=self.key,
             known_hosts=self.known_hosts,
+            spice_tls=self.spice_tls,
             settings=self._settings,
             report_state=self._report_state,
             report_facts=self._report_facts,

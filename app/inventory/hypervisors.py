@@ -31,7 +31,8 @@ LABELS = {
     "ssh_port": "SSH port",
     "ssh_user": "SSH user",
     "libvirt_uri": "libvirt URI",
-    "spice_address": "SPICE client address",
+    "spice_address": "Console network address",
+    "spice_plain": "Plain SPICE for old clients",
     "images_dir": "Images directory",
     "volatile_dir": "Volatile directory",
     "iso_dir": "ISO directory",
@@ -48,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "ssh_user": "vdi",
     "libvirt_uri": "",
     "spice_address": "",
+    "spice_plain": False,
     "images_dir": "/var/lib/kvm-vdi/images",
     "volatile_dir": "/var/lib/kvm-vdi/volatile",
     "iso_dir": "/var/lib/kvm-vdi/iso",
@@ -174,8 +176,11 @@ def validate(submitted: Mapping[str, Any]) -> Validated:
 
     spice = _text(raw["spice_address"])
     if spice and not _is_host(spice):
-        errors["spice_address"] = "SPICE client address: not a host name or IP address (or leave it empty)."
+        errors["spice_address"] = (
+            "Console network address: not a host name or IP address (or leave it empty)."
+        )
     values["spice_address"] = spice
+    values["spice_plain"] = _flag(raw["spice_plain"])
 
     for field in ("images_dir", "volatile_dir", "iso_dir"):
         text = _text(raw[field])
@@ -192,6 +197,7 @@ def as_typed(submitted: Mapping[str, Any]) -> dict[str, Any]:
     """A rejected submission as the form shows it again: every field exactly as typed."""
     typed: dict[str, Any] = {field: str(submitted.get(field) or "") for field in FIELDS}
     typed["maintenance"] = _flag(submitted.get("maintenance"))
+    typed["spice_plain"] = _flag(submitted.get("spice_plain"))
     return typed
 
 
@@ -352,6 +358,7 @@ def as_json(row: Any, live: dict[str, Any] | None = None) -> dict[str, Any]:
         "ssh_user": row.ssh_user,
         "libvirt_uri": row.libvirt_uri,
         "spice_address": row.spice_address,
+        "spice_plain": bool(row.spice_plain),
         "images_dir": row.images_dir,
         "volatile_dir": row.volatile_dir,
         "iso_dir": row.iso_dir,

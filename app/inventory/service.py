@@ -244,7 +244,14 @@ class HypervisorInventory:
 
     async def check(self, row: Any, actor: Actor) -> CheckOutcome:
         """ "Check now": connect as the registry would; report what the hypervisor is, or why not."""
-        result = await probe(HypervisorRecord.from_row(row), self.key, self.known_hosts)
+        # Checking also issues the SPICE certificate when it is missing, foreign or due.
+        result = await probe(
+            HypervisorRecord.from_row(row),
+            self.key,
+            self.known_hosts,
+            spice_tls=self.registry.spice_tls,
+            issue=True,
+        )
         outcome = CheckOutcome.from_probe(result)
         if outcome.ok:
             await records.record_check(self.db, row.id, outcome.figures)

@@ -28,6 +28,7 @@ log = logging.getLogger("kvmvdi.live")
 CLOSE_LAGGING = 1013
 CLOSE_SESSION_ENDED = 4401
 CLOSE_PASSWORD_CHANGE = 4403
+CLOSE_TOO_MANY = 4429
 
 
 def _normalise(origin: str) -> str:
@@ -81,6 +82,10 @@ async def live(websocket: WebSocket) -> None:
         return
     if user.must_change_password:
         await websocket.close(code=CLOSE_PASSWORD_CHANGE, reason="change your password first")
+        return
+    if services.hub.user_subscriber_count(user.id) >= settings.server.live_per_user_limit:
+        # Each socket holds a queue of events: one user cannot open them without bound.
+        await websocket.close(code=CLOSE_TOO_MANY, reason="too many live connections")
         return
     subscription = services.hub.subscribe(is_admin=user.is_admin, user_id=user.id)
     close_code, reason = CLOSE_LAGGING, "fell behind, reconnect"

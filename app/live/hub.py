@@ -105,6 +105,10 @@ class LiveHub:
         self._subscribers.add(subscription)
         return subscription
 
+    def user_subscriber_count(self, user_id: int) -> int:
+        """Open subscriptions of one user (their /live sockets)."""
+        return sum(1 for s in self._subscribers if s.user_id == user_id)
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)

@@ -10,7 +10,8 @@ The gateway is never an open proxy: a request without valid credentials gets
 ``407``, a target other than the display the ticket is bound to gets ``403``
 (and an audit record), anything that is not a well-formed CONNECT gets ``400``
 or ``405``. Request heads are bounded in size and time. After ``200 Connection
-established`` the bytes are piped with the same bounded pump as the websocket.
+established`` the gateway only moves the client's bytes (a TLS session between
+remote-viewer and qemu), in the kernel with ``os.splice`` (:mod:`app.proxy.splice`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import base64
 import binascii
 import contextlib
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,8 +30,10 @@ import h11
 
 from app.audit import AuditLog
 from app.proxy import sessions as reasons
-from app.proxy.pump import ReadBuffer, SocketEnd, SocketPipe, connect
+from app.proxy.denials import DeniedConsoleAudit
+from app.proxy.pump import ReadBuffer, SocketEnd
 from app.proxy.sessions import ConsoleSession, ConsoleSessions, Refused
+from app.proxy.splice import DEFAULT_PIPE_SIZE, SplicedConnection, open_socket
 from app.proxy.tickets import ConsoleTicket, TicketStore
 from app.settings import ConsoleSettings, GatewaySettings, Settings
 
@@ -39,7 +44,8 @@ log = logging.getLogger("kvmvdi.proxy.gateway")
 
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 REALM = "KVM-VDI console"
-# Connections still sending their request head; more are refused at once.
+# Connections still sending their request head (not yet authenticated): more are refused at
+# once, overall and per client address (one address cannot take every slot).
 MAX_PENDING_HANDSHAKES = 512
 
 
@@ -105,6 +111,7 @@ class ConnectGateway:
         tickets: TicketStore,
         sessions: ConsoleSessions,
         audit: AuditLog,
+        denials: DeniedConsoleAudit,
         read_buffer: ReadBuffer,
         settings: GatewaySettings,
         console: ConsoleSettings,
@@ -112,11 +119,15 @@ class ConnectGateway:
         self.tickets = tickets
         self.sessions = sessions
         self.audit = audit
+        self.denials = denials
         self.read_buffer = read_buffer
         self.settings = settings
         self.console = console
         self._server: asyncio.Server | None = None
         self._handshakes: set[GatewayConnection] = set()
+        self._pending_by_address: dict[str, int] = {}
+        # Bytes each direction of a tunnel holds in the kernel (its pipe) before reading pauses.
+        self.pipe_size = DEFAULT_PIPE_SIZE
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -126,6 +137,7 @@ class ConnectGateway:
             tickets=consoles.tickets,
             sessions=consoles.sessions,
             audit=consoles.audit,
+            denials=consoles.denials,
             read_buffer=consoles.read_buffer,
             settings=settings.gateway,
             console=settings.console,
@@ -160,6 +172,31 @@ class ConnectGateway:
     def _accept(self) -> SocketEnd:
         return GatewayConnection(self)
 
+    def begin_handshake(self, connection: GatewayConnection) -> bool:
+        """Count a connection still sending its request; False when a limit is reached."""
+        address = connection.client_address
+        if len(self._handshakes) >= MAX_PENDING_HANDSHAKES:
+            return False
+        if self._pending_by_address.get(address, 0) >= self.settings.max_pending_per_address:
+            return False
+        self._handshakes.add(connection)
+        self._pending_by_address[address] = self._pending_by_address.get(address, 0) + 1
+        return True
+
+    def end_handshake(self, connection: GatewayConnection) -> None:
+        if connection not in self._handshakes:
+            return
+        self._handshakes.discard(connection)
+        address = connection.client_address
+        left = self._pending_by_address.get(address, 1) - 1
+        if left > 0:
+            self._pending_by_address[address] = left
+        else:
+            self._pending_by_address.pop(address, None)
+
+    def pending_from(self, address: str) -> int:
+        return self._pending_by_address.get(address, 0)
+
     def track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -182,10 +219,10 @@ class GatewayConnection(SocketEnd):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         self.client_address = str(peer[0]) if peer else ""
-        if len(self.gateway._handshakes) >= MAX_PENDING_HANDSHAKES:
+        if not self.gateway.begin_handshake(self):
+            log.info("gateway: too many requests in progress from %s; refused", self.client_address)
             self.abort()
             return
-        self.gateway._handshakes.add(self)
         self._timer = asyncio.get_running_loop().call_later(
             self.gateway.settings.header_timeout, self._header_timeout
         )
@@ -227,11 +264,11 @@ class GatewayConnection(SocketEnd):
 
     def _lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
-        self.gateway._handshakes.discard(self)
+        self.gateway.end_handshake(self)
 
     def _refuse(self, status: int, reason: str, message: str, *headers: tuple[str, str]) -> None:
         self._cancel_timer()
-        self.gateway._handshakes.discard(self)
+        self.gateway.end_handshake(self)
         if not self._answered:
             self._answered = True
             self.sink = None
@@ -258,7 +295,12 @@ class GatewayConnection(SocketEnd):
             return
         ticket = await gateway.tickets.redeem(secret)
         if ticket is None:
-            await self._audit_denied(None, target, 407, "invalid or expired console ticket")
+            await gateway.denials.refused(
+                self.client_address,
+                via="gateway",
+                reason="invalid or expired console ticket",
+                target=str(target),
+            )
             self._refuse(
                 407, "Proxy Authentication Required", "The console ticket is invalid or expired.", challenge
             )
@@ -272,45 +314,61 @@ class GatewayConnection(SocketEnd):
     async def _open(self, ticket: ConsoleTicket, target: Target) -> None:
         gateway = self.gateway
         console = gateway.console
+        loop = asyncio.get_running_loop()
         try:
             # The ticket's own endpoint, never a name from the request: nothing to resolve or spoof.
-            upstream = await connect(
-                ticket.host,
-                target.port,
-                read_buffer=gateway.read_buffer,
-                write_high_water=console.buffer_limit,
-                connect_timeout=console.connect_timeout,
-            )
+            upstream = await open_socket(ticket.host, target.port, timeout=console.connect_timeout)
         except (OSError, TimeoutError) as exc:
             log.warning("gateway: display %s of %s unreachable: %s", target, ticket.vm_name, exc)
             self._refuse(502, "Bad Gateway", "The desktop's display cannot be reached.")
             return
-        if self.closed:
-            upstream.abort()
+        client = self.own_socket()
+        if client is None:
+            upstream.close()
             return
         session_box: list[ConsoleSession] = []
 
-        def finished(pipe: SocketPipe) -> None:
+        def finished(connection: SplicedConnection) -> None:
             if session_box:
-                gateway.sessions.release(session_box[0], pipe)
+                gateway.sessions.release(session_box[0], connection)
 
-        pipe = SocketPipe(self, upstream, on_finished=finished)
+        spliced = SplicedConnection(client, upstream, on_finished=finished, pipe_size=gateway.pipe_size)
         try:
             session_box.append(
-                gateway.sessions.admit(ticket, pipe, client_address=self.client_address, via="gateway")
+                gateway.sessions.admit(ticket, spliced, client_address=self.client_address, via="gateway")
             )
         except Refused as refused:
-            upstream.abort()
+            spliced.close()
             status = 429 if refused.reason is reasons.TOO_MANY else 403
             self._refuse(
                 status, "Too Many Requests" if status == 429 else "Forbidden", refused.reason.message
             )
             return
         self._answered = True
-        self.gateway._handshakes.discard(self)
+        gateway.end_handshake(self)
         pending, _ = self.parser.trailing_data
-        self.write(ESTABLISHED)
-        pipe.start(bytes(pending))
+        # From here the kernel moves the bytes: the asyncio transport lets go of the socket.
+        self.sink = None
+        self.on_closed = None
+        self.abort()
+        try:
+            await loop.sock_sendall(client, ESTABLISHED)
+            if pending:
+                await loop.sock_sendall(upstream, bytes(pending))
+        except OSError:
+            spliced.close()
+            return
+        spliced.start()
+
+    def own_socket(self) -> socket.socket | None:
+        """A socket of our own on the client's connection (a duplicate of the transport's), or None
+        when the client already left; the transport's own copy is closed when it is aborted."""
+        if self.closed or self.transport is None:
+            return None
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        return socket.socket(fileno=os.dup(sock.fileno()))
 
     async def _audit_denied(
         self, ticket: ConsoleTicket | None, target: Target, status: int, reason: str

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import cast
@@ -162,13 +163,24 @@ class SocketEnd(asyncio.BufferedProtocol):
 
 
 async def connect(
-    host: str, port: int, *, read_buffer: ReadBuffer, write_high_water: int, connect_timeout: float
+    host: str,
+    port: int,
+    *,
+    read_buffer: ReadBuffer,
+    write_high_water: int,
+    connect_timeout: float,
+    tls: ssl.SSLContext | None = None,
 ) -> SocketEnd:
-    """Open a TCP connection to a SPICE display (``OSError`` / ``TimeoutError`` when it fails)."""
+    """Open a TCP connection to a SPICE display, over TLS with ``tls`` (its certificate checked
+    for ``host``); ``OSError`` / ``TimeoutError`` / ``ssl.SSLError`` when it fails."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(connect_timeout):
         _, end = await loop.create_connection(
-            lambda: SocketEnd(read_buffer, write_high_water=write_high_water), host, port
+            lambda: SocketEnd(read_buffer, write_high_water=write_high_water),
+            host,
+            port,
+            ssl=tls,
+            server_hostname=host.strip("[]") if tls is not None else None,
         )
     return end
 

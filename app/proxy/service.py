@@ -37,6 +37,7 @@ from app.hyper import DomainEvent, HypervisorRegistry
 from app.hyper.errors import DomainNotFound, HypervisorError, InvalidDomainState
 from app.hyper.graphics import SpiceEndpoint
 from app.proxy import sessions as reasons
+from app.proxy.denials import DeniedConsoleAudit
 from app.proxy.epochs import ConsoleEpochs
 from app.proxy.paths import console_websocket_path
 from app.proxy.pump import ReadBuffer
@@ -134,13 +135,18 @@ class ConsoleService:
         # re-enables the password of an epoch a revocation has just ended.
         self._vm_locks: dict[int, asyncio.Lock] = {}
         self.sessions = ConsoleSessions(audit=audit, settings=settings.console, listeners=session_listeners)
+        # Refusals for want of a valid ticket: audited at a bounded rate.
+        self.denials = DeniedConsoleAudit(audit)
         self.read_buffer = ReadBuffer(settings.console.read_size)
+        # The console bridge's TLS to the displays: the dashboard's CA only, host names checked.
+        self.display_tls = registry.spice_tls.ca.client_context()
         # Set by the lifespan once the CONNECT gateway listens (its real port goes into proxy URLs).
         self.gateway_port: int | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
     async def start(self) -> None:
         await self.sessions.start()
+        await self.denials.start()
         self._unsubscribe = self._registry.add_domain_listener(self._domain_changed)
         purged = await self.tickets.purge(older_than=timedelta(days=1))
         if purged:
@@ -151,6 +157,7 @@ class ConsoleService:
             self._unsubscribe()
             self._unsubscribe = None
         await self.sessions.stop()
+        await self.denials.stop()
 
     # -- opening --------------------------------------------------------------------------
 
@@ -199,6 +206,7 @@ class ConsoleService:
                 "display_unavailable", f"The display of {vm.name} is not available: {exc}", 502
             ) from exc
         host, port, tls_port = endpoint.host, endpoint.port, endpoint.tls_port
+        tls = self._registry.spice_tls
         issued = await self.tickets.issue(
             user_id=user_id, vm_id=vm_id, host=host, port=port, tls_port=tls_port
         )
@@ -226,6 +234,8 @@ class ConsoleService:
             expires_at=issued.record.expires_at,
             password_valid_until=epoch.valid_until,
             websocket_path=console_websocket_path(vm_id),
+            host_subject=tls.identity(hv.record).subject if tls_port is not None else None,
+            ca=tls.ca.pem if tls_port is not None else None,
         )
 
     def proxy_url(self, ticket: str, gateway_host: str | None = None) -> str:

@@ -53,9 +53,14 @@ VM_CLOSED = CloseReason("vm_closed", 1000, "")
 class Channel(Protocol):
     """One proxied connection (a SPICE channel), whichever gateway carries it."""
 
-    bytes_to_client: int
-    bytes_to_vm: int
-    last_activity: float
+    @property
+    def bytes_to_client(self) -> int: ...
+
+    @property
+    def bytes_to_vm(self) -> int: ...
+
+    @property
+    def last_activity(self) -> float: ...
 
     def close(self, reason: CloseReason) -> None: ...
 

@@ -288,25 +288,35 @@ class ConsoleWebSocketEndpoint:
         secret = websocket.cookies.get(TICKET_COOKIE, "")
         ticket = await consoles.tickets.redeem(secret) if secret else None
         if ticket is None:
+            await consoles.denials.refused(
+                client_address,
+                via="websocket",
+                reason="invalid or expired console ticket",
+                target=scope["path"],
+            )
             await refuse(reasons.TICKET_INVALID)
             return
         if ticket.vm_id != scope["path_params"]["vm_id"]:
             await refuse(reasons.WRONG_VM)
             return
         console = settings.console
+        # TLS to the display whenever it has a TLS port, its certificate checked against the CA.
+        port = ticket.tls_port if ticket.tls_port is not None else ticket.port
         try:
-            if ticket.port is None:
-                raise OSError("the display has no plain port")
+            if port is None:
+                raise OSError("the ticket names no port")
             upstream = await connect(
                 ticket.host,
-                ticket.port,
+                port,
                 read_buffer=consoles.read_buffer,
                 write_high_water=console.buffer_limit,
                 connect_timeout=console.connect_timeout,
+                tls=consoles.display_tls if ticket.tls_port is not None else None,
             )
         except (OSError, TimeoutError) as exc:
+            # ssl.SSLError (a certificate not from the dashboard's CA) is an OSError too.
             log.warning(
-                "console display of %s (%s:%s) unreachable: %s", ticket.vm_name, ticket.host, ticket.port, exc
+                "console display of %s (%s:%s) unreachable: %s", ticket.vm_name, ticket.host, port, exc
             )
             await refuse(reasons.UNREACHABLE)
             return

@@ -57,6 +57,8 @@ class DomainDefinition:
     # The file the domain boots from: the VM's disk, or its volatile overlay.
     disk_source: str
     spice_listen: str
+    # Offer SPICE's plain port next to the TLS port (per hypervisor, for old clients).
+    spice_plain: bool = False
     iso_path: str | None = None
     iso2_path: str | None = None
     boot_order: tuple[str, ...] = ("hd",)
@@ -130,7 +132,9 @@ def build_domain_xml(definition: DomainDefinition) -> str:
     policy = d.policy
     devices.append(
         graphics.spice(
-            graphics.SpiceSpec(d.spice_listen, d.spice_password, policy.clipboard, policy.file_transfer)
+            graphics.SpiceSpec(
+                d.spice_listen, d.spice_password, policy.clipboard, policy.file_transfer, d.spice_plain
+            )
         )
     )
     devices.append(video.qxl(d.video_heads))

@@ -88,6 +88,7 @@ def definition_for(
         memory_mib=hardware.memory_mib,
         disk_source=disk_source,
         spice_listen=spice_listen_of(hv.record),
+        spice_plain=hv.record.spice_plain,
         iso_path=hardware.iso_path,
         boot_order=boot,
         network=hardware.network,

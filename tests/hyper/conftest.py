@@ -19,9 +19,11 @@ from app.audit import AuditLog
 from app.db.schema import hypervisors as hypervisors_table
 from app.hyper import ConnectionEvent, DomainEvent, HypervisorRecord, HypervisorRegistry
 from app.hyper.session import Session, open_session
+from app.hyper.spice_tls import SpiceTls
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile, ensure_dashboard_key
 from app.live.hub import LiveHub, Subscription
 from app.settings import Settings
+from app.tlsca import DashboardCA
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.rundir import RunDir
 
@@ -188,6 +190,7 @@ async def registry_factory(
             settings=settings,
             key=key or dashboard_key,
             known_hosts=KnownHostsFile(settings.data_dir / "ssh"),
+            spice_tls=SpiceTls(DashboardCA.load_or_create(settings.ca_dir())),
         )
         harness = RegistryHarness(registry, db, hub, audit, hub.subscribe(is_admin=True))
         registry.add_domain_listener(harness.domain_events.append)

@@ -84,12 +84,15 @@ def fresh_host(run_dir: RunDir, h0: LibvirtHost) -> Iterator[FreshHost]:
     for sub in ("libvirt", "systemd/system"):
         (etc / sub).mkdir(parents=True)
         run(["cp", "-a", f"/etc/{sub}/.", str(etc / sub)])
+    # A fresh host has no SPICE certificate directory yet (h0's own stays untouched).
+    (etc / "pki-libvirt-spice").mkdir()
     (etc / "libvirt" / ".kvmvdi-fresh-host").touch()
     holder_script = base / "hold.sh"
     holder_script.write_text(
         "#!/bin/sh\nset -e\n"
         f'mount --bind "{etc / "libvirt"}" /etc/libvirt\n'
         f'mount --bind "{etc / "systemd" / "system"}" /etc/systemd/system\n'
+        f'mount --bind "{etc / "pki-libvirt-spice"}" /etc/pki/libvirt-spice\n'
         "exec sleep infinity\n"
     )
     holder = spawn(

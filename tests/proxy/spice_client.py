@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
+import ssl
 import struct
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,8 +51,18 @@ class TcpStream:
         self.sock = sock
 
     @classmethod
-    def open(cls, host: str, port: int, *, timeout: float = 10) -> TcpStream:
-        return cls(socket.create_connection((host, port), timeout=timeout))
+    def open(
+        cls, host: str, port: int, *, timeout: float = 10, tls: ssl.SSLContext | None = None
+    ) -> TcpStream:
+        """A connection to ``host:port``; with ``tls``, TLS checked for ``host`` (SPICE's TLS port)."""
+        sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=host)
+        return cls(sock)
+
+    def start_tls(self, tls: ssl.SSLContext, host: str) -> TcpStream:
+        """TLS over this connection (through the CONNECT gateway: client and display talk TLS)."""
+        return TcpStream(tls.wrap_socket(self.sock, server_hostname=host))
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -145,6 +156,15 @@ class LinkResult:
     @property
     def ok(self) -> bool:
         return self.result == LINK_OK and self.first_message == MSG_MAIN_INIT
+
+
+def spice_login_tls(host: str, port: int, password: str, tls: ssl.SSLContext) -> int:
+    """A main-channel log-in on the display's TLS port; the link result (0 = OK)."""
+    stream = TcpStream.open(host, port, tls=tls)
+    try:
+        return spice_link(stream, password).result
+    finally:
+        stream.close()
 
 
 def spice_link(stream: ByteStream, password: str) -> LinkResult:

@@ -1,14 +1,19 @@
-"""Consoles of a real desktop: the banner guest under qemu/KVM on the test hypervisor h0,
-reached through the dashboard's websocket bridge (headless Chromium with spice-html5)
-and its CONNECT gateway (remote-viewer under Xvfb), with real SPICE passwords."""
+"""Consoles of a real desktop: the banner guest under qemu on the test hypervisor h1 (a
+network namespace of its own), reached through the dashboard's websocket bridge (headless
+Chromium with spice-html5) and its CONNECT gateway (remote-viewer under Xvfb), with real
+SPICE passwords, over SPICE's TLS port only. A capture on h1's side of both sessions holds
+no SPICE link in clear."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import configparser
+import contextlib
+import functools
+import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -35,15 +40,16 @@ from tests.proxy.spice_client import (
     WebSocketStream,
     connect_through_gateway,
     spice_link,
+    spice_login_tls,
 )
 from tests.services import guests
 from tests.services.browser import BrowserFactory, console_logs
+from tests.services.capture import PacketCapture
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.process import spawn, stop_process
 from tests.services.rundir import RunDir
 from tests.services.xvfb import Xvfb
-from tests.spice_link import spice_login
 
 pytestmark = [pytest.mark.kvm]
 
@@ -52,12 +58,13 @@ INITIAL_PASSWORD = "initial-never-valid"
 
 
 def banner_domain_xml(disk: Path, listen: str) -> str:
-    """The banner guest as the VM layer must define desktops: SPICE with a password that is
-    already expired (``passwdValidTo`` in the past), so the display never accepts anyone
+    """The banner guest as the VM layer must define desktops: SPICE over TLS only, with a password
+    that is already expired (``passwdValidTo`` in the past), so the display never accepts anyone
     until the dashboard sets a fresh password for one console."""
     xml = guests.domain_xml(
         DOMAIN, disk, virt_type=guests.FAST_VIRT_TYPE, spice_listen=listen, spice_password=INITIAL_PASSWORD
     )
+    xml = xml.replace("defaultMode='insecure'", "defaultMode='secure'", 1)
     return xml.replace("<graphics ", "<graphics passwdValidTo='1970-01-01T00:00:00' ", 1)
 
 
@@ -107,9 +114,11 @@ async def wait_for_banner(hv: Hypervisor, timeout: float = 90) -> guests.Screen:
 
 @pytest.fixture(scope="module")
 async def kvm_console(
-    hypervisor_host: LibvirtHost, guest_images: GuestImages, tmp_path_factory: pytest.TempPathFactory
+    second_hypervisor: LibvirtHost, guest_images: GuestImages, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[KvmConsole]:
-    """A dashboard managing h0 over SSH, with the banner desktop defined there as VM 1."""
+    """A dashboard managing h1 over SSH, with the banner desktop defined there as VM 1. h1 has a
+    network namespace of its own, so a capture there sees exactly the dashboard-to-hypervisor path."""
+    hypervisor_host = second_hypervisor
     root = tmp_path_factory.mktemp("console-kvm")
     url = f"sqlite:///{root / 'vdi.sqlite3'}"
     settings = make_settings(root / "var", url)
@@ -123,7 +132,7 @@ async def kvm_console(
     try:
         hv_id = int(
             await db.execute(
-                hypervisors.insert().values(**row_values(ssh_record(hypervisor_host, name="h0-consoles")))
+                hypervisors.insert().values(**row_values(ssh_record(hypervisor_host, name="h1-consoles")))
             )
         )
         vm_id = int(
@@ -160,9 +169,23 @@ async def desktop(kvm_console: KvmConsole) -> KvmConsole:
 
 
 async def spice_endpoint(world: KvmConsole) -> tuple[str, int]:
+    """The display's host and TLS port: the desktop offers no plain port."""
     endpoint = await world.hv.spice_endpoint(DOMAIN)
-    assert endpoint.port is not None
-    return endpoint.host, endpoint.port
+    assert endpoint.port is None and endpoint.tls_port is not None
+    return endpoint.host, endpoint.tls_port
+
+
+def display_ca(world: KvmConsole) -> str:
+    return world.dashboard.services.hypervisors.spice_tls.ca.pem
+
+
+def display_tls(world: KvmConsole) -> ssl.SSLContext:
+    """A client trusting the dashboard's CA (as remote-viewer does with the .vv file's ``ca``)."""
+    return world.dashboard.services.hypervisors.spice_tls.ca.client_context()
+
+
+async def spice_login(world: KvmConsole, host: str, port: int, password: str) -> int:
+    return await asyncio.to_thread(spice_login_tls, host, port, password, display_tls(world))
 
 
 async def test_a_freshly_started_desktop_accepts_no_password_until_a_console_is_opened(
@@ -172,10 +195,10 @@ async def test_a_freshly_started_desktop_accepts_no_password_until_a_console_is_
         await kvm_console.hv.destroy(DOMAIN)
     await kvm_console.hv.start(DOMAIN)
     host, port = await spice_endpoint(kvm_console)
-    assert await asyncio.to_thread(spice_login, host, port, "") == LINK_PERMISSION_DENIED
-    assert await asyncio.to_thread(spice_login, host, port, INITIAL_PASSWORD) == LINK_PERMISSION_DENIED
+    assert await spice_login(kvm_console, host, port, "") == LINK_PERMISSION_DENIED
+    assert await spice_login(kvm_console, host, port, INITIAL_PASSWORD) == LINK_PERMISSION_DENIED
     grant = await kvm_console.open()
-    assert await asyncio.to_thread(spice_login, host, port, grant["password"]) == 0
+    assert await spice_login(kvm_console, host, port, grant["password"]) == 0
 
 
 async def test_an_opened_console_links_through_the_websocket_and_the_gateway_and_an_old_password_fails(
@@ -211,15 +234,20 @@ async def test_an_opened_console_links_through_the_websocket_and_the_gateway_and
 
     vv = await desktop.vv()
     proxy = urlsplit(vv["proxy"])
-    assert (vv["host"], int(vv["port"])) == (host, port)
+    assert (vv["host"], int(vv["tls-port"])) == (host, port)
+    assert "port" not in vv, "no plain port"
+    assert vv["host-subject"] == f"CN={host}"
+    assert vv["ca"].replace("\\n", "\n").strip() == display_ca(desktop).strip()
     assert proxy.username == "ticket"
     assert proxy.password is not None
 
     def through_gateway(password: str) -> Any:
-        answer, stream = connect_through_gateway(
-            (proxy.hostname or "", proxy.port or 0), f"{vv['host']}:{vv['port']}", ticket=proxy.password
+        answer, plain = connect_through_gateway(
+            (proxy.hostname or "", proxy.port or 0), f"{vv['host']}:{vv['tls-port']}", ticket=proxy.password
         )
         assert answer.status == 200, answer.head
+        # Through the gateway the TLS session runs between the client and qemu.
+        stream = plain.start_tls(display_tls(desktop), vv["host"])
         try:
             return spice_link(stream, password)
         finally:
@@ -250,7 +278,7 @@ async def test_an_opened_console_links_through_the_websocket_and_the_gateway_and
 
     # A revocation ends the epoch: the handed-out password is refused from then on.
     await desktop.dashboard.services.consoles.revoke_for_vm(desktop.vm_id, "reassigned")
-    stale = await asyncio.to_thread(spice_login, host, port, first["password"])
+    stale = await spice_login(desktop, host, port, first["password"])
     assert stale == LINK_PERMISSION_DENIED
 
 
@@ -286,7 +314,9 @@ async def test_a_direct_spice_client_with_a_handed_out_password_is_cut_off_at_re
     for revoke in ("vm", "user"):
         grant = await desktop.open()
         # A client that can route to the hypervisor goes around the gateway with the password.
-        direct = await asyncio.to_thread(TcpStream.open, host, port)
+        direct = await asyncio.to_thread(
+            functools.partial(TcpStream.open, host, port, tls=display_tls(desktop))
+        )
         try:
             assert (await asyncio.to_thread(spice_link, direct, grant["password"])).ok
             consoles = desktop.dashboard.services.consoles
@@ -304,7 +334,7 @@ async def test_a_direct_spice_client_with_a_handed_out_password_is_cut_off_at_re
                     await asyncio.to_thread(direct.recv_exact, 1)
         finally:
             direct.close()
-        assert await asyncio.to_thread(spice_login, host, port, grant["password"]) == LINK_PERMISSION_DENIED
+        assert await spice_login(desktop, host, port, grant["password"]) == LINK_PERMISSION_DENIED
 
 
 async def dump_database(world: KvmConsole) -> str:
@@ -408,19 +438,39 @@ def status(driver: WebDriver) -> tuple[str, str]:
     return str(element.get_attribute("data-state")), element.text
 
 
+@contextlib.contextmanager
+def capture_on_hypervisor(world: KvmConsole, run_dir: RunDir, path: Path) -> Iterator[PacketCapture]:
+    """What an observer between the dashboard and the hypervisor records (tcpdump in h1's namespace)."""
+    assert world.host.net is not None
+    with PacketCapture(world.host.net, path, run_id=run_dir.id) as capture:
+        yield capture
+
+
+def assert_no_spice_in_clear(capture: PacketCapture, password: str) -> None:
+    data = capture.data()
+    assert len(data) > 20_000, f"the capture holds the console session: {capture.summary()}"
+    assert b"\x17\x03\x03" in data, "TLS application data records"
+    assert b"REDQ" not in data, "SPICE's link magic crossed the network in clear"
+    assert password.encode() not in data
+
+
 async def test_the_html5_console_shows_the_desktop_and_says_when_it_stops(
-    desktop: KvmConsole, browser: BrowserFactory
+    desktop: KvmConsole, browser: BrowserFactory, run_dir: RunDir, tmp_path: Path
 ) -> None:
     driver = await asyncio.to_thread(browser.new, width=1024, height=700)
     try:
         await asyncio.to_thread(login, driver, desktop.dashboard)
-        await asyncio.to_thread(driver.get, desktop.dashboard.url + f"/vms/{desktop.vm_id}/console")
-        await asyncio.to_thread(wait_until, driver, lambda: status(driver)[0] == "connected")
-        # The canvas pixels are the guest's: blue, palette stripe and all (read back from the page).
-        screen = await asyncio.to_thread(
-            wait_until, driver, lambda: (s := canvas_screen(driver)) and shows_banner(s) and s
-        )
+        with capture_on_hypervisor(desktop, run_dir, tmp_path / "html5.pcap") as capture:
+            await asyncio.to_thread(driver.get, desktop.dashboard.url + f"/vms/{desktop.vm_id}/console")
+            await asyncio.to_thread(wait_until, driver, lambda: status(driver)[0] == "connected")
+            # The canvas pixels are the guest's: blue, palette stripe and all (read back from the page).
+            screen = await asyncio.to_thread(
+                wait_until, driver, lambda: (s := canvas_screen(driver)) and shows_banner(s) and s
+            )
         assert screen.fraction(guests.BLUE) > 0.6
+        epoch = await desktop.dashboard.services.consoles.epochs.current(desktop.vm_id)
+        assert epoch is not None
+        assert_no_spice_in_clear(capture, epoch.password)
         # Several SPICE channels, one console session.
         sessions = desktop.dashboard.services.consoles.sessions.sessions()
         assert len(sessions) == 1
@@ -478,16 +528,10 @@ async def test_the_html5_console_reconnects_by_itself_after_the_connection_drops
 # --- remote-viewer through the CONNECT gateway ---------------------------------------------------
 
 
-async def test_remote_viewer_opens_the_vv_file_through_the_gateway(
-    desktop: KvmConsole, xvfb: Xvfb, run_dir: RunDir, tmp_path: Path
+async def show_in_remote_viewer(
+    world: KvmConsole, vv: Path, xvfb: Xvfb, run_dir: RunDir, tmp_path: Path
 ) -> None:
-    response = await desktop.admin.post(f"/vms/{desktop.vm_id}/console.vv?fullscreen=1")
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "application/x-virt-viewer"
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["content-disposition"] == f'attachment; filename="{DOMAIN}.vv"'
-    vv = tmp_path / "console.vv"
-    vv.write_text(response.text)
+    """remote-viewer opens ``vv`` and shows the banner; its session went through the gateway."""
     log = tmp_path / "remote-viewer.log"
     viewer = spawn(["remote-viewer", "--debug", str(vv)], run_id=run_dir.id, log_path=log, env=xvfb.env)
     try:
@@ -503,10 +547,27 @@ async def test_remote_viewer_opens_the_vv_file_through_the_gateway(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             await asyncio.sleep(0.5)
         assert not vv.exists(), "delete-this-file=1: remote-viewer removed the .vv file"
-        sessions = desktop.dashboard.services.consoles.sessions.sessions()
+        sessions = world.dashboard.services.consoles.sessions.sessions()
         assert [s.via for s in sessions] == ["gateway"]
     finally:
         stop_process(viewer, timeout=10)
+
+
+async def test_remote_viewer_opens_the_vv_file_through_the_gateway(
+    desktop: KvmConsole, xvfb: Xvfb, run_dir: RunDir, tmp_path: Path
+) -> None:
+    response = await desktop.admin.post(f"/vms/{desktop.vm_id}/console.vv?fullscreen=1")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-virt-viewer"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-disposition"] == f'attachment; filename="{DOMAIN}.vv"'
+    vv = tmp_path / "console.vv"
+    vv.write_text(response.text)
+    password = next(line for line in response.text.splitlines() if line.startswith("password="))[9:]
+    with capture_on_hypervisor(desktop, run_dir, tmp_path / "remote-viewer.pcap") as capture:
+        await show_in_remote_viewer(desktop, vv, xvfb, run_dir, tmp_path)
+    # Through the gateway too, the TLS session runs between remote-viewer and qemu.
+    assert_no_spice_in_clear(capture, password)
     for _ in range(100):
         records = await desktop.dashboard.services.audit.recent(action="console.session")
         if records and records[0]["details"]["via"] == "gateway":

@@ -44,7 +44,6 @@ async def test_an_adopted_domain_listening_on_loopback_cannot_reach_a_dashboard_
     disk = guest_images.overlay("banner", h1.images_dir / f"{DOMAIN}.qcow2")
     xml = guests.domain_xml(DOMAIN, disk, virt_type=guests.FAST_VIRT_TYPE, spice_password="adopted")
     xml = xml.replace("autoport='yes'", f"autoport='no' port='{display.port}'")
-    xml = xml.replace("<graphics ", "<graphics defaultMode='insecure' ", 1)
     (tmp_path / "adopted.xml").write_text(xml)
     h1.virsh("define", str(tmp_path / "adopted.xml"))
     h1.virsh("start", DOMAIN)

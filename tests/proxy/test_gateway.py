@@ -84,9 +84,61 @@ async def test_a_forged_ticket_gets_407_and_is_audited_without_the_secret(
     assert status == 407
     assert b"Proxy-Authenticate" in head
     assert display.connections == 0
-    records = await audit(world, "console.gateway_denied")
-    assert [r["details"]["status"] for r in records] == [407]
+    records = await audit(world, "console.ticket_refused")
+    assert [(r["details"]["via"], r["client_address"]) for r in records] == [("gateway", "127.0.0.1")]
     assert forged not in repr(records)
+
+
+async def test_garbage_tickets_are_audited_at_a_bounded_rate_with_counts(
+    world: ConsoleWorld, display: TcpDisplay
+) -> None:
+    """A flood of made-up tickets writes one record, then one summary with the count per window."""
+    for attempt in range(40):
+        status, _, sock = await connect(world, f"127.0.0.1:{display.port}", f"garbage-{attempt}")
+        sock.close()
+        assert status == 407
+    assert len(await audit(world, "console.ticket_refused")) == 1
+    await world.dashboard.services.consoles.denials.flush(everything=True)
+    records = await world.dashboard.services.audit.recent(action="console.ticket_refused")
+    assert len(records) == 2
+    summary = records[0]["details"]
+    assert summary["suppressed"] == 39 and summary["reason"] == "repeated"
+    # Still a gateway: a valid ticket opens its tunnel.
+    issued = await world.ticket(port=display.port)
+    status, _, sock = await connect(world, f"127.0.0.1:{display.port}", issued.secret)
+    sock.close()
+    assert status == 200
+
+
+async def test_unauthenticated_requests_in_progress_are_capped_per_address(
+    world: ConsoleWorld, display: TcpDisplay
+) -> None:
+    """Connections that send no request head hold a slot each until their header timeout: one
+    address gets a bounded number of them, and is refused at once beyond it."""
+    gateway = world.dashboard.services.gateway
+    assert gateway is not None
+    limit = world.dashboard.settings.gateway.max_pending_per_address
+    idle = [socket.create_connection(world.gateway, timeout=10) for _ in range(limit)]
+    try:
+        for _ in range(200):
+            if gateway.pending_from("127.0.0.1") == limit:
+                break
+            await asyncio.sleep(0.02)
+        assert gateway.pending_from("127.0.0.1") == limit
+        extra = socket.create_connection(world.gateway, timeout=10)
+        with extra:
+            assert await wait_closed(extra) == b"", "refused at once"
+    finally:
+        for sock in idle:
+            sock.close()
+    for _ in range(200):
+        if gateway.pending_from("127.0.0.1") == 0:
+            break
+        await asyncio.sleep(0.02)
+    issued = await world.ticket(port=display.port)
+    status, _, sock = await connect(world, f"127.0.0.1:{display.port}", issued.secret)
+    sock.close()
+    assert status == 200
 
 
 @pytest.mark.parametrize("target_kind", ["ssh", "mariadb", "other_port", "other_host_name", "other_vm"])

@@ -132,7 +132,9 @@ def domain_xml(
     """A minimal libvirt domain for harness self-tests (the app builds its own XML).
 
     Default CPU model (``-cpu host`` breaks on these machines), no NIC (iPXE would
-    spin a core), qxl video, SPICE on an automatic port at ``spice_listen``.
+    spin a core), qxl video, SPICE on an automatic plain port at ``spice_listen``
+    (``defaultMode='insecure'``: the test hosts run SPICE with TLS, whose certificate
+    only a dashboard managing the host issues; the app's own desktops are TLS only).
     """
     listen = quoteattr(spice_listen)
     passwd = f" passwd={quoteattr(spice_password)}" if spice_password else ""
@@ -153,7 +155,7 @@ def domain_xml(
       <source file={quoteattr(str(disk_path))}/>
       <target dev='vda' bus='virtio'/>{transient}
     </disk>
-    <graphics type='spice' autoport='yes' listen={listen}{passwd}>
+    <graphics type='spice' autoport='yes' defaultMode='insecure' listen={listen}{passwd}>
       <listen type='address' address={listen}/>
     </graphics>
     <video><model type='qxl' ram='65536' vram='65536' vgamem='16384' heads='1'/></video>

@@ -23,7 +23,9 @@ libvirt changed.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -58,6 +60,8 @@ BIND_MOUNTS = {
     "/var/lib/libvirt": "lib",
     "/var/cache/libvirt": "cache",
     "/var/log/libvirt": "log",
+    # SPICE's TLS certificates, issued into it by the dashboard that manages the host.
+    "/etc/pki/libvirt-spice": "spice-tls",
 }
 SPICE_PORTS = 64  # autoport range reserved for a host in the root network namespace
 
@@ -329,6 +333,9 @@ class LibvirtHost:
             # Without systemd, libvirt makes cgroups named after domain id and name:
             # two hosts running a same-named domain would share (and on destroy kill) one.
             "cgroup_controllers = [ ]",
+            # SPICE over TLS, as hypervisors/install.sh configures it.
+            "spice_tls = 1",
+            'spice_tls_x509_cert_dir = "/etc/pki/libvirt-spice/current"',
         ]
         if self.spice_port_range is not None:
             qemu_conf += [
@@ -341,6 +348,7 @@ class LibvirtHost:
         warm = cache.restore(caps_entry, self.dir / "cache")
         if not warm:
             _copy_tree_skeleton(Path("/var/cache/libvirt"), self.dir / "cache")
+        self._prepare_spice_tls_dir()
         for sub in (self.images_dir, self.volatile_dir):
             sub.mkdir(exist_ok=True)
             # The app creates overlays here over SSH as the service user; qemu (libvirt-qemu) reads them.
@@ -350,6 +358,20 @@ class LibvirtHost:
             # Bind-mount targets must exist; an empty /run/libvirt in the root fs is harmless.
             Path(mountpoint).mkdir(parents=True, exist_ok=True)
         return warm
+
+    def _prepare_spice_tls_dir(self) -> None:
+        """What install.sh makes: owned by the service user, group kvm inherited (set-group-ID),
+        and ``current`` pointing at an empty generation until a dashboard issues the certificate."""
+        tls_dir = self.dir / "spice-tls"
+        pending = tls_dir / "pending"
+        pending.mkdir(parents=True, exist_ok=True)
+        for path in (tls_dir, pending):
+            shutil.chown(path, self.ssh_user, "kvm")
+            path.chmod(0o2750)
+        current = tls_dir / "current"
+        if not current.is_symlink():
+            current.symlink_to("pending")
+            os.lchown(current, pwd.getpwnam(self.ssh_user).pw_uid, grp.getgrnam("kvm").gr_gid)
 
     def _launch(self) -> None:
         init = self.dir / "init.sh"

@@ -86,8 +86,10 @@ async def spice_desktop(
             spice_listen=hypervisor_host.spice_listen,
             spice_password="initial-never-valid",
         )
-        # Desktops never accept a connection until the dashboard sets a password for one console.
+        # Desktops never accept a connection until the dashboard sets a password for one console,
+        # and speak SPICE over TLS only.
         xml = xml.replace("<graphics ", "<graphics passwdValidTo='1970-01-01T00:00:00' ", 1)
+        xml = xml.replace("defaultMode='insecure'", "defaultMode='secure'", 1)
         await dashboard.services.hypervisors.get(hv_id).define(xml)
         yield SpiceDesktop(dashboard, hypervisor_host, hv_id, vm_id)
     finally:
@@ -157,9 +159,14 @@ async def test_the_launcher_shows_the_desktop_in_remote_viewer_through_the_gatew
     ui = launcher(dashboard.url)
     with CmdlineWatch(CLIENT_PASSWORD) as watch:
         fields = await open_desktop(ui, watch)
-        # The .vv names the desktop's real SPICE endpoint and reaches it through the gateway.
+        # The .vv names the desktop's real SPICE endpoint, over TLS only, with the CA that signed
+        # its certificate, and reaches it through the gateway.
         hv = dashboard.services.hypervisors.get(spice_desktop.hypervisor_id)
-        assert (fields["host"], int(fields["port"])) == (await hv.spice_endpoint(DOMAIN))[:2]
+        endpoint = await hv.spice_endpoint(DOMAIN)
+        assert (fields["host"], int(fields["tls-port"])) == (endpoint.host, endpoint.tls_port)
+        assert "port" not in fields
+        assert fields["host-subject"] == f"CN={endpoint.host}"
+        assert fields["ca"].startswith("-----BEGIN CERTIFICATE-----\\n")
         assert urlsplit(fields["proxy"]).port == gateway.port
         await wait_for_banner(ui, xvfb, tmp_path / "desktop.png")
         assert ui.controller.machine.phase is Phase.VIEWING

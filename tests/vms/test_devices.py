@@ -45,6 +45,10 @@ def test_network_card_on_a_bridge_or_a_libvirt_network() -> None:
 
 def test_spice_is_locked_and_refuses_clipboard_and_file_transfer_unless_allowed() -> None:
     assert_golden("graphics-policy-off", graphics.spice(graphics.SpiceSpec("10.0.0.5", "p4ss")))
+    # Plain SPICE only where the hypervisor allows it for old clients: then both ports.
+    assert_golden(
+        "graphics-plain-allowed", graphics.spice(graphics.SpiceSpec("10.0.0.5", "p4ss", plain=True))
+    )
     assert_golden(
         "graphics-policy-on",
         graphics.spice(graphics.SpiceSpec("10.0.0.5", "p4ss", clipboard=True, file_transfer=True)),

@@ -146,14 +146,22 @@ class Lease:
         )
 
 
+def _port(data: Mapping[str, Any], key: str) -> int | None:
+    port = _optional(data, key, int, "connection")
+    if port is not None and not 0 < port < 65536:
+        raise ProtocolError(f"unexpected answer from the dashboard: connection.{key} out of range")
+    return port
+
+
 @dataclass(frozen=True)
 class SpiceConnection:
     host: str
-    port: int
+    # The plain port (None: the desktop is reached over TLS only) and the TLS port.
+    port: int | None
     password: str = field(repr=False)
     proxy: str | None = field(repr=False)
     title: str
-    # SPICE over TLS, when the dashboard reports it (optional fields beyond the documented contract).
+    # SPICE over TLS: the viewer checks qemu's certificate against the dashboard's CA.
     tls_port: int | None = None
     host_subject: str | None = None
     ca: str | None = field(default=None, repr=False)
@@ -165,16 +173,16 @@ class SpiceConnection:
             raise ProtocolError(
                 f"unexpected answer from the dashboard: connection.protocol {protocol!r} is not spice"
             )
-        port = _field(data, "port", int, "connection")
-        if not 0 < port < 65536:
-            raise ProtocolError("unexpected answer from the dashboard: connection.port out of range")
+        port, tls_port = _port(data, "port"), _port(data, "tls_port")
+        if port is None and tls_port is None:
+            raise ProtocolError("unexpected answer from the dashboard: connection has no port")
         return cls(
             host=_field(data, "host", str, "connection"),
             port=port,
             password=_field(data, "password", str, "connection"),
             proxy=_optional(data, "proxy", str, "connection"),
             title=_optional(data, "title", str, "connection") or "Virtual desktop",
-            tls_port=_optional(data, "tls_port", int, "connection"),
+            tls_port=tls_port,
             host_subject=_optional(data, "host_subject", str, "connection"),
             ca=_optional(data, "ca", str, "connection"),
         )

@@ -33,12 +33,9 @@ def build_vv(
     hotkeys: Mapping[str, str],
     title: str | None = None,
 ) -> str:
-    lines = [
-        "[virt-viewer]",
-        "type=spice",
-        f"host={_value('host', connection.host)}",
-        f"port={connection.port}",
-    ]
+    lines = ["[virt-viewer]", "type=spice", f"host={_value('host', connection.host)}"]
+    if connection.port is not None:
+        lines.append(f"port={connection.port}")
     if connection.tls_port is not None:
         lines.append(f"tls-port={connection.tls_port}")
         if connection.host_subject:

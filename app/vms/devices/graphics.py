@@ -1,7 +1,9 @@
-"""The SPICE display, locked, with the device policy's clipboard and file-transfer switches.
+"""The SPICE display, locked, over TLS, with the device policy's clipboard and file-transfer switches.
 
 SPICE is never open: the domain is defined with a random password that expired
-long ago, so a console can only connect after the proxy set a fresh one.
+long ago, so a console can only connect after the proxy set a fresh one. Every
+channel is encrypted (``defaultMode='secure'``: libvirt then opens only a TLS
+port); a hypervisor that allows plain SPICE for old clients gets both ports.
 Clipboard and file transfer are refused by the SPICE server itself
 (``<clipboard copypaste='no'/>``, ``<filetransfer enable='no'/>``): a client
 that ignores the UI cannot turn them back on.
@@ -24,6 +26,8 @@ class SpiceSpec:
     password: str = field(repr=False)
     clipboard: bool = False
     file_transfer: bool = False
+    # Also a plain port, for old clients (the hypervisor's "plain SPICE" setting).
+    plain: bool = False
 
 
 def spice(spec: SpiceSpec) -> ET.Element:
@@ -35,6 +39,7 @@ def spice(spec: SpiceSpec) -> ET.Element:
             "passwd": spec.password,
             "passwdValidTo": EXPIRED,
             "connected": "keep",
+            "defaultMode": "any" if spec.plain else "secure",
         },
     )
     sub(element, "listen", type="address", address=spec.listen)
