@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import configparser
 import contextlib
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,7 +71,8 @@ class Desktop:
 
     @property
     def display(self) -> str:
-        return f"{self.connection['host']}:{self.connection['port']}"
+        """The display's TLS port (desktops serve SPICE over TLS only)."""
+        return f"{self.connection['host']}:{self.connection['tls_port']}"
 
 
 class ApiClient:
@@ -209,6 +211,9 @@ def link_through_gateway(desktop: Desktop, *, ticket: str | None = None) -> tupl
         desktop.gateway(), desktop.display, ticket=ticket or desktop.ticket
     )
     assert answer.status == 200, answer.head
+    # Through the gateway the TLS session runs between the client and qemu, checked with the CA.
+    trust = ssl.create_default_context(cadata=desktop.connection["ca"])
+    stream = stream.start_tls(trust, desktop.connection["host"])
     return spice_link(stream, desktop.connection["password"]), stream
 
 

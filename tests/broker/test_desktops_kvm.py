@@ -38,7 +38,8 @@ async def test_a_stopped_desktop_answers_booting_then_ready_with_a_console_that_
     assert connection["console_url"] == f"/client/desktops/{vm.id}/console"
     vv = desktop.vv()
     assert vv["proxy"] == connection["proxy"] and vv["password"] == connection["password"]
-    assert (vv["host"], vv["port"]) == (connection["host"], str(connection["port"]))
+    assert (vv["host"], vv["tls-port"]) == (connection["host"], str(connection["tls_port"]))
+    assert connection["port"] is None and "port" not in vv, "SPICE over TLS only"
 
     # The grant works: a real SPICE link through the gateway (ticket as Proxy-Authorization).
     linked, stream = await asyncio.to_thread(link_through_gateway, desktop)
