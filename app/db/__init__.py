@@ -98,9 +98,14 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
+class _Database(Database):
+    # SQLite through a pool of WAL connections with one writer at a time (app/db/sqlite.py).
+    SUPPORTED_BACKENDS = {**Database.SUPPORTED_BACKENDS, "sqlite": "app.db.sqlite:SQLiteBackend"}
+
+
 def connect_database(url: str) -> Database:
     """An unconnected ``databases.Database``; call ``await db.connect()`` in the lifespan."""
     _ensure_sqlite_dir(url)
     if backend_name(url) == "mysql":
-        return Database(async_url(url), minsize=1, maxsize=20, pool_recycle=3600)
-    return Database(async_url(url))
+        return _Database(async_url(url), minsize=1, maxsize=20, pool_recycle=3600)
+    return _Database(async_url(url))
