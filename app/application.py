@@ -51,6 +51,7 @@ from app.views import routes as view_routes
 from app.views.api_broker import is_broker_api_path
 from app.views.errors import exception_handlers
 from app.vms.operations import OperationsRunner
+from app.vms.resync import Resync
 from app.vms.service import VmService
 
 log = logging.getLogger("kvmvdi")
@@ -80,12 +81,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     url = settings.database_url.get_secret_value()
     async with AsyncExitStack() as stack:
         await asyncio.to_thread(database.upgrade, url)
-        db = database.connect_database(url)
+        db = database.connect_database(url, timeout=settings.database_timeout)
         await db.connect()
         stack.push_async_callback(db.disconnect)
 
         hub = LiveHub()
         stack.callback(hub.close)
+        # An outage and its end reach the admins' live badge; the health check probes meanwhile.
+        stack.callback(db.health.add_listener(lambda _: hub.publish("service", db.health.status())))
+        await stack.enter_async_context(db.health.watching(db.probe))
 
         first_admin = await ensure_first_admin(db)
         if first_admin is not None:
@@ -178,6 +182,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         )
         app.state.services = services
         await start_vm_service(services, stack)
+        assert services.vms is not None
+        # After an outage, what the lost lifecycle events would have done is done.
+        stack.callback(db.health.add_recovery(Resync(db=db, sync=services.vms.sync, consoles=consoles)))
         # The broker starts and stops desktops through the VM service; it stops before it.
         broker.power.vms = services.vms
         await broker.start()

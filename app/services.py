@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from databases import Database
-
 from app.alerts import Alerts
 from app.audit import AuditLog
 from app.auth.login import LoginService
 from app.broker.desktops import Broker
+from app.db import AppDatabase
 from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 @dataclass
 class Services:
     settings: Settings
-    db: Database
+    db: AppDatabase
     hub: LiveHub
     audit: AuditLog
     # Every log-in (admin form, portal, broker API) and the change-password check.

@@ -263,6 +263,9 @@ class Settings(BaseSettings):
     )
 
     database_url: SecretStr = SecretStr("sqlite:///var/kvmvdi.sqlite3")
+    # No request waits longer than this for the database (seconds): past it, or while the
+    # database cannot be reached, pages and APIs answer 503 with Retry-After.
+    database_timeout: float = Field(default=10.0, gt=0)
     data_dir: Path = Path("var")
     assets_dir: Path = Path("node_modules")
     log_level: LogLevel = "INFO"

@@ -6,7 +6,7 @@ One write transaction per request (see :mod:`app.broker.transactions`):
    client and the portal) cannot both take a desktop past ``max_per_user``;
 2. a user who still holds a lease in the pool gets that desktop back (lease renewed);
 3. otherwise the eligible candidates are read (free, not in maintenance, not
-   locked, no operation running, on an "up" hypervisor that is not in
+   locked, no operation running, in a known state, on an "up" hypervisor that is not in
    maintenance, and accepting work in the hypervisor registry right now), and
    the first that can be locked, one primary-key lookup at a time, with
    ``FOR UPDATE SKIP LOCKED`` on
@@ -53,12 +53,18 @@ class Claim:
         return self.refusal is None
 
 
+# Nobody knows what a desktop in these states runs (its hypervisor or the database was away,
+# or its domain vanished): it is not handed out until a resync has seen it.
+UNKNOWN_STATES = ("unknown", "missing")
+
+
 def _eligible() -> list[sa.ColumnElement[bool]]:
     return [
         vms.c.assigned_user_id.is_(None),
         vms.c.maintenance.is_(sa.false()),
         vms.c.locked.is_(sa.false()),
         vms.c.operation_id.is_(None),
+        vms.c.state.notin_(UNKNOWN_STATES),
     ]
 
 

@@ -63,8 +63,9 @@ class DesktopAnswer:
     def desktop(self) -> dict[str, Any] | None:
         if self.vm is None:
             return None
-        # A desktop just (re)started may not have its "running" event stored yet.
-        state = "starting" if self.status == "booting" else self.vm.state
+        # A desktop just (re)started may not have its "running" event stored yet; a ready one
+        # was just seen running on its hypervisor, whatever the table still says.
+        state = {"booting": "starting", "ready": "running"}.get(self.status, self.vm.state)
         return {"vm_id": self.vm.id, "name": self.vm.name, "state": state}
 
 

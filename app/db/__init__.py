@@ -8,12 +8,16 @@ serves the app and the sync driver (sqlite3 / PyMySQL) serves alembic.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from databases import Database
 from sqlalchemy.engine import make_url
+
+from app.db.guarded import GuardedBackend
+from app.db.health import DatabaseHealth
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -98,14 +102,40 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
-class _Database(Database):
-    # SQLite through a pool of WAL connections with one writer at a time (app/db/sqlite.py).
+class AppDatabase(Database):
+    """``databases.Database`` with every call bounded in time and outages noticed (``health``).
+
+    SQLite goes through a pool of WAL connections with one writer at a time
+    (app/db/sqlite.py); every backend's connections are guarded (app/db/guarded.py).
+    """
+
     SUPPORTED_BACKENDS = {**Database.SUPPORTED_BACKENDS, "sqlite": "app.db.sqlite:SQLiteBackend"}
 
+    def __init__(self, url: str, *, call_timeout: float, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.health = DatabaseHealth()
+        self._backend = GuardedBackend(self._backend, self.health, call_timeout)  # type: ignore[has-type]
 
-def connect_database(url: str) -> Database:
-    """An unconnected ``databases.Database``; call ``await db.connect()`` in the lifespan."""
+    async def probe(self) -> None:
+        """A round trip that can write (on SQLite it takes the write lock): raises while unavailable."""
+        async with self.transaction():
+            await self.fetch_val("SELECT 1")
+
+
+def connect_database(url: str, *, timeout: float = 10.0) -> AppDatabase:
+    """An unconnected database; call ``await db.connect()`` in the lifespan.
+
+    No call waits longer than ``timeout`` seconds for the database.
+    """
     _ensure_sqlite_dir(url)
     if backend_name(url) == "mysql":
-        return _Database(async_url(url), minsize=1, maxsize=20, pool_recycle=3600)
-    return _Database(async_url(url))
+        return AppDatabase(
+            async_url(url),
+            call_timeout=timeout,
+            minsize=1,
+            maxsize=20,
+            pool_recycle=3600,
+            connect_timeout=max(1, round(timeout / 2)),
+        )
+    # SQLite's own busy timeout answers "locked" a little before the guard gives up.
+    return AppDatabase(async_url(url), call_timeout=timeout, busy_timeout=timeout * 0.8)

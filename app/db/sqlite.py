@@ -81,7 +81,7 @@ class SQLiteBackend(base.SQLiteBackend):
     """``databases``' SQLite backend with the pool and the write lock above."""
 
     def __init__(self, database_url: DatabaseURL | str, **options: Any) -> None:
-        busy_timeout = float(options.pop("timeout", 10.0))
+        busy_timeout = float(options.pop("busy_timeout", 10.0))
         pool_size = int(options.pop("pool_size", POOL_SIZE))
         super().__init__(database_url, **options)
         self.pool = ConnectionPool(self._database_url, size=pool_size, busy_timeout=busy_timeout)

@@ -2,7 +2,10 @@
 
 The handshake must come from one of the dashboard's own origins (the origin
 the request was addressed to, plus ``server.public_origins``), which stops
-other sites from riding on the session cookie. The socket ends when the session
+other sites from riding on the session cookie. A ``service`` message follows
+the hello, and every change of the database's availability (the badge then says
+the service is degraded); while the database is away a socket gets that message
+and is closed with 1013, so the page keeps retrying. The socket ends when the session
 expires (close code 4401, the page then asks to log in again) or when the
 browser falls behind (1013, the page reconnects and re-reads the current state).
 """
@@ -19,6 +22,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.auth.session import current_user
+from app.db.health import DatabaseUnavailable
 from app.live.hub import Subscription
 from app.services import services_of
 from app.settings import Settings
@@ -75,7 +79,14 @@ async def live(websocket: WebSocket) -> None:
         log.warning("live socket refused: origin %r not allowed", websocket.headers.get("origin"))
         await websocket.close(code=1008)
         return
-    user = await current_user(websocket)
+    try:
+        user = await current_user(websocket)
+    except DatabaseUnavailable:
+        # A signed session, but no database to check it against: say why, and let the page retry.
+        await websocket.accept()
+        await websocket.send_text(json.dumps({"topic": "service", "data": services.db.health.status()}))
+        await websocket.close(code=CLOSE_LAGGING, reason="the database is unavailable, reconnect")
+        return
     await websocket.accept()
     if user is None:
         await websocket.close(code=CLOSE_SESSION_ENDED, reason="log in again")
@@ -93,6 +104,7 @@ async def live(websocket: WebSocket) -> None:
     drain = asyncio.ensure_future(_drain(websocket))
     try:
         await websocket.send_text(json.dumps({"topic": "hello", "data": {"user": user.username}}))
+        await websocket.send_text(json.dumps({"topic": "service", "data": services.db.health.status()}))
         remaining = session_deadline(websocket.session, settings) - time.time()
         done, _ = await asyncio.wait(
             {forward, drain}, timeout=max(remaining, 0.0), return_when="FIRST_COMPLETED"

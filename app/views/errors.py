@@ -11,6 +11,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from app.api.reader import BodyError, body_error
 from app.auth.session import wants_json
 from app.db.errors import INTEGRITY_ERRORS
+from app.db.health import DatabaseUnavailable
+from app.services import services_of
 
 _CODES = {404: "not_found", 405: "method_not_allowed"}
 
@@ -46,9 +48,28 @@ async def conflict(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(message, status_code=409)
 
 
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """The database is out of reach: 503 with Retry-After, never a 500 or a hung request."""
+    retry_after = services_of(request).db.health.retry_after
+    headers = {"Retry-After": str(retry_after)}
+    if wants_json(request):
+        message = "The dashboard's database cannot be reached right now. Try again in a few seconds."
+        return JSONResponse({"error": "database_unavailable", "message": message}, 503, headers=headers)
+    templates = request.app.state.templates
+    response: Response = templates.TemplateResponse(
+        request,
+        "errors/503.html",
+        {"title": "Service degraded", "retry_after": retry_after},
+        status_code=503,
+        headers=headers,
+    )
+    return response
+
+
 exception_handlers: dict[Any, Any] = {
     HTTPException: http_error,
     BodyError: body_error,
     **dict.fromkeys(INTEGRITY_ERRORS, conflict),
+    DatabaseUnavailable: database_unavailable,
     Exception: server_error,
 }

@@ -42,6 +42,8 @@ async def add_vm(db: Database, name: str, hypervisor_id: int, **values: Any) -> 
             name=name,
             hypervisor_id=hypervisor_id,
             kind=values.pop("kind", "vdi"),
+            # A state seen on the hypervisor: desktops in state "unknown" are never handed out.
+            state=values.pop("state", "shutoff"),
             created_at=utcnow(),
             **values,
         )

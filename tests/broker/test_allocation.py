@@ -70,7 +70,8 @@ async def test_returning_user_gets_the_same_desktop_and_a_renewed_lease(broker_d
 
 
 async def test_ineligible_desktops_are_never_handed_out(broker_db: Database) -> None:
-    """Maintenance, locked, mid-operation, hypervisor down or in maintenance: all skipped."""
+    """Maintenance, locked, mid-operation, state unknown or missing, hypervisor down or in
+    maintenance: all skipped."""
     up = await add_hypervisor(broker_db, "up")
     down = await add_hypervisor(broker_db, "down", state="down")
     hv_maint = await add_hypervisor(broker_db, "maint")
@@ -81,6 +82,9 @@ async def test_ineligible_desktops_are_never_handed_out(broker_db: Database) -> 
         await add_vm(broker_db, "in-maintenance", up, maintenance=True),
         await add_vm(broker_db, "locked", up, locked=True),
         await add_vm(broker_db, "busy", up, operation_id=42),
+        # Its hypervisor or the database was away: nobody knows what it runs.
+        await add_vm(broker_db, "unknown", up, state="unknown"),
+        await add_vm(broker_db, "missing", up, state="missing"),
         await add_vm(broker_db, "on-down", down),
         await add_vm(broker_db, "on-maint", hv_maint),
     ]

@@ -92,12 +92,7 @@ class MariaDB:
         if not cache.restore(template, data):
             self._install_db(data)
             cache.store(data, template)
-        self._proc = spawn(
-            ["mariadbd", f"--defaults-file={self.config_path}", "--user=mysql"],
-            run_id=self.run_dir.id,
-            log_path=self.dir / "mariadbd.out",
-        )
-        wait_until(self._answers, what="mariadbd", timeout=60, log_path=self.log_path, proc=self._proc)
+        self._spawn()
         self._sql(
             f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4;"
             + "".join(
@@ -112,6 +107,29 @@ class MariaDB:
             "mariadb", f"started mariadbd {short} on {self.host}:{self.port}", time.monotonic() - started
         )
         return self
+
+    def _spawn(self) -> None:
+        self._proc = spawn(
+            ["mariadbd", f"--defaults-file={self.config_path}", "--user=mysql"],
+            run_id=self.run_dir.id,
+            log_path=self.dir / "mariadbd.out",
+        )
+        wait_until(self._answers, what="mariadbd", timeout=60, log_path=self.log_path, proc=self._proc)
+
+    def stop_server(self) -> None:
+        """An outage: the server stops (cleanly), keeping data, port and users for :meth:`start_server`."""
+        if self._proc is not None:
+            stop_process(self._proc, timeout=30)
+            self._proc = None
+
+    def start_server(self) -> None:
+        """The server back after :meth:`stop_server`, on the same port with the same data."""
+        if self._proc is None:
+            self._spawn()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
 
     def _install_db(self, data: Path) -> None:
         install_log = self.dir / "install-db.log"

@@ -15,6 +15,8 @@
   var everConnected = false;
   var stopped = false;
   var timer = null;
+  // The dashboard's own message about its database: the badge says "degraded" while it is away.
+  var degraded = false;
 
   function indicator() {
     return document.getElementById("live-indicator");
@@ -42,7 +44,17 @@
     }
   }
 
+  function serviceChanged(data) {
+    degraded = data.database === "unavailable";
+    if (degraded) {
+      setState("degraded", "Degraded: the database is unavailable");
+    } else if (socket !== null && socket.readyState === WebSocket.OPEN) {
+      setState("connected", "Live");
+    }
+  }
+
   function dispatch(message) {
+    if (message.topic === "service") serviceChanged(message.data || {});
     (handlers[message.topic] || []).forEach(function (fn) { call(fn, message.data || {}, message); });
     (handlers["*"] || []).forEach(function (fn) { call(fn, message.data || {}, message); });
   }
@@ -55,7 +67,12 @@
     if (stopped || timer !== null) return;
     var delay = Math.min(30000, 1000 * Math.pow(2, attempt)) * (0.5 + Math.random() / 2);
     attempt += 1;
-    setState("offline", "Offline, reconnecting in " + Math.max(1, Math.round(delay / 1000)) + " s");
+    var seconds = Math.max(1, Math.round(delay / 1000));
+    if (degraded) {
+      setState("degraded", "Degraded: the database is unavailable (retrying in " + seconds + " s)");
+    } else {
+      setState("offline", "Offline, reconnecting in " + seconds + " s");
+    }
     timer = setTimeout(function () { timer = null; connect(); }, delay);
   }
 
@@ -65,8 +82,7 @@
     var ws = new WebSocket(socketUrl());
     socket = ws;
     ws.onopen = function () {
-      attempt = 0;
-      setState("connected", "Live");
+      setState(degraded ? "degraded" : "connected", degraded ? "Degraded: the database is unavailable" : "Live");
       if (everConnected) reconnectHandlers.forEach(function (fn) { call(fn); });
       everConnected = true;
     };
@@ -77,7 +93,11 @@
       } catch (err) {
         return;
       }
-      if (message && typeof message.topic === "string") dispatch(message);
+      if (message && typeof message.topic === "string") {
+        // A real session: the back-off starts over (a degraded dashboard sends no hello).
+        if (message.topic === "hello") attempt = 0;
+        dispatch(message);
+      }
     };
     ws.onclose = function (event) {
       socket = null;

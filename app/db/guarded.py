@@ -1,0 +1,132 @@
+"""Every database call bounded in time, and an unreachable database told apart from a bad query.
+
+``databases`` hands each query to a backend connection; here that connection is
+wrapped so that every call (acquiring a connection, a query, a transaction's
+start and end) runs within ``timeout`` seconds, and a driver error that means
+"the server is not there" becomes :class:`~app.db.health.DatabaseUnavailable`,
+reported to the :class:`~app.db.health.DatabaseHealth`. A connection that timed
+out or lost its server is closed, never handed to the next query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any, TypeVar
+
+from app.db.health import DatabaseHealth, DatabaseUnavailable, is_unavailable
+
+log = logging.getLogger("kvmvdi.db")
+
+T = TypeVar("T")
+
+
+class GuardedBackend:
+    """A ``databases`` backend whose connections are guarded (everything else passes through)."""
+
+    def __init__(self, inner: Any, health: DatabaseHealth, timeout: float) -> None:
+        self._inner = inner
+        self._health = health
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def connect(self) -> None:
+        await self._inner.connect()
+
+    async def disconnect(self) -> None:
+        await self._inner.disconnect()
+
+    def connection(self) -> GuardedConnection:
+        return GuardedConnection(self._inner.connection(), self._health, self._timeout)
+
+
+class GuardedConnection:
+    def __init__(self, inner: Any, health: DatabaseHealth, timeout: float) -> None:
+        self._inner = inner
+        self._health = health
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _discard(self) -> None:
+        """Close the driver's connection: a half-read answer must not reach the next query."""
+        raw = getattr(self._inner, "_connection", None)
+        close = getattr(raw, "close", None)
+        if raw is not None and close is not None and not asyncio.iscoroutinefunction(close):
+            try:
+                close()
+            except Exception:
+                log.debug("closing a broken database connection failed", exc_info=True)
+
+    async def guard(self, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await call
+        except TimeoutError:
+            self._discard()
+            unavailable = DatabaseUnavailable(f"the database did not answer within {self._timeout:g} s")
+            self._health.failed(unavailable)
+            raise unavailable from None
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self._discard()
+            self._health.failed(exc)
+            raise DatabaseUnavailable(f"the database cannot be reached ({type(exc).__name__})") from exc
+
+    async def acquire(self) -> None:
+        await self.guard(self._inner.acquire())
+
+    async def release(self) -> None:
+        await self.guard(self._inner.release())
+
+    async def fetch_all(self, query: Any) -> Any:
+        return await self.guard(self._inner.fetch_all(query))
+
+    async def fetch_one(self, query: Any) -> Any:
+        return await self.guard(self._inner.fetch_one(query))
+
+    async def fetch_val(self, query: Any, column: Any = 0) -> Any:
+        return await self.guard(self._inner.fetch_val(query, column))
+
+    async def execute(self, query: Any) -> Any:
+        return await self.guard(self._inner.execute(query))
+
+    async def execute_many(self, queries: list[Any]) -> None:
+        await self.guard(self._inner.execute_many(queries))
+
+    async def iterate(self, query: Any) -> AsyncGenerator[Any, None]:
+        rows = self._inner.iterate(query)
+        while True:
+            try:
+                row = await self.guard(rows.__anext__())
+            except StopAsyncIteration:
+                return
+            yield row
+
+    def transaction(self) -> GuardedTransaction:
+        return GuardedTransaction(self._inner.transaction(), self)
+
+
+class GuardedTransaction:
+    def __init__(self, inner: Any, connection: GuardedConnection) -> None:
+        self._inner = inner
+        self._connection = connection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def start(self, is_root: bool, extra_options: dict[Any, Any]) -> None:
+        await self._connection.guard(self._inner.start(is_root, extra_options))
+
+    async def commit(self) -> None:
+        await self._connection.guard(self._inner.commit())
+
+    async def rollback(self) -> None:
+        await self._connection.guard(self._inner.rollback())
