@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
+import asyncssh
 import pytest
 
 from app.db.schema import hypervisors
+from app.hyper.sshkeys import ensure_dashboard_key
 from tests.dashboard import BrowserLikeClient, RunningDashboard
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.rundir import RunDir
@@ -181,3 +184,22 @@ async def test_the_api_pins_only_the_fingerprint_the_caller_verified(
         "fingerprint": ssh_keygen_fingerprint(own_sshd),
         "confirmed": True,
     }
+
+
+def test_the_dashboard_key_pair_has_its_public_half_beside_it_even_for_an_older_key(tmp_path: Path) -> None:
+    """Admins are sent to data_dir/ssh for the key to authorize: id_ed25519.pub is there."""
+    ssh_dir = tmp_path / "ssh"
+    key = ensure_dashboard_key(ssh_dir)
+    public = ssh_dir / "id_ed25519.pub"
+    assert public.read_text().split()[:2] == key.public_line.split()
+    assert public.stat().st_mode & 0o777 == 0o644 and (ssh_dir / "id_ed25519").stat().st_mode & 0o777 == 0o600
+    assert (
+        asyncssh.import_public_key(public.read_text())
+        .export_public_key("openssh")
+        .decode()
+        .startswith("ssh-ed25519 ")
+    )
+    # A key made before the public file existed (or a file edited since) gets it back as it should be.
+    public.unlink()
+    again = ensure_dashboard_key(ssh_dir)
+    assert again.public_line == key.public_line and public.read_text().startswith(key.public_line)

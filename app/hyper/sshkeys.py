@@ -58,7 +58,8 @@ class DashboardKey:
 
 
 def ensure_dashboard_key(ssh_dir: Path) -> DashboardKey:
-    """Load the dashboard's key pair, creating it (mode 0600) on first use."""
+    """Load the dashboard's key pair, creating it (mode 0600) on first use; the public key is
+    written beside it as ``id_ed25519.pub`` (also for a key made by an older version)."""
     ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     private_path = ssh_dir / "id_ed25519"
     if not private_path.exists():
@@ -69,8 +70,21 @@ def ensure_dashboard_key(ssh_dir: Path) -> DashboardKey:
             fh.write(key.export_private_key("openssh"))
         os.replace(tmp, private_path)
     key = asyncssh.read_private_key(str(private_path))
-    public_line = key.export_public_key("openssh").decode().split()[:2]
-    return DashboardKey(private_path=private_path, public_line=" ".join(public_line))
+    public_line = " ".join(key.export_public_key("openssh").decode().split()[:2])
+    _write_public_key(private_path.with_name(private_path.name + ".pub"), public_line)
+    return DashboardKey(private_path=private_path, public_line=public_line)
+
+
+def _write_public_key(path: Path, public_line: str) -> None:
+    """``id_ed25519.pub`` beside the private key (created, or corrected, on every start):
+    what an admin copies to a hypervisor's authorized_keys."""
+    content = f"{public_line} kvm-vdi-dashboard\n"
+    if path.exists() and path.read_text() == content:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(content)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
 
 
 def parse_host_key(line: str) -> asyncssh.SSHKey:
