@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -41,6 +42,8 @@ async def test_serve_demo_registers_the_demo_hypervisor_once(
                 assert (listing[0]["state"], listing[0]["connected"]) == ("up", True)
                 page = (await client.get("/hypervisors")).text
                 assert "Demo mode" in page
+                if round_ == 0:
+                    await _running_demo_vm_shows_a_placeholder_picture(client)
             finally:
                 await client.aclose()
 
@@ -57,3 +60,18 @@ async def test_without_demo_there_is_no_banner_and_no_demo_hypervisor(
             assert login.headers["location"] == "/account/password"
         finally:
             await client.aclose()
+
+
+async def _running_demo_vm_shows_a_placeholder_picture(client: BrowserLikeClient) -> None:
+    """libvirt's test driver takes no screenshots: its running VM shows a clear placeholder,
+    never a broken image."""
+    rows = await client.get("/vms/table")
+    running = re.findall(r'<img class="thumb"[^>]*>', rows.text)
+    assert running, "the demo's running VM has a screen cell"
+    for img in running:
+        src = re.search(r'src="([^"]+)"', img)
+        assert src is not None and src.group(1) == "/static/img/no-screen.svg", img
+        assert 'data-placeholder="/static/img/no-screen.svg"' in img
+    picture = await client.get("/static/img/no-screen.svg")
+    assert picture.status_code == 200 and picture.headers["content-type"].startswith("image/svg+xml")
+    assert "No picture" in picture.text

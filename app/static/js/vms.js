@@ -136,6 +136,14 @@
     }
   });
 
+  // A picture that cannot be had (no longer kept, or the hypervisor cannot take one): the placeholder.
+  document.addEventListener("error", (event) => {
+    const img = event.target;
+    if (!(img instanceof HTMLImageElement) || !img.classList.contains("thumb")) return;
+    const placeholder = img.dataset.placeholder;
+    if (placeholder && !img.src.endsWith(placeholder)) img.src = placeholder;
+  }, true);
+
   function showThumb(id, version) {
     const img = rowOf(id)?.querySelector("img.thumb");
     pendingThumbs.delete(String(id));
