@@ -2,10 +2,11 @@
 
 The handshake must come from one of the dashboard's own origins (the origin
 the request was addressed to, plus ``server.public_origins``), which stops
-other sites from riding on the session cookie. A ``service`` message follows
-the hello, and every change of the database's availability (the badge then says
-the service is degraded); while the database is away a socket gets that message
-and is closed with 1013, so the page keeps retrying. The socket ends when the session
+other sites from riding on the session cookie. Every change of the database's
+availability is a ``service`` message (the badge then says the service is
+degraded); while the database is away a new socket gets that message instead of
+the hello and is closed with 1013, so the page keeps retrying (a hello means the
+database answered). The socket ends when the session
 expires (close code 4401, the page then asks to log in again) or when the
 browser falls behind (1013, the page reconnects and re-reads the current state).
 """
@@ -104,7 +105,6 @@ async def live(websocket: WebSocket) -> None:
     drain = asyncio.ensure_future(_drain(websocket))
     try:
         await websocket.send_text(json.dumps({"topic": "hello", "data": {"user": user.username}}))
-        await websocket.send_text(json.dumps({"topic": "service", "data": services.db.health.status()}))
         remaining = session_deadline(websocket.session, settings) - time.time()
         done, _ = await asyncio.wait(
             {forward, drain}, timeout=max(remaining, 0.0), return_when="FIRST_COMPLETED"

@@ -104,7 +104,7 @@ async def test_an_outage_answers_503_and_what_happened_meanwhile_is_redone_after
     console = await admin.post(f"/vms/{vm_id}/console", json={}, headers={"Accept": "application/json"})
     assert console.status_code == 200, console.text
     socket = await live_socket(world, admin)
-    await next_service_state(socket, "available")
+    assert json.loads(await socket.recv())["topic"] == "hello"
     sync = world.service.sync
 
     async with (

@@ -94,8 +94,12 @@
         return;
       }
       if (message && typeof message.topic === "string") {
-        // A real session: the back-off starts over (a degraded dashboard sends no hello).
-        if (message.topic === "hello") attempt = 0;
+        // A real session, checked against the database: the back-off starts over, and the
+        // database answers (a degraded dashboard sends no hello).
+        if (message.topic === "hello") {
+          attempt = 0;
+          if (degraded) serviceChanged({ database: "available" });
+        }
         dispatch(message);
       }
     };
