@@ -22,8 +22,8 @@ log = logging.getLogger("kvmvdi.db")
 T = TypeVar("T")
 
 
-class GuardedBackend:
-    """A ``databases`` backend whose connections are guarded (everything else passes through)."""
+class _Wrapper:
+    """Passes through whatever it does not guard itself."""
 
     def __init__(self, inner: Any, health: DatabaseHealth, timeout: float) -> None:
         self._inner = inner
@@ -32,6 +32,10 @@ class GuardedBackend:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+class GuardedBackend(_Wrapper):
+    """A ``databases`` backend whose connections are guarded."""
 
     async def connect(self) -> None:
         await self._inner.connect()
@@ -43,15 +47,7 @@ class GuardedBackend:
         return GuardedConnection(self._inner.connection(), self._health, self._timeout)
 
 
-class GuardedConnection:
-    def __init__(self, inner: Any, health: DatabaseHealth, timeout: float) -> None:
-        self._inner = inner
-        self._health = health
-        self._timeout = timeout
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
+class GuardedConnection(_Wrapper):
     def _discard(self) -> None:
         """Close the driver's connection: a half-read answer must not reach the next query."""
         raw = getattr(self._inner, "_connection", None)
