@@ -1,6 +1,7 @@
 """``kvm-vdi check``: is this installation ready to serve?
 
-Checks the configuration, the data directory, the database (reachable, schema
+Checks the configuration, the data directory, the directory (reachable, TLS, the
+service account's bind; cleartext is a warning), the database (reachable, schema
 at the latest revision) and every hypervisor (reachable, host key as pinned,
 libvirt answering, directories usable), and prints one line per check. A
 failure fails the command, except on a hypervisor in maintenance (shown as
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import db as database
+from app.directory.check import check_directory
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -110,6 +112,7 @@ async def run_checks(settings: Settings, *, config_source: str | None) -> CheckR
     report.lines.extend(_alert_lines(settings))
     ca_line, ca = _ca_line(settings)
     report.lines.append(ca_line)
+    report.add("directory", *await asyncio.to_thread(check_directory, settings.directory))
 
     url = settings.database_url.get_secret_value()
     shown = database.safe_url(url)
