@@ -4,6 +4,9 @@
 #   install.sh [install] [options]   set everything up (safe to run again: it only fixes what differs)
 #   install.sh check [options]       verify everything, print what is missing, exit 1 if anything is
 #   install.sh firewall [options]    only (re)apply the --spice-firewall rule
+#   install.sh user [options]        only the service user, its directories and the dashboard's key,
+#                                    for a hypervisor whose libvirt is managed already (libvirtd's
+#                                    configuration, its sockets and qemu.conf are left as they are)
 #
 # Options (the same for both):
 #   --user NAME              service account the dashboard logs in as (default: vdi)
@@ -63,7 +66,7 @@ die() {
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        install | check | firewall) ACTION=$1 ;;
+        install | check | firewall | user) ACTION=$1 ;;
         --user) SERVICE_USER=${2:?--user needs a name}; shift ;;
         --home) HOME_DIR=${2:?--home needs a directory}; shift ;;
         --images-dir) IMAGES_DIR=${2:?--images-dir needs a directory}; shift ;;
@@ -433,6 +436,15 @@ do_install() {
     echo "done     $CHANGES change(s). Verify with: $0 check $(printf '%q ' "${ORIGINAL_ARGS[@]}")"
 }
 
+# Only what the dashboard needs of its own on a host whose libvirt someone else manages.
+do_user() {
+    ensure_user
+    ensure_dirs
+    authorize_dashboard_key
+    echo "done     $CHANGES change(s): user, directories and key only; libvirtd, its sockets and qemu.conf" \
+        "were not touched: libvirt must let the group libvirt use qemu:///system (verify with: $0 check)"
+}
+
 # --- check -------------------------------------------------------------------------------
 
 MISSING=0
@@ -631,6 +643,7 @@ do_check() {
 ORIGINAL_ARGS=(--user "$SERVICE_USER" --home "$HOME_DIR" --images-dir "$IMAGES_DIR" --volatile-dir "$VOLATILE_DIR" --iso-dir "$ISO_DIR")
 case $ACTION in
     install) do_install ;;
+    user) do_user ;;
     check) do_check ;;
     firewall)
         [ -n "$SPICE_FIREWALL" ] || die "firewall: give --spice-firewall ADDRS"

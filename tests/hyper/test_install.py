@@ -352,3 +352,59 @@ async def test_the_dashboard_manages_the_installed_host_as_its_service_user(
         with pytest.raises(asyncssh.ChannelOpenError) as refused:
             await conn.open_connection("127.0.0.1", fresh_host.ssh_port)
         assert refused.value.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+
+
+def test_user_mode_makes_only_the_user_directories_and_key_and_leaves_libvirt_alone(
+    fresh_host: FreshHost, dashboard_key: DashboardKey
+) -> None:
+    """For a hypervisor whose libvirt is managed already: not one file of libvirt's changes."""
+    user = f"{fresh_host.user}u"
+    home = fresh_host.base / "managed"
+    options = [
+        "--user", user, "--home", str(home), "--images-dir", str(home / "images"),
+        "--volatile-dir", str(home / "volatile"), "--iso-dir", str(home / "iso"), "--no-packages",
+        "--dashboard-key", f"{dashboard_key.public_line} dashboard@test",
+    ]  # fmt: skip
+    libvirt_files = libvirt_config_files(fresh_host)
+    before = digest(*libvirt_files)
+    try:
+        first = subprocess.run(
+            [*fresh_host.enter, "bash", str(INSTALL), "user", *options],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert f"changed  created service user {user} (groups libvirt kvm)" in first.stdout
+        assert "libvirtd, its sockets and qemu.conf" in first.stdout
+        listing = fresh_host.inside(
+            "stat",
+            "-c",
+            "%n %U:%G %a",
+            str(home),
+            str(home / "images"),
+            str(home / ".ssh" / "authorized_keys"),
+        ).stdout.split("\n")
+        assert listing[:3] == [
+            f"{home} {user}:kvm 750",
+            f"{home / 'images'} {user}:kvm 750",
+            f"{home / '.ssh' / 'authorized_keys'} {user}:{user} 600",
+        ]
+        authorized = (home / ".ssh" / "authorized_keys").read_text().splitlines()
+        assert authorized == [f"restrict {dashboard_key.public_line} kvm-vdi-dashboard"]
+        assert digest(*libvirt_files) == before, "libvirt's configuration is not touched"
+        assert libvirt_config_files(fresh_host) == libvirt_files, "and no file is added to it"
+        again = subprocess.run(
+            [*fresh_host.enter, "bash", str(INSTALL), "user", *options],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0 and changes(again.stdout) == [], again.stdout
+    finally:
+        remove_user(user)
+
+
+def libvirt_config_files(host: FreshHost) -> list[Path]:
+    trees = (host.etc / "libvirt", host.etc / "systemd" / "system")
+    return sorted(path for tree in trees for path in tree.rglob("*") if path.is_file())
