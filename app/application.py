@@ -99,7 +99,14 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             await ensure_demo_hypervisor(db, settings.data_dir)
 
         metrics = Metrics()
-        alerts = Alerts(settings, delivery_listeners=[metrics.alert_delivered])
+        spice_ca = await asyncio.to_thread(DashboardCA.load_or_create, settings.ca_dir())
+        spice_tls = SpiceTls(spice_ca)
+        # Hypervisors' SPICE certificates are re-issued by themselves; the CA above them is not.
+        alerts = Alerts(
+            settings,
+            delivery_listeners=[metrics.alert_delivered],
+            certificates={"SPICE CA": DashboardCA.certificate_file(settings.ca_dir())},
+        )
         await alerts.start()
         stack.push_async_callback(alerts.stop)
         audit = AuditLog(
@@ -111,7 +118,6 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ssh_dir = settings.data_dir / "ssh"
         ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
         known_hosts = KnownHostsFile(ssh_dir)
-        spice_tls = SpiceTls(await asyncio.to_thread(DashboardCA.load_or_create, settings.ca_dir()))
         # The registry writes known_hosts from the pinned keys and connects to every hypervisor.
         hypervisors = HypervisorRegistry(
             db=db,

@@ -86,10 +86,14 @@ class DashboardCA:
         self.certificate = certificate
         self.pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
 
+    @staticmethod
+    def certificate_file(directory: Path) -> Path:
+        return directory / "ca.pem"
+
     @classmethod
     def load_or_create(cls, directory: Path) -> DashboardCA:
         """The CA in ``directory``, made on first use (key and certificate 0600)."""
-        key_path, cert_path = directory / "ca.key", directory / "ca.pem"
+        key_path, cert_path = directory / "ca.key", cls.certificate_file(directory)
         if key_path.exists() and cert_path.exists():
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(key, ec.EllipticCurvePrivateKey):

@@ -167,7 +167,8 @@ async def test_a_refusal_for_want_of_a_free_desktop_raises_pool_exhausted(
     assert posted.body["kind"] == "pool_exhausted" and posted.body["subject"] == "lab-room"
 
 
-def certificate(path: Path, valid_for: timedelta) -> Path:
+def certificate(path: Path, valid_for: timedelta, *, key_path: Path | None = None) -> Path:
+    """A self-signed certificate valid for ``valid_for`` more; its key too with ``key_path``."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vdi.example.org")])
     now = datetime.now(UTC)
@@ -181,9 +182,11 @@ def certificate(path: Path, valid_for: timedelta) -> Path:
         .not_valid_after(now + valid_for)
         .sign(key, hashes.SHA256())
     )
-    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
     path.write_bytes(cert.public_bytes(Encoding.PEM))
+    if key_path is not None:
+        key_path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     return path
 
 
@@ -214,6 +217,18 @@ async def test_the_dashboards_certificates_are_checked_at_start(
     (posted,) = await eventually(lambda: receiver.received, "the certificate alert")
     assert posted.body["kind"] == "certificate_expiry" and posted.body["subject"] == "spice-ca.pem"
     assert posted.body["severity"] == "critical"
+
+
+async def test_the_console_ca_is_watched_without_being_listed(
+    dashboard_factory: DashboardFactory, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    ca_dir = tmp_path / "console-ca"
+    ca_dir.mkdir()
+    certificate(ca_dir / "ca.pem", timedelta(days=20, hours=1), key_path=ca_dir / "ca.key")
+    await dashboard_factory(console={"ca_dir": ca_dir}, alerts=alert_settings(None, receiver))
+    (posted,) = await eventually(lambda: receiver.received, "the console CA alert")
+    assert posted.body["kind"] == "certificate_expiry" and posted.body["subject"] == "SPICE CA"
+    assert posted.body["severity"] == "warning"
 
 
 async def test_the_settings_page_shows_the_channels_and_sends_a_test_alert(
