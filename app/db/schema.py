@@ -1,7 +1,8 @@
 """The data model: SQLAlchemy Core tables, used through ``databases``.
 
 Every schema change gets a migration under ``app/db/migrations/versions``;
-``tests/test_migrations.py`` checks that the migrated schema equals this one.
+``tests/test_migrations.py`` checks that the migrated schema equals this one, and
+``tests/test_upgrades.py`` that data of every revision survives (each migration has a fixture).
 Timestamps are timezone-naive UTC (``datetime.utcnow``-style) on both backends.
 """
 

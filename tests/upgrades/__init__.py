@@ -1,0 +1,1 @@
+"""Upgrade fixtures and their tests' helpers (see fixtures.py)."""
