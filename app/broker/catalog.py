@@ -1,16 +1,39 @@
-"""What each user sees of the pools: tiles with size, free desktops and their own desktop;
-and the live ``pool`` / ``lease`` events that keep those tiles current."""
+"""What each user sees of the pools: tiles with size, free desktops and their own desktop,
+where the user goes straight after log-in; and the live ``pool`` / ``lease`` events that keep
+those tiles current."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from databases import Database
 
 from app.broker import pools as pool_store
+from app.broker.preferences import STRAIGHT_TO_DESKTOP, get_flag
 from app.db.schema import pool_vms, pools, vms
 from app.live.hub import LiveHub
+
+
+def straight_target(pools: Sequence[Mapping[str, Any]]) -> int | None:
+    """The pool whose desktop the user goes straight to after log-in; ``None``: the pool tiles.
+
+    A user who holds exactly one desktop goes to it; one who holds none and may use
+    exactly one pool goes to that pool's desktop. Only where that pool (or the global
+    setting) says so (``straight_to_desktop``), and never to a pool in maintenance,
+    whose tile says why no desktop comes.
+    """
+    held = [pool for pool in pools if pool["desktop"] is not None]
+    if len(held) == 1:
+        candidate = held[0]
+    elif not held and len(pools) == 1:
+        candidate = pools[0]
+    else:
+        return None
+    if not candidate["straight_to_desktop"] or candidate["maintenance"]:
+        return None
+    return int(candidate["id"])
 
 
 class PoolCatalog:
@@ -29,6 +52,7 @@ class PoolCatalog:
             return []
         rows = await self.db.fetch_all(pools.select().where(pools.c.id.in_(allowed)).order_by(pools.c.name))
         counts = await pool_store.pool_counts(self.db, allowed)
+        everywhere = await get_flag(self.db, STRAIGHT_TO_DESKTOP)
         held = {
             row.pool_id: row
             for row in await self.db.fetch_all(
@@ -50,6 +74,7 @@ class PoolCatalog:
                     "free": free,
                     "maintenance": bool(pool.maintenance),
                     "failover": pool_store.failover_of(pool),
+                    "straight_to_desktop": everywhere or bool(pool.straight_to_desktop),
                     "desktop": {"vm_id": mine.id, "name": mine.name, "state": mine.state} if mine else None,
                 }
             )

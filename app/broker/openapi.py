@@ -74,9 +74,12 @@ SCHEMAS: dict[str, Any] = {
         ]
     },
     "Pool": _obj(
-        ["id", "name", "description", "size", "free", "maintenance", "failover", "desktop"],
+        ["id", "name", "description", "size", "free", "maintenance", "failover", "straight_to_desktop",
+         "desktop"],
         id=INT, name=STR, description=STR, size=INT, free=INT, maintenance={"type": "boolean"},
         failover={"oneOf": [_ref("Failover"), {"type": "null"}]},
+        straight_to_desktop={"type": "boolean",
+                             "description": "opens a user's sole desktop at log-in"},
         desktop={"oneOf": [_ref("Desktop"), {"type": "null"}]},
     ),
     "Lease": _obj(["id", "expires_at", "heartbeat_interval"], id=INT, expires_at=TIME,
@@ -122,7 +125,11 @@ def _paths() -> dict[str, Any]:
             "summary": "Pools the user may use, with free desktops and the user's own desktop",
             "security": bearer,
             "responses": {
-                "200": _json(_obj(["pools"], pools={"type": "array", "items": _ref("Pool")}), "the pools"),
+                "200": _json(_obj(
+                    ["pools", "straight_to"], pools={"type": "array", "items": _ref("Pool")},
+                    straight_to={"type": ["integer", "null"],
+                                 "description": "the pool whose desktop to open at once after log-in"},
+                ), "the pools"),
                 **unauthorized,
             },
         }},

@@ -48,6 +48,7 @@ class PoolSettings:
     failover_host: str = ""
     failover_domain: str = ""
     failover_pool: str = ""
+    straight_to_desktop: bool = False
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -89,6 +90,7 @@ class PoolSettings:
             failover_host=text("failover_host"),
             failover_domain=text("failover_domain"),
             failover_pool=text("failover_pool"),
+            straight_to_desktop=flag("straight_to_desktop"),
         )
         if not settings.name:
             errors["name"] = "Give the pool a name."
@@ -114,6 +116,7 @@ class PoolSettings:
             "failover_host": self.failover_host if self.failover_kind != "none" else "",
             "failover_domain": self.failover_domain if self.failover_kind == "rdp" else "",
             "failover_pool": self.failover_pool if self.failover_kind == "horizon" else "",
+            "straight_to_desktop": self.straight_to_desktop,
         }
 
 

@@ -8,6 +8,8 @@ from app.db.schema import preferences
 
 MOTD = "portal.motd"
 MOTD_LIMIT = 2000
+# "1": every pool takes its users straight to their desktop after log-in (see app.broker.catalog).
+STRAIGHT_TO_DESKTOP = "portal.straight_to_desktop"
 
 
 async def get_preference(db: Database, key: str, default: str = "") -> str:
@@ -21,3 +23,11 @@ async def set_preference(db: Database, key: str, value: str) -> None:
             await db.execute(preferences.insert().values(key=key, value=value))
         else:
             await db.execute(preferences.update().where(preferences.c.key == key).values(value=value))
+
+
+async def get_flag(db: Database, key: str) -> bool:
+    return await get_preference(db, key) == "1"
+
+
+async def set_flag(db: Database, key: str, value: bool) -> None:
+    await set_preference(db, key, "1" if value else "")

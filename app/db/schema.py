@@ -143,6 +143,8 @@ pools = sa.Table(
     sa.Column("failover_host", sa.String(255), nullable=False, server_default=""),
     sa.Column("failover_domain", sa.String(255), nullable=False, server_default=""),
     sa.Column("failover_pool", sa.String(255), nullable=False, server_default=""),
+    # After log-in, a user who can only use this pool (or holds a desktop of it) goes straight to it.
+    sa.Column("straight_to_desktop", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
 )
 

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from app.api.bodies import DesktopRequest, Login, UserPower
 from app.api.reader import read_body
 from app.auth.login import LoginAttempt, Refusal
+from app.broker.catalog import straight_target
 from app.broker.clients import RealmError, requested_realm
 from app.broker.desktops import BOOT_RETRY_SECONDS, Broker, DesktopAnswer
 from app.broker.openapi import openapi_document
@@ -121,9 +122,8 @@ async def logout(request: Request) -> Response:
 @token_required
 async def list_pools(request: Request) -> Response:
     user: TokenUser = request.state.token_user
-    return JSONResponse(
-        {"pools": await services_of(request).broker.catalog.pools_for(user.user_id, user.groups)}
-    )
+    pools = await services_of(request).broker.catalog.pools_for(user.user_id, user.groups)
+    return JSONResponse({"pools": pools, "straight_to": straight_target(pools)})
 
 
 def desktop_response(answer: DesktopAnswer, broker: Broker) -> Response:

@@ -11,7 +11,15 @@ from starlette.routing import Route
 from app.auth.session import admin_required
 from app.broker import people
 from app.broker import pools as store
-from app.broker.preferences import MOTD, MOTD_LIMIT, get_preference, set_preference
+from app.broker.preferences import (
+    MOTD,
+    MOTD_LIMIT,
+    STRAIGHT_TO_DESKTOP,
+    get_flag,
+    get_preference,
+    set_flag,
+    set_preference,
+)
 from app.services import services_of
 from app.views.forms import record_action, render
 
@@ -41,6 +49,7 @@ async def index(request: Request) -> Response:
             "pools": rows,
             "counts": counts,
             "motd": await get_preference(db, MOTD),
+            "straight_everywhere": await get_flag(db, STRAIGHT_TO_DESKTOP),
             "toast": request.query_params.get("toast", ""),
         },
     )
@@ -69,6 +78,7 @@ async def _edit_page(
             "all_groups": await people.list_groups(db),
             "member_user_ids": {u.id for u in members["users"]},
             "member_group_ids": {g.id for g in members["groups"]},
+            "straight_everywhere": await get_flag(db, STRAIGHT_TO_DESKTOP),
             "toast": request.query_params.get("toast", ""),
         },
         status_code=status,
@@ -221,11 +231,21 @@ async def save_motd(request: Request) -> Response:
     return RedirectResponse("/pools?toast=Message+of+the+day+saved", status_code=303)
 
 
+@admin_required
+async def save_straight(request: Request) -> Response:
+    services = services_of(request)
+    everywhere = str((await request.form()).get("straight_to_desktop", "")) == "1"
+    await set_flag(services.db, STRAIGHT_TO_DESKTOP, everywhere)
+    await record_action(request, "straight_to_desktop_changed", everywhere=everywhere)
+    return RedirectResponse("/pools?toast=Saved", status_code=303)
+
+
 routes = [
     Route("/pools", index, methods=["GET"], name="pools"),
     Route("/pools/new", new, methods=["GET"]),
     Route("/pools", create, methods=["POST"]),
     Route("/pools/motd", save_motd, methods=["POST"]),
+    Route("/pools/straight", save_straight, methods=["POST"]),
     Route("/pools/{pool_id:int}", show, methods=["GET"]),
     Route("/pools/{pool_id:int}", update, methods=["POST"]),
     Route("/pools/{pool_id:int}/vms", add_vms, methods=["POST"]),

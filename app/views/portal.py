@@ -13,6 +13,7 @@ from app.api.bodies import DesktopRequest, UserPower
 from app.api.reader import read_body
 from app.auth.login import MAX_USERNAME, Refusal
 from app.auth.session import client_required, current_user, end_session, start_session
+from app.broker.catalog import straight_target
 from app.broker.desktops import CONSOLE_PAGE
 from app.broker.leases import active_lease, heartbeat_interval
 from app.broker.pools import get_pool
@@ -30,6 +31,9 @@ from app.views.consoles import (
     vv_response,
 )
 from app.views.forms import client_address, log_in_from_form, record_action, render, with_retry_after
+
+# The query of the portal's first page after a log-in.
+ARRIVED = "from=login"
 
 
 async def _login_context(request: Request, **extra: Any) -> dict[str, Any]:
@@ -60,7 +64,8 @@ async def login_submit(request: Request) -> Response:
         return with_retry_after(render(request, "portal/login.html", context, outcome.status), outcome)
     start_session(request, outcome.user, groups=outcome.groups)
     services.broker.catalog.remember_groups(outcome.user.id, outcome.groups)
-    return RedirectResponse("/client", status_code=303)
+    # Only the page right after log-in may go straight to a desktop; the tiles stay one click away.
+    return RedirectResponse(f"/client?{ARRIVED}", status_code=303)
 
 
 async def logout(request: Request) -> Response:
@@ -79,13 +84,24 @@ async def home(request: Request) -> Response:
     user = request.state.user
     services.broker.catalog.remember_groups(user.id, user.groups)
     pools = await services.broker.catalog.pools_for(user.id, user.groups)
-    return render(request, "portal/index.html", {"title": "My desktops", "pools": pools})
+    arrived = request.url.query == ARRIVED
+    straight = straight_target(pools) if arrived else None
+    return render(
+        request,
+        "portal/index.html",
+        {
+            "title": "My desktops",
+            "pools": pools,
+            "straight": next((p for p in pools if p["id"] == straight), None),
+        },
+    )
 
 
 @client_required
 async def pools_json(request: Request) -> Response:
     user = request.state.user
-    return JSONResponse({"pools": await services_of(request).broker.catalog.pools_for(user.id, user.groups)})
+    pools = await services_of(request).broker.catalog.pools_for(user.id, user.groups)
+    return JSONResponse({"pools": pools, "straight_to": straight_target(pools)})
 
 
 def _int(request: Request, name: str) -> int:

@@ -55,7 +55,7 @@ async def test_directory_user_logs_in_gets_a_user_row_and_sees_the_pool_of_its_g
 
     alice = dashboard.client()
     response = await portal_login(alice, "alice", USERS["alice"][0])
-    assert response.status_code == 303 and response.headers["location"] == "/client"
+    assert response.status_code == 303 and response.headers["location"] == "/client?from=login"
     page = await alice.get("/client")
     assert page.status_code == 200
     assert "Staff desktops" in page.text and "Other" not in page.text

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
 from kvm_vdi_client.api import BrokerClient
 from kvm_vdi_client.config import DashboardConfig, ViewerConfig
 from kvm_vdi_client.controller import Controller
@@ -23,7 +24,7 @@ from kvm_vdi_client.machine import SessionMachine
 
 from app import db as database
 from app.clock import utcnow
-from app.db.schema import hypervisors, vms
+from app.db.schema import hypervisors, pools, vms
 from app.hyper.sshkeys import ensure_dashboard_key
 from tests.broker.records import CLIENT_PASSWORD, add_client, add_pool
 from tests.dashboard import RunningDashboard, make_settings, start_dashboard
@@ -208,3 +209,21 @@ async def test_stopping_the_dashboard_mid_session_gives_a_readable_message_and_a
     assert window.retry_button.winfo_ismapped() and ui.focused() is window.retry_button
     assert not [r for r in caplog.records if r.name.startswith("kvm_vdi_client") and r.exc_info]
     assert watch.hits == []
+
+
+async def test_straight_to_the_desktop_the_launcher_shows_it_without_a_pool_choice(
+    spice_desktop: SpiceDesktop, launcher: Callable[[str], Ui], xvfb: Xvfb, tmp_path: Path
+) -> None:
+    """The pool says "straight to the desktop" and is ivy's only one: after log-in the viewer
+    shows the desktop, and the launcher never showed its pool list."""
+    dashboard = spice_desktop.dashboard
+    await dashboard.services.db.execute(sa.update(pools).values(straight_to_desktop=True))
+    ui = launcher(dashboard.url)
+    await ui.type_async("ivy")
+    await ui.keys_async("Tab")
+    await ui.type_async(CLIENT_PASSWORD)
+    await ui.keys_async("Return")
+    await ui.until_async(lambda: ui.controller.viewer is not None, "viewer started", limit=120)
+    await wait_for_banner(ui, xvfb, tmp_path / "desktop.png")
+    assert ui.controller.machine.phase is Phase.VIEWING
+    assert ui.window.pool_tree.get_children() == ()

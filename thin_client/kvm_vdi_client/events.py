@@ -134,6 +134,11 @@ class RefreshRequested:
 
 
 @dataclass(frozen=True)
+class ChoosePoolRequested:
+    """While a desktop is being requested: leave it and show the pool list instead."""
+
+
+@dataclass(frozen=True)
 class PowerRequested:
     vm_id: int
     action: str
@@ -227,6 +232,7 @@ Event = (
     | LoginSubmitted
     | PoolChosen
     | RefreshRequested
+    | ChoosePoolRequested
     | PowerRequested
     | LogoutRequested
     | RetryRequested

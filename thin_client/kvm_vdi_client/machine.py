@@ -4,6 +4,11 @@
 Releasing → LoggedOut``, plus ``Failover`` (an RDP/Horizon viewer runs instead)
 and ``Error`` (a readable message and, where it makes sense, a retry).
 
+Right after log-in the pool list may be skipped: a kiosk's configured pool, or the
+pool the dashboard names (``straight_to``: the user may use only that pool, or holds
+one desktop, and the pool says so) is requested at once. While a desktop is being
+requested, the user can still go to the pool list (:class:`ChoosePoolRequested`).
+
 :meth:`SessionMachine.handle` takes an event and returns the effects to carry
 out; the UI renders the machine's public attributes. Events that do not fit
 the current phase (a late answer after the user moved on, an old timer) are
@@ -22,6 +27,7 @@ from kvm_vdi_client.events import (
     CallLogin,
     CallLogout,
     CallPower,
+    ChoosePoolRequested,
     DesktopAnswered,
     Dismissed,
     Effect,
@@ -103,6 +109,7 @@ class SessionMachine:
     _boot_attempts: int = 0
     _boot_waited: float = 0.0
     _auto_select: bool = False
+    _straight: bool = False
     _retry: Effect | None = field(default=None, repr=False)
     _retry_phase: Phase = Phase.LOGGED_OUT
     _dismiss_ends_session: bool = False
@@ -126,6 +133,7 @@ class SessionMachine:
             case LoggedIn(user=user) if self.phase is Phase.LOGGING_IN:
                 self.user = user
                 self._auto_select = self.kiosk.pool is not None
+                self._straight = not self._auto_select
                 return self._enter_pools(notice=None)
             case LoginRejected(message=message) if self.phase is Phase.LOGGING_IN:
                 self._credentials = None
@@ -137,6 +145,10 @@ class SessionMachine:
                 return [FetchPools()]
             case PoolChosen(pool_id=pool_id) if self.phase is Phase.CHOOSING_POOL:
                 return self._request(pool_id)
+            case ChoosePoolRequested() if self.can_choose_pool:
+                # A late answer to the request is ignored (the phase moved on); a desktop it handed
+                # out shows in the list as the user's, and its lease lapses if nobody connects.
+                return self._enter_pools(notice=None)
             case DesktopAnswered(answer=answer) if self.phase in (Phase.REQUESTING, Phase.BOOTING):
                 return self._answered(answer)
             case BootRetryDue(pool_id=pool_id, attempt=attempt) if (
@@ -215,8 +227,14 @@ class SessionMachine:
         self.failover = None
         return [FetchPools()]
 
+    @property
+    def can_choose_pool(self) -> bool:
+        """A desktop is being requested: the pool list is one action away."""
+        return self.phase in (Phase.REQUESTING, Phase.BOOTING)
+
     def _pools_loaded(self, pools: tuple[Pool, ...]) -> list[Effect]:
         self.pools = pools
+        straight, self._straight = self._straight, False
         if not pools:
             self.notice = (
                 "No desktop pools are available to you. Ask your administrator for access to a pool."
@@ -230,6 +248,12 @@ class SessionMachine:
                 self.notice = f"The pool {wanted!r} configured for this thin client is not available to you."
                 return []
             return self._request(match.id)
+        target = next((pool for pool in pools if pool.straight), None) if straight else None
+        if target is not None:
+            effects = self._request(target.id)
+            name = f"your desktop “{target.desktop.name}”" if target.desktop else "your desktop"
+            self.status = f"Opening {name} in “{target.name}”…"
+            return effects
         return []
 
     def _pool_name(self, pool_id: int | None) -> str:

@@ -105,9 +105,11 @@ class Pool:
     maintenance: bool
     has_failover: bool
     desktop: Desktop | None
+    # The dashboard says: right after log-in, open this pool's desktop without a pool choice.
+    straight: bool = False
 
     @classmethod
-    def parse(cls, data: Mapping[str, Any], index: int) -> Pool:
+    def parse(cls, data: Mapping[str, Any], index: int, straight_to: int | None = None) -> Pool:
         where = f"pools[{index}]"
         desktop = data.get("desktop")
         return cls(
@@ -119,6 +121,7 @@ class Pool:
             maintenance=bool(data.get("maintenance")),
             has_failover=data.get("failover") is not None,
             desktop=Desktop.parse(desktop, f"{where}.desktop") if desktop is not None else None,
+            straight=straight_to is not None and data.get("id") == straight_to,
         )
 
 
@@ -126,7 +129,9 @@ def parse_pools(data: Mapping[str, Any]) -> tuple[Pool, ...]:
     pools = data.get("pools") if isinstance(data, Mapping) else None
     if not isinstance(pools, list):
         raise ProtocolError("unexpected answer from the dashboard: pools missing or invalid")
-    return tuple(Pool.parse(item, index) for index, item in enumerate(pools))
+    # Older dashboards do not say: the launcher shows the pool list then.
+    straight_to = _optional(data, "straight_to", int, "answer")
+    return tuple(Pool.parse(item, index, straight_to) for index, item in enumerate(pools))
 
 
 @dataclass(frozen=True)

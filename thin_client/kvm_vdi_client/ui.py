@@ -16,6 +16,7 @@ from tkinter import ttk
 from kvm_vdi_client.config import UiConfig
 from kvm_vdi_client.controller import Controller
 from kvm_vdi_client.events import (
+    ChoosePoolRequested,
     Dismissed,
     LoginSubmitted,
     LogoutRequested,
@@ -128,6 +129,11 @@ class LauncherWindow:
         self.progress_bar.pack()
         self.busy_notice = self._label(inner, style="Notice.TLabel", wraplength=700)
         self.busy_notice.pack(pady=(12, 0))
+        # While a desktop is being requested (straight after log-in too), the pool list is one key away.
+        self.pools_button = ttk.Button(
+            inner, text="Show all pools", command=lambda: self._send(ChoosePoolRequested())
+        )
+        self.pools_button.bind("<Return>", lambda e: e.widget.invoke())
         return frame
 
     def _build_pools(self) -> ttk.Frame:
@@ -293,6 +299,12 @@ class LauncherWindow:
         else:
             self.progress_bar.stop()
             self.progress_bar.configure(mode="determinate", value=machine.progress)
+        if machine.can_choose_pool:
+            if not self.pools_button.winfo_manager():
+                self.pools_button.pack(pady=(18, 0))
+                self.pools_button.focus_set()
+        else:
+            self.pools_button.pack_forget()
         self._show(self.busy_screen, None)
 
     def _render_pools(self) -> None:

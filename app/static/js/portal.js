@@ -25,9 +25,11 @@ function failoverText(failover) {
   return ` Use VMware Horizon: server ${failover.server}, pool ${failover.pool}.`;
 }
 
-async function desktopFor(poolId) {
+// `stopped()` true: the user chose to stay on the pool tiles; no console is opened then.
+async function desktopFor(poolId, stopped = () => false) {
   for (let attempt = 0; attempt < 90; attempt++) {
     const { status, data } = await post(`/client/pools/${poolId}/desktop`);
+    if (stopped()) return null;
     if (status === 202) {
       show(`Your desktop ${data.desktop ? data.desktop.name : ""} is starting…`);
       // The answer comes once the desktop was started: look again soon, then as advised.
@@ -43,6 +45,29 @@ async function desktopFor(poolId) {
   show("The desktop did not start in time. Try again.", "danger");
   return null;
 }
+
+// Right after log-in, a user with one pool (or one desktop) may go straight to their desktop
+// (the page names the pool); "Show all pools instead" keeps them on the tiles.
+async function straightToDesktop() {
+  // A reload or the way back from the console shows the tiles, never the log-in's redirect again.
+  if (window.location.search) window.history.replaceState(null, "", "/client");
+  const banner = document.getElementById("straight");
+  if (!banner) return;
+  let cancelled = false;
+  const cancel = document.getElementById("straight-cancel");
+  cancel.addEventListener("click", () => {
+    cancelled = true;
+    banner.remove();
+    message.className = "alert d-none";
+    document.querySelector("#pool-tiles button[data-action]")?.focus();
+  });
+  cancel.focus();
+  const desktop = await desktopFor(banner.dataset.poolId, () => cancelled);
+  if (cancelled) return;
+  banner.remove();
+  if (desktop) window.location.assign(desktop.console_url);
+}
+straightToDesktop();
 
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("button[data-action], button[data-power]");
