@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from databases import Database
 from starlette.applications import Starlette
@@ -28,8 +29,10 @@ from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
 from app.auth.headers import SecurityHeadersMiddleware
 from app.auth.login import start_login_service
+from app.auth.session import SessionRules
 from app.auth.throttle_store import MemoryThrottleStore
 from app.broker.desktops import Broker
+from app.clock import SYSTEM_CLOCK, Clock
 from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.spice_tls import SpiceTls
@@ -38,7 +41,6 @@ from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
 from app.logging_setup import RequestIdMiddleware
 from app.metrics import Exporter, LoopLagMonitor, Metrics, MetricsListener
-from app.proxy.gateway import ConnectGateway
 from app.proxy.service import ConsoleService
 from app.proxy.sessions import ConsoleSessions
 from app.proxy.vv import build_vv
@@ -50,7 +52,6 @@ from app.tlsca import DashboardCA
 from app.views import routes as view_routes
 from app.views.api_broker import is_broker_api_path
 from app.views.errors import exception_handlers
-from app.vms.operations import OperationsRunner
 from app.vms.resync import Resync
 from app.vms.service import VmService
 
@@ -78,48 +79,57 @@ def _asset_routes(settings: Settings) -> list[BaseRoute]:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    url = settings.database_url.get_secret_value()
     async with AsyncExitStack() as stack:
-        await asyncio.to_thread(database.upgrade, url)
-        db = database.connect_database(url, timeout=settings.database_timeout)
-        await db.connect()
-        stack.push_async_callback(db.disconnect)
+        app.state.services = await open_services(settings, app.state.clock, stack)
+        log.info("dashboard ready, database %s", database.safe_url(settings.database_url.get_secret_value()))
+        yield
 
-        hub = LiveHub()
-        stack.callback(hub.close)
-        # An outage and its end reach the admins' live badge; the health check probes meanwhile.
-        stack.callback(db.health.add_listener(lambda _: hub.publish("service", db.health.status())))
-        await stack.enter_async_context(db.health.watching(db.probe))
 
-        first_admin = await ensure_first_admin(db)
-        if first_admin is not None:
-            announce_first_admin(settings, *first_admin)
+async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack) -> Services:
+    """Build and start every shared component, each handed what it needs; ``stack`` closes them in reverse."""
+    url = settings.database_url.get_secret_value()
+    await asyncio.to_thread(database.upgrade, url)
+    db = database.connect_database(url, timeout=settings.database_timeout)
+    await db.connect()
+    stack.push_async_callback(db.disconnect)
 
-        if settings.demo:
-            await ensure_demo_hypervisor(db, settings.data_dir)
+    hub = LiveHub()
+    stack.callback(hub.close)
+    # An outage and its end reach the admins' live badge; the health check probes meanwhile.
+    stack.callback(db.health.add_listener(lambda _: hub.publish("service", db.health.status())))
+    await stack.enter_async_context(db.health.watching(db.probe))
 
-        metrics = Metrics()
-        spice_ca = await asyncio.to_thread(DashboardCA.load_or_create, settings.ca_dir())
-        spice_tls = SpiceTls(spice_ca)
-        # Hypervisors' SPICE certificates are re-issued by themselves; the CA above them is not.
-        alerts = Alerts(
+    first_admin = await ensure_first_admin(db)
+    if first_admin is not None:
+        announce_first_admin(settings, *first_admin)
+    if settings.demo:
+        await ensure_demo_hypervisor(db, settings.data_dir)
+
+    metrics = Metrics()
+    spice_ca = await asyncio.to_thread(DashboardCA.load_or_create, settings.ca_dir())
+    spice_tls = SpiceTls(spice_ca)
+    # Hypervisors' SPICE certificates are re-issued by themselves; the CA above them is not.
+    alerts = await _started(
+        stack,
+        Alerts(
             settings,
             delivery_listeners=[metrics.alert_delivered],
             certificates={"SPICE CA": DashboardCA.certificate_file(settings.ca_dir())},
-        )
-        await alerts.start()
-        stack.push_async_callback(alerts.stop)
-        audit = AuditLog(
-            db,
-            listeners=[metrics.audited],
-            unauthenticated_limit=settings.security.audit_unauthenticated_per_minute,
-        )
-        stack.push_async_callback(audit.close)
-        ssh_dir = settings.data_dir / "ssh"
-        ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
-        known_hosts = KnownHostsFile(ssh_dir)
-        # The registry writes known_hosts from the pinned keys and connects to every hypervisor.
-        hypervisors = HypervisorRegistry(
+        ),
+    )
+    audit = AuditLog(
+        db,
+        listeners=[metrics.audited],
+        unauthenticated_limit=settings.security.audit_unauthenticated_per_minute,
+    )
+    stack.push_async_callback(audit.close)
+    ssh_dir = settings.data_dir / "ssh"
+    ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
+    known_hosts = KnownHostsFile(ssh_dir)
+    # The registry writes known_hosts from the pinned keys and connects to every hypervisor.
+    hypervisors = await _started(
+        stack,
+        HypervisorRegistry(
             db=db,
             hub=hub,
             audit=audit,
@@ -127,97 +137,93 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             key=ssh_key,
             known_hosts=known_hosts,
             spice_tls=spice_tls,
-        )
-        await hypervisors.start()
-        stack.push_async_callback(hypervisors.stop)
-        stack.callback(alerts.watch_hypervisors(hypervisors))
-
-        consoles = ConsoleService(
+        ),
+    )
+    stack.callback(alerts.watch_hypervisors(hypervisors))
+    # Console tickets and sessions, with the CONNECT gateway when it is enabled.
+    consoles = await _started(
+        stack,
+        ConsoleService(
             db=db,
             registry=hypervisors,
             settings=settings,
             audit=audit,
             session_listeners=[metrics.console_session_ended],
-        )
-        await consoles.start()
-        stack.push_async_callback(consoles.stop)
-        gateway = ConnectGateway.for_consoles(consoles, settings) if settings.gateway.enabled else None
-        if gateway is not None:
-            await gateway.start()
-            stack.push_async_callback(gateway.stop)
-            consoles.gateway_port = gateway.port
-
-        broker = Broker(
+        ),
+    )
+    vms = await _started(
+        stack,
+        VmService(
+            db=db,
+            hub=hub,
+            audit=audit,
+            registry=hypervisors,
+            settings=settings.vms,
+            operation_listeners=[metrics.operation_finished, alerts.rules.operation_finished],
+        ),
+    )
+    # After an outage, what the lost lifecycle events would have done is done.
+    stack.callback(db.health.add_recovery(Resync(db=db, sync=vms.sync, consoles=consoles)))
+    # The broker starts and stops desktops through the VM service; it stops before it.
+    broker = await _started(
+        stack,
+        Broker(
             db=db,
             hub=hub,
             audit=audit,
             registry=hypervisors,
             consoles=consoles,
+            vms=vms,
             build_vv=build_vv,
             reaper_interval=settings.broker.reaper_interval,
             request_listeners=[metrics.desktop_requested, alerts.rules.desktop_requested],
-        )
-        exporter = await start_metrics(
-            metrics, settings, stack, db=db, hypervisors=hypervisors, sessions=consoles.sessions, hub=hub
-        )
-
-        directory = DirectoryLogin(settings.directory)
-        logins = await start_login_service(
-            settings.security,
-            db=db,
-            audit=audit,
-            directory=directory,
-            throttle_store=MemoryThrottleStore(),
-            stack=stack,
-        )
-        services = Services(
-            settings=settings,
-            db=db,
-            hub=hub,
-            audit=audit,
-            logins=logins,
-            ssh_key=ssh_key,
-            known_hosts=known_hosts,
-            hypervisors=hypervisors,
-            consoles=consoles,
-            gateway=gateway,
-            directory=directory,
-            broker=broker,
-            metrics=exporter,
-            alerts=alerts,
-        )
-        app.state.services = services
-        await start_vm_service(services, stack)
-        assert services.vms is not None
-        # After an outage, what the lost lifecycle events would have done is done.
-        stack.callback(db.health.add_recovery(Resync(db=db, sync=services.vms.sync, consoles=consoles)))
-        # The broker starts and stops desktops through the VM service; it stops before it.
-        broker.power.vms = services.vms
-        await broker.start()
-        stack.push_async_callback(broker.stop)
-        log.info("dashboard ready, database %s", database.safe_url(url))
-        yield
-
-
-async def start_vm_service(services: Services, stack: AsyncExitStack) -> None:
-    """The operations runner and the VM workflows, on top of the hypervisor registry."""
-    operations = OperationsRunner(
-        services.db,
-        services.hub,
-        listeners=[services.metrics.metrics.operation_finished, services.alerts.rules.operation_finished],
+        ),
     )
-    services.operations = operations
-    vms = VmService(
-        db=services.db,
-        hub=services.hub,
-        audit=services.audit,
-        registry=services.hypervisors,
-        operations=operations,
-        settings=services.settings.vms,
+    exporter = await start_metrics(
+        metrics, settings, stack, db=db, hypervisors=hypervisors, sessions=consoles.sessions, hub=hub
     )
-    await vms.start()
-    stack.push_async_callback(vms.stop)
-    services.vms = vms
+    directory = DirectoryLogin(settings.directory)
+    logins = await start_login_service(
+        settings.security,
+        db=db,
+        audit=audit,
+        directory=directory,
+        throttle_store=MemoryThrottleStore(),
+        stack=stack,
+    )
+    return Services(
+        settings=settings,
+        clock=clock,
+        db=db,
+        hub=hub,
+        audit=audit,
+        session_rules=SessionRules.from_settings(settings.security, clock),
+        logins=logins,
+        ssh_key=ssh_key,
+        known_hosts=known_hosts,
+        hypervisors=hypervisors,
+        consoles=consoles,
+        vms=vms,
+        directory=directory,
+        broker=broker,
+        metrics=exporter,
+        alerts=alerts,
+    )
+
+
+class _Startable(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+T = TypeVar("T", bound=_Startable)
+
+
+async def _started(stack: AsyncExitStack, component: T) -> T:
+    """Start ``component`` now and stop it when the dashboard stops."""
+    await component.start()
+    stack.push_async_callback(component.stop)
+    return component
 
 
 async def start_metrics(
@@ -262,7 +268,8 @@ def announce_first_admin(settings: Settings, username: str, password: str) -> No
     sys.stdout.flush()
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Starlette:
+    """The dashboard; ``clock`` is what time it is for everything that decides by time (tests move it)."""
     middleware = [
         # Outermost: every line logged while a request runs, and its answer, carry its id.
         Middleware(RequestIdMiddleware),
@@ -292,5 +299,6 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=exception_handlers,
     )
     app.state.settings = settings
+    app.state.clock = clock
     app.state.templates = make_templates(settings)
     return app

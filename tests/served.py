@@ -28,6 +28,7 @@ class ServedDashboard:
         self.database_url = database_url
         self.args = list(args)
         self.port = 0
+        self.gateway_port = 0
         self.log_path = workdir / "serve.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -38,6 +39,8 @@ class ServedDashboard:
     def start(self) -> ServedDashboard:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = allocate_port()
+        # Never the default gateway port: another test run on this machine may hold it.
+        self.gateway_port = allocate_port()
         argv = [
             sys.executable,
             "-m",
@@ -49,7 +52,11 @@ class ServedDashboard:
             str(self.port),
             *self.args,
         ]
-        env = {**cli_env(self.database_url, self.workdir / "var"), "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env = {
+            **cli_env(self.database_url, self.workdir / "var", KVMVDI_GATEWAY__PORT=str(self.gateway_port)),
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
         self._proc = spawn(argv, run_id=self.run_dir.id, log_path=self.log_path, env=env, cwd=REPO)
         wait_until(self._answers, what="kvm-vdi serve", timeout=60, log_path=self.log_path, proc=self._proc)
         return self
@@ -77,9 +84,10 @@ class ServedDashboard:
     def stop(self) -> None:
         stop_process(self._proc, timeout=20)
         self._proc = None
-        if self.port:
-            release_port(self.port)
-            self.port = 0
+        for port in (self.port, self.gateway_port):
+            if port:
+                release_port(port)
+        self.port = self.gateway_port = 0
 
     def __enter__(self) -> ServedDashboard:
         return self.start()

@@ -58,8 +58,7 @@ def mails_to(smtp: SmtpServer, running: RunningDashboard) -> list[EmailMessage]:
 async def fail_operation(
     running: RunningDashboard, kind: str = "probe", error: str = "the disk is full"
 ) -> int:
-    operations = running.services.operations
-    assert operations is not None
+    operations = running.services.vms.operations
 
     async def fails(context: OperationContext) -> str:
         raise VmError(error)

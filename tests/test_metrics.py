@@ -51,8 +51,7 @@ async def test_failed_and_succeeded_operations_are_counted_with_their_duration(
     dashboard_factory: DashboardFactory,
 ) -> None:
     running = await dashboard_factory(metrics={"token": TOKEN})
-    operations = running.services.operations
-    assert operations is not None
+    operations = running.services.vms.operations
 
     async def fails(context: OperationContext) -> str:
         raise VmError("the disk is full")

@@ -1,33 +1,30 @@
-"""Who is logged in: the signed session cookie and the guards handlers use.
+"""Who is logged in: the signed session cookie and the rules of its lifetime.
 
 The cookie (Starlette's SessionMiddleware: itsdangerous-signed, HttpOnly,
 SameSite=Lax, Secure behind https) carries only ids, two timestamps and the
 CSRF token. A session ends ``security.session_max_age`` seconds after log-in
-and after ``security.session_idle_timeout`` seconds without a request; both are
-checked here on the server, not left to the browser. Every guarded request
-re-reads the user row, so disabling a user or changing a role takes effect at
-once.
+and after ``security.session_idle_timeout`` seconds without a request
+(:class:`SessionRules`, the one place these rules live); both are checked on the
+server, not left to the browser. Every check re-reads the user row, so disabling
+a user or changing a role takes effect at once. The guards handlers use are in
+:mod:`app.views.guards`.
 """
 
 from __future__ import annotations
 
-import functools
 import secrets
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import quote
 
+from databases import Database
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from app.clock import SYSTEM_CLOCK, Clock
 from app.db.schema import users
-from app.services import services_of
 from app.settings import SecuritySettings
 
 Role = Literal["admin", "client"]
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -61,9 +58,43 @@ def csrf_token(conn: HTTPConnection) -> str:
 SEEN_RESOLUTION = 30
 
 
-def start_session(request: Request, user: Any, *, groups: tuple[str, ...] = ()) -> None:
+@dataclass(frozen=True)
+class SessionRules:
+    """When a session ends: ``max_age`` seconds after log-in or ``idle_timeout`` after the last request."""
+
+    max_age: int
+    idle_timeout: int
+    clock: Clock = SYSTEM_CLOCK
+
+    @classmethod
+    def from_settings(cls, security: SecuritySettings, clock: Clock = SYSTEM_CLOCK) -> SessionRules:
+        return cls(max_age=security.session_max_age, idle_timeout=security.session_idle_timeout, clock=clock)
+
+    def now(self) -> int:
+        """Epoch seconds: the cookie's stamps."""
+        return int(self.clock.time())
+
+    def deadline(self, session: Mapping[str, Any]) -> float:
+        """When this session ends unless the user makes another request (epoch seconds; 0: malformed)."""
+        since = session.get("since")
+        seen = session.get("seen", since)
+        if not isinstance(since, int) or not isinstance(seen, int):
+            return 0.0
+        return float(min(since + self.max_age, seen + self.idle_timeout))
+
+    def expired(self, session: Mapping[str, Any], now: float) -> bool:
+        """Past the absolute lifetime since log-in, or idle for longer than the idle timeout."""
+        return now > self.deadline(session)
+
+    def seen_due(self, session: Mapping[str, Any], now: int) -> bool:
+        """Whether the "seen" stamp is old enough to be renewed (precision a quarter of the idle timeout)."""
+        resolution = min(SEEN_RESOLUTION, self.idle_timeout // 4)
+        return now - int(session.get("seen", 0)) >= resolution
+
+
+def start_session(request: Request, user: Any, rules: SessionRules, *, groups: tuple[str, ...] = ()) -> None:
     """Log ``user`` (a users row) in: a fresh session (no fixation), fresh CSRF token."""
-    now = int(time.time())
+    now = rules.now()
     request.session.clear()
     request.session.update(
         {
@@ -81,33 +112,23 @@ def end_session(request: Request) -> None:
     request.session.clear()
 
 
-def session_expired(session: dict[str, Any], security: SecuritySettings, now: float) -> bool:
-    """Past the absolute lifetime since log-in, or idle for longer than the idle timeout."""
-    since = session.get("since")
-    seen = session.get("seen", since)
-    if not isinstance(since, int) or not isinstance(seen, int):
-        return True
-    return now - since > security.session_max_age or now - seen > security.session_idle_timeout
-
-
-async def current_user(conn: HTTPConnection) -> SessionUser | None:
+async def session_user(conn: HTTPConnection, db: Database, rules: SessionRules) -> SessionUser | None:
+    """The user of this request's session, or ``None`` (no session, expired, disabled, role changed)."""
     uid = conn.session.get("uid")
     if uid is None:
         return None
     cached = conn.scope.get("kvmvdi.user")
     if isinstance(cached, SessionUser):
         return cached
-    services = services_of(conn)
-    now = int(time.time())
-    if session_expired(conn.session, services.settings.security, now):
+    now = rules.now()
+    if rules.expired(conn.session, now):
         conn.session.clear()
         return None
-    row: Any = await services.db.fetch_one(users.select().where(users.c.id == int(uid)))
+    row: Any = await db.fetch_one(users.select().where(users.c.id == int(uid)))
     if row is None or row.disabled or row.role != conn.session.get("role"):
         conn.session.clear()
         return None
-    resolution = min(SEEN_RESOLUTION, services.settings.security.session_idle_timeout // 4)
-    if conn.scope["type"] == "http" and now - int(conn.session.get("seen", 0)) >= resolution:
+    if conn.scope["type"] == "http" and rules.seen_due(conn.session, now):
         conn.session["seen"] = now
     user = SessionUser(
         id=row.id,
@@ -120,61 +141,3 @@ async def current_user(conn: HTTPConnection) -> SessionUser | None:
     )
     conn.scope["kvmvdi.user"] = user
     return user
-
-
-def wants_json(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return request.url.path.startswith("/api/") or (
-        "application/json" in accept and "text/html" not in accept
-    )
-
-
-def _login_redirect(request: Request, login_path: str) -> Response:
-    if wants_json(request):
-        return JSONResponse({"error": "login_required", "message": "Log in first."}, status_code=401)
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"{login_path}?next={quote(target)}", status_code=303)
-
-
-def _forbidden(request: Request) -> Response:
-    if wants_json(request):
-        return JSONResponse({"error": "forbidden", "message": "Not allowed for this account."}, 403)
-    templates = request.app.state.templates
-    return templates.TemplateResponse(request, "errors/403.html", {"title": "Not allowed"}, status_code=403)
-
-
-def require_role(
-    role: Role, *, login_path: str, allow_pending_password: bool = False
-) -> Callable[[Endpoint], Endpoint]:
-    """Guard an endpoint: only a logged-in user with ``role`` gets through.
-
-    Users who must change their password are sent to the change page first.
-    """
-
-    def decorate(endpoint: Endpoint) -> Endpoint:
-        @functools.wraps(endpoint)
-        async def guarded(request: Request) -> Response:
-            user = await current_user(request)
-            if user is None:
-                return _login_redirect(request, login_path)
-            if user.role != role:
-                return _forbidden(request)
-            if user.must_change_password and not allow_pending_password:
-                if wants_json(request):
-                    return JSONResponse(
-                        {"error": "password_change_required", "message": "Change your password first."},
-                        status_code=403,
-                    )
-                return RedirectResponse("/account/password", status_code=303)
-            request.state.user = user
-            return await endpoint(request)
-
-        # Lets tests enumerate every guarded route and prove the guard holds.
-        guarded.required_role = role  # type: ignore[attr-defined]
-        return guarded
-
-    return decorate
-
-
-admin_required = require_role("admin", login_path="/login")
-client_required = require_role("client", login_path="/client/login")

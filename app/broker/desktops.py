@@ -39,6 +39,7 @@ from app.live.hub import LiveHub
 from app.observers import Observers
 from app.proxy.service import ConsoleError, ConsoleGrant, ConsoleService
 from app.proxy.vv import build_vv
+from app.vms.service import VmService
 
 log = logging.getLogger("kvmvdi.broker")
 
@@ -94,6 +95,7 @@ class Broker:
         audit: AuditLog,
         registry: HypervisorRegistry,
         consoles: ConsoleService,
+        vms: VmService,
         build_vv: Callable[..., str] = build_vv,
         reaper_interval: float = 5.0,
         request_listeners: Sequence[RequestListener] = (),
@@ -109,7 +111,7 @@ class Broker:
         self.transactions = WriteTransactions(db)
         self.allocator = Allocator(self.transactions)
         self.catalog = PoolCatalog(db, hub)
-        self.power = DesktopPower(db, registry)
+        self.power = DesktopPower(db, registry, vms)
         self.leases = LeaseUpkeep(
             db=db,
             audit=audit,

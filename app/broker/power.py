@@ -1,6 +1,6 @@
 """Powering desktops for the broker: start, reset (a fresh boot), keep-ready, users' own power actions.
 
-Every start and stop goes through the VM service (``services.vms``), never to the
+Every start and stop goes through the VM service, never to the
 hypervisor directly: a volatile desktop gets a fresh per-boot overlay at each
 start there, and its overlay is discarded when it stops. Only reading a domain's
 state goes to the hypervisor layer.
@@ -37,16 +37,10 @@ class DesktopPowerError(Exception):
 
 
 class DesktopPower:
-    def __init__(self, db: Database, registry: HypervisorRegistry, vms: VmService | None = None) -> None:
+    def __init__(self, db: Database, registry: HypervisorRegistry, vms: VmService) -> None:
         self.db = db
         self.registry = registry
-        # Set by the lifespan once the VM service runs (it starts after the broker is built).
         self.vms = vms
-
-    def _service(self) -> VmService:
-        if self.vms is None:
-            raise DesktopPowerError("vm_service_unavailable", "The VM service is not running.")
-        return self.vms
 
     async def live_state(self, vm: Any) -> str:
         """The domain's state as its hypervisor reports it now."""
@@ -88,7 +82,7 @@ class DesktopPower:
         self, vm: Any, action: str, *, actor: str, client_address: str = "", tolerate: str = ""
     ) -> None:
         try:
-            await self._service().power(vm.id, action, actor=actor, client_address=client_address)
+            await self.vms.power(vm.id, action, actor=actor, client_address=client_address)
         except Refused as exc:
             if not tolerate or exc.code != tolerate:
                 raise DesktopPowerError(exc.code, exc.message) from exc

@@ -24,7 +24,6 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import h11
 
@@ -35,10 +34,7 @@ from app.proxy.pump import ReadBuffer, SocketEnd
 from app.proxy.sessions import ConsoleSession, ConsoleSessions, Refused
 from app.proxy.splice import DEFAULT_PIPE_SIZE, SplicedConnection, open_socket
 from app.proxy.tickets import ConsoleTicket, TicketStore
-from app.settings import ConsoleSettings, GatewaySettings, Settings
-
-if TYPE_CHECKING:
-    from app.proxy.service import ConsoleService
+from app.settings import ConsoleSettings, GatewaySettings
 
 log = logging.getLogger("kvmvdi.proxy.gateway")
 
@@ -129,19 +125,6 @@ class ConnectGateway:
         # Bytes each direction of a tunnel holds in the kernel (its pipe) before reading pauses.
         self.pipe_size = DEFAULT_PIPE_SIZE
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @classmethod
-    def for_consoles(cls, consoles: ConsoleService, settings: Settings) -> ConnectGateway:
-        """The gateway sharing the console service's tickets, sessions and read buffer."""
-        return cls(
-            tickets=consoles.tickets,
-            sessions=consoles.sessions,
-            audit=consoles.audit,
-            denials=consoles.denials,
-            read_buffer=consoles.read_buffer,
-            settings=settings.gateway,
-            console=settings.console,
-        )
 
     @property
     def port(self) -> int:

@@ -39,6 +39,7 @@ from app.hyper.graphics import SpiceEndpoint
 from app.proxy import sessions as reasons
 from app.proxy.denials import DeniedConsoleAudit
 from app.proxy.epochs import ConsoleEpochs
+from app.proxy.gateway import ConnectGateway
 from app.proxy.paths import console_websocket_path
 from app.proxy.pump import ReadBuffer
 from app.proxy.sessions import CloseReason, ConsoleSessions, SessionListener
@@ -140,8 +141,20 @@ class ConsoleService:
         self.read_buffer = ReadBuffer(settings.console.read_size)
         # The console bridge's TLS to the displays: the dashboard's CA only, host names checked.
         self.display_tls = registry.spice_tls.ca.client_context()
-        # Set by the lifespan once the CONNECT gateway listens (its real port goes into proxy URLs).
-        self.gateway_port: int | None = None
+        # The CONNECT gateway for native SPICE clients shares the tickets, sessions and read buffer.
+        self.gateway: ConnectGateway | None = (
+            ConnectGateway(
+                tickets=self.tickets,
+                sessions=self.sessions,
+                audit=audit,
+                denials=self.denials,
+                read_buffer=self.read_buffer,
+                settings=settings.gateway,
+                console=settings.console,
+            )
+            if settings.gateway.enabled
+            else None
+        )
         self._unsubscribe: Callable[[], None] | None = None
 
     async def start(self) -> None:
@@ -151,8 +164,12 @@ class ConsoleService:
         purged = await self.tickets.purge(older_than=timedelta(days=1))
         if purged:
             log.info("purged %d old console tickets", purged)
+        if self.gateway is not None:
+            await self.gateway.start()
 
     async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -241,7 +258,8 @@ class ConsoleService:
     def proxy_url(self, ticket: str, gateway_host: str | None = None) -> str:
         gateway = self._settings.gateway
         host = gateway.public_host or gateway_host or gateway.host
-        port = self.gateway_port or gateway.port
+        # The port listened on (the configured one may be 0: any free port).
+        port = self.gateway.port if self.gateway is not None else gateway.port
         return f"http://ticket:{ticket}@{_url_host(host)}:{port}"
 
     # -- revoking -------------------------------------------------------------------------

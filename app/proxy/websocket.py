@@ -1,17 +1,8 @@
-"""The browser console's websocket: ``/console/ws/{vm_id}`` to the VM's SPICE display.
+"""One SPICE channel carried by a browser websocket (the endpoint is :mod:`app.views.console_socket`).
 
-The HTML5 console opens one websocket per SPICE channel. Each must come from an
-allowed ``Origin`` (the dashboard's own, ``server.public_origins`` or
-``console.allowed_origins``) and carry the console ticket cookie (HttpOnly,
-SameSite=Strict, scoped to this exact path), whose ticket must belong to the
-VM in the path. Then the endpoint connects to the display the ticket is bound
-to and moves bytes both ways with bounded buffers: a chunk read from the
-display is sent before more is read past ``console.buffer_limit``, and a
-message from the browser is written only when the display's socket has drained.
-
-Refusals after the handshake use application close codes (see
-:mod:`app.proxy.sessions`) so the console page can say what happened; a foreign
-Origin is refused before the handshake (HTTP 403) and learns nothing.
+The channel moves bytes both ways with bounded buffers: a chunk read from the
+display is sent before more is read past ``console.buffer_limit``, and a message
+from the browser is written only when the display's socket has drained.
 """
 
 from __future__ import annotations
@@ -22,59 +13,19 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.types import Receive, Send
 
 from app.proxy import sessions as reasons
-from app.proxy.paths import TICKET_COOKIE
-from app.proxy.pump import SocketEnd, connect
-from app.proxy.sessions import CloseReason, Refused
-from app.proxy.wsprotocol import DIRECT_EXTENSION
-from app.services import services_of
-
-if TYPE_CHECKING:
-    from app.proxy.service import ConsoleService
+from app.proxy.pump import SocketEnd
+from app.proxy.sessions import CloseReason
 
 log = logging.getLogger("kvmvdi.proxy.websocket")
 
-SUBPROTOCOL = "binary"
 # When the display hangs up, the reason (the VM stopped, a revocation) usually arrives a
 # moment later as a libvirt event: wait that long so the page can say what happened.
 DISPLAY_HANGUP_GRACE = 2.0
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def normalize_origin(origin: str) -> str | None:
-    """``scheme://host[:port]`` in lower case without a default port, or ``None`` if not an origin."""
-    try:
-        parts = urlsplit(origin.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        return None
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or port == _DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-def origin_allowed(websocket: WebSocket, extra_origins: list[str]) -> bool:
-    """Whether the handshake's Origin is the dashboard's own origin or an allowed one."""
-    origin = normalize_origin(websocket.headers.get("origin", ""))
-    if origin is None:
-        return False
-    scheme = "https" if websocket.url.scheme in ("wss", "https") else "http"
-    own = normalize_origin(f"{scheme}://{websocket.headers.get('host', '')}")
-    allowed = {own, *(normalize_origin(o) for o in extra_origins)}
-    allowed.discard(None)
-    return origin in allowed
 
 
 class WebSocketChannel:
@@ -248,96 +199,3 @@ class WebSocketChannel:
             upstream.write(data)
             self.bytes_to_vm += len(data)
             self.last_activity = self._clock()
-
-
-class ConsoleWebSocketEndpoint:
-    """ASGI endpoint of ``/console/ws/{vm_id}``."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        websocket = WebSocket(scope, receive, send)
-        services = services_of(websocket)
-        consoles: ConsoleService = services.consoles
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
-        client = scope.get("client")
-        client_address = str(client[0]) if client else ""
-        settings = services.settings
-        if not origin_allowed(
-            websocket, [*settings.server.public_origins, *settings.console.allowed_origins]
-        ):
-            log.warning(
-                "console websocket from %s refused: origin %r not allowed",
-                client_address,
-                websocket.headers.get("origin", ""),
-            )
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        offered = scope.get("subprotocols") or []
-        if offered and SUBPROTOCOL not in offered:
-            await send({"type": "websocket.close", "code": 1002})
-            return
-        subprotocol = SUBPROTOCOL if offered else None
-
-        async def refuse(reason: CloseReason) -> None:
-            # Accepted, then closed with a reason the console page can show.
-            with contextlib.suppress(OSError, RuntimeError):
-                await send({"type": "websocket.accept", "subprotocol": subprotocol})
-                await send({"type": "websocket.close", "code": reason.ws_code, "reason": reason.message})
-
-        secret = websocket.cookies.get(TICKET_COOKIE, "")
-        ticket = await consoles.tickets.redeem(secret) if secret else None
-        if ticket is None:
-            await consoles.denials.refused(
-                client_address,
-                via="websocket",
-                reason="invalid or expired console ticket",
-                target=scope["path"],
-            )
-            await refuse(reasons.TICKET_INVALID)
-            return
-        if ticket.vm_id != scope["path_params"]["vm_id"]:
-            await refuse(reasons.WRONG_VM)
-            return
-        console = settings.console
-        # TLS to the display whenever it has a TLS port, its certificate checked against the CA.
-        port = ticket.tls_port if ticket.tls_port is not None else ticket.port
-        try:
-            if port is None:
-                raise OSError("the ticket names no port")
-            upstream = await connect(
-                ticket.host,
-                port,
-                read_buffer=consoles.read_buffer,
-                write_high_water=console.buffer_limit,
-                connect_timeout=console.connect_timeout,
-                tls=consoles.display_tls if ticket.tls_port is not None else None,
-            )
-        except (OSError, TimeoutError) as exc:
-            # ssl.SSLError (a certificate not from the dashboard's CA) is an OSError too.
-            log.warning(
-                "console display of %s (%s:%s) unreachable: %s", ticket.vm_name, ticket.host, port, exc
-            )
-            await refuse(reasons.UNREACHABLE)
-            return
-        channel = WebSocketChannel(
-            send,
-            receive,
-            upstream,
-            queue_limit=console.buffer_limit,
-            direct=(scope.get("extensions") or {}).get(DIRECT_EXTENSION),
-        )
-        try:
-            session = consoles.sessions.admit(ticket, channel, client_address=client_address, via="websocket")
-        except Refused as refused:
-            upstream.abort()
-            await refuse(refused.reason)
-            return
-        try:
-            await send({"type": "websocket.accept", "subprotocol": subprotocol})
-            await channel.run()
-        except OSError:
-            pass  # the browser left during the handshake
-        finally:
-            upstream.abort()
-            consoles.sessions.release(session, channel)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from app.live import endpoint as live
-from app.metrics import endpoint as metrics
 from app.views import (
     api_broker,
     auth,
@@ -14,6 +12,8 @@ from app.views import (
     home,
     hypervisors,
     hypervisors_api,
+    live,
+    metrics,
     pools,
     portal,
     sessions,

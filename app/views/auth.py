@@ -9,7 +9,7 @@ from starlette.routing import Route
 from app.auth.accounts import AccountError, set_password
 from app.auth.login import MAX_USERNAME, Refusal
 from app.auth.passwords import WeakPasswordError
-from app.auth.session import current_user, end_session, require_role, start_session
+from app.auth.session import end_session, start_session
 from app.services import services_of
 from app.views.forms import (
     client_address,
@@ -19,6 +19,7 @@ from app.views.forms import (
     safe_next,
     with_retry_after,
 )
+from app.views.guards import current_user, require_role
 
 
 async def login_page(request: Request) -> Response:
@@ -38,7 +39,7 @@ async def login_submit(request: Request) -> Response:
         username = str(form.get("username", "")).strip()[:MAX_USERNAME]
         context = {"title": "Log in", "next": next_url, "username": username, "error": outcome.message}
         return with_retry_after(render(request, "auth/login.html", context, outcome.status), outcome)
-    start_session(request, outcome.user)
+    start_session(request, outcome.user, services_of(request).session_rules)
     if outcome.user.must_change_password:
         return RedirectResponse("/account/password", status_code=303)
     return RedirectResponse(next_url, status_code=303)
@@ -95,7 +96,7 @@ async def password_submit(request: Request) -> Response:
         "password_changed", actor=user.username, client_address=client_address(request)
     )
     # A fresh session (and CSRF token) from here on, without the must-change flag.
-    start_session(request, user, groups=user.groups)
+    start_session(request, user, services.session_rules, groups=user.groups)
     return redirect_with_toast("/", "Password changed.")
 
 

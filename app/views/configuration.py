@@ -10,10 +10,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.alerts import Alert, Alerts
-from app.auth.session import admin_required
 from app.services import services_of
 from app.settings import effective_settings
 from app.views.forms import redirect_with_toast, render
+from app.views.guards import admin_required
 
 
 def _sections(data: dict[str, Any]) -> list[tuple[str, list[tuple[str, Any]]]]:

@@ -14,14 +14,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from app.auth.session import admin_required
 from app.db.schema import vms
 from app.proxy.paths import CONSOLE_WEBSOCKET_PREFIX, TICKET_COOKIE
 from app.proxy.service import ConsoleError, ConsoleGrant
 from app.proxy.vv import MEDIA_TYPE, build_vv
-from app.proxy.websocket import ConsoleWebSocketEndpoint
 from app.services import services_of
+from app.views.console_socket import ConsoleSocket
 from app.views.forms import client_address, render
+from app.views.guards import admin_required
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # Fetch metadata a browser sends with a navigation we may answer with a fresh console.
@@ -164,5 +164,5 @@ routes: list[BaseRoute] = [
     Route("/vms/{vm_id:int}/console", admin_console_page, methods=["GET"], name="vm_console"),
     Route("/vms/{vm_id:int}/console", admin_open_console, methods=["POST"], name="vm_console_open"),
     Route("/vms/{vm_id:int}/console.vv", admin_console_vv, methods=["POST"], name="vm_console_vv"),
-    WebSocketRoute(CONSOLE_WEBSOCKET_PREFIX + "{vm_id:int}", ConsoleWebSocketEndpoint(), name="console_ws"),
+    WebSocketRoute(CONSOLE_WEBSOCKET_PREFIX + "{vm_id:int}", ConsoleSocket(), name="console_ws"),
 ]

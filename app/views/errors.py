@@ -9,10 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from app.api.reader import BodyError, body_error
-from app.auth.session import wants_json
 from app.db.errors import INTEGRITY_ERRORS
 from app.db.health import DatabaseUnavailable
 from app.services import services_of
+from app.views.guards import wants_json
 
 _CODES = {404: "not_found", 405: "method_not_allowed"}
 

@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.auth.session import admin_required
 from app.inventory.summary import summarize
 from app.services import services_of
 from app.views.forms import render
+from app.views.guards import admin_required
 
 
 @admin_required

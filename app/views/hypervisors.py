@@ -8,12 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.auth.session import admin_required
 from app.hyper.sshkeys import HostKeyError
 from app.inventory import hypervisors as records
 from app.inventory.service import Actor, HostKeyNotConfirmable, HypervisorInventory
 from app.services import Services, services_of
 from app.views.forms import client_address, redirect_with_toast, render
+from app.views.guards import admin_required
 
 TRANSPORT_CHOICES = [
     ("ssh", "SSH: a remote hypervisor, reached with the dashboard's key"),

@@ -16,12 +16,12 @@ from starlette.routing import Route
 
 from app.api.bodies import HostKeyConfirmation, HypervisorFields
 from app.api.reader import read_body
-from app.auth.session import admin_required
 from app.hyper.sshkeys import HostKeyError
 from app.inventory import hypervisors as records
 from app.inventory.service import HostKeyNotConfirmable
 from app.services import services_of
 from app.views.forms import json_error
+from app.views.guards import admin_required
 from app.views.hypervisors import actor, inventory
 
 PREFIX = "/api/v1/admin/hypervisors"

@@ -8,7 +8,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from app.auth.session import admin_required
 from app.broker import people
 from app.broker import pools as store
 from app.broker.preferences import (
@@ -22,6 +21,7 @@ from app.broker.preferences import (
 )
 from app.services import services_of
 from app.views.forms import record_action, render
+from app.views.guards import admin_required
 
 
 def _id(request: Request) -> int:

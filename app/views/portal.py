@@ -12,7 +12,7 @@ from starlette.routing import Route
 from app.api.bodies import DesktopRequest, UserPower
 from app.api.reader import read_body
 from app.auth.login import MAX_USERNAME, Refusal
-from app.auth.session import client_required, current_user, end_session, start_session
+from app.auth.session import end_session, start_session
 from app.broker.catalog import straight_target
 from app.broker.desktops import CONSOLE_PAGE
 from app.broker.leases import active_lease, heartbeat_interval
@@ -31,6 +31,7 @@ from app.views.consoles import (
     vv_response,
 )
 from app.views.forms import client_address, log_in_from_form, record_action, render, with_retry_after
+from app.views.guards import client_required, current_user
 
 # The query of the portal's first page after a log-in.
 ARRIVED = "from=login"
@@ -62,7 +63,7 @@ async def login_submit(request: Request) -> Response:
             request, username=username, realm=str(form.get("realm", "")), error=outcome.message
         )
         return with_retry_after(render(request, "portal/login.html", context, outcome.status), outcome)
-    start_session(request, outcome.user, groups=outcome.groups)
+    start_session(request, outcome.user, services.session_rules, groups=outcome.groups)
     services.broker.catalog.remember_groups(outcome.user.id, outcome.groups)
     # Only the page right after log-in may go straight to a desktop; the tiles stay one click away.
     return RedirectResponse(f"/client?{ARRIVED}", status_code=303)

@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from app.auth.session import admin_required
 from app.broker.leases import active_sessions
 from app.services import services_of
 from app.views.forms import client_address, render
+from app.views.guards import admin_required
 
 
 @admin_required

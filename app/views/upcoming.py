@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.auth.session import admin_required
 from app.views.forms import render
+from app.views.guards import admin_required
 
 # path -> (navigation key, title, icon, what the area will do)
 UPCOMING: dict[str, tuple[str, str, str, str]] = {}

@@ -8,10 +8,10 @@ from starlette.routing import Route
 
 from app.auth.accounts import AccountError
 from app.auth.passwords import WeakPasswordError
-from app.auth.session import admin_required
 from app.broker import people
 from app.services import services_of
 from app.views.forms import record_action, render
+from app.views.guards import admin_required
 
 
 def _id(request: Request, name: str = "user_id") -> int:

@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from app.auth.session import admin_required
 from app.hyper import DiskFile
 from app.services import services_of
 from app.views.forms import render
+from app.views.guards import admin_required
 from app.views.vms_api import vm_service
 from app.vms.dhcp import dhcp_hosts, dhcpd_config
 from app.vms.errors import Invalid, VmError

@@ -26,9 +26,9 @@ from app.api.bodies import (
     new_vm_model,
 )
 from app.api.reader import read_body, read_json, validate
-from app.auth.session import admin_required
 from app.services import services_of
 from app.views.forms import client_address
+from app.views.guards import admin_required
 from app.vms.errors import Invalid, VmError
 from app.vms.records import get_vm, list_vms
 from app.vms.service import VmService

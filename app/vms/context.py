@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from databases import Database
 
@@ -16,19 +14,7 @@ from app.settings import VmSettings
 from app.vms.errors import NotFound, Refused
 from app.vms.operations import OperationsRunner
 from app.vms.records import Vm, get_vm
-
-
-class StateWaiter(Protocol):
-    async def wait_for(
-        self,
-        hypervisor_id: int,
-        name: str,
-        states: Iterable[str],
-        *,
-        within: float,
-        hv: Hypervisor | None = None,
-        recheck: float = 2.0,
-    ) -> str | None: ...
+from app.vms.waiting import StateWaiters
 
 
 @dataclass
@@ -39,8 +25,8 @@ class VmContext:
     registry: HypervisorRegistry
     operations: OperationsRunner
     settings: VmSettings
-    # Set by the service once the state sync exists (it needs this context first).
-    states: StateWaiter | None = None
+    # Workflows wait here for domain states; the state sync resolves them.
+    states: StateWaiters = field(default_factory=StateWaiters)
     # One lock per VM for the start / stop transitions of its volatile overlay.
     _overlay_locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 
@@ -49,11 +35,6 @@ class VmContext:
         if lock is None:
             lock = self._overlay_locks[vm_id] = asyncio.Lock()
         return lock
-
-    def waiter(self) -> StateWaiter:
-        if self.states is None:
-            raise RuntimeError("the VM state sync is not running")
-        return self.states
 
     async def vm(self, vm_id: int) -> Vm:
         vm = await get_vm(self.db, vm_id)

@@ -203,7 +203,7 @@ class OperationsRunner:
         db: Database,
         hub: LiveHub,
         *,
-        remove_temp: TempRemover | None = None,
+        remove_temp: TempRemover,
         listeners: Sequence[OperationListener] = (),
     ) -> None:
         self._db = db
@@ -213,9 +213,6 @@ class OperationsRunner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._hold_lock = asyncio.Lock()
         self._stopping = False
-
-    def set_temp_remover(self, remove_temp: TempRemover) -> None:
-        self._remove_temp = remove_temp
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -358,8 +355,6 @@ class OperationsRunner:
         left: list[tuple[int, str]] = []
         for hypervisor_id, path in context.temp_files:
             try:
-                if self._remove_temp is None:
-                    raise VmError("no hypervisor access")
                 await asyncio.wait_for(self._remove_temp(hypervisor_id, path), 30)
                 removed.append(path)
             except (Exception, asyncio.CancelledError) as exc:
@@ -407,8 +402,6 @@ class OperationsRunner:
 
     async def clean_up_for(self, hypervisor_id: int) -> list[str]:
         """Remove temporary files that interrupted operations left on ``hypervisor_id``; the paths."""
-        if self._remove_temp is None:
-            return []
         rows = await self._db.fetch_all(
             operations.select().where(operations.c.state.in_(("interrupted", "failed")))
         )

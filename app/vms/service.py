@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from databases import Database
@@ -24,7 +25,7 @@ from app.vms import workflows_create, workflows_disk, workflows_manage
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
 from app.vms.errors import HypervisorFailure, Invalid
-from app.vms.operations import OperationsRunner
+from app.vms.operations import OperationListener, OperationsRunner
 from app.vms.parameters import DefinitionError, NewBatch, NewInitial, NewVdi, NewVm, parse
 from app.vms.records import Vm
 from app.vms.sync import StateSync
@@ -41,14 +42,15 @@ class VmService:
         hub: LiveHub,
         audit: AuditLog,
         registry: HypervisorRegistry,
-        operations: OperationsRunner,
         settings: VmSettings,
+        operation_listeners: Sequence[OperationListener] = (),
     ) -> None:
+        # Long operations (copy disk, populate ...); their temporary files are removed through here.
+        operations = OperationsRunner(db, hub, remove_temp=self._remove_temp, listeners=operation_listeners)
         self.ctx = VmContext(
             db=db, hub=hub, audit=audit, registry=registry, operations=operations, settings=settings
         )
         self.sync = StateSync(self.ctx)
-        self.ctx.states = self.sync
         self.thumbnails = Thumbnails(self.ctx)
         self.operations = operations
         self._events: asyncio.Queue[DomainEvent | ConnectionEvent] = asyncio.Queue()
@@ -58,7 +60,6 @@ class VmService:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.operations.set_temp_remover(self._remove_temp)
         await self.operations.recover()
         self._consumer = asyncio.create_task(self._consume_events(), name="vm-events")
         registry = self.ctx.registry

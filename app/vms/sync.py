@@ -7,8 +7,7 @@
   marked ``missing``, volatile overlays of stopped VMs removed.
 * Each libvirt lifecycle event is published on the hub topic ``vm`` *first*
   and then stored: that path decides how fast browsers see a state change.
-* :meth:`StateSync.wait_for` lets workflows wait for a domain state (populate
-  waits for each first boot to end) on events, with a slow re-check as backstop.
+* Every stored state wakes the workflows waiting for it (:mod:`app.vms.waiting`).
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine
 from typing import Any
 
 from app.clock import utcnow
@@ -28,28 +26,17 @@ from app.vms.domain_xml import read_domain_facts
 from app.vms.errors import VmError
 from app.vms.records import Vm, insert_vm, list_vms, update_vm, vm_by_name
 from app.vms.volatile import discard_after_stop, discard_stopped
+from app.vms.waiting import state_after
 
 log = logging.getLogger("kvmvdi.vms.sync")
 
 RUNNING_STATES = frozenset({"running", "paused", "pmsuspended"})
 STOPPED_STATES = frozenset({"shutoff", "crashed"})
-# The hypervisor layer's domain states are the VM states, except that a domain that no
-# longer exists ("undefined") is a VM whose domain is missing.
-_RENAMED = {"undefined": "missing"}
-
-
-def state_after(domain_state: str) -> str:
-    """The VM state for a domain state reported by the hypervisor layer."""
-    return _RENAMED.get(domain_state, domain_state or "unknown")
-
-
-Waiter = tuple[frozenset[str], "asyncio.Future[str]"]
 
 
 class StateSync:
     def __init__(self, ctx: VmContext) -> None:
         self.ctx = ctx
-        self._waiters: dict[tuple[int, str], list[Waiter]] = defaultdict(list)
         self._background: set[asyncio.Task[Any]] = set()
         self.events_seen = 0
 
@@ -73,7 +60,7 @@ class StateSync:
             return
         vm = Vm.from_row(row)
         if state == vm.state:
-            self._resolve(hypervisor_id, name, vm.state)
+            self.ctx.states.resolve(hypervisor_id, name, vm.state)
             return
         now = utcnow()
         self.ctx.hub.publish(
@@ -92,7 +79,7 @@ class StateSync:
         if event.uuid and event.uuid != vm.uuid and state != "missing":
             values["uuid"] = event.uuid
         await update_vm(db, vm.id, **values)
-        self._resolve(hypervisor_id, name, state)
+        self.ctx.states.resolve(hypervisor_id, name, state)
         if state in STOPPED_STATES and vm.volatile:
             self.spawn(self._discard(vm))
 
@@ -119,64 +106,7 @@ class StateSync:
             task.cancel()
         if self._background:
             await asyncio.wait(set(self._background), timeout=10)
-        for waiters in self._waiters.values():
-            for _, future in waiters:
-                future.cancel()
-
-    # -- waiting for a state -----------------------------------------------------------------
-
-    def _resolve(self, hypervisor_id: int, name: str, state: str) -> None:
-        waiters = self._waiters.get((hypervisor_id, name))
-        if not waiters:
-            return
-        for states, future in list(waiters):
-            if state in states and not future.done():
-                future.set_result(state)
-
-    async def wait_for(
-        self,
-        hypervisor_id: int,
-        name: str,
-        states: Iterable[str],
-        *,
-        within: float,
-        hv: Hypervisor | None = None,
-        recheck: float = 2.0,
-    ) -> str | None:
-        """Wait until the domain reaches one of ``states``; the state, or None after ``within`` s.
-
-        Events resolve the wait; with ``hv`` the state is also re-read every ``recheck``
-        seconds, so a lost event costs a little time, never the whole timeout.
-        """
-        wanted = frozenset(states)
-        key = (hypervisor_id, name)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiters[key].append((wanted, future))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        try:
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return None
-                if hv is not None:
-                    try:
-                        current: str | None = state_after(await hv.domain_state(name))
-                    except HypervisorError:
-                        current = None
-                    if current in wanted:
-                        return current
-                try:
-                    return await asyncio.wait_for(asyncio.shield(future), min(remaining, recheck))
-                except TimeoutError:
-                    continue
-        finally:
-            waiters = self._waiters.get(key, [])
-            waiters[:] = [(s, f) for s, f in waiters if f is not future]
-            if not waiters:
-                self._waiters.pop(key, None)
-            if not future.done():
-                future.cancel()
+        self.ctx.states.cancel_all()
 
     # -- connections -------------------------------------------------------------------------
 

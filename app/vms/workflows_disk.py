@@ -255,7 +255,7 @@ class Populate:
 
     async def wait_for_end(self, child: Vm, within: float) -> None:
         """Wait until ``child`` powers itself off; else ACPI shutdown, then force it off."""
-        sync = self.ctx.waiter()
+        sync = self.ctx.states
         hv = self.hv
         if await sync.wait_for(hv.id, child.name, STOPPED, within=within, hv=hv) is None:
             self.shut_down.append(child.name)

@@ -76,9 +76,8 @@ async def test_prometheus_sees_desktops_consoles_log_ins_and_operations_as_they_
             "disk_size_gib": 1,
         }
     )
-    operations = world.dashboard.services.operations
-    assert batch.operation_id is not None and operations is not None
-    assert (await operations.wait(batch.operation_id)).state == "succeeded"
+    assert batch.operation_id is not None
+    assert (await world.dashboard.services.vms.operations.wait(batch.operation_id)).state == "succeeded"
     admin = await world.admin()
     live = await connect(
         world.dashboard.url.replace("http://", "ws://") + "/live",

@@ -145,7 +145,7 @@ class ConsoleWorld:
 
     @property
     def gateway(self) -> tuple[str, int]:
-        gateway = self.dashboard.services.gateway
+        gateway = self.dashboard.services.consoles.gateway
         assert gateway is not None
         return ("127.0.0.1", gateway.port)
 

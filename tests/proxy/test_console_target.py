@@ -81,7 +81,7 @@ async def test_an_adopted_domain_listening_on_loopback_cannot_reach_a_dashboard_
                 await asyncio.wait_for(ws.recv(), timeout=30)
             assert ws.close_code == 4502, "h1's own loopback is unreachable from the dashboard"
 
-        gateway = dashboard.services.gateway
+        gateway = dashboard.services.consoles.gateway
         assert gateway is not None
         answer, stream = await asyncio.to_thread(
             connect_through_gateway, ("127.0.0.1", gateway.port), f"127.0.0.1:{display.port}", ticket=ticket

@@ -115,7 +115,7 @@ async def test_unauthenticated_requests_in_progress_are_capped_per_address(
 ) -> None:
     """Connections that send no request head hold a slot each until their header timeout: one
     address gets a bounded number of them, and is refused at once beyond it."""
-    gateway = world.dashboard.services.gateway
+    gateway = world.dashboard.services.consoles.gateway
     assert gateway is not None
     limit = world.dashboard.settings.gateway.max_pending_per_address
     idle = [socket.create_connection(world.gateway, timeout=10) for _ in range(limit)]

@@ -155,7 +155,7 @@ async def test_the_launcher_shows_the_desktop_in_remote_viewer_through_the_gatew
     spice_desktop: SpiceDesktop, launcher: Callable[[str], Ui], xvfb: Xvfb, tmp_path: Path
 ) -> None:
     dashboard = spice_desktop.dashboard
-    gateway = dashboard.services.gateway
+    gateway = dashboard.services.consoles.gateway
     assert gateway is not None
     ui = launcher(dashboard.url)
     with CmdlineWatch(CLIENT_PASSWORD) as watch:

@@ -161,6 +161,10 @@ async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
         lambda: all(driver.find_elements(By.CSS_SELECTOR, f'tr[data-vm-name="{n}"]') for n in children),
         "three VDI rows",
     )
+    # The rows appear while the operation still holds the initial: populate only after it ended.
+    await until(
+        lambda: "Created 3 VDI machines" in driver.find_element(By.ID, "toasts").text, "the VDI toast"
+    )
     # From here on the page must never reload: a reload would lose this marker.
     driver.execute_script("window.__sameDocument = 'yes'")
 

@@ -176,7 +176,7 @@ async def test_populate_recreates_the_overlays_and_is_done_once_every_child_has_
         assert child is not None and child.operation_id is None
         assert backing_of(Path(child.disk_path)) is not None
         # ... and its first boot (the guest counts, then powers itself off) ran from it.
-        assert await vm_world.service.sync.wait_for(
+        assert await vm_world.service.ctx.states.wait_for(
             child.hypervisor_id, child.name, {"shutoff"}, within=60, hv=hv
         )
         assert read_boot_counter(Path(child.disk_path)) == 1, f"{child.name} booted exactly once"
@@ -334,7 +334,7 @@ async def test_starting_all_vdi_machines_boots_each_once_and_skips_running_ones(
     for child_id in children[1:]:
         child = await get_vm(vm_world.db, child_id)
         assert child is not None
-        assert await vm_world.service.sync.wait_for(hv.id, child.name, {"shutoff"}, within=60, hv=hv)
+        assert await vm_world.service.ctx.states.wait_for(hv.id, child.name, {"shutoff"}, within=60, hv=hv)
         assert read_boot_counter(Path(child.disk_path)) == 1, f"{child.name} booted once"
     assert await hv.domain_state(running.name) == "running"
     await vm_world.service.power(running.id, "poweroff")

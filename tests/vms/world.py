@@ -112,7 +112,9 @@ class VmWorld:
         vm = await get_vm(self.db, vm_id)
         assert vm is not None
         hv = self.registry.get(vm.hypervisor_id)
-        reached = await self.service.sync.wait_for(vm.hypervisor_id, vm.name, {state}, within=timeout, hv=hv)
+        reached = await self.service.ctx.states.wait_for(
+            vm.hypervisor_id, vm.name, {state}, within=timeout, hv=hv
+        )
         assert reached == state, f"{vm.name} did not become {state}"
         async with asyncio.timeout(timeout):
             while True:

@@ -17,16 +17,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app.auth.session import current_user
+from app.auth.origins import origin_allowed
 from app.db.health import DatabaseUnavailable
 from app.live.hub import Subscription
 from app.services import services_of
-from app.settings import Settings
+from app.views.guards import current_user
 
 log = logging.getLogger("kvmvdi.live")
 
@@ -34,31 +33,6 @@ CLOSE_LAGGING = 1013
 CLOSE_SESSION_ENDED = 4401
 CLOSE_PASSWORD_CHANGE = 4403
 CLOSE_TOO_MANY = 4429
-
-
-def _normalise(origin: str) -> str:
-    return origin.strip().rstrip("/").lower()
-
-
-def allowed_origins(websocket: WebSocket, settings: Settings) -> set[str]:
-    scheme = "https" if websocket.url.scheme in ("wss", "https") else "http"
-    own = {f"{scheme}://{websocket.headers.get('host', '')}"}
-    return {_normalise(origin) for origin in own | set(settings.server.public_origins)}
-
-
-def origin_allowed(websocket: WebSocket, settings: Settings) -> bool:
-    origin = websocket.headers.get("origin")
-    return origin is not None and _normalise(origin) in allowed_origins(websocket, settings)
-
-
-def session_deadline(session: dict[str, object], settings: Settings) -> float:
-    """When this session ends unless the user makes another request (epoch seconds)."""
-    since = session.get("since")
-    seen = session.get("seen", since)
-    if not isinstance(since, int) or not isinstance(seen, int):
-        return 0.0
-    security = settings.security
-    return float(min(since + security.session_max_age, seen + security.session_idle_timeout))
 
 
 async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
@@ -76,7 +50,7 @@ async def _drain(websocket: WebSocket) -> None:
 async def live(websocket: WebSocket) -> None:
     services = services_of(websocket)
     settings = services.settings
-    if not origin_allowed(websocket, settings):
+    if not origin_allowed(websocket, settings.server.public_origins):
         log.warning("live socket refused: origin %r not allowed", websocket.headers.get("origin"))
         await websocket.close(code=1008)
         return
@@ -105,7 +79,8 @@ async def live(websocket: WebSocket) -> None:
     drain = asyncio.ensure_future(_drain(websocket))
     try:
         await websocket.send_text(json.dumps({"topic": "hello", "data": {"user": user.username}}))
-        remaining = session_deadline(websocket.session, settings) - time.time()
+        rules = services.session_rules
+        remaining = rules.deadline(websocket.session) - rules.clock.time()
         done, _ = await asyncio.wait(
             {forward, drain}, timeout=max(remaining, 0.0), return_when="FIRST_COMPLETED"
         )
