@@ -24,6 +24,7 @@ from app.auth.accounts import create_local_user
 from app.server.options import serving_options
 from app.services import Services
 from app.settings import Settings
+from tests.clock import MovableClock
 from tests.services.ports import allocate_port, release_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,6 +102,8 @@ class RunningDashboard:
     server: uvicorn.Server
     task: asyncio.Task[None]
     admin_password: str
+    # What time it is for the dashboard's sessions, tickets, leases and throttling: move it forward.
+    clock: MovableClock
     _clients: list[BrowserLikeClient] = field(default_factory=list)
 
     app: Any = None
@@ -144,7 +147,8 @@ async def start_dashboard(
             await create_local_user(db, "admin", admin_password, role="admin")
         finally:
             await db.disconnect()
-    app = create_app(settings)
+    clock = MovableClock()
+    app = create_app(settings, clock=clock)
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -175,6 +179,7 @@ async def start_dashboard(
         server=server,
         task=task,
         admin_password=admin_password or "",
+        clock=clock,
         app=app,
     )
 
