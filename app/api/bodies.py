@@ -27,6 +27,7 @@ from pydantic import (
 from app.broker.power import USER_ACTIONS
 from app.inventory.hypervisors import DEFAULTS as HV_DEFAULTS
 from app.inventory.hypervisors import LABELS as HV_LABELS
+from app.vms.devices.usb import MAX_REDIRECTIONS
 from app.vms.parameters import NewBatch, NewInitial, NewVdi, NewVm, VdiBatch
 from app.vms.power import PowerAction
 
@@ -173,6 +174,26 @@ class Classify(Body):
 class Media(Body):
     # An ISO path from the hypervisor's list; null (or absent) ejects.
     iso_path: Text | None = None
+    # CD-ROM drive 1 (the installer's) or 2 (e.g. a driver disc).
+    drive: Literal[1, 2] = 1
+
+
+class Policy(Body):
+    """A VM's device policy (VMs in no pool): what its console clients may do."""
+
+    clipboard: StrictBool | None = None
+    file_transfer: StrictBool | None = None
+    # USB devices a client may redirect; 0 turns redirection off.
+    usb_redirect: Annotated[StrictInt, Field(ge=0, le=MAX_REDIRECTIONS)] | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Policy:
+        if not self.changes():
+            raise ValueError("name at least one of clipboard, file_transfer, usb_redirect")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return {name: value for name, value in self.model_dump().items() if value is not None}
 
 
 class Delete(Body):

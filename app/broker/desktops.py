@@ -321,7 +321,8 @@ class Broker:
             "ticket": grant.ticket,
             "proxy": grant.proxy_url,
             "title": title,
-            "vv": self.build_vv(grant, title=title),
+            # The viewer offers USB redirection only where the desktop's device policy allows it.
+            "vv": self.build_vv(grant, title=title, usb_redirect=int(vm.usb_redirect) > 0),
             "console_url": CONSOLE_PAGE.format(vm_id=vm.id),
         }
 

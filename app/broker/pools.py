@@ -21,6 +21,7 @@ from app.db.schema import (
     users,
     vms,
 )
+from app.vms.devices.usb import MAX_REDIRECTIONS
 
 # Kinds of VM a pool can hand out: VDI clones and simple VMs (never golden images).
 POOLABLE_KINDS = ("vdi", "simple")
@@ -49,6 +50,10 @@ class PoolSettings:
     failover_domain: str = ""
     failover_pool: str = ""
     straight_to_desktop: bool = False
+    # Device policy of the pool's desktops: all off unless allowed.
+    clipboard: bool = False
+    file_transfer: bool = False
+    usb_redirect: int = 0
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -91,6 +96,9 @@ class PoolSettings:
             failover_domain=text("failover_domain"),
             failover_pool=text("failover_pool"),
             straight_to_desktop=flag("straight_to_desktop"),
+            clipboard=flag("clipboard"),
+            file_transfer=flag("file_transfer"),
+            usb_redirect=number("usb_redirect", 0, 0, MAX_REDIRECTIONS),
         )
         if not settings.name:
             errors["name"] = "Give the pool a name."
@@ -117,7 +125,18 @@ class PoolSettings:
             "failover_domain": self.failover_domain if self.failover_kind == "rdp" else "",
             "failover_pool": self.failover_pool if self.failover_kind == "horizon" else "",
             "straight_to_desktop": self.straight_to_desktop,
+            "clipboard": self.clipboard,
+            "file_transfer": self.file_transfer,
+            "usb_redirect": self.usb_redirect,
         }
+
+    def policy_differs(self, pool: Any) -> bool:
+        """The device policy changed from the stored ``pool``'s."""
+        return (bool(pool.clipboard), bool(pool.file_transfer), int(pool.usb_redirect)) != (
+            self.clipboard,
+            self.file_transfer,
+            self.usb_redirect,
+        )
 
 
 def failover_of(pool: Any) -> dict[str, str] | None:
@@ -201,6 +220,11 @@ async def add_vms(db: Database, pool_id: int, vm_ids: Iterable[int]) -> list[str
             except Exception:  # another request added it to a pool meanwhile (unique vm_id)
                 refused.append(vm.name)
     return refused
+
+
+async def pool_vm_ids(db: Database, pool_id: int) -> set[int]:
+    rows = await db.fetch_all(sa.select(pool_vms.c.vm_id).where(pool_vms.c.pool_id == pool_id))
+    return {row._mapping["vm_id"] for row in rows}
 
 
 async def remove_vm(db: Database, pool_id: int, vm_id: int) -> None:

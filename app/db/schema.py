@@ -92,6 +92,25 @@ vms = sa.Table(
     sa.Column("boot_order", sa.String(64), nullable=False, server_default="hd"),
     sa.Column("network", sa.String(64), nullable=True),
     sa.Column("mac_address", sa.String(17), nullable=True),
+    # Machine and firmware: pc/q35, bios/uefi; the domain type they were placed on (kvm/qemu).
+    sa.Column("machine", sa.String(8), nullable=False, server_default="pc"),
+    sa.Column("firmware", sa.String(8), nullable=False, server_default="bios"),
+    sa.Column("secure_boot", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("tpm", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("domain_type", sa.String(8), nullable=False, server_default=""),
+    sa.Column("cpu_mode", sa.String(24), nullable=False, server_default="default"),
+    # Hardware: disk bus and cache, network card, second CD-ROM, sound, monitors.
+    sa.Column("disk_bus", sa.String(8), nullable=False, server_default="virtio"),
+    sa.Column("disk_cache", sa.String(16), nullable=False, server_default="default"),
+    sa.Column("nic_model", sa.String(16), nullable=False, server_default="virtio"),
+    sa.Column("network_type", sa.String(8), nullable=False, server_default="bridge"),
+    sa.Column("iso2_path", sa.String(512), nullable=True),
+    sa.Column("sound_model", sa.String(8), nullable=False, server_default="none"),
+    sa.Column("video_heads", sa.Integer, nullable=False, server_default="1"),
+    # Device policy (a pooled VM follows its pool's): all off unless allowed.
+    sa.Column("clipboard", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("file_transfer", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("usb_redirect", sa.Integer, nullable=False, server_default="0"),
     # The long operation currently holding this VM (copy disk, populate ...), if any.
     # No foreign key: operations already reference vms, and a cycle complicates DDL on MariaDB.
     sa.Column("operation_id", sa.Integer, nullable=True),
@@ -145,6 +164,10 @@ pools = sa.Table(
     sa.Column("failover_pool", sa.String(255), nullable=False, server_default=""),
     # After log-in, a user who can only use this pool (or holds a desktop of it) goes straight to it.
     sa.Column("straight_to_desktop", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Device policy of the pool's desktops: clipboard, file transfer, USB devices redirected.
+    sa.Column("clipboard", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("file_transfer", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("usb_redirect", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
 )
 

@@ -12,10 +12,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.hyper import capabilities, domains, graphics, screenshot
+from app.hyper.capabilities import HostCapabilities, Trial
 from app.hyper.commands import CommandResult
 from app.hyper.disks import DiskFile, DiskOperations, ProgressCallback
 from app.hyper.domains import DomainInfo
 from app.hyper.errors import HypervisorUnavailable
+from app.hyper.features import HostFeatures
 from app.hyper.graphics import SpiceEndpoint
 from app.hyper.paths import confine
 from app.hyper.records import HypervisorRecord
@@ -43,6 +45,8 @@ class Hypervisor:
         # The SPICE certificate as last checked or issued (None: not yet, or no SPICE here).
         self.spice_certificate: CertificateState | None = None
         self._session: Session | None = None
+        # What the connected host can run; new with each connection (the host may have changed).
+        self._features: HostFeatures | None = None
         # How many connections this hypervisor has had; each new one is announced to the
         # connection listeners, since events missed while reconnecting are not replayed.
         self.connections = 0
@@ -94,10 +98,12 @@ class Hypervisor:
 
     def attach(self, session: Session) -> None:
         self._session = session
+        self._features = HostFeatures(session.libvirt.call, session.runner, self.record.volatile_dir)
         self.connections += 1
 
     def detach(self) -> Session | None:
         session, self._session = self._session, None
+        self._features = None
         return session
 
     def _live(self) -> Session:
@@ -206,6 +212,21 @@ class Hypervisor:
     async def supports_kvm(self) -> bool:
         """Whether this host runs ``kvm`` domains (hardware virtualisation), else only ``qemu`` (TCG)."""
         return await self._libvirt(capabilities.supports_kvm)
+
+    def _host_features(self) -> HostFeatures:
+        self._live()
+        if self._features is None:
+            raise HypervisorUnavailable(f"hypervisor {self.name} is not connected")
+        return self._features
+
+    async def capabilities(self) -> HostCapabilities:
+        """libvirt's and QEMU's description of what this host runs (read once per connection)."""
+        return await self._host_features().capabilities()
+
+    async def trial(self, domain_type: str, feature: str) -> Trial:
+        """Whether ``domain_type`` domains with ``feature`` (uefi, smm, host-model,
+        host-passthrough) really start on this host; a throw-away domain finds out, once."""
+        return await self._host_features().trial(domain_type, feature)
 
     async def screenshot_png(self, name: str, max_width: int = 640) -> bytes:
         return await self._libvirt(screenshot.screenshot_png, name, max_width)

@@ -157,7 +157,10 @@ async def admin_console_vv(request: Request) -> Response:
     except ConsoleError as exc:
         return error_response(exc.code, exc.message, exc.status)
     fullscreen = request.query_params.get("fullscreen") in ("1", "true", "yes")
-    return vv_response(grant, title=f"{grant.vm_name} · KVM-VDI", fullscreen=fullscreen)
+    vm = await _vm_row(request)
+    # The viewer offers USB redirection only where the VM's device policy allows it.
+    usb = vm is not None and int(vm.usb_redirect) > 0
+    return vv_response(grant, title=f"{grant.vm_name} · KVM-VDI", fullscreen=fullscreen, usb_redirect=usb)
 
 
 routes: list[BaseRoute] = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -130,7 +131,20 @@ async def update(request: Request) -> Response:
         **{k: v for k, v in settings.values().items() if k != "name"},
     )
     await services.broker.catalog.publish_pool(pool.id)
+    if settings.policy_differs(pool):
+        running = await _apply_policy(request, pool.id)
+        if running:
+            note = f"Saved. The device policy reaches {len(running)} running desktop(s) at their next start"
+            return RedirectResponse(f"/pools/{pool.id}?toast={quote(note)}", status_code=303)
     return RedirectResponse(f"/pools/{pool.id}?toast=Saved", status_code=303)
+
+
+async def _apply_policy(request: Request, pool_id: int, vm_ids: list[int] | None = None) -> list[str]:
+    """The pool's device policy onto its desktops (or the newly added ``vm_ids``); running ones later."""
+    service = services_of(request).vms
+    if service is None:
+        return []
+    return await service.apply_pool_policy(pool_id, vm_ids)
 
 
 @admin_required
@@ -141,6 +155,9 @@ async def add_vms(request: Request) -> Response:
         return RedirectResponse("/pools", status_code=303)
     form = await request.form()
     refused = await store.add_vms(services.db, pool.id, _ints(form.getlist("vm_id")))
+    # A desktop handed to a pool gets the pool's device policy.
+    added = await store.pool_vm_ids(services.db, pool.id)
+    await _apply_policy(request, pool.id, [vm_id for vm_id in _ints(form.getlist("vm_id")) if vm_id in added])
     await record_action(
         request, "pool_vms_added", target=pool.name, vm_ids=_ints(form.getlist("vm_id")), refused=refused
     )

@@ -206,7 +206,9 @@ async def download_vv(request: Request) -> Response:
     except ConsoleError as exc:
         return error_response(exc.code, exc.message, exc.status)
     await record_action(request, "console_vv", target=grant.vm_name)
-    return vv_response(grant, title=f"{grant.vm_name} · KVM-VDI")
+    vm = await services_of(request).db.fetch_one(vms.select().where(vms.c.id == grant.vm_id))
+    usb = vm is not None and int(vm.usb_redirect) > 0
+    return vv_response(grant, title=f"{grant.vm_name} · KVM-VDI", usb_redirect=usb)
 
 
 @client_required

@@ -21,7 +21,37 @@ from app.vms.power import LABELS as POWER_LABELS
 from app.vms.records import get_vm, list_hypervisors, list_vms
 from app.vms.table import build_table, single_row
 
-BOOT_DEVICES = (("hd", "Disk"), ("cdrom", "CD-ROM"), ("network", "Network (PXE)"))
+BOOT_DEVICES = (("hd", "Disk"), ("cdrom", "CD-ROM 1"), ("cdrom2", "CD-ROM 2"), ("network", "Network (PXE)"))
+CHOICES = {
+    "machine": (("pc", "pc (i440FX)"), ("q35", "q35 (PCIe; needed for Secure Boot)")),
+    "firmware": (("bios", "BIOS (SeaBIOS)"), ("uefi", "UEFI (OVMF)")),
+    "cpu_mode": (
+        ("default", "Default model (migratable)"),
+        ("host-model", "Host model"),
+        ("host-passthrough", "Host passthrough (nested virtualisation)"),
+    ),
+    "disk_bus": (
+        ("virtio", "virtio (fastest; Windows needs the driver)"),
+        ("sata", "SATA"),
+        ("scsi", "SCSI (virtio-scsi)"),
+    ),
+    "disk_cache": (
+        ("default", "Hypervisor default"),
+        ("none", "none (direct I/O)"),
+        ("writeback", "writeback"),
+        ("writethrough", "writethrough"),
+        ("directsync", "directsync"),
+        ("unsafe", "unsafe (no flushes)"),
+    ),
+    "nic_model": (("virtio", "virtio"), ("e1000e", "e1000e (no driver needed)")),
+    "network_type": (("bridge", "Host bridge"), ("network", "libvirt network")),
+    "sound_model": (
+        ("none", "None"),
+        ("ich9", "Intel HDA (ich9)"),
+        ("ich6", "Intel HDA (ich6)"),
+        ("ac97", "AC97"),
+    ),
+}
 
 
 @admin_required
@@ -77,20 +107,38 @@ async def thumbnail(request: Request) -> Response:
 # -- create forms ------------------------------------------------------------------------------
 
 
+HARDWARE_FIELDS = (
+    "vcpu_sockets",
+    "vcpu_cores",
+    "memory_mib",
+    "disk_size_gib",
+    "os_type",
+    "network",
+    "network_type",
+    "nic_model",
+    "iso_path",
+    "iso2_path",
+    "machine",
+    "firmware",
+    "cpu_mode",
+    "disk_bus",
+    "disk_cache",
+    "sound_model",
+    "video_heads",
+    "usb_redirect",
+)
+HARDWARE_FLAGS = ("secure_boot", "tpm", "clipboard", "file_transfer")
+BOOT_SLOTS = 4
+
+
 def _hardware_from(form: FormData) -> dict[str, Any]:
     data: dict[str, Any] = {}
-    for key in (
-        "vcpu_sockets",
-        "vcpu_cores",
-        "memory_mib",
-        "disk_size_gib",
-        "os_type",
-        "network",
-        "iso_path",
-    ):
+    for key in HARDWARE_FIELDS:
         if key in form:
             data[key] = str(form.get(key, ""))
-    boot = [str(form.get(f"boot_{index}", "")) for index in range(1, 4)]
+    for flag in HARDWARE_FLAGS:
+        data[flag] = form.get(flag) in ("on", "1", "true")
+    boot = [str(form.get(f"boot_{index}", "")) for index in range(1, BOOT_SLOTS + 1)]
     data["boot_order"] = [device for device in boot if device]
     return data
 
@@ -106,6 +154,8 @@ async def _form_context(request: Request, form: FormData | None = None) -> dict[
         "sources": [vm for vm in vms if vm.kind == "source"],
         "initials": [vm for vm in vms if vm.kind == "initial"],
         "boot_devices": BOOT_DEVICES,
+        "boot_slots": BOOT_SLOTS,
+        "choices": CHOICES,
         "values": values,
         "errors": {},
     }
@@ -139,6 +189,16 @@ async def new_vm(request: Request) -> Response:
         "count": "2",
         "boot_1": "hd",
         "os_type": "linux",
+        "machine": "pc",
+        "firmware": "bios",
+        "cpu_mode": "default",
+        "disk_bus": "virtio",
+        "disk_cache": "default",
+        "nic_model": "virtio",
+        "network_type": "bridge",
+        "sound_model": "none",
+        "video_heads": "1",
+        "usb_redirect": "0",
     }
     return render(request, "vms/new.html", {**context, "title": "New virtual machine"})
 

@@ -21,6 +21,7 @@ from app.api.bodies import (
     Media,
     NewInitialBody,
     NewVdiBody,
+    Policy,
     Populate,
     VmPower,
     new_vm_model,
@@ -199,11 +200,37 @@ async def classify(request: Request) -> Response:
 
 @api
 async def media(request: Request) -> Response:
-    iso = (await read_body(request, Media)).iso_path
+    """Insert (``iso_path``) or eject (null) the medium of CD-ROM ``drive`` 1 (default) or 2."""
+    body = await read_body(request, Media)
+    iso, drive = body.iso_path, body.drive
     vm = await vm_service(request).change_media(
-        path_id(request), iso or None, actor=actor(request), client_address=client_address(request)
+        path_id(request),
+        iso or None,
+        drive=drive,
+        actor=actor(request),
+        client_address=client_address(request),
     )
     return JSONResponse({"vm": vm.summary()})
+
+
+@api
+async def policy(request: Request) -> Response:
+    """A VM's device policy (in no pool): ``clipboard``, ``file_transfer`` (bool), ``usb_redirect`` (0-4)."""
+    body = await read_body(request, Policy)
+    vm = await vm_service(request).set_policy(
+        path_id(request),
+        body.changes(),
+        actor=actor(request),
+        client_address=client_address(request),
+    )
+    return JSONResponse({"vm": vm.summary()})
+
+
+@api
+async def capabilities(request: Request) -> Response:
+    """What VMs here can have (UEFI, Secure Boot, TPM, CPU modes), per domain type, and why not."""
+    offers = await vm_service(request).offers(path_id(request, "hypervisor_id"))
+    return JSONResponse(offers)
 
 
 def _truthy(value: Any) -> bool:
@@ -271,6 +298,7 @@ routes = [
     Route(f"{PREFIX}/vms/{{vm_id:int}}/flags", flags, methods=["POST"]),
     Route(f"{PREFIX}/vms/{{vm_id:int}}/classify", classify, methods=["POST"]),
     Route(f"{PREFIX}/vms/{{vm_id:int}}/media", media, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/policy", policy, methods=["POST"]),
     Route(f"{PREFIX}/vms/{{vm_id:int}}/copy-disk", copy_disk, methods=["POST"]),
     Route(f"{PREFIX}/vms/{{vm_id:int}}/populate", populate, methods=["POST"]),
     Route(f"{PREFIX}/vms/{{vm_id:int}}/vdi", create_vdi, methods=["POST"]),
@@ -279,4 +307,5 @@ routes = [
     Route(f"{PREFIX}/operations", operations, methods=["GET"]),
     Route(f"{PREFIX}/operations/{{op_id:int}}", operation, methods=["GET"]),
     Route(f"{PREFIX}/hypervisors/{{hypervisor_id:int}}/isos", isos, methods=["GET"]),
+    Route(f"{PREFIX}/hypervisors/{{hypervisor_id:int}}/capabilities", capabilities, methods=["GET"]),
 ]

@@ -23,11 +23,19 @@ from pydantic import (
 
 from app.api.fields import errors_of
 from app.hyper.records import HypervisorRecord
+from app.vms.devices.cpu import CpuMode
+from app.vms.devices.disks import DiskBus, DiskCache, Machine
+from app.vms.devices.network import NetworkType, NicModel
+from app.vms.devices.sound import SoundModel
+from app.vms.devices.usb import MAX_REDIRECTIONS
+from app.vms.devices.video import MAX_HEADS
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Linux interface names: at most 15 characters, no slash or whitespace.
 BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
-BootDevice = Literal["hd", "cdrom", "network"]
+# libvirt network names: letters, digits and a few punctuation marks.
+NETWORK_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+BootDevice = Literal["hd", "cdrom", "cdrom2", "network"]
 OsType = Literal["linux", "windows", "other"]
 
 M = TypeVar("M", bound=BaseModel)
@@ -63,12 +71,27 @@ class Hardware(BaseModel):
     memory_mib: int = Field(1024, ge=32, le=4 * 1024 * 1024)
     disk_size_gib: int = Field(20, ge=1, le=64 * 1024)
     iso_path: str | None = None
-    # Before boot_order: network boot is checked against it.
+    iso2_path: str | None = None
+    # Before network (a bridge name is checked by the kind), and network before boot_order.
+    network_type: NetworkType = "bridge"
+    nic_model: NicModel = "virtio"
     network: str | None = None
-    boot_order: list[BootDevice] = Field(default_factory=_default_boot, min_length=1, max_length=3)
+    boot_order: list[BootDevice] = Field(default_factory=_default_boot, min_length=1, max_length=4)
     os_type: OsType = "linux"
+    machine: Machine = "pc"
+    firmware: Literal["bios", "uefi"] = "bios"
+    secure_boot: bool = False
+    tpm: bool = False
+    cpu_mode: CpuMode = "default"
+    disk_bus: DiskBus = "virtio"
+    disk_cache: DiskCache = "default"
+    sound_model: SoundModel = "none"
+    video_heads: int = Field(1, ge=1, le=MAX_HEADS)
+    clipboard: bool = False
+    file_transfer: bool = False
+    usb_redirect: int = Field(0, ge=0, le=MAX_REDIRECTIONS)
 
-    @field_validator("iso_path", "network", mode="before")
+    @field_validator("iso_path", "iso2_path", "network", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -77,9 +100,23 @@ class Hardware(BaseModel):
 
     @field_validator("network")
     @classmethod
-    def _bridge(cls, value: str | None) -> str | None:
-        if value is not None and not BRIDGE_RE.fullmatch(value):
-            raise ValueError("a bridge name is 1 to 15 letters, digits, '.', ':', '-' or '_'")
+    def _network_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("network_type", "bridge") == "bridge":
+            if not BRIDGE_RE.fullmatch(value):
+                raise ValueError("a bridge name is 1 to 15 letters, digits, '.', ':', '-' or '_'")
+        elif not NETWORK_RE.fullmatch(value):
+            raise ValueError("a libvirt network name is letters, digits, '.', ':', '-' or '_'")
+        return value
+
+    @field_validator("secure_boot")
+    @classmethod
+    def _secure_boot(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("firmware") != "uefi":
+            raise ValueError("Secure Boot needs UEFI firmware: choose UEFI")
+        if value and info.data.get("machine") != "q35":
+            raise ValueError("Secure Boot needs the q35 machine type")
         return value
 
     @field_validator("boot_order")
@@ -91,7 +128,7 @@ class Hardware(BaseModel):
             raise ValueError("network boot needs a network: choose a bridge or remove 'network'")
         return value
 
-    @field_validator("iso_path")
+    @field_validator("iso_path", "iso2_path")
     @classmethod
     def _iso(cls, value: str | None) -> str | None:
         if value is not None and (not value.startswith("/") or "\x00" in value):

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from app.hyper import DomainNotFound, Hypervisor, HypervisorError
+from app.vms import firmware_state
 from app.vms.context import VmContext
-from app.vms.disks import remove_files
 from app.vms.errors import HypervisorFailure, Invalid, Refused
 from app.vms.operations import OperationContext
 from app.vms.records import Vm, children_of
-from app.vms.volatile import overlay_of, point_definition_at, prepare_boot
+from app.vms.volatile import boot_leftovers, prepare_boot
 
 PowerAction = Literal["start", "shutdown", "poweroff", "reboot", "reset"]
 POWER_ACTIONS: tuple[str, ...] = get_args(PowerAction)
@@ -81,14 +81,13 @@ async def start(
                 return
             if state in RUNNING:
                 raise Refused(f"{vm.name} is already running", code="already_running")
-            await prepare_boot(vm, hv)
-        elif vm.disk_path:
-            await point_definition_at(hv, vm.name, vm.disk_path)
+        await prepare_boot(vm, hv, volatile=volatile)
         try:
             started = await hv.start(vm.name, paused=paused)
         except HypervisorError as exc:
+            await firmware_state.stop_swtpm(hv, vm)
             if volatile:
-                await remove_files(hv, [overlay_of(vm, hv)])
+                await firmware_state.remove(hv, boot_leftovers(vm, hv))
             raise HypervisorFailure(f"starting {vm.name} failed: {exc}") from exc
         if not started and not await _resume(hv, vm):
             raise Refused(f"{vm.name} is already running", code="already_running")

@@ -16,6 +16,7 @@ from databases import Database
 
 from app.clock import utcnow
 from app.db.schema import hypervisors, operations, users, vms
+from app.vms.domain_xml import DevicePolicy
 
 # Kinds that can hold VDI children, and the order groups appear in on the VM page.
 KIND_ORDER = ("initial", "source", "simple", "unclassified")
@@ -44,6 +45,22 @@ class Vm:
     boot_order: str
     network: str | None
     mac_address: str | None
+    machine: str
+    firmware: str
+    secure_boot: bool
+    tpm: bool
+    domain_type: str
+    cpu_mode: str
+    disk_bus: str
+    disk_cache: str
+    nic_model: str
+    network_type: str
+    iso2_path: str | None
+    sound_model: str
+    video_heads: int
+    clipboard: bool
+    file_transfer: bool
+    usb_redirect: int
     operation_id: int | None
     assigned_user_id: int | None
     last_user_id: int | None
@@ -53,13 +70,17 @@ class Vm:
     def from_row(cls, row: Any) -> Vm:
         mapping = row._mapping if hasattr(row, "_mapping") else row
         values = {f.name: mapping[f.name] for f in fields(cls)}
-        for flag in ("maintenance", "locked", "volatile"):
+        for flag in ("maintenance", "locked", "volatile", "secure_boot", "tpm", "clipboard", "file_transfer"):
             values[flag] = bool(values[flag])
         return cls(**values)
 
     @property
     def boot_devices(self) -> tuple[str, ...]:
         return tuple(part for part in self.boot_order.split(",") if part) or ("hd",)
+
+    @property
+    def policy(self) -> DevicePolicy:
+        return DevicePolicy(self.clipboard, self.file_transfer, self.usb_redirect)
 
     @property
     def running(self) -> bool:

@@ -17,13 +17,15 @@ from typing import Any
 from databases import Database
 
 from app.audit import AuditLog
+from app.db.schema import pool_vms, pools
 from app.hyper import ConnectionEvent, DiskFile, DomainEvent, HypervisorError, HypervisorRegistry
 from app.live.hub import LiveHub
 from app.settings import VmSettings
+from app.vms import device_policy, machine, workflows_create, workflows_disk, workflows_manage
 from app.vms import power as power_actions
-from app.vms import workflows_create, workflows_disk, workflows_manage
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
+from app.vms.domain_xml import DevicePolicy
 from app.vms.errors import HypervisorFailure, Invalid
 from app.vms.operations import OperationListener, OperationsRunner
 from app.vms.parameters import DefinitionError, NewBatch, NewInitial, NewVdi, NewVm, parse
@@ -192,11 +194,36 @@ class VmService:
         )
 
     async def change_media(
-        self, vm_id: int, iso_path: str | None, *, actor: str = "", client_address: str = ""
+        self, vm_id: int, iso_path: str | None, *, drive: int = 1, actor: str = "", client_address: str = ""
     ) -> Vm:
         return await workflows_manage.change_media(
-            self.ctx, vm_id, iso_path, actor=actor, client_address=client_address
+            self.ctx, vm_id, iso_path, drive=drive, actor=actor, client_address=client_address
         )
+
+    async def set_policy(
+        self, vm_id: int, changes: dict[str, Any], *, actor: str = "", client_address: str = ""
+    ) -> Vm:
+        """Clipboard, file transfer, USB redirection of a VM that is in no pool (pools set their own)."""
+        return await device_policy.set_vm_policy(
+            self.ctx, vm_id, changes, actor=actor, client_address=client_address
+        )
+
+    async def apply_pool_policy(self, pool_id: int, vm_ids: list[int] | None = None) -> list[str]:
+        """The pool's device policy onto its desktops (or just ``vm_ids``, newly added); the names
+        of those running, which get it at their next start."""
+        pool = await self.ctx.db.fetch_one(pools.select().where(pools.c.id == pool_id))
+        if pool is None:
+            return []
+        if vm_ids is None:
+            rows = await self.ctx.db.fetch_all(pool_vms.select().where(pool_vms.c.pool_id == pool_id))
+            vm_ids = [row._mapping["vm_id"] for row in rows]
+        policy = DevicePolicy(bool(pool.clipboard), bool(pool.file_transfer), int(pool.usb_redirect))
+        return await device_policy.apply(self.ctx, vm_ids, policy)
+
+    async def offers(self, hypervisor_id: int) -> dict[str, Any]:
+        """What the VM form may offer on this hypervisor (UEFI, Secure Boot, TPM, CPU modes) and why not."""
+        hv = self.ctx.hypervisor(hypervisor_id, new_work=False)
+        return await machine.offers(hv, self.ctx.settings.domain_type)
 
     async def plan_delete(
         self, vm_id: int, *, with_children: bool, remove_disks: bool

@@ -9,9 +9,12 @@ fast disk if the admin wants), which libvirt's ``<transient/>`` disks cannot do
 (they always put the overlay next to the image), and no code runs on the
 hypervisor besides ``qemu-img``, ``rm`` and libvirt.
 
-A guest reboot keeps its QEMU process and so its overlay; only a power-off
-discards the changes. Started outside the dashboard after a stop, a volatile VM
-fails to start (its overlay is gone) rather than silently writing its disk.
+The same goes for a UEFI desktop's variable store and a TPM desktop's TPM state
+(see :mod:`app.vms.firmware_state`): each volatile boot runs on copies of the
+saved ones, removed with the overlay. A guest reboot keeps its QEMU process and
+so its overlay; only a power-off discards the changes. Started outside the
+dashboard after a stop, a volatile VM fails to start (its overlay is gone)
+rather than silently writing its disk.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import secrets
 import xml.etree.ElementTree as ET
 
 from app.hyper import Hypervisor, HypervisorError
+from app.vms import firmware_state
+from app.vms.alignment import BootTarget, align
 from app.vms.context import VmContext
-from app.vms.disks import create_overlays, remove_files
-from app.vms.domain_xml import EXPIRED, disk_source_of, with_disk_source
+from app.vms.disks import create_overlays
+from app.vms.domain_xml import EXPIRED
 from app.vms.errors import HypervisorFailure
 from app.vms.parameters import volatile_overlay_path
 from app.vms.records import Vm
@@ -45,39 +50,53 @@ def spice_locked(xml: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-async def point_definition_at(hv: Hypervisor, name: str, source: str) -> bool:
-    """Make the persistent definition's disk read ``source``; True when it had to be redefined.
+def boot_target(vm: Vm, hv: Hypervisor, *, volatile: bool) -> BootTarget:
+    """What this boot's definition must say: its disk, its variable store, the VM's device policy."""
+    disk = overlay_of(vm, hv) if volatile else (vm.disk_path or None)
+    nvram = firmware_state.state_paths(hv, vm.name).boot_nvram(volatile) if vm.firmware == "uefi" else None
+    return BootTarget(disk, nvram, vm.policy)
 
-    One read of the persistent definition; a redefinition only when the source differs.
+
+async def align_definition(hv: Hypervisor, name: str, target: BootTarget) -> bool:
+    """Bring the persistent definition in line with ``target``; True when it had to be redefined.
+
+    One read of the persistent definition; a redefinition only when something differs.
     """
     try:
         xml = await hv.domain_xml(name, secure=True, inactive=True)
     except HypervisorError as exc:
         raise HypervisorFailure(f"reading the definition of {name} failed: {exc}") from exc
-    if disk_source_of(xml) == source:
+    aligned = align(xml, target)
+    if aligned is None:
         return False
     try:
-        await hv.define(spice_locked(with_disk_source(xml, source)))
+        await hv.define(spice_locked(aligned))
     except HypervisorError as exc:
         raise HypervisorFailure(f"redefining {name} failed: {exc}") from exc
     return True
 
 
-async def prepare_boot(vm: Vm, hv: Hypervisor) -> None:
-    """Before starting ``vm``: a fresh overlay if volatile, and the definition pointing at the right file."""
-    if vm.volatile:
-        overlay = overlay_of(vm, hv)
-        await create_overlays(hv, vm.disk_path, [overlay])
-        await point_definition_at(hv, vm.name, overlay)
-    elif vm.disk_path:
-        await point_definition_at(hv, vm.name, vm.disk_path)
+async def prepare_boot(vm: Vm, hv: Hypervisor, *, volatile: bool) -> None:
+    """Before starting ``vm``: a fresh overlay and firmware-state copies if volatile, the definition
+    pointing at the right files with the VM's device policy, and its TPM's swtpm running."""
+    if volatile:
+        await create_overlays(hv, vm.disk_path, [overlay_of(vm, hv)])
+        await firmware_state.prepare_volatile_copies(hv, vm)
+    await align_definition(hv, vm.name, boot_target(vm, hv, volatile=volatile))
+    if vm.tpm:
+        await firmware_state.start_swtpm(hv, vm, volatile=volatile)
+
+
+def boot_leftovers(vm: Vm, hv: Hypervisor) -> list[str]:
+    """Files one volatile boot leaves behind (its overlay, firmware-state copies)."""
+    return [overlay_of(vm, hv), *firmware_state.volatile_files(hv, vm)]
 
 
 async def apply_flag(vm: Vm, hv: Hypervisor) -> None:
     """After the volatile flag changed: redefine now if the VM is off (else at its next start)."""
     if vm.running or not vm.disk_path:
         return
-    await point_definition_at(hv, vm.name, overlay_of(vm, hv) if vm.volatile else vm.disk_path)
+    await align_definition(hv, vm.name, boot_target(vm, hv, volatile=vm.volatile))
 
 
 async def discard_after_stop(ctx: VmContext, vm: Vm, hv: Hypervisor) -> bool:
@@ -90,10 +109,10 @@ async def discard_after_stop(ctx: VmContext, vm: Vm, hv: Hypervisor) -> bool:
             state = "shutoff"
         if state in ("running", "paused", "pmsuspended"):
             return False
-        await remove_files(hv, [overlay_of(vm, hv)])
+        await firmware_state.remove(hv, boot_leftovers(vm, hv))
         return True
 
 
 async def discard_stopped(hv: Hypervisor, stopped: list[Vm]) -> None:
     """On reconnect: remove the overlays of every VM found stopped, in one command."""
-    await remove_files(hv, [overlay_of(vm, hv) for vm in stopped])
+    await firmware_state.remove(hv, [path for vm in stopped for path in boot_leftovers(vm, hv)])

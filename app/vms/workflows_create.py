@@ -10,24 +10,29 @@ import logging
 from dataclasses import dataclass
 
 from app.hyper import Hypervisor, HypervisorError
+from app.vms import firmware_state
 from app.vms.context import VmContext
+from app.vms.definitions import definition_for, hardware_columns, placement_of
 from app.vms.disks import create_disks, create_overlays, existing_files, remove_files
-from app.vms.domain_xml import DomainDefinition, build_domain_xml, new_uuid, random_mac
+from app.vms.domain_xml import (
+    DomainDefinition,
+    build_domain_xml,
+    new_uuid,
+    random_mac,
+)
 from app.vms.errors import HypervisorFailure, Invalid, Refused
 from app.vms.operations import OperationContext
 from app.vms.parameters import (
     DefinitionError,
-    Hardware,
     NewBatch,
     NewInitial,
     NewVdi,
     NewVm,
     check_placement,
     default_disk_path,
-    spice_listen_of,
     volatile_overlay_path,
 )
-from app.vms.records import Vm, delete_vm_row, insert_vm, taken_names, update_vm
+from app.vms.records import delete_vm_row, insert_vm, taken_names, update_vm
 
 log = logging.getLogger("kvmvdi.vms.create")
 
@@ -36,16 +41,6 @@ log = logging.getLogger("kvmvdi.vms.create")
 class Created:
     vm_ids: list[int]
     operation_id: int | None = None
-
-
-async def domain_type_of(hv: Hypervisor, forced: str = "auto") -> str:
-    """``kvm`` when the hypervisor offers hardware virtualisation, else ``qemu`` (TCG)."""
-    if forced in ("kvm", "qemu"):
-        return forced
-    try:
-        return "kvm" if await hv.supports_kvm() else "qemu"
-    except HypervisorError as exc:
-        raise HypervisorFailure(f"reading the hypervisor's capabilities failed: {exc}") from exc
 
 
 async def check_names(ctx: VmContext, names: list[str], field: str) -> None:
@@ -63,38 +58,9 @@ async def offered_isos(hv: Hypervisor) -> list[str]:
         raise HypervisorFailure(f"listing the hypervisor's ISOs failed: {exc}") from exc
 
 
-async def check_iso(hv: Hypervisor, iso_path: str | None) -> None:
+async def check_iso(hv: Hypervisor, iso_path: str | None, field: str = "iso_path") -> None:
     if iso_path is not None and iso_path not in await offered_isos(hv):
-        raise Invalid({"iso_path": "choose an ISO from the hypervisor's list"})
-
-
-def definition_for(
-    vm_name: str,
-    uuid: str,
-    hardware: Hardware | Vm,
-    *,
-    domain_type: str,
-    disk_source: str,
-    hv: Hypervisor,
-    mac_address: str | None,
-) -> DomainDefinition:
-    boot = hardware.boot_devices if isinstance(hardware, Vm) else tuple(hardware.boot_order)
-    return DomainDefinition(
-        name=vm_name,
-        uuid=uuid,
-        domain_type="kvm" if domain_type == "kvm" else "qemu",
-        vcpu_sockets=hardware.vcpu_sockets,
-        vcpu_cores=hardware.vcpu_cores,
-        memory_mib=hardware.memory_mib,
-        disk_source=disk_source,
-        spice_listen=spice_listen_of(hv.record),
-        spice_plain=hv.record.spice_plain,
-        iso_path=hardware.iso_path,
-        boot_order=boot,
-        network=hardware.network,
-        mac_address=mac_address,
-        os_type=hardware.os_type,
-    )
+        raise Invalid({field: "choose an ISO from the hypervisor's list"})
 
 
 # A new VM being provisioned: (vm id, name, uuid, disk path, MAC address).
@@ -107,6 +73,11 @@ class _Provisioning:
     def __init__(self, ctx: VmContext, hv: Hypervisor, rows: list[NewRow]) -> None:
         self.ctx, self.hv, self.rows = ctx, hv, rows
         self.defined: list[str] = []
+        self.firmware_state = False
+
+    def with_firmware_state(self, made: bool) -> None:
+        """The VMs get an NVRAM and/or TPM state: undoing removes those too."""
+        self.firmware_state = made
 
     async def define(self, vm_id: int, definition: DomainDefinition) -> None:
         await define(self.hv, definition)
@@ -120,7 +91,11 @@ class _Provisioning:
                 await self.hv.undefine(name)
             except HypervisorError as exc:
                 log.warning("undoing: undefine %s failed: %s", name, exc)
-        files = [row[3] for row in self.rows]
+        files = [row[3] for row in self.rows if row[3]]
+        if self.firmware_state:
+            for _, name, *_rest in self.rows:
+                paths = firmware_state.state_paths(self.hv, name)
+                files += [paths.nvram, paths.tpm_dir]
         try:
             await remove_files(self.hv, files)
         except Exception as exc:
@@ -161,7 +136,8 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
                 else "prefix": f"a file already exists at {', '.join(existing)}: choose another name"
             }
         )
-    domain_type = await domain_type_of(hv, ctx.settings.domain_type)
+    await check_iso(hv, spec.iso2_path, "iso2_path")
+    placement = await placement_of(ctx, hv, spec)
     rows: list[NewRow] = []
     for name, disk in zip(names, disks, strict=True):
         uuid = new_uuid()
@@ -173,6 +149,8 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
             hypervisor_id=hv.id,
             kind=spec.kind,
             state="unknown",
+            domain_type=placement.domain_type,
+            **hardware_columns(spec),
             os_type=spec.os_type,
             vcpu_sockets=spec.vcpu_sockets,
             vcpu_cores=spec.vcpu_cores,
@@ -180,6 +158,7 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
             disk_path=disk,
             disk_size_gib=spec.disk_size_gib,
             iso_path=spec.iso_path,
+            iso2_path=spec.iso2_path,
             boot_order=",".join(spec.boot_order),
             network=spec.network,
             mac_address=mac,
@@ -192,11 +171,16 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
             if op is not None:
                 await op.progress(0, f"Creating {len(rows)} disks")
             await create_disks(hv, [(disk, spec.disk_size_gib) for _, _, _, disk, _ in rows])
+            work.with_firmware_state(spec.firmware == "uefi" or spec.tpm)
+            template = placement.firmware.vars_template if placement.firmware else None
+            await firmware_state.create_fresh(
+                hv, [row[1] for row in rows], nvram_template=template, tpm=spec.tpm
+            )
             for index, (vm_id, name, uuid, disk, mac) in enumerate(rows, start=1):
                 await work.define(
                     vm_id,
                     definition_for(
-                        name, uuid, spec, domain_type=domain_type, disk_source=disk, hv=hv, mac_address=mac
+                        name, uuid, spec, placement=placement, disk_source=disk, hv=hv, mac_address=mac
                     ),
                 )
                 if op is not None:
@@ -251,7 +235,7 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
     disk = default_disk_path(hv.record.images_dir, spec.name)
     if await existing_files(hv, [disk]):
         raise Invalid({"name": f"a file already exists at {disk}: choose another name"})
-    domain_type = await domain_type_of(hv, ctx.settings.domain_type)
+    placement = await placement_of(ctx, hv, source)
     uuid = new_uuid()
     mac = random_mac() if source.network else None
     hardware = {
@@ -274,24 +258,33 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
         boot_order="hd",
         network=source.network,
         mac_address=mac,
+        domain_type=placement.domain_type,
+        **hardware_columns(source),
         **hardware,
     )
     initial = await ctx.vm(vm_id)
+    work = _Provisioning(ctx, hv, [(vm_id, spec.name, uuid, disk, mac)])
     try:
+        # A fresh NVRAM and TPM now; the source's are copied with its disk.
+        work.with_firmware_state(initial.firmware == "uefi" or initial.tpm)
+        template = placement.firmware.vars_template if placement.firmware else None
+        await firmware_state.create_fresh(hv, [spec.name], nvram_template=template, tpm=initial.tpm)
         await define(
             hv,
             definition_for(
                 spec.name,
                 uuid,
                 initial,
-                domain_type=domain_type,
+                placement=placement,
                 disk_source=disk,
                 hv=hv,
                 mac_address=mac,
             ),
         )
     except BaseException:
-        await delete_vm_row(ctx.db, vm_id)
+        # The disk is not made yet: only the firmware state and the row go.
+        work.rows = [(vm_id, spec.name, uuid, "", mac)]
+        await work.undo()
         raise
     await update_vm(ctx.db, vm_id, state="shutoff")
     await ctx.refresh(vm_id, "created")
@@ -321,7 +314,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
     existing = await existing_files(hv, disks)
     if existing:
         raise Invalid({"prefix": f"a file already exists at {', '.join(existing)}: choose another prefix"})
-    domain_type = await domain_type_of(hv, ctx.settings.domain_type)
+    placement = await placement_of(ctx, hv, initial)
     rows: list[NewRow] = []
     for name, disk in zip(names, disks, strict=True):
         uuid = new_uuid()
@@ -344,6 +337,8 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
             boot_order="hd",
             network=initial.network,
             mac_address=mac,
+            domain_type=placement.domain_type,
+            **hardware_columns(initial),
         )
         rows.append((vm_id, name, uuid, disk, mac))
 
@@ -352,6 +347,9 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         try:
             await op.progress(0, f"Creating {len(rows)} overlays of {initial.name}")
             await create_overlays(hv, initial.disk_path, [row[3] for row in rows])
+            # Each child starts from a copy of the initial's variable store and TPM.
+            work.with_firmware_state(initial.firmware == "uefi" or initial.tpm)
+            await firmware_state.copy_state(hv, initial, [row[1] for row in rows])
             await op.progress(20, "Defining the VDI machines")
             for index, (vm_id, name, uuid, disk, mac) in enumerate(rows, start=1):
                 source = volatile_overlay_path(hv.record.volatile_dir, name) if spec.volatile else disk
@@ -361,7 +359,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
                         name,
                         uuid,
                         initial,
-                        domain_type=domain_type,
+                        placement=placement,
                         disk_source=source,
                         hv=hv,
                         mac_address=mac,

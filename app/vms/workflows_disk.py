@@ -5,9 +5,10 @@ maintenance (their overlays would read a changing base), the source's disk is
 converted to a standalone qcow2 under a temporary name with live progress, and
 renamed over the initial's disk only when complete.
 
-*Populate*: every child's overlay is recreated from the current initial disk (all
-in one SSH command), then each child is started once from its own disk, never
-volatile, so that first-boot scripts persist (a few starts at a time). The
+*Populate*: every child's overlay is recreated from the current initial disk, and
+its UEFI variable store and TPM state from the initial's (one SSH command each),
+then each child is started once from its own disk, never volatile, so that
+first-boot scripts persist (a few starts at a time). The
 operation is done when every child has been recreated and started: the first
 boots run on. On request it also waits until each first boot has finished (the
 guest powers itself off), shutting down (ACPI, then forced) a guest that is still
@@ -22,6 +23,7 @@ import logging
 
 from app.hyper import Hypervisor, HypervisorError
 from app.hyper.disks import partial_path
+from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import backing_file, confined, create_overlays, existing_files
 from app.vms.errors import HypervisorFailure, Invalid, Refused
@@ -125,6 +127,9 @@ async def _copy(
     await op.temp_file_done(temp)
     if await backing_file(hv, initial.disk_path) is not None:
         raise HypervisorFailure(f"{initial.disk_path} still depends on a backing file after the copy")
+    if source.firmware == initial.firmware and source.tpm == initial.tpm:
+        # The variable store (boot entries, enrolled keys) and the TPM belong with the disk.
+        await firmware_state.copy_state(hv, source, [initial.name])
     await op.progress(100, "Disk copied")
     follow = f" Populate its {len(children)} VDI machines to use it." if children else ""
     return f"Copied the disk of {source.name} to {initial.name}.{follow}"
@@ -210,6 +215,7 @@ class Populate:
         await _stop_running(hv, children)
         await self.op.progress(None, f"Recreating {total} overlays of {self.initial.name}")
         await create_overlays(hv, self.initial.disk_path, [child.disk_path for child in children])
+        await firmware_state.copy_state(hv, self.initial, [child.name for child in children])
         await self.advance(f"Recreated {total} overlays; starting the first boots", total)
 
         count = 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.hyper import Hypervisor, HypervisorError
+from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
 from app.vms.domain_xml import cdrom_device_xml
@@ -138,20 +139,35 @@ async def set_children_flags(
 
 
 async def change_media(
-    ctx: VmContext, vm_id: int, iso_path: str | None, *, actor: str = "", client_address: str = ""
+    ctx: VmContext,
+    vm_id: int,
+    iso_path: str | None,
+    *,
+    drive: int = 1,
+    actor: str = "",
+    client_address: str = "",
 ) -> Vm:
-    """Insert an ISO into the CD-ROM drive (None ejects): live if running, and in the definition."""
+    """Insert an ISO into CD-ROM drive 1 or 2 (None ejects): live if running, and in the definition."""
+    if drive not in (1, 2):
+        raise Invalid({"drive": "choose CD-ROM drive 1 or 2"})
+    field_name = "iso_path" if drive == 1 else "iso2_path"
     vm = await ctx.vm(vm_id)
     _not_busy(vm)
     hv = ctx.hypervisor(vm.hypervisor_id, new_work=False)
-    await check_iso(hv, iso_path)
+    await check_iso(hv, iso_path, field_name)
+    device = cdrom_device_xml(iso_path, machine="q35" if vm.machine == "q35" else "pc", slot=drive - 1)
     try:
-        await hv.update_device(vm.name, cdrom_device_xml(iso_path))
+        await hv.update_device(vm.name, device)
     except HypervisorError as exc:
-        raise HypervisorFailure(f"changing the CD-ROM of {vm.name} failed: {exc}") from exc
-    await update_vm(ctx.db, vm.id, iso_path=iso_path)
+        raise HypervisorFailure(f"changing CD-ROM drive {drive} of {vm.name} failed: {exc}") from exc
+    await update_vm(ctx.db, vm.id, **{field_name: iso_path})
     await ctx.audit.record(
-        "vm_media", actor=actor, target=vm.name, client_address=client_address, iso=iso_path or "(ejected)"
+        "vm_media",
+        actor=actor,
+        target=vm.name,
+        client_address=client_address,
+        drive=drive,
+        iso=iso_path or "(ejected)",
     )
     updated = await ctx.refresh(vm.id, "media")
     assert updated is not None
@@ -261,6 +277,9 @@ async def delete(
         if vm.disk_path in plan.files:
             files.append(vm.disk_path)
         await remove_files(hv, files)
+        # Its NVRAM and TPM state are its own (children have copies, never links).
+        await firmware_state.stop_swtpm(hv, vm)
+        await firmware_state.remove(hv, firmware_state.all_files(hv, vm))
         await delete_vm_row(ctx.db, vm.id)
         ctx.publish_removed(vm.id, vm.name)
 

@@ -196,7 +196,11 @@ def clean_host(host: LibvirtHost, tag: str) -> None:
     for directory in (host.images_dir, host.volatile_dir):
         for path in directory.iterdir():
             if path.name.lstrip(".").startswith(tag):
-                path.unlink(missing_ok=True)
+                # TPM states are directories.
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
 
 # ``await world_factory([h0, h1], vms={...}, hypervisors={...})`` (fixture in tests/vms/conftest.py).

@@ -14,40 +14,118 @@
 
   function isoList(form) {
     const hypervisor = form.querySelector("#hypervisor_id");
-    const iso = form.querySelector("#iso_path");
+    const drives = form.querySelectorAll("select[data-iso-list]");
     const help = form.querySelector("#iso-help");
-    if (!hypervisor || !iso) return;
+    if (!hypervisor || !drives.length) return;
     hypervisor.addEventListener("change", async () => {
-      const keep = iso.value;
-      iso.disabled = true;
+      const keep = Array.from(drives, (drive) => drive.value);
+      drives.forEach((drive) => { drive.disabled = true; });
       try {
         const response = await fetch(`/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/isos`,
           { headers: { Accept: "application/json" }, credentials: "same-origin" });
         const body = await response.json();
-        iso.replaceChildren(new Option("(empty drive)", ""));
+        drives.forEach((drive) => drive.replaceChildren(new Option("(empty drive)", "")));
         if (!response.ok) {
           help.textContent = body.message || "The ISO list is not available.";
           return;
         }
-        for (const found of body.isos) {
-          const option = new Option(found.name, found.path);
-          option.selected = found.path === keep;
-          iso.add(option);
-        }
+        drives.forEach((drive, index) => {
+          for (const found of body.isos) {
+            const option = new Option(found.name, found.path);
+            option.selected = found.path === keep[index];
+            drive.add(option);
+          }
+        });
         help.textContent = body.isos.length ? "ISO images found in the hypervisor's ISO directory."
           : "No ISO image in the hypervisor's ISO directory.";
       } catch (error) {
         help.textContent = "The ISO list could not be loaded: " + error;
       } finally {
-        iso.disabled = false;
+        drives.forEach((drive) => { drive.disabled = false; });
       }
     });
+  }
+
+  // What the chosen hypervisor really runs (libvirt's capabilities and trial starts): options it
+  // cannot run are disabled with the reason, and the note says whether the machine gets KVM or TCG.
+  function machineOffers(form) {
+    const hypervisor = form.querySelector("#hypervisor_id");
+    const note = form.querySelector("#machine-note");
+    if (!hypervisor || !note) return;
+    const field = (name) => form.querySelector(`[name="${name}"]`);
+    let offers = null;
+
+    const wanted = () => {
+      const list = [];
+      if (field("firmware")?.value === "uefi") list.push(field("secure_boot")?.checked ? "secure_boot" : "uefi");
+      if (field("tpm")?.checked) list.push("tpm");
+      const cpu = field("cpu_mode")?.value;
+      if (cpu && cpu !== "default") list.push(cpu);
+      return list;
+    };
+
+    const describe = () => {
+      if (!offers) return;
+      const options = offers.options;
+      const usable = (option) => offers.domain_types.some((type) => options[option]?.[type]?.ok);
+      const uefi = field("firmware")?.querySelector('option[value="uefi"]');
+      if (uefi) uefi.disabled = !usable("uefi");
+      const secure = field("secure_boot");
+      if (secure) secure.disabled = !usable("secure_boot");
+      const tpm = field("tpm");
+      if (tpm) tpm.disabled = !usable("tpm");
+      for (const mode of ["host-model", "host-passthrough"]) {
+        const option = field("cpu_mode")?.querySelector(`option[value="${mode}"]`);
+        if (option) option.disabled = !usable(mode);
+      }
+      const needs = wanted();
+      if (!needs.length) {
+        note.textContent = `Runs with ${offers.labels[offers.domain_types[0]] || "the hypervisor's default"}.`;
+        return;
+      }
+      const runs = offers.domain_types.find((type) => needs.every((option) => options[option]?.[type]?.ok));
+      const reasons = offers.domain_types
+        .map((type) => {
+          const failing = needs.map((option) => options[option]?.[type]).find((answer) => answer && !answer.ok);
+          return failing ? `${offers.labels[type]}: ${failing.reason}` : "";
+        })
+        .filter(Boolean);
+      if (runs === "kvm") note.textContent = "Runs with KVM.";
+      else if (runs) note.textContent = `Runs with ${offers.labels[runs]} here (slower). ${reasons.join("; ")}`;
+      else note.textContent = `This hypervisor cannot run this machine. ${reasons.join("; ")}`;
+    };
+
+    const load = async () => {
+      offers = null;
+      note.textContent = "Checking what this hypervisor can run…";
+      try {
+        const response = await fetch(
+          `/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/capabilities`,
+          { headers: { Accept: "application/json" }, credentials: "same-origin" });
+        const body = await response.json();
+        if (!response.ok) {
+          note.textContent = body.message || "The hypervisor's capabilities are not available.";
+          return;
+        }
+        offers = body;
+        describe();
+      } catch (error) {
+        note.textContent = "The hypervisor's capabilities could not be read: " + error;
+      }
+    };
+
+    hypervisor.addEventListener("change", load);
+    ["firmware", "secure_boot", "tpm", "cpu_mode", "machine"].forEach((name) => {
+      field(name)?.addEventListener("change", describe);
+    });
+    if (hypervisor.value) load();
   }
 
   document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("form").forEach((form) => {
       if (form.querySelector('input[name="mode"]')) modeSwitch(form);
       isoList(form);
+      machineOffers(form);
     });
     const invalid = document.querySelector(".is-invalid");
     if (invalid) invalid.focus();
