@@ -21,6 +21,7 @@ from app.directory.check import check_directory
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.hyper.probe import ProbeResult
     from app.hyper.spice_tls import SpiceTls
     from app.hyper.sshkeys import DashboardKey, KnownHostsFile
     from app.tlsca import DashboardCA
@@ -182,11 +183,66 @@ async def check_hypervisors(settings: Settings, url: str, ca: DashboardCA | None
     spice_tls = SpiceTls(ca) if ca is not None else None
     outcomes = await asyncio.gather(
         *(
-            probe_line(row, key, known_hosts, key_exists=key_path.exists(), spice_tls=spice_tls)
+            probe_lines(row, key, known_hosts, key_exists=key_path.exists(), spice_tls=spice_tls)
             for row in rows
         )
     )
-    return list(outcomes)
+    return [line for lines in outcomes for line in lines]
+
+
+async def probe_lines(
+    row: Any,
+    key: DashboardKey,
+    known_hosts: KnownHostsFile,
+    *,
+    key_exists: bool,
+    spice_tls: SpiceTls | None = None,
+) -> list[CheckLine]:
+    """The reachability line of a hypervisor, and what desktops it can run."""
+    from app.hyper.probe import probe
+    from app.hyper.records import HypervisorRecord
+
+    if row.transport == "ssh" and not key_exists:
+        return [await probe_line(row, key, known_hosts, key_exists=key_exists)]
+    record = HypervisorRecord.from_row(row)
+    result = await probe(record, key, known_hosts, spice_tls=spice_tls, desktops=True)
+    lines = [
+        await probe_line(row, key, known_hosts, key_exists=key_exists, spice_tls=spice_tls, result=result)
+    ]
+    if result.ok and result.desktops is not None:
+        lines.append(desktops_line(row.name, result.desktops))
+    return lines
+
+
+OPTION_NAMES = {
+    "uefi": "UEFI",
+    "secure_boot": "Secure Boot",
+    "tpm": "TPM 2.0",
+    "host-model": "host-model CPU",
+    "host-passthrough": "host-passthrough CPU",
+}
+
+
+def desktops_line(name: str, offered: dict[str, Any]) -> CheckLine:
+    """``UEFI: yes (TCG; KVM: ...)``, per option: where it runs, or why it cannot."""
+    labels = offered.get("labels", {})
+    parts: list[str] = []
+    missing: list[str] = []
+    for option, label in OPTION_NAMES.items():
+        answers = offered["options"].get(option, {})
+        runs = [dt for dt in offered.get("domain_types", []) if answers.get(dt, {}).get("ok")]
+        refusals = [f"{labels.get(dt, dt)}: {a['reason']}" for dt, a in answers.items() if not a.get("ok")]
+        if runs and runs[0] == "kvm":
+            parts.append(f"{label} yes (KVM)")
+        elif runs:
+            parts.append(f"{label} yes, emulated only ({'; '.join(refusals)})")
+        else:
+            parts.append(f"{label} no ({'; '.join(refusals)})")
+            missing.append(label)
+    # Windows 11 needs UEFI, Secure Boot and a TPM: a host that cannot run them needs attention.
+    needed = {"UEFI", "Secure Boot", "TPM 2.0"}
+    result = WARN if needed & set(missing) else OK
+    return CheckLine(f"hypervisor {name} desktops", result, "; ".join(parts))
 
 
 async def probe_line(
@@ -196,6 +252,7 @@ async def probe_line(
     *,
     key_exists: bool,
     spice_tls: SpiceTls | None = None,
+    result: ProbeResult | None = None,
 ) -> CheckLine:
     from app.hyper.probe import probe
     from app.hyper.records import HypervisorRecord
@@ -208,7 +265,8 @@ async def probe_line(
             FAIL,
             f"the dashboard's SSH key {key.private_path} does not exist: start the dashboard once",
         )
-    result = await probe(HypervisorRecord.from_row(row), key, known_hosts, spice_tls=spice_tls)
+    if result is None:
+        result = await probe(HypervisorRecord.from_row(row), key, known_hosts, spice_tls=spice_tls)
     outcome = CheckOutcome.from_probe(result)
     if not outcome.ok:
         if row.maintenance:

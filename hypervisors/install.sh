@@ -53,7 +53,8 @@ SPICE_TLS_DIR=/etc/pki/libvirt-spice
 FIREWALL_TABLE=kvm_vdi_spice
 FIREWALL_FILE=/etc/kvm-vdi/spice-firewall.nft
 NFTABLES_CONF=/etc/nftables.conf
-PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system openssh-server openssl)
+# ovmf: UEFI firmware (with Secure Boot); swtpm + swtpm-tools: emulated TPM 2.0 (Windows 11 desktops).
+PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system openssh-server openssl ovmf swtpm swtpm-tools)
 
 usage() {
     sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
@@ -473,6 +474,19 @@ do_check() {
             pass "program $program"
         else
             missing "program $program (apt-get install ${PACKAGES[*]})"
+        fi
+    done
+    # UEFI and TPM desktops: OVMF's firmware descriptors, and swtpm (which runs as the service user).
+    if compgen -G "/usr/share/qemu/firmware/*edk2-x86_64*.json" >/dev/null; then
+        pass "UEFI firmware (ovmf)"
+    else
+        missing "UEFI firmware (apt-get install ovmf)"
+    fi
+    for program in swtpm swtpm_setup; do
+        if command -v "$program" >/dev/null; then
+            pass "program $program"
+        else
+            missing "program $program (apt-get install swtpm swtpm-tools)"
         fi
     done
     if command -v virt-ssh-helper >/dev/null || command -v nc >/dev/null; then

@@ -60,6 +60,7 @@ class HostFeatures:
         self._capabilities: HostCapabilities | None = None
         self._trials: dict[tuple[str, str], Trial] = {}
         self._lock = asyncio.Lock()
+        self._trial_lock = asyncio.Lock()
 
     async def capabilities(self) -> HostCapabilities:
         async with self._lock:
@@ -98,10 +99,12 @@ class HostFeatures:
         if domain_type not in DOMAIN_TYPES or feature not in trials.FEATURES:
             raise ValueError(f"no trial for {domain_type}/{feature}")
         key = (domain_type, feature)
-        found = self._trials.get(key)
-        if found is None:
-            found = await self._run(domain_type, feature)
-            self._trials[key] = found
+        # One trial at a time: two forms opened together must not start the same domain twice.
+        async with self._trial_lock:
+            found = self._trials.get(key)
+            if found is None:
+                found = await self._run(domain_type, feature)
+                self._trials[key] = found
         return found
 
     async def _run(self, domain_type: str, feature: str) -> Trial:

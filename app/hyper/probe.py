@@ -12,9 +12,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from app.hyper.disks import DiskOperations
 from app.hyper.errors import HypervisorError
+from app.hyper.features import HostFeatures
+from app.hyper.placement import offers
 from app.hyper.records import HypervisorRecord
 from app.hyper.session import HOST_KEY_UNCONFIRMED, ConnectFailure, Session, open_session
 from app.hyper.spice_tls import SpiceTls
@@ -40,6 +43,8 @@ class ProbeResult:
     # The SPICE certificate: "valid until ..." or why it is not usable ("" when not looked at).
     spice_certificate: str = ""
     elapsed: float = 0.0
+    # With ``desktops=True``: what VMs there can have (see app.hyper.placement.offers).
+    desktops: dict[str, Any] | None = None
 
 
 async def probe(
@@ -50,6 +55,7 @@ async def probe(
     timeout: float = 10.0,  # noqa: ASYNC109 -- per step (SSH, libvirt), not overall
     spice_tls: SpiceTls | None = None,
     issue: bool = False,
+    desktops: bool = False,
 ) -> ProbeResult:
     """``spice_tls``: also look at the SPICE certificate, and with ``issue`` install one when it is
     missing, foreign or due (the admin's "check"; ``kvm-vdi check`` only looks)."""
@@ -73,7 +79,9 @@ async def probe(
                 elapsed=time.monotonic() - started,
             )
         try:
-            inspection = _inspect(record, session, key_fingerprint, started, spice_tls, issue)
+            inspection = _inspect(
+                record, session, key_fingerprint, started, spice_tls, issue, desktops=desktops
+            )
             return await asyncio.wait_for(inspection, timeout * 3)
         except TimeoutError:
             return ProbeResult(
@@ -109,6 +117,8 @@ async def _inspect(
     started: float,
     spice_tls: SpiceTls | None,
     issue: bool,
+    *,
+    desktops: bool = False,
 ) -> ProbeResult:
     facts = await session.facts()
     disks = DiskOperations(session.runner, record.dirs)
@@ -140,6 +150,12 @@ async def _inspect(
             warnings.append(f"SPICE over TLS: {certificate} (run hypervisors/install.sh there)")
         elif state.due():
             warnings.append(f"SPICE over TLS: the certificate is {certificate}: press Check to renew it")
+    offered: dict[str, Any] | None = None
+    if desktops:
+        try:
+            offered = await offers(HostFeatures(session.libvirt.call, session.runner, record.volatile_dir))
+        except HypervisorError as exc:
+            warnings.append(f"what desktops can run there is unknown: {exc}")
     return ProbeResult(
         True,
         None,
@@ -155,4 +171,5 @@ async def _inspect(
         warnings=warnings,
         elapsed=time.monotonic() - started,
         spice_certificate=certificate,
+        desktops=offered,
     )
