@@ -176,8 +176,11 @@ class VmSettings(Section):
     thumbnail_interval: float = 5.0
     thumbnail_width: int = 160
     thumbnail_concurrency: int = 3
-    # "auto": kvm when the hypervisor offers it, else qemu (TCG); "qemu" forces TCG.
+    # "auto": kvm where the hypervisor really runs the VM's machine (UEFI, CPU mode ...
+    # are tried), else qemu (TCG); "kvm" or "qemu" forces one.
     domain_type: Literal["auto", "kvm", "qemu"] = "auto"
+    # Seconds between asking running guests' QEMU agents for their OS and IP addresses.
+    agent_interval: float = 30.0
 
 
 class BrokerSettings(Section):

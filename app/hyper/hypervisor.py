@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.hyper import capabilities, domains, graphics, screenshot
+from app.hyper import agent, capabilities, domains, graphics, screenshot
+from app.hyper.agent import GuestInfo
 from app.hyper.capabilities import HostCapabilities, Trial
 from app.hyper.commands import CommandResult
 from app.hyper.disks import DiskFile, DiskOperations, ProgressCallback
@@ -227,6 +228,10 @@ class Hypervisor:
         """Whether ``domain_type`` domains with ``feature`` (uefi, smm, host-model,
         host-passthrough) really start on this host; a throw-away domain finds out, once."""
         return await self._host_features().trial(domain_type, feature)
+
+    async def guest_info(self, name: str) -> GuestInfo | None:
+        """OS name and IP addresses from the guest agent; ``None`` without an agent answering."""
+        return await self._libvirt(agent.guest_info, name)
 
     async def screenshot_png(self, name: str, max_width: int = 640) -> bytes:
         return await self._libvirt(screenshot.screenshot_png, name, max_width)

@@ -60,7 +60,7 @@ async def index(request: Request) -> Response:
     service = services.vms
     if service is None:
         return render(request, "vms/unavailable.html", {"active": "vms", "title": "Virtual machines"}, 503)
-    table = await build_table(services.db, service.operations, service.thumbnails)
+    table = await build_table(services.db, service.operations, service.thumbnails, service.agents)
     return render(
         request,
         "vms/index.html",
@@ -79,7 +79,7 @@ async def table_fragment(request: Request) -> Response:
     """The whole table body (after a VM was created or re-classified), for the live page."""
     services = services_of(request)
     service = vm_service(request)
-    table = await build_table(services.db, service.operations, service.thumbnails)
+    table = await build_table(services.db, service.operations, service.thumbnails, service.agents)
     return render(request, "vms/_table.html", {"table": table})
 
 
@@ -90,7 +90,7 @@ async def row_fragment(request: Request) -> Response:
     vm = await get_vm(services.db, int(request.path_params["vm_id"]))
     if vm is None:
         return PlainTextResponse("No such VM.", status_code=404)
-    row = await single_row(services.db, service.operations, service.thumbnails, vm)
+    row = await single_row(services.db, service.operations, service.thumbnails, vm, service.agents)
     return render(request, "vms/_row_only.html", {"row": row, "child": vm.kind == "vdi" and vm.parent_id})
 
 

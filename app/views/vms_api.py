@@ -88,7 +88,8 @@ async def list_all(request: Request) -> Response:
     db = services_of(request).db
     hypervisor = request.query_params.get("hypervisor_id")
     vms = await list_vms(db, hypervisor_id=int(hypervisor) if hypervisor and hypervisor.isdigit() else None)
-    return JSONResponse({"vms": [vm.summary() for vm in vms]})
+    agents = vm_service(request).agents
+    return JSONResponse({"vms": [{**vm.summary(), "guest": agents.summary_of(vm.id)} for vm in vms]})
 
 
 @api
@@ -99,6 +100,8 @@ async def get_one(request: Request) -> Response:
     service = vm_service(request)
     data = vm.summary()
     data["thumbnail"] = service.thumbnails.version_of(vm.id)
+    # What the guest's QEMU agent reports (OS name, IP addresses), or null without one.
+    data["guest"] = service.agents.summary_of(vm.id)
     data["operation"] = await _operation(request, vm.operation_id)
     return JSONResponse({"vm": data})
 

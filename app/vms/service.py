@@ -27,6 +27,7 @@ from app.vms.context import VmContext
 from app.vms.disks import remove_files
 from app.vms.domain_xml import DevicePolicy
 from app.vms.errors import HypervisorFailure, Invalid
+from app.vms.guest_agents import GuestAgents
 from app.vms.operations import OperationListener, OperationsRunner
 from app.vms.parameters import DefinitionError, NewBatch, NewInitial, NewVdi, NewVm, parse
 from app.vms.records import Vm
@@ -54,6 +55,7 @@ class VmService:
         )
         self.sync = StateSync(self.ctx)
         self.thumbnails = Thumbnails(self.ctx)
+        self.agents = GuestAgents(self.ctx)
         self.operations = operations
         self._events: asyncio.Queue[DomainEvent | ConnectionEvent] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
@@ -70,6 +72,7 @@ class VmService:
             registry.add_connection_listener(self._events.put_nowait),
         ]
         self.thumbnails.start()
+        self.agents.start()
         # Hypervisors that connected before these listeners existed are reconciled now.
         for hv in registry.all():
             if hv.state == "up" and hv.connected:
@@ -79,6 +82,7 @@ class VmService:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         await self.thumbnails.stop()
+        await self.agents.stop()
         await self.operations.stop()
         if self._consumer is not None:
             self._consumer.cancel()

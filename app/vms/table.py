@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from databases import Database
 
+from app.hyper.agent import GuestInfo
+from app.vms.guest_agents import GuestAgents
 from app.vms.operations import Operation, OperationsRunner
 from app.vms.records import HypervisorRow, Vm, children_of, list_hypervisors, list_vms, usernames
 from app.vms.thumbnails import Thumbnails
@@ -30,6 +32,8 @@ class VmRow:
     thumbnail: int | None = None
     operation: Operation | None = None
     children: list[VmRow] = field(default_factory=list)
+    # What the guest's QEMU agent reports, if it runs one.
+    guest: GuestInfo | None = None
 
     @property
     def group(self) -> str:
@@ -72,7 +76,9 @@ class VmTable:
         )
 
 
-async def build_table(db: Database, operations: OperationsRunner, thumbnails: Thumbnails) -> VmTable:
+async def build_table(
+    db: Database, operations: OperationsRunner, thumbnails: Thumbnails, agents: GuestAgents | None = None
+) -> VmTable:
     vms = await list_vms(db)
     hypervisors = await list_hypervisors(db)
     hv_names = {hv.id: hv.name for hv in hypervisors}
@@ -87,6 +93,7 @@ async def build_table(db: Database, operations: OperationsRunner, thumbnails: Th
             user=users.get(vm.assigned_user_id) if vm.assigned_user_id is not None else None,
             thumbnail=thumbnails.version_of(vm.id) if vm.state == "running" else None,
             operation=by_op.get(vm.operation_id) if vm.operation_id is not None else None,
+            guest=agents.get(vm.id) if agents is not None else None,
         )
 
     initials = {vm.id: row(vm) for vm in vms if vm.kind == "initial"}
@@ -114,7 +121,13 @@ async def build_table(db: Database, operations: OperationsRunner, thumbnails: Th
     )
 
 
-async def single_row(db: Database, operations: OperationsRunner, thumbnails: Thumbnails, vm: Vm) -> VmRow:
+async def single_row(
+    db: Database,
+    operations: OperationsRunner,
+    thumbnails: Thumbnails,
+    vm: Vm,
+    agents: GuestAgents | None = None,
+) -> VmRow:
     hypervisors = {hv.id: hv.name for hv in await list_hypervisors(db)}
     users = await usernames(db, [vm.assigned_user_id] if vm.assigned_user_id is not None else [])
     operation = await operations.get(vm.operation_id) if vm.operation_id is not None else None
@@ -131,4 +144,5 @@ async def single_row(db: Database, operations: OperationsRunner, thumbnails: Thu
         thumbnail=thumbnails.version_of(vm.id) if vm.state == "running" else None,
         operation=operation if operation is not None and operation.active else None,
         children=children,
+        guest=agents.get(vm.id) if agents is not None else None,
     )
