@@ -180,7 +180,7 @@ async def test_the_device_policy_is_enforced_by_the_running_domain_and_a_pool_ha
     command = qemu_command_line(name)
     assert "disable-copy-paste=on" in command and "disable-agent-file-xfer=on" in command
     admin = await vm_world.admin()
-    vv = vv_fields((await admin.get(f"/vms/{vm_id}/console.vv")).text)
+    vv = vv_fields((await admin.post(f"/vms/{vm_id}/console.vv")).text)
     assert vv["enable-usbredir"] == "0"
 
     # Handed to a pool that allows the clipboard and two USB devices: the pool's policy, from the next boot.
@@ -204,6 +204,6 @@ async def test_the_device_policy_is_enforced_by_the_running_domain_and_a_pool_ha
     assert len(live.findall("devices/redirdev")) == 2
     command = qemu_command_line(name)
     assert "disable-copy-paste" not in command and "disable-agent-file-xfer=on" in command
-    vv = vv_fields((await admin.get(f"/vms/{vm_id}/console.vv")).text)
+    vv = vv_fields((await admin.post(f"/vms/{vm_id}/console.vv")).text)
     assert vv["enable-usbredir"] == "1"
     await vm_world.service.power(vm_id, "poweroff")
