@@ -263,6 +263,11 @@ def disk_source_of(xml: str) -> str:
     return read_domain_facts(xml).disk_path
 
 
-def cdrom_device_xml(iso_path: str | None, *, machine: Machine = "pc", slot: int = 0) -> str:
-    """A CD-ROM drive's element for a live and persistent media change (None ejects)."""
-    return to_text(disks.cdrom(disks.CdromSpec(slot, machine, iso_path)))
+def cdrom_device_xml(
+    iso_path: str | None, *, machine: Machine = "pc", slot: int = 0, boot_index: int | None = None
+) -> str:
+    """A CD-ROM drive's element for a live and persistent media change (None ejects).
+
+    ``boot_index``: the drive's place in the boot order, kept (libvirt takes the element whole).
+    """
+    return to_text(disks.cdrom(disks.CdromSpec(slot, machine, iso_path, boot_index)))

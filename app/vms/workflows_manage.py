@@ -155,7 +155,14 @@ async def change_media(
     _not_busy(vm)
     hv = ctx.hypervisor(vm.hypervisor_id, new_work=False)
     await check_iso(hv, iso_path, field_name)
-    device = cdrom_device_xml(iso_path, machine="q35" if vm.machine == "q35" else "pc", slot=drive - 1)
+    boot = vm.boot_devices
+    drive_name = "cdrom" if drive == 1 else "cdrom2"
+    device = cdrom_device_xml(
+        iso_path,
+        machine="q35" if vm.machine == "q35" else "pc",
+        slot=drive - 1,
+        boot_index=boot.index(drive_name) + 1 if drive_name in boot else None,
+    )
     try:
         await hv.update_device(vm.name, device)
     except HypervisorError as exc:

@@ -1,4 +1,4 @@
-"""Every hardware option the dashboard offers is accepted by the real libvirt of hypervisor h0.
+"""Every hardware option the dashboard offers is accepted by the real libvirt of the suite's hypervisors.
 
 Each definition is validated against libvirt's schema and its QEMU driver (define,
 then undefine): every value of every option appears, machine type by firmware by
@@ -37,9 +37,16 @@ def uefi(name: str, *, secure: bool, directory: str) -> UefiSpec:
     return UefiSpec(f"{OVMF}/OVMF_CODE_4M.fd", f"{OVMF}/OVMF_VARS_4M.fd", f"{directory}/{name}.VARS.fd")
 
 
+@pytest.fixture(params=["hypervisor_host", "second_hypervisor"])
+def host(request: pytest.FixtureRequest) -> LibvirtHost:
+    """Each hypervisor of the suite (h0, and h1 in its own network namespace)."""
+    found: LibvirtHost = request.getfixturevalue(request.param)
+    return found
+
+
 @pytest.fixture
-def conn(hypervisor_host: LibvirtHost) -> Iterator[libvirt.virConnect]:
-    connection = libvirt.open(hypervisor_host.local_uri)
+def conn(host: LibvirtHost) -> Iterator[libvirt.virConnect]:
+    connection = libvirt.open(host.local_uri)
     try:
         yield connection
     finally:
@@ -98,10 +105,10 @@ def definitions(images: str) -> Iterator[DomainDefinition]:
 
 
 def test_every_offered_combination_is_a_valid_definition_for_real_libvirt(
-    conn: libvirt.virConnect, hypervisor_host: LibvirtHost
+    conn: libvirt.virConnect, host: LibvirtHost
 ) -> None:
     defined = 0
-    for definition in definitions(str(hypervisor_host.images_dir)):
+    for definition in definitions(str(host.images_dir)):
         xml = build_domain_xml(definition)
         try:
             domain = conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
@@ -116,8 +123,16 @@ def test_every_offered_combination_is_a_valid_definition_for_real_libvirt(
 
 
 def test_an_invalid_combination_is_refused_by_libvirt_so_the_check_above_can_fail(
-    conn: libvirt.virConnect, hypervisor_host: LibvirtHost
+    hypervisor_host: LibvirtHost,
 ) -> None:
+    conn = libvirt.open(hypervisor_host.local_uri)
+    try:
+        _define_invalid(conn, hypervisor_host)
+    finally:
+        conn.close()
+
+
+def _define_invalid(conn: libvirt.virConnect, hypervisor_host: LibvirtHost) -> None:
     bad = DomainDefinition(
         name="dev-bad-" + uuidlib.uuid4().hex[:6],
         uuid=str(uuidlib.uuid4()),

@@ -22,7 +22,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from app.vms.records import Vm, get_vm
+from app.vms.records import Vm, get_vm, vm_by_name
 from tests.proxy.test_console_kvm import canvas_screen, login, status, wait_until
 from tests.services import efi, guests
 from tests.services.browser import BrowserFactory
@@ -261,3 +261,55 @@ async def test_the_offered_cpu_modes_and_firmware_are_what_really_starts_and_the
     line = desktops_line("h0", offered)
     assert "UEFI yes" in line.detail and "Secure Boot yes" in line.detail and "TPM 2.0 yes" in line.detail
     assert line.result == "ok"
+
+
+async def test_a_windows_11_machine_is_made_from_the_form_which_says_where_it_runs(
+    vm_world: VmWorld, browser: BrowserFactory
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    name = vm_world.name("win11")
+    driver = await asyncio.to_thread(browser.new, width=1200, height=1400)
+    try:
+        await asyncio.to_thread(login, driver, vm_world.dashboard)
+
+        def fill_form() -> str:
+            driver.get(vm_world.dashboard.url + f"/vms/new?hypervisor_id={vm_world.h0.id}")
+            note = driver.find_element(By.ID, "machine-note")
+            wait_until(driver, lambda: note.text.startswith("Runs with"), timeout=120)
+            driver.find_element(By.ID, "name").send_keys(name)
+            for field, value in (("memory_mib", "256"), ("disk_size_gib", "1")):
+                element = driver.find_element(By.ID, field)
+                element.clear()
+                element.send_keys(value)
+            Select(driver.find_element(By.ID, "os_type")).select_by_value("windows")
+            Select(driver.find_element(By.ID, "machine")).select_by_value("q35")
+            Select(driver.find_element(By.ID, "firmware")).select_by_value("uefi")
+            # Keyboard only for the check boxes.
+            for box in ("secure_boot", "tpm"):
+                driver.find_element(By.ID, box).send_keys(Keys.SPACE)
+            wait_until(driver, lambda: "Runs with" in note.text or "cannot" in note.text)
+            text = note.text
+            driver.find_element(By.ID, "create-submit").click()
+            wait_until(driver, lambda: "/vms/new" not in driver.current_url)
+            return text
+
+        said = await asyncio.to_thread(fill_form)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(driver.quit)
+    vm = await vm_by_name(vm_world.db, name)
+    assert vm is not None
+    assert (vm.machine, vm.firmware, vm.secure_boot, vm.tpm, vm.os_type) == (
+        "q35",
+        "uefi",
+        True,
+        True,
+        "windows",
+    )
+    # The form said what the dashboard then did.
+    assert said == ("Runs with KVM." if vm.domain_type == "kvm" else said)
+    if vm.domain_type == "qemu":
+        assert said.startswith("Runs with emulation (TCG) here (slower).") and "KVM:" in said

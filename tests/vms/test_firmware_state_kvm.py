@@ -207,3 +207,46 @@ async def test_the_device_policy_is_enforced_by_the_running_domain_and_a_pool_ha
     vv = vv_fields((await admin.post(f"/vms/{vm_id}/console.vv")).text)
     assert vv["enable-usbredir"] == "1"
     await vm_world.service.power(vm_id, "poweroff")
+
+
+async def test_the_second_cdrom_drive_takes_and_ejects_its_own_medium(vm_world: VmWorld) -> None:
+    name = vm_world.name("twocd")
+    iso_a, iso_b = (str(vm_world.h0.iso_dir / iso) for iso in ("install-a.iso", "tools-b.iso"))
+    created = await vm_world.service.create(
+        {
+            "name": name,
+            "hypervisor_id": vm_world.h0.id,
+            "disk_size_gib": 1,
+            "machine": "q35",
+            "iso_path": iso_a,
+            "boot_order": ["cdrom", "cdrom2", "hd"],
+        }
+    )
+    vm_id = created.vm_ids[0]
+    admin = await vm_world.admin()
+
+    def drives() -> list[tuple[str | None, str | None, str | None]]:
+        root = ET.fromstring(vm_world.h0.host.virsh("dumpxml", "--inactive", name))  # noqa: S314
+        found = []
+        for disk in root.findall("devices/disk[@device='cdrom']"):
+            source, target, boot = disk.find("source"), disk.find("target"), disk.find("boot")
+            found.append(
+                (
+                    source.get("file") if source is not None else None,
+                    target.get("dev") if target is not None else None,
+                    boot.get("order") if boot is not None else None,
+                )
+            )
+        return found
+
+    # Installer in drive 1, drive 2 empty; both SATA on q35, first and second in the boot order.
+    assert drives() == [(iso_a, "sdb", "1"), (None, "sdc", "2")]
+    inserted = await admin.post(f"/api/v1/admin/vms/{vm_id}/media", json={"iso_path": iso_b, "drive": 2})
+    assert inserted.status_code == 200, inserted.text
+    assert inserted.json()["vm"]["iso2_path"] == iso_b
+    assert drives() == [(iso_a, "sdb", "1"), (iso_b, "sdc", "2")]
+    ejected = await admin.post(f"/api/v1/admin/vms/{vm_id}/media", json={"iso_path": None, "drive": 1})
+    assert ejected.status_code == 200 and ejected.json()["vm"]["iso_path"] is None
+    assert drives() == [(None, "sdb", "1"), (iso_b, "sdc", "2")]
+    bad = await admin.post(f"/api/v1/admin/vms/{vm_id}/media", json={"iso_path": iso_b, "drive": 3})
+    assert bad.status_code == 400 and "drive" in bad.json()["fields"]
