@@ -62,6 +62,14 @@ async def until(check: Callable[[], Any], what: str, timeout: float = 90) -> Any
         await asyncio.sleep(0.2)
 
 
+def press(driver: WebDriver, button_id: str) -> None:
+    """Click a button of a long form as a person does: scrolled to the middle of the window first
+    (at the window's bottom edge the fixed toast area would take the click)."""
+    button = driver.find_element(By.ID, button_id)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+
+
 def fill(driver: WebDriver, field: str, value: str) -> None:
     element = driver.find_element(By.ID, field)
     element.clear()
@@ -119,7 +127,7 @@ async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
         fill(driver, "name", source)
         fill(driver, "memory_mib", "64")
         fill(driver, "disk_size_gib", "2")
-        driver.find_element(By.ID, "create-submit").click()
+        press(driver, "create-submit")
 
     await asyncio.to_thread(new_source)
     await until(
@@ -139,7 +147,7 @@ async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
     def new_initial() -> None:
         driver.get(dashboard.url + f"/vms/new-initial?source_id={vm.id}")
         fill(driver, "name", initial)
-        driver.find_element(By.ID, "create-submit").click()
+        press(driver, "create-submit")
 
     await asyncio.to_thread(new_initial)
     await until(lambda: driver.execute_script("return window.__seen.progress") >= 100, "the copy at 100 %")
@@ -153,7 +161,7 @@ async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
         Select(driver.find_element(By.ID, "initial_id")).select_by_visible_text(initial)
         fill(driver, "prefix", prefix)
         fill(driver, "count", "3")
-        driver.find_element(By.ID, "create-submit").click()
+        press(driver, "create-submit")
 
     await asyncio.to_thread(new_vdi)
     children = [f"{prefix}0{i}" for i in (1, 2, 3)]

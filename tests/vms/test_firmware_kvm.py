@@ -27,6 +27,7 @@ from tests.proxy.test_console_kvm import canvas_screen, login, status, wait_unti
 from tests.services import efi, guests
 from tests.services.browser import BrowserFactory
 from tests.services.libvirt_host import LibvirtHost
+from tests.vms.test_browser_e2e import press
 from tests.vms.world import VmWorld
 
 pytestmark = pytest.mark.kvm
@@ -292,7 +293,7 @@ async def test_a_windows_11_machine_is_made_from_the_form_which_says_where_it_ru
                 driver.find_element(By.ID, box).send_keys(Keys.SPACE)
             wait_until(driver, lambda: "Runs with" in note.text or "cannot" in note.text)
             text = note.text
-            driver.find_element(By.ID, "create-submit").click()
+            press(driver, "create-submit")
             wait_until(driver, lambda: "/vms/new" not in driver.current_url)
             return text
 
