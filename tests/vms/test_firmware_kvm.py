@@ -34,11 +34,8 @@ pytestmark = pytest.mark.kvm
 GENEROUS = 120
 
 
-def kvm_runs_secure_boot_firmware(host: LibvirtHost) -> tuple[bool, str]:
-    """Independently of the dashboard: does a KVM domain with SMM (Secure Boot's need) start here?"""
-    xml = """<domain type='kvm'><name>fwcheck-smm</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
-      <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/><smm state='on'/></features>
-      <devices><memballoon model='none'/></devices></domain>"""
+def starts_paused(host: LibvirtHost, xml: str) -> tuple[bool, str]:
+    """Independently of the dashboard: does this domain start (paused) here? (and libvirt's error)"""
     conn = libvirt.open(host.local_uri)
     try:
         domain = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
@@ -49,6 +46,16 @@ def kvm_runs_secure_boot_firmware(host: LibvirtHost) -> tuple[bool, str]:
         return True, ""
     finally:
         conn.close()
+
+
+def kvm_runs_secure_boot_firmware(host: LibvirtHost) -> tuple[bool, str]:
+    """Does a KVM domain with System Management Mode (Secure Boot's need) start here?"""
+    return starts_paused(
+        host,
+        """<domain type='kvm'><name>fwcheck-smm</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+      <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/><smm state='on'/></features>
+      <devices><memballoon model='none'/></devices></domain>""",
+    )
 
 
 def install_raw(world: VmWorld, disk: str, raw: Path) -> None:
@@ -195,20 +202,13 @@ async def test_the_firmware_refuses_an_unsigned_program_under_secure_boot(
 
 
 def starts_directly(host: LibvirtHost, domain_type: str, cpu_mode: str) -> tuple[bool, str]:
-    """Independently of the dashboard: does a domain with this CPU mode start (paused) here?"""
-    xml = f"""<domain type='{domain_type}'><name>fwcheck-cpu</name><memory unit='MiB'>64</memory>
+    """Does a domain with this CPU mode start (paused) here?"""
+    return starts_paused(
+        host,
+        f"""<domain type='{domain_type}'><name>fwcheck-cpu</name><memory unit='MiB'>64</memory>
       <vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><cpu mode='{cpu_mode}'/>
-      <devices><memballoon model='none'/></devices></domain>"""
-    conn = libvirt.open(host.local_uri)
-    try:
-        domain = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
-    except libvirt.libvirtError as exc:
-        return False, str(exc)
-    else:
-        domain.destroy()
-        return True, ""
-    finally:
-        conn.close()
+      <devices><memballoon model='none'/></devices></domain>""",
+    )
 
 
 async def test_the_offered_cpu_modes_and_firmware_are_what_really_starts_and_the_rest_is_refused(

@@ -10,13 +10,10 @@ QEMU's command line) and the ``.vv`` file, not the UI.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import subprocess
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -25,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from app.db.schema import pools
 from app.vms.records import Vm, children_of, get_vm, vm_by_name
 from tests.services import efi
+from tests.vms.test_firmware_kvm import until
 from tests.vms.world import VmWorld
 
 pytestmark = pytest.mark.kvm
@@ -33,16 +31,6 @@ GENEROUS = 120
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-async def until(check: Any, what: str, timeout: float = GENEROUS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} within {timeout} s"
-        await asyncio.sleep(0.3)
 
 
 def snakeoil_certificate() -> bytes:
