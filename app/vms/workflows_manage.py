@@ -188,13 +188,20 @@ class DeletePlan:
     vms: list[Vm]
     files: list[str]
     kept_files: list[str] = field(default_factory=list)
+    # UEFI variable stores and TPM states: each VM's own, always removed with it.
+    state_files: list[str] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
         return [vm.name for vm in self.vms]
 
     def summary(self) -> dict[str, Any]:
-        return {"vms": self.names, "files": self.files, "kept_files": self.kept_files}
+        return {
+            "vms": self.names,
+            "files": self.files,
+            "kept_files": self.kept_files,
+            "state_files": self.state_files,
+        }
 
 
 async def plan_delete(ctx: VmContext, vm_id: int, *, with_children: bool, remove_disks: bool) -> DeletePlan:
@@ -240,7 +247,14 @@ async def plan_delete(ctx: VmContext, vm_id: int, *, with_children: bool, remove
                 kept.append(target.disk_path)
             else:
                 files.append(target.disk_path)
-    return DeletePlan(vms=targets, files=files, kept_files=kept)
+    state: list[str] = []
+    for target in targets:
+        found = ctx.registry.find(target.hypervisor_id)
+        if found is not None and (target.firmware == "uefi" or target.tpm):
+            paths = firmware_state.paths_of(target.name, found.record.images_dir, found.record.volatile_dir)
+            state += [paths.nvram] if target.firmware == "uefi" else []
+            state += [paths.tpm_dir] if target.tpm else []
+    return DeletePlan(vms=targets, files=files, kept_files=kept, state_files=state)
 
 
 async def delete(

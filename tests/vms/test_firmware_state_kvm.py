@@ -102,6 +102,11 @@ async def test_children_get_copies_of_the_initials_nvram_and_tpm_renewed_at_popu
     # Deleting a child removes its firmware state, and only its own.
     gone = children[0]
     plan = await vm_world.service.plan_delete(gone.id, with_children=False, remove_disks=True)
+    # The confirmation names them.
+    assert plan.summary()["state_files"] == [
+        str(images / f"{gone.name}.VARS.fd"),
+        str(images / f"{gone.name}.tpm"),
+    ]
     await vm_world.service.delete(
         gone.id, with_children=False, remove_disks=True, confirmed_vms=plan.names, confirmed_files=plan.files
     )

@@ -346,9 +346,12 @@
       fill(el.querySelector("#delete-vms"), deletePlan.vms, "(none)");
       fill(el.querySelector("#delete-files"), deletePlan.files, "No file is removed: the disks stay on the hypervisor.");
       const kept = el.querySelector("#delete-kept");
-      kept.classList.toggle("d-none", !deletePlan.kept_files.length);
-      kept.textContent = deletePlan.kept_files.length
-        ? `Kept because other VMs still use them: ${deletePlan.kept_files.join(", ")}` : "";
+      const state = deletePlan.state_files || [];
+      kept.classList.toggle("d-none", !deletePlan.kept_files.length && !state.length);
+      kept.textContent = [
+        deletePlan.kept_files.length ? `Kept because other VMs still use them: ${deletePlan.kept_files.join(", ")}.` : "",
+        state.length ? `Removed with the VMs (their UEFI variable stores and TPM states): ${state.join(", ")}.` : "",
+      ].filter(Boolean).join(" ");
       ok.textContent = `Delete ${deletePlan.vms.length} VM${deletePlan.vms.length === 1 ? "" : "s"}` +
         (deletePlan.files.length ? ` and ${deletePlan.files.length} file${deletePlan.files.length === 1 ? "" : "s"}` : "");
       ok.disabled = false;
