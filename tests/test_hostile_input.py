@@ -98,6 +98,10 @@ VALID: dict[type[BaseModel], dict[str, Any]] = {
         "name": "n", "hypervisor_id": 1, "kind": "simple", "vcpu_sockets": 1, "vcpu_cores": 1,
         "memory_mib": 64, "disk_size_gib": 1, "iso_path": "/i.iso", "boot_order": ["hd"],
         "network": "br0", "os_type": "linux", "disk_path": "/d.qcow2",
+        "machine": "q35", "firmware": "uefi", "secure_boot": True, "tpm": True, "cpu_mode": "default",
+        "disk_bus": "sata", "disk_cache": "none", "nic_model": "e1000e", "network_type": "bridge",
+        "iso2_path": "/j.iso", "sound_model": "ich9", "video_heads": 2, "clipboard": False,
+        "file_transfer": False, "usb_redirect": 1,
     },
     bodies.NewBatchBody: {"prefix": "p", "count": 2, "hypervisor_id": 1, "memory_mib": 64},
     bodies.NewInitialBody: {
@@ -108,7 +112,8 @@ VALID: dict[type[BaseModel], dict[str, Any]] = {
     bodies.VmPower: {"action": "reboot"},
     bodies.Flags: {"maintenance": True, "locked": False, "volatile": False},
     bodies.Classify: {"kind": "simple", "parent_id": 1},
-    bodies.Media: {"iso_path": "/i.iso"},
+    bodies.Media: {"iso_path": "/i.iso", "drive": 2},
+    bodies.Policy: {"clipboard": True, "file_transfer": False, "usb_redirect": 2},
     bodies.Delete: {"with_children": False, "remove_disks": False, "confirm_vms": ["a"], "confirm_files": []},
 }  # fmt: skip
 

@@ -228,6 +228,7 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("POST", _VM + "/children/flags"): (Flags,),
     ("POST", _VM + "/classify"): (Classify,),
     ("POST", _VM + "/media"): (Media,),
+    ("POST", _VM + "/policy"): (Policy,),
     ("POST", _VM + "/delete"): (Delete,),
     ("DELETE", _VM): (Delete,),
 }

@@ -113,9 +113,10 @@ class Hardware(BaseModel):
     @field_validator("secure_boot")
     @classmethod
     def _secure_boot(cls, value: bool, info: ValidationInfo) -> bool:
-        if value and info.data.get("firmware") != "uefi":
+        # Only against values that were valid themselves (a bad one is named on its own).
+        if value and "firmware" in info.data and info.data["firmware"] != "uefi":
             raise ValueError("Secure Boot needs UEFI firmware: choose UEFI")
-        if value and info.data.get("machine") != "q35":
+        if value and "machine" in info.data and info.data["machine"] != "q35":
             raise ValueError("Secure Boot needs the q35 machine type")
         return value
 
