@@ -175,7 +175,11 @@ async def hostile(
     """One dashboard for the module: every request here is refused, so none changes it."""
     tmp = tmp_path_factory.mktemp("hostile")
     url = fresh_database(selected_database(request.config), request, tmp)
-    dashboard = await start_dashboard(make_settings(tmp / "var", url))
+    # Idle keep-alive connections are not closed under the corpus' feet: on a loaded machine
+    # a pooled connection can wait longer than the default 5 s, and a request sent on one the
+    # server is closing at that moment fails with a read error instead of an answer.
+    settings = make_settings(tmp / "var", url, server={"keepalive_timeout": 120})
+    dashboard = await start_dashboard(settings)
     anonymous = httpx.AsyncClient(base_url=dashboard.url, timeout=60)
     try:
         services = dashboard.services
