@@ -242,7 +242,7 @@ def desktops_line(name: str, offered: dict[str, Any]) -> CheckLine:
     # Windows 11 needs UEFI, Secure Boot and a TPM: a host that cannot run them needs attention.
     needed = {"UEFI", "Secure Boot", "TPM 2.0"}
     result = WARN if needed & set(missing) else OK
-    return CheckLine(f"hypervisor {name} desktops", result, "; ".join(parts))
+    return CheckLine(f"desktops on {name}", result, "; ".join(parts))
 
 
 async def probe_line(

@@ -190,6 +190,12 @@ async def test_kvm_vdi_check_probes_every_hypervisor(
     # The SPICE certificate the dashboard issued when it connected, checked against its CA.
     assert "SPICE certificate valid until" in lines["hypervisor loop"]
     assert " ok " in lines["hypervisor sim"] and "libvirt" in lines["hypervisor sim"]
+    # What desktops the real hypervisor runs: UEFI, Secure Boot and TPM 2.0 (here emulated where
+    # its nested KVM cannot run OVMF); the test driver runs none of them, which is worth a warning.
+    desktops = next(line for line in result.stdout.splitlines() if line.startswith("desktops on loop"))
+    assert "UEFI yes" in desktops and "Secure Boot yes" in desktops and "TPM 2.0 yes" in desktops
+    simulated = next(line for line in result.stdout.splitlines() if line.startswith("desktops on sim "))
+    assert " warn " in simulated and "UEFI no" in simulated
     # Another dashboard's CA (or none) does not vouch for it.
     foreign = kvm_vdi("check", env={**env, "KVMVDI_CONSOLE__CA_DIR": str(tmp_path / "other-ca")})
     assert "console CA" in foreign.stdout and "has no CA yet" in foreign.stdout
