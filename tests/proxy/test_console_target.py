@@ -40,7 +40,8 @@ async def test_an_adopted_domain_listening_on_loopback_cannot_reach_a_dashboard_
     key = await asyncio.to_thread(ensure_dashboard_key, data_dir / "ssh")
     h1.authorize(key.public_line)
     # The domain's display listens on h1's loopback at the port a service of the dashboard's
-    # machine happens to use (here a stand-in on 127.0.0.1).
+    # machine happens to use (here a stand-in on 127.0.0.1); an adopted domain has a plain
+    # SPICE port only, so its hypervisor record allows plain SPICE.
     disk = guest_images.overlay("banner", h1.images_dir / f"{DOMAIN}.qcow2")
     xml = guests.domain_xml(DOMAIN, disk, virt_type=guests.FAST_VIRT_TYPE, spice_password="adopted")
     xml = xml.replace("autoport='yes'", f"autoport='no' port='{display.port}'")
@@ -51,7 +52,9 @@ async def test_an_adopted_domain_listening_on_loopback_cannot_reach_a_dashboard_
         dashboard = await dashboard_factory()
         db = dashboard.services.db
         hv_id = int(
-            await db.execute(hypervisors.insert().values(**row_values(ssh_record(h1, name="h1-adopt"))))
+            await db.execute(
+                hypervisors.insert().values(**row_values(ssh_record(h1, name="h1-adopt", spice_plain=True)))
+            )
         )
         await dashboard.services.hypervisors.reload(hv_id)
         await dashboard.services.hypervisors.wait_for_state(hv_id, "up", timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -10,10 +11,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app.vms.records import vm_by_name
 from tests.services.browser import BrowserFactory
@@ -67,7 +73,16 @@ def press(driver: WebDriver, button_id: str) -> None:
     (at the window's bottom edge the fixed toast area would take the click)."""
     button = driver.find_element(By.ID, button_id)
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
-    button.click()
+    try:
+        button.click()
+    except ElementClickInterceptedException:
+        # A short page cannot scroll the button to the middle, and a toast that arrived meanwhile
+        # covers it: close the toasts with their own buttons, as a person would, and click again.
+        for close in driver.find_elements(By.CSS_SELECTOR, "#toasts .toast .btn-close"):
+            with contextlib.suppress(WebDriverException):
+                close.click()
+        WebDriverWait(driver, 10).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#toasts .toast"))
+        button.click()
 
 
 def fill(driver: WebDriver, field: str, value: str) -> None:
