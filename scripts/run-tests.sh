@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run the test suite against real services, in two passes:
 #   1. everything on SQLite;
-#   2. again with KVMVDI_TEST_DATABASE=mariadb (the same tests on MariaDB).
+#   2. again with KVMVDI_TEST_DATABASE=mariadb: every test that runs on the selected database
+#      (see uses_selected_database in tests/conftest.py); tests that never touch it, or that
+#      run on both databases themselves, already ran in pass 1.
 # Extra arguments go to pytest in both passes, e.g.
 #   scripts/run-tests.sh tests/test_harness.py -x -k ldap
 #
@@ -42,7 +44,7 @@ KVMVDI_TEST_DATABASE=sqlite "${PYTEST[@]}" "${COMMON[@]}" "$@" || status=$?
 if [ "${KVMVDI_MARIADB_PASS:-all}" != off ]; then
     echo "=== pass 2/2: MariaDB ==="
     # shellcheck disable=SC2086 # KVMVDI_MARIADB_SELECT is a list of words on purpose
-    KVMVDI_TEST_DATABASE=mariadb "${PYTEST[@]}" "${COMMON[@]}" ${KVMVDI_MARIADB_SELECT:-} "$@" || {
+    KVMVDI_TEST_DATABASE=mariadb KVMVDI_DATABASE_TESTS_ONLY=1 "${PYTEST[@]}" "${COMMON[@]}" ${KVMVDI_MARIADB_SELECT:-} "$@" || {
         rc=$?
         if [ "$rc" -eq 5 ]; then
             # pytest's "no tests collected": a narrowed pass 2 may legitimately select nothing

@@ -77,6 +77,26 @@ def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def uses_selected_database(item: pytest.Item) -> bool:
+    """Whether a test runs on the database this run selects: it asks for ``database_backend``
+    (``database_url`` and the dashboard fixtures do), or it is marked ``database``."""
+    fixtures = getattr(item, "fixturenames", ())
+    return "database_backend" in fixtures or item.get_closest_marker("database") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The MariaDB pass of scripts/run-tests.sh re-runs only what the database choice can change:
+    # a test that never touches the selected database (XML builders, the proxy pump, a guest's
+    # firmware) or that runs on both databases itself (``database_url_any``) ran in pass 1.
+    if os.environ.get("KVMVDI_DATABASE_TESTS_ONLY") != "1":
+        return
+    kept = [item for item in items if uses_selected_database(item)]
+    dropped = [item for item in items if not uses_selected_database(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def selected_database(config: pytest.Config) -> str:
     choice = config.getoption("--db") or os.environ.get("KVMVDI_TEST_DATABASE") or "sqlite"
     if choice not in DATABASES:

@@ -29,6 +29,9 @@ from tests.broker.records import CLIENT_PASSWORD, add_client, add_connected_hype
 from tests.conftest import fresh_database, selected_database
 from tests.dashboard import BrowserLikeClient, RunningDashboard, make_settings, start_dashboard
 
+# The corpus runs on the database this run selects (its module fixture reads the choice itself).
+pytestmark = pytest.mark.database
+
 APP_DIR = Path(__file__).resolve().parent.parent / "app"
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 # Form log-ins and log-outs are no JSON endpoints (the body limit covers them, below).
