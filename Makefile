@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-system setup-python setup-assets run test test-sqlite test-mariadb bench lint clean
+.PHONY: setup setup-system setup-python setup-assets run test test-sqlite test-mariadb bench lint clean catalogues
 
 setup: setup-system setup-python setup-assets
 
@@ -31,6 +31,11 @@ lint:
 	$(VENV)/bin/ruff format --check app tests bench thin_client
 	$(VENV)/bin/mypy
 	cd thin_client && $(abspath $(VENV))/bin/mypy
+
+# Extract the marked messages, merge them into every language's .po and compile the .mo files
+# (committed beside them; tests/i18n checks they are complete and in step). docs/translating.md.
+catalogues:
+	scripts/catalogues.sh $(VENV)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -37,6 +37,8 @@ from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.spice_tls import SpiceTls
 from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
+from app.i18n import available_languages, set_default_language
+from app.i18n.middleware import LanguageMiddleware
 from app.inventory.hypervisors import ensure_demo_hypervisor
 from app.live.hub import LiveHub
 from app.logging_setup import RequestIdMiddleware
@@ -270,9 +272,17 @@ def announce_first_admin(settings: Settings, username: str, password: str) -> No
 
 def create_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Starlette:
     """The dashboard; ``clock`` is what time it is for everything that decides by time (tests move it)."""
+    if settings.i18n.default_language not in available_languages():
+        raise ValueError(
+            f"i18n.default_language {settings.i18n.default_language!r} has no catalogue; "
+            f"available: {', '.join(available_languages())}"
+        )
+    set_default_language(settings.i18n.default_language)
     middleware = [
         # Outermost: every line logged while a request runs, and its answer, carry its id.
         Middleware(RequestIdMiddleware),
+        # Every answer, error pages included, in the language chosen for the request.
+        Middleware(LanguageMiddleware),
         Middleware(SecurityHeadersMiddleware, https=settings.server.https),
         # Outside the session and CSRF middleware: every body read anywhere is bounded.
         Middleware(

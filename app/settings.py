@@ -258,6 +258,11 @@ class HypervisorSettings(Section):
     facts_interval: float = 60.0
 
 
+class LanguageSettings(Section):
+    # The language of a browser or client that asks for none of ours ("en", "lt").
+    default_language: str = "en"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KVMVDI_",
@@ -289,6 +294,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    i18n: LanguageSettings = Field(default_factory=LanguageSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -77,7 +77,14 @@ async def _records(dashboard: RunningDashboard) -> Records:
     claim = await services.broker.allocator.claim(pool, client_id, client_address="192.0.2.1")
     assert await db.fetch_one(leases.select().where(leases.c.id == claim.lease_id)) is not None
     return Records(
-        {"hypervisor_id": hv_id, "vm_id": vm_id, "pool_id": pool_id, "user_id": client_id, "op_id": 1}
+        {
+            "hypervisor_id": hv_id,
+            "vm_id": vm_id,
+            "pool_id": pool_id,
+            "user_id": client_id,
+            "op_id": 1,
+            "language": "lt",
+        }
     )
 
 
@@ -93,6 +100,8 @@ async def test_no_page_has_inline_code_for_any_role(dashboard: RunningDashboard)
     records = await _records(dashboard)
     admin = await dashboard.admin()
     client = dashboard.client()
+    # The portal user reads Lithuanian: every page renders in a translation as well.
+    client.http.headers["Accept-Language"] = "lt"
     assert (await client.login("pages-user", CLIENT_PASSWORD, path="/client/login")).status_code == 303
     anonymous = dashboard.client()
     viewers: dict[str, BrowserLikeClient] = {"admin": admin, "client": client, "anonymous": anonymous}

@@ -12,6 +12,9 @@ from tests.dashboard import RunningDashboard
 # Routes anyone may reach: log-in, log-out, static assets, the live socket (it checks the session itself),
 # the console websocket (its console ticket cookie is the credential, checked per connection).
 PUBLIC = {"/login", "/logout", "/live", "/console/ws/{vm_id:int}"}
+# The language switch (it saves the choice with the account only for a signed-in user) and
+# the scripts' catalogues.
+PUBLIC |= {"/language", "/static/i18n/{language}.js"}
 # The client portal's log-in and log-out, the broker API's log-in and its OpenAPI description.
 PUBLIC |= {"/client/login", "/client/logout", "/api/v1/login", "/api/v1/openapi.json"}
 

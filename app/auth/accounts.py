@@ -86,3 +86,15 @@ async def ensure_first_admin(db: Database) -> tuple[str, str] | None:
     password = generate_password()
     await create_local_user(db, "admin", password, role="admin", must_change_password=True)
     return "admin", password
+
+
+async def save_language(db: Database, user_id: int, language: str) -> None:
+    """The language the user chose, used again at their next log-in on any browser."""
+    await db.execute(users.update().where(users.c.id == user_id).values(language=language))
+
+
+async def saved_language(db: Database, user_id: int) -> str:
+    value = await db.fetch_val(
+        users.select().with_only_columns(users.c.language).where(users.c.id == user_id)
+    )
+    return str(value or "")

@@ -134,6 +134,8 @@ users = sa.Table(
     sa.Column("email", sa.String(255), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
     sa.Column("last_login_at", sa.DateTime, nullable=True),
+    # The language chosen with the switch ("lt"); empty: the browser's, then the server's default.
+    sa.Column("language", sa.String(16), nullable=False, server_default=""),
     sa.UniqueConstraint("username", "source"),
 )
 

@@ -12,6 +12,7 @@ from app.views import (
     home,
     hypervisors,
     hypervisors_api,
+    language,
     live,
     metrics,
     pools,
@@ -26,6 +27,7 @@ from app.views import (
 
 def routes() -> list[BaseRoute]:
     return [
+        *language.routes,
         *auth.routes,
         *home.routes,
         *hypervisors.routes,

@@ -20,6 +20,7 @@ from app.views.forms import (
     with_retry_after,
 )
 from app.views.guards import current_user, require_role
+from app.views.language import settle_language
 
 
 async def login_page(request: Request) -> Response:
@@ -40,9 +41,8 @@ async def login_submit(request: Request) -> Response:
         context = {"title": "Log in", "next": next_url, "username": username, "error": outcome.message}
         return with_retry_after(render(request, "auth/login.html", context, outcome.status), outcome)
     start_session(request, outcome.user, services_of(request).session_rules)
-    if outcome.user.must_change_password:
-        return RedirectResponse("/account/password", status_code=303)
-    return RedirectResponse(next_url, status_code=303)
+    target = "/account/password" if outcome.user.must_change_password else next_url
+    return await settle_language(request, RedirectResponse(target, status_code=303), outcome.user.id)
 
 
 async def logout(request: Request) -> Response:

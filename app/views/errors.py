@@ -11,10 +11,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from app.api.reader import BodyError, body_error
 from app.db.errors import INTEGRITY_ERRORS
 from app.db.health import DatabaseUnavailable
+from app.i18n import N_
+from app.i18n import gettext as _
 from app.services import services_of
 from app.views.guards import wants_json
 
 _CODES = {404: "not_found", 405: "method_not_allowed"}
+# Starlette's default details (the HTTP reason phrases), said in the reader's language.
+_PHRASES = {"Not Found": N_("Not found"), "Method Not Allowed": N_("Method not allowed")}
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -22,19 +26,21 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if wants_json(request):
         code = _CODES.get(exc.status_code, "http_error")
         return JSONResponse(
-            {"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+            {"error": code, "message": _(_PHRASES.get(str(exc.detail), str(exc.detail)))},
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
     if exc.status_code == 404:
         templates = request.app.state.templates
         response: Response = templates.TemplateResponse(
-            request, "errors/404.html", {"title": "Not found"}, status_code=404
+            request, "errors/404.html", {"title": _("Not found")}, status_code=404
         )
         return response
     return PlainTextResponse(str(exc.detail), status_code=exc.status_code, headers=exc.headers)
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    message = "Something went wrong on the dashboard; the details are in its log."
+    message = _("Something went wrong on the dashboard; the details are in its log.")
     if wants_json(request):
         return JSONResponse({"error": "internal_error", "message": message}, status_code=500)
     return PlainTextResponse(message, status_code=500)
@@ -42,7 +48,7 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 async def conflict(request: Request, exc: Exception) -> Response:
     """A unique name taken by a change made at the same moment (the checks before could not see it)."""
-    message = "This conflicts with a change made at the same time (a name already taken?). Try again."
+    message = _("This conflicts with a change made at the same time (a name already taken?). Try again.")
     if wants_json(request):
         return JSONResponse({"error": "conflict", "message": message}, status_code=409)
     return PlainTextResponse(message, status_code=409)
@@ -53,13 +59,13 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     retry_after = services_of(request).db.health.retry_after
     headers = {"Retry-After": str(retry_after)}
     if wants_json(request):
-        message = "The dashboard's database cannot be reached right now. Try again in a few seconds."
+        message = _("The dashboard's database cannot be reached right now. Try again in a few seconds.")
         return JSONResponse({"error": "database_unavailable", "message": message}, 503, headers=headers)
     templates = request.app.state.templates
     response: Response = templates.TemplateResponse(
         request,
         "errors/503.html",
-        {"title": "Service degraded", "retry_after": retry_after},
+        {"title": _("Service degraded"), "retry_after": retry_after},
         status_code=503,
         headers=headers,
     )

@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from app.auth.session import Role, SessionUser, session_user
+from app.i18n import gettext as _
 from app.services import services_of
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -34,16 +35,18 @@ def wants_json(request: Request) -> bool:
 
 def _login_redirect(request: Request, login_path: str) -> Response:
     if wants_json(request):
-        return JSONResponse({"error": "login_required", "message": "Log in first."}, status_code=401)
+        return JSONResponse({"error": "login_required", "message": _("Log in first.")}, status_code=401)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"{login_path}?next={quote(target)}", status_code=303)
 
 
 def _forbidden(request: Request) -> Response:
     if wants_json(request):
-        return JSONResponse({"error": "forbidden", "message": "Not allowed for this account."}, 403)
+        return JSONResponse({"error": "forbidden", "message": _("Not allowed for this account.")}, 403)
     templates = request.app.state.templates
-    return templates.TemplateResponse(request, "errors/403.html", {"title": "Not allowed"}, status_code=403)
+    return templates.TemplateResponse(
+        request, "errors/403.html", {"title": _("Not allowed")}, status_code=403
+    )
 
 
 def require_role(
@@ -65,7 +68,7 @@ def require_role(
             if user.must_change_password and not allow_pending_password:
                 if wants_json(request):
                     return JSONResponse(
-                        {"error": "password_change_required", "message": "Change your password first."},
+                        {"error": "password_change_required", "message": _("Change your password first.")},
                         status_code=403,
                     )
                 return RedirectResponse("/account/password", status_code=303)

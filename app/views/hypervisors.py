@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.hyper.sshkeys import HostKeyError
+from app.i18n import gettext as _
 from app.inventory import hypervisors as records
 from app.inventory.service import Actor, HostKeyNotConfirmable, HypervisorInventory
 from app.services import Services, services_of
@@ -53,7 +54,12 @@ async def _row_or_404(request: Request) -> Any:
 
 
 def _not_found(request: Request) -> Response:
-    return render(request, "errors/404.html", {"title": "Not found", "what": "hypervisor"}, 404)
+    return render(
+        request,
+        "errors/404.html",
+        {"title": _("Not found"), "missing": _("There is no such hypervisor (any more).")},
+        404,
+    )
 
 
 @admin_required

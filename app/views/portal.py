@@ -32,6 +32,7 @@ from app.views.consoles import (
 )
 from app.views.forms import client_address, log_in_from_form, record_action, render, with_retry_after
 from app.views.guards import client_required, current_user
+from app.views.language import settle_language
 
 # The query of the portal's first page after a log-in.
 ARRIVED = "from=login"
@@ -66,7 +67,9 @@ async def login_submit(request: Request) -> Response:
     start_session(request, outcome.user, services.session_rules, groups=outcome.groups)
     services.broker.catalog.remember_groups(outcome.user.id, outcome.groups)
     # Only the page right after log-in may go straight to a desktop; the tiles stay one click away.
-    return RedirectResponse(f"/client?{ARRIVED}", status_code=303)
+    return await settle_language(
+        request, RedirectResponse(f"/client?{ARRIVED}", status_code=303), outcome.user.id
+    )
 
 
 async def logout(request: Request) -> Response:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from databases import Database
 
 from app.hyper.agent import GuestInfo
+from app.i18n.labels import state_label
 from app.vms.guest_agents import GuestAgents
 from app.vms.operations import Operation, OperationsRunner
 from app.vms.records import HypervisorRow, Vm, children_of, list_hypervisors, list_vms, usernames
@@ -21,7 +22,6 @@ STATE_STYLES = {
     "missing": "danger",
     "unknown": "light",
 }
-STATE_LABELS = {"shutoff": "shut off", "pmsuspended": "suspended", "missing": "not defined"}
 
 
 @dataclass
@@ -50,7 +50,7 @@ class VmRow:
 
     @property
     def state_label(self) -> str:
-        return STATE_LABELS.get(self.vm.state, self.vm.state)
+        return state_label(self.vm.state)
 
 
 @dataclass

@@ -1,0 +1,43 @@
+"""Which language a request gets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from app.i18n import use_language
+from app.i18n.formatting import format_datetime, format_number, format_size
+from app.i18n.negotiation import choose_language, parse_accept_language
+
+AVAILABLE = ("en", "lt")
+
+
+def test_accept_language_is_read_by_quality() -> None:
+    assert parse_accept_language("en;q=0.5, lt-LT, de;q=0.9, fr;q=0") == ["lt-lt", "de", "en"]
+    assert parse_accept_language("") == []
+    assert parse_accept_language("lt;q=bogus, en") == ["en"]
+
+
+def test_a_choice_beats_the_browser_and_the_browser_beats_the_default() -> None:
+    assert choose_language(chosen="lt", accept_language="en", default="en", available=AVAILABLE) == "lt"
+    assert (
+        choose_language(chosen=None, accept_language="lt-LT,en;q=0.8", default="en", available=AVAILABLE)
+        == "lt"
+    )
+    assert (
+        choose_language(chosen=None, accept_language="de, lt;q=0.3", default="en", available=AVAILABLE)
+        == "lt"
+    )
+    assert choose_language(chosen=None, accept_language="de", default="lt", available=AVAILABLE) == "lt"
+    assert choose_language(chosen="xx", accept_language="", default="en", available=AVAILABLE) == "en"
+
+
+def test_numbers_sizes_and_dates_are_written_as_the_language_writes_them() -> None:
+    moment = datetime(2026, 12, 4, 18, 5, 9)
+    with use_language("lt"):
+        assert format_number(1234567.5) == "1\N{NO-BREAK SPACE}234\N{NO-BREAK SPACE}567,5"
+        assert format_size(1536, "MiB") == "1,5\N{NO-BREAK SPACE}GiB"
+        assert format_datetime(moment) == "2026-12-04 18:05:09 UTC"
+    with use_language("en"):
+        assert format_number(1234567.5) == "1,234,567.5"
+        assert format_size(1536, "MiB") == "1.5\N{NO-BREAK SPACE}GiB"
+        assert format_datetime(moment) == "Dec 4, 2026, 6:05:09\N{NARROW NO-BREAK SPACE}PM UTC"
