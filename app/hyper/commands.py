@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncssh
 
-from app.hyper.errors import CommandError
+from app.hyper.errors import CommandCutOff, CommandError
 
 log = logging.getLogger("kvmvdi.hyper.commands")
 
@@ -235,6 +235,12 @@ class SSHCommands(CommandRunner):
     def __init__(self, connection: asyncssh.SSHClientConnection, *, sessions: int = SSH_SESSIONS) -> None:
         self.connection = connection
         self._sessions = asyncio.Semaphore(sessions)
+        # Dropped by the dashboard (the hypervisor stopped answering), or closed from the other end.
+        self._aborted = False
+
+    @property
+    def _dropped(self) -> bool:
+        return self._aborted or self.connection.is_closed()
 
     async def run(
         self,
@@ -256,6 +262,15 @@ class SSHCommands(CommandRunner):
         try:
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
             return await super().run(argv, timeout=remaining, check=check, on_output=on_output, input=input)
+        except (asyncssh.Error, ConnectionError) as exc:
+            # sshd died, the hypervisor rebooted or the network failed: not a failure of the command
+            # itself, whose fate is unknown.
+            raise CommandCutOff(argv, f"the SSH connection to the hypervisor was lost ({exc})") from exc
+        except CommandError as exc:
+            if exc.exit_status is None and self._dropped:
+                # Its channel ended with the connection the dashboard dropped as dead.
+                raise CommandCutOff(argv, "the SSH connection to the hypervisor was lost") from exc
+            raise
         finally:
             self._sessions.release()
 
@@ -278,6 +293,7 @@ class SSHCommands(CommandRunner):
 
     async def close(self, *, abort: bool = False) -> None:
         if abort:
+            self._aborted = True
             self.connection.abort()
             return
         self.connection.close()

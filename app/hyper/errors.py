@@ -48,6 +48,14 @@ class CommandError(HypervisorError):
         return shlex.join(self.argv)
 
 
+class CommandCutOff(CommandError, HypervisorUnavailable):
+    """The connection to the hypervisor was lost while a command ran: its outcome is unknown."""
+
+    def __init__(self, argv: Sequence[str], detail: str) -> None:
+        super().__init__(argv, None, "", reason=detail)
+        self.args = (f"{self.argv[0] if self.argv else 'the command'} was cut off: {detail}",)
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""

@@ -7,6 +7,7 @@ while it is not connected raises :class:`HypervisorUnavailable` at once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -106,6 +107,23 @@ class Hypervisor:
         session, self._session = self._session, None
         self._features = None
         return session
+
+    @property
+    def reconnect_window(self) -> float:
+        """How long a lost connection may take to come back on its own (retries, then one attempt)."""
+        settings = self.settings
+        return max(settings.fence_after, settings.reconnect_max) + settings.connect_timeout
+
+    async def wait_connection(self, *, newer_than: int, within: float) -> bool:
+        """Wait at most ``within`` seconds for a connection newer than the ``newer_than``-th
+        (:attr:`connections` before a call that found the connection lost); True when there is one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self._session is None or self.connections <= newer_than:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
 
     def _live(self) -> Session:
         session = self._session

@@ -33,7 +33,7 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.db.schema import console_epochs, console_tickets, users, vms
-from app.hyper import DomainEvent, HypervisorRegistry
+from app.hyper import ConnectionEvent, DomainEvent, HypervisorRegistry
 from app.hyper.errors import DomainNotFound, HypervisorError, InvalidDomainState
 from app.hyper.graphics import SpiceEndpoint
 from app.proxy import sessions as reasons
@@ -155,12 +155,15 @@ class ConsoleService:
             if settings.gateway.enabled
             else None
         )
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         await self.sessions.start()
         await self.denials.start()
-        self._unsubscribe = self._registry.add_domain_listener(self._domain_changed)
+        self._unsubscribe = [
+            self._registry.add_domain_listener(self._domain_changed),
+            self._registry.add_connection_listener(self._hypervisor_changed),
+        ]
         purged = await self.tickets.purge(older_than=timedelta(days=1))
         if purged:
             log.info("purged %d old console tickets", purged)
@@ -170,9 +173,9 @@ class ConsoleService:
     async def stop(self) -> None:
         if self.gateway is not None:
             await self.gateway.stop()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
         await self.sessions.stop()
         await self.denials.stop()
 
@@ -351,3 +354,14 @@ class ConsoleService:
         )
         if row is not None:
             await self.revoke_for_vm(int(row.id), reasons.VM_STOPPED.code)
+
+    async def _hypervisor_changed(self, event: ConnectionEvent) -> None:
+        """A fenced hypervisor's consoles are closed with that reason at once, rather than hanging on
+        a connection nobody answers. Tickets and leases stay: the desktop runs on, and its user
+        reconnects once the hypervisor is back."""
+        if event.state != "down":
+            return
+        rows = await self._db.fetch_all(sa.select(vms.c.id).where(vms.c.hypervisor_id == event.hypervisor_id))
+        closed = sum(self.sessions.close_vm(int(row.id), reasons.HYPERVISOR_DOWN) for row in rows)
+        if closed:
+            log.warning("closed %d consoles of desktops on %s: it is down", closed, event.name)

@@ -45,6 +45,9 @@ MAX_SESSION = CloseReason("max_session", 4409, "The console session reached its 
 REVOKED = CloseReason("revoked", 4410, "The console session was ended by an administrator.")
 TOO_MANY = CloseReason("too_many_connections", 4429, "Too many console connections are open.")
 UNREACHABLE = CloseReason("unreachable", 4502, "The desktop's display cannot be reached.")
+HYPERVISOR_DOWN = CloseReason(
+    "hypervisor_down", 4503, "The server running this desktop stopped answering: reconnect once it is back."
+)
 SHUTDOWN = CloseReason("shutdown", 1001, "The dashboard is shutting down.")
 CLIENT_CLOSED = CloseReason("client_closed", 1000, "")
 VM_CLOSED = CloseReason("vm_closed", 1000, "")

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from app.hyper import DomainNotFound, Hypervisor, HypervisorError
+from app.hyper import DomainNotFound, Hypervisor, HypervisorError, HypervisorUnavailable
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.errors import HypervisorFailure, Invalid, Refused
@@ -107,6 +107,56 @@ class StartedTogether:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the hypervisor's connection was lost."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, HypervisorUnavailable):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def failure_reason(exc: BaseException, hv: Hypervisor) -> str:
+    if connection_lost(exc):
+        return (
+            f"the connection to {hv.name} was lost (libvirtd restarted, or the network failed) "
+            f"and did not come back within {hv.reconnect_window:g} s"
+        )
+    return str(exc)
+
+
+async def _start_paused(ctx: VmContext, vm: Vm, hv: Hypervisor, *, own_disk: bool) -> None:
+    """Start ``vm`` paused; a start cut off by a lost connection is tried again once the connection
+    is back (it may have gone through before the connection broke: then it is up already)."""
+    seen = hv.connections
+    try:
+        await start(ctx, vm, hv, paused=True, own_disk=own_disk)
+        return
+    except HypervisorFailure as exc:
+        if not connection_lost(exc):
+            raise
+        if not await hv.wait_connection(newer_than=seen, within=hv.reconnect_window):
+            raise
+    log.warning("connection to %s is back: starting %s again", hv.name, vm.name)
+    if await live_state(hv, vm) == "paused":
+        return
+    await start(ctx, vm, hv, paused=True, own_disk=own_disk)
+
+
+async def _resume_up(hv: Hypervisor, vm: Vm) -> None:
+    """Let a VM set up paused run, through a lost connection that comes back in time."""
+    seen = hv.connections
+    try:
+        await hv.resume(vm.name)
+        return
+    except HypervisorUnavailable:
+        if not await hv.wait_connection(newer_than=seen, within=hv.reconnect_window):
+            raise
+    # False: the first resume went through before the connection broke.
+    await hv.resume(vm.name)
+
+
 async def start_together(
     ctx: VmContext,
     hv: Hypervisor,
@@ -123,6 +173,10 @@ async def start_together(
     slower. Created paused, nothing boots until every VM is up, then all are resumed
     (cheap calls). Already running VMs are skipped; failures are collected per VM.
     ``on_up`` is called for each VM once it is set up (paused, about to run).
+
+    A connection to the hypervisor lost on the way (libvirtd restarted, a network blip) is
+    waited for (``hv.reconnect_window``) and the step tried again. A VM that was set up
+    but cannot be let run is forced off: no guest stays frozen half-started.
     """
     outcome = StartedTogether()
     limit = asyncio.Semaphore(max(1, concurrency or ctx.settings.power_concurrency))
@@ -131,12 +185,12 @@ async def start_together(
     async def create(vm: Vm) -> None:
         async with limit:
             try:
-                await start(ctx, vm, hv, paused=True, own_disk=own_disk)
+                await _start_paused(ctx, vm, hv, own_disk=own_disk)
             except Refused:
                 outcome.skipped.append(vm.name)
                 return
             except Exception as exc:
-                outcome.failed[vm.name] = str(exc)
+                outcome.failed[vm.name] = failure_reason(exc, hv)
                 return
             up.append(vm)
         if on_up is not None:
@@ -145,9 +199,10 @@ async def start_together(
     async def release(vm: Vm) -> None:
         # Not bounded here: resuming is one quick call (the hypervisor layer bounds the calls).
         try:
-            await hv.resume(vm.name)
+            await _resume_up(hv, vm)
         except HypervisorError as exc:
-            outcome.failed[vm.name] = f"resuming failed: {exc}"
+            outcome.failed[vm.name] = f"resuming failed: {failure_reason(exc, hv)}"
+            await _undo_paused(hv, [vm])
             return
         outcome.started.append(vm)
 

@@ -108,11 +108,15 @@ class LibvirtHost:
         *,
         netns: bool = False,
         ssh_user: str = TEST_USER,
+        images_size: str | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.name = name
         self.dir: Path = run_dir.path / name
         self.ssh_user = ssh_user
+        # A size-limited filesystem (tmpfs, e.g. "64M") for the images directory, mounted in the
+        # host's own mount namespace: only the host (its sshd, libvirtd, qemu) sees it.
+        self.images_size = images_size
         self.net: NetNamespace | None = NetNamespace(run_dir, name) if netns else None
         self.images_dir: Path = self.dir / "images"
         self.volatile_dir: Path = self.dir / "volatile"
@@ -124,6 +128,8 @@ class LibvirtHost:
         self.libvirt_version = ""
         self.sshd: SshServer | None = None
         self._holder: subprocess.Popen[bytes] | None = None
+        # libvirtd started again by restart_libvirtd (each under a subreaper of its own).
+        self._restarted: list[subprocess.Popen[bytes]] = []
         self._spice_block: int | None = None
 
     # --- addresses and URIs ------------------------------------------------------------------
@@ -202,6 +208,31 @@ class LibvirtHost:
     def domain_names(self) -> list[str]:
         return [n for n in self.virsh("list", "--all", "--name").split() if n]
 
+    def restart_libvirtd(self) -> None:
+        """libvirtd stops (SIGTERM, as a package upgrade or ``systemctl restart`` does) and starts
+        again in the host's namespaces; running guests keep running, connections to it break."""
+        pidfile = self.dir / "run" / "libvirtd.pid"
+        pid = read_pidfile(pidfile)
+        if pid is None:
+            raise ServiceError(f"libvirtd of {self.name} is not running")
+        kill_pid(pid, timeout=30)
+        pidfile.unlink(missing_ok=True)
+        proc = spawn(
+            [*self.enter_prefix(), "tini", "-s", "--", "libvirtd", "--pid-file", str(pidfile)],
+            run_id=self.run_dir.id,
+            log_path=self.dir / "daemons.out",
+        )
+        self._restarted.append(proc)
+        wait_until(
+            self._answers,
+            what=f"libvirtd of {self.name} (restarted)",
+            timeout=60,
+            log_path=self.log_dir / "libvirtd.log",
+            proc=proc,
+            interval=0.05,
+        )
+        report.note(self.name, "restarted libvirtd")
+
     # --- life cycle --------------------------------------------------------------------------
     def start(self) -> LibvirtHost:
         started = time.monotonic()
@@ -263,6 +294,9 @@ class LibvirtHost:
             pid = read_pidfile(self.dir / "run" / f"{daemon}.pid")
             if pid is not None:
                 kill_pid(pid, timeout=15)
+        for restarted in self._restarted:
+            stop_process(restarted, timeout=10)
+        self._restarted.clear()
         stop_process(self._holder, timeout=10)
         self._holder = None
         # Whatever survived (a qemu libvirt failed to kill, a stuck session) still sees
@@ -376,6 +410,10 @@ class LibvirtHost:
     def _launch(self) -> None:
         init = self.dir / "init.sh"
         mounts = "\n".join(f'mount --bind "{self.dir / src}" {dst}' for dst, src in BIND_MOUNTS.items())
+        if self.images_size is not None:
+            owner = f"uid={pwd.getpwnam(self.ssh_user).pw_uid},gid={grp.getgrnam('libvirt').gr_gid}"
+            options = f"size={self.images_size},mode=0775,{owner}"
+            mounts += f'\nmount -t tmpfs -o {options} kvmvdi-images "{self.images_dir}"'
         run_dir = self.dir / "run"
         init.write_text(
             f"""#!/bin/sh

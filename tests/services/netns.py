@@ -82,6 +82,24 @@ class NetNamespace:
                 return subnet
         raise ServiceError("no free /30 in 10.251.0.0/16")
 
+    def cut(self) -> None:
+        """The namespace's link goes down (a pulled cable): nothing passes until :meth:`mend`.
+
+        Only the namespace's end goes down; the root end stays up without a carrier, so the
+        route to the namespace stays where it is and nothing is sent anywhere else meanwhile.
+        """
+        run(["ip", "-n", self.name, "link", "set", "eth0", "down"])
+        self._check_route()
+
+    def mend(self) -> None:
+        run(["ip", "-n", self.name, "link", "set", "eth0", "up"])
+        self._check_route()
+
+    def _check_route(self) -> None:
+        route = json.loads(run(["ip", "-j", "route", "get", self.address]).stdout)
+        if not route or route[0].get("dev") != self.root_link:
+            raise ServiceError(f"{self.address} no longer routes through {self.root_link}: {route}")
+
     def exec_prefix(self) -> list[str]:
         """argv prefix that runs a command inside this namespace."""
         return ["ip", "netns", "exec", self.name]

@@ -59,6 +59,8 @@ const CLOSE_CODES = {
           text: 'Too many consoles are open right now.' },
   4502: { retry: 'backoff', title: 'Desktop unreachable',
           text: "The desktop's display cannot be reached." },
+  4503: { retry: 'backoff', title: 'Server not answering',
+          text: 'The server running this desktop stopped answering. The console reconnects once it is back.' },
 };
 const MAX_AUTO_RECONNECTS = 8;
 const MAX_QUICK_RETRIES = 2;

@@ -1,0 +1,1 @@
+"""Faults injected into real services while the dashboard works: nothing half-done, nothing lost."""
