@@ -19,11 +19,16 @@ from app.hyper import CommandError, Hypervisor, HypervisorError, PathNotAllowed
 from app.vms.errors import HypervisorFailure, Refused
 
 PART = ".part"
+NO_SPACE = "No space left on device"
 
 
-def script(commands: Sequence[Sequence[str]]) -> list[str]:
-    """One ``sh -c`` argument vector running ``commands`` in order, stopping at the first failure."""
-    body = "\n".join(["set -e", *(shlex.join(list(command)) for command in commands)])
+def script(commands: Sequence[Sequence[str]], *, temporary: Sequence[str] = ()) -> list[str]:
+    """One ``sh -c`` argument vector running ``commands`` in order, stopping at the first failure;
+    the ``temporary`` files are removed whatever happens (those renamed into place are gone already)."""
+    lines = ["set -e"]
+    if temporary:
+        lines.append(shlex.join(["trap", shlex.join(["rm", "-f", "--", *temporary]), "EXIT"]))
+    body = "\n".join([*lines, *(shlex.join(list(command)) for command in commands)])
     return ["sh", "-c", body]
 
 
@@ -43,12 +48,22 @@ def confined(hv: Hypervisor, paths: Sequence[str]) -> list[str]:
         ) from None
 
 
-async def run_script(hv: Hypervisor, commands: Sequence[Sequence[str]], *, what: str) -> str:
+async def run_script(
+    hv: Hypervisor,
+    commands: Sequence[Sequence[str]],
+    *,
+    what: str,
+    temporary: Sequence[str] = (),
+    space_in: str | None = None,
+) -> str:
+    """Run ``commands`` as one script; ``space_in``: the directory a "no space" failure is about."""
     if not commands:
         return ""
     try:
-        result = await hv.run(script(commands))
+        result = await hv.run(script(commands, temporary=temporary))
     except HypervisorError as exc:
+        if space_in is not None and (full := await no_space(hv, exc, space_in, what)) is not None:
+            raise full from exc
         raise HypervisorFailure(f"{what} failed: {_reason(exc)}") from exc
     return result.stdout
 
@@ -57,6 +72,24 @@ def _reason(exc: HypervisorError) -> str:
     if isinstance(exc, CommandError) and exc.stderr.strip():
         return exc.stderr.strip().splitlines()[-1]
     return str(exc) or type(exc).__name__
+
+
+async def no_space(
+    hv: Hypervisor, exc: HypervisorError, directory: str, what: str
+) -> HypervisorFailure | None:
+    """A clear failure when ``exc`` is the filesystem of ``directory`` running full, else None."""
+    text = f"{exc} {exc.stderr if isinstance(exc, CommandError) else ''}"
+    if NO_SPACE not in text:
+        return None
+    try:
+        left = f"{await hv.free_bytes(directory) / 2**20:.0f} MiB are free there now"
+    except HypervisorError:
+        left = "how much is free there could not be read"
+    return HypervisorFailure(
+        f"No space left on {directory} of hypervisor {hv.name}: {what} ran out of room ({left}). "
+        "Free some space there, then try again.",
+        code="no_space",
+    )
 
 
 async def create_disks(hv: Hypervisor, disks: Sequence[tuple[str, int]]) -> None:
@@ -76,7 +109,9 @@ async def create_disks(hv: Hypervisor, disks: Sequence[tuple[str, int]]) -> None
     if existing:
         which = ", ".join(existing)
         raise Refused(f"a file already exists at {which}: choose another name or remove it first")
-    await run_script(hv, commands, what="creating the disk")
+    temps = [part_path(path) for path in paths]
+    directory = posixpath.dirname(paths[0]) if paths else None
+    await run_script(hv, commands, what="creating the disk", temporary=temps, space_in=directory)
 
 
 async def create_overlays(hv: Hypervisor, base: str, paths: Sequence[str]) -> None:
@@ -92,7 +127,9 @@ async def create_overlays(hv: Hypervisor, base: str, paths: Sequence[str]) -> No
             ["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", temp],
             ["mv", "-f", temp, path],
         ]
-    await run_script(hv, commands, what="creating the overlays")
+    temps = [part_path(path) for path in targets]
+    directory = posixpath.dirname(targets[0]) if targets else None
+    await run_script(hv, commands, what="creating the overlays", temporary=temps, space_in=directory)
 
 
 async def remove_files(hv: Hypervisor, paths: Sequence[str]) -> None:

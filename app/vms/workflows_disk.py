@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import posixpath
 
 from app.hyper import Hypervisor, HypervisorError
 from app.hyper.disks import partial_path
 from app.vms import firmware_state
 from app.vms.context import VmContext
-from app.vms.disks import backing_file, confined, create_overlays, existing_files
+from app.vms.disks import backing_file, confined, create_overlays, existing_files, no_space
 from app.vms.errors import HypervisorFailure, Invalid, Refused
 from app.vms.operations import OperationContext
 from app.vms.power import RUNNING, force_off, live_state, start_together
@@ -123,6 +124,9 @@ async def _copy(
     try:
         await hv.convert_disk(source.disk_path, initial.disk_path, report, op_id=tag, replace=True)
     except HypervisorError as exc:
+        what = f"copying {source.disk_path} to {initial.name}"
+        if (full := await no_space(hv, exc, posixpath.dirname(initial.disk_path), what)) is not None:
+            raise full from exc
         raise HypervisorFailure(f"copying {source.disk_path} failed: {exc}") from exc
     await op.temp_file_done(temp)
     if await backing_file(hv, initial.disk_path) is not None:
