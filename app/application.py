@@ -181,6 +181,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             request_listeners=[metrics.desktop_requested, alerts.rules.desktop_requested],
         ),
     )
+    stack.callback(db.health.add_recovery(broker.recover))
     exporter = await start_metrics(
         metrics, settings, stack, db=db, hypervisors=hypervisors, sessions=consoles.sessions, hub=hub
     )

@@ -20,7 +20,7 @@ the commit, in :mod:`app.broker.desktops`.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -52,6 +52,9 @@ class Claim:
     def ok(self) -> bool:
         return self.refusal is None
 
+
+# ``on_assigned(vm_id, lease_id)``: written inside the transaction that hands a desktop out.
+Assigned = Callable[[int, int], Awaitable[None]]
 
 # Nobody knows what a desktop in these states runs (its hypervisor or the database was away,
 # or its domain vanished): it is not handed out until a resync has seen it.
@@ -85,11 +88,14 @@ class Allocator:
         another: bool = False,
         now: datetime | None = None,
         hypervisor_ids: Collection[int] | None = None,
+        on_assigned: Assigned | None = None,
     ) -> Claim:
         """Give ``user_id`` a desktop of ``pool`` (the one they hold, or a free one).
 
         ``hypervisor_ids``: the hypervisors a new desktop may come from (those the
         registry sees connected and accepting work); ``None`` trusts the stored state.
+        ``on_assigned(vm_id, lease_id)`` runs inside the transaction that creates a new lease (its
+        audit record): both are stored, or neither.
         """
         if pool.maintenance:
             return Claim(refusal="maintenance")
@@ -131,6 +137,8 @@ class Allocator:
                     expires_at=expires_at,
                 )
             )
+            if on_assigned is not None:
+                await on_assigned(vm.id, lease_id)
             return Claim(
                 vm_id=vm.id, lease_id=lease_id, expires_at=expires_at, previous_user_id=vm.last_user_id
             )
@@ -193,8 +201,16 @@ class Allocator:
             return "all_hypervisors_down"
         return "no_free_desktop"
 
-    async def end_lease(self, lease_id: int, *, reason: str, only_if_expired: bool = False) -> Any | None:
-        """End a lease; returns it, or ``None`` if it had already ended.
+    async def end_lease(
+        self,
+        lease_id: int,
+        *,
+        reason: str,
+        only_if_expired: bool = False,
+        on_ended: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> Any | None:
+        """End a lease; returns it, or ``None`` if it had already ended. ``on_ended(lease)`` runs inside
+        the ending transaction (its audit record): both are stored, or neither.
 
         The VM stays assigned until :meth:`free_vm` (after a reset, if any), so no
         other request can take a desktop that is still being power-cycled. With
@@ -212,6 +228,8 @@ class Allocator:
             await conn.execute(
                 leases.update().where(leases.c.id == lease_id).values(ended_at=now, end_reason=reason)
             )
+            if on_ended is not None:
+                await on_ended(lease)
             return lease
 
     async def free_vm(self, vm_id: int, user_id: int, *, clean: bool) -> None:
@@ -228,13 +246,18 @@ class Allocator:
                 .values(assigned_user_id=None, last_user_id=None if clean else user_id)
             )
 
-    async def free_orphans(self) -> list[int]:
-        """Free VMs assigned without an active lease (a return interrupted by a restart)."""
+    async def free_orphans(self, *, besides: Collection[int] = ()) -> list[int]:
+        """Free VMs assigned without an active lease (a return interrupted by a restart or a database
+        outage), but those in ``besides`` (returns in progress)."""
         async with self.transactions.begin() as conn:
             active = sa.select(leases.c.vm_id).where(leases.c.ended_at.is_(None))
             rows = await conn.fetch_all(
                 sa.select(vms.c.id, vms.c.assigned_user_id)
-                .where(vms.c.assigned_user_id.is_not(None), vms.c.id.not_in(active))
+                .where(
+                    vms.c.assigned_user_id.is_not(None),
+                    vms.c.id.not_in(active),
+                    vms.c.id.not_in(list(besides)),
+                )
                 .with_for_update()
             )
             for row in rows:

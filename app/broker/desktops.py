@@ -210,21 +210,31 @@ class Broker:
             return DesktopAnswer(
                 "refused", pool, refusal="not_allowed", message="This pool is not available to you."
             )
+
+        async def assigned(vm_id: int, lease_id: int) -> None:
+            # In the hand-out's own transaction: no lease without its audit record, nor the reverse.
+            name = await self.db.fetch_val(sa.select(vms.c.name).where(vms.c.id == vm_id))
+            await self.audit.record(
+                "desktop_assigned",
+                actor=username,
+                target=str(name),
+                client_address=client_address,
+                pool=pool.name,
+                lease_id=lease_id,
+            )
+
         claim = await self.allocator.claim(
-            pool, user_id, client_address=client_address, another=another, hypervisor_ids=self._accepting()
+            pool,
+            user_id,
+            client_address=client_address,
+            another=another,
+            hypervisor_ids=self._accepting(),
+            on_assigned=assigned,
         )
         if not claim.ok:
             return self._refused(pool, claim)
         vm = await self._vm(claim.vm_id or 0)
         if not claim.renewed:
-            await self.audit.record(
-                "desktop_assigned",
-                actor=username,
-                target=vm.name,
-                client_address=client_address,
-                pool=pool.name,
-                lease_id=claim.lease_id,
-            )
             lease = await get_lease(self.db, claim.lease_id or 0)
             self.catalog.publish_lease(lease, "assigned", vm_name=vm.name)
             await self.catalog.publish_pool(pool.id)
@@ -357,6 +367,13 @@ class Broker:
             # Nothing of this user stays open: no console ticket of theirs either.
             await self.consoles.revoke_for_user(lease.user_id, "ended_by_admin")
         return True
+
+    async def recover(self) -> None:
+        """After a database outage: free the desktops whose return it cut short (lease ended, desktop
+        still assigned); returns still in progress finish by themselves."""
+        freed = await self.allocator.free_orphans(besides=self.leases.returning)
+        if freed:
+            log.warning("freed %d desktops whose return a database outage cut short", len(freed))
 
     async def revoke_user_consoles(self, user_id: int) -> None:
         """Cut a disabled user's consoles; their leases then run out and are reaped."""

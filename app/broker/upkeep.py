@@ -44,6 +44,8 @@ class LeaseUpkeep:
         self.consoles = consoles
         self.power = power
         self.catalog = catalog
+        # Desktops whose lease ended and whose return (reset, then freed) is under way.
+        self.returning: set[int] = set()
 
     def open_console_holders(self) -> set[tuple[int, int]]:
         """(user id, VM id) of every console session open through the proxy right now."""
@@ -145,11 +147,44 @@ class LeaseUpkeep:
         only_if_expired: bool = False,
         reset: bool | None = None,
     ) -> None:
-        lease = await self.allocator.end_lease(lease_id, reason=reason, only_if_expired=only_if_expired)
-        if lease is None:
+        current = await get_lease(self.db, lease_id)
+        if current is None or current.ended_at is not None:
             return
-        vm = await self.db.fetch_one(vms.select().where(vms.c.id == lease.vm_id))
-        pool = await pool_store.get_pool(self.db, lease.pool_id) if lease.pool_id else None
+        vm = await self.db.fetch_one(vms.select().where(vms.c.id == current.vm_id))
+        pool = await pool_store.get_pool(self.db, current.pool_id) if current.pool_id else None
+        if reset is None:
+            reset = bool(pool is not None and vm is not None and (pool.reset_on_handout or vm.volatile))
+        target = vm.name if vm is not None else str(current.vm_id)
+
+        async def ended(lease: Any) -> None:
+            # In the lease's ending transaction: an ended lease always has its audit record.
+            user = await self.db.fetch_one(users.select().where(users.c.id == lease.user_id))
+            await self.audit.record(
+                f"lease_{reason}" if reason in ("expired", "released", "ended_by_admin") else "lease_ended",
+                actor=actor,
+                target=target,
+                client_address=client_address,
+                user=user.username if user is not None else lease.user_id,
+                lease_id=lease.id,
+                reason=reason,
+                reset=reset,
+            )
+
+        self.returning.add(current.vm_id)
+        try:
+            lease = await self.allocator.end_lease(
+                lease_id, reason=reason, only_if_expired=only_if_expired, on_ended=ended
+            )
+            if lease is None:
+                return
+            await self._hand_back(lease, vm, reason=reason, reset=reset)
+        finally:
+            self.returning.discard(current.vm_id)
+        if lease.pool_id is not None:
+            await self.catalog.publish_pool(lease.pool_id)
+
+    async def _hand_back(self, lease: Any, vm: Any, *, reason: str, reset: bool) -> None:
+        """An ended lease's desktop back to its pool: consoles cut, reset (when asked), freed."""
         self.catalog.publish_lease(lease, "ended", reason=reason)
         # The next user must not inherit a console: cut them before the desktop is reset or handed on.
         try:
@@ -157,8 +192,6 @@ class LeaseUpkeep:
             await self.consoles.revoke_for_vm(lease.vm_id, cut)
         except Exception:
             log.exception("revoking the consoles of VM %s failed", lease.vm_id)
-        if reset is None:
-            reset = bool(pool is not None and vm is not None and (pool.reset_on_handout or vm.volatile))
         clean = False
         if reset and vm is not None:
             try:
@@ -167,17 +200,11 @@ class LeaseUpkeep:
             except DesktopPowerError as exc:
                 # It keeps its previous user: the next hand-out to someone else resets it.
                 log.warning("resetting %s failed: %s", vm.name, exc.message)
+                await self.audit.record(
+                    "desktop_reset_failed",
+                    actor="broker",
+                    target=vm.name,
+                    lease_id=lease.id,
+                    error=exc.message,
+                )
         await self.allocator.free_vm(lease.vm_id, lease.user_id, clean=clean)
-        user = await self.db.fetch_one(users.select().where(users.c.id == lease.user_id))
-        await self.audit.record(
-            f"lease_{reason}" if reason in ("expired", "released", "ended_by_admin") else "lease_ended",
-            actor=actor,
-            target=vm.name if vm is not None else str(lease.vm_id),
-            client_address=client_address,
-            user=user.username if user is not None else lease.user_id,
-            lease_id=lease.id,
-            reason=reason,
-            reset=clean,
-        )
-        if lease.pool_id is not None:
-            await self.catalog.publish_pool(lease.pool_id)

@@ -227,19 +227,21 @@ class ConsoleService:
             ) from exc
         host, port, tls_port = endpoint.host, endpoint.port, endpoint.tls_port
         tls = self._registry.spice_tls
-        issued = await self.tickets.issue(
-            user_id=user_id, vm_id=vm_id, host=host, port=port, tls_port=tls_port
-        )
-        await self.audit.record(
-            "console.open",
-            actor=user.username,
-            target=vm.name,
-            client_address=client_address,
-            vm_id=vm_id,
-            ticket_id=issued.record.id,
-            endpoint=_endpoint_text(endpoint),
-            new_password=epoch.new,
-        )
+        # The ticket and its audit record are stored together, or neither is.
+        async with self._db.transaction():
+            issued = await self.tickets.issue(
+                user_id=user_id, vm_id=vm_id, host=host, port=port, tls_port=tls_port
+            )
+            await self.audit.record(
+                "console.open",
+                actor=user.username,
+                target=vm.name,
+                client_address=client_address,
+                vm_id=vm_id,
+                ticket_id=issued.record.id,
+                endpoint=_endpoint_text(endpoint),
+                new_password=epoch.new,
+            )
         return ConsoleGrant(
             vm_id=vm_id,
             vm_name=vm.name,

@@ -110,16 +110,16 @@ async def create_disks(hv: Hypervisor, disks: Sequence[tuple[str, int]]) -> None
         which = ", ".join(existing)
         raise Refused(f"a file already exists at {which}: choose another name or remove it first")
     temps = [part_path(path) for path in paths]
-    directory = posixpath.dirname(paths[0]) if paths else None
-    await run_script(hv, commands, what="creating the disk", temporary=temps, space_in=directory)
+    where = posixpath.dirname(paths[0]) if paths else None
+    await run_script(hv, commands, what="creating the disk", temporary=temps, space_in=where)
 
 
 async def create_overlays(hv: Hypervisor, base: str, paths: Sequence[str]) -> None:
     """(Re)create qcow2 overlays backed by ``base``: whatever was in them is discarded."""
     base, *targets = confined(hv, [base, *paths])
     commands: list[list[str]] = []
-    for directory in sorted({posixpath.dirname(path) for path in targets}):
-        commands.append(["mkdir", "-p", directory])
+    for parent in sorted({posixpath.dirname(path) for path in targets}):
+        commands.append(["mkdir", "-p", parent])
     for path in targets:
         temp = part_path(path)
         commands += [
@@ -128,8 +128,8 @@ async def create_overlays(hv: Hypervisor, base: str, paths: Sequence[str]) -> No
             ["mv", "-f", temp, path],
         ]
     temps = [part_path(path) for path in targets]
-    directory = posixpath.dirname(targets[0]) if targets else None
-    await run_script(hv, commands, what="creating the overlays", temporary=temps, space_in=directory)
+    where = posixpath.dirname(targets[0]) if targets else None
+    await run_script(hv, commands, what="creating the overlays", temporary=temps, space_in=where)
 
 
 async def remove_files(hv: Hypervisor, paths: Sequence[str]) -> None:
