@@ -33,12 +33,18 @@ async def allow_audit(db: Database) -> None:
     await db.execute(sa.text("DROP TRIGGER refuse_audit"))
 
 
-async def test_no_lease_is_handed_out_without_its_audit_record(dashboard: RunningDashboard) -> None:
+async def one_desktop_pool(dashboard: RunningDashboard) -> tuple[int, int]:
+    """A pool of one running desktop (the test driver's own domain) for user "ada": (VM id, pool id)."""
     db = dashboard.services.db
     hv = await add_connected_hypervisor(dashboard.services.hypervisors, db)
-    # The test driver's own domain, running.
     vm_id = await add_vm(db, "test", hv, state="running")
     pool = await add_pool(db, "atomic", [vm_id], [await add_client(db, "ada")], reset_on_handout=False)
+    return vm_id, pool
+
+
+async def test_no_lease_is_handed_out_without_its_audit_record(dashboard: RunningDashboard) -> None:
+    db = dashboard.services.db
+    vm_id, pool = await one_desktop_pool(dashboard)
     async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         token = await api_login(http, "ada")
         await refuse_audit(db, "desktop_assigned")
@@ -56,9 +62,7 @@ async def test_no_lease_is_handed_out_without_its_audit_record(dashboard: Runnin
 
 async def test_no_lease_ends_without_its_audit_record(dashboard: RunningDashboard) -> None:
     db = dashboard.services.db
-    hv = await add_connected_hypervisor(dashboard.services.hypervisors, db)
-    vm_id = await add_vm(db, "test", hv, state="running")
-    pool = await add_pool(db, "atomic", [vm_id], [await add_client(db, "ada")], reset_on_handout=False)
+    vm_id, pool = await one_desktop_pool(dashboard)
     async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         token = await api_login(http, "ada")
         await http.post(f"/api/v1/pools/{pool}/desktop", headers=bearer(token))
