@@ -17,6 +17,7 @@ import pytest
 from app import db as database
 from app.auth.accounts import create_local_user
 from app.hyper.sshkeys import fingerprint
+from app.vms.operations import ACTIVE_STATES
 from tests.dashboard import BrowserLikeClient
 from tests.faults.conftest import FAST_FENCING, libvirt_states, partial_files
 from tests.served import ServedDashboard
@@ -132,8 +133,12 @@ async def killed_during(served: Served, op_id: int, reached: str) -> None:
     await served.kill()
 
 
+def finished(answer: Any) -> bool:
+    return answer["operation"]["state"] not in ACTIVE_STATES
+
+
 async def interrupted(served: Served, op_id: int) -> dict[str, Any]:
-    answer = await served.until(f"/operations/{op_id}", lambda a: a["operation"]["state"] != "running")
+    answer = await served.until(f"/operations/{op_id}", finished)
     operation: dict[str, Any] = answer["operation"]
     assert operation["state"] == "interrupted", operation
     assert "the dashboard stopped during this operation and did not resume it" in operation["message"]
@@ -212,8 +217,6 @@ async def test_the_dashboard_killed_during_a_populate(
     # Free to act on again: nothing holds them, and populating again brings them all up.
     assert all(vm.get("operation") is None for vm in children), children
     again = await served.api("POST", f"/vms/{initial['id']}/populate")
-    done = await served.until(
-        f"/operations/{again['operation']['id']}", lambda a: a["operation"]["state"] != "running"
-    )
+    done = await served.until(f"/operations/{again['operation']['id']}", finished)
     assert done["operation"]["state"] == "succeeded", done
     assert rows  # the table agreed with libvirt before the second run
