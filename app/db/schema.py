@@ -88,6 +88,10 @@ vms = sa.Table(
     sa.Column("memory_mib", sa.Integer, nullable=False, server_default="1024"),
     sa.Column("disk_path", sa.String(512), nullable=False, server_default=""),
     sa.Column("disk_size_gib", sa.Integer, nullable=False, server_default="0"),
+    # The disk's format (qcow2; raw for an imported raw image), recorded once and never probed again.
+    sa.Column("disk_format", sa.String(8), nullable=False, server_default="qcow2"),
+    # The disk is an image that existed before the VM (imported without a copy).
+    sa.Column("disk_imported", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("iso_path", sa.String(512), nullable=True),
     sa.Column("boot_order", sa.String(64), nullable=False, server_default="hd"),
     sa.Column("network", sa.String(64), nullable=True),

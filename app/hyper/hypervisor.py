@@ -21,6 +21,7 @@ from app.hyper.domains import DomainInfo
 from app.hyper.errors import HypervisorUnavailable
 from app.hyper.features import HostFeatures
 from app.hyper.graphics import SpiceEndpoint
+from app.hyper.images import ImageInfo, ImageOperations, ListedImage
 from app.hyper.paths import confine
 from app.hyper.records import HypervisorRecord
 from app.tlsca import CertificateState
@@ -185,6 +186,26 @@ class Hypervisor:
 
     async def free_bytes(self, path: str) -> int:
         return await self._disks().free_bytes(path)
+
+    def _images(self) -> ImageOperations:
+        return ImageOperations(self._live().runner, self.record.dirs)
+
+    async def image_info(
+        self, path: str, *, image_format: str | None = None, shared: bool = False
+    ) -> ImageInfo:
+        """What ``qemu-img info`` says of ``path`` (probed unless ``image_format`` is given)."""
+        return await self._images().info(path, image_format=image_format, shared=shared)
+
+    async def real_paths(self, paths: Sequence[str], *, must_exist: bool = True) -> list[str]:
+        """Where each of ``paths`` (inside this hypervisor's directories) leads, links followed."""
+        return await self._images().real_paths(paths, must_exist=must_exist)
+
+    async def is_regular_file(self, path: str) -> bool:
+        return await self._images().is_regular_file(path)
+
+    async def list_images(self) -> list[ListedImage]:
+        """Files in the images directory with their qemu-img description (TPM states left out)."""
+        return await self._images().list_images(self.record.images_dir, skip=["*.tpm"])
 
     # -- domains ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from app.views.guards import admin_required
 from app.views.vms_api import vm_service
 from app.vms.dhcp import dhcp_hosts, dhcpd_config
 from app.vms.errors import Invalid, VmError
+from app.vms.importing import ImageChoice
 from app.vms.power import LABELS as POWER_LABELS
 from app.vms.records import get_vm, list_hypervisors, list_vms
 from app.vms.table import build_table, single_row
@@ -161,6 +162,15 @@ async def _form_context(request: Request, form: FormData | None = None) -> dict[
     }
 
 
+async def _images_for(request: Request, hypervisor_id: int | None) -> tuple[list[ImageChoice], str | None]:
+    if hypervisor_id is None:
+        return [], None
+    try:
+        return await vm_service(request).list_images(hypervisor_id), None
+    except VmError as exc:
+        return [], exc.message
+
+
 async def _isos_for(request: Request, hypervisor_id: int | None) -> tuple[list[DiskFile], str | None]:
     if hypervisor_id is None:
         return [], None
@@ -177,6 +187,7 @@ async def new_vm(request: Request) -> Response:
     wanted = request.query_params.get("hypervisor_id")
     selected = int(wanted) if wanted and wanted.isdigit() else (hypervisors[0].id if hypervisors else None)
     context["isos"], context["iso_error"] = await _isos_for(request, selected)
+    context["images"], context["image_error"] = await _images_for(request, selected)
     batch = request.query_params.get("mode") == "batch"
     context["values"] = {
         "mode": "batch" if batch else "single",
@@ -216,15 +227,24 @@ async def new_vm_submit(request: Request) -> Response:
     else:
         data["name"] = str(form.get("name", ""))
         data["disk_path"] = str(form.get("disk_path", ""))
+        data["import_path"] = str(form.get("import_path", ""))
+        data["import_copy"] = form.get("import_copy") in ("on", "1", "true")
     try:
         created = await vm_service(request).create(data, actor=request.state.user.username)
     except VmError as exc:
         context = await _form_context(request, form)
         hv = data["hypervisor_id"]
-        context["isos"], context["iso_error"] = await _isos_for(request, int(hv) if hv.isdigit() else None)
+        hv_id = int(hv) if hv.isdigit() else None
+        context["isos"], context["iso_error"] = await _isos_for(request, hv_id)
+        context["images"], context["image_error"] = await _images_for(request, hv_id)
         context["errors"] = _field_errors(exc)
         return render(request, "vms/new.html", {**context, "title": "New virtual machine"}, exc.status)
-    what = f"Creating {len(created.vm_ids)} VMs" if batch else f"Created {data['name']}"
+    if batch:
+        what = f"Creating {len(created.vm_ids)} VMs"
+    elif created.operation_id is not None:
+        what = f"Creating {data['name']}: copying its image"
+    else:
+        what = f"Created {data['name']}"
     return RedirectResponse(f"/vms?toast={quote(what)}", status_code=303)
 
 

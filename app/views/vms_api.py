@@ -288,6 +288,12 @@ async def isos(request: Request) -> Response:
     return JSONResponse({"isos": [{"path": iso.path, "name": iso.name, "size": iso.size} for iso in found]})
 
 
+@api
+async def images(request: Request) -> Response:
+    found = await vm_service(request).list_images(path_id(request, "hypervisor_id"))
+    return JSONResponse({"images": [image.summary() for image in found]})
+
+
 PREFIX = "/api/v1/admin"
 routes = [
     Route(f"{PREFIX}/vms", list_all, methods=["GET"]),
@@ -310,5 +316,6 @@ routes = [
     Route(f"{PREFIX}/operations", operations, methods=["GET"]),
     Route(f"{PREFIX}/operations/{{op_id:int}}", operation, methods=["GET"]),
     Route(f"{PREFIX}/hypervisors/{{hypervisor_id:int}}/isos", isos, methods=["GET"]),
+    Route(f"{PREFIX}/hypervisors/{{hypervisor_id:int}}/images", images, methods=["GET"]),
     Route(f"{PREFIX}/hypervisors/{{hypervisor_id:int}}/capabilities", capabilities, methods=["GET"]),
 ]

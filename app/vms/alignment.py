@@ -2,7 +2,8 @@
 
 A start reads the definition once and redefines it only when something differs:
 
-* the disk it boots from (the VM's disk, or its volatile overlay),
+* the disk it boots from (the VM's disk, or its volatile overlay) and that file's format (an
+  imported raw disk boots volatile from a qcow2 overlay),
 * the UEFI variable store (the VM's own, or a volatile boot's throw-away copy),
 * the device policy: clipboard and file transfer in ``<graphics>``, and the number
   of USB redirection slots. So a policy changed on a pool reaches each desktop at
@@ -22,15 +23,24 @@ class BootTarget:
     disk_source: str | None
     nvram_path: str | None
     policy: DevicePolicy
+    # The disk file's format; None leaves the definition's own (a domain adopted as it is).
+    disk_format: str | None = None
 
 
-def _set_disk(root: ET.Element, disk_source: str) -> bool:
+def _set_disk(root: ET.Element, disk_source: str, disk_format: str | None) -> bool:
     for disk in root.findall("devices/disk"):
         if disk.get("device", "disk") != "disk":
             continue
+        changed = False
+        driver = disk.find("driver")
+        if disk_format is not None and (driver is None or driver.get("type") != disk_format):
+            if driver is None:
+                driver = ET.SubElement(disk, "driver", {"name": "qemu"})
+            driver.set("type", disk_format)
+            changed = True
         source = disk.find("source")
         if source is not None and source.get("file") == disk_source and disk.get("type") == "file":
-            return False
+            return changed
         if source is None:
             source = ET.SubElement(disk, "source")
         source.attrib.clear()
@@ -82,7 +92,7 @@ def align(xml: str, target: BootTarget) -> str | None:
     root = ET.fromstring(xml)  # noqa: S314 - libvirt's own output
     changed = False
     if target.disk_source is not None:
-        changed |= _set_disk(root, target.disk_source)
+        changed |= _set_disk(root, target.disk_source, target.disk_format)
     if target.nvram_path is not None:
         changed |= _set_nvram(root, target.nvram_path)
     changed |= _set_policy(root, target.policy)

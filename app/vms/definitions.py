@@ -13,7 +13,7 @@ from app.hyper import Hypervisor
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.devices.cpu import CPU_MODES, CpuMode
-from app.vms.devices.disks import DISK_BUSES, DISK_CACHES
+from app.vms.devices.disks import DISK_BUSES, DISK_CACHES, DISK_FORMATS
 from app.vms.devices.network import NIC_MODELS
 from app.vms.devices.sound import SOUND_MODELS
 from app.vms.domain_xml import DevicePolicy, DomainDefinition, UefiSpec
@@ -47,7 +47,9 @@ def definition_for(
     disk_source: str,
     hv: Hypervisor,
     mac_address: str | None,
+    disk_format: str | None = None,
 ) -> DomainDefinition:
+    """The domain of a VM; ``disk_format`` defaults to the VM's recorded one (qcow2 for a new disk)."""
     boot = hardware.boot_devices if isinstance(hardware, Vm) else tuple(hardware.boot_order)
     paths = firmware_state.state_paths(hv, vm_name)
     uefi = None
@@ -90,6 +92,9 @@ def definition_for(
         cpu_mode=_cpu_mode(hardware.cpu_mode),
         disk_bus=_choice(hardware.disk_bus, DISK_BUSES),
         disk_cache=_choice(hardware.disk_cache, DISK_CACHES),
+        disk_format=_choice(
+            disk_format or (hardware.disk_format if isinstance(hardware, Vm) else "qcow2"), DISK_FORMATS
+        ),
         nic_model=_choice(hardware.nic_model, NIC_MODELS),
         sound=_choice(hardware.sound_model, SOUND_MODELS),
         video_heads=hardware.video_heads,

@@ -114,8 +114,11 @@ async def create_disks(hv: Hypervisor, disks: Sequence[tuple[str, int]]) -> None
     await run_script(hv, commands, what="creating the disk", temporary=temps, space_in=where)
 
 
-async def create_overlays(hv: Hypervisor, base: str, paths: Sequence[str]) -> None:
-    """(Re)create qcow2 overlays backed by ``base``: whatever was in them is discarded."""
+async def create_overlays(
+    hv: Hypervisor, base: str, paths: Sequence[str], *, base_format: str = "qcow2"
+) -> None:
+    """(Re)create qcow2 overlays backed by ``base`` (of ``base_format``, recorded in each overlay so
+    it is never probed): whatever was in them is discarded."""
     base, *targets = confined(hv, [base, *paths])
     commands: list[list[str]] = []
     for parent in sorted({posixpath.dirname(path) for path in targets}):
@@ -124,7 +127,7 @@ async def create_overlays(hv: Hypervisor, base: str, paths: Sequence[str]) -> No
         temp = part_path(path)
         commands += [
             ["rm", "-f", temp],
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", temp],
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", base_format, temp],
             ["mv", "-f", temp, path],
         ]
     temps = [part_path(path) for path in targets]

@@ -15,7 +15,7 @@ from typing import Literal
 from app.vms.devices import channels, cpu, disks, firmware, graphics, network, sound, tpm, usb, video
 from app.vms.devices._xml import sub, to_text
 from app.vms.devices.cpu import CpuMode
-from app.vms.devices.disks import DiskBus, DiskCache, Machine
+from app.vms.devices.disks import DiskBus, DiskCache, DiskFormat, Machine
 from app.vms.devices.firmware import UefiSpec
 from app.vms.devices.graphics import EXPIRED
 from app.vms.devices.network import NetworkType, NicModel
@@ -74,6 +74,7 @@ class DomainDefinition:
     cpu_mode: CpuMode = "default"
     disk_bus: DiskBus = "virtio"
     disk_cache: DiskCache = "default"
+    disk_format: DiskFormat = "qcow2"
     nic_model: NicModel = "virtio"
     sound: SoundModel = "none"
     video_heads: int = 1
@@ -114,7 +115,9 @@ def build_domain_xml(definition: DomainDefinition) -> str:
     sub(domain, "on_crash", "destroy")
 
     devices = sub(domain, "devices")
-    devices.append(disks.disk(disks.DiskSpec(d.disk_source, d.disk_bus, d.disk_cache, d.boot_index("hd"))))
+    devices.append(
+        disks.disk(disks.DiskSpec(d.disk_source, d.disk_bus, d.disk_cache, d.boot_index("hd"), d.disk_format))
+    )
     for slot, (iso, name) in enumerate(((d.iso_path, "cdrom"), (d.iso2_path, "cdrom2"))):
         devices.append(disks.cdrom(disks.CdromSpec(slot, d.machine, iso, d.boot_index(name))))
     if d.disk_bus == "scsi":
@@ -156,6 +159,7 @@ class DomainFacts:
     vcpu_sockets: int = 1
     vcpu_cores: int = 1
     disk_path: str = ""
+    disk_format: str = "qcow2"
     iso_path: str | None = None
     iso2_path: str | None = None
     network: str | None = None
@@ -193,6 +197,7 @@ def read_domain_facts(xml: str) -> DomainFacts:
         sockets = int(topology.get("sockets", vcpus))
         cores = int(topology.get("cores", 1)) * int(topology.get("threads", 1)) * int(topology.get("dies", 1))
     disk_path = ""
+    disk_format = "qcow2"
     iso_path = iso2_path = None
     cdroms = 0
     boots: list[tuple[int, str]] = []
@@ -211,6 +216,9 @@ def read_domain_facts(xml: str) -> DomainFacts:
                 boots.append((int(boot.get("order", 9)), drive))
         elif disk.get("device", "disk") == "disk" and not disk_path:
             disk_path = path
+            driver = disk.find("driver")
+            if driver is not None and driver.get("type") == "raw":
+                disk_format = "raw"
             if boot is not None:
                 boots.append((int(boot.get("order", 9)), "hd"))
     network = mac = None
@@ -236,6 +244,7 @@ def read_domain_facts(xml: str) -> DomainFacts:
         vcpu_sockets=max(sockets, 1),
         vcpu_cores=max(cores, 1),
         disk_path=disk_path,
+        disk_format=disk_format,
         iso_path=iso_path,
         iso2_path=iso2_path,
         network=network,

@@ -145,17 +145,28 @@ class NewVm(Hardware):
     hypervisor_id: int = Field(ge=1)
     # Empty: <images_dir>/<name>.qcow2.
     disk_path: str | None = None
+    # An existing image in the hypervisor's images directory to use as the disk (no new disk),
+    # in place or, with ``import_copy``, copied to ``disk_path`` as a standalone qcow2.
+    import_path: str | None = None
+    import_copy: bool = False
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return check_name(value)
 
-    @field_validator("disk_path", mode="before")
+    @field_validator("disk_path", "import_path", mode="before")
     @classmethod
     def _blank_disk(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("import_path")
+    @classmethod
+    def _import_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "\x00" in value):
+            raise ValueError("choose an image from the hypervisor's images directory")
         return value
 
 

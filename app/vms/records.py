@@ -41,6 +41,8 @@ class Vm:
     memory_mib: int
     disk_path: str
     disk_size_gib: int
+    disk_format: str
+    disk_imported: bool
     iso_path: str | None
     boot_order: str
     network: str | None
@@ -70,7 +72,16 @@ class Vm:
     def from_row(cls, row: Any) -> Vm:
         mapping = row._mapping if hasattr(row, "_mapping") else row
         values = {f.name: mapping[f.name] for f in fields(cls)}
-        for flag in ("maintenance", "locked", "volatile", "secure_boot", "tpm", "clipboard", "file_transfer"):
+        for flag in (
+            "maintenance",
+            "locked",
+            "volatile",
+            "secure_boot",
+            "tpm",
+            "clipboard",
+            "file_transfer",
+            "disk_imported",
+        ):
             values[flag] = bool(values[flag])
         return cls(**values)
 

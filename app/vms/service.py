@@ -21,7 +21,7 @@ from app.db.schema import pool_vms, pools
 from app.hyper import ConnectionEvent, DiskFile, DomainEvent, HypervisorError, HypervisorRegistry
 from app.live.hub import LiveHub
 from app.settings import VmSettings
-from app.vms import device_policy, machine, workflows_create, workflows_disk, workflows_manage
+from app.vms import device_policy, importing, machine, workflows_create, workflows_disk, workflows_manage
 from app.vms import power as power_actions
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
@@ -238,6 +238,10 @@ class VmService:
 
     async def delete(self, vm_id: int, **kwargs: Any) -> tuple[workflows_manage.DeletePlan, int | None]:
         return await workflows_manage.delete(self.ctx, vm_id, **kwargs)
+
+    async def list_images(self, hypervisor_id: int) -> list[importing.ImageChoice]:
+        """Images of the hypervisor's images directory a new VM can be made on."""
+        return await importing.image_choices(self.ctx, self.ctx.hypervisor(hypervisor_id, new_work=False))
 
     async def list_isos(self, hypervisor_id: int) -> list[DiskFile]:
         try:

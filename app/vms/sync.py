@@ -234,6 +234,7 @@ class StateSync:
                 "vcpu_sockets": facts.vcpu_sockets,
                 "vcpu_cores": facts.vcpu_cores,
                 "disk_path": facts.disk_path,
+                "disk_format": facts.disk_format,
                 "iso_path": facts.iso_path,
                 "network": facts.network,
                 "mac_address": facts.mac_address,

@@ -54,7 +54,9 @@ def boot_target(vm: Vm, hv: Hypervisor, *, volatile: bool) -> BootTarget:
     """What this boot's definition must say: its disk, its variable store, the VM's device policy."""
     disk = overlay_of(vm, hv) if volatile else (vm.disk_path or None)
     nvram = firmware_state.state_paths(hv, vm.name).boot_nvram(volatile) if vm.firmware == "uefi" else None
-    return BootTarget(disk, nvram, vm.policy)
+    # An overlay is qcow2 whatever its base; a domain adopted as it is keeps its own driver.
+    disk_format = "qcow2" if volatile else (None if vm.kind == "unclassified" else vm.disk_format)
+    return BootTarget(disk, nvram, vm.policy, disk_format)
 
 
 async def align_definition(hv: Hypervisor, name: str, target: BootTarget) -> bool:
@@ -80,7 +82,7 @@ async def prepare_boot(vm: Vm, hv: Hypervisor, *, volatile: bool) -> None:
     """Before starting ``vm``: a fresh overlay and firmware-state copies if volatile, the definition
     pointing at the right files with the VM's device policy, and its TPM's swtpm running."""
     if volatile:
-        await create_overlays(hv, vm.disk_path, [overlay_of(vm, hv)])
+        await create_overlays(hv, vm.disk_path, [overlay_of(vm, hv)], base_format=vm.disk_format)
         await firmware_state.prepare_volatile_copies(hv, vm)
     await align_definition(hv, vm.name, boot_target(vm, hv, volatile=volatile))
     if vm.tpm:

@@ -21,6 +21,7 @@ from app.vms.domain_xml import (
     random_mac,
 )
 from app.vms.errors import HypervisorFailure, Invalid, Refused
+from app.vms.importing import ImportedImage, inspect_import
 from app.vms.operations import OperationContext
 from app.vms.parameters import (
     DefinitionError,
@@ -70,10 +71,14 @@ NewRow = tuple[int, str, str, str, str | None]
 class _Provisioning:
     """Defines the domains of new VM rows; :meth:`undo` removes all that was made so far."""
 
-    def __init__(self, ctx: VmContext, hv: Hypervisor, rows: list[NewRow]) -> None:
+    def __init__(
+        self, ctx: VmContext, hv: Hypervisor, rows: list[NewRow], *, keep_disks: bool = False
+    ) -> None:
         self.ctx, self.hv, self.rows = ctx, hv, rows
         self.defined: list[str] = []
         self.firmware_state = False
+        # An image imported in place existed before and stays when the VM could not be made.
+        self.keep_disks = keep_disks
 
     def with_firmware_state(self, made: bool) -> None:
         """The VMs get an NVRAM and/or TPM state: undoing removes those too."""
@@ -91,7 +96,7 @@ class _Provisioning:
                 await self.hv.undefine(name)
             except HypervisorError as exc:
                 log.warning("undoing: undefine %s failed: %s", name, exc)
-        files = [row[3] for row in self.rows if row[3]]
+        files = [] if self.keep_disks else [row[3] for row in self.rows if row[3]]
         if self.firmware_state:
             for _, name, *_rest in self.rows:
                 paths = firmware_state.state_paths(self.hv, name)
@@ -106,12 +111,23 @@ class _Provisioning:
 
 
 async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "") -> Created:
-    """One VM (done before returning) or a batch (an operation) with new empty disks."""
+    """One VM (done before returning) or a batch (an operation) with new empty disks; one VM on an
+    imported image (in place at once, or an operation that copies it)."""
     hv = ctx.hypervisor(spec.hypervisor_id)
+    imported: ImportedImage | None = None
+    in_place = copying = False
     if isinstance(spec, NewVm):
         names = [spec.name]
         await check_names(ctx, names, "name")
-        disks = [spec.disk_path or default_disk_path(hv.record.images_dir, spec.name)]
+        if spec.import_path is not None:
+            imported = await inspect_import(ctx, hv, spec.import_path)
+        in_place = imported is not None and not spec.import_copy
+        copying = imported is not None and spec.import_copy
+        disks = [
+            imported.path
+            if imported is not None and in_place
+            else spec.disk_path or default_disk_path(hv.record.images_dir, spec.name)
+        ]
     else:
         try:
             names = spec.names()
@@ -120,14 +136,14 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         await check_names(ctx, names, "prefix")
         disks = [default_disk_path(hv.record.images_dir, name) for name in names]
     errors: dict[str, str] = {}
-    for disk in disks:
+    for disk in [] if in_place else disks:
         errors.update(
             check_placement(disk_path=disk, images_dir=hv.record.images_dir, iso_path=None, isos=None)
         )
     if errors:
         raise Invalid(errors)
     await check_iso(hv, spec.iso_path)
-    existing = await existing_files(hv, disks)
+    existing = [] if in_place else await existing_files(hv, disks)
     if existing:
         raise Invalid(
             {
@@ -156,7 +172,9 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
             vcpu_cores=spec.vcpu_cores,
             memory_mib=spec.memory_mib,
             disk_path=disk,
-            disk_size_gib=spec.disk_size_gib,
+            disk_size_gib=imported.size_gib if imported is not None else spec.disk_size_gib,
+            disk_format=imported.format if imported is not None and in_place else "qcow2",
+            disk_imported=in_place,
             iso_path=spec.iso_path,
             iso2_path=spec.iso2_path,
             boot_order=",".join(spec.boot_order),
@@ -166,11 +184,14 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         rows.append((vm_id, name, uuid, disk, mac))
 
     async def provision(op: OperationContext | None) -> str:
-        work = _Provisioning(ctx, hv, rows)
+        work = _Provisioning(ctx, hv, rows, keep_disks=in_place)
         try:
-            if op is not None:
-                await op.progress(0, f"Creating {len(rows)} disks")
-            await create_disks(hv, [(disk, spec.disk_size_gib) for _, _, _, disk, _ in rows])
+            if imported is not None and copying:
+                await copy_image(hv, imported, rows[0][3], op)
+            elif imported is None:
+                if op is not None:
+                    await op.progress(0, f"Creating {len(rows)} disks")
+                await create_disks(hv, [(disk, spec.disk_size_gib) for _, _, _, disk, _ in rows])
             work.with_firmware_state(spec.firmware == "uefi" or spec.tpm)
             template = placement.firmware.vars_template if placement.firmware else None
             await firmware_state.create_fresh(
@@ -180,7 +201,14 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
                 await work.define(
                     vm_id,
                     definition_for(
-                        name, uuid, spec, placement=placement, disk_source=disk, hv=hv, mac_address=mac
+                        name,
+                        uuid,
+                        spec,
+                        placement=placement,
+                        disk_source=disk,
+                        hv=hv,
+                        mac_address=mac,
+                        disk_format=imported.format if imported is not None and in_place else None,
                     ),
                 )
                 if op is not None:
@@ -197,9 +225,11 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         kind=spec.kind,
         hypervisor=hv.name,
         memory_mib=spec.memory_mib,
-        disk_size_gib=spec.disk_size_gib,
+        disk_size_gib=imported.size_gib if imported is not None else spec.disk_size_gib,
+        imported=imported.path if imported is not None else "",
+        copied=copying,
     )
-    if len(rows) == 1:
+    if len(rows) == 1 and not copying:
         await provision(None)
         return Created([rows[0][0]])
     op_id = await ctx.operations.start(
@@ -209,9 +239,24 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         hypervisor_id=hv.id,
         params={"names": names},
         created_by=actor,
-        message=f"Creating {len(rows)} VMs",
+        message=f"Copying {imported.path} for {names[0]}"
+        if copying and imported
+        else f"Creating {len(rows)} VMs",
     )
     return Created([row[0] for row in rows], op_id)
+
+
+async def copy_image(hv: Hypervisor, image: ImportedImage, disk: str, op: OperationContext | None) -> None:
+    """The imported image converted to the VM's own standalone qcow2 (the image stays as it is)."""
+
+    async def report(percent: float) -> None:
+        if op is not None:
+            await op.progress(0.9 * percent, f"Copying {image.path}")
+
+    try:
+        await hv.convert_disk(image.path, disk, report, src_format=image.format)
+    except HypervisorError as exc:
+        raise HypervisorFailure(f"copying {image.path} failed: {exc}") from exc
 
 
 async def define(hv: Hypervisor, definition: DomainDefinition) -> None:
@@ -279,6 +324,7 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
                 disk_source=disk,
                 hv=hv,
                 mac_address=mac,
+                disk_format="qcow2",  # the copy of the source's disk is qcow2, whatever the source's
             ),
         )
     except BaseException:
@@ -363,6 +409,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
                         disk_source=source,
                         hv=hv,
                         mac_address=mac,
+                        disk_format="qcow2",  # overlays of the initial's disk
                     ),
                 )
                 await op.progress(20 + 80.0 * index / len(rows), f"Defined {index} of {len(rows)}")

@@ -122,7 +122,14 @@ async def _copy(
         await op.progress(1 + 0.98 * percent, f"Copying: {percent:.0f} %")
 
     try:
-        await hv.convert_disk(source.disk_path, initial.disk_path, report, op_id=tag, replace=True)
+        await hv.convert_disk(
+            source.disk_path,
+            initial.disk_path,
+            report,
+            op_id=tag,
+            src_format=source.disk_format,
+            replace=True,
+        )
     except HypervisorError as exc:
         what = f"copying {source.disk_path} to {initial.name}"
         if (full := await no_space(hv, exc, posixpath.dirname(initial.disk_path), what)) is not None:

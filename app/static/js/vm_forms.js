@@ -46,6 +46,42 @@
     });
   }
 
+  // The images of the chosen hypervisor's images directory a new VM can use as its disk.
+  function imageList(form) {
+    const hypervisor = form.querySelector("#hypervisor_id");
+    const select = form.querySelector("select[data-image-list]");
+    const help = form.querySelector("#image-help");
+    if (!hypervisor || !select) return;
+    const gib = (bytes) => (bytes / 1073741824).toFixed(1);
+    hypervisor.addEventListener("change", async () => {
+      const keep = select.value;
+      select.disabled = true;
+      try {
+        const response = await fetch(`/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/images`,
+          { headers: { Accept: "application/json" }, credentials: "same-origin" });
+        const body = await response.json();
+        select.replaceChildren(new Option("A new empty disk", ""));
+        if (!response.ok) {
+          help.textContent = body.message || "The image list is not available.";
+          return;
+        }
+        for (const found of body.images) {
+          let label = `${found.name} — ` + (found.format ? `${found.format}, ${gib(found.virtual_size)} GiB` : "not a disk image");
+          if (found.disk_of) label += `, disk of ${found.disk_of}`;
+          const option = new Option(label, found.path);
+          option.disabled = !found.importable;
+          option.selected = found.path === keep && found.importable;
+          select.add(option);
+        }
+        help.textContent = "Or an existing qcow2 or raw image from the hypervisor's images directory: the VM uses it in place, its size is the image's.";
+      } catch (error) {
+        help.textContent = "The image list could not be loaded: " + error;
+      } finally {
+        select.disabled = false;
+      }
+    });
+  }
+
   // What the chosen hypervisor really runs (libvirt's capabilities and trial starts): options it
   // cannot run are disabled with the reason, and the note says whether the machine gets KVM or TCG.
   function machineOffers(form) {
@@ -125,6 +161,7 @@
     document.querySelectorAll("form").forEach((form) => {
       if (form.querySelector('input[name="mode"]')) modeSwitch(form);
       isoList(form);
+      imageList(form);
       machineOffers(form);
     });
     const invalid = document.querySelector(".is-invalid");

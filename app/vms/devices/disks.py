@@ -1,6 +1,6 @@
 """The VM's disk and its CD-ROM drives.
 
-The disk is a qcow2 file on one of three buses: ``virtio`` (fastest, needs the
+The disk is a qcow2 file (or an imported raw image) on one of three buses: ``virtio`` (fastest, needs the
 virtio driver in Windows), ``sata`` (works everywhere) or ``scsi`` (virtio-scsi:
 TRIM and many disks, needs the vioscsi driver). Two CD-ROM drives always exist,
 empty or not, so that an installer and a driver disc can be inserted together and
@@ -17,10 +17,12 @@ from app.vms.devices._xml import boot, sub
 
 DiskBus = Literal["virtio", "sata", "scsi"]
 DiskCache = Literal["default", "none", "writeback", "writethrough", "directsync", "unsafe"]
+DiskFormat = Literal["qcow2", "raw"]
 Machine = Literal["pc", "q35"]
 
 DISK_BUSES: tuple[DiskBus, ...] = ("virtio", "sata", "scsi")
 DISK_CACHES: tuple[DiskCache, ...] = ("default", "none", "writeback", "writethrough", "directsync", "unsafe")
+DISK_FORMATS: tuple[DiskFormat, ...] = ("qcow2", "raw")
 CDROM_SLOTS = 2
 _DISK_TARGETS = {"virtio": "vda", "sata": "sda", "scsi": "sda"}
 # The CD-ROMs never share a target with the disk: sdb/sdc on SATA, hdc/hdd on IDE.
@@ -33,6 +35,7 @@ class DiskSpec:
     bus: DiskBus = "virtio"
     cache: DiskCache = "default"
     boot_index: int | None = None
+    format: DiskFormat = "qcow2"
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class CdromSpec:
 
 def disk(spec: DiskSpec) -> ET.Element:
     element = ET.Element("disk", {"type": "file", "device": "disk"})
-    driver = {"name": "qemu", "type": "qcow2", "discard": "unmap"}
+    driver = {"name": "qemu", "type": spec.format, "discard": "unmap"}
     if spec.cache != "default":
         driver["cache"] = spec.cache
     sub(element, "driver", **driver)
