@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Protocol, TypeVar
 from databases import Database
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
@@ -27,9 +25,12 @@ from app.alerts import Alerts
 from app.audit import AuditLog
 from app.auth.accounts import ensure_first_admin
 from app.auth.csrf import CSRFMiddleware
+from app.auth.first_admin import announce_first_admin
 from app.auth.headers import SecurityHeadersMiddleware
 from app.auth.login import start_login_service
 from app.auth.session import SessionRules
+from app.auth.session_cookie import SessionCookieMiddleware
+from app.auth.sessions import SessionStore
 from app.auth.throttle_store import MemoryThrottleStore
 from app.broker.desktops import Broker
 from app.clock import SYSTEM_CLOCK, Clock
@@ -194,13 +195,15 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
         throttle_store=MemoryThrottleStore(),
         stack=stack,
     )
+    session_rules = SessionRules.from_settings(settings.security, clock)
     return Services(
         settings=settings,
         clock=clock,
         db=db,
         hub=hub,
         audit=audit,
-        session_rules=SessionRules.from_settings(settings.security, clock),
+        session_rules=session_rules,
+        sessions=SessionStore(db, session_rules),
         logins=logins,
         ssh_key=ssh_key,
         known_hosts=known_hosts,
@@ -253,24 +256,6 @@ async def start_metrics(
     return exporter
 
 
-def announce_first_admin(settings: Settings, username: str, password: str) -> None:
-    """Print the generated first admin password once, to the console only (never to logs)."""
-    scheme = "https" if settings.server.https else "http"
-    # Listening on every interface: this machine's loopback address works for a first look.
-    host = "127.0.0.1" if settings.server.host in ("", "0.0.0.0", "::") else settings.server.host  # noqa: S104
-    if ":" in host:
-        host = f"[{host}]"
-    url = f"{scheme}://{host}:{settings.server.port}/"
-    banner = (
-        "\n" + "=" * 64 + "\n"
-        f"  KVM-VDI dashboard: {url}\n"
-        f"  First administrator: {username}\n"
-        f"  Password (shown once, change it at first log-in): {password}\n" + "=" * 64 + "\n"
-    )
-    sys.stdout.write(banner)
-    sys.stdout.flush()
-
-
 def create_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Starlette:
     """The dashboard; ``clock`` is what time it is for everything that decides by time (tests move it)."""
     if settings.i18n.default_language not in available_languages():
@@ -292,12 +277,10 @@ def create_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Starlette:
             body_timeout=settings.server.body_timeout,
         ),
         Middleware(
-            SessionMiddleware,
-            secret_key=settings.session_secret(),
-            session_cookie="kvmvdi_session",
+            SessionCookieMiddleware,
+            secret=settings.session_secret(),
             max_age=settings.security.session_max_age,
-            same_site="lax",
-            https_only=settings.server.https,
+            https=settings.server.https,
         ),
         Middleware(
             CSRFMiddleware, exempt_paths=frozenset({"/api/v1/login"}), bearer_paths=is_broker_api_path

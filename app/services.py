@@ -15,6 +15,7 @@ from app.alerts import Alerts
 from app.audit import AuditLog
 from app.auth.login import LoginService
 from app.auth.session import SessionRules
+from app.auth.sessions import SessionStore
 from app.broker.desktops import Broker
 from app.clock import Clock
 from app.db import AppDatabase
@@ -37,6 +38,8 @@ class Services:
     hub: LiveHub
     audit: AuditLog
     session_rules: SessionRules
+    # Signed-in browsers (server-side sessions behind the session cookie).
+    sessions: SessionStore
     # Every log-in (admin form, portal, broker API) and the change-password check.
     logins: LoginService
     # The dashboard's SSH identity and the known_hosts file of pinned hypervisor host keys.

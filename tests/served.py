@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import urllib.request
@@ -14,8 +13,6 @@ from tests.dashboard import REPO
 from tests.services.ports import allocate_port, release_port
 from tests.services.process import ServiceError, spawn, stop_process, wait_until
 from tests.services.rundir import RunDir
-
-_PASSWORD = re.compile(r"Password \(shown once, change it at first log-in\): (\S+)")
 
 
 class ServedDashboard:
@@ -75,11 +72,11 @@ class ServedDashboard:
         return self.log_path.read_text(errors="replace")
 
     def first_admin_password(self) -> str:
-        """The generated password the dashboard printed on its first start."""
-        found = _PASSWORD.findall(self.output)
-        if len(found) != 1:
-            raise ServiceError(f"expected one first-admin password in the output, found {len(found)}")
-        return str(found[0])
+        """The generated password the dashboard kept in its file on its first start."""
+        path = self.workdir / "var" / "first-admin-password"
+        if not path.is_file():
+            raise ServiceError(f"no first-admin password in {path}")
+        return path.read_text().splitlines()[1]
 
     def stop(self) -> None:
         stop_process(self._proc, timeout=20)

@@ -19,6 +19,8 @@ async def test_serve_demo_registers_the_demo_hypervisor_once(
         with ServedDashboard(run_dir, tmp_path, database_url, "--demo") as served:
             if round_ == 0:
                 password = served.first_admin_password()
+                # Its output is what a service journal keeps: it says where the password is, not what.
+                assert password not in served.output and "first-admin-password" in served.output
             client = BrowserLikeClient(served.url)
             try:
                 assert (await client.login("admin", password)).status_code == 303
@@ -34,6 +36,7 @@ async def test_serve_demo_registers_the_demo_hypervisor_once(
                     )
                     assert changed.status_code == 303
                     password = "demo-admin-pw-1"
+                    assert not (tmp_path / "var" / "first-admin-password").exists(), "gone once changed"
                 listing = (await client.get("/api/v1/admin/hypervisors")).json()["hypervisors"]
                 assert [(hv["name"], hv["transport"], hv["libvirt_uri"]) for hv in listing] == [
                     ("demo", "test", "test:///default")

@@ -1,6 +1,7 @@
 """CSRF protection for every state-changing request made with the session cookie.
 
-The token lives in the session and must come back in the ``X-CSRF-Token``
+The token (derived from the session cookie's id: :mod:`app.auth.session_cookie`)
+must come back in the ``X-CSRF-Token``
 header (fetch/XHR, and any multipart upload) or the ``csrf_token`` field of an
 urlencoded form. Requests to the broker API that carry an ``Authorization:
 Bearer`` header bring no ambient credentials and are not checked: the handlers
@@ -17,6 +18,8 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.auth.session_cookie import SCOPE_KEY, SessionCookie
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Larger bodies are not parsed for a form token (they must use the header).
@@ -46,7 +49,9 @@ class CSRFMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        expected = scope.get("session", {}).get("csrf")
+        cookie: SessionCookie = scope[SCOPE_KEY]
+        # Only the id this browser sent can vouch for the token it sends.
+        expected = cookie.csrf_token() if cookie.sent is not None else None
         supplied = request.headers.get("x-csrf-token")
         body_messages: list[Message] = []
         content_type = request.headers.get("content-type", "")

@@ -1,28 +1,30 @@
-"""Who is logged in: the signed session cookie and the rules of its lifetime.
+"""Who is logged in: the server-side session behind the cookie, and the rules of its lifetime.
 
-The cookie (Starlette's SessionMiddleware: itsdangerous-signed, HttpOnly,
-SameSite=Lax, Secure behind https) carries only ids, two timestamps and the
-CSRF token. A session ends ``security.session_max_age`` seconds after log-in
-and after ``security.session_idle_timeout`` seconds without a request
-(:class:`SessionRules`, the one place these rules live); both are checked on the
-server, not left to the browser. Every check re-reads the user row, so disabling
-a user or changing a role takes effect at once. The guards handlers use are in
-:mod:`app.views.guards`.
+The cookie (:mod:`app.auth.session_cookie`) carries only a random id; the session
+itself (user, role, directory groups, two timestamps) lives in the database
+(:mod:`app.auth.sessions`), where log-out, a password change or reset and
+disabling a user end it at once. A session ends ``security.session_max_age``
+seconds after log-in and after ``security.session_idle_timeout`` seconds without
+a request (:class:`SessionRules`, the one place these rules live); both are
+checked on the server. Every check reads the session with its user row, so
+disabling a user or changing a role takes effect at once too. The guards
+handlers use are in :mod:`app.views.guards`.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
-from databases import Database
 from starlette.requests import HTTPConnection, Request
 
+from app.auth.session_cookie import session_cookie
 from app.clock import SYSTEM_CLOCK, Clock
-from app.db.schema import users
 from app.settings import SecuritySettings
+
+if TYPE_CHECKING:
+    from app.auth.sessions import SessionStore
 
 Role = Literal["admin", "client"]
 
@@ -35,8 +37,10 @@ class SessionUser:
     source: str
     must_change_password: bool
     display_name: str = ""
-    # Directory groups resolved at login (empty for local users).
+    # Directory groups resolved at login (empty for local users), kept in the session row.
     groups: tuple[str, ...] = field(default_factory=tuple)
+    # When the session ends unless another request comes (naive UTC, the clock's).
+    ends_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -44,17 +48,12 @@ class SessionUser:
 
 
 def csrf_token(conn: HTTPConnection) -> str:
-    """The session's CSRF token, created on first use."""
-    session = conn.session
-    token = session.get("csrf")
-    if not token:
-        token = secrets.token_urlsafe(32)
-        session["csrf"] = token
-    return str(token)
+    """The CSRF token of this browser's current session id."""
+    return session_cookie(conn).csrf_token()
 
 
-# Re-sign the cookie with a fresh "seen" stamp at most this often (seconds): enough
-# precision for an idle timeout, without a new Set-Cookie on every request.
+# Refresh a session's "seen" stamp at most this often (seconds): precise enough for an idle
+# timeout, without a database write on every request.
 SEEN_RESOLUTION = 30
 
 
@@ -70,66 +69,63 @@ class SessionRules:
     def from_settings(cls, security: SecuritySettings, clock: Clock = SYSTEM_CLOCK) -> SessionRules:
         return cls(max_age=security.session_max_age, idle_timeout=security.session_idle_timeout, clock=clock)
 
-    def now(self) -> int:
-        """Epoch seconds: the cookie's stamps."""
-        return int(self.clock.time())
+    def now(self) -> datetime:
+        return self.clock.now()
 
-    def deadline(self, session: Mapping[str, Any]) -> float:
-        """When this session ends unless the user makes another request (epoch seconds; 0: malformed)."""
-        since = session.get("since")
-        seen = session.get("seen", since)
-        if not isinstance(since, int) or not isinstance(seen, int):
-            return 0.0
-        return float(min(since + self.max_age, seen + self.idle_timeout))
+    def ends_at(self, created_at: datetime, seen_at: datetime) -> datetime:
+        """When a session started at ``created_at`` and last used at ``seen_at`` ends."""
+        return min(
+            created_at + timedelta(seconds=self.max_age), seen_at + timedelta(seconds=self.idle_timeout)
+        )
 
-    def expired(self, session: Mapping[str, Any], now: float) -> bool:
-        """Past the absolute lifetime since log-in, or idle for longer than the idle timeout."""
-        return now > self.deadline(session)
+    def expired(self, created_at: datetime, seen_at: datetime, now: datetime) -> bool:
+        return now > self.ends_at(created_at, seen_at)
 
-    def seen_due(self, session: Mapping[str, Any], now: int) -> bool:
+    def seen_due(self, seen_at: datetime, now: datetime) -> bool:
         """Whether the "seen" stamp is old enough to be renewed (precision a quarter of the idle timeout)."""
         resolution = min(SEEN_RESOLUTION, self.idle_timeout // 4)
-        return now - int(session.get("seen", 0)) >= resolution
+        return (now - seen_at).total_seconds() >= resolution
 
 
-def start_session(request: Request, user: Any, rules: SessionRules, *, groups: tuple[str, ...] = ()) -> None:
-    """Log ``user`` (a users row) in: a fresh session (no fixation), fresh CSRF token."""
-    now = rules.now()
-    request.session.clear()
-    request.session.update(
-        {
-            "uid": int(user.id),
-            "role": user.role,
-            "groups": list(groups),
-            "since": now,
-            "seen": now,
-            "csrf": secrets.token_urlsafe(32),
-        }
+async def start_session(
+    request: Request, user: Any, store: SessionStore, *, groups: tuple[str, ...] = ()
+) -> None:
+    """Log ``user`` (a users row or a SessionUser) in: a fresh session id (no fixation), fresh CSRF token."""
+    cookie = session_cookie(request)
+    if cookie.sent is not None:
+        await store.end(cookie.sent)
+    await store.create(
+        cookie.renew(),
+        user_id=int(user.id),
+        role=str(user.role),
+        groups=groups,
+        client_address=request.client.host if request.client else "",
     )
+    request.scope.pop("kvmvdi.user", None)
 
 
-def end_session(request: Request) -> None:
-    request.session.clear()
+async def end_session(request: Request, store: SessionStore) -> None:
+    """Log this browser out: its session ends on the server, and it gets a new, empty id."""
+    cookie = session_cookie(request)
+    if cookie.sent is not None:
+        await store.end(cookie.sent)
+    cookie.renew()
+    request.scope.pop("kvmvdi.user", None)
 
 
-async def session_user(conn: HTTPConnection, db: Database, rules: SessionRules) -> SessionUser | None:
-    """The user of this request's session, or ``None`` (no session, expired, disabled, role changed)."""
-    uid = conn.session.get("uid")
-    if uid is None:
-        return None
+async def session_user(conn: HTTPConnection, store: SessionStore) -> SessionUser | None:
+    """The user of this request's session, or ``None`` (none, ended, expired, user disabled, role changed)."""
     cached = conn.scope.get("kvmvdi.user")
     if isinstance(cached, SessionUser):
         return cached
-    now = rules.now()
-    if rules.expired(conn.session, now):
-        conn.session.clear()
+    cookie = session_cookie(conn)
+    if cookie.sent is None or cookie.changed:
         return None
-    row: Any = await db.fetch_one(users.select().where(users.c.id == int(uid)))
-    if row is None or row.disabled or row.role != conn.session.get("role"):
-        conn.session.clear()
+    # A request keeps its session from idling out; an open websocket only looks.
+    found = await store.lookup(cookie.sent, touch=conn.scope["type"] == "http")
+    if found is None:
         return None
-    if conn.scope["type"] == "http" and rules.seen_due(conn.session, now):
-        conn.session["seen"] = now
+    record, row = found
     user = SessionUser(
         id=row.id,
         username=row.username,
@@ -137,7 +133,8 @@ async def session_user(conn: HTTPConnection, db: Database, rules: SessionRules) 
         source=row.source,
         must_change_password=bool(row.must_change_password),
         display_name=row.display_name,
-        groups=tuple(conn.session.get("groups", ())),
+        groups=record.groups,
+        ends_at=record.ends_at,
     )
     conn.scope["kvmvdi.user"] = user
     return user

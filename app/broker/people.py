@@ -9,7 +9,7 @@ from databases import Database
 
 from app.auth.accounts import AccountError, create_local_user, set_password
 from app.auth.passwords import generate_password
-from app.broker.tokens import revoke_user_tokens
+from app.auth.sessions import revoke_user_credentials
 from app.clock import utcnow
 from app.db.schema import (
     api_tokens,
@@ -18,6 +18,7 @@ from app.db.schema import (
     leases,
     pool_groups,
     pool_users,
+    sessions,
     users,
     vms,
 )
@@ -69,7 +70,7 @@ async def set_disabled(db: Database, user_id: int, disabled: bool) -> Any:
         raise AccountError("this is the last enabled administrator: enable or create another one first")
     await db.execute(users.update().where(users.c.id == user_id).values(disabled=disabled))
     if disabled:
-        await revoke_user_tokens(db, user_id)
+        await revoke_user_credentials(db, user_id)
     return user
 
 
@@ -80,7 +81,7 @@ async def reset_password(db: Database, user_id: int) -> tuple[Any, str]:
     password = generate_password()
     # Admins must choose their own at next log-in; portal users have no password page of their own.
     await set_password(db, user_id, password, must_change=user.role == "admin")
-    await revoke_user_tokens(db, user_id)
+    await revoke_user_credentials(db, user_id)
     return user, password
 
 
@@ -100,7 +101,7 @@ async def delete_user(db: Database, user_id: int) -> Any:
     async with db.transaction():
         await db.execute(vms.update().where(vms.c.last_user_id == user_id).values(last_user_id=None))
         await db.execute(vms.update().where(vms.c.assigned_user_id == user_id).values(assigned_user_id=None))
-        for table in (leases, console_tickets, api_tokens, pool_users):
+        for table in (leases, console_tickets, api_tokens, sessions, pool_users):
             await db.execute(table.delete().where(table.c.user_id == user_id))
         await db.execute(users.delete().where(users.c.id == user_id))
     return user

@@ -268,6 +268,24 @@ api_tokens = sa.Table(
     sa.Column("revoked_at", sa.DateTime, nullable=True),
 )
 
+# Signed-in browsers. The cookie carries only a random id; this table its SHA-256 and the rest.
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    # The role the session was started with: a changed role ends it.
+    sa.Column("role", sa.String(16), nullable=False),
+    # Directory groups resolved at log-in, as a JSON list (kept here, never in the cookie).
+    sa.Column("groups_json", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("client_address", sa.String(64), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("seen_at", sa.DateTime, nullable=False),
+)
+
 operations = sa.Table(
     "operations",
     metadata,

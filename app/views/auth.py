@@ -7,9 +7,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from app.auth.accounts import AccountError, set_password
+from app.auth.first_admin import forget_first_admin_password
 from app.auth.login import MAX_USERNAME, Refusal
 from app.auth.passwords import WeakPasswordError
 from app.auth.session import end_session, start_session
+from app.auth.sessions import revoke_user_credentials
 from app.services import services_of
 from app.views.forms import (
     client_address,
@@ -40,7 +42,7 @@ async def login_submit(request: Request) -> Response:
         username = str(form.get("username", "")).strip()[:MAX_USERNAME]
         context = {"title": "Log in", "next": next_url, "username": username, "error": outcome.message}
         return with_retry_after(render(request, "auth/login.html", context, outcome.status), outcome)
-    start_session(request, outcome.user, services_of(request).session_rules)
+    await start_session(request, outcome.user, services_of(request).sessions)
     target = "/account/password" if outcome.user.must_change_password else next_url
     return await settle_language(request, RedirectResponse(target, status_code=303), outcome.user.id)
 
@@ -51,7 +53,7 @@ async def logout(request: Request) -> Response:
         await services_of(request).audit.record(
             "logout", actor=user.username, client_address=client_address(request)
         )
-    end_session(request)
+    await end_session(request, services_of(request).sessions)
     return redirect_with_toast("/login", "You are logged out.", "info")
 
 
@@ -95,8 +97,10 @@ async def password_submit(request: Request) -> Response:
     await services.audit.record(
         "password_changed", actor=user.username, client_address=client_address(request)
     )
-    # A fresh session (and CSRF token) from here on, without the must-change flag.
-    start_session(request, user, services.session_rules, groups=user.groups)
+    # Every session and token of this account ends (a stolen one too); this browser gets a fresh one.
+    await revoke_user_credentials(services.db, user.id)
+    await start_session(request, user, services.sessions, groups=user.groups)
+    forget_first_admin_password(services.settings.data_dir, user.username)
     return redirect_with_toast("/", "Password changed.")
 
 

@@ -1,7 +1,8 @@
 """Who may reach a handler: the signed-in user of a request and the role guards.
 
-Every guarded request re-reads the user row (:func:`app.auth.session.session_user`),
-so disabling a user or changing a role takes effect at once.
+Every guarded request reads its server-side session with the user row
+(:func:`app.auth.session.session_user`), so an ended session, a disabled user or a
+changed role takes effect at once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 async def current_user(conn: HTTPConnection) -> SessionUser | None:
     """The signed-in user of this request or websocket, or ``None``."""
     services = services_of(conn)
-    return await session_user(conn, services.db, services.session_rules)
+    return await session_user(conn, services.sessions)
 
 
 def wants_json(request: Request) -> bool:

@@ -6,9 +6,12 @@ other sites from riding on the session cookie. Every change of the database's
 availability is a ``service`` message (the badge then says the service is
 degraded); while the database is away a new socket gets that message instead of
 the hello and is closed with 1013, so the page keeps retrying (a hello means the
-database answered). The socket ends when the session
-expires (close code 4401, the page then asks to log in again) or when the
-browser falls behind (1013, the page reconnects and re-reads the current state).
+database answered). The socket ends when the session expires or is ended on the
+server (log-out, a password change, the user disabled: looked at again every
+``SESSION_RECHECK`` seconds; close code 4401, the page then asks to log in again)
+or when the browser falls behind (1013, the page reconnects and re-reads the
+current state). The socket itself does not keep the session alive: only requests
+do.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.auth.origins import origin_allowed
+from app.auth.session import SessionRules, SessionUser
 from app.db.health import DatabaseUnavailable
 from app.live.hub import Subscription
 from app.services import services_of
@@ -33,6 +37,15 @@ CLOSE_LAGGING = 1013
 CLOSE_SESSION_ENDED = 4401
 CLOSE_PASSWORD_CHANGE = 4403
 CLOSE_TOO_MANY = 4429
+# Seconds between looks at the session of an open socket.
+SESSION_RECHECK = 15.0
+
+
+def _session_lasts(user: SessionUser, rules: SessionRules) -> float:
+    """Seconds to wait before looking at the session again; 0 when it has ended."""
+    if user.ends_at is None:
+        return 0.0
+    return max(0.0, min((user.ends_at - rules.now()).total_seconds(), SESSION_RECHECK))
 
 
 async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
@@ -79,15 +92,27 @@ async def live(websocket: WebSocket) -> None:
     drain = asyncio.ensure_future(_drain(websocket))
     try:
         await websocket.send_text(json.dumps({"topic": "hello", "data": {"user": user.username}}))
-        rules = services.session_rules
-        remaining = rules.deadline(websocket.session) - rules.clock.time()
-        done, _ = await asyncio.wait(
-            {forward, drain}, timeout=max(remaining, 0.0), return_when="FIRST_COMPLETED"
-        )
-        if not done:
-            close_code, reason = CLOSE_SESSION_ENDED, "session ended"
-        elif drain in done:
-            return
+        outage = False
+        while True:
+            # During a database outage the session cannot be looked at: try again a little later.
+            wait = SESSION_RECHECK if outage else _session_lasts(user, services.session_rules)
+            done, _ = await asyncio.wait({forward, drain}, timeout=wait, return_when="FIRST_COMPLETED")
+            if drain in done:
+                return
+            if done:
+                break
+            # Ended elsewhere (log-out, a password change, the user disabled) or simply over?
+            websocket.scope.pop("kvmvdi.user", None)
+            try:
+                current = await current_user(websocket)
+            except DatabaseUnavailable:
+                outage = True  # the hub tells this page about the outage
+                continue
+            outage = False
+            if current is None or current.id != user.id:
+                close_code, reason = CLOSE_SESSION_ENDED, "session ended"
+                break
+            user = current
     finally:
         subscription.close()
         for task in (forward, drain):

@@ -64,7 +64,7 @@ async def login_submit(request: Request) -> Response:
             request, username=username, realm=str(form.get("realm", "")), error=outcome.message
         )
         return with_retry_after(render(request, "portal/login.html", context, outcome.status), outcome)
-    start_session(request, outcome.user, services.session_rules, groups=outcome.groups)
+    await start_session(request, outcome.user, services.sessions, groups=outcome.groups)
     services.broker.catalog.remember_groups(outcome.user.id, outcome.groups)
     # Only the page right after log-in may go straight to a desktop; the tiles stay one click away.
     return await settle_language(
@@ -78,7 +78,7 @@ async def logout(request: Request) -> Response:
         await services_of(request).audit.record(
             "logout", actor=user.username, client_address=client_address(request), area="portal"
         )
-    end_session(request)
+    await end_session(request, services_of(request).sessions)
     return RedirectResponse("/client/login", status_code=303)
 
 

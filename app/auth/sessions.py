@@ -1,0 +1,136 @@
+"""Server-side sessions: the cookie carries a random id, the database its SHA-256 and everything else.
+
+A session row holds the user, the role it was started with, the directory groups
+resolved at log-in (however many: a user in dozens of AD groups keeps a small
+cookie) and two timestamps. A session ends ``security.session_max_age`` seconds
+after log-in and after ``security.session_idle_timeout`` seconds without a
+request; both are checked here, on the server. Deleting the rows ends sessions
+at once, wherever their cookies are: log-out ends its own session; a password
+change or reset and disabling a user end every session and API token of that
+user (:func:`revoke_user_credentials`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from databases import Database
+
+from app.auth.session import SessionRules
+from app.auth.session_cookie import session_hash
+from app.broker.tokens import purge_expired, revoke_user_tokens
+from app.db.schema import sessions, users
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: int
+    user_id: int
+    role: str
+    groups: tuple[str, ...]
+    created_at: datetime
+    seen_at: datetime
+    # When it ends without further requests: the earlier of its absolute and idle limits.
+    ends_at: datetime
+
+
+# Ended sessions and expired API tokens are deleted at most this often (seconds), by a log-in.
+PURGE_INTERVAL = 3600
+
+
+class SessionStore:
+    def __init__(self, db: Database, rules: SessionRules) -> None:
+        self._db = db
+        self._rules = rules
+        self._next_purge = 0.0
+
+    async def create(
+        self,
+        session_id: str,
+        *,
+        user_id: int,
+        role: str,
+        groups: tuple[str, ...] = (),
+        client_address: str = "",
+    ) -> None:
+        clock = self._rules.clock
+        if clock.monotonic() >= self._next_purge:
+            self._next_purge = clock.monotonic() + PURGE_INTERVAL
+            await self.purge()
+        now = self._rules.now()
+        await self._db.execute(
+            sessions.insert().values(
+                id_hash=session_hash(session_id),
+                user_id=user_id,
+                role=role,
+                groups_json=json.dumps(list(groups)),
+                client_address=client_address[:64],
+                created_at=now,
+                seen_at=now,
+            )
+        )
+
+    async def lookup(self, session_id: str, *, touch: bool = True) -> tuple[SessionRecord, Any] | None:
+        """The live session of this id and its user's row; ``None`` when it has ended, however.
+
+        ``touch``: this is a request of the user's (it keeps the session from idling out);
+        an open websocket only looks.
+        """
+        row: Any = await self._db.fetch_one(
+            sa.select(
+                sessions.c.id.label("session_id"),
+                sessions.c.role.label("session_role"),
+                sessions.c.groups_json,
+                sessions.c.created_at,
+                sessions.c.seen_at,
+                users,
+            )
+            .select_from(sessions.join(users, users.c.id == sessions.c.user_id))
+            .where(sessions.c.id_hash == session_hash(session_id))
+        )
+        if row is None:
+            return None
+        rules = self._rules
+        record = SessionRecord(
+            id=int(row.session_id),
+            user_id=int(row.id),
+            role=str(row.session_role),
+            groups=tuple(json.loads(row.groups_json)),
+            created_at=row.created_at,
+            seen_at=row.seen_at,
+            ends_at=rules.ends_at(row.created_at, row.seen_at),
+        )
+        now = rules.now()
+        if rules.expired(record.created_at, record.seen_at, now) or row.disabled or row.role != record.role:
+            await self._db.execute(sessions.delete().where(sessions.c.id == record.id))
+            return None
+        if touch and rules.seen_due(record.seen_at, now):
+            await self._db.execute(sessions.update().where(sessions.c.id == record.id).values(seen_at=now))
+            record = replace(record, seen_at=now, ends_at=rules.ends_at(record.created_at, now))
+        return record, row
+
+    async def end(self, session_id: str) -> None:
+        await self._db.execute(sessions.delete().where(sessions.c.id_hash == session_hash(session_id)))
+
+    async def purge(self) -> None:
+        """Delete sessions past their lifetime or idle limit, and API tokens expired a day ago."""
+        now, rules = self._rules.now(), self._rules
+        await self._db.execute(
+            sessions.delete().where(
+                sa.or_(
+                    sessions.c.created_at < now - timedelta(seconds=rules.max_age),
+                    sessions.c.seen_at < now - timedelta(seconds=rules.idle_timeout),
+                )
+            )
+        )
+        await purge_expired(self._db)
+
+
+async def revoke_user_credentials(db: Database, user_id: int) -> None:
+    """End every session and revoke every API token of this user, at once."""
+    await db.execute(sessions.delete().where(sessions.c.user_id == user_id))
+    await revoke_user_tokens(db, user_id)
