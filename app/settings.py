@@ -144,10 +144,12 @@ class DirectorySettings(Section):
     kind: Literal["none", "ldap", "ad"] = "none"
     url: str = "ldap://127.0.0.1:389"
     start_tls: bool = False
+    # ldap:// without StartTLS sends passwords in clear: refused unless this says otherwise.
+    allow_cleartext: bool = False
     ca_file: str | None = None
     verify_certificates: bool = True
     base_dn: str = ""
-    # AD: users bind as user@domain.
+    # AD: a bare account name binds as name@ad_domain; a UPN (name@suffix) as typed.
     ad_domain: str = ""
     # Plain LDAP: bind DN template ("uid={username},ou=people,dc=example,dc=org") or a
     # service-account search with user_filter.

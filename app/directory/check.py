@@ -43,5 +43,6 @@ def check_directory(config: DirectorySettings) -> tuple[str, str]:
     who = f"bound as {user}" if user is not None else "no service account (users bind as themselves)"
     detail = f"{config.url} reachable over {transport}, {who}"
     if transport == "cleartext":
+        # Only reached with allow_cleartext = true (make_server refuses it otherwise).
         return WARN, f"{detail}: passwords cross the network in clear, use ldaps:// or start_tls = true"
     return OK, detail

@@ -1,9 +1,14 @@
 """Directory login: one fresh bind per login attempt, nothing cached.
 
-* Active Directory (``kind = "ad"``): bind as ``user@domain``, then read the
-  account (``sAMAccountName``) for its name, mail, ``memberOf`` and the primary
-  group, which AD leaves out of ``memberOf``: the group whose SID is the user's
-  domain SID + ``primaryGroupID``.
+* Active Directory (``kind = "ad"``): bind as the user principal name typed
+  (``alice@corp.example.com``, any UPN suffix of the forest) or as
+  ``name@ad_domain`` for a bare ``sAMAccountName``; then ask the directory who
+  bound ("Who am I?", RFC 4532) and read *that* account's own entry. The typed
+  name is never trusted to name the account: a user whose UPN spells another
+  account's ``sAMAccountName`` binds as themselves and stays themselves. Groups:
+  ``memberOf``, the groups those are nested in (AD's in-chain matching rule),
+  and the primary group, which AD leaves out of ``memberOf``: the group whose
+  SID is the user's domain SID + ``primaryGroupID``.
 * Plain LDAP (``kind = "ldap"``): bind as the DN from ``user_dn_template`` or
   found by a service-account search; groups from ``memberOf``, from groups whose
   ``member`` names the user, or from a configured attribute.
@@ -99,11 +104,16 @@ def _first(raw: dict[str, list[bytes]], name: str) -> str:
     return values[0] if values else ""
 
 
-def _raw_first(raw: dict[str, list[bytes]], name: str) -> bytes | None:
+def _raw_all(raw: dict[str, list[bytes]], name: str) -> list[bytes]:
     for key, values in raw.items():
-        if key.lower() == name.lower() and values:
-            return values[0]
-    return None
+        if key.lower() == name.lower():
+            return list(values)
+    return []
+
+
+def _raw_first(raw: dict[str, list[bytes]], name: str) -> bytes | None:
+    values = _raw_all(raw, name)
+    return values[0] if values else None
 
 
 def primary_group_sid(user_sid: bytes, rid: int) -> bytes:
@@ -191,30 +201,26 @@ class DirectoryLogin:
         domain = self.config.ad_domain
         if not domain:
             raise DirectoryError("directory.ad_domain is not configured")
-        account = username
         if "@" in username:
             account, _, suffix = username.rpartition("@")
-            if suffix.lower() != domain.lower() or not account:
+            if not account or not suffix:
                 return None
-        conn = self._bind(server, f"{account}@{domain}", password)
+            bind_name = username
+        else:
+            bind_name = f"{username}@{domain}"
+        conn = self._bind(server, bind_name, password)
         if conn is None:
             return None
         try:
-            found = self._search(
-                conn,
-                self.config.base_dn,
-                f"(&(objectClass=user)(sAMAccountName={escape_filter_chars(account)}))",
-                ["sAMAccountName", "displayName", "mail", "memberOf", "primaryGroupID", "objectSid"],
-            )
-            if len(found) != 1:
-                raise DirectoryError(f"the account {account!r} bound but {len(found)} entries match it")
-            dn, raw = found[0]
+            dn, raw = self._bound_entry(conn)
             group_dns = _text(raw, "memberOf")
-            primary = self._primary_group_dn(conn, raw)
-            if primary and primary.lower() not in {g.lower() for g in group_dns}:
-                group_dns.append(primary)
+            known = {g.lower() for g in group_dns}
+            for extra in [*self._nested_group_dns(conn, dn), self._primary_group_dn(conn, raw)]:
+                if extra and extra.lower() not in known:
+                    known.add(extra.lower())
+                    group_dns.append(extra)
             return DirectoryIdentity(
-                username=_first(raw, "sAMAccountName") or account,
+                username=_first(raw, "sAMAccountName"),
                 dn=dn,
                 display_name=_first(raw, "displayName"),
                 email=_first(raw, "mail"),
@@ -223,6 +229,42 @@ class DirectoryLogin:
             )
         finally:
             conn.unbind()
+
+    def _bound_entry(self, conn: Connection) -> tuple[str, dict[str, list[bytes]]]:
+        """The entry of the account this connection is bound as, asked of the directory itself."""
+        attributes = ["sAMAccountName", "displayName", "mail", "memberOf", "primaryGroupID", "objectSid"]
+        authzid = conn.extend.standard.who_am_i()
+        if isinstance(authzid, bytes):
+            authzid = authzid.decode("utf-8", "replace")
+        authzid = str(authzid or "")
+        if authzid.lower().startswith("dn:"):
+            found = self._search(conn, authzid[3:], "(objectClass=user)", attributes, scope=ldap3.BASE)
+        elif authzid.lower().startswith("u:") and authzid[2:]:
+            # u:CORP\alice (AD, Samba): the NetBIOS domain, then the sAMAccountName.
+            account = authzid[2:].rpartition("\\")[2]
+            found = self._search(
+                conn,
+                self.config.base_dn,
+                f"(&(objectClass=user)(sAMAccountName={escape_filter_chars(account)}))",
+                attributes,
+            )
+        else:
+            # No "Who am I?" (Samba): the bound session's own security token, read from the rootDSE,
+            # holds the account's SID; only that account's entry has it among user objects.
+            token = self._search(conn, "", "(objectClass=*)", ["tokenGroups"], scope=ldap3.BASE)
+            sids = [sid for _dn, raw in token for sid in _raw_all(raw, "tokenGroups")]
+            if not sids:
+                raise DirectoryError("the directory does not say which account bound")
+            any_sid = "".join(f"(objectSid={escape_bytes(sid)})" for sid in sids)
+            found = self._search(conn, self.config.base_dn, f"(&(objectClass=user)(|{any_sid}))", attributes)
+        if len(found) != 1 or not _first(found[0][1], "sAMAccountName"):
+            raise DirectoryError(f"the bound account {authzid!r} has {len(found)} readable entries")
+        return found[0]
+
+    def _nested_group_dns(self, conn: Connection, user_dn: str) -> list[str]:
+        """Every group the user is in through other groups (LDAP_MATCHING_RULE_IN_CHAIN)."""
+        chain = f"(&(objectClass=group)(member:1.2.840.113556.1.4.1941:={escape_filter_chars(user_dn)}))"
+        return [dn for dn, _ in self._search(conn, self.config.base_dn, chain, ["1.1"])]
 
     def _primary_group_dn(self, conn: Connection, raw: dict[str, list[bytes]]) -> str | None:
         rid_text = _first(raw, "primaryGroupID")

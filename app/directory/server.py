@@ -1,4 +1,11 @@
-"""Building ldap3 servers and connections from ``settings.directory`` (LDAPS / StartTLS, timeouts)."""
+"""Building ldap3 servers and connections from ``settings.directory`` (LDAPS / StartTLS, timeouts).
+
+Passwords never cross the network in clear unless the directory's settings say so
+(``allow_cleartext = true``): a plain ``ldap://`` URL without StartTLS is refused
+before anything is sent. Certificates are verified (against ``ca_file`` when set,
+else the system's CAs) and must name the host. Referrals are never followed: a
+directory could otherwise send the dashboard, with the user's bind, to any server.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +31,11 @@ def make_server(config: DirectorySettings) -> Server:
     use_ssl = parts.scheme == "ldaps"
     if use_ssl and config.start_tls:
         raise DirectoryConfigError("directory.start_tls makes no sense with an ldaps:// URL: choose one")
+    if not use_ssl and not config.start_tls and not config.allow_cleartext:
+        raise DirectoryConfigError(
+            f"directory.url {config.url} would send passwords in clear: use ldaps://, "
+            "start_tls = true, or (only on a network you trust) allow_cleartext = true"
+        )
     tls = None
     if use_ssl or config.start_tls:
         tls = Tls(
@@ -58,6 +70,7 @@ def open_connection(
         receive_timeout=config.timeout,
         raise_exceptions=False,
         read_only=True,
+        auto_referrals=False,
     )
     conn.open()
     if config.start_tls and not conn.start_tls():

@@ -19,6 +19,8 @@ def settings(server: DirectoryServer, **values: object) -> DirectorySettings:
         "bind_dn": ADMIN_DN,
         "bind_password": ADMIN_PASSWORD,
         "ca_file": str(server.ca_file),
+        # The suite's slapd listens on loopback, a network the tests trust.
+        "allow_cleartext": True,
     }
     return DirectorySettings.model_validate({**base, **values})
 
@@ -26,6 +28,8 @@ def settings(server: DirectoryServer, **values: object) -> DirectorySettings:
 def test_the_service_account_bind_is_checked_over_each_transport(ldap_directory: DirectoryServer) -> None:
     plain = check_directory(settings(ldap_directory))
     assert plain[0] == "warn" and "cleartext" in plain[1] and f"bound as {ADMIN_DN}" in plain[1]
+    refused = check_directory(settings(ldap_directory, allow_cleartext=False))
+    assert refused[0] == "FAIL" and "in clear" in refused[1] and "allow_cleartext" in refused[1]
     start_tls = check_directory(settings(ldap_directory, start_tls=True))
     assert start_tls == ("ok", f"{ldap_directory.url} reachable over StartTLS, bound as {ADMIN_DN}")
     ldaps = check_directory(settings(ldap_directory, url=ldap_directory.ldaps_url))
@@ -56,5 +60,5 @@ def test_kvm_vdi_check_prints_the_directory_line(ldap_directory: DirectoryServer
     assert kvm_vdi("db", "upgrade", env=env).returncode == 0
     result = kvm_vdi("check", env=env)
     line = next(line for line in result.stdout.splitlines() if line.startswith("directory"))
-    assert "warn" in line and "cleartext" in line, result.stdout
+    assert "FAIL" in line and "in clear" in line and result.returncode == 1, result.stdout
     assert ADMIN_PASSWORD not in result.stdout + result.stderr

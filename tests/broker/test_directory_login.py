@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import ldap3
 import pytest
 
-from app.directory import DirectoryLogin, DirectoryUnavailable
+from app.directory import DirectoryError, DirectoryLogin, DirectoryUnavailable
 from app.settings import DirectorySettings
 from tests.broker.directory_servers import (
     AD_DOMAIN,
@@ -31,8 +33,14 @@ INJECTIONS = [
 ]
 
 
+# The suite's directories listen on this machine's loopback: a network the tests trust.
+CLEARTEXT_ON_LOOPBACK = {"allow_cleartext": True}
+# LDAP ManageDsaIT: act on a referral object itself instead of being referred.
+MANAGE_DSA_IT = ("2.16.840.1.113730.3.4.2", True, None)
+
+
 def ldap_settings(server: DirectoryServer, mode: str, **extra: Any) -> DirectorySettings:
-    values: dict[str, Any] = {"kind": "ldap", "url": server.url, "base_dn": SUFFIX}
+    values: dict[str, Any] = {"kind": "ldap", "url": server.url, "base_dn": SUFFIX, **CLEARTEXT_ON_LOOPBACK}
     if mode == "template":
         values["user_dn_template"] = f"uid={{username}},{server.people_dn}"
     else:
@@ -41,7 +49,9 @@ def ldap_settings(server: DirectoryServer, mode: str, **extra: Any) -> Directory
 
 
 def ad_settings(server: DirectoryServer) -> DirectorySettings:
-    return DirectorySettings(kind="ad", url=server.url, base_dn=SUFFIX, ad_domain=AD_DOMAIN)
+    return DirectorySettings(
+        kind="ad", url=server.url, base_dn=SUFFIX, ad_domain=AD_DOMAIN, **CLEARTEXT_ON_LOOPBACK
+    )
 
 
 @pytest.mark.parametrize("mode", ["template", "search"])
@@ -148,6 +158,33 @@ async def test_ad_accepts_the_principal_name_of_its_own_domain_only(ad_directory
     assert await login.authenticate("bob@evil.example", USERS["bob"][0]) is None
 
 
+async def test_ad_a_principal_name_spelling_another_account_logs_in_its_owner(
+    ad_directory: DirectoryServer,
+) -> None:
+    """Windows AD lets bob's UPN be ``alice@domain`` once alice's own UPN is something else, and
+    resolves a bind name by UPN first: "alice" with bob's password binds as bob, and must stay bob."""
+    admin = ad_directory.admin()
+    alice_dn, bob_dn = ad_directory.user_dn("alice"), ad_directory.user_dn("bob")
+
+    def upn(dn: str, value: str) -> None:
+        admin.modify(dn, {"userPrincipalName": [(ldap3.MODIFY_REPLACE, [value])]})
+
+    upn(alice_dn, f"alice.liddell@{AD_DOMAIN}")
+    upn(bob_dn, f"alice@{AD_DOMAIN}")
+    try:
+        login = DirectoryLogin(ad_settings(ad_directory))
+        identities = [
+            await login.authenticate("alice", USERS["bob"][0]),
+            await login.authenticate(f"alice@{AD_DOMAIN}", USERS["bob"][0]),
+        ]
+    finally:
+        upn(bob_dn, f"bob@{AD_DOMAIN}")
+        upn(alice_dn, f"alice@{AD_DOMAIN}")
+        admin.unbind()
+    for identity in identities:
+        assert identity is not None and (identity.username, identity.dn) == ("bob", bob_dn)
+
+
 async def test_ad_wrong_password_and_injection_are_refused(ad_directory: DirectoryServer) -> None:
     login = DirectoryLogin(ad_settings(ad_directory))
     assert await login.authenticate("alice", "wrong-password") is None
@@ -189,9 +226,57 @@ async def test_unreachable_directory_is_reported_not_taken_for_a_wrong_password(
         DirectorySettings(
             kind="ldap",
             url=f"ldap://127.0.0.1:{free_port()}",
+            allow_cleartext=True,
             user_dn_template="uid={username},o=x",
             timeout=2,
         )
     )
     with pytest.raises(DirectoryUnavailable):
         await login.authenticate("alice", "some-password")
+
+
+async def test_cleartext_ldap_is_refused_before_any_password_is_sent(ldap_directory: DirectoryServer) -> None:
+    """ldap:// without StartTLS: nothing is bound (not even the service account) unless allowed."""
+    before = len(ldap_directory.bind_names())
+    for mode in ("template", "search"):
+        login = DirectoryLogin(ldap_settings(ldap_directory, mode, allow_cleartext=False))
+        with pytest.raises(DirectoryError, match="in clear"):
+            await login.authenticate("alice", USERS["alice"][0])
+    assert ldap_directory.bind_names()[before:] == []
+    tls = {"start_tls": True, "ca_file": str(ldap_directory.ca_file)}
+    over_tls = DirectoryLogin(ldap_settings(ldap_directory, "search", allow_cleartext=False, **tls))
+    assert await over_tls.authenticate("alice", USERS["alice"][0]) is not None
+
+
+async def test_referrals_are_never_followed(ldap_directory: DirectoryServer) -> None:
+    """A referral in the tree (or as the search base) never sends the dashboard's binds elsewhere."""
+    contacted: list[str] = []
+
+    async def elsewhere(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        contacted.append("connection")
+        writer.close()
+
+    listener = await asyncio.start_server(elsewhere, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    referral = f"ou=elsewhere,{ldap_directory.people_dn}"
+    admin = ldap_directory.admin()
+    admin.add(
+        referral,
+        ["referral", "extensibleObject"],
+        {"ou": "elsewhere", "ref": f"ldap://127.0.0.1:{port}/{ldap_directory.people_dn}"},
+    )
+    try:
+        # The service account's subtree search meets the referral as a continuation reference.
+        found = await DirectoryLogin(ldap_settings(ldap_directory, "search")).authenticate(
+            "alice", USERS["alice"][0]
+        )
+        assert found is not None and found.username == "alice"
+        # A search base that is itself a referral finds nobody here, and asks nobody else.
+        referred = DirectoryLogin(ldap_settings(ldap_directory, "search", base_dn=referral))
+        assert await referred.authenticate("alice", USERS["alice"][0]) is None
+    finally:
+        admin.delete(referral, controls=[MANAGE_DSA_IT])
+        admin.unbind()
+        listener.close()
+        await listener.wait_closed()
+    assert contacted == []

@@ -24,6 +24,7 @@ def directory_settings(server: DirectoryServer) -> dict[str, Any]:
     return {
         "kind": "ldap",
         "url": server.url,
+        "allow_cleartext": True,  # the suite's slapd, on loopback
         "base_dn": SUFFIX,
         "user_dn_template": f"uid={{username}},{server.people_dn}",
     }

@@ -27,6 +27,7 @@ async def test_a_directory_user_logs_in_clicks_a_pool_and_the_console_shows_the_
     directory = {
         "kind": "ldap",
         "url": slapd.url,
+        "allow_cleartext": True,  # the suite's slapd, in the test network
         "base_dn": slapd.base_dn,
         "user_dn_template": f"uid={{username}},{slapd.classic.users_dn}",
     }
