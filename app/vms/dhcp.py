@@ -20,13 +20,22 @@ def dhcp_hosts(vms: Iterable[Vm]) -> list[Vm]:
     ]
 
 
+def host_declaration_name(vm: Vm) -> str:
+    """The name of the VM's ``host`` declaration: its own, unless dhcpd's parser refuses it.
+
+    VM names are ``[A-Za-z0-9_-]``; dhcpd takes all of those as a declaration name but one
+    starting with an underscore (nor may it be quoted). Those get ``vm.<id>``: the dot keeps it
+    apart from every VM name, the id unique. The ``host-name`` option keeps the VM's name.
+    """
+    return f"vm.{vm.id}" if vm.name.startswith("_") else vm.name
+
+
 def dhcpd_config(vms: Iterable[Vm]) -> str:
     """The stanzas as one file, ready for ``include`` in dhcpd.conf."""
     lines = [f"# KVM-VDI: DHCP host entries, generated {utcnow().isoformat()} UTC", ""]
     for vm in dhcp_hosts(vms):
-        # VM names are [A-Za-z0-9_-]: safe as dhcpd identifiers and as quoted host names.
         lines += [
-            f"host {vm.name} {{",
+            f"host {host_declaration_name(vm)} {{",
             f"  hardware ethernet {vm.mac_address.lower()};",  # type: ignore[union-attr]
             f'  option host-name "{vm.name}";',
             "}",

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from app.db.schema import leases
 from app.vms.records import Vm, get_vm
 from tests.broker.records import CLIENT_PASSWORD, add_client, add_pool
+from tests.dashboard import BrowserLikeClient
 from tests.proxy.spice_client import LinkResult, TcpStream, connect_through_gateway, spice_link
 from tests.services import guests
 from tests.services.libvirt_host import LibvirtHost
@@ -86,15 +87,22 @@ class ApiClient:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    async def request(self, pool_id: int) -> httpx.Response:
-        return await self.http.post(f"/api/v1/pools/{pool_id}/desktop", headers=self.headers)
+    async def request(self, pool_id: int, *, new: bool = False) -> httpx.Response:
+        """Ask for a desktop of the pool; ``new``: another one, besides those the user holds."""
+        body = {"new": True} if new else None
+        return await self.http.post(f"/api/v1/pools/{pool_id}/desktop", headers=self.headers, json=body)
 
-    async def ready(self, pool_id: int, *, within: float = GENEROUS) -> tuple[list[str], Desktop]:
-        """Ask until the answer is "ready"; the statuses seen on the way and the ready answer."""
+    async def ready(
+        self, pool_id: int, *, within: float = GENEROUS, new: bool = False
+    ) -> tuple[list[str], Desktop]:
+        """Ask until the answer is "ready"; the statuses seen on the way and the ready answer.
+
+        ``new``: the first request asks for another desktop; the next ones wait for that one
+        (the newest lease the user holds in the pool)."""
         seen: list[str] = []
         async with asyncio.timeout(within):
             while True:
-                response = await self.request(pool_id)
+                response = await self.request(pool_id, new=new and not seen)
                 body = response.json()
                 assert response.status_code in (200, 202), body
                 seen.append(body["status"])
@@ -150,6 +158,15 @@ class DesktopLab:
         response = await self.http.post("/api/v1/login", json={"username": name, "password": CLIENT_PASSWORD})
         assert response.status_code == 200, response.text
         return user_id, ApiClient(self.http, response.json()["token"])
+
+    async def portal(self, username: str) -> BrowserLikeClient:
+        """A browser logged in to the client portal as ``username`` (a user made by :meth:`client`)."""
+        client = self.world.dashboard.client()
+        await client.refresh_csrf("/client/login")
+        response = await client.post("/client/login", {"username": username, "password": CLIENT_PASSWORD})
+        assert response.status_code == 303, response.text
+        await client.refresh_csrf("/client")
+        return client
 
     async def vm(self, vm_id: int) -> Vm:
         vm = await get_vm(self.db, vm_id)

@@ -11,7 +11,6 @@ import pytest
 from app.db.schema import audit_log, leases
 from app.hyper import HypervisorUnavailable
 from tests.broker.desktop_lab import GENEROUS, DesktopLab, link_through_gateway
-from tests.dashboard import BrowserLikeClient
 from tests.proxy.spice_client import connect_through_gateway
 from tests.services import guests
 from tests.services.guests import read_boot_counter
@@ -221,8 +220,9 @@ async def test_a_desktop_on_a_fenced_hypervisor_is_never_handed_out(lab2: Deskto
         assert (await lab2.vm(on_h1.id)).assigned_user_id is None
     finally:
         await asyncio.to_thread(h1.host.start_sshd)
-    # Back up: its desktops are handed out again.
+    # Back up: its desktops are handed out again, once the resync has seen what they run.
     await registry.wait_for_state(h1.id, "up", GENEROUS)
+    await lab2.world.settle()
     _, desktop = await bob.ready(both)
     assert desktop.vm_id == on_h1.id
 
@@ -279,17 +279,7 @@ async def test_a_client_gets_a_console_only_for_a_desktop_it_holds(lab: DesktopL
     pool_id = await lab.pool("mine", [vm], [ann_id], reset_on_handout=False)
     _, desktop = await ann.ready(pool_id)
 
-    async def portal(username: str) -> BrowserLikeClient:
-        client = lab.world.dashboard.client()
-        await client.refresh_csrf("/client/login")
-        response = await client.post(
-            "/client/login", {"username": username, "password": "client-password-long"}
-        )
-        assert response.status_code == 303
-        await client.refresh_csrf("/client")
-        return client
-
-    bob = await portal("bob")
+    bob = await lab.portal("bob")
     for attempt in (
         await bob.post(f"/client/desktops/{vm.id}/console", json={}),
         await bob.post(f"/client/desktops/{vm.id}/vv"),
@@ -297,7 +287,7 @@ async def test_a_client_gets_a_console_only_for_a_desktop_it_holds(lab: DesktopL
         assert attempt.status_code == 403 and "set-cookie" not in attempt.headers
     assert (await bob.get(f"/client/desktops/{vm.id}/console")).status_code == 403
 
-    ann_portal = await portal("ann")
+    ann_portal = await lab.portal("ann")
     opened = await ann_portal.post(f"/client/desktops/{vm.id}/console", json={})
     assert opened.status_code == 200 and opened.json()["vm"]["id"] == vm.id
     assert (await ann.release(desktop.lease_id)).status_code == 204

@@ -31,15 +31,6 @@ pytestmark = pytest.mark.kvm
 CUT_SECONDS = 30
 
 
-async def portal(lab: DesktopLab, username: str) -> BrowserLikeClient:
-    client = lab.world.dashboard.client()
-    await client.refresh_csrf("/client/login")
-    response = await client.post("/client/login", {"username": username, "password": "client-password-long"})
-    assert response.status_code == 303, response.text
-    await client.refresh_csrf("/client")
-    return client
-
-
 async def open_console(lab: DesktopLab, client: BrowserLikeClient, vm_id: int) -> WebSocketStream:
     """The portal's HTML5 console of the user's desktop: its websocket, past the SPICE log-in."""
     grant = await client.post(f"/client/desktops/{vm_id}/console", json={})
@@ -89,7 +80,7 @@ async def test_the_second_hypervisors_link_cut_for_30_s_while_a_user_holds_a_des
         far = await lab.pool("far", [on_h1], [ann_id], reset_on_handout=False)
         near = await lab.pool("near", [on_h0], [bob_id])
         _, desktop = await ann.ready(far)
-        console = await open_console(lab, await portal(lab, "ann"), on_h1.id)
+        console = await open_console(lab, await lab.portal("ann"), on_h1.id)
 
         # A copy runs on h1 too.
         source_id = await source_with_data(world, copy_source, h1)
@@ -124,7 +115,7 @@ async def test_the_second_hypervisors_link_cut_for_30_s_while_a_user_holds_a_des
         await world.registry.wait_for_state(h1.id, "up", GENEROUS)
         seen, again = await ann.ready(far)
         assert seen == ["ready"] and again.vm_id == on_h1.id and again.lease_id == desktop.lease_id
-        console = await open_console(lab, await portal(lab, "ann"), on_h1.id)
+        console = await open_console(lab, await lab.portal("ann"), on_h1.id)
         console.close()
         states = await rows_agree_with_libvirt(world, second_hypervisor)
         assert states[on_h1.name] == "running"

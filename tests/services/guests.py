@@ -6,6 +6,8 @@ run guests on qcow2 overlays of it, the way the VDI runs desktops.
 
 - ``banner``: paints the 80x25 text screen solid blue with a palette stripe on
   row 0 and "KVM-VDI TEST GUEST" on row 12, then idles (``sti; hlt``).
+- ``banner-acpi``: the same, and it powers itself off (ACPI S5) when the ACPI power
+  button is pressed (libvirt's ``shutdown``), as an operating system would.
 - ``diskwriter``: increments a boot counter on its own disk (sector 8: magic
   ``KVDI`` + little-endian u32), then paints the screen green with the count.
   The screen turns green only after the write returned.
@@ -60,6 +62,7 @@ FAST_VIRT_TYPE = "qemu"
 
 GUESTS: dict[str, tuple[str, list[str]]] = {
     "banner": ("banner.asm", []),
+    "banner-acpi": ("banner.asm", ["-DACPI"]),
     "diskwriter": ("diskwriter.asm", []),
     "diskwriter-poweroff": ("diskwriter.asm", ["-DPOWEROFF"]),
 }
@@ -255,7 +258,7 @@ class GuestImages:
         self._bases: dict[str, Path] = {}
 
     def base(self, kind: str) -> Path:
-        """Base qcow2 of ``kind`` ("banner", "diskwriter", "diskwriter-poweroff")."""
+        """Base qcow2 of ``kind`` ("banner", "banner-acpi", "diskwriter", "diskwriter-poweroff")."""
         if kind not in self._bases:
             self._bases[kind] = build_guest(kind, self.dir)
         return self._bases[kind]
