@@ -83,6 +83,12 @@ class BrowserLikeClient:
             return await self.http.post(path, **kwargs)
         return await self.http.post(path, data={**(data or {}), "csrf_token": self.csrf}, **kwargs)
 
+    async def patch(self, path: str, **kwargs: Any) -> httpx.Response:
+        if self.csrf is None:
+            await self.refresh_csrf()
+        kwargs.setdefault("headers", {})["X-CSRF-Token"] = self.csrf
+        return await self.http.patch(path, **kwargs)
+
     async def login(self, username: str, password: str, *, path: str = "/login") -> httpx.Response:
         await self.refresh_csrf(path)
         response = await self.post(path, {"username": username, "password": password})

@@ -118,6 +118,11 @@ VALID: dict[type[BaseModel], dict[str, Any]] = {
     bodies.Media: {"iso_path": "/i.iso", "drive": 2},
     bodies.Policy: {"clipboard": True, "file_transfer": False, "usb_redirect": 2},
     bodies.Delete: {"with_children": False, "remove_disks": False, "confirm_vms": ["a"], "confirm_files": []},
+    bodies.BulkPower: {"vm_ids": [1], "action": "start"},
+    bodies.BulkMaintenance: {"vm_ids": [1], "maintenance": True},
+    bodies.BulkDeletePlan: {"vm_ids": [1], "remove_disks": False},
+    bodies.BulkDelete: {"vm_ids": [1], "remove_disks": False, "confirm_vms": ["a"], "confirm_files": []},
+    bodies.VmTableView: {"collapse": [1], "expand": [2], "density": "compact", "per_page": 100},
 }  # fmt: skip
 
 

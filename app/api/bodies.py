@@ -27,6 +27,7 @@ from pydantic import (
 from app.broker.power import USER_ACTIONS
 from app.inventory.hypervisors import DEFAULTS as HV_DEFAULTS
 from app.inventory.hypervisors import LABELS as HV_LABELS
+from app.vms.bulk import MAX_SELECTION
 from app.vms.devices.usb import MAX_REDIRECTIONS
 from app.vms.parameters import NewBatch, NewInitial, NewVdi, NewVm, VdiBatch
 from app.vms.power import PowerAction
@@ -204,6 +205,43 @@ class Delete(Body):
     confirm_files: list[Text]
 
 
+# --- the VM table: actions on many VMs, and the admin's own view of the table ------------------
+
+VmIds = Annotated[list[Id], Field(min_length=1, max_length=MAX_SELECTION)]
+
+
+class BulkPower(Body):
+    vm_ids: VmIds
+    action: PowerAction
+
+
+class BulkMaintenance(Body):
+    vm_ids: VmIds
+    maintenance: StrictBool
+
+
+class BulkDeletePlan(Body):
+    vm_ids: VmIds
+    remove_disks: StrictBool = False
+
+
+class BulkDelete(Body):
+    vm_ids: VmIds
+    remove_disks: StrictBool = False
+    # Exactly the VM names and files of the plan (POST .../bulk/delete-plan) the admin confirmed.
+    confirm_vms: Annotated[list[Text], Field(max_length=MAX_SELECTION)]
+    confirm_files: Annotated[list[Text], Field(max_length=MAX_SELECTION)]
+
+
+class VmTableView(Body):
+    """Changes to how the signed-in admin sees the VM table (each field optional)."""
+
+    collapse: Annotated[list[Id], Field(max_length=1000)] = []
+    expand: Annotated[list[Id], Field(max_length=1000)] = []
+    density: Literal["compact", "comfortable"] | None = None
+    per_page: Literal[50, 100, 250, 500] | None = None
+
+
 # --- which endpoint reads which body ------------------------------------------------------------
 # (method, route path) -> the model(s) of its body; the tests hold the routes to it.
 
@@ -231,4 +269,9 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("POST", _VM + "/policy"): (Policy,),
     ("POST", _VM + "/delete"): (Delete,),
     ("DELETE", _VM): (Delete,),
+    ("POST", "/api/v1/admin/vms/bulk/power"): (BulkPower,),
+    ("POST", "/api/v1/admin/vms/bulk/maintenance"): (BulkMaintenance,),
+    ("POST", "/api/v1/admin/vms/bulk/delete-plan"): (BulkDeletePlan,),
+    ("POST", "/api/v1/admin/vms/bulk/delete"): (BulkDelete,),
+    ("PATCH", "/api/v1/admin/me/vm-table"): (VmTableView,),
 }

@@ -325,3 +325,13 @@ preferences = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False, server_default=""),
 )
+
+# One admin's own view settings (the VM table's density, page size, collapsed initials ...),
+# kept by the server so they follow the admin from browser to browser.
+user_preferences = sa.Table(
+    "user_preferences",
+    metadata,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False, server_default=""),
+)

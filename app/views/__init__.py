@@ -22,6 +22,7 @@ from app.views import (
     users,
     vms,
     vms_api,
+    vms_bulk_api,
 )
 
 
@@ -37,6 +38,7 @@ def routes() -> list[BaseRoute]:
         *live.routes,
         *vms.routes,
         *vms_api.routes,
+        *vms_bulk_api.routes,
         *consoles.routes,
         *api_broker.routes,
         *portal.routes,

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from app.broker.pools import list_pools
 from app.hyper import DiskFile
 from app.services import services_of
 from app.views.forms import render
@@ -18,10 +19,15 @@ from app.views.vms_api import vm_service
 from app.vms.dhcp import dhcp_hosts, dhcpd_config
 from app.vms.errors import Invalid, VmError
 from app.vms.importing import ImageChoice
+from app.vms.listing import FILTER_CHOICES, Listing, arrange, rows_by_id
 from app.vms.power import LABELS as POWER_LABELS
-from app.vms.records import get_vm, list_hypervisors, list_vms
-from app.vms.table import build_table, single_row
+from app.vms.records import list_hypervisors, list_vms
+from app.vms.service import VmService
+from app.vms.table import build_table
+from app.vms.view_preferences import load_view
 
+# Rows one request of the live page may ask for.
+MAX_ROWS = 500
 BOOT_DEVICES = (("hd", "Disk"), ("cdrom", "CD-ROM 1"), ("cdrom2", "CD-ROM 2"), ("network", "Network (PXE)"))
 CHOICES = {
     "machine": (("pc", "pc (i440FX)"), ("q35", "q35 (PCIe; needed for Secure Boot)")),
@@ -55,20 +61,32 @@ CHOICES = {
 }
 
 
+async def _table_page(request: Request, service: VmService) -> dict[str, Any]:
+    """The table, the admin's view of it and the page their query asks for."""
+    db = services_of(request).db
+    table = await build_table(db, service.operations, service.thumbnails, service.agents)
+    view = await load_view(db, request.state.user.id)
+    listing = Listing.from_query(request.query_params)
+    page = arrange(table, listing, collapsed=view.collapsed, per_page=view.per_page)
+    return {"table": table, "view": view, "page": page}
+
+
 @admin_required
 async def index(request: Request) -> Response:
     services = services_of(request)
     service = services.vms
     if service is None:
         return render(request, "vms/unavailable.html", {"active": "vms", "title": "Virtual machines"}, 503)
-    table = await build_table(services.db, service.operations, service.thumbnails, service.agents)
+    context = await _table_page(request, service)
     return render(
         request,
         "vms/index.html",
         {
             "active": "vms",
             "title": "Virtual machines",
-            "table": table,
+            **context,
+            "pools": await list_pools(services.db),
+            "filters": FILTER_CHOICES,
             "power_labels": POWER_LABELS,
             "first_boot_timeout": services.settings.vms.first_boot_timeout,
         },
@@ -77,22 +95,23 @@ async def index(request: Request) -> Response:
 
 @admin_required
 async def table_fragment(request: Request) -> Response:
-    """The whole table body (after a VM was created or re-classified), for the live page."""
-    services = services_of(request)
-    service = vm_service(request)
-    table = await build_table(services.db, service.operations, service.thumbnails, service.agents)
-    return render(request, "vms/_table.html", {"table": table})
+    """The table for the page's query (filters, sorting, page), for the live page."""
+    return render(request, "vms/_table.html", await _table_page(request, vm_service(request)))
 
 
 @admin_required
-async def row_fragment(request: Request) -> Response:
+async def rows_fragment(request: Request) -> Response:
+    """Rows of the VMs ``?ids=1,2,3`` that still exist (a live page refreshes many rows at once)."""
+    wanted = [
+        int(part) for part in request.query_params.get("ids", "").split(",")[:MAX_ROWS] if part.isdigit()
+    ]
     services = services_of(request)
     service = vm_service(request)
-    vm = await get_vm(services.db, int(request.path_params["vm_id"]))
-    if vm is None:
-        return PlainTextResponse("No such VM.", status_code=404)
-    row = await single_row(services.db, service.operations, service.thumbnails, vm, service.agents)
-    return render(request, "vms/_row_only.html", {"row": row, "child": vm.kind == "vdi" and vm.parent_id})
+    table = await build_table(services.db, service.operations, service.thumbnails, service.agents)
+    view = await load_view(services.db, request.state.user.id)
+    found = rows_by_id(table)
+    rows = [(found[vm_id][0], found[vm_id][1]) for vm_id in wanted if vm_id in found]
+    return render(request, "vms/_rows.html", {"rows": rows, "view": view})
 
 
 @admin_required
@@ -346,6 +365,6 @@ routes = [
     Route("/vms/new-vdi", new_vdi_submit, methods=["POST"]),
     Route("/vms/dhcp", dhcp_page, methods=["GET"], name="vm_dhcp"),
     Route("/vms/dhcp.conf", dhcp_download, methods=["GET"]),
-    Route("/vms/{vm_id:int}/row", row_fragment, methods=["GET"]),
+    Route("/vms/rows", rows_fragment, methods=["GET"]),
     Route("/vms/{vm_id:int}/thumbnail.png", thumbnail, methods=["GET"]),
 ]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from databases import Database
 
+from app.db.schema import pool_vms, pools
 from app.hyper.agent import GuestInfo
 from app.i18n.labels import state_label
 from app.vms.guest_agents import GuestAgents
 from app.vms.operations import Operation, OperationsRunner
-from app.vms.records import HypervisorRow, Vm, children_of, list_hypervisors, list_vms, usernames
+from app.vms.records import HypervisorRow, Vm, list_hypervisors, list_vms, usernames
 from app.vms.thumbnails import Thumbnails
 
 STATE_STYLES = {
@@ -29,6 +31,8 @@ class VmRow:
     vm: Vm
     hypervisor: str
     user: str | None = None
+    pool: str | None = None
+    pool_id: int | None = None
     thumbnail: int | None = None
     operation: Operation | None = None
     children: list[VmRow] = field(default_factory=list)
@@ -83,6 +87,7 @@ async def build_table(
     hypervisors = await list_hypervisors(db)
     hv_names = {hv.id: hv.name for hv in hypervisors}
     users = await usernames(db, [vm.assigned_user_id for vm in vms if vm.assigned_user_id is not None])
+    pooled = await pool_membership(db)
     active = await operations.recent(limit=200, active_only=True)
     by_op = {op.id: op for op in active}
 
@@ -91,6 +96,8 @@ async def build_table(
             vm=vm,
             hypervisor=hv_names.get(vm.hypervisor_id, f"#{vm.hypervisor_id}"),
             user=users.get(vm.assigned_user_id) if vm.assigned_user_id is not None else None,
+            pool=pooled[vm.id][1] if vm.id in pooled else None,
+            pool_id=pooled[vm.id][0] if vm.id in pooled else None,
             thumbnail=thumbnails.version_of(vm.id) if vm.state == "running" else None,
             operation=by_op.get(vm.operation_id) if vm.operation_id is not None else None,
             guest=agents.get(vm.id) if agents is not None else None,
@@ -121,28 +128,11 @@ async def build_table(
     )
 
 
-async def single_row(
-    db: Database,
-    operations: OperationsRunner,
-    thumbnails: Thumbnails,
-    vm: Vm,
-    agents: GuestAgents | None = None,
-) -> VmRow:
-    hypervisors = {hv.id: hv.name for hv in await list_hypervisors(db)}
-    users = await usernames(db, [vm.assigned_user_id] if vm.assigned_user_id is not None else [])
-    operation = await operations.get(vm.operation_id) if vm.operation_id is not None else None
-    children: list[VmRow] = []
-    if vm.kind == "initial":
-        children = [
-            VmRow(vm=child, hypervisor=hypervisors.get(child.hypervisor_id, ""))
-            for child in await children_of(db, vm.id)
-        ]
-    return VmRow(
-        vm=vm,
-        hypervisor=hypervisors.get(vm.hypervisor_id, f"#{vm.hypervisor_id}"),
-        user=users.get(vm.assigned_user_id) if vm.assigned_user_id is not None else None,
-        thumbnail=thumbnails.version_of(vm.id) if vm.state == "running" else None,
-        operation=operation if operation is not None and operation.active else None,
-        children=children,
-        guest=agents.get(vm.id) if agents is not None else None,
+async def pool_membership(db: Database) -> dict[int, tuple[int, str]]:
+    """VM id -> (pool id, pool name) of every VM in a pool."""
+    rows = await db.fetch_all(
+        sa.select(pool_vms.c.vm_id, pools.c.id, pools.c.name).select_from(
+            pool_vms.join(pools, pools.c.id == pool_vms.c.pool_id)
+        )
     )
+    return {int(row.vm_id): (int(row.id), str(row.name)) for row in rows}

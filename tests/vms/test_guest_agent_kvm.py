@@ -95,7 +95,7 @@ async def test_the_agent_reports_os_and_addresses_and_shuts_down_a_guest_that_ig
     assert guest["os_name"] == agent_guest.GUEST_OS
     listed = (await admin.get("/api/v1/admin/vms")).json()["vms"]
     assert [v["guest"] for v in listed if v["id"] == vm_id] == [guest]
-    row = (await admin.get(f"/vms/{vm_id}/row")).text
+    row = (await admin.get(f"/vms/rows?ids={vm_id}")).text
     assert agent_guest.GUEST_OS in row and agent_guest.GUEST_ADDRESS in row
 
     # "Shut down": the guest has no ACPI handler at all, only its agent can do it.

@@ -1,6 +1,8 @@
-// The VM table, live: state badges, progress bars, thumbnails and rows follow the `vm` and
-// `operation` messages of the live websocket. No reloads and no polling: the page fetches a
-// row (or the table) only when a message says that it changed.
+// The VM table's rows, live: state badges, progress bars, thumbnails and rows follow the `vm` and
+// `operation` messages of the live websocket, and the actions of one VM. No reloads and no
+// polling: rows are fetched only when a message says that they changed, many in one request,
+// so that a burst (a thousand desktops starting) never floods the page or the server.
+// vm_table.js handles the table as a whole (filters, pages, selection, actions on many VMs).
 (function () {
   "use strict";
 
@@ -10,11 +12,15 @@
     crashed: "danger", missing: "danger", unknown: "light",
   };
   const STATE_LABELS = { shutoff: "shut off", pmsuspended: "suspended", missing: "not defined" };
-  const collapsed = new Set(JSON.parse(localStorage.getItem("kvmvdi.vms.collapsed") || "[]"));
   const pendingThumbs = new Map(); // vm id -> version not shown yet (row out of view)
   const visible = new Set();       // vm ids whose row is in view
-  const rowTimers = new Map();
-  let tableTimer = null;
+  const staleRows = new Set();     // vm ids whose row is fetched again soon
+  const newStates = new Map();     // vm id -> state, drawn at the next animation frame
+  let rowsTimer = null;
+  let rowsInFlight = false;
+  let rowRetry = 0; // ms before asking again for rows the dashboard could not give just now
+  let frame = null;
+  const table = () => window.VmTable;
 
   // -- messages and requests ---------------------------------------------------------------
 
@@ -57,69 +63,98 @@
     }
   }
 
-  async function refreshRow(id) {
-    const row = rowOf(id);
-    if (!row) return refreshTable();
-    const open = row.querySelector(".dropdown-menu.show");
-    if (open) { // do not pull a menu away from under the pointer; retry shortly
-      scheduleRow(id, 1500);
-      return;
+  // State badges change at once, all of a burst in one frame; the rows follow in one request.
+  function drawStates() {
+    frame = null;
+    for (const [id, state] of newStates) {
+      const row = rowOf(id);
+      if (row) setState(row, state);
     }
-    const response = await fetch(`/vms/${id}/row`, { credentials: "same-origin" });
-    if (response.status === 404) { removeRow(id); return; }
-    if (!response.ok) return;
-    const template = document.createElement("template");
-    template.innerHTML = `<table><tbody>${await response.text()}</tbody></table>`;
-    const fresh = template.content.querySelector("tr");
-    const current = rowOf(id);
-    if (!fresh || !current) return;
-    if (fresh.dataset.group !== current.dataset.group) return refreshTable();
-    current.replaceWith(fresh);
-    prepareRow(fresh);
+    newStates.clear();
+  }
+
+  function queueState(id, state) {
+    newStates.set(id, state);
+    if (frame === null) frame = requestAnimationFrame(drawStates);
   }
 
   function scheduleRow(id, delay) {
-    clearTimeout(rowTimers.get(id));
-    rowTimers.set(id, setTimeout(() => { rowTimers.delete(id); refreshRow(id); }, delay ?? 150));
+    staleRows.add(String(id));
+    if (rowsTimer === null && !rowsInFlight) rowsTimer = setTimeout(refreshRows, delay ?? 150);
   }
 
-  async function refreshTable() {
-    clearTimeout(tableTimer);
-    tableTimer = null;
-    const response = await fetch("/vms/table", { credentials: "same-origin" });
-    if (!response.ok) return;
-    const wrap = document.getElementById("vm-table-wrap");
-    wrap.innerHTML = await response.text();
-    prepareTable();
+  async function refreshRows() {
+    rowsTimer = null;
+    // A row whose menu is open is not pulled away from under the pointer: it waits its turn.
+    const waiting = [...staleRows].filter((id) => rowOf(id)?.querySelector(".dropdown-menu.show"));
+    const ids = [...staleRows].filter((id) => rowOf(id) && !waiting.includes(id)).slice(0, 400);
+    staleRows.clear();
+    waiting.forEach((id) => staleRows.add(id));
+    let failed = false;
+    if (ids.length) {
+      rowsInFlight = true;
+      try {
+        const response = await fetch(`/vms/rows?ids=${ids.join(",")}`, { credentials: "same-origin" });
+        if (response.ok) replaceRows(ids, await response.text());
+        else failed = true;
+      } catch (error) {
+        failed = true;
+      } finally {
+        rowsInFlight = false;
+      }
+    }
+    if (failed) {
+      // The dashboard is busy or away for a moment (503): these rows are still stale; ask again.
+      ids.forEach((id) => staleRows.add(id));
+      rowRetry = Math.min(rowRetry ? rowRetry * 2 : 1000, 10000);
+    } else if (ids.length) {
+      rowRetry = 0;
+    }
+    if (staleRows.size) {
+      const delay = failed ? rowRetry : (waiting.length === staleRows.size ? 1500 : 150);
+      rowsTimer = setTimeout(refreshRows, delay);
+    }
   }
 
-  function scheduleTable() {
-    clearTimeout(tableTimer);
-    tableTimer = setTimeout(refreshTable, 250);
+  function replaceRows(ids, html) {
+    const template = document.createElement("template");
+    template.innerHTML = `<table><tbody>${html}</tbody></table>`;
+    const fresh = new Map([...template.content.querySelectorAll("tr.vm-row")].map((tr) => [tr.dataset.vmId, tr]));
+    let moved = false;
+    for (const id of ids) {
+      const current = rowOf(id);
+      const row = fresh.get(id);
+      if (!current) continue;
+      if (!row) { removeRow(id); continue; }
+      // A row that changed its place (re-classified, another parent) needs the table again.
+      if (row.dataset.group !== current.dataset.group) { moved = true; continue; }
+      current.replaceWith(row);
+      prepareRow(row);
+    }
+    table()?.applySelection();
+    if (moved) scheduleTable();
+  }
+
+  function refreshTable() {
+    return table()?.reload();
+  }
+
+  function scheduleTable(delay) {
+    table()?.scheduleReload(delay);
   }
 
   function removeRow(id) {
     const row = rowOf(id);
+    table()?.forget(id);
+    visible.delete(String(id));
     if (!row) return;
     if (row.dataset.kind === "initial") {
       document.getElementById(`group-initial-${id}`)?.remove();
     } else {
       row.remove();
     }
-    visible.delete(String(id));
-    if (!document.querySelector("#vm-table .vm-row")) scheduleTable();
-  }
-
-  // -- collapsible VDI children -------------------------------------------------------------
-
-  function applyCollapse(initialId) {
-    const hidden = collapsed.has(String(initialId));
-    document.querySelectorAll(`tr[data-parent="${initialId}"]`).forEach((tr) => { tr.hidden = hidden; });
-    const button = document.querySelector(`[data-toggle-children="${initialId}"]`);
-    if (button) {
-      button.setAttribute("aria-expanded", String(!hidden));
-      button.querySelector("i").className = hidden ? "bi bi-chevron-right" : "bi bi-chevron-down";
-    }
+    // Counts and pages moved: the table again, once the burst is over.
+    scheduleTable(600);
   }
 
   // -- thumbnails: swapped only for rows in view --------------------------------------------
@@ -129,6 +164,8 @@
       const id = entry.target.dataset.vmId;
       if (entry.isIntersecting) {
         visible.add(id);
+        const img = entry.target.querySelector("img.thumb[data-src]");
+        if (img) { img.src = img.dataset.src; img.removeAttribute("data-src"); }
         if (pendingThumbs.has(id)) showThumb(id, pendingThumbs.get(id));
       } else {
         visible.delete(id);
@@ -149,6 +186,7 @@
     pendingThumbs.delete(String(id));
     if (!img) return;
     img.dataset.thumbVersion = String(version);
+    img.removeAttribute("data-src");
     img.src = `/vms/${id}/thumbnail.png?v=${version}`;
   }
 
@@ -166,17 +204,18 @@
         if (visible.has(id)) showThumb(id, data.thumbnail);
         else pendingThumbs.set(id, data.thumbnail);
         return;
-      case "state":
-        if (!row) { scheduleTable(); return; }
-        setState(row, data.state);
-        scheduleRow(id); // actions and thumbnail cell depend on the state
-        return;
       case "created":
       case "classified":
         scheduleTable();
         return;
       default:
-        if (row) scheduleRow(id); else scheduleTable();
+        if (row) {
+          if (data.state) queueState(id, data.state);
+          scheduleRow(id); // actions, flags and the thumbnail cell depend on the state
+        }
+        // A VM off this page may now match the filters (or stop matching): the page again, once
+        // the burst is over. Without such a filter, a VM elsewhere changes nothing here.
+        if (table()?.stateMatters()) scheduleTable(1500);
     }
   }
 
@@ -317,6 +356,7 @@
   }
 
   // Delete: the modal lists what the server says will be destroyed; the request confirms exactly that.
+  // The target is one VM's id, or {ids} for the VMs selected in the table.
   let deleteTarget = null;
   let deletePlan = null;
 
@@ -330,9 +370,19 @@
       remove_disks: el.querySelector("#delete-remove-disks").checked ? "1" : "0",
       with_children: el.querySelector("#delete-with-children").checked ? "1" : "0",
     });
+    const bulk = typeof deleteTarget === "object";
     try {
-      const body = await api("GET", `/api/v1/admin/vms/${deleteTarget}/delete-plan?${query}`);
+      const body = bulk
+        ? await api("POST", "/api/v1/admin/vms/bulk/delete-plan", {
+          vm_ids: deleteTarget.ids, remove_disks: el.querySelector("#delete-remove-disks").checked,
+        })
+        : await api("GET", `/api/v1/admin/vms/${deleteTarget}/delete-plan?${query}`);
       deletePlan = body.plan;
+      const refused = el.querySelector("#delete-refused");
+      const notDeleted = deletePlan.refused || [];
+      refused.classList.toggle("d-none", !notDeleted.length);
+      refused.textContent = notDeleted.length
+        ? `Not deleted: ${notDeleted.map((item) => `${item.name} (${item.reason})`).join("; ")}.` : "";
       error.classList.add("d-none");
       el.querySelector("#delete-plan").classList.remove("d-none");
       const fill = (list, items, empty) => {
@@ -354,7 +404,7 @@
       ].filter(Boolean).join(" ");
       ok.textContent = `Delete ${deletePlan.vms.length} VM${deletePlan.vms.length === 1 ? "" : "s"}` +
         (deletePlan.files.length ? ` and ${deletePlan.files.length} file${deletePlan.files.length === 1 ? "" : "s"}` : "");
-      ok.disabled = false;
+      ok.disabled = !deletePlan.vms.length;
     } catch (err) {
       el.querySelector("#delete-plan").classList.add("d-none");
       error.textContent = err.message;
@@ -362,13 +412,15 @@
     }
   }
 
-  function openDelete(row) {
-    deleteTarget = row.dataset.vmId;
+  function openDelete(row, bulk) {
+    deleteTarget = bulk ? { ids: bulk.ids } : row.dataset.vmId;
     const el = document.getElementById("delete-modal");
-    el.querySelector("#delete-title").textContent = `Delete ${row.dataset.vmName}`;
+    el.querySelector("#delete-title").textContent = bulk
+      ? `Delete ${bulk.ids.length} selected VM${bulk.ids.length === 1 ? "" : "s"}` : `Delete ${row.dataset.vmName}`;
+    el.querySelector("#delete-refused").classList.add("d-none");
     el.querySelector("#delete-remove-disks").checked = false;
     el.querySelector("#delete-with-children").checked = false;
-    el.querySelector("#delete-children-wrap").classList.toggle("d-none", row.dataset.kind !== "initial");
+    el.querySelector("#delete-children-wrap").classList.toggle("d-none", Boolean(bulk) || row.dataset.kind !== "initial");
     bootstrap.Modal.getOrCreateInstance(el).show();
     loadPlan();
   }
@@ -383,6 +435,14 @@
       confirm_files: deletePlan.files,
     };
     try {
+      if (typeof deleteTarget === "object") {
+        delete body.with_children;
+        await api("POST", "/api/v1/admin/vms/bulk/delete", { vm_ids: deleteTarget.ids, ...body });
+        closeModal(el);
+        table()?.clearSelection();
+        toast(`Deleting ${deletePlan.vms.length} VMs`, "info");
+        return;
+      }
       await api("DELETE", `/api/v1/admin/vms/${deleteTarget}`, body);
       closeModal(el);
       toast(`Deleted ${deletePlan.vms.join(", ")}`, "success");
@@ -528,7 +588,6 @@
 
   function prepareRow(row) {
     observer.observe(row);
-    if (row.dataset.parent) row.hidden = collapsed.has(row.dataset.parent);
     const id = row.dataset.vmId;
     if (pendingThumbs.has(id) && visible.has(id)) showThumb(id, pendingThumbs.get(id));
   }
@@ -537,21 +596,12 @@
     observer.disconnect();
     visible.clear();
     document.querySelectorAll("#vm-table tr.vm-row").forEach(prepareRow);
-    document.querySelectorAll("[data-toggle-children]").forEach((button) => applyCollapse(button.dataset.toggleChildren));
   }
 
   document.addEventListener("DOMContentLoaded", () => {
     const page = document.getElementById("vm-table-wrap");
     if (!page) return;
     page.addEventListener("click", (event) => {
-      const toggle = event.target.closest("[data-toggle-children]");
-      if (toggle) {
-        const id = toggle.dataset.toggleChildren;
-        if (collapsed.has(id)) collapsed.delete(id); else collapsed.add(id);
-        localStorage.setItem("kvmvdi.vms.collapsed", JSON.stringify([...collapsed]));
-        applyCollapse(id);
-        return;
-      }
       const button = event.target.closest("[data-action]");
       if (button) act(button);
     });
@@ -566,9 +616,17 @@
       document.getElementById("populate-timeout").disabled = !event.target.checked;
     });
     prepareTable();
+    // vm_table.js replaced the table (filters, another page, a reload).
+    document.addEventListener("vms:table", prepareTable);
     subscribe("vm", onVm);
     subscribe("operation", onOperation);
     // Messages missed while disconnected: re-read the table once back.
     if (window.Live) window.Live.onReconnect(refreshTable);
   });
+
+  // What vm_table.js uses for actions on the selection.
+  window.VmPage = {
+    confirm: confirmModal,
+    openBulkDelete(ids) { openDelete(null, { ids }); },
+  };
 })();
