@@ -203,7 +203,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
         hub=hub,
         audit=audit,
         session_rules=session_rules,
-        sessions=SessionStore(db, session_rules),
+        sessions=SessionStore(db, session_rules, directory),
         logins=logins,
         ssh_key=ssh_key,
         known_hosts=known_hosts,

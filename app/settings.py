@@ -163,6 +163,10 @@ class DirectorySettings(Section):
     group_base_dn: str = ""
     group_attribute: str = "memberOf"
     timeout: int = 5
+    # A signed-in directory user's groups (and whether the account still exists and is enabled)
+    # are read again with the service account (bind_dn) when the session is used this many
+    # seconds after the last reading; 0: only at log-in.
+    groups_recheck: int = Field(default=900, ge=0)
 
 
 class VmSettings(Section):

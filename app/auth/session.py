@@ -122,10 +122,16 @@ async def session_user(conn: HTTPConnection, store: SessionStore) -> SessionUser
     if cookie.sent is None or cookie.changed:
         return None
     # A request keeps its session from idling out; an open websocket only looks.
-    found = await store.lookup(cookie.sent, touch=conn.scope["type"] == "http")
+    touch = conn.scope["type"] == "http"
+    found = await store.lookup(cookie.sent, touch=touch)
     if found is None:
         return None
     record, row = found
+    if touch and row.source == "directory":
+        rechecked = await store.recheck_groups(record, row.username)
+        if rechecked is None:
+            return None
+        record = rechecked
     user = SessionUser(
         id=row.id,
         username=row.username,

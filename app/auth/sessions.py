@@ -8,11 +8,19 @@ request; both are checked here, on the server. Deleting the rows ends sessions
 at once, wherever their cookies are: log-out ends its own session; a password
 change or reset and disabling a user end every session and API token of that
 user (:func:`revoke_user_credentials`).
+
+A directory user's groups are not taken on trust for the session's whole life:
+every ``directory.groups_recheck`` seconds of use the service account reads the
+account again (:meth:`SessionStore.recheck_groups`); new groups replace the
+stored ones, and an account the directory no longer has (or, AD, has disabled)
+loses every session and API token at once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +32,9 @@ from app.auth.session import SessionRules
 from app.auth.session_cookie import session_hash
 from app.broker.tokens import purge_expired, revoke_user_tokens
 from app.db.schema import sessions, users
+from app.directory import DirectoryError, DirectoryLogin
+
+log = logging.getLogger("kvmvdi.auth")
 
 
 @dataclass(frozen=True)
@@ -40,13 +51,21 @@ class SessionRecord:
 
 # Ended sessions and expired API tokens are deleted at most this often (seconds), by a log-in.
 PURGE_INTERVAL = 3600
+# Sessions whose last group reading this process remembers (the oldest are forgotten first:
+# a forgotten one is read again at its next use, no more).
+RECHECK_MEMORY = 50_000
+# After a failed reading (directory down), the next try comes this many seconds later.
+RECHECK_RETRY = 60
 
 
 class SessionStore:
-    def __init__(self, db: Database, rules: SessionRules) -> None:
+    def __init__(self, db: Database, rules: SessionRules, directory: DirectoryLogin) -> None:
         self._db = db
         self._rules = rules
+        self._directory = directory
         self._next_purge = 0.0
+        # session row id -> when its groups were last read (log-in counts as a reading)
+        self._groups_read: OrderedDict[int, datetime] = OrderedDict()
 
     async def create(
         self,
@@ -112,6 +131,46 @@ class SessionStore:
             await self._db.execute(sessions.update().where(sessions.c.id == record.id).values(seen_at=now))
             record = replace(record, seen_at=now, ends_at=rules.ends_at(record.created_at, now))
         return record, row
+
+    async def recheck_groups(self, record: SessionRecord, username: str) -> SessionRecord | None:
+        """A directory user's session with its groups read again when due; ``None``: it has ended.
+
+        Unreachable directory: the stored groups stay, and the reading is tried again a
+        minute later (a directory outage does not log everybody out).
+        """
+        directory = self._directory
+        if not directory.can_recheck:
+            return record
+        now = self._rules.now()
+        interval = timedelta(seconds=directory.config.groups_recheck)
+        if now - self._groups_read.get(record.id, record.created_at) < interval:
+            return record
+        self._remember_reading(record.id, now)
+        try:
+            identity = await directory.lookup(username)
+        except DirectoryError as exc:
+            log.warning("groups of %r not read again, the stored ones stay: %s", username, exc)
+            self._remember_reading(record.id, now - interval + timedelta(seconds=RECHECK_RETRY))
+            return record
+        if identity is None:
+            log.warning("directory account %r is gone or disabled: its sessions and API tokens end", username)
+            await revoke_user_credentials(self._db, record.user_id)
+            return None
+        groups = tuple(sorted({*identity.groups, *identity.group_dns}))
+        if groups != record.groups:
+            await self._db.execute(
+                sessions.update()
+                .where(sessions.c.id == record.id)
+                .values(groups_json=json.dumps(list(groups)))
+            )
+            record = replace(record, groups=groups)
+        return record
+
+    def _remember_reading(self, session_row: int, when: datetime) -> None:
+        self._groups_read[session_row] = when
+        self._groups_read.move_to_end(session_row)
+        while len(self._groups_read) > RECHECK_MEMORY:
+            self._groups_read.popitem(last=False)
 
     async def end(self, session_id: str) -> None:
         await self._db.execute(sessions.delete().where(sessions.c.id_hash == session_hash(session_id)))

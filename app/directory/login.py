@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,9 @@ from app.settings import DirectorySettings
 log = logging.getLogger("kvmvdi.directory")
 
 MAX_USERNAME_LENGTH = 256
+AD_ATTRIBUTES = ["sAMAccountName", "displayName", "mail", "memberOf", "primaryGroupID", "objectSid"]
+# userAccountControl's ACCOUNTDISABLE flag.
+AD_ACCOUNT_DISABLED = 0x2
 # Bind results that mean "these credentials do not log in" rather than "the directory is broken".
 _REFUSED_BIND_RESULTS = frozenset({34, 48, 49, 50, 53})
 
@@ -153,14 +157,30 @@ class DirectoryLogin:
             return None
         return await asyncio.to_thread(self._authenticate, username, password)
 
+    @property
+    def can_recheck(self) -> bool:
+        """Whether signed-in users' groups can be read again: a service account is configured."""
+        return self.enabled and bool(self.config.bind_dn) and self.config.groups_recheck > 0
+
+    async def lookup(self, username: str) -> DirectoryIdentity | None:
+        """The identity of an account as the service account reads it now, without its password.
+
+        ``None`` when the directory no longer has the account, or (AD) it is disabled. Raises
+        like :meth:`authenticate` when the directory cannot answer.
+        """
+        return await asyncio.to_thread(self._guarded, self._lookup, username)
+
     # The rest runs in a worker thread: ldap3's synchronous strategy blocks.
 
     def _authenticate(self, username: str, password: str) -> DirectoryIdentity | None:
+        if self.config.kind == "ad":
+            return self._guarded(lambda: self._authenticate_ad(make_server(self.config), username, password))
+        return self._guarded(lambda: self._authenticate_ldap(make_server(self.config), username, password))
+
+    def _guarded(self, work: Callable[..., DirectoryIdentity | None], *args: Any) -> DirectoryIdentity | None:
+        """``work(*args)``, with configuration and network failures turned into DirectoryError(s)."""
         try:
-            server = make_server(self.config)
-            if self.config.kind == "ad":
-                return self._authenticate_ad(server, username, password)
-            return self._authenticate_ldap(server, username, password)
+            return work(*args)
         except DirectoryConfigError as exc:
             raise DirectoryError(str(exc)) from exc
         except LDAPException as exc:
@@ -212,27 +232,29 @@ class DirectoryLogin:
         if conn is None:
             return None
         try:
-            dn, raw = self._bound_entry(conn)
-            group_dns = _text(raw, "memberOf")
-            known = {g.lower() for g in group_dns}
-            for extra in [*self._nested_group_dns(conn, dn), self._primary_group_dn(conn, raw)]:
-                if extra and extra.lower() not in known:
-                    known.add(extra.lower())
-                    group_dns.append(extra)
-            return DirectoryIdentity(
-                username=_first(raw, "sAMAccountName"),
-                dn=dn,
-                display_name=_first(raw, "displayName"),
-                email=_first(raw, "mail"),
-                groups=tuple(group_name(g) for g in group_dns),
-                group_dns=tuple(group_dns),
-            )
+            return self._ad_identity(conn, *self._bound_entry(conn))
         finally:
             conn.unbind()
 
+    def _ad_identity(self, conn: Connection, dn: str, raw: dict[str, list[bytes]]) -> DirectoryIdentity:
+        group_dns = _text(raw, "memberOf")
+        known = {g.lower() for g in group_dns}
+        for extra in [*self._nested_group_dns(conn, dn), self._primary_group_dn(conn, raw)]:
+            if extra and extra.lower() not in known:
+                known.add(extra.lower())
+                group_dns.append(extra)
+        return DirectoryIdentity(
+            username=_first(raw, "sAMAccountName"),
+            dn=dn,
+            display_name=_first(raw, "displayName"),
+            email=_first(raw, "mail"),
+            groups=tuple(group_name(g) for g in group_dns),
+            group_dns=tuple(group_dns),
+        )
+
     def _bound_entry(self, conn: Connection) -> tuple[str, dict[str, list[bytes]]]:
         """The entry of the account this connection is bound as, asked of the directory itself."""
-        attributes = ["sAMAccountName", "displayName", "mail", "memberOf", "primaryGroupID", "objectSid"]
+        attributes = AD_ATTRIBUTES
         authzid = conn.extend.standard.who_am_i()
         if isinstance(authzid, bytes):
             authzid = authzid.decode("utf-8", "replace")
@@ -344,3 +366,45 @@ class DirectoryLogin:
             groups=tuple(group_name(g) for g in group_dns),
             group_dns=tuple(g for g in group_dns if "=" in g),
         )
+
+    # Reading an account again (service account, no user password)
+
+    def _lookup(self, username: str) -> DirectoryIdentity | None:
+        config = self.config
+        server = make_server(config)
+        service = self._bind(
+            server, config.bind_dn, config.bind_password.get_secret_value() if config.bind_password else ""
+        )
+        if service is None:
+            raise DirectoryError("the directory refused the service account (directory.bind_dn)")
+        try:
+            if config.kind == "ad":
+                found = self._search(
+                    service,
+                    config.base_dn,
+                    f"(&(objectClass=user)(sAMAccountName={escape_filter_chars(username)}))",
+                    [*AD_ATTRIBUTES, "userAccountControl"],
+                )
+                if len(found) != 1:
+                    return None
+                dn, raw = found[0]
+                if int(_first(raw, "userAccountControl") or "0") & AD_ACCOUNT_DISABLED:
+                    return None
+                return self._ad_identity(service, dn, raw)
+            if config.user_dn_template:
+                user_dn = config.user_dn_template.format(username=escape_rdn(username))
+                if not self._search(service, user_dn, "(objectClass=*)", ["1.1"], scope=ldap3.BASE):
+                    return None
+            else:
+                matches = self._search(
+                    service,
+                    config.base_dn,
+                    config.user_filter.format(username=escape_filter_chars(username)),
+                    ["1.1"],
+                )
+                if len(matches) != 1:
+                    return None
+                user_dn = matches[0][0]
+            return self._ldap_identity(service, user_dn, username)
+        finally:
+            service.unbind()

@@ -102,3 +102,24 @@ async def test_groups_nested_in_the_users_groups_count(samba_ad: SambaAD) -> Non
             admin.delete(nested)
     assert identity is not None
     assert set(identity.groups) == {"vdi-users", "vdi-lab-b", "Domain Users"}
+
+
+async def test_the_service_account_reads_an_account_again_without_its_password(samba_ad: SambaAD) -> None:
+    """What a session's group re-reading sees: the groups now, and nothing for a disabled account."""
+    login = DirectoryLogin(
+        DirectorySettings(
+            kind="ad",
+            url=samba_ad.url,
+            allow_cleartext=True,
+            base_dn=samba_ad.base_dn,
+            ad_domain=samba_ad.domain,
+            bind_dn=samba_ad.admin_upn,
+            bind_password=samba_ad.admin_password,
+        )
+    )
+    assert login.can_recheck
+    alice = await login.lookup("alice")
+    assert alice is not None and alice.dn == samba_ad.users["alice"].dn
+    assert set(alice.groups) == {"vdi-admins", "vdi-users", "Domain Users"}
+    assert await login.lookup("carol") is None, "disabled in the directory"
+    assert await login.lookup("nobody-here") is None
