@@ -7,8 +7,10 @@ import hashlib
 import os
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from app.auth.first_admin import announce_first_admin, first_admin_password_path
@@ -16,7 +18,7 @@ from app.auth.session_cookie import COOKIE_NAME
 from app.clock import utcnow
 from app.db.schema import sessions, users
 from tests.broker.records import CLIENT_PASSWORD, add_client
-from tests.dashboard import BrowserLikeClient, RunningDashboard
+from tests.dashboard import BrowserLikeClient, RunningDashboard, make_settings
 
 
 def replay(dashboard: RunningDashboard, cookie: str) -> BrowserLikeClient:
@@ -133,15 +135,16 @@ async def test_a_log_in_replaces_the_id_the_browser_had(dashboard: RunningDashbo
     assert (await replay(dashboard, planted).get("/")).status_code == 303
 
 
-async def test_the_first_admins_password_goes_to_a_private_file_not_the_log(
-    dashboard: RunningDashboard, caplog: object
+def test_the_first_admins_password_goes_to_a_private_file_not_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = dashboard.settings
+    # Settings alone (no database, no dashboard): this is what the first start calls.
+    settings = make_settings(tmp_path / "var", f"sqlite:///{tmp_path / 'never-opened.sqlite3'}")
     path = announce_first_admin(settings, "first", "generated-Secret-123")
     assert path == first_admin_password_path(settings.data_dir)
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert path.read_text().splitlines() == ["first", "generated-Secret-123"]
-    logged = "\n".join(r.getMessage() for r in caplog.records)  # type: ignore[attr-defined]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
     assert str(path) in logged and "generated-Secret-123" not in logged
 
     # On a terminal (make run) it is shown there too.
