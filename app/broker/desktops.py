@@ -33,6 +33,7 @@ from app.broker.leases import active_lease, get_lease, heartbeat_interval
 from app.broker.power import DesktopPower, DesktopPowerError
 from app.broker.transactions import WriteTransactions
 from app.broker.upkeep import LeaseUpkeep
+from app.db.health import DatabaseUnavailable
 from app.db.schema import leases, vms
 from app.hyper import HypervisorRegistry
 from app.live.hub import LiveHub
@@ -145,6 +146,9 @@ class Broker:
                 await step()
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable:
+                # Logged once by the database's health; the step runs again when it is back.
+                pass
             except Exception:
                 log.exception("broker background step %s failed", getattr(step, "__name__", step))
             await asyncio.sleep(self.reaper_interval)

@@ -5,7 +5,9 @@ wrapped so that every call (acquiring a connection, a query, a transaction's
 start and end) runs within ``timeout`` seconds, and a driver error that means
 "the server is not there" becomes :class:`~app.db.health.DatabaseUnavailable`,
 reported to the :class:`~app.db.health.DatabaseHealth`. A connection that timed
-out or lost its server is closed, never handed to the next query.
+out or lost its server is closed, never handed to the next query. While the health knows
+the database is unavailable, calls fail at once (but commits, rollbacks and releases, which end
+what was started).
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ class GuardedConnection(_Wrapper):
             except Exception:
                 log.debug("closing a broken database connection failed", exc_info=True)
 
+    def refuse_while_down(self) -> None:
+        """Fail at once while the database is known to be unavailable (see DatabaseHealth.refuses)."""
+        if self._health.refuses():
+            raise DatabaseUnavailable(f"the database is unavailable ({self._health.reason})")
+
     async def guard(self, call: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(self._timeout):
@@ -77,27 +84,34 @@ class GuardedConnection(_Wrapper):
             raise DatabaseUnavailable(f"the database cannot be reached ({type(exc).__name__})") from exc
 
     async def acquire(self) -> None:
+        self.refuse_while_down()
         await self.guard(self._inner.acquire())
 
     async def release(self) -> None:
         await self.guard(self._inner.release())
 
     async def fetch_all(self, query: Any) -> Any:
+        self.refuse_while_down()
         return await self.guard(self._inner.fetch_all(query))
 
     async def fetch_one(self, query: Any) -> Any:
+        self.refuse_while_down()
         return await self.guard(self._inner.fetch_one(query))
 
     async def fetch_val(self, query: Any, column: Any = 0) -> Any:
+        self.refuse_while_down()
         return await self.guard(self._inner.fetch_val(query, column))
 
     async def execute(self, query: Any) -> Any:
+        self.refuse_while_down()
         return await self.guard(self._inner.execute(query))
 
     async def execute_many(self, queries: list[Any]) -> None:
+        self.refuse_while_down()
         await self.guard(self._inner.execute_many(queries))
 
     async def iterate(self, query: Any) -> AsyncGenerator[Any, None]:
+        self.refuse_while_down()
         rows = self._inner.iterate(query)
         while True:
             try:
@@ -119,10 +133,21 @@ class GuardedTransaction:
         return getattr(self._inner, name)
 
     async def start(self, is_root: bool, extra_options: dict[Any, Any]) -> None:
+        # Not refused here (``databases`` would keep the connection it acquired for it): the
+        # acquisition before it, or the first statement in it, is.
         await self._connection.guard(self._inner.start(is_root, extra_options))
 
     async def commit(self) -> None:
+        # Never refused: a commit not even tried would leave the transaction (and SQLite's write
+        # lock) open, as ``databases`` does not roll back after a failed commit. A transaction
+        # whose statements were refused ends in a rollback instead.
         await self._connection.guard(self._inner.commit())
 
     async def rollback(self) -> None:
-        await self._connection.guard(self._inner.rollback())
+        try:
+            await self._connection.guard(self._inner.rollback())
+        except DatabaseUnavailable:
+            # The connection went with the database (it is discarded, or reset when the pool gets it
+            # back): nothing is left to undo. Raising here would keep it from the pool for good, as
+            # ``databases`` releases a transaction's connection only after a rollback that returned.
+            log.debug("rolling back on an unreachable database: the connection is dropped instead")

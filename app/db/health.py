@@ -15,6 +15,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from datetime import datetime
 
 import pymysql  # type: ignore[import-untyped]
@@ -35,6 +36,10 @@ _GONE = {
     2055,  # lost connection at handshake
 }
 _SQLITE_BUSY = ("locked", "busy", "unable to open", "disk i/o")
+
+# Set in the health task: its probes (and the recoveries) reach the database while it is
+# known to be unavailable; everything else is refused at once meanwhile.
+_probing: ContextVar[bool] = ContextVar("kvmvdi_db_probing", default=False)
 
 Listener = Callable[[bool], None]
 Recovery = Callable[[], Awaitable[None]]
@@ -94,6 +99,13 @@ class DatabaseHealth:
             "reason": self.reason,
         }
 
+    def refuses(self) -> bool:
+        """Whether a call must fail at once: the database is known to be unavailable, and this is not
+        the probe that finds out when it is back. Waiting each time for the call's time limit would
+        add up to a hung request (a request makes several calls), and pile work on a database
+        that is coming back."""
+        return not self.available and not _probing.get()
+
     def failed(self, exc: BaseException) -> None:
         """A query found the database out of reach."""
         if not self.available:
@@ -125,6 +137,7 @@ class DatabaseHealth:
 
     async def run(self, probe: Callable[[], Awaitable[object]]) -> None:
         """Check now and then while available; probe often while not, then recover."""
+        _probing.set(True)
         while True:
             self._wake.clear()
             interval = self.check_interval if self.available else self.probe_interval

@@ -42,7 +42,7 @@ def sqlite_write_lock(url: str) -> Iterator[None]:
         [
             sys.executable,
             "-c",
-            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60);"
             " c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()",
             str(path),
         ],
