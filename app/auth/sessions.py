@@ -11,13 +11,15 @@ user (:func:`revoke_user_credentials`).
 
 A directory user's groups are not taken on trust for the session's whole life:
 every ``directory.groups_recheck`` seconds of use the service account reads the
-account again (:meth:`SessionStore.recheck_groups`); new groups replace the
-stored ones, and an account the directory no longer has (or, AD, has disabled)
-loses every session and API token at once.
+account again (:meth:`SessionStore.recheck_groups`, and for broker API tokens
+:meth:`SessionStore.recheck_token_groups`); new groups replace the stored
+ones, and an account the directory no longer has (or, AD, has disabled) loses
+every session and API token at once.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 from collections import OrderedDict
@@ -30,7 +32,7 @@ from databases import Database
 
 from app.auth.session import SessionRules
 from app.auth.session_cookie import session_hash
-from app.broker.tokens import purge_expired, revoke_user_tokens
+from app.broker.tokens import TokenUser, purge_expired, revoke_user_tokens, set_token_groups
 from app.db.schema import sessions, users
 from app.directory import DirectoryError, DirectoryLogin
 
@@ -58,14 +60,23 @@ RECHECK_MEMORY = 50_000
 RECHECK_RETRY = 60
 
 
+class Keep(enum.Enum):
+    """The stored groups stay (not due yet, or the directory could not be read)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
 class SessionStore:
     def __init__(self, db: Database, rules: SessionRules, directory: DirectoryLogin) -> None:
         self._db = db
         self._rules = rules
         self._directory = directory
         self._next_purge = 0.0
-        # session row id -> when its groups were last read (log-in counts as a reading)
-        self._groups_read: OrderedDict[int, datetime] = OrderedDict()
+        # ("session" | "token", row id) -> when its groups were last read (log-in counts as one)
+        self._groups_read: OrderedDict[tuple[str, int], datetime] = OrderedDict()
 
     async def create(
         self,
@@ -133,42 +144,63 @@ class SessionStore:
         return record, row
 
     async def recheck_groups(self, record: SessionRecord, username: str) -> SessionRecord | None:
-        """A directory user's session with its groups read again when due; ``None``: it has ended.
+        """A directory user's session with its groups read again when due; ``None``: it has ended."""
+        fresh = await self._fresh_groups(("session", record.id), record.created_at, username, record.user_id)
+        if fresh is None:
+            return None
+        if fresh is not KEEP and fresh != record.groups:
+            await self._db.execute(
+                sessions.update()
+                .where(sessions.c.id == record.id)
+                .values(groups_json=json.dumps(list(fresh)))
+            )
+            record = replace(record, groups=fresh)
+        return record
+
+    async def recheck_token_groups(self, user: TokenUser) -> TokenUser | None:
+        """The same for a broker API token: its groups read again when due; ``None``: revoked."""
+        fresh = await self._fresh_groups(
+            ("token", user.token_id), user.created_at, user.username, user.user_id
+        )
+        if fresh is None:
+            return None
+        if fresh is not KEEP and fresh != user.groups:
+            await set_token_groups(self._db, user.token_id, fresh)
+            user = replace(user, groups=fresh)
+        return user
+
+    async def _fresh_groups(
+        self, key: tuple[str, int], since: datetime, username: str, user_id: int
+    ) -> tuple[str, ...] | Keep | None:
+        """The account's groups read again now (``KEEP``: not due, or unreadable); ``None``: the
+        directory no longer has the account (or has disabled it), and its credentials have ended.
 
         Unreachable directory: the stored groups stay, and the reading is tried again a
         minute later (a directory outage does not log everybody out).
         """
         directory = self._directory
         if not directory.can_recheck:
-            return record
+            return KEEP
         now = self._rules.now()
         interval = timedelta(seconds=directory.config.groups_recheck)
-        if now - self._groups_read.get(record.id, record.created_at) < interval:
-            return record
-        self._remember_reading(record.id, now)
+        if now - self._groups_read.get(key, since) < interval:
+            return KEEP
+        self._remember_reading(key, now)
         try:
             identity = await directory.lookup(username)
         except DirectoryError as exc:
             log.warning("groups of %r not read again, the stored ones stay: %s", username, exc)
-            self._remember_reading(record.id, now - interval + timedelta(seconds=RECHECK_RETRY))
-            return record
+            self._remember_reading(key, now - interval + timedelta(seconds=RECHECK_RETRY))
+            return KEEP
         if identity is None:
             log.warning("directory account %r is gone or disabled: its sessions and API tokens end", username)
-            await revoke_user_credentials(self._db, record.user_id)
+            await revoke_user_credentials(self._db, user_id)
             return None
-        groups = tuple(sorted({*identity.groups, *identity.group_dns}))
-        if groups != record.groups:
-            await self._db.execute(
-                sessions.update()
-                .where(sessions.c.id == record.id)
-                .values(groups_json=json.dumps(list(groups)))
-            )
-            record = replace(record, groups=groups)
-        return record
+        return tuple(sorted({*identity.groups, *identity.group_dns}))
 
-    def _remember_reading(self, session_row: int, when: datetime) -> None:
-        self._groups_read[session_row] = when
-        self._groups_read.move_to_end(session_row)
+    def _remember_reading(self, key: tuple[str, int], when: datetime) -> None:
+        self._groups_read[key] = when
+        self._groups_read.move_to_end(key)
         while len(self._groups_read) > RECHECK_MEMORY:
             self._groups_read.popitem(last=False)
 

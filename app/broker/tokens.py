@@ -28,6 +28,7 @@ class TokenUser:
     source: str
     groups: tuple[str, ...]
     expires_at: datetime
+    created_at: datetime
 
 
 async def issue_token(
@@ -60,6 +61,7 @@ async def authenticate_token(db: Database, token: str) -> TokenUser | None:
             api_tokens.c.user_id,
             api_tokens.c.groups_json,
             api_tokens.c.expires_at,
+            api_tokens.c.created_at,
             users.c.username,
             users.c.display_name,
             users.c.source,
@@ -79,6 +81,13 @@ async def authenticate_token(db: Database, token: str) -> TokenUser | None:
         source=row.source,
         groups=tuple(json.loads(row.groups_json)),
         expires_at=row.expires_at,
+        created_at=row.created_at,
+    )
+
+
+async def set_token_groups(db: Database, token_id: int, groups: tuple[str, ...]) -> None:
+    await db.execute(
+        api_tokens.update().where(api_tokens.c.id == token_id).values(groups_json=json.dumps(list(groups)))
     )
 
 

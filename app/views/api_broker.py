@@ -57,7 +57,10 @@ def token_required(endpoint: Endpoint) -> Endpoint:
         scheme, _, token = header.partition(" ")
         user = None
         if scheme.lower() == "bearer":
-            user = await authenticate_token(services_of(request).db, token.strip())
+            services = services_of(request)
+            user = await authenticate_token(services.db, token.strip())
+            if user is not None and user.source == "directory":
+                user = await services.sessions.recheck_token_groups(user)
         if user is None:
             response = error(401, "invalid_token", "Log in first: POST /api/v1/login gives a bearer token.")
             response.headers["WWW-Authenticate"] = 'Bearer realm="kvm-vdi"'

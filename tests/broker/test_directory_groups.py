@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import ldap3
 import sqlalchemy as sa
 from ldap3.core.exceptions import LDAPNoSuchObjectResult
@@ -120,3 +121,25 @@ async def test_an_account_the_directory_no_longer_has_loses_its_session(
         with contextlib.suppress(LDAPNoSuchObjectResult):
             admin.delete(leaver_dn)
         admin.unbind()
+
+
+async def test_a_broker_api_token_follows_the_directory_too(
+    dashboard_factory: DashboardFactory, ldap_directory: DirectoryServer
+) -> None:
+    """A thin client's token keeps its groups only until the next reading, like a browser session."""
+    dashboard = await staff_pool_dashboard(dashboard_factory, ldap_directory)
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
+        answer = await http.post("/api/v1/login", json={"username": "alice", "password": USERS["alice"][0]})
+        assert answer.status_code == 200
+        headers = {"Authorization": f"Bearer {answer.json()['token']}"}
+
+        async def pools() -> list[str]:
+            listed = await http.get("/api/v1/pools", headers=headers)
+            assert listed.status_code == 200
+            return [pool["name"] for pool in listed.json()["pools"]]
+
+        assert STAFF_POOL in await pools()
+        with member_removed(ldap_directory, "vdi-staff", "alice"):
+            assert STAFF_POOL in await pools(), "until the interval has passed"
+            as_if_the_interval_passed(dashboard)
+            assert STAFF_POOL not in await pools()
