@@ -18,6 +18,7 @@ from databases import Database
 from pydantic import ValidationError
 
 from app import db as database
+from app.i18n import gettext as _
 from app.logging_setup import configure_logging
 from app.settings import Settings, load_settings
 
@@ -67,13 +68,13 @@ def _read_password(args: argparse.Namespace, username: str) -> str:
         line = sys.stdin.readline()
         password = line.rstrip("\r\n")
         if not password:
-            raise CommandError("no password on standard input")
+            raise CommandError(_("no password on standard input"))
         return password
     if not sys.stdin.isatty():
-        raise CommandError("standard input is not a terminal: pass the password with --password-stdin")
+        raise CommandError(_("standard input is not a terminal: pass the password with --password-stdin"))
     password = getpass.getpass(f"Password for {username}: ")
     if getpass.getpass("Repeat it: ") != password:
-        raise CommandError("the two passwords differ")
+        raise CommandError(_("the two passwords differ"))
     return password
 
 
@@ -119,7 +120,7 @@ def _cmd_admin_set_password(settings: Settings, args: argparse.Namespace) -> int
     async def work(db: Database) -> int:
         row = await find_local_user(db, args.name)
         if row is None:
-            raise CommandError(f"no local user named {args.name}")
+            raise CommandError(_("no local user named {name}").format(name=args.name))
         password = _read_password(args, args.name)
         try:
             await set_password(db, row.id, password, must_change=args.temporary)
@@ -153,17 +154,25 @@ def _read_passphrase(args: argparse.Namespace, *, confirm: bool) -> str:
             with open(args.passphrase_file, encoding="utf-8") as fh:
                 passphrase = fh.readline().rstrip("\r\n")
         except OSError as exc:
-            raise CommandError(f"cannot read the passphrase file: {exc.strerror}") from exc
+            raise CommandError(
+                _("cannot read the passphrase file: {strerror}").format(strerror=exc.strerror)
+            ) from exc
     else:
         if not sys.stdin.isatty():
-            raise CommandError("standard input is not a terminal: pass the passphrase with --passphrase-file")
+            raise CommandError(
+                _("standard input is not a terminal: pass the passphrase with --passphrase-file")
+            )
         passphrase = getpass.getpass("Backup passphrase: ")
         if confirm and getpass.getpass("Repeat it: ") != passphrase:
-            raise CommandError("the two passphrases differ")
+            raise CommandError(_("the two passphrases differ"))
     if confirm and len(passphrase) < MIN_PASSPHRASE:
-        raise CommandError(f"the passphrase must have at least {MIN_PASSPHRASE} characters")
+        raise CommandError(
+            _("the passphrase must have at least {MIN_PASSPHRASE} characters").format(
+                MIN_PASSPHRASE=MIN_PASSPHRASE
+            )
+        )
     if not passphrase:
-        raise CommandError("empty passphrase")
+        raise CommandError(_("empty passphrase"))
     return passphrase
 
 
@@ -183,7 +192,7 @@ def _cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
             config_file=Path(config) if config else None,
         )
     except (OSError, FileNotFoundError) as exc:
-        raise CommandError(f"backup failed: {exc}") from exc
+        raise CommandError(_("backup failed: {exc}").format(exc=exc)) from exc
     rows = sum(summary.rows.values())
     print(
         f"backup written to {summary.path}: {rows} rows in {len(summary.rows)} tables (schema "
@@ -210,7 +219,7 @@ def _cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     except (BackupCryptoError, RestoreRefused) as exc:
         raise CommandError(str(exc)) from exc
     except OSError as exc:
-        raise CommandError(f"restore failed: {exc}") from exc
+        raise CommandError(_("restore failed: {exc}").format(exc=exc)) from exc
     url = settings.database_url.get_secret_value()
     print(
         f"restored the backup of {summary.created_at}: {sum(summary.rows.values())} rows into "

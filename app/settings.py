@@ -24,6 +24,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from app.i18n import gettext as _
+
 
 def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
@@ -358,7 +360,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         return Settings(**overrides)
     toml_file = Path(path)
     if not toml_file.is_file():
-        raise FileNotFoundError(f"configuration file {toml_file} does not exist")
+        raise FileNotFoundError(
+            _("configuration file {toml_file} does not exist").format(toml_file=toml_file)
+        )
 
     class FileSettings(Settings):
         model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": toml_file})

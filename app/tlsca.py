@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from app.i18n import gettext as _
+
 CA_VALIDITY = timedelta(days=3650)
 # Server certificates: a little over a year; renewed once less than RENEW_BEFORE is left.
 SERVER_VALIDITY = timedelta(days=397)
@@ -97,7 +99,7 @@ class DashboardCA:
         if key_path.exists() and cert_path.exists():
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise CertificateError(f"{key_path} is not an EC key")
+                raise CertificateError(_("{key_path} is not an EC key").format(key_path=key_path))
             return cls(key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o700)
@@ -155,12 +157,12 @@ class DashboardCA:
         try:
             request = x509.load_pem_x509_csr(request_pem)
         except ValueError as exc:
-            raise CertificateError(f"not a certificate request: {exc}") from None
+            raise CertificateError(_("not a certificate request: {exc}").format(exc=exc)) from None
         if not request.is_signature_valid:
-            raise CertificateError("the certificate request's signature is not valid")
+            raise CertificateError(_("the certificate request's signature is not valid"))
         public = request.public_key()
         if not isinstance(public, ec.EllipticCurvePublicKey):
-            raise CertificateError("the certificate request's key is not an EC key")
+            raise CertificateError(_("the certificate request's key is not an EC key"))
         now = datetime.now(UTC)
         ca_public = self._key.public_key()
         certificate = (

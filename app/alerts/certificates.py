@@ -19,6 +19,7 @@ from cryptography import x509
 
 from app.alerts.model import Alert
 from app.background import cancel_and_wait
+from app.i18n import gettext as _
 
 log = logging.getLogger("kvmvdi.alerts")
 
@@ -44,7 +45,7 @@ def certificate_alerts(
                     kind="certificate_expiry",
                     severity="critical",
                     subject=name,
-                    title=f"Certificate {name} cannot be read",
+                    title=_("Certificate {name} cannot be read").format(name=name),
                     text=f"The {name} certificate at {path} cannot be read: {exc}",
                     details={"certificate": name, "path": str(path)},
                 )
@@ -60,7 +61,7 @@ def certificate_alerts(
                 kind="certificate_expiry",
                 severity="critical" if days < 7 else "warning",
                 subject=name,
-                title=f"Certificate {name} {when}",
+                title=_("Certificate {name} {when}").format(name=name, when=when),
                 text=f"The {name} certificate ({path}) {when}, on {expires:%Y-%m-%d %H:%M} UTC. Renew it.",
                 details={"certificate": name, "path": str(path), "not_after": expires.isoformat()},
             )

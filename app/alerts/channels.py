@@ -23,6 +23,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from app.alerts.model import Alert
+from app.i18n import gettext as _
 from app.settings import AlertSettings
 
 SIGNATURE_HEADER = "X-KVMVDI-Signature"
@@ -119,6 +120,6 @@ class WebhookChannel(_BlockingChannel):
             with urllib.request.urlopen(request, timeout=s.timeout) as response:  # noqa: S310
                 response.read(65536)
         except urllib.error.HTTPError as exc:
-            raise DeliveryError(f"webhook answered HTTP {exc.code}") from exc
+            raise DeliveryError(_("webhook answered HTTP {code}").format(code=exc.code)) from exc
         except OSError as exc:
             raise DeliveryError(f"webhook: {type(exc).__name__}: {exc}") from exc

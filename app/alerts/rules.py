@@ -13,6 +13,7 @@ from collections.abc import Callable
 from app.alerts.model import Alert
 from app.broker.desktops import DesktopRequest
 from app.hyper.events import ConnectionEvent
+from app.i18n import gettext as _
 from app.vms.operations import FinishedOperation
 
 Submit = Callable[[Alert], None]
@@ -33,7 +34,7 @@ class AlertRules:
                     kind="hypervisor_down",
                     severity="critical",
                     subject=event.name,
-                    title=f"Hypervisor {event.name} is down",
+                    title=_("Hypervisor {name} is down").format(name=event.name),
                     text=f"Hypervisor {event.name} cannot be reached and is fenced: nothing new is placed or "
                     f"started there until it answers again. Reason: {event.reason or 'unknown'}.",
                     details={"hypervisor": event.name, "reason": event.reason},
@@ -47,7 +48,7 @@ class AlertRules:
                     kind="hypervisor_up",
                     severity="info",
                     subject=event.name,
-                    title=f"Hypervisor {event.name} is back up",
+                    title=_("Hypervisor {name} is back up").format(name=event.name),
                     text=f"Hypervisor {event.name} answers again and takes new work.",
                     details={"hypervisor": event.name},
                     key=key,
@@ -64,7 +65,7 @@ class AlertRules:
                 kind="operation_failed",
                 severity="warning",
                 subject=operation.kind,
-                title=f"Operation {operation.kind} #{operation.id} failed",
+                title=_("Operation {kind} #{id} failed").format(kind=operation.kind, id=operation.id),
                 text=f"Operation {operation.kind} #{operation.id} failed after {operation.seconds:.0f} s: "
                 f"{operation.error}",
                 details={
@@ -85,7 +86,7 @@ class AlertRules:
                 kind="pool_exhausted",
                 severity="warning",
                 subject=request.pool_name,
-                title=f"Pool {request.pool_name} has no free desktop",
+                title=_("Pool {pool_name} has no free desktop").format(pool_name=request.pool_name),
                 text=f"A user was refused a desktop of pool {request.pool_name}: all its desktops are in use "
                 "or unavailable. Add desktops to the pool or free some.",
                 details={"pool": request.pool_name, "pool_id": request.pool_id},

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.api.fields import errors_of
+from app.i18n import gettext as _
 
 MAX_JSON_BYTES = 256 * 1024
 MAX_DEPTH = 32
@@ -68,11 +69,15 @@ class BodyError(Exception):
 
 
 def _invalid_json(message: str) -> NoReturn:
-    raise BodyError(400, "invalid_json", f"The body is not an acceptable JSON object: {message}.")
+    raise BodyError(
+        400,
+        "invalid_json",
+        _("The body is not an acceptable JSON object: {message}.").format(message=message),
+    )
 
 
 def too_large(limit: int) -> BodyError:
-    return BodyError(413, "body_too_large", f"The body is larger than {limit} bytes.")
+    return BodyError(413, "body_too_large", _("The body is larger than {limit} bytes.").format(limit=limit))
 
 
 def _shape(raw: bytes) -> tuple[int, int]:
@@ -172,13 +177,13 @@ def _check_media_type(request: Request) -> None:
     content_type = request.headers.get("content-type")
     if content_type is None:
         return
-    media, _, params = content_type.partition(";")
+    media, _sep, params = content_type.partition(";")
     media = media.strip().lower()
     charset = re.search(r"charset\s*=\s*\"?([^\";\s]+)", params, re.IGNORECASE)
     if (media not in _JSON_TYPES and not media.endswith("+json")) or (
         charset is not None and charset.group(1).lower() not in ("utf-8", "utf8")
     ):
-        raise BodyError(415, "unsupported_media_type", "Send the body as application/json (UTF-8).")
+        raise BodyError(415, "unsupported_media_type", _("Send the body as application/json (UTF-8)."))
 
 
 async def read_bytes(request: Request, limit: int = MAX_JSON_BYTES) -> bytes:
@@ -217,7 +222,7 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         message = "; ".join(fields.values())
     else:
         message = "; ".join(f"{field}: {text}" for field, text in fields.items())
-    raise BodyError(400, "invalid", f"Check the request: {message}.", fields)
+    raise BodyError(400, "invalid", _("Check the request: {message}.").format(message=message), fields)
 
 
 async def read_body(request: Request, model: type[M]) -> M:

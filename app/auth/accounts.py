@@ -11,6 +11,7 @@ from databases import Database
 from app.auth.passwords import check_strength, generate_password, hash_password
 from app.clock import utcnow
 from app.db.schema import users
+from app.i18n import gettext as _
 
 log = logging.getLogger("kvmvdi.auth")
 
@@ -41,9 +42,9 @@ async def create_local_user(
 ) -> int:
     username = username.strip()
     if not username:
-        raise AccountError("the user name must not be empty")
+        raise AccountError(_("the user name must not be empty"))
     if await find_local_user(db, username) is not None:
-        raise AccountError(f"a local user named {username!r} already exists")
+        raise AccountError(_("a local user named {username!r} already exists").format(username=username))
     check_strength(password, username=username)
     user_id: int = await db.execute(
         users.insert().values(
@@ -63,9 +64,9 @@ async def create_local_user(
 async def set_password(db: Database, user_id: int, password: str, *, must_change: bool = False) -> None:
     row: Any = await db.fetch_one(users.select().where(users.c.id == user_id))
     if row is None:
-        raise AccountError("no such user")
+        raise AccountError(_("no such user"))
     if row.source != "local":
-        raise AccountError("directory users change their password in the directory")
+        raise AccountError(_("directory users change their password in the directory"))
     check_strength(password, username=row.username)
     await db.execute(
         users.update()

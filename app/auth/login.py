@@ -37,6 +37,8 @@ from app.clock import utcnow
 from app.db.schema import users
 from app.directory import DirectoryError, DirectoryLogin
 from app.directory.accounts import upsert_directory_user
+from app.i18n import N_
+from app.i18n import gettext as _
 from app.settings import SecuritySettings
 
 log = logging.getLogger("kvmvdi.auth")
@@ -71,21 +73,28 @@ class Refusal:
     """Why not: a stable code, a sentence for the user, the HTTP status, seconds to wait."""
 
     code: str
-    message: str
+    # Said in the language of the request reading it (the shared refusals below are made at import).
+    text: str
     status: int
     retry_after: int = 0
 
+    @property
+    def message(self) -> str:
+        return _(self.text)
 
-WRONG = Refusal("invalid_credentials", "Wrong user name or password.", 401)
-MISSING = Refusal("invalid_request", "Enter your user name and password.", 400)
-BUSY = Refusal("busy", "Too many log-ins at this moment. Try again in a few seconds.", 503, retry_after=2)
+
+WRONG = Refusal("invalid_credentials", N_("Wrong user name or password."), 401)
+MISSING = Refusal("invalid_request", N_("Enter your user name and password."), 400)
+BUSY = Refusal("busy", N_("Too many log-ins at this moment. Try again in a few seconds."), 503, retry_after=2)
 DIRECTORY_DOWN = Refusal(
-    "directory_unavailable", "The directory cannot be reached right now. Try again in a moment.", 503
+    "directory_unavailable", N_("The directory cannot be reached right now. Try again in a moment."), 503
 )
 
 
 def throttled(wait: int) -> Refusal:
-    return Refusal("throttled", f"Too many failed attempts. Try again in {wait} seconds.", 429, wait)
+    return Refusal(
+        "throttled", _("Too many failed attempts. Try again in {wait} seconds.").format(wait=wait), 429, wait
+    )
 
 
 class LoginService:
@@ -114,7 +123,7 @@ class LoginService:
             try:
                 named = requested_realm(attempt.realm, self.directory)
             except RealmError as exc:
-                return Refusal("invalid_request", f"Account type ('realm'): {exc}.", 400)
+                return Refusal("invalid_request", _("Account type ('realm'): {exc}.").format(exc=exc), 400)
         # Counted before anything is awaited: parallel guesses each take their place here.
         admission = await self.throttle.admit(username=username, address=attempt.address)
         if not isinstance(admission, Admission):

@@ -7,6 +7,8 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from app.i18n import gettext as _
+
 _hasher = PasswordHasher()
 
 MIN_LENGTH = 10
@@ -41,6 +43,8 @@ def generate_password() -> str:
 
 def check_strength(password: str, *, username: str = "") -> None:
     if len(password) < MIN_LENGTH:
-        raise WeakPasswordError(f"the password must have at least {MIN_LENGTH} characters")
+        raise WeakPasswordError(
+            _("the password must have at least {MIN_LENGTH} characters").format(MIN_LENGTH=MIN_LENGTH)
+        )
     if username and password.lower() == username.lower():
-        raise WeakPasswordError("the password must differ from the user name")
+        raise WeakPasswordError(_("the password must differ from the user name"))

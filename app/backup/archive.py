@@ -33,6 +33,7 @@ from typing import Any
 
 from app.backup.crypto import CHUNK, EncryptingWriter, decrypted
 from app.backup.dump import DumpInfo, RestoreRefused, dump_database, load_database
+from app.i18n import gettext as _
 
 # What of the data directory a backup keeps (never the SQLite file, disks or caches).
 DATA_ENTRIES = ("ssh", "ca", "session_secret")
@@ -171,7 +172,7 @@ def restore_backup(
                     config_path = data_dir / "restored" / "config.toml"
                     pending.append((config_path, extracted.read()))
         if manifest.get("format") != FORMAT:
-            raise RestoreRefused("the backup has no manifest of a known format")
+            raise RestoreRefused(_("the backup has no manifest of a known format"))
         db_info = manifest["database"]
         info = DumpInfo(db_info["backend"], db_info["revision"], dict(db_info["rows"]))
         # Refuse before touching anything: a differing file is as much a conflict as a used database.
@@ -182,7 +183,9 @@ def restore_backup(
         ]
         if conflicts and not force:
             raise RestoreRefused(
-                f"{', '.join(conflicts)} exist(s) and differ(s) from the backup: pass --force to replace"
+                _("{names} exist(s) and differ(s) from the backup: pass --force to replace").format(
+                    names=", ".join(conflicts)
+                )
             )
         load_database(database_url, dump_dir, info, force=force)
     for target, content in pending:

@@ -30,6 +30,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from app.i18n import gettext as _
+
 MAGIC = b"KVMVDI-BACKUP\n"
 FORMAT = 1
 TAG_BYTES = 16
@@ -83,17 +85,17 @@ class EncryptingWriter:
 
 def _read_header(source: IO[bytes]) -> tuple[bytes, dict[str, Any]]:
     if source.read(len(MAGIC)) != MAGIC:
-        raise BackupCryptoError("not a KVM-VDI backup file")
+        raise BackupCryptoError(_("not a KVM-VDI backup file"))
     (length,) = struct.unpack(">I", source.read(4))
     if length > 4096:
-        raise BackupCryptoError("damaged backup file (header)")
+        raise BackupCryptoError(_("damaged backup file (header)"))
     header_bytes = source.read(length)
     try:
         header = json.loads(header_bytes)
     except ValueError as exc:
-        raise BackupCryptoError("damaged backup file (header)") from exc
+        raise BackupCryptoError(_("damaged backup file (header)")) from exc
     if header.get("format") != FORMAT or header.get("kdf") != "scrypt":
-        raise BackupCryptoError(f"unsupported backup format {header.get('format')!r}")
+        raise BackupCryptoError(_("unsupported backup format {get!r}").format(get=header.get("format")))
     return header_bytes, header
 
 
@@ -105,7 +107,7 @@ def decrypted(path: Path, passphrase: str) -> Iterator[IO[bytes]]:
         header_bytes, header = _read_header(source)
         start = source.tell()
         if size - start < TAG_BYTES:
-            raise BackupCryptoError("damaged backup file (truncated)")
+            raise BackupCryptoError(_("damaged backup file (truncated)"))
         source.seek(size - TAG_BYTES)
         tag = source.read(TAG_BYTES)
         source.seek(start)
@@ -118,12 +120,14 @@ def decrypted(path: Path, passphrase: str) -> Iterator[IO[bytes]]:
         while left > 0:
             chunk = source.read(min(CHUNK, left))
             if not chunk:
-                raise BackupCryptoError("damaged backup file (truncated)")
+                raise BackupCryptoError(_("damaged backup file (truncated)"))
             left -= len(chunk)
             plain.write(decryptor.update(chunk))
         try:
             plain.write(decryptor.finalize())
         except InvalidTag as exc:
-            raise BackupCryptoError("wrong passphrase, or the backup file is damaged or was altered") from exc
+            raise BackupCryptoError(
+                _("wrong passphrase, or the backup file is damaged or was altered")
+            ) from exc
         plain.seek(0)
         yield plain

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 
 from app import db as database
+from app.i18n import gettext as _
 
 VERSION_TABLE = "alembic_version"
 BATCH = 500
@@ -105,7 +106,9 @@ def _sqlite_snapshot(url: str, directory: Path) -> Iterator[str]:
     """A copy of the SQLite database made with the online backup API; its URL."""
     source_path = make_url(database.sync_url(url)).database
     if not source_path or not Path(source_path).exists():
-        raise FileNotFoundError(f"the SQLite database {source_path} does not exist")
+        raise FileNotFoundError(
+            _("the SQLite database {source_path} does not exist").format(source_path=source_path)
+        )
     copy = directory / "snapshot.sqlite3"
     source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
     target = sqlite3.connect(copy)
@@ -183,8 +186,9 @@ def load_database(url: str, directory: Path, info: DumpInfo, *, force: bool) -> 
     present = {name: count for name, count in database_rows(url).items() if count}
     if present and not force:
         raise RestoreRefused(
-            f"the database {database.safe_url(url)} is not empty ({sum(present.values())} rows in "
-            f"{len(present)} tables): restore into an empty database, or pass --force to replace it"
+            _(
+                "the database {safe_url} is not empty ({sum} rows in {count} tables): restore into an empty database, or pass --force to replace it"  # noqa: E501
+            ).format(safe_url=database.safe_url(url), sum=sum(present.values()), count=len(present))
         )
     with _transaction(url, foreign_keys=False) as (connection, tables):
         tables.drop_all(connection)

@@ -28,6 +28,7 @@ from databases import Database
 
 from app.db.schema import users
 from app.directory import DirectoryLogin
+from app.i18n import gettext as _
 
 Realm = Literal["local", "directory"]
 REALMS: tuple[Realm, ...] = ("local", "directory")
@@ -42,7 +43,7 @@ def requested_realm(requested: str | None, directory: DirectoryLogin) -> Realm |
     if not requested:
         return None
     if requested not in REALMS:
-        raise RealmError("must be 'local' or 'directory'")
+        raise RealmError(_("must be 'local' or 'directory'"))
     if requested == "directory" and not directory.enabled:
         raise RealmError("directory log-in is not configured here")
     return "directory" if requested == "directory" else "local"

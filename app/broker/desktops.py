@@ -36,6 +36,7 @@ from app.broker.upkeep import LeaseUpkeep
 from app.db.health import DatabaseUnavailable
 from app.db.schema import leases, vms
 from app.hyper import HypervisorRegistry
+from app.i18n import gettext as _
 from app.live.hub import LiveHub
 from app.observers import Observers
 from app.proxy.service import ConsoleError, ConsoleGrant, ConsoleService
@@ -212,7 +213,7 @@ class Broker:
             return None
         if pool.id not in await pool_store.allowed_pool_ids(self.db, user_id, groups):
             return DesktopAnswer(
-                "refused", pool, refusal="not_allowed", message="This pool is not available to you."
+                "refused", pool, refusal="not_allowed", message=_("This pool is not available to you.")
             )
 
         async def assigned(vm_id: int, lease_id: int) -> None:
@@ -261,10 +262,12 @@ class Broker:
                 pool,
                 vm=vm,
                 refusal="desktop_failed",
-                message=f"The desktop {vm.name} could not be started: {exc.message}. Try again.",
+                message=_("The desktop {name} could not be started: {message}. Try again.").format(
+                    name=vm.name, message=exc.message
+                ),
             )
         if not ready:
-            return DesktopAnswer("booting", pool, claim=claim, vm=vm, message="Your desktop is starting.")
+            return DesktopAnswer("booting", pool, claim=claim, vm=vm, message=_("Your desktop is starting."))
         answer = DesktopAnswer("ready", pool, claim=claim, vm=vm)
         if with_connection:
             try:
@@ -304,7 +307,7 @@ class Broker:
         self, vm_id: int, user_id: int, *, client_address: str, gateway_host: str | None = None
     ) -> ConsoleGrant:
         """A console of a desktop the user holds an active lease on; :class:`ConsoleError` otherwise."""
-        refused = ConsoleError("not_your_desktop", "This desktop is not assigned to you.", 403)
+        refused = ConsoleError("not_your_desktop", _("This desktop is not assigned to you."), 403)
         if await active_lease(self.db, vm_id, user_id) is None:
             raise refused
         grant = await self.consoles.open(

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.api.bodies import DesktopRequest, Login, UserPower
+from app.i18n import gettext as _
 
 ERROR_CODES = [
     "invalid", "invalid_json", "body_too_large", "unsupported_media_type",
@@ -191,7 +192,7 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "KVM-VDI broker API",
+            "title": _("KVM-VDI broker API"),
             "version": "1",
             "description": "Desktops for thin clients and scripts; errors are {error, message} "
             "(and fields, for a refused body).",

@@ -22,6 +22,7 @@ from app.db.schema import (
     users,
     vms,
 )
+from app.i18n import gettext as _
 
 
 async def list_users(db: Database) -> list[Any]:
@@ -46,9 +47,9 @@ async def create_account(
 ) -> tuple[int, str]:
     """A local account with a generated password, shown once (admins change it at first log-in)."""
     if role not in ("admin", "client"):
-        raise AccountError("choose the role: portal user or administrator")
+        raise AccountError(_("choose the role: portal user or administrator"))
     if len(username.strip()) > 128:
-        raise AccountError("the user name has at most 128 characters")
+        raise AccountError(_("the user name has at most 128 characters"))
     password = generate_password()
     user_id = await create_local_user(
         db,
@@ -65,9 +66,9 @@ async def create_account(
 async def set_disabled(db: Database, user_id: int, disabled: bool) -> Any:
     user = await get_user(db, user_id)
     if user is None:
-        raise AccountError("no such user")
+        raise AccountError(_("no such user"))
     if disabled and user.role == "admin" and not user.disabled and await _enabled_admins(db) <= 1:
-        raise AccountError("this is the last enabled administrator: enable or create another one first")
+        raise AccountError(_("this is the last enabled administrator: enable or create another one first"))
     await db.execute(users.update().where(users.c.id == user_id).values(disabled=disabled))
     if disabled:
         await revoke_user_credentials(db, user_id)
@@ -77,7 +78,7 @@ async def set_disabled(db: Database, user_id: int, disabled: bool) -> Any:
 async def reset_password(db: Database, user_id: int) -> tuple[Any, str]:
     user = await get_user(db, user_id)
     if user is None:
-        raise AccountError("no such user")
+        raise AccountError(_("no such user"))
     password = generate_password()
     # Admins must choose their own at next log-in; portal users have no password page of their own.
     await set_password(db, user_id, password, must_change=user.role == "admin")
@@ -88,16 +89,20 @@ async def reset_password(db: Database, user_id: int) -> tuple[Any, str]:
 async def delete_user(db: Database, user_id: int) -> Any:
     user = await get_user(db, user_id)
     if user is None:
-        raise AccountError("no such user")
+        raise AccountError(_("no such user"))
     if user.role == "admin" and await _enabled_admins(db) <= 1 and not user.disabled:
-        raise AccountError("this is the last enabled administrator: it cannot be deleted")
+        raise AccountError(_("this is the last enabled administrator: it cannot be deleted"))
     active = await db.fetch_val(
         sa.select(sa.func.count())
         .select_from(leases)
         .where(leases.c.user_id == user_id, leases.c.ended_at.is_(None))
     )
     if active:
-        raise AccountError(f"{user.username} holds {active} desktop(s): end those sessions first")
+        raise AccountError(
+            _("{username} holds {active} desktop(s): end those sessions first").format(
+                username=user.username, active=active
+            )
+        )
     async with db.transaction():
         await db.execute(vms.update().where(vms.c.last_user_id == user_id).values(last_user_id=None))
         await db.execute(vms.update().where(vms.c.assigned_user_id == user_id).values(assigned_user_id=None))
@@ -117,12 +122,14 @@ async def list_groups(db: Database) -> list[Any]:
 async def add_group(db: Database, name: str, description: str = "") -> int:
     name = name.strip()
     if not name or len(name) > 255:
-        raise AccountError("enter the group's name (e.g. vdi-users) or its full DN, at most 255 characters")
+        raise AccountError(
+            _("enter the group's name (e.g. vdi-users) or its full DN, at most 255 characters")
+        )
     taken = await db.fetch_one(
         directory_groups.select().where(sa.func.lower(directory_groups.c.name) == name.lower())
     )
     if taken is not None:
-        raise AccountError(f"the group {name!r} is already registered")
+        raise AccountError(_("the group {name!r} is already registered").format(name=name))
     group_id: int = await db.execute(
         directory_groups.insert().values(
             name=name, description=description.strip()[:255], created_at=utcnow()
@@ -134,7 +141,7 @@ async def add_group(db: Database, name: str, description: str = "") -> int:
 async def delete_group(db: Database, group_id: int) -> Any:
     group = await db.fetch_one(directory_groups.select().where(directory_groups.c.id == group_id))
     if group is None:
-        raise AccountError("no such group")
+        raise AccountError(_("no such group"))
     async with db.transaction():
         await db.execute(pool_groups.delete().where(pool_groups.c.group_id == group_id))
         await db.execute(directory_groups.delete().where(directory_groups.c.id == group_id))

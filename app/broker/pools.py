@@ -21,6 +21,7 @@ from app.db.schema import (
     users,
     vms,
 )
+from app.i18n import gettext as _
 from app.vms.devices.usb import MAX_REDIRECTIONS
 
 # Kinds of VM a pool can hand out: VDI clones and simple VMs (never golden images).
@@ -159,7 +160,7 @@ async def create_pool(db: Database, settings: PoolSettings) -> int:
     if settings.errors:
         raise PoolError(next(iter(settings.errors.values())), next(iter(settings.errors)))
     if await _name_taken(db, settings.name):
-        raise PoolError(f"A pool named {settings.name!r} already exists.", "name")
+        raise PoolError(_("A pool named {name!r} already exists.").format(name=settings.name), "name")
     pool_id: int = await db.execute(pools.insert().values(**settings.values(), created_at=utcnow()))
     return pool_id
 
@@ -168,7 +169,7 @@ async def update_pool(db: Database, pool_id: int, settings: PoolSettings) -> Non
     if settings.errors:
         raise PoolError(next(iter(settings.errors.values())), next(iter(settings.errors)))
     if await _name_taken(db, settings.name, except_id=pool_id):
-        raise PoolError(f"A pool named {settings.name!r} already exists.", "name")
+        raise PoolError(_("A pool named {name!r} already exists.").format(name=settings.name), "name")
     await db.execute(pools.update().where(pools.c.id == pool_id).values(**settings.values()))
 
 
@@ -192,7 +193,7 @@ async def active_leases_in_pool(db: Database, pool_id: int) -> int:
 async def delete_pool(db: Database, pool_id: int) -> None:
     """Delete the pool and its memberships; the VMs stay. Refused while desktops are in use."""
     if await active_leases_in_pool(db, pool_id):
-        raise PoolError("Desktops of this pool are in use: end those sessions first.")
+        raise PoolError(_("Desktops of this pool are in use: end those sessions first."))
     async with db.transaction():
         for table in (pool_vms, pool_users, pool_groups):
             await db.execute(table.delete().where(table.c.pool_id == pool_id))
@@ -230,7 +231,7 @@ async def pool_vm_ids(db: Database, pool_id: int) -> set[int]:
 async def remove_vm(db: Database, pool_id: int, vm_id: int) -> None:
     vm = await db.fetch_one(vms.select().where(vms.c.id == vm_id))
     if vm is not None and vm.assigned_user_id is not None:
-        raise PoolError(f"{vm.name} is in use: end its session first.")
+        raise PoolError(_("{name} is in use: end its session first.").format(name=vm.name))
     await db.execute(pool_vms.delete().where(pool_vms.c.pool_id == pool_id, pool_vms.c.vm_id == vm_id))
 
 

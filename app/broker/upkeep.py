@@ -99,7 +99,7 @@ class LeaseUpkeep:
             timeout = row.lease_timeout_min or 5
             if now - row.last_heartbeat_at < timedelta(seconds=heartbeat_interval(timeout)):
                 continue
-            state, _ = await self.allocator.heartbeat(row.id, row.user_id, timeout)
+            state, _expires = await self.allocator.heartbeat(row.id, row.user_id, timeout)
             extended += state == "ok"
         return extended
 

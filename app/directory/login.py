@@ -21,6 +21,8 @@ bind: LDAP servers treat a simple bind with a name and no password as an
 
 from __future__ import annotations
 
+from app.i18n import gettext as _
+
 import asyncio
 import logging
 import struct
@@ -127,7 +129,7 @@ def primary_group_sid(user_sid: bytes, rid: int) -> bytes:
     the last one is the user's RID, the ones before it name the domain.
     """
     if len(user_sid) < 12 or (len(user_sid) - 8) % 4:
-        raise DirectoryError("the account's objectSid is malformed")
+        raise DirectoryError(_("the account's objectSid is malformed"))
     return user_sid[:-4] + struct.pack("<I", rid)
 
 
@@ -195,7 +197,7 @@ class DirectoryLogin:
         conn.unbind()
         if result in _REFUSED_BIND_RESULTS:
             return None
-        raise DirectoryError(f"the directory refused the bind: {conn.result.get('description')}")
+        raise DirectoryError(_("the directory refused the bind: {get}").format(get=conn.result.get('description')))
 
     def _search(
         self,
@@ -220,9 +222,9 @@ class DirectoryLogin:
     ) -> DirectoryIdentity | None:
         domain = self.config.ad_domain
         if not domain:
-            raise DirectoryError("directory.ad_domain is not configured")
+            raise DirectoryError(_("directory.ad_domain is not configured"))
         if "@" in username:
-            account, _, suffix = username.rpartition("@")
+            account, _at, suffix = username.rpartition("@")
             if not account or not suffix:
                 return None
             bind_name = username
@@ -276,11 +278,11 @@ class DirectoryLogin:
             token = self._search(conn, "", "(objectClass=*)", ["tokenGroups"], scope=ldap3.BASE)
             sids = [sid for _dn, raw in token for sid in _raw_all(raw, "tokenGroups")]
             if not sids:
-                raise DirectoryError("the directory does not say which account bound")
+                raise DirectoryError(_("the directory does not say which account bound"))
             any_sid = "".join(f"(objectSid={escape_bytes(sid)})" for sid in sids)
             found = self._search(conn, self.config.base_dn, f"(&(objectClass=user)(|{any_sid}))", attributes)
         if len(found) != 1 or not _first(found[0][1], "sAMAccountName"):
-            raise DirectoryError(f"the bound account {authzid!r} has {len(found)} readable entries")
+            raise DirectoryError(_("the bound account {authzid!r} has {count} readable entries").format(authzid=authzid, count=len(found)))
         return found[0]
 
     def _nested_group_dns(self, conn: Connection, user_dn: str) -> list[str]:
@@ -312,7 +314,7 @@ class DirectoryLogin:
                     config.bind_password.get_secret_value() if config.bind_password else "",
                 )
                 if service is None:
-                    raise DirectoryError("the directory refused the service account (directory.bind_dn)")
+                    raise DirectoryError(_("the directory refused the service account (directory.bind_dn)"))
             if config.user_dn_template:
                 user_dn = config.user_dn_template.format(username=escape_rdn(username))
             elif service is not None:
@@ -322,7 +324,7 @@ class DirectoryLogin:
                     return None
                 user_dn = matches[0][0]
             else:
-                raise DirectoryError("configure directory.user_dn_template or directory.bind_dn")
+                raise DirectoryError(_("configure directory.user_dn_template or directory.bind_dn"))
 
             user_conn = self._bind(server, user_dn, password)
             if user_conn is None:
@@ -347,7 +349,7 @@ class DirectoryLogin:
             scope=ldap3.BASE,
         )
         if not entries:
-            raise DirectoryError("the account bound but its entry cannot be read")
+            raise DirectoryError(_("the account bound but its entry cannot be read"))
         dn, raw = entries[0]
         name = _first(raw, config.username_attribute)
         if config.group_source == "member":
@@ -376,7 +378,7 @@ class DirectoryLogin:
             server, config.bind_dn, config.bind_password.get_secret_value() if config.bind_password else ""
         )
         if service is None:
-            raise DirectoryError("the directory refused the service account (directory.bind_dn)")
+            raise DirectoryError(_("the directory refused the service account (directory.bind_dn)"))
         try:
             if config.kind == "ad":
                 found = self._search(

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import ldap3
 from ldap3 import Connection, Server, Tls
 
+from app.i18n import gettext as _
 from app.settings import DirectorySettings
 
 
@@ -75,5 +76,7 @@ def open_connection(
     conn.open()
     if config.start_tls and not conn.start_tls():
         conn.unbind()
-        raise ldap3.core.exceptions.LDAPStartTLSError(f"StartTLS refused: {conn.result}")
+        raise ldap3.core.exceptions.LDAPStartTLSError(
+            _("StartTLS refused: {result}").format(result=conn.result)
+        )
     return conn

@@ -20,6 +20,7 @@ from typing import Any
 import asyncssh
 
 from app.hyper.errors import CommandCutOff, CommandError
+from app.i18n import gettext as _
 
 log = logging.getLogger("kvmvdi.hyper.commands")
 
@@ -101,7 +102,9 @@ class CommandRunner(ABC):
                 status = await process.wait()
         except TimeoutError:
             await process.kill()
-            raise CommandError(argv, None, stderr.text(), reason=f"timed out after {timeout:g} s") from None
+            raise CommandError(
+                argv, None, stderr.text(), reason=_("timed out after {timeout:g} s").format(timeout=timeout)
+            ) from None
         except BaseException:
             await process.kill()
             raise
@@ -183,7 +186,9 @@ class LocalCommands(CommandRunner):
                 stderr=asyncio.subprocess.PIPE,
             )
         except FileNotFoundError as exc:
-            raise CommandError(argv, 127, "", reason=f"{argv[0]}: command not found") from exc
+            raise CommandError(
+                argv, 127, "", reason=_("{value}: command not found").format(value=argv[0])
+            ) from exc
         return _LocalProcess(proc)
 
     async def close(self, *, abort: bool = False) -> None:
@@ -258,7 +263,9 @@ class SSHCommands(CommandRunner):
             async with asyncio.timeout_at(deadline):
                 await self._sessions.acquire()
         except TimeoutError:
-            raise CommandError(argv, None, "", reason=f"no free SSH session within {timeout:g} s") from None
+            raise CommandError(
+                argv, None, "", reason=_("no free SSH session within {timeout:g} s").format(timeout=timeout)
+            ) from None
         try:
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
             return await super().run(argv, timeout=remaining, check=check, on_output=on_output, input=input)
@@ -286,10 +293,14 @@ class SSHCommands(CommandRunner):
                 refusal = exc
                 await asyncio.sleep(0.05 * 2**attempt)
             except (asyncssh.Error, OSError) as exc:
-                raise CommandError(argv, None, "", reason=f"could not start over SSH: {exc}") from exc
+                raise CommandError(
+                    argv, None, "", reason=_("could not start over SSH: {exc}").format(exc=exc)
+                ) from exc
             else:
                 return _SSHProcess(proc)
-        raise CommandError(argv, None, "", reason=f"could not start over SSH: {refusal}")
+        raise CommandError(
+            argv, None, "", reason=_("could not start over SSH: {refusal}").format(refusal=refusal)
+        )
 
     async def close(self, *, abort: bool = False) -> None:
         if abort:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from app.hyper.commands import CommandRunner
 from app.hyper.errors import CommandError, HypervisorError
 from app.hyper.paths import confine
+from app.i18n import gettext as _
 
 log = logging.getLogger("kvmvdi.hyper.disks")
 
@@ -78,7 +79,7 @@ class DiskOperations:
         """A qcow2 overlay at ``path`` backed by ``base`` (both qcow2, absolute backing path)."""
         base, path = self.confine(base), self.confine(path)
         if not replace and await self.file_exists(path):
-            raise HypervisorError(f"{path} already exists")
+            raise HypervisorError(_("{path} already exists").format(path=path))
         temp = partial_path(path, secrets.token_hex(6))
         try:
             await self._runner.run(
@@ -107,12 +108,12 @@ class DiskOperations:
         """
         src, dst = self.confine(src), self.confine(dst)
         if src_format not in ("qcow2", "raw"):
-            raise HypervisorError(f"unsupported source format {src_format!r}")
+            raise HypervisorError(_("unsupported source format {src_format!r}").format(src_format=src_format))
         op = op_id or secrets.token_hex(6)
         if not _OP_ID.match(op):
-            raise HypervisorError("the operation id may only contain letters, digits, '-' and '_'")
+            raise HypervisorError(_("the operation id may only contain letters, digits, '-' and '_'"))
         if not replace and await self.file_exists(dst):
-            raise HypervisorError(f"{dst} already exists")
+            raise HypervisorError(_("{dst} already exists").format(dst=dst))
         temp = partial_path(dst, op)
         reports: asyncio.Queue[float | None] = asyncio.Queue()
         parser = ProgressParser(reports.put_nowait)
@@ -151,7 +152,7 @@ class DiskOperations:
             raise CommandError(result.argv, result.exit_status, result.stderr)
         files = []
         for entry in result.stdout.split("\0"):
-            size, _, path = entry.partition("\t")
+            size, _tab, path = entry.partition("\t")
             if path and size.isdigit():
                 files.append(DiskFile(path=path, size=int(size)))
         return sorted(files, key=lambda f: f.path)
@@ -163,7 +164,7 @@ class DiskOperations:
         )
         lines = result.stdout.split()
         if len(lines) < 2 or not lines[-1].isdigit():
-            raise HypervisorError(f"unexpected df output: {result.stdout.strip()!r}")
+            raise HypervisorError(_("unexpected df output: {strip!r}").format(strip=result.stdout.strip()))
         return int(lines[-1])
 
     async def _discard(self, temp: str) -> None:

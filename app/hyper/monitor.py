@@ -31,6 +31,7 @@ from app.hyper.hypervisor import Hypervisor
 from app.hyper.session import ConnectFailure, Session, open_session
 from app.hyper.spice_tls import SpiceTls
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
+from app.i18n import gettext as _
 from app.settings import HypervisorSettings
 from app.tlsca import CertificateState
 
@@ -136,10 +137,10 @@ class HypervisorMonitor:
         try:
             if lost_since is not None and self.hv.state != "down":
                 remaining = lost_since + self._settings.fence_after - time.monotonic()
-                done, _ = await asyncio.wait({attempt}, timeout=max(0.0, remaining))
+                done, _pending = await asyncio.wait({attempt}, timeout=max(0.0, remaining))
                 if not done:
                     # An attempt that is about to fail on its own reports a better reason.
-                    done, _ = await asyncio.wait({attempt}, timeout=1.0)
+                    done, _pending = await asyncio.wait({attempt}, timeout=1.0)
                 if not done:
                     message = f"no answer for {self._settings.fence_after:g} s ({lost_reason}); reconnecting"
                     await self._report_state(self.hv, "down", message, "timeout")
@@ -168,7 +169,9 @@ class HypervisorMonitor:
             raise
         except Exception as exc:
             log.exception("%s: unexpected error while connecting", self.hv.name)
-            raise ConnectFailure("unreachable", f"unexpected error while connecting: {exc}") from exc
+            raise ConnectFailure(
+                "unreachable", _("unexpected error while connecting: {exc}").format(exc=exc)
+            ) from exc
 
     async def _prepare(self, session: Session, events: asyncio.Queue[tuple[Any, ...]]) -> None:
         """Keepalive, close and event callbacks, host facts; closes the session on failure."""
@@ -214,7 +217,7 @@ class HypervisorMonitor:
         next_facts = time.monotonic() + settings.facts_interval
         try:
             while True:
-                done, _ = await asyncio.wait({lost}, timeout=settings.health_interval)
+                done, _pending = await asyncio.wait({lost}, timeout=settings.health_interval)
                 if done:
                     return lost.result()
                 try:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from app.hyper.domains import lookup
 from app.hyper.errors import HypervisorError, InvalidDomainState
+from app.i18n import gettext as _
 
 # A display bigger than this (8K RGB) is not a screenshot we want to decode.
 _MAX_BYTES = 8192 * 4320 * 3 + 1024
@@ -45,7 +46,11 @@ def capture(conn: libvirt.virConnect, name: str) -> bytes:
             stream.abort()
         raise
     if size > _MAX_BYTES:
-        raise HypervisorError(f"the screenshot of {name!r} is larger than {_MAX_BYTES} bytes")
+        raise HypervisorError(
+            _("the screenshot of {name!r} is larger than {MAX_BYTES} bytes").format(
+                name=name, MAX_BYTES=_MAX_BYTES
+            )
+        )
     return b"".join(chunks)
 
 
@@ -55,7 +60,7 @@ def to_png(raw: bytes, max_width: int) -> bytes:
         with Image.open(io.BytesIO(raw)) as image:
             picture = image.convert("RGB")
     except (OSError, ValueError) as exc:
-        raise HypervisorError(f"unreadable screenshot: {exc}") from exc
+        raise HypervisorError(_("unreadable screenshot: {exc}").format(exc=exc)) from exc
     if max_width > 0 and picture.width > max_width:
         height = max(1, round(picture.height * max_width / picture.width))
         picture = picture.resize((max_width, height), Image.Resampling.LANCZOS)

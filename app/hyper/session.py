@@ -28,6 +28,7 @@ from app.hyper.sshkeys import (
     host_key_algorithms,
     pinned_known_hosts,
 )
+from app.i18n import gettext as _
 
 log = logging.getLogger("kvmvdi.hyper.session")
 
@@ -149,7 +150,12 @@ async def open_session(
         await libvirt_conn.close()
         await runner.close()
         if isinstance(exc, TimeoutError):
-            raise ConnectFailure(TIMEOUT, f"libvirt did not answer within {connect_timeout:g} s") from None
+            raise ConnectFailure(
+                TIMEOUT,
+                _("libvirt did not answer within {connect_timeout:g} s").format(
+                    connect_timeout=connect_timeout
+                ),
+            ) from None
         if isinstance(exc, libvirt.libvirtError):
             raise _libvirt_failure(record, exc) from None
         raise
@@ -166,7 +172,7 @@ async def _ssh_connect(
     where = f"{record.ssh_user}@{record.address}:{record.ssh_port}"
     client = _WatchedClient()
     try:
-        connection, _ = await asyncio.wait_for(
+        connection, _client = await asyncio.wait_for(
             asyncssh.create_connection(
                 lambda: client,
                 record.address,
@@ -190,15 +196,22 @@ async def _ssh_connect(
     except asyncssh.PermissionDenied:
         raise ConnectFailure(
             AUTH_REFUSED,
-            f"{where} refused the dashboard's SSH key: add it to ~{record.ssh_user}/.ssh/authorized_keys "
-            "on the hypervisor (hypervisors/install.sh --dashboard-key does it)",
+            _(
+                "{where} refused the dashboard's SSH key: add it to ~{ssh_user}/.ssh/authorized_keys on the hypervisor (hypervisors/install.sh --dashboard-key does it)"  # noqa: E501
+            ).format(where=where, ssh_user=record.ssh_user),
         ) from None
     except (TimeoutError, asyncssh.ConnectionLost) as exc:
-        raise ConnectFailure(TIMEOUT, f"{where} did not answer in time ({exc or 'timeout'})") from None
+        raise ConnectFailure(
+            TIMEOUT, _("{where} did not answer in time ({value})").format(where=where, value=exc or "timeout")
+        ) from None
     except asyncssh.Error as exc:
-        raise ConnectFailure(UNREACHABLE, f"SSH to {where} failed: {exc.reason}") from None
+        raise ConnectFailure(
+            UNREACHABLE, _("SSH to {where} failed: {reason}").format(where=where, reason=exc.reason)
+        ) from None
     except OSError as exc:
-        raise ConnectFailure(UNREACHABLE, f"cannot reach {where}: {exc.strerror or exc}") from None
+        raise ConnectFailure(
+            UNREACHABLE, _("cannot reach {where}: {value}").format(where=where, value=exc.strerror or exc)
+        ) from None
     return connection, client
 
 
@@ -213,9 +226,9 @@ async def _host_key_mismatch(record: HypervisorRecord) -> ConnectFailure:
         presented = fingerprint(line)
     return ConnectFailure(
         HOST_KEY_MISMATCH,
-        f"the SSH host key of {record.address}:{record.ssh_port} does not match the pinned one: expected "
-        f"{expected}, presented {presented}. If the hypervisor was reinstalled, fetch and confirm its "
-        "new key; otherwise someone may be intercepting the connection",
+        _(
+            "the SSH host key of {address}:{ssh_port} does not match the pinned one: expected {expected}, presented {presented}. If the hypervisor was reinstalled, fetch and confirm its new key; otherwise someone may be intercepting the connection"  # noqa: E501
+        ).format(address=record.address, ssh_port=record.ssh_port, expected=expected, presented=presented),
     )
 
 
@@ -225,11 +238,18 @@ def _libvirt_failure(record: HypervisorRecord, exc: libvirt.libvirtError) -> Con
     if "host key verification failed" in lowered:
         return ConnectFailure(
             HOST_KEY_MISMATCH,
-            f"libvirt's ssh refused the host key of {record.address}:{record.ssh_port}: {message}",
+            _("libvirt's ssh refused the host key of {address}:{ssh_port}: {message}").format(
+                address=record.address, ssh_port=record.ssh_port, message=message
+            ),
         )
     if "permission denied (publickey" in lowered:
-        return ConnectFailure(AUTH_REFUSED, f"libvirt's ssh login was refused: {message}")
+        return ConnectFailure(
+            AUTH_REFUSED, _("libvirt's ssh login was refused: {message}").format(message=message)
+        )
     if "connection timed out" in lowered:
         return ConnectFailure(TIMEOUT, message)
     where = f"on {record.address}" if record.is_ssh else f"at {record.libvirt_uri_for_display()}"
-    return ConnectFailure(LIBVIRT_UNAVAILABLE, f"libvirt is not available {where}: {message}")
+    return ConnectFailure(
+        LIBVIRT_UNAVAILABLE,
+        _("libvirt is not available {where}: {message}").format(where=where, message=message),
+    )

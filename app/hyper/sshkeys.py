@@ -18,6 +18,8 @@ from pathlib import Path
 
 import asyncssh
 
+from app.i18n import gettext as _
+
 # Host key algorithms asked for when fetching a new host key, best first.
 PREFERRED_HOST_KEY_ALGS = ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256"]
 
@@ -91,7 +93,7 @@ def parse_host_key(line: str) -> asyncssh.SSHKey:
     try:
         return asyncssh.import_public_key(line.strip())
     except (asyncssh.KeyImportError, ValueError) as exc:
-        raise HostKeyError(f"not an SSH public key: {exc}") from exc
+        raise HostKeyError(_("not an SSH public key: {exc}").format(exc=exc)) from exc
 
 
 def fingerprint(line: str) -> str:
@@ -125,12 +127,22 @@ async def fetch_host_key(
                 address, port, server_host_key_algs=algorithms or PREFERRED_HOST_KEY_ALGS, config=None
             )
     except TimeoutError as exc:
-        raise HostKeyFetchError(f"{address}:{port} did not answer within {timeout:g} s") from exc
+        raise HostKeyFetchError(
+            _("{address}:{port} did not answer within {timeout:g} s").format(
+                address=address, port=port, timeout=timeout
+            )
+        ) from exc
     except (OSError, asyncssh.Error) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc) or repr(exc)
-        raise HostKeyFetchError(f"cannot reach the SSH server at {address}:{port}: {reason}") from exc
+        raise HostKeyFetchError(
+            _("cannot reach the SSH server at {address}:{port}: {reason}").format(
+                address=address, port=port, reason=reason
+            )
+        ) from exc
     if key is None:
-        raise HostKeyFetchError(f"{address}:{port} presented no host key")
+        raise HostKeyFetchError(
+            _("{address}:{port} presented no host key").format(address=address, port=port)
+        )
     return host_key_line(key)
 
 

@@ -23,7 +23,7 @@ OPERATION_STATES = {
     "failed": N_("failed"),
     "interrupted": N_("interrupted"),
 }
-HYPERVISOR_STATES = {"up": N_("up"), "down": N_("down"), "unknown": N_("unknown")}
+HYPERVISOR_STATES = {"up": N_("Up"), "down": N_("Down"), "unknown": N_("Unknown")}
 
 
 def state_label(state: str) -> str:

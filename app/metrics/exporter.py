@@ -65,7 +65,7 @@ class Exporter:
         token = self.settings.token
         if token is None:
             return False
-        scheme, _, given = authorization.partition(" ")
+        scheme, _sep, given = authorization.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
             given.strip().encode(), token.get_secret_value().encode()
         )
@@ -73,7 +73,9 @@ class Exporter:
     async def respond(self, request: Request, *, token_required: bool) -> Response:
         if token_required and not self.token_accepted(request.headers.get("authorization", "")):
             return PlainTextResponse(
-                "A valid bearer token is required.\n", status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                "A valid bearer token is required.\n",  # i18n-ignore: read by Prometheus, not by people
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
             )
         return Response(await self.render(), media_type=CONTENT_TYPE_LATEST)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import h11
 
 from app.audit import AuditLog
+from app.i18n import gettext as _
 from app.proxy import sessions as reasons
 from app.proxy.denials import DeniedConsoleAudit
 from app.proxy.pump import ReadBuffer, SocketEnd
@@ -79,14 +80,14 @@ def ticket_from_authorization(value: bytes | None) -> str | None:
     """The console ticket in a ``Proxy-Authorization: Basic`` header (the password part)."""
     if not value:
         return None
-    scheme, _, encoded = value.strip().partition(b" ")
+    scheme, _sep, encoded = value.strip().partition(b" ")
     if scheme.lower() != b"basic":
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    _, sep, password = decoded.partition(":")
+    _user, sep, password = decoded.partition(":")
     return password if sep and password else None
 
 
@@ -281,7 +282,7 @@ class GatewayConnection(SocketEnd):
             await gateway.denials.refused(
                 self.client_address,
                 via="gateway",
-                reason="invalid or expired console ticket",
+                reason=_("invalid or expired console ticket"),
                 target=str(target),
             )
             self._refuse(
@@ -329,7 +330,7 @@ class GatewayConnection(SocketEnd):
             return
         self._answered = True
         gateway.end_handshake(self)
-        pending, _ = self.parser.trailing_data
+        pending, _rest = self.parser.trailing_data
         # From here the kernel moves the bytes: the asyncio transport lets go of the socket.
         self.sink = None
         self.on_closed = None

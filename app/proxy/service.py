@@ -36,6 +36,7 @@ from app.db.schema import console_epochs, console_tickets, users, vms
 from app.hyper import ConnectionEvent, DomainEvent, HypervisorRegistry
 from app.hyper.errors import DomainNotFound, HypervisorError, InvalidDomainState
 from app.hyper.graphics import SpiceEndpoint
+from app.i18n import gettext as _
 from app.proxy import sessions as reasons
 from app.proxy.denials import DeniedConsoleAudit
 from app.proxy.epochs import ConsoleEpochs
@@ -191,21 +192,29 @@ class ConsoleService:
         """
         vm: Any = await self._db.fetch_one(vms.select().where(vms.c.id == vm_id))
         if vm is None:
-            raise ConsoleError("vm_not_found", f"VM {vm_id} does not exist.", 404)
+            raise ConsoleError("vm_not_found", _("VM {vm_id} does not exist.").format(vm_id=vm_id), 404)
         user: Any = await self._db.fetch_one(users.select().where(users.c.id == user_id))
         if user is None or user.disabled:
-            raise ConsoleError("user_not_allowed", "This account may not open consoles.", 403)
+            raise ConsoleError("user_not_allowed", _("This account may not open consoles."), 403)
         try:
             hv = self._registry.get(vm.hypervisor_id)
             state = await hv.domain_state(vm.name)
         except DomainNotFound as exc:
-            raise ConsoleError("vm_not_defined", f"{vm.name} is not defined on its hypervisor.", 409) from exc
+            raise ConsoleError(
+                "vm_not_defined", _("{name} is not defined on its hypervisor.").format(name=vm.name), 409
+            ) from exc
         except HypervisorError as exc:
             raise ConsoleError(
-                "hypervisor_unavailable", f"The hypervisor of {vm.name} cannot be reached: {exc}", 503
+                "hypervisor_unavailable",
+                _("The hypervisor of {name} cannot be reached: {exc}").format(name=vm.name, exc=exc),
+                503,
             ) from exc
         if state not in DISPLAY_STATES:
-            raise ConsoleError("vm_not_running", f"{vm.name} is {state}: start it to open its console.", 409)
+            raise ConsoleError(
+                "vm_not_running",
+                _("{name} is {state}: start it to open its console.").format(name=vm.name, state=state),
+                409,
+            )
         console = self._settings.console
         seconds = max(console.spice_password_validity, console.ticket_ttl + PASSWORD_MARGIN)
         validity = timedelta(seconds=seconds)
@@ -219,11 +228,13 @@ class ConsoleService:
         except (InvalidDomainState, DomainNotFound) as exc:
             # It stopped between the state check and now.
             raise ConsoleError(
-                "vm_not_running", f"{vm.name} stopped: start it to open its console.", 409
+                "vm_not_running", _("{name} stopped: start it to open its console.").format(name=vm.name), 409
             ) from exc
         except HypervisorError as exc:
             raise ConsoleError(
-                "display_unavailable", f"The display of {vm.name} is not available: {exc}", 502
+                "display_unavailable",
+                _("The display of {name} is not available: {exc}").format(name=vm.name, exc=exc),
+                502,
             ) from exc
         host, port, tls_port = endpoint.host, endpoint.port, endpoint.tls_port
         tls = self._registry.spice_tls

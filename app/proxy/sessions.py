@@ -20,6 +20,7 @@ from typing import Protocol
 
 from app.audit import AuditLog
 from app.clock import utcnow
+from app.i18n import gettext as _
 from app.observers import Observers
 from app.proxy.tickets import ConsoleTicket
 from app.settings import ConsoleSettings
@@ -159,7 +160,7 @@ class ConsoleSessions:
         for session in list(self._sessions.values()):
             session.close(SHUTDOWN)
         # Channels detach from their own tasks and callbacks; give them a moment to do so.
-        for _ in range(100):
+        for _attempt in range(100):
             if not self._sessions:
                 break
             await asyncio.sleep(0.02)
@@ -175,7 +176,7 @@ class ConsoleSessions:
     ) -> ConsoleSession:
         """Count ``channel`` in its ticket's session (started if needed), or raise :class:`Refused`."""
         if self._total >= self._settings.global_limit:
-            raise Refused(TOO_MANY, "global console connection limit reached")
+            raise Refused(TOO_MANY, _("global console connection limit reached"))
         if self._per_user.get(ticket.user_id, 0) >= self._settings.per_user_limit:
             raise Refused(TOO_MANY, "per-user console connection limit reached")
         session = self._sessions.get(ticket.id)

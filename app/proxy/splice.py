@@ -23,6 +23,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from app.i18n import gettext as _
+
 # F_SETPIPE_SZ (Linux 2.6.35): not named in Python's fcntl before 3.10 on every build.
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
@@ -102,7 +104,7 @@ class _Direction:
     def readable(self) -> None:
         try:
             # A bounded batch, then back to the loop (level-triggered: it calls again).
-            for _ in range(16):
+            for _round in range(16):
                 try:
                     count = os.splice(self.src, self.write_end, self.size, flags=SPLICE_FLAGS)
                 except BlockingIOError:
@@ -140,7 +142,7 @@ class _Direction:
                 self._want_write(True)
                 return False
             if count == 0:
-                raise ConnectionResetError("the destination closed")
+                raise ConnectionResetError(_("the destination closed"))
             self.buffered -= count
         return True
 

@@ -24,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.i18n import gettext as _
+
 log = logging.getLogger("kvmvdi.server")
 
 
@@ -47,7 +49,9 @@ def refusal(scope: Scope, status: int, code: str, message: str) -> Response:
 
 
 def too_large(limit: int) -> _Refused:
-    return _Refused(413, "body_too_large", f"The request body is larger than {limit} bytes.")
+    return _Refused(
+        413, "body_too_large", _("The request body is larger than {limit} bytes.").format(limit=limit)
+    )
 
 
 class BodyLimitMiddleware:
@@ -80,7 +84,11 @@ class BodyLimitMiddleware:
                     message = await receive()
             except TimeoutError:
                 raise _Refused(
-                    408, "body_timeout", f"The request body did not arrive within {self.body_timeout:g} s."
+                    408,
+                    "body_timeout",
+                    _("The request body did not arrive within {body_timeout:g} s.").format(
+                        body_timeout=self.body_timeout
+                    ),
                 ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))

@@ -28,6 +28,7 @@ from app.broker.openapi import openapi_document
 from app.broker.pools import failover_of
 from app.broker.power import DesktopPowerError
 from app.broker.tokens import TokenUser, authenticate_token, issue_token, revoke_token
+from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import client_address, with_retry_after
 
@@ -54,7 +55,7 @@ def token_required(endpoint: Endpoint) -> Endpoint:
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
         header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+        scheme, _sep, token = header.partition(" ")
         user = None
         if scheme.lower() == "bearer":
             services = services_of(request)
@@ -62,7 +63,9 @@ def token_required(endpoint: Endpoint) -> Endpoint:
             if user is not None and user.source == "directory":
                 user = await services.sessions.recheck_token_groups(user)
         if user is None:
-            response = error(401, "invalid_token", "Log in first: POST /api/v1/login gives a bearer token.")
+            response = error(
+                401, "invalid_token", _("Log in first: POST /api/v1/login gives a bearer token.")
+            )
             response.headers["WWW-Authenticate"] = 'Bearer realm="kvm-vdi"'
             return response
         request.state.token_user = user
@@ -88,7 +91,9 @@ async def login(request: Request) -> Response:
     try:
         requested_realm(body.realm, services.directory)
     except RealmError as exc:
-        return error(400, "invalid", f"Check the request: realm: {exc}.", fields={"realm": str(exc)})
+        return error(
+            400, "invalid", _("Check the request: realm: {exc}.").format(exc=exc), fields={"realm": str(exc)}
+        )
     outcome = await services.logins.log_in(
         LoginAttempt(username=username, password=password, address=address, area="api", realm=body.realm)
     )
@@ -177,7 +182,7 @@ async def request_desktop(request: Request) -> Response:
             gateway_host=request.url.hostname,
         )
     if answer is None:
-        return error(404, "pool_not_found", "There is no such pool.")
+        return error(404, "pool_not_found", _("There is no such pool."))
     return desktop_response(answer, services.broker)
 
 
@@ -186,12 +191,12 @@ async def heartbeat(request: Request) -> Response:
     user: TokenUser = request.state.token_user
     lease_id = _path_int(request, "lease_id")
     if lease_id is None:
-        return error(404, "lease_not_found", "There is no such lease.")
+        return error(404, "lease_not_found", _("There is no such lease."))
     state, expires_at = await services_of(request).broker.leases.heartbeat(lease_id, user.user_id)
     if state == "not_found":
-        return error(404, "lease_not_found", "There is no such lease.")
+        return error(404, "lease_not_found", _("There is no such lease."))
     if state == "ended":
-        return error(410, "lease_ended", "This lease has ended: request a desktop again.")
+        return error(410, "lease_ended", _("This lease has ended: request a desktop again."))
     return JSONResponse({"expires_at": timestamp(expires_at)})
 
 
@@ -203,7 +208,7 @@ async def release(request: Request) -> Response:
         lease_id, user_id=user.user_id, actor=user.username, client_address=client_address(request)
     )
     if not released:
-        return error(404, "lease_not_found", "There is no such lease.")
+        return error(404, "lease_not_found", _("There is no such lease."))
     return Response(status_code=204)
 
 
@@ -221,9 +226,13 @@ async def power(request: Request) -> Response:
             else None
         )
     except DesktopPowerError as exc:
-        return error(409, "power_refused", f"'{action}' was not carried out: {exc.message}.")
+        return error(
+            409,
+            "power_refused",
+            _("'{action}' was not carried out: {message}.").format(action=action, message=exc.message),
+        )
     if state is None:
-        return error(403, "not_your_desktop", "This desktop is not assigned to you.")
+        return error(403, "not_your_desktop", _("This desktop is not assigned to you."))
     return JSONResponse({"state": state}, status_code=202)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from app.i18n import gettext as _
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -32,7 +34,7 @@ async def login_page(request: Request) -> Response:
             return RedirectResponse("/account/password", status_code=303)
         return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
     next_url = safe_next(request.query_params.get("next"))
-    return render(request, "auth/login.html", {"title": "Log in", "next": next_url})
+    return render(request, "auth/login.html", {"title": _("Log in"), "next": next_url})
 
 
 async def login_submit(request: Request) -> Response:
@@ -40,7 +42,7 @@ async def login_submit(request: Request) -> Response:
     next_url = safe_next(str(form.get("next", "/")))
     if isinstance(outcome, Refusal):
         username = str(form.get("username", "")).strip()[:MAX_USERNAME]
-        context = {"title": "Log in", "next": next_url, "username": username, "error": outcome.message}
+        context = {"title": _("Log in"), "next": next_url, "username": username, "error": outcome.message}
         return with_retry_after(render(request, "auth/login.html", context, outcome.status), outcome)
     await start_session(request, outcome.user, services_of(request).sessions)
     target = "/account/password" if outcome.user.must_change_password else next_url
@@ -54,12 +56,12 @@ async def logout(request: Request) -> Response:
             "logout", actor=user.username, client_address=client_address(request)
         )
     await end_session(request, services_of(request).sessions)
-    return redirect_with_toast("/login", "You are logged out.", "info")
+    return redirect_with_toast("/login", _("You are logged out."), "info")
 
 
 @require_role("admin", login_path="/login", allow_pending_password=True)
 async def password_page(request: Request) -> Response:
-    return render(request, "auth/password.html", {"title": "Change password", "errors": {}})
+    return render(request, "auth/password.html", {"title": _("Change password"), "errors": {}})
 
 
 @require_role("admin", login_path="/login", allow_pending_password=True)
@@ -90,7 +92,7 @@ async def password_submit(request: Request) -> Response:
             problem = ("new_password", f"New password: {exc}.")
     errors = dict([problem]) if problem else {}
     if errors:
-        context = {"title": "Change password", "errors": errors}
+        context = {"title": _("Change password"), "errors": errors}
         if isinstance(checked, Refusal):
             return with_retry_after(render(request, "auth/password.html", context, checked.status), checked)
         return render(request, "auth/password.html", context, status_code=400)
@@ -101,7 +103,7 @@ async def password_submit(request: Request) -> Response:
     await revoke_user_credentials(services.db, user.id)
     await start_session(request, user, services.sessions, groups=user.groups)
     forget_first_admin_password(services.settings.data_dir, user.username)
-    return redirect_with_toast("/", "Password changed.")
+    return redirect_with_toast("/", _("Password changed."))
 
 
 routes = [

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.alerts import Alert, Alerts
+from app.i18n import gettext as _
 from app.services import services_of
 from app.settings import effective_settings
 from app.views.forms import redirect_with_toast, render
@@ -31,7 +32,7 @@ async def settings_page(request: Request) -> Response:
         "settings.html",
         {
             "active": "settings",
-            "title": "Settings",
+            "title": _("Settings"),
             "sections": _sections(effective_settings(services.settings)),
             "ssh_key": services.ssh_key,
             "config_file": services.settings.model_config.get("toml_file"),
@@ -64,18 +65,20 @@ async def send_test_alert(request: Request) -> Response:
     channels = services.alerts.dispatcher.channels
     if not channels:
         return redirect_with_toast(
-            "/settings", "No alert channel is configured ([alerts] in the configuration).", "warning"
+            "/settings", _("No alert channel is configured ([alerts] in the configuration)."), "warning"
         )
     services.alerts.submit(
         Alert(
             kind="test",
             severity="info",
             subject=user.username,
-            title="Test alert",
+            title=_("Test alert"),
             text=f"{user.username} sent this test alert from the Settings page. Alerts reach you this way.",
         )
     )
-    return redirect_with_toast("/settings", f"Test alert queued for {', '.join(channels)}.")
+    return redirect_with_toast(
+        "/settings", _("Test alert queued for {names}.").format(names=", ".join(channels))
+    )
 
 
 routes = [

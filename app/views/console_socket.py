@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app.auth.origins import origin_allowed
+from app.i18n import gettext as _
 from app.proxy import sessions as reasons
 from app.proxy.paths import TICKET_COOKIE
 from app.proxy.pump import connect
@@ -76,7 +77,7 @@ class ConsoleSocket:
             await consoles.denials.refused(
                 client_address,
                 via="websocket",
-                reason="invalid or expired console ticket",
+                reason=_("invalid or expired console ticket"),
                 target=scope["path"],
             )
             await refuse(reasons.TICKET_INVALID)

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from app.db.schema import vms
+from app.i18n import gettext as _
 from app.proxy.paths import CONSOLE_WEBSOCKET_PREFIX, TICKET_COOKIE
 from app.proxy.service import ConsoleError, ConsoleGrant
 from app.proxy.vv import MEDIA_TYPE, build_vv
@@ -91,7 +92,7 @@ def console_page(
 ) -> Response:
     """The full-window HTML5 console of one VM; ``open_url`` answers with :func:`grant_response`."""
     context: dict[str, Any] = {
-        "title": f"Console · {vm_name}",
+        "title": _("Console · {vm_name}").format(vm_name=vm_name),
         "vm_id": vm_id,
         "vm_name": vm_name,
         "open_url": open_url,
@@ -124,7 +125,7 @@ async def _open(request: Request, vm_id: int) -> ConsoleGrant:
 async def admin_console_page(request: Request) -> Response:
     vm = await _vm_row(request)
     if vm is None:
-        return render(request, "errors/403.html", {"title": "No such VM"}, status_code=404)
+        return render(request, "errors/403.html", {"title": _("No such VM")}, status_code=404)
     return console_page(
         request,
         vm_id=vm.id,
@@ -139,7 +140,9 @@ async def admin_console_page(request: Request) -> Response:
 async def admin_open_console(request: Request) -> Response:
     # JSON only, and the CSRF token must come in the header (the middleware checked its value).
     if "x-csrf-token" not in request.headers:
-        return error_response("csrf_header_required", "Send the CSRF token in the X-CSRF-Token header.", 403)
+        return error_response(
+            "csrf_header_required", _("Send the CSRF token in the X-CSRF-Token header."), 403
+        )
     try:
         grant = await _open(request, request.path_params["vm_id"])
     except ConsoleError as exc:
@@ -151,7 +154,7 @@ async def admin_open_console(request: Request) -> Response:
 async def admin_console_vv(request: Request) -> Response:
     """A ``.vv`` file: a POST (CSRF-checked), since it mints a ticket and sets a SPICE password."""
     if cross_site_navigation(request):
-        return error_response("cross_site", "Open the console from the dashboard.", 403)
+        return error_response("cross_site", _("Open the console from the dashboard."), 403)
     try:
         grant = await _open(request, request.path_params["vm_id"])
     except ConsoleError as exc:

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.i18n import gettext as _
 from app.inventory.summary import summarize
 from app.services import services_of
 from app.views.forms import render
@@ -22,7 +23,7 @@ async def overview(request: Request) -> Response:
     return render(
         request,
         "overview.html",
-        {"active": "overview", "title": "Overview", "summary": summary, "recent": recent},
+        {"active": "overview", "title": _("Overview"), "summary": summary, "recent": recent},
     )
 
 

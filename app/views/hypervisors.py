@@ -70,7 +70,7 @@ async def list_page(request: Request) -> Response:
         request,
         "hypervisors/list.html",
         {
-            "title": "Hypervisors",
+            "title": _("Hypervisors"),
             "active": "hypervisors",
             "rows": rows,
             "figures": {row.id: records.display_figures(row) for row in rows},
@@ -112,7 +112,7 @@ def _form_page(
         request,
         "hypervisors/form.html",
         {
-            "title": f"Edit {row.name}" if editing else "Add a hypervisor",
+            "title": _("Edit {name}").format(name=row.name) if editing else _("Add a hypervisor"),
             "active": "hypervisors",
             "values": values,
             "errors": errors or {},
@@ -144,7 +144,7 @@ async def new_submit(request: Request) -> Response:
     if result.values["transport"] == "ssh":
         return redirect_with_toast(
             f"/hypervisors/{hypervisor_id}/host-key",
-            f"{result.values['name']} added: confirm its host key.",
+            _("{name} added: confirm its host key.").format(name=result.values["name"]),
             "info",
         )
     return redirect_with_toast("/hypervisors", f"{result.values['name']} added.")
@@ -176,7 +176,7 @@ async def edit_submit(request: Request) -> Response:
     if unpinned or (result.values["transport"] == "ssh" and not row.host_key_confirmed):
         return redirect_with_toast(
             f"/hypervisors/{row.id}/host-key",
-            f"{name} saved: confirm the host key of its SSH server.",
+            _("{name} saved: confirm the host key of its SSH server.").format(name=name),
             "info",
         )
     return redirect_with_toast("/hypervisors", f"{name} saved.")
@@ -192,7 +192,12 @@ async def remove_page(request: Request) -> Response:
     return render(
         request,
         "hypervisors/remove.html",
-        {"title": f"Remove {row.name}", "active": "hypervisors", "row": row, "vm_names": vm_names},
+        {
+            "title": _("Remove {name}").format(name=row.name),
+            "active": "hypervisors",
+            "row": row,
+            "vm_names": vm_names,
+        },
     )
 
 
@@ -209,7 +214,7 @@ async def remove_submit(request: Request) -> Response:
             request,
             "hypervisors/remove.html",
             {
-                "title": f"Remove {row.name}",
+                "title": _("Remove {name}").format(name=row.name),
                 "active": "hypervisors",
                 "row": row,
                 "vm_names": exc.vm_names,
@@ -228,7 +233,7 @@ async def _host_key_page(
         request,
         "hypervisors/host_key.html",
         {
-            "title": f"Host key of {row.name}",
+            "title": _("Host key of {name}").format(name=row.name),
             "active": "hypervisors",
             "row": row,
             "view": view,
@@ -245,7 +250,7 @@ async def host_key_page(request: Request) -> Response:
         return _not_found(request)
     if row.transport != "ssh":
         return redirect_with_toast(
-            "/hypervisors", f"{row.name} is not reached over SSH: no host key.", "info"
+            "/hypervisors", _("{name} is not reached over SSH: no host key.").format(name=row.name), "info"
         )
     return await _host_key_page(request, row)
 
@@ -258,7 +263,7 @@ async def host_key_submit(request: Request) -> Response:
         return _not_found(request)
     if row.transport != "ssh":
         return redirect_with_toast(
-            "/hypervisors", f"{row.name} is not reached over SSH: no host key.", "info"
+            "/hypervisors", _("{name} is not reached over SSH: no host key.").format(name=row.name), "info"
         )
     form = await request.form()
     expected = str(form.get("fingerprint", ""))
@@ -273,7 +278,9 @@ async def host_key_submit(request: Request) -> Response:
         pinned = await inventory(services).confirm_host_key(row, expected, actor(request))
     except (HostKeyNotConfirmable, HostKeyError) as exc:
         return await _host_key_page(request, row, error=str(exc), status_code=409)
-    return redirect_with_toast("/hypervisors", f"Host key {pinned} pinned for {row.name}.")
+    return redirect_with_toast(
+        "/hypervisors", _("Host key {pinned} pinned for {name}.").format(pinned=pinned, name=row.name)
+    )
 
 
 @admin_required

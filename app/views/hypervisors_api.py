@@ -17,6 +17,7 @@ from starlette.routing import Route
 from app.api.bodies import HostKeyConfirmation, HypervisorFields
 from app.api.reader import read_body
 from app.hyper.sshkeys import HostKeyError
+from app.i18n import gettext as _
 from app.inventory import hypervisors as records
 from app.inventory.service import HostKeyNotConfirmable
 from app.services import services_of
@@ -41,7 +42,13 @@ def _record(request: Request, row: Any) -> dict[str, Any]:
 
 
 def _missing(request: Request) -> Response:
-    return json_error("not_found", f"No hypervisor with id {request.path_params['hypervisor_id']}.", 404)
+    return json_error(
+        "not_found",
+        _("No hypervisor with id {hypervisor_id}.").format(
+            hypervisor_id=request.path_params["hypervisor_id"]
+        ),
+        404,
+    )
 
 
 @admin_required
@@ -109,7 +116,7 @@ async def get_host_key(request: Request) -> Response:
     if row is None:
         return _missing(request)
     if row.transport != "ssh":
-        return json_error("no_host_key", f"{row.name} is not reached over SSH.", 409)
+        return json_error("no_host_key", _("{name} is not reached over SSH.").format(name=row.name), 409)
     view = await inventory(services_of(request)).host_key_view(row)
     return JSONResponse(
         {
@@ -132,7 +139,7 @@ async def confirm_host_key(request: Request) -> Response:
         return _missing(request)
     expected = (await read_body(request, HostKeyConfirmation)).fingerprint
     if row.transport != "ssh":
-        return json_error("no_host_key", f"{row.name} is not reached over SSH.", 409)
+        return json_error("no_host_key", _("{name} is not reached over SSH.").format(name=row.name), 409)
     try:
         await inventory(services).confirm_host_key(row, expected, actor(request))
     except HostKeyNotConfirmable as exc:

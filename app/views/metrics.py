@@ -6,13 +6,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from app.i18n import gettext as _
 from app.services import services_of
 
 
 async def metrics(request: Request) -> Response:
     exporter = services_of(request).metrics
     if exporter.settings.token is None:
-        return PlainTextResponse("Not Found", status_code=404)
+        return PlainTextResponse(_("Not Found"), status_code=404)
     return await exporter.respond(request, token_required=True)
 
 

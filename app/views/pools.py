@@ -20,6 +20,7 @@ from app.broker.preferences import (
     set_flag,
     set_preference,
 )
+from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import record_action, render
 from app.views.guards import admin_required
@@ -45,7 +46,7 @@ async def index(request: Request) -> Response:
         request,
         "pools/index.html",
         {
-            "title": "Pools",
+            "title": _("Pools"),
             "active": "pools",
             "pools": rows,
             "counts": counts,
@@ -67,7 +68,7 @@ async def _edit_page(
         request,
         "pools/edit.html",
         {
-            "title": pool.name if pool is not None else "New pool",
+            "title": pool.name if pool is not None else _("New pool"),
             "active": "pools",
             "pool": pool,
             "values": settings or (pool if pool is not None else store.PoolSettings(name="")),
@@ -212,7 +213,7 @@ async def confirm_delete(request: Request) -> Response:
         request,
         "pools/delete.html",
         {
-            "title": f"Delete {pool.name}",
+            "title": _("Delete {name}").format(name=pool.name),
             "active": "pools",
             "pool": pool,
             "members": await store.pool_members(db, pool.id),

@@ -20,6 +20,7 @@ from app.broker.pools import get_pool
 from app.broker.power import DesktopPowerError
 from app.broker.preferences import MOTD, get_preference
 from app.db.schema import vms
+from app.i18n import gettext as _
 from app.proxy.service import ConsoleError, ConsoleGrant
 from app.services import services_of
 from app.views.api_broker import desktop_response, error
@@ -41,7 +42,7 @@ ARRIVED = "from=login"
 async def _login_context(request: Request, **extra: Any) -> dict[str, Any]:
     services = services_of(request)
     return {
-        "title": "Log in",
+        "title": _("Log in"),
         "motd": await get_preference(services.db, MOTD),
         "directory_enabled": services.directory.enabled,
         **extra,
@@ -94,7 +95,7 @@ async def home(request: Request) -> Response:
         request,
         "portal/index.html",
         {
-            "title": "My desktops",
+            "title": _("My desktops"),
             "pools": pools,
             "straight": next((p for p in pools if p["id"] == straight), None),
         },
@@ -130,7 +131,7 @@ async def request_desktop(request: Request) -> Response:
         with_connection=False,
     )
     if answer is None:
-        return error(404, "pool_not_found", "There is no such pool.")
+        return error(404, "pool_not_found", _("There is no such pool."))
     response = desktop_response(answer, services.broker)
     if answer.status == "ready" and answer.vm is not None:
         # The browser opens the console page; it asks for its own console ticket there.
@@ -168,7 +169,10 @@ async def console(request: Request) -> Response:
         return render(
             request,
             "portal/gone.html",
-            {"title": "Desktop not yours", "reason": "This desktop is not (or no longer) assigned to you."},
+            {
+                "title": _("Desktop not yours"),
+                "reason": _("This desktop is not (or no longer) assigned to you."),
+            },
             status_code=403,
         )
     vm, lease = held
@@ -190,7 +194,9 @@ async def open_console(request: Request) -> Response:
     """A console ticket (HttpOnly cookie) and SPICE password (JSON) for the console page."""
     # JSON only, and the CSRF token must come in the header (the middleware checked its value).
     if "x-csrf-token" not in request.headers:
-        return error_response("csrf_header_required", "Send the CSRF token in the X-CSRF-Token header.", 403)
+        return error_response(
+            "csrf_header_required", _("Send the CSRF token in the X-CSRF-Token header."), 403
+        )
     try:
         grant = await _grant(request)
     except ConsoleError as exc:
@@ -203,7 +209,7 @@ async def download_vv(request: Request) -> Response:
     """A .vv file for remote-viewer (the portal's and the console page's forms): a fresh console
     ticket and SPICE password, so a POST (CSRF-checked), never a link another site could follow."""
     if cross_site_navigation(request):
-        return error_response("cross_site", "Open the console from the portal.", 403)
+        return error_response("cross_site", _("Open the console from the portal."), 403)
     try:
         grant = await _grant(request)
     except ConsoleError as exc:
@@ -228,9 +234,13 @@ async def power(request: Request) -> Response:
             client_address=client_address(request),
         )
     except DesktopPowerError as exc:
-        return error(409, "power_refused", f"'{action}' was not carried out: {exc.message}.")
+        return error(
+            409,
+            "power_refused",
+            _("'{action}' was not carried out: {message}.").format(action=action, message=exc.message),
+        )
     if state is None:
-        return error(403, "not_your_desktop", "This desktop is not assigned to you.")
+        return error(403, "not_your_desktop", _("This desktop is not assigned to you."))
     return JSONResponse({"state": state}, status_code=202)
 
 
@@ -245,7 +255,7 @@ async def heartbeat(request: Request) -> Response:
         return error(
             410 if state == "ended" else 404,
             "lease_ended" if state == "ended" else "lease_not_found",
-            "You no longer hold this desktop.",
+            _("You no longer hold this desktop."),
         )
     return JSONResponse({"expires_at": expires_at.isoformat() + "Z"})
 
@@ -261,7 +271,7 @@ async def release(request: Request) -> Response:
         client_address=client_address(request),
     )
     if not released:
-        return error(404, "lease_not_found", "There is no such lease.")
+        return error(404, "lease_not_found", _("There is no such lease."))
     return Response(status_code=204)
 
 

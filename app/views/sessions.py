@@ -7,6 +7,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from app.broker.leases import active_sessions
+from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import client_address, render
 from app.views.guards import admin_required
@@ -24,7 +25,7 @@ async def index(request: Request) -> Response:
         request,
         "sessions/index.html",
         {
-            "title": "Sessions",
+            "title": _("Sessions"),
             "active": "sessions",
             "sessions": await active_sessions(services.db),
             "consoles": consoles,

@@ -9,6 +9,7 @@ from starlette.routing import Route
 from app.auth.accounts import AccountError
 from app.auth.passwords import WeakPasswordError
 from app.broker import people
+from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import record_action, render
 from app.views.guards import admin_required
@@ -27,7 +28,7 @@ async def _page(request: Request, status_code: int = 200, **context: object) -> 
         request,
         "users/index.html",
         {
-            "title": "Users",
+            "title": _("Users"),
             "active": "users",
             "users": await people.list_users(db),
             "groups": await people.list_groups(db),
@@ -94,7 +95,9 @@ async def confirm_delete(request: Request) -> Response:
     if user is None:
         return RedirectResponse("/users", status_code=303)
     return render(
-        request, "users/delete.html", {"title": f"Delete {user.username}", "active": "users", "target": user}
+        request,
+        "users/delete.html",
+        {"title": _("Delete {username}").format(username=user.username), "active": "users", "target": user},
     )
 
 

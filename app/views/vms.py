@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from app.i18n import gettext as _
+
 from typing import Any
 from urllib.parse import quote
 
@@ -76,14 +78,14 @@ async def index(request: Request) -> Response:
     services = services_of(request)
     service = services.vms
     if service is None:
-        return render(request, "vms/unavailable.html", {"active": "vms", "title": "Virtual machines"}, 503)
+        return render(request, "vms/unavailable.html", {"active": "vms", "title": _("Virtual machines")}, 503)
     context = await _table_page(request, service)
     return render(
         request,
         "vms/index.html",
         {
             "active": "vms",
-            "title": "Virtual machines",
+            "title": _("Virtual machines"),
             **context,
             "pools": await list_pools(services.db),
             "filters": FILTER_CHOICES,
@@ -230,7 +232,7 @@ async def new_vm(request: Request) -> Response:
         "video_heads": "1",
         "usb_redirect": "0",
     }
-    return render(request, "vms/new.html", {**context, "title": "New virtual machine"})
+    return render(request, "vms/new.html", {**context, "title": _("New virtual machine")})
 
 
 @admin_required
@@ -257,7 +259,7 @@ async def new_vm_submit(request: Request) -> Response:
         context["isos"], context["iso_error"] = await _isos_for(request, hv_id)
         context["images"], context["image_error"] = await _images_for(request, hv_id)
         context["errors"] = _field_errors(exc)
-        return render(request, "vms/new.html", {**context, "title": "New virtual machine"}, exc.status)
+        return render(request, "vms/new.html", {**context, "title": _("New virtual machine")}, exc.status)
     if batch:
         what = f"Creating {len(created.vm_ids)} VMs"
     elif created.operation_id is not None:
@@ -272,7 +274,7 @@ async def new_initial(request: Request) -> Response:
     context = await _form_context(request)
     source = request.query_params.get("source_id", "")
     context["values"] = {"source_id": source}
-    return render(request, "vms/new_initial.html", {**context, "title": "New initial machine"})
+    return render(request, "vms/new_initial.html", {**context, "title": _("New initial machine")})
 
 
 @admin_required
@@ -289,7 +291,7 @@ async def new_initial_submit(request: Request) -> Response:
         context = await _form_context(request, form)
         context["errors"] = _field_errors(exc)
         return render(
-            request, "vms/new_initial.html", {**context, "title": "New initial machine"}, exc.status
+            request, "vms/new_initial.html", {**context, "title": _("New initial machine")}, exc.status
         )
     return RedirectResponse(f"/vms?toast={quote('Copying the disk of the source to ' + data['name'])}", 303)
 
@@ -298,7 +300,7 @@ async def new_initial_submit(request: Request) -> Response:
 async def new_vdi(request: Request) -> Response:
     context = await _form_context(request)
     context["values"] = {"initial_id": request.query_params.get("initial_id", ""), "count": "3"}
-    return render(request, "vms/new_vdi.html", {**context, "title": "New VDI machines"})
+    return render(request, "vms/new_vdi.html", {**context, "title": _("New VDI machines")})
 
 
 @admin_required
@@ -315,7 +317,7 @@ async def new_vdi_submit(request: Request) -> Response:
     except VmError as exc:
         context = await _form_context(request, form)
         context["errors"] = _field_errors(exc)
-        return render(request, "vms/new_vdi.html", {**context, "title": "New VDI machines"}, exc.status)
+        return render(request, "vms/new_vdi.html", {**context, "title": _("New VDI machines")}, exc.status)
     return RedirectResponse(f"/vms?toast={quote(f'Creating {len(created.vm_ids)} VDI machines')}", 303)
 
 
@@ -337,7 +339,7 @@ async def dhcp_page(request: Request) -> Response:
         "vms/dhcp.html",
         {
             "active": "vms",
-            "title": "DHCP export",
+            "title": _("DHCP export"),
             "hosts": hosts,
             "config": dhcpd_config(vms),
             "without_network": [vm for vm in vms if not vm.network],

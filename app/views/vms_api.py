@@ -27,6 +27,7 @@ from app.api.bodies import (
     new_vm_model,
 )
 from app.api.reader import read_body, read_json, validate
+from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import client_address
 from app.views.guards import admin_required
@@ -41,7 +42,7 @@ def vm_service(request: Request) -> VmService:
     service = services_of(request).vms
     if service is None:
         raise VmError(
-            "virtual machines are not available: the hypervisor registry is not running", status=503
+            _("virtual machines are not available: the hypervisor registry is not running"), status=503
         )
     return service
 
@@ -96,7 +97,7 @@ async def list_all(request: Request) -> Response:
 async def get_one(request: Request) -> Response:
     vm = await get_vm(services_of(request).db, path_id(request))
     if vm is None:
-        return JSONResponse({"error": "not_found", "message": "No such VM."}, status_code=404)
+        return JSONResponse({"error": "not_found", "message": _("No such VM.")}, status_code=404)
     service = vm_service(request)
     data = vm.summary()
     data["thumbnail"] = service.thumbnails.version_of(vm.id)
@@ -278,7 +279,7 @@ async def operations(request: Request) -> Response:
 async def operation(request: Request) -> Response:
     found = await vm_service(request).operations.get(path_id(request, "op_id"))
     if found is None:
-        return JSONResponse({"error": "not_found", "message": "No such operation."}, status_code=404)
+        return JSONResponse({"error": "not_found", "message": _("No such operation.")}, status_code=404)
     return JSONResponse({"operation": found.summary()})
 
 

@@ -9,6 +9,7 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.hyper import Hypervisor, HypervisorNotFound, HypervisorRegistry, HypervisorUnavailable
+from app.i18n import gettext as _
 from app.live.hub import LiveHub
 from app.settings import VmSettings
 from app.vms.errors import NotFound, Refused
@@ -57,10 +58,14 @@ class VmContext:
             found = self.registry.find(hypervisor_id)
             if found is not None and found.state == "up" and found.connected and found.maintenance:
                 raise Refused(
-                    f"hypervisor {found.name} is in maintenance: take it out of maintenance first",
+                    _("hypervisor {name} is in maintenance: take it out of maintenance first").format(
+                        name=found.name
+                    ),
                     code="hypervisor_maintenance",
                 ) from None
-            raise Refused(f"{exc}: wait until it is up again", code="hypervisor_unavailable") from None
+            raise Refused(
+                _("{exc}: wait until it is up again").format(exc=exc), code="hypervisor_unavailable"
+            ) from None
 
     def publish_vm(self, vm: Vm, change: str = "updated") -> None:
         self.hub.publish("vm", {**vm.summary(), "change": change})

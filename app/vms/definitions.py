@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from app.hyper import Hypervisor
+from app.i18n import gettext as _
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.devices.cpu import CPU_MODES, CpuMode
@@ -56,7 +57,9 @@ def definition_for(
     if hardware.firmware == "uefi":
         image = placement.firmware
         if image is None:
-            raise HypervisorFailure(f"no UEFI firmware image was chosen for {vm_name}")
+            raise HypervisorFailure(
+                _("no UEFI firmware image was chosen for {vm_name}").format(vm_name=vm_name)
+            )
         uefi = UefiSpec(
             loader=image.code,
             nvram_template=image.vars_template,

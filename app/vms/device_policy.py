@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from app.db.schema import pool_vms, pools
 from app.hyper import HypervisorError
+from app.i18n import gettext as _
 from app.vms.context import VmContext
 from app.vms.devices.usb import MAX_REDIRECTIONS
 from app.vms.domain_xml import DevicePolicy
@@ -77,7 +78,9 @@ async def set_vm_policy(
     pool = await pool_of(ctx, vm.id)
     if pool is not None:
         raise Refused(
-            f"{vm.name} is in the pool {pool.name}: its device policy is the pool's, change it there",
+            _("{vm} is in the pool {pool}: its device policy is the pool's, change it there").format(
+                vm=vm.name, pool=pool.name
+            ),
             code="pooled",
         )
     policy = parse_policy(data, vm.policy)

@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Sequence
 
 from app.hyper import CommandError, Hypervisor, HypervisorError, PathNotAllowed
+from app.i18n import gettext as _
 from app.vms.errors import HypervisorFailure, Refused
 
 PART = ".part"
@@ -44,7 +45,8 @@ def confined(hv: Hypervisor, paths: Sequence[str]) -> list[str]:
         return [hv.confine(path) for path in paths]
     except PathNotAllowed as exc:
         raise Refused(
-            f"{exc}: keep disks inside the hypervisor's directories", code="path_not_allowed"
+            _("{exc}: keep disks inside the hypervisor's directories").format(exc=exc),
+            code="path_not_allowed",
         ) from None
 
 
@@ -94,9 +96,9 @@ async def no_space(
 
 async def create_disks(hv: Hypervisor, disks: Sequence[tuple[str, int]]) -> None:
     """New empty qcow2 disks ``(path, size_gib)``; refuses to replace an existing file."""
-    paths = confined(hv, [path for path, _ in disks])
+    paths = confined(hv, [path for path, _size in disks])
     commands: list[list[str]] = []
-    for path, (_, size_gib) in zip(paths, disks, strict=True):
+    for path, (_path, size_gib) in zip(paths, disks, strict=True):
         temp = part_path(path)
         commands += [
             ["mkdir", "-p", posixpath.dirname(path)],
@@ -108,7 +110,9 @@ async def create_disks(hv: Hypervisor, disks: Sequence[tuple[str, int]]) -> None
     existing = await existing_files(hv, paths)
     if existing:
         which = ", ".join(existing)
-        raise Refused(f"a file already exists at {which}: choose another name or remove it first")
+        raise Refused(
+            _("a file already exists at {which}: choose another name or remove it first").format(which=which)
+        )
     temps = [part_path(path) for path in paths]
     where = posixpath.dirname(paths[0]) if paths else None
     await run_script(hv, commands, what="creating the disk", temporary=temps, space_in=where)

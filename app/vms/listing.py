@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
+from app.i18n import N_
+from app.i18n import gettext as _
 from app.vms.table import VmRow, VmTable
 
 # What the state filter offers, and the domain states each choice covers.
@@ -48,30 +50,30 @@ STATE_ORDER = {
     "shutoff": 5,
 }
 MAX_QUERY = 200
-# The filters' choices as the toolbar offers them: (value, label).
+# The filters' choices as the toolbar offers them: (value, label), labels translated where shown.
 FILTER_CHOICES: dict[str, tuple[tuple[str, str], ...]] = {
     "state": (
-        ("running", "Running"),
-        ("stopped", "Shut off"),
-        ("crashed", "Crashed"),
-        ("paused", "Paused or suspended"),
-        ("missing", "Not defined"),
-        ("unknown", "Unknown"),
+        ("running", N_("Running")),
+        ("stopped", N_("Shut off")),
+        ("crashed", N_("Crashed")),
+        ("paused", N_("Paused or suspended")),
+        ("missing", N_("Not defined")),
+        ("unknown", N_("Unknown")),
     ),
     "flag": (
-        ("in_use", "In use"),
-        ("free", "Free (pooled, nobody on it)"),
-        ("maintenance", "In maintenance"),
-        ("locked", "Locked"),
-        ("volatile", "Volatile"),
-        ("busy", "Busy (an operation runs)"),
+        ("in_use", N_("In use")),
+        ("free", N_("Free (pooled, nobody on it)")),
+        ("maintenance", N_("In maintenance")),
+        ("locked", N_("Locked")),
+        ("volatile", N_("Volatile")),
+        ("busy", N_("Busy (an operation runs)")),
     ),
     "kind": (
-        ("initial", "Initial machines"),
-        ("vdi", "VDI machines"),
-        ("source", "Source VMs"),
-        ("simple", "Simple VMs"),
-        ("unclassified", "Unclassified"),
+        ("initial", N_("Initial machines")),
+        ("vdi", N_("VDI machines")),
+        ("source", N_("Source VMs")),
+        ("simple", N_("Simple VMs")),
+        ("unclassified", N_("Unclassified")),
     ),
 }
 
@@ -290,9 +292,9 @@ def arrange(table: VmTable, listing: Listing, *, collapsed: Collection[int] = ()
         if not folded:
             entries.extend((section_key, child, False) for child in order(children))
     groups = (
-        ("sources", "Source VMs (golden images)", table.sources),
-        ("simple", "Simple VMs", table.simple),
-        ("unclassified", "Unclassified (found on a hypervisor; classify them)", table.unclassified),
+        ("sources", _("Source VMs (golden images)"), table.sources),
+        ("simple", _("Simple VMs"), table.simple),
+        ("unclassified", _("Unclassified (found on a hypervisor; classify them)"), table.unclassified),
     )
     for section_key, title, rows in groups:
         shown = [row for row in rows if listing.matches(row)]

@@ -13,6 +13,7 @@ from app.hyper import Hypervisor, HypervisorError
 from app.hyper.capabilities import FirmwareImage
 from app.hyper.placement import LABELS, MachineNeeds, why_not
 from app.hyper.placement import offers as hyper_offers
+from app.i18n import gettext as _
 from app.vms.errors import HypervisorFailure, Invalid
 
 __all__ = ["MachineNeeds", "Placement", "offers", "place"]
@@ -40,7 +41,9 @@ async def place(hv: Hypervisor, needs: MachineNeeds, forced: str = "auto") -> Pl
     try:
         return await _place(hv, needs, candidates)
     except HypervisorError as exc:
-        raise HypervisorFailure(f"reading what {hv.name} can run failed: {exc}") from exc
+        raise HypervisorFailure(
+            _("reading what {name} can run failed: {exc}").format(name=hv.name, exc=exc)
+        ) from exc
 
 
 async def _place(hv: Hypervisor, needs: MachineNeeds, candidates: tuple[str, ...]) -> Placement:
@@ -76,4 +79,6 @@ async def offers(hv: Hypervisor, forced: str = "auto") -> dict[str, Any]:
     try:
         return await hyper_offers(hv, forced)
     except HypervisorError as exc:
-        raise HypervisorFailure(f"reading what {hv.name} can run failed: {exc}") from exc
+        raise HypervisorFailure(
+            _("reading what {name} can run failed: {exc}").format(name=hv.name, exc=exc)
+        ) from exc

@@ -31,6 +31,7 @@ from databases import Database
 
 from app.clock import utcnow
 from app.db.schema import operations, vms
+from app.i18n import gettext as _
 from app.live.hub import LiveHub
 from app.observers import Observers
 from app.vms.errors import Refused, VmError
@@ -246,7 +247,7 @@ class OperationsRunner:
     ) -> int:
         """Record the operation, hold its VMs and run ``work`` in the background; its id."""
         if self._stopping:
-            raise VmError("the dashboard is stopping: try again in a moment")
+            raise VmError(_("the dashboard is stopping: try again in a moment"))
         held = sorted(set(hold) | ({vm_id} if vm_id is not None else set()))
         body = {**(params or {}), "vm_ids": held, TEMP_KEY: []}
         async with self._hold_lock:
@@ -290,7 +291,7 @@ class OperationsRunner:
             await asyncio.shield(task)
         operation = await self.get(op_id)
         if operation is None:
-            raise VmError(f"no operation {op_id}")
+            raise VmError(_("no operation {op_id}").format(op_id=op_id))
         return operation
 
     async def _run(self, context: OperationContext, work: Work) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from app.hyper import DomainNotFound, Hypervisor, HypervisorError, HypervisorUnavailable
+from app.i18n import N_
+from app.i18n import gettext as _
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.errors import HypervisorFailure, Invalid, Refused
@@ -23,11 +25,11 @@ from app.vms.volatile import boot_leftovers, prepare_boot
 PowerAction = Literal["start", "shutdown", "poweroff", "reboot", "reset"]
 POWER_ACTIONS: tuple[str, ...] = get_args(PowerAction)
 LABELS = {
-    "start": "Start",
-    "shutdown": "Shut down (ACPI)",
-    "poweroff": "Force off",
-    "reboot": "Reboot",
-    "reset": "Reset",
+    "start": N_("Start"),
+    "shutdown": N_("Shut down (ACPI)"),
+    "poweroff": N_("Force off"),
+    "reboot": N_("Reboot"),
+    "reset": N_("Reset"),
 }
 log = logging.getLogger("kvmvdi.vms.power")
 
@@ -46,7 +48,9 @@ async def live_state(hv: Hypervisor, vm: Vm) -> str:
     try:
         return await hv.domain_state(vm.name)
     except HypervisorError as exc:
-        raise HypervisorFailure(f"{vm.name}: its domain cannot be read on the hypervisor ({exc})") from exc
+        raise HypervisorFailure(
+            _("{name}: its domain cannot be read on the hypervisor ({exc})").format(name=vm.name, exc=exc)
+        ) from exc
 
 
 async def power(ctx: VmContext, vm_id: int, action: str, *, actor: str = "", client_address: str = "") -> Vm:
@@ -54,7 +58,12 @@ async def power(ctx: VmContext, vm_id: int, action: str, *, actor: str = "", cli
     act = check_action(action)
     vm = await ctx.vm(vm_id)
     if vm.operation_id is not None:
-        raise Refused(f"{vm.name} is busy with operation {vm.operation_id}: wait for it to end", code="busy")
+        raise Refused(
+            _("{name} is busy with operation {operation_id}: wait for it to end").format(
+                name=vm.name, operation_id=vm.operation_id
+            ),
+            code="busy",
+        )
     hv = ctx.hypervisor(vm.hypervisor_id, new_work=act not in STOPPING)
     await apply(ctx, vm, hv, act)
     await ctx.audit.record(f"vm_{act}", actor=actor, target=vm.name, client_address=client_address)
@@ -80,7 +89,7 @@ async def start(
                 await _resume(hv, vm)
                 return
             if state in RUNNING:
-                raise Refused(f"{vm.name} is already running", code="already_running")
+                raise Refused(_("{name} is already running").format(name=vm.name), code="already_running")
         await prepare_boot(vm, hv, volatile=volatile)
         try:
             started = await hv.start(vm.name, paused=paused)
@@ -90,7 +99,7 @@ async def start(
                 await firmware_state.remove(hv, boot_leftovers(vm, hv))
             raise HypervisorFailure(f"starting {vm.name} failed: {exc}") from exc
         if not started and not await _resume(hv, vm):
-            raise Refused(f"{vm.name} is already running", code="already_running")
+            raise Refused(_("{name} is already running").format(name=vm.name), code="already_running")
 
 
 async def _resume(hv: Hypervisor, vm: Vm) -> bool:
@@ -230,7 +239,7 @@ async def apply(ctx: VmContext, vm: Vm, hv: Hypervisor, action: PowerAction) -> 
         await start(ctx, vm, hv)
         return
     if await live_state(hv, vm) not in RUNNING:
-        raise Refused(f"{vm.name} is not running", code="not_running")
+        raise Refused(_("{name} is not running").format(name=vm.name), code="not_running")
     calls = {"shutdown": hv.shutdown, "poweroff": hv.destroy, "reboot": hv.reboot, "reset": hv.reset}
     try:
         await calls[action](vm.name)
@@ -246,7 +255,9 @@ async def force_off(hv: Hypervisor, vm: Vm) -> bool:
         return False
     except HypervisorError as exc:
         if await live_state(hv, vm) in RUNNING:
-            raise HypervisorFailure(f"forcing {vm.name} off failed: {exc}") from exc
+            raise HypervisorFailure(
+                _("forcing {name} off failed: {exc}").format(name=vm.name, exc=exc)
+            ) from exc
     return False
 
 
@@ -258,7 +269,7 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
         raise Invalid({"vm": f"{initial.name} is not an initial machine"})
     children = await children_of(ctx.db, initial.id)
     if not children:
-        raise Refused(f"{initial.name} has no VDI machines yet")
+        raise Refused(_("{name} has no VDI machines yet").format(name=initial.name))
     hv = ctx.hypervisor(initial.hypervisor_id, new_work=act not in STOPPING)
 
     async def work(op: OperationContext) -> str:
@@ -278,7 +289,7 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
             done, skipped, failed = [vm.name for vm in outcome.started], outcome.skipped, outcome.failed
         else:
             done, skipped, failed = await _each(ctx, op, hv, children, act)
-        summary = f"{LABELS[act]}: {len(done)} done, {len(skipped)} already in that state"
+        summary = f"{_(LABELS[act])}: {len(done)} done, {len(skipped)} already in that state"
         if failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items()))
             raise HypervisorFailure(f"{summary}, {len(failed)} failed ({details})")
@@ -292,7 +303,7 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
         hypervisor_id=initial.hypervisor_id,
         params={"action": act},
         created_by=actor,
-        message=f"{LABELS[act]} for the VDI machines of {initial.name}",
+        message=_("{action} for the VDI machines of {name}").format(action=_(LABELS[act]), name=initial.name),
     )
     await ctx.audit.record("vm_mass_power", actor=actor, target=initial.name, power=act, count=len(children))
     return op_id
@@ -317,7 +328,7 @@ async def _each(
             except Exception as exc:
                 failed[vm.name] = str(exc)
             count = len(done) + len(skipped) + len(failed)
-            await op.progress(100.0 * count / len(vms), f"{LABELS[act]}: {count} of {len(vms)}")
+            await op.progress(100.0 * count / len(vms), f"{_(LABELS[act])}: {count} of {len(vms)}")
 
     await asyncio.gather(*(one(vm) for vm in vms))
     return done, skipped, failed

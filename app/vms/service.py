@@ -19,6 +19,7 @@ from databases import Database
 from app.audit import AuditLog
 from app.db.schema import pool_vms, pools
 from app.hyper import ConnectionEvent, DiskFile, DomainEvent, HypervisorError, HypervisorRegistry
+from app.i18n import gettext as _
 from app.live.hub import LiveHub
 from app.settings import VmSettings
 from app.vms import device_policy, importing, machine, workflows_create, workflows_disk, workflows_manage
@@ -247,7 +248,7 @@ class VmService:
         try:
             return await self.ctx.hypervisor(hypervisor_id, new_work=False).list_isos()
         except HypervisorError as exc:
-            raise HypervisorFailure(f"listing the hypervisor's ISOs failed: {exc}") from exc
+            raise HypervisorFailure(_("listing the hypervisor's ISOs failed: {exc}").format(exc=exc)) from exc
 
 
 def _parse(model: Any, data: dict[str, Any]) -> Any:

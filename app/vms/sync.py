@@ -21,6 +21,7 @@ from typing import Any
 from app.clock import utcnow
 from app.db.schema import vms
 from app.hyper import DomainEvent, Hypervisor, HypervisorError
+from app.i18n import gettext as _
 from app.vms.context import VmContext
 from app.vms.domain_xml import read_domain_facts
 from app.vms.errors import VmError
@@ -182,8 +183,9 @@ class StateSync:
                 "toast",
                 {
                     "level": "warning",
-                    "message": f"Hypervisor {hv.name} runs domains whose names other VMs already use: "
-                    + ", ".join(report["conflicts"])
+                    "message": _(
+                        "Hypervisor {name} runs domains whose names other VMs already use: {names}"
+                    ).format(name=hv.name, names=", ".join(report["conflicts"]))
                     + ". Rename them on the hypervisor to manage them here.",
                 },
             )

@@ -24,6 +24,7 @@ import secrets
 import xml.etree.ElementTree as ET
 
 from app.hyper import Hypervisor, HypervisorError
+from app.i18n import gettext as _
 from app.vms import firmware_state
 from app.vms.alignment import BootTarget, align
 from app.vms.context import VmContext
@@ -67,7 +68,9 @@ async def align_definition(hv: Hypervisor, name: str, target: BootTarget) -> boo
     try:
         xml = await hv.domain_xml(name, secure=True, inactive=True)
     except HypervisorError as exc:
-        raise HypervisorFailure(f"reading the definition of {name} failed: {exc}") from exc
+        raise HypervisorFailure(
+            _("reading the definition of {name} failed: {exc}").format(name=name, exc=exc)
+        ) from exc
     aligned = align(xml, target)
     if aligned is None:
         return False

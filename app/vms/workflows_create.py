@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from app.hyper import Hypervisor, HypervisorError
+from app.i18n import gettext as _
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.definitions import definition_for, hardware_columns, placement_of
@@ -56,7 +57,7 @@ async def offered_isos(hv: Hypervisor) -> list[str]:
     try:
         return [iso.path for iso in await hv.list_isos()]
     except HypervisorError as exc:
-        raise HypervisorFailure(f"listing the hypervisor's ISOs failed: {exc}") from exc
+        raise HypervisorFailure(_("listing the hypervisor's ISOs failed: {exc}").format(exc=exc)) from exc
 
 
 async def check_iso(hv: Hypervisor, iso_path: str | None, field: str = "iso_path") -> None:
@@ -98,14 +99,14 @@ class _Provisioning:
                 log.warning("undoing: undefine %s failed: %s", name, exc)
         files = [] if self.keep_disks else [row[3] for row in self.rows if row[3]]
         if self.firmware_state:
-            for _, name, *_rest in self.rows:
+            for _kind, name, *_rest in self.rows:
                 paths = firmware_state.state_paths(self.hv, name)
                 files += [paths.nvram, paths.tpm_dir]
         try:
             await remove_files(self.hv, files)
         except Exception as exc:
             log.warning("undoing: removing %s failed: %s", files, exc)
-        for vm_id, name, *_ in self.rows:
+        for vm_id, name, *_rest in self.rows:
             await delete_vm_row(self.ctx.db, vm_id)
             self.ctx.publish_removed(vm_id, name)
 
@@ -239,9 +240,9 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         hypervisor_id=hv.id,
         params={"names": names},
         created_by=actor,
-        message=f"Copying {imported.path} for {names[0]}"
+        message=_("Copying {path} for {name}").format(path=imported.path, name=names[0])
         if copying and imported
-        else f"Creating {len(rows)} VMs",
+        else _("Creating {count} VMs").format(count=len(rows)),
     )
     return Created([row[0] for row in rows], op_id)
 
@@ -274,7 +275,7 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
     if source.kind != "source":
         raise Invalid({"source_id": f"{source.name} is not a source VM: choose a source"})
     if not source.disk_path:
-        raise Refused(f"{source.name} has no disk to copy")
+        raise Refused(_("{name} has no disk to copy").format(name=source.name))
     hv = ctx.hypervisor(source.hypervisor_id)
     await check_names(ctx, [spec.name], "name")
     disk = default_disk_path(hv.record.images_dir, spec.name)
@@ -346,7 +347,10 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         raise Invalid({"initial_id": f"{initial.name} is not an initial machine"})
     if initial.operation_id is not None:
         raise Refused(
-            f"{initial.name} is busy with operation {initial.operation_id}: wait for it to end", code="busy"
+            _("{name} is busy with operation {operation_id}: wait for it to end").format(
+                name=initial.name, operation_id=initial.operation_id
+            ),
+            code="busy",
         )
     hv = ctx.hypervisor(initial.hypervisor_id)
     try:
@@ -355,7 +359,10 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         raise Invalid(exc.errors) from None
     await check_names(ctx, names, "prefix")
     if not await existing_files(hv, [initial.disk_path]):
-        raise Refused(f"{initial.name} has no disk yet: copy its disk from the source first", code="no_disk")
+        raise Refused(
+            _("{name} has no disk yet: copy its disk from the source first").format(name=initial.name),
+            code="no_disk",
+        )
     disks = [default_disk_path(hv.record.images_dir, name) for name in names]
     existing = await existing_files(hv, disks)
     if existing:
@@ -434,6 +441,6 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         hypervisor_id=hv.id,
         params={"names": names},
         created_by=actor,
-        message=f"Creating {len(rows)} VDI machines",
+        message=_("Creating {count} VDI machines").format(count=len(rows)),
     )
     return Created([row[0] for row in rows], op_id)

@@ -24,6 +24,7 @@ import posixpath
 
 from app.hyper import Hypervisor, HypervisorError
 from app.hyper.disks import partial_path
+from app.i18n import gettext as _
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import backing_file, confined, create_overlays, existing_files, no_space
@@ -41,10 +42,16 @@ def _initial_checks(initial: Vm, action: str) -> None:
     if initial.kind != "initial":
         raise Invalid({"vm": f"{initial.name} is not an initial machine"})
     if initial.locked:
-        raise Refused(f"{initial.name} is locked: unlock it to {action}", code="locked")
+        raise Refused(
+            _("{name} is locked: unlock it to {action}").format(name=initial.name, action=action),
+            code="locked",
+        )
     if initial.operation_id is not None:
         raise Refused(
-            f"{initial.name} is busy with operation {initial.operation_id}: wait for it to end", code="busy"
+            _("{name} is busy with operation {operation_id}: wait for it to end").format(
+                name=initial.name, operation_id=initial.operation_id
+            ),
+            code="busy",
         )
 
 
@@ -59,7 +66,7 @@ async def _stop_running(hv: Hypervisor, vms: list[Vm]) -> None:
     try:
         running = {domain.name for domain in await hv.list_domains() if domain.state in RUNNING}
     except HypervisorError as exc:
-        raise HypervisorFailure(f"listing the hypervisor's domains failed: {exc}") from exc
+        raise HypervisorFailure(_("listing the hypervisor's domains failed: {exc}").format(exc=exc)) from exc
     await asyncio.gather(*(force_off(hv, vm) for vm in vms if vm.name in running))
 
 
@@ -70,20 +77,30 @@ async def start_copy_disk(ctx: VmContext, initial_id: int, *, actor: str = "") -
     initial = await ctx.vm(initial_id)
     _initial_checks(initial, "copy its disk")
     if initial.parent_id is None:
-        raise Refused(f"{initial.name} has no source VM to copy from: classify it with a source first")
+        raise Refused(
+            _("{name} has no source VM to copy from: classify it with a source first").format(
+                name=initial.name
+            )
+        )
     source = await ctx.vm(initial.parent_id)
     if source.hypervisor_id != initial.hypervisor_id:
-        raise Refused(f"{source.name} and {initial.name} are on different hypervisors: copy within one")
+        raise Refused(
+            _("{source} and {initial} are on different hypervisors: copy within one").format(
+                source=source.name, initial=initial.name
+            )
+        )
     hv = ctx.hypervisor(initial.hypervisor_id)
     confined(hv, [source.disk_path, initial.disk_path])
     if await live_state(hv, source) in RUNNING:
         raise Refused(
-            f"shut down the source {source.name} first: a running disk cannot be copied consistently"
+            _("shut down the source {name} first: a running disk cannot be copied consistently").format(
+                name=source.name
+            )
         )
     if await live_state(hv, initial) in RUNNING:
-        raise Refused(f"shut down {initial.name} first")
+        raise Refused(_("shut down {name} first").format(name=initial.name))
     if not await existing_files(hv, [source.disk_path]):
-        raise Refused(f"the source's disk {source.disk_path} does not exist")
+        raise Refused(_("the source's disk {disk_path} does not exist").format(disk_path=source.disk_path))
     children = await children_of(ctx.db, initial.id)
 
     async def work(op: OperationContext) -> str:
@@ -97,7 +114,9 @@ async def start_copy_disk(ctx: VmContext, initial_id: int, *, actor: str = "") -
         hypervisor_id=hv.id,
         params={"source": source.name, "target": initial.disk_path},
         created_by=actor,
-        message=f"Copying the disk of {source.name} to {initial.name}",
+        message=_("Copying the disk of {source} to {initial}").format(
+            source=source.name, initial=initial.name
+        ),
     )
     await ctx.audit.record("vm_copy_disk", actor=actor, target=initial.name, source=source.name)
     return op_id
@@ -137,7 +156,11 @@ async def _copy(
         raise HypervisorFailure(f"copying {source.disk_path} failed: {exc}") from exc
     await op.temp_file_done(temp)
     if await backing_file(hv, initial.disk_path) is not None:
-        raise HypervisorFailure(f"{initial.disk_path} still depends on a backing file after the copy")
+        raise HypervisorFailure(
+            _("{disk_path} still depends on a backing file after the copy").format(
+                disk_path=initial.disk_path
+            )
+        )
     if source.firmware == initial.firmware and source.tpm == initial.tpm:
         # The variable store (boot entries, enrolled keys) and the TPM belong with the disk.
         await firmware_state.copy_state(hv, source, [initial.name])
@@ -162,11 +185,18 @@ async def start_populate(
     hv = ctx.hypervisor(initial.hypervisor_id)
     children = await children_of(ctx.db, initial.id)
     if not children:
-        raise Refused(f"{initial.name} has no VDI machines to populate: create some first")
+        raise Refused(
+            _("{name} has no VDI machines to populate: create some first").format(name=initial.name)
+        )
     if not await existing_files(hv, [initial.disk_path]):
-        raise Refused(f"{initial.name} has no disk yet: copy its disk from the source first", code="no_disk")
+        raise Refused(
+            _("{name} has no disk yet: copy its disk from the source first").format(name=initial.name),
+            code="no_disk",
+        )
     if await live_state(hv, initial) in RUNNING:
-        raise Refused(f"shut down {initial.name} first: its disk must not change under the overlays")
+        raise Refused(
+            _("shut down {name} first: its disk must not change under the overlays").format(name=initial.name)
+        )
     timeout = first_boot_timeout if first_boot_timeout is not None else ctx.settings.first_boot_timeout
 
     async def work(op: OperationContext) -> str:
@@ -184,7 +214,7 @@ async def start_populate(
         hypervisor_id=hv.id,
         params=params,
         created_by=actor,
-        message=f"Populating {len(children)} VDI machines of {initial.name}",
+        message=_("Populating {count} VDI machines of {name}").format(count=len(children), name=initial.name),
     )
     await ctx.audit.record(
         "vm_populate", actor=actor, target=initial.name, count=len(children), wait_first_boot=wait_first_boot
@@ -267,7 +297,11 @@ class Populate:
             summary += ": overlays recreated, first boots under way"
         if self.failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in sorted(self.failed.items()))
-            raise HypervisorFailure(f"{summary}; failed: {details}. Those stay in maintenance.")
+            raise HypervisorFailure(
+                _("{summary}; failed: {details}. Those stay in maintenance.").format(
+                    summary=summary, details=details
+                )
+            )
         return summary + "."
 
     async def wait_for_end(self, child: Vm, within: float) -> None:

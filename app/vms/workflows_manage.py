@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.hyper import Hypervisor, HypervisorError
+from app.i18n import gettext as _
+from app.i18n import ngettext
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
@@ -32,7 +34,12 @@ FLAGS = ("maintenance", "locked", "volatile")
 
 def _not_busy(vm: Vm) -> None:
     if vm.operation_id is not None:
-        raise Refused(f"{vm.name} is busy with operation {vm.operation_id}: wait for it to end", code="busy")
+        raise Refused(
+            _("{name} is busy with operation {operation_id}: wait for it to end").format(
+                name=vm.name, operation_id=vm.operation_id
+            ),
+            code="busy",
+        )
 
 
 async def classify(
@@ -63,7 +70,7 @@ async def classify(
     if parent is not None and parent.id == vm.id:
         raise Invalid({"parent_id": "a VM cannot be its own parent"})
     if vm.kind == "initial" and kind != "initial" and await children_of(ctx.db, vm.id):
-        raise Refused(f"{vm.name} has VDI machines: delete or reclassify them first")
+        raise Refused(_("{name} has VDI machines: delete or reclassify them first").format(name=vm.name))
     await update_vm(ctx.db, vm.id, kind=kind, parent_id=parent.id if parent else None)
     await ctx.audit.record(
         "vm_classify",
@@ -90,7 +97,7 @@ async def set_flags(
     if "volatile" in changes and changes["volatile"] != vm.volatile:
         _not_busy(vm)
         if not vm.disk_path:
-            raise Refused(f"{vm.name} has no disk: it cannot be volatile")
+            raise Refused(_("{name} has no disk: it cannot be volatile").format(name=vm.name))
         hv = ctx.hypervisor(vm.hypervisor_id, new_work=False)
         async with ctx.overlay_lock(vm.id):
             await update_vm(ctx.db, vm.id, volatile=changes["volatile"])
@@ -119,7 +126,10 @@ async def set_children_flags(
     if "volatile" in changes:
         busy = [child.name for child in children if child.operation_id is not None]
         if busy:
-            raise Refused(f"{', '.join(busy)} are busy with an operation: wait for it to end", code="busy")
+            raise Refused(
+                _("{names} are busy with an operation: wait for it to end").format(names=", ".join(busy)),
+                code="busy",
+            )
         return [
             await set_flags(ctx, child.id, changes, actor=actor, client_address=client_address)
             for child in children
@@ -166,7 +176,11 @@ async def change_media(
     try:
         await hv.update_device(vm.name, device)
     except HypervisorError as exc:
-        raise HypervisorFailure(f"changing CD-ROM drive {drive} of {vm.name} failed: {exc}") from exc
+        raise HypervisorFailure(
+            _("changing CD-ROM drive {drive} of {name} failed: {exc}").format(
+                drive=drive, name=vm.name, exc=exc
+            )
+        ) from exc
     await update_vm(ctx.db, vm.id, **{field_name: iso_path})
     await ctx.audit.record(
         "vm_media",
@@ -212,8 +226,9 @@ async def plan_delete(ctx: VmContext, vm_id: int, *, with_children: bool, remove
         if children and not with_children:
             names = ", ".join(child.name for child in children)
             raise Refused(
-                f"{vm.name} still has {len(children)} VDI machines ({names}): delete them first,"
-                " or choose “delete with children”",
+                _(
+                    "{name} still has {count} VDI machines ({names}): delete them first, or choose “delete with children”"  # noqa: E501
+                ).format(name=vm.name, count=len(children), names=names),
                 code="has_children",
             )
         targets.extend(children)
@@ -221,11 +236,21 @@ async def plan_delete(ctx: VmContext, vm_id: int, *, with_children: bool, remove
     locked = [target.name for target in targets if target.locked]
     if locked:
         raise Refused(
-            f"{', '.join(locked)} {'is' if len(locked) == 1 else 'are'} locked: unlock first", code="locked"
+            ngettext(
+                "{names} is locked: unlock first", "{names} are locked: unlock first", len(locked)
+            ).format(names=", ".join(locked)),
+            code="locked",
         )
     busy = [target.name for target in targets if target.operation_id is not None]
     if busy:
-        raise Refused(f"{', '.join(busy)} busy with an operation: wait for it to end", code="busy")
+        raise Refused(
+            ngettext(
+                "{names} is busy with an operation: wait for it to end",
+                "{names} are busy with an operation: wait for it to end",
+                len(busy),
+            ).format(names=", ".join(busy)),
+            code="busy",
+        )
     files: list[str] = []
     kept: list[str] = []
     if remove_disks:
@@ -322,7 +347,7 @@ async def delete(
         hypervisor_id=hv.id,
         params=plan.summary(),
         created_by=actor,
-        message=f"Deleting {len(plan.vms)} VMs",
+        message=_("Deleting {count} VMs").format(count=len(plan.vms)),
     )
     return plan, op_id
 

@@ -78,10 +78,14 @@ class Finding:
         return f"{self.path}:{self.line}: {self.text!r}"
 
 
+# Key names are printed on the keys in every language ("Ctrl+Alt+Del").
+KEY_COMBINATION = re.compile(r"(?:(?:Ctrl|Alt|Shift|Del|Esc|Tab|Backspace|F\d*|\x00)\+?)+")
+
+
 def readable(text: str) -> bool:
     """Text shown as it is (a text node, a title): any word not allowed to stay untranslated."""
     text = " ".join(text.split())
-    if not text or text in ALLOWED:
+    if not text or text in ALLOWED or KEY_COMBINATION.fullmatch(text):
         return False
     words = [w for w in WORD.findall(text) if w not in ALLOWED]
     return any(w for w in words if not re.fullmatch(r"[A-Z]{2,5}s?", w))
@@ -89,19 +93,22 @@ def readable(text: str) -> bool:
 
 def prose(literal: str) -> bool:
     """A string literal in code that reads as words to a person (not a key, class or path)."""
-    text = literal.strip()
+    text = re.sub(r"<[^>]*>", " ", literal).strip()  # the words of an HTML snippet
     if not text or text in ALLOWED or "://" in text or text.startswith(("/", "#", ".", "[", "bi-")):
         return False
     if re.fullmatch(r"[\w.:/#\[\]=\"'-]+", text) and not CAPITALISED.search(text):
         return False
     tokens = text.split()
+    if any(re.fullmatch(r"[\w-]+=[\w\"'-]*", t) for t in tokens):
+        return False  # HTML attributes ("required maxlength=64")
     if all(re.fullmatch(r"[a-z0-9-]+", t) for t in tokens) and any("-" in t for t in tokens):
         return False  # a list of CSS classes
     return bool(CAPITALISED.search(text) or SENTENCE.search(text)) and readable(text)
 
 
 def relative(path: Path) -> str:
-    return str(path.resolve().relative_to(REPO))
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
 
 
 # --- templates -------------------------------------------------------------------------------
@@ -209,7 +216,6 @@ JS_QUIET_CALLS = {
     "getElementById",
     "addEventListener",
     "removeEventListener",
-    "setAttribute",
     "getAttribute",
     "removeAttribute",
     "log",
@@ -237,7 +243,17 @@ JS_QUIET_CALLS = {
 
 def _js_literal_value(token_value: str) -> str:
     body = token_value[1:-1]
-    return re.sub(r"\$\{[^}]*\}", " ", body)
+    return re.sub(r"\$\{[^}]*\}", "${}", body)
+
+
+def _template_words(text: str) -> bool:
+    """A template literal with a word around its placeholders (`${kind} finished`)."""
+    plain = " ".join(text.replace("${}", "x").split())
+    if " " not in plain or plain.startswith(("<", "/", "#", ".")) or "://" in plain:
+        return False
+    if all(re.fullmatch(r"[a-z0-9-]+", t) for t in plain.split()) and "-" in plain:
+        return False  # CSS classes
+    return readable(plain.replace(" x ", " ").removeprefix("x ").removesuffix(" x"))
 
 
 def scan_script(path: Path) -> list[Finding]:
@@ -246,19 +262,25 @@ def scan_script(path: Path) -> list[Finding]:
     frames: list[str] = []  # one per open parenthesis: "mark", "quiet" or ""
     previous = None
     before_previous = None
+    # A line may say its strings are never shown ("// i18n-ignore: why").
+    ignored = {number for number, line in enumerate(source.splitlines(), 1) if "i18n-ignore" in line}
     for token in js_tokenize(source, dotted=False, template_string=True):
         if token.type == "operator" and token.value == "(":
             name = previous.value if previous is not None and previous.type == "name" else ""
             frames.append("mark" if name in MARKERS else "quiet" if name in JS_QUIET_CALLS else "")
-        elif token.type == "operator" and token.value == ")" and frames:
+        elif token.type == "operator" and token.value == "{":
+            # A function body inside a quiet call's arguments speaks again.
+            frames.append("")
+        elif token.type == "operator" and token.value in (")", "}") and frames:
             frames.pop()
         elif token.type in ("string", "template_string") and "mark" not in frames:
-            quiet_call = frames and frames[-1] == "quiet"
+            quiet_call = bool(frames) and frames[-1] == "quiet"
             text = _js_literal_value(token.value)
-            # A property key ("Label": …) reads like a word but names a field.
-            key = False
-            if not quiet_call and prose(text) and not key:
-                findings.append(Finding(relative(path), token.lineno, text.strip()))
+            readable_text = prose(text.replace("${}", "x")) or (
+                token.type == "template_string" and _template_words(text)
+            )
+            if not quiet_call and readable_text and token.lineno not in ignored:
+                findings.append(Finding(relative(path), token.lineno, " ".join(text.split())))
         if token.type not in ("linecomment", "multilinecomment"):
             before_previous, previous = previous, token
     del before_previous
@@ -282,8 +304,18 @@ PY_SPEAKING_CALLS = {
 }
 PY_SPEAKING_KEYS = {"message", "title", "detail", "reason", "toast"}
 # Exceptions that are programming errors or start-up failures, read by developers.
-PY_QUIET_EXCEPTIONS = {"ValueError", "RuntimeError", "TypeError", "KeyError", "AssertionError", "LookupError"}
-PY_QUIET_CALLS = {"debug", "info", "warning", "error_log", "exception", "critical", "log"}
+PY_QUIET_EXCEPTIONS = {
+    "ValueError",
+    "RuntimeError",
+    "TypeError",
+    "KeyError",
+    "AssertionError",
+    "LookupError",
+    "OSError",
+}
+# Logs stay English; a websocket's close reason is read by scripts (they show their own words by code).
+LOGGERS = {"log", "logger", "logging"}
+PY_QUIET_CALLS = {"debug", "info", "warning", "error_log", "exception", "critical", "log", "close"}
 
 
 def _call_name(node: ast.Call) -> str:
@@ -326,6 +358,10 @@ class _PythonScanner(ast.NodeVisitor):
         name = _call_name(node)
         if name in MARKERS:
             return
+        func = node.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in LOGGERS:
+            self.generic_visit(node)
+            return
         speaking = name in PY_SPEAKING_CALLS or (
             (
                 name.endswith(("Error", "Refused", "Refusal", "Failure"))
@@ -337,7 +373,7 @@ class _PythonScanner(ast.NodeVisitor):
             for arg in node.args:
                 self._check(arg)
         for keyword in node.keywords:
-            if keyword.arg in PY_SPEAKING_KEYS:
+            if keyword.arg in PY_SPEAKING_KEYS and name not in PY_QUIET_CALLS:
                 self._check(keyword.value)
         self.generic_visit(node)
 
@@ -349,9 +385,12 @@ class _PythonScanner(ast.NodeVisitor):
 
 
 def scan_python(path: Path) -> list[Finding]:
+    source = path.read_text()
     scanner = _PythonScanner(relative(path))
-    scanner.visit(ast.parse(path.read_text(), filename=str(path)))
-    return scanner.found
+    scanner.visit(ast.parse(source, filename=str(path)))
+    # A line may say its text is never read by a person ("# i18n-ignore: why").
+    lines = source.splitlines()
+    return [f for f in scanner.found if "i18n-ignore" not in lines[f.line - 1]]
 
 
 def scan(paths: Iterable[Path]) -> list[Finding]:

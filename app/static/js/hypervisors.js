@@ -6,9 +6,9 @@
 
   var API = "/api/v1/admin/hypervisors";
   var BADGES = {
-    up: ["text-bg-success", "Up"],
-    down: ["text-bg-danger", "Down"],
-    unknown: ["text-bg-secondary", "Unknown"],
+    up: ["text-bg-success", gettext("Up")],
+    down: ["text-bg-danger", gettext("Down")],
+    unknown: ["text-bg-secondary", gettext("Unknown")],
   };
   var FIGURES = ["libvirt_version", "cpus", "memory", "free", "last_check"];
 
@@ -122,7 +122,8 @@
     var id = button.dataset.id;
     button.disabled = true;
     var original = button.innerHTML;
-    button.innerHTML = '<span class="spinner-border spinner-border-sm" aria-hidden="true"></span> Checking…';
+    button.innerHTML = '<span class="spinner-border spinner-border-sm" aria-hidden="true"></span> ';
+    button.append(gettext("Checking…"));
     window.KvmVdi.api("POST", API + "/" + id + "/check")
       .then(function (result) {
         if (result.ok) {
@@ -130,10 +131,10 @@
           var row = rowOf(id);
           if (row && result.data.hypervisor) applyRecord(row, result.data.hypervisor);
         } else {
-          Toast.show((result.data && result.data.message) || "The check failed (HTTP " + result.status + ").", "danger");
+          Toast.show((result.data && result.data.message) || gettext("The check failed (HTTP {status}).", { status: result.status }), "danger");
         }
       })
-      .catch(function () { Toast.show("The dashboard did not answer.", "danger"); })
+      .catch(function () { Toast.show(gettext("The dashboard did not answer."), "danger"); })
       .finally(function () {
         button.disabled = false;
         button.innerHTML = original;

@@ -33,7 +33,25 @@
     return new Intl.DateTimeFormat(language, { dateStyle: "medium", timeStyle: "medium" }).format(date);
   }
 
+  // A VM's state as the page's language says it (the same words as the server's labels).
+  const STATES = {
+    running: gettext("running"),
+    paused: gettext("paused"),
+    pmsuspended: gettext("suspended"),
+    shutoff: gettext("shut off"),
+    shutdown: gettext("shutting down"),
+    crashed: gettext("crashed"),
+    blocked: gettext("blocked"),
+    missing: gettext("not defined"),
+    undefined: gettext("not defined"),
+    unknown: gettext("unknown"),
+  };
+
+  function stateLabel(state) {
+    return STATES[state] || state;
+  }
+
   window.gettext = gettext;
   window.ngettext = ngettext;
-  window.i18n = { language, gettext, ngettext, formatNumber, formatDateTime };
+  window.i18n = { language, gettext, ngettext, formatNumber, formatDateTime, stateLabel };
 })();

@@ -47,9 +47,9 @@
   function serviceChanged(data) {
     degraded = data.database === "unavailable";
     if (degraded) {
-      setState("degraded", "Degraded: the database is unavailable");
+      setState("degraded", gettext("Degraded: the database is unavailable"));
     } else if (socket !== null && socket.readyState === WebSocket.OPEN) {
-      setState("connected", "Live");
+      setState("connected", gettext("Live"));
     }
   }
 
@@ -69,20 +69,22 @@
     attempt += 1;
     var seconds = Math.max(1, Math.round(delay / 1000));
     if (degraded) {
-      setState("degraded", "Degraded: the database is unavailable (retrying in " + seconds + " s)");
+      setState("degraded", ngettext(
+        "Degraded: the database is unavailable (retrying in {n} second)",
+        "Degraded: the database is unavailable (retrying in {n} seconds)", seconds));
     } else {
-      setState("offline", "Offline, reconnecting in " + seconds + " s");
+      setState("offline", ngettext("Offline, reconnecting in {n} second", "Offline, reconnecting in {n} seconds", seconds));
     }
     timer = setTimeout(function () { timer = null; connect(); }, delay);
   }
 
   function connect() {
     if (stopped || socket !== null) return;
-    setState("connecting", "Connecting…");
+    setState("connecting", gettext("Connecting…"));
     var ws = new WebSocket(socketUrl());
     socket = ws;
     ws.onopen = function () {
-      setState(degraded ? "degraded" : "connected", degraded ? "Degraded: the database is unavailable" : "Live");
+      setState(degraded ? "degraded" : "connected", degraded ? gettext("Degraded: the database is unavailable") : gettext("Live"));
       if (everConnected) reconnectHandlers.forEach(function (fn) { call(fn); });
       everConnected = true;
     };
@@ -107,7 +109,7 @@
       socket = null;
       if (event.code === CLOSE_SESSION_ENDED || event.code === CLOSE_PASSWORD_CHANGE) {
         stopped = true;
-        setState("ended", event.code === CLOSE_SESSION_ENDED ? "Session ended: log in again" : "Change your password");
+        setState("ended", event.code === CLOSE_SESSION_ENDED ? gettext("Session ended: log in again") : gettext("Change your password"));
         return;
       }
       schedule();

@@ -21,8 +21,13 @@ async function post(url, body) {
 
 function failoverText(failover) {
   if (!failover) return "";
-  if (failover.protocol === "rdp") return ` Use Remote Desktop to ${failover.host}${failover.domain ? " (domain " + failover.domain + ")" : ""}.`;
-  return ` Use VMware Horizon: server ${failover.server}, pool ${failover.pool}.`;
+  if (failover.protocol === "rdp") {
+    const target = failover.domain
+      ? gettext("Use Remote Desktop to {host} (domain {domain}).", { host: failover.host, domain: failover.domain })
+      : gettext("Use Remote Desktop to {host}.", { host: failover.host });
+    return " " + target;
+  }
+  return " " + gettext("Use VMware Horizon: server {server}, pool {pool}.", { server: failover.server, pool: failover.pool });
 }
 
 // `stopped()` true: the user chose to stay on the pool tiles; no console is opened then.
@@ -31,18 +36,18 @@ async function desktopFor(poolId, stopped = () => false) {
     const { status, data } = await post(`/client/pools/${poolId}/desktop`);
     if (stopped()) return null;
     if (status === 202) {
-      show(`Your desktop ${data.desktop ? data.desktop.name : ""} is starting…`);
+      show(data.desktop ? gettext("Your desktop {name} is starting…", { name: data.desktop.name }) : gettext("Your desktop is starting…"));
       // The answer comes once the desktop was started: look again soon, then as advised.
       const wait = attempt === 0 ? 250 : (data.retry_after || 1) * 1000;
       await new Promise((resolve) => setTimeout(resolve, wait));
       continue;
     }
     if (data.status === "ready") return data;
-    if (data.status === "failover") { show("The desktops are unavailable." + failoverText(data.failover), "warning"); return null; }
-    show((data.message || "The desktop could not be handed out.") + failoverText(data.failover), "warning");
+    if (data.status === "failover") { show(gettext("The desktops are unavailable.") + failoverText(data.failover), "warning"); return null; }
+    show((data.message || gettext("The desktop could not be handed out.")) + failoverText(data.failover), "warning");
     return null;
   }
-  show("The desktop did not start in time. Try again.", "danger");
+  show(gettext("The desktop did not start in time. Try again."), "danger");
   return null;
 }
 
@@ -77,7 +82,7 @@ document.addEventListener("click", async (event) => {
   try {
     if (button.dataset.power) {
       const { status, data } = await post(`/client/desktops/${button.dataset.vmId}/power`, { action: button.dataset.power });
-      show(status === 202 ? `Desktop ${data.state}.` : data.message, status === 202 ? "success" : "danger");
+      show(status === 202 ? gettext("Desktop: {state}.", { state: i18n.stateLabel(data.state) }) : data.message, status === 202 ? "success" : "danger");
       return;
     }
     const desktop = await desktopFor(button.dataset.poolId);
@@ -88,7 +93,7 @@ document.addEventListener("click", async (event) => {
       const form = document.getElementById("vv-form");
       form.action = `/client/desktops/${desktop.desktop.vm_id}/vv`;
       form.submit();
-      show(`Opening ${desktop.desktop.name} in remote-viewer.`, "success");
+      show(gettext("Opening {name} in remote-viewer.", { name: desktop.desktop.name }), "success");
     }
   } finally {
     button.disabled = false;
@@ -99,10 +104,18 @@ function renderTiles(pools) {
   for (const pool of pools) {
     const tile = document.getElementById(`pool-${pool.id}`);
     if (!tile) { window.location.reload(); return; }
-    tile.querySelector("[data-free]").textContent = pool.free;
-    tile.querySelector("[data-size]").textContent = pool.size;
+    tile.querySelector("[data-free]").textContent = i18n.formatNumber(pool.free);
+    tile.querySelector("[data-size]").textContent = i18n.formatNumber(pool.size);
     tile.querySelector("[data-maintenance]").classList.toggle("d-none", !pool.maintenance);
-    tile.querySelector("[data-desktop]").textContent = pool.desktop ? `Your desktop: ${pool.desktop.name} (${pool.desktop.state})` : "";
+        const desktop = tile.querySelector("[data-desktop]");
+    desktop.replaceChildren();
+    if (pool.desktop) {
+      // "Your desktop: <strong>name</strong> (state)", the name in bold as the server renders it.
+      const [before, after] = gettext("Your desktop: {name} ({state})", { state: i18n.stateLabel(pool.desktop.state) }).split("{name}");
+      const name = document.createElement("strong");
+      name.textContent = pool.desktop.name;
+      desktop.append(before, name, after || "");
+    }
   }
 }
 

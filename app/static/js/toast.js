@@ -39,7 +39,7 @@
     close.type = "button";
     close.className = "btn-close btn-close-white me-2 m-auto";
     close.setAttribute("data-bs-dismiss", "toast");
-    close.setAttribute("aria-label", "Close");
+    close.setAttribute("aria-label", gettext("Close"));
     row.appendChild(body);
     row.appendChild(close);
     toast.appendChild(row);

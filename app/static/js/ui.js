@@ -9,7 +9,7 @@
     var target = document.getElementById(button.dataset.copyTarget);
     if (!target) return;
     var text = target.textContent.trim();
-    var done = function () { if (window.Toast) window.Toast.show("Copied to the clipboard.", "info"); };
+    var done = function () { if (window.Toast) window.Toast.show(gettext("Copied to the clipboard."), "info"); };
     if (navigator.clipboard && window.isSecureContext) {
       navigator.clipboard.writeText(text).then(done, function () { selectText(target); });
     } else {
@@ -30,7 +30,7 @@
     var selection = window.getSelection();
     selection.removeAllRanges();
     selection.addRange(range);
-    if (window.Toast) window.Toast.show("Selected: press Ctrl+C to copy.", "info");
+    if (window.Toast) window.Toast.show(gettext("Selected: press Ctrl+C to copy."), "info");
   }
 
   window.KvmVdi = {

@@ -24,9 +24,9 @@
         const response = await fetch(`/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/isos`,
           { headers: { Accept: "application/json" }, credentials: "same-origin" });
         const body = await response.json();
-        drives.forEach((drive) => drive.replaceChildren(new Option("(empty drive)", "")));
+        drives.forEach((drive) => drive.replaceChildren(new Option(gettext("(empty drive)"), "")));
         if (!response.ok) {
-          help.textContent = body.message || "The ISO list is not available.";
+          help.textContent = body.message || gettext("The ISO list is not available.");
           return;
         }
         drives.forEach((drive, index) => {
@@ -36,10 +36,10 @@
             drive.add(option);
           }
         });
-        help.textContent = body.isos.length ? "ISO images found in the hypervisor's ISO directory."
-          : "No ISO image in the hypervisor's ISO directory.";
+        help.textContent = body.isos.length ? gettext("ISO images found in the hypervisor's ISO directory.")
+          : gettext("No ISO image in the hypervisor's ISO directory.");
       } catch (error) {
-        help.textContent = "The ISO list could not be loaded: " + error;
+        help.textContent = gettext("The ISO list could not be loaded: {error}", { error });
       } finally {
         drives.forEach((drive) => { drive.disabled = false; });
       }
@@ -116,7 +116,9 @@
       }
       const needs = wanted();
       if (!needs.length) {
-        note.textContent = `Runs with ${offers.labels[offers.domain_types[0]] || "the hypervisor's default"}.`;
+        note.textContent = offers.labels[offers.domain_types[0]]
+          ? gettext("Runs with {type}.", { type: offers.labels[offers.domain_types[0]] })
+          : gettext("Runs with the hypervisor's default.");
         return;
       }
       const runs = offers.domain_types.find((type) => needs.every((option) => options[option]?.[type]?.ok));
@@ -126,27 +128,27 @@
           return failing ? `${offers.labels[type]}: ${failing.reason}` : "";
         })
         .filter(Boolean);
-      if (runs === "kvm") note.textContent = "Runs with KVM.";
-      else if (runs) note.textContent = `Runs with ${offers.labels[runs]} here (slower). ${reasons.join("; ")}`;
-      else note.textContent = `This hypervisor cannot run this machine. ${reasons.join("; ")}`;
+      if (runs === "kvm") note.textContent = gettext("Runs with KVM.");
+      else if (runs) note.textContent = gettext("Runs with {type} here (slower). {reasons}", { type: offers.labels[runs], reasons: reasons.join("; ") });
+      else note.textContent = gettext("This hypervisor cannot run this machine. {reasons}", { reasons: reasons.join("; ") });
     };
 
     const load = async () => {
       offers = null;
-      note.textContent = "Checking what this hypervisor can run…";
+      note.textContent = gettext("Checking what this hypervisor can run…");
       try {
         const response = await fetch(
           `/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/capabilities`,
           { headers: { Accept: "application/json" }, credentials: "same-origin" });
         const body = await response.json();
         if (!response.ok) {
-          note.textContent = body.message || "The hypervisor's capabilities are not available.";
+          note.textContent = body.message || gettext("The hypervisor's capabilities are not available.");
           return;
         }
         offers = body;
         describe();
       } catch (error) {
-        note.textContent = "The hypervisor's capabilities could not be read: " + error;
+        note.textContent = gettext("The hypervisor's capabilities could not be read: {error}", { error });
       }
     };
 

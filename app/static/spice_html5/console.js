@@ -44,23 +44,23 @@ const releaseCode = (key) => (key < 0x100 ? key | 0x80 : 0x80e0 | ((key - 0x100)
 
 // Close codes the dashboard's proxy uses (app/proxy/sessions.py), and what the page does.
 const CLOSE_CODES = {
-  4401: { retry: 'now', title: 'Console ticket expired',
-          text: 'The console ticket ran out before the connection was made.' },
-  4403: { retry: 'never', title: 'Wrong desktop', text: 'This console ticket belongs to another desktop.' },
-  4404: { retry: 'never', state: 'stopped', title: 'Desktop stopped',
-          text: 'The desktop was shut down or stopped. Start it again, then reconnect.' },
-  4408: { retry: 'never', title: 'Disconnected after inactivity',
-          text: 'The console was idle for too long and was closed.' },
-  4409: { retry: 'never', title: 'Session time limit reached',
-          text: 'The console reached its maximum session length.' },
-  4410: { retry: 'never', state: 'stopped', title: 'Console closed by an administrator',
-          text: 'An administrator ended this console session.' },
-  4429: { retry: 'backoff', title: 'Too many connections',
-          text: 'Too many consoles are open right now.' },
-  4502: { retry: 'backoff', title: 'Desktop unreachable',
-          text: "The desktop's display cannot be reached." },
-  4503: { retry: 'backoff', title: 'Server not answering',
-          text: 'The server running this desktop stopped answering. The console reconnects once it is back.' },
+  4401: { retry: 'now', title: gettext('Console ticket expired'),
+          text: gettext('The console ticket ran out before the connection was made.') },
+  4403: { retry: 'never', title: gettext('Wrong desktop'), text: gettext('This console ticket belongs to another desktop.') },
+  4404: { retry: 'never', state: 'stopped', title: gettext('Desktop stopped'),
+          text: gettext('The desktop was shut down or stopped. Start it again, then reconnect.') },
+  4408: { retry: 'never', title: gettext('Disconnected after inactivity'),
+          text: gettext('The console was idle for too long and was closed.') },
+  4409: { retry: 'never', title: gettext('Session time limit reached'),
+          text: gettext('The console reached its maximum session length.') },
+  4410: { retry: 'never', state: 'stopped', title: gettext('Console closed by an administrator'),
+          text: gettext('An administrator ended this console session.') },
+  4429: { retry: 'backoff', title: gettext('Too many connections'),
+          text: gettext('Too many consoles are open right now.') },
+  4502: { retry: 'backoff', title: gettext('Desktop unreachable'),
+          text: gettext("The desktop's display cannot be reached.") },
+  4503: { retry: 'backoff', title: gettext('Server not answering'),
+          text: gettext('The server running this desktop stopped answering. The console reconnects once it is back.') },
 };
 const MAX_AUTO_RECONNECTS = 8;
 const MAX_QUICK_RETRIES = 2;
@@ -97,7 +97,7 @@ class SpiceConsole {
   async connect() {
     this.teardown();
     const gen = this.generation;
-    this.setState(this.attempt ? 'reconnecting' : 'connecting', this.attempt ? 'Reconnecting…' : 'Connecting…');
+    this.setState(this.attempt ? 'reconnecting' : 'connecting', this.attempt ? gettext('Reconnecting…') : gettext('Connecting…'));
     let grant;
     try {
       const response = await fetch(this.openUrl, {
@@ -113,7 +113,7 @@ class SpiceConsole {
       }
       grant = body;
     } catch (error) {
-      if (gen === this.generation) this.lost('The dashboard cannot be reached.');
+      if (gen === this.generation) this.lost(gettext('The dashboard cannot be reached.'));
       return;
     }
     const scheme = window.location.protocol === 'https:' ? 'wss://' : 'ws://';
@@ -169,7 +169,7 @@ class SpiceConsole {
     this.attempt = 0;
     this.quickRetries = 0;
     this.hideOverlay();
-    this.setState('connected', 'Connected');
+    this.setState('connected', gettext('Connected'));
     this.startHeartbeat();
   }
 
@@ -208,19 +208,19 @@ class SpiceConsole {
       }
       return;
     }
-    if (error === 'Permission denied.') {
+    if (error === 'Permission denied.') { // i18n-ignore: spice-html5's error, not shown
       // The password changed between fetching and linking (another console opened): try anew.
       if (this.quickRetries < MAX_QUICK_RETRIES) {
         this.quickRetries += 1;
         this.connect();
       } else {
-        this.stopped('Password refused',
-          'The desktop refused the console password. Another console may have been opened meanwhile.');
+        this.stopped(gettext('Password refused'),
+          gettext('The desktop refused the console password. Another console may have been opened meanwhile.'));
       }
       return;
     }
     if (code === 1000 && wasConnected) {
-      this.stopped('Disconnected', 'The desktop closed the connection; another console may have taken over.');
+      this.stopped(gettext('Disconnected'), gettext('The desktop closed the connection; another console may have taken over.'));
       return;
     }
     this.lost();
@@ -229,40 +229,44 @@ class SpiceConsole {
   grantRefused(status, body) {
     const message = body && body.message;
     if (status === 401) {
-      this.stopped('Logged out', 'Your dashboard session has ended. Log in again, then reopen the console.');
+      this.stopped(gettext('Logged out'), gettext('Your dashboard session has ended. Log in again, then reopen the console.'));
     } else if (status === 409) {
-      this.stopped('Desktop stopped', message || 'The desktop is not running.', 'stopped');
+      this.stopped(gettext('Desktop stopped'), message || gettext('The desktop is not running.'), 'stopped');
     } else if (status >= 500) {
-      this.lost(message || 'The desktop cannot be reached right now.', 'Desktop unavailable');
+      this.lost(message || gettext('The desktop cannot be reached right now.'), gettext('Desktop unavailable'));
     } else {
-      this.stopped('Console not available', message || `The dashboard answered ${status}.`);
+      this.stopped(gettext('Console not available'), message || gettext('The dashboard answered {status}.', { status }));
     }
   }
 
   lost(text, title) {
     this.attempt += 1;
     if (this.attempt > MAX_AUTO_RECONNECTS) {
-      this.stopped(title || 'Connection lost', text || 'The connection to the desktop was lost.');
+      this.stopped(title || gettext('Connection lost'), text || gettext('The connection to the desktop was lost.'));
       return;
     }
     const delay = Math.min(30, 2 ** (this.attempt - 1));
     let left = delay;
-    const body = (text || 'The connection to the desktop was lost.');
-    this.setState('reconnecting', `Reconnecting in ${left} s`);
-    this.showOverlay(title || 'Connection lost', `${body} Reconnecting in ${left} s…`, 'Reconnect now');
+    const body = (text || gettext('The connection to the desktop was lost.'));
+    this.showCountdown(title, body, left);
     this.countdownTimer = setInterval(() => {
       left -= 1;
       if (left > 0) {
-        this.setState('reconnecting', `Reconnecting in ${left} s`);
-        this.showOverlay(title || 'Connection lost', `${body} Reconnecting in ${left} s…`, 'Reconnect now');
+        this.showCountdown(title, body, left);
       }
     }, 1000);
     this.reconnectTimer = setTimeout(() => this.connect(), delay * 1000);
   }
 
+  showCountdown(title, body, seconds) {
+    this.setState('reconnecting', ngettext('Reconnecting in {n} second', 'Reconnecting in {n} seconds', seconds));
+    const countdown = ngettext('Reconnecting in {n} second…', 'Reconnecting in {n} seconds…', seconds);
+    this.showOverlay(title || gettext('Connection lost'), `${body} ${countdown}`, gettext('Reconnect now'));
+  }
+
   stopped(title, text, state = 'error') {
     this.setState(state, title);
-    this.showOverlay(title, text, 'Reconnect');
+    this.showOverlay(title, text, gettext('Reconnect'));
   }
 
   // -- page state ------------------------------------------------------------------------
@@ -393,7 +397,7 @@ class SpiceConsole {
       credentials: 'same-origin',
       headers: { 'X-CSRF-Token': this.csrf, Accept: 'application/json' },
     });
-    if (!response.ok) throw new Error(`heartbeat answered ${response.status}`);
+    if (!response.ok) throw new Error(`heartbeat answered ${response.status}`); // i18n-ignore: logged, not shown
   }
 }
 
