@@ -9,7 +9,7 @@ from starlette.templating import Jinja2Templates
 from app.i18n import available_languages, current_language, language_name
 from app.i18n.context import gettext, ngettext, npgettext, pgettext
 from app.i18n.formatting import FILTERS
-from app.i18n.labels import hypervisor_state_label, operation_state_label, state_label
+from app.i18n.labels import hypervisor_state_label, kind_label, operation_state_label, state_label
 from app.i18n.scripts import script_catalogue
 from app.settings import Settings
 
@@ -33,6 +33,7 @@ def make_templates(settings: Settings) -> Jinja2Templates:
     env.globals["current_language"] = current_language
     env.globals["languages"] = [(code, language_name(code)) for code in available_languages()]
     env.globals["state_label"] = state_label
+    env.globals["kind_label"] = kind_label
     env.globals["operation_state_label"] = operation_state_label
     env.globals["hypervisor_state_label"] = hypervisor_state_label
     env.globals["script_catalogue_url"] = lambda: script_catalogue(current_language()).url

@@ -23,6 +23,13 @@ OPERATION_STATES = {
     "failed": N_("failed"),
     "interrupted": N_("interrupted"),
 }
+VM_KINDS = {
+    "simple": N_("simple"),
+    "source": N_("source"),
+    "initial": N_("initial"),
+    "vdi": N_("VDI"),
+    "unclassified": N_("unclassified"),
+}
 HYPERVISOR_STATES = {"up": N_("Up"), "down": N_("Down"), "unknown": N_("Unknown")}
 
 
@@ -37,3 +44,8 @@ def operation_state_label(state: str) -> str:
 
 def hypervisor_state_label(state: str) -> str:
     return gettext(HYPERVISOR_STATES[state]) if state in HYPERVISOR_STATES else state
+
+
+def kind_label(kind: str) -> str:
+    """A VM's kind (simple, source, initial, VDI, unclassified) in the reader's language."""
+    return gettext(VM_KINDS[kind]) if kind in VM_KINDS else kind

@@ -79,3 +79,18 @@ def test_scripts_get_their_messages_and_the_plural_rule() -> None:
     assert catalogue.url == f"/static/i18n/lt.js?v={catalogue.digest}"
     english = script_catalogue("en").body.decode()
     assert '"messages": {}' in english
+
+
+LAUNCHER = REPO / "thin_client" / "kvm_vdi_client"
+LAUNCHER_PO = LAUNCHER / "locale" / "lt" / "LC_MESSAGES" / "kvm_vdi_client.po"
+
+
+def test_the_launchers_lithuanian_catalogue_is_complete_compiled_and_in_step() -> None:
+    catalogue = read(LAUNCHER_PO, "lt")
+    assert catalogue.plural_forms.replace(" ", "") == LITHUANIAN_PLURALS.replace(" ", "")
+    marked = extracted(LAUNCHER, None)
+    assert len(marked) > 20
+    missing = sorted(marked - {m.id if isinstance(m.id, str) else m.id[0] for m in catalogue if m.id})
+    assert not missing, f"run `make catalogues` and translate: {missing[:20]}"
+    assert problems(catalogue) == []
+    assert same_translations(LAUNCHER_PO.with_suffix(".mo"), catalogue) == []

@@ -20,7 +20,7 @@ from email.message import Message
 from typing import Any
 from urllib.parse import quote
 
-from kvm_vdi_client import __version__
+from kvm_vdi_client import __version__, i18n
 from kvm_vdi_client.config import DashboardConfig
 from kvm_vdi_client.model import (
     DesktopAnswer,
@@ -121,7 +121,12 @@ class BrokerClient:
     # -- transport ---------------------------------------------------------
 
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> _Answer:
-        headers = {"Accept": "application/json", "User-Agent": f"kvm-vdi-client/{__version__}"}
+        headers = {
+            "Accept": "application/json",
+            # The dashboard's messages (refusals, errors) in the launcher's language.
+            "Accept-Language": i18n.language(),
+            "User-Agent": f"kvm-vdi-client/{__version__}",
+        }
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()

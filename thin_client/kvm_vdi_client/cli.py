@@ -22,6 +22,8 @@ from kvm_vdi_client.config import (
 )
 from kvm_vdi_client.controller import Controller
 from kvm_vdi_client.events import Started
+from kvm_vdi_client.i18n import gettext as _
+from kvm_vdi_client.i18n import set_language
 from kvm_vdi_client.logsetup import configure_logging
 from kvm_vdi_client.machine import Credentials, SessionMachine
 from kvm_vdi_client.ui import LauncherWindow
@@ -47,12 +49,14 @@ def _show_fatal(message: str) -> None:
         root = tk.Tk()
     except tk.TclError:
         return
-    root.title("Thin client configuration error")
+    root.title(_("Thin client configuration error"))
     root.attributes("-fullscreen", True)
     root.configure(background="#1f2a36")
     tk.Label(
         root,
-        text=f"This thin client is not configured correctly.\n\n{message}\n\nAsk your administrator.",
+        text=_(
+            "This thin client is not configured correctly.\n\n{message}\n\nAsk your administrator."
+        ).format(message=message),
         background="#1f2a36",
         foreground="#ff9b9b",
         font=("DejaVu Sans", 16),
@@ -73,9 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
     parser.add_argument("--version", action="version", version=f"kvm-vdi-client {__version__}")
     args = parser.parse_args(argv)
+    # The environment's language until the configuration (which may name one) is read.
+    set_language(None)
 
     try:
         config = load_config(args.config)
+        set_language(config.ui.language)
         configure_logging(config.logging)
         controller = build_controller(config)
     except ConfigError as error:
@@ -85,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
             _show_fatal(str(error))
         return 2
     if args.check:
-        print(f"{args.config}: configuration is valid")
+        print(_("{config}: configuration is valid").format(config=args.config))
         return 0
 
     log.info("kvm-vdi-client %s starting; dashboard %s", __version__, config.dashboard.url)
     try:
         root = tk.Tk()
     except tk.TclError as error:
-        print(f"kvm-vdi-client: cannot open the display: {error}", file=sys.stderr)
+        print(_("kvm-vdi-client: cannot open the display: {error}").format(error=error), file=sys.stderr)
         return 1
     window = LauncherWindow(root, controller, config.ui)
 

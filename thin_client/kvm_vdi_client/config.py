@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kvm_vdi_client.i18n import N_, available_languages
+
 DEFAULT_CONFIG_PATH = Path("/etc/kvm-vdi-client/config.toml")
 
 # Hotkey actions remote-viewer accepts in a connection file (remote-viewer(1), "CONNECTION FILE").
@@ -35,6 +37,10 @@ VV_HOTKEY_ACTIONS = frozenset(
 REALMS = ("local", "directory")
 LOG_TARGETS = ("stderr", "syslog", "file")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+# Shown translated unless the configuration names its own title.
+DEFAULT_TITLE = N_("Virtual desktop")
 
 
 class ConfigError(ValueError):
@@ -96,7 +102,9 @@ class BootingConfig:
 @dataclass(frozen=True)
 class UiConfig:
     fullscreen: bool = True
-    title: str = "Virtual desktop"
+    title: str = DEFAULT_TITLE
+    # "en", "lt"; None: the environment's language (LANG).
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -300,7 +308,8 @@ def _booting(section: _Section) -> BootingConfig:
 def _ui(section: _Section) -> UiConfig:
     config = UiConfig(
         fullscreen=section.boolean("fullscreen", True),
-        title=section.string("title", "Virtual desktop") or "Virtual desktop",
+        title=section.string("title", DEFAULT_TITLE) or DEFAULT_TITLE,
+        language=section.optional_choice("language", available_languages()),
     )
     section.reject_unknown()
     return config

@@ -58,6 +58,8 @@ from kvm_vdi_client.events import (
     ViewerExited,
     ViewerFailed,
 )
+from kvm_vdi_client.i18n import N_
+from kvm_vdi_client.i18n import gettext as _
 from kvm_vdi_client.model import (
     Desktop,
     DesktopBooting,
@@ -73,7 +75,13 @@ from kvm_vdi_client.model import (
 
 log = logging.getLogger(__name__)
 
-POWER_ACTIONS = {"shutdown": "Shut down", "poweroff": "Force off", "reboot": "Restart", "start": "Start"}
+# Translated where shown: the language is chosen after this module is imported.
+POWER_ACTIONS = {
+    "shutdown": N_("Shut down"),
+    "poweroff": N_("Force off"),
+    "reboot": N_("Restart"),
+    "start": N_("Start"),
+}
 # While the dashboard is unreachable during a session, heartbeats are retried at least this often.
 HEARTBEAT_RETRY = 10.0
 
@@ -168,7 +176,7 @@ class SessionMachine:
                 self._pending_error = message
                 return self._release()
             case ViewerExited() if self.phase is Phase.FAILOVER:
-                return self._finish_session(notice="Your session has ended.")
+                return self._finish_session(notice=_("Your session has ended."))
             case ViewerFailed(message=message) if self.phase is Phase.FAILOVER:
                 self._error(message, retry=None, dismiss_ends_session=False)
                 return []
@@ -178,12 +186,12 @@ class SessionMachine:
                 return self._power(vm_id, action)
             case PowerDone(vm_id=vm_id, action=action, state=state) if self.phase is Phase.CHOOSING_POOL:
                 name = self._desktop_name(vm_id)
-                self.notice = (
-                    f"{POWER_ACTIONS.get(action, action)} sent to {name} (now {state or 'changing'})."
+                self.notice = _("{action} sent to {name} (now {state}).").format(
+                    action=_(POWER_ACTIONS.get(action, action)), name=name, state=state or _("changing")
                 )
                 return [FetchPools()]
             case LogoutRequested() if self.phase in (Phase.CHOOSING_POOL, Phase.ERROR, Phase.LOGGED_OUT):
-                return self._finish_session(notice="You have logged out.", restart=False)
+                return self._finish_session(notice=_("You have logged out."), restart=False)
             case RetryRequested() if self.phase is Phase.ERROR:
                 return self._retry_failed()
             case Dismissed() if self.phase is Phase.ERROR:
@@ -215,10 +223,12 @@ class SessionMachine:
 
     def _login(self, credentials: Credentials) -> list[Effect]:
         if not credentials.username or not credentials.password:
-            self.notice = "Enter your user name and password."
+            self.notice = _("Enter your user name and password.")
             return []
         self._credentials = credentials
-        self._to(Phase.LOGGING_IN, status=f"Logging in as {credentials.username}…")
+        self._to(
+            Phase.LOGGING_IN, status=_("Logging in as {username}…").format(username=credentials.username)
+        )
         return [CallLogin(credentials.username, credentials.password)]
 
     def _enter_pools(self, notice: str | None) -> list[Effect]:
@@ -236,7 +246,7 @@ class SessionMachine:
         self.pools = pools
         straight, self._straight = self._straight, False
         if not pools:
-            self.notice = (
+            self.notice = _(
                 "No desktop pools are available to you. Ask your administrator for access to a pool."
             )
             return []
@@ -245,32 +255,41 @@ class SessionMachine:
             wanted = self.kiosk.pool
             match = next((pool for pool in pools if wanted in (pool.name, str(pool.id))), None)
             if match is None:
-                self.notice = f"The pool {wanted!r} configured for this thin client is not available to you."
+                self.notice = _(
+                    "The pool {wanted!r} configured for this thin client is not available to you."
+                ).format(wanted=wanted)
                 return []
             return self._request(match.id)
         target = next((pool for pool in pools if pool.straight), None) if straight else None
         if target is not None:
             effects = self._request(target.id)
-            name = f"your desktop “{target.desktop.name}”" if target.desktop else "your desktop"
-            self.status = f"Opening {name} in “{target.name}”…"
+            name = (
+                _("your desktop “{name}”").format(name=target.desktop.name)
+                if target.desktop
+                else _("your desktop")
+            )
+            self.status = _("Opening {name} in “{pool}”…").format(name=name, pool=target.name)
             return effects
         return []
 
     def _pool_name(self, pool_id: int | None) -> str:
         pool = next((pool for pool in self.pools or () if pool.id == pool_id), None)
-        return f"“{pool.name}”" if pool else "the pool"
+        return f"“{pool.name}”" if pool else _("the pool")
 
     def _desktop_name(self, vm_id: int) -> str:
         for pool in self.pools or ():
             if pool.desktop is not None and pool.desktop.vm_id == vm_id:
                 return f"“{pool.desktop.name}”"
-        return "your desktop"
+        return _("your desktop")
 
     def _request(self, pool_id: int) -> list[Effect]:
         self._pool_id = pool_id
         self._boot_attempts = 0
         self._boot_waited = 0.0
-        self._to(Phase.REQUESTING, status=f"Requesting a desktop from {self._pool_name(pool_id)}…")
+        self._to(
+            Phase.REQUESTING,
+            status=_("Requesting a desktop from {pool_name}…").format(pool_name=self._pool_name(pool_id)),
+        )
         return [RequestDesktop(pool_id)]
 
     def _answered(self, answer: object) -> list[Effect]:
@@ -280,7 +299,10 @@ class SessionMachine:
                 self.desktop = desktop
                 self.heartbeat_failures = 0
                 self._to(
-                    Phase.VIEWING, status=f"Connected to {desktop.name}. Close the viewer to end the session."
+                    Phase.VIEWING,
+                    status=_("Connected to {name}. Close the viewer to end the session.").format(
+                        name=desktop.name
+                    ),
                 )
                 return [
                     StartSpiceViewer(connection),
@@ -303,19 +325,34 @@ class SessionMachine:
         self._boot_attempts += 1
         if desktop is not None:
             self.desktop = desktop
-        name = f"your desktop “{self.desktop.name}”" if self.desktop else "your desktop"
+        name = (
+            _("your desktop “{name}”").format(name=self.desktop.name) if self.desktop else _("your desktop")
+        )
         if self._boot_attempts > bounds.max_attempts or self._boot_waited + delay > bounds.max_wait:
             assert self._pool_id is not None
             self._error(
-                f"{name[0].upper()}{name[1:]} did not finish starting within {self._boot_waited:.0f} s "
-                f"({self._boot_attempts - 1} checks). Try again, or ask your administrator to check it.",
+                (
+                    _(
+                        "Your desktop “{name}” did not finish starting within {seconds:.0f} s "
+                        "({checks} checks). Try again, or ask your administrator to check it."
+                    )
+                    if self.desktop
+                    else _(
+                        "Your desktop did not finish starting within {seconds:.0f} s ({checks} checks). "
+                        "Try again, or ask your administrator to check it."
+                    )
+                ).format(
+                    name=self.desktop.name if self.desktop else "",
+                    seconds=self._boot_waited,
+                    checks=self._boot_attempts - 1,
+                ),
                 retry=RequestDesktop(self._pool_id),
                 retry_phase=Phase.REQUESTING,
             )
             return []
         self._boot_waited += delay
         state = f" ({self.desktop.state})" if self.desktop else ""
-        self._to(Phase.BOOTING, status=f"Starting {name}{state}…")
+        self._to(Phase.BOOTING, status=_("Starting {name}{state}…").format(name=name, state=state))
         self.progress = min(self._boot_waited / bounds.max_wait, 1.0)
         assert self._pool_id is not None
         return [Schedule(delay, BootRetryDue(self._pool_id, self._boot_attempts))]
@@ -323,15 +360,15 @@ class SessionMachine:
     def _start_failover(self, failover: Failover, reason: str | None) -> list[Effect]:
         credentials = self._credentials
         if credentials is None:
-            self._error("Log in again to use the fallback desktop.", retry=None, dismiss_ends_session=True)
+            self._error(_("Log in again to use the fallback desktop."), retry=None, dismiss_ends_session=True)
             return []
         self.failover = failover
         target = (
-            f"the fallback RDP server {failover.host}"
+            _("the fallback RDP server {host}").format(host=failover.host)
             if isinstance(failover, RdpFailover)
-            else f"the Horizon server {failover.server}"
+            else _("the Horizon server {server}").format(server=failover.server)
         )
-        self._to(Phase.FAILOVER, notice=reason, status=f"Connecting to {target}…")
+        self._to(Phase.FAILOVER, notice=reason, status=_("Connecting to {target}…").format(target=target))
         return [StartFailoverViewer(failover, credentials.username, credentials.password)]
 
     def _viewing(self, lease_id: str) -> bool:
@@ -342,7 +379,7 @@ class SessionMachine:
 
     def _release(self) -> list[Effect]:
         assert self.lease is not None
-        self._to(Phase.RELEASING, status="Ending the session…")
+        self._to(Phase.RELEASING, status=_("Ending the session…"))
         return [ReleaseLease(self.lease.id)]
 
     def _released(self) -> list[Effect]:
@@ -351,7 +388,7 @@ class SessionMachine:
             message, self._pending_error = self._pending_error, None
             self._error(message, retry=None, dismiss_ends_session=False)
             return []
-        return self._finish_session(notice="Your session has ended.")
+        return self._finish_session(notice=_("Your session has ended."))
 
     def _finish_session(self, *, notice: str, restart: bool = True) -> list[Effect]:
         effects: list[Effect] = [CallLogout()] if self.user is not None else []
@@ -364,7 +401,10 @@ class SessionMachine:
         self._pending_error = None
         if restart and self.kiosk.restart and self.auto_login is not None:
             delay = self.kiosk.restart_delay
-            self._to(Phase.LOGGED_OUT, notice=f"{notice} Reconnecting in {delay:g} s…")
+            self._to(
+                Phase.LOGGED_OUT,
+                notice=_("{notice} Reconnecting in {delay:g} s…").format(notice=notice, delay=delay),
+            )
             effects.append(Schedule(delay, Started()))
         else:
             self._to(Phase.LOGGED_OUT, notice=notice)
@@ -372,9 +412,11 @@ class SessionMachine:
 
     def _power(self, vm_id: int, action: str) -> list[Effect]:
         if action not in POWER_ACTIONS:
-            self.notice = f"Unknown power action {action!r}."
+            self.notice = _("Unknown power action {action!r}.").format(action=action)
             return []
-        self.notice = f"{POWER_ACTIONS[action]}: sending to {self._desktop_name(vm_id)}…"
+        self.notice = _("{action}: sending to {desktop}…").format(
+            action=_(POWER_ACTIONS[action]), desktop=self._desktop_name(vm_id)
+        )
         return [CallPower(vm_id, action)]
 
     # -- failures -----------------------------------------------------------------
@@ -401,8 +443,8 @@ class SessionMachine:
         if isinstance(retry, RequestDesktop):
             return self._request(retry.pool_id)
         status = {
-            Phase.LOGGING_IN: "Logging in…",
-            Phase.RELEASING: "Ending the session…",
+            Phase.LOGGING_IN: _("Logging in…"),
+            Phase.RELEASING: _("Ending the session…"),
             Phase.CHOOSING_POOL: "",
         }.get(self._retry_phase, "")
         self._to(self._retry_phase, status=status)
@@ -414,7 +456,7 @@ class SessionMachine:
             self._to(Phase.LOGGED_OUT)
             return []
         if self._dismiss_ends_session:
-            return self._finish_session(notice="Your session has ended.", restart=False)
+            return self._finish_session(notice=_("Your session has ended."), restart=False)
         return self._enter_pools(notice=None)
 
     def _call_failed(self, failed: CallFailed) -> list[Effect]:
@@ -425,8 +467,10 @@ class SessionMachine:
             case ReleaseLease(lease_id=lease_id) if self.phase is Phase.RELEASING:
                 if failure is Failure.UNREACHABLE:
                     self._error(
-                        f"{message} The desktop session on this thin client has ended; the dashboard "
-                        "frees the desktop by itself when its lease expires.",
+                        _(
+                            "{message} The desktop session on this thin client has ended; the dashboard "
+                            "frees the desktop by itself when its lease expires."
+                        ).format(message=message),
                         retry=effect,
                         retry_phase=Phase.RELEASING,
                         dismiss_ends_session=True,
@@ -465,8 +509,10 @@ class SessionMachine:
         assert self.lease is not None
         if failure in (Failure.LEASE_ENDED, Failure.SESSION_ENDED):
             # The dashboard has ended the session; the viewer will be disconnected and exit.
-            self.notice = "The dashboard has ended this session."
+            self.notice = _("The dashboard has ended this session.")
             return []
         self.heartbeat_failures += 1
-        self.notice = f"{message} The desktop stays open; the launcher keeps trying."
+        self.notice = _("{message} The desktop stays open; the launcher keeps trying.").format(
+            message=message
+        )
         return [Schedule(min(self.lease.heartbeat_interval, HEARTBEAT_RETRY), HeartbeatDue(lease_id))]

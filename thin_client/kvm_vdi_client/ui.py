@@ -13,7 +13,7 @@ import logging
 import tkinter as tk
 from tkinter import ttk
 
-from kvm_vdi_client.config import UiConfig
+from kvm_vdi_client.config import DEFAULT_TITLE, UiConfig
 from kvm_vdi_client.controller import Controller
 from kvm_vdi_client.events import (
     ChoosePoolRequested,
@@ -26,6 +26,7 @@ from kvm_vdi_client.events import (
     RefreshRequested,
     RetryRequested,
 )
+from kvm_vdi_client.i18n import gettext as _
 from kvm_vdi_client.model import Pool
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ class LauncherWindow:
         self._hidden = False
         self._pending: str | None = None
 
-        root.title(config.title)
+        # The default title is said in the launcher's language; a configured one as it is written.
+        title = _(DEFAULT_TITLE) if config.title == DEFAULT_TITLE else config.title
+        root.title(title)
         if config.fullscreen:
             # Thin clients run X without a window manager, which is what honours "-fullscreen";
             # cover the screen by geometry too.
@@ -60,7 +63,7 @@ class LauncherWindow:
         outer.pack(fill="both", expand=True)
         header = ttk.Frame(outer, style="Launcher.TFrame")
         header.pack(fill="x")
-        ttk.Label(header, text=config.title, style="Title.TLabel").pack(side="left")
+        ttk.Label(header, text=title, style="Title.TLabel").pack(side="left")
         self.user_label = ttk.Label(header, text="", style="Launcher.TLabel")
         self.user_label.pack(side="right")
         self.body = ttk.Frame(outer, style="Launcher.TFrame")
@@ -104,13 +107,13 @@ class LauncherWindow:
         frame = ttk.Frame(self.body, style="Launcher.TFrame")
         form = ttk.Frame(frame, style="Launcher.TFrame")
         form.place(relx=0.5, rely=0.35, anchor="center")
-        self._label(form, "User name").grid(row=0, column=0, sticky="w", pady=6, padx=(0, 12))
+        self._label(form, _("User name")).grid(row=0, column=0, sticky="w", pady=6, padx=(0, 12))
         self.username_entry = ttk.Entry(form, width=28, font=("DejaVu Sans", 13))
         self.username_entry.grid(row=0, column=1, pady=6)
-        self._label(form, "Password").grid(row=1, column=0, sticky="w", pady=6, padx=(0, 12))
+        self._label(form, _("Password")).grid(row=1, column=0, sticky="w", pady=6, padx=(0, 12))
         self.password_entry = ttk.Entry(form, width=28, show="•", font=("DejaVu Sans", 13))
         self.password_entry.grid(row=1, column=1, pady=6)
-        self.login_button = ttk.Button(form, text="Log in", command=self._submit_login, default="active")
+        self.login_button = ttk.Button(form, text=_("Log in"), command=self._submit_login, default="active")
         self.login_button.grid(row=2, column=1, sticky="e", pady=(12, 6))
         self.login_notice = self._label(form, style="Notice.TLabel", wraplength=520)
         self.login_notice.grid(row=3, column=0, columnspan=2, sticky="w", pady=(12, 0))
@@ -131,20 +134,20 @@ class LauncherWindow:
         self.busy_notice.pack(pady=(12, 0))
         # While a desktop is being requested (straight after log-in too), the pool list is one key away.
         self.pools_button = ttk.Button(
-            inner, text="Show all pools", command=lambda: self._send(ChoosePoolRequested())
+            inner, text=_("Show all pools"), command=lambda: self._send(ChoosePoolRequested())
         )
         self.pools_button.bind("<Return>", lambda e: e.widget.invoke())
         return frame
 
     def _build_pools(self) -> ttk.Frame:
         frame = ttk.Frame(self.body, style="Launcher.TFrame")
-        self._label(frame, "Choose a desktop pool").pack(anchor="w")
+        self._label(frame, _("Choose a desktop pool")).pack(anchor="w")
         self.pool_tree = ttk.Treeview(
             frame, columns=("free", "desktop"), selectmode="browse", height=8, takefocus=True
         )
-        self.pool_tree.heading("#0", text="Pool")
-        self.pool_tree.heading("free", text="Free desktops")
-        self.pool_tree.heading("desktop", text="Your desktop")
+        self.pool_tree.heading("#0", text=_("Pool"))
+        self.pool_tree.heading("free", text=_("Free desktops"))
+        self.pool_tree.heading("desktop", text=_("Your desktop"))
         self.pool_tree.column("#0", width=380)
         self.pool_tree.column("free", width=160, anchor="center")
         self.pool_tree.column("desktop", width=300)
@@ -158,14 +161,14 @@ class LauncherWindow:
 
         buttons = ttk.Frame(frame, style="Launcher.TFrame")
         buttons.pack(fill="x", pady=(12, 0))
-        self.connect_button = ttk.Button(buttons, text="Connect", command=self._connect, default="active")
+        self.connect_button = ttk.Button(buttons, text=_("Connect"), command=self._connect, default="active")
         self.refresh_button = ttk.Button(
-            buttons, text="Refresh", command=lambda: self._send(RefreshRequested())
+            buttons, text=_("Refresh"), command=lambda: self._send(RefreshRequested())
         )
-        self.shutdown_button = ttk.Button(buttons, text="Shut down my desktop", command=self._shutdown)
-        self.poweroff_button = ttk.Button(buttons, text="Force off…", command=self._confirm_poweroff)
+        self.shutdown_button = ttk.Button(buttons, text=_("Shut down my desktop"), command=self._shutdown)
+        self.poweroff_button = ttk.Button(buttons, text=_("Force off…"), command=self._confirm_poweroff)
         self.logout_button = ttk.Button(
-            buttons, text="Log out", command=lambda: self._send(LogoutRequested())
+            buttons, text=_("Log out"), command=lambda: self._send(LogoutRequested())
         )
         for button in (self.connect_button, self.refresh_button, self.shutdown_button, self.poweroff_button):
             button.pack(side="left", padx=(0, 8))
@@ -176,8 +179,8 @@ class LauncherWindow:
         self.confirm_frame = ttk.Frame(frame, style="Launcher.TFrame")
         self.confirm_label = self._label(self.confirm_frame, style="Notice.TLabel", wraplength=700)
         self.confirm_label.pack(side="left", padx=(0, 12))
-        self.confirm_yes = ttk.Button(self.confirm_frame, text="Force off", command=self._poweroff)
-        self.confirm_no = ttk.Button(self.confirm_frame, text="Cancel", command=self._cancel_confirm)
+        self.confirm_yes = ttk.Button(self.confirm_frame, text=_("Force off"), command=self._poweroff)
+        self.confirm_no = ttk.Button(self.confirm_frame, text=_("Cancel"), command=self._cancel_confirm)
         self.confirm_yes.pack(side="left", padx=(0, 8))
         self.confirm_no.pack(side="left")
         for button in (self.confirm_yes, self.confirm_no):
@@ -196,8 +199,8 @@ class LauncherWindow:
         self.error_label.pack(pady=(0, 18))
         buttons = ttk.Frame(inner, style="Launcher.TFrame")
         buttons.pack()
-        self.retry_button = ttk.Button(buttons, text="Retry", command=lambda: self._send(RetryRequested()))
-        self.back_button = ttk.Button(buttons, text="Back", command=lambda: self._send(Dismissed()))
+        self.retry_button = ttk.Button(buttons, text=_("Retry"), command=lambda: self._send(RetryRequested()))
+        self.back_button = ttk.Button(buttons, text=_("Back"), command=lambda: self._send(Dismissed()))
         self.retry_button.pack(side="left", padx=8)
         self.back_button.pack(side="left", padx=8)
         for button in (self.retry_button, self.back_button):
@@ -236,7 +239,9 @@ class LauncherWindow:
         if pool is None or pool.desktop is None:
             return
         self.confirm_label.configure(
-            text=f"Force off “{pool.desktop.name}”? Like pulling the plug: unsaved work in it is lost."
+            text=_("Force off “{name}”? Like pulling the plug: unsaved work in it is lost.").format(
+                name=pool.desktop.name
+            )
         )
         self.confirm_frame.pack(anchor="w", pady=(12, 0), before=self.pool_notice)
         self.confirm_no.focus_set()
@@ -311,7 +316,9 @@ class LauncherWindow:
         machine = self.machine
         if machine.pools is not self._shown_pools:
             self._fill_pools(machine.pools or ())
-        self.pool_notice.configure(text=machine.notice or ("Loading pools…" if machine.pools is None else ""))
+        self.pool_notice.configure(
+            text=machine.notice or (_("Loading pools…") if machine.pools is None else "")
+        )
         self._show(self.pool_screen, self.pool_tree)
         self._update_pool_buttons()
 
@@ -319,7 +326,11 @@ class LauncherWindow:
         previous = self.pool_tree.selection()
         self.pool_tree.delete(*self.pool_tree.get_children())
         for pool in pools:
-            free = "maintenance" if pool.maintenance else f"{pool.free} of {pool.size}"
+            free = (
+                _("maintenance")
+                if pool.maintenance
+                else _("{free} of {size}").format(free=pool.free, size=pool.size)
+            )
             desktop = f"{pool.desktop.name} ({pool.desktop.state})" if pool.desktop else ""
             self.pool_tree.insert("", "end", iid=str(pool.id), text=pool.name, values=(free, desktop))
         self._shown_pools = self.machine.pools
