@@ -22,6 +22,7 @@ from app.hyper.commands import CommandRunner
 from app.hyper.disks import DiskFile
 from app.hyper.errors import CommandError, HypervisorError
 from app.hyper.paths import confine
+from app.i18n import gettext as _
 
 _SHORT = 120.0
 # Files listed for import at most (each costs one qemu-img info).
@@ -123,7 +124,9 @@ class ImageOperations:
             raise NotAnImage(f"{_last_line(result.stderr) or 'no such file'}")
         lines = result.stdout.splitlines()
         if len(lines) != len(paths):
-            raise HypervisorError(f"unexpected realpath output: {result.stdout.strip()!r}")
+            raise HypervisorError(
+                _("unexpected realpath output: {strip!r}").format(strip=result.stdout.strip())
+            )
         return lines
 
     def confine_or_root(self, path: str) -> str:
@@ -155,7 +158,7 @@ class ImageOperations:
             raise CommandError(listing.argv, listing.exit_status, listing.stderr)
         files: list[DiskFile] = []
         for entry in listing.stdout.split("\0"):
-            size, _, path = entry.partition("\t")
+            size, _tab, path = entry.partition("\t")
             if path and size.isdigit() and path != root:
                 files.append(DiskFile(path=path, size=int(size)))
         files = sorted(files, key=lambda f: f.path)[:MAX_LISTED]

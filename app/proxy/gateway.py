@@ -13,6 +13,7 @@ or ``405``. Request heads are bounded in size and time. After ``200 Connection
 established`` the gateway only moves the client's bytes (a TLS session between
 remote-viewer and qemu), in the kernel with ``os.splice`` (:mod:`app.proxy.splice`).
 """
+# i18n-ignore-file: its answers are HTTP reason phrases and texts for SPICE clients, not pages.
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 import h11
 
 from app.audit import AuditLog
-from app.i18n import gettext as _
 from app.proxy import sessions as reasons
 from app.proxy.denials import DeniedConsoleAudit
 from app.proxy.pump import ReadBuffer, SocketEnd
@@ -282,7 +282,7 @@ class GatewayConnection(SocketEnd):
             await gateway.denials.refused(
                 self.client_address,
                 via="gateway",
-                reason=_("invalid or expired console ticket"),
+                reason="invalid or expired console ticket",
                 target=str(target),
             )
             self._refuse(

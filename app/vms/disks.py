@@ -84,12 +84,14 @@ async def no_space(
     if NO_SPACE not in text:
         return None
     try:
-        left = f"{await hv.free_bytes(directory) / 2**20:.0f} MiB are free there now"
+        left = _("{free:.0f} MiB are free there now").format(free=await hv.free_bytes(directory) / 2**20)
     except HypervisorError:
-        left = "how much is free there could not be read"
+        left = _("how much is free there could not be read")
     return HypervisorFailure(
-        f"No space left on {directory} of hypervisor {hv.name}: {what} ran out of room ({left}). "
-        "Free some space there, then try again.",
+        _(
+            "No space left on {directory} of hypervisor {hypervisor}: {what} ran out of room ({left}). "
+            "Free some space there, then try again."
+        ).format(directory=directory, hypervisor=hv.name, what=what, left=left),
         code="no_space",
     )
 

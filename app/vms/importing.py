@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from app.db.schema import vms
 from app.hyper import Hypervisor, HypervisorError
 from app.hyper.images import ImageLocked, NotAnImage
+from app.i18n import gettext as _
 from app.vms.context import VmContext
 from app.vms.errors import HypervisorFailure, Invalid
 from app.vms.parameters import under_directory
@@ -47,34 +48,48 @@ async def inspect_import(ctx: VmContext, hv: Hypervisor, path: str) -> ImportedI
     """The image at ``path`` if it may become a new VM's disk; :class:`Invalid` says why not."""
     images_dir = hv.record.images_dir
     if not under_directory(path, images_dir):
-        raise _refuse(f"choose an image in {images_dir}/")
+        raise _refuse(_("choose an image in {images_dir}/").format(images_dir=images_dir))
     try:
         try:
             real = (await hv.real_paths([path]))[0]
         except NotAnImage:
-            raise _refuse(f"{path}: no such file") from None
+            raise _refuse(_("{path}: no such file").format(path=path)) from None
         if not under_directory(real, images_dir):
-            raise _refuse(f"{path} leads outside {images_dir}/ (to {real}): import the file itself")
+            raise _refuse(
+                _("{path} leads outside {images_dir}/ (to {real}): import the file itself").format(
+                    path=path, images_dir=images_dir, real=real
+                )
+            )
         if not await hv.is_regular_file(real):
-            raise _refuse(f"{path} is not a regular file")
+            raise _refuse(_("{path} is not a regular file").format(path=path))
         info = await hv.image_info(real)
     except ImageLocked:
-        raise _refuse(f"{path} is in use by a running machine: shut it down first") from None
+        raise _refuse(
+            _("{path} is in use by a running machine: shut it down first").format(path=path)
+        ) from None
     except NotAnImage as exc:
         raise _refuse(str(exc)) from None
     except HypervisorError as exc:
         raise HypervisorFailure(f"inspecting {path} failed: {exc}") from exc
     if info.format not in FORMATS:
-        raise _refuse(f"{path} is a {info.format or 'unknown'} image: qcow2 or raw images can be imported")
+        raise _refuse(
+            _("{path} is a {value} image: qcow2 or raw images can be imported").format(
+                path=path, value=info.format or "unknown"
+            )
+        )
     if info.encrypted:
-        raise _refuse(f"{path} is encrypted: decrypt it first")
+        raise _refuse(_("{path} is encrypted: decrypt it first").format(path=path))
     if info.data_file:
-        raise _refuse(f"{path} keeps its data in an external file ({info.data_file}): convert it first")
+        raise _refuse(
+            _("{path} keeps its data in an external file ({data_file}): convert it first").format(
+                path=path, data_file=info.data_file
+            )
+        )
     if info.backing_file:
         await _check_backing(hv, path, info.backing_file, info.backing_format)
     holder = await _disk_holder(ctx, {path, real})
     if holder is not None:
-        raise _refuse(f"{path} is already the disk of {holder}")
+        raise _refuse(_("{path} is already the disk of {holder}").format(path=path, holder=holder))
     return ImportedImage(path=real, format=info.format, size_gib=max(1, math.ceil(info.virtual_size / GIB)))
 
 
@@ -82,17 +97,29 @@ async def _check_backing(hv: Hypervisor, path: str, backing: str, backing_format
     images_dir = hv.record.images_dir
     if backing_format not in FORMATS:
         # Without a recorded format QEMU would probe the backing file: refuse, as libvirt does.
-        raise _refuse(f"{path} does not record its backing file's format: rebase it with -F first")
+        raise _refuse(
+            _("{path} does not record its backing file's format: rebase it with -F first").format(path=path)
+        )
     if not under_directory(posixpath.normpath(backing), images_dir):
-        raise _refuse(f"{path} reads from a backing file outside {images_dir}/ ({backing})")
+        raise _refuse(
+            _("{path} reads from a backing file outside {images_dir}/ ({backing})").format(
+                path=path, images_dir=images_dir, backing=backing
+            )
+        )
     try:
         real = (await hv.real_paths([backing]))[0]
     except NotAnImage:
-        raise _refuse(f"the backing file of {path} ({backing}) does not exist") from None
+        raise _refuse(
+            _("the backing file of {path} ({backing}) does not exist").format(path=path, backing=backing)
+        ) from None
     except HypervisorError as exc:
         raise HypervisorFailure(f"inspecting {backing} failed: {exc}") from exc
     if not under_directory(real, images_dir):
-        raise _refuse(f"the backing file of {path} leads outside {images_dir}/ (to {real})")
+        raise _refuse(
+            _("the backing file of {path} leads outside {images_dir}/ (to {real})").format(
+                path=path, images_dir=images_dir, real=real
+            )
+        )
 
 
 async def _disk_holder(ctx: VmContext, paths: set[str]) -> str | None:
@@ -134,7 +161,7 @@ async def image_choices(ctx: VmContext, hv: Hypervisor) -> list[ImageChoice]:
     try:
         listed = await hv.list_images()
     except HypervisorError as exc:
-        raise HypervisorFailure(f"listing the hypervisor's images failed: {exc}") from exc
+        raise HypervisorFailure(_("listing the hypervisor's images failed: {exc}").format(exc=exc)) from exc
     listed = [item for item in listed if not item.file.path.endswith(".VARS.fd")]
     rows = await ctx.db.fetch_all(
         sa.select(vms.c.name, vms.c.disk_path).where(vms.c.disk_path.in_([item.file.path for item in listed]))

@@ -362,12 +362,16 @@ class _PythonScanner(ast.NodeVisitor):
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in LOGGERS:
             self.generic_visit(node)
             return
-        speaking = name in PY_SPEAKING_CALLS or (
-            (
-                name.endswith(("Error", "Refused", "Refusal", "Failure"))
-                or (name[:1].isupper() and "Error" in name)
+        speaking = (
+            name in PY_SPEAKING_CALLS
+            or "refuse" in name.lower()
+            or (
+                (
+                    name.endswith(("Error", "Refused", "Refusal", "Failure"))
+                    or (name[:1].isupper() and "Error" in name)
+                )
+                and name not in PY_QUIET_EXCEPTIONS
             )
-            and name not in PY_QUIET_EXCEPTIONS
         )
         if speaking and name not in PY_QUIET_CALLS:
             for arg in node.args:
@@ -386,6 +390,8 @@ class _PythonScanner(ast.NodeVisitor):
 
 def scan_python(path: Path) -> list[Finding]:
     source = path.read_text()
+    if "# i18n-ignore-file" in source:
+        return []
     scanner = _PythonScanner(relative(path))
     scanner.visit(ast.parse(source, filename=str(path)))
     # A line may say its text is never read by a person ("# i18n-ignore: why").

@@ -52,7 +52,7 @@
     const select = form.querySelector("select[data-image-list]");
     const help = form.querySelector("#image-help");
     if (!hypervisor || !select) return;
-    const gib = (bytes) => (bytes / 1073741824).toFixed(1);
+    const gib = (bytes) => i18n.formatNumber(bytes / 1073741824, 1);
     hypervisor.addEventListener("change", async () => {
       const keep = select.value;
       select.disabled = true;
@@ -60,22 +60,23 @@
         const response = await fetch(`/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/images`,
           { headers: { Accept: "application/json" }, credentials: "same-origin" });
         const body = await response.json();
-        select.replaceChildren(new Option("A new empty disk", ""));
+        select.replaceChildren(new Option(gettext("A new empty disk"), ""));
         if (!response.ok) {
-          help.textContent = body.message || "The image list is not available.";
+          help.textContent = body.message || gettext("The image list is not available.");
           return;
         }
         for (const found of body.images) {
-          let label = `${found.name} — ` + (found.format ? `${found.format}, ${gib(found.virtual_size)} GiB` : "not a disk image");
-          if (found.disk_of) label += `, disk of ${found.disk_of}`;
+          let label = `${found.name} — ` + // i18n-ignore: a name and a format
+            (found.format ? `${found.format}, ${gib(found.virtual_size)} GiB` : gettext("not a disk image"));
+          if (found.disk_of) label += ", " + gettext("disk of {vm}", { vm: found.disk_of });
           const option = new Option(label, found.path);
           option.disabled = !found.importable;
           option.selected = found.path === keep && found.importable;
           select.add(option);
         }
-        help.textContent = "Or an existing qcow2 or raw image from the hypervisor's images directory: the VM uses it in place, its size is the image's.";
+        help.textContent = gettext("Or an existing qcow2 or raw image from the hypervisor's images directory: the VM uses it in place, its size is the image's.");
       } catch (error) {
-        help.textContent = "The image list could not be loaded: " + error;
+        help.textContent = gettext("The image list could not be loaded: {error}", { error });
       } finally {
         select.disabled = false;
       }
