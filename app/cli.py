@@ -19,6 +19,8 @@ from pydantic import ValidationError
 
 from app import db as database
 from app.i18n import gettext as _
+from app.i18n import set_default_language
+from app.i18n.negotiation import command_language
 from app.logging_setup import configure_logging
 from app.settings import Settings, load_settings
 
@@ -59,7 +61,11 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     url = settings.database_url.get_secret_value()
     database.upgrade(url)
-    print(f"database {database.safe_url(url)} at revision {database.current_revision(url)}")
+    print(
+        _("database {url} at revision {revision}").format(
+            url=database.safe_url(url), revision=database.current_revision(url)
+        )
+    )
     return 0
 
 
@@ -107,8 +113,14 @@ def _cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     status = asyncio.run(_with_database(settings, work))
-    note = " (must change the password at first log-in)" if args.temporary else ""
-    print(f"administrator {args.name} created{note}")
+    if args.temporary:
+        print(
+            _("administrator {name} created (must change the password at first log-in)").format(
+                name=args.name
+            )
+        )
+    else:
+        print(_("administrator {name} created").format(name=args.name))
     return status
 
 
@@ -130,8 +142,10 @@ def _cmd_admin_set_password(settings: Settings, args: argparse.Namespace) -> int
         return 0
 
     status = asyncio.run(_with_database(settings, work))
-    note = " (temporary: must be changed at next log-in)" if args.temporary else ""
-    print(f"password of {args.name} set{note}")
+    if args.temporary:
+        print(_("password of {name} set (temporary: must be changed at next log-in)").format(name=args.name))
+    else:
+        print(_("password of {name} set").format(name=args.name))
     return status
 
 
@@ -194,10 +208,25 @@ def _cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     except (OSError, FileNotFoundError) as exc:
         raise CommandError(_("backup failed: {exc}").format(exc=exc)) from exc
     rows = sum(summary.rows.values())
+    written = (
+        _(
+            "backup written to {path}: {rows} rows in {tables} tables (schema {revision}), "
+            "{files} files of the data directory, the configuration file"
+        )
+        if summary.config
+        else _(
+            "backup written to {path}: {rows} rows in {tables} tables (schema {revision}), "
+            "{files} files of the data directory"
+        )
+    )
     print(
-        f"backup written to {summary.path}: {rows} rows in {len(summary.rows)} tables (schema "
-        f"{summary.revision}), {len(summary.files)} files of the data directory"
-        + (", the configuration file" if summary.config else "")
+        written.format(
+            path=summary.path,
+            rows=rows,
+            tables=len(summary.rows),
+            revision=summary.revision,
+            files=len(summary.files),
+        )
     )
     return 0
 
@@ -222,12 +251,24 @@ def _cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(_("restore failed: {exc}").format(exc=exc)) from exc
     url = settings.database_url.get_secret_value()
     print(
-        f"restored the backup of {summary.created_at}: {sum(summary.rows.values())} rows into "
-        f"{database.safe_url(url)} (now at schema {database.current_revision(url)}), "
-        f"{len(summary.files)} files into {settings.data_dir}"
+        _(
+            "restored the backup of {created}: {rows} rows into {url} (now at schema {revision}), "
+            "{files} files into {data_dir}"
+        ).format(
+            created=summary.created_at,
+            rows=sum(summary.rows.values()),
+            url=database.safe_url(url),
+            revision=database.current_revision(url),
+            files=len(summary.files),
+            data_dir=settings.data_dir,
+        )
     )
     if summary.config_path is not None:
-        print(f"the backed-up configuration is in {summary.config_path}: compare it with this machine's")
+        print(
+            _("the backed-up configuration is in {path}: compare it with this machine's").format(
+                path=summary.config_path
+            )
+        )
     return 0
 
 
@@ -294,14 +335,20 @@ def _settings_errors(exc: ValidationError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The environment's language until the configuration (with its default) is read.
+    set_default_language(command_language("en"))
     try:
         settings = load_settings(args.config)
     except ValidationError as exc:
-        print(f"kvm-vdi: invalid configuration: {_settings_errors(exc)}", file=sys.stderr)
+        print(
+            _("kvm-vdi: invalid configuration: {errors}").format(errors=_settings_errors(exc)),
+            file=sys.stderr,
+        )
         return 2
     except (FileNotFoundError, ValueError) as exc:
-        print(f"kvm-vdi: invalid configuration: {exc}", file=sys.stderr)
+        print(_("kvm-vdi: invalid configuration: {errors}").format(errors=exc), file=sys.stderr)
         return 2
+    set_default_language(command_language(settings.i18n.default_language))
     configure_logging(settings)
     try:
         result: int = args.func(settings, args)

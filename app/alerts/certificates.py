@@ -20,6 +20,7 @@ from cryptography import x509
 from app.alerts.model import Alert
 from app.background import cancel_and_wait
 from app.i18n import gettext as _
+from app.i18n import ngettext
 
 log = logging.getLogger("kvmvdi.alerts")
 
@@ -55,14 +56,22 @@ def certificate_alerts(
         if left > timedelta(days=warn_days):
             continue
         days = left.total_seconds() / 86400
-        when = "expired" if days < 0 else f"expires in {days:.0f} days"
+        when = (
+            _("expired")
+            if days < 0
+            else ngettext("expires in {days} day", "expires in {days} days", round(days)).format(
+                days=round(days)
+            )
+        )
         alerts.append(
             Alert(
                 kind="certificate_expiry",
                 severity="critical" if days < 7 else "warning",
                 subject=name,
                 title=_("Certificate {name} {when}").format(name=name, when=when),
-                text=f"The {name} certificate ({path}) {when}, on {expires:%Y-%m-%d %H:%M} UTC. Renew it.",
+                text=_("The {name} certificate ({path}) {when}, on {expires} UTC. Renew it.").format(
+                    name=name, path=path, when=when, expires=f"{expires:%Y-%m-%d %H:%M}"
+                ),
                 details={"certificate": name, "path": str(path), "not_after": expires.isoformat()},
             )
         )

@@ -24,6 +24,7 @@ from email.utils import format_datetime, make_msgid
 
 from app.alerts.model import Alert
 from app.i18n import gettext as _
+from app.i18n import ngettext
 from app.settings import AlertSettings
 
 SIGNATURE_HEADER = "X-KVMVDI-Signature"
@@ -49,11 +50,21 @@ def email_message(alert: Alert, *, sender: str, recipients: list[str], dashboard
     message["X-KVMVDI-Alert"] = alert.kind
     lines = [alert.text, ""]
     if alert.suppressed:
-        lines.append(f"{alert.suppressed} more alert(s) like this were held back by the rate limit.")
+        lines.append(
+            ngettext(
+                "{count} more alert like this was held back by the rate limit.",
+                "{count} more alerts like this were held back by the rate limit.",
+                alert.suppressed,
+            ).format(count=alert.suppressed)
+        )
     lines += [f"{key}: {value}" for key, value in sorted(alert.details.items())]
-    lines += ["", f"Severity: {alert.severity}", f"At: {alert.at.isoformat()} UTC"]
+    lines += [
+        "",
+        _("Severity: {severity}").format(severity=alert.severity),
+        _("At: {at} UTC").format(at=alert.at.isoformat()),
+    ]
     if dashboard:
-        lines.append(f"Dashboard: {dashboard}")
+        lines.append(_("Dashboard: {url}").format(url=dashboard))
     message.set_content("\n".join(lines) + "\n")
     return message
 

@@ -35,8 +35,10 @@ class AlertRules:
                     severity="critical",
                     subject=event.name,
                     title=_("Hypervisor {name} is down").format(name=event.name),
-                    text=f"Hypervisor {event.name} cannot be reached and is fenced: nothing new is placed or "
-                    f"started there until it answers again. Reason: {event.reason or 'unknown'}.",
+                    text=_(
+                        "Hypervisor {name} cannot be reached and is fenced: nothing new is placed or "
+                        "started there until it answers again. Reason: {reason}."
+                    ).format(name=event.name, reason=event.reason or _("unknown")),
                     details={"hypervisor": event.name, "reason": event.reason},
                     key=key,
                 )
@@ -49,7 +51,7 @@ class AlertRules:
                     severity="info",
                     subject=event.name,
                     title=_("Hypervisor {name} is back up").format(name=event.name),
-                    text=f"Hypervisor {event.name} answers again and takes new work.",
+                    text=_("Hypervisor {name} answers again and takes new work.").format(name=event.name),
                     details={"hypervisor": event.name},
                     key=key,
                 )
@@ -66,8 +68,9 @@ class AlertRules:
                 severity="warning",
                 subject=operation.kind,
                 title=_("Operation {kind} #{id} failed").format(kind=operation.kind, id=operation.id),
-                text=f"Operation {operation.kind} #{operation.id} failed after {operation.seconds:.0f} s: "
-                f"{operation.error}",
+                text=_("Operation {kind} #{id} failed after {seconds:.0f} s: {error}").format(
+                    kind=operation.kind, id=operation.id, seconds=operation.seconds, error=operation.error
+                ),
                 details={
                     "operation_id": operation.id,
                     "kind": operation.kind,
@@ -87,8 +90,10 @@ class AlertRules:
                 severity="warning",
                 subject=request.pool_name,
                 title=_("Pool {pool_name} has no free desktop").format(pool_name=request.pool_name),
-                text=f"A user was refused a desktop of pool {request.pool_name}: all its desktops are in use "
-                "or unavailable. Add desktops to the pool or free some.",
+                text=_(
+                    "A user was refused a desktop of pool {pool}: all its desktops are in use "
+                    "or unavailable. Add desktops to the pool or free some."
+                ).format(pool=request.pool_name),
                 details={"pool": request.pool_name, "pool_id": request.pool_id},
             )
         )

@@ -7,7 +7,8 @@ its language ("lt").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 
 LANGUAGE_COOKIE = "kvmvdi_lang"
 # A year: the choice is a preference, not a secret.
@@ -53,4 +54,24 @@ def choose_language(
             break
         if match := match_language(tag, available):
             return match
+    return default
+
+
+def command_language(default: str, environ: Mapping[str, str] | None = None) -> str:
+    """The language of ``kvm-vdi``'s output: the environment's (``LANGUAGE``, ``LC_ALL``,
+    ``LC_MESSAGES``, ``LANG``, as gettext reads them) when there is a catalogue for it, else ``default``."""
+    from app.i18n.catalogues import available_languages
+
+    env = os.environ if environ is None else environ
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        value = env.get(variable, "")
+        if not value:
+            continue
+        for tag in value.split(":"):
+            code = tag.split(".", 1)[0].split("@", 1)[0]
+            if code in ("C", "POSIX"):
+                return default
+            if match := match_language(code, available_languages()):
+                return match
+        break
     return default

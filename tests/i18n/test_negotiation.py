@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 
 from app.i18n import use_language
 from app.i18n.formatting import format_datetime, format_number, format_size
-from app.i18n.negotiation import choose_language, parse_accept_language
+from app.i18n.negotiation import choose_language, command_language, parse_accept_language
 
 AVAILABLE = ("en", "lt")
 
@@ -41,3 +45,25 @@ def test_numbers_sizes_and_dates_are_written_as_the_language_writes_them() -> No
         assert format_number(1234567.5) == "1,234,567.5"
         assert format_size(1536, "MiB") == "1.5\N{NO-BREAK SPACE}GiB"
         assert format_datetime(moment) == "Dec 4, 2026, 6:05:09\N{NARROW NO-BREAK SPACE}PM UTC"
+
+
+def test_the_command_line_follows_the_environment_language() -> None:
+    assert command_language("en", {"LANG": "lt_LT.UTF-8"}) == "lt"
+    assert command_language("en", {"LANGUAGE": "de:lt", "LANG": "en_US.UTF-8"}) == "lt"
+    assert command_language("lt", {"LC_ALL": "C"}) == "lt"
+    assert command_language("en", {"LANG": "fr_FR.UTF-8"}) == "en"
+    assert command_language("lt", {}) == "lt"
+
+
+def test_kvm_vdi_says_its_errors_in_the_environment_language(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    answer = subprocess.run(
+        [sys.executable, "-m", "app", "--config", str(missing), "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LANG": "lt_LT.UTF-8", "LANGUAGE": "", "LC_ALL": "", "LC_MESSAGES": ""},
+        timeout=120,
+        check=False,
+    )
+    assert answer.returncode == 2
+    assert answer.stderr.strip() == f"kvm-vdi: netinkama konfigūracija: konfigūracijos failo {missing} nėra"

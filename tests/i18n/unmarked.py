@@ -291,6 +291,7 @@ def scan_script(path: Path) -> list[Finding]:
 
 # Calls whose text reaches a person: responses, toasts, errors and refusals.
 PY_SPEAKING_CALLS = {
+    "print",
     "json_error",
     "error_response",
     "error",
