@@ -18,9 +18,11 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def format_datetime(value: datetime | None, format: str = "medium") -> str:
-    if value is None:
+def format_datetime(value: datetime | str | None, format: str = "medium") -> str:
+    if value is None or value == "":
         return ""
+    if isinstance(value, str):  # a timestamp read as text
+        value = datetime.fromisoformat(value)
     return dates.format_datetime(_aware(value), format, tzinfo=UTC, locale=current_language()) + " UTC"
 
 
@@ -56,7 +58,7 @@ def format_percent(value: float | None) -> str:
 
 
 def format_size(value: float | int | None, unit: str = "B") -> str:
-    """A size in binary units ("1,5 GiB" in Lithuanian); ``unit`` is what ``value`` counts."""
+    """A size in binary units ("1,5 GiB" in Lithuanian, "1.5 GiB" in English) of ``value`` ``unit``s."""
     if value is None:
         return ""
     size = float(value) * 1024 ** BINARY_UNITS.index(unit)
@@ -64,8 +66,7 @@ def format_size(value: float | int | None, unit: str = "B") -> str:
     while size >= 1024 and index < len(BINARY_UNITS) - 1:
         size /= 1024
         index += 1
-    digits = 0 if index == 0 or size >= 100 else 1
-    return f"{format_number(size, digits)}\N{NO-BREAK SPACE}{BINARY_UNITS[index]}"
+    return f"{format_number(size, 0 if index == 0 else 1)} {BINARY_UNITS[index]}"
 
 
 FILTERS = {

@@ -23,6 +23,7 @@ from databases import Database
 from app.clock import utcnow
 from app.db.schema import HYPERVISOR_TRANSPORTS, hypervisors, vms
 from app.hyper.sshkeys import HostKeyError, fingerprint
+from app.i18n.formatting import format_size
 
 LABELS = {
     "name": "Name",
@@ -379,14 +380,8 @@ def as_json(row: Any, live: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def human_bytes(count: int | None) -> str:
-    if count is None:
-        return "—"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} PiB"
+    """A size as the reader's language writes it ("1.5 GiB", "1,5 GiB")."""
+    return "—" if count is None else format_size(count)
 
 
 def display_figures(row: Any) -> dict[str, str]:
