@@ -21,8 +21,6 @@ bind: LDAP servers treat a simple bind with a name and no password as an
 
 from __future__ import annotations
 
-from app.i18n import gettext as _
-
 import asyncio
 import logging
 import struct
@@ -37,6 +35,7 @@ from ldap3.utils.conv import escape_bytes, escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from app.directory.server import DirectoryConfigError, make_server, open_connection
+from app.i18n import gettext as _
 from app.settings import DirectorySettings
 
 log = logging.getLogger("kvmvdi.directory")
@@ -197,7 +196,9 @@ class DirectoryLogin:
         conn.unbind()
         if result in _REFUSED_BIND_RESULTS:
             return None
-        raise DirectoryError(_("the directory refused the bind: {get}").format(get=conn.result.get('description')))
+        raise DirectoryError(
+            _("the directory refused the bind: {get}").format(get=conn.result.get("description"))
+        )
 
     def _search(
         self,
@@ -282,7 +283,11 @@ class DirectoryLogin:
             any_sid = "".join(f"(objectSid={escape_bytes(sid)})" for sid in sids)
             found = self._search(conn, self.config.base_dn, f"(&(objectClass=user)(|{any_sid}))", attributes)
         if len(found) != 1 or not _first(found[0][1], "sAMAccountName"):
-            raise DirectoryError(_("the bound account {authzid!r} has {count} readable entries").format(authzid=authzid, count=len(found)))
+            raise DirectoryError(
+                _("the bound account {authzid!r} has {count} readable entries").format(
+                    authzid=authzid, count=len(found)
+                )
+            )
         return found[0]
 
     def _nested_group_dns(self, conn: Connection, user_dn: str) -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from app.i18n import gettext as _
-
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -14,6 +12,7 @@ from app.auth.login import MAX_USERNAME, Refusal
 from app.auth.passwords import WeakPasswordError
 from app.auth.session import end_session, start_session
 from app.auth.sessions import revoke_user_credentials
+from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import (
     client_address,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from app.i18n import gettext as _
-
 from typing import Any
 from urllib.parse import quote
 
@@ -14,6 +12,7 @@ from starlette.routing import Route
 
 from app.broker.pools import list_pools
 from app.hyper import DiskFile
+from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import render
 from app.views.guards import admin_required

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.hyper import HypervisorError
+from app.i18n import gettext as _
 from app.vms.context import VmContext
 from app.vms.errors import HypervisorFailure, Invalid, Refused, VmError
 from app.vms.operations import OperationContext
@@ -41,7 +42,7 @@ async def _chosen(ctx: VmContext, vm_ids: Iterable[int]) -> list[Vm]:
         raise Invalid({"vm_ids": f"at most {MAX_SELECTION} VMs at once"})
     found = await vms_by_ids(ctx.db, wanted)
     if not found:
-        raise Refused("none of the chosen VMs exists any more", code="not_found")
+        raise Refused(_("none of the chosen VMs exists any more"), code="not_found")
     return found
 
 
@@ -63,7 +64,9 @@ async def start_bulk_power(ctx: VmContext, vm_ids: Iterable[int], action: str, *
     busy = [vm.name for vm in chosen if vm.operation_id is not None]
     free = [vm for vm in chosen if vm.operation_id is None]
     if not free:
-        raise Refused(f"every chosen VM is busy with an operation: {', '.join(busy)}", code="busy")
+        raise Refused(
+            _("every chosen VM is busy with an operation: {names}").format(names=", ".join(busy)), code="busy"
+        )
     label = LABELS[act]
 
     async def work(op: OperationContext) -> str:
@@ -166,7 +169,7 @@ class BulkDeletePlan:
 
     def summary(self) -> dict[str, Any]:
         merged: dict[str, Any] = {}
-        for _, _, plan in self.plans:
+        for _vm, _row, plan in self.plans:
             for key, value in plan.summary().items():
                 if isinstance(value, list):
                     merged.setdefault(key, []).extend(value)
@@ -224,7 +227,7 @@ async def start_bulk_delete(
     plan = await plan_bulk_delete(ctx, vm_ids, remove_disks=remove_disks)
     if not plan.plans:
         reasons = "; ".join(f"{name}: {why}" for name, why in sorted(plan.refused.items()))
-        raise Refused(f"nothing to delete ({reasons})", code="nothing_to_do")
+        raise Refused(_("nothing to delete ({reasons})").format(reasons=reasons), code="nothing_to_do")
     if sorted(confirmed_vms) != sorted(plan.names):
         raise Invalid({"confirm_vms": "confirm the exact list of VMs to delete (it changed or is missing)"})
     if sorted(confirmed_files) != sorted(plan.files):
@@ -237,7 +240,7 @@ async def start_bulk_delete(
         failed: dict[str, str] = {}
         for index, (root, with_children, part) in enumerate(plan.plans, start=1):
             try:
-                _, child_op = await delete(
+                _deleted, child_op = await delete(
                     ctx,
                     root.id,
                     with_children=with_children,
@@ -258,7 +261,9 @@ async def start_bulk_delete(
         summary = f"Deleted {len(deleted)} VMs"
         if failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items()))
-            raise HypervisorFailure(f"{summary}; not deleted: {details}")
+            raise HypervisorFailure(
+                _("{summary}; not deleted: {details}").format(summary=summary, details=details)
+            )
         return summary + "."
 
     op_id = await ctx.operations.start(
@@ -266,6 +271,6 @@ async def start_bulk_delete(
         work,
         params={"vms": plan.names, "files": plan.files},
         created_by=actor,
-        message=f"Deleting {len(plan.names)} VMs",
+        message=_("Deleting {count} VMs").format(count=len(plan.names)),
     )
     return plan, op_id

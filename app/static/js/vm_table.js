@@ -39,7 +39,7 @@
     if (active.dataset.select) return `[data-select="${active.dataset.select}"]`;
     if (active.id) return `#${CSS.escape(active.id)}`;
     const header = active.closest("th[aria-sort]");
-    if (header) return `th:nth-child(${header.cellIndex + 1}) .sort-link`;
+    if (header) return `th:nth-child(${header.cellIndex + 1}) .sort-link`; // i18n-ignore: a selector
     if (active.closest("#vm-pager")) return "#vm-pager .active .page-link";
     return null;
   }
@@ -71,7 +71,7 @@
       if (attempt < 3) {
         retryTimer = setTimeout(() => load(nextQuery, { history, attempt: attempt + 1 }), 1000 * 2 ** attempt);
       } else {
-        toast(`The table could not be loaded (${problem}).`, "warning");
+        toast(gettext("The table could not be loaded ({problem}).", { problem }), "warning");
       }
       return;
     }
@@ -135,7 +135,7 @@
     try {
       await api("PATCH", "/api/v1/admin/me/vm-table", change);
     } catch (error) {
-      toast(`The view could not be saved: ${error.message}`, "danger");
+      toast(gettext("The view could not be saved: {error}", { error: error.message }), "danger");
       return;
     }
     await reload();
@@ -178,11 +178,11 @@
     bar.classList.toggle("d-none", selected.size === 0);
     bar.classList.toggle("d-flex", selected.size > 0);
     document.getElementById("bulk-count").textContent =
-      selected.size === 0 ? "No VM selected" : `${selected.size} VM${selected.size === 1 ? "" : "s"} selected`;
+      selected.size === 0 ? gettext("No VM selected") : ngettext("{n} VM selected", "{n} VMs selected", selected.size);
     const summary = document.getElementById("vm-summary");
     const matching = summary ? Number(summary.dataset.matching) : 0;
     const all = document.getElementById("bulk-all");
-    all.textContent = `Select all ${matching} matching`;
+    all.textContent = gettext("Select all {count} matching", { count: i18n.formatNumber(matching) });
     all.classList.toggle("d-none", matching <= checked || selected.size >= matching);
   }
 
@@ -214,13 +214,13 @@
 
   // -- actions on the selection ----------------------------------------------------------------
 
-  const POWER_LABELS = { start: "Start", shutdown: "Shut down", poweroff: "Force off" };
+  const POWER_LABELS = { start: gettext("Start"), shutdown: gettext("Shut down"), poweroff: gettext("Force off") };
 
   function names(limit) {
     const known = [...selected].map((id) => document.getElementById(`vm-${id}`)?.dataset.vmName).filter(Boolean);
     const shown = known.slice(0, limit);
     const more = selected.size - shown.length;
-    return shown.join(", ") + (more > 0 ? ` and ${more} more` : "");
+    return shown.join(", ") + (more > 0 ? " " + gettext("and {count} more", { count: more }) : "");
   }
 
   async function bulk(button) {
@@ -235,14 +235,16 @@
       const action = button.dataset.power;
       if (button.dataset.confirm) {
         const ok = await window.VmPage.confirm(
-          `Force ${ids.length} VM${ids.length === 1 ? "" : "s"} off (${names(8)})? Unsaved work in them is lost.`,
-          "Force off",
+          ngettext("Force {n} VM off ({names})? Unsaved work in it is lost.",
+            "Force {n} VMs off ({names})? Unsaved work in them is lost.", ids.length, { names: names(8) }),
+          gettext("Force off"),
         );
         if (!ok) return;
       }
       try {
         await api("POST", "/api/v1/admin/vms/bulk/power", { vm_ids: ids, action });
-        toast(`${POWER_LABELS[action]}: requested for ${ids.length} VM${ids.length === 1 ? "" : "s"}`, "info");
+        toast(ngettext("{action}: requested for {n} VM", "{action}: requested for {n} VMs", ids.length,
+          { action: POWER_LABELS[action] }), "info");
       } catch (error) {
         toast(error.message, "danger");
       }
@@ -252,7 +254,9 @@
       const on = button.dataset.value === "true";
       try {
         const { vms } = await api("POST", "/api/v1/admin/vms/bulk/maintenance", { vm_ids: ids, maintenance: on });
-        toast(`${vms.length} VM${vms.length === 1 ? "" : "s"} ${on ? "put into" : "taken out of"} maintenance`, "success");
+        toast(on
+          ? ngettext("{n} VM put into maintenance", "{n} VMs put into maintenance", vms.length)
+          : ngettext("{n} VM taken out of maintenance", "{n} VMs taken out of maintenance", vms.length), "success");
       } catch (error) {
         toast(error.message, "danger");
       }

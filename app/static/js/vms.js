@@ -11,7 +11,6 @@
     running: "success", paused: "warning", pmsuspended: "warning", shutoff: "secondary",
     crashed: "danger", missing: "danger", unknown: "light",
   };
-  const STATE_LABELS = { shutoff: "shut off", pmsuspended: "suspended", missing: "not defined" };
   const pendingThumbs = new Map(); // vm id -> version not shown yet (row out of view)
   const visible = new Set();       // vm ids whose row is in view
   const staleRows = new Set();     // vm ids whose row is fetched again soon
@@ -59,7 +58,7 @@
     const badge = row.querySelector("[data-state-badge]");
     if (badge) {
       badge.className = `badge state-badge text-bg-${STATE_STYLES[state] || "light"}`;
-      badge.textContent = STATE_LABELS[state] || state;
+      badge.textContent = i18n.stateLabel(state);
     }
   }
 
@@ -229,7 +228,7 @@
       item.innerHTML = '<div class="d-flex justify-content-between small"><span class="op-message"></span>' +
         '<span class="op-percent"></span></div><div class="progress progress-thin" role="progressbar" ' +
         'aria-valuemin="0" aria-valuemax="100"><div class="progress-bar"></div></div>';
-      item.querySelector(".progress").setAttribute("aria-label", `Operation ${data.id}`);
+      item.querySelector(".progress").setAttribute("aria-label", gettext("Operation {id}", { id: data.id }));
       list.appendChild(item);
     }
     return item;
@@ -243,7 +242,7 @@
     const text = container.querySelector(".vm-progress-text, .op-message");
     if (text && message !== undefined) text.textContent = message;
     const pct = container.querySelector(".op-percent");
-    if (pct) pct.textContent = `${Math.round(percent)} %`;
+    if (pct) pct.textContent = `${i18n.formatNumber(Math.round(percent))} %`;
   }
 
   function onOperation(data) {
@@ -261,8 +260,11 @@
       setProgress(box, data.progress, data.message);
     }
     if (!done) return;
-    if (data.state === "succeeded") toast(data.message || `${data.kind} finished`, "success");
-    else toast(`${data.message ? data.message + " " : ""}${data.error || ""}`.trim() || `${data.kind} ${data.state}`, "error");
+    if (data.state === "succeeded") toast(data.message || gettext("{kind} finished", { kind: data.kind }), "success");
+    else {
+      const told = `${data.message ? data.message + " " : ""}${data.error || ""}`.trim(); // i18n-ignore: the server's texts
+      toast(told || gettext("{kind}: {state}", { kind: data.kind, state: i18n.stateLabel(data.state) }), "error");
+    }
     setTimeout(() => {
       item.remove();
       if (!document.querySelector("#operations [data-op-id]")) card.classList.add("d-none");
@@ -293,7 +295,7 @@
       const el = document.getElementById("confirm-modal");
       el.querySelector("#confirm-text").textContent = text;
       const ok = el.querySelector("#confirm-ok");
-      ok.textContent = okLabel || "Confirm";
+      ok.textContent = okLabel || gettext("Confirm");
       const modal = bootstrap.Modal.getOrCreateInstance(el);
       let answered = false;
       let shown = false;
@@ -340,7 +342,7 @@
     try {
       if (action === "power") {
         await api("POST", `/api/v1/admin/vms/${id}/power`, { action: button.dataset.power });
-        toast(`${name}: ${button.textContent.trim().replace(/…$/, "")} requested`, "info");
+        toast(gettext("{name}: {action} requested", { name, action: button.textContent.trim().replace(/…$/, "") }), "info");
       } else if (action === "flag") {
         await api("POST", `/api/v1/admin/vms/${id}/flags`, { [button.dataset.flag]: button.dataset.value === "true" });
       } else if (action === "copy-disk") {
@@ -382,7 +384,8 @@
       const notDeleted = deletePlan.refused || [];
       refused.classList.toggle("d-none", !notDeleted.length);
       refused.textContent = notDeleted.length
-        ? `Not deleted: ${notDeleted.map((item) => `${item.name} (${item.reason})`).join("; ")}.` : "";
+        ? gettext("Not deleted: {list}.", { list: notDeleted.map((item) => `${item.name} (${item.reason})`).join("; ") })
+        : "";
       error.classList.add("d-none");
       el.querySelector("#delete-plan").classList.remove("d-none");
       const fill = (list, items, empty) => {
@@ -393,17 +396,23 @@
           return li;
         }));
       };
-      fill(el.querySelector("#delete-vms"), deletePlan.vms, "(none)");
-      fill(el.querySelector("#delete-files"), deletePlan.files, "No file is removed: the disks stay on the hypervisor.");
+      fill(el.querySelector("#delete-vms"), deletePlan.vms, gettext("(none)"));
+      fill(el.querySelector("#delete-files"), deletePlan.files, gettext("No file is removed: the disks stay on the hypervisor."));
       const kept = el.querySelector("#delete-kept");
       const state = deletePlan.state_files || [];
       kept.classList.toggle("d-none", !deletePlan.kept_files.length && !state.length);
       kept.textContent = [
-        deletePlan.kept_files.length ? `Kept because other VMs still use them: ${deletePlan.kept_files.join(", ")}.` : "",
-        state.length ? `Removed with the VMs (their UEFI variable stores and TPM states): ${state.join(", ")}.` : "",
+        deletePlan.kept_files.length
+          ? gettext("Kept because other VMs still use them: {files}.", { files: deletePlan.kept_files.join(", ") }) : "",
+        state.length
+          ? gettext("Removed with the VMs (their UEFI variable stores and TPM states): {files}.", { files: state.join(", ") }) : "",
       ].filter(Boolean).join(" ");
-      ok.textContent = `Delete ${deletePlan.vms.length} VM${deletePlan.vms.length === 1 ? "" : "s"}` +
-        (deletePlan.files.length ? ` and ${deletePlan.files.length} file${deletePlan.files.length === 1 ? "" : "s"}` : "");
+      const vmCount = deletePlan.vms.length;
+      const fileCount = deletePlan.files.length;
+      ok.textContent = fileCount
+        ? gettext("Delete {vms} and {files}", {
+          vms: ngettext("{n} VM", "{n} VMs", vmCount), files: ngettext("{n} file", "{n} files", fileCount) })
+        : gettext("Delete {vms}", { vms: ngettext("{n} VM", "{n} VMs", vmCount) });
       ok.disabled = !deletePlan.vms.length;
     } catch (err) {
       el.querySelector("#delete-plan").classList.add("d-none");
@@ -416,7 +425,8 @@
     deleteTarget = bulk ? { ids: bulk.ids } : row.dataset.vmId;
     const el = document.getElementById("delete-modal");
     el.querySelector("#delete-title").textContent = bulk
-      ? `Delete ${bulk.ids.length} selected VM${bulk.ids.length === 1 ? "" : "s"}` : `Delete ${row.dataset.vmName}`;
+      ? ngettext("Delete {n} selected VM", "Delete {n} selected VMs", bulk.ids.length)
+      : gettext("Delete {name}", { name: row.dataset.vmName });
     el.querySelector("#delete-refused").classList.add("d-none");
     el.querySelector("#delete-remove-disks").checked = false;
     el.querySelector("#delete-with-children").checked = false;
@@ -440,12 +450,12 @@
         await api("POST", "/api/v1/admin/vms/bulk/delete", { vm_ids: deleteTarget.ids, ...body });
         closeModal(el);
         table()?.clearSelection();
-        toast(`Deleting ${deletePlan.vms.length} VMs`, "info");
+        toast(ngettext("Deleting {n} VM", "Deleting {n} VMs", deletePlan.vms.length), "info");
         return;
       }
       await api("DELETE", `/api/v1/admin/vms/${deleteTarget}`, body);
       closeModal(el);
-      toast(`Deleted ${deletePlan.vms.join(", ")}`, "success");
+      toast(gettext("Deleted {names}", { names: deletePlan.vms.join(", ") }), "success");
     } catch (err) {
       const error = el.querySelector("#delete-error");
       error.textContent = err.message;
@@ -461,7 +471,7 @@
     const kind = el.querySelector("#classify-kind").value;
     const select = el.querySelector("#classify-parent");
     const parentKind = { vdi: "initial", initial: "source" }[kind];
-    select.replaceChildren(new Option("(no parent)", ""));
+    select.replaceChildren(new Option(gettext("(no parent)"), ""));
     select.disabled = !parentKind;
     if (!parentKind) return;
     document.querySelectorAll(`tr.vm-row[data-kind="${parentKind}"]`).forEach((tr) => {
@@ -492,7 +502,7 @@
   function openClassify(row) {
     classifyTarget = row.dataset.vmId;
     const el = document.getElementById("classify-modal");
-    el.querySelector("#classify-title").textContent = `Classify ${row.dataset.vmName}`;
+    el.querySelector("#classify-title").textContent = gettext("Classify {name}", { name: row.dataset.vmName });
     const kind = el.querySelector("#classify-kind");
     kind.value = row.dataset.kind === "unclassified" ? "simple" : row.dataset.kind;
     clearErrors(el.querySelector("form"));
@@ -523,7 +533,7 @@
     const el = document.getElementById("populate-modal");
     const form = el.querySelector("form");
     clearErrors(form);
-    el.querySelector("#populate-title").textContent = `Populate ${row.dataset.vmName}`;
+    el.querySelector("#populate-title").textContent = gettext("Populate {name}", { name: row.dataset.vmName });
     el.querySelector("#populate-text").textContent = button.dataset.summary;
     el.querySelector("#populate-wait").checked = false;
     el.querySelector("#populate-timeout").disabled = true;
@@ -550,10 +560,10 @@
   async function openMedia(row) {
     mediaTarget = row.dataset.vmId;
     const el = document.getElementById("media-modal");
-    el.querySelector("#media-title").textContent = `CD-ROM of ${row.dataset.vmName}`;
+    el.querySelector("#media-title").textContent = gettext("CD-ROM of {name}", { name: row.dataset.vmName });
     const select = el.querySelector("#media-iso");
     clearErrors(el.querySelector("form"));
-    select.replaceChildren(new Option("(empty drive: eject)", ""));
+    select.replaceChildren(new Option(gettext("(empty drive: eject)"), ""));
     bootstrap.Modal.getOrCreateInstance(el).show();
     try {
       const [isos, vm] = await Promise.all([
@@ -578,7 +588,7 @@
     try {
       await api("POST", `/api/v1/admin/vms/${mediaTarget}/media`, { iso_path: iso || null });
       closeModal(document.getElementById("media-modal"));
-      toast(iso ? `Inserted ${iso.split("/").pop()}` : "CD-ROM ejected", "success");
+      toast(iso ? gettext("Inserted {iso}", { iso: iso.split("/").pop() }) : gettext("CD-ROM ejected"), "success");
     } catch (error) {
       showErrors(form, error);
     }
