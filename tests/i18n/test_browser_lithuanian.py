@@ -38,9 +38,14 @@ def text_of(driver: WebDriver, selector: str) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, selector).text).strip()
 
 
+def page_language(driver: WebDriver) -> str:
+    # Read by script: an element found on the page being left would go stale mid-navigation.
+    return str(driver.execute_script("return document.documentElement.lang"))
+
+
 def switch_to(driver: WebDriver, language: str) -> None:
     driver.find_element(By.CSS_SELECTOR, f'#language-switch button[data-language="{language}"]').click()
-    wait(driver).until(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == language)
+    wait(driver).until(lambda d: page_language(d) == language)
 
 
 def screenshot(driver: WebDriver, name: str) -> None:
@@ -97,7 +102,7 @@ def portal_and_admin_pages(driver: WebDriver, url: str, admin_password: str, vm_
     driver.get(f"{url}/vms")
     driver.find_element(By.ID, "user-menu").click()
     driver.find_element(By.CSS_SELECTOR, '.dropdown-menu button[data-language="en"]').click()
-    wait(driver).until(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en")
+    wait(driver).until(lambda d: page_language(d) == "en")
     assert driver.current_url.endswith("/vms")
     assert text_of(driver, "main h1") == "Virtual machines"
     # Only the console's refused opening (409: the VM is not running) may be in the browser's log.
