@@ -65,6 +65,7 @@ def test_the_launcher_speaks_lithuanian_and_asks_the_dashboard_to(
     assert broker.calls("POST", "/login")[0].headers["Accept-Language"] == "lt"
     assert window.pool_tree.heading("free")["text"] == "Laisvi darbalaukiai"
     assert window.pool_tree.item("1")["values"] == ["3 iš 4", ""]
+    assert window.pool_tree.item("2")["values"] == ["0 iš 2", "lab-07 (veikia)"]
     assert window.connect_button.cget("text") == "Prisijungti"
     assert window.logout_button.cget("text") == "Atsijungti"
     shot = xvfb.screenshot(artefact("i18n/launcher-lt.png"))

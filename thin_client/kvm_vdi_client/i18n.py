@@ -65,3 +65,19 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 
 
 _ = gettext
+
+
+# A desktop's state as the dashboard names it, in the launcher's words.
+DESKTOP_STATES = {
+    "running": N_("running"),
+    "paused": N_("paused"),
+    "pmsuspended": N_("suspended"),
+    "shutoff": N_("shut off"),
+    "crashed": N_("crashed"),
+    "missing": N_("not defined"),
+    "unknown": N_("unknown"),
+}
+
+
+def state_label(state: str) -> str:
+    return gettext(DESKTOP_STATES[state]) if state in DESKTOP_STATES else state

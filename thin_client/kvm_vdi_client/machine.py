@@ -58,7 +58,7 @@ from kvm_vdi_client.events import (
     ViewerExited,
     ViewerFailed,
 )
-from kvm_vdi_client.i18n import N_
+from kvm_vdi_client.i18n import N_, state_label
 from kvm_vdi_client.i18n import gettext as _
 from kvm_vdi_client.model import (
     Desktop,
@@ -351,7 +351,7 @@ class SessionMachine:
             )
             return []
         self._boot_waited += delay
-        state = f" ({self.desktop.state})" if self.desktop else ""
+        state = f" ({state_label(self.desktop.state)})" if self.desktop else ""
         self._to(Phase.BOOTING, status=_("Starting {name}{state}…").format(name=name, state=state))
         self.progress = min(self._boot_waited / bounds.max_wait, 1.0)
         assert self._pool_id is not None

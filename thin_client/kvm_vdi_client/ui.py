@@ -27,6 +27,7 @@ from kvm_vdi_client.events import (
     RetryRequested,
 )
 from kvm_vdi_client.i18n import gettext as _
+from kvm_vdi_client.i18n import state_label
 from kvm_vdi_client.model import Pool
 
 log = logging.getLogger(__name__)
@@ -331,7 +332,7 @@ class LauncherWindow:
                 if pool.maintenance
                 else _("{free} of {size}").format(free=pool.free, size=pool.size)
             )
-            desktop = f"{pool.desktop.name} ({pool.desktop.state})" if pool.desktop else ""
+            desktop = f"{pool.desktop.name} ({state_label(pool.desktop.state)})" if pool.desktop else ""
             self.pool_tree.insert("", "end", iid=str(pool.id), text=pool.name, values=(free, desktop))
         self._shown_pools = self.machine.pools
         keep = [iid for iid in previous if self.pool_tree.exists(iid)]
