@@ -17,13 +17,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from databases import Database
 
 from app.clock import utcnow
+from app.db.records import Record, fetch_records
 from app.db.schema import audit_log
 from app.escaping import escape_controls
 from app.observers import Observers
@@ -64,6 +65,21 @@ class AuditEntry:
 
 # Called after each record is written; must not block (count, enqueue, nothing more).
 AuditListener = Callable[[AuditEntry], None]
+
+
+@dataclass(frozen=True)
+class AuditRecord(Record):
+    """An ``audit_log`` row as read back (the page and the tests show these)."""
+
+    __table__ = audit_log
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    client_address: str
+    details_json: str
 
 
 class AuditLog:
@@ -181,5 +197,5 @@ class AuditLog:
             query = query.where(audit_log.c.action == action)
         if since is not None:
             query = query.where(audit_log.c.at >= since)
-        rows: list[Any] = await self._db.fetch_all(query)
-        return [{**dict(row._mapping), "details": json.loads(row.details_json)} for row in rows]
+        entries = await fetch_records(self._db, AuditRecord, query)
+        return [{**asdict(entry), "details": json.loads(entry.details_json)} for entry in entries]

@@ -22,6 +22,7 @@ from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.hyper.probe import ProbeResult
+    from app.hyper.records import HypervisorRecord
     from app.hyper.spice_tls import SpiceTls
     from app.hyper.sshkeys import DashboardKey, KnownHostsFile
     from app.tlsca import DashboardCA
@@ -191,7 +192,7 @@ async def check_hypervisors(settings: Settings, url: str, ca: DashboardCA | None
 
 
 async def probe_lines(
-    row: Any,
+    row: HypervisorRecord,
     key: DashboardKey,
     known_hosts: KnownHostsFile,
     *,
@@ -200,12 +201,10 @@ async def probe_lines(
 ) -> list[CheckLine]:
     """The reachability line of a hypervisor, and what desktops it can run."""
     from app.hyper.probe import probe
-    from app.hyper.records import HypervisorRecord
 
     if row.transport == "ssh" and not key_exists:
         return [await probe_line(row, key, known_hosts, key_exists=key_exists)]
-    record = HypervisorRecord.from_row(row)
-    result = await probe(record, key, known_hosts, spice_tls=spice_tls, desktops=True)
+    result = await probe(row, key, known_hosts, spice_tls=spice_tls, desktops=True)
     lines = [
         await probe_line(row, key, known_hosts, key_exists=key_exists, spice_tls=spice_tls, result=result)
     ]
@@ -246,7 +245,7 @@ def desktops_line(name: str, offered: dict[str, Any]) -> CheckLine:
 
 
 async def probe_line(
-    row: Any,
+    row: HypervisorRecord,
     key: DashboardKey,
     known_hosts: KnownHostsFile,
     *,
@@ -255,7 +254,6 @@ async def probe_line(
     result: ProbeResult | None = None,
 ) -> CheckLine:
     from app.hyper.probe import probe
-    from app.hyper.records import HypervisorRecord
     from app.inventory.service import CheckOutcome
 
     subject = f"hypervisor {row.name}"
@@ -266,7 +264,7 @@ async def probe_line(
             f"the dashboard's SSH key {key.private_path} does not exist: start the dashboard once",
         )
     if result is None:
-        result = await probe(HypervisorRecord.from_row(row), key, known_hosts, spice_tls=spice_tls)
+        result = await probe(row, key, known_hosts, spice_tls=spice_tls)
     outcome = CheckOutcome.from_probe(result)
     if not outcome.ok:
         if row.maintenance:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from databases import Database
 
 from app.auth.passwords import check_strength, generate_password, hash_password
 from app.clock import utcnow
+from app.db.records import UserRecord, fetch_record
 from app.db.schema import users
 from app.i18n import gettext as _
 
@@ -20,8 +20,10 @@ class AccountError(ValueError):
     pass
 
 
-async def find_local_user(db: Database, username: str) -> Any | None:
-    return await db.fetch_one(users.select().where(users.c.username == username, users.c.source == "local"))
+async def find_local_user(db: Database, username: str) -> UserRecord | None:
+    return await fetch_record(
+        db, UserRecord, users.select().where(users.c.username == username, users.c.source == "local")
+    )
 
 
 async def _hash(password: str) -> str:
@@ -62,7 +64,7 @@ async def create_local_user(
 
 
 async def set_password(db: Database, user_id: int, password: str, *, must_change: bool = False) -> None:
-    row: Any = await db.fetch_one(users.select().where(users.c.id == user_id))
+    row = await fetch_record(db, UserRecord, users.select().where(users.c.id == user_id))
     if row is None:
         raise AccountError(_("no such user"))
     if row.source != "local":

@@ -34,6 +34,7 @@ from app.auth.throttle import Admission, LoginThrottle, parse_networks
 from app.auth.throttle_store import ThrottleStore
 from app.broker.clients import Realm, RealmError, choose_realm, requested_realm
 from app.clock import utcnow
+from app.db.records import UserRecord, fetch_record
 from app.db.schema import users
 from app.directory import DirectoryError, DirectoryLogin
 from app.directory.accounts import upsert_directory_user
@@ -62,7 +63,7 @@ class LoginAttempt:
 
 @dataclass(frozen=True)
 class LoggedIn:
-    user: Any  # users row
+    user: UserRecord
     # Directory group names and DNs (empty for local accounts).
     groups: tuple[str, ...]
     realm: Realm
@@ -163,7 +164,7 @@ class LoginService:
         if not isinstance(admission, Admission):
             await self.audit.record("password_change_throttled", actor=username, client_address=address)
             return throttled(admission.retry_after)
-        row: Any = await self.db.fetch_one(users.select().where(users.c.id == user_id))
+        row = await fetch_record(self.db, UserRecord, users.select().where(users.c.id == user_id))
         try:
             ok = (
                 row is not None
@@ -198,12 +199,12 @@ class LoginService:
             user=row, groups=tuple(sorted({*identity.groups, *identity.group_dns})), realm="directory"
         )
 
-    async def _local(self, username: str, password: str) -> Any | None:
+    async def _local(self, username: str, password: str) -> UserRecord | None:
         """The enabled local user row for these credentials; an unknown name costs a check all the same."""
         row = await find_local_user(self.db, username)
         if not await self.passwords.verify(row.password_hash if row is not None else None, password):
             return None
-        if row is None or row.disabled:
+        if row is None or row.disabled or row.password_hash is None:
             return None
         values: dict[str, Any] = {"last_login_at": utcnow()}
         if needs_rehash(row.password_hash):

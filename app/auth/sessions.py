@@ -33,6 +33,7 @@ from databases import Database
 from app.auth.session import SessionRules
 from app.auth.session_cookie import session_hash
 from app.broker.tokens import TokenUser, purge_expired, revoke_user_tokens, set_token_groups
+from app.db.records import Record
 from app.db.schema import sessions, users
 from app.directory import DirectoryError, DirectoryLogin
 
@@ -40,7 +41,9 @@ log = logging.getLogger("kvmvdi.auth")
 
 
 @dataclass(frozen=True)
-class SessionRecord:
+class SessionRecord(Record):
+    """A ``sessions`` row as the guards see it, read joined with its user's row."""
+
     id: int
     user_id: int
     role: str

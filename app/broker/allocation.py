@@ -23,13 +23,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import sqlalchemy as sa
 from databases.core import Connection
 
 from app.broker.transactions import WriteTransactions
 from app.clock import utcnow
+from app.db.records import Identified, LeaseRecord, PoolRecord, Record, fetch_record, fetch_records
 from app.db.schema import hypervisors, leases, pool_vms, users, vms
 
 Refusal = Literal["no_free_desktop", "maintenance", "not_allowed", "all_hypervisors_down", "desktop_limit"]
@@ -61,6 +62,25 @@ Assigned = Callable[[int, int], Awaitable[None]]
 UNKNOWN_STATES = ("unknown", "missing")
 
 
+@dataclass(frozen=True)
+class _FreeVm(Record):
+    id: int
+    last_user_id: int | None
+
+
+@dataclass(frozen=True)
+class _AssignedVm(Record):
+    id: int
+    assigned_user_id: int
+
+
+@dataclass(frozen=True)
+class _HostState(Record):
+    id: int
+    state: str
+    maintenance: bool
+
+
 def _eligible() -> list[sa.ColumnElement[bool]]:
     return [
         vms.c.assigned_user_id.is_(None),
@@ -81,7 +101,7 @@ class Allocator:
 
     async def claim(
         self,
-        pool: Any,
+        pool: PoolRecord,
         user_id: int,
         *,
         client_address: str = "",
@@ -103,10 +123,12 @@ class Allocator:
         expires_at = now + timedelta(minutes=pool.lease_timeout_min)
         async with self.transactions.begin() as conn:
             await conn.fetch_one(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
-            held = await conn.fetch_all(
-                sa.select(leases.c.id, leases.c.vm_id)
+            held = await fetch_records(
+                conn,
+                LeaseRecord,
+                sa.select(leases)
                 .where(leases.c.pool_id == pool.id, leases.c.user_id == user_id, leases.c.ended_at.is_(None))
-                .order_by(leases.c.started_at.desc(), leases.c.id.desc())
+                .order_by(leases.c.started_at.desc(), leases.c.id.desc()),
             )
             if held and not another:
                 lease = held[0]
@@ -145,11 +167,13 @@ class Allocator:
 
     async def _lock_free_vm(
         self, conn: Connection, pool_id: int, user_id: int, hypervisor_ids: Collection[int] | None
-    ) -> Any | None:
+    ) -> _FreeVm | None:
         # Hypervisor conditions come from a plain read: locking rows of a join would lock
         # the hypervisor row too and serialize every request of the pool on it.
         # Prefer a running desktop (no boot wait), then the user's previous one (no reset needed).
-        candidates = await conn.fetch_all(
+        candidates = await fetch_records(
+            conn,
+            Identified,
             sa.select(vms.c.id)
             .select_from(
                 pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id).join(
@@ -167,15 +191,17 @@ class Allocator:
                 sa.case((vms.c.state == "running", 0), else_=1),
                 sa.case((vms.c.last_user_id == user_id, 0), else_=1),
                 vms.c.id,
-            )
+            ),
         )
         # One primary-key lookup per candidate: a locking read with ORDER BY ... LIMIT would
         # lock every row it sorted, and concurrent requests would skip desktops nobody takes.
         for candidate in candidates:
-            vm = await conn.fetch_one(
+            vm = await fetch_record(
+                conn,
+                _FreeVm,
                 sa.select(vms.c.id, vms.c.last_user_id)
                 .where(vms.c.id == candidate.id, *_eligible())
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True),
             )
             if vm is not None:
                 return vm
@@ -184,14 +210,16 @@ class Allocator:
     async def _why_none(
         self, conn: Connection, pool_id: int, hypervisor_ids: Collection[int] | None
     ) -> Refusal:
-        rows = await conn.fetch_all(
+        rows = await fetch_records(
+            conn,
+            _HostState,
             sa.select(hypervisors.c.id, hypervisors.c.state, hypervisors.c.maintenance)
             .select_from(
                 pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id).join(
                     hypervisors, hypervisors.c.id == vms.c.hypervisor_id
                 )
             )
-            .where(pool_vms.c.pool_id == pool_id)
+            .where(pool_vms.c.pool_id == pool_id),
         )
         accepting = set(hypervisor_ids) if hypervisor_ids is not None else None
         if rows and all(
@@ -207,8 +235,8 @@ class Allocator:
         *,
         reason: str,
         only_if_expired: bool = False,
-        on_ended: Callable[[Any], Awaitable[None]] | None = None,
-    ) -> Any | None:
+        on_ended: Callable[[LeaseRecord], Awaitable[None]] | None = None,
+    ) -> LeaseRecord | None:
         """End a lease; returns it, or ``None`` if it had already ended. ``on_ended(lease)`` runs inside
         the ending transaction (its audit record): both are stored, or neither.
 
@@ -222,7 +250,7 @@ class Allocator:
             query = sa.select(leases).where(leases.c.id == lease_id, leases.c.ended_at.is_(None))
             if only_if_expired:
                 query = query.where(leases.c.expires_at <= now)
-            lease = await conn.fetch_one(query.with_for_update())
+            lease = await fetch_record(conn, LeaseRecord, query.with_for_update())
             if lease is None:
                 return None
             await conn.execute(
@@ -235,8 +263,10 @@ class Allocator:
     async def free_vm(self, vm_id: int, user_id: int, *, clean: bool) -> None:
         """Return the VM to the pool; ``clean`` (it was reset) forgets the previous user."""
         async with self.transactions.begin() as conn:
-            still_held = await conn.fetch_one(
-                sa.select(leases.c.id).where(leases.c.vm_id == vm_id, leases.c.ended_at.is_(None))
+            still_held = await fetch_record(
+                conn,
+                Identified,
+                sa.select(leases.c.id).where(leases.c.vm_id == vm_id, leases.c.ended_at.is_(None)),
             )
             if still_held is not None:
                 return
@@ -251,14 +281,16 @@ class Allocator:
         outage), but those in ``besides`` (returns in progress)."""
         async with self.transactions.begin() as conn:
             active = sa.select(leases.c.vm_id).where(leases.c.ended_at.is_(None))
-            rows = await conn.fetch_all(
+            rows = await fetch_records(
+                conn,
+                _AssignedVm,
                 sa.select(vms.c.id, vms.c.assigned_user_id)
                 .where(
                     vms.c.assigned_user_id.is_not(None),
                     vms.c.id.not_in(active),
                     vms.c.id.not_in(list(besides)),
                 )
-                .with_for_update()
+                .with_for_update(),
             )
             for row in rows:
                 await conn.execute(
@@ -272,10 +304,12 @@ class Allocator:
         """Extend a lease: ("ok", new expiry), ("not_found", None) or ("ended", None)."""
         now = utcnow()
         async with self.transactions.begin() as conn:
-            lease = await conn.fetch_one(
+            lease = await fetch_record(
+                conn,
+                LeaseRecord,
                 sa.select(leases)
                 .where(leases.c.id == lease_id, leases.c.user_id == user_id)
-                .with_for_update()
+                .with_for_update(),
             )
             if lease is None:
                 return "not_found", None

@@ -5,6 +5,7 @@ those tiles current."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from databases import Database
 
 from app.broker import pools as pool_store
 from app.broker.preferences import STRAIGHT_TO_DESKTOP, get_flag
+from app.db.records import LeaseRecord, PoolRecord, Record, fetch_records
 from app.db.schema import pool_vms, pools, vms
 from app.live.hub import LiveHub
 
@@ -36,6 +38,16 @@ def straight_target(pools: Sequence[Mapping[str, Any]]) -> int | None:
     return int(candidate["id"])
 
 
+@dataclass(frozen=True)
+class _HeldDesktop(Record):
+    """A user's desktop in a pool."""
+
+    id: int
+    name: str
+    state: str
+    pool_id: int
+
+
 class PoolCatalog:
     def __init__(self, db: Database, hub: LiveHub) -> None:
         self.db = db
@@ -50,15 +62,19 @@ class PoolCatalog:
         allowed = await pool_store.allowed_pool_ids(self.db, user_id, groups)
         if not allowed:
             return []
-        rows = await self.db.fetch_all(pools.select().where(pools.c.id.in_(allowed)).order_by(pools.c.name))
+        rows = await fetch_records(
+            self.db, PoolRecord, pools.select().where(pools.c.id.in_(allowed)).order_by(pools.c.name)
+        )
         counts = await pool_store.pool_counts(self.db, allowed)
         everywhere = await get_flag(self.db, STRAIGHT_TO_DESKTOP)
         held = {
             row.pool_id: row
-            for row in await self.db.fetch_all(
+            for row in await fetch_records(
+                self.db,
+                _HeldDesktop,
                 sa.select(vms.c.id, vms.c.name, vms.c.state, pool_vms.c.pool_id)
                 .select_from(vms.join(pool_vms, pool_vms.c.vm_id == vms.c.id))
-                .where(vms.c.assigned_user_id == user_id)
+                .where(vms.c.assigned_user_id == user_id),
             )
         }
         answer = []
@@ -82,8 +98,8 @@ class PoolCatalog:
 
     async def _audience(self, pool_id: int) -> set[int]:
         members = await pool_store.pool_members(self.db, pool_id)
-        audience = {row.id for row in members["users"]}
-        names = {row.name.lower() for row in members["groups"]}
+        audience = {user.id for user in members.users}
+        names = {group.name.lower() for group in members.groups}
         audience |= {uid for uid, keys in self._user_groups.items() if keys & names}
         return audience
 
@@ -105,6 +121,6 @@ class PoolCatalog:
             user_ids=await self._audience(pool_id),
         )
 
-    def publish_lease(self, lease: Any, state: str, **extra: Any) -> None:
+    def publish_lease(self, lease: LeaseRecord, state: str, **extra: Any) -> None:
         data = {"id": lease.id, "vm_id": lease.vm_id, "pool_id": lease.pool_id, "user_id": lease.user_id}
         self.hub.publish("lease", {**data, "state": state, **extra}, admins=True, user_ids={lease.user_id})

@@ -34,6 +34,7 @@ from app.broker.power import DesktopPower, DesktopPowerError
 from app.broker.transactions import WriteTransactions
 from app.broker.upkeep import LeaseUpkeep
 from app.db.health import DatabaseUnavailable
+from app.db.records import Identified, PoolRecord, fetch_record
 from app.db.schema import leases, vms
 from app.hyper import HypervisorRegistry
 from app.i18n import gettext as _
@@ -41,6 +42,7 @@ from app.live.hub import LiveHub
 from app.observers import Observers
 from app.proxy.service import ConsoleError, ConsoleGrant, ConsoleService
 from app.proxy.vv import build_vv
+from app.vms.records import Vm, get_vm
 from app.vms.service import VmService
 
 log = logging.getLogger("kvmvdi.broker")
@@ -56,9 +58,9 @@ Status = Literal["ready", "booting", "failover", "refused", "failed"]
 @dataclass
 class DesktopAnswer:
     status: Status
-    pool: Any
+    pool: PoolRecord
     claim: Claim | None = None
-    vm: Any = None
+    vm: Vm | None = None
     refusal: str | None = None
     message: str = ""
     connection: dict[str, Any] | None = None
@@ -241,7 +243,8 @@ class Broker:
         vm = await self._vm(claim.vm_id or 0)
         if not claim.renewed:
             lease = await get_lease(self.db, claim.lease_id or 0)
-            self.catalog.publish_lease(lease, "assigned", vm_name=vm.name)
+            if lease is not None:
+                self.catalog.publish_lease(lease, "assigned", vm_name=vm.name)
             await self.catalog.publish_pool(pool.id)
         # A desktop that served someone else and was not reset on its way back is reset now.
         reset = (
@@ -282,7 +285,7 @@ class Broker:
                 )
         return answer
 
-    def _refused(self, pool: Any, claim: Claim) -> DesktopAnswer:
+    def _refused(self, pool: PoolRecord, claim: Claim) -> DesktopAnswer:
         messages = {
             "maintenance": "This pool is in maintenance. Try again later.",
             "no_free_desktop": "All desktops of this pool are in use.",
@@ -295,8 +298,8 @@ class Broker:
             return DesktopAnswer("failover", pool, refusal=refusal, message=messages[refusal])
         return DesktopAnswer("refused", pool, refusal=refusal, message=messages[refusal])
 
-    async def _vm(self, vm_id: int) -> Any:
-        vm = await self.db.fetch_one(vms.select().where(vms.c.id == vm_id))
+    async def _vm(self, vm_id: int) -> Vm:
+        vm = await get_vm(self.db, vm_id)
         if vm is None:
             raise LookupError(f"VM {vm_id} does not exist")
         return vm
@@ -321,7 +324,13 @@ class Broker:
         return grant
 
     async def connection(
-        self, vm: Any, pool: Any, user_id: int, client_address: str, *, gateway_host: str | None = None
+        self,
+        vm: Vm,
+        pool: PoolRecord | None,
+        user_id: int,
+        client_address: str,
+        *,
+        gateway_host: str | None = None,
     ) -> dict[str, Any]:
         """A console grant for the user's desktop, as the API's ``connection`` object."""
         grant = await self.open_console(
@@ -367,8 +376,10 @@ class Broker:
         await self.leases.return_desktop(
             lease_id, reason="ended_by_admin", actor=actor, client_address=client_address
         )
-        still_held = await self.db.fetch_one(
-            sa.select(leases.c.id).where(leases.c.user_id == lease.user_id, leases.c.ended_at.is_(None))
+        still_held = await fetch_record(
+            self.db,
+            Identified,
+            sa.select(leases.c.id).where(leases.c.user_id == lease.user_id, leases.c.ended_at.is_(None)),
         )
         if still_held is None:
             # Nothing of this user stays open: no console ticket of theirs either.
@@ -389,7 +400,7 @@ class Broker:
         except Exception:
             log.exception("revoking the consoles of user %s failed", user_id)
 
-    def lease_json(self, claim: Claim, pool: Any) -> dict[str, Any]:
+    def lease_json(self, claim: Claim, pool: PoolRecord) -> dict[str, Any]:
         return {
             "id": claim.lease_id,
             "expires_at": claim.expires_at.isoformat() + "Z" if claim.expires_at else None,

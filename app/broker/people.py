@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from databases import Database
 
@@ -11,6 +9,7 @@ from app.auth.accounts import AccountError, create_local_user, set_password
 from app.auth.passwords import generate_password
 from app.auth.sessions import revoke_user_credentials
 from app.clock import utcnow
+from app.db.records import DirectoryGroupRecord, UserRecord, fetch_record, fetch_records
 from app.db.schema import (
     api_tokens,
     console_tickets,
@@ -25,12 +24,14 @@ from app.db.schema import (
 from app.i18n import gettext as _
 
 
-async def list_users(db: Database) -> list[Any]:
-    return list(await db.fetch_all(users.select().order_by(users.c.role, users.c.username, users.c.source)))
+async def list_users(db: Database) -> list[UserRecord]:
+    return await fetch_records(
+        db, UserRecord, users.select().order_by(users.c.role, users.c.username, users.c.source)
+    )
 
 
-async def get_user(db: Database, user_id: int) -> Any | None:
-    return await db.fetch_one(users.select().where(users.c.id == user_id))
+async def get_user(db: Database, user_id: int) -> UserRecord | None:
+    return await fetch_record(db, UserRecord, users.select().where(users.c.id == user_id))
 
 
 async def _enabled_admins(db: Database) -> int:
@@ -63,7 +64,7 @@ async def create_account(
     return user_id, password
 
 
-async def set_disabled(db: Database, user_id: int, disabled: bool) -> Any:
+async def set_disabled(db: Database, user_id: int, disabled: bool) -> UserRecord:
     user = await get_user(db, user_id)
     if user is None:
         raise AccountError(_("no such user"))
@@ -75,7 +76,7 @@ async def set_disabled(db: Database, user_id: int, disabled: bool) -> Any:
     return user
 
 
-async def reset_password(db: Database, user_id: int) -> tuple[Any, str]:
+async def reset_password(db: Database, user_id: int) -> tuple[UserRecord, str]:
     user = await get_user(db, user_id)
     if user is None:
         raise AccountError(_("no such user"))
@@ -86,7 +87,7 @@ async def reset_password(db: Database, user_id: int) -> tuple[Any, str]:
     return user, password
 
 
-async def delete_user(db: Database, user_id: int) -> Any:
+async def delete_user(db: Database, user_id: int) -> UserRecord:
     user = await get_user(db, user_id)
     if user is None:
         raise AccountError(_("no such user"))
@@ -115,8 +116,10 @@ async def delete_user(db: Database, user_id: int) -> Any:
 # Directory groups
 
 
-async def list_groups(db: Database) -> list[Any]:
-    return list(await db.fetch_all(directory_groups.select().order_by(directory_groups.c.name)))
+async def list_groups(db: Database) -> list[DirectoryGroupRecord]:
+    return await fetch_records(
+        db, DirectoryGroupRecord, directory_groups.select().order_by(directory_groups.c.name)
+    )
 
 
 async def add_group(db: Database, name: str, description: str = "") -> int:
@@ -125,8 +128,10 @@ async def add_group(db: Database, name: str, description: str = "") -> int:
         raise AccountError(
             _("enter the group's name (e.g. vdi-users) or its full DN, at most 255 characters")
         )
-    taken = await db.fetch_one(
-        directory_groups.select().where(sa.func.lower(directory_groups.c.name) == name.lower())
+    taken = await fetch_record(
+        db,
+        DirectoryGroupRecord,
+        directory_groups.select().where(sa.func.lower(directory_groups.c.name) == name.lower()),
     )
     if taken is not None:
         raise AccountError(_("the group {name!r} is already registered").format(name=name))
@@ -138,8 +143,10 @@ async def add_group(db: Database, name: str, description: str = "") -> int:
     return group_id
 
 
-async def delete_group(db: Database, group_id: int) -> Any:
-    group = await db.fetch_one(directory_groups.select().where(directory_groups.c.id == group_id))
+async def delete_group(db: Database, group_id: int) -> DirectoryGroupRecord:
+    group = await fetch_record(
+        db, DirectoryGroupRecord, directory_groups.select().where(directory_groups.c.id == group_id)
+    )
     if group is None:
         raise AccountError(_("no such group"))
     async with db.transaction():

@@ -10,6 +10,14 @@ import sqlalchemy as sa
 from databases import Database
 
 from app.clock import utcnow
+from app.db.records import (
+    DirectoryGroupRecord,
+    PoolRecord,
+    Record,
+    UserRecord,
+    fetch_record,
+    fetch_records,
+)
 from app.db.schema import (
     directory_groups,
     hypervisors,
@@ -23,6 +31,7 @@ from app.db.schema import (
 )
 from app.i18n import gettext as _
 from app.vms.devices.usb import MAX_REDIRECTIONS
+from app.vms.records import Vm, get_vm
 
 # Kinds of VM a pool can hand out: VDI clones and simple VMs (never golden images).
 POOLABLE_KINDS = ("vdi", "simple")
@@ -35,6 +44,51 @@ class PoolError(ValueError):
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(message)
         self.field = field
+
+
+@dataclass(frozen=True)
+class PoolMembership(Record):
+    """A pool a VM or user belongs to (``pool_vms`` / ``pool_users``: its pool is all the domain reads)."""
+
+    pool_id: int
+
+
+@dataclass(frozen=True)
+class PoolGroupGrant(Record):
+    """A directory group that may use a pool."""
+
+    pool_id: int
+    group_name: str
+
+
+@dataclass(frozen=True)
+class PooledVm(Vm):
+    """A pool's VM as the pool page lists it: with its hypervisor and who holds it."""
+
+    hypervisor_name: str = ""
+    assigned_to: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolMembers:
+    vms: list[PooledVm]
+    users: list[UserRecord]
+    groups: list[DirectoryGroupRecord]
+
+
+@dataclass(frozen=True)
+class PoolDesktop(Record):
+    """A pooled VM with what decides whether it can be handed out, and its pool's name."""
+
+    pool_id: int
+    pool_name: str
+    assigned_user_id: int | None
+    state: str
+    maintenance: bool
+    locked: bool
+    operation_id: int | None
+    hv_state: str
+    hv_maintenance: bool
 
 
 @dataclass
@@ -131,16 +185,16 @@ class PoolSettings:
             "usb_redirect": self.usb_redirect,
         }
 
-    def policy_differs(self, pool: Any) -> bool:
+    def policy_differs(self, pool: PoolRecord) -> bool:
         """The device policy changed from the stored ``pool``'s."""
-        return (bool(pool.clipboard), bool(pool.file_transfer), int(pool.usb_redirect)) != (
+        return (pool.clipboard, pool.file_transfer, pool.usb_redirect) != (
             self.clipboard,
             self.file_transfer,
             self.usb_redirect,
         )
 
 
-def failover_of(pool: Any) -> dict[str, str] | None:
+def failover_of(pool: PoolRecord) -> dict[str, str] | None:
     """The failover a client is offered when no desktop can be handed out, or ``None``."""
     if pool.failover_kind == "rdp":
         return {"protocol": "rdp", "host": pool.failover_host, "domain": pool.failover_domain}
@@ -173,12 +227,12 @@ async def update_pool(db: Database, pool_id: int, settings: PoolSettings) -> Non
     await db.execute(pools.update().where(pools.c.id == pool_id).values(**settings.values()))
 
 
-async def get_pool(db: Database, pool_id: int) -> Any | None:
-    return await db.fetch_one(pools.select().where(pools.c.id == pool_id))
+async def get_pool(db: Database, pool_id: int) -> PoolRecord | None:
+    return await fetch_record(db, PoolRecord, pools.select().where(pools.c.id == pool_id))
 
 
-async def list_pools(db: Database) -> list[Any]:
-    return list(await db.fetch_all(pools.select().order_by(pools.c.name)))
+async def list_pools(db: Database) -> list[PoolRecord]:
+    return await fetch_records(db, PoolRecord, pools.select().order_by(pools.c.name))
 
 
 async def active_leases_in_pool(db: Database, pool_id: int) -> int:
@@ -208,10 +262,10 @@ async def add_vms(db: Database, pool_id: int, vm_ids: Iterable[int]) -> list[str
     """Add VMs; returns the names refused (already in a pool, or not a poolable kind)."""
     refused: list[str] = []
     for vm_id in vm_ids:
-        vm = await db.fetch_one(vms.select().where(vms.c.id == vm_id))
+        vm = await get_vm(db, vm_id)
         if vm is None:
             continue
-        taken = await db.fetch_one(pool_vms.select().where(pool_vms.c.vm_id == vm_id))
+        taken = await fetch_record(db, PoolMembership, pool_vms.select().where(pool_vms.c.vm_id == vm_id))
         if vm.kind not in POOLABLE_KINDS or (taken is not None and taken.pool_id != pool_id):
             refused.append(vm.name)
             continue
@@ -229,7 +283,7 @@ async def pool_vm_ids(db: Database, pool_id: int) -> set[int]:
 
 
 async def remove_vm(db: Database, pool_id: int, vm_id: int) -> None:
-    vm = await db.fetch_one(vms.select().where(vms.c.id == vm_id))
+    vm = await get_vm(db, vm_id)
     if vm is not None and vm.assigned_user_id is not None:
         raise PoolError(_("{name} is in use: end its session first.").format(name=vm.name))
     await db.execute(pool_vms.delete().where(pool_vms.c.pool_id == pool_id, pool_vms.c.vm_id == vm_id))
@@ -249,50 +303,46 @@ async def set_groups(db: Database, pool_id: int, group_ids: Iterable[int]) -> No
             await db.execute(pool_groups.insert().values(pool_id=pool_id, group_id=group_id))
 
 
-async def pool_members(db: Database, pool_id: int) -> dict[str, list[Any]]:
-    return {
-        "vms": list(
-            await db.fetch_all(
-                sa.select(
-                    vms, hypervisors.c.name.label("hypervisor_name"), users.c.username.label("assigned_to")
-                )
-                .select_from(
-                    pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id)
-                    .join(hypervisors, hypervisors.c.id == vms.c.hypervisor_id)
-                    .outerjoin(users, users.c.id == vms.c.assigned_user_id)
-                )
-                .where(pool_vms.c.pool_id == pool_id)
-                .order_by(vms.c.name)
+async def pool_members(db: Database, pool_id: int) -> PoolMembers:
+    return PoolMembers(
+        vms=await fetch_records(
+            db,
+            PooledVm,
+            sa.select(vms, hypervisors.c.name.label("hypervisor_name"), users.c.username.label("assigned_to"))
+            .select_from(
+                pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id)
+                .join(hypervisors, hypervisors.c.id == vms.c.hypervisor_id)
+                .outerjoin(users, users.c.id == vms.c.assigned_user_id)
             )
+            .where(pool_vms.c.pool_id == pool_id)
+            .order_by(vms.c.name),
         ),
-        "users": list(
-            await db.fetch_all(
-                sa.select(users)
-                .select_from(pool_users.join(users, users.c.id == pool_users.c.user_id))
-                .where(pool_users.c.pool_id == pool_id)
-                .order_by(users.c.username)
-            )
+        users=await fetch_records(
+            db,
+            UserRecord,
+            sa.select(users)
+            .select_from(pool_users.join(users, users.c.id == pool_users.c.user_id))
+            .where(pool_users.c.pool_id == pool_id)
+            .order_by(users.c.username),
         ),
-        "groups": list(
-            await db.fetch_all(
-                sa.select(directory_groups)
-                .select_from(
-                    pool_groups.join(directory_groups, directory_groups.c.id == pool_groups.c.group_id)
-                )
-                .where(pool_groups.c.pool_id == pool_id)
-                .order_by(directory_groups.c.name)
-            )
+        groups=await fetch_records(
+            db,
+            DirectoryGroupRecord,
+            sa.select(directory_groups)
+            .select_from(pool_groups.join(directory_groups, directory_groups.c.id == pool_groups.c.group_id))
+            .where(pool_groups.c.pool_id == pool_id)
+            .order_by(directory_groups.c.name),
         ),
-    }
+    )
 
 
-async def unpooled_vms(db: Database) -> list[Any]:
+async def unpooled_vms(db: Database) -> list[Vm]:
     """VMs that could join a pool: VDI and simple VMs in no pool yet."""
     in_pool = sa.select(pool_vms.c.vm_id)
-    return list(
-        await db.fetch_all(
-            vms.select().where(vms.c.kind.in_(POOLABLE_KINDS), vms.c.id.not_in(in_pool)).order_by(vms.c.name)
-        )
+    return await fetch_records(
+        db,
+        Vm,
+        vms.select().where(vms.c.kind.in_(POOLABLE_KINDS), vms.c.id.not_in(in_pool)).order_by(vms.c.name),
     )
 
 
@@ -301,17 +351,20 @@ async def unpooled_vms(db: Database) -> list[Any]:
 
 async def allowed_pool_ids(db: Database, user_id: int, group_keys: Iterable[str]) -> set[int]:
     """Pools the user may use: listed directly, or through a registered directory group."""
-    ids = {
-        row.pool_id for row in await db.fetch_all(pool_users.select().where(pool_users.c.user_id == user_id))
-    }
+    direct = await fetch_records(
+        db, PoolMembership, sa.select(pool_users.c.pool_id).where(pool_users.c.user_id == user_id)
+    )
+    ids = {row.pool_id for row in direct}
     keys = {k.lower() for k in group_keys}
     if keys:
-        rows = await db.fetch_all(
-            sa.select(pool_groups.c.pool_id, directory_groups.c.name).select_from(
+        granted = await fetch_records(
+            db,
+            PoolGroupGrant,
+            sa.select(pool_groups.c.pool_id, directory_groups.c.name.label("group_name")).select_from(
                 pool_groups.join(directory_groups, directory_groups.c.id == pool_groups.c.group_id)
-            )
+            ),
         )
-        ids |= {row.pool_id for row in rows if row.name.lower() in keys}
+        ids |= {row.pool_id for row in granted if row.group_name.lower() in keys}
     return ids
 
 
@@ -334,7 +387,7 @@ def _pool_desktops() -> sa.Select[Any]:
     )
 
 
-def _is_free(row: Any) -> bool:
+def _is_free(row: PoolDesktop) -> bool:
     """Could be handed out now: unassigned, not held back, on a hypervisor that takes work."""
     return (
         row.assigned_user_id is None
@@ -346,7 +399,7 @@ def _is_free(row: Any) -> bool:
     )
 
 
-def desktop_state(row: Any) -> str:
+def desktop_state(row: PoolDesktop) -> str:
     """free, in_use (assigned and running), booting (assigned, not running yet) or unavailable."""
     if row.assigned_user_id is not None:
         return "in_use" if row.state == "running" else "booting"
@@ -358,7 +411,7 @@ async def pool_counts(db: Database, pool_ids: Iterable[int]) -> dict[int, tuple[
     wanted = list(pool_ids)
     if not wanted:
         return {}
-    rows = await db.fetch_all(_pool_desktops().where(pool_vms.c.pool_id.in_(wanted)))
+    rows = await fetch_records(db, PoolDesktop, _pool_desktops().where(pool_vms.c.pool_id.in_(wanted)))
     counts = {pool_id: [0, 0] for pool_id in wanted}
     for row in rows:
         counts[row.pool_id][0] += 1
@@ -369,8 +422,8 @@ async def pool_counts(db: Database, pool_ids: Iterable[int]) -> dict[int, tuple[
 
 async def desktop_states(db: Database) -> dict[str, dict[str, int]]:
     """pool name -> desktop state (see :func:`desktop_state`) -> count, for every pool."""
-    states: dict[str, dict[str, int]] = {row.name: {} for row in await db.fetch_all(sa.select(pools.c.name))}
-    for row in await db.fetch_all(_pool_desktops()):
+    states: dict[str, dict[str, int]] = {pool.name: {} for pool in await list_pools(db)}
+    for row in await fetch_records(db, PoolDesktop, _pool_desktops()):
         counts = states.setdefault(row.pool_name, {})
         state = desktop_state(row)
         counts[state] = counts.get(state, 0) + 1

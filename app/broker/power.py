@@ -9,14 +9,15 @@ state goes to the hypervisor layer.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import sqlalchemy as sa
 from databases import Database
 
+from app.db.records import PoolRecord, fetch_records
 from app.db.schema import hypervisors, pool_vms, pools, vms
 from app.hyper import HypervisorError, HypervisorRegistry
 from app.vms.errors import Refused, VmError
+from app.vms.records import Vm
 from app.vms.service import VmService
 
 log = logging.getLogger("kvmvdi.broker")
@@ -42,14 +43,14 @@ class DesktopPower:
         self.registry = registry
         self.vms = vms
 
-    async def live_state(self, vm: Any) -> str:
+    async def live_state(self, vm: Vm) -> str:
         """The domain's state as its hypervisor reports it now."""
         try:
             return await self.registry.get(vm.hypervisor_id).domain_state(vm.name)
         except HypervisorError as exc:
             raise DesktopPowerError("hypervisor_unavailable", f"{vm.name}: {exc}") from exc
 
-    async def prepare(self, vm: Any, *, reset: bool, actor: str) -> bool:
+    async def prepare(self, vm: Vm, *, reset: bool, actor: str) -> bool:
         """Make the desktop run for its user: True when it already ran (ready now),
         False when it had to be started or power-cycled (booting now)."""
         state = await self.live_state(vm)
@@ -65,7 +66,7 @@ class DesktopPower:
         await self._action(vm, "start", actor=actor, tolerate="already_running")
         return False
 
-    async def reset(self, vm: Any, *, actor: str) -> None:
+    async def reset(self, vm: Vm, *, actor: str) -> None:
         """A fresh boot for the next user: force off and start again (a volatile desktop on a new
         overlay). A stopped desktop is left stopped: its next start is a fresh boot anyway."""
         if await self.live_state(vm) not in RUNNING:
@@ -73,13 +74,13 @@ class DesktopPower:
         await self._action(vm, "poweroff", actor=actor, tolerate="not_running")
         await self._action(vm, "start", actor=actor, tolerate="already_running")
 
-    async def user_action(self, vm: Any, action: str, *, actor: str, client_address: str) -> str:
+    async def user_action(self, vm: Vm, action: str, *, actor: str, client_address: str) -> str:
         """A user's power action on their own desktop; the state announced to them."""
         await self._action(vm, action, actor=actor, client_address=client_address)
         return USER_ACTIONS[action]
 
     async def _action(
-        self, vm: Any, action: str, *, actor: str, client_address: str = "", tolerate: str = ""
+        self, vm: Vm, action: str, *, actor: str, client_address: str = "", tolerate: str = ""
     ) -> None:
         try:
             await self.vms.power(vm.id, action, actor=actor, client_address=client_address)
@@ -92,11 +93,15 @@ class DesktopPower:
     async def keep_ready(self) -> None:
         """Start free desktops until each pool has ``keep_ready`` of them running."""
         accepting = {hv.id for hv in self.registry.accepting_work()}
-        wanted = await self.db.fetch_all(
-            pools.select().where(pools.c.keep_ready > 0, pools.c.maintenance.is_(sa.false()))
+        wanted = await fetch_records(
+            self.db,
+            PoolRecord,
+            pools.select().where(pools.c.keep_ready > 0, pools.c.maintenance.is_(sa.false())),
         )
         for pool in wanted:
-            free = await self.db.fetch_all(
+            free = await fetch_records(
+                self.db,
+                Vm,
                 sa.select(vms)
                 .select_from(
                     pool_vms.join(vms, vms.c.id == pool_vms.c.vm_id).join(
@@ -111,7 +116,7 @@ class DesktopPower:
                     vms.c.operation_id.is_(None),
                     vms.c.hypervisor_id.in_(accepting),
                 )
-                .order_by(vms.c.id)
+                .order_by(vms.c.id),
             )
             running = sum(1 for vm in free if vm.state == "running")
             stopped = [vm for vm in free if vm.state != "running"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from databases import Database
 
+from app.db.records import Record, fetch_record
 from app.db.schema import preferences
 
 MOTD = "portal.motd"
@@ -12,9 +15,17 @@ MOTD_LIMIT = 2000
 STRAIGHT_TO_DESKTOP = "portal.straight_to_desktop"
 
 
+@dataclass(frozen=True)
+class Preference(Record):
+    __table__ = preferences
+
+    key: str
+    value: str
+
+
 async def get_preference(db: Database, key: str, default: str = "") -> str:
-    row = await db.fetch_one(preferences.select().where(preferences.c.key == key))
-    return str(row.value) if row is not None else default
+    found = await fetch_record(db, Preference, preferences.select().where(preferences.c.key == key))
+    return found.value if found is not None else default
 
 
 async def set_preference(db: Database, key: str, value: str) -> None:

@@ -12,11 +12,28 @@ import sqlalchemy as sa
 from databases import Database
 
 from app.clock import utcnow
+from app.db.records import Record, fetch_record
 from app.db.schema import api_tokens, users
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _TokenRow(Record):
+    """A token with its user, as checked on every API request."""
+
+    id: int
+    user_id: int
+    groups_json: str
+    expires_at: datetime
+    created_at: datetime
+    username: str
+    display_name: str
+    source: str
+    role: str
+    disabled: bool
 
 
 @dataclass(frozen=True)
@@ -55,7 +72,9 @@ async def authenticate_token(db: Database, token: str) -> TokenUser | None:
     """The user of a valid token: known, not expired, not revoked, user enabled."""
     if not token or len(token) > 128:
         return None
-    row = await db.fetch_one(
+    row = await fetch_record(
+        db,
+        _TokenRow,
         sa.select(
             api_tokens.c.id,
             api_tokens.c.user_id,
@@ -69,7 +88,7 @@ async def authenticate_token(db: Database, token: str) -> TokenUser | None:
             users.c.disabled,
         )
         .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
-        .where(api_tokens.c.token_hash == token_hash(token), api_tokens.c.revoked_at.is_(None))
+        .where(api_tokens.c.token_hash == token_hash(token), api_tokens.c.revoked_at.is_(None)),
     )
     if row is None or row.expires_at <= utcnow() or row.disabled or row.role != "client":
         return None

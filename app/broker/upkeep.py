@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from databases import Database
@@ -18,13 +18,22 @@ from app.broker.catalog import PoolCatalog
 from app.broker.leases import active_lease, expired_leases, get_lease, heartbeat_interval
 from app.broker.power import DesktopPower, DesktopPowerError
 from app.clock import utcnow
-from app.db.schema import leases, pools, users, vms
+from app.db.records import LeaseRecord, UserRecord, fetch_record, fetch_records
+from app.db.schema import leases, pools, users
 from app.proxy.service import ConsoleService
+from app.vms.records import Vm, get_vm
 
 log = logging.getLogger("kvmvdi.broker")
 
 # Desktops reset at once by the reaper when many leases end together.
 RESET_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class _HeldLease(LeaseRecord):
+    """A lease with its pool's timeout (none once the pool is deleted)."""
+
+    lease_timeout_min: int | None = None
 
 
 class LeaseUpkeep:
@@ -55,7 +64,7 @@ class LeaseUpkeep:
             if session.end_reason is None and session.channels
         }
 
-    async def heartbeat(self, lease_id: int, user_id: int) -> tuple[str, Any]:
+    async def heartbeat(self, lease_id: int, user_id: int) -> tuple[str, datetime | None]:
         lease = await get_lease(self.db, lease_id)
         if lease is None or lease.user_id != user_id:
             return "not_found", None
@@ -63,7 +72,7 @@ class LeaseUpkeep:
         timeout = pool.lease_timeout_min if pool is not None else 5
         return await self.allocator.heartbeat(lease_id, user_id, timeout)
 
-    async def heartbeat_vm(self, vm_id: int, user_id: int) -> tuple[str, Any]:
+    async def heartbeat_vm(self, vm_id: int, user_id: int) -> tuple[str, datetime | None]:
         """Heartbeat by desktop (the console page knows its VM, not its lease)."""
         lease = await active_lease(self.db, vm_id, user_id)
         if lease is None:
@@ -80,16 +89,12 @@ class LeaseUpkeep:
         holders = self.open_console_holders()
         if not holders:
             return 0
-        rows = await self.db.fetch_all(
-            sa.select(
-                leases.c.id,
-                leases.c.user_id,
-                leases.c.vm_id,
-                leases.c.last_heartbeat_at,
-                pools.c.lease_timeout_min,
-            )
+        rows = await fetch_records(
+            self.db,
+            _HeldLease,
+            sa.select(leases, pools.c.lease_timeout_min)
             .select_from(leases.outerjoin(pools, pools.c.id == leases.c.pool_id))
-            .where(leases.c.ended_at.is_(None), leases.c.vm_id.in_(sorted({vm for _, vm in holders})))
+            .where(leases.c.ended_at.is_(None), leases.c.vm_id.in_(sorted({vm for _, vm in holders}))),
         )
         now = utcnow()
         extended = 0
@@ -150,15 +155,15 @@ class LeaseUpkeep:
         current = await get_lease(self.db, lease_id)
         if current is None or current.ended_at is not None:
             return
-        vm = await self.db.fetch_one(vms.select().where(vms.c.id == current.vm_id))
+        vm = await get_vm(self.db, current.vm_id)
         pool = await pool_store.get_pool(self.db, current.pool_id) if current.pool_id else None
         if reset is None:
             reset = bool(pool is not None and vm is not None and (pool.reset_on_handout or vm.volatile))
         target = vm.name if vm is not None else str(current.vm_id)
 
-        async def ended(lease: Any) -> None:
+        async def ended(lease: LeaseRecord) -> None:
             # In the lease's ending transaction: an ended lease always has its audit record.
-            user = await self.db.fetch_one(users.select().where(users.c.id == lease.user_id))
+            user = await fetch_record(self.db, UserRecord, users.select().where(users.c.id == lease.user_id))
             await self.audit.record(
                 f"lease_{reason}" if reason in ("expired", "released", "ended_by_admin") else "lease_ended",
                 actor=actor,
@@ -183,7 +188,7 @@ class LeaseUpkeep:
         if lease.pool_id is not None:
             await self.catalog.publish_pool(lease.pool_id)
 
-    async def _hand_back(self, lease: Any, vm: Any, *, reason: str, reset: bool) -> None:
+    async def _hand_back(self, lease: LeaseRecord, vm: Vm | None, *, reason: str, reset: bool) -> None:
         """An ended lease's desktop back to its pool: consoles cut, reset (when asked), freed."""
         self.catalog.publish_lease(lease, "ended", reason=reason)
         # The next user must not inherit a console: cut them before the desktop is reset or handed on.

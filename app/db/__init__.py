@@ -114,7 +114,7 @@ class AppDatabase(Database):
     def __init__(self, url: str, *, call_timeout: float, **options: Any) -> None:
         super().__init__(url, **options)
         self.health = DatabaseHealth()
-        self._backend = GuardedBackend(self._backend, self.health, call_timeout)  # type: ignore[has-type]
+        self._backend = GuardedBackend(self._backend, self.health, call_timeout)
 
     async def probe(self) -> None:
         """A round trip that can write (on SQLite it takes the write lock): raises while unavailable."""

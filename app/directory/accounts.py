@@ -7,22 +7,22 @@ refreshed at every login; no password is ever stored for them.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 from databases import Database
 
 from app.clock import utcnow
+from app.db.records import UserRecord, fetch_record
 from app.db.schema import users
 from app.directory.login import DirectoryIdentity
 
 
-async def find_directory_user(db: Database, username: str) -> Any | None:
-    return await db.fetch_one(
-        users.select().where(users.c.username == username, users.c.source == "directory")
+async def find_directory_user(db: Database, username: str) -> UserRecord | None:
+    return await fetch_record(
+        db, UserRecord, users.select().where(users.c.username == username, users.c.source == "directory")
     )
 
 
-async def upsert_directory_user(db: Database, identity: DirectoryIdentity) -> Any:
+async def upsert_directory_user(db: Database, identity: DirectoryIdentity) -> UserRecord:
     """The users row of this identity, created or refreshed; the caller checks ``disabled``."""
     now = utcnow()
     row = await find_directory_user(db, identity.username)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Self
 from urllib.parse import quote
 
+from app.db.records import Record, Row
+from app.db.schema import hypervisors
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile, known_hosts_entry
 
 DEFAULT_URIS = {"local": "qemu:///system", "test": "test:///default"}
 
 
 @dataclass(frozen=True)
-class HypervisorRecord:
+class HypervisorRecord(Record):
+    """A ``hypervisors`` row: how to reach the hypervisor, and what the dashboard last saw of it."""
+
+    __table__ = hypervisors
+
     id: int
     name: str
     transport: str = "ssh"
@@ -29,27 +35,22 @@ class HypervisorRecord:
     maintenance: bool = False
     host_key: str | None = None
     host_key_confirmed: bool = False
+    # What the dashboard last saw (the registry's live view is newer).
+    state: str = "unknown"
+    state_reason: str = ""
+    state_changed_at: datetime | None = None
+    last_check_at: datetime | None = None
+    libvirt_version: str = ""
+    cpus: int | None = None
+    memory_mib: int | None = None
+    images_free_bytes: int | None = None
+    created_at: datetime | None = None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any] | Any) -> HypervisorRecord:
-        values = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
-        return cls(
-            id=int(values["id"]),
-            name=str(values["name"]),
-            transport=str(values["transport"]),
-            address=str(values["address"] or ""),
-            ssh_port=int(values["ssh_port"]),
-            ssh_user=str(values["ssh_user"]),
-            libvirt_uri=values["libvirt_uri"] or None,
-            spice_address=str(values["spice_address"] or ""),
-            spice_plain=bool(values.get("spice_plain", False)),
-            images_dir=str(values["images_dir"]),
-            volatile_dir=str(values["volatile_dir"]),
-            iso_dir=str(values["iso_dir"]),
-            maintenance=bool(values["maintenance"]),
-            host_key=values["host_key"] or None,
-            host_key_confirmed=bool(values["host_key_confirmed"]),
-        )
+    def from_row(cls, row: Row) -> Self:
+        record = super().from_row(row)
+        # Empty optional columns mean "not set".
+        return replace(record, libvirt_uri=record.libvirt_uri or None, host_key=record.host_key or None)
 
     @property
     def label(self) -> str:

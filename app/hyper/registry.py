@@ -18,6 +18,7 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.clock import utcnow
+from app.db.records import fetch_records
 from app.db.schema import hypervisors as hypervisors_table
 from app.hyper.errors import HypervisorNotFound, HypervisorUnavailable
 from app.hyper.eventloop import ensure_libvirt_event_loop
@@ -69,9 +70,10 @@ class HypervisorRegistry:
         """Connect to every configured hypervisor; waits (bounded) for the first attempts."""
         ensure_libvirt_event_loop()
         async with self._lock:
-            rows = await self._db.fetch_all(hypervisors_table.select().order_by(hypervisors_table.c.id))
-            records = [HypervisorRecord.from_row(row) for row in rows]
-            self._stored_state = {int(row._mapping["id"]): str(row._mapping["state"]) for row in rows}
+            records = await fetch_records(
+                self._db, HypervisorRecord, hypervisors_table.select().order_by(hypervisors_table.c.id)
+            )
+            self._stored_state = {record.id: record.state for record in records}
             self._write_known_hosts(records)
             for record in records:
                 self._add(record)
@@ -92,8 +94,8 @@ class HypervisorRegistry:
         directory changes apply in place. Returns the hypervisor, or ``None`` if removed.
         """
         async with self._lock:
-            rows = await self._db.fetch_all(hypervisors_table.select())
-            records = {int(row._mapping["id"]): HypervisorRecord.from_row(row) for row in rows}
+            found = await fetch_records(self._db, HypervisorRecord, hypervisors_table.select())
+            records = {record.id: record for record in found}
             self._write_known_hosts(list(records.values()))
             record = records.get(hypervisor_id)
             current = self._hypervisors.get(hypervisor_id)
@@ -102,10 +104,7 @@ class HypervisorRegistry:
                     await self._remove(current)
                 return None
             if current is None:
-                self._stored_state[hypervisor_id] = next(
-                    (str(row._mapping["state"]) for row in rows if int(row._mapping["id"]) == hypervisor_id),
-                    "unknown",
-                )
+                self._stored_state[hypervisor_id] = record.state
                 hv = self._add(record)
                 monitor = self._monitors.get(hypervisor_id)
             elif record.connection_identity() != current.record.connection_identity():

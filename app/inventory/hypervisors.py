@@ -21,7 +21,9 @@ import sqlalchemy as sa
 from databases import Database
 
 from app.clock import utcnow
+from app.db.records import Named, fetch_record, fetch_records
 from app.db.schema import HYPERVISOR_TRANSPORTS, hypervisors, vms
+from app.hyper.records import HypervisorRecord
 from app.hyper.sshkeys import HostKeyError, fingerprint
 from app.i18n.formatting import format_size
 
@@ -202,7 +204,7 @@ def as_typed(submitted: Mapping[str, Any]) -> dict[str, Any]:
     return typed
 
 
-def form_values(row: Any | None) -> dict[str, Any]:
+def form_values(row: HypervisorRecord | None) -> dict[str, Any]:
     """The form's field values for an existing record (or the defaults for a new one)."""
     if row is None:
         return dict(DEFAULTS)
@@ -211,16 +213,18 @@ def form_values(row: Any | None) -> dict[str, Any]:
     return values
 
 
-async def get(db: Database, hypervisor_id: int) -> Any | None:
-    return await db.fetch_one(hypervisors.select().where(hypervisors.c.id == hypervisor_id))
+async def get(db: Database, hypervisor_id: int) -> HypervisorRecord | None:
+    return await fetch_record(
+        db, HypervisorRecord, hypervisors.select().where(hypervisors.c.id == hypervisor_id)
+    )
 
 
-async def get_by_name(db: Database, name: str) -> Any | None:
-    return await db.fetch_one(hypervisors.select().where(hypervisors.c.name == name))
+async def get_by_name(db: Database, name: str) -> HypervisorRecord | None:
+    return await fetch_record(db, HypervisorRecord, hypervisors.select().where(hypervisors.c.name == name))
 
 
-async def list_all(db: Database) -> list[Any]:
-    return list(await db.fetch_all(hypervisors.select().order_by(hypervisors.c.name)))
+async def list_all(db: Database) -> list[HypervisorRecord]:
+    return await fetch_records(db, HypervisorRecord, hypervisors.select().order_by(hypervisors.c.name))
 
 
 async def name_taken(db: Database, name: str, *, exclude_id: int | None = None) -> bool:
@@ -243,7 +247,7 @@ async def create(db: Database, values: dict[str, Any]) -> int:
     return hypervisor_id
 
 
-def endpoint_changed(row: Any, values: dict[str, Any]) -> bool:
+def endpoint_changed(row: HypervisorRecord, values: dict[str, Any]) -> bool:
     """Whether the edit points the record at another SSH server (the pinned key no longer applies)."""
     return (row.transport, row.address, row.ssh_port) != (
         values["transport"],
@@ -252,7 +256,7 @@ def endpoint_changed(row: Any, values: dict[str, Any]) -> bool:
     )
 
 
-async def update(db: Database, row: Any, values: dict[str, Any]) -> bool:
+async def update(db: Database, row: HypervisorRecord, values: dict[str, Any]) -> bool:
     """Store an edit; returns True when the host key was unpinned because the endpoint changed."""
     unpin = endpoint_changed(row, values) and row.host_key is not None
     changes = dict(values)
@@ -264,15 +268,17 @@ async def update(db: Database, row: Any, values: dict[str, Any]) -> bool:
 
 async def vm_names_on(db: Database, hypervisor_id: int) -> list[str]:
     """VMs managed on the hypervisor (unclassified rows only mirror domains found there)."""
-    rows: list[Any] = await db.fetch_all(
+    rows = await fetch_records(
+        db,
+        Named,
         sa.select(vms.c.name)
         .where(vms.c.hypervisor_id == hypervisor_id, vms.c.kind != "unclassified")
-        .order_by(vms.c.name)
+        .order_by(vms.c.name),
     )
     return [row.name for row in rows]
 
 
-async def delete(db: Database, row: Any) -> None:
+async def delete(db: Database, row: HypervisorRecord) -> None:
     """Remove a hypervisor record; refused while VMs are registered on it.
 
     The unclassified rows that mirror domains found on it go with it.
@@ -327,7 +333,7 @@ async def record_check(db: Database, hypervisor_id: int, figures: dict[str, Any]
     )
 
 
-def host_key_info(row: Any) -> dict[str, Any] | None:
+def host_key_info(row: HypervisorRecord) -> dict[str, Any] | None:
     if not row.host_key:
         return None
     try:
@@ -345,7 +351,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() + "Z" if value is not None else None
 
 
-def as_json(row: Any, live: dict[str, Any] | None = None) -> dict[str, Any]:
+def as_json(row: HypervisorRecord, live: dict[str, Any] | None = None) -> dict[str, Any]:
     """The API representation of a record (the pinned key by fingerprint, never more).
 
     ``live`` is the registry's status of the hypervisor (``Hypervisor.status()``), if connected to it.
@@ -384,7 +390,7 @@ def human_bytes(count: int | None) -> str:
     return "—" if count is None else format_size(count)
 
 
-def display_figures(row: Any) -> dict[str, str]:
+def display_figures(row: HypervisorRecord) -> dict[str, str]:
     """The figures as the hypervisor list shows them (shared by the page and live updates)."""
     return {
         "libvirt_version": row.libvirt_version or "—",

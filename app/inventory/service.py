@@ -158,7 +158,7 @@ class HypervisorInventory:
         await self.registry.reload(hypervisor_id)
         return hypervisor_id
 
-    async def edit(self, row: Any, values: dict[str, Any], actor: Actor) -> bool:
+    async def edit(self, row: HypervisorRecord, values: dict[str, Any], actor: Actor) -> bool:
         """Store an edit; True when the host key must be confirmed again (new address or port)."""
         changed = {key: value for key, value in values.items() if getattr(row, key) != value}
         unpinned = await records.update(self.db, row, values)
@@ -174,7 +174,7 @@ class HypervisorInventory:
         await self.registry.reload(row.id)
         return unpinned
 
-    async def remove(self, row: Any, actor: Actor) -> None:
+    async def remove(self, row: HypervisorRecord, actor: Actor) -> None:
         try:
             await records.delete(self.db, row)
         except records.HypervisorInUse as exc:
@@ -192,7 +192,7 @@ class HypervisorInventory:
         )
         await self._announce(row.id, "removed")
 
-    async def _presented_key(self, row: Any) -> str:
+    async def _presented_key(self, row: HypervisorRecord) -> str:
         """The key the server presents now; of the pinned key's family when one is pinned."""
         if row.host_key:
             try:
@@ -204,7 +204,7 @@ class HypervisorInventory:
                 pass
         return await fetch_host_key(row.address, row.ssh_port)
 
-    async def host_key_view(self, row: Any) -> HostKeyView:
+    async def host_key_view(self, row: HypervisorRecord) -> HostKeyView:
         pinned = records.host_key_info(row)
         view = HostKeyView(
             presented=None,
@@ -219,7 +219,7 @@ class HypervisorInventory:
             view.error = str(exc)
         return view
 
-    async def confirm_host_key(self, row: Any, expected_fingerprint: str, actor: Actor) -> str:
+    async def confirm_host_key(self, row: HypervisorRecord, expected_fingerprint: str, actor: Actor) -> str:
         """Pin the key the server presents now, if it is the one the admin confirmed."""
         presented = await self._presented_key(row)
         presented_fingerprint = fingerprint(presented)
@@ -242,11 +242,11 @@ class HypervisorInventory:
         await self.registry.reload(row.id)
         return presented_fingerprint
 
-    async def check(self, row: Any, actor: Actor) -> CheckOutcome:
+    async def check(self, row: HypervisorRecord, actor: Actor) -> CheckOutcome:
         """ "Check now": connect as the registry would; report what the hypervisor is, or why not."""
         # Checking also issues the SPICE certificate when it is missing, foreign or due.
         result = await probe(
-            HypervisorRecord.from_row(row),
+            row,
             self.key,
             self.known_hosts,
             spice_tls=self.registry.spice_tls,

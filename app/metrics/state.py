@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from app.broker.pools import desktop_states
+from app.db.records import fetch_tallies
 from app.db.schema import leases, operations, pools
 from app.hyper import HypervisorRegistry
 from app.live.hub import LiveHub
@@ -50,18 +51,18 @@ async def read_state(
 ) -> State:
     state = State()
     state.desktops = await desktop_states(db)
-    lease_rows = await db.fetch_all(
-        sa.select(pools.c.name, sa.func.count(leases.c.id).label("n"))
+    state.leases = await fetch_tallies(
+        db,
+        sa.select(pools.c.name.label("key"), sa.func.count(leases.c.id).label("n"))
         .select_from(pools.outerjoin(leases, (leases.c.pool_id == pools.c.id) & leases.c.ended_at.is_(None)))
-        .group_by(pools.c.name)
+        .group_by(pools.c.name),
     )
-    state.leases = {row.name: int(row.n) for row in lease_rows}
     # Every kind ever run gets a series (0 when none runs), so that queries and panels always find it.
     active = sa.case((operations.c.state.in_(("pending", "running")), 1), else_=0)
-    op_rows = await db.fetch_all(
-        sa.select(operations.c.kind, sa.func.sum(active).label("n")).group_by(operations.c.kind)
+    state.operations_running = await fetch_tallies(
+        db,
+        sa.select(operations.c.kind.label("key"), sa.func.sum(active).label("n")).group_by(operations.c.kind),
     )
-    state.operations_running = {row.kind: int(row.n) for row in op_rows}
     # In memory, read in one go on the event loop: nothing changes between these lines.
     state.hypervisors = {hv.name: hv.state for hv in hypervisors.all()}
     bytes_now = dict(metrics.ended_bytes)

@@ -22,12 +22,12 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from databases import Database
 
 from app.clock import utcnow
+from app.db.records import Record, fetch_record
 from app.db.schema import console_epochs
 
 log = logging.getLogger("kvmvdi.proxy")
@@ -37,6 +37,16 @@ PASSWORD_CHARS = 32
 # An epoch this close to its end is not extended but replaced: the hypervisor's clock
 # may run a little ahead, and a password about to expire must not be handed out.
 RENEWAL_MARGIN = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class EpochRecord(Record):
+    __table__ = console_epochs
+
+    vm_id: int
+    nonce: str
+    started_at: datetime
+    valid_until: datetime
 
 
 @dataclass(frozen=True)
@@ -63,10 +73,12 @@ class ConsoleEpochs:
         return derive_password(self._secret, vm_id, nonce)
 
     async def current(self, vm_id: int) -> Epoch | None:
-        row: Any = await self._db.fetch_one(console_epochs.select().where(console_epochs.c.vm_id == vm_id))
+        row = await fetch_record(
+            self._db, EpochRecord, console_epochs.select().where(console_epochs.c.vm_id == vm_id)
+        )
         if row is None:
             return None
-        return Epoch(vm_id, str(row.nonce), row.valid_until, self.password(vm_id, str(row.nonce)))
+        return Epoch(vm_id, row.nonce, row.valid_until, self.password(vm_id, row.nonce))
 
     async def extend(self, vm_id: int, validity: timedelta) -> Epoch:
         """The VM's epoch, valid at least ``validity`` from now: the current one extended, or a new one.

@@ -26,12 +26,12 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from databases import Database
 
 from app.audit import AuditLog
+from app.db.records import Identified, Record, UserRecord, fetch_record, fetch_records
 from app.db.schema import console_epochs, console_tickets, users, vms
 from app.hyper import ConnectionEvent, DomainEvent, HypervisorRegistry
 from app.hyper.errors import DomainNotFound, HypervisorError, InvalidDomainState
@@ -46,6 +46,7 @@ from app.proxy.pump import ReadBuffer
 from app.proxy.sessions import CloseReason, ConsoleSessions, SessionListener
 from app.proxy.tickets import TicketStore
 from app.settings import Settings
+from app.vms.records import Vm, get_vm
 
 log = logging.getLogger("kvmvdi.proxy")
 
@@ -59,6 +60,11 @@ SPICE_PASSWORD_BYTES = 24
 EXPIRED = datetime(2000, 1, 1)
 # The password outlives the ticket by this much at least (clocks of hypervisors drift a little).
 PASSWORD_MARGIN = 30
+
+
+@dataclass(frozen=True)
+class _TicketVm(Record):
+    vm_id: int
 
 
 class ConsoleError(Exception):
@@ -190,10 +196,10 @@ class ConsoleService:
         ``gateway_host`` is the host name the client used to reach the dashboard; it
         goes into the proxy URL unless ``gateway.public_host`` is configured.
         """
-        vm: Any = await self._db.fetch_one(vms.select().where(vms.c.id == vm_id))
+        vm = await get_vm(self._db, vm_id)
         if vm is None:
             raise ConsoleError("vm_not_found", _("VM {vm_id} does not exist.").format(vm_id=vm_id), 404)
-        user: Any = await self._db.fetch_one(users.select().where(users.c.id == user_id))
+        user = await fetch_record(self._db, UserRecord, users.select().where(users.c.id == user_id))
         if user is None or user.disabled:
             raise ConsoleError("user_not_allowed", _("This account may not open consoles."), 403)
         try:
@@ -326,15 +332,17 @@ class ConsoleService:
 
     async def _vms_whose_password_user_knows(self, user_id: int) -> list[int]:
         """VMs with a current epoch for which the user was issued a ticket (and so its password)."""
-        rows = await self._db.fetch_all(
+        rows = await fetch_records(
+            self._db,
+            _TicketVm,
             sa.select(console_tickets.c.vm_id)
             .distinct()
             .select_from(
                 console_tickets.join(console_epochs, console_epochs.c.vm_id == console_tickets.c.vm_id)
             )
-            .where(console_tickets.c.user_id == user_id, _IN_CURRENT_EPOCH)
+            .where(console_tickets.c.user_id == user_id, _IN_CURRENT_EPOCH),
         )
-        return [int(row._mapping["vm_id"]) for row in rows]
+        return [row.vm_id for row in rows]
 
     async def _new_epoch(self, vm_id: int, *, running: bool = True) -> None:
         """End the VM's password epoch; on a running display, an unknown password and every client cut."""
@@ -342,7 +350,7 @@ class ConsoleService:
             await self.epochs.end(vm_id)
             if not running:
                 return
-            vm: Any = await self._db.fetch_one(vms.select().where(vms.c.id == vm_id))
+            vm = await get_vm(self._db, vm_id)
             if vm is None:
                 return
             try:
@@ -362,11 +370,13 @@ class ConsoleService:
     async def _domain_changed(self, event: DomainEvent) -> None:
         if event.state not in STOPPED_STATES:
             return
-        row: Any = await self._db.fetch_one(
-            vms.select().where(vms.c.hypervisor_id == event.hypervisor_id).where(vms.c.name == event.name)
+        vm = await fetch_record(
+            self._db,
+            Vm,
+            vms.select().where(vms.c.hypervisor_id == event.hypervisor_id).where(vms.c.name == event.name),
         )
-        if row is not None:
-            await self.revoke_for_vm(int(row.id), reasons.VM_STOPPED.code)
+        if vm is not None:
+            await self.revoke_for_vm(vm.id, reasons.VM_STOPPED.code)
 
     async def _hypervisor_changed(self, event: ConnectionEvent) -> None:
         """A fenced hypervisor's consoles are closed with that reason at once, rather than hanging on
@@ -374,7 +384,9 @@ class ConsoleService:
         reconnects once the hypervisor is back."""
         if event.state != "down":
             return
-        rows = await self._db.fetch_all(sa.select(vms.c.id).where(vms.c.hypervisor_id == event.hypervisor_id))
-        closed = sum(self.sessions.close_vm(int(row.id), reasons.HYPERVISOR_DOWN) for row in rows)
+        on_it = await fetch_records(
+            self._db, Identified, sa.select(vms.c.id).where(vms.c.hypervisor_id == event.hypervisor_id)
+        )
+        closed = sum(self.sessions.close_vm(vm.id, reasons.HYPERVISOR_DOWN) for vm in on_it)
         if closed:
             log.warning("closed %d consoles of desktops on %s: it is down", closed, event.name)

@@ -13,12 +13,12 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from databases import Database
 
 from app.clock import utcnow
+from app.db.records import Record, fetch_record
 from app.db.schema import console_tickets, users, vms
 
 # A ticket is a bearer secret: keep its window for new connections short.
@@ -36,7 +36,7 @@ def _host_key(host: str) -> str:
 
 
 @dataclass(frozen=True)
-class ConsoleTicket:
+class ConsoleTicket(Record):
     """A ticket's record: everything but the secret."""
 
     id: int
@@ -160,17 +160,4 @@ class TicketStore:
             )
             .where(condition)
         )
-        row: Any = await self._db.fetch_one(query)
-        if row is None:
-            return None
-        return ConsoleTicket(
-            id=int(row.id),
-            user_id=int(row.user_id),
-            username=str(row.username),
-            vm_id=int(row.vm_id),
-            vm_name=str(row.vm_name),
-            host=str(row.host),
-            port=None if row.port is None else int(row.port),
-            tls_port=None if row.tls_port is None else int(row.tls_port),
-            expires_at=row.expires_at,
-        )
+        return await fetch_record(self._db, ConsoleTicket, query)

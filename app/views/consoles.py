@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from app.db.schema import vms
 from app.i18n import gettext as _
 from app.proxy.paths import CONSOLE_WEBSOCKET_PREFIX, TICKET_COOKIE
 from app.proxy.service import ConsoleError, ConsoleGrant
@@ -23,6 +22,7 @@ from app.services import services_of
 from app.views.console_socket import ConsoleSocket
 from app.views.forms import client_address, render
 from app.views.guards import admin_required
+from app.vms.records import Vm, get_vm
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # Fetch metadata a browser sends with a navigation we may answer with a fresh console.
@@ -106,9 +106,8 @@ def console_page(
     return response
 
 
-async def _vm_row(request: Request) -> Any:
-    vm_id = request.path_params["vm_id"]
-    return await services_of(request).db.fetch_one(vms.select().where(vms.c.id == vm_id))
+async def _vm_row(request: Request) -> Vm | None:
+    return await get_vm(services_of(request).db, int(request.path_params["vm_id"]))
 
 
 async def _open(request: Request, vm_id: int) -> ConsoleGrant:

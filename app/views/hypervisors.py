@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.hyper.records import HypervisorRecord
 from app.hyper.sshkeys import HostKeyError
 from app.i18n import gettext as _
 from app.inventory import hypervisors as records
@@ -34,7 +35,7 @@ def inventory(services: Services) -> HypervisorInventory:
     )
 
 
-def reason_codes(services: Services, rows: list[Any]) -> dict[int, str]:
+def reason_codes(services: Services, rows: list[HypervisorRecord]) -> dict[int, str]:
     """Why each hypervisor is not up, as the registry classified it (e.g. host_key_mismatch)."""
     codes = {}
     for row in rows:
@@ -48,7 +49,7 @@ def actor(request: Request) -> Actor:
     return Actor(username=request.state.user.username, client_address=client_address(request))
 
 
-async def _row_or_404(request: Request) -> Any:
+async def _row_or_404(request: Request) -> HypervisorRecord | None:
     row = await records.get(services_of(request).db, int(request.path_params["hypervisor_id"]))
     return row
 
@@ -104,15 +105,14 @@ def _form_page(
     *,
     values: dict[str, Any],
     errors: dict[str, str] | None = None,
-    row: Any = None,
+    row: HypervisorRecord | None = None,
     status_code: int = 200,
 ) -> Response:
-    editing = row is not None
     return render(
         request,
         "hypervisors/form.html",
         {
-            "title": _("Edit {name}").format(name=row.name) if editing else _("Add a hypervisor"),
+            "title": _("Edit {name}").format(name=row.name) if row is not None else _("Add a hypervisor"),
             "active": "hypervisors",
             "values": values,
             "errors": errors or {},
@@ -226,7 +226,7 @@ async def remove_submit(request: Request) -> Response:
 
 
 async def _host_key_page(
-    request: Request, row: Any, *, error: str | None = None, status_code: int = 200
+    request: Request, row: HypervisorRecord, *, error: str | None = None, status_code: int = 200
 ) -> Response:
     view = await inventory(services_of(request)).host_key_view(row)
     return render(

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.bodies import HostKeyConfirmation, HypervisorFields
 from app.api.reader import read_body
+from app.hyper.records import HypervisorRecord
 from app.hyper.sshkeys import HostKeyError
 from app.i18n import gettext as _
 from app.inventory import hypervisors as records
@@ -32,11 +34,19 @@ def _invalid(errors: dict[str, str]) -> Response:
     return json_error("invalid", " ".join(errors.values()), 400, fields=errors)
 
 
-async def _row(request: Request) -> Any:
+async def _row(request: Request) -> HypervisorRecord | None:
     return await records.get(services_of(request).db, int(request.path_params["hypervisor_id"]))
 
 
-def _record(request: Request, row: Any) -> dict[str, Any]:
+async def _current(request: Request, hypervisor_id: int) -> dict[str, Any]:
+    """The hypervisor as stored now (404 when it was removed meanwhile)."""
+    row = await records.get(services_of(request).db, hypervisor_id)
+    if row is None:
+        raise HTTPException(404)
+    return _record(request, row)
+
+
+def _record(request: Request, row: HypervisorRecord) -> dict[str, Any]:
     hv = services_of(request).hypervisors.find(row.id)
     return records.as_json(row, hv.status() if hv is not None else None)
 
@@ -67,9 +77,10 @@ async def create_hypervisor(request: Request) -> Response:
     if not result.ok:
         return _invalid(result.errors)
     hypervisor_id = await inventory(services).add(result.values, actor(request))
-    row = await records.get(services.db, hypervisor_id)
     return JSONResponse(
-        _record(request, row), status_code=201, headers={"Location": f"{PREFIX}/{hypervisor_id}"}
+        await _current(request, hypervisor_id),
+        status_code=201,
+        headers={"Location": f"{PREFIX}/{hypervisor_id}"},
     )
 
 
@@ -94,7 +105,7 @@ async def patch_hypervisor(request: Request) -> Response:
     if not result.ok:
         return _invalid(result.errors)
     await inventory(services).edit(row, result.values, actor(request))
-    return JSONResponse(_record(request, await records.get(services.db, row.id)))
+    return JSONResponse(await _current(request, row.id))
 
 
 @admin_required
@@ -146,7 +157,7 @@ async def confirm_host_key(request: Request) -> Response:
         return json_error("host_key_mismatch", str(exc), 409)
     except HostKeyError as exc:
         return json_error("unreachable", str(exc), 502)
-    return JSONResponse(_record(request, await records.get(services.db, row.id)))
+    return JSONResponse(await _current(request, row.id))
 
 
 @admin_required
@@ -162,7 +173,7 @@ async def check_hypervisor(request: Request) -> Response:
             "reason": outcome.reason,
             "figures": outcome.figures,
             "message": outcome.summary(row.name),
-            "hypervisor": _record(request, await records.get(services.db, row.id)),
+            "hypervisor": await _current(request, row.id),
         }
     )
 

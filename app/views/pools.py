@@ -20,6 +20,7 @@ from app.broker.preferences import (
     set_flag,
     set_preference,
 )
+from app.db.records import PoolRecord
 from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import record_action, render
@@ -58,11 +59,17 @@ async def index(request: Request) -> Response:
 
 
 async def _edit_page(
-    request: Request, pool: Any, settings: store.PoolSettings | None, status: int = 200, error: str = ""
+    request: Request,
+    pool: PoolRecord | None,
+    settings: store.PoolSettings | None,
+    status: int = 200,
+    error: str = "",
 ) -> Response:
     db = services_of(request).db
     members = (
-        await store.pool_members(db, pool.id) if pool is not None else {"vms": [], "users": [], "groups": []}
+        await store.pool_members(db, pool.id)
+        if pool is not None
+        else store.PoolMembers(vms=[], users=[], groups=[])
     )
     return render(
         request,
@@ -78,8 +85,8 @@ async def _edit_page(
             "candidates": await store.unpooled_vms(db),
             "all_users": [u for u in await people.list_users(db) if u.role == "client"],
             "all_groups": await people.list_groups(db),
-            "member_user_ids": {u.id for u in members["users"]},
-            "member_group_ids": {g.id for g in members["groups"]},
+            "member_user_ids": {u.id for u in members.users},
+            "member_group_ids": {g.id for g in members.groups},
             "straight_everywhere": await get_flag(db, STRAIGHT_TO_DESKTOP),
             "toast": request.query_params.get("toast", ""),
         },

@@ -19,7 +19,7 @@ from app.broker.leases import active_lease, heartbeat_interval
 from app.broker.pools import get_pool
 from app.broker.power import DesktopPowerError
 from app.broker.preferences import MOTD, get_preference
-from app.db.schema import vms
+from app.db.records import LeaseRecord
 from app.i18n import gettext as _
 from app.proxy.service import ConsoleError, ConsoleGrant
 from app.services import services_of
@@ -34,6 +34,7 @@ from app.views.consoles import (
 from app.views.forms import client_address, log_in_from_form, record_action, render, with_retry_after
 from app.views.guards import client_required, current_user
 from app.views.language import settle_language
+from app.vms.records import Vm, get_vm
 
 # The query of the portal's first page after a log-in.
 ARRIVED = "from=login"
@@ -141,14 +142,14 @@ async def request_desktop(request: Request) -> Response:
     return response
 
 
-async def _held_desktop(request: Request) -> tuple[Any, Any] | None:
+async def _held_desktop(request: Request) -> tuple[Vm, LeaseRecord] | None:
     """(VM, lease) of the path's desktop if the user holds an active lease on it."""
     services = services_of(request)
     vm_id = _int(request, "vm_id")
     lease = await active_lease(services.db, vm_id, request.state.user.id)
     if lease is None:
         return None
-    vm = await services.db.fetch_one(vms.select().where(vms.c.id == vm_id))
+    vm = await get_vm(services.db, vm_id)
     return (vm, lease) if vm is not None else None
 
 
@@ -215,8 +216,8 @@ async def download_vv(request: Request) -> Response:
     except ConsoleError as exc:
         return error_response(exc.code, exc.message, exc.status)
     await record_action(request, "console_vv", target=grant.vm_name)
-    vm = await services_of(request).db.fetch_one(vms.select().where(vms.c.id == grant.vm_id))
-    usb = vm is not None and int(vm.usb_redirect) > 0
+    vm = await get_vm(services_of(request).db, grant.vm_id)
+    usb = vm is not None and vm.usb_redirect > 0
     return vv_response(grant, title=f"{grant.vm_name} · KVM-VDI", usb_redirect=usb)
 
 
@@ -251,7 +252,7 @@ async def heartbeat(request: Request) -> Response:
     state, expires_at = await services.broker.leases.heartbeat_vm(
         _int(request, "vm_id"), request.state.user.id
     )
-    if state != "ok":
+    if state != "ok" or expires_at is None:
         return error(
             410 if state == "ended" else 404,
             "lease_ended" if state == "ended" else "lease_not_found",

@@ -34,6 +34,7 @@ from app.views.guards import admin_required
 from app.vms.errors import Invalid, VmError
 from app.vms.records import get_vm, list_vms
 from app.vms.service import VmService
+from app.vms.workflows_create import Created
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -107,7 +108,7 @@ async def get_one(request: Request) -> Response:
     return JSONResponse({"vm": data})
 
 
-async def _created(request: Request, created: Any) -> Response:
+async def _created(request: Request, created: Created) -> Response:
     db = services_of(request).db
     vms = [vm.summary() for vm_id in created.vm_ids if (vm := await get_vm(db, vm_id)) is not None]
     status = 202 if created.operation_id is not None else 201

@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from databases import Database
 
 from app.clock import utcnow
+from app.db.records import Named, Record, fetch_record, fetch_records
 from app.db.schema import operations, vms
 from app.i18n import gettext as _
 from app.live.hub import LiveHub
@@ -57,7 +59,9 @@ class VmBusy(Refused):
 
 
 @dataclass(frozen=True)
-class Operation:
+class Operation(Record):
+    __table__ = operations
+
     id: int
     kind: str
     vm_id: int | None
@@ -66,30 +70,16 @@ class Operation:
     progress: float
     message: str
     error: str
-    params: dict[str, Any]
+    params_json: str
     created_by: str
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
 
-    @classmethod
-    def from_row(cls, row: Any) -> Operation:
-        params = json.loads(row.params_json or "{}")
-        return cls(
-            id=row.id,
-            kind=row.kind,
-            vm_id=row.vm_id,
-            hypervisor_id=row.hypervisor_id,
-            state=row.state,
-            progress=float(row.progress),
-            message=row.message,
-            error=row.error,
-            params=params,
-            created_by=row.created_by,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-        )
+    @property
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = json.loads(self.params_json or "{}")
+        return params
 
     @property
     def active(self) -> bool:
@@ -218,14 +208,13 @@ class OperationsRunner:
     # -- queries -----------------------------------------------------------------------------
 
     async def get(self, op_id: int) -> Operation | None:
-        row = await self._db.fetch_one(operations.select().where(operations.c.id == op_id))
-        return Operation.from_row(row) if row is not None else None
+        return await fetch_record(self._db, Operation, operations.select().where(operations.c.id == op_id))
 
     async def recent(self, *, limit: int = 50, active_only: bool = False) -> list[Operation]:
         query = operations.select().order_by(operations.c.id.desc()).limit(limit)
         if active_only:
             query = query.where(operations.c.state.in_(ACTIVE_STATES))
-        return [Operation.from_row(row) for row in await self._db.fetch_all(query)]
+        return await fetch_records(self._db, Operation, query)
 
     @property
     def running_count(self) -> int:
@@ -252,11 +241,13 @@ class OperationsRunner:
         body = {**(params or {}), "vm_ids": held, TEMP_KEY: []}
         async with self._hold_lock:
             if held:
-                rows = await self._db.fetch_all(
-                    vms.select().where(vms.c.id.in_(held), vms.c.operation_id.is_not(None))
+                busy = await fetch_records(
+                    self._db,
+                    Named,
+                    sa.select(vms.c.name).where(vms.c.id.in_(held), vms.c.operation_id.is_not(None)),
                 )
-                if rows:
-                    raise VmBusy(sorted(row._mapping["name"] for row in rows))
+                if busy:
+                    raise VmBusy(sorted(row.name for row in busy))
             op_id: int = await self._db.execute(
                 operations.insert().values(
                     kind=kind,
@@ -383,10 +374,11 @@ class OperationsRunner:
         Their temporary files are removed now if possible, else by :meth:`clean_up_for`
         when their hypervisor connects.
         """
-        rows = await self._db.fetch_all(operations.select().where(operations.c.state.in_(ACTIVE_STATES)))
+        active = await fetch_records(
+            self._db, Operation, operations.select().where(operations.c.state.in_(ACTIVE_STATES))
+        )
         ids: list[int] = []
-        for row in rows:
-            operation = Operation.from_row(row)
+        for operation in active:
             temp = [(int(hv), str(path)) for hv, path in operation.params.get(TEMP_KEY, [])]
             text = (
                 f"Interrupted at {operation.progress:.0f} %: the dashboard stopped during this operation"
@@ -403,12 +395,11 @@ class OperationsRunner:
 
     async def clean_up_for(self, hypervisor_id: int) -> list[str]:
         """Remove temporary files that interrupted operations left on ``hypervisor_id``; the paths."""
-        rows = await self._db.fetch_all(
-            operations.select().where(operations.c.state.in_(("interrupted", "failed")))
+        ended = await fetch_records(
+            self._db, Operation, operations.select().where(operations.c.state.in_(("interrupted", "failed")))
         )
         removed: list[str] = []
-        for row in rows:
-            operation = Operation.from_row(row)
+        for operation in ended:
             temp = [(int(hv), str(path)) for hv, path in operation.params.get(TEMP_KEY, [])]
             if not any(hv == hypervisor_id for hv, _ in temp):
                 continue
@@ -441,10 +432,10 @@ class OperationsRunner:
         await self._db.execute(operations.update().where(operations.c.id == op_id).values(**values))
 
     async def _save_temp_files(self, op_id: int, temp_files: list[tuple[int, str]]) -> None:
-        row = await self._db.fetch_one(operations.select().where(operations.c.id == op_id))
-        if row is None:
+        operation = await self.get(op_id)
+        if operation is None:
             return
-        params = json.loads(row._mapping["params_json"] or "{}")
+        params = operation.params
         params[TEMP_KEY] = [[hv, path] for hv, path in temp_files]
         await self._store(op_id, params_json=json.dumps(params, default=str))
 

@@ -7,7 +7,7 @@ code and templates share one typed shape.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from databases import Database
 
 from app.clock import utcnow
+from app.db.records import Named, Record, UserRecord, fetch_record, fetch_records
 from app.db.schema import hypervisors, operations, users, vms
+from app.hyper.records import HypervisorRecord
 from app.vms.domain_xml import DevicePolicy
 
 # Kinds that can hold VDI children, and the order groups appear in on the VM page.
@@ -23,7 +25,9 @@ KIND_ORDER = ("initial", "source", "simple", "unclassified")
 
 
 @dataclass(frozen=True)
-class Vm:
+class Vm(Record):
+    __table__ = vms
+
     id: int
     name: str
     uuid: str | None
@@ -68,23 +72,6 @@ class Vm:
     last_user_id: int | None
     created_at: datetime | None
 
-    @classmethod
-    def from_row(cls, row: Any) -> Vm:
-        mapping = row._mapping if hasattr(row, "_mapping") else row
-        values = {f.name: mapping[f.name] for f in fields(cls)}
-        for flag in (
-            "maintenance",
-            "locked",
-            "volatile",
-            "secure_boot",
-            "tpm",
-            "clipboard",
-            "file_transfer",
-            "disk_imported",
-        ):
-            values[flag] = bool(values[flag])
-        return cls(**values)
-
     @property
     def boot_devices(self) -> tuple[str, ...]:
         return tuple(part for part in self.boot_order.split(",") if part) or ("hd",)
@@ -107,62 +94,40 @@ class Vm:
         return data
 
 
-@dataclass(frozen=True)
-class HypervisorRow:
-    """A hypervisor as the VM pages list it (name and stored state); work goes through the registry."""
-
-    id: int
-    name: str
-    maintenance: bool
-    state: str
-    state_reason: str
-
-    @classmethod
-    def from_row(cls, row: Any) -> HypervisorRow:
-        mapping = row._mapping
-        values = {f.name: mapping[f.name] for f in fields(cls)}
-        values["maintenance"] = bool(values["maintenance"])
-        return cls(**values)
-
-
 async def get_vm(db: Database, vm_id: int) -> Vm | None:
-    row = await db.fetch_one(vms.select().where(vms.c.id == vm_id))
-    return Vm.from_row(row) if row is not None else None
+    return await fetch_record(db, Vm, vms.select().where(vms.c.id == vm_id))
 
 
 async def vm_by_name(db: Database, name: str) -> Vm | None:
-    row = await db.fetch_one(vms.select().where(vms.c.name == name))
-    return Vm.from_row(row) if row is not None else None
+    return await fetch_record(db, Vm, vms.select().where(vms.c.name == name))
 
 
 async def list_vms(db: Database, *, hypervisor_id: int | None = None) -> list[Vm]:
     query = vms.select().order_by(vms.c.name)
     if hypervisor_id is not None:
         query = query.where(vms.c.hypervisor_id == hypervisor_id)
-    return [Vm.from_row(row) for row in await db.fetch_all(query)]
+    return await fetch_records(db, Vm, query)
 
 
 async def vms_by_ids(db: Database, ids: Iterable[int]) -> list[Vm]:
     wanted = list(ids)
     if not wanted:
         return []
-    rows = await db.fetch_all(vms.select().where(vms.c.id.in_(wanted)).order_by(vms.c.name))
-    return [Vm.from_row(row) for row in rows]
+    return await fetch_records(db, Vm, vms.select().where(vms.c.id.in_(wanted)).order_by(vms.c.name))
 
 
 async def children_of(db: Database, parent_id: int, *, kind: str = "vdi") -> list[Vm]:
-    rows = await db.fetch_all(
-        vms.select().where(vms.c.parent_id == parent_id, vms.c.kind == kind).order_by(vms.c.name)
+    return await fetch_records(
+        db, Vm, vms.select().where(vms.c.parent_id == parent_id, vms.c.kind == kind).order_by(vms.c.name)
     )
-    return [Vm.from_row(row) for row in rows]
 
 
 async def taken_names(db: Database, names: Iterable[str]) -> list[str]:
     wanted = list(names)
     if not wanted:
         return []
-    rows = await db.fetch_all(sa.select(vms.c.name).where(vms.c.name.in_(wanted)))
-    return sorted(row._mapping["name"] for row in rows)
+    rows = await fetch_records(db, Named, sa.select(vms.c.name).where(vms.c.name.in_(wanted)))
+    return sorted(row.name for row in rows)
 
 
 async def insert_vm(db: Database, **values: Any) -> int:
@@ -188,14 +153,13 @@ async def delete_vm_row(db: Database, vm_id: int) -> None:
     await db.execute(vms.delete().where(vms.c.id == vm_id))
 
 
-async def list_hypervisors(db: Database) -> list[HypervisorRow]:
-    rows = await db.fetch_all(hypervisors.select().order_by(hypervisors.c.name))
-    return [HypervisorRow.from_row(row) for row in rows]
+async def list_hypervisors(db: Database) -> list[HypervisorRecord]:
+    return await fetch_records(db, HypervisorRecord, hypervisors.select().order_by(hypervisors.c.name))
 
 
 async def usernames(db: Database, user_ids: Iterable[int]) -> Mapping[int, str]:
     ids = list({uid for uid in user_ids if uid is not None})
     if not ids:
         return {}
-    rows = await db.fetch_all(sa.select(users.c.id, users.c.username).where(users.c.id.in_(ids)))
-    return {row._mapping["id"]: row._mapping["username"] for row in rows}
+    found = await fetch_records(db, UserRecord, users.select().where(users.c.id.in_(ids)))
+    return {user.id: user.username for user in found}

@@ -17,6 +17,7 @@ from typing import Any
 from databases import Database
 
 from app.audit import AuditLog
+from app.db.records import PoolRecord, fetch_record
 from app.db.schema import pool_vms, pools
 from app.hyper import ConnectionEvent, DiskFile, DomainEvent, HypervisorError, HypervisorRegistry
 from app.i18n import gettext as _
@@ -216,13 +217,13 @@ class VmService:
     async def apply_pool_policy(self, pool_id: int, vm_ids: list[int] | None = None) -> list[str]:
         """The pool's device policy onto its desktops (or just ``vm_ids``, newly added); the names
         of those running, which get it at their next start."""
-        pool = await self.ctx.db.fetch_one(pools.select().where(pools.c.id == pool_id))
+        pool = await fetch_record(self.ctx.db, PoolRecord, pools.select().where(pools.c.id == pool_id))
         if pool is None:
             return []
         if vm_ids is None:
             rows = await self.ctx.db.fetch_all(pool_vms.select().where(pool_vms.c.pool_id == pool_id))
             vm_ids = [row._mapping["vm_id"] for row in rows]
-        policy = DevicePolicy(bool(pool.clipboard), bool(pool.file_transfer), int(pool.usb_redirect))
+        policy = DevicePolicy(pool.clipboard, pool.file_transfer, pool.usb_redirect)
         return await device_policy.apply(self.ctx, vm_ids, policy)
 
     async def offers(self, hypervisor_id: int) -> dict[str, Any]:

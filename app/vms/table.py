@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from databases import Database
 
+from app.db.records import Record, fetch_records
 from app.db.schema import pool_vms, pools
 from app.hyper.agent import GuestInfo
+from app.hyper.records import HypervisorRecord
 from app.i18n.labels import state_label
 from app.vms.guest_agents import GuestAgents
 from app.vms.operations import Operation, OperationsRunner
-from app.vms.records import HypervisorRow, Vm, list_hypervisors, list_vms, usernames
+from app.vms.records import Vm, list_hypervisors, list_vms, usernames
 from app.vms.thumbnails import Thumbnails
 
 STATE_STYLES = {
@@ -63,7 +65,7 @@ class VmTable:
     sources: list[VmRow]
     simple: list[VmRow]
     unclassified: list[VmRow]
-    hypervisors: list[HypervisorRow]
+    hypervisors: list[HypervisorRecord]
     operations: list[Operation]
 
     @property
@@ -128,11 +130,20 @@ async def build_table(
     )
 
 
+@dataclass(frozen=True)
+class _PoolOfVm(Record):
+    vm_id: int
+    id: int
+    name: str
+
+
 async def pool_membership(db: Database) -> dict[int, tuple[int, str]]:
     """VM id -> (pool id, pool name) of every VM in a pool."""
-    rows = await db.fetch_all(
+    rows = await fetch_records(
+        db,
+        _PoolOfVm,
         sa.select(pool_vms.c.vm_id, pools.c.id, pools.c.name).select_from(
             pool_vms.join(pools, pools.c.id == pool_vms.c.pool_id)
-        )
+        ),
     )
-    return {int(row.vm_id): (int(row.id), str(row.name)) for row in rows}
+    return {row.vm_id: (row.id, row.name) for row in rows}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from databases import Database
 
+from app.db.records import Record, fetch_records
 from app.db.schema import user_preferences
 from app.vms.listing import DEFAULT_PAGE_SIZE, DENSITIES, PAGE_SIZES
 
@@ -24,6 +25,14 @@ MAX_COLLAPSED = 2000
 
 
 @dataclass(frozen=True)
+class Preference(Record):
+    """One of a user's stored preferences (``user_preferences``: key and value)."""
+
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
 class VmView:
     collapsed: frozenset[int] = frozenset()
     density: str = "compact"
@@ -31,13 +40,15 @@ class VmView:
 
 
 async def load_view(db: Database, user_id: int) -> VmView:
-    rows = await db.fetch_all(
+    rows = await fetch_records(
+        db,
+        Preference,
         sa.select(user_preferences.c.key, user_preferences.c.value).where(
             user_preferences.c.user_id == user_id,
             user_preferences.c.key.in_((COLLAPSED, DENSITY, PAGE_SIZE)),
-        )
+        ),
     )
-    stored = {str(row.key): str(row.value) for row in rows}
+    stored = {row.key: row.value for row in rows}
     try:
         collapsed = frozenset(int(vm_id) for vm_id in json.loads(stored.get(COLLAPSED, "[]")))
     except (ValueError, TypeError):

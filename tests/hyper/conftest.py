@@ -90,9 +90,9 @@ def ssh_record(host: LibvirtHost, *, name: str | None = None, **overrides: Any) 
 
 
 def row_values(record: HypervisorRecord) -> dict[str, Any]:
-    """Column values of a record (without id) for inserting into ``hypervisors``."""
+    """Column values of a record (without id) for inserting into ``hypervisors``; unset ones: defaults."""
     values = {name: getattr(record, name) for name in record.__dataclass_fields__ if name != "id"}
-    return values
+    return {name: value for name, value in values.items() if value is not None}
 
 
 @pytest.fixture
