@@ -54,7 +54,7 @@ async def test_private_pages_are_not_cached_but_assets_may_be(dashboard: Running
 async def test_unknown_api_paths_answer_json_and_pages_answer_html(dashboard: RunningDashboard) -> None:
     admin = await dashboard.admin()
     api = await admin.get("/api/v1/admin/nothing-here")
-    assert api.json() == {"error": "not_found", "message": "Not Found"}
+    assert api.json() == {"error": "not_found", "message": "Not found"}
     page = await admin.get("/nothing-here")
     assert "There is no page at this address" in page.text
     wrong_method = await admin.http.put(

@@ -28,8 +28,10 @@ from app.settings import ServerSettings
 
 _TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-LINGER_SECONDS = 2.0
-LINGER_BYTES = 16 * 1024 * 1024
+# Long enough for a busy client to read the refusal before the socket closes (nginx lingers up
+# to 30 s); the bytes cap only stops a client that keeps streaming at full speed for that long.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 256 * 1024 * 1024
 
 
 class _LingeringTransport:
