@@ -151,6 +151,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             registry=hypervisors,
             settings=settings,
             audit=audit,
+            clock=clock,
             session_listeners=[metrics.console_session_ended],
         ),
     )
@@ -177,6 +178,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             registry=hypervisors,
             consoles=consoles,
             vms=vms,
+            clock=clock,
             build_vv=build_vv,
             reaper_interval=settings.broker.reaper_interval,
             request_listeners=[metrics.desktop_requested, alerts.rules.desktop_requested],

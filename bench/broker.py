@@ -30,6 +30,7 @@ from app import db as database
 from app.broker.allocation import Allocator, Claim
 from app.broker.pools import get_pool, set_users
 from app.broker.transactions import WriteTransactions
+from app.clock import SYSTEM_CLOCK
 from bench.broker_connect import measure
 from bench.report import RESULTS, save
 from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm
@@ -70,7 +71,7 @@ async def allocation(url: str, desktops: int, concurrency: int) -> list[str]:
         vm_ids = [await add_vm(db, f"bench{i:04}", hv, state="running") for i in range(desktops)]
         users = [await add_client(db, f"bench-user{i:04}") for i in range(desktops)]
         pool = await get_pool(db, await add_pool(db, "bench", vm_ids, users))
-        allocator = Allocator(WriteTransactions(db))
+        allocator = Allocator(WriteTransactions(db), clock=SYSTEM_CLOCK)
         out.append(
             f"| allocation on MariaDB: {desktops} running desktops in one pool, "
             f"{concurrency} concurrent requests | requests | per s | p50 ms | p99 ms |"

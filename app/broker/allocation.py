@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from databases.core import Connection
 
 from app.broker.transactions import WriteTransactions
-from app.clock import utcnow
+from app.clock import Clock
 from app.db.records import Identified, LeaseRecord, PoolRecord, Record, fetch_record, fetch_records
 from app.db.schema import hypervisors, leases, pool_vms, users, vms
 
@@ -96,8 +96,10 @@ def _on(hypervisor_ids: Collection[int] | None) -> list[sa.ColumnElement[bool]]:
 
 
 class Allocator:
-    def __init__(self, transactions: WriteTransactions) -> None:
+    def __init__(self, transactions: WriteTransactions, *, clock: Clock) -> None:
         self.transactions = transactions
+        # When leases start, expire and are renewed: the dashboard's clock (tests move it).
+        self.clock = clock
 
     async def claim(
         self,
@@ -119,7 +121,7 @@ class Allocator:
         """
         if pool.maintenance:
             return Claim(refusal="maintenance")
-        now = now or utcnow()
+        now = now or self.clock.now()
         expires_at = now + timedelta(minutes=pool.lease_timeout_min)
         async with self.transactions.begin() as conn:
             await conn.fetch_one(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
@@ -245,7 +247,7 @@ class Allocator:
         ``only_if_expired`` a lease that a heartbeat renewed meanwhile is left
         alone (the reaper's check and act happen under the row lock).
         """
-        now = utcnow()
+        now = self.clock.now()
         async with self.transactions.begin() as conn:
             query = sa.select(leases).where(leases.c.id == lease_id, leases.c.ended_at.is_(None))
             if only_if_expired:
@@ -302,7 +304,7 @@ class Allocator:
 
     async def heartbeat(self, lease_id: int, user_id: int, timeout_min: int) -> tuple[str, datetime | None]:
         """Extend a lease: ("ok", new expiry), ("not_found", None) or ("ended", None)."""
-        now = utcnow()
+        now = self.clock.now()
         async with self.transactions.begin() as conn:
             lease = await fetch_record(
                 conn,

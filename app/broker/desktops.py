@@ -33,6 +33,7 @@ from app.broker.leases import active_lease, get_lease, heartbeat_interval
 from app.broker.power import DesktopPower, DesktopPowerError
 from app.broker.transactions import WriteTransactions
 from app.broker.upkeep import LeaseUpkeep
+from app.clock import Clock
 from app.db.health import DatabaseUnavailable
 from app.db.records import Identified, PoolRecord, fetch_record
 from app.db.schema import leases, vms
@@ -100,6 +101,7 @@ class Broker:
         registry: HypervisorRegistry,
         consoles: ConsoleService,
         vms: VmService,
+        clock: Clock,
         build_vv: Callable[..., str] = build_vv,
         reaper_interval: float = 5.0,
         request_listeners: Sequence[RequestListener] = (),
@@ -113,7 +115,7 @@ class Broker:
         self.build_vv = build_vv
         self.reaper_interval = reaper_interval
         self.transactions = WriteTransactions(db)
-        self.allocator = Allocator(self.transactions)
+        self.allocator = Allocator(self.transactions, clock=clock)
         self.catalog = PoolCatalog(db, hub)
         self.power = DesktopPower(db, registry, vms)
         self.leases = LeaseUpkeep(

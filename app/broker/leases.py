@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from databases import Database
 
-from app.clock import utcnow
 from app.db.records import LeaseRecord, fetch_record, fetch_records
 from app.db.schema import hypervisors, leases, pools, users, vms
 
@@ -59,10 +59,10 @@ async def get_lease(db: Database, lease_id: int) -> LeaseRecord | None:
     return await fetch_record(db, LeaseRecord, leases.select().where(leases.c.id == lease_id))
 
 
-async def expired_leases(db: Database) -> list[LeaseRecord]:
-    """Leases past their expiry that have not ended."""
+async def expired_leases(db: Database, now: datetime) -> list[LeaseRecord]:
+    """Leases past their expiry at ``now`` that have not ended."""
     return await fetch_records(
-        db, LeaseRecord, leases.select().where(leases.c.ended_at.is_(None), leases.c.expires_at <= utcnow())
+        db, LeaseRecord, leases.select().where(leases.c.ended_at.is_(None), leases.c.expires_at <= now)
     )
 
 

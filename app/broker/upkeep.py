@@ -17,7 +17,6 @@ from app.broker.allocation import Allocator
 from app.broker.catalog import PoolCatalog
 from app.broker.leases import active_lease, expired_leases, get_lease, heartbeat_interval
 from app.broker.power import DesktopPower, DesktopPowerError
-from app.clock import utcnow
 from app.db.records import LeaseRecord, UserRecord, fetch_record, fetch_records
 from app.db.schema import leases, pools, users
 from app.proxy.service import ConsoleService
@@ -96,7 +95,7 @@ class LeaseUpkeep:
             .select_from(leases.outerjoin(pools, pools.c.id == leases.c.pool_id))
             .where(leases.c.ended_at.is_(None), leases.c.vm_id.in_(sorted({vm for _, vm in holders}))),
         )
-        now = utcnow()
+        now = self.allocator.clock.now()
         extended = 0
         for row in rows:
             if (row.user_id, row.vm_id) not in holders:
@@ -128,7 +127,11 @@ class LeaseUpkeep:
         await self.keep_console_leases()
         # A console opened since (or a lease that expired since) the step above: still held.
         holders = self.open_console_holders()
-        expired = [row.id for row in await expired_leases(self.db) if (row.user_id, row.vm_id) not in holders]
+        expired = [
+            row.id
+            for row in await expired_leases(self.db, self.allocator.clock.now())
+            if (row.user_id, row.vm_id) not in holders
+        ]
         if not expired:
             return
         limit = asyncio.Semaphore(RESET_CONCURRENCY)

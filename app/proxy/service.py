@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from databases import Database
 
 from app.audit import AuditLog
+from app.clock import Clock
 from app.db.records import Identified, Record, UserRecord, fetch_record, fetch_records
 from app.db.schema import console_epochs, console_tickets, users, vms
 from app.hyper import ConnectionEvent, DomainEvent, HypervisorRegistry
@@ -131,13 +132,14 @@ class ConsoleService:
         registry: HypervisorRegistry,
         settings: Settings,
         audit: AuditLog,
+        clock: Clock,
         session_listeners: Sequence[SessionListener] = (),
     ) -> None:
         self._db = db
         self._registry = registry
         self._settings = settings
         self.audit = audit
-        self.tickets = TicketStore(db, ttl=settings.console.ticket_ttl)
+        self.tickets = TicketStore(db, ttl=settings.console.ticket_ttl, clock=clock)
         self.epochs = ConsoleEpochs(db, secret=settings.session_secret())
         # One open or revocation at a time per VM in this process, so that an open never
         # re-enables the password of an epoch a revocation has just ended.

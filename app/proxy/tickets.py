@@ -5,6 +5,8 @@ client (as an HttpOnly cookie for the browser console, or inside the ``proxy=``
 URL of a ``.vv`` file). Only its SHA-256 is stored. It is bound to a user, a VM
 and the display's endpoint, opens *new* connections for ``ticket_ttl`` seconds
 (several SPICE channels of one session use it), and can be revoked at any time.
+Whether a ticket is still valid is decided by the dashboard's clock (tests move
+it forward instead of waiting).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from databases import Database
 
-from app.clock import utcnow
+from app.clock import Clock
 from app.db.records import Record, fetch_record
 from app.db.schema import console_tickets, users, vms
 
@@ -64,8 +66,9 @@ class IssuedTicket:
 
 
 class TicketStore:
-    def __init__(self, db: Database, *, ttl: int) -> None:
+    def __init__(self, db: Database, *, ttl: int, clock: Clock) -> None:
         self._db = db
+        self._clock = clock
         self.ttl = max(1, min(int(ttl), MAX_TICKET_TTL))
 
     async def issue(
@@ -74,7 +77,7 @@ class TicketStore:
         if port is None and tls_port is None:
             raise ValueError("a console ticket needs the display's plain or TLS port")
         secret = secrets.token_urlsafe(32)
-        now = utcnow()
+        now = self._clock.now()
         expires_at = now + timedelta(seconds=self.ttl)
         ticket_id = await self._db.execute(
             console_tickets.insert().values(
@@ -106,7 +109,7 @@ class TicketStore:
             sa.and_(
                 console_tickets.c.token_hash == digest,
                 console_tickets.c.revoked_at.is_(None),
-                console_tickets.c.expires_at > utcnow(),
+                console_tickets.c.expires_at > self._clock.now(),
                 users.c.disabled == sa.false(),
             )
         )
@@ -123,7 +126,7 @@ class TicketStore:
 
     async def purge(self, *, older_than: timedelta) -> int:
         """Delete tickets expired longer than ``older_than`` ago (their sessions are in the audit log)."""
-        cutoff = utcnow() - older_than
+        cutoff = self._clock.now() - older_than
         count = await self._db.fetch_val(
             sa.select(sa.func.count())
             .select_from(console_tickets)
@@ -137,7 +140,7 @@ class TicketStore:
         await self._db.execute(
             console_tickets.update()
             .where(sa.and_(condition, console_tickets.c.revoked_at.is_(None)))
-            .values(revoked_at=utcnow(), revoke_reason=reason[:64])
+            .values(revoked_at=self._clock.now(), revoke_reason=reason[:64])
         )
 
     async def _fetch(self, condition: sa.ColumnElement[bool]) -> ConsoleTicket | None:

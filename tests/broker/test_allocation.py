@@ -11,6 +11,7 @@ from databases import Database
 from app.broker.allocation import Allocator
 from app.broker.pools import get_pool
 from app.broker.transactions import WriteTransactions
+from app.clock import SYSTEM_CLOCK
 from app.db.schema import hypervisors, leases, pools, vms
 from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm
 
@@ -23,7 +24,7 @@ async def test_100_simultaneous_requests_on_20_desktops_give_20_distinct_assignm
     vm_ids = [await add_vm(broker_db, f"desk{i:02}", hv, state="running") for i in range(20)]
     user_ids = [await add_client(broker_db, f"user{i:03}") for i in range(100)]
     pool = await get_pool(broker_db, await add_pool(broker_db, "rush", vm_ids, user_ids))
-    allocator = Allocator(WriteTransactions(broker_db))
+    allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
 
     claims = await asyncio.gather(
         *(allocator.claim(pool, uid, client_address="127.0.0.1") for uid in user_ids)
@@ -46,7 +47,7 @@ async def test_one_user_racing_with_many_requests_gets_one_desktop(broker_db: Da
     vm_ids = [await add_vm(broker_db, f"d{i}", hv) for i in range(5)]
     uid = await add_client(broker_db, "eager")
     pool = await get_pool(broker_db, await add_pool(broker_db, "p", vm_ids, [uid]))
-    allocator = Allocator(WriteTransactions(broker_db))
+    allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     claims = await asyncio.gather(*(allocator.claim(pool, uid) for _ in range(20)))
     assert {c.vm_id for c in claims} == {claims[0].vm_id}
     assert sum(not c.renewed for c in claims) == 1
@@ -63,7 +64,7 @@ async def test_returning_user_gets_the_same_desktop_and_a_renewed_lease(broker_d
     vm_ids = [await add_vm(broker_db, f"d{i}", hv) for i in range(3)]
     uid = await add_client(broker_db, "back")
     pool = await get_pool(broker_db, await add_pool(broker_db, "p", vm_ids, [uid]))
-    allocator = Allocator(WriteTransactions(broker_db))
+    allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     first = await allocator.claim(pool, uid)
     again = await allocator.claim(pool, uid)
     assert again.renewed and again.vm_id == first.vm_id and again.lease_id == first.lease_id
@@ -91,7 +92,7 @@ async def test_ineligible_desktops_are_never_handed_out(broker_db: Database) -> 
     good = await add_vm(broker_db, "good", up)
     users = [await add_client(broker_db, f"u{i}") for i in range(3)]
     pool = await get_pool(broker_db, await add_pool(broker_db, "p", [*blocked, good], users))
-    allocator = Allocator(WriteTransactions(broker_db))
+    allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     first = await allocator.claim(pool, users[0])
     assert first.vm_id == good
     second = await allocator.claim(pool, users[1])
@@ -103,7 +104,7 @@ async def test_refusal_reasons_are_explicit(broker_db: Database) -> None:
     uid = await add_client(broker_db, "someone")
     vm = await add_vm(broker_db, "d", down)
     pool_id = await add_pool(broker_db, "p", [vm], [uid])
-    allocator = Allocator(WriteTransactions(broker_db))
+    allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     pool = await get_pool(broker_db, pool_id)
     assert (await allocator.claim(pool, uid)).refusal == "all_hypervisors_down"
     await broker_db.execute(sa.update(pools).where(pools.c.id == pool_id).values(maintenance=True))
@@ -116,7 +117,7 @@ async def test_ending_a_lease_frees_the_desktop_only_after_free_vm(broker_db: Da
     vm = await add_vm(broker_db, "d", hv)
     a, b = await add_client(broker_db, "a"), await add_client(broker_db, "b")
     pool = await get_pool(broker_db, await add_pool(broker_db, "p", [vm], [a, b]))
-    allocator = Allocator(WriteTransactions(broker_db))
+    allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     claim = await allocator.claim(pool, a)
     assert await allocator.end_lease(claim.lease_id or 0, reason="released") is not None
     assert await allocator.end_lease(claim.lease_id or 0, reason="released") is None
@@ -131,7 +132,7 @@ async def test_an_expired_lease_renewed_by_a_heartbeat_is_not_reaped(broker_db: 
     vm = await add_vm(broker_db, "d", hv)
     a = await add_client(broker_db, "a")
     pool = await get_pool(broker_db, await add_pool(broker_db, "p", [vm], [a]))
-    allocator = Allocator(WriteTransactions(broker_db))
+    allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     claim = await allocator.claim(pool, a)
     state, expires = await allocator.heartbeat(claim.lease_id or 0, a, 5)
     assert state == "ok" and expires is not None

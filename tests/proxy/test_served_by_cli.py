@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from app import db as database
 from app.auth.accounts import create_local_user
-from app.clock import utcnow
+from app.clock import SYSTEM_CLOCK, utcnow
 from app.db.schema import hypervisors, vms
 from app.proxy.tickets import TicketStore
 from tests.dashboard import REPO, free_port
@@ -75,7 +75,11 @@ async def served(run_dir: RunDir, tmp_path: Path) -> AsyncIterator[Served]:
                 assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
                 await asyncio.sleep(0.1)
         yield Served(
-            f"http://127.0.0.1:{port}", ("127.0.0.1", gateway_port), TicketStore(db, ttl=60), user_id, vm_id
+            f"http://127.0.0.1:{port}",
+            ("127.0.0.1", gateway_port),
+            TicketStore(db, ttl=60, clock=SYSTEM_CLOCK),
+            user_id,
+            vm_id,
         )
     finally:
         stop_process(process)

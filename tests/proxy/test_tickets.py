@@ -11,9 +11,10 @@ from databases import Database
 
 from app import db as database
 from app.auth.accounts import create_local_user
-from app.clock import utcnow
+from app.clock import SYSTEM_CLOCK, utcnow
 from app.db.schema import console_tickets, hypervisors, users, vms
 from app.proxy.tickets import MAX_TICKET_TTL, TicketStore
+from tests.clock import MovableClock
 from tests.services.mariadb import MariaDB
 
 
@@ -42,7 +43,7 @@ async def rows(db: Database) -> tuple[int, int, int]:
 
 async def test_a_ticket_is_256_random_bits_and_only_its_sha256_is_stored(db: Database) -> None:
     user_id, vm_id, _ = await rows(db)
-    store = TicketStore(db, ttl=60)
+    store = TicketStore(db, ttl=60, clock=SYSTEM_CLOCK)
     issued = await store.issue(user_id=user_id, vm_id=vm_id, host="10.0.0.5", port=5901)
     # token_urlsafe(32): 32 random bytes, 43 URL-safe characters.
     assert len(issued.secret) == 43
@@ -57,25 +58,25 @@ async def test_a_ticket_is_256_random_bits_and_only_its_sha256_is_stored(db: Dat
 
 async def test_a_ticket_opens_connections_of_its_session_until_it_expires(db: Database) -> None:
     user_id, vm_id, _ = await rows(db)
-    # Timestamps are whole seconds, so a ticket lasts between ttl - 1 and ttl seconds:
-    # with ttl=1 it could already be over when redeemed a millisecond after issue.
-    store = TicketStore(db, ttl=2)
+    clock = MovableClock()
+    store = TicketStore(db, ttl=30, clock=clock)
     issued = await store.issue(user_id=user_id, vm_id=vm_id, host="h1", port=5900)
     first = await store.redeem(issued.secret)
+    clock.advance(15)
     second = await store.redeem(issued.secret)
     assert first is not None and first == second
     assert (first.username, first.vm_name) == ("bob", "a")
-    await asyncio.sleep(2.1)
+    clock.advance(15)
     assert await store.redeem(issued.secret) is None
 
 
 async def test_the_ticket_lifetime_is_capped_at_sixty_seconds(db: Database) -> None:
-    store = TicketStore(db, ttl=3600)
+    store = TicketStore(db, ttl=3600, clock=SYSTEM_CLOCK)
     assert store.ttl == MAX_TICKET_TTL == 60
 
 
 async def test_unknown_and_malformed_tickets_redeem_nothing(db: Database) -> None:
-    store = TicketStore(db, ttl=60)
+    store = TicketStore(db, ttl=60, clock=SYSTEM_CLOCK)
     assert await store.redeem("") is None
     assert await store.redeem("x" * 43) is None
     assert await store.redeem("x" * 10_000) is None
@@ -84,7 +85,7 @@ async def test_unknown_and_malformed_tickets_redeem_nothing(db: Database) -> Non
 async def test_revoking_by_vm_or_user_spares_the_others(db: Database) -> None:
     user_id, vm_a, vm_b = await rows(db)
     other_user = await create_local_user(db, "carol", "carol-test-password-1", role="client")
-    store = TicketStore(db, ttl=60)
+    store = TicketStore(db, ttl=60, clock=SYSTEM_CLOCK)
     a = await store.issue(user_id=user_id, vm_id=vm_a, host="h", port=1)
     b = await store.issue(user_id=user_id, vm_id=vm_b, host="h", port=2)
     c = await store.issue(user_id=other_user, vm_id=vm_b, host="h", port=2)
@@ -100,7 +101,7 @@ async def test_revoking_by_vm_or_user_spares_the_others(db: Database) -> None:
 
 async def test_a_disabled_users_ticket_opens_nothing(db: Database) -> None:
     user_id, vm_id, _ = await rows(db)
-    store = TicketStore(db, ttl=60)
+    store = TicketStore(db, ttl=60, clock=SYSTEM_CLOCK)
     issued = await store.issue(user_id=user_id, vm_id=vm_id, host="h", port=5900)
     await db.execute(users.update().where(users.c.id == user_id).values(disabled=True))
     assert await store.redeem(issued.secret) is None
@@ -108,7 +109,7 @@ async def test_a_disabled_users_ticket_opens_nothing(db: Database) -> None:
 
 async def test_a_ticket_allows_its_display_ports_and_nothing_else(db: Database) -> None:
     user_id, vm_id, _ = await rows(db)
-    store = TicketStore(db, ttl=60)
+    store = TicketStore(db, ttl=60, clock=SYSTEM_CLOCK)
     issued = await store.issue(
         user_id=user_id, vm_id=vm_id, host="Hyper-1.example.org", port=5900, tls_port=5901
     )
@@ -129,7 +130,7 @@ async def test_deleting_a_vm_or_user_deletes_their_tickets(mariadb: MariaDB) -> 
     await db.connect()
     try:
         user_id, vm_a, vm_b = await rows(db)
-        store = TicketStore(db, ttl=60)
+        store = TicketStore(db, ttl=60, clock=SYSTEM_CLOCK)
         await store.issue(user_id=user_id, vm_id=vm_a, host="h", port=5900)
         await store.issue(user_id=user_id, vm_id=vm_b, host="h", port=5901)
         await db.execute(vms.delete().where(vms.c.id == vm_a))
