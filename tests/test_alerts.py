@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,10 +25,10 @@ from app.vms.operations import OperationContext
 from tests.broker.records import CLIENT_PASSWORD, add_client, add_pool
 from tests.dashboard import DashboardFactory, RunningDashboard
 from tests.services.smtp import SmtpServer
+from tests.waiting import eventually
 from tests.webhook_receiver import WEBHOOK_SECRET, WebhookReceiver
 
 SECRET = WEBHOOK_SECRET
-GENEROUS = 30
 
 
 def alert_settings(smtp: SmtpServer | None, hooks: WebhookReceiver | None, **extra: Any) -> dict[str, Any]:
@@ -40,14 +39,6 @@ def alert_settings(smtp: SmtpServer | None, hooks: WebhookReceiver | None, **ext
     if hooks is not None:
         settings |= {"webhook_url": hooks.url, "webhook_secret": SECRET}
     return settings
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout: float = GENEROUS) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (result := check()):
-            await asyncio.sleep(0.05)
-    assert result, what
-    return result
 
 
 def mails_to(smtp: SmtpServer, running: RunningDashboard) -> list[EmailMessage]:

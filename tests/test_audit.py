@@ -3,8 +3,6 @@ without bound."""
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
 from app import db as database
@@ -13,6 +11,7 @@ from app.db.schema import audit_log
 from app.escaping import escape_controls
 from tests.dashboard import DashboardFactory, RunningDashboard
 from tests.log_capture import dashboard_logging
+from tests.waiting import eventually
 
 FORGED = "mallory\n2026-12-04 10:00:00,000 INFO kvmvdi.audit [-] login actor=admin\x1b[2K\r\u202eevil"
 
@@ -97,7 +96,5 @@ async def test_the_count_is_written_when_the_window_ends_even_if_the_flood_stops
     audit = AuditLog(dashboard.services.db, unauthenticated_limit=1, unauthenticated_window=0.5)
     for _ in range(4):
         await audit.record_unauthenticated("login_failed", actor="x", client_address="192.0.2.1")
-    async with asyncio.timeout(30):
-        while not (suppressed := await audit.recent(action="audit_suppressed")):
-            await asyncio.sleep(0.1)
+    suppressed = await eventually(lambda: audit.recent(action="audit_suppressed"), "the suppression record")
     assert suppressed[0]["details"]["counts"] == {"login_failed": 3}

@@ -7,7 +7,6 @@ unreachable.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from tests.dashboard import BrowserLikeClient, DashboardFactory, RunningDashboar
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.rundir import RunDir
 from tests.services.sshd import SshServer
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -121,9 +121,10 @@ async def test_a_changed_host_key_refuses_the_connection_and_names_both_fingerpr
     own_sshd.restart()  # drops the established session, as a reinstall would
     await registry.wait_for_state(hv_id, "down", timeout=60)
     # The first failed attempt may meet sshd still restarting; the next ones meet the new key.
-    async with asyncio.timeout(60):
-        while (hv := registry.find(hv_id)) is None or hv.reason_code != "host_key_mismatch":
-            await asyncio.sleep(0.1)
+    await eventually(
+        lambda: (hv := registry.find(hv_id)) is not None and hv.reason_code == "host_key_mismatch",
+        "the live connection refused for the changed host key",
+    )
     record = (await admin.get(f"{API}/{hv_id}")).json()
     assert record["reason_code"] == "host_key_mismatch"
     assert old in record["reason"] and new in record["reason"]

@@ -15,6 +15,7 @@ from app.db.schema import users
 from app.live.hub import QUEUE_LIMIT
 from tests.client_session import client_user_session
 from tests.dashboard import BrowserLikeClient, DashboardFactory, RunningDashboard
+from tests.waiting import eventually
 
 
 def _ws_url(dashboard: RunningDashboard) -> str:
@@ -109,11 +110,7 @@ async def test_closing_the_browser_side_unsubscribes(dashboard: RunningDashboard
     async with await _open(dashboard, admin) as ws:
         await _receive(ws)
         assert dashboard.services.hub.subscriber_count == 1
-    for _ in range(100):
-        if dashboard.services.hub.subscriber_count == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert dashboard.services.hub.subscriber_count == 0
+    await eventually(lambda: dashboard.services.hub.subscriber_count == 0, "the closed socket unsubscribed")
 
 
 async def test_the_socket_closes_when_the_session_expires(dashboard_factory: DashboardFactory) -> None:
@@ -138,9 +135,6 @@ async def test_one_user_holds_a_bounded_number_of_live_sockets(dashboard: Runnin
                 await _receive(extra)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
     # Closed sockets free their places.
-    for _ in range(200):
-        if dashboard.services.hub.subscriber_count == 0:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: dashboard.services.hub.subscriber_count == 0, "the closed sockets unsubscribed")
     async with await _open(dashboard, admin) as ws:
         assert (await _receive(ws))["topic"] == "hello"

@@ -13,6 +13,7 @@ from tests.dashboard import DashboardFactory
 from tests.proxy.conftest import ECHO, ConsoleWorld, TcpDisplay, make_world
 from tests.proxy.spice_client import connect_through_gateway
 from tests.services.mariadb import MariaDB
+from tests.waiting import eventually
 
 
 async def connect(world: ConsoleWorld, target: str, ticket: str | None) -> tuple[int, bytes, socket.socket]:
@@ -44,12 +45,9 @@ async def wait_closed(sock: socket.socket) -> bytes:
 
 async def audit(world: ConsoleWorld, action: str) -> list[dict[str, Any]]:
     # Session records are written as the last channel closes: let them land.
-    for _ in range(100):
-        records = await world.dashboard.services.audit.recent(action=action)
-        if records:
-            return records
-        await asyncio.sleep(0.05)
-    return []
+    return await eventually(
+        lambda: world.dashboard.services.audit.recent(action=action), f"a {action} record"
+    )
 
 
 async def test_a_ticket_opens_a_tunnel_to_its_display_and_bytes_flow_both_ways(
@@ -226,12 +224,9 @@ async def test_a_client_that_never_finishes_its_request_is_cut_off(
     assert answer.startswith(b"HTTP/1.1 408 ")
 
 
-async def test_an_expired_ticket_opens_nothing(
-    dashboard_factory: DashboardFactory, display: TcpDisplay
-) -> None:
-    world = await make_world(await dashboard_factory(console={"ticket_ttl": 1}))
+async def test_an_expired_ticket_opens_nothing(world: ConsoleWorld, display: TcpDisplay) -> None:
     issued = await world.ticket(port=display.port)
-    await asyncio.sleep(2.1)
+    world.dashboard.clock.advance(world.dashboard.services.consoles.tickets.ttl + 1)
     status, _, sock = await connect(world, f"127.0.0.1:{display.port}", issued.secret)
     sock.close()
     assert status == 407
