@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.hyper.commands import CommandRunner
-from app.hyper.errors import CommandError, HypervisorError
+from app.hyper.errors import CommandError, DirectoryMissing, HypervisorError
 from app.hyper.paths import confine
 from app.i18n import gettext as _
 
@@ -149,6 +149,10 @@ class DiskOperations:
             ["find", root, "-xdev", "-type", "f", "-printf", "%s\\t%p\\0"], timeout=_SHORT, check=False
         )
         if result.exit_status != 0 and not result.stdout:
+            if "No such file or directory" in result.stderr:
+                raise DirectoryMissing(
+                    _("the ISO directory {path} does not exist on the hypervisor").format(path=root)
+                )
             raise CommandError(result.argv, result.exit_status, result.stderr)
         files = []
         for entry in result.stdout.split("\0"):

@@ -26,6 +26,10 @@ class InvalidDomainState(HypervisorError):
     """The domain is not in a state that allows the operation (e.g. a screenshot of a shut-off VM)."""
 
 
+class DirectoryMissing(HypervisorError):
+    """A directory the hypervisor's record names does not exist there (yet)."""
+
+
 class PathNotAllowed(HypervisorError):
     """A path outside the hypervisor's images, volatile and ISO directories (or not normalized)."""
 

@@ -6,6 +6,8 @@ handler answers with.
 
 from __future__ import annotations
 
+from app.i18n import gettext as _
+
 
 class VmError(Exception):
     code = "vm_error"
@@ -41,6 +43,17 @@ class Invalid(VmError):
     def __init__(self, errors: dict[str, str]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+
+
+def domain_missing(name: str, hypervisor: str) -> Refused:
+    """The VM's domain was undefined outside the dashboard: the admin's to resolve, not a failure."""
+    return Refused(
+        _(
+            "{name} has no domain on {hypervisor}: it was removed outside the dashboard; "
+            "delete the VM here, or define its domain again"
+        ).format(name=name, hypervisor=hypervisor),
+        code="domain_missing",
+    )
 
 
 class HypervisorFailure(VmError):

@@ -17,7 +17,7 @@ from app.i18n import N_
 from app.i18n import gettext as _
 from app.vms import firmware_state
 from app.vms.context import VmContext
-from app.vms.errors import HypervisorFailure, Invalid, Refused
+from app.vms.errors import HypervisorFailure, Invalid, Refused, domain_missing
 from app.vms.operations import OperationContext
 from app.vms.records import Vm, children_of
 from app.vms.volatile import boot_leftovers, prepare_boot
@@ -47,6 +47,8 @@ def check_action(action: str) -> PowerAction:
 async def live_state(hv: Hypervisor, vm: Vm) -> str:
     try:
         return await hv.domain_state(vm.name)
+    except DomainNotFound as exc:
+        raise domain_missing(vm.name, hv.name) from exc
     except HypervisorError as exc:
         raise HypervisorFailure(
             _("{name}: its domain cannot be read on the hypervisor ({exc})").format(name=vm.name, exc=exc)

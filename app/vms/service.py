@@ -20,6 +20,7 @@ from app.audit import AuditLog
 from app.db.records import PoolRecord, fetch_record
 from app.db.schema import pool_vms, pools
 from app.hyper import ConnectionEvent, DiskFile, DomainEvent, HypervisorError, HypervisorRegistry
+from app.hyper.errors import DirectoryMissing
 from app.i18n import gettext as _
 from app.live.hub import LiveHub
 from app.settings import VmSettings
@@ -28,7 +29,7 @@ from app.vms import power as power_actions
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
 from app.vms.domain_xml import DevicePolicy
-from app.vms.errors import HypervisorFailure, Invalid
+from app.vms.errors import HypervisorFailure, Invalid, Refused
 from app.vms.guest_agents import GuestAgents
 from app.vms.operations import OperationListener, OperationsRunner
 from app.vms.parameters import DefinitionError, NewBatch, NewInitial, NewVdi, NewVm, parse
@@ -248,6 +249,10 @@ class VmService:
     async def list_isos(self, hypervisor_id: int) -> list[DiskFile]:
         try:
             return await self.ctx.hypervisor(hypervisor_id, new_work=False).list_isos()
+        except DirectoryMissing as exc:
+            # The record names a directory the host lacks: the admin's to fix, nothing failed.
+            message = _("{problem}: create it, or change the hypervisor's ISO directory").format(problem=exc)
+            raise Refused(message, code="iso_dir_missing") from exc
         except HypervisorError as exc:
             raise HypervisorFailure(_("listing the hypervisor's ISOs failed: {exc}").format(exc=exc)) from exc
 

@@ -23,14 +23,14 @@ import logging
 import secrets
 import xml.etree.ElementTree as ET
 
-from app.hyper import Hypervisor, HypervisorError
+from app.hyper import DomainNotFound, Hypervisor, HypervisorError
 from app.i18n import gettext as _
 from app.vms import firmware_state
 from app.vms.alignment import BootTarget, align
 from app.vms.context import VmContext
 from app.vms.disks import create_overlays
 from app.vms.domain_xml import EXPIRED
-from app.vms.errors import HypervisorFailure
+from app.vms.errors import HypervisorFailure, domain_missing
 from app.vms.parameters import volatile_overlay_path
 from app.vms.records import Vm
 
@@ -67,6 +67,8 @@ async def align_definition(hv: Hypervisor, name: str, target: BootTarget) -> boo
     """
     try:
         xml = await hv.domain_xml(name, secure=True, inactive=True)
+    except DomainNotFound as exc:
+        raise domain_missing(name, hv.name) from exc
     except HypervisorError as exc:
         raise HypervisorFailure(
             _("reading the definition of {name} failed: {exc}").format(name=name, exc=exc)

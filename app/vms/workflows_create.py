@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from app.hyper import Hypervisor, HypervisorError
+from app.hyper.errors import DirectoryMissing
 from app.i18n import gettext as _
 from app.vms import firmware_state
 from app.vms.context import VmContext
@@ -56,6 +57,8 @@ async def check_names(ctx: VmContext, names: list[str], field: str) -> None:
 async def offered_isos(hv: Hypervisor) -> list[str]:
     try:
         return [iso.path for iso in await hv.list_isos()]
+    except DirectoryMissing:
+        return []  # nothing to offer: the path is refused as not on the list
     except HypervisorError as exc:
         raise HypervisorFailure(_("listing the hypervisor's ISOs failed: {exc}").format(exc=exc)) from exc
 
