@@ -14,8 +14,10 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from databases import Database
+from databases.core import Connection, Transaction
 from sqlalchemy.engine import make_url
 
+from app.db.ending import EndingConnection, EndingTransaction
 from app.db.guarded import GuardedBackend
 from app.db.health import DatabaseHealth
 
@@ -106,7 +108,8 @@ class AppDatabase(Database):
     """``databases.Database`` with every call bounded in time and outages noticed (``health``).
 
     SQLite goes through a pool of WAL connections with one writer at a time
-    (app/db/sqlite.py); every backend's connections are guarded (app/db/guarded.py).
+    (app/db/sqlite.py); every backend's connections are guarded (app/db/guarded.py) and
+    given back to the pool however their transaction ends (app/db/ending.py).
     """
 
     SUPPORTED_BACKENDS = {**Database.SUPPORTED_BACKENDS, "sqlite": "app.db.sqlite:SQLiteBackend"}
@@ -116,16 +119,29 @@ class AppDatabase(Database):
         self.health = DatabaseHealth()
         self._backend = GuardedBackend(self._backend, self.health, call_timeout)
 
+    def connection(self) -> Connection:
+        if self._global_connection is not None:
+            return self._global_connection
+        connection: Connection | None = self._connection_map.get(self._current_task)
+        if connection is None:
+            connection = self._connection_map[self._current_task] = EndingConnection(self, self._backend)
+        return connection
+
+    def transaction(self, *, force_rollback: bool = False, **kwargs: Any) -> Transaction:
+        return EndingTransaction(self.connection, force_rollback=force_rollback, **kwargs)
+
     async def probe(self) -> None:
         """A round trip that can write (on SQLite it takes the write lock): raises while unavailable."""
         async with self.transaction():
             await self.fetch_val("SELECT 1")
 
 
-def connect_database(url: str, *, timeout: float = 10.0) -> AppDatabase:
+def connect_database(url: str, *, timeout: float = 10.0, pool_size: int | None = None) -> AppDatabase:
     """An unconnected database; call ``await db.connect()`` in the lifespan.
 
-    No call waits longer than ``timeout`` seconds for the database.
+    No call waits longer than ``timeout`` seconds for the database, and ``disconnect`` waits as
+    long for the connections still in use before it closes them. ``pool_size`` connections at
+    most (20 on MariaDB, 16 on SQLite unless given).
     """
     _ensure_sqlite_dir(url)
     if backend_name(url) == "mysql":
@@ -133,9 +149,10 @@ def connect_database(url: str, *, timeout: float = 10.0) -> AppDatabase:
             async_url(url),
             call_timeout=timeout,
             minsize=1,
-            maxsize=20,
+            maxsize=pool_size or 20,
             pool_recycle=3600,
             connect_timeout=max(1, round(timeout / 2)),
         )
     # SQLite's own busy timeout answers "locked" a little before the guard gives up.
-    return AppDatabase(async_url(url), call_timeout=timeout, busy_timeout=timeout * 0.8)
+    sized = {} if pool_size is None else {"pool_size": pool_size}
+    return AppDatabase(async_url(url), call_timeout=timeout, busy_timeout=timeout * 0.8, **sized)

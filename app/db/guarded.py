@@ -43,7 +43,25 @@ class GuardedBackend(_Wrapper):
         await self._inner.connect()
 
     async def disconnect(self) -> None:
-        await self._inner.disconnect()
+        """Close the pool. Connections still in use get ``timeout`` seconds (every call ends within
+        it) to come back; then they are closed under their holders, so shutdown never waits forever."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._inner.disconnect()
+            return
+        except TimeoutError:
+            pass
+        pool = getattr(self._inner, "_pool", None)
+        log.warning("database connections still in use after %g s at shutdown: closing them", self._timeout)
+        if pool is not None and hasattr(pool, "terminate"):
+            pool.terminate()
+            try:
+                # Only a connection being opened right now is left to wait for (its connect timeout).
+                async with asyncio.timeout(self._timeout):
+                    await pool.wait_closed()
+            except TimeoutError:
+                log.warning("a database connection being opened at shutdown was abandoned")
+            self._inner._pool = None
 
     def connection(self) -> GuardedConnection:
         return GuardedConnection(self._inner.connection(), self._health, self._timeout)
@@ -138,9 +156,9 @@ class GuardedTransaction:
         await self._connection.guard(self._inner.start(is_root, extra_options))
 
     async def commit(self) -> None:
-        # Never refused: a commit not even tried would leave the transaction (and SQLite's write
-        # lock) open, as ``databases`` does not roll back after a failed commit. A transaction
-        # whose statements were refused ends in a rollback instead.
+        # Never refused: a transaction whose statements went through is committed if the database
+        # lets it (one whose statements were refused ends in a rollback instead). A failed commit
+        # still gives the connection back (app/db/ending.py), where the pool resets or drops it.
         await self._connection.guard(self._inner.commit())
 
     async def rollback(self) -> None:
@@ -148,6 +166,6 @@ class GuardedTransaction:
             await self._connection.guard(self._inner.rollback())
         except DatabaseUnavailable:
             # The connection went with the database (it is discarded, or reset when the pool gets it
-            # back): nothing is left to undo. Raising here would keep it from the pool for good, as
-            # ``databases`` releases a transaction's connection only after a rollback that returned.
+            # back): nothing is left to undo, and the error that made the transaction roll back is
+            # the one its caller must see.
             log.debug("rolling back on an unreachable database: the connection is dropped instead")

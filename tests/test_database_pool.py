@@ -1,0 +1,94 @@
+"""A pool connection survives every way a transaction can end on a database that went away: the
+pool keeps serving outage after outage, and closing it ends, even while a connection is in use.
+
+The outages are real: on MariaDB the server kills the session between a transaction's last
+statement and its COMMIT; on SQLite another process holds the write lock at its BEGIN. Each one
+happens in a task of its own, as in a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app import db as database
+from app.db import AppDatabase
+from app.db.health import DatabaseUnavailable
+from tests.services.mariadb import MariaDB
+from tests.vms.test_database_outage import sqlite_write_lock
+
+TIMEOUT = 1.0
+POOL_SIZE = 2
+OUTAGES = POOL_SIZE + 1
+GENEROUS = 30.0
+
+
+async def _transaction_meets_an_outage(
+    db: AppDatabase, backend: str, url: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "mariadb":
+        server: MariaDB = request.getfixturevalue("mariadb")
+        with pytest.raises(DatabaseUnavailable):
+            async with db.transaction():
+                await db.execute(sa.text("INSERT INTO notes VALUES ('lost')"))
+                session = int(await db.fetch_val(sa.text("SELECT CONNECTION_ID()")))
+                await asyncio.to_thread(server.sql, f"KILL {session}")
+        return
+    with sqlite_write_lock(url), pytest.raises(DatabaseUnavailable):
+        async with db.transaction():
+            await db.execute(sa.text("INSERT INTO notes VALUES ('lost')"))
+
+
+async def test_outage_after_outage_the_pool_keeps_serving_and_closes(
+    database_url: str, database_backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    db = database.connect_database(database_url, timeout=TIMEOUT, pool_size=POOL_SIZE)
+    db.health.probe_interval = 0.05
+    await db.connect()
+    try:
+        await db.execute(sa.text("CREATE TABLE notes (body VARCHAR(20))"))
+        async with db.health.watching(db.probe):
+            for _ in range(OUTAGES):
+                outage = _transaction_meets_an_outage(db, database_backend, database_url, request)
+                await asyncio.create_task(outage)
+                async with asyncio.timeout(GENEROUS):
+                    while not db.health.available:
+                        await asyncio.sleep(0.05)
+
+            # More outages than the pool has connections: none was kept from it.
+            async def kept() -> None:
+                async with db.transaction():
+                    await db.execute(sa.text("INSERT INTO notes VALUES ('kept')"))
+
+            await asyncio.gather(*(asyncio.create_task(kept()) for _ in range(POOL_SIZE + 1)))
+            rows = await db.fetch_all(sa.text("SELECT body FROM notes"))
+            assert sorted(row[0] for row in rows) == ["kept"] * (POOL_SIZE + 1)
+    finally:
+        async with asyncio.timeout(GENEROUS):
+            await db.disconnect()
+
+
+async def test_closing_the_pool_ends_while_a_connection_is_still_in_use(database_url: str) -> None:
+    db = database.connect_database(database_url, timeout=TIMEOUT)
+    await db.connect()
+    holding = asyncio.Event()
+    forever = asyncio.Event()
+
+    async def stuck_request() -> None:
+        async with db.connection() as connection:
+            await connection.fetch_val(sa.text("SELECT 1"))
+            holding.set()
+            await forever.wait()
+
+    stuck = asyncio.create_task(stuck_request())
+    try:
+        async with asyncio.timeout(GENEROUS):
+            await holding.wait()
+            await db.disconnect()
+        assert not db.is_connected
+    finally:
+        stuck.cancel()
+        await asyncio.gather(stuck, return_exceptions=True)
