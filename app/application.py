@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
+from zoneinfo import ZoneInfo
 
 from databases import Database
 from starlette.applications import Starlette
@@ -33,6 +34,7 @@ from app.auth.session_cookie import SessionCookieMiddleware
 from app.auth.sessions import SessionStore
 from app.auth.throttle_store import MemoryThrottleStore
 from app.broker.desktops import Broker
+from app.broker.schedule_runner import ScheduleRunner
 from app.clock import SYSTEM_CLOCK, Clock
 from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
@@ -185,6 +187,20 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
         ),
     )
     stack.callback(db.health.add_recovery(broker.recover))
+    # Pool schedules: keep-ready windows, nightly power-off, reset or populate (each start once).
+    schedules = await _started(
+        stack,
+        ScheduleRunner(
+            db=db,
+            clock=clock,
+            time_zone=ZoneInfo(settings.time_zone),
+            audit=audit,
+            registry=hypervisors,
+            power=broker.power,
+            vms=vms,
+            interval=settings.broker.schedule_interval,
+        ),
+    )
     exporter = await start_metrics(
         metrics, settings, stack, db=db, hypervisors=hypervisors, sessions=consoles.sessions, hub=hub
     )
@@ -214,6 +230,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
         vms=vms,
         directory=directory,
         broker=broker,
+        schedules=schedules,
         metrics=exporter,
         alerts=alerts,
     )

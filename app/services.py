@@ -17,6 +17,7 @@ from app.auth.login import LoginService
 from app.auth.session import SessionRules
 from app.auth.sessions import SessionStore
 from app.broker.desktops import Broker
+from app.broker.schedule_runner import ScheduleRunner
 from app.clock import Clock
 from app.db import AppDatabase
 from app.directory import DirectoryLogin
@@ -52,6 +53,8 @@ class Services:
     vms: VmService
     directory: DirectoryLogin
     broker: Broker
+    # The pools' schedules (runs each start once; ``wake()`` to look at them now).
+    schedules: ScheduleRunner
     # Prometheus metrics: the event counters (exporter.metrics) and the /metrics exposition.
     metrics: Exporter
     # Alerts by e-mail and webhook (rules, rate limit, delivery).

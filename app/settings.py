@@ -196,6 +196,8 @@ class BrokerSettings(Section):
 
     # Seconds between runs of the lease reaper (expired leases, console-held leases) and keep-ready.
     reaper_interval: Annotated[float, Field(gt=0)] = 5.0
+    # Seconds between looks at the pools' schedules (a start runs within this of its time).
+    schedule_interval: Annotated[float, Field(gt=0)] = 30.0
 
 
 class MetricsSettings(Section):
@@ -292,6 +294,8 @@ class Settings(BaseSettings):
     # One line per HTTP request and websocket (method, path, status, milliseconds, request id).
     access_log: bool = False
     demo: bool = False
+    # The time zone of the pools' schedules and of the times the dashboard shows (IANA name).
+    time_zone: str = "UTC"
     server: ServerSettings = Field(default_factory=ServerSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
@@ -315,6 +319,17 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file (model_config["toml_file"], set by load_settings) ranks below env.
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. Europe/Vilnius)") from exc
+        return value
 
     def ca_dir(self) -> Path:
         """Where the dashboard's certificate authority for SPICE over TLS lives."""

@@ -123,6 +123,8 @@ VALID: dict[type[BaseModel], dict[str, Any]] = {
     bodies.BulkDeletePlan: {"vm_ids": [1], "remove_disks": False},
     bodies.BulkDelete: {"vm_ids": [1], "remove_disks": False, "confirm_vms": ["a"], "confirm_files": []},
     bodies.VmTableView: {"collapse": [1], "expand": [2], "density": "compact", "per_page": 100},
+    bodies.PoolSchedule: {"kind": "keep_ready", "days": ["mon"], "at": "07:30", "until": "17:00", "count": 4},
+    bodies.PoolScheduleChange: {"enabled": False},
 }  # fmt: skip
 
 
@@ -201,7 +203,8 @@ async def hostile(
         assert login.status_code == 200, login.text
         portal = dashboard.client()
         assert (await portal.login("mallory", CLIENT_PASSWORD, path="/client/login")).status_code == 303
-        params = {"vm_id": vm, "hypervisor_id": hv, "pool_id": pool, "lease_id": 1, "op_id": 1}
+        ids = {"lease_id": 1, "op_id": 1, "schedule_id": 1}
+        params = {"vm_id": vm, "hypervisor_id": hv, "pool_id": pool, **ids}
         admin = await dashboard.admin()
         yield Hostile(dashboard, admin, portal, anonymous, login.json()["token"], params)
     finally:

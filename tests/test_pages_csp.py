@@ -18,6 +18,7 @@ from selenium.common.exceptions import NoAlertPresentException
 from starlette.routing import Route
 
 from app.broker.pools import get_pool
+from app.broker.schedules import ScheduleSpec
 from app.db.schema import directory_groups, leases
 from tests.broker.records import CLIENT_PASSWORD, add_client, add_connected_hypervisor, add_pool, add_vm
 from tests.browser_steps import By, log_in, severe_console_errors, wait
@@ -84,6 +85,12 @@ async def _records(dashboard: RunningDashboard) -> Records:
             "user_id": client_id,
             "op_id": 1,
             "language": "lt",
+            "schedule_id": await services.schedules.store.create(
+                pool_id,
+                ScheduleSpec.parse({"kind": "power_off", "days": ["mon"], "at": "20:00"}),
+                actor="admin",
+                now=dashboard.clock.now(),
+            ),
         }
     )
 

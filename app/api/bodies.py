@@ -242,6 +242,26 @@ class VmTableView(Body):
     per_page: Literal[50, 100, 250, 500] | None = None
 
 
+# --- pool schedules ------------------------------------------------------------------------------
+
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+TimeOfDay = Annotated[StrictStr, Field(pattern=r"^\d{1,2}:\d{2}$")]
+
+
+class PoolSchedule(Body):
+    kind: Literal["keep_ready", "power_off", "reset", "populate"]
+    days: Annotated[list[DayName], Field(min_length=1, max_length=7)]
+    at: TimeOfDay
+    # Only for keep_ready: when the window closes (past midnight when before ``at``).
+    until: TimeOfDay | None = None
+    count: Annotated[StrictInt, Field(ge=0, le=10_000)] = 0
+    enabled: StrictBool = True
+
+
+class PoolScheduleChange(Body):
+    enabled: StrictBool
+
+
 # --- which endpoint reads which body ------------------------------------------------------------
 # (method, route path) -> the model(s) of its body; the tests hold the routes to it.
 
@@ -274,4 +294,6 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("POST", "/api/v1/admin/vms/bulk/delete-plan"): (BulkDeletePlan,),
     ("POST", "/api/v1/admin/vms/bulk/delete"): (BulkDelete,),
     ("PATCH", "/api/v1/admin/me/vm-table"): (VmTableView,),
+    ("POST", "/api/v1/admin/pools/{pool_id:int}/schedules"): (PoolSchedule,),
+    ("PATCH", "/api/v1/admin/pools/{pool_id:int}/schedules/{schedule_id:int}"): (PoolScheduleChange,),
 }

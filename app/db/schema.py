@@ -335,3 +335,29 @@ user_preferences = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False, server_default=""),
 )
+
+# Per-pool schedules: a keep-ready window, a nightly power-off of free desktops, a nightly reset or
+# populate. ``last_run_at`` is the start time of the last run claimed (exactly once per start, even
+# with several dashboards); ``last_status``/``last_result`` say how it ended.
+pool_schedules = sa.Table(
+    "pool_schedules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "pool_id", sa.Integer, sa.ForeignKey("pools.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("kind", sa.String(16), nullable=False),
+    # Weekday numbers, Monday 0: "0,1,2,3,4".
+    sa.Column("days", sa.String(16), nullable=False),
+    # Local times of day (the dashboard's time zone), "HH:MM"; ``until`` only for a window.
+    sa.Column("at", sa.String(5), nullable=False),
+    sa.Column("until", sa.String(5), nullable=True),
+    sa.Column("count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_by", sa.String(64), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+    sa.Column("last_run_at", sa.DateTime, nullable=True),
+    sa.Column("last_finished_at", sa.DateTime, nullable=True),
+    sa.Column("last_status", sa.String(16), nullable=True),
+    sa.Column("last_result", sa.Text, nullable=True),
+)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -20,11 +21,13 @@ from app.broker.preferences import (
     set_flag,
     set_preference,
 )
+from app.broker.schedule_times import DAY_NAMES
 from app.db.records import PoolRecord
 from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import record_action, render
 from app.views.guards import admin_required
+from app.views.pool_schedules import schedule_context
 
 
 def _id(request: Request) -> int:
@@ -64,6 +67,7 @@ async def _edit_page(
     settings: store.PoolSettings | None,
     status: int = 200,
     error: str = "",
+    schedule_form: dict[str, Any] | None = None,
 ) -> Response:
     db = services_of(request).db
     members = (
@@ -89,8 +93,22 @@ async def _edit_page(
             "member_group_ids": {g.id for g in members.groups},
             "straight_everywhere": await get_flag(db, STRAIGHT_TO_DESKTOP),
             "toast": request.query_params.get("toast", ""),
+            **(await schedule_context(request, pool.id) if pool is not None else {}),
+            "schedule_form": schedule_form or {"errors": {}, "values": {}, "days": list(DAY_NAMES[:5])},
         },
         status_code=status,
+    )
+
+
+async def schedule_form_failed(
+    request: Request, pool_id: int, errors: dict[str, str], form: FormData
+) -> Response:
+    """The pool page again with the schedule form as the admin filled it in, and what is wrong."""
+    pool = await store.get_pool(services_of(request).db, pool_id)
+    values = {key: str(value) for key, value in form.items() if key != "csrf_token"}
+    days = [str(day) for day in form.getlist("days")]
+    return await _edit_page(
+        request, pool, None, 400, schedule_form={"errors": errors, "values": values, "days": days}
     )
 
 

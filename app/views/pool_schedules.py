@@ -1,0 +1,186 @@
+"""Pool schedules: the admin JSON API and the pool page's form (add, turn on or off, delete).
+
+Every change is audited; the runner is woken so that a schedule due now runs at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from app.api.bodies import PoolSchedule, PoolScheduleChange
+from app.api.reader import read_body
+from app.broker import pools as pool_store
+from app.broker.schedule_times import DAY_LABELS, DAY_NAMES
+from app.broker.schedules import KINDS, Schedule, ScheduleError, ScheduleSpec, spec_from_form
+from app.i18n import gettext as _
+from app.services import services_of
+from app.views.forms import record_action
+from app.views.guards import admin_required
+
+PREFIX = "/api/v1/admin/pools/{pool_id:int}/schedules"
+
+
+def _summary(request: Request, schedule: Schedule) -> dict[str, Any]:
+    runner = services_of(request).schedules
+    return schedule.summary(runner.clock.now(), runner.time_zone)
+
+
+def _shown(moment: str | None) -> str:
+    return datetime.fromisoformat(moment).strftime("%a %Y-%m-%d %H:%M") if moment else ""
+
+
+async def schedule_context(request: Request, pool_id: int) -> dict[str, Any]:
+    """What the pool page shows of the pool's schedules (and the form's choices)."""
+    runner = services_of(request).schedules
+    shown = []
+    for schedule in await runner.store.list(pool_id):
+        summary = _summary(request, schedule)
+        last = summary["last_run"]
+        shown.append(
+            {
+                "schedule": summary,
+                "next_text": _shown(summary["next_run"]),
+                "last_text": _shown(last["at"]) if last else "",
+            }
+        )
+    return {
+        "schedules": shown,
+        "schedule_kinds": KINDS,
+        "schedule_days": list(zip(DAY_NAMES, DAY_LABELS, strict=True)),
+        "time_zone": runner.time_zone.key,
+    }
+
+
+def _not_found(what: str) -> JSONResponse:
+    return JSONResponse({"error": "not_found", "message": what}, status_code=404)
+
+
+async def _schedule_of(request: Request) -> Schedule | None:
+    runner = services_of(request).schedules
+    schedule = await runner.store.get(int(request.path_params["schedule_id"]))
+    if schedule is None or schedule.pool_id != int(request.path_params["pool_id"]):
+        return None
+    return schedule
+
+
+async def _create(request: Request, pool_id: int, spec: ScheduleSpec) -> Schedule:
+    services = services_of(request)
+    runner = services.schedules
+    schedule_id = await runner.store.create(
+        pool_id, spec, actor=request.state.user.username, now=runner.clock.now()
+    )
+    schedule = await runner.store.get(schedule_id)
+    assert schedule is not None
+    pool = await pool_store.get_pool(services.db, pool_id)
+    await record_action(
+        request, "pool_schedule_created", target=pool.name if pool else "", schedule=schedule.describe()
+    )
+    runner.wake()
+    return schedule
+
+
+async def _remove(request: Request, schedule: Schedule) -> None:
+    services = services_of(request)
+    await services.schedules.store.delete(schedule.id)
+    pool = await pool_store.get_pool(services.db, schedule.pool_id)
+    await record_action(
+        request, "pool_schedule_deleted", target=pool.name if pool else "", schedule=schedule.describe()
+    )
+
+
+async def _switch(request: Request, schedule: Schedule, enabled: bool) -> None:
+    services = services_of(request)
+    await services.schedules.store.set_enabled(schedule.id, enabled)
+    pool = await pool_store.get_pool(services.db, schedule.pool_id)
+    await record_action(
+        request,
+        "pool_schedule_changed",
+        target=pool.name if pool else "",
+        schedule=schedule.describe(),
+        enabled=enabled,
+    )
+    services.schedules.wake()
+
+
+# -- JSON API ----------------------------------------------------------------------------------
+
+
+@admin_required
+async def api_list(request: Request) -> Response:
+    pool_id = int(request.path_params["pool_id"])
+    if await pool_store.get_pool(services_of(request).db, pool_id) is None:
+        return _not_found(_("There is no such pool."))
+    if request.method == "GET":
+        runner = services_of(request).schedules
+        schedules = [_summary(request, schedule) for schedule in await runner.store.list(pool_id)]
+        return JSONResponse({"schedules": schedules, "time_zone": runner.time_zone.key})
+    body = await read_body(request, PoolSchedule)
+    try:
+        spec = ScheduleSpec.parse(body.model_dump())
+        schedule = await _create(request, pool_id, spec)
+    except ScheduleError as exc:
+        return JSONResponse({"error": "invalid", "message": str(exc), "fields": exc.errors}, status_code=400)
+    return JSONResponse({"schedule": _summary(request, schedule)}, status_code=201)
+
+
+@admin_required
+async def api_one(request: Request) -> Response:
+    # The body is checked first: a bad one is refused the same whether the schedule exists or not.
+    body = await read_body(request, PoolScheduleChange) if request.method == "PATCH" else None
+    schedule = await _schedule_of(request)
+    if schedule is None:
+        return _not_found(_("There is no such schedule."))
+    if request.method == "DELETE":
+        await _remove(request, schedule)
+        return JSONResponse({"deleted": schedule.id})
+    if body is not None:
+        await _switch(request, schedule, body.enabled)
+        schedule = await services_of(request).schedules.store.get(schedule.id) or schedule
+    return JSONResponse({"schedule": _summary(request, schedule)})
+
+
+# -- the pool page's form ------------------------------------------------------------------------
+
+
+@admin_required
+async def form_create(request: Request) -> Response:
+    from app.views.pools import schedule_form_failed  # the pool page renders the form (no import cycle)
+
+    pool_id = int(request.path_params["pool_id"])
+    if await pool_store.get_pool(services_of(request).db, pool_id) is None:
+        return RedirectResponse("/pools", status_code=303)
+    form = await request.form()
+    try:
+        schedule = await _create(request, pool_id, spec_from_form(form.multi_items()))
+    except ScheduleError as exc:
+        return await schedule_form_failed(request, pool_id, exc.errors, form)
+    return RedirectResponse(
+        f"/pools/{pool_id}?toast=Schedule+added:+{schedule.describe().replace(' ', '+')}#schedules",
+        status_code=303,
+    )
+
+
+@admin_required
+async def form_change(request: Request) -> Response:
+    schedule = await _schedule_of(request)
+    pool_id = int(request.path_params["pool_id"])
+    if schedule is not None:
+        action = (await request.form()).get("action", "")
+        if action == "delete":
+            await _remove(request, schedule)
+        elif action in ("enable", "disable"):
+            await _switch(request, schedule, action == "enable")
+    return RedirectResponse(f"/pools/{pool_id}#schedules", status_code=303)
+
+
+routes = [
+    Route(PREFIX, api_list, methods=["GET", "POST"]),
+    Route(PREFIX + "/{schedule_id:int}", api_one, methods=["GET", "PATCH", "DELETE"]),
+    Route("/pools/{pool_id:int}/schedules", form_create, methods=["POST"]),
+    Route("/pools/{pool_id:int}/schedules/{schedule_id:int}", form_change, methods=["POST"]),
+]
