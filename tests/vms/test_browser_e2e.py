@@ -70,19 +70,33 @@ async def until(check: Callable[[], Any], what: str, timeout: float = 90) -> Any
 
 def press(driver: WebDriver, button_id: str) -> None:
     """Click a button of a long form as a person does: scrolled to the middle of the window first
-    (at the window's bottom edge the fixed toast area would take the click)."""
+    (at the window's bottom edge the fixed toast area would take the click), once it stays put."""
     button = driver.find_element(By.ID, button_id)
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
-    try:
-        button.click()
-    except ElementClickInterceptedException:
-        # A short page cannot scroll the button to the middle, and a toast that arrived meanwhile
-        # covers it: close the toasts with their own buttons, as a person would, and click again.
-        for close in driver.find_elements(By.CSS_SELECTOR, "#toasts .toast .btn-close"):
-            with contextlib.suppress(WebDriverException):
-                close.click()
-        WebDriverWait(driver, 10).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#toasts .toast"))
-        button.click()
+    last: list[dict[str, float]] = []
+
+    def settled(_: WebDriver) -> bool:
+        # Notes the form loads after the page (what the hypervisor can run) may still move it.
+        rect = button.rect
+        still = bool(last) and last[-1] == rect
+        last.append(rect)
+        return still
+
+    for attempt in range(3):
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+        last.clear()
+        WebDriverWait(driver, 10, poll_frequency=0.2).until(settled)
+        try:
+            button.click()
+            return
+        except ElementClickInterceptedException:
+            if attempt == 2:
+                raise
+            # A toast that arrived meanwhile covers it: close the toasts with their own buttons,
+            # as a person would, and click again.
+            for close in driver.find_elements(By.CSS_SELECTOR, "#toasts .toast .btn-close"):
+                with contextlib.suppress(WebDriverException):
+                    close.click()
+            WebDriverWait(driver, 10).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#toasts .toast"))
 
 
 def fill(driver: WebDriver, field: str, value: str) -> None:
