@@ -125,6 +125,20 @@ async def thumbnail(request: Request) -> Response:
     return Response(found.png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
 
 
+@admin_required
+async def no_screen(request: Request) -> Response:
+    """The picture a running VM shows while none can be had, its words in the reader's language."""
+    templates = request.app.state.templates
+    response: Response = templates.TemplateResponse(
+        request,
+        "vms/no_screen.svg.html",
+        {},
+        media_type="image/svg+xml",
+        headers={"Vary": "Cookie, Accept-Language"},
+    )
+    return response
+
+
 # -- create forms ------------------------------------------------------------------------------
 
 
@@ -368,4 +382,5 @@ routes = [
     Route("/vms/dhcp.conf", dhcp_download, methods=["GET"]),
     Route("/vms/rows", rows_fragment, methods=["GET"]),
     Route("/vms/{vm_id:int}/thumbnail.png", thumbnail, methods=["GET"]),
+    Route("/vms/no-screen.svg", no_screen, methods=["GET"]),
 ]
