@@ -207,9 +207,16 @@ async def test_kvm_vdi_check_probes_every_hypervisor(
     assert " warn " in loop and "not from this dashboard's CA" in loop
 
     # Missing directories are worth a warning, not a failure.
-    await admin.post(
+    # kvm-vdi check works on the same SQLite file as the running dashboard (its trial domains'
+    # events included): the dashboard may have found the file busy and answer 503 for a moment.
+    async def answers() -> bool:
+        return (await admin.get("/api/v1/admin/hypervisors")).status_code == 200
+
+    await eventually(answers, "the dashboard's database answering again", interval=0.5)
+    added = await admin.post(
         API, json={"name": "sim-nodirs", "transport": "test", "images_dir": str(tmp_path / "nope")}
     )
+    assert added.status_code == 201, added.text
     warned = kvm_vdi("check", env=env)
     assert warned.returncode == 0
     line = next(line for line in warned.stdout.splitlines() if line.startswith("hypervisor sim-nodirs"))

@@ -53,12 +53,22 @@ def small_disk_host(run_dir: RunDir) -> Iterator[LibvirtHost]:
 
 @pytest.fixture(scope="session")
 def copy_source(run_dir: RunDir) -> Path:
-    """A qcow2 disk holding 768 MiB of data (written once per session): a copy of it lasts a few
-    seconds, long enough to be interrupted. Sources hard-link it (the run dir is one filesystem)."""
+    """A qcow2 disk holding 3 GiB of data (written once per session): a copy of it lasts seconds even
+    on a quiet machine (768 MiB took one), long enough to be interrupted. Sources hard-link it (the
+    run dir is one filesystem)."""
     path = run_dir.sub("fault-disks") / "patterned.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "2G"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "4G"], check=True)
     subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 768M", str(path)], check=True, capture_output=True
+        # One qemu-io request is at most 2 GiB: three of 1 GiB.
+        [
+            "qemu-io",
+            "-f",
+            "qcow2",
+            *(arg for start in range(3) for arg in ("-c", f"write -P 0x5a {start}G 1G")),
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
     )
     shutil.chown(path, TEST_USER, "libvirt")
     path.chmod(0o664)

@@ -199,21 +199,22 @@ async def test_the_dashboard_killed_during_a_populate(
     await served.until(
         f"/operations/{copy['operation']['id']}", lambda a: a["operation"]["state"] == "succeeded"
     )
-    vdi = await served.api("POST", f"/vms/{initial['id']}/vdi", prefix="killed-desk", count=4)
+    vdi = await served.api("POST", f"/vms/{initial['id']}/vdi", prefix="killed-desk", count=10)
     await served.until(
         f"/operations/{vdi['operation']['id']}", lambda a: a["operation"]["state"] == "succeeded"
     )
     populate = await served.api("POST", f"/vms/{initial['id']}/populate")
     op_id = populate["operation"]["id"]
-    # The first boots are being set up, paused until all are up.
-    await killed_during(served, op_id, "Set up 1 of")
+    # The first boots are being set up, paused until all are up (ten take long enough to be caught:
+    # the stored progress message changes at most once a second).
+    await killed_during(served, op_id, "Set up ")
 
     await served.start()
     await interrupted(served, op_id)
     rows = await agree_with_libvirt(served, hypervisor_host)
     assert partial_files(hypervisor_host, "killed-") == []
     children = [vm for vm in (await served.api("GET", "/vms"))["vms"] if vm["name"].startswith("killed-desk")]
-    assert len(children) == 4 and all(vm["maintenance"] for vm in children), children
+    assert len(children) == 10 and all(vm["maintenance"] for vm in children), children
     # Free to act on again: nothing holds them, and populating again brings them all up.
     assert all(vm.get("operation") is None for vm in children), children
     again = await served.api("POST", f"/vms/{initial['id']}/populate")
