@@ -33,6 +33,7 @@ from app.broker.schedule_times import (
     parse_days,
     parse_time,
 )
+from app.db.records import ScheduleRecord, fetch_record, fetch_records
 from app.db.schema import pool_schedules
 from app.i18n import N_
 from app.i18n import gettext as _
@@ -169,17 +170,17 @@ class Schedule:
         }
 
 
-def _from_row(row: Any) -> Schedule:
-    days = frozenset(int(day) for day in str(row.days).split(",") if day.isdigit())
-    until = parse_time(str(row.until), "until") if row.until else None
+def _from_row(row: ScheduleRecord) -> Schedule:
+    days = frozenset(int(day) for day in row.days.split(",") if day.isdigit())
+    until = parse_time(row.until, "until") if row.until else None
     return Schedule(
         id=int(row.id),
         pool_id=int(row.pool_id),
         spec=ScheduleSpec(
-            kind=str(row.kind),  # type: ignore[arg-type]
-            when=When(days=days, at=parse_time(str(row.at), "at"), until=until),
-            count=int(row._mapping["count"]),  # ``row.count`` is the row's tuple method
-            enabled=bool(row.enabled),
+            kind=row.kind,  # type: ignore[arg-type]
+            when=When(days=days, at=parse_time(row.at, "at"), until=until),
+            count=row.count,
+            enabled=row.enabled,
         ),
         created_by=str(row.created_by),
         created_at=row.created_at,
@@ -200,10 +201,12 @@ class ScheduleStore:
             query = query.where(pool_schedules.c.pool_id == pool_id)
         if enabled_only:
             query = query.where(pool_schedules.c.enabled.is_(sa.true()))
-        return [_from_row(row) for row in await self.db.fetch_all(query)]
+        return [_from_row(row) for row in await fetch_records(self.db, ScheduleRecord, query)]
 
     async def get(self, schedule_id: int) -> Schedule | None:
-        row = await self.db.fetch_one(pool_schedules.select().where(pool_schedules.c.id == schedule_id))
+        row = await fetch_record(
+            self.db, ScheduleRecord, pool_schedules.select().where(pool_schedules.c.id == schedule_id)
+        )
         return _from_row(row) if row is not None else None
 
     async def create(self, pool_id: int, spec: ScheduleSpec, *, actor: str, now: datetime) -> int:

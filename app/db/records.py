@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.sql import ClauseElement
 
-from app.db.schema import directory_groups, leases, pools, users
+from app.db.schema import directory_groups, leases, pool_schedules, pools, users
 
 
 class Row(Protocol):
@@ -191,3 +191,25 @@ class LeaseRecord(Record):
     expires_at: datetime
     ended_at: datetime | None
     end_reason: str
+
+
+@dataclass(frozen=True)
+class ScheduleRecord(Record):
+    """A pool schedule's row; :mod:`app.broker.schedules` makes it a ``Schedule``."""
+
+    __table__ = pool_schedules
+
+    id: int
+    pool_id: int
+    kind: str
+    days: str
+    at: str
+    until: str | None
+    count: int
+    enabled: bool
+    created_by: str
+    created_at: datetime
+    last_run_at: datetime | None
+    last_finished_at: datetime | None
+    last_status: str | None
+    last_result: str | None

@@ -250,7 +250,10 @@ async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
     errors = [
         entry
         for entry in driver.get_log("browser")
-        if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]
+        if entry["level"] == "SEVERE"
+        and "favicon.ico" not in entry["message"]
+        # Chromium's abort when the host's interfaces change (the other pass making namespaces).
+        and "net::ERR_NETWORK_CHANGED" not in entry["message"]
     ]
     assert not errors, errors
     driver.quit()
