@@ -68,6 +68,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 VENDOR_ASSETS = {
     "/vendor/bootstrap": "bootstrap/dist",
     "/vendor/bootstrap-icons": "bootstrap-icons/font",
+    "/vendor/chart.js": "chart.js/dist",
     "/static/spice_html5/lib": "@spice-project/spice-html5/src",
 }
 

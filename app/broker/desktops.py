@@ -241,7 +241,17 @@ class Broker:
             on_assigned=assigned,
         )
         if not claim.ok:
-            return self._refused(pool, claim)
+            refused = self._refused(pool, claim)
+            # Who was refused, and why: the usage report counts the pools that ran out of desktops.
+            await self.audit.record(
+                "desktop_refused",
+                actor=username,
+                target=pool.name,
+                client_address=client_address,
+                pool_id=pool.id,
+                refusal=refused.refusal,
+            )
+            return refused
         vm = await self._vm(claim.vm_id or 0)
         if not claim.renewed:
             lease = await get_lease(self.db, claim.lease_id or 0)

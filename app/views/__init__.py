@@ -20,6 +20,7 @@ from app.views import (
     portal,
     sessions,
     upcoming,
+    usage,
     users,
     vms,
     vms_api,
@@ -48,4 +49,5 @@ def routes() -> list[BaseRoute]:
         *users.routes,
         *sessions.routes,
         *metrics.routes,
+        *usage.routes,
     ]
