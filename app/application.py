@@ -49,6 +49,7 @@ from app.metrics import Exporter, LoopLagMonitor, Metrics, MetricsListener
 from app.proxy.service import ConsoleService
 from app.proxy.sessions import ConsoleSessions
 from app.proxy.vv import build_vv
+from app.retention import RetentionPurger
 from app.server.limits import BodyLimitMiddleware
 from app.services import Services
 from app.settings import Settings
@@ -202,6 +203,17 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             interval=settings.broker.schedule_interval,
         ),
     )
+    # Audit records past their retention and dead API tokens (once an interval; harmless twice).
+    retention = await _started(
+        stack,
+        RetentionPurger(
+            db=db,
+            clock=clock,
+            audit=audit,
+            retention_days=settings.audit.retention_days,
+            interval=settings.audit.purge_interval,
+        ),
+    )
     exporter = await start_metrics(
         metrics, settings, stack, db=db, hypervisors=hypervisors, sessions=consoles.sessions, hub=hub
     )
@@ -232,6 +244,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
         directory=directory,
         broker=broker,
         schedules=schedules,
+        retention=retention,
         metrics=exporter,
         alerts=alerts,
     )

@@ -26,6 +26,7 @@ from app.hyper.sshkeys import DashboardKey, KnownHostsFile
 from app.live.hub import LiveHub
 from app.metrics.exporter import Exporter
 from app.proxy.service import ConsoleService
+from app.retention import RetentionPurger
 from app.settings import Settings
 from app.vms.service import VmService
 
@@ -55,6 +56,8 @@ class Services:
     broker: Broker
     # The pools' schedules (runs each start once; ``wake()`` to look at them now).
     schedules: ScheduleRunner
+    # Deletes audit records past their retention and dead API tokens (``tick()`` is one pass).
+    retention: RetentionPurger
     # Prometheus metrics: the event counters (exporter.metrics) and the /metrics exposition.
     metrics: Exporter
     # Alerts by e-mail and webhook (rules, rate limit, delivery).

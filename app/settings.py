@@ -268,6 +268,16 @@ class HypervisorSettings(Section):
     facts_interval: float = 60.0
 
 
+class AuditSettings(Section):
+    """How long the audit log keeps its records."""
+
+    # Records older than this many days are deleted (console sessions and refusals in the usage
+    # report with them); 0 keeps them for ever.
+    retention_days: Annotated[int, Field(ge=0)] = 365
+    # Seconds between purges (old audit records, API tokens expired or revoked a day ago).
+    purge_interval: Annotated[float, Field(gt=0)] = 3600.0
+
+
 class LanguageSettings(Section):
     # The language of a browser or client that asks for none of ours ("en", "lt").
     default_language: str = "en"
@@ -306,6 +316,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     i18n: LanguageSettings = Field(default_factory=LanguageSettings)
 
     @classmethod
