@@ -87,7 +87,8 @@ async def inspect_import(ctx: VmContext, hv: Hypervisor, path: str) -> ImportedI
         )
     if info.backing_file:
         await _check_backing(hv, path, info.backing_file, info.backing_format)
-    holder = await _disk_holder(ctx, {path, real})
+    holders = await _disk_holders(ctx, {path, real})
+    holder = holders.get(real) or holders.get(path)
     if holder is not None:
         raise _refuse(_("{path} is already the disk of {holder}").format(path=path, holder=holder))
     return ImportedImage(path=real, format=info.format, size_gib=max(1, math.ceil(info.virtual_size / GIB)))
@@ -122,9 +123,12 @@ async def _check_backing(hv: Hypervisor, path: str, backing: str, backing_format
         )
 
 
-async def _disk_holder(ctx: VmContext, paths: set[str]) -> str | None:
-    row = await ctx.db.fetch_one(sa.select(vms.c.name).where(vms.c.disk_path.in_(sorted(paths))).limit(1))
-    return str(row._mapping["name"]) if row is not None else None
+async def _disk_holders(ctx: VmContext, paths: set[str]) -> dict[str, str]:
+    """The VM (name) whose disk each of ``paths`` already is, for those that are one."""
+    rows = await ctx.db.fetch_all(
+        sa.select(vms.c.name, vms.c.disk_path).where(vms.c.disk_path.in_(sorted(paths)))
+    )
+    return {str(row._mapping["disk_path"]): str(row._mapping["name"]) for row in rows}
 
 
 @dataclass(frozen=True)
@@ -163,10 +167,7 @@ async def image_choices(ctx: VmContext, hv: Hypervisor) -> list[ImageChoice]:
     except HypervisorError as exc:
         raise HypervisorFailure(_("listing the hypervisor's images failed: {exc}").format(exc=exc)) from exc
     listed = [item for item in listed if not item.file.path.endswith(".VARS.fd")]
-    rows = await ctx.db.fetch_all(
-        sa.select(vms.c.name, vms.c.disk_path).where(vms.c.disk_path.in_([item.file.path for item in listed]))
-    )
-    holders = {str(row._mapping["disk_path"]): str(row._mapping["name"]) for row in rows}
+    holders = await _disk_holders(ctx, {item.file.path for item in listed})
     return [
         ImageChoice(
             path=item.file.path,
