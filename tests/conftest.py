@@ -31,6 +31,7 @@ from tests.services.rundir import RunDir, reap_stale_runs
 from tests.services.samba_ad import SambaAD
 from tests.services.slapd import Slapd
 from tests.services.smtp import SmtpServer
+from tests.services.xrdp import XrdpServer
 from tests.services.xvfb import Xvfb
 from tests.webhook_receiver import WEBHOOK_SECRET, WebhookReceiver
 
@@ -213,6 +214,12 @@ def receiver() -> Iterator[WebhookReceiver]:
 def xvfb(run_dir: RunDir) -> Iterator[Xvfb]:
     """A 1280x800 virtual X display; use ``xvfb.env`` for X clients."""
     yield from _running(Xvfb(run_dir))
+
+
+@pytest.fixture(scope="session")
+def xrdp_server(run_dir: RunDir) -> Iterator[XrdpServer]:
+    """A real RDP server (xrdp + Xorg sessions) in its own network namespace: ``.host``, ``.username``."""
+    yield from _running(XrdpServer(run_dir))
 
 
 @pytest.fixture(scope="session")

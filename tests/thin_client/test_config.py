@@ -49,6 +49,12 @@ def test_only_the_dashboard_url_is_required_and_defaults_are_safe() -> None:
     assert config.booting.max_attempts > 0 and config.booting.max_wait > 0
 
 
+def test_pinned_rdp_certificates_are_read_as_xfreerdp_compares_them() -> None:
+    config = parse(f'[dashboard]\nurl = "https://x"\n[viewer]\nrdp_certificates = ["{"AB" * 32}"]\n')
+    assert config.viewer.rdp_certificates == (":".join(["ab"] * 32),)
+    assert parse('[dashboard]\nurl = "https://x"\n').viewer.rdp_certificates == ()
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -71,6 +77,10 @@ def test_only_the_dashboard_url_is_required_and_defaults_are_safe() -> None:
         ('[dashboard]\nurl = "https://x"\n[viewer]\nkiosk = 1\n', "viewer.kiosk: expected true or false"),
         ('[dashboard]\nurl = "https://x"\n[viewer]\nrdp_args = ["/p:secret"]\n', "viewer.rdp_args: must not"),
         ('[dashboard]\nurl = "https://x"\n[viewer]\nrdp_args = "/f"\n', "viewer.rdp_args: expected a list"),
+        (
+            '[dashboard]\nurl = "https://x"\n[viewer]\nrdp_certificates = ["ab:cd"]\n',
+            "viewer.rdp_certificates: expected a SHA-256 fingerprint",
+        ),
         (
             '[dashboard]\nurl = "https://x"\n[viewer.hotkeys]\nself-destruct = "f1"\n',
             "viewer.hotkeys.self-destruct: unknown action",

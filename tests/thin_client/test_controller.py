@@ -179,7 +179,9 @@ def test_a_full_pool_fails_over_to_rdp_with_the_password_on_stdin_only(
     drive(controller, lambda: rdp.started, "RDP viewer started")
     assert controller.machine.phase is Phase.FAILOVER
     record = rdp.record()
-    assert record["argv"][1:] == ["/f", "/v:rdp.example.org", "/d:EXAMPLE", "/u:alice", "/from-stdin:force"]
+    assert record["argv"][1:] == [
+        "/f", "/v:rdp.example.org", "/d:EXAMPLE", "/u:alice", "/from-stdin:force", "/cert:deny"
+    ]  # fmt: skip
     assert record["stdin"] == "alice-pw\n"
     rdp.close()
     drive(controller, lambda: controller.machine.phase is Phase.LOGGED_OUT, "back to the login screen")

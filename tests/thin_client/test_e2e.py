@@ -67,12 +67,13 @@ async def log_in(ui: Ui, username: str, password: str) -> None:
     await ui.until_async(lambda: bool(ui.window.pool_tree.get_children()), "pool list shown")
 
 
-async def test_a_full_pool_with_rdp_failover_starts_xfreerdp_with_the_password_on_stdin_only(
+async def test_a_full_pool_with_rdp_failover_starts_a_stand_in_xfreerdp_with_the_password_on_stdin_only(
     dashboard: RunningDashboard, launcher: LauncherFactory, tmp_path: Path
 ) -> None:
     """No free desktop in the pool: the dashboard answers 409 with its RDP failover, and the
-    launcher starts the RDP viewer (a stand-in that records argv and stdin, as no RDP server
-    runs here). The password reaches it on stdin and is in no process's command line."""
+    launcher starts the RDP viewer (here a stand-in that records argv and stdin byte for byte;
+    test_rdp_failover.py runs the real xfreerdp against a real RDP server). The password
+    reaches it on stdin and is in no process's command line."""
     db = dashboard.services.db
     await add_hypervisor(db)
     erin = await add_client(db, "erin")
@@ -96,7 +97,9 @@ async def test_a_full_pool_with_rdp_failover_starts_xfreerdp_with_the_password_o
     assert watch.hits == []
 
     record = rdp.record()
-    assert record["argv"][1:] == ["/f", "/v:rdp.example.org", "/d:EXAMPLE", "/u:erin", "/from-stdin:force"]
+    assert record["argv"][1:] == [
+        "/f", "/v:rdp.example.org", "/d:EXAMPLE", "/u:erin", "/from-stdin:force", "/cert:deny"
+    ]  # fmt: skip
     assert not any(CLIENT_PASSWORD in arg for arg in record["argv"])
     assert record["stdin"] == CLIENT_PASSWORD + "\n"
 
@@ -114,9 +117,11 @@ async def full_pool_with_failover(dashboard: RunningDashboard, username: str, **
     return pool_id
 
 
-async def test_a_full_pool_with_horizon_failover_starts_vmware_view_without_the_password(
+async def test_a_full_pool_with_horizon_failover_starts_a_stand_in_vmware_view_without_the_password(
     dashboard: RunningDashboard, launcher: LauncherFactory, tmp_path: Path
 ) -> None:
+    """VMware's Horizon client cannot run here (it is not free software and has no Debian
+    package): a stand-in ``vmware-view`` records what the launcher gives it. No password."""
     await full_pool_with_failover(
         dashboard,
         "gina",
@@ -244,7 +249,13 @@ async def test_a_kiosk_started_by_its_session_script_logs_in_fails_over_and_reco
         with CmdlineWatch(CLIENT_PASSWORD) as watch:
             await wait_for(lambda: rdp.runs() >= 1, "first RDP viewer started")
             first = rdp.record(1)
-            assert first["argv"][1:] == ["/f", "/v:rdp.example.org", "/u:kiosk1", "/from-stdin:force"]
+            assert first["argv"][1:] == [
+                "/f",
+                "/v:rdp.example.org",
+                "/u:kiosk1",
+                "/from-stdin:force",
+                "/cert:deny",
+            ]
             assert first["stdin"] == CLIENT_PASSWORD + "\n"
             rdp.close(1)
             await wait_for(lambda: rdp.runs() >= 2, "RDP viewer started again after it was closed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from kvm_vdi_client.config import BootingConfig, KioskConfig
 from kvm_vdi_client.events import (
     BootRetryDue,
@@ -255,6 +256,45 @@ def test_failover_to_rdp_starts_the_rdp_viewer_with_the_login_credentials() -> N
     assert "rdp.example" in machine.status
 
     assert machine.handle(ViewerExited(0)) == [CallLogout()]
+    assert machine.phase is Phase.LOGGED_OUT
+
+
+def test_an_rdp_viewer_that_could_not_connect_says_why_and_retry_starts_it_again() -> None:
+    machine = logged_in()
+    machine.handle(PoolChosen(2))
+    failover = RdpFailover("rdp.example:3390")
+    machine.handle(DesktopAnswered(FailoverOffered(failover)))
+    assert machine.handle(ViewerExited(143)) == []  # xfreerdp: TLS connection failed
+    assert machine.phase is Phase.ERROR and machine.can_retry
+    assert machine.error == (
+        "The RDP viewer closed: the certificate of rdp.example:3390 is not trusted "
+        "(pin its SHA-256 fingerprint in viewer.rdp_certificates)."
+    )
+    assert machine.handle(RetryRequested()) == [StartFailoverViewer(failover, "alice", "alice-pw")]
+    assert machine.phase is Phase.FAILOVER
+    machine.handle(ViewerExited(131))
+    assert machine.error == "The RDP viewer closed: it could not connect to rdp.example:3390."
+    machine.handle(RetryRequested())
+    machine.handle(ViewerExited(250))
+    assert machine.error == "The RDP viewer closed: it stopped with status 250."
+    assert machine.handle(Dismissed()) == [CallLogout()]
+    assert machine.phase is Phase.LOGGED_OUT and machine.notice == "Your session has ended."
+
+
+@pytest.mark.parametrize("returncode", [0, 1, 2, 11, -15])
+def test_an_rdp_session_that_ran_and_ended_ends_the_launcher_session(returncode: int) -> None:
+    machine = logged_in()
+    machine.handle(PoolChosen(2))
+    machine.handle(DesktopAnswered(FailoverOffered(RdpFailover("rdp.example"))))
+    assert machine.handle(ViewerExited(returncode)) == [CallLogout()]
+    assert machine.phase is Phase.LOGGED_OUT and machine.notice == "Your session has ended."
+
+
+def test_the_horizon_clients_exit_status_is_not_read_as_xfreerdps() -> None:
+    machine = logged_in()
+    machine.handle(PoolChosen(2))
+    machine.handle(DesktopAnswered(FailoverOffered(HorizonFailover("https://horizon.example", "Lab"))))
+    assert machine.handle(ViewerExited(143)) == [CallLogout()]
     assert machine.phase is Phase.LOGGED_OUT
 
 

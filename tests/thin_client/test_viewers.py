@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from kvm_vdi_client.config import ViewerConfig
 from kvm_vdi_client.model import HorizonFailover, RdpFailover, SpiceConnection
+from kvm_vdi_client.rdp import normalise_fingerprint
 from kvm_vdi_client.viewers import (
     ViewerNotInstalled,
     horizon_launch,
@@ -128,6 +129,42 @@ def test_xfreerdp_gets_server_domain_and_user_in_argv_and_the_password_on_stdin(
     assert not any("al1ce-pw" in arg for arg in launch.argv)
 
 
+def test_xfreerdp_never_asks_about_a_certificate_and_accepts_the_pinned_ones() -> None:
+    pins = (normalise_fingerprint("AB" * 32), normalise_fingerprint("sha256:" + "0f" * 32))
+    launch = rdp_launch(ViewerConfig(rdp_certificates=pins), RdpFailover("rdp.example.org:3390"), "a", "pw")
+    assert launch.argv[-2:] == (
+        "/from-stdin:force",
+        "/cert:deny,fingerprint:sha256:"
+        + ":".join(["ab"] * 32)
+        + ",fingerprint:sha256:"
+        + ":".join(["0f"] * 32),
+    )
+    assert launch.argv[2] == "/v:rdp.example.org:3390"
+    # A /cert option of the configuration's own replaces the launcher's.
+    own = rdp_launch(
+        ViewerConfig(rdp_args=("/cert:ignore",), rdp_certificates=pins), RdpFailover("h"), "a", "p"
+    )
+    assert [arg for arg in own.argv if arg.startswith("/cert")] == ["/cert:ignore"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("AB" * 32, ":".join(["ab"] * 32)),
+        (":".join(["AB"] * 32), ":".join(["ab"] * 32)),
+        ("sha256:" + "01" * 32, ":".join(["01"] * 32)),
+    ],
+)
+def test_certificate_fingerprints_are_normalised_as_xfreerdp_compares_them(text: str, expected: str) -> None:
+    assert normalise_fingerprint(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "ab" * 31, "ab" * 33, "zz" * 32, "sha1:" + "ab" * 20, "ab:" * 31 + "a"])
+def test_a_malformed_fingerprint_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="SHA-256 fingerprint"):
+        normalise_fingerprint(text)
+
+
 def test_vmware_view_gets_server_and_desktop_and_no_password() -> None:
     launch = horizon_launch(
         ViewerConfig(kiosk=True), HorizonFailover("https://horizon.example", "Lab"), "alice"
@@ -167,5 +204,5 @@ def test_a_started_viewer_receives_the_secret_on_stdin_and_only_there(tmp_path: 
     process = start_viewer(launch, env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert process.wait() == 0
     seen = json.loads(record.read_text())
-    assert seen["argv"][1:] == ["/f", "/v:rdp.example.org", "/u:alice", "/from-stdin:force"]
+    assert seen["argv"][1:] == ["/f", "/v:rdp.example.org", "/u:alice", "/from-stdin:force", "/cert:deny"]
     assert seen["stdin"] == "al1ce-pw\n"

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kvm_vdi_client.i18n import N_, available_languages
+from kvm_vdi_client.rdp import normalise_fingerprint
 
 DEFAULT_CONFIG_PATH = Path("/etc/kvm-vdi-client/config.toml")
 
@@ -85,6 +86,8 @@ class ViewerConfig:
     spice_command: str = "remote-viewer"
     rdp_command: str = "xfreerdp"
     rdp_args: tuple[str, ...] = ()
+    # SHA-256 fingerprints of RDP servers' certificates to accept (normalised: "ab:cd:…").
+    rdp_certificates: tuple[str, ...] = ()
     horizon_command: str = "vmware-view"
 
 
@@ -274,6 +277,16 @@ def _hotkeys(section: _Section) -> Mapping[str, str] | None:
     return hotkeys
 
 
+def _fingerprints(section: _Section, name: str) -> tuple[str, ...]:
+    fingerprints = []
+    for item in section.string_list(name):
+        try:
+            fingerprints.append(normalise_fingerprint(item))
+        except ValueError as error:
+            raise ConfigError(f"{section.key(name)}: {error}") from None
+    return tuple(fingerprints)
+
+
 def _viewer(section: _Section) -> ViewerConfig:
     defaults = ViewerConfig()
     hotkeys = _hotkeys(section)
@@ -285,6 +298,7 @@ def _viewer(section: _Section) -> ViewerConfig:
         spice_command=section.string("spice_command", defaults.spice_command) or defaults.spice_command,
         rdp_command=section.string("rdp_command", defaults.rdp_command) or defaults.rdp_command,
         rdp_args=section.string_list("rdp_args"),
+        rdp_certificates=_fingerprints(section, "rdp_certificates"),
         horizon_command=section.string("horizon_command", defaults.horizon_command)
         or defaults.horizon_command,
     )

@@ -72,6 +72,7 @@ from kvm_vdi_client.model import (
     RdpFailover,
     User,
 )
+from kvm_vdi_client.rdp import exit_reason
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,8 @@ class SessionMachine:
             case ViewerFailed(message=message) if self.phase is Phase.VIEWING:
                 self._pending_error = message
                 return self._release()
-            case ViewerExited() if self.phase is Phase.FAILOVER:
-                return self._finish_session(notice=_("Your session has ended."))
+            case ViewerExited(returncode=returncode) if self.phase is Phase.FAILOVER:
+                return self._failover_ended(returncode)
             case ViewerFailed(message=message) if self.phase is Phase.FAILOVER:
                 self._error(message, retry=None, dismiss_ends_session=False)
                 return []
@@ -371,6 +372,23 @@ class SessionMachine:
         self._to(Phase.FAILOVER, notice=reason, status=_("Connecting to {target}…").format(target=target))
         return [StartFailoverViewer(failover, credentials.username, credentials.password)]
 
+    def _failover_ended(self, returncode: int) -> list[Effect]:
+        failover = self.failover
+        reason = exit_reason(returncode) if isinstance(failover, RdpFailover) else None
+        if reason is None or failover is None or self._credentials is None:
+            return self._finish_session(notice=_("Your session has ended."))
+        assert isinstance(failover, RdpFailover)
+        credentials = self._credentials
+        self._error(
+            _("The RDP viewer closed: {reason}.").format(
+                reason=_(reason).format(host=failover.host, status=returncode)
+            ),
+            retry=StartFailoverViewer(failover, credentials.username, credentials.password),
+            retry_phase=Phase.FAILOVER,
+            dismiss_ends_session=True,
+        )
+        return []
+
     def _viewing(self, lease_id: str) -> bool:
         return self.phase is Phase.VIEWING and self._is_lease(lease_id)
 
@@ -442,6 +460,8 @@ class SessionMachine:
             return self._dismiss()
         if isinstance(retry, RequestDesktop):
             return self._request(retry.pool_id)
+        if isinstance(retry, StartFailoverViewer):
+            return self._start_failover(retry.failover, None)
         status = {
             Phase.LOGGING_IN: _("Logging in…"),
             Phase.RELEASING: _("Ending the session…"),

@@ -2,7 +2,8 @@
 
 Secrets go to the viewer on stdin, never in argv (argv is world-readable in
 /proc): remote-viewer reads the whole ``.vv`` from stdin (``-``), xfreerdp reads
-the password with ``/from-stdin:force``. vmware-view gets no password at all and
+the password with ``/from-stdin:force`` and asks nothing else there (``/cert:deny``,
+see :mod:`kvm_vdi_client.rdp`). vmware-view gets no password at all and
 asks for it in its own window.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 from kvm_vdi_client.config import ViewerConfig
 from kvm_vdi_client.model import HorizonFailover, RdpFailover, SpiceConnection
+from kvm_vdi_client.rdp import certificate_argument
 from kvm_vdi_client.vv import build_vv
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,11 @@ def rdp_launch(config: ViewerConfig, failover: RdpFailover, username: str, passw
     argv = [config.rdp_command, "/f", f"/v:{failover.host}"]
     if failover.domain:
         argv.append(f"/d:{failover.domain}")
-    argv += [f"/u:{username}", "/from-stdin:force", *config.rdp_args]
+    argv += [f"/u:{username}", "/from-stdin:force"]
+    if not any(arg.lower().startswith(("/cert", "-cert", "+cert")) for arg in config.rdp_args):
+        # Never a certificate question on stdin (it carries the password and then ends).
+        argv.append(certificate_argument(config.rdp_certificates))
+    argv += config.rdp_args
     return ViewerLaunch(
         label="RDP viewer (xfreerdp)",
         package="freerdp2-x11",
