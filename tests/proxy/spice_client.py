@@ -152,6 +152,8 @@ class WebSocketStream:
 class LinkResult:
     result: int
     first_message: int | None = None
+    # The size of the first message's body, left unread in the stream.
+    first_size: int = 0
 
     @property
     def ok(self) -> bool:
@@ -190,5 +192,5 @@ def spice_link(stream: ByteStream, password: str) -> LinkResult:
     if result != LINK_OK:
         return LinkResult(int(result))
     # Mini header: u16 type, u32 size.
-    message_type, _size = struct.unpack("<HI", stream.recv_exact(6))
-    return LinkResult(int(result), int(message_type))
+    message_type, size = struct.unpack("<HI", stream.recv_exact(6))
+    return LinkResult(int(result), int(message_type), int(size))
