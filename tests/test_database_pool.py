@@ -9,16 +9,18 @@ happens in a task of its own, as in a request.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from app import db as database
-from app.db import AppDatabase
+from app.db import AppDatabase, async_url
 from app.db.health import DatabaseUnavailable
 from tests.services.mariadb import MariaDB
 from tests.vms.test_database_outage import sqlite_write_lock
+from tests.waiting import eventually
 
 TIMEOUT = 1.0
 POOL_SIZE = 2
@@ -92,3 +94,57 @@ async def test_closing_the_pool_ends_while_a_connection_is_still_in_use(database
     finally:
         stuck.cancel()
         await asyncio.gather(stuck, return_exceptions=True)
+
+
+def _write_from_another_process(path: Path, *, timeout: float) -> None:
+    """What ``kvm-vdi check`` or a migration does beside a running dashboard: take the write lock."""
+    connection = sqlite3.connect(path, isolation_level=None, timeout=timeout)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT INTO notes VALUES ('other')")
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+async def test_a_call_that_outlives_its_time_limit_leaves_no_write_lock_behind(tmp_path: Path) -> None:
+    """SQLite runs each call in its connection's thread, which goes on after its caller gave up:
+    a BEGIN that gets the write lock only after its caller timed out must not keep it."""
+    path = tmp_path / "late.sqlite3"
+    url = f"sqlite:///{path}"
+    # SQLite waits for the lock longer than the caller does, so the BEGIN outlives its time limit.
+    db = AppDatabase(async_url(url), call_timeout=TIMEOUT, busy_timeout=GENEROUS)
+    db.health.probe_interval = 0.05
+    await db.connect()
+    try:
+        await db.execute(sa.text("CREATE TABLE notes (body VARCHAR(20))"))
+
+        async def late_write() -> None:
+            async with db.transaction():
+                await db.execute(sa.text("INSERT INTO notes VALUES ('lost')"))
+
+        # A request reading meanwhile, on a connection of its own, gives it back last: the next
+        # call gets that one, and the connection whose BEGIN is still running stays idle beneath.
+        async with db.connection() as reading:
+            await reading.fetch_val(sa.text("SELECT 1"))
+            with sqlite_write_lock(url), pytest.raises(DatabaseUnavailable):
+                await asyncio.create_task(late_write())
+        # The lock's holder is gone: the BEGIN left running gets the lock, and must give it up.
+        async with db.health.watching(db.probe):
+            await eventually(lambda: db.health.available, "the database available again", timeout=GENEROUS)
+            async with db.transaction():
+                await db.execute(sa.text("INSERT INTO notes VALUES ('kept')"))
+        await asyncio.to_thread(_write_from_another_process, path, timeout=GENEROUS / 3)
+        rows = await asyncio.to_thread(_rows, path)
+        assert rows == ["kept", "other"]
+    finally:
+        async with asyncio.timeout(GENEROUS):
+            await db.disconnect()
+
+
+def _rows(path: Path) -> list[str]:
+    connection = sqlite3.connect(path)
+    try:
+        return sorted(row[0] for row in connection.execute("SELECT body FROM notes"))
+    finally:
+        connection.close()

@@ -69,7 +69,12 @@ class GuardedBackend(_Wrapper):
 
 class GuardedConnection(_Wrapper):
     def _discard(self) -> None:
-        """Close the driver's connection: a half-read answer must not reach the next query."""
+        """Close the driver's connection: a half-read answer must not reach the next query, nor a
+        call still running in SQLite's connection thread (the backend closes that one at release)."""
+        discard = getattr(self._inner, "discard", None)
+        if discard is not None:
+            discard()
+            return
         raw = getattr(self._inner, "_connection", None)
         close = getattr(raw, "close", None)
         if raw is not None and close is not None and not asyncio.iscoroutinefunction(close):
@@ -83,10 +88,17 @@ class GuardedConnection(_Wrapper):
         if self._health.refuses():
             raise DatabaseUnavailable(f"the database is unavailable ({self._health.reason})")
 
-    async def guard(self, call: Awaitable[T]) -> T:
+    async def guard(self, call: Awaitable[T], *, releasing: bool = False) -> T:
         try:
             async with asyncio.timeout(self._timeout):
                 return await call
+        except asyncio.CancelledError:
+            # The caller went away mid-call (its request was cancelled): the call may go on. Not
+            # while releasing: the pool may hold the connection again already, and must not get
+            # it back closed.
+            if not releasing:
+                self._discard()
+            raise
         except TimeoutError:
             self._discard()
             unavailable = DatabaseUnavailable(f"the database did not answer within {self._timeout:g} s")
@@ -106,7 +118,7 @@ class GuardedConnection(_Wrapper):
         await self.guard(self._inner.acquire())
 
     async def release(self) -> None:
-        await self.guard(self._inner.release())
+        await self.guard(self._inner.release(), releasing=True)
 
     async def fetch_all(self, query: Any) -> Any:
         self.refuse_while_down()

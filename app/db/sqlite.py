@@ -42,6 +42,8 @@ class ConnectionPool:
         self._busy_timeout = busy_timeout
         self._idle: list[aiosqlite.Connection] = []
         self._slots = asyncio.Semaphore(size)
+        # Discarded connections whose thread has yet to close them (see ``release``).
+        self._closing: set[asyncio.Future[Any]] = set()
 
     async def _open(self) -> aiosqlite.Connection:
         connection = aiosqlite.connect(self._database, isolation_level=None, timeout=self._busy_timeout)
@@ -59,7 +61,18 @@ class ConnectionPool:
             self._slots.release()
             raise
 
-    async def release(self, connection: aiosqlite.Connection) -> None:
+    async def release(self, connection: aiosqlite.Connection, *, reusable: bool = True) -> None:
+        """Back to the pool, or closed if not ``reusable``: its thread may still be running a call
+        that its caller gave up on (a BEGIN that gets the write lock after its caller timed out would
+        keep the lock, idle in the pool, until the connection's next use). The close is queued behind
+        that call, without waiting for it, and rolls back whatever it left open."""
+        if not reusable:
+            closed = connection.stop()
+            if closed is not None:
+                self._closing.add(closed)
+                closed.add_done_callback(self._closing.discard)
+            self._slots.release()
+            return
         try:
             if connection.in_transaction:
                 # Left inside a transaction (a cancelled request): never hand that on.
@@ -75,6 +88,7 @@ class ConnectionPool:
         idle, self._idle = self._idle, []
         for connection in idle:
             await connection.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 class SQLiteBackend(base.SQLiteBackend):
@@ -101,6 +115,7 @@ class SerializedConnection(base.SQLiteConnection):
         super().__init__(backend._pool, backend._dialect)
         self._backend = backend
         self._writing = False
+        self._discarded = False
 
     async def acquire(self) -> None:
         assert self._connection is None, "Connection is already acquired"
@@ -109,10 +124,16 @@ class SerializedConnection(base.SQLiteConnection):
     async def release(self) -> None:
         assert self._connection is not None, "Connection is not acquired"
         connection, self._connection = self._connection, None
+        reusable, self._discarded = not self._discarded, False
         try:
-            await self._backend.pool.release(connection)
+            await self._backend.pool.release(connection, reusable=reusable)
         finally:
             self.stop_writing(force=True)
+
+    def discard(self) -> None:
+        """A call on this connection was given up (timed out or cancelled) while its thread may still
+        run it: the connection is closed at its release instead of going back to the pool."""
+        self._discarded = self._connection is not None
 
     async def start_writing(self) -> None:
         if not self._writing:

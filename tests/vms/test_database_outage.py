@@ -69,8 +69,14 @@ async def outage(backend: str, request: pytest.FixtureRequest, url: str) -> Asyn
         finally:
             await asyncio.to_thread(server.start_server)
     else:
-        with sqlite_write_lock(url):
+        # Taken and given back off the event loop: the dashboard under test shares it, and one of
+        # its transactions may hold the lock the holder waits for.
+        lock = sqlite_write_lock(url)
+        await asyncio.to_thread(lock.__enter__)
+        try:
             yield
+        finally:
+            await asyncio.to_thread(lock.__exit__, None, None, None)
 
 
 async def next_service_state(socket: websockets.ClientConnection, wanted: str) -> dict[str, Any]:
