@@ -35,12 +35,11 @@ from tests.services.xrdp import XrdpServer
 from tests.services.xvfb import Xvfb
 from tests.webhook_receiver import WEBHOOK_SECRET, WebhookReceiver
 
-pytest_plugins = ["tests.dashboard"]
-
 DATABASES = ("sqlite", "mariadb")
 
-# A real dashboard under uvicorn: fixtures ``dashboard`` and ``dashboard_factory``.
-pytest_plugins = ["tests.dashboard"]
+# A real dashboard under uvicorn: fixtures ``dashboard`` and ``dashboard_factory``; a test near its
+# time limit prints where every thread and task waits; pytester runs pytest on made-up tests.
+pytest_plugins = ["tests.dashboard", "tests.hang_report", "pytester"]
 
 
 class _Service(Protocol):
