@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-system setup-python setup-assets run test test-sqlite test-mariadb bench lint clean catalogues
+.PHONY: setup setup-system setup-python setup-assets run test test-sqlite test-mariadb bench soak lint clean catalogues
 
 setup: setup-system setup-python setup-assets
 
@@ -25,6 +25,10 @@ test: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Ten minutes of consoles, live pages and desktop churn on MariaDB (bench/soak.py); not in `make bench`.
+soak: setup
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check app tests bench thin_client
