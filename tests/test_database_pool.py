@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,46 @@ def _rows(path: Path) -> list[str]:
         return sorted(row[0] for row in connection.execute("SELECT body FROM notes"))
     finally:
         connection.close()
+
+
+async def test_a_release_outlasting_the_timeout_leaves_no_closed_connection_in_the_pool(
+    mariadb: MariaDB,
+) -> None:
+    """On a starved machine the loop stalls past a release's deadline while an acquirer holds the
+    pool's lock (it connects to a server that does not answer): the connection given back must stay
+    usable, or every later acquire fails and the dashboard never recovers."""
+    mariadb.reset()
+    timeout = 2.0
+    db = database.connect_database(mariadb.url, timeout=timeout, pool_size=POOL_SIZE)
+    db.health.probe_interval = 0.05
+    await db.connect()
+    pool = db._backend._inner._pool  # aiomysql's pool: where the lock and the free connections are
+    holding, give_back = asyncio.Event(), asyncio.Event()
+
+    async def request() -> None:
+        async with db.connection() as connection:
+            await connection.fetch_val(sa.text("SELECT 1"))
+            holding.set()
+            await give_back.wait()
+
+    try:
+        held = asyncio.create_task(request())
+        await eventually(holding.is_set, "a request holding the pool's only connection")
+        with mariadb.frozen():
+            # Another request needs a connection: the pool opens one, holding its lock meanwhile.
+            waiting = asyncio.create_task(db.fetch_val(sa.text("SELECT 1")))
+            await eventually(pool._cond.locked, "an acquirer connecting under the pool's lock")
+            give_back.set()
+            await eventually(lambda: len(pool._free) == 1, "the connection back among the free ones")
+            # The loop stalls past both deadlines (a machine at load 40 did this in the soak).
+            time.sleep(timeout * 1.5)  # the stall is the fault injected
+            outcomes = await asyncio.gather(held, waiting, return_exceptions=True)
+        assert outcomes[0] is None, "the release itself succeeded"
+        assert isinstance(outcomes[1], DatabaseUnavailable), outcomes[1]
+        async with db.health.watching(db.probe):
+            await eventually(lambda: db.health.available, "the database answering the probe again")
+            for _ in range(POOL_SIZE + 1):
+                assert await db.fetch_val(sa.text("SELECT 1")) == 1
+    finally:
+        async with asyncio.timeout(GENEROUS):
+            await db.disconnect()

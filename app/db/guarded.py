@@ -118,7 +118,20 @@ class GuardedConnection(_Wrapper):
         await self.guard(self._inner.acquire())
 
     async def release(self) -> None:
-        await self.guard(self._inner.release(), releasing=True)
+        """Give the connection back. A slow release is left to finish, never discarded: aiomysql takes
+        the connection back at once and only then waits for its pool's lock to wake a waiting
+        acquirer, so closing it here would leave a closed connection among the pool's free ones,
+        where every later acquire fails. (An acquirer holds that lock while it connects; on a
+        starved machine the loop can stall past both deadlines.)"""
+        giving_back = asyncio.ensure_future(self._inner.release())
+        done, _pending = await asyncio.wait({giving_back}, timeout=self._timeout)
+        if not done:
+            log.warning(
+                "giving a database connection back took over %g s; it goes on in the background",
+                self._timeout,
+            )
+            return
+        await self.guard(giving_back, releasing=True)  # its outcome, told apart like every call's
 
     async def fetch_all(self, query: Any) -> Any:
         self.refuse_while_down()

@@ -9,12 +9,16 @@ test that needs an empty schema (grants are kept: they are stored per database n
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -126,6 +130,16 @@ class MariaDB:
         """The server back after :meth:`stop_server`, on the same port with the same data."""
         if self._proc is None:
             self._spawn()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server hangs for the block (SIGSTOP): connections open, nothing answers."""
+        assert self._proc is not None, "the server is not running"
+        os.kill(self._proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self._proc.pid, signal.SIGCONT)
 
     @property
     def running(self) -> bool:
