@@ -198,15 +198,19 @@ class Load:
         threading.Thread(target=read_stdin, daemon=True).start()
         gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
-        async def gated(vm_id: int, secret: str) -> ClientConnection:
+        async def gated(vm_id: int, secret: str) -> ClientConnection | None:
             async with gate:
-                return await self.open_console(vm_id, secret)
+                try:
+                    return await self.open_console(vm_id, secret)
+                except Exception as exc:
+                    self.tally.error("console_open", repr(exc))
+                    return None
 
         opening = []
         while (line := await lines.get()) != "opened":
             _console, vm_id, secret = line.split()
             opening.append(asyncio.ensure_future(gated(int(vm_id), secret)))
-        consoles = await asyncio.gather(*opening)
+        consoles = [socket for socket in await asyncio.gather(*opening) if socket is not None]
         admin = BrowserLikeClient(self.base)
         response = await admin.login("admin", ADMIN_PASSWORD)
         if response.status_code != 303:
