@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-system setup-python setup-assets run test test-sqlite test-mariadb bench soak lint clean catalogues
+.PHONY: setup setup-system setup-python setup-assets run test test-fast test-sqlite test-mariadb bench soak lint clean catalogues
 
 setup: setup-system setup-python setup-assets
 
@@ -22,6 +22,10 @@ run: setup
 
 test: setup
 	scripts/run-tests.sh
+
+# The tests that need no root, no real service and no dashboard (tests/tiers.py), in about a minute.
+test-fast:
+	KVMVDI_TEST_TIER=fast $(PY) -m pytest -q
 
 bench: setup
 	$(PY) -m bench

@@ -38,8 +38,9 @@ from tests.webhook_receiver import WEBHOOK_SECRET, WebhookReceiver
 DATABASES = ("sqlite", "mariadb")
 
 # A real dashboard under uvicorn: fixtures ``dashboard`` and ``dashboard_factory``; a test near its
-# time limit prints where every thread and task waits; pytester runs pytest on made-up tests.
-pytest_plugins = ["tests.dashboard", "tests.hang_report", "pytester"]
+# time limit prints where every thread and task waits; pytester runs pytest on made-up tests; the
+# fast tier.
+pytest_plugins = ["tests.dashboard", "tests.hang_report", "pytester", "tests.tiers"]
 
 
 class _Service(Protocol):

@@ -26,6 +26,7 @@ from app.services import Services
 from app.settings import Settings
 from tests.clock import MovableClock
 from tests.services.ports import allocate_port, release_port
+from tests.tiers import refuse_service
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "admin-test-password-1"
@@ -144,6 +145,7 @@ async def start_dashboard(
     settings: Settings, *, admin_password: str | None = ADMIN_PASSWORD
 ) -> RunningDashboard:
     """Start uvicorn with a fresh app; with ``admin_password``, an admin exists beforehand."""
+    refuse_service("a dashboard")
     url = settings.database_url.get_secret_value()
     await asyncio.to_thread(database.upgrade, url)
     if admin_password is not None:

@@ -104,6 +104,7 @@ def test_check_passes_on_a_migrated_database_without_hypervisors(env: dict[str, 
     assert result.stdout.rstrip().endswith("all checks passed")
 
 
+@pytest.mark.slow  # a kvm-vdi subprocess waiting out the database timeout
 def test_check_reports_an_unreachable_database_without_its_password(tmp_path: Path) -> None:
     url = "mysql://vdi:not-to-be-shown@127.0.0.1:9/vdi"
     result = kvm_vdi("check", env=cli_env(url, tmp_path / "var"))

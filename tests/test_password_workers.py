@@ -55,6 +55,7 @@ async def test_an_unknown_user_costs_a_check_too(workers: PasswordWorkers) -> No
     assert not await workers.verify(STORED, "")
 
 
+@pytest.mark.slow  # starts a pool of worker processes
 async def test_worker_processes_check_and_hash_as_well() -> None:
     pool = PasswordWorkers(workers=1, queue=4, kind="process", nice=5)
     await pool.start()

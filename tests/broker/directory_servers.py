@@ -33,6 +33,7 @@ from pyasn1.codec.ber import encoder as ber_encoder
 
 from tests.services.ports import allocate_port
 from tests.services.tls import issue_certificates
+from tests.tiers import refuse_service
 
 SUFFIX = "dc=example,dc=org"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
@@ -219,6 +220,7 @@ def _populate(server: DirectoryServer, *, ad: bool) -> None:
 
 
 def start_directory(rundir: Path, *, kind: str = "ldap") -> DirectoryServer:
+    refuse_service("slapd")
     ad = kind == "ad"
     rundir.mkdir(parents=True, exist_ok=True)
     (rundir / "db").mkdir(exist_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from app.directory.check import check_directory
 from app.settings import DirectorySettings
 from tests.broker.directory_servers import ADMIN_DN, ADMIN_PASSWORD, DirectoryServer
@@ -48,6 +50,7 @@ def test_a_refused_account_an_unreachable_server_and_an_untrusted_certificate_fa
     assert check_directory(DirectorySettings()) == ("skip", "not configured (directory.kind = none)")
 
 
+@pytest.mark.slow  # a kvm-vdi subprocess
 def test_kvm_vdi_check_prints_the_directory_line(ldap_directory: DirectoryServer, tmp_path: Path) -> None:
     env = cli_env(
         f"sqlite:///{tmp_path / 'vdi.sqlite3'}",

@@ -18,7 +18,7 @@ from tests.services.libvirt_host import LibvirtHost
 HOSTILE = "name with spaces; $(touch {marker}) `touch {marker}` 'quote\" && rm -rf ~ | cat *"
 
 
-@pytest.fixture(params=["ssh", "local"])
+@pytest.fixture(params=[pytest.param("ssh", marks=pytest.mark.service), "local"])
 def runner(request: pytest.FixtureRequest) -> CommandRunner:
     if request.param == "ssh":
         session: Session = request.getfixturevalue("h0_session")

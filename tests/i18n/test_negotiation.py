@@ -8,6 +8,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from app.i18n import use_language
 from app.i18n.formatting import format_datetime, format_number, format_size
 from app.i18n.negotiation import choose_language, command_language, parse_accept_language
@@ -55,6 +57,7 @@ def test_the_command_line_follows_the_environment_language() -> None:
     assert command_language("lt", {}) == "lt"
 
 
+@pytest.mark.slow  # kvm-vdi subprocesses
 def test_kvm_vdi_says_its_errors_in_the_environment_language(tmp_path: Path) -> None:
     missing = tmp_path / "missing.toml"
     answer = subprocess.run(

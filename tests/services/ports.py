@@ -37,10 +37,27 @@ def _can_bind(port: int, host: str) -> bool:
     return True
 
 
+def _lock_file(port: int) -> int | None:
+    path = _lock_dir() / f"{port}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        # Left by another user's run (root's, say): a read-only descriptor locks it just as well.
+        try:
+            return os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o666)  # the umask narrowed it; runs of every user share these files
+    return fd
+
+
 def _claim(port: int, host: str) -> bool:
     if port in _held:
         return False
-    fd = os.open(_lock_dir() / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _lock_file(port)
+    if fd is None:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

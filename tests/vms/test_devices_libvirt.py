@@ -37,7 +37,11 @@ def uefi(name: str, *, secure: bool, directory: str) -> UefiSpec:
     return UefiSpec(f"{OVMF}/OVMF_CODE_4M.fd", f"{OVMF}/OVMF_VARS_4M.fd", f"{directory}/{name}.VARS.fd")
 
 
-@pytest.fixture(params=["hypervisor_host", "second_hypervisor"])
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=pytest.mark.service) for name in ("hypervisor_host", "second_hypervisor")
+    ]
+)
 def host(request: pytest.FixtureRequest) -> LibvirtHost:
     """Each hypervisor of the suite (h0, and h1 in its own network namespace)."""
     found: LibvirtHost = request.getfixturevalue(request.param)
