@@ -223,7 +223,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
         db=db,
         audit=audit,
         directory=directory,
-        throttle_store=MemoryThrottleStore(),
+        throttle_store=MemoryThrottleStore(clock=clock.monotonic),
         stack=stack,
     )
     session_rules = SessionRules.from_settings(settings.security, clock)

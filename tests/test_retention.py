@@ -28,9 +28,9 @@ async def test_the_purge_job_deletes_old_audit_records_and_dead_tokens_as_the_cl
     today = await db.fetch_val(sa.select(sa.func.count()).select_from(audit_log))
     assert today >= 1
     user = await add_client(db, "tokens-user")
-    await issue_token(db, user, ttl=3600)
-    await issue_token(db, user, ttl=365 * 86400)
-    await issue_token(db, user, ttl=365 * 86400)
+    await issue_token(db, user, ttl=3600, now=clock.now())
+    await issue_token(db, user, ttl=365 * 86400, now=clock.now())
+    await issue_token(db, user, ttl=365 * 86400, now=clock.now())
     revoked_id = await db.fetch_val(sa.select(api_tokens.c.id).order_by(api_tokens.c.id.desc()).offset(1))
     await revoke_token(db, revoked_id)
 

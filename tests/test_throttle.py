@@ -226,6 +226,21 @@ async def test_the_sixth_bad_login_in_a_row_gets_429_with_retry_after(dashboard:
     assert len(failures) == 5 and len(throttled) == 2
 
 
+async def test_the_throttle_opens_again_when_the_dashboards_clock_leaves_the_window(
+    dashboard: RunningDashboard,
+) -> None:
+    client = dashboard.client()
+    await client.refresh_csrf()
+    for _ in range(dashboard.settings.security.login_max_failures):
+        await client.post("/login", {"username": "admin", "password": "wrong-password"})
+    right = {"username": "admin", "password": dashboard.admin_password}
+    assert (await client.post("/login", right)).status_code == 429
+    dashboard.clock.advance(dashboard.settings.security.login_failure_window - 30)
+    assert (await client.post("/login", right)).status_code == 429, "the failures are still in the window"
+    dashboard.clock.advance(31)
+    assert (await client.post("/login", right)).status_code == 303
+
+
 async def test_one_throttle_for_the_admin_form_the_portal_and_the_api(dashboard: RunningDashboard) -> None:
     await add_client(dashboard.services.db, "shared")
     admin_form, portal = dashboard.client(), dashboard.client()

@@ -221,7 +221,7 @@ class SessionStore:
                 )
             )
         )
-        await purge_expired(self._db)
+        await purge_expired(self._db, now=now)
 
 
 async def revoke_user_credentials(db: Database, user_id: int) -> None:

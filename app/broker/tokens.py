@@ -49,11 +49,16 @@ class TokenUser:
 
 
 async def issue_token(
-    db: Database, user_id: int, *, groups: tuple[str, ...] = (), client_address: str = "", ttl: int
+    db: Database,
+    user_id: int,
+    *,
+    groups: tuple[str, ...] = (),
+    client_address: str = "",
+    ttl: int,
+    now: datetime,
 ) -> tuple[str, datetime]:
-    """A new token (returned once, never stored) and its expiry."""
+    """A new token (returned once, never stored) and its expiry, ``ttl`` seconds after ``now``."""
     token = secrets.token_urlsafe(32)
-    now = utcnow()
     expires_at = now + timedelta(seconds=ttl)
     await db.execute(
         api_tokens.insert().values(
@@ -68,8 +73,8 @@ async def issue_token(
     return token, expires_at
 
 
-async def authenticate_token(db: Database, token: str) -> TokenUser | None:
-    """The user of a valid token: known, not expired, not revoked, user enabled."""
+async def authenticate_token(db: Database, token: str, *, now: datetime) -> TokenUser | None:
+    """The user of a valid token: known, not expired at ``now``, not revoked, user enabled."""
     if not token or len(token) > 128:
         return None
     row = await fetch_record(
@@ -90,7 +95,7 @@ async def authenticate_token(db: Database, token: str) -> TokenUser | None:
         .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
         .where(api_tokens.c.token_hash == token_hash(token), api_tokens.c.revoked_at.is_(None)),
     )
-    if row is None or row.expires_at <= utcnow() or row.disabled or row.role != "client":
+    if row is None or row.expires_at <= now or row.disabled or row.role != "client":
         return None
     return TokenUser(
         token_id=row.id,
@@ -126,5 +131,5 @@ async def revoke_user_tokens(db: Database, user_id: int) -> None:
     )
 
 
-async def purge_expired(db: Database, *, older_than: timedelta = timedelta(days=1)) -> None:
-    await db.execute(api_tokens.delete().where(api_tokens.c.expires_at < utcnow() - older_than))
+async def purge_expired(db: Database, *, now: datetime, older_than: timedelta = timedelta(days=1)) -> None:
+    await db.execute(api_tokens.delete().where(api_tokens.c.expires_at < now - older_than))

@@ -59,7 +59,7 @@ def token_required(endpoint: Endpoint) -> Endpoint:
         user = None
         if scheme.lower() == "bearer":
             services = services_of(request)
-            user = await authenticate_token(services.db, token.strip())
+            user = await authenticate_token(services.db, token.strip(), now=services.clock.now())
             if user is not None and user.source == "directory":
                 user = await services.sessions.recheck_token_groups(user)
         if user is None:
@@ -106,6 +106,7 @@ async def login(request: Request) -> Response:
         groups=outcome.groups,
         client_address=address,
         ttl=services.settings.security.api_token_ttl,
+        now=services.clock.now(),
     )
     services.broker.catalog.remember_groups(user.id, outcome.groups)
     return JSONResponse(

@@ -58,14 +58,16 @@ async def test_login_issues_a_hashed_short_lived_token_and_logout_revokes_it(
         assert after.status_code == 401 and after.json()["error"] == "invalid_token"
 
 
-async def test_expired_token_is_refused(dashboard: RunningDashboard) -> None:
-    db = dashboard.services.db
-    await add_client(db, "old")
+async def test_a_token_expires_by_the_dashboards_clock(dashboard: RunningDashboard) -> None:
+    await add_client(dashboard.services.db, "old")
+    ttl = dashboard.settings.security.api_token_ttl
     async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         token = await api_login(http, "old")
-        await db.execute(sa.text("UPDATE api_tokens SET expires_at = '2000-01-01 00:00:00'"))
+        dashboard.clock.advance(ttl - 60)
+        assert (await http.get("/api/v1/pools", headers=bearer(token))).status_code == 200
+        dashboard.clock.advance(61)
         response = await http.get("/api/v1/pools", headers=bearer(token))
-        assert response.status_code == 401
+        assert response.status_code == 401 and response.json()["error"] == "invalid_token"
 
 
 async def test_wrong_credentials_are_401_and_repeated_failures_are_throttled(
@@ -193,8 +195,8 @@ async def test_directory_group_grants_a_pool_through_the_token(dashboard: Runnin
     pool_id = await add_pool(db, "staff", [await add_vm(db, "s0", hv)], [])
     group_id = await db.execute(directory_groups.insert().values(name="VDI-Staff"))
     await db.execute(pool_groups.insert().values(pool_id=pool_id, group_id=group_id))
-    with_group, _ = await issue_token(db, uid, groups=("vdi-staff",), ttl=60)
-    without_group, _ = await issue_token(db, uid, groups=("others",), ttl=60)
+    with_group, _ = await issue_token(db, uid, groups=("vdi-staff",), ttl=60, now=dashboard.clock.now())
+    without_group, _ = await issue_token(db, uid, groups=("others",), ttl=60, now=dashboard.clock.now())
     async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         assert [
             p["name"] for p in (await http.get("/api/v1/pools", headers=bearer(with_group))).json()["pools"]
