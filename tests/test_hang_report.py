@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 
+@pytest.mark.slow  # waits out a real time limit in a pytest subprocess
 def test_a_hanging_task_is_named_with_its_stack_before_the_time_limit(pytester: pytest.Pytester) -> None:
     pytester.makeconftest((Path(__file__).parent / "hang_report.py").read_text())
     pytester.makeini("[pytest]\nasyncio_mode = auto\n")
