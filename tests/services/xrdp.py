@@ -17,7 +17,8 @@ The account's home directory (``/run/xrdp/home``) exists only in there.
 The account is created once per machine and left in place, like the hypervisors'
 service user; its password is a test constant (the account has no shell and only
 this namespaced server accepts passwords for it). The server's TLS certificate
-is made per run: :attr:`XrdpServer.certificate_sha256` is its fingerprint.
+is made per run for its address and signed by a CA of the run's own
+(:attr:`XrdpServer.ca_file`); :attr:`XrdpServer.certificate_sha256` is its fingerprint.
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ class XrdpServer:
         return f"{self.address}:{self.port}"
 
     @property
+    def ca_file(self) -> Path:
+        """The CA that signed the server's certificate (a thin client trusting it needs no pin)."""
+        return self.dir / "ca" / "ca.pem"
+
+    @property
     def log_dir(self) -> Path:
         return self.dir / "run" / "log"
 
@@ -163,17 +169,30 @@ class XrdpServer:
         session.chmod(0o755)
 
     def _make_certificate(self, etc: Path) -> None:
-        for name in ("cert.pem", "key.pem"):
-            (etc / name).unlink(missing_ok=True)
+        """The server's certificate for its address, signed by a CA of the run's own (``ca_file``)."""
+        ca = self.dir / "ca"
+        ca.mkdir(exist_ok=True)
+        key, csr, cert = etc / "key.pem", ca / "server.csr", etc / "cert.pem"
+        for path in (key, cert):
+            path.unlink(missing_ok=True)
+        (ca / "server.ext").write_text(f"subjectAltName=IP:{self.address}\nextendedKeyUsage=serverAuth\n")
+        new_key = ["openssl", "req", "-newkey", "rsa:2048", "-nodes"]
         run(
             [
-                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                "-subj", "/CN=rdp-failover.test",
-                "-keyout", str(etc / "key.pem"), "-out", str(etc / "cert.pem"),
+                *new_key, "-x509", "-days", "2", "-subj", "/CN=KVM-VDI test RDP CA",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+                "-keyout", str(ca / "ca.key"), "-out", str(self.ca_file),
             ]
         )  # fmt: skip
-        (etc / "key.pem").chmod(0o600)
-        der = ssl.PEM_cert_to_DER_cert((etc / "cert.pem").read_text())
+        run([*new_key, "-subj", f"/CN={self.address}", "-keyout", str(key), "-out", str(csr)])
+        run(
+            [
+                "openssl", "x509", "-req", "-in", str(csr), "-days", "2", "-extfile", str(ca / "server.ext"),
+                "-CA", str(self.ca_file), "-CAkey", str(ca / "ca.key"), "-CAcreateserial", "-out", str(cert),
+            ]
+        )  # fmt: skip
+        key.chmod(0o600)
+        der = ssl.PEM_cert_to_DER_cert(cert.read_text())
         self.certificate_sha256 = hashlib.sha256(der).hexdigest()
 
     def _launch(self) -> None:

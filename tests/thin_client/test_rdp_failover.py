@@ -21,7 +21,9 @@ from kvm_vdi_client.config import DashboardConfig, ViewerConfig
 from kvm_vdi_client.controller import Controller
 from kvm_vdi_client.events import Phase
 from kvm_vdi_client.machine import SessionMachine
-from kvm_vdi_client.rdp import normalise_fingerprint
+from kvm_vdi_client.model import RdpFailover
+from kvm_vdi_client.rdp import exit_reason, normalise_fingerprint
+from kvm_vdi_client.viewers import rdp_launch, start_viewer
 
 from app.auth.passwords import hash_password
 from app.clock import utcnow
@@ -30,6 +32,7 @@ from tests.broker.records import add_hypervisor, add_pool
 from tests.dashboard import RunningDashboard
 from tests.i18n.artefacts import artefact
 from tests.services.guests import Screen, load_image
+from tests.services.ports import allocate_port, release_port
 from tests.services.xrdp import SESSION_RGB, XrdpServer
 from tests.services.xvfb import Xvfb
 from tests.thin_client.launcher_ui import CmdlineWatch, Ui
@@ -46,9 +49,9 @@ async def launcher(xvfb: Xvfb, tmp_path: Path) -> AsyncIterator[LauncherFactory]
     home = tmp_path / "home"
     home.mkdir()
 
-    def make(url: str, viewer: ViewerConfig) -> Ui:
+    def make(url: str, viewer: ViewerConfig, **env_extra: str) -> Ui:
         client = BrokerClient(DashboardConfig(url=url, timeout=30))
-        env = {**xvfb.env, "HOME": str(home), "PATH": os.environ["PATH"]}
+        env = {**xvfb.env, "HOME": str(home), "PATH": os.environ["PATH"], **env_extra}
         ui = Ui(xvfb, Controller(SessionMachine(), client, viewer, viewer_env=env))
         made.append(ui)
         return ui
@@ -102,6 +105,17 @@ def shows_rdp_session(desktop: Screen) -> bool:
     return desktop.fraction(SESSION_RGB) > 0.8 and desktop.pixel(220, 100) == (255, 255, 255)
 
 
+async def log_off_there(ui: Ui, server: XrdpServer) -> None:
+    """The user logs off in the RDP desktop: xfreerdp exits and the launcher's session ends."""
+    server.log_off()
+    machine = ui.controller.machine
+    await ui.until_async(lambda: machine.phase is not Phase.FAILOVER, "xfreerdp closed")
+    viewer = ui.controller.viewer
+    status = viewer.process.returncode if viewer else None
+    assert machine.phase is Phase.LOGGED_OUT, f"{machine.error} (xfreerdp exit status {status})"
+    assert ui.window.login_notice.cget("text") == "Your session has ended."
+
+
 async def test_the_launcher_shows_the_rdp_desktop_in_xfreerdp_when_the_pool_is_full(
     dashboard: RunningDashboard, launcher: LauncherFactory, xvfb: Xvfb, xrdp_server: XrdpServer
 ) -> None:
@@ -136,10 +150,8 @@ async def test_the_launcher_shows_the_rdp_desktop_in_xfreerdp_when_the_pool_is_f
     # The server logged the user in: its session runs the desktop's program as that account.
     await eventually(xrdp_server.session_pids, "a session on the RDP server")
 
-    xrdp_server.log_off()
-    await ui.until_async(lambda: ui.controller.machine.phase is Phase.LOGGED_OUT, "back at the login screen")
+    await log_off_there(ui, xrdp_server)
     await ui.until_async(lambda: ui.root.winfo_viewable() == 1, "launcher window shown again")
-    assert ui.window.login_notice.cget("text") == "Your session has ended."
 
 
 async def test_an_rdp_server_whose_certificate_is_not_pinned_is_refused_with_a_message(
@@ -166,3 +178,38 @@ async def test_an_rdp_server_whose_certificate_is_not_pinned_is_refused_with_a_m
     await ui.until_async(lambda: ui.controller.machine.phase is Phase.ERROR, "error shown again", limit=60)
     await ui.keys_async("Tab", "Return")  # Back ends the session
     await ui.until_async(lambda: ui.controller.machine.phase is Phase.LOGGED_OUT, "back at the login screen")
+
+
+async def test_an_rdp_server_whose_certificate_comes_from_a_trusted_ca_needs_no_pin(
+    dashboard: RunningDashboard,
+    launcher: LauncherFactory,
+    xvfb: Xvfb,
+    xrdp_server: XrdpServer,
+    tmp_path: Path,
+) -> None:
+    """The server's certificate names its address and is signed by a CA the thin client trusts:
+    xfreerdp connects with no fingerprint configured. (OpenSSL's default trust store, which
+    ``SSL_CERT_FILE`` replaces here, is the thin client's /etc/ssl/certs.)"""
+    await full_pool_with_rdp_failover(dashboard, xrdp_server)
+    ui = launcher(dashboard.url, ViewerConfig(kiosk=True), SSL_CERT_FILE=str(xrdp_server.ca_file))
+    await log_in_and_connect(ui, xrdp_server)
+    async with asyncio.timeout(90):
+        while not shows_rdp_session(await screen(ui, xvfb, tmp_path / "desktop.png")):
+            pass
+    assert ui.controller.machine.phase is Phase.FAILOVER
+    await log_off_there(ui, xrdp_server)
+
+
+async def test_the_real_xfreerdp_exit_status_for_an_unreachable_server_reads_could_not_connect(
+    xvfb: Xvfb, tmp_path: Path
+) -> None:
+    """The launcher reads xfreerdp's exit statuses from a table; this checks the table against
+    the real program: a port where nothing listens."""
+    port = allocate_port()
+    try:
+        launch = rdp_launch(ViewerConfig(), RdpFailover(f"127.0.0.1:{port}"), "nobody", "pw")
+        viewer = start_viewer(launch, env={**xvfb.env, "HOME": str(tmp_path)})
+        returncode = await asyncio.wait_for(asyncio.to_thread(viewer.wait), 60)
+    finally:
+        release_port(port)
+    assert exit_reason(returncode) == "it could not connect to {host}", returncode
