@@ -42,7 +42,7 @@ from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key, host_key_alg
 from app.live.hub import LiveHub
 from app.settings import Settings
 from app.tlsca import DashboardCA
-from bench.report import RESULTS, host_line, measure_table, save
+from bench.report import report
 from tests.services import guests
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
@@ -233,10 +233,7 @@ def main() -> None:
     parser.add_argument("--connects", type=int, default=10, help="connections of each kind")
     args = parser.parse_args()
     rows = asyncio.run(run(args.events, args.connects))
-    text = "\n".join([host_line(), "", measure_table(rows, 40)])
-    print(text)
-    saved = save("hyper-events", text + "\n")
-    print(f"saved {saved.relative_to(RESULTS.parent.parent)}")
+    report("hyper-events", rows, 40)
 
 
 if __name__ == "__main__":

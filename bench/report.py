@@ -35,3 +35,12 @@ def save(name: str, text: str) -> Path:
     tmp.write_text(text)
     tmp.rename(target)
     return target
+
+
+def report(name: str, rows: list[tuple[str, str]], value_width: int = 40) -> Path:
+    """Print the host line and the table, and save them as bench/results/<name>-<timestamp>.md."""
+    text = "\n".join([host_line(), "", measure_table(rows, value_width)])
+    print(text)
+    saved = save(name, text + "\n")
+    print(f"saved {saved.relative_to(RESULTS.parent.parent)}")
+    return saved

@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import json
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import websockets
@@ -29,12 +27,9 @@ import websockets
 from app.hyper import DomainEvent
 from app.settings import HypervisorSettings, VmSettings
 from app.vms.records import children_of, get_vm
-from bench.report import RESULTS, host_line, measure_table, save
-from tests.dashboard import make_settings, start_dashboard
-from tests.services.guests import GuestImages
-from tests.services.libvirt_host import LibvirtHost
-from tests.services.rundir import RunDir
-from tests.vms.world import VmWorld, clean_host, register_hypervisor
+from bench.report import report
+from bench.vdi_world import bench_world
+from tests.vms.world import VmWorld
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -69,28 +64,15 @@ class StopWatch:
 async def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     count: int = args.count
     rows: list[tuple[str, str]] = []
-    run_dir = RunDir()
-    host = LibvirtHost(run_dir, "h0")
-    await asyncio.to_thread(host.start)
-    guests = GuestImages(run_dir.sub("guests"))
-    tmp = Path(tempfile.mkdtemp(prefix="vdi-bench-"))
-    settings = make_settings(
-        tmp,
-        f"sqlite:///{tmp / 'bench.sqlite3'}",
-        vms={
-            "populate_concurrency": args.concurrency,
-            "power_concurrency": args.concurrency,
-            "first_boot_timeout": 300,
-            "shutdown_grace": 10,
-            "domain_type": args.domain_type,
-        },
-        hypervisors={"libvirt_threads": args.libvirt_threads},
-    )
-    dashboard = await start_dashboard(settings)
-    try:
-        admin = await dashboard.admin()
-        h0 = await register_hypervisor(dashboard, admin, host, "h0")
-        world = VmWorld(dashboard, "", [h0], guests)
+    vms = {
+        "populate_concurrency": args.concurrency,
+        "power_concurrency": args.concurrency,
+        "first_boot_timeout": 300,
+        "shutdown_grace": 10,
+        "domain_type": args.domain_type,
+    }
+    async with bench_world(vms=vms, hypervisors={"libvirt_threads": args.libvirt_threads}) as bench:
+        world, h0, host, admin = bench.world, bench.h0, bench.host, bench.admin
         service = world.service
         domain_type = args.domain_type if args.domain_type != "auto" else host.virt_type
         rows.append(("hypervisor offers / domains use", f"{host.virt_type} / {domain_type}"))
@@ -105,7 +87,7 @@ async def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         initial = await service.create_initial({"name": "init", "source_id": source.id})
         assert initial.operation_id is not None
         await service.operations.wait(initial.operation_id)
-        rows.append(("copy disk (1 MiB guest)", f"{time.monotonic() - started:.2f} s"))
+        rows.append(("publish the initial's v1 (1 MiB guest)", f"{time.monotonic() - started:.2f} s"))
         initial_id = initial.vm_ids[0]
 
         started = time.monotonic()
@@ -152,11 +134,6 @@ async def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         await world.settle()
 
         rows.extend(await event_latency(world, admin, vdi.vm_ids[0], args.cycles))
-    finally:
-        await dashboard.stop()
-        await asyncio.to_thread(clean_host, host, "")
-        await asyncio.to_thread(host.stop)
-        run_dir.cleanup()
     return rows
 
 
@@ -225,10 +202,7 @@ def main() -> None:
     if args.libvirt_threads is None:
         args.libvirt_threads = HypervisorSettings().libvirt_threads
     rows = asyncio.run(run(args))
-    text = "\n".join([host_line(), "", measure_table(rows, 30)])
-    print(text)
-    saved = save("vdi", text + "\n")
-    print(f"saved {saved.relative_to(RESULTS.parent.parent)}")
+    report("vdi", rows, 30)
 
 
 if __name__ == "__main__":

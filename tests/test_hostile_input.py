@@ -113,6 +113,11 @@ VALID: dict[type[BaseModel], dict[str, Any]] = {
     bodies.NewVdiBody: {"prefix": "p", "count": 1, "volatile": True},
     bodies.Populate: {"wait_first_boot": True, "first_boot_timeout": 10},
     bodies.VmPower: {"action": "reboot"},
+    bodies.StartConfirmed: {"action": "start", "confirm_children": ["a"]},
+    bodies.Publish: {"origin": "initial", "shutdown": True, "note": "n"},
+    bodies.VersionTarget: {"version_id": 1},
+    bodies.VersionDelete: {"confirm_files": ["/f"]},
+    bodies.SnapshotTake: {"name": "s", "description": "d"},
     bodies.Flags: {"maintenance": True, "locked": False, "volatile": False},
     bodies.Classify: {"kind": "simple", "parent_id": 1},
     bodies.Media: {"iso_path": "/i.iso", "drive": 2},
@@ -203,7 +208,7 @@ async def hostile(
         assert login.status_code == 200, login.text
         portal = dashboard.client()
         assert (await portal.login("mallory", CLIENT_PASSWORD, path="/client/login")).status_code == 303
-        ids = {"lease_id": 1, "op_id": 1, "schedule_id": 1}
+        ids = {"lease_id": 1, "op_id": 1, "schedule_id": 1, "version_id": 1, "name": 1}
         params = {"vm_id": vm, "hypervisor_id": hv, "pool_id": pool, **ids}
         admin = await dashboard.admin()
         yield Hostile(dashboard, admin, portal, anonymous, login.json()["token"], params)

@@ -91,6 +91,7 @@ async def _records(dashboard: RunningDashboard) -> Records:
                 actor="admin",
                 now=dashboard.clock.now(),
             ),
+            "version_id": 1,
         }
     )
 

@@ -62,6 +62,12 @@ class UserPower(Body):
     action: UserAction
 
 
+class SnapshotTake(Body):
+    # Absent: snap-<date>-<time>. The rule for names is the VM service's (app.vms.snapshots).
+    name: Annotated[StrictStr, Field(max_length=64)] | None = None
+    description: Annotated[StrictStr, Field(max_length=255)] = ""
+
+
 # --- admin hypervisor API (``/api/v1/admin/hypervisors``) -------------------------------------
 
 
@@ -150,6 +156,28 @@ class Populate(Body):
 
 class VmPower(Body):
     action: PowerAction
+
+
+class StartConfirmed(VmPower):
+    # Starting an initial machine whose own disk VDI machines run on: exactly those machines,
+    # as the refusal (children_depend) named them; they are forced off and put in maintenance.
+    confirm_children: list[Text] | None = None
+
+
+class Publish(Body):
+    origin: Literal["source", "initial"] = "source"
+    # A running initial is shut down first (ACPI, then forced) instead of refused.
+    shutdown: StrictBool = False
+    note: Annotated[StrictStr, Field(max_length=255)] = ""
+
+
+class VersionTarget(Body):
+    version_id: Id
+
+
+class VersionDelete(Body):
+    # Exactly the files of the plan (GET .../versions/{id}/delete-plan) the admin confirmed.
+    confirm_files: list[Text]
 
 
 class Flags(Body):
@@ -273,6 +301,8 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("POST", "/client/pools/{pool_id}/desktop"): (DesktopRequest,),
     ("POST", "/api/v1/desktops/{vm_id}/power"): (UserPower,),
     ("POST", "/client/desktops/{vm_id}/power"): (UserPower,),
+    ("POST", "/api/v1/desktops/{vm_id}/snapshots"): (SnapshotTake,),
+    ("POST", "/client/desktops/{vm_id}/snapshots"): (SnapshotTake,),
     ("POST", "/api/v1/admin/hypervisors"): (HypervisorFields,),
     ("PATCH", _HV): (HypervisorFields,),
     ("POST", _HV + "/host-key"): (HostKeyConfirmation,),
@@ -280,7 +310,7 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("POST", "/api/v1/admin/vms/initial"): (NewInitialBody,),
     ("POST", _VM + "/vdi"): (NewVdiBody,),
     ("POST", _VM + "/populate"): (Populate,),
-    ("POST", _VM + "/power"): (VmPower,),
+    ("POST", _VM + "/power"): (StartConfirmed,),
     ("POST", _VM + "/children/power"): (VmPower,),
     ("POST", _VM + "/flags"): (Flags,),
     ("POST", _VM + "/children/flags"): (Flags,),
@@ -296,4 +326,9 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("PATCH", "/api/v1/admin/me/vm-table"): (VmTableView,),
     ("POST", "/api/v1/admin/pools/{pool_id:int}/schedules"): (PoolSchedule,),
     ("PATCH", "/api/v1/admin/pools/{pool_id:int}/schedules/{schedule_id:int}"): (PoolScheduleChange,),
+    ("POST", _VM + "/versions"): (Publish,),
+    ("POST", _VM + "/versions/target"): (VersionTarget,),
+    ("POST", _VM + "/versions/{version_id:int}/delete"): (VersionDelete,),
+    ("DELETE", _VM + "/versions/{version_id:int}"): (VersionDelete,),
+    ("POST", _VM + "/snapshots"): (SnapshotTake,),
 }

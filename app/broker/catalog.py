@@ -16,6 +16,7 @@ from app.broker.preferences import STRAIGHT_TO_DESKTOP, get_flag
 from app.db.records import LeaseRecord, PoolRecord, Record, fetch_records
 from app.db.schema import pool_vms, pools, vms
 from app.live.hub import LiveHub
+from app.vms.snapshots import SNAPSHOT_KINDS
 
 
 def straight_target(pools: Sequence[Mapping[str, Any]]) -> int | None:
@@ -45,6 +46,8 @@ class _HeldDesktop(Record):
     id: int
     name: str
     state: str
+    kind: str
+    volatile: bool
     pool_id: int
 
 
@@ -72,7 +75,7 @@ class PoolCatalog:
             for row in await fetch_records(
                 self.db,
                 _HeldDesktop,
-                sa.select(vms.c.id, vms.c.name, vms.c.state, pool_vms.c.pool_id)
+                sa.select(vms.c.id, vms.c.name, vms.c.state, vms.c.kind, vms.c.volatile, pool_vms.c.pool_id)
                 .select_from(vms.join(pool_vms, pool_vms.c.vm_id == vms.c.id))
                 .where(vms.c.assigned_user_id == user_id),
             )
@@ -91,10 +94,21 @@ class PoolCatalog:
                     "maintenance": bool(pool.maintenance),
                     "failover": pool_store.failover_of(pool),
                     "straight_to_desktop": everywhere or bool(pool.straight_to_desktop),
-                    "desktop": {"vm_id": mine.id, "name": mine.name, "state": mine.state} if mine else None,
+                    "desktop": self._desktop(mine, pool) if mine else None,
                 }
             )
         return answer
+
+    @staticmethod
+    def _desktop(vm: _HeldDesktop, pool: PoolRecord) -> dict[str, Any]:
+        # Snapshots the user may keep of it: a persistent desktop in a pool that offers them.
+        persistent = vm.kind in SNAPSHOT_KINDS and not vm.volatile
+        return {
+            "vm_id": vm.id,
+            "name": vm.name,
+            "state": vm.state,
+            "snapshots": int(pool.user_snapshots) if persistent else 0,
+        }
 
     async def _audience(self, pool_id: int) -> set[int]:
         members = await pool_store.pool_members(self.db, pool_id)

@@ -31,6 +31,7 @@ from app.broker.allocation import Allocator, Claim
 from app.broker.catalog import PoolCatalog
 from app.broker.leases import active_lease, get_lease, heartbeat_interval
 from app.broker.power import DesktopPower, DesktopPowerError
+from app.broker.snapshots import DesktopSnapshots
 from app.broker.transactions import WriteTransactions
 from app.broker.upkeep import LeaseUpkeep
 from app.clock import Clock
@@ -118,6 +119,7 @@ class Broker:
         self.allocator = Allocator(self.transactions, clock=clock)
         self.catalog = PoolCatalog(db, hub)
         self.power = DesktopPower(db, registry, vms)
+        self.snapshots = DesktopSnapshots(db, self.power)
         self.leases = LeaseUpkeep(
             db=db,
             audit=audit,
@@ -264,6 +266,13 @@ class Broker:
             and claim.previous_user_id not in (None, user_id)
             and (pool.reset_on_handout or vm.volatile)
         )
+        if not claim.renewed and (reset or vm.state != "running"):
+            # It boots afresh for this user anyway: on its image's target version. A running
+            # desktop that needs no reset is handed out as it is and moves when returned.
+            try:
+                reset = reset and not await self.power.move_to_target(vm, actor=username)
+            except DesktopPowerError as exc:
+                log.warning("%s stays on its image version for now: %s", vm.name, exc.message)
         try:
             ready = await self.power.prepare(vm, reset=reset, actor=username)
         except DesktopPowerError as exc:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.api.bodies import DesktopRequest, Login, UserPower
+from app.api.bodies import DesktopRequest, Login, SnapshotTake, UserPower
 from app.i18n import gettext as _
 
 ERROR_CODES = [
@@ -18,7 +18,8 @@ ERROR_CODES = [
     "invalid_credentials", "throttled", "directory_unavailable", "invalid_token",
     "pool_not_found", "not_allowed", "no_free_desktop", "maintenance", "all_hypervisors_down",
     "desktop_limit", "desktop_failed", "console_unavailable", "lease_not_found", "lease_ended",
-    "not_your_desktop", "power_refused",
+    "not_your_desktop", "power_refused", "snapshots_not_allowed", "snapshots_unavailable", "snapshot_limit",
+    "snapshot_failed", "not_found", "busy", "no_disk", "hypervisor_unavailable", "hypervisor_error",
 ]  # fmt: skip
 
 
@@ -67,7 +68,8 @@ SCHEMAS: dict[str, Any] = {
     ),
     "User": _obj(["username", "display_name", "source"], username=STR, display_name=STR,
                  source={"type": "string", "enum": ["local", "directory"]}),
-    "Desktop": _obj(["vm_id", "name", "state"], vm_id=INT, name=STR, state=STR),
+    "Desktop": _obj(["vm_id", "name", "state"], vm_id=INT, name=STR, state=STR, snapshots={
+        "type": "integer", "description": "in the pool list: snapshots the user may keep of it (0: none)"}),
     "Failover": {
         "oneOf": [
             _obj(["protocol", "host", "domain"], protocol={"const": "rdp"}, host=STR, domain=STR),
@@ -83,6 +85,21 @@ SCHEMAS: dict[str, Any] = {
                              "description": "opens a user's sole desktop at log-in"},
         desktop={"oneOf": [_ref("Desktop"), {"type": "null"}]},
     ),
+    "Snapshot": _obj(
+        ["name", "description", "created_at", "state", "with_memory", "current", "parent"],
+        name=STR, description=STR, created_at=TIME, current={"type": "boolean"},
+        state={"type": "string", "description": "the desktop's state when it was taken"},
+        with_memory={"type": "boolean", "description": "taken running: reverting resumes the session"},
+        parent={"oneOf": [STR, {"type": "null"}]},
+    ),
+    "SnapshotOutcome": {
+        "type": "object", "required": ["state", "message", "snapshots"],
+        "properties": {
+            "state": {"type": "string", "enum": ["succeeded", "running", "failed"]},
+            "message": {"type": "string"},
+            "snapshots": {"type": "array", "items": {"$ref": "#/components/schemas/Snapshot"}},
+        },
+    },
     "Lease": _obj(["id", "expires_at", "heartbeat_interval"], id=INT, expires_at=TIME,
                   heartbeat_interval={"type": "integer", "description": "seconds between heartbeats"}),
     "Connection": _obj(
@@ -179,6 +196,53 @@ def _paths() -> dict[str, Any]:
                 "202": _json(_obj(["state"], state=STR), "action started"),
                 **BODY_REFUSALS, "403": _err("not_your_desktop"), "409": _err("power_refused"),
                 **unauthorized,
+            },
+        }},
+        "/api/v1/desktops/{vm_id}/snapshots": {
+            "get": {
+                "summary": "Snapshots of the user's own persistent desktop (where its pool offers them)",
+                "security": bearer, "parameters": [{"name": "vm_id", **ID_PARAM}],
+                "responses": {
+                    "200": _json(_obj(["limit", "snapshots"], limit={
+                        "type": "integer", "description": "how many the user may keep"},
+                        snapshots={"type": "array", "items": _ref("Snapshot")}), "the snapshots"),
+                    "403": _err("not_your_desktop or snapshots_not_allowed"),
+                    "409": _err("snapshots_unavailable (a volatile or VDI desktop)"), **unauthorized,
+                },
+            },
+            "post": {
+                "summary": "Take a snapshot (with memory when the desktop runs)", "security": bearer,
+                "parameters": [{"name": "vm_id", **ID_PARAM}],
+                "requestBody": _body(SnapshotTake, required=False),
+                "responses": {
+                    "200": _json(_ref("SnapshotOutcome"), "taken"),
+                    "202": _json(_ref("SnapshotOutcome"), "still being taken: list again later"),
+                    **BODY_REFUSALS, "403": _err("not_your_desktop or snapshots_not_allowed"),
+                    "409": _err("snapshot_limit, busy, snapshots_unavailable or snapshot_failed"),
+                    **unauthorized,
+                },
+            },
+        },
+        "/api/v1/desktops/{vm_id}/snapshots/{name}/revert": {"post": {
+            "summary": "Put the desktop back where the snapshot was", "security": bearer,
+            "parameters": [{"name": "vm_id", **ID_PARAM}, {"name": "name", "in": "path", "required": True,
+                                                            "schema": STR}],
+            "responses": {
+                "200": _json(_ref("SnapshotOutcome"), "reverted"),
+                "202": _json(_ref("SnapshotOutcome"), "still reverting"),
+                "403": _err("not_your_desktop or snapshots_not_allowed"), "404": _err("not_found"),
+                "409": _err("busy or snapshot_failed"), **unauthorized,
+            },
+        }},
+        "/api/v1/desktops/{vm_id}/snapshots/{name}": {"delete": {
+            "summary": "Delete a snapshot", "security": bearer,
+            "parameters": [{"name": "vm_id", **ID_PARAM}, {"name": "name", "in": "path", "required": True,
+                                                            "schema": STR}],
+            "responses": {
+                "200": _json(_ref("SnapshotOutcome"), "deleted"),
+                "202": _json(_ref("SnapshotOutcome"), "still deleting"),
+                "403": _err("not_your_desktop or snapshots_not_allowed"), "404": _err("not_found"),
+                "409": _err("busy or snapshot_failed"), **unauthorized,
             },
         }},
         "/api/v1/openapi.json": {"get": {

@@ -109,6 +109,8 @@ class PoolSettings:
     clipboard: bool = False
     file_transfer: bool = False
     usb_redirect: int = 0
+    # How many snapshots the user of a persistent (simple) desktop may keep of it; 0: none.
+    user_snapshots: int = 0
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -154,6 +156,7 @@ class PoolSettings:
             clipboard=flag("clipboard"),
             file_transfer=flag("file_transfer"),
             usb_redirect=number("usb_redirect", 0, 0, MAX_REDIRECTIONS),
+            user_snapshots=number("user_snapshots", 0, 0, 50),
         )
         if not settings.name:
             errors["name"] = "Give the pool a name."
@@ -183,6 +186,7 @@ class PoolSettings:
             "clipboard": self.clipboard,
             "file_transfer": self.file_transfer,
             "usb_redirect": self.usb_redirect,
+            "user_snapshots": self.user_snapshots,
         }
 
     def policy_differs(self, pool: PoolRecord) -> bool:

@@ -16,6 +16,7 @@ from databases import Database
 from app.db.records import PoolRecord, fetch_records
 from app.db.schema import hypervisors, pool_vms, pools, vms
 from app.hyper import HypervisorError, HypervisorRegistry
+from app.i18n import gettext as _
 from app.vms.errors import Refused, VmError
 from app.vms.records import Vm
 from app.vms.service import VmService
@@ -60,6 +61,9 @@ class DesktopPower:
             # Paused by an admin: "start" resumes it, its session intact.
             await self._action(vm, "start", actor=actor, tolerate="already_running")
             return True
+        if vm.maintenance and state not in RUNNING:
+            # Stopped for maintenance (its image is being edited ...): not started behind the admin's back.
+            raise DesktopPowerError("maintenance", _("it is in maintenance; try again later"))
         # A suspended desktop is restarted: its user's session there is gone anyway.
         if state in RUNNING:
             await self._action(vm, "poweroff", actor=actor, tolerate="not_running")
@@ -68,11 +72,25 @@ class DesktopPower:
 
     async def reset(self, vm: Vm, *, actor: str) -> None:
         """A fresh boot for the next user: force off and start again (a volatile desktop on a new
-        overlay). A stopped desktop is left stopped: its next start is a fresh boot anyway."""
+        overlay). A stopped desktop is left stopped: its next start is a fresh boot anyway. One
+        behind its initial's target image version moves to it instead (a fresh boot there)."""
+        try:
+            if await self.move_to_target(vm, actor=actor):
+                return
+        except DesktopPowerError as exc:
+            log.warning("%s stays on its image version for now: %s", vm.name, exc.message)
         if await self.live_state(vm) not in RUNNING:
             return
         await self._action(vm, "poweroff", actor=actor, tolerate="not_running")
         await self._action(vm, "start", actor=actor, tolerate="already_running")
+
+    async def move_to_target(self, vm: Vm, *, actor: str) -> bool:
+        """A VDI desktop nobody uses moves to its initial's target image version if it is behind
+        (forced off and started again when it ran); True when it moved."""
+        try:
+            return await self.vms.images.move_desktop(vm.id, actor=actor)
+        except VmError as exc:
+            raise DesktopPowerError(exc.code, exc.message) from exc
 
     async def user_action(self, vm: Vm, action: str, *, actor: str, client_address: str) -> str:
         """A user's power action on their own desktop; the state announced to them."""

@@ -174,6 +174,8 @@ class PoolRecord(Record):
     clipboard: bool
     file_transfer: bool
     usb_redirect: int
+    # Snapshots a desktop's user may keep of it in the portal (0: none).
+    user_snapshots: int
     created_at: datetime | None
 
 

@@ -121,7 +121,35 @@ vms = sa.Table(
     # Broker assignment: set and cleared together with the lease (compare-and-set on this column).
     sa.Column("assigned_user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=True, index=True),
     sa.Column("last_user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=True),
+    # Golden image versions (no foreign keys: image_versions already references vms).
+    # A VDI machine's overlay, and an initial's working disk, are backed by this version;
+    # NULL: a VDI machine directly on its initial's own disk (made before versions existed).
+    sa.Column("image_version_id", sa.Integer, nullable=True),
+    # An initial machine's target version: what new and reset VDI machines run on.
+    sa.Column("target_version_id", sa.Integer, nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+)
+
+# Published versions of an initial machine's image: standalone qcow2 files that are never
+# written once published; VDI machines are overlays of one of them.
+image_versions = sa.Table(
+    "image_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "initial_id", sa.Integer, sa.ForeignKey("vms.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("path", sa.String(512), nullable=False),
+    # Where it was copied from: "source" (the source VM's disk), "initial" (the initial
+    # machine's working disk) or "adopted" (a disk VDI machines already ran on).
+    sa.Column("origin", sa.String(16), nullable=False),
+    sa.Column("origin_name", sa.String(64), nullable=False, server_default=""),
+    sa.Column("size_bytes", sa.BigInteger, nullable=True),
+    sa.Column("note", sa.String(255), nullable=False, server_default=""),
+    sa.Column("created_by", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
+    sa.UniqueConstraint("initial_id", "number"),
 )
 
 users = sa.Table(
@@ -174,6 +202,8 @@ pools = sa.Table(
     sa.Column("clipboard", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("file_transfer", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("usb_redirect", sa.Integer, nullable=False, server_default="0"),
+    # How many snapshots the user of a persistent desktop may keep of it; 0: none.
+    sa.Column("user_snapshots", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
 )
 

@@ -18,6 +18,7 @@ from app.hyper.errors import (
     HypervisorUnavailable,
     InvalidDomainState,
     PathNotAllowed,
+    SnapshotNotFound,
 )
 from app.hyper.events import ConnectionEvent, DomainEvent
 from app.hyper.graphics import SpiceEndpoint
@@ -25,6 +26,7 @@ from app.hyper.hypervisor import Hypervisor
 from app.hyper.probe import ProbeResult, probe
 from app.hyper.records import HypervisorRecord
 from app.hyper.registry import HypervisorRegistry
+from app.hyper.snapshots import SnapshotInfo
 
 __all__ = [
     "CommandError",
@@ -43,6 +45,8 @@ __all__ = [
     "InvalidDomainState",
     "PathNotAllowed",
     "ProbeResult",
+    "SnapshotInfo",
+    "SnapshotNotFound",
     "SpiceEndpoint",
     "probe",
 ]

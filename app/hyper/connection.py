@@ -21,6 +21,7 @@ from app.hyper.errors import (
     HypervisorError,
     HypervisorUnavailable,
     InvalidDomainState,
+    SnapshotNotFound,
 )
 
 log = logging.getLogger("kvmvdi.hyper.libvirt")
@@ -59,6 +60,8 @@ def translate(exc: libvirt.libvirtError) -> HypervisorError:
     message = libvirt_message(exc)
     if code == libvirt.VIR_ERR_NO_DOMAIN:
         return DomainNotFound(message)
+    if code == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+        return SnapshotNotFound(message)
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         return InvalidDomainState(message)
     if is_connection_error(exc):

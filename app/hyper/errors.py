@@ -22,6 +22,10 @@ class DomainNotFound(HypervisorError):
     """The hypervisor has no domain of that name."""
 
 
+class SnapshotNotFound(HypervisorError):
+    """The domain has no snapshot of that name."""
+
+
 class InvalidDomainState(HypervisorError):
     """The domain is not in a state that allows the operation (e.g. a screenshot of a shut-off VM)."""
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.hyper import agent, capabilities, domains, graphics, screenshot
+from app.hyper import agent, capabilities, domains, graphics, screenshot, snapshots
 from app.hyper.agent import GuestInfo
 from app.hyper.capabilities import HostCapabilities, Trial
 from app.hyper.commands import CommandResult
@@ -24,6 +24,7 @@ from app.hyper.graphics import SpiceEndpoint
 from app.hyper.images import ImageInfo, ImageOperations, ListedImage
 from app.hyper.paths import confine
 from app.hyper.records import HypervisorRecord
+from app.hyper.snapshots import SnapshotInfo
 from app.tlsca import CertificateState
 
 if TYPE_CHECKING:
@@ -248,6 +249,20 @@ class Hypervisor:
     async def update_device(self, name: str, device_xml: str) -> bool:
         """Change a device in the definition, and live when running; True if it was live."""
         return await self._libvirt(domains.update_device, name, device_xml)
+
+    async def snapshots(self, name: str) -> list[SnapshotInfo]:
+        """The domain's (internal) snapshots, oldest first."""
+        return await self._libvirt(snapshots.list_snapshots, name)
+
+    async def create_snapshot(self, name: str, snapshot: str, description: str = "") -> SnapshotInfo:
+        """Take a snapshot inside the domain's qcow2 disk (with its memory when it runs)."""
+        return await self._libvirt(snapshots.create_snapshot, name, snapshot, description)
+
+    async def revert_snapshot(self, name: str, snapshot: str) -> None:
+        await self._libvirt(snapshots.revert_snapshot, name, snapshot)
+
+    async def delete_snapshot(self, name: str, snapshot: str) -> None:
+        await self._libvirt(snapshots.delete_snapshot, name, snapshot)
 
     async def supports_kvm(self) -> bool:
         """Whether this host runs ``kvm`` domains (hardware virtualisation), else only ``qemu`` (TCG)."""

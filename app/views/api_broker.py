@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.api.bodies import DesktopRequest, Login, UserPower
+from app.api.bodies import DesktopRequest, Login, SnapshotTake, UserPower
 from app.api.reader import read_body
 from app.auth.login import LoginAttempt, Refusal
 from app.broker.catalog import straight_target
@@ -27,6 +27,7 @@ from app.broker.desktops import BOOT_RETRY_SECONDS, Broker, DesktopAnswer
 from app.broker.openapi import openapi_document
 from app.broker.pools import failover_of
 from app.broker.power import DesktopPowerError
+from app.broker.snapshots import Outcome, SnapshotRefused
 from app.broker.tokens import TokenUser, authenticate_token, issue_token, revoke_token
 from app.i18n import gettext as _
 from app.services import services_of
@@ -237,6 +238,83 @@ async def power(request: Request) -> Response:
     return JSONResponse({"state": state}, status_code=202)
 
 
+def snapshot_outcome(outcome: Outcome) -> Response:
+    """A user's snapshot action: 200 done, 202 still running, 409 failed; the list in each."""
+    status = {"succeeded": 200, "running": 202}.get(outcome.state, 409)
+    body: dict[str, Any] = {
+        "state": outcome.state,
+        "message": outcome.message,
+        "snapshots": outcome.snapshots,
+    }
+    if outcome.state == "failed":
+        body["error"] = "snapshot_failed"
+    return JSONResponse(body, status_code=status)
+
+
+def snapshot_refused(exc: SnapshotRefused) -> Response:
+    if exc.fields:
+        return error(exc.status, exc.code, exc.message, fields=exc.fields)
+    return error(exc.status, exc.code, exc.message)
+
+
+@token_required
+async def snapshots(request: Request) -> Response:
+    """The snapshots of the user's own desktop, where its pool offers them."""
+    user: TokenUser = request.state.token_user
+    try:
+        limit, found = await services_of(request).broker.snapshots.of(
+            _path_int(request, "vm_id") or 0, user.user_id
+        )
+    except SnapshotRefused as exc:
+        return snapshot_refused(exc)
+    return JSONResponse({"limit": limit, "snapshots": found})
+
+
+@token_required
+async def take_snapshot(request: Request) -> Response:
+    body = await read_body(request, SnapshotTake)
+    user: TokenUser = request.state.token_user
+    try:
+        outcome = await services_of(request).broker.snapshots.take(
+            _path_int(request, "vm_id") or 0,
+            user.user_id,
+            name=body.name or None,
+            description=body.description.strip(),
+            actor=user.username,
+            client_address=client_address(request),
+        )
+    except SnapshotRefused as exc:
+        return snapshot_refused(exc)
+    return snapshot_outcome(outcome)
+
+
+async def _change_snapshot(request: Request, verb: str) -> Response:
+    user: TokenUser = request.state.token_user
+    desktops = services_of(request).broker.snapshots
+    change = desktops.revert if verb == "revert" else desktops.delete
+    try:
+        outcome = await change(
+            _path_int(request, "vm_id") or 0,
+            user.user_id,
+            request.path_params["name"],
+            actor=user.username,
+            client_address=client_address(request),
+        )
+    except SnapshotRefused as exc:
+        return snapshot_refused(exc)
+    return snapshot_outcome(outcome)
+
+
+@token_required
+async def revert_snapshot(request: Request) -> Response:
+    return await _change_snapshot(request, "revert")
+
+
+@token_required
+async def delete_snapshot(request: Request) -> Response:
+    return await _change_snapshot(request, "delete")
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
@@ -249,5 +327,9 @@ routes = [
     Route("/api/v1/leases/{lease_id}/heartbeat", heartbeat, methods=["POST"]),
     Route("/api/v1/leases/{lease_id}/release", release, methods=["POST"]),
     Route("/api/v1/desktops/{vm_id}/power", power, methods=["POST"]),
+    Route("/api/v1/desktops/{vm_id}/snapshots", snapshots, methods=["GET"]),
+    Route("/api/v1/desktops/{vm_id}/snapshots", take_snapshot, methods=["POST"]),
+    Route("/api/v1/desktops/{vm_id}/snapshots/{name}/revert", revert_snapshot, methods=["POST"]),
+    Route("/api/v1/desktops/{vm_id}/snapshots/{name}", delete_snapshot, methods=["DELETE"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]

@@ -23,6 +23,7 @@ from app.api.bodies import (
     NewVdiBody,
     Policy,
     Populate,
+    StartConfirmed,
     VmPower,
     new_vm_model,
 )
@@ -49,7 +50,7 @@ def vm_service(request: Request) -> VmService:
 
 
 def error_response(exc: VmError) -> JSONResponse:
-    body: dict[str, Any] = {"error": exc.code, "message": exc.message}
+    body: dict[str, Any] = {**exc.details, "error": exc.code, "message": exc.message}
     if isinstance(exc, Invalid):
         body["fields"] = exc.errors
     return JSONResponse(body, status_code=exc.status)
@@ -78,7 +79,7 @@ def actor(request: Request) -> str:
     return str(request.state.user.username)
 
 
-async def _operation(request: Request, op_id: int | None) -> dict[str, Any] | None:
+async def operation_json(request: Request, op_id: int | None) -> dict[str, Any] | None:
     if op_id is None:
         return None
     operation = await vm_service(request).operations.get(op_id)
@@ -104,7 +105,7 @@ async def get_one(request: Request) -> Response:
     data["thumbnail"] = service.thumbnails.version_of(vm.id)
     # What the guest's QEMU agent reports (OS name, IP addresses), or null without one.
     data["guest"] = service.agents.summary_of(vm.id)
-    data["operation"] = await _operation(request, vm.operation_id)
+    data["operation"] = await operation_json(request, vm.operation_id)
     return JSONResponse({"vm": data})
 
 
@@ -112,7 +113,9 @@ async def _created(request: Request, created: Created) -> Response:
     db = services_of(request).db
     vms = [vm.summary() for vm_id in created.vm_ids if (vm := await get_vm(db, vm_id)) is not None]
     status = 202 if created.operation_id is not None else 201
-    return JSONResponse({"vms": vms, "operation": await _operation(request, created.operation_id)}, status)
+    return JSONResponse(
+        {"vms": vms, "operation": await operation_json(request, created.operation_id)}, status
+    )
 
 
 @api
@@ -140,7 +143,7 @@ async def create_vdi(request: Request) -> Response:
 @api
 async def copy_disk(request: Request) -> Response:
     op_id = await vm_service(request).copy_disk(path_id(request), actor=actor(request))
-    return JSONResponse({"operation": await _operation(request, op_id)}, status_code=202)
+    return JSONResponse({"operation": await operation_json(request, op_id)}, status_code=202)
 
 
 @api
@@ -153,23 +156,27 @@ async def populate(request: Request) -> Response:
         wait_first_boot=body.wait_first_boot,
         first_boot_timeout=body.first_boot_timeout,
     )
-    return JSONResponse({"operation": await _operation(request, op_id)}, status_code=202)
+    return JSONResponse({"operation": await operation_json(request, op_id)}, status_code=202)
 
 
 @api
 async def power(request: Request) -> Response:
-    action = (await read_body(request, VmPower)).action
+    body = await read_body(request, StartConfirmed)
     vm = await vm_service(request).power(
-        path_id(request), action, actor=actor(request), client_address=client_address(request)
+        path_id(request),
+        body.action,
+        actor=actor(request),
+        client_address=client_address(request),
+        confirm_children=body.confirm_children,
     )
-    return JSONResponse({"vm": vm.summary(), "action": action}, status_code=202)
+    return JSONResponse({"vm": vm.summary(), "action": body.action}, status_code=202)
 
 
 @api
 async def children_power(request: Request) -> Response:
     action = (await read_body(request, VmPower)).action
     op_id = await vm_service(request).mass_power(path_id(request), action, actor=actor(request))
-    return JSONResponse({"operation": await _operation(request, op_id)}, status_code=202)
+    return JSONResponse({"operation": await operation_json(request, op_id)}, status_code=202)
 
 
 @api
@@ -266,7 +273,9 @@ async def delete(request: Request) -> Response:
         client_address=client_address(request),
     )
     status = 202 if op_id is not None else 200
-    return JSONResponse({"deleted": plan.summary(), "operation": await _operation(request, op_id)}, status)
+    return JSONResponse(
+        {"deleted": plan.summary(), "operation": await operation_json(request, op_id)}, status
+    )
 
 
 @api

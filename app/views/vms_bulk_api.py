@@ -15,7 +15,7 @@ from app.api.bodies import BulkDelete, BulkDeletePlan, BulkMaintenance, BulkPowe
 from app.api.reader import read_body
 from app.services import services_of
 from app.views.forms import client_address
-from app.views.vms_api import PREFIX, _operation, actor, api, vm_service
+from app.views.vms_api import PREFIX, actor, api, operation_json, vm_service
 from app.vms import bulk
 from app.vms.listing import Listing, matching_ids
 from app.vms.table import build_table
@@ -36,7 +36,7 @@ async def power(request: Request) -> Response:
     op_id = await bulk.start_bulk_power(
         vm_service(request).ctx, body.vm_ids, body.action, actor=actor(request)
     )
-    return JSONResponse({"operation": await _operation(request, op_id)}, status_code=202)
+    return JSONResponse({"operation": await operation_json(request, op_id)}, status_code=202)
 
 
 @api
@@ -71,7 +71,7 @@ async def delete(request: Request) -> Response:
         actor=actor(request),
         client_address=client_address(request),
     )
-    return JSONResponse({"deleted": plan.summary(), "operation": await _operation(request, op_id)}, 202)
+    return JSONResponse({"deleted": plan.summary(), "operation": await operation_json(request, op_id)}, 202)
 
 
 def _view(view: VmView) -> dict[str, object]:

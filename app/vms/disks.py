@@ -14,6 +14,7 @@ import json
 import posixpath
 import shlex
 from collections.abc import Sequence
+from typing import Any
 
 from app.hyper import CommandError, Hypervisor, HypervisorError, PathNotAllowed
 from app.i18n import gettext as _
@@ -161,10 +162,34 @@ async def existing_files(hv: Hypervisor, paths: Sequence[str]) -> list[str]:
     return [path for path in paths if path in found]
 
 
-async def backing_file(hv: Hypervisor, path: str) -> str | None:
-    """The backing file recorded in a qcow2 image (None for a standalone image)."""
+async def image_info(hv: Hypervisor, path: str) -> dict[str, Any]:
+    """``qemu-img info`` of a disk image (force-share: it may be in use)."""
     (path,) = confined(hv, [path])
     output = await run_script(hv, [["qemu-img", "info", "--output=json", "-U", path]], what=f"reading {path}")
-    info = json.loads(output)
+    info: dict[str, Any] = json.loads(output)
+    return info
+
+
+async def backing_files(hv: Hypervisor, paths: Sequence[str]) -> dict[str, str | None]:
+    """The backing file recorded in each existing image of ``paths`` (one command for all)."""
+    if not paths:
+        return {}
+    each = (
+        'for f in "$@"; do if [ -e "$f" ]; then printf "%s\\n" "$f"; '
+        'qemu-img info -U --output=json "$f" | tr -d "\\n"; printf "\\n"; fi; done'
+    )
+    output = await run_script(hv, [["sh", "-c", each, "sh", *confined(hv, paths)]], what="reading disks")
+    lines = output.splitlines()
+    found: dict[str, str | None] = {}
+    for path, text in zip(lines[0::2], lines[1::2], strict=False):
+        info = json.loads(text)
+        value = info.get("full-backing-filename") or info.get("backing-filename")
+        found[path] = str(value) if value else None
+    return found
+
+
+async def backing_file(hv: Hypervisor, path: str) -> str | None:
+    """The backing file recorded in a qcow2 image (None for a standalone image)."""
+    info = await image_info(hv, path)
     value = info.get("full-backing-filename") or info.get("backing-filename")
     return str(value) if value else None

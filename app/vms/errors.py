@@ -6,6 +6,8 @@ handler answers with.
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.i18n import gettext as _
 
 
@@ -13,9 +15,18 @@ class VmError(Exception):
     code = "vm_error"
     status = 409
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        # Extra facts for JSON answers (what a confirmation must name, ...).
+        self.details = details or {}
         if code is not None:
             self.code = code
         if status is not None:
@@ -43,6 +54,17 @@ class Invalid(VmError):
     def __init__(self, errors: dict[str, str]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+
+
+def refuse_if_busy(name: str, operation_id: int | None) -> None:
+    """Refused while an operation holds the VM: one change at a time."""
+    if operation_id is not None:
+        raise Refused(
+            _("{name} is busy with operation {operation_id}: wait for it to end").format(
+                name=name, operation_id=operation_id
+            ),
+            code="busy",
+        )
 
 
 def domain_missing(name: str, hypervisor: str) -> Refused:

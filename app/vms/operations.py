@@ -166,6 +166,12 @@ class OperationContext:
         self.temp_files = [(hv, p) for hv, p in self.temp_files if p != path]
         await self._runner._save_temp_files(self.id, self.temp_files)
 
+    async def release(self, vm_ids: Iterable[int]) -> None:
+        """Stop holding ``vm_ids`` before the end: the operation leaves them alone."""
+        ids = set(vm_ids)
+        self.vm_ids = [vm_id for vm_id in self.vm_ids if vm_id not in ids]
+        await self._runner._release(self.id, ids)
+
 
 Work = Callable[[OperationContext], Awaitable[str | None]]
 
@@ -430,6 +436,14 @@ class OperationsRunner:
 
     async def _store(self, op_id: int, **values: Any) -> None:
         await self._db.execute(operations.update().where(operations.c.id == op_id).values(**values))
+
+    async def _release(self, op_id: int, vm_ids: set[int]) -> None:
+        if vm_ids:
+            await self._db.execute(
+                vms.update()
+                .where(vms.c.id.in_(sorted(vm_ids)), vms.c.operation_id == op_id)
+                .values(operation_id=None)
+            )
 
     async def _save_temp_files(self, op_id: int, temp_files: list[tuple[int, str]]) -> None:
         operation = await self.get(op_id)

@@ -17,7 +17,7 @@ from app.i18n import N_
 from app.i18n import gettext as _
 from app.vms import firmware_state
 from app.vms.context import VmContext
-from app.vms.errors import HypervisorFailure, Invalid, Refused, domain_missing
+from app.vms.errors import HypervisorFailure, Invalid, Refused, domain_missing, refuse_if_busy
 from app.vms.operations import OperationContext
 from app.vms.records import Vm, children_of
 from app.vms.volatile import boot_leftovers, prepare_boot
@@ -34,6 +34,7 @@ LABELS = {
 log = logging.getLogger("kvmvdi.vms.power")
 
 RUNNING = ("running", "paused", "pmsuspended")
+STOPPED = ("shutoff", "crashed")
 # Stopping a VM stays possible on a hypervisor in maintenance: that is how it gets drained.
 STOPPING = ("shutdown", "poweroff")
 
@@ -59,13 +60,7 @@ async def power(ctx: VmContext, vm_id: int, action: str, *, actor: str = "", cli
     """Apply ``action`` to one VM (refused while an operation holds it)."""
     act = check_action(action)
     vm = await ctx.vm(vm_id)
-    if vm.operation_id is not None:
-        raise Refused(
-            _("{name} is busy with operation {operation_id}: wait for it to end").format(
-                name=vm.name, operation_id=vm.operation_id
-            ),
-            code="busy",
-        )
+    refuse_if_busy(vm.name, vm.operation_id)
     hv = ctx.hypervisor(vm.hypervisor_id, new_work=act not in STOPPING)
     await apply(ctx, vm, hv, act)
     await ctx.audit.record(f"vm_{act}", actor=actor, target=vm.name, client_address=client_address)
@@ -261,6 +256,22 @@ async def force_off(hv: Hypervisor, vm: Vm) -> bool:
                 _("forcing {name} off failed: {exc}").format(name=vm.name, exc=exc)
             ) from exc
     return False
+
+
+async def stop_gracefully(ctx: VmContext, hv: Hypervisor, vm: Vm) -> bool:
+    """ACPI shutdown, forced off after ``shutdown_grace`` seconds; True when it had to be forced."""
+    if await live_state(hv, vm) not in RUNNING:
+        return False
+    try:
+        await hv.shutdown(vm.name)
+    except HypervisorError as exc:
+        log.info("ACPI shutdown of %s failed: %s", vm.name, exc)
+    grace = ctx.settings.shutdown_grace
+    stopped = await ctx.states.wait_for(hv.id, vm.name, STOPPED, within=grace, hv=hv)
+    if stopped is not None:
+        return False
+    await force_off(hv, vm)
+    return True
 
 
 async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str = "") -> int:

@@ -16,7 +16,7 @@ from databases import Database
 
 from app.clock import utcnow
 from app.db.records import Named, Record, UserRecord, fetch_record, fetch_records
-from app.db.schema import hypervisors, operations, users, vms
+from app.db.schema import hypervisors, image_versions, operations, users, vms
 from app.hyper.records import HypervisorRecord
 from app.vms.domain_xml import DevicePolicy
 
@@ -70,6 +70,8 @@ class Vm(Record):
     operation_id: int | None
     assigned_user_id: int | None
     last_user_id: int | None
+    image_version_id: int | None
+    target_version_id: int | None
     created_at: datetime | None
 
     @property
@@ -149,6 +151,8 @@ async def update_vms(db: Database, vm_ids: Iterable[int], **values: Any) -> None
 async def delete_vm_row(db: Database, vm_id: int) -> None:
     # Children of a deleted parent (initials of a source) lose the link, not their rows.
     await db.execute(vms.update().where(vms.c.parent_id == vm_id).values(parent_id=None))
+    # An initial's versions go with it (SQLite does not enforce the cascade).
+    await db.execute(image_versions.delete().where(image_versions.c.initial_id == vm_id))
     await db.execute(operations.update().where(operations.c.vm_id == vm_id).values(vm_id=None))
     await db.execute(vms.delete().where(vms.c.id == vm_id))
 

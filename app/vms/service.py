@@ -31,9 +31,11 @@ from app.vms.disks import remove_files
 from app.vms.domain_xml import DevicePolicy
 from app.vms.errors import HypervisorFailure, Invalid, Refused
 from app.vms.guest_agents import GuestAgents
+from app.vms.images import ImageService
 from app.vms.operations import OperationListener, OperationsRunner
 from app.vms.parameters import DefinitionError, NewBatch, NewInitial, NewVdi, NewVm, parse
 from app.vms.records import Vm
+from app.vms.snapshots import SnapshotService
 from app.vms.sync import StateSync
 from app.vms.thumbnails import Thumbnails
 
@@ -59,6 +61,8 @@ class VmService:
         self.sync = StateSync(self.ctx)
         self.thumbnails = Thumbnails(self.ctx)
         self.agents = GuestAgents(self.ctx)
+        self.images = ImageService(self.ctx)
+        self.snapshots = SnapshotService(self.ctx)
         self.operations = operations
         self._events: asyncio.Queue[DomainEvent | ConnectionEvent] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
@@ -153,7 +157,8 @@ class VmService:
         return await workflows_create.create_vdi(self.ctx, spec, actor=actor)
 
     async def copy_disk(self, initial_id: int, *, actor: str = "") -> int:
-        return await workflows_disk.start_copy_disk(self.ctx, initial_id, actor=actor)
+        """Publish a new image version copied from the source's disk."""
+        return await self.images.publish(initial_id, origin="source", actor=actor)
 
     async def populate(
         self,
@@ -172,8 +177,31 @@ class VmService:
             first_boot_timeout=first_boot_timeout,
         )
 
-    async def power(self, vm_id: int, action: str, *, actor: str = "", client_address: str = "") -> Vm:
-        """Start (volatile overlays prepared), shutdown, poweroff, reboot or reset one VM."""
+    async def power(
+        self,
+        vm_id: int,
+        action: str,
+        *,
+        actor: str = "",
+        client_address: str = "",
+        confirm_children: list[str] | None = None,
+    ) -> Vm:
+        """Start (volatile overlays prepared), shutdown, poweroff, reboot or reset one VM.
+
+        Starting an initial machine whose own disk VDI machines run on needs
+        ``confirm_children`` (exactly those machines): they are forced off and put in
+        maintenance first. Resetting a running VDI machine nobody holds is its fresh boot on
+        its initial's target image version when it is behind (never under a user).
+        """
+        vm = await self.ctx.vm(vm_id)
+        if action == "start" and vm.kind == "initial":
+            await self.images.clear_for_start(vm, confirm_children, actor=actor)
+        idle_desktop = vm.kind == "vdi" and vm.assigned_user_id is None and vm.state == "running"
+        if action == "reset" and idle_desktop and await self.images.move_desktop(vm.id, actor=actor):
+            await self.ctx.audit.record(
+                "vm_reset", actor=actor, target=vm.name, client_address=client_address
+            )
+            return await self.ctx.vm(vm.id)
         return await power_actions.power(self.ctx, vm_id, action, actor=actor, client_address=client_address)
 
     async def mass_power(self, initial_id: int, action: str, *, actor: str = "") -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from databases import Database
@@ -16,6 +18,7 @@ from app.vms.guest_agents import GuestAgents
 from app.vms.operations import Operation, OperationsRunner
 from app.vms.records import Vm, list_hypervisors, list_vms, usernames
 from app.vms.thumbnails import Thumbnails
+from app.vms.versions import ImageVersion, all_versions
 
 STATE_STYLES = {
     "running": "success",
@@ -40,6 +43,17 @@ class VmRow:
     children: list[VmRow] = field(default_factory=list)
     # What the guest's QEMU agent reports, if it runs one.
     guest: GuestInfo | None = None
+    # Image versions: a VDI machine's ("v2"), an initial's target ("v3"), and where it is going.
+    version: str | None = None
+    target: str | None = None
+
+    @property
+    def behind(self) -> bool:
+        return self.target is not None and self.version != self.target
+
+    @property
+    def on_target(self) -> int:
+        return sum(1 for child in self.children if not child.behind)
 
     @property
     def group(self) -> str:
@@ -82,10 +96,30 @@ class VmTable:
         )
 
 
+def _label(versions: Mapping[int, ImageVersion], version_id: int | None) -> str | None:
+    version = versions.get(version_id) if version_id is not None else None
+    return version.label if version is not None else None
+
+
+def _versions_of(vm: Vm, by_id: Mapping[int, Vm], versions: Mapping[int, ImageVersion]) -> dict[str, Any]:
+    """The version fields of a row: its own and its target (an initial's, or a child's initial's)."""
+    if vm.kind == "initial":
+        return {"target": _label(versions, vm.target_version_id)}
+    parent = by_id.get(vm.parent_id) if vm.kind == "vdi" and vm.parent_id is not None else None
+    if parent is None:
+        return {}
+    return {
+        "version": _label(versions, vm.image_version_id),
+        "target": _label(versions, parent.target_version_id),
+    }
+
+
 async def build_table(
     db: Database, operations: OperationsRunner, thumbnails: Thumbnails, agents: GuestAgents | None = None
 ) -> VmTable:
     vms = await list_vms(db)
+    by_id = {vm.id: vm for vm in vms}
+    versions = await all_versions(db)
     hypervisors = await list_hypervisors(db)
     hv_names = {hv.id: hv.name for hv in hypervisors}
     users = await usernames(db, [vm.assigned_user_id for vm in vms if vm.assigned_user_id is not None])
@@ -103,6 +137,7 @@ async def build_table(
             thumbnail=thumbnails.version_of(vm.id) if vm.state == "running" else None,
             operation=by_op.get(vm.operation_id) if vm.operation_id is not None else None,
             guest=agents.get(vm.id) if agents is not None else None,
+            **_versions_of(vm, by_id, versions),
         )
 
     initials = {vm.id: row(vm) for vm in vms if vm.kind == "initial"}

@@ -22,7 +22,7 @@ from app.vms.domain_xml import (
     new_uuid,
     random_mac,
 )
-from app.vms.errors import HypervisorFailure, Invalid, Refused
+from app.vms.errors import HypervisorFailure, Invalid, Refused, refuse_if_busy
 from app.vms.importing import ImportedImage, inspect_import
 from app.vms.operations import OperationContext
 from app.vms.parameters import (
@@ -271,8 +271,9 @@ async def define(hv: Hypervisor, definition: DomainDefinition) -> None:
 
 
 async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -> Created:
-    """A new initial machine defined on the source's hypervisor, then its disk copied (an operation)."""
-    from app.vms.workflows_disk import start_copy_disk
+    """A new initial machine defined on the source's hypervisor, then its first image version
+    published from the source's disk (an operation)."""
+    from app.vms.publish import start_publish
 
     source = await ctx.vm(spec.source_id)
     if source.kind != "source":
@@ -339,31 +340,30 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
     await update_vm(ctx.db, vm_id, state="shutoff")
     await ctx.refresh(vm_id, "created")
     await ctx.audit.record("vm_create", actor=actor, target=spec.name, kind="initial", source=source.name)
-    op_id = await start_copy_disk(ctx, vm_id, actor=actor)
+    op_id = await start_publish(ctx, vm_id, origin="source", actor=actor)
     return Created([vm_id], op_id)
 
 
 async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Created:
-    """``count`` VDI machines on an initial: overlays of its disk, on its hypervisor (an operation)."""
+    """``count`` VDI machines on an initial: overlays of its target image version (of its own disk
+    when it has none yet), on its hypervisor (an operation)."""
+    from app.vms.publish import state_of
+
     initial = await ctx.vm(spec.initial_id)
     if initial.kind != "initial":
         raise Invalid({"initial_id": f"{initial.name} is not an initial machine"})
-    if initial.operation_id is not None:
-        raise Refused(
-            _("{name} is busy with operation {operation_id}: wait for it to end").format(
-                name=initial.name, operation_id=initial.operation_id
-            ),
-            code="busy",
-        )
+    refuse_if_busy(initial.name, initial.operation_id)
     hv = ctx.hypervisor(initial.hypervisor_id)
     try:
         names = spec.names()
     except DefinitionError as exc:
         raise Invalid(exc.errors) from None
     await check_names(ctx, names, "prefix")
-    if not await existing_files(hv, [initial.disk_path]):
+    target = (await state_of(ctx, initial.id)).target
+    base = target.path if target is not None else initial.disk_path
+    if not await existing_files(hv, [base]):
         raise Refused(
-            _("{name} has no disk yet: copy its disk from the source first").format(name=initial.name),
+            _("{name} has no disk yet: publish a version from the source first").format(name=initial.name),
             code="no_disk",
         )
     disks = [default_disk_path(hv.record.images_dir, name) for name in names]
@@ -395,14 +395,16 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
             mac_address=mac,
             domain_type=placement.domain_type,
             **hardware_columns(initial),
+            image_version_id=target.id if target is not None else None,
         )
         rows.append((vm_id, name, uuid, disk, mac))
 
     async def provision(op: OperationContext) -> str:
         work = _Provisioning(ctx, hv, rows)
         try:
-            await op.progress(0, f"Creating {len(rows)} overlays of {initial.name}")
-            await create_overlays(hv, initial.disk_path, [row[3] for row in rows])
+            on = target.label if target is not None else initial.name
+            await op.progress(0, f"Creating {len(rows)} overlays of {on}")
+            await create_overlays(hv, base, [row[3] for row in rows])
             # Each child starts from a copy of the initial's variable store and TPM.
             work.with_firmware_state(initial.firmware == "uefi" or initial.tpm)
             await firmware_state.copy_state(hv, initial, [row[1] for row in rows])

@@ -1,14 +1,10 @@
-"""Disk workflows on initial machines: copy the disk from the source, populate the VDI children.
+"""Populating an initial's VDI children (publishing image versions is :mod:`app.vms.publish`).
 
-*Copy disk from source*: the initial's VDI children are forced off and put in
-maintenance (their overlays would read a changing base), the source's disk is
-converted to a standalone qcow2 under a temporary name with live progress, and
-renamed over the initial's disk only when complete.
-
-*Populate*: every child's overlay is recreated from the current initial disk, and
-its UEFI variable store and TPM state from the initial's (one SSH command each),
-then each child is started once from its own disk, never volatile, so that
-first-boot scripts persist (a few starts at a time). The
+*Populate*: every child's overlay is recreated on the initial's target version (on
+its own disk if it has none yet, as before versions existed), all in one SSH
+command, and its UEFI variable store and TPM state from the initial's (one SSH
+command each), then each child is started once from its own disk, never
+volatile, so that first-boot scripts persist (a few starts at a time). The
 operation is done when every child has been recreated and started: the first
 boots run on. On request it also waits until each first boot has finished (the
 guest powers itself off), shutting down (ACPI, then forced) a guest that is still
@@ -20,39 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import posixpath
 
 from app.hyper import Hypervisor, HypervisorError
-from app.hyper.disks import partial_path
 from app.i18n import gettext as _
 from app.vms import firmware_state
 from app.vms.context import VmContext
-from app.vms.disks import backing_file, confined, create_overlays, existing_files, no_space
-from app.vms.errors import HypervisorFailure, Invalid, Refused
+from app.vms.disks import create_overlays, existing_files
+from app.vms.errors import HypervisorFailure, Refused
 from app.vms.operations import OperationContext
 from app.vms.power import RUNNING, force_off, live_state, start_together
-from app.vms.records import Vm, children_of, update_vms, vms_by_ids
+from app.vms.publish import initial_checks, state_of
+from app.vms.records import Vm, update_vms, vms_by_ids
+from app.vms.rollout import rebase
+from app.vms.versions import ImageVersion
 
 log = logging.getLogger("kvmvdi.vms.disk")
 
 STOPPED = ("shutoff", "crashed")
-
-
-def _initial_checks(initial: Vm, action: str) -> None:
-    if initial.kind != "initial":
-        raise Invalid({"vm": f"{initial.name} is not an initial machine"})
-    if initial.locked:
-        raise Refused(
-            _("{name} is locked: unlock it to {action}").format(name=initial.name, action=action),
-            code="locked",
-        )
-    if initial.operation_id is not None:
-        raise Refused(
-            _("{name} is busy with operation {operation_id}: wait for it to end").format(
-                name=initial.name, operation_id=initial.operation_id
-            ),
-            code="busy",
-        )
 
 
 async def _publish_all(ctx: VmContext, vms: list[Vm]) -> None:
@@ -70,105 +50,6 @@ async def _stop_running(hv: Hypervisor, vms: list[Vm]) -> None:
     await asyncio.gather(*(force_off(hv, vm) for vm in vms if vm.name in running))
 
 
-# -- copy disk -----------------------------------------------------------------------------------
-
-
-async def start_copy_disk(ctx: VmContext, initial_id: int, *, actor: str = "") -> int:
-    initial = await ctx.vm(initial_id)
-    _initial_checks(initial, "copy its disk")
-    if initial.parent_id is None:
-        raise Refused(
-            _("{name} has no source VM to copy from: classify it with a source first").format(
-                name=initial.name
-            )
-        )
-    source = await ctx.vm(initial.parent_id)
-    if source.hypervisor_id != initial.hypervisor_id:
-        raise Refused(
-            _("{source} and {initial} are on different hypervisors: copy within one").format(
-                source=source.name, initial=initial.name
-            )
-        )
-    hv = ctx.hypervisor(initial.hypervisor_id)
-    confined(hv, [source.disk_path, initial.disk_path])
-    if await live_state(hv, source) in RUNNING:
-        raise Refused(
-            _("shut down the source {name} first: a running disk cannot be copied consistently").format(
-                name=source.name
-            )
-        )
-    if await live_state(hv, initial) in RUNNING:
-        raise Refused(_("shut down {name} first").format(name=initial.name))
-    if not await existing_files(hv, [source.disk_path]):
-        raise Refused(_("the source's disk {disk_path} does not exist").format(disk_path=source.disk_path))
-    children = await children_of(ctx.db, initial.id)
-
-    async def work(op: OperationContext) -> str:
-        return await _copy(ctx, op, hv, source, initial, children)
-
-    op_id = await ctx.operations.start(
-        "copy_disk",
-        work,
-        vm_id=initial.id,
-        hold=[source.id, *(child.id for child in children)],
-        hypervisor_id=hv.id,
-        params={"source": source.name, "target": initial.disk_path},
-        created_by=actor,
-        message=_("Copying the disk of {source} to {initial}").format(
-            source=source.name, initial=initial.name
-        ),
-    )
-    await ctx.audit.record("vm_copy_disk", actor=actor, target=initial.name, source=source.name)
-    return op_id
-
-
-async def _copy(
-    ctx: VmContext, op: OperationContext, hv: Hypervisor, source: Vm, initial: Vm, children: list[Vm]
-) -> str:
-    if children:
-        await op.progress(0, f"Stopping {len(children)} VDI machines and putting them in maintenance")
-        await update_vms(ctx.db, [child.id for child in children], maintenance=True)
-        await _publish_all(ctx, children)
-        await _stop_running(hv, children)
-    # The hypervisor layer writes here and renames at the end; recorded first, so that
-    # a dashboard that dies meanwhile still knows what to clean up.
-    tag = f"op{op.id}"
-    temp = partial_path(initial.disk_path, tag)
-    await op.temp_file(hv.id, temp)
-    await op.progress(1, f"Copying {source.disk_path}")
-
-    async def report(percent: float) -> None:
-        await op.progress(1 + 0.98 * percent, f"Copying: {percent:.0f} %")
-
-    try:
-        await hv.convert_disk(
-            source.disk_path,
-            initial.disk_path,
-            report,
-            op_id=tag,
-            src_format=source.disk_format,
-            replace=True,
-        )
-    except HypervisorError as exc:
-        what = f"copying {source.disk_path} to {initial.name}"
-        if (full := await no_space(hv, exc, posixpath.dirname(initial.disk_path), what)) is not None:
-            raise full from exc
-        raise HypervisorFailure(f"copying {source.disk_path} failed: {exc}") from exc
-    await op.temp_file_done(temp)
-    if await backing_file(hv, initial.disk_path) is not None:
-        raise HypervisorFailure(
-            _("{disk_path} still depends on a backing file after the copy").format(
-                disk_path=initial.disk_path
-            )
-        )
-    if source.firmware == initial.firmware and source.tpm == initial.tpm:
-        # The variable store (boot entries, enrolled keys) and the TPM belong with the disk.
-        await firmware_state.copy_state(hv, source, [initial.name])
-    await op.progress(100, "Disk copied")
-    follow = f" Populate its {len(children)} VDI machines to use it." if children else ""
-    return f"Copied the disk of {source.name} to {initial.name}.{follow}"
-
-
 # -- populate -----------------------------------------------------------------------------------
 
 
@@ -181,26 +62,29 @@ async def start_populate(
     first_boot_timeout: float | None = None,
 ) -> int:
     initial = await ctx.vm(initial_id)
-    _initial_checks(initial, "populate it")
+    initial_checks(initial, _("populate it"))
     hv = ctx.hypervisor(initial.hypervisor_id)
-    children = await children_of(ctx.db, initial.id)
+    state = await state_of(ctx, initial.id)
+    children = state.children
     if not children:
         raise Refused(
             _("{name} has no VDI machines to populate: create some first").format(name=initial.name)
         )
-    if not await existing_files(hv, [initial.disk_path]):
+    target = state.target
+    base = target.path if target is not None else initial.disk_path
+    if not await existing_files(hv, [base]):
         raise Refused(
-            _("{name} has no disk yet: copy its disk from the source first").format(name=initial.name),
+            _("{name} has no disk yet: publish a version from the source first").format(name=initial.name),
             code="no_disk",
         )
-    if await live_state(hv, initial) in RUNNING:
+    if target is None and await live_state(hv, initial) in RUNNING:
         raise Refused(
             _("shut down {name} first: its disk must not change under the overlays").format(name=initial.name)
         )
     timeout = first_boot_timeout if first_boot_timeout is not None else ctx.settings.first_boot_timeout
 
     async def work(op: OperationContext) -> str:
-        populate = Populate(ctx, op, hv, initial, children)
+        populate = Populate(ctx, op, hv, initial, children, target)
         return await populate.run(wait_first_boot=wait_first_boot, first_boot_timeout=timeout)
 
     params: dict[str, object] = {"children": [child.name for child in children], "wait_first_boot": False}
@@ -226,13 +110,20 @@ class Populate:
     """One populate run; progress counts overlays recreated, VMs started (and first boots ended)."""
 
     def __init__(
-        self, ctx: VmContext, op: OperationContext, hv: Hypervisor, initial: Vm, children: list[Vm]
+        self,
+        ctx: VmContext,
+        op: OperationContext,
+        hv: Hypervisor,
+        initial: Vm,
+        children: list[Vm],
+        target: ImageVersion | None,
     ) -> None:
         self.ctx = ctx
         self.op = op
         self.hv = hv
         self.initial = initial
         self.children = children
+        self.target = target
         self.steps = 0
         self.total_steps = 1
         self.started: list[Vm] = []
@@ -254,9 +145,14 @@ class Populate:
         await update_vms(ctx.db, ours, maintenance=True)
         await _publish_all(ctx, children)
         await _stop_running(hv, children)
-        await self.op.progress(None, f"Recreating {total} overlays of {self.initial.name}")
-        await create_overlays(hv, self.initial.disk_path, [child.disk_path for child in children])
-        await firmware_state.copy_state(hv, self.initial, [child.name for child in children])
+        if self.target is not None:
+            await self.op.progress(None, f"Recreating {total} overlays on {self.target.label}")
+            await rebase(ctx, hv, children, self.target, self.initial)
+            ctx.hub.publish("image", (await state_of(ctx, self.initial.id)).summary())
+        else:
+            await self.op.progress(None, f"Recreating {total} overlays of {self.initial.name}")
+            await create_overlays(hv, self.initial.disk_path, [child.disk_path for child in children])
+            await firmware_state.copy_state(hv, self.initial, [child.name for child in children])
         await self.advance(f"Recreated {total} overlays; starting the first boots", total)
 
         count = 0

@@ -19,10 +19,11 @@ from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
 from app.vms.domain_xml import cdrom_device_xml
-from app.vms.errors import HypervisorFailure, Invalid, Refused
+from app.vms.errors import HypervisorFailure, Invalid, Refused, refuse_if_busy
 from app.vms.operations import OperationContext
 from app.vms.power import force_off
 from app.vms.records import Vm, children_of, delete_vm_row, list_vms, update_vm, update_vms
+from app.vms.versions import versions_of
 from app.vms.volatile import apply_flag, overlay_of
 from app.vms.workflows_create import check_iso
 
@@ -33,13 +34,7 @@ FLAGS = ("maintenance", "locked", "volatile")
 
 
 def _not_busy(vm: Vm) -> None:
-    if vm.operation_id is not None:
-        raise Refused(
-            _("{name} is busy with operation {operation_id}: wait for it to end").format(
-                name=vm.name, operation_id=vm.operation_id
-            ),
-            code="busy",
-        )
+    refuse_if_busy(vm.name, vm.operation_id)
 
 
 async def classify(
@@ -71,7 +66,14 @@ async def classify(
         raise Invalid({"parent_id": "a VM cannot be its own parent"})
     if vm.kind == "initial" and kind != "initial" and await children_of(ctx.db, vm.id):
         raise Refused(_("{name} has VDI machines: delete or reclassify them first").format(name=vm.name))
-    await update_vm(ctx.db, vm.id, kind=kind, parent_id=parent.id if parent else None)
+    if vm.kind == "initial" and kind != "initial" and await versions_of(ctx.db, vm.id):
+        raise Refused(_("{name} has published image versions: delete it instead").format(name=vm.name))
+    # A machine classified as VDI runs on its initial's own disk until it moves to a version.
+    same_place = kind == vm.kind and (parent.id if parent else None) == vm.parent_id
+    versions: dict[str, Any] = {"image_version_id": vm.image_version_id if same_place else None}
+    if kind != "initial":
+        versions["target_version_id"] = None
+    await update_vm(ctx.db, vm.id, kind=kind, parent_id=parent.id if parent else None, **versions)
     await ctx.audit.record(
         "vm_classify",
         actor=actor,
@@ -272,6 +274,9 @@ async def plan_delete(ctx: VmContext, vm_id: int, *, with_children: bool, remove
                 kept.append(target.disk_path)
             else:
                 files.append(target.disk_path)
+        if vm.kind == "initial":
+            # Its published image versions go with it (its VDI machines go too, or it is refused).
+            files.extend(v.path for v in await versions_of(ctx.db, vm.id) if v.path not in files + kept)
     state: list[str] = []
     for target in targets:
         found = ctx.registry.find(target.hypervisor_id)
@@ -322,6 +327,8 @@ async def delete(
         files = [overlay_of(vm, hv)]
         if vm.disk_path in plan.files:
             files.append(vm.disk_path)
+        if vm.kind == "initial":
+            files.extend(v.path for v in await versions_of(ctx.db, vm.id) if v.path in plan.files)
         await remove_files(hv, files)
         # Its NVRAM and TPM state are its own (children have copies, never links).
         await firmware_state.stop_swtpm(hv, vm)

@@ -112,10 +112,13 @@ async def test_the_image_filesystem_runs_full_during_a_populate(
     assert partial_files(host, small.tag) == []
     after = {path: checksum(host, path) for path in before}
     assert after[filler] == before[filler], "the filler is untouched"
-    # Each child has an overlay, old or new: none is missing or half-written.
+    # Each child has an overlay, old or new, on the image version it runs on: none is missing
+    # or half-written.
+    target = (await small.service.images.state(created.vm_ids[0])).target
+    assert target is not None
     for child in children:
         info = as_user(host, "qemu-img", "info", "-U", child.disk_path)
-        assert f"backing file: {where.images_dir}/{small.name('init')}.qcow2" in info, info
+        assert f"backing file: {target.path}" in info, info
     # It stopped before any first boot: no child was started from a disk it lacked.
     assert set(libvirt_states(host, small.tag).values()) == {"shutoff"}
     for child in children:

@@ -183,7 +183,7 @@ async def test_source_to_initial_to_populated_vdi_desktops_in_the_browser(
     await until(
         lambda: driver.find_elements(By.CSS_SELECTOR, f'tr[data-vm-name="{initial}"]'), "the initial row"
     )
-    await until(lambda: "Copied the disk" in driver.find_element(By.ID, "toasts").text, "the success toast")
+    await until(lambda: "Published v1" in driver.find_element(By.ID, "toasts").text, "the success toast")
 
     def new_vdi() -> None:
         driver.get(dashboard.url + "/vms/new-vdi")

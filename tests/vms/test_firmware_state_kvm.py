@@ -1,8 +1,10 @@
 """Each VDI child's own NVRAM and TPM state, and the device policy in the running domain, on h0.
 
 An initial's variable store and TPM state are copied to each child when the
-child is made and again at populate (a key enrolled in the initial reaches the
-children), are removed with the child, and a volatile child boots from
+child is made, again at populate (a key enrolled in the initial reaches the
+children) and when it moves to a new image version; an image version published
+from the source brings the source's state to the initial with its disk. They
+are removed with the child, and a volatile child boots from
 throw-away copies that leave its saved state unchanged. The device policy is
 checked where it is enforced: the running domain's SPICE server (live XML and
 QEMU's command line) and the ``.vv`` file, not the UI.
@@ -78,6 +80,12 @@ async def test_children_get_copies_of_the_initials_nvram_and_tpm_renewed_at_popu
         images / f"{initial.name}.VARS.fd",
         images / f"{initial.name}.tpm" / "tpm2-00.permall",
     )
+    assert initial.parent_id is not None
+    source = await get_vm(vm_world.db, initial.parent_id)
+    assert source is not None
+    # v1 came from the source's disk, and the source's TPM (its own endorsement key) with it.
+    source_tpm = images / f"{source.name}.tpm" / "tpm2-00.permall"
+    assert digest(init_tpm) == digest(source_tpm)
     for child in children:
         child_vars = images / f"{child.name}.VARS.fd"
         child_tpm = images / f"{child.name}.tpm" / "tpm2-00.permall"
@@ -112,6 +120,20 @@ async def test_children_get_copies_of_the_initials_nvram_and_tpm_renewed_at_popu
     )
     assert not (images / f"{gone.name}.VARS.fd").exists() and not (images / f"{gone.name}.tpm").exists()
     assert (images / f"{children[1].name}.VARS.fd").exists() and init_vars.exists()
+
+    # v2 published from the source brings the source's variable store (without the key enrolled
+    # in the initial above); the child moved onto it gets a fresh copy, so the key is gone there too.
+    kept_vars = images / f"{children[1].name}.VARS.fd"
+    assert certificate in kept_vars.read_bytes()
+    op_id = await vm_world.service.images.publish(initial.id, origin="source")
+    operation = await vm_world.service.operations.wait(op_id)
+    assert operation.state == "succeeded", operation.error
+    assert digest(init_vars) == digest(images / f"{source.name}.VARS.fd")
+    assert certificate not in init_vars.read_bytes()
+    op_id = await vm_world.service.images.rollout(initial.id)
+    operation = await vm_world.service.operations.wait(op_id)
+    assert operation.state == "succeeded", operation.error
+    assert certificate not in kept_vars.read_bytes() and digest(kept_vars) == digest(init_vars)
 
 
 async def test_a_volatile_child_boots_from_copies_and_leaves_its_saved_nvram_and_tpm_unchanged(

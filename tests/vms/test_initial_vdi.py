@@ -50,9 +50,9 @@ async def make_source(world: VmWorld, guest: str = "diskwriter-poweroff") -> int
 
 
 async def make_initial_with_children(
-    world: VmWorld, count: int = 3, *, volatile: bool = False
+    world: VmWorld, count: int = 3, *, volatile: bool = False, guest: str = "diskwriter-poweroff"
 ) -> tuple[int, list[int]]:
-    source_id = await make_source(world)
+    source_id = await make_source(world, guest)
     created = await world.service.create_initial({"name": world.name("init"), "source_id": source_id})
     assert created.operation_id is not None
     copy = await world.service.operations.wait(created.operation_id)
@@ -66,7 +66,9 @@ async def make_initial_with_children(
     return created.vm_ids[0], vdi.vm_ids
 
 
-async def test_copy_disk_streams_progress_to_100_and_renames_atomically(vm_world: VmWorld) -> None:
+async def test_the_first_version_is_copied_with_progress_to_100_and_renamed_atomically(
+    vm_world: VmWorld,
+) -> None:
     source_id = await make_source(vm_world)
     source = await get_vm(vm_world.db, source_id)
     assert source is not None
@@ -86,13 +88,15 @@ async def test_copy_disk_streams_progress_to_100_and_renames_atomically(vm_world
     assert running == sorted(running), "progress only grows"
     initial = await get_vm(vm_world.db, created.vm_ids[0])
     assert initial is not None and initial.kind == "initial" and initial.parent_id == source_id
-    disk = Path(initial.disk_path)
-    assert backing_of(disk) is None, "the initial's disk is a standalone qcow2"
-    assert not list(vm_world.h0.images_dir.glob("*.part")), "no temporary file left"
+    version = vm_world.h0.images_dir / f"{initial.name}.v1.qcow2"
+    assert backing_of(version) is None, "version 1 is a standalone qcow2"
+    assert not list(vm_world.h0.images_dir.glob("*.part*")), "no temporary file left"
     raw_source = subprocess.run(
-        ["qemu-img", "compare", "-U", source.disk_path, str(disk)], capture_output=True
+        ["qemu-img", "compare", "-U", source.disk_path, str(version)], capture_output=True
     )
     assert raw_source.returncode == 0, raw_source.stdout + raw_source.stderr
+    # The initial's own disk is a working overlay of it: starting the initial writes there only.
+    assert backing_of(Path(initial.disk_path)) == str(version)
 
 
 async def test_vdi_machines_are_overlays_of_the_initial_disk_on_its_hypervisor(vm_world: VmWorld) -> None:
@@ -101,20 +105,24 @@ async def test_vdi_machines_are_overlays_of_the_initial_disk_on_its_hypervisor(v
     assert initial is not None
     names = [vm.name for vm in await children_of(vm_world.db, initial_id)]
     assert names == [vm_world.name(f"desk0{i}") for i in (1, 2, 3)]
+    version = str(vm_world.h0.images_dir / f"{initial.name}.v1.qcow2")
     for child_id in children:
         child = await get_vm(vm_world.db, child_id)
         assert child is not None and child.kind == "vdi" and child.hypervisor_id == initial.hypervisor_id
-        assert backing_of(Path(child.disk_path)) == initial.disk_path
+        assert backing_of(Path(child.disk_path)) == version
+        assert child.image_version_id == initial.target_version_id is not None
         assert child.name in vm_world.h0.host.domain_names()
 
 
-async def test_a_locked_initial_refuses_copy_populate_and_delete(vm_world: VmWorld) -> None:
+async def test_a_locked_initial_refuses_publish_populate_start_and_delete(vm_world: VmWorld) -> None:
     initial_id, _ = await make_initial_with_children(vm_world, 1)
     await vm_world.service.set_flags(initial_id, {"locked": True})
     with pytest.raises(Refused, match="locked"):
         await vm_world.service.copy_disk(initial_id)
     with pytest.raises(Refused, match="locked"):
         await vm_world.service.populate(initial_id)
+    with pytest.raises(Refused, match="locked"):
+        await vm_world.service.power(initial_id, "start")
     with pytest.raises(Refused, match="locked"):
         await vm_world.service.plan_delete(initial_id, with_children=True, remove_disks=True)
 
@@ -268,8 +276,8 @@ async def test_vdi_machines_that_cannot_be_made_leave_no_row_domain_or_file_behi
     assert (await vm_world.service.operations.wait(created.operation_id)).state == "succeeded"
     initial = await get_vm(vm_world.db, created.vm_ids[0])
     assert initial is not None
-    # The initial's disk is there but no longer an image: creating overlays on it fails.
-    Path(initial.disk_path).write_bytes(b"not a disk image")
+    # The target version's file is there but no longer an image: creating overlays on it fails.
+    (vm_world.h0.images_dir / f"{initial.name}.v1.qcow2").write_bytes(b"not a disk image")
 
     vdi = await vm_world.service.create_vdi(
         {"initial_id": initial.id, "prefix": vm_world.name("gone"), "count": 3, "volatile": False}
@@ -291,7 +299,8 @@ async def test_delete_with_disks_removes_exactly_the_named_files(vm_world: VmWor
     names = [vm_world.name("desk01"), vm_world.name("desk02"), vm_world.name("init")]
     assert plan.names == names
     images = vm_world.h0.images_dir
-    assert plan.files == [str(images / f"{name}.qcow2") for name in names]
+    version = f"{vm_world.name('init')}.v1.qcow2"
+    assert plan.files == [str(images / f"{name}.qcow2") for name in names] + [str(images / version)]
     before = {path.name for path in images.iterdir()}
     with pytest.raises(Invalid):
         await vm_world.service.delete(
@@ -312,7 +321,7 @@ async def test_delete_with_disks_removes_exactly_the_named_files(vm_world: VmWor
     operation = await vm_world.service.operations.wait(op_id)
     assert operation.state == "succeeded", operation.error
     after = {path.name for path in images.iterdir()}
-    assert before - after == {f"{name}.qcow2" for name in names}
+    assert before - after == {f"{name}.qcow2" for name in names} | {version}
     assert not any(name in vm_world.h0.host.domain_names() for name in names)
     remaining = [vm.name for vm in await list_vms(vm_world.db)]
     assert remaining == [vm_world.name("gold")]

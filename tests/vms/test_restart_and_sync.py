@@ -12,7 +12,7 @@ import pytest
 from databases import Database
 
 from app import db as database
-from app.db.schema import operations
+from app.db.schema import image_versions, operations
 from app.vms.records import get_vm, list_vms, vm_by_name
 from tests.services.guests import domain_xml
 from tests.services.libvirt_host import LibvirtHost
@@ -30,7 +30,7 @@ async def outside_db(database_url: str) -> AsyncIterator[Database]:
     await db.disconnect()
 
 
-async def test_a_dashboard_stop_during_a_copy_marks_it_interrupted_and_leaves_no_temp_file(
+async def test_a_dashboard_stop_during_a_publication_marks_it_interrupted_and_leaves_no_file(
     world_factory: WorldFactory, hypervisor_host: LibvirtHost, outside_db: Database
 ) -> None:
     world = await world_factory([hypervisor_host])
@@ -55,15 +55,17 @@ async def test_a_dashboard_stop_during_a_copy_marks_it_interrupted_and_leaves_no
         if event.topic == "operation" and event.data["id"] == op_id and event.data["progress"] >= 3:
             break
     subscription.close()
-    disk = world.h0.images_dir / f"{world.name('init')}.qcow2"
-    part = disk.with_name(f"{disk.name}.part-op{op_id}")
+    version = world.h0.images_dir / f"{world.name('init')}.v1.qcow2"
+    part = version.with_name(f"{version.name}.part-op{op_id}")
     assert part.exists(), "the copy writes under a temporary name"
     await world.dashboard.stop()
     row = await outside_db.fetch_one(operations.select().where(operations.c.id == op_id))
     assert row is not None and row._mapping["state"] == "interrupted"
     assert "Temporary file removed" in row._mapping["message"], row._mapping["message"]
     assert not part.exists()
-    assert not disk.exists(), "no half-copied disk under the real name"
+    assert not version.exists(), "no half-copied version under the real name"
+    assert not (world.h0.images_dir / f"{world.name('init')}.qcow2").exists(), "nor a working disk on it"
+    assert await outside_db.fetch_all(image_versions.select()) == [], "no version row either"
 
 
 async def test_after_a_crash_running_operations_become_interrupted_and_their_temp_files_go(

@@ -192,8 +192,9 @@ def clean_host(host: LibvirtHost, tag: str) -> None:
     for name in host.domain_names():
         if name.startswith(tag):
             host.virsh("destroy", name, check=False)
-            # --nvram: a UEFI domain cannot be undefined with its variable store left behind.
-            host.virsh("undefine", "--nvram", name, check=False)
+            # --nvram: a UEFI domain cannot be undefined with its variable store left behind;
+            # --snapshots-metadata: nor one that has snapshots.
+            host.virsh("undefine", "--nvram", "--snapshots-metadata", name, check=False)
     for directory in (host.images_dir, host.volatile_dir):
         for path in directory.iterdir():
             if path.name.lstrip(".").startswith(tag):

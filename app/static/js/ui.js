@@ -33,7 +33,45 @@
     if (window.Toast) window.Toast.show(gettext("Selected: press Ctrl+C to copy."), "info");
   }
 
+  // Bootstrap ignores hide() while a modal is still sliding in: a quick answer (Enter right
+  // after the dialog appeared) would leave it open. Each modal's state is kept here.
+  document.addEventListener("show.bs.modal", function (event) { event.target.dataset.modalState = "showing"; });
+  document.addEventListener("shown.bs.modal", function (event) { event.target.dataset.modalState = "shown"; });
+  document.addEventListener("hidden.bs.modal", function (event) { event.target.dataset.modalState = "hidden"; });
+
+  function closeModal(el) {
+    var modal = bootstrap.Modal.getOrCreateInstance(el);
+    if (el.dataset.modalState === "showing") {
+      el.addEventListener("shown.bs.modal", function () { modal.hide(); }, { once: true });
+    } else {
+      modal.hide();
+    }
+  }
+
+  /* The page's #confirm-modal with this text; resolves true when confirmed. */
+  function confirmModal(text, okLabel) {
+    return new Promise(function (resolve) {
+      var el = document.getElementById("confirm-modal");
+      el.querySelector("#confirm-text").textContent = text;
+      var ok = el.querySelector("#confirm-ok");
+      ok.textContent = okLabel || gettext("Confirm");
+      var modal = bootstrap.Modal.getOrCreateInstance(el);
+      var answered = false;
+      var shown = false;
+      var onOk = function () { answered = true; if (shown) modal.hide(); };
+      ok.addEventListener("click", onOk, { once: true });
+      el.addEventListener("hidden.bs.modal", function () { ok.removeEventListener("click", onOk); resolve(answered); }, { once: true });
+      el.addEventListener("shown.bs.modal", function () {
+        shown = true;
+        if (answered) modal.hide(); else ok.focus();
+      }, { once: true });
+      modal.show();
+    });
+  }
+
   window.KvmVdi = {
+    closeModal: closeModal,
+    confirm: confirmModal,
     csrfToken: function () {
       var meta = document.querySelector('meta[name="csrf-token"]');
       return meta ? meta.content : "";

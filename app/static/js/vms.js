@@ -40,6 +40,7 @@
     if (!response.ok) {
       const error = new Error(data.message || `${response.status} ${response.statusText}`);
       error.fields = data.fields || {};
+      error.data = data;
       throw error;
     }
     return data;
@@ -274,42 +275,8 @@
 
   // -- actions ------------------------------------------------------------------------------
 
-  // Bootstrap ignores hide() while a modal is still sliding in: a quick answer (Enter
-  // right after the dialog appeared) would leave it open. Close it once it is shown.
-  function closeModal(el) {
-    const modal = bootstrap.Modal.getOrCreateInstance(el);
-    if (el.dataset.modalState === "showing") {
-      el.addEventListener("shown.bs.modal", () => modal.hide(), { once: true });
-    } else {
-      modal.hide();
-    }
-  }
-  document.querySelectorAll(".modal").forEach((el) => {
-    el.addEventListener("show.bs.modal", () => { el.dataset.modalState = "showing"; });
-    el.addEventListener("shown.bs.modal", () => { el.dataset.modalState = "shown"; });
-    el.addEventListener("hidden.bs.modal", () => { el.dataset.modalState = "hidden"; });
-  });
-
-  function confirmModal(text, okLabel) {
-    return new Promise((resolve) => {
-      const el = document.getElementById("confirm-modal");
-      el.querySelector("#confirm-text").textContent = text;
-      const ok = el.querySelector("#confirm-ok");
-      ok.textContent = okLabel || gettext("Confirm");
-      const modal = bootstrap.Modal.getOrCreateInstance(el);
-      let answered = false;
-      let shown = false;
-      // Bootstrap ignores hide() while the modal is still sliding in: hide once shown.
-      const onOk = () => { answered = true; if (shown) modal.hide(); };
-      ok.addEventListener("click", onOk, { once: true });
-      el.addEventListener("hidden.bs.modal", () => { ok.removeEventListener("click", onOk); resolve(answered); }, { once: true });
-      el.addEventListener("shown.bs.modal", () => {
-        shown = true;
-        if (answered) modal.hide(); else ok.focus();
-      }, { once: true });
-      modal.show();
-    });
-  }
+  const closeModal = (el) => window.KvmVdi.closeModal(el);
+  const confirmModal = (text, okLabel) => window.KvmVdi.confirm(text, okLabel);
 
   // A .vv file mints a console ticket and sets a SPICE password: a POST with the CSRF token,
   // submitted as a form so that the browser saves the answer (an attachment) as a file.
@@ -341,12 +308,9 @@
     if (button.dataset.confirm && !(await confirmModal(button.dataset.confirm, button.textContent.trim().replace(/…$/, "")))) return;
     try {
       if (action === "power") {
-        await api("POST", `/api/v1/admin/vms/${id}/power`, { action: button.dataset.power });
-        toast(gettext("{name}: {action} requested", { name, action: button.textContent.trim().replace(/…$/, "") }), "info");
+        await power(id, name, button);
       } else if (action === "flag") {
         await api("POST", `/api/v1/admin/vms/${id}/flags`, { [button.dataset.flag]: button.dataset.value === "true" });
-      } else if (action === "copy-disk") {
-        await api("POST", `/api/v1/admin/vms/${id}/copy-disk`);
       } else if (action === "children-power") {
         await api("POST", `/api/v1/admin/vms/${id}/children/power`, { action: button.dataset.power });
       } else if (action === "children-flag") {
@@ -355,6 +319,22 @@
     } catch (error) {
       toast(`${name}: ${error.message}`, "error");
     }
+  }
+
+  // Starting an initial machine whose own disk VDI machines run on: the server names them, the
+  // admin confirms exactly those (they are forced off and put in maintenance first).
+  async function power(id, name, button) {
+    const body = { action: button.dataset.power };
+    try {
+      await api("POST", `/api/v1/admin/vms/${id}/power`, body);
+    } catch (error) {
+      if (error.data?.error !== "children_depend") throw error;
+      const forced = gettext("Forced off and put in maintenance: {names}.", { names: error.data.vms.join(", ") });
+      const text = `${error.message}\n\n${forced}`;
+      if (!(await confirmModal(text, gettext("Force them off and start")))) return;
+      await api("POST", `/api/v1/admin/vms/${id}/power`, { ...body, confirm_children: error.data.vms });
+    }
+    toast(gettext("{name}: {action} requested", { name, action: button.textContent.trim().replace(/…$/, "") }), "info");
   }
 
   // Delete: the modal lists what the server says will be destroyed; the request confirms exactly that.

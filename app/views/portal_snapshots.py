@@ -1,0 +1,124 @@
+"""Snapshots of the user's own desktop in the client portal, where its pool offers them.
+
+The page ``/client/desktops/{vm_id}/snapshots`` and its JSON calls (session cookie +
+CSRF header): the list, take, revert, delete. Each answer waits for the short
+operation (see :mod:`app.broker.snapshots`) and carries the fresh list.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.api.bodies import SnapshotTake
+from app.api.reader import read_body
+from app.broker.snapshots import SnapshotRefused
+from app.i18n import gettext as _
+from app.services import services_of
+from app.views.api_broker import snapshot_outcome, snapshot_refused
+from app.views.forms import client_address, render
+from app.views.guards import client_required
+from app.vms.records import get_vm
+
+
+def _vm_id(request: Request) -> int:
+    try:
+        return int(request.path_params["vm_id"])
+    except ValueError:
+        return -1
+
+
+@client_required
+async def page(request: Request) -> Response:
+    services = services_of(request)
+    vm_id = _vm_id(request)
+    try:
+        limit, _found = await services.broker.snapshots.of(vm_id, request.state.user.id)
+    except SnapshotRefused as exc:
+        if exc.code in ("snapshots_not_allowed", "snapshots_unavailable"):
+            # Their own desktop, without snapshots: the page says so (and why).
+            context = {"title": _("Snapshots"), "reason": exc.message}
+            return render(request, "portal/no_snapshots.html", context)
+        return render(
+            request,
+            "portal/gone.html",
+            {"title": _("No snapshots here"), "reason": exc.message},
+            status_code=exc.status,
+        )
+    vm = await get_vm(services.db, vm_id)
+    assert vm is not None  # the user holds a lease on it
+    return render(
+        request,
+        "portal/snapshots.html",
+        {
+            "title": _("Snapshots of {name}").format(name=vm.name),
+            "vm": vm,
+            "api": f"/client/desktops/{vm.id}/snapshots",
+            "limit": limit,
+        },
+    )
+
+
+@client_required
+async def listing(request: Request) -> Response:
+    try:
+        limit, found = await services_of(request).broker.snapshots.of(_vm_id(request), request.state.user.id)
+    except SnapshotRefused as exc:
+        return snapshot_refused(exc)
+    return JSONResponse({"limit": limit, "snapshots": found})
+
+
+@client_required
+async def take(request: Request) -> Response:
+    body = await read_body(request, SnapshotTake)
+    user = request.state.user
+    try:
+        outcome = await services_of(request).broker.snapshots.take(
+            _vm_id(request),
+            user.id,
+            name=body.name or None,
+            description=body.description.strip(),
+            actor=user.username,
+            client_address=client_address(request),
+        )
+    except SnapshotRefused as exc:
+        return snapshot_refused(exc)
+    return snapshot_outcome(outcome)
+
+
+async def _act(request: Request, verb: str) -> Response:
+    user = request.state.user
+    snapshots = services_of(request).broker.snapshots
+    call = snapshots.revert if verb == "revert" else snapshots.delete
+    try:
+        outcome = await call(
+            _vm_id(request),
+            user.id,
+            request.path_params["name"],
+            actor=user.username,
+            client_address=client_address(request),
+        )
+    except SnapshotRefused as exc:
+        return snapshot_refused(exc)
+    return snapshot_outcome(outcome)
+
+
+@client_required
+async def revert(request: Request) -> Response:
+    return await _act(request, "revert")
+
+
+@client_required
+async def delete(request: Request) -> Response:
+    return await _act(request, "delete")
+
+
+BASE = "/client/desktops/{vm_id}/snapshots"
+routes = [
+    Route(BASE, page, methods=["GET"]),
+    Route(f"{BASE}.json", listing, methods=["GET"]),
+    Route(BASE, take, methods=["POST"]),
+    Route(f"{BASE}/{{name}}/revert", revert, methods=["POST"]),
+    Route(f"{BASE}/{{name}}/delete", delete, methods=["POST"]),
+]

@@ -1,0 +1,95 @@
+"""Snapshots of persistent VMs for admins: the page ``/vms/{id}/snapshots`` and its JSON API.
+
+``/api/v1/admin/vms/{id}/snapshots``: list, take (``{name?, description?}``), revert,
+delete; each change is a short operation (``202 {operation}``) whose end is
+announced as ``snapshot {vm_id, snapshots}`` on the live socket.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from app.api.bodies import SnapshotTake
+from app.api.reader import read_body
+from app.i18n import gettext as _
+from app.views.forms import client_address, render
+from app.views.guards import admin_required
+from app.views.vms_api import PREFIX, actor, api, operation_json, path_id, vm_service
+from app.vms.errors import VmError
+from app.vms.snapshots import check_snapshottable, snapshot_json
+
+
+@admin_required
+async def page(request: Request) -> Response:
+    service = vm_service(request)
+    try:
+        vm = await service.ctx.vm(path_id(request))
+        check_snapshottable(vm)
+    except VmError as exc:
+        return PlainTextResponse(exc.message, status_code=exc.status)
+    base = f"{PREFIX}/vms/{vm.id}/snapshots"
+    return render(
+        request,
+        "vms/snapshots.html",
+        {
+            "active": "vms",
+            "title": _("Snapshots of {name}").format(name=vm.name),
+            "vm": vm,
+            "api": base,
+            "limit": None,
+        },
+    )
+
+
+@api
+async def listing(request: Request) -> Response:
+    found = await vm_service(request).snapshots.of(path_id(request))
+    return JSONResponse({"snapshots": [snapshot_json(snapshot) for snapshot in found]})
+
+
+@api
+async def take(request: Request) -> Response:
+    body = await read_body(request, SnapshotTake)
+    op_id = await vm_service(request).snapshots.take(
+        path_id(request),
+        body.name or None,
+        body.description.strip(),
+        actor=actor(request),
+        client_address=client_address(request),
+    )
+    return JSONResponse({"operation": await operation_json(request, op_id)}, status_code=202)
+
+
+async def _change(request: Request, verb: str) -> Response:
+    snapshots = vm_service(request).snapshots
+    change = snapshots.revert if verb == "revert" else snapshots.delete
+    op_id = await change(
+        path_id(request),
+        request.path_params["name"],
+        actor=actor(request),
+        client_address=client_address(request),
+    )
+    return JSONResponse({"operation": await operation_json(request, op_id)}, status_code=202)
+
+
+@api
+async def revert(request: Request) -> Response:
+    return await _change(request, "revert")
+
+
+@api
+async def delete(request: Request) -> Response:
+    return await _change(request, "delete")
+
+
+BASE = f"{PREFIX}/vms/{{vm_id:int}}/snapshots"
+routes = [
+    Route("/vms/{vm_id:int}/snapshots", page, methods=["GET"]),
+    Route(BASE, listing, methods=["GET"]),
+    Route(BASE, take, methods=["POST"]),
+    Route(f"{BASE}/{{name}}/revert", revert, methods=["POST"]),
+    Route(f"{BASE}/{{name}}/delete", delete, methods=["POST"]),
+    Route(f"{BASE}/{{name}}", delete, methods=["DELETE"]),
+]
