@@ -122,6 +122,7 @@ VALID: dict[type[BaseModel], dict[str, Any]] = {
     bodies.Classify: {"kind": "simple", "parent_id": 1},
     bodies.Media: {"iso_path": "/i.iso", "drive": 2},
     bodies.Policy: {"clipboard": True, "file_transfer": False, "usb_redirect": 2},
+    bodies.FixedAddress: {"fixed_address": "192.0.2.10"},
     bodies.Delete: {"with_children": False, "remove_disks": False, "confirm_vms": ["a"], "confirm_files": []},
     bodies.BulkPower: {"vm_ids": [1], "action": "start"},
     bodies.BulkMaintenance: {"vm_ids": [1], "maintenance": True},

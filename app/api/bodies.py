@@ -225,6 +225,12 @@ class Policy(Body):
         return {name: value for name, value in self.model_dump().items() if value is not None}
 
 
+class FixedAddress(Body):
+    """A VM's fixed IPv4 address in the DHCP export; null or "" removes it."""
+
+    fixed_address: Annotated[StrictStr, Field(max_length=64)] | None
+
+
 class Delete(Body):
     with_children: StrictBool = False
     remove_disks: StrictBool = False
@@ -317,6 +323,7 @@ REQUEST_BODIES: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("POST", _VM + "/classify"): (Classify,),
     ("POST", _VM + "/media"): (Media,),
     ("POST", _VM + "/policy"): (Policy,),
+    ("POST", _VM + "/fixed-address"): (FixedAddress,),
     ("POST", _VM + "/delete"): (Delete,),
     ("DELETE", _VM): (Delete,),
     ("POST", "/api/v1/admin/vms/bulk/power"): (BulkPower,),

@@ -96,6 +96,8 @@ vms = sa.Table(
     sa.Column("boot_order", sa.String(64), nullable=False, server_default="hd"),
     sa.Column("network", sa.String(64), nullable=True),
     sa.Column("mac_address", sa.String(17), nullable=True),
+    # The IPv4 address the DHCP export gives the VM's MAC address, if any (one VM per address).
+    sa.Column("fixed_address", sa.String(15), nullable=True, unique=True),
     # Machine and firmware: pc/q35, bios/uefi; the domain type they were placed on (kvm/qemu).
     sa.Column("machine", sa.String(8), nullable=False, server_default="pc"),
     sa.Column("firmware", sa.String(8), nullable=False, server_default="bios"),

@@ -1,4 +1,4 @@
-"""The VM pages: the live table, its row fragments and thumbnails, the create forms, DHCP export."""
+"""The VM pages: the live table, its row fragments and thumbnails, the create forms."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from app.broker.pools import list_pools
@@ -17,7 +17,6 @@ from app.services import services_of
 from app.views.forms import render
 from app.views.guards import admin_required
 from app.views.vms_api import vm_service
-from app.vms.dhcp import dhcp_hosts, dhcpd_config
 from app.vms.errors import Invalid, VmError
 from app.vms.importing import ImageChoice
 from app.vms.listing import FILTER_CHOICES, Listing, arrange, rows_by_id
@@ -340,35 +339,6 @@ def _field_errors(exc: VmError) -> dict[str, str]:
     return {"form": exc.message}
 
 
-# -- DHCP export -------------------------------------------------------------------------------
-
-
-@admin_required
-async def dhcp_page(request: Request) -> Response:
-    vms = await list_vms(services_of(request).db)
-    hosts = dhcp_hosts(vms)
-    return render(
-        request,
-        "vms/dhcp.html",
-        {
-            "active": "vms",
-            "title": _("DHCP export"),
-            "hosts": hosts,
-            "config": dhcpd_config(vms),
-            "without_network": [vm for vm in vms if not vm.network],
-        },
-    )
-
-
-@admin_required
-async def dhcp_download(request: Request) -> Response:
-    config = dhcpd_config(await list_vms(services_of(request).db))
-    return PlainTextResponse(
-        config,
-        headers={"Content-Disposition": 'attachment; filename="kvm-vdi-hosts.conf"'},
-    )
-
-
 routes = [
     Route("/vms", index, methods=["GET"], name="vms"),
     Route("/vms/table", table_fragment, methods=["GET"]),
@@ -378,8 +348,6 @@ routes = [
     Route("/vms/new-initial", new_initial_submit, methods=["POST"]),
     Route("/vms/new-vdi", new_vdi, methods=["GET"], name="vm_new_vdi"),
     Route("/vms/new-vdi", new_vdi_submit, methods=["POST"]),
-    Route("/vms/dhcp", dhcp_page, methods=["GET"], name="vm_dhcp"),
-    Route("/vms/dhcp.conf", dhcp_download, methods=["GET"]),
     Route("/vms/rows", rows_fragment, methods=["GET"]),
     Route("/vms/{vm_id:int}/thumbnail.png", thumbnail, methods=["GET"]),
     Route("/vms/no-screen.svg", no_screen, methods=["GET"]),

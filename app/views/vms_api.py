@@ -17,6 +17,7 @@ from starlette.routing import Route
 from app.api.bodies import (
     Classify,
     Delete,
+    FixedAddress,
     Flags,
     Media,
     NewInitialBody,
@@ -239,6 +240,16 @@ async def policy(request: Request) -> Response:
 
 
 @api
+async def fixed_address(request: Request) -> Response:
+    """The VM's fixed IPv4 address in the DHCP export: ``fixed_address`` (null or "" removes it)."""
+    body = await read_body(request, FixedAddress)
+    vm = await vm_service(request).set_fixed_address(
+        path_id(request), body.fixed_address, actor=actor(request), client_address=client_address(request)
+    )
+    return JSONResponse({"vm": vm.summary()})
+
+
+@api
 async def capabilities(request: Request) -> Response:
     """What VMs here can have (UEFI, Secure Boot, TPM, CPU modes), per domain type, and why not."""
     offers = await vm_service(request).offers(path_id(request, "hypervisor_id"))
@@ -319,6 +330,7 @@ routes = [
     Route(f"{PREFIX}/vms/{{vm_id:int}}/classify", classify, methods=["POST"]),
     Route(f"{PREFIX}/vms/{{vm_id:int}}/media", media, methods=["POST"]),
     Route(f"{PREFIX}/vms/{{vm_id:int}}/policy", policy, methods=["POST"]),
+    Route(f"{PREFIX}/vms/{{vm_id:int}}/fixed-address", fixed_address, methods=["POST"]),
     Route(f"{PREFIX}/vms/{{vm_id:int}}/copy-disk", copy_disk, methods=["POST"]),
     Route(f"{PREFIX}/vms/{{vm_id:int}}/populate", populate, methods=["POST"]),
     Route(f"{PREFIX}/vms/{{vm_id:int}}/vdi", create_vdi, methods=["POST"]),

@@ -51,6 +51,7 @@ class Vm(Record):
     boot_order: str
     network: str | None
     mac_address: str | None
+    fixed_address: str | None
     machine: str
     firmware: str
     secure_boot: bool

@@ -24,7 +24,15 @@ from app.hyper.errors import DirectoryMissing
 from app.i18n import gettext as _
 from app.live.hub import LiveHub
 from app.settings import VmSettings
-from app.vms import device_policy, importing, machine, workflows_create, workflows_disk, workflows_manage
+from app.vms import (
+    device_policy,
+    dhcp,
+    importing,
+    machine,
+    workflows_create,
+    workflows_disk,
+    workflows_manage,
+)
 from app.vms import power as power_actions
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
@@ -241,6 +249,14 @@ class VmService:
         """Clipboard, file transfer, USB redirection of a VM that is in no pool (pools set their own)."""
         return await device_policy.set_vm_policy(
             self.ctx, vm_id, changes, actor=actor, client_address=client_address
+        )
+
+    async def set_fixed_address(
+        self, vm_id: int, address: str | None, *, actor: str = "", client_address: str = ""
+    ) -> Vm:
+        """The IPv4 address the DHCP export gives the VM (None: none)."""
+        return await dhcp.set_fixed_address(
+            self.ctx, vm_id, address, actor=actor, client_address=client_address
         )
 
     async def apply_pool_policy(self, pool_id: int, vm_ids: list[int] | None = None) -> list[str]:

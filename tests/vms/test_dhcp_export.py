@@ -1,5 +1,6 @@
 """The DHCP export is a file ISC dhcpd itself accepts: ``dhcpd -t`` (its own syntax check)
-on a dhcpd.conf that includes it, for VMs of every name the dashboard allows."""
+on a dhcpd.conf that includes it, for VMs of every name the dashboard allows, with the fixed
+addresses admins gave them (each address to one VM)."""
 
 from __future__ import annotations
 
@@ -43,10 +44,31 @@ async def test_the_dhcp_export_passes_dhcpds_own_syntax_check(vm_world: VmWorld,
             )
             assert response.status_code == 201, response.text
             untagged += [vm for vm in response.json()["vms"] if not vm["name"].startswith(vm_world.tag)]
+        listed = (await admin.get("/api/v1/admin/vms")).json()["vms"]
+        ids = {vm["name"]: vm["id"] for vm in listed if vm["name"] in names}
+        fixed = {names[0]: "10.98.0.11", names[1]: "10.98.0.12", names[2]: "10.98.0.13"}
+        for name in names[:2]:
+            given = await admin.post(
+                f"/api/v1/admin/vms/{ids[name]}/fixed-address", json={"fixed_address": fixed[name]}
+            )
+            assert given.status_code == 200 and given.json()["vm"]["fixed_address"] == fixed[name], given.text
+        # The page's form, as an admin fills it in.
+        form = await admin.post(f"/vms/{ids[names[2]]}/fixed-address", {"fixed_address": " 10.98.0.13 "})
+        assert form.status_code == 303, form.text
+        # One VM per address; only addresses a desktop can have.
+        taken = await admin.post(f"/vms/{ids[names[2]]}/fixed-address", {"fixed_address": fixed[names[0]]})
+        assert taken.status_code == 409 and names[0] in taken.text
+        for wrong in ("10.98.0.311", "127.0.0.1", "fe80::1"):
+            refused = await admin.post(
+                f"/api/v1/admin/vms/{ids[names[0]]}/fixed-address", json={"fixed_address": wrong}
+            )
+            assert refused.status_code == 400 and "fixed_address" in refused.json()["fields"], refused.text
+
         exported = await admin.get("/vms/dhcp.conf")
         assert exported.status_code == 200
         for name in names:
-            assert f'option host-name "{name}";' in exported.text
+            stanza = exported.text.split(f'option host-name "{name}";')[0].rsplit("host ", 1)[1]
+            assert f"fixed-address {fixed[name]};" in stanza, exported.text
 
         checked = dhcpd_check(tmp_path, exported.text)
         assert checked.returncode == 0, checked.stderr
@@ -54,6 +76,19 @@ async def test_the_dhcp_export_passes_dhcpds_own_syntax_check(vm_world: VmWorld,
         # The check is a real one: a stanza dhcpd cannot read is refused.
         broken = dhcpd_check(tmp_path, exported.text.replace("hardware ethernet", "hardware ethernt", 1))
         assert broken.returncode != 0 and "hardware" in broken.stderr, broken.stderr
+        broken = dhcpd_check(
+            tmp_path, exported.text.replace("fixed-address 10.98.0.11", "fixed-address 10.98.0.311")
+        )
+        assert broken.returncode != 0, broken.stderr
+
+        # An address taken back is free for another VM, and gone from the export.
+        cleared = await admin.post(
+            f"/api/v1/admin/vms/{ids[names[0]]}/fixed-address", json={"fixed_address": None}
+        )
+        assert cleared.status_code == 200 and cleared.json()["vm"]["fixed_address"] is None
+        moved = await admin.post(f"/vms/{ids[names[2]]}/fixed-address", {"fixed_address": fixed[names[0]]})
+        assert moved.status_code == 303
+        assert "10.98.0.13" not in (await admin.get("/vms/dhcp.conf")).text
     finally:
         # The world's clean-up removes what starts with its tag; these do not.
         for vm in untagged:
