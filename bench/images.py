@@ -55,13 +55,13 @@ async def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         await service.operations.wait(vdi.operation_id)
         names = [child.name for child in await children_of(world.db, initial_id)]
 
-        # The admin updated the golden image: data the new version has to carry.
-        await asyncio.to_thread(
-            subprocess.run,
+        # The admin updated the golden image: data the new version has to carry (the boot-sector
+        # guest's disk is grown to hold it first).
+        for command in (
+            ["qemu-img", "resize", "-q", source.disk_path, f"{args.data_mib + 2}M"],
             ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x42 1M {args.data_mib}M", source.disk_path],
-            check=True,
-            capture_output=True,
-        )
+        ):
+            await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True)
         op_id = await service.images.publish(initial_id, origin="source")
         seconds, outcome = await timed_operation(world, op_id)
         rate = args.data_mib / seconds if seconds else 0.0
