@@ -27,6 +27,7 @@ from app.settings import Settings
 from tests.clock import MovableClock
 from tests.services.ports import allocate_port, release_port
 from tests.tiers import refuse_service
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "admin-test-password-1"
@@ -169,17 +170,14 @@ async def start_dashboard(
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    for _ in range(600):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: server.started or task.done(), "uvicorn serving the dashboard (or stopping)")
     if task.done():
         try:
             task.result()
         except SystemExit as exc:
             # uvicorn exits when the lifespan fails; a plain error keeps pytest's loop intact.
             raise RuntimeError(f"the dashboard failed to start (uvicorn exit status {exc.code})") from None
-    assert server.started, "the dashboard did not start within 30 s"
+    assert server.started, "the dashboard did not start"
     scheme = "https" if settings.server.ssl_certfile else "http"
     return RunningDashboard(
         settings=settings,

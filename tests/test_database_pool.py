@@ -57,9 +57,9 @@ async def test_outage_after_outage_the_pool_keeps_serving_and_closes(
             for _ in range(OUTAGES):
                 outage = _transaction_meets_an_outage(db, database_backend, database_url, request)
                 await asyncio.create_task(outage)
-                async with asyncio.timeout(GENEROUS):
-                    while not db.health.available:
-                        await asyncio.sleep(0.05)
+                await eventually(
+                    lambda: db.health.available, "the database available again", timeout=GENEROUS
+                )
 
             # More outages than the pool has connections: none was kept from it.
             async def kept() -> None:

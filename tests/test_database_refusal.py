@@ -8,7 +8,6 @@ are refused too, until the probe has seen the database take a write again.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 from app import db as database
 from app.db.health import DatabaseUnavailable
 from tests.vms.test_database_outage import sqlite_write_lock
+from tests.waiting import eventually
 
 TIMEOUT = 1.0
 
@@ -45,9 +45,7 @@ async def test_calls_are_refused_at_once_while_the_database_is_down_until_the_pr
                     async with db.transaction():
                         await db.execute(sa.text("INSERT INTO notes VALUES ('lost too')"))
             # The lock is gone: the probe notices, and calls go through again.
-            async with asyncio.timeout(30):
-                while not db.health.available:
-                    await asyncio.sleep(0.05)
+            await eventually(lambda: db.health.available, "the probe seeing the database again")
             await db.execute(sa.text("INSERT INTO notes VALUES ('kept')"))
             assert await db.fetch_val(sa.text("SELECT group_concat(body) FROM notes")) == "kept"
     finally:

@@ -12,7 +12,6 @@ import os
 import socket
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from tests.services.samba_ad import SambaAD
 from tests.services.slapd import Slapd
 from tests.services.spice import spice_link
 from tests.services.xvfb import Xvfb
+from tests.waiting import eventually_blocking
 
 
 @pytest.fixture
@@ -261,9 +261,7 @@ def test_poweroff_guest_shuts_itself_down(
         virt_type=guests.FAST_VIRT_TYPE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while domain.isActive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually_blocking(lambda: not domain.isActive(), "the guest powered itself off")
         assert domain.state() == [libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN]
         assert guests.read_boot_counter(disk) == 1
     finally:

@@ -17,6 +17,7 @@ import pytest
 from tests import raw_http
 from tests.served import ServedDashboard
 from tests.services.rundir import RunDir
+from tests.waiting import eventually
 
 LIMITS = {
     "KVMVDI_SERVER__MAX_BODY_BYTES": str(1024 * 1024),
@@ -124,9 +125,8 @@ async def test_connections_beyond_the_limit_get_503_until_one_closes(served: Ser
         for _, writer in held:
             writer.close()
     closing = raw_http.head("GET", "/login", [("Connection", "close")])
-    for _ in range(100):
-        answer = await raw_http.request(served.port, closing)
-        if answer.status == 200:
-            break
-        await asyncio.sleep(0.1)
-    assert answer.status == 200, f"still {answer.status} once the held connections closed"
+
+    async def served_again() -> bool:
+        return (await raw_http.request(served.port, closing)).status == 200
+
+    await eventually(served_again, "a 200 once the held connections closed")

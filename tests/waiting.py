@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
@@ -58,4 +59,19 @@ async def eventually(
         if loop.time() >= deadline:
             raise NeverHappened(f"{what}: not after {timeout:g} s (last answer: {result!r})")
         await asyncio.sleep(interval)
+        interval = min(interval * 1.5, 0.25)
+
+
+def eventually_blocking(
+    check: Callable[[], T], what: str, *, timeout: float = GENEROUS, interval: float = 0.02
+) -> T:
+    """:func:`eventually` for code without an event loop (a helper thread, a synchronous fixture)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise NeverHappened(f"{what}: not after {timeout:g} s (last answer: {result!r})")
+        time.sleep(interval)
         interval = min(interval * 1.5, 0.25)

@@ -22,7 +22,6 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from pyasn1.codec.ber import encoder as ber_encoder
 from tests.services.ports import allocate_port
 from tests.services.tls import issue_certificates
 from tests.tiers import refuse_service
+from tests.waiting import eventually_blocking
 
 SUFFIX = "dc=example,dc=org"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
@@ -248,18 +248,21 @@ def start_directory(rundir: Path, *, kind: str = "ldap") -> DirectoryServer:
             start_new_session=True,
         )
     server = DirectoryServer(kind, rundir, port, ldaps_port, ca, log_path, process)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(
-                    f"slapd did not start:\n{log_path.read_text(errors='replace')[-3000:]}"
-                ) from None
-            time.sleep(0.05)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            return True  # exited: said below
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+        return False
+
+    try:
+        eventually_blocking(answers, "slapd accepting connections")
+        if process.poll() is not None:
+            raise RuntimeError("slapd exited")
+    except (AssertionError, RuntimeError) as exc:
+        server.stop()
+        raise RuntimeError(f"{exc}:\n{log_path.read_text(errors='replace')[-3000:]}") from None
     try:
         _populate(server, ad=ad)
         if ad:

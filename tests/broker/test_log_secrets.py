@@ -16,6 +16,7 @@ from tests.broker.desktop_lab import GENEROUS, DesktopLab, link_through_gateway
 from tests.broker.records import CLIENT_PASSWORD
 from tests.dashboard import ADMIN_PASSWORD
 from tests.log_capture import dashboard_logging
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -45,9 +46,9 @@ async def test_log_ins_commands_and_consoles_leave_no_secret_in_the_log(
     portal = dashboard.client()
     assert (await portal.login("ann", CLIENT_PASSWORD, path="/client/login")).status_code == 303
     admin = await dashboard.admin()
-    async with asyncio.timeout(GENEROUS):
-        while "console.session" not in captured.getvalue():
-            await asyncio.sleep(0.1)
+    await eventually(
+        lambda: "console.session" in captured.getvalue(), "the console session logged", timeout=GENEROUS
+    )
 
     log = captured.getvalue()
     secrets = {

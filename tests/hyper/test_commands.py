@@ -14,6 +14,7 @@ from app.hyper.commands import CommandRunner, LocalCommands
 from app.hyper.errors import CommandError
 from app.hyper.session import Session
 from tests.services.libvirt_host import LibvirtHost
+from tests.waiting import eventually
 
 HOSTILE = "name with spaces; $(touch {marker}) `touch {marker}` 'quote\" && rm -rf ~ | cat *"
 
@@ -41,11 +42,8 @@ def processes_running(needle: str) -> list[int]:
     return found
 
 
-async def wait_gone(needle: str, timeout: float = 10) -> list[int]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (left := processes_running(needle)) and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.1)
-    return left
+async def wait_gone(needle: str) -> None:
+    await eventually(lambda: not processes_running(needle), f"no process running {needle!r}")
 
 
 async def test_hostile_arguments_reach_the_command_literally_and_nothing_else_runs(
@@ -97,21 +95,17 @@ async def test_a_command_past_its_timeout_is_killed(runner: CommandRunner) -> No
     duration = f"{300 + secrets.randbelow(1000)}.{secrets.randbelow(1000)}"
     with pytest.raises(CommandError, match="timed out"):
         await runner.run(["sleep", duration], timeout=1)
-    assert await wait_gone(f"sleep {duration}") == []
+    await wait_gone(f"sleep {duration}")
 
 
 async def test_cancelling_a_command_kills_it_on_the_hypervisor(runner: CommandRunner) -> None:
     duration = f"{300 + secrets.randbelow(1000)}.{secrets.randbelow(1000)}"
     task = asyncio.create_task(runner.run(["sleep", duration]))
-    for _ in range(100):
-        if processes_running(f"sleep {duration}"):
-            break
-        await asyncio.sleep(0.05)
-    assert processes_running(f"sleep {duration}"), "the command never started"
+    await eventually(lambda: processes_running(f"sleep {duration}"), "the command running")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await wait_gone(f"sleep {duration}") == []
+    await wait_gone(f"sleep {duration}")
 
 
 async def test_output_is_streamed_while_the_command_runs(runner: CommandRunner) -> None:
