@@ -118,21 +118,14 @@ async def test_unauthenticated_requests_in_progress_are_capped_per_address(
     limit = world.dashboard.settings.gateway.max_pending_per_address
     idle = [socket.create_connection(world.gateway, timeout=10) for _ in range(limit)]
     try:
-        for _ in range(200):
-            if gateway.pending_from("127.0.0.1") == limit:
-                break
-            await asyncio.sleep(0.02)
-        assert gateway.pending_from("127.0.0.1") == limit
+        await eventually(lambda: gateway.pending_from("127.0.0.1") == limit, f"{limit} connections pending")
         extra = socket.create_connection(world.gateway, timeout=10)
         with extra:
             assert await wait_closed(extra) == b"", "refused at once"
     finally:
         for sock in idle:
             sock.close()
-    for _ in range(200):
-        if gateway.pending_from("127.0.0.1") == 0:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: gateway.pending_from("127.0.0.1") == 0, "no connection pending")
     issued = await world.ticket(port=display.port)
     status, _, sock = await connect(world, f"127.0.0.1:{display.port}", issued.secret)
     sock.close()
@@ -309,10 +302,7 @@ async def test_the_global_limit_refuses_a_connection_of_any_user_when_full(
     assert status == 429, "another user is refused too: the dashboard as a whole is full"
     opened.pop()[2].close()
     sessions = world.dashboard.services.consoles.sessions
-    for _ in range(100):
-        if sessions.connection_count < 2:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: sessions.connection_count < 2, "the closed console's connection gone")
     status, _head, sock = await connect(world, f"127.0.0.1:{display.port}", admins.secret)
     sock.close()
     assert status == 200, "a freed connection can be used again"

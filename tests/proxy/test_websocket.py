@@ -212,6 +212,7 @@ async def test_a_console_past_its_maximum_length_is_closed_with_4409_even_when_b
         async def keep_busy() -> None:
             while True:
                 await ws.send(ECHO + b"x")
+                # A busy client's pace, not a wait: the session's own max_session timer is under test.
                 await asyncio.sleep(0.1)
 
         busy = asyncio.create_task(keep_busy())
@@ -243,6 +244,7 @@ async def wait_until_stalled(display: TcpDisplay) -> int:
     """The display's byte count once it stopped moving (the slow reader holds everything up)."""
     last, still = -1, 0
     while still < 10:
+        # Standing still is seen over time: ten looks 0.1 s apart without a byte moving.
         await asyncio.sleep(0.1)
         still = still + 1 if display.streamed == last else 0
         last = display.streamed
@@ -314,6 +316,7 @@ async def test_a_display_that_stops_reading_slows_the_browser_and_the_proxy_hold
             baseline = tracemalloc.get_traced_memory()[0]
             last, still = -1, 0
             while still < 10:
+                # Standing still is seen over time: ten looks 0.1 s apart without a byte sent.
                 await asyncio.sleep(0.1)
                 still = still + 1 if sent == last else 0
                 last = sent
@@ -333,8 +336,6 @@ async def test_a_display_that_stops_reading_slows_the_browser_and_the_proxy_hold
         # The display reads again: everything arrives, byte-exact and in order.
         display.release.set()
         await asyncio.wait_for(uploading, timeout=120)
-        async with asyncio.timeout(120):
-            while display.received < total:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: display.received >= total, "every byte at the display", timeout=120)
         assert display.received == total
         assert display.received_intact

@@ -13,10 +13,11 @@ from databases import Database
 
 from app import db as database
 from app.db.schema import image_versions, operations
-from app.vms.records import get_vm, list_vms, vm_by_name
+from app.vms.records import Vm, get_vm, list_vms, vm_by_name
 from tests.services.guests import domain_xml
 from tests.services.libvirt_host import LibvirtHost
 from tests.vms.world import GENEROUS, VmWorld, WorldFactory, register_hypervisor
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -97,9 +98,7 @@ async def test_after_a_crash_running_operations_become_interrupted_and_their_tem
     second.dashboard.admin_password = first.dashboard.admin_password
     h0 = await register_hypervisor(second.dashboard, await second.admin(), hypervisor_host, "h0")
     assert h0.id == 1
-    async with asyncio.timeout(GENEROUS):
-        while leftover.exists():
-            await asyncio.sleep(0.05)
+    await eventually(lambda: not leftover.exists(), "the temporary file removed", timeout=GENEROUS)
     await second.settle()
     row = await outside_db.fetch_one(operations.select())
     assert row is not None and "Temporary file removed" in row._mapping["message"]
@@ -115,19 +114,25 @@ async def test_a_domain_defined_behind_the_dashboards_back_appears_unclassified_
     path = vm_world.h0.host.dir / f"{name}.xml"
     path.write_text(xml)
     vm_world.h0.host.virsh("define", str(path))
-    async with asyncio.timeout(GENEROUS):
-        while (found := await vm_by_name(vm_world.db, name)) is None:
-            await vm_world.settle()
-            await asyncio.sleep(0.05)
+
+    async def adopted() -> Vm | None:
+        await vm_world.settle()
+        return await vm_by_name(vm_world.db, name)
+
+    found = await eventually(adopted, f"{name} adopted", timeout=GENEROUS)
+    assert found is not None
     assert found.kind == "unclassified" and found.memory_mib == 96 and found.disk_path == str(disk)
     classified = await vm_world.service.classify(found.id, "simple", None, actor="tester")
     assert classified.kind == "simple"
     # Undefined behind its back too: it is marked as missing, not silently dropped.
     vm_world.h0.host.virsh("undefine", name)
-    async with asyncio.timeout(GENEROUS):
-        while (gone := await vm_by_name(vm_world.db, name)) is None or gone.state != "missing":
-            await vm_world.settle()
-            await asyncio.sleep(0.05)
+
+    async def missing() -> bool:
+        await vm_world.settle()
+        gone = await vm_by_name(vm_world.db, name)
+        return gone is not None and gone.state == "missing"
+
+    await eventually(missing, f"{name} marked missing", timeout=GENEROUS)
 
 
 async def test_what_happened_while_the_connection_was_away_is_read_again_after_reconnecting(
@@ -154,9 +159,9 @@ async def test_what_happened_while_the_connection_was_away_is_read_again_after_r
         hypervisor_host.virsh("destroy", name)
     finally:
         await asyncio.to_thread(hypervisor_host.start_sshd)
-    async with asyncio.timeout(GENEROUS):
-        while hv.connections == connections or not hv.connected:
-            await asyncio.sleep(0.05)
+    await eventually(
+        lambda: hv.connections != connections and hv.connected, "the connection made again", timeout=GENEROUS
+    )
     await world.wait_state(vm_id, "shutoff")
     assert hv.state == "up" and world.registry.get(world.h0.id) is hv
 

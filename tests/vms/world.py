@@ -27,6 +27,7 @@ from app.vms.service import VmService
 from tests.dashboard import BrowserLikeClient, RunningDashboard
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
+from tests.waiting import eventually
 
 # Small numbers so that waits and shutdowns happen within a test.
 TEST_VM_SETTINGS: dict[str, Any] = {
@@ -116,13 +117,13 @@ class VmWorld:
             vm.hypervisor_id, vm.name, {state}, within=timeout, hv=hv
         )
         assert reached == state, f"{vm.name} did not become {state}"
-        async with asyncio.timeout(timeout):
-            while True:
-                await self.settle()
-                stored = await get_vm(self.db, vm_id)
-                if stored is not None and stored.state == state:
-                    break
-                await asyncio.sleep(0.05)
+
+        async def stored() -> bool:
+            await self.settle()
+            row = await get_vm(self.db, vm_id)
+            return row is not None and row.state == state
+
+        await eventually(stored, f"{vm.name} stored as {state}", timeout=timeout)
         # The event's handler may still be spawning its follow-ups (a volatile overlay's removal).
         await self.settle()
 
