@@ -10,7 +10,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 WAIT = 30
 
 
-def wait(driver: WebDriver, timeout: float = WAIT) -> WebDriverWait:  # type: ignore[type-arg]
+def wait(driver: WebDriver, timeout: float = WAIT) -> WebDriverWait[WebDriver]:
     return WebDriverWait(driver, timeout)
 
 

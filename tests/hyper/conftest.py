@@ -176,10 +176,12 @@ async def registry_factory(
     async def factory(
         records: Sequence[HypervisorRecord] = (), *, key: DashboardKey | None = None, **watch: Any
     ) -> RegistryHarness:
-        settings = Settings(
-            database_url=database_url,
-            data_dir=tmp_path / f"var{len(started)}",
-            hypervisors={**FAST_WATCH, **watch},
+        settings = Settings.model_validate(
+            {
+                "database_url": database_url,
+                "data_dir": tmp_path / f"var{len(started)}",
+                "hypervisors": {**FAST_WATCH, **watch},
+            }
         )
         hub = LiveHub()
         audit = AuditLog(db)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def disks(h0_session: Session, h0: LibvirtHost) -> DiskOperations:
 
 
 @pytest.fixture
-def workdir(h0: LibvirtHost, request: pytest.FixtureRequest) -> dict[str, Path]:
+def workdir(h0: LibvirtHost, request: pytest.FixtureRequest) -> Iterator[dict[str, Path]]:
     """Per-test file names in h0's images and volatile dirs, removed afterwards."""
     tag = request.node.name.replace("[", "-").replace("]", "")[:40]
     paths = {

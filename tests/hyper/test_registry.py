@@ -31,13 +31,17 @@ def driver_record(tmp_path: Path, name: str = "demo") -> HypervisorRecord:
     """A ``test`` hypervisor with its own private test-driver instance and directories."""
     node = tmp_path / f"{name}-node.xml"
     node.write_text("<node/>\n")
-    dirs = {}
     for kind in ("images", "volatile", "iso"):
-        path = tmp_path / f"{name}-{kind}"
-        path.mkdir(exist_ok=True)
-        dirs[f"{kind}_dir"] = str(path)
+        (tmp_path / f"{name}-{kind}").mkdir(exist_ok=True)
     return HypervisorRecord(
-        id=0, name=name, transport="test", libvirt_uri=f"test://{node}", address="", **dirs
+        id=0,
+        name=name,
+        transport="test",
+        libvirt_uri=f"test://{node}",
+        address="",
+        images_dir=str(tmp_path / f"{name}-images"),
+        volatile_dir=str(tmp_path / f"{name}-volatile"),
+        iso_dir=str(tmp_path / f"{name}-iso"),
     )
 
 

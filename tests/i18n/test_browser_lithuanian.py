@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.chrome.webdriver import WebDriver
 
 from app.i18n import gettext, use_language
 from app.i18n.labels import VM_STATES

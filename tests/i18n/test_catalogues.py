@@ -38,17 +38,8 @@ def test_lithuanian_is_complete_with_matching_placeholders() -> None:
     assert problems(catalogue) == []
     # Compiles, and the three forms land where Lithuanian puts them (1 and 21; 2-9 and 22; 10-20).
     translations = compiled(catalogue)
-    assert [translations.plural(n) for n in (1, 3, 10, 11, 12, 21, 22, 100, 101)] == [
-        0,
-        1,
-        2,
-        2,
-        2,
-        0,
-        1,
-        2,
-        0,
-    ]  # type: ignore[attr-defined]
+    plural = translations.plural  # type: ignore[attr-defined]  # made from the catalogue's Plural-Forms
+    assert [plural(n) for n in (1, 3, 10, 11, 12, 21, 22, 100, 101)] == [0, 1, 2, 2, 2, 0, 1, 2, 0]
     assert translations.gettext("Log in") == "Prisijungti"
 
 

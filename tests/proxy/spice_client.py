@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
+from websockets.typing import Origin, Subprotocol
 
 MAGIC = b"REDQ"
 CHANNEL_MAIN = 1
@@ -121,8 +122,8 @@ class WebSocketStream:
             ws_connect(
                 url,
                 additional_headers={"Cookie": cookie},
-                origin=origin,  # type: ignore[arg-type]
-                subprotocols=["binary"],  # type: ignore[list-item]
+                origin=Origin(origin),
+                subprotocols=[Subprotocol("binary")],
                 compression=None,
                 max_size=None,
                 open_timeout=timeout,

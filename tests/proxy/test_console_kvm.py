@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
+from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 
 from app import db as database
 from app.clock import utcnow

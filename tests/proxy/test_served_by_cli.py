@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.typing import Origin, Subprotocol
 
 from app import db as database
 from app.auth.accounts import create_local_user
@@ -24,6 +25,7 @@ from tests.proxy.conftest import ECHO, TcpDisplay, pattern, stream_request
 from tests.proxy.spice_client import connect_through_gateway
 from tests.services.process import spawn, stop_process
 from tests.services.rundir import RunDir
+from tests.waiting import eventually
 
 
 @dataclass
@@ -66,14 +68,17 @@ async def served(run_dir: RunDir, tmp_path: Path) -> AsyncIterator[Served]:
         cwd=REPO,
     )
     try:
-        for _ in range(300):
+
+        def listening() -> bool:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             try:
                 socket.create_connection(("127.0.0.1", gateway_port), timeout=1).close()
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
             except OSError:
-                assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                await asyncio.sleep(0.1)
+                return False
+            return True
+
+        await eventually(listening, "kvm-vdi serve listening on its dashboard and gateway ports")
         yield Served(
             f"http://127.0.0.1:{port}",
             ("127.0.0.1", gateway_port),
@@ -95,11 +100,12 @@ async def test_kvm_vdi_serve_bridges_a_console_websocket_on_uvloop_without_defla
     async with connect(
         served.url.replace("http://", "ws://") + f"/console/ws/{served.vm_id}",
         additional_headers={"Cookie": f"kvmvdi_console={issued.secret}"},
-        origin=served.url,  # type: ignore[arg-type]
-        subprotocols=["binary"],  # type: ignore[list-item]
+        origin=Origin(served.url),
+        subprotocols=[Subprotocol("binary")],
         compression="deflate",
         max_size=None,
     ) as ws:
+        assert ws.response is not None
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
         await ws.send(stream_request(32 * 1024 * 1024))
         offset = 0

@@ -49,11 +49,11 @@ async def test_a_ticket_is_256_random_bits_and_only_its_sha256_is_stored(db: Dat
     assert len(issued.secret) == 43
     stored = await db.fetch_all(console_tickets.select())
     assert len(stored) == 1
-    row = stored[0]
-    assert row.token_hash == hashlib.sha256(issued.secret.encode()).hexdigest()
-    assert issued.secret not in repr(dict(row._mapping))
-    assert (row.host, row.port, row.user_id, row.vm_id) == ("10.0.0.5", 5901, user_id, vm_id)
-    assert (row.expires_at - row.created_at).total_seconds() == 60
+    row = dict(stored[0]._mapping)
+    assert row["token_hash"] == hashlib.sha256(issued.secret.encode()).hexdigest()
+    assert issued.secret not in repr(row)
+    assert (row["host"], row["port"], row["user_id"], row["vm_id"]) == ("10.0.0.5", 5901, user_id, vm_id)
+    assert (row["expires_at"] - row["created_at"]).total_seconds() == 60
 
 
 async def test_a_ticket_opens_connections_of_its_session_until_it_expires(db: Database) -> None:
@@ -95,7 +95,8 @@ async def test_revoking_by_vm_or_user_spares_the_others(db: Database) -> None:
     await store.revoke_for_user(user_id, "session_ended")
     assert await store.redeem(b.secret) is None
     assert await store.redeem(c.secret) is not None
-    reasons = {row.id: row.revoke_reason for row in await db.fetch_all(console_tickets.select())}
+    tickets = [row._mapping for row in await db.fetch_all(console_tickets.select())]
+    reasons = {ticket["id"]: ticket["revoke_reason"] for ticket in tickets}
     assert reasons == {a.record.id: "vm_stopped", b.record.id: "session_ended", c.record.id: ""}
 
 
@@ -134,7 +135,7 @@ async def test_deleting_a_vm_or_user_deletes_their_tickets(mariadb: MariaDB) -> 
         await store.issue(user_id=user_id, vm_id=vm_a, host="h", port=5900)
         await store.issue(user_id=user_id, vm_id=vm_b, host="h", port=5901)
         await db.execute(vms.delete().where(vms.c.id == vm_a))
-        assert [row.vm_id for row in await db.fetch_all(console_tickets.select())] == [vm_b]
+        assert [row._mapping["vm_id"] for row in await db.fetch_all(console_tickets.select())] == [vm_b]
         await db.execute(users.delete().where(users.c.id == user_id))
         assert await db.fetch_all(console_tickets.select()) == []
     finally:
