@@ -39,7 +39,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.proxy import Dashboard
-from bench.proxy_clients import round_trips
+from bench.proxy_clients import round_trips_while
 from bench.proxy_lab import TICK, Lab, Process, free_port
 from bench.report import RESULTS
 from bench.soak_report import Probe, Sample, Soak, error_count, percentile, save
@@ -48,6 +48,9 @@ from tests.services.mariadb import MariaDB
 from tests.services.rundir import RunDir
 
 PYTHON = sys.executable
+# A probe's console lasts at most this long: the bench client answers no websocket pings (20 s).
+PROBE_SECONDS = 8.0
+PROBE_WARMUP = 50
 # What the dashboard's log says when something went wrong (its level is WARNING).
 SERVER_ERROR = re.compile(r"^(ERROR|CRITICAL|Traceback)|:ERROR:|:CRITICAL:", re.MULTILINE)
 
@@ -136,7 +139,18 @@ class Watch:
 
     def probe(self) -> Probe:
         at = time.monotonic() - self.started
-        rtt = round_trips(self.dashboard.websocket("probe"), self.rtt)
+        until = at + self.started + PROBE_SECONDS
+        trips = [0]
+
+        def running() -> bool:
+            trips[0] += 1
+            return trips[0] <= self.rtt + PROBE_WARMUP and time.monotonic() < until
+
+        try:
+            rtt = round_trips_while(self.dashboard.websocket("probe"), running, warmup=PROBE_WARMUP)
+        except OSError as exc:  # ConnectionError included: the console closed under it
+            self.soak.probe_errors.append(f"{at:.0f} s: {exc!r}")
+            rtt = []
         probe = Probe(round(at, 1), round(percentile(rtt, 0.5), 1), round(percentile(rtt, 0.99), 1), len(rtt))
         self.soak.probes.append(probe)
         return probe

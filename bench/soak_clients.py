@@ -40,6 +40,7 @@ from tests.dashboard import ADMIN_PASSWORD, BrowserLikeClient
 
 ECHO_TIMEOUT = 60.0
 OPEN_CONCURRENCY = 32
+DRAIN_SECONDS = 120.0
 
 
 @dataclass
@@ -65,6 +66,8 @@ class Load:
         self.tally = Tally()
         self.sockets: list[ClientConnection] = []
         self.tasks: list[asyncio.Task[None]] = []
+        # Set at "stop": each churning user ends the cycle it is in (its lease released), then stops.
+        self.draining = False
 
     async def _open(self, path: str, cookie: str) -> ClientConnection:
         socket = await connect(
@@ -162,7 +165,7 @@ class Load:
 
         desktop = f"/api/v1/pools/{self.args.pool}/desktop"
         await asyncio.sleep(random.uniform(0, self.args.pause))
-        while True:
+        while not self.draining:
             answer = await call("desktop_request", desktop, (200, 202))
             while answer is not None and answer.status_code == 202:
                 await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
@@ -224,12 +227,16 @@ class Load:
         self.tasks += [asyncio.create_task(self.console(s)) for s in consoles]
         self.tasks += [asyncio.create_task(self.live(s)) for s in pages]
         self.tasks.append(asyncio.create_task(self.admin_reads(admin)))
-        self.tasks += [
+        churning = [
             asyncio.create_task(self.churn(http, f"soak-{n:03d}")) for n in range(self.args.churn_users)
         ]
+        self.tasks += churning
         print("started", flush=True)
         while await lines.get() != "stop":
             pass
+        # No request is cut off mid-way (the dashboard would log the client's disconnect).
+        self.draining = True
+        await asyncio.wait(churning, timeout=DRAIN_SECONDS)
         self.tally.stopping = True
         for task in self.tasks:
             task.cancel()

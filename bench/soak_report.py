@@ -59,6 +59,7 @@ class Soak:
     control_lag_ms: list[float] = field(default_factory=list)
     clients: dict[str, Any] = field(default_factory=dict)
     server_errors: list[str] = field(default_factory=list)
+    probe_errors: list[str] = field(default_factory=list)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -88,12 +89,13 @@ def growth(soak: Soak) -> tuple[float, float, float] | None:
 
 
 def error_count(soak: Soak) -> int:
-    return int(sum(soak.clients.get("errors", {}).values())) + len(soak.server_errors)
+    clients = int(sum(soak.clients.get("errors", {}).values()))
+    return clients + len(soak.server_errors) + len(soak.probe_errors)
 
 
 def targets(soak: Soak) -> list[tuple[str, str, bool]]:
     grown = growth(soak)
-    rows = [("errors (clients and the dashboard's log)", str(error_count(soak)), error_count(soak) == 0)]
+    rows = [("errors (load, probes and the dashboard's log)", str(error_count(soak)), error_count(soak) == 0)]
     if grown is None:
         rows.append(("memory growth after warm-up < 5 %", "no samples after warm-up", False))
     else:
@@ -152,7 +154,7 @@ def markdown(soak: Soak) -> str:
         "",
         "Traffic: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".",
     ]
-    examples = [*c.get("error_examples", []), *soak.server_errors[:20]]
+    examples = [*c.get("error_examples", []), *soak.server_errors[:20], *soak.probe_errors]
     if examples:
         lines += ["", "Errors (first ones):", "", *(f"- `{e}`" for e in examples)]
     lines += [
