@@ -49,8 +49,8 @@ from tests.services.rundir import RunDir
 
 PYTHON = sys.executable
 # A probe's console lasts at most this long: the bench client answers no websocket pings (20 s).
-PROBE_SECONDS = 8.0
-PROBE_WARMUP = 50
+PROBE_SECONDS = 10.0
+PROBE_WARMUP = 5
 # What the dashboard's log says when something went wrong (its level is WARNING).
 SERVER_ERROR = re.compile(r"^(ERROR|CRITICAL|Traceback)|:ERROR:|:CRITICAL:", re.MULTILINE)
 

@@ -220,9 +220,10 @@ class Load:
             raise RuntimeError(f"the admin log-in failed: {response.status_code}")
         cookie = "; ".join(f"{name}={value}" for name, value in admin.http.cookies.items())
         pages = [await self._open("/live", cookie) for _ in range(self.args.live)]
-        # Idle connections are dropped well before the dashboard's keep-alive timeout (5 s): a request
-        # sent on one the dashboard is closing at that moment would be lost (HTTP/1.1 has no way back).
-        limits = httpx.Limits(max_connections=self.args.churn_users, keepalive_expiry=2.0)
+        # A connection per request, as the thin client makes them: a request sent on a kept-alive
+        # connection the dashboard is closing at that moment is lost (HTTP/1.1 has no way back), and
+        # on a starved machine a client can read an answer seconds after it was sent.
+        limits = httpx.Limits(max_connections=self.args.churn_users, max_keepalive_connections=0)
         http = httpx.AsyncClient(base_url=self.base, timeout=120, limits=limits)
         self.tasks += [asyncio.create_task(self.console(s)) for s in consoles]
         self.tasks += [asyncio.create_task(self.live(s)) for s in pages]

@@ -137,10 +137,15 @@ def markdown(soak: Soak) -> str:
     if first and last:
         lines.append(f"| dashboard RSS (MiB) | {first.rss_kib / 1024:.1f} | {last.rss_kib / 1024:.1f} |")
         lines.append(f"| open file descriptors | {first.fds} | {last.fds} |")
-    if soak.probes:
-        p0, p1 = soak.probes[0], soak.probes[-1]
+    measured = [p for p in soak.probes if p.count]
+    if measured:
+        p0, p1 = measured[0], measured[-1]
         lines.append(f"| console RTT p50 (µs) | {p0.p50_us:.0f} | {p1.p50_us:.0f} |")
         lines.append(f"| console RTT p99 (µs) | {p0.p99_us:.0f} | {p1.p99_us:.0f} |")
+        lines.append(
+            f"| console RTT probe (s into the soak, round trips) | {p0.at:.0f}, {p0.count} "
+            f"| {p1.at:.0f}, {p1.count} |"
+        )
     control = soak.control_lag_ms
     cpu = statistics.fmean([x.cpu_percent for x in soak.samples] or [0])
     lines += [
@@ -194,8 +199,8 @@ def plot(soak: Soak, target: Path) -> None:
         label="lag p99 of an idle loop (the machine)",
     )
     latency.plot(
-        [p.at / 60 for p in soak.probes],
-        [p.p99_us / 1000 for p in soak.probes],
+        [p.at / 60 for p in soak.probes if p.count],
+        [p.p99_us / 1000 for p in soak.probes if p.count],
         "o-",
         color="tab:green",
         label="console RTT p99",
