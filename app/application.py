@@ -32,14 +32,15 @@ from app.auth.login import start_login_service
 from app.auth.session import SessionRules
 from app.auth.session_cookie import SessionCookieMiddleware
 from app.auth.sessions import SessionStore
-from app.auth.throttle_store import MemoryThrottleStore
 from app.broker.desktops import Broker
 from app.broker.schedule_runner import ScheduleRunner
 from app.clock import SYSTEM_CLOCK, Clock
+from app.cluster.node import ClusterNode, check_cluster_settings
+from app.cluster.replicas import LocalCounts
 from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
 from app.hyper.spice_tls import SpiceTls
-from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key
+from app.hyper.sshkeys import KnownHostsFile, ensure_dashboard_key, fingerprint
 from app.i18n import available_languages, set_default_language
 from app.i18n.middleware import LanguageMiddleware
 from app.inventory.hypervisors import ensure_demo_hypervisor
@@ -55,6 +56,7 @@ from app.services import Services
 from app.settings import Settings
 from app.templating import make_templates
 from app.tlsca import DashboardCA
+from app.views import console_role_routes
 from app.views import routes as view_routes
 from app.views.api_broker import is_broker_api_path
 from app.views.errors import exception_handlers
@@ -87,23 +89,47 @@ def _asset_routes(settings: Settings) -> list[BaseRoute]:
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with AsyncExitStack() as stack:
-        app.state.services = await open_services(settings, app.state.clock, stack)
-        log.info("dashboard ready, database %s", database.safe_url(settings.database_url.get_secret_value()))
+        services = await open_services(settings, app.state.clock, stack)
+        app.state.services = services
+        node = services.cluster
+        log.info(
+            "dashboard ready, database %s%s",
+            database.safe_url(settings.database_url.get_secret_value()),
+            f", cluster replica {node.name}" if node.clustered else "",
+        )
         yield
 
 
 async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack) -> Services:
     """Build and start every shared component, each handed what it needs; ``stack`` closes them in reverse."""
+    check_cluster_settings(settings)
     url = settings.database_url.get_secret_value()
     await asyncio.to_thread(database.upgrade, url)
-    db = database.connect_database(url, timeout=settings.database_timeout)
+    db = database.connect_database(
+        url, timeout=settings.database_timeout, causal_reads=settings.cluster.enabled
+    )
     await db.connect()
     stack.push_async_callback(db.disconnect)
+    ssh_dir = settings.data_dir / "ssh"
+    ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
+    known_hosts = KnownHostsFile(ssh_dir)
 
-    hub = LiveHub()
+    # This replica's part in the cluster (or the lone process's stand-ins): bus first, so that
+    # nothing the other replicas say from now on is missed. Stopped last (its duties first, below).
+    spice_ca = await asyncio.to_thread(DashboardCA.load_or_create, settings.ca_dir())
+    node = ClusterNode(
+        settings=settings,
+        db=db,
+        ssh_key_fingerprint=fingerprint(ssh_key.public_line),
+        ca_fingerprint=spice_ca.fingerprint,
+    )
+    await node.connect()
+    stack.push_async_callback(node.stop)
+
+    hub = LiveHub(bus=node.bus)
     stack.callback(hub.close)
-    # An outage and its end reach the admins' live badge; the health check probes meanwhile.
-    stack.callback(db.health.add_listener(lambda _: hub.publish("service", db.health.status())))
+    # An outage and its end reach this replica's admins' live badge; the health check probes meanwhile.
+    stack.callback(db.health.add_listener(lambda _: hub.publish("service", db.health.status(), local=True)))
     await stack.enter_async_context(db.health.watching(db.probe))
 
     first_admin = await ensure_first_admin(db)
@@ -113,7 +139,6 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
         await ensure_demo_hypervisor(db, settings.data_dir)
 
     metrics = Metrics()
-    spice_ca = await asyncio.to_thread(DashboardCA.load_or_create, settings.ca_dir())
     spice_tls = SpiceTls(spice_ca)
     # Hypervisors' SPICE certificates are re-issued by themselves; the CA above them is not.
     alerts = await _started(
@@ -130,9 +155,6 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
         unauthenticated_limit=settings.security.audit_unauthenticated_per_minute,
     )
     stack.push_async_callback(audit.close)
-    ssh_dir = settings.data_dir / "ssh"
-    ssh_key = await asyncio.to_thread(ensure_dashboard_key, ssh_dir)
-    known_hosts = KnownHostsFile(ssh_dir)
     # The registry writes known_hosts from the pinned keys and connects to every hypervisor.
     hypervisors = await _started(
         stack,
@@ -144,8 +166,11 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             key=ssh_key,
             known_hosts=known_hosts,
             spice_tls=spice_tls,
+            duties=node.duties,
+            bus=node.bus,
         ),
     )
+    node.duties.on_gained(hypervisors.take_over)
     stack.callback(alerts.watch_hypervisors(hypervisors))
     # Console tickets and sessions, with the CONNECT gateway when it is enabled.
     consoles = await _started(
@@ -157,6 +182,9 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             audit=audit,
             clock=clock,
             session_listeners=[metrics.console_session_ended],
+            bus=node.bus,
+            roster=node.roster,
+            replica=node.name if node.clustered else "",
         ),
     )
     vms = await _started(
@@ -168,6 +196,11 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             registry=hypervisors,
             settings=settings.vms,
             operation_listeners=[metrics.operation_finished, alerts.rules.operation_finished],
+            duties=node.duties,
+            replica=node.name if node.clustered else "",
+            thumbnail_store=node.thumbnail_store(),
+            admin_watchers=node.replicas.admin_watchers if node.replicas is not None else None,
+            alive_replicas=node.replicas.alive_names if node.replicas is not None else None,
         ),
     )
     # After an outage, what the lost lifecycle events would have done is done.
@@ -183,6 +216,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             consoles=consoles,
             vms=vms,
             clock=clock,
+            duties=node.duties,
             build_vv=build_vv,
             reaper_interval=settings.broker.reaper_interval,
             request_listeners=[metrics.desktop_requested, alerts.rules.desktop_requested],
@@ -223,9 +257,20 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
         db=db,
         audit=audit,
         directory=directory,
-        throttle_store=MemoryThrottleStore(clock=clock.monotonic),
+        throttle_store=node.throttle_store(clock),
         stack=stack,
     )
+
+    def counts() -> LocalCounts:
+        return LocalCounts(
+            live_admins=hub.admin_subscriber_count,
+            live_clients=hub.client_subscriber_count,
+            console_connections=consoles.sessions.connection_count,
+        )
+
+    # Heartbeat and duties once everything they use runs; the duties stop first.
+    await node.start(counts=counts, consoles=consoles, live=hub)
+    stack.push_async_callback(node.duties.stop)
     session_rules = SessionRules.from_settings(settings.security, clock)
     return Services(
         settings=settings,
@@ -247,6 +292,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
         retention=retention,
         metrics=exporter,
         alerts=alerts,
+        cluster=node,
     )
 
 
@@ -319,8 +365,13 @@ def create_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Starlette:
             CSRFMiddleware, exempt_paths=frozenset({"/api/v1/login"}), bearer_paths=is_broker_api_path
         ),
     ]
+    if settings.cluster.role == "console":
+        # A console-only replica: the console websocket and the health probes, nothing else.
+        routes = console_role_routes()
+    else:
+        routes = [*view_routes(), *_asset_routes(settings)]
     app = Starlette(
-        routes=[*view_routes(), *_asset_routes(settings)],
+        routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers=exception_handlers,

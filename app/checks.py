@@ -2,7 +2,8 @@
 
 Checks the configuration, the data directory, the directory (reachable, TLS, the
 service account's bind; cleartext is a warning), the database (reachable, schema
-at the latest revision) and every hypervisor (reachable, host key as pinned,
+at the latest revision), the cluster (replicas, duty holder, Redis, Galera; or that
+this is one process) and every hypervisor (reachable, host key as pinned,
 libvirt answering, directories usable), and prints one line per check. A
 failure fails the command, except on a hypervisor in maintenance (shown as
 "warn"). Never prints a secret: the database URL is shown with its password masked.
@@ -135,9 +136,24 @@ async def run_checks(settings: Settings, *, config_source: str | None) -> CheckR
         return report
     report.add("database", OK, f"{shown}, schema at the latest revision ({head})")
 
+    for line in await check_cluster(settings, url):
+        report.lines.append(line)
     for line in await check_hypervisors(settings, url, ca):
         report.lines.append(line)
     return report
+
+
+async def check_cluster(settings: Settings, url: str) -> list[CheckLine]:
+    from app.cluster.report import cluster_lines
+
+    db = database.connect_database(url)
+    await db.connect()
+    try:
+        return [
+            CheckLine(line.subject, line.result, line.detail) for line in await cluster_lines(settings, db)
+        ]
+    finally:
+        await db.disconnect()
 
 
 def _ca_line(settings: Settings) -> tuple[CheckLine, DashboardCA | None]:

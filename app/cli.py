@@ -35,14 +35,19 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.application import create_app
+    from app.cluster.drain import DrainingServer
     from app.server.options import serving_options
 
     server = settings.server.model_copy(
         update={"host": args.host or settings.server.host, "port": args.port or settings.server.port}
     )
-    settings = settings.model_copy(update={"server": server, "demo": settings.demo or args.demo})
-    uvicorn.run(
-        create_app(settings),
+    cluster = settings.cluster.model_copy(update={"role": args.role or settings.cluster.role})
+    settings = settings.model_copy(
+        update={"server": server, "demo": settings.demo or args.demo, "cluster": cluster}
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=server.host,
         port=server.port,
         # Logging is ours (app.logging_setup): uvicorn adds no handlers, levels or access lines.
@@ -54,7 +59,17 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         ssl_certfile=server.ssl_certfile,
         ssl_keyfile=server.ssl_keyfile,
         **serving_options(server),
+        timeout_graceful_shutdown=round(settings.cluster.drain_timeout) if cluster.enabled else None,
     )
+
+    def drain() -> Awaitable[None] | None:
+        services = getattr(app.state, "services", None)
+        if services is None or not services.cluster.clustered:
+            return None
+        drained: Awaitable[None] = services.cluster.drain()
+        return drained
+
+    DrainingServer(config, drain=drain).run()
     return 0
 
 
@@ -281,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true", help="register a demo hypervisor (libvirt test driver)")
     serve.add_argument("--host", help="listen address (default: server.host)")
     serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+    serve.add_argument(
+        "--role",
+        choices=("all", "console"),
+        help="all (default: cluster.role) or console: only consoles and health probes (a cluster replica)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     db_cmd = sub.add_parser("db", help="database maintenance")

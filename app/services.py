@@ -19,6 +19,7 @@ from app.auth.sessions import SessionStore
 from app.broker.desktops import Broker
 from app.broker.schedule_runner import ScheduleRunner
 from app.clock import Clock
+from app.cluster.node import ClusterNode
 from app.db import AppDatabase
 from app.directory import DirectoryLogin
 from app.hyper.registry import HypervisorRegistry
@@ -62,6 +63,8 @@ class Services:
     metrics: Exporter
     # Alerts by e-mail and webhook (rules, rate limit, delivery).
     alerts: Alerts
+    # This replica's part in the cluster (bus, heartbeat, duties, health), or its one-process stand-ins.
+    cluster: ClusterNode
     # Each further component gets a typed field here and is built, started and stopped
     # in app.application.open_services.
 

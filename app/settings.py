@@ -110,6 +110,8 @@ class GatewaySettings(Section):
     port: int = 3128
     # Host name/address clients use to reach the gateway (written into .vv files).
     public_host: str | None = None
+    # Port clients use, when a load balancer listens on another one than ``port`` (.vv files).
+    public_port: int | None = None
     # A client must send its whole CONNECT request head within this time and size.
     header_timeout: float = 10.0
     max_header_bytes: int = 8192
@@ -283,6 +285,37 @@ class LanguageSettings(Section):
     default_language: str = "en"
 
 
+class ClusterSettings(Section):
+    """Several replicas of the dashboard behind a load balancer (see README, "Several replicas").
+
+    Without ``redis_url`` the dashboard is one process: live hub, console state and
+    background duties in its memory, as on a single machine.
+    """
+
+    # Redis for what every replica must hear at once: live messages, console revocations,
+    # console counts, thumbnails. Set on every replica, e.g. "redis://10.0.0.30:6379/0".
+    redis_url: SecretStr | None = None
+    # This replica's name, unique in the cluster. Empty: "<host name>:<server.port>".
+    replica: str = ""
+    # "all": everything; "console": only consoles (websocket and CONNECT gateway) and health.
+    role: Literal["all", "console"] = "all"
+    # Seconds between a replica's heartbeats in the database (and renewals of the duty lease).
+    heartbeat_interval: Annotated[float, Field(gt=0, le=10)] = 1.0
+    # A replica not heard of for this long is gone: another one takes over its background
+    # duties, and its unfinished operations end "interrupted".
+    replica_timeout: Annotated[float, Field(gt=0)] = 5.0
+    # On SIGTERM: readiness goes down, and requests are still served this long so that the
+    # load balancer notices (HAProxy: at least inter x fall); then consoles are told to
+    # reconnect through another replica and the process stops.
+    drain_grace: Annotated[float, Field(ge=0)] = 3.0
+    # How long a draining replica waits for requests in progress before it stops anyway.
+    drain_timeout: Annotated[float, Field(gt=0)] = 20.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.redis_url is not None and bool(self.redis_url.get_secret_value())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KVMVDI_",
@@ -318,6 +351,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     i18n: LanguageSettings = Field(default_factory=LanguageSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -376,7 +410,21 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
     for key in ("smtp_password", "webhook_url", "webhook_secret"):
         if getattr(settings.alerts, key) is not None:
             data["alerts"][key] = hidden
+    if settings.cluster.redis_url is not None:
+        data["cluster"]["redis_url"] = safe_redis_url(settings.cluster.redis_url.get_secret_value())
     return data
+
+
+def safe_redis_url(url: str) -> str:
+    """A Redis URL with its password masked, for pages, logs and ``kvm-vdi check``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

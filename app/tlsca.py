@@ -146,6 +146,11 @@ class DashboardCA:
         return cls(key, certificate)
 
     @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the CA certificate (hex): every replica of a cluster must show the same one."""
+        return self.certificate.fingerprint(hashes.SHA256()).hex()
+
+    @property
     def not_after(self) -> datetime:
         return self.certificate.not_valid_after_utc
 

@@ -23,10 +23,12 @@ import pytest
 from app.tlsca import DashboardCA
 from tests.services import report
 from tests.services.browser import BrowserFactory
+from tests.services.galera import GaleraCluster
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.mariadb import MariaDB
 from tests.services.prometheus import Prometheus
+from tests.services.redis import RedisServer
 from tests.services.rundir import RunDir, reap_stale_runs
 from tests.services.samba_ad import SambaAD
 from tests.services.slapd import Slapd
@@ -164,6 +166,18 @@ def dashboard_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard
 def mariadb(run_dir: RunDir) -> Iterator[MariaDB]:
     """A private mariadbd with database ``vdi``; ``.url`` is ``mysql://vdi:PW@127.0.0.1:PORT/vdi``."""
     yield from _running(MariaDB(run_dir))
+
+
+@pytest.fixture(scope="session")
+def galera(run_dir: RunDir) -> Iterator[GaleraCluster]:
+    """A 3-node MariaDB Galera cluster; ``.nodes[i].url`` straight to a node, database ``vdi``."""
+    yield from _running(GaleraCluster(run_dir))
+
+
+@pytest.fixture(scope="session")
+def redis_server(run_dir: RunDir) -> Iterator[RedisServer]:
+    """A private Redis (no persistence); ``.url``, ``.restart()``."""
+    yield from _running(RedisServer(run_dir))
 
 
 @pytest.fixture(scope="session")

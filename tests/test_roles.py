@@ -17,6 +17,8 @@ PUBLIC = {"/login", "/logout", "/live", "/console/ws/{vm_id:int}"}
 PUBLIC |= {"/language", "/static/i18n/{language}.js"}
 # The client portal's log-in and log-out, the broker API's log-in and its OpenAPI description.
 PUBLIC |= {"/client/login", "/client/logout", "/api/v1/login", "/api/v1/openapi.json"}
+# Probes of load balancers and systemd: no data, only whether this replica serves.
+PUBLIC |= {"/healthz", "/readyz"}
 
 
 def _admin_routes(dashboard: RunningDashboard) -> list[tuple[str, str]]:

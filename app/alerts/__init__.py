@@ -60,13 +60,19 @@ class Alerts:
     def watch_hypervisors(self, registry: HypervisorRegistry) -> Callable[[], None]:
         """Alert on the registry's down/up transitions from now on, and on those already down
         (a hypervisor found down at start, or down across a restart, is announced, and so is
-        its return). Returns the unsubscribe function."""
+        its return). Returns the unsubscribe function.
+
+        With several replicas, only the one recording hypervisor state (the duty holder) alerts:
+        every replica sees the same transitions."""
+
+        def changed(event: ConnectionEvent) -> None:
+            if registry.recording:
+                self.rules.connection_changed(event)
+
         for hv in registry.all():
             if hv.state == "down":
-                self.rules.connection_changed(
-                    ConnectionEvent(hv.id, hv.name, hv.state, hv.reason, hv.maintenance)
-                )
-        return registry.add_connection_listener(self.rules.connection_changed)
+                changed(ConnectionEvent(hv.id, hv.name, hv.state, hv.reason, hv.maintenance))
+        return registry.add_connection_listener(changed)
 
     def submit(self, alert: Alert) -> None:
         self.dispatcher.submit(alert)

@@ -2,8 +2,10 @@
 
 One write transaction per request (see :mod:`app.broker.transactions`):
 
-1. lock the requesting user's row, so two requests of one user (two tabs, an API
-   client and the portal) cannot both take a desktop past ``max_per_user``;
+1. write the requesting user's row (a request counter), so two requests of one user
+   (two tabs, an API client and the portal, two replicas) cannot both take a desktop past
+   ``max_per_user``: on one server the row lock serializes them, on Galera the second to
+   certify fails and runs again (:meth:`WriteTransactions.run`);
 2. a user who still holds a lease in the pool gets that desktop back (lease renewed);
 3. otherwise the eligible candidates are read (free, not in maintenance, not
    locked, no operation running, in a known state, on an "up" hypervisor that is not in
@@ -12,7 +14,9 @@ One write transaction per request (see :mod:`app.broker.transactions`):
    ``FOR UPDATE SKIP LOCKED`` on
    MariaDB (concurrent requests skip each other's rows instead of queueing) or
    simply chosen on SQLite (writers are serialized);
-4. the VM row is assigned and a lease row inserted, then the transaction commits.
+4. the VM row is assigned and a lease row inserted, then the transaction commits. Two
+   requests that picked the same desktop through two Galera nodes both wrote its row: one
+   of them fails certification and runs again.
 
 Nothing here talks to a hypervisor: starting or resetting the VM happens after
 the commit, in :mod:`app.broker.desktops`.
@@ -20,6 +24,7 @@ the commit, in :mod:`app.broker.desktops`.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -123,8 +128,18 @@ class Allocator:
             return Claim(refusal="maintenance")
         now = now or self.clock.now()
         expires_at = now + timedelta(minutes=pool.lease_timeout_min)
-        async with self.transactions.begin() as conn:
-            await conn.fetch_one(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
+        attempts = 0
+
+        async def claim(conn: Connection) -> Claim:
+            nonlocal attempts
+            attempts += 1
+            # Written, not only locked: on Galera only written rows conflict across nodes, so two
+            # requests of one user through two replicas cannot both pass max_per_user.
+            await conn.execute(
+                users.update()
+                .where(users.c.id == user_id)
+                .values(desktop_requests=users.c.desktop_requests + 1)
+            )
             held = await fetch_records(
                 conn,
                 LeaseRecord,
@@ -142,7 +157,9 @@ class Allocator:
                 return Claim(vm_id=lease.vm_id, lease_id=lease.id, expires_at=expires_at, renewed=True)
             if len(held) >= pool.max_per_user:
                 return Claim(refusal="desktop_limit")
-            vm = await self._lock_free_vm(conn, pool.id, user_id, hypervisor_ids)
+            # After losing a conflict, start elsewhere in the list: the winner's peers on other
+            # nodes are probably trying the first desktops too.
+            vm = await self._lock_free_vm(conn, pool.id, user_id, hypervisor_ids, spread=attempts > 1)
             if vm is None:
                 return Claim(refusal=await self._why_none(conn, pool.id, hypervisor_ids))
             await conn.execute(
@@ -167,8 +184,16 @@ class Allocator:
                 vm_id=vm.id, lease_id=lease_id, expires_at=expires_at, previous_user_id=vm.last_user_id
             )
 
+        return await self.transactions.run(claim, what="desktop allocation")
+
     async def _lock_free_vm(
-        self, conn: Connection, pool_id: int, user_id: int, hypervisor_ids: Collection[int] | None
+        self,
+        conn: Connection,
+        pool_id: int,
+        user_id: int,
+        hypervisor_ids: Collection[int] | None,
+        *,
+        spread: bool = False,
     ) -> _FreeVm | None:
         # Hypervisor conditions come from a plain read: locking rows of a join would lock
         # the hypervisor row too and serialize every request of the pool on it.
@@ -195,6 +220,9 @@ class Allocator:
                 vms.c.id,
             ),
         )
+        if spread and candidates:
+            start = random.randrange(len(candidates))  # noqa: S311 - not a secret
+            candidates = [*candidates[start:], *candidates[:start]]
         # One primary-key lookup per candidate: a locking read with ORDER BY ... LIMIT would
         # lock every row it sorted, and concurrent requests would skip desktops nobody takes.
         for candidate in candidates:
@@ -248,7 +276,8 @@ class Allocator:
         alone (the reaper's check and act happen under the row lock).
         """
         now = self.clock.now()
-        async with self.transactions.begin() as conn:
+
+        async def end(conn: Connection) -> LeaseRecord | None:
             query = sa.select(leases).where(leases.c.id == lease_id, leases.c.ended_at.is_(None))
             if only_if_expired:
                 query = query.where(leases.c.expires_at <= now)
@@ -262,9 +291,12 @@ class Allocator:
                 await on_ended(lease)
             return lease
 
+        return await self.transactions.run(end, what="ending a lease")
+
     async def free_vm(self, vm_id: int, user_id: int, *, clean: bool) -> None:
         """Return the VM to the pool; ``clean`` (it was reset) forgets the previous user."""
-        async with self.transactions.begin() as conn:
+
+        async def free(conn: Connection) -> None:
             still_held = await fetch_record(
                 conn,
                 Identified,
@@ -278,21 +310,32 @@ class Allocator:
                 .values(assigned_user_id=None, last_user_id=None if clean else user_id)
             )
 
-    async def free_orphans(self, *, besides: Collection[int] = ()) -> list[int]:
+        await self.transactions.run(free, what="returning a desktop")
+
+    async def free_orphans(
+        self, *, besides: Collection[int] = (), grace: timedelta | None = None
+    ) -> list[int]:
         """Free VMs assigned without an active lease (a return interrupted by a restart or a database
-        outage), but those in ``besides`` (returns in progress)."""
-        async with self.transactions.begin() as conn:
-            active = sa.select(leases.c.vm_id).where(leases.c.ended_at.is_(None))
+        outage), but those in ``besides`` (returns in progress here).
+
+        With ``grace``, only VMs whose last lease ended longer ago than that (another replica
+        may be resetting a desktop it is returning right now).
+        """
+
+        async def free(conn: Connection) -> list[int]:
+            held = sa.select(leases.c.vm_id).where(leases.c.ended_at.is_(None))
+            orphaned = [
+                vms.c.assigned_user_id.is_not(None),
+                vms.c.id.not_in(held),
+                vms.c.id.not_in(list(besides)),
+            ]
+            if grace is not None:
+                recent = sa.select(leases.c.vm_id).where(leases.c.ended_at > self.clock.now() - grace)
+                orphaned.append(vms.c.id.not_in(recent))
             rows = await fetch_records(
                 conn,
                 _AssignedVm,
-                sa.select(vms.c.id, vms.c.assigned_user_id)
-                .where(
-                    vms.c.assigned_user_id.is_not(None),
-                    vms.c.id.not_in(active),
-                    vms.c.id.not_in(list(besides)),
-                )
-                .with_for_update(),
+                sa.select(vms.c.id, vms.c.assigned_user_id).where(*orphaned).with_for_update(),
             )
             for row in rows:
                 await conn.execute(
@@ -302,10 +345,13 @@ class Allocator:
                 )
             return [row.id for row in rows]
 
+        return await self.transactions.run(free, what="freeing orphaned desktops")
+
     async def heartbeat(self, lease_id: int, user_id: int, timeout_min: int) -> tuple[str, datetime | None]:
         """Extend a lease: ("ok", new expiry), ("not_found", None) or ("ended", None)."""
         now = self.clock.now()
-        async with self.transactions.begin() as conn:
+
+        async def extend(conn: Connection) -> tuple[str, datetime | None]:
             lease = await fetch_record(
                 conn,
                 LeaseRecord,
@@ -324,3 +370,5 @@ class Allocator:
                 .values(last_heartbeat_at=now, expires_at=expires_at)
             )
             return "ok", expires_at
+
+        return await self.transactions.run(extend, what="lease heartbeat")

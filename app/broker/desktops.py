@@ -3,9 +3,9 @@
 Allocation itself is pure database work (:mod:`app.broker.allocation`); this
 module adds the running side: starting or resetting the desktop through the VM
 service (:mod:`app.broker.power`), console grants from the console service,
-live events, audit, and two lifespan tasks: the lease reaper
-(:mod:`app.broker.upkeep`, which counts an open console session as a heartbeat)
-and keep-ready.
+live events, audit, and two background duties (run by one replica at a time, see
+:mod:`app.cluster.duties`): the lease reaper (:mod:`app.broker.upkeep`, which counts
+an open console session, on any replica, as a heartbeat) and keep-ready.
 
 A client only ever gets a console for a desktop it holds an active lease on;
 when a lease ends, every console of that desktop is revoked before the desktop
@@ -14,12 +14,11 @@ is reset and returned to its pool.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -35,7 +34,7 @@ from app.broker.snapshots import DesktopSnapshots
 from app.broker.transactions import WriteTransactions
 from app.broker.upkeep import LeaseUpkeep
 from app.clock import Clock
-from app.db.health import DatabaseUnavailable
+from app.cluster.duties import Duties, every
 from app.db.records import Identified, PoolRecord, fetch_record
 from app.db.schema import leases, vms
 from app.hyper import HypervisorRegistry
@@ -53,6 +52,10 @@ log = logging.getLogger("kvmvdi.broker")
 CONSOLE_PAGE = "/client/desktops/{vm_id}/console"
 # A desktop that was just started answers "booting"; the client asks again after this.
 BOOT_RETRY_SECONDS = 1
+# Several replicas: a desktop assigned without an active lease whose last lease ended this
+# long ago is an orphan (a return interrupted by a replica's death), checked this often.
+ORPHAN_GRACE = timedelta(minutes=5)
+ORPHAN_CHECK = 60.0
 
 Status = Literal["ready", "booting", "failover", "refused", "failed"]
 
@@ -103,6 +106,7 @@ class Broker:
         consoles: ConsoleService,
         vms: VmService,
         clock: Clock,
+        duties: Duties | None = None,
         build_vv: Callable[..., str] = build_vv,
         reaper_interval: float = 5.0,
         request_listeners: Sequence[RequestListener] = (),
@@ -128,37 +132,41 @@ class Broker:
             power=self.power,
             catalog=self.catalog,
         )
-        self._tasks: list[asyncio.Task[None]] = []
+        # Without duties handed in, the broker holds its own (one process, from the start).
+        self._own_duties = duties is None
+        self.duties = duties or Duties()
 
     # Lifespan
 
     async def start(self) -> None:
-        freed = await self.allocator.free_orphans()
-        if freed:
-            log.warning("freed %d desktops left assigned without a lease", len(freed))
-        self._tasks.append(asyncio.create_task(self._loop(self.leases.reap_expired), name="broker-reaper"))
-        self._tasks.append(asyncio.create_task(self._loop(self.power.keep_ready), name="broker-keep-ready"))
+        interval = self.reaper_interval
+        if not self.duties.clustered:
+            # One process: whatever is assigned without a lease was left by its previous run.
+            await self._free_orphans()
+        else:
+            # Other replicas may be returning a desktop right now: only orphans left for a while.
+            self.duties.add(
+                "free-orphans",
+                lambda: every(
+                    ORPHAN_CHECK, lambda: self._free_orphans(ORPHAN_GRACE), what="orphaned desktops"
+                ),
+            )
+        self.duties.add(
+            "lease-reaper", lambda: every(interval, self.leases.reap_expired, what="lease reaper")
+        )
+        self.duties.add("keep-ready", lambda: every(interval, self.power.keep_ready, what="keep-ready"))
+        if self._own_duties:
+            await self.duties.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        """The reaper and keep-ready are duties: they stop with the duties (the cluster's, or its own)."""
+        if self._own_duties:
+            await self.duties.stop()
 
-    async def _loop(self, step: Callable[[], Awaitable[Any]]) -> None:
-        while True:
-            try:
-                await step()
-            except asyncio.CancelledError:
-                raise
-            except DatabaseUnavailable:
-                # Logged once by the database's health; the step runs again when it is back.
-                pass
-            except Exception:
-                log.exception("broker background step %s failed", getattr(step, "__name__", step))
-            await asyncio.sleep(self.reaper_interval)
+    async def _free_orphans(self, grace: timedelta | None = None) -> None:
+        freed = await self.allocator.free_orphans(grace=grace)
+        if freed:
+            log.warning("freed %d desktops left assigned without a lease", len(freed))
 
     # Handing out desktops
 
@@ -410,7 +418,10 @@ class Broker:
     async def recover(self) -> None:
         """After a database outage: free the desktops whose return it cut short (lease ended, desktop
         still assigned); returns still in progress finish by themselves."""
-        freed = await self.allocator.free_orphans(besides=self.leases.returning)
+        # With several replicas, another one may be returning a desktop right now: only orphans
+        # left for a while.
+        grace = ORPHAN_GRACE if self.duties.clustered else None
+        freed = await self.allocator.free_orphans(besides=self.leases.returning, grace=grace)
         if freed:
             log.warning("freed %d desktops whose return a database outage cut short", len(freed))
 

@@ -10,6 +10,7 @@ from app.auth.passwords import generate_password
 from app.auth.sessions import revoke_user_credentials
 from app.clock import utcnow
 from app.db.records import DirectoryGroupRecord, UserRecord, fetch_record, fetch_records
+from app.db.retry import transaction
 from app.db.schema import (
     api_tokens,
     console_tickets,
@@ -104,7 +105,7 @@ async def delete_user(db: Database, user_id: int) -> UserRecord:
                 username=user.username, active=active
             )
         )
-    async with db.transaction():
+    async with transaction(db):
         await db.execute(vms.update().where(vms.c.last_user_id == user_id).values(last_user_id=None))
         await db.execute(vms.update().where(vms.c.assigned_user_id == user_id).values(assigned_user_id=None))
         for table in (leases, console_tickets, api_tokens, sessions, pool_users):
@@ -149,7 +150,7 @@ async def delete_group(db: Database, group_id: int) -> DirectoryGroupRecord:
     )
     if group is None:
         raise AccountError(_("no such group"))
-    async with db.transaction():
+    async with transaction(db):
         await db.execute(pool_groups.delete().where(pool_groups.c.group_id == group_id))
         await db.execute(directory_groups.delete().where(directory_groups.c.id == group_id))
     return group

@@ -18,6 +18,7 @@ from app.db.records import (
     fetch_record,
     fetch_records,
 )
+from app.db.retry import transaction
 from app.db.schema import (
     directory_groups,
     hypervisors,
@@ -252,7 +253,7 @@ async def delete_pool(db: Database, pool_id: int) -> None:
     """Delete the pool and its memberships; the VMs stay. Refused while desktops are in use."""
     if await active_leases_in_pool(db, pool_id):
         raise PoolError(_("Desktops of this pool are in use: end those sessions first."))
-    async with db.transaction():
+    async with transaction(db):
         for table in (pool_vms, pool_users, pool_groups):
             await db.execute(table.delete().where(table.c.pool_id == pool_id))
         await db.execute(leases.update().where(leases.c.pool_id == pool_id).values(pool_id=None))
@@ -294,14 +295,14 @@ async def remove_vm(db: Database, pool_id: int, vm_id: int) -> None:
 
 
 async def set_users(db: Database, pool_id: int, user_ids: Iterable[int]) -> None:
-    async with db.transaction():
+    async with transaction(db):
         await db.execute(pool_users.delete().where(pool_users.c.pool_id == pool_id))
         for user_id in sorted(set(user_ids)):
             await db.execute(pool_users.insert().values(pool_id=pool_id, user_id=user_id))
 
 
 async def set_groups(db: Database, pool_id: int, group_ids: Iterable[int]) -> None:
-    async with db.transaction():
+    async with transaction(db):
         await db.execute(pool_groups.delete().where(pool_groups.c.pool_id == pool_id))
         for group_id in sorted(set(group_ids)):
             await db.execute(pool_groups.insert().values(pool_id=pool_id, group_id=group_id))

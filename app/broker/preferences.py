@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from databases import Database
 
 from app.db.records import Record, fetch_record
+from app.db.retry import transaction
 from app.db.schema import preferences
 
 MOTD = "portal.motd"
@@ -29,7 +30,7 @@ async def get_preference(db: Database, key: str, default: str = "") -> str:
 
 
 async def set_preference(db: Database, key: str, value: str) -> None:
-    async with db.transaction():
+    async with transaction(db):
         if await db.fetch_one(preferences.select().where(preferences.c.key == key)) is None:
             await db.execute(preferences.insert().values(key=key, value=value))
         else:

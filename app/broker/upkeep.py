@@ -55,13 +55,9 @@ class LeaseUpkeep:
         # Desktops whose lease ended and whose return (reset, then freed) is under way.
         self.returning: set[int] = set()
 
-    def open_console_holders(self) -> set[tuple[int, int]]:
-        """(user id, VM id) of every console session open through the proxy right now."""
-        return {
-            (session.ticket.user_id, session.ticket.vm_id)
-            for session in self.consoles.sessions.sessions()
-            if session.end_reason is None and session.channels
-        }
+    async def open_console_holders(self) -> set[tuple[int, int]]:
+        """(user id, VM id) of every console session open through the proxy right now, on any replica."""
+        return {(console.user_id, console.vm_id) for console in await self.consoles.open_consoles()}
 
     async def heartbeat(self, lease_id: int, user_id: int) -> tuple[str, datetime | None]:
         lease = await get_lease(self.db, lease_id)
@@ -85,7 +81,7 @@ class LeaseUpkeep:
         sending heartbeats; as long as their console session is open the lease is
         extended, at the pace a client's heartbeats would. Returns how many were.
         """
-        holders = self.open_console_holders()
+        holders = await self.open_console_holders()
         if not holders:
             return 0
         rows = await fetch_records(
@@ -126,7 +122,7 @@ class LeaseUpkeep:
         """End expired leases (after counting open consoles as heartbeats) and return their desktops."""
         await self.keep_console_leases()
         # A console opened since (or a lease that expired since) the step above: still held.
-        holders = self.open_console_holders()
+        holders = await self.open_console_holders()
         expired = [
             row.id
             for row in await expired_leases(self.db, self.allocator.clock.now())

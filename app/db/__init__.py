@@ -28,6 +28,10 @@ class DatabaseURLError(ValueError):
     pass
 
 
+class MigrationBusy(RuntimeError):
+    """Another dashboard holds the migration lock for longer than we wait."""
+
+
 def _split(url: str) -> tuple[str, sa.engine.URL]:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
@@ -74,15 +78,34 @@ def _alembic_config() -> Config:
     return cfg
 
 
+# Replicas starting together must not migrate together: on MariaDB they queue on a named
+# lock (per server; the documented cluster set-up sends every replica to the same Galera node).
+MIGRATION_LOCK = "kvmvdi_migrations"
+MIGRATION_LOCK_WAIT = 300
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (blocking; run it in a thread from async code)."""
     _ensure_sqlite_dir(url)
     engine = sa.create_engine(sync_url(url), poolclass=sa.pool.NullPool)
+    mysql = backend_name(url) == "mysql"
     try:
-        with engine.begin() as connection:
-            cfg = _alembic_config()
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, revision)
+        with engine.connect() as locking:
+            if mysql:
+                got = locking.execute(
+                    sa.text("SELECT GET_LOCK(:name, :wait)"),
+                    {"name": MIGRATION_LOCK, "wait": MIGRATION_LOCK_WAIT},
+                ).scalar()
+                if got != 1:
+                    raise MigrationBusy("another dashboard has been migrating the database for too long")
+            try:
+                with engine.begin() as connection:
+                    cfg = _alembic_config()
+                    cfg.attributes["connection"] = connection
+                    command.upgrade(cfg, revision)
+            finally:
+                if mysql:
+                    locking.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK})
     finally:
         engine.dispose()
 
@@ -102,6 +125,13 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def known_revisions() -> list[str]:
+    """Every revision the migrations of this code know."""
+    from alembic.script import ScriptDirectory
+
+    return [script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()]
 
 
 class AppDatabase(Database):
@@ -136,15 +166,25 @@ class AppDatabase(Database):
             await self.fetch_val("SELECT 1")
 
 
-def connect_database(url: str, *, timeout: float = 10.0, pool_size: int | None = None) -> AppDatabase:
+# Galera: a read waits until the node has applied what the cluster committed before it, so
+# a replica reads what another replica wrote through another node (a console ticket it issued).
+CAUSAL_READS = "SET SESSION wsrep_sync_wait = 1"
+
+
+def connect_database(
+    url: str, *, timeout: float = 10.0, pool_size: int | None = None, causal_reads: bool = False
+) -> AppDatabase:
     """An unconnected database; call ``await db.connect()`` in the lifespan.
 
     No call waits longer than ``timeout`` seconds for the database, and ``disconnect`` waits as
     long for the connections still in use before it closes them. ``pool_size`` connections at
-    most (20 on MariaDB, 16 on SQLite unless given).
+    most (20 on MariaDB, 16 on SQLite unless given). ``causal_reads`` (several replicas on
+    MariaDB Galera): every connection reads its cluster's latest commits (``wsrep_sync_wait``;
+    a no-op on a MariaDB without Galera).
     """
     _ensure_sqlite_dir(url)
     if backend_name(url) == "mysql":
+        options: dict[str, Any] = {"init_command": CAUSAL_READS} if causal_reads else {}
         return AppDatabase(
             async_url(url),
             call_timeout=timeout,
@@ -152,6 +192,7 @@ def connect_database(url: str, *, timeout: float = 10.0, pool_size: int | None =
             maxsize=pool_size or 20,
             pool_recycle=3600,
             connect_timeout=max(1, round(timeout / 2)),
+            **options,
         )
     # SQLite's own busy timeout answers "locked" a little before the guard gives up.
     sized = {} if pool_size is None else {"pool_size": pool_size}

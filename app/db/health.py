@@ -27,6 +27,7 @@ log = logging.getLogger("kvmvdi.db")
 # MariaDB client and server errors that mean "the server is not there (now)".
 _GONE = {
     1040,  # too many connections
+    1047,  # a Galera node outside the primary component (not ready for clients)
     1053,  # server shutdown in progress
     1927,  # connection killed
     2002,  # cannot connect through the socket

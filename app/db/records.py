@@ -9,7 +9,7 @@ their extra columns as fields of their own.
 
 The records of tables with behaviour of their own live with that behaviour:
 :class:`app.vms.records.Vm`, :class:`app.hyper.records.HypervisorRecord`,
-:class:`app.vms.operations.Operation`.
+:class:`app.vms.operation_records.Operation`.
 """
 
 from __future__ import annotations
@@ -142,6 +142,8 @@ class UserRecord(Record):
     last_login_at: datetime | None
     # The language the user chose ("": the browser's).
     language: str
+    # Desktop requests made (written by each allocation: serializes a user's requests on Galera).
+    desktop_requests: int
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,9 @@ users = sa.Table(
     sa.Column("last_login_at", sa.DateTime, nullable=True),
     # The language chosen with the switch ("lt"); empty: the browser's, then the server's default.
     sa.Column("language", sa.String(16), nullable=False, server_default=""),
+    # Desktop requests made: the allocation writes it, which serializes one user's requests
+    # on every node of a Galera cluster (locks alone are not replicated).
+    sa.Column("desktop_requests", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("username", "source"),
 )
 
@@ -335,6 +338,8 @@ operations = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
     sa.Column("started_at", sa.DateTime, nullable=True),
     sa.Column("finished_at", sa.DateTime, nullable=True),
+    # The dashboard replica running it; when that replica is gone, the operation is interrupted.
+    sa.Column("replica", sa.String(128), nullable=False, server_default=""),
 )
 
 audit_log = sa.Table(
@@ -392,4 +397,39 @@ pool_schedules = sa.Table(
     sa.Column("last_finished_at", sa.DateTime, nullable=True),
     sa.Column("last_status", sa.String(16), nullable=True),
     sa.Column("last_result", sa.Text, nullable=True),
+)
+
+# Several replicas (cluster mode). Times in *_ms columns are milliseconds of the database's
+# clock (one clock for every replica's decisions), written and compared in SQL.
+cluster_replicas = sa.Table(
+    "cluster_replicas",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False, server_default="all"),
+    # Where it serves HTTP (host:port as configured), for admins.
+    sa.Column("address", sa.String(255), nullable=False, server_default=""),
+    sa.Column("version", sa.String(32), nullable=False, server_default=""),
+    # Every replica must use the same SSH key pair and console CA: `kvm-vdi check` compares these.
+    sa.Column("ssh_key_fingerprint", sa.String(128), nullable=False, server_default=""),
+    sa.Column("ca_fingerprint", sa.String(128), nullable=False, server_default=""),
+    sa.Column("started_at", sa.DateTime, nullable=False, server_default=_now()),
+    sa.Column("seen_ms", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Browsers on /live (admins and clients) and open console connections, as of its last heartbeat.
+    sa.Column("live_admins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("live_clients", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("console_connections", sa.Integer, nullable=False, server_default="0"),
+)
+
+# Leases that make one replica at a time do something (the background duties): a row with
+# its holder and expiry, changed only in transactions (Galera certifies them; GET_LOCK is
+# not replicated). ``epoch`` grows with every change of holder.
+cluster_leases = sa.Table(
+    "cluster_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False, server_default=""),
+    sa.Column("epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("acquired_ms", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("expires_ms", sa.BigInteger, nullable=False, server_default="0"),
 )

@@ -4,6 +4,12 @@ It is the single place that records hypervisor state: the ``hypervisors`` row
 (state, reason, when, host facts), the audit log (``hypervisor_up`` /
 ``hypervisor_down``), the ``hypervisor`` live topic, and the connection
 listeners. Domain events from every hypervisor go to the domain listeners.
+
+With several replicas every replica connects to every hypervisor and keeps its own
+view (consoles and hand-outs use it), but only the holder of the background duties
+records state (row, audit, live topic): fencing is decided once. When a replica takes
+the duties over, it records its view of every hypervisor (:meth:`take_over`). A
+record changed by an admin on one replica is reloaded by all (cluster bus).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +25,9 @@ from databases import Database
 
 from app.audit import AuditLog
 from app.clock import utcnow
-from app.db.records import fetch_records
+from app.cluster.bus import Bus, LocalBus
+from app.cluster.duties import Duties
+from app.db.records import Record, fetch_records
 from app.db.schema import hypervisors as hypervisors_table
 from app.hyper.errors import HypervisorNotFound, HypervisorUnavailable
 from app.hyper.eventloop import ensure_libvirt_event_loop
@@ -33,6 +42,15 @@ from app.settings import Settings
 
 log = logging.getLogger("kvmvdi.hyper.registry")
 
+# Cluster bus channel: a hypervisor record changed (added, edited, removed, host key pinned).
+RELOAD_CHANNEL = "hypervisor-reload"
+
+
+@dataclass(frozen=True)
+class _StoredState(Record):
+    id: int
+    state: str
+
 
 class HypervisorRegistry:
     def __init__(
@@ -45,10 +63,15 @@ class HypervisorRegistry:
         key: DashboardKey,
         known_hosts: KnownHostsFile,
         spice_tls: SpiceTls,
+        duties: Duties | None = None,
+        bus: Bus | None = None,
     ) -> None:
         self._db = db
         self._hub = hub
         self._audit = audit
+        self._duties = duties
+        self._bus = bus or LocalBus()
+        self._bus.subscribe(RELOAD_CHANNEL, self._reloaded_elsewhere)
         self._settings = settings.hypervisors
         self.key = key
         self.known_hosts = known_hosts
@@ -92,7 +115,34 @@ class HypervisorRegistry:
 
         Connection settings changes reconnect; maintenance, SPICE address and
         directory changes apply in place. Returns the hypervisor, or ``None`` if removed.
+        The other replicas reload it too.
         """
+        self._bus.publish(RELOAD_CHANNEL, {"id": hypervisor_id})
+        return await self._reload(hypervisor_id)
+
+    async def _reloaded_elsewhere(self, message: dict[str, Any]) -> None:
+        hypervisor_id = message.get("id")
+        if isinstance(hypervisor_id, int) and self._started:
+            await self._reload(hypervisor_id)
+
+    @property
+    def recording(self) -> bool:
+        """Whether this replica records hypervisor state (it holds the background duties)."""
+        return self._duties is None or self._duties.held
+
+    async def take_over(self) -> None:
+        """This replica now holds the duties: record its view of every hypervisor."""
+        rows = await fetch_records(
+            self._db, _StoredState, sa.select(hypervisors_table.c.id, hypervisors_table.c.state)
+        )
+        self._stored_state = {row.id: row.state for row in rows}
+        for hv in self.all():
+            if hv.state_changed_at is None:
+                continue  # not reported yet: its monitor records it when it does
+            await self._record(hv, hv.state, hv.reason, audit=True)
+            self._publish(hv)
+
+    async def _reload(self, hypervisor_id: int) -> Hypervisor | None:
         async with self._lock:
             found = await fetch_records(self._db, HypervisorRecord, hypervisors_table.select())
             records = {record.id: record for record in found}
@@ -121,7 +171,8 @@ class HypervisorRegistry:
                 current.record = record
                 hv, monitor = current, None
                 if maintenance_changed:
-                    self._publish(hv)
+                    if self.recording:
+                        self._publish(hv)
                     await self._connection_listeners.emit(self._connection_event(hv))
         if monitor is not None:
             await self._wait_first_attempts([monitor])
@@ -216,7 +267,8 @@ class HypervisorRegistry:
         self._hypervisors.pop(hv.id, None)
         self._stored_state.pop(hv.id, None)
         self._announced.pop(hv.id, None)
-        self._hub.publish("hypervisor", {"id": hv.id, "name": hv.name, "state": "removed", "reason": ""})
+        if self.recording:
+            self._hub.publish("hypervisor", {"id": hv.id, "name": hv.name, "state": "removed", "reason": ""})
         await self._connection_listeners.emit(ConnectionEvent(hv.id, hv.name, "removed", ""))
 
     async def _wait_first_attempts(self, monitors: list[HypervisorMonitor]) -> None:
@@ -241,27 +293,36 @@ class HypervisorRegistry:
             self._announced[hv.id] = hv.connections
         now = utcnow()
         changed = hv.state != state or hv.state_changed_at is None
+        if self.recording:
+            # Record first: whoever sees the new state in memory finds it in the database and audit log.
+            await self._record(hv, state, reason, audit=True)
+        hv.state, hv.reason, hv.reason_code = state, reason, code
+        if changed:
+            hv.state_changed_at = now
+        if self.recording:
+            self._publish(hv)
+        await self._connection_listeners.emit(self._connection_event(hv))
+
+    async def _record(self, hv: Hypervisor, state: str, reason: str, *, audit: bool) -> None:
+        """The hypervisor's row (and audit record of a real transition) for ``state``."""
+        now = utcnow()
         values: dict[str, Any] = {"state": state, "state_reason": reason, "last_check_at": now}
         stored = self._stored_state.get(hv.id)
         if stored != state:
             values["state_changed_at"] = now
         if state == "up":
             values.update(self._facts_values(hv))
-        # Record first: whoever sees the new state in memory finds it in the database and audit log.
         await self._update_row(hv, values)
         if stored != state:
             self._stored_state[hv.id] = state
-            if state in ("up", "down"):
+            if audit and state in ("up", "down"):
                 level = logging.WARNING if state == "down" else logging.INFO
                 log.log(level, "hypervisor %s is %s%s", hv.name, state, f": {reason}" if reason else "")
                 await self._audit.record(f"hypervisor_{state}", actor="system", target=hv.name, reason=reason)
-        hv.state, hv.reason, hv.reason_code = state, reason, code
-        if changed:
-            hv.state_changed_at = now
-        self._publish(hv)
-        await self._connection_listeners.emit(self._connection_event(hv))
 
     async def _report_facts(self, hv: Hypervisor) -> None:
+        if not self.recording:
+            return
         await self._update_row(hv, {"last_check_at": utcnow(), **self._facts_values(hv)})
         self._publish(hv)
 

@@ -22,6 +22,7 @@ from databases import Database
 
 from app.clock import utcnow
 from app.db.records import Named, fetch_record, fetch_records
+from app.db.retry import transaction
 from app.db.schema import HYPERVISOR_TRANSPORTS, hypervisors, vms
 from app.hyper.records import HypervisorRecord
 from app.hyper.sshkeys import HostKeyError, fingerprint
@@ -283,7 +284,7 @@ async def delete(db: Database, row: HypervisorRecord) -> None:
 
     The unclassified rows that mirror domains found on it go with it.
     """
-    async with db.transaction():
+    async with transaction(db):
         names = await vm_names_on(db, row.id)
         if names:
             raise HypervisorInUse(row.name, names)

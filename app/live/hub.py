@@ -6,6 +6,11 @@ paths. Each browser websocket holds one :class:`Subscription` with a bounded
 queue; a subscriber that falls too far behind is marked lagged and its socket
 is closed, so the browser reconnects and re-reads current state instead of the
 dashboard buffering without bound.
+
+With several replicas, every event is also published on the cluster bus and delivered
+by the other replicas to their own browsers. When a replica was out of touch with the
+bus (Redis restarted), it closes its browsers' sockets: they reconnect and re-read the
+state they may have missed.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.cluster.bus import Bus, LocalBus
+
 QUEUE_LIMIT = 1000
+# Cluster bus channel of live events.
+LIVE_CHANNEL = "live"
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,20 @@ class LiveEvent:
 
     def message(self) -> dict[str, Any]:
         return {"topic": self.topic, "data": self.data, "at": self.at}
+
+    def wire(self) -> dict[str, Any]:
+        """The event as the cluster bus carries it."""
+        return {**self.message(), "admins": self.admins, "user_ids": sorted(self.user_ids)}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> LiveEvent:
+        return cls(
+            str(data["topic"]),
+            dict(data.get("data") or {}),
+            admins=bool(data.get("admins", True)),
+            user_ids=frozenset(int(user) for user in data.get("user_ids") or ()),
+            at=float(data.get("at") or time.time()),
+        )
 
 
 class Subscription:
@@ -82,9 +105,13 @@ class Subscription:
 
 
 class LiveHub:
-    def __init__(self) -> None:
+    def __init__(self, *, bus: Bus | None = None) -> None:
         self._subscribers: set[Subscription] = set()
         self.published = 0
+        self.received = 0
+        self._bus = bus or LocalBus()
+        self._bus.subscribe(LIVE_CHANNEL, self._from_elsewhere)
+        self._bus.on_resync(self.resync)
 
     def publish(
         self,
@@ -93,12 +120,33 @@ class LiveHub:
         *,
         admins: bool = True,
         user_ids: frozenset[int] | set[int] | tuple[int, ...] = (),
+        local: bool = False,
     ) -> None:
+        """Deliver to this replica's subscribers and, unless ``local`` (news about this replica
+        itself, such as its database connection), to every other replica's."""
         event = LiveEvent(topic, data, admins=admins, user_ids=frozenset(user_ids))
         self.published += 1
+        self._deliver(event)
+        if not local:
+            self._bus.publish(LIVE_CHANNEL, event.wire())
+
+    def _deliver(self, event: LiveEvent) -> None:
         for subscriber in tuple(self._subscribers):
             if subscriber.wants(event):
                 subscriber.offer(event)
+
+    def _from_elsewhere(self, data: dict[str, Any]) -> None:
+        try:
+            event = LiveEvent.from_wire(data)
+        except (KeyError, TypeError, ValueError):
+            return
+        self.received += 1
+        self._deliver(event)
+
+    def resync(self) -> None:
+        """Events may have been missed: every browser reconnects and re-reads the current state."""
+        for subscriber in tuple(self._subscribers):
+            subscriber.close()
 
     def subscribe(self, *, is_admin: bool, user_id: int | None = None) -> Subscription:
         subscription = Subscription(self, is_admin=is_admin, user_id=user_id)
@@ -112,6 +160,10 @@ class LiveHub:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def client_subscriber_count(self) -> int:
+        return sum(1 for subscriber in tuple(self._subscribers) if not subscriber.is_admin)
 
     @property
     def admin_subscriber_count(self) -> int:

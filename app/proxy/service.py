@@ -15,7 +15,10 @@ Revoking (VM stopped, reassigned, user disabled, session ended by an admin)
 marks the tickets revoked, closes their open connections at once, ends the
 VM's epoch and gives the display a new unknown password with
 ``connected='disconnect'``, so a client that connected to the display
-directly with a handed-out password is cut off too.
+directly with a handed-out password is cut off too. With several replicas the
+others are told over the cluster bus and close theirs, and each replica also finds
+revoked tickets of its open sessions in the database at every heartbeat
+(:meth:`ConsoleService.close_revoked`), in case a message was lost.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from databases import Database
 
 from app.audit import AuditLog
 from app.clock import Clock
+from app.cluster.bus import Bus, LocalBus
+from app.cluster.census import ConsoleRoster, NoPeers, OpenConsole
 from app.db.records import Identified, Record, UserRecord, fetch_record, fetch_records
 from app.db.schema import console_epochs, console_tickets, users, vms
 from app.hyper import ConnectionEvent, DomainEvent, HypervisorRegistry
@@ -55,6 +61,8 @@ log = logging.getLogger("kvmvdi.proxy")
 DISPLAY_STATES = frozenset({"running", "paused"})
 # Domain states after which its consoles are over.
 STOPPED_STATES = frozenset({"shutoff", "crashed", "pmsuspended", "undefined"})
+# Cluster bus channel of console revocations.
+REVOKE_CHANNEL = "console-revoke"
 # 32 characters: well inside SPICE's 60-byte ticket limit and its RSA-1024 OAEP block.
 SPICE_PASSWORD_BYTES = 24
 # A revoked display's password: set, already expired, never told to anyone.
@@ -66,6 +74,12 @@ PASSWORD_MARGIN = 30
 @dataclass(frozen=True)
 class _TicketVm(Record):
     vm_id: int
+
+
+@dataclass(frozen=True)
+class _Revoked(Record):
+    id: int
+    revoke_reason: str
 
 
 class ConsoleError(Exception):
@@ -134,17 +148,26 @@ class ConsoleService:
         audit: AuditLog,
         clock: Clock,
         session_listeners: Sequence[SessionListener] = (),
+        bus: Bus | None = None,
+        roster: ConsoleRoster | None = None,
+        replica: str = "",
     ) -> None:
         self._db = db
         self._registry = registry
         self._settings = settings
         self.audit = audit
+        self._bus = bus or LocalBus()
+        self._roster = roster or NoPeers()
+        self.replica = replica
         self.tickets = TicketStore(db, ttl=settings.console.ticket_ttl, clock=clock)
         self.epochs = ConsoleEpochs(db, secret=settings.session_secret())
         # One open or revocation at a time per VM in this process, so that an open never
         # re-enables the password of an epoch a revocation has just ended.
         self._vm_locks: dict[int, asyncio.Lock] = {}
-        self.sessions = ConsoleSessions(audit=audit, settings=settings.console, listeners=session_listeners)
+        self.sessions = ConsoleSessions(
+            audit=audit, settings=settings.console, listeners=session_listeners, peers=self._roster
+        )
+        self._bus.subscribe(REVOKE_CHANNEL, self._revoked_elsewhere)
         # Refusals for want of a valid ticket: audited at a bounded rate.
         self.denials = DeniedConsoleAudit(audit)
         self.read_buffer = ReadBuffer(settings.console.read_size)
@@ -282,20 +305,43 @@ class ConsoleService:
     def proxy_url(self, ticket: str, gateway_host: str | None = None) -> str:
         gateway = self._settings.gateway
         host = gateway.public_host or gateway_host or gateway.host
-        # The port listened on (the configured one may be 0: any free port).
-        port = self.gateway.port if self.gateway is not None else gateway.port
+        # The port clients use: a load balancer's (public_port), else the one listened on (the
+        # configured one may be 0: any free port).
+        port = gateway.public_port or (self.gateway.port if self.gateway is not None else gateway.port)
         return f"http://ticket:{ticket}@{_url_host(host)}:{port}"
+
+    # -- open consoles ---------------------------------------------------------------------
+
+    async def open_consoles(self) -> list[OpenConsole]:
+        """Every open console session of the cluster (this replica's first)."""
+        return [*self.local_consoles(), *await self._roster.sessions_elsewhere()]
+
+    def local_consoles(self) -> list[OpenConsole]:
+        return [
+            OpenConsole(
+                replica=self.replica,
+                ticket_id=session.ticket.id,
+                user_id=session.ticket.user_id,
+                username=session.ticket.username,
+                vm_id=session.ticket.vm_id,
+                vm_name=session.ticket.vm_name,
+                via=session.via,
+                client_address=session.client_address,
+                started_at=session.started_at.isoformat(),
+            )
+            for session in self.sessions.sessions()
+            if session.end_reason is None and session.channels
+        ]
 
     # -- revoking -------------------------------------------------------------------------
 
     async def revoke_for_vm(self, vm_id: int, reason: str) -> int:
-        """Revoke every console ticket of VM ``vm_id``, close its open consoles and change its
-        SPICE password (cutting off direct clients too); returns how many sessions closed."""
+        """Revoke every console ticket of VM ``vm_id``, close its open consoles (on every replica) and
+        change its SPICE password (cutting off direct clients too); returns how many sessions closed here."""
         await self.tickets.revoke_for_vm(vm_id, reason)
-        closed = self.sessions.close_vm(vm_id, close_reason_for(reason))
+        self._bus.publish(REVOKE_CHANNEL, {"kind": "vm", "id": vm_id, "reason": reason})
+        closed = await self._close_here("vm", vm_id, reason)
         await self._new_epoch(vm_id, running=reason != reasons.VM_STOPPED.code)
-        if closed:
-            await self.audit.record("console.revoke", target=f"vm:{vm_id}", reason=reason, sessions=closed)
         return closed
 
     async def revoke_for_user(self, user_id: int, reason: str) -> int:
@@ -303,13 +349,10 @@ class ConsoleService:
         SPICE password of every VM whose current password they were given."""
         known = await self._vms_whose_password_user_knows(user_id)
         await self.tickets.revoke_for_user(user_id, reason)
-        closed = self.sessions.close_user(user_id, close_reason_for(reason))
+        self._bus.publish(REVOKE_CHANNEL, {"kind": "user", "id": user_id, "reason": reason})
+        closed = await self._close_here("user", user_id, reason)
         for vm_id in known:
             await self._new_epoch(vm_id)
-        if closed:
-            await self.audit.record(
-                "console.revoke", target=f"user:{user_id}", reason=reason, sessions=closed
-            )
         return closed
 
     async def revoke_ticket(self, ticket_id: int, reason: str) -> int:
@@ -323,12 +366,23 @@ class ConsoleService:
             .where(console_tickets.c.id == ticket_id, _IN_CURRENT_EPOCH)
         )
         await self.tickets.revoke(ticket_id, reason)
-        closed = self.sessions.close_ticket(ticket_id, close_reason_for(reason))
+        self._bus.publish(REVOKE_CHANNEL, {"kind": "ticket", "id": ticket_id, "reason": reason})
+        closed = await self._close_here("ticket", ticket_id, reason)
         if vm_id is not None:
             await self._new_epoch(int(vm_id))
+        return closed
+
+    async def _close_here(self, kind: str, target_id: int, reason: str) -> int:
+        """Close this replica's consoles of a revoked VM, user or ticket (and audit it)."""
+        close = {
+            "vm": self.sessions.close_vm,
+            "user": self.sessions.close_user,
+            "ticket": self.sessions.close_ticket,
+        }[kind]
+        closed = close(target_id, close_reason_for(reason))
         if closed:
             await self.audit.record(
-                "console.revoke", target=f"ticket:{ticket_id}", reason=reason, sessions=closed
+                "console.revoke", target=f"{kind}:{target_id}", reason=reason, sessions=closed
             )
         return closed
 
@@ -368,6 +422,37 @@ class ConsoleService:
         if lock is None:
             lock = self._vm_locks[vm_id] = asyncio.Lock()
         return lock
+
+    async def _revoked_elsewhere(self, message: dict[str, Any]) -> None:
+        kind, target_id = message.get("kind"), message.get("id")
+        if kind in ("vm", "user", "ticket") and isinstance(target_id, int):
+            await self._close_here(str(kind), target_id, str(message.get("reason") or "revoked"))
+
+    async def close_revoked(self) -> int:
+        """Close this replica's sessions whose ticket the database says is revoked (heartbeat backstop)."""
+        open_ids = sorted(
+            {session.ticket.id for session in self.sessions.sessions() if session.end_reason is None}
+        )
+        if not open_ids:
+            return 0
+        rows = await fetch_records(
+            self._db,
+            _Revoked,
+            sa.select(console_tickets.c.id, console_tickets.c.revoke_reason).where(
+                console_tickets.c.id.in_(open_ids), console_tickets.c.revoked_at.is_not(None)
+            ),
+        )
+        closed = 0
+        for row in rows:
+            closed += await self._close_here("ticket", row.id, row.revoke_reason or "revoked")
+        return closed
+
+    def close_all_for_restart(self) -> int:
+        """A draining replica: every console reconnects at once (through another replica)."""
+        return self.sessions.close_all(reasons.RECONNECT)
+
+    def connection_counts(self) -> tuple[int, dict[int, int]]:
+        return self.sessions.connection_count, self.sessions.user_connection_counts()
 
     async def _domain_changed(self, event: DomainEvent) -> None:
         if event.state not in STOPPED_STATES:

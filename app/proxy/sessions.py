@@ -20,6 +20,7 @@ from typing import Protocol
 
 from app.audit import AuditLog
 from app.clock import utcnow
+from app.cluster.census import ConsoleRoster, NoPeers
 from app.i18n import gettext as _
 from app.observers import Observers
 from app.proxy.tickets import ConsoleTicket
@@ -50,6 +51,9 @@ HYPERVISOR_DOWN = CloseReason(
     "hypervisor_down", 4503, "The server running this desktop stopped answering: reconnect once it is back."
 )
 SHUTDOWN = CloseReason("shutdown", 1001, "The dashboard is shutting down.")
+# A replica about to stop: the console page reconnects at once (through another replica), as an
+# HTTP 307 sends a client elsewhere.
+RECONNECT = CloseReason("reconnect", 4307, "The dashboard is restarting: reconnecting.")
 CLIENT_CLOSED = CloseReason("client_closed", 1000, "")
 VM_CLOSED = CloseReason("vm_closed", 1000, "")
 
@@ -136,11 +140,14 @@ class ConsoleSessions:
         settings: ConsoleSettings,
         clock: Callable[[], float] = time.monotonic,
         listeners: Sequence[SessionListener] = (),
+        peers: ConsoleRoster | None = None,
     ) -> None:
         self._audit = audit
         self._settings = settings
         self._clock = clock
         self._listeners = Observers("console session", listeners)
+        # The other replicas' connections count against the limits too (as of their last heartbeat).
+        self._peers = peers or NoPeers()
         self._sessions: dict[int, ConsoleSession] = {}
         self._per_user: dict[int, int] = {}
         self._total = 0
@@ -175,9 +182,12 @@ class ConsoleSessions:
         self, ticket: ConsoleTicket, channel: Channel, *, client_address: str, via: str
     ) -> ConsoleSession:
         """Count ``channel`` in its ticket's session (started if needed), or raise :class:`Refused`."""
-        if self._total >= self._settings.global_limit:
+        if self._total + self._peers.connections_elsewhere() >= self._settings.global_limit:
             raise Refused(TOO_MANY, _("global console connection limit reached"))
-        if self._per_user.get(ticket.user_id, 0) >= self._settings.per_user_limit:
+        user_count = self._per_user.get(ticket.user_id, 0) + self._peers.user_connections_elsewhere(
+            ticket.user_id
+        )
+        if user_count >= self._settings.per_user_limit:
             raise Refused(TOO_MANY, "per-user console connection limit reached")
         session = self._sessions.get(ticket.id)
         if session is not None and session.end_reason is not None:
@@ -226,6 +236,9 @@ class ConsoleSessions:
     def close_user(self, user_id: int, reason: CloseReason) -> int:
         return self._close_where(lambda s: s.ticket.user_id == user_id, reason)
 
+    def close_all(self, reason: CloseReason) -> int:
+        return self._close_where(lambda s: True, reason)
+
     def _close_where(self, predicate: Callable[[ConsoleSession], bool], reason: CloseReason) -> int:
         chosen = [s for s in self._sessions.values() if predicate(s)]
         for session in chosen:
@@ -243,6 +256,9 @@ class ConsoleSessions:
 
     def user_connection_count(self, user_id: int) -> int:
         return self._per_user.get(user_id, 0)
+
+    def user_connection_counts(self) -> dict[int, int]:
+        return dict(self._per_user)
 
     # -- internals ------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, WebSocketRoute
 
 from app.views import (
     api_broker,
@@ -10,6 +10,7 @@ from app.views import (
     configuration,
     consoles,
     dhcp,
+    health,
     home,
     hypervisors,
     hypervisors_api,
@@ -36,6 +37,7 @@ from app.views import (
 def routes() -> list[BaseRoute]:
     return [
         *language.routes,
+        *health.routes,
         *auth.routes,
         *home.routes,
         *hypervisors.routes,
@@ -61,3 +63,8 @@ def routes() -> list[BaseRoute]:
         *metrics.routes,
         *usage.routes,
     ]
+
+
+def console_role_routes() -> list[BaseRoute]:
+    """A console-only replica (``--role console``): health probes and the console websocket."""
+    return [*health.routes, *(route for route in consoles.routes if isinstance(route, WebSocketRoute))]

@@ -7,6 +7,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from app.broker.leases import active_sessions
+from app.cluster.census import OpenConsole
 from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import client_address, render
@@ -16,11 +17,11 @@ from app.views.guards import admin_required
 @admin_required
 async def index(request: Request) -> Response:
     services = services_of(request)
-    # Open console sessions per (user, desktop): in a browser ("websocket") or remote-viewer ("gateway").
-    consoles: dict[tuple[int, int], list[str]] = {}
-    for session in services.consoles.sessions.sessions():
-        if session.end_reason is None:
-            consoles.setdefault((session.ticket.user_id, session.ticket.vm_id), []).append(session.via)
+    # Open console sessions per (user, desktop), on any replica: in a browser ("websocket") or
+    # remote-viewer ("gateway").
+    consoles: dict[tuple[int, int], list[OpenConsole]] = {}
+    for console in await services.consoles.open_consoles():
+        consoles.setdefault((console.user_id, console.vm_id), []).append(console)
     return render(
         request,
         "sessions/index.html",

@@ -117,7 +117,7 @@ async def rows_fragment(request: Request) -> Response:
 @admin_required
 async def thumbnail(request: Request) -> Response:
     service = vm_service(request)
-    found = service.thumbnails.get(int(request.path_params["vm_id"]))
+    found = await service.thumbnails.get(int(request.path_params["vm_id"]))
     if found is None:
         return Response(status_code=404)
     # The URL carries the version (?v=N): a given URL never changes, so browsers may keep it.

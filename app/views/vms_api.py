@@ -103,7 +103,7 @@ async def get_one(request: Request) -> Response:
         return JSONResponse({"error": "not_found", "message": _("No such VM.")}, status_code=404)
     service = vm_service(request)
     data = vm.summary()
-    data["thumbnail"] = service.thumbnails.version_of(vm.id)
+    data["thumbnail"] = await service.thumbnails.version_of(vm.id)
     # What the guest's QEMU agent reports (OS name, IP addresses), or null without one.
     data["guest"] = service.agents.summary_of(vm.id)
     data["operation"] = await operation_json(request, vm.operation_id)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from databases import Database
 
 from app.audit import AuditLog
+from app.cluster.duties import Duties
 from app.hyper import Hypervisor, HypervisorNotFound, HypervisorRegistry, HypervisorUnavailable
 from app.i18n import gettext as _
 from app.live.hub import LiveHub
@@ -28,6 +29,8 @@ class VmContext:
     settings: VmSettings
     # Workflows wait here for domain states; the state sync resolves them.
     states: StateWaiters = field(default_factory=StateWaiters)
+    # The background duties: VM state is recorded by their holder only (None: always here).
+    duties: Duties | None = None
     # One lock per VM for the start / stop transitions of its volatile overlay.
     _overlay_locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 
@@ -36,6 +39,10 @@ class VmContext:
         if lock is None:
             lock = self._overlay_locks[vm_id] = asyncio.Lock()
         return lock
+
+    def recording(self) -> bool:
+        """Whether this replica records VM state from libvirt events (it holds the duties)."""
+        return self.duties is None or self.duties.held
 
     async def vm(self, vm_id: int) -> Vm:
         vm = await get_vm(self.db, vm_id)

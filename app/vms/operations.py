@@ -12,6 +12,13 @@ written. When the dashboard stops, running operations are cancelled, their
 temporary files removed and the rows marked ``interrupted``; when it starts
 again, rows still ``running`` (a crash) are marked ``interrupted`` the same way
 and their temporary files removed as soon as their hypervisor is reachable.
+
+With several replicas, each operation runs on the replica that started it and its
+row names that replica. A restarted replica interrupts only its own leftovers; the
+operations of a replica that died (no heartbeat for ``cluster.replica_timeout``) are
+interrupted by the holder of the background duties, which removes their temporary
+files. The row changes only if it is still active, in a transaction, so an operation
+ends once: never twice, never silently.
 """
 
 from __future__ import annotations
@@ -24,83 +31,44 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from databases import Database
 
 from app.clock import utcnow
-from app.db.records import Named, Record, fetch_record, fetch_records
+from app.db.records import Record, fetch_record, fetch_records
+from app.db.retry import retrying, transaction
 from app.db.schema import operations, vms
 from app.i18n import gettext as _
 from app.live.hub import LiveHub
 from app.observers import Observers
-from app.vms.errors import Refused, VmError
+from app.vms.errors import VmError
+from app.vms.leftovers import Leftovers
+from app.vms.operation_records import (
+    ACTIVE_STATES,
+    TEMP_KEY,
+    FinishedOperation,
+    Operation,
+    OperationListener,
+    VmBusy,
+)
+
+__all__ = ["FinishedOperation", "Operation", "OperationContext", "OperationsRunner", "VmBusy"]
 
 log = logging.getLogger("kvmvdi.operations")
 
 PUBLISH_INTERVAL = 0.2  # at most 5 progress messages a second
 STORE_INTERVAL = 1.0
-ACTIVE_STATES = ("pending", "running")
-TEMP_KEY = "_temp_files"
 
 # (hypervisor_id, path) -> removes the file; raises when the hypervisor is unreachable.
 TempRemover = Callable[[int, str], Awaitable[None]]
 
 
-class VmBusy(Refused):
-    code = "busy"
-
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
-        verb = "is" if len(names) == 1 else "are"
-        super().__init__(f"{', '.join(names)} {verb} busy with another operation: wait for it to end")
-
-
 @dataclass(frozen=True)
-class Operation(Record):
-    __table__ = operations
-
-    id: int
-    kind: str
-    vm_id: int | None
-    hypervisor_id: int | None
-    state: str
-    progress: float
-    message: str
-    error: str
-    params_json: str
-    created_by: str
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-
-    @property
-    def params(self) -> dict[str, Any]:
-        params: dict[str, Any] = json.loads(self.params_json or "{}")
-        return params
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "vm_id": self.vm_id,
-            "vm_ids": list(self.params.get("vm_ids", [])),
-            "hypervisor_id": self.hypervisor_id,
-            "state": self.state,
-            "progress": round(self.progress, 1),
-            "message": self.message,
-            "error": self.error,
-            "created_by": self.created_by,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-        }
+class _HeldVm(Record):
+    name: str
+    operation_id: int | None
 
 
 class OperationContext:
@@ -142,7 +110,7 @@ class OperationContext:
             self._flush = asyncio.get_running_loop().call_later(delay, self._publish)
         if now - self._stored_at >= STORE_INTERVAL:
             self._stored_at = now
-            await self._runner._store(self.id, progress=self.percent, message=self.message)
+            await self._runner.store(self.id, progress=self.percent, message=self.message)
 
     def _publish(self) -> None:
         if self._flush is not None:
@@ -159,12 +127,12 @@ class OperationContext:
     async def temp_file(self, hypervisor_id: int, path: str) -> None:
         """Record ``path`` before creating it, so that a crash cannot leave it behind unnoticed."""
         self.temp_files.append((hypervisor_id, path))
-        await self._runner._save_temp_files(self.id, self.temp_files)
+        await self._runner.save_temp_files(self.id, self.temp_files)
 
     async def temp_file_done(self, path: str) -> None:
         """``path`` was renamed into place (or removed): nothing to clean up any more."""
         self.temp_files = [(hv, p) for hv, p in self.temp_files if p != path]
-        await self._runner._save_temp_files(self.id, self.temp_files)
+        await self._runner.save_temp_files(self.id, self.temp_files)
 
     async def release(self, vm_ids: Iterable[int]) -> None:
         """Stop holding ``vm_ids`` before the end: the operation leaves them alone."""
@@ -176,24 +144,6 @@ class OperationContext:
 Work = Callable[[OperationContext], Awaitable[str | None]]
 
 
-@dataclass(frozen=True)
-class FinishedOperation:
-    """An operation that just ended, as listeners (metrics, alerts) see it."""
-
-    id: int
-    kind: str
-    vm_id: int | None
-    # succeeded, failed or interrupted
-    state: str
-    seconds: float
-    error: str
-    created_by: str
-
-
-# Called when an operation ends; must not block (count, enqueue, nothing more).
-OperationListener = Callable[[FinishedOperation], None]
-
-
 class OperationsRunner:
     def __init__(
         self,
@@ -202,11 +152,17 @@ class OperationsRunner:
         *,
         remove_temp: TempRemover,
         listeners: Sequence[OperationListener] = (),
+        replica: str = "",
+        clustered: bool = False,
     ) -> None:
-        self._db = db
-        self._hub = hub
-        self._remove_temp = remove_temp
-        self._listeners = Observers("operation", listeners)
+        self.db = db
+        self.hub = hub
+        self.temp_remover = remove_temp
+        self.listeners = Observers("operation", listeners)
+        # The replica whose operations these are (written in each row).
+        self.replica = replica
+        self.clustered = clustered
+        self._leftovers = Leftovers(self)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._hold_lock = asyncio.Lock()
         self._stopping = False
@@ -214,13 +170,13 @@ class OperationsRunner:
     # -- queries -----------------------------------------------------------------------------
 
     async def get(self, op_id: int) -> Operation | None:
-        return await fetch_record(self._db, Operation, operations.select().where(operations.c.id == op_id))
+        return await fetch_record(self.db, Operation, operations.select().where(operations.c.id == op_id))
 
     async def recent(self, *, limit: int = 50, active_only: bool = False) -> list[Operation]:
         query = operations.select().order_by(operations.c.id.desc()).limit(limit)
         if active_only:
             query = query.where(operations.c.state.in_(ACTIVE_STATES))
-        return await fetch_records(self._db, Operation, query)
+        return await fetch_records(self.db, Operation, query)
 
     @property
     def running_count(self) -> int:
@@ -245,31 +201,41 @@ class OperationsRunner:
             raise VmError(_("the dashboard is stopping: try again in a moment"))
         held = sorted(set(hold) | ({vm_id} if vm_id is not None else set()))
         body = {**(params or {}), "vm_ids": held, TEMP_KEY: []}
+
+        async def record_and_hold() -> int:
+            # Written in one transaction: on Galera two replicas holding the same VM through two
+            # nodes both write its row, and the second to certify runs again and finds it busy.
+            async with transaction(self.db):
+                if held:
+                    rows = await fetch_records(
+                        self.db,
+                        _HeldVm,
+                        sa.select(vms.c.name, vms.c.operation_id).where(vms.c.id.in_(held)).with_for_update(),
+                    )
+                    busy = sorted(row.name for row in rows if row.operation_id is not None)
+                    if busy:
+                        raise VmBusy(busy)
+                new_id: int = await self.db.execute(
+                    operations.insert().values(
+                        kind=kind,
+                        vm_id=vm_id,
+                        hypervisor_id=hypervisor_id,
+                        state="pending",
+                        progress=0.0,
+                        message=message,
+                        error="",
+                        params_json=json.dumps(body, default=str),
+                        created_by=created_by,
+                        created_at=utcnow(),
+                        replica=self.replica,
+                    )
+                )
+                if held:
+                    await self.db.execute(vms.update().where(vms.c.id.in_(held)).values(operation_id=new_id))
+                return new_id
+
         async with self._hold_lock:
-            if held:
-                busy = await fetch_records(
-                    self._db,
-                    Named,
-                    sa.select(vms.c.name).where(vms.c.id.in_(held), vms.c.operation_id.is_not(None)),
-                )
-                if busy:
-                    raise VmBusy(sorted(row.name for row in busy))
-            op_id: int = await self._db.execute(
-                operations.insert().values(
-                    kind=kind,
-                    vm_id=vm_id,
-                    hypervisor_id=hypervisor_id,
-                    state="pending",
-                    progress=0.0,
-                    message=message,
-                    error="",
-                    params_json=json.dumps(body, default=str),
-                    created_by=created_by,
-                    created_at=utcnow(),
-                )
-            )
-            if held:
-                await self._db.execute(vms.update().where(vms.c.id.in_(held)).values(operation_id=op_id))
+            op_id = await retrying(record_and_hold, what=f"starting operation {kind}")
         context = OperationContext(self, op_id, kind, vm_id, held, created_by)
         context.message = message
         self._publish(context, "pending")
@@ -292,7 +258,7 @@ class OperationsRunner:
         return operation
 
     async def _run(self, context: OperationContext, work: Work) -> None:
-        await self._store(context.id, state="running", started_at=utcnow())
+        await self.store(context.id, state="running", started_at=utcnow())
         self._publish(context, "running")
         state, error, message = "succeeded", "", context.message
         try:
@@ -311,12 +277,12 @@ class OperationsRunner:
             state, error = "failed", f"{type(exc).__name__}: {exc}"
         if state == "failed":
             message = context.message
-            await self._remove_temp_files(context)
+            await self.remove_temp_files(context)
         await self._finish(context, state, message, error)
 
     async def _finish(self, context: OperationContext, state: str, message: str, error: str) -> None:
         context.stop_publishing()
-        await self._store(
+        await self.store(
             context.id,
             state=state,
             progress=context.percent,
@@ -324,10 +290,10 @@ class OperationsRunner:
             error=error,
             finished_at=utcnow(),
         )
-        await self._db.execute(vms.update().where(vms.c.operation_id == context.id).values(operation_id=None))
+        await self.db.execute(vms.update().where(vms.c.operation_id == context.id).values(operation_id=None))
         context.message = message
         self._publish(context, state, error=error)
-        self._listeners(
+        self.listeners(
             FinishedOperation(
                 id=context.id,
                 kind=context.kind,
@@ -340,7 +306,7 @@ class OperationsRunner:
         )
 
     async def _interrupted_message(self, context: OperationContext) -> str:
-        removed, left = await self._remove_temp_files(context)
+        removed, left = await self.remove_temp_files(context)
         text = f"Interrupted at {context.percent:.0f} %: the dashboard stopped during this operation."
         if removed:
             text += " Temporary file removed: " + ", ".join(removed) + "."
@@ -348,20 +314,27 @@ class OperationsRunner:
             text += " Temporary file still to remove: " + ", ".join(left) + "."
         return text
 
-    async def _remove_temp_files(self, context: OperationContext) -> tuple[list[str], list[str]]:
+    async def remove_temp_files(self, context: OperationContext) -> tuple[list[str], list[str]]:
+        removed, left = await self.remove_temp(context.id, context.temp_files)
+        context.temp_files = left
+        return removed, [path for _, path in left]
+
+    async def remove_temp(
+        self, op_id: int, temp_files: list[tuple[int, str]]
+    ) -> tuple[list[str], list[tuple[int, str]]]:
+        """Remove an operation's temporary files; (paths removed, (hypervisor, path) left), left saved."""
         removed: list[str] = []
         left: list[tuple[int, str]] = []
-        for hypervisor_id, path in context.temp_files:
+        for hypervisor_id, path in temp_files:
             try:
-                await asyncio.wait_for(self._remove_temp(hypervisor_id, path), 30)
+                await asyncio.wait_for(self.temp_remover(hypervisor_id, path), 30)
                 removed.append(path)
             except (Exception, asyncio.CancelledError) as exc:
-                log.warning("operation %s: could not remove %s: %s", context.id, path, exc)
+                log.warning("operation %s: could not remove %s: %s", op_id, path, exc)
                 left.append((hypervisor_id, path))
-        context.temp_files = left
         with contextlib.suppress(Exception):
-            await self._save_temp_files(context.id, left)
-        return removed, [path for _, path in left]
+            await self.save_temp_files(op_id, left)
+        return removed, left
 
     # -- stop / recover -----------------------------------------------------------------------
 
@@ -375,86 +348,40 @@ class OperationsRunner:
             await asyncio.wait(tasks, timeout=60)
 
     async def recover(self) -> list[int]:
-        """Mark operations a previous dashboard left active as ``interrupted``; their ids.
+        """Interrupt what a previous run left active (see :mod:`app.vms.leftovers`); their ids."""
+        return await self._leftovers.recover()
 
-        Their temporary files are removed now if possible, else by :meth:`clean_up_for`
-        when their hypervisor connects.
-        """
-        active = await fetch_records(
-            self._db, Operation, operations.select().where(operations.c.state.in_(ACTIVE_STATES))
-        )
-        ids: list[int] = []
-        for operation in active:
-            temp = [(int(hv), str(path)) for hv, path in operation.params.get(TEMP_KEY, [])]
-            text = (
-                f"Interrupted at {operation.progress:.0f} %: the dashboard stopped during this operation"
-                " and did not resume it."
-            )
-            if temp:
-                text += " Temporary file to remove: " + ", ".join(path for _, path in temp) + "."
-            await self._store(operation.id, state="interrupted", message=text, finished_at=utcnow())
-            release = vms.update().where(vms.c.operation_id == operation.id).values(operation_id=None)
-            await self._db.execute(release)
-            ids.append(operation.id)
-            log.warning("operation %s (%s) was interrupted by a dashboard stop", operation.id, operation.kind)
-        return ids
+    async def interrupt_gone(self, alive: set[str]) -> list[int]:
+        """Interrupt the active operations of replicas that are gone (a background duty); their ids."""
+        return await self._leftovers.interrupt_gone(alive)
 
     async def clean_up_for(self, hypervisor_id: int) -> list[str]:
-        """Remove temporary files that interrupted operations left on ``hypervisor_id``; the paths."""
-        ended = await fetch_records(
-            self._db, Operation, operations.select().where(operations.c.state.in_(("interrupted", "failed")))
-        )
-        removed: list[str] = []
-        for operation in ended:
-            temp = [(int(hv), str(path)) for hv, path in operation.params.get(TEMP_KEY, [])]
-            if not any(hv == hypervisor_id for hv, _ in temp):
-                continue
-            left: list[tuple[int, str]] = []
-            done: list[str] = []
-            for hv, path in temp:
-                if hv != hypervisor_id:
-                    left.append((hv, path))
-                    continue
-                try:
-                    await self._remove_temp(hv, path)
-                    done.append(path)
-                except Exception as exc:
-                    log.warning("operation %s: could not remove %s: %s", operation.id, path, exc)
-                    left.append((hv, path))
-            if done:
-                message = operation.message.split(" Temporary file to remove:")[0]
-                message += " Temporary file removed: " + ", ".join(done) + "."
-                if left:
-                    message += " Temporary file to remove: " + ", ".join(p for _, p in left) + "."
-                await self._store(operation.id, message=message)
-                await self._save_temp_files(operation.id, left)
-                removed.extend(done)
-                self._hub.publish("operation", {**operation.summary(), "message": message})
-        return removed
+        """Remove temporary files interrupted operations left on ``hypervisor_id``; the paths."""
+        return await self._leftovers.clean_up_for(hypervisor_id)
 
     # -- storage and publishing ---------------------------------------------------------------
 
-    async def _store(self, op_id: int, **values: Any) -> None:
-        await self._db.execute(operations.update().where(operations.c.id == op_id).values(**values))
+    async def store(self, op_id: int, **values: Any) -> None:
+        await self.db.execute(operations.update().where(operations.c.id == op_id).values(**values))
 
     async def _release(self, op_id: int, vm_ids: set[int]) -> None:
         if vm_ids:
-            await self._db.execute(
+            await self.db.execute(
                 vms.update()
                 .where(vms.c.id.in_(sorted(vm_ids)), vms.c.operation_id == op_id)
                 .values(operation_id=None)
             )
 
-    async def _save_temp_files(self, op_id: int, temp_files: list[tuple[int, str]]) -> None:
+    async def save_temp_files(self, op_id: int, temp_files: list[tuple[int, str]]) -> None:
         operation = await self.get(op_id)
         if operation is None:
             return
         params = operation.params
         params[TEMP_KEY] = [[hv, path] for hv, path in temp_files]
-        await self._store(op_id, params_json=json.dumps(params, default=str))
+        await self.store(op_id, params_json=json.dumps(params, default=str))
 
     def _publish(self, context: OperationContext, state: str, *, error: str = "") -> None:
-        self._hub.publish(
+        self.hub.publish(
             "operation",
             {
                 "id": context.id,

@@ -38,6 +38,9 @@ class Resync:
         self.runs = 0
 
     async def __call__(self) -> None:
+        if not self.sync.ctx.recording():
+            # Another replica records VM state (and did through this replica's outage).
+            return
         registry = self.sync.ctx.registry
         for hv in registry.all():
             if hv.state == "up" and hv.connected:

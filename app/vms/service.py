@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from databases import Database
 
 from app.audit import AuditLog
+from app.cluster.duties import Duties, every
 from app.db.records import PoolRecord, fetch_record
 from app.db.schema import pool_vms, pools
 from app.hyper import ConnectionEvent, DiskFile, DomainEvent, HypervisorError, HypervisorRegistry
@@ -45,7 +46,7 @@ from app.vms.parameters import DefinitionError, NewBatch, NewInitial, NewVdi, Ne
 from app.vms.records import Vm
 from app.vms.snapshots import SnapshotService
 from app.vms.sync import StateSync
-from app.vms.thumbnails import Thumbnails
+from app.vms.thumbnails import Thumbnails, ThumbnailStore
 
 log = logging.getLogger("kvmvdi.vms")
 
@@ -60,18 +61,43 @@ class VmService:
         registry: HypervisorRegistry,
         settings: VmSettings,
         operation_listeners: Sequence[OperationListener] = (),
+        duties: Duties | None = None,
+        replica: str = "",
+        thumbnail_store: ThumbnailStore | None = None,
+        admin_watchers: Callable[[], int] | None = None,
+        alive_replicas: Callable[[], set[str]] | None = None,
     ) -> None:
         # Long operations (copy disk, populate ...); their temporary files are removed through here.
-        operations = OperationsRunner(db, hub, remove_temp=self._remove_temp, listeners=operation_listeners)
+        # Without duties handed in, this service holds its own (one process, from the start).
+        self._own_duties = duties is None
+        duties = duties or Duties()
+        operations = OperationsRunner(
+            db,
+            hub,
+            remove_temp=self._remove_temp,
+            listeners=operation_listeners,
+            replica=replica,
+            clustered=duties.clustered,
+        )
         self.ctx = VmContext(
-            db=db, hub=hub, audit=audit, registry=registry, operations=operations, settings=settings
+            db=db,
+            hub=hub,
+            audit=audit,
+            registry=registry,
+            operations=operations,
+            settings=settings,
+            duties=duties,
         )
         self.sync = StateSync(self.ctx)
-        self.thumbnails = Thumbnails(self.ctx)
+        self.thumbnails = Thumbnails(self.ctx, store=thumbnail_store, watchers=admin_watchers)
         self.agents = GuestAgents(self.ctx)
         self.images = ImageService(self.ctx)
         self.snapshots = SnapshotService(self.ctx)
         self.operations = operations
+        self._duties = duties
+        self._alive_replicas = alive_replicas
+        # Hypervisor id -> the connection last reconciled (a repeated "up" re-reads nothing).
+        self._reconciled: dict[int, int] = {}
         self._events: asyncio.Queue[DomainEvent | ConnectionEvent] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
         self._unsubscribe: list[Any] = []
@@ -86,18 +112,40 @@ class VmService:
             registry.add_domain_listener(self._events.put_nowait),
             registry.add_connection_listener(self._events.put_nowait),
         ]
-        self.thumbnails.start()
+        # Every replica asks the guest agents itself: their answers are kept in its memory.
         self.agents.start()
+        self._duties.add("thumbnails", self.thumbnails.run)
+        if self._alive_replicas is not None:
+            alive = self._alive_replicas
+            self._duties.add(
+                "interrupt-operations",
+                lambda: every(
+                    2.0, lambda: self.operations.interrupt_gone(alive()), what="operations of gone replicas"
+                ),
+            )
+        self._duties.on_gained(self.take_over)
+        if self._own_duties:
+            await self._duties.start()
         # Hypervisors that connected before these listeners existed are reconciled now.
-        for hv in registry.all():
+        self._reconcile_connected()
+
+    def _reconcile_connected(self) -> None:
+        for hv in self.ctx.registry.all():
             if hv.state == "up" and hv.connected:
                 self._events.put_nowait(ConnectionEvent(hv.id, hv.name, "up", "", hv.maintenance))
+
+    async def take_over(self) -> None:
+        """This replica now records VM state: reconcile every connected hypervisor (events were
+        recorded by another replica until now, or by nobody for a few seconds)."""
+        self._reconciled.clear()
+        self._reconcile_connected()
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        await self.thumbnails.stop()
         await self.agents.stop()
+        if self._own_duties:
+            await self._duties.stop()
         await self.operations.stop()
         if self._consumer is not None:
             self._consumer.cancel()
@@ -106,12 +154,15 @@ class VmService:
 
     async def _consume_events(self) -> None:
         # One queue for both kinds: a domain's events are stored in the order they happened.
-        up: dict[int, int] = {}
+        up = self._reconciled
         while True:
             event = await self._events.get()
             try:
                 if isinstance(event, DomainEvent):
                     await self.sync.on_domain_event(event)
+                elif not self.ctx.recording():
+                    # Another replica records; this one reconciles when it takes the duties over.
+                    up.pop(event.hypervisor_id, None)
                 elif event.state == "up":
                     found = self.ctx.registry.find(event.hypervisor_id)
                     connection = found.connections if found is not None else 0

@@ -8,6 +8,8 @@
 * Each libvirt lifecycle event is published on the hub topic ``vm`` *first*
   and then stored: that path decides how fast browsers see a state change.
 * Every stored state wakes the workflows waiting for it (:mod:`app.vms.waiting`).
+* With several replicas, each receives every event, but only the holder of the
+  background duties records and publishes; the others only wake their waiters.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class StateSync:
         hypervisor_id = event.hypervisor_id
         name = event.name
         state = state_after(event.state)
+        if not self.ctx.recording():
+            self.ctx.states.resolve(hypervisor_id, name, state)
+            return
         db = self.ctx.db
         row = await db.fetch_one(vms.select().where(vms.c.name == name, vms.c.hypervisor_id == hypervisor_id))
         if row is None:

@@ -126,6 +126,7 @@ async def build_table(
     pooled = await pool_membership(db)
     active = await operations.recent(limit=200, active_only=True)
     by_op = {op.id: op for op in active}
+    pictures = await thumbnails.versions([vm.id for vm in vms if vm.state == "running"])
 
     def row(vm: Vm) -> VmRow:
         return VmRow(
@@ -134,7 +135,7 @@ async def build_table(
             user=users.get(vm.assigned_user_id) if vm.assigned_user_id is not None else None,
             pool=pooled[vm.id][1] if vm.id in pooled else None,
             pool_id=pooled[vm.id][0] if vm.id in pooled else None,
-            thumbnail=thumbnails.version_of(vm.id) if vm.state == "running" else None,
+            thumbnail=pictures.get(vm.id),
             operation=by_op.get(vm.operation_id) if vm.operation_id is not None else None,
             guest=agents.get(vm.id) if agents is not None else None,
             **_versions_of(vm, by_id, versions),

@@ -76,7 +76,7 @@ async def test_an_open_remote_viewer_session_keeps_the_lease_and_its_end_lets_th
             while not [s for s in sessions.sessions() if s.via == "gateway" and len(s.channels) >= 3]:
                 assert viewer.poll() is None, log.read_text()[-2000:]
                 await asyncio.sleep(0.2)
-        assert lab.services.broker.leases.open_console_holders() == {(user_id, vm.id)}
+        assert await lab.services.broker.leases.open_console_holders() == {(user_id, vm.id)}
 
         # Abandoned as far as heartbeats go; the reaper (every 0.5 s here) sees the open console.
         await lab.expire(desktop.lease_id)

@@ -31,10 +31,31 @@ DATABASE = "vdi"
 USER = "vdi"
 
 
-def _server_version() -> str:
+def server_version() -> str:
     out = run(["mariadbd", "--version"]).stdout
     match = re.search(r"Ver\s+(\S+)", out)
     return match.group(1) if match else out.strip()
+
+
+def install_data_dir(config_path: Path, data: Path, install_log: Path) -> None:
+    """A pristine data dir (``mariadb-install-db``: root by unix socket, no test database)."""
+    with open(install_log, "wb") as log:
+        rc = subprocess.run(
+            [
+                "mariadb-install-db",
+                f"--defaults-file={config_path}",
+                "--user=mysql",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+                "--skip-name-resolve",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            check=False,
+        ).returncode
+    if rc != 0:
+        raise ServiceError(f"mariadb-install-db failed ({rc})\n{log_tail(install_log)}")
 
 
 class MariaDB:
@@ -92,9 +113,9 @@ class MariaDB:
             )
         )
         # A pristine data dir takes seconds to make (mostly fsync); copying one takes ~0.2 s.
-        template = cache.entry("mariadb-datadir", _server_version())
+        template = cache.entry("mariadb-datadir", server_version())
         if not cache.restore(template, data):
-            self._install_db(data)
+            install_data_dir(self.config_path, data, self.dir / "install-db.log")
             cache.store(data, template)
         self._spawn()
         self._sql(
@@ -144,26 +165,6 @@ class MariaDB:
     @property
     def running(self) -> bool:
         return self._proc is not None
-
-    def _install_db(self, data: Path) -> None:
-        install_log = self.dir / "install-db.log"
-        with open(install_log, "wb") as log:
-            rc = subprocess.run(
-                [
-                    "mariadb-install-db",
-                    f"--defaults-file={self.config_path}",
-                    "--user=mysql",
-                    "--auth-root-authentication-method=socket",
-                    "--skip-test-db",
-                    "--skip-name-resolve",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=120,
-                check=False,
-            ).returncode
-        if rc != 0:
-            raise ServiceError(f"mariadb-install-db failed ({rc})\n{log_tail(install_log)}")
 
     def _answers(self) -> bool:
         with socket.create_connection((self.host, self.port), timeout=1):

@@ -12,7 +12,10 @@ from kvm_vdi_client.events import (
     CallLogin,
     CallLogout,
     CallPower,
+    CheckDesktop,
+    CheckDue,
     DesktopAnswered,
+    DesktopChecked,
     Dismissed,
     Failure,
     FetchPools,
@@ -39,7 +42,7 @@ from kvm_vdi_client.events import (
     ViewerExited,
     ViewerFailed,
 )
-from kvm_vdi_client.machine import Credentials, SessionMachine
+from kvm_vdi_client.machine import CHECK_ATTEMPTS, MAX_RECONNECTS, Credentials, SessionMachine
 from kvm_vdi_client.model import (
     Desktop,
     DesktopBooting,
@@ -100,7 +103,10 @@ def test_a_full_session_logs_in_chooses_a_pool_views_heartbeats_and_releases() -
     assert machine.handle(HeartbeatDue("L1")) == [SendHeartbeat("L1")]
     assert machine.handle(HeartbeatAccepted("L1")) == [Schedule(20.0, HeartbeatDue("L1"))]
 
-    assert machine.handle(ViewerExited(0)) == [ReleaseLease("L1")]
+    # The viewer closed: the desktop was shut down, so the session is over.
+    assert machine.handle(ViewerExited(0)) == [CheckDesktop(1)]
+    assert machine.phase is Phase.RECONNECTING
+    assert machine.handle(DesktopChecked(1, Desktop(3, "office-03", "shutoff"))) == [ReleaseLease("L1")]
     assert machine.phase is Phase.RELEASING
     assert machine.handle(Released("L1")) == [CallLogout()]
     assert machine.phase is Phase.LOGGED_OUT
@@ -368,9 +374,15 @@ def test_a_lease_ended_by_the_dashboard_stops_heartbeats() -> None:
     assert machine.notice == "The dashboard has ended this session."
 
 
+def closed_for_good(machine: SessionMachine, returncode: int = 0) -> None:
+    """The viewer exits and the dashboard says the session ended (no desktop held in the pool)."""
+    assert machine.handle(ViewerExited(returncode)) == [CheckDesktop(1)]
+    assert machine.handle(DesktopChecked(1, None)) == [ReleaseLease("L1")]
+
+
 def test_a_dashboard_gone_at_release_is_a_readable_error_with_retry() -> None:
     machine = viewing()
-    machine.handle(ViewerExited(1))
+    closed_for_good(machine, 1)
     assert machine.handle(CallFailed(ReleaseLease("L1"), Failure.UNREACHABLE, UNREACHABLE)) == []
     assert machine.phase is Phase.ERROR and machine.can_retry
     assert machine.error is not None and machine.error.startswith(UNREACHABLE)
@@ -384,7 +396,7 @@ def test_a_dashboard_gone_at_release_is_a_readable_error_with_retry() -> None:
 
 def test_dismissing_a_failed_release_ends_the_session_locally() -> None:
     machine = viewing()
-    machine.handle(ViewerExited(1))
+    closed_for_good(machine, 1)
     machine.handle(CallFailed(ReleaseLease("L1"), Failure.UNREACHABLE, UNREACHABLE))
     assert machine.handle(Dismissed()) == [CallLogout()]
     assert machine.phase is Phase.LOGGED_OUT
@@ -392,9 +404,74 @@ def test_dismissing_a_failed_release_ends_the_session_locally() -> None:
 
 def test_a_lease_already_gone_at_release_counts_as_released() -> None:
     machine = viewing()
-    machine.handle(ViewerExited(0))
+    closed_for_good(machine)
     assert machine.handle(CallFailed(ReleaseLease("L1"), Failure.LEASE_ENDED, "gone")) == [CallLogout()]
     assert machine.phase is Phase.LOGGED_OUT
+
+
+RUNNING = Desktop(3, "office-03", "running")
+
+
+def test_a_viewer_that_lost_its_running_desktop_connects_again_and_keeps_the_lease() -> None:
+    machine = viewing()
+    assert machine.handle(ViewerExited(0)) == [CheckDesktop(1)]
+    # Still the user's, still running: the connection was lost (a dashboard replica stopped).
+    assert machine.handle(DesktopChecked(1, RUNNING)) == [RequestDesktop(1)]
+    assert machine.phase is Phase.REQUESTING and "reconnecting" in machine.status
+    effects = machine.handle(DesktopAnswered(READY))
+    assert effects == [StartSpiceViewer(CONNECTION), Schedule(20.0, HeartbeatDue("L1"))]
+    assert machine.phase is Phase.VIEWING and machine.lease == READY.lease
+
+
+def test_reconnects_in_a_row_are_bounded_and_then_the_user_decides() -> None:
+    machine = viewing()
+    for _ in range(MAX_RECONNECTS):
+        machine.handle(ViewerExited(0))
+        assert machine.handle(DesktopChecked(1, RUNNING)) == [RequestDesktop(1)]
+        machine.handle(DesktopAnswered(READY))
+    machine.handle(ViewerExited(0))
+    assert machine.handle(DesktopChecked(1, RUNNING)) == []
+    assert machine.phase is Phase.ERROR and machine.can_retry
+    assert machine.error is not None and f"lost {MAX_RECONNECTS} times in a row" in machine.error
+    # Back ends the session (and frees the desktop); Retry would connect again.
+    assert machine.handle(Dismissed()) == [ReleaseLease("L1")]
+
+
+def test_an_accepted_heartbeat_starts_the_count_of_reconnects_again() -> None:
+    machine = viewing()
+    for _ in range(MAX_RECONNECTS + 2):
+        machine.handle(ViewerExited(0))
+        assert machine.handle(DesktopChecked(1, RUNNING)) == [RequestDesktop(1)]
+        machine.handle(DesktopAnswered(READY))
+        machine.handle(HeartbeatDue("L1"))
+        machine.handle(HeartbeatAccepted("L1"))
+
+
+def test_a_windowed_viewer_that_closed_asks_before_connecting_again() -> None:
+    machine = logged_in(reconnect=False)
+    machine.handle(PoolChosen(1))
+    machine.handle(DesktopAnswered(READY))
+    machine.handle(ViewerExited(0))
+    assert machine.handle(DesktopChecked(1, RUNNING)) == []
+    assert machine.phase is Phase.ERROR and machine.can_retry
+    assert machine.handle(RetryRequested()) == [RequestDesktop(1)]
+    machine.handle(DesktopAnswered(READY))
+    machine.handle(ViewerExited(0))
+    machine.handle(DesktopChecked(1, RUNNING))
+    assert machine.handle(Dismissed()) == [ReleaseLease("L1")]
+
+
+def test_while_the_dashboard_cannot_answer_the_check_is_repeated_then_left_to_the_user() -> None:
+    machine = viewing()
+    machine.handle(ViewerExited(0))
+    for attempt in range(1, CHECK_ATTEMPTS):
+        failed = CallFailed(CheckDesktop(1), Failure.UNREACHABLE, UNREACHABLE)
+        assert machine.handle(failed) == [Schedule(2.0, CheckDue(attempt))]
+        assert machine.phase is Phase.RECONNECTING
+        assert machine.handle(CheckDue(attempt)) == [CheckDesktop(1)]
+    assert machine.handle(CallFailed(CheckDesktop(1), Failure.UNREACHABLE, UNREACHABLE)) == []
+    assert machine.phase is Phase.ERROR
+    assert machine.handle(RetryRequested()) == [RequestDesktop(1)]
 
 
 def test_late_answers_do_not_move_the_session_backwards() -> None:
@@ -433,7 +510,7 @@ def test_kiosk_logs_in_selects_its_pool_and_reconnects_after_the_viewer_closes()
     assert machine.handle(LoggedIn(User("kiosk1", "Kiosk", "local"))) == [FetchPools()]
     assert machine.handle(PoolsLoaded((LAB, OFFICE))) == [RequestDesktop(1)]
     machine.handle(DesktopAnswered(READY))
-    machine.handle(ViewerExited(0))
+    closed_for_good(machine)
     assert machine.handle(Released("L1")) == [CallLogout(), Schedule(5.0, Started())]
     assert machine.phase is Phase.LOGGED_OUT
     assert machine.notice is not None and "Reconnecting in 5 s" in machine.notice
@@ -456,7 +533,7 @@ def test_a_kiosk_without_restart_returns_to_the_login_screen() -> None:
     machine.handle(LoggedIn(User("kiosk1", "Kiosk", "local")))
     machine.handle(PoolsLoaded((OFFICE,)))
     machine.handle(DesktopAnswered(READY))
-    machine.handle(ViewerExited(0))
+    closed_for_good(machine)
     assert machine.handle(Released("L1")) == [CallLogout()]
 
 

@@ -144,7 +144,7 @@ async def test_thumbnails_are_taken_only_while_an_admin_watches_and_follow_the_s
     rounds = thumbnails.rounds
     # What does not happen is seen over time: four of the thumbnailer's own intervals pass idle.
     await asyncio.sleep(4 * interval)
-    assert (thumbnails.rounds, thumbnails.get(vm_id)) == (rounds, None)
+    assert (thumbnails.rounds, await thumbnails.get(vm_id)) == (rounds, None)
     portal.close()
 
     admin = await world.admin()

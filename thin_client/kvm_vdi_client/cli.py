@@ -36,7 +36,11 @@ def build_controller(config: ClientConfig, *, viewer_env: dict[str, str] | None 
     auto_login = None
     if config.kiosk.username is not None and config.kiosk.password_file is not None:
         auto_login = Credentials(config.kiosk.username, read_kiosk_password(config.kiosk.password_file))
-    machine = SessionMachine(booting=config.booting, kiosk=config.kiosk, auto_login=auto_login)
+    # A kiosk viewer that lost its desktop comes back by itself; a windowed one asks first
+    # (closing its window cannot be told apart from a lost connection).
+    machine = SessionMachine(
+        booting=config.booting, kiosk=config.kiosk, auto_login=auto_login, reconnect=config.viewer.kiosk
+    )
     return Controller(machine, BrokerClient(config.dashboard), config.viewer, viewer_env=viewer_env)
 
 

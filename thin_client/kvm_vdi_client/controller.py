@@ -34,7 +34,9 @@ from kvm_vdi_client.events import (
     CallLogin,
     CallLogout,
     CallPower,
+    CheckDesktop,
     DesktopAnswered,
+    DesktopChecked,
     Effect,
     Event,
     Failure,
@@ -236,6 +238,9 @@ class Controller:
                 return PoolsLoaded(client.pools())
             case RequestDesktop(pool_id=pool_id):
                 return DesktopAnswered(client.request_desktop(pool_id))
+            case CheckDesktop(pool_id=pool_id):
+                pool = next((pool for pool in client.pools() if pool.id == pool_id), None)
+                return DesktopChecked(pool_id, pool.desktop if pool is not None else None)
             case SendHeartbeat(lease_id=lease_id):
                 client.heartbeat(lease_id)
                 return HeartbeatAccepted(lease_id)

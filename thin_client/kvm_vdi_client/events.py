@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from kvm_vdi_client.model import DesktopAnswer, Failover, Pool, SpiceConnection, User
+from kvm_vdi_client.model import Desktop, DesktopAnswer, Failover, Pool, SpiceConnection, User
 
 
 class Phase(StrEnum):
@@ -20,6 +20,8 @@ class Phase(StrEnum):
     REQUESTING = "Requesting"
     BOOTING = "Booting"
     VIEWING = "Viewing"
+    # The viewer closed: is the desktop still ours and running (a lost connection), or did it end?
+    RECONNECTING = "Reconnecting"
     RELEASING = "Releasing"
     FAILOVER = "Failover"
     ERROR = "Error"
@@ -56,6 +58,13 @@ class FetchPools:
 
 @dataclass(frozen=True)
 class RequestDesktop:
+    pool_id: int
+
+
+@dataclass(frozen=True)
+class CheckDesktop:
+    """Ask the dashboard (pool list) whether the user's desktop of this pool is still held and running."""
+
     pool_id: int
 
 
@@ -100,6 +109,7 @@ Effect = (
     | CallLogout
     | FetchPools
     | RequestDesktop
+    | CheckDesktop
     | StartSpiceViewer
     | StartFailoverViewer
     | SendHeartbeat
@@ -199,6 +209,18 @@ class ViewerExited:
 
 
 @dataclass(frozen=True)
+class DesktopChecked:
+    pool_id: int
+    # The user's desktop of that pool as the dashboard sees it now; None when no longer held.
+    desktop: Desktop | None
+
+
+@dataclass(frozen=True)
+class CheckDue:
+    attempt: int
+
+
+@dataclass(frozen=True)
 class HeartbeatDue:
     lease_id: str
 
@@ -244,6 +266,8 @@ Event = (
     | BootRetryDue
     | ViewerFailed
     | ViewerExited
+    | DesktopChecked
+    | CheckDue
     | HeartbeatDue
     | HeartbeatAccepted
     | Released

@@ -1,8 +1,14 @@
 """The launcher's session state machine: pure, no I/O, no clock.
 
 ``LoggedOut → LoggingIn → ChoosingPool → Requesting → Booting → Viewing →
-Releasing → LoggedOut``, plus ``Failover`` (an RDP/Horizon viewer runs instead)
-and ``Error`` (a readable message and, where it makes sense, a retry).
+Reconnecting → Releasing → LoggedOut``, plus ``Failover`` (an RDP/Horizon viewer runs
+instead) and ``Error`` (a readable message and, where it makes sense, a retry).
+
+When the viewer exits, the launcher first asks the dashboard whether the desktop is
+still the user's and running. If it is, the viewer lost its connection (a dashboard
+replica stopped, the network went away): the launcher connects again, through
+whichever replica answers (on a kiosk at once, a few times in a row; otherwise it
+asks the user). If the desktop stopped or the session ended, the lease is released.
 
 Right after log-in the pool list may be skipped: a kiosk's configured pool, or the
 pool the dashboard names (``straight_to``: the user may use only that pool, or holds
@@ -27,8 +33,11 @@ from kvm_vdi_client.events import (
     CallLogin,
     CallLogout,
     CallPower,
+    CheckDesktop,
+    CheckDue,
     ChoosePoolRequested,
     DesktopAnswered,
+    DesktopChecked,
     Dismissed,
     Effect,
     Event,
@@ -85,6 +94,14 @@ POWER_ACTIONS = {
 }
 # While the dashboard is unreachable during a session, heartbeats are retried at least this often.
 HEARTBEAT_RETRY = 10.0
+# A viewer that lost its connection is started again this many times in a row (a heartbeat
+# accepted in between starts the count again); then the user decides.
+MAX_RECONNECTS = 3
+# The dashboard may be restarting when the viewer exits: ask again this often, this many times.
+CHECK_RETRY = 2.0
+CHECK_ATTEMPTS = 8
+# States in which a desktop has a screen to reconnect to.
+SHOWING_STATES = frozenset({"running", "paused"})
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,8 @@ class SessionMachine:
     booting: BootingConfig = field(default_factory=BootingConfig)
     kiosk: KioskConfig = field(default_factory=KioskConfig)
     auto_login: Credentials | None = None
+    # Reconnect by itself when the viewer lost its desktop (kiosks); else ask the user first.
+    reconnect: bool = True
 
     phase: Phase = Phase.LOGGED_OUT
     user: User | None = None
@@ -122,7 +141,10 @@ class SessionMachine:
     _retry: Effect | None = field(default=None, repr=False)
     _retry_phase: Phase = Phase.LOGGED_OUT
     _dismiss_ends_session: bool = False
+    _dismiss_releases: bool = False
     _pending_error: str | None = None
+    _reconnects: int = 0
+    _check_attempts: int = 0
 
     # -- entry point ------------------------------------------------------------
 
@@ -168,11 +190,21 @@ class SessionMachine:
                 return [SendHeartbeat(lease_id)]
             case HeartbeatAccepted(lease_id=lease_id) if self._viewing(lease_id):
                 self.heartbeat_failures = 0
+                self._reconnects = 0
                 self.notice = None
                 assert self.lease is not None
                 return [Schedule(self.lease.heartbeat_interval, HeartbeatDue(lease_id))]
             case ViewerExited() if self.phase is Phase.VIEWING:
-                return self._release()
+                return self._check_desktop()
+            case DesktopChecked(pool_id=pool_id, desktop=desktop) if (
+                self.phase is Phase.RECONNECTING and pool_id == self._pool_id
+            ):
+                return self._checked(desktop)
+            case CheckDue(attempt=attempt) if (
+                self.phase is Phase.RECONNECTING and attempt == self._check_attempts
+            ):
+                assert self._pool_id is not None
+                return [CheckDesktop(self._pool_id)]
             case ViewerFailed(message=message) if self.phase is Phase.VIEWING:
                 self._pending_error = message
                 return self._release()
@@ -213,6 +245,7 @@ class SessionMachine:
             self.error = None
             self.can_retry = False
             self._retry = None
+            self._dismiss_releases = False
 
     def _start(self) -> list[Effect]:
         if self.phase not in (Phase.LOGGED_OUT, Phase.ERROR) or self.user is not None:
@@ -400,6 +433,47 @@ class SessionMachine:
         self._to(Phase.RELEASING, status=_("Ending the session…"))
         return [ReleaseLease(self.lease.id)]
 
+    def _check_desktop(self) -> list[Effect]:
+        if self._pool_id is None:
+            return self._release()
+        self._check_attempts = 0
+        self._to(Phase.RECONNECTING, status=f"The viewer closed; checking {self._desktop_label()}…")
+        return [CheckDesktop(self._pool_id)]
+
+    def _desktop_label(self) -> str:
+        return f"your desktop “{self.desktop.name}”" if self.desktop else "your desktop"
+
+    def _checked(self, desktop: Desktop | None) -> list[Effect]:
+        still_ours = (
+            desktop is not None
+            and self.desktop is not None
+            and desktop.vm_id == self.desktop.vm_id
+            and desktop.state in SHOWING_STATES
+        )
+        if not still_ours:
+            # The desktop was shut down, or the session ended: the viewer closed for good.
+            return self._release()
+        assert self._pool_id is not None
+        name = self._desktop_label()
+        if self.reconnect and self._reconnects < MAX_RECONNECTS:
+            self._reconnects += 1
+            pool_id = self._pool_id
+            effects = self._request(pool_id)
+            self.status = f"The connection was lost; reconnecting to {name}…"
+            return effects
+        lost = (
+            f"The connection to {name} was lost {self._reconnects} times in a row."
+            if self.reconnect
+            else f"The viewer closed, and {name} is still running."
+        )
+        self._error(
+            f"{lost} Retry connects again; Back ends the session and frees the desktop.",
+            retry=RequestDesktop(self._pool_id),
+            retry_phase=Phase.REQUESTING,
+            dismiss_releases=True,
+        )
+        return []
+
     def _released(self) -> list[Effect]:
         self.lease = None
         if self._pending_error is not None:
@@ -446,6 +520,7 @@ class SessionMachine:
         retry: Effect | None,
         retry_phase: Phase = Phase.LOGGED_OUT,
         dismiss_ends_session: bool = False,
+        dismiss_releases: bool = False,
     ) -> None:
         self._to(Phase.ERROR)
         self.error = message
@@ -453,6 +528,7 @@ class SessionMachine:
         self._retry = retry
         self._retry_phase = retry_phase
         self._dismiss_ends_session = dismiss_ends_session
+        self._dismiss_releases = dismiss_releases
 
     def _retry_failed(self) -> list[Effect]:
         retry = self._retry
@@ -471,6 +547,8 @@ class SessionMachine:
         return [retry]
 
     def _dismiss(self) -> list[Effect]:
+        if self._dismiss_releases and self.lease is not None:
+            return self._release()
         if self.user is None:  # a failed log-in: back to an empty form
             self._credentials = None
             self._to(Phase.LOGGED_OUT)
@@ -503,6 +581,8 @@ class SessionMachine:
                 return []
             case CallLogout():
                 return []
+            case CheckDesktop() if self.phase is Phase.RECONNECTING:
+                return self._check_failed(failure, message)
         if failure is Failure.SESSION_ENDED and self.phase in (
             Phase.CHOOSING_POOL,
             Phase.REQUESTING,
@@ -536,3 +616,23 @@ class SessionMachine:
             message=message
         )
         return [Schedule(min(self.lease.heartbeat_interval, HEARTBEAT_RETRY), HeartbeatDue(lease_id))]
+
+    def _check_failed(self, failure: Failure, message: str) -> list[Effect]:
+        if failure is Failure.SESSION_ENDED:
+            return self._finish_session(notice=message, restart=False)
+        if failure is Failure.REFUSED:
+            return self._release()
+        # No answer (the dashboard may be restarting): ask again for a while, then let the user decide.
+        self._check_attempts += 1
+        if self._check_attempts < CHECK_ATTEMPTS:
+            self.notice = f"{message} Trying again…"
+            return [Schedule(CHECK_RETRY, CheckDue(self._check_attempts))]
+        assert self._pool_id is not None
+        self._error(
+            f"{message} Retry connects to your desktop again; Back ends the session here (the "
+            "dashboard frees the desktop by itself when its lease expires).",
+            retry=RequestDesktop(self._pool_id),
+            retry_phase=Phase.REQUESTING,
+            dismiss_releases=True,
+        )
+        return []

@@ -33,7 +33,7 @@ from kvm_vdi_client.model import Pool
 log = logging.getLogger(__name__)
 
 PUMP_INTERVAL_MS = 50
-BUSY_PHASES = (Phase.LOGGING_IN, Phase.REQUESTING, Phase.BOOTING, Phase.RELEASING)
+BUSY_PHASES = (Phase.LOGGING_IN, Phase.REQUESTING, Phase.BOOTING, Phase.RECONNECTING, Phase.RELEASING)
 HIDDEN_PHASES = (Phase.VIEWING, Phase.FAILOVER)
 
 

@@ -59,6 +59,8 @@ const CLOSE_CODES = {
           text: gettext('Too many consoles are open right now.') },
   4502: { retry: 'backoff', title: gettext('Desktop unreachable'),
           text: gettext("The desktop's display cannot be reached.") },
+  // A dashboard replica is stopping: the next connection goes through another one.
+  4307: { retry: 'now', title: gettext('Dashboard restarting'), text: gettext('The dashboard is restarting.') },
   4503: { retry: 'backoff', title: gettext('Server not answering'),
           text: gettext('The server running this desktop stopped answering. The console reconnects once it is back.') },
 };

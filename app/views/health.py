@@ -1,0 +1,37 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (it should get traffic), for HAProxy and systemd.
+
+Both are public and tell nothing secret: the replica's name and which check failed.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.services import services_of
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def healthz(request: Request) -> Response:
+    node = services_of(request).cluster
+    return JSONResponse(
+        {"status": "alive", "replica": node.name, "duties": node.duties.held}, headers=NO_STORE
+    )
+
+
+async def readyz(request: Request) -> Response:
+    node = services_of(request).cluster
+    readiness = await node.health.readiness()
+    return JSONResponse(
+        {"ready": readiness.ready, "replica": node.name, "checks": readiness.checks},
+        status_code=200 if readiness.ready else 503,
+        headers=NO_STORE,
+    )
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET", "HEAD"], name="healthz"),
+    Route("/readyz", readyz, methods=["GET", "HEAD"], name="readyz"),
+]

@@ -1,0 +1,190 @@
+"""Background duties run on exactly one replica, move within seconds when it dies, and an
+operation whose replica died ends "interrupted" with its temporary file removed, once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cluster.clients import (
+    holders,
+    qemu_img_writing,
+)
+from tests.cluster.lab import ClusterLab, Replica
+from tests.cluster.waiting import until
+from tests.dashboard import BrowserLikeClient
+
+pytestmark = [pytest.mark.cluster]
+
+
+async def test_one_replica_holds_the_duties_and_another_takes_over_within_seconds_of_its_death(
+    cluster: ClusterLab,
+) -> None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        (holder_name,) = await until(lambda: holders(cluster, http), "a duty holder")
+        holder = cluster.replica(holder_name)
+        holder.kill()
+        killed = time.monotonic()
+        samples: list[list[str]] = []
+
+        async def taken_over() -> list[str]:
+            found = await holders(cluster, http)
+            samples.append(found)
+            return found
+
+        (successor,) = await until(taken_over, "another replica takes the duties", within=30)
+        took = time.monotonic() - killed
+    assert successor != holder_name
+    # Never two holders at once while it moved.
+    assert all(len(found) <= 1 for found in samples)
+    # replica_timeout (3 s here) plus a heartbeat or two; generous for a loaded machine.
+    assert took < 10, f"the duties moved after {took:.1f} s"
+
+
+async def test_a_copy_whose_replica_died_ends_interrupted_with_its_temporary_file_removed(
+    cluster: ClusterLab,
+) -> None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        (holder,) = await until(lambda: holders(cluster, http), "a duty holder")
+    # The copy runs on a replica that does not hold the duties: another one must clean up after it.
+    worker: Replica = next(r for r in cluster.replicas if r.name != holder)
+    admin = await cluster.admin(worker.url)
+    api = "/api/v1/admin/vms"
+    source = await admin.post(
+        api,
+        json={
+            "name": "cl-source",
+            "kind": "source",
+            "hypervisor_id": cluster.hypervisor_id,
+            "disk_size_gib": 1,
+        },
+    )
+    assert source.status_code == 201, source.text
+    source_vm: dict[str, Any] = source.json()["vms"][0]
+    # Data to copy: the copy then takes long enough to be caught writing (and held still).
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 192M", source_vm["disk_path"]],
+        check=True,
+        capture_output=True,
+    )
+    started = await admin.post(f"{api}/initial", json={"name": "cl-initial", "source_id": source_vm["id"]})
+    assert started.status_code == 202, started.text
+    op_id = started.json()["operation"]["id"]
+    disk = Path(source_vm["disk_path"]).with_name("cl-initial.qcow2")
+    part = disk.with_name(f"{disk.name}.part-op{op_id}")
+    pid = await until(
+        lambda: part.exists() and qemu_img_writing(part), "qemu-img writing the temporary file", every=0.005
+    )
+    # Held still mid-copy: the replica dies while its operation is running.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert part.exists()
+        worker.kill()
+        observer = await cluster.admin(next(r for r in cluster.replicas if r.running).url)
+
+        async def interrupted() -> dict[str, Any] | None:
+            operation: dict[str, Any] = (await observer.get(f"/api/v1/admin/operations/{op_id}")).json()[
+                "operation"
+            ]
+            return operation if operation["state"] == "interrupted" else None
+
+        operation = await until(interrupted, "the operation ends interrupted", within=30)
+        assert f"replica {worker.name}" in operation["message"]
+        assert "Temporary file removed" in operation["message"], operation["message"]
+        assert not part.exists() and not disk.exists()
+        # The VMs it held are free again; the source can be used at once.
+        vm = (await observer.get(f"{api}/{source_vm['id']}")).json()["vm"]
+        assert vm["operation"] is None
+        # The restarted replica finds nothing of its own to interrupt a second time.
+        cluster.heal()
+        again = (await observer.get(f"/api/v1/admin/operations/{op_id}")).json()["operation"]
+        assert again["state"] == "interrupted" and again["message"] == operation["message"]
+        await observer.aclose()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        await admin.aclose()
+        cleanup = await cluster.admin()
+        for vm in [*started.json()["vms"], source_vm]:
+            await delete_vm(cleanup, vm["id"])
+        await cleanup.aclose()
+
+
+async def delete_vm(admin: BrowserLikeClient, vm_id: int) -> None:
+    """Delete a VM and its disk as an admin would (confirming what the plan shows)."""
+    api = f"/api/v1/admin/vms/{vm_id}"
+    plan = (await admin.get(f"{api}/delete-plan?with_children=1&remove_disks=1")).json()["plan"]
+    response = await admin.post(
+        f"{api}/delete",
+        json={
+            "with_children": True,
+            "remove_disks": True,
+            "confirm_vms": plan["vms"],
+            "confirm_files": plan["files"],
+        },
+    )
+    assert response.status_code in (200, 202), response.text
+
+
+async def test_a_replica_that_restarts_leaves_the_operations_of_the_others_running(
+    cluster: ClusterLab,
+) -> None:
+    """A starting replica interrupts only its own leftovers, never what another replica is doing."""
+    worker, restarted = cluster.replicas[0], cluster.replicas[2]
+    admin = await cluster.admin(worker.url)
+    api = "/api/v1/admin/vms"
+    source = await admin.post(
+        api,
+        json={
+            "name": "cl-source2",
+            "kind": "source",
+            "hypervisor_id": cluster.hypervisor_id,
+            "disk_size_gib": 1,
+        },
+    )
+    assert source.status_code == 201, source.text
+    source_vm: dict[str, Any] = source.json()["vms"][0]
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 64M", source_vm["disk_path"]],
+        check=True,
+        capture_output=True,
+    )
+    started = await admin.post(f"{api}/initial", json={"name": "cl-initial2", "source_id": source_vm["id"]})
+    assert started.status_code == 202, started.text
+    op_id = started.json()["operation"]["id"]
+    disk = Path(source_vm["disk_path"]).with_name("cl-initial2.qcow2")
+    part = disk.with_name(f"{disk.name}.part-op{op_id}")
+    pid = await until(
+        lambda: part.exists() and qemu_img_writing(part), "qemu-img writing the temporary file", every=0.005
+    )
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        restarted.stop()
+        restarted.start()
+        await asyncio.to_thread(restarted.wait_ready)
+        # The other replica's copy goes on (held still, but running) and then finishes.
+        operation = (await admin.get(f"/api/v1/admin/operations/{op_id}")).json()["operation"]
+        assert operation["state"] == "running", operation
+        os.kill(pid, signal.SIGCONT)
+
+        async def finished() -> dict[str, Any] | None:
+            found: dict[str, Any] = (await admin.get(f"/api/v1/admin/operations/{op_id}")).json()["operation"]
+            return found if found["state"] not in ("pending", "running") else None
+
+        assert (await until(finished, "the copy ends", within=120))["state"] == "succeeded"
+        assert disk.exists() and not part.exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        for vm in [*started.json()["vms"], source_vm]:
+            await delete_vm(admin, vm["id"])
+        await admin.aclose()
