@@ -309,6 +309,12 @@ class Broker:
             except ConsoleError as exc:
                 if exc.code == "vm_not_running":
                     return DesktopAnswer("booting", pool, claim=claim, vm=vm, message=exc.message)
+                if not claim.renewed:
+                    # The answer carries no lease to heartbeat or release: do not hold the desktop
+                    # until the lease runs out. It was started, not used: no reset.
+                    await self.leases.return_desktop(
+                        claim.lease_id or 0, reason="console_failed", actor=username, reset=False
+                    )
                 return DesktopAnswer(
                     "failed", pool, vm=vm, refusal="console_unavailable", message=exc.message
                 )

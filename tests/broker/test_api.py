@@ -11,7 +11,7 @@ import httpx
 import sqlalchemy as sa
 from starlette.routing import Route
 
-from app.db.schema import api_tokens, pool_groups, pools
+from app.db.schema import api_tokens, leases, pool_groups, pools
 from app.views import api_broker
 from tests.broker.records import (
     CLIENT_PASSWORD,
@@ -267,3 +267,23 @@ async def test_openapi_describes_every_api_route_and_nothing_else(dashboard: Run
     used = set(re.findall(r'error\(\s*\d{3},\s*"([a-z_]+)"', source))
     used |= {"no_free_desktop", "maintenance", "all_hypervisors_down", "desktop_limit", "desktop_failed"}
     assert used <= codes, used - codes
+
+
+async def test_a_desktop_whose_console_cannot_be_opened_is_not_left_held(dashboard: RunningDashboard) -> None:
+    """test:///default's running domain "test" has no SPICE display: the hand-out fails at the
+    console, and the lease it had just made ends with it instead of holding the desktop until
+    the lease runs out (the client got no lease to heartbeat or release)."""
+    db = dashboard.services.db
+    hv = await add_connected_hypervisor(dashboard.services.hypervisors, db)
+    vm = await add_vm(db, "test", hv, state="running")
+    user = await add_client(db, "noscreen")
+    pool = await add_pool(db, "no screens", [vm], [user])
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=60) as http:
+        token = await api_login(http, "noscreen")
+        r = await http.post(f"/api/v1/pools/{pool}/desktop", headers=bearer(token))
+        assert r.status_code == 503 and r.json()["error"] == "console_unavailable", r.text
+        held = await db.fetch_all(sa.select(leases).where(leases.c.vm_id == vm))
+        assert [(row.ended_at is not None, row.end_reason) for row in held] == [(True, "console_failed")]
+        # The next request is a fresh hand-out of the same free desktop, failing the same way.
+        again = await http.post(f"/api/v1/pools/{pool}/desktop", headers=bearer(token))
+        assert again.status_code == 503 and again.json()["error"] == "console_unavailable", again.text
