@@ -239,6 +239,7 @@ class Broker:
                 target=str(name),
                 client_address=client_address,
                 pool=pool.name,
+                pool_id=pool.id,
                 lease_id=lease_id,
             )
 

@@ -6,6 +6,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 
 from app.views import (
     api_broker,
+    audit,
     auth,
     configuration,
     consoles,
@@ -62,6 +63,7 @@ def routes() -> list[BaseRoute]:
         *sessions.routes,
         *metrics.routes,
         *usage.routes,
+        *audit.routes,
     ]
 
 
