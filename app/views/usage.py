@@ -53,7 +53,7 @@ def _local_date(now: datetime, tz: ZoneInfo) -> date:
 
 
 def _refused(error: UsageRangeError) -> JSONResponse:
-    return json_error("invalid", str(error), 400, max_days=MAX_DAYS)
+    return json_error("invalid", str(error), 400)
 
 
 @admin_required
