@@ -179,13 +179,20 @@ class _Days:
         return (local - self.first).days
 
 
+# Days a report may name: far enough either way for any real use, and away from the calendar's ends.
+EARLIEST, LATEST = date(1970, 1, 1), date(9000, 12, 31)
+
+
 def parse_day(text: str | None, default: date) -> date:
     if not text:
         return default
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError as exc:
         raise UsageRangeError(_("{text} is not a date (YYYY-MM-DD).").format(text=text[:40])) from exc
+    if not EARLIEST <= day <= LATEST:
+        raise UsageRangeError(_("{text} is not a date (YYYY-MM-DD).").format(text=text[:40]))
+    return day
 
 
 def check_range(first: date, last: date) -> None:

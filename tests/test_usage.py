@@ -137,7 +137,15 @@ async def test_the_report_counts_each_pools_days_in_the_dashboards_time_zone_and
     assert '<td class="text-end" data-column="refusals">2</td>' in page.text
 
     # A report that cannot be made is refused, naming why; only administrators get one.
-    for query in ("from=2026-11-10&to=2026-11-01", "from=2024-01-01&to=2026-01-01", "from=yesterday"):
+    for query in (
+        "from=2026-11-10&to=2026-11-01",
+        "from=2024-01-01&to=2026-01-01",
+        "from=yesterday",
+        "to=0001-01-05",
+        "to=9999-12-31",
+        "pool=\u00b2",
+        "pool=99999999999999999999999",
+    ):
         answer = await admin.get(f"/api/v1/admin/usage?{query}")
         assert answer.status_code == 400 and answer.json()["error"] == "invalid", query
         assert (await admin.get(f"/usage.csv?{query}")).status_code == 400

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,6 +38,15 @@ CSV_COLUMNS = ("id", "at", "actor", "action", "target", "client_address", "detai
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
+# A row id as a query gives it: ASCII digits, small enough for a BIGINT.
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+def _utc(moment: datetime) -> datetime:
+    """Naive UTC, as stored: a time with an offset is converted, one without is taken as UTC."""
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
 @dataclass(frozen=True)
 class _Asked:
     wanted: AuditFilter
@@ -52,12 +62,12 @@ async def _asked(request: Request, limit: int) -> _Asked:
     times: dict[str, datetime | None] = {}
     for key in ("since", "until"):
         try:
-            times[key] = datetime.fromisoformat(shown[key]).replace(tzinfo=None) if shown[key] else None
-        except ValueError:
+            times[key] = _utc(datetime.fromisoformat(shown[key])) if shown[key] else None
+        except (ValueError, OverflowError):
             times[key], shown[key] = None, ""
             error = _("A time is written YYYY-MM-DD HH:MM (UTC).")
     pool_name, pool_id = None, None
-    if shown["pool"].isdigit():
+    if _ID.fullmatch(shown["pool"]):
         pool = await pool_store.get_pool(services_of(request).db, int(shown["pool"]))
         if pool is not None:
             pool_name, pool_id = pool.name, pool.id
@@ -72,7 +82,7 @@ async def _asked(request: Request, limit: int) -> _Asked:
         pool_id=pool_id,
         since=times["since"],
         until=times["until"],
-        before=int(before) if before.isdigit() else None,
+        before=int(before) if _ID.fullmatch(before) else None,
         limit=limit,
     )
     return _Asked(wanted, shown, error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -12,10 +13,12 @@ from starlette.routing import Route
 from app.broker import pools as pool_store
 from app.i18n import gettext as _
 from app.services import services_of
-from app.usage import MAX_DAYS, UsageRangeError, UsageReport, check_range, parse_day, usage_report
+from app.usage import EARLIEST, MAX_DAYS, UsageRangeError, UsageReport, check_range, parse_day, usage_report
 from app.views.forms import json_error, render
 from app.views.guards import admin_required
 
+# A row id as a query gives it: ASCII digits, small enough for a BIGINT.
+_ID = re.compile(r"[0-9]{1,18}")
 # Without dates: the last 30 days, today included.
 DEFAULT_DAYS = 30
 
@@ -30,10 +33,12 @@ class _Asked:
         local_today = _local_date(self.now, self.tz)
         params = request.query_params
         self.last = parse_day(params.get("to"), local_today)
-        self.first = parse_day(params.get("from"), self.last - timedelta(days=DEFAULT_DAYS - 1))
+        self.first = parse_day(
+            params.get("from"), max(EARLIEST, self.last - timedelta(days=DEFAULT_DAYS - 1))
+        )
         check_range(self.first, self.last)
         pool = params.get("pool", "")
-        if pool and not pool.isdigit():
+        if pool and not _ID.fullmatch(pool):
             raise UsageRangeError(_("The pool is named by its number."))
         self.pool_id = int(pool) if pool else None
 
