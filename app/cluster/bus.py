@@ -157,7 +157,10 @@ class RedisBus:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(*(PREFIX + channel for channel in self._handlers or {"_": []}))
+                # Every channel of ours by pattern: components subscribe after the bus started
+                # (it starts first, so that nothing said meanwhile is missed), and a channel
+                # subscribed by name then would never be heard.
+                await pubsub.psubscribe(PREFIX + "*")
                 self._connected.set()
                 self.subscribed_once.set()
                 backoff = BACKOFF_FIRST
@@ -188,7 +191,7 @@ class RedisBus:
                 log.exception("cluster bus: resync hook failed")
 
     def _dispatch(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "message":
+        if message.get("type") != "pmessage":
             return
         channel = message["channel"]
         channel = (channel.decode() if isinstance(channel, bytes) else str(channel))[len(PREFIX) :]
