@@ -147,8 +147,10 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             settings,
             delivery_listeners=[metrics.alert_delivered],
             certificates={"SPICE CA": DashboardCA.certificate_file(settings.ca_dir())},
+            relay=node.alert_relay(),
         ),
     )
+    alerts.run_duties(node.duties)
     audit = AuditLog(
         db,
         listeners=[metrics.audited],
@@ -201,6 +203,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             thumbnail_store=node.thumbnail_store(),
             admin_watchers=node.replicas.admin_watchers if node.replicas is not None else None,
             alive_replicas=node.replicas.alive_names if node.replicas is not None else None,
+            bus=node.bus,
         ),
     )
     # After an outage, what the lost lifecycle events would have done is done.
@@ -235,9 +238,11 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             power=broker.power,
             vms=vms,
             interval=settings.broker.schedule_interval,
+            duties=node.duties,
+            bus=node.bus,
         ),
     )
-    # Audit records past their retention and dead API tokens (once an interval; harmless twice).
+    # Audit records past their retention and dead API tokens (once an interval; a duty in a cluster).
     retention = await _started(
         stack,
         RetentionPurger(
@@ -246,6 +251,7 @@ async def open_services(settings: Settings, clock: Clock, stack: AsyncExitStack)
             audit=audit,
             retention_days=settings.audit.retention_days,
             interval=settings.audit.purge_interval,
+            duties=node.duties,
         ),
     )
     exporter = await start_metrics(

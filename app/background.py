@@ -33,7 +33,7 @@ class Periodic:
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name=self.name)
+        self._task = asyncio.create_task(self.run(), name=self.name)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -42,7 +42,8 @@ class Periodic:
     def wake(self) -> None:
         self._wake.set()
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """The loop itself, until cancelled (:meth:`start` runs it; or a cluster's background duty)."""
         while True:
             try:
                 await self._step()

@@ -8,9 +8,9 @@ leaves one ``audit_purged`` record saying how much and up to when. ``retention_d
 audit records for ever (dead tokens still go).
 
 :class:`RetentionPurger` runs :func:`purge` every ``interval`` seconds on the injected clock from
-the lifespan. Running it twice at once is harmless (the second finds less to delete), so a
-cluster's background-duty lease can call :meth:`RetentionPurger.tick` from the replica holding
-the duty instead.
+the lifespan. Running it twice at once is harmless (the second finds less to delete); with several
+replicas it is a background duty all the same (:mod:`app.cluster.duties`): the replica holding the
+duty lease purges, and one ``audit_purged`` record tells what went, not one per replica.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from databases import Database
 from app.audit import AuditLog
 from app.background import Periodic
 from app.clock import Clock
+from app.cluster.duties import Duties
 from app.db.records import Identified, fetch_records
 from app.db.schema import api_tokens, audit_log
 
@@ -88,16 +89,27 @@ async def purge(db: Database, *, now: datetime, retention_days: int, batch: int 
 
 class RetentionPurger:
     def __init__(
-        self, *, db: Database, clock: Clock, audit: AuditLog, retention_days: int, interval: float = 3600.0
+        self,
+        *,
+        db: Database,
+        clock: Clock,
+        audit: AuditLog,
+        retention_days: int,
+        interval: float = 3600.0,
+        duties: Duties | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.audit = audit
         self.retention_days = retention_days
         self._periodic = Periodic("retention purge", self.tick, interval)
+        self._duties = duties
 
     async def start(self) -> None:
-        await self._periodic.start()
+        if self._duties is not None and self._duties.clustered:
+            self._duties.add("retention-purge", self._periodic.run)
+        else:
+            await self._periodic.start()
 
     async def stop(self) -> None:
         await self._periodic.stop()

@@ -3,23 +3,44 @@
 Rules (:mod:`.rules`, :mod:`.certificates`) turn events into alerts; the dispatcher
 (:mod:`.dispatcher`) rate-limits them and delivers them off the producers' path
 through the configured channels (:mod:`.channels`).
+
+With several replicas each alert goes out once for the cluster: every replica raises the
+alerts whose cause it sees and hands them to a relay (:class:`AlertRelay`, a Redis list);
+delivering them, like checking certificates, is a background duty of the one replica
+holding the duty lease, so one dispatcher and one rate limit serve the whole cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from app.alerts.certificates import CertificateWatch
 from app.alerts.channels import EmailChannel, WebhookChannel
 from app.alerts.dispatcher import AlertDispatcher, Channel, Delivery, DeliveryListener
 from app.alerts.model import Alert
 from app.alerts.rules import AlertRules
+from app.cluster.duties import Duties
 from app.hyper.events import ConnectionEvent
 from app.hyper.registry import HypervisorRegistry
 from app.settings import Settings
 
-__all__ = ["Alert", "AlertRules", "Alerts", "Delivery"]
+__all__ = ["Alert", "AlertRelay", "AlertRules", "Alerts", "Delivery"]
+
+log = logging.getLogger("kvmvdi.alerts")
+
+
+class AlertRelay(Protocol):
+    """Where the replicas of a cluster put their alerts for the one that delivers them."""
+
+    async def push(self, alert: Alert) -> None:
+        """Hand ``alert`` over; raises when that is impossible now."""
+
+    async def deliver(self, dispatch: Callable[[Alert], None]) -> None:
+        """Take the alerts handed over, in order, and ``dispatch`` them; until cancelled."""
 
 
 def watched_certificates(settings: Settings, extra: Mapping[str, Path]) -> dict[str, Path]:
@@ -39,8 +60,10 @@ class Alerts:
         *,
         delivery_listeners: Sequence[DeliveryListener] = (),
         certificates: Mapping[str, Path] | None = None,
+        relay: AlertRelay | None = None,
     ) -> None:
-        """``certificates``: more certificate files to watch by name (e.g. the SPICE CA)."""
+        """``certificates``: more certificate files to watch by name (e.g. the SPICE CA);
+        ``relay``: where alerts go for delivery by the duty holder (a cluster), else delivered here."""
         config = settings.alerts
         dashboard = settings.server.public_origins[0] if settings.server.public_origins else ""
         channels: list[Channel] = []
@@ -49,10 +72,14 @@ class Alerts:
         if config.webhook_url is not None:
             channels.append(WebhookChannel(config, dashboard))
         self.dispatcher = AlertDispatcher(config, channels, listeners=delivery_listeners)
-        self.rules = AlertRules(self.dispatcher.submit)
+        self._relay = relay
+        # Alerts on their way to the relay (bounded: beyond, this replica delivers them itself).
+        self._relaying: set[asyncio.Task[None]] = set()
+        self._relay_limit = config.queue_size
+        self.rules = AlertRules(self.raise_alert)
         self.certificates = CertificateWatch(
             watched_certificates(settings, certificates or {}),
-            self.dispatcher.submit,
+            self.raise_alert,
             warn_days=config.certificate_warning_days,
             interval=config.certificate_check_interval,
         )
@@ -75,12 +102,40 @@ class Alerts:
         return registry.add_connection_listener(changed)
 
     def submit(self, alert: Alert) -> None:
+        """Deliver ``alert`` from this replica now (the settings page's test alert)."""
         self.dispatcher.submit(alert)
+
+    def raise_alert(self, alert: Alert) -> None:
+        """An alert the rules found: to the relay (a cluster) or straight to delivery; never blocks."""
+        if self._relay is None or len(self._relaying) >= self._relay_limit:
+            self.dispatcher.submit(alert)
+            return
+        task = asyncio.get_running_loop().create_task(self._relayed(self._relay, alert))
+        self._relaying.add(task)
+        task.add_done_callback(self._relaying.discard)
+
+    async def _relayed(self, relay: AlertRelay, alert: Alert) -> None:
+        try:
+            await relay.push(alert)
+        except Exception as exc:
+            # Sent from here rather than lost (it may then go out twice: better than never).
+            log.warning(
+                "alert %s (%s) not handed to the cluster, delivered here: %s", alert.kind, alert.subject, exc
+            )
+            self.dispatcher.submit(alert)
+
+    def run_duties(self, duties: Duties) -> None:
+        """Checking certificates and delivering the relayed alerts are background duties."""
+        duties.add("certificate-watch", self.certificates.run)
+        if self._relay is not None:
+            relay = self._relay
+            duties.add("alert-delivery", lambda: relay.deliver(self.dispatcher.submit))
 
     async def start(self) -> None:
         await self.dispatcher.start()
-        await self.certificates.start()
 
     async def stop(self) -> None:
-        await self.certificates.stop()
+        for task in list(self._relaying):
+            task.cancel()
+        await asyncio.gather(*self._relaying, return_exceptions=True)
         await self.dispatcher.stop()

@@ -2,7 +2,8 @@
 
 :func:`certificate_alerts` reads each file (PEM, first certificate) and returns an
 alert for each that expires within ``warn_days`` (or already has, or cannot be
-read). :class:`CertificateWatch` runs it at start and then periodically; other
+read). :class:`CertificateWatch` runs it at start and then periodically (a background
+duty: with several replicas one of them checks, and each warning goes out once); other
 parts of the dashboard (the SPICE certificate authority) pass their certificate
 files to it at construction.
 """
@@ -18,7 +19,6 @@ from pathlib import Path
 from cryptography import x509
 
 from app.alerts.model import Alert
-from app.background import cancel_and_wait
 from app.i18n import gettext as _
 from app.i18n import ngettext
 
@@ -91,15 +91,6 @@ class CertificateWatch:
         self._submit = submit
         self._warn_days = warn_days
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        if self._certificates:
-            self._task = asyncio.create_task(self._run(), name="certificate-watch")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
 
     async def check(self) -> list[Alert]:
         alerts = await asyncio.to_thread(certificate_alerts, self._certificates, self._warn_days)
@@ -107,7 +98,10 @@ class CertificateWatch:
             self._submit(alert)
         return alerts
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Check now and every ``interval`` seconds, until cancelled (a background duty)."""
+        if not self._certificates:
+            return
         while True:
             try:
                 await self.check()

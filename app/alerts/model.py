@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from app.clock import utcnow
 
@@ -52,3 +52,24 @@ class Alert:
             "at": self.at.isoformat() + "Z",
             "suppressed": self.suppressed,
         }
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything, for :meth:`from_record` in another replica (``at`` naive UTC, as kept)."""
+        return {**self.as_json(), "at": self.at.isoformat(), "key": self.key}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Alert:
+        severity = str(record["severity"])
+        if severity not in ("critical", "warning", "info"):
+            raise ValueError(f"unknown alert severity {severity!r}")
+        return cls(
+            kind=str(record["kind"]),
+            severity=cast(Severity, severity),
+            subject=str(record["subject"]),
+            title=str(record["title"]),
+            text=str(record["text"]),
+            details=dict(record.get("details") or {}),
+            at=datetime.fromisoformat(str(record["at"])),
+            key=str(record.get("key", "")),
+            suppressed=int(record.get("suppressed", 0)),
+        )

@@ -8,9 +8,11 @@ start missed by more than :data:`MISSED_AFTER` (the dashboard was down) is recor
 missed, not run late, except a keep-ready window still open. Each run is audited and its
 outcome kept on the schedule (last run, status, result) for the pool page and the API.
 
-The lifespan calls :meth:`tick` every ``interval`` seconds from :meth:`start`. A cluster's
-background-duty lease can call :meth:`tick` instead (from the replica holding the duty):
-the claim keeps each start to one run either way.
+Every ``interval`` seconds (or at once when woken) :meth:`tick` runs as a background duty
+(:mod:`app.cluster.duties`): with several replicas only the one holding the duty lease looks,
+so a keep-ready window is topped up by one replica, not by each; the claim keeps each start
+to one run anyway. Waking (a schedule saved on any replica) reaches the holder over the
+cluster bus. Without duties handed in, the runner loops on its own from :meth:`start`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from app.broker.power import RUNNING, DesktopPower, DesktopPowerError
 from app.broker.schedules import Schedule, ScheduleStore
 from app.broker.transactions import WriteTransactions
 from app.clock import Clock
+from app.cluster.bus import Bus, LocalBus
+from app.cluster.duties import Duties
 from app.db.schema import leases, pool_schedules, pool_vms, pools, vms
 from app.hyper import HypervisorError, HypervisorRegistry
 from app.vms.errors import VmError
@@ -39,6 +43,8 @@ from app.vms.sync import STOPPED_STATES
 log = logging.getLogger("kvmvdi.broker.schedules")
 
 ACTOR = "schedule"
+# Cluster bus channel: a schedule changed on some replica, the duty holder looks now.
+WAKE_CHANNEL = "pool-schedules-wake"
 # A start the dashboard missed by more than this is not run late (a 02:00 power-off at 09:00).
 MISSED_AFTER = timedelta(minutes=30)
 
@@ -55,6 +61,8 @@ class ScheduleRunner:
         power: DesktopPower,
         vms: VmService,
         interval: float = 30.0,
+        duties: Duties | None = None,
+        bus: Bus | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -66,13 +74,19 @@ class ScheduleRunner:
         self.interval = interval
         self.store = ScheduleStore(db)
         self._transactions = WriteTransactions(db)
+        self._duties = duties
+        self._bus = bus or LocalBus()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._bus.subscribe(WAKE_CHANNEL, lambda _message: self._wake.set())
 
     # Lifespan
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="pool-schedules")
+        if self._duties is not None:
+            self._duties.add("pool-schedules", self._loop)
+        else:
+            self._task = asyncio.create_task(self._loop(), name="pool-schedules")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -82,8 +96,9 @@ class ScheduleRunner:
             self._task = None
 
     def wake(self) -> None:
-        """Look at the schedules now (one was saved, or a test moved the clock)."""
+        """Look at the schedules now (one was saved, or a test moved the clock), wherever they run."""
         self._wake.set()
+        self._bus.publish(WAKE_CHANNEL, {})
 
     async def _loop(self) -> None:
         while True:

@@ -180,6 +180,10 @@ class Duties:
         if self.held and self._started:
             self._launch(name)
 
+    def running(self) -> list[str]:
+        """The duties running on this replica now (``/healthz``; none on a replica not holding them)."""
+        return sorted(name for name, task in self._tasks.items() if not task.done())
+
     def on_gained(self, hook: Hook) -> None:
         """``await hook()`` each time this replica takes the duties over (re-record shared state)."""
         self._gained.append(hook)

@@ -29,6 +29,7 @@ from databases import Database
 from app import db as database
 from app.auth.throttle_store import MemoryThrottleStore, ThrottleStore
 from app.clock import Clock
+from app.cluster.alert_relay import RedisAlertRelay
 from app.cluster.bus import Bus, LocalBus, RedisBus
 from app.cluster.census import ConsoleRoster, NoPeers, OpenConsole, RedisRoster
 from app.cluster.duties import Duties, DutyLease, every
@@ -216,6 +217,10 @@ class ClusterNode:
         if self._redis_bus is not None:
             return RedisThrottleStore(self._redis_bus.redis)
         return MemoryThrottleStore(clock=clock.monotonic)
+
+    def alert_relay(self) -> RedisAlertRelay | None:
+        """Where alerts go to be delivered once for the cluster (by the duty holder); none alone."""
+        return RedisAlertRelay(self._redis_bus.redis) if self._redis_bus is not None else None
 
     def thumbnail_store(self) -> ThumbnailStore | None:
         """Where VM thumbnails live: Redis for a cluster (every replica serves them), else memory."""

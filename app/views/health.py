@@ -17,7 +17,13 @@ NO_STORE = {"Cache-Control": "no-store"}
 async def healthz(request: Request) -> Response:
     node = services_of(request).cluster
     return JSONResponse(
-        {"status": "alive", "replica": node.name, "duties": node.duties.held}, headers=NO_STORE
+        {
+            "status": "alive",
+            "replica": node.name,
+            "duties": node.duties.held,
+            "running_duties": node.duties.running(),
+        },
+        headers=NO_STORE,
     )
 
 

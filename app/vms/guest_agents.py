@@ -5,6 +5,11 @@ few at a time); guests without an agent simply have none. A change is
 published as ``vm {id, guest}`` and the VM table and API show the last answer.
 Shutting down uses the agent too where one answers (see
 :func:`app.hyper.domains.shutdown`): it works when a guest ignores ACPI.
+
+The loop is a background duty (:mod:`app.cluster.duties`): with several replicas one of them
+asks the guests, and after each round it hands every answer to the other replicas over the
+cluster bus (:data:`CHANNEL`), which keep them in memory to serve the table and the API. A
+replica that starts, or a new duty holder, has them all again within one round.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+from app.cluster.bus import Bus
 from app.hyper import HypervisorError
 from app.hyper.agent import GuestInfo
 from app.vms.context import VmContext
@@ -21,14 +27,17 @@ from app.vms.records import Vm, list_vms
 
 log = logging.getLogger("kvmvdi.vms.agents")
 CONCURRENCY = 4
+# Cluster bus channel: every answer the duty holder has, after each round.
+CHANNEL = "guest-agents"
 
 
 class GuestAgents:
-    def __init__(self, ctx: VmContext) -> None:
+    def __init__(self, ctx: VmContext, bus: Bus) -> None:
         self.ctx = ctx
+        self._bus = bus
         self._known: dict[int, GuestInfo] = {}
-        self._task: asyncio.Task[None] | None = None
         self.rounds = 0
+        bus.subscribe(CHANNEL, self._from_holder)
 
     def get(self, vm_id: int) -> GuestInfo | None:
         return self._known.get(vm_id)
@@ -37,17 +46,8 @@ class GuestAgents:
         found = self._known.get(vm_id)
         return found.summary() if found is not None else None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="vm-guest-agents")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """Ask the guests every ``agent_interval`` seconds, until cancelled (a background duty)."""
         interval = max(0.5, self.ctx.settings.agent_interval)
         while True:
             started = time.monotonic()
@@ -55,7 +55,24 @@ class GuestAgents:
                 await self.refresh_all()
             except Exception as exc:  # the next round tries again
                 log.warning("guest agent round failed: %s", exc)
+            answers = {str(vm_id): info.summary() for vm_id, info in self._known.items()}
+            self._bus.publish(CHANNEL, {"guests": answers})
             await asyncio.sleep(max(0.5, interval - (time.monotonic() - started)))
+
+    def _from_holder(self, message: dict[str, Any]) -> None:
+        """The duty holder's answers: what this replica shows from now on."""
+        guests = message.get("guests")
+        if not isinstance(guests, dict):
+            return
+        known: dict[int, GuestInfo] = {}
+        for vm_id, summary in guests.items():
+            try:
+                known[int(vm_id)] = GuestInfo(
+                    os_name=str(summary["os_name"]), addresses=tuple(str(a) for a in summary["addresses"])
+                )
+            except (KeyError, TypeError, ValueError):
+                log.warning("unreadable guest agent answer for VM %s from the cluster bus", vm_id)
+        self._known = known
 
     async def refresh_all(self) -> int:
         """Ask every running guest once; how many answers changed."""

@@ -17,6 +17,7 @@ from typing import Any
 from databases import Database
 
 from app.audit import AuditLog
+from app.cluster.bus import Bus, LocalBus
 from app.cluster.duties import Duties, every
 from app.db.records import PoolRecord, fetch_record
 from app.db.schema import pool_vms, pools
@@ -66,6 +67,7 @@ class VmService:
         thumbnail_store: ThumbnailStore | None = None,
         admin_watchers: Callable[[], int] | None = None,
         alive_replicas: Callable[[], set[str]] | None = None,
+        bus: Bus | None = None,
     ) -> None:
         # Long operations (copy disk, populate ...); their temporary files are removed through here.
         # Without duties handed in, this service holds its own (one process, from the start).
@@ -90,7 +92,7 @@ class VmService:
         )
         self.sync = StateSync(self.ctx)
         self.thumbnails = Thumbnails(self.ctx, store=thumbnail_store, watchers=admin_watchers)
-        self.agents = GuestAgents(self.ctx)
+        self.agents = GuestAgents(self.ctx, bus or LocalBus())
         self.images = ImageService(self.ctx)
         self.snapshots = SnapshotService(self.ctx)
         self.operations = operations
@@ -112,8 +114,8 @@ class VmService:
             registry.add_domain_listener(self._events.put_nowait),
             registry.add_connection_listener(self._events.put_nowait),
         ]
-        # Every replica asks the guest agents itself: their answers are kept in its memory.
-        self.agents.start()
+        # One replica asks the guest agents and hands their answers to the others (the bus).
+        self._duties.add("guest-agents", self.agents.run)
         self._duties.add("thumbnails", self.thumbnails.run)
         if self._alive_replicas is not None:
             alive = self._alive_replicas
@@ -143,7 +145,6 @@ class VmService:
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        await self.agents.stop()
         if self._own_duties:
             await self._duties.stop()
         await self.operations.stop()

@@ -39,6 +39,7 @@ from tests.services.ports import allocate_port, release_port
 from tests.services.process import ServiceError, log_tail, spawn, stop_process, wait_until
 from tests.services.redis import RedisServer
 from tests.services.rundir import RunDir
+from tests.webhook_receiver import WEBHOOK_SECRET, WebhookReceiver
 
 REPLICAS = ("r1", "r2", "r3")
 SESSION_SECRET = "cluster-test-session-secret-0123456789abcdef"
@@ -49,6 +50,8 @@ CLUSTER_SETTINGS = {
     "drain_grace": 3.0,
     "drain_timeout": 20.0,
 }
+# Alerts of one key within this many seconds make one alert and one "and N more" after it.
+ALERT_RATE_LIMIT = 5.0
 
 
 def _toml(value: Any) -> str:
@@ -126,6 +129,11 @@ class Replica:
             "broker": {"reaper_interval": 0.5},
             "hypervisors": {"fence_after": 3},
             "cluster": {"redis_url": lab.redis.url, "replica": self.name, **CLUSTER_SETTINGS},
+            "alerts": {
+                "webhook_url": lab.alerts.url,
+                "webhook_secret": WEBHOOK_SECRET,
+                "rate_limit": ALERT_RATE_LIMIT,
+            },
         }
         for table, entries in self.extra.items():
             values[table] = {**values.get(table, {}), **entries} if isinstance(entries, dict) else entries
@@ -204,6 +212,8 @@ class ClusterLab:
         self.ssh_key: DashboardKey
         self.hypervisor_id: int | None = None
         self.admin_password = ADMIN_PASSWORD
+        # Where every replica posts its alerts (a webhook receiver in this process).
+        self.alerts = WebhookReceiver(WEBHOOK_SECRET).start()
 
     # -- addresses -------------------------------------------------------------------------------
 
@@ -299,6 +309,7 @@ class ClusterLab:
             replica.release()
         with contextlib.suppress(AttributeError):
             self.haproxy.stop()
+        self.alerts.stop()
 
     # -- clients ---------------------------------------------------------------------------------
 

@@ -50,6 +50,39 @@ async def test_one_replica_holds_the_duties_and_another_takes_over_within_second
     assert took < 10, f"the duties moved after {took:.1f} s"
 
 
+# Every loop of the dashboard that must run once for the cluster, not once per replica.
+CLUSTER_DUTIES = {
+    "alert-delivery",
+    "certificate-watch",
+    "free-orphans",
+    "guest-agents",
+    "interrupt-operations",
+    "keep-ready",
+    "lease-reaper",
+    "pool-schedules",
+    "retention-purge",
+    "thumbnails",
+}
+
+
+async def test_every_background_duty_runs_on_the_duty_holder_and_on_no_other_replica(
+    cluster: ClusterLab,
+) -> None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        (holder,) = await until(lambda: holders(cluster, http), "a duty holder")
+
+        async def running(replica: Replica) -> set[str]:
+            return set((await http.get(f"{replica.url}/healthz")).json()["running_duties"])
+
+        async def all_running() -> bool:
+            return CLUSTER_DUTIES.issubset(await running(cluster.replica(holder)))
+
+        await until(all_running, f"every duty running on {holder}", within=30)
+        for replica in cluster.replicas:
+            if replica.running and replica.name != holder:
+                assert await running(replica) == set(), replica.name
+
+
 async def test_a_copy_whose_replica_died_ends_interrupted_with_its_temporary_file_removed(
     cluster: ClusterLab,
 ) -> None:
