@@ -112,7 +112,8 @@ async def test_a_copy_whose_replica_died_ends_interrupted_with_its_temporary_fil
     started = await admin.post(f"{api}/initial", json={"name": "cl-initial", "source_id": source_vm["id"]})
     assert started.status_code == 202, started.text
     op_id = started.json()["operation"]["id"]
-    disk = Path(source_vm["disk_path"]).with_name("cl-initial.qcow2")
+    # The copy publishes the initial's first image version.
+    disk = Path(source_vm["disk_path"]).with_name("cl-initial.v1.qcow2")
     part = disk.with_name(f"{disk.name}.part-op{op_id}")
     pid = await until(
         lambda: part.exists() and qemu_img_writing(part), "qemu-img writing the temporary file", every=0.005
@@ -194,7 +195,7 @@ async def test_a_replica_that_restarts_leaves_the_operations_of_the_others_runni
     started = await admin.post(f"{api}/initial", json={"name": "cl-initial2", "source_id": source_vm["id"]})
     assert started.status_code == 202, started.text
     op_id = started.json()["operation"]["id"]
-    disk = Path(source_vm["disk_path"]).with_name("cl-initial2.qcow2")
+    disk = Path(source_vm["disk_path"]).with_name("cl-initial2.v1.qcow2")
     part = disk.with_name(f"{disk.name}.part-op{op_id}")
     pid = await until(
         lambda: part.exists() and qemu_img_writing(part), "qemu-img writing the temporary file", every=0.005
