@@ -25,6 +25,7 @@ from app import db as database
 from app.alerts import Alerts
 from app.audit import AuditLog
 from app.auth.accounts import ensure_first_admin
+from app.auth.bearer import BearerOnlyMiddleware, is_api_path
 from app.auth.csrf import CSRFMiddleware
 from app.auth.first_admin import announce_first_admin
 from app.auth.headers import SecurityHeadersMiddleware
@@ -58,7 +59,6 @@ from app.templating import make_templates
 from app.tlsca import DashboardCA
 from app.views import console_role_routes
 from app.views import routes as view_routes
-from app.views.api_broker import is_broker_api_path
 from app.views.errors import exception_handlers
 from app.vms.resync import Resync
 from app.vms.service import VmService
@@ -73,6 +73,8 @@ VENDOR_ASSETS = {
     "/vendor/bootstrap-icons": "bootstrap-icons/font",
     "/vendor/chart.js": "chart.js/dist",
     "/static/spice_html5/lib": "@spice-project/spice-html5/src",
+    "/vendor/swagger-ui": "swagger-ui-dist",
+    "/vendor/chartjs": "chart.js/dist",
 }
 
 
@@ -361,15 +363,15 @@ def create_app(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> Starlette:
             max_body_bytes=settings.server.max_body_bytes,
             body_timeout=settings.server.body_timeout,
         ),
+        # A bearer-token request to the APIs brings no cookie: the token alone authenticates it.
+        Middleware(BearerOnlyMiddleware),
         Middleware(
             SessionCookieMiddleware,
             secret=settings.session_secret(),
             max_age=settings.security.session_max_age,
             https=settings.server.https,
         ),
-        Middleware(
-            CSRFMiddleware, exempt_paths=frozenset({"/api/v1/login"}), bearer_paths=is_broker_api_path
-        ),
+        Middleware(CSRFMiddleware, exempt_paths=frozenset({"/api/v1/login"}), bearer_paths=is_api_path),
     ]
     if settings.cluster.role == "console":
         # A console-only replica: the console websocket and the health probes, nothing else.

@@ -25,6 +25,7 @@ from app.server.options import serving_options
 from app.services import Services
 from app.settings import Settings
 from tests.clock import MovableClock
+from tests.openapi_conformance import ConformanceRecorder
 from tests.services.ports import allocate_port, release_port
 from tests.tiers import refuse_service
 from tests.waiting import eventually
@@ -115,6 +116,7 @@ class RunningDashboard:
     _clients: list[BrowserLikeClient] = field(default_factory=list)
 
     app: Any = None
+    conformance: ConformanceRecorder | None = None
 
     @property
     def services(self) -> Services:
@@ -140,6 +142,10 @@ class RunningDashboard:
         await asyncio.wait_for(self.task, timeout=30)
         release_port(self.settings.server.port)
         release_port(self.settings.gateway.port)
+        if self.conformance is not None:
+            # The answers this test received, held to the app's generated API description.
+            found = self.conformance.problems(self.app.routes)
+            assert found == [], "answers the OpenAPI description does not describe:\n" + "\n".join(found)
 
 
 async def start_dashboard(
@@ -158,8 +164,9 @@ async def start_dashboard(
             await db.disconnect()
     clock = MovableClock()
     app = create_app(settings, clock=clock)
+    conformance = ConformanceRecorder(app)
     config = uvicorn.Config(
-        app,
+        conformance,
         host=settings.server.host,
         port=settings.server.port,
         log_level="warning",
@@ -187,6 +194,7 @@ async def start_dashboard(
         admin_password=admin_password or "",
         clock=clock,
         app=app,
+        conformance=conformance,
     )
 
 

@@ -15,8 +15,8 @@ PUBLIC = {"/login", "/logout", "/live", "/console/ws/{vm_id:int}"}
 # The language switch (it saves the choice with the account only for a signed-in user) and
 # the scripts' catalogues.
 PUBLIC |= {"/language", "/static/i18n/{language}.js"}
-# The client portal's log-in and log-out, the broker API's log-in and its OpenAPI description.
-PUBLIC |= {"/client/login", "/client/logout", "/api/v1/login", "/api/v1/openapi.json"}
+# The client portal's log-in and log-out, the broker API's log-in, the API description and its reference page.
+PUBLIC |= {"/client/login", "/client/logout", "/api/v1/login", "/api/v1/openapi.json", "/api/docs"}
 # Probes of load balancers and systemd: no data, only whether this replica serves.
 PUBLIC |= {"/healthz", "/readyz"}
 

@@ -29,8 +29,8 @@ from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
+from app.api.errors import ApiError
 from app.api.fields import errors_of
 from app.i18n import gettext as _
 
@@ -48,23 +48,15 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_TYPES = ("application/json",)
 
 
-class BodyError(Exception):
-    """A request body refused; :meth:`response` is its answer in the error model."""
+class BodyError(ApiError):
+    """A request body refused, answered in the error model with ``fields`` (``body`` when the
+    whole body is at fault)."""
 
     def __init__(self, status: int, code: str, message: str, fields: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.fields = fields if fields is not None else {"body": message}
-
-    def response(self) -> JSONResponse:
         # A refused oversized body is not read to its end: the connection cannot be reused.
-        headers = {"Connection": "close"} if self.status == 413 else None
-        return JSONResponse(
-            {"error": self.code, "message": self.message, "fields": self.fields},
-            status_code=self.status,
-            headers=headers,
+        headers = {"Connection": "close"} if status == 413 else None
+        super().__init__(
+            status, code, message, fields=fields if fields is not None else {"body": message}, headers=headers
         )
 
 
@@ -230,7 +222,23 @@ async def read_body(request: Request, model: type[M]) -> M:
     return validate(model, await read_json(request))
 
 
-async def body_error(request: Request, exc: Exception) -> JSONResponse:
-    """The app's exception handler for :class:`BodyError`."""
-    assert isinstance(exc, BodyError)
-    return exc.response()
+def read_query(request: Request, model: type[M]) -> M:
+    """The query string as ``model`` (values converted from text: ``"3"``, ``"true"``), or a
+    400 ``invalid`` naming each parameter. A parameter given twice counts where the model
+    takes a list; otherwise the last one counts. Unknown parameters are ignored."""
+    data: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        values = request.query_params.getlist(name)
+        if not values:
+            continue
+        data[name] = values if _is_list(field.annotation) else values[-1]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = errors_of(exc, whole="query")
+    message = "; ".join(f"{field}: {text}" for field, text in fields.items())
+    raise BodyError(400, "invalid", f"Check the query: {message}.", fields)
+
+
+def _is_list(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", None) is list

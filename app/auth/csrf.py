@@ -3,10 +3,12 @@
 The token (derived from the session cookie's id: :mod:`app.auth.session_cookie`)
 must come back in the ``X-CSRF-Token``
 header (fetch/XHR, and any multipart upload) or the ``csrf_token`` field of an
-urlencoded form. Requests to the broker API that carry an ``Authorization:
-Bearer`` header bring no ambient credentials and are not checked: the handlers
-there authenticate by that header alone. Anywhere else a bearer header changes
-nothing, since those handlers authenticate by the session cookie.
+urlencoded form. Requests to the JSON APIs (``/api/v1/...``) that carry an
+``Authorization: Bearer`` header are not checked: their cookie was removed before
+the session was read (:mod:`app.auth.bearer`), so they bring no ambient credentials,
+and their handlers authenticate by the token alone (a broker log-in token, or an
+administrator's personal token on the admin API). Anywhere else a bearer header
+changes nothing, since those handlers authenticate by the session cookie.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.auth.session_cookie import SCOPE_KEY, SessionCookie
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -102,5 +105,5 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 def _rejection(request: Request) -> Response:
     message = "CSRF token missing or invalid: reload the page and try again."
     if request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", ""):
-        return JSONResponse({"error": "csrf_failed", "message": message}, status_code=403)
+        return error_response(403, "csrf_failed", message)
     return PlainTextResponse(message, status_code=403)

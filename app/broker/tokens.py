@@ -27,7 +27,7 @@ class _TokenRow(Record):
     id: int
     user_id: int
     groups_json: str
-    expires_at: datetime
+    expires_at: datetime | None
     created_at: datetime
     username: str
     display_name: str
@@ -93,9 +93,15 @@ async def authenticate_token(db: Database, token: str, *, now: datetime) -> Toke
             users.c.disabled,
         )
         .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
-        .where(api_tokens.c.token_hash == token_hash(token), api_tokens.c.revoked_at.is_(None)),
+        .where(
+            api_tokens.c.token_hash == token_hash(token),
+            api_tokens.c.kind == "login",
+            api_tokens.c.revoked_at.is_(None),
+        )
     )
-    if row is None or row.expires_at <= now or row.disabled or row.role != "client":
+    if row is None or row.expires_at is None or row.expires_at <= now or row.disabled:
+        return None
+    if row.role != "client":
         return None
     return TokenUser(
         token_id=row.id,

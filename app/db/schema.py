@@ -287,6 +287,9 @@ console_epochs = sa.Table(
     sa.Column("valid_until", sa.DateTime, nullable=False),
 )
 
+# Bearer tokens: "login" tokens of the broker API (a desktop user's log-in, short-lived) and
+# "personal" tokens of the admin API (named, made by an administrator, optional expiry, read-only scope).
+API_TOKEN_KINDS = ("login", "personal")
 api_tokens = sa.Table(
     "api_tokens",
     metadata,
@@ -295,11 +298,17 @@ api_tokens = sa.Table(
     sa.Column(
         "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
     ),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="login"),
+    # What the administrator called a personal token ("backup script").
+    sa.Column("name", sa.String(64), nullable=False, server_default=""),
+    sa.Column("read_only", sa.Boolean, nullable=False, server_default=sa.false()),
     # Directory groups resolved at login, as a JSON list (the directory is asked again at every login).
     sa.Column("groups_json", sa.Text, nullable=False, server_default="[]"),
     sa.Column("client_address", sa.String(64), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now()),
-    sa.Column("expires_at", sa.DateTime, nullable=False),
+    # None: a personal token that does not expire.
+    sa.Column("expires_at", sa.DateTime, nullable=True),
+    sa.Column("last_used_at", sa.DateTime, nullable=True),
     sa.Column("revoked_at", sa.DateTime, nullable=True),
 )
 

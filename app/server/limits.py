@@ -21,9 +21,10 @@ import asyncio
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.i18n import gettext as _
 
 log = logging.getLogger("kvmvdi.server")
@@ -42,9 +43,7 @@ def refusal(scope: Scope, status: int, code: str, message: str) -> Response:
     headers = {"Connection": "close"}
     accept = request.headers.get("accept", "")
     if scope["path"].startswith("/api/") or "application/json" in accept:
-        return JSONResponse(
-            {"error": code, "message": message, "fields": {"body": message}}, status, headers=headers
-        )
+        return error_response(status, code, message, fields={"body": message}, headers=headers)
     return PlainTextResponse(message, status, headers=headers)
 
 

@@ -19,12 +19,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.bodies import DesktopRequest, Login, SnapshotTake, UserPower
+from app.api.describe import EMPTY, Answer, Media, describe
+from app.api.errors import error_response
 from app.api.reader import read_body
+from app.api.responses import BrokerPools, DesktopBooting, DesktopGranted, LeaseExpiry, LoggedIn, PowerStarted
 from app.auth.login import LoginAttempt, Refusal
 from app.broker.catalog import straight_target
 from app.broker.clients import RealmError, requested_realm
 from app.broker.desktops import BOOT_RETRY_SECONDS, Broker, DesktopAnswer
-from app.broker.openapi import openapi_document
 from app.broker.pools import failover_of
 from app.broker.power import DesktopPowerError
 from app.broker.snapshots import Outcome, SnapshotRefused
@@ -35,17 +37,9 @@ from app.views.forms import client_address, with_retry_after
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-API_PREFIX = "/api/v1/"
-ADMIN_API_PREFIX = "/api/v1/admin/"
-
-
-def is_broker_api_path(path: str) -> bool:
-    """The broker API's routes authenticate by bearer token; the admin API's by the session cookie."""
-    return path.startswith(API_PREFIX) and not path.startswith(ADMIN_API_PREFIX)
-
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+    return error_response(status, code, message, **extra)
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -84,6 +78,13 @@ def _path_int(request: Request, name: str) -> int | None:
         return None
 
 
+@describe(
+    "Log in (local account or directory) and get a bearer token",
+    body=Login,
+    responses={200: LoggedIn},
+    description="Errors: 401 invalid_credentials, 429 throttled (see Retry-After), "
+    "503 directory_unavailable, or busy (too many log-ins at once; see Retry-After).",
+)
 async def login(request: Request) -> Response:
     services = services_of(request)
     body = await read_body(request, Login)
@@ -120,6 +121,7 @@ async def login(request: Request) -> Response:
 
 
 @token_required
+@describe("Revoke the token", responses={204: EMPTY})
 async def logout(request: Request) -> Response:
     user: TokenUser = request.state.token_user
     await revoke_token(services_of(request).db, user.token_id)
@@ -130,6 +132,9 @@ async def logout(request: Request) -> Response:
 
 
 @token_required
+@describe(
+    "Pools the user may use, with free desktops and the user's own desktop", responses={200: BrokerPools}
+)
 async def list_pools(request: Request) -> Response:
     user: TokenUser = request.state.token_user
     pools = await services_of(request).broker.catalog.pools_for(user.user_id, user.groups)
@@ -166,7 +171,22 @@ def desktop_response(answer: DesktopAnswer, broker: Broker) -> Response:
     return error(409, answer.refusal or "no_free_desktop", answer.message, **extra)
 
 
+DESKTOP_ANSWERS: dict[int, Answer] = {200: DesktopGranted, 202: DesktopBooting}
+DESKTOP_ERRORS = (
+    "Errors: 403 not_allowed, 404 pool_not_found, 409 no_free_desktop, maintenance, "
+    "all_hypervisors_down or desktop_limit (with the pool's failover when it has one), "
+    "503 desktop_failed or console_unavailable."
+)
+
+
 @token_required
+@describe(
+    "Get a desktop of the pool (the one already held, or a free one)",
+    body=DesktopRequest,
+    body_required=False,
+    responses=DESKTOP_ANSWERS,
+    description=DESKTOP_ERRORS,
+)
 async def request_desktop(request: Request) -> Response:
     user: TokenUser = request.state.token_user
     services = services_of(request)
@@ -189,6 +209,11 @@ async def request_desktop(request: Request) -> Response:
 
 
 @token_required
+@describe(
+    "Keep the lease alive",
+    responses={200: LeaseExpiry},
+    description="Errors: 404 lease_not_found, 410 lease_ended (request a desktop again).",
+)
 async def heartbeat(request: Request) -> Response:
     user: TokenUser = request.state.token_user
     lease_id = _path_int(request, "lease_id")
@@ -203,6 +228,7 @@ async def heartbeat(request: Request) -> Response:
 
 
 @token_required
+@describe("Give the desktop back", responses={204: EMPTY}, description="Errors: 404 lease_not_found.")
 async def release(request: Request) -> Response:
     user: TokenUser = request.state.token_user
     lease_id = _path_int(request, "lease_id")
@@ -215,6 +241,12 @@ async def release(request: Request) -> Response:
 
 
 @token_required
+@describe(
+    "Power action on the user's own desktop",
+    body=UserPower,
+    responses={202: PowerStarted},
+    description="Errors: 403 not_your_desktop, 409 power_refused.",
+)
 async def power(request: Request) -> Response:
     user: TokenUser = request.state.token_user
     vm_id = _path_int(request, "vm_id")
@@ -238,6 +270,11 @@ async def power(request: Request) -> Response:
     return JSONResponse({"state": state}, status_code=202)
 
 
+SNAPSHOTS = Media("application/json", "{limit, snapshots: [{name, description, created_at, state, ...}]}")
+_OUTCOME = Media("application/json", "{state, message, snapshots} (and error: snapshot_failed when it failed)")
+SNAPSHOT_OUTCOMES: dict[int, Answer] = {200: _OUTCOME, 202: _OUTCOME, 409: _OUTCOME}
+
+
 def snapshot_outcome(outcome: Outcome) -> Response:
     """A user's snapshot action: 200 done, 202 still running, 409 failed; the list in each."""
     status = {"succeeded": 200, "running": 202}.get(outcome.state, 409)
@@ -258,6 +295,7 @@ def snapshot_refused(exc: SnapshotRefused) -> Response:
 
 
 @token_required
+@describe("The snapshots of the user's own desktop, where its pool offers them", responses={200: SNAPSHOTS})
 async def snapshots(request: Request) -> Response:
     """The snapshots of the user's own desktop, where its pool offers them."""
     user: TokenUser = request.state.token_user
@@ -271,6 +309,7 @@ async def snapshots(request: Request) -> Response:
 
 
 @token_required
+@describe("Take a snapshot of the user's own desktop", body=SnapshotTake, responses=SNAPSHOT_OUTCOMES)
 async def take_snapshot(request: Request) -> Response:
     body = await read_body(request, SnapshotTake)
     user: TokenUser = request.state.token_user
@@ -306,17 +345,15 @@ async def _change_snapshot(request: Request, verb: str) -> Response:
 
 
 @token_required
+@describe("Go back to a snapshot of the user's own desktop", responses=SNAPSHOT_OUTCOMES)
 async def revert_snapshot(request: Request) -> Response:
     return await _change_snapshot(request, "revert")
 
 
 @token_required
+@describe("Delete a snapshot of the user's own desktop", responses=SNAPSHOT_OUTCOMES)
 async def delete_snapshot(request: Request) -> Response:
     return await _change_snapshot(request, "delete")
-
-
-async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document())
 
 
 routes = [
@@ -331,5 +368,4 @@ routes = [
     Route("/api/v1/desktops/{vm_id}/snapshots", take_snapshot, methods=["POST"]),
     Route("/api/v1/desktops/{vm_id}/snapshots/{name}/revert", revert_snapshot, methods=["POST"]),
     Route("/api/v1/desktops/{vm_id}/snapshots/{name}", delete_snapshot, methods=["DELETE"]),
-    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]

@@ -6,6 +6,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import PAGE, REDIRECT, describe
+from app.api.forms import LoginForm, NextPage, NoFields, PasswordForm
 from app.auth.accounts import AccountError, set_password
 from app.auth.first_admin import forget_first_admin_password
 from app.auth.login import MAX_USERNAME, Refusal
@@ -26,6 +28,7 @@ from app.views.guards import current_user, require_role
 from app.views.language import settle_language
 
 
+@describe("The administrators' log-in page", query=NextPage, responses={200: PAGE, 303: REDIRECT})
 async def login_page(request: Request) -> Response:
     user = await current_user(request)
     if user is not None and user.is_admin:
@@ -36,6 +39,7 @@ async def login_page(request: Request) -> Response:
     return render(request, "auth/login.html", {"title": _("Log in"), "next": next_url})
 
 
+@describe("Log in as an administrator", form=LoginForm, responses={303: REDIRECT, 401: PAGE, 429: PAGE})
 async def login_submit(request: Request) -> Response:
     form, outcome = await log_in_from_form(request, "admin")
     next_url = safe_next(str(form.get("next", "/")))
@@ -48,6 +52,7 @@ async def login_submit(request: Request) -> Response:
     return await settle_language(request, RedirectResponse(target, status_code=303), outcome.user.id)
 
 
+@describe("Log out", form=NoFields, responses={303: REDIRECT})
 async def logout(request: Request) -> Response:
     user = await current_user(request)
     if user is not None:
@@ -59,11 +64,13 @@ async def logout(request: Request) -> Response:
 
 
 @require_role("admin", login_path="/login", allow_pending_password=True)
+@describe("The change-password page", responses={200: PAGE})
 async def password_page(request: Request) -> Response:
     return render(request, "auth/password.html", {"title": _("Change password"), "errors": {}})
 
 
 @require_role("admin", login_path="/login", allow_pending_password=True)
+@describe("Change one's own password", form=PasswordForm, responses={303: REDIRECT, 400: PAGE})
 async def password_submit(request: Request) -> Response:
     services = services_of(request)
     user = request.state.user

@@ -10,6 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.alerts import Alert, Alerts
+from app.api.describe import PAGE, REDIRECT, describe
+from app.api.forms import NoFields
 from app.i18n import gettext as _
 from app.services import services_of
 from app.settings import effective_settings
@@ -25,6 +27,7 @@ def _sections(data: dict[str, Any]) -> list[tuple[str, list[tuple[str, Any]]]]:
 
 
 @admin_required
+@describe("The settings page", responses={200: PAGE})
 async def settings_page(request: Request) -> Response:
     services = services_of(request)
     return render(
@@ -59,6 +62,7 @@ def alert_status(alerts: Alerts) -> dict[str, Any]:
 
 
 @admin_required
+@describe("Send a test alert to every channel", form=NoFields, responses={303: REDIRECT})
 async def send_test_alert(request: Request) -> Response:
     services = services_of(request)
     user = request.state.user

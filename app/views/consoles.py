@@ -14,6 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from app.api.describe import PAGE, Media, describe
+from app.api.errors import error_response as api_error_response
+from app.api.forms import NoFields, VvQuery
+from app.api.responses import ConsoleGrantBody
 from app.i18n import gettext as _
 from app.proxy.paths import CONSOLE_WEBSOCKET_PREFIX, TICKET_COOKIE
 from app.proxy.service import ConsoleError, ConsoleGrant
@@ -25,12 +29,13 @@ from app.views.guards import admin_required
 from app.vms.records import Vm, get_vm
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+VV = Media(MEDIA_TYPE, "a .vv file for remote-viewer, with a fresh console ticket (valid briefly)")
 # Fetch metadata a browser sends with a navigation we may answer with a fresh console.
 _SAME_SITE_FETCHES = frozenset({"same-origin", "none"})
 
 
 def error_response(code: str, message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status, headers=NO_STORE)
+    return api_error_response(status, code, message, headers=NO_STORE)
 
 
 def grant_response(request: Request, grant: ConsoleGrant) -> JSONResponse:
@@ -121,6 +126,7 @@ async def _open(request: Request, vm_id: int) -> ConsoleGrant:
 
 
 @admin_required
+@describe("The HTML5 console of a VM", responses={200: PAGE, 404: PAGE})
 async def admin_console_page(request: Request) -> Response:
     vm = await _vm_row(request)
     if vm is None:
@@ -136,6 +142,10 @@ async def admin_console_page(request: Request) -> Response:
 
 
 @admin_required
+@describe(
+    "A console ticket (HttpOnly cookie) and SPICE password for the console page",
+    responses={200: ConsoleGrantBody},
+)
 async def admin_open_console(request: Request) -> Response:
     # JSON only, and the CSRF token must come in the header (the middleware checked its value).
     if "x-csrf-token" not in request.headers:
@@ -150,6 +160,7 @@ async def admin_open_console(request: Request) -> Response:
 
 
 @admin_required
+@describe("A .vv file for remote-viewer", form=NoFields, query=VvQuery, responses={200: VV})
 async def admin_console_vv(request: Request) -> Response:
     """A ``.vv`` file: a POST (CSRF-checked), since it mints a ticket and sets a SPICE password."""
     if cross_site_navigation(request):

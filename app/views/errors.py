@@ -1,4 +1,5 @@
-"""Error answers: JSON for the API and scripts, a page with the navigation for browsers."""
+"""Error answers: JSON (the one error model) for the API and scripts, a page with the navigation
+for browsers."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
-from app.api.reader import BodyError, body_error
+from app.api.errors import ApiError, api_error, error_response
 from app.db.errors import INTEGRITY_ERRORS
 from app.db.health import DatabaseUnavailable
 from app.i18n import N_
@@ -25,11 +26,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if wants_json(request):
         code = _CODES.get(exc.status_code, "http_error")
-        return JSONResponse(
-            {"error": code, "message": _(_PHRASES.get(str(exc.detail), str(exc.detail)))},
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+        message = _(_PHRASES.get(str(exc.detail), str(exc.detail)))
+        return error_response(exc.status_code, code, message, headers=exc.headers)
     if exc.status_code == 404:
         templates = request.app.state.templates
         response: Response = templates.TemplateResponse(
@@ -42,7 +40,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def server_error(request: Request, exc: Exception) -> Response:
     message = _("Something went wrong on the dashboard; the details are in its log.")
     if wants_json(request):
-        return JSONResponse({"error": "internal_error", "message": message}, status_code=500)
+        return error_response(500, "internal_error", message)
     return PlainTextResponse(message, status_code=500)
 
 
@@ -50,7 +48,7 @@ async def conflict(request: Request, exc: Exception) -> Response:
     """A unique name taken by a change made at the same moment (the checks before could not see it)."""
     message = _("This conflicts with a change made at the same time (a name already taken?). Try again.")
     if wants_json(request):
-        return JSONResponse({"error": "conflict", "message": message}, status_code=409)
+        return error_response(409, "conflict", message)
     return PlainTextResponse(message, status_code=409)
 
 
@@ -60,7 +58,7 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     headers = {"Retry-After": str(retry_after)}
     if wants_json(request):
         message = _("The dashboard's database cannot be reached right now. Try again in a few seconds.")
-        return JSONResponse({"error": "database_unavailable", "message": message}, 503, headers=headers)
+        return error_response(503, "database_unavailable", message, headers=headers)
     templates = request.app.state.templates
     response: Response = templates.TemplateResponse(
         request,
@@ -74,7 +72,7 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
 
 exception_handlers: dict[Any, Any] = {
     HTTPException: http_error,
-    BodyError: body_error,
+    ApiError: api_error,
     **dict.fromkeys(INTEGRITY_ERRORS, conflict),
     DatabaseUnavailable: database_unavailable,
     Exception: server_error,

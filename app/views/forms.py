@@ -9,6 +9,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from app.api.errors import error_response
 from app.auth.login import Area, LoggedIn, LoginAttempt, Refusal
 from app.auth.session import csrf_token
 from app.services import services_of
@@ -34,7 +35,13 @@ def client_address(request: Request) -> str:
 
 
 async def record_action(request: Request, action: str, *, target: str = "", **details: Any) -> None:
-    """Audit what the signed-in user did, and from where (never pass secrets in ``details``)."""
+    """Audit what the signed-in user did, and from where (never pass secrets in ``details``).
+
+    An action taken through the admin API with a personal token names the token.
+    """
+    token = getattr(request.state, "api_token", None)
+    if token is not None:
+        details = {**details, "via_api_token": token.name}
     await services_of(request).audit.record(
         action,
         actor=request.state.user.username,
@@ -64,8 +71,8 @@ def redirect_with_toast(path: str, message: str, kind: str = "success") -> Redir
 
 
 def json_error(code: str, message: str, status_code: int, **extra: Any) -> JSONResponse:
-    """The one JSON error shape: ``{"error": code, "message": text}`` plus details."""
-    return JSONResponse({"error": code, "message": message, **extra}, status_code=status_code)
+    """The one JSON error shape (:mod:`app.api.errors`): ``{"error": code, "message": text}`` plus details."""
+    return error_response(status_code, code, message, **extra)
 
 
 async def log_in_from_form(request: Request, area: Area) -> tuple[FormData, LoggedIn | Refusal]:

@@ -8,6 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.api.describe import PAGE, REDIRECT, describe
+from app.api.forms import HostKeyForm, HypervisorForm, NoFields, Toast
 from app.hyper.records import HypervisorRecord
 from app.hyper.sshkeys import HostKeyError
 from app.i18n import gettext as _
@@ -64,6 +66,7 @@ def _not_found(request: Request) -> Response:
 
 
 @admin_required
+@describe("The hypervisors", query=Toast, responses={200: PAGE})
 async def list_page(request: Request) -> Response:
     services = services_of(request)
     rows = await records.list_all(services.db)
@@ -83,6 +86,7 @@ async def list_page(request: Request) -> Response:
 
 
 @admin_required
+@describe("One hypervisor's table row (for live updates)", responses={200: PAGE, 404: PAGE})
 async def row_fragment(request: Request) -> Response:
     """One table row, for live insertion of a hypervisor added elsewhere."""
     row = await _row_or_404(request)
@@ -126,11 +130,13 @@ def _form_page(
 
 
 @admin_required
+@describe("The add-a-hypervisor form", responses={200: PAGE})
 async def new_page(request: Request) -> Response:
     return _form_page(request, values=records.form_values(None))
 
 
 @admin_required
+@describe("Add a hypervisor", form=HypervisorForm, responses={303: REDIRECT, 400: PAGE})
 async def new_submit(request: Request) -> Response:
     services = services_of(request)
     form = await request.form()
@@ -151,6 +157,7 @@ async def new_submit(request: Request) -> Response:
 
 
 @admin_required
+@describe("The edit form of a hypervisor", responses={200: PAGE, 404: PAGE})
 async def edit_page(request: Request) -> Response:
     row = await _row_or_404(request)
     if row is None:
@@ -159,6 +166,7 @@ async def edit_page(request: Request) -> Response:
 
 
 @admin_required
+@describe("Change a hypervisor", form=HypervisorForm, responses={303: REDIRECT, 400: PAGE, 404: PAGE})
 async def edit_submit(request: Request) -> Response:
     services = services_of(request)
     row = await _row_or_404(request)
@@ -183,6 +191,7 @@ async def edit_submit(request: Request) -> Response:
 
 
 @admin_required
+@describe("What removing the hypervisor does, to confirm", responses={200: PAGE, 404: PAGE})
 async def remove_page(request: Request) -> Response:
     services = services_of(request)
     row = await _row_or_404(request)
@@ -202,6 +211,7 @@ async def remove_page(request: Request) -> Response:
 
 
 @admin_required
+@describe("Remove the hypervisor", form=NoFields, responses={303: REDIRECT, 404: PAGE, 409: PAGE})
 async def remove_submit(request: Request) -> Response:
     services = services_of(request)
     row = await _row_or_404(request)
@@ -244,6 +254,7 @@ async def _host_key_page(
 
 
 @admin_required
+@describe("The host key to confirm", responses={200: PAGE, 303: REDIRECT, 404: PAGE})
 async def host_key_page(request: Request) -> Response:
     row = await _row_or_404(request)
     if row is None:
@@ -256,6 +267,11 @@ async def host_key_page(request: Request) -> Response:
 
 
 @admin_required
+@describe(
+    "Pin the host key",
+    form=HostKeyForm,
+    responses={303: REDIRECT, 200: PAGE, 400: PAGE, 404: PAGE, 409: PAGE},
+)
 async def host_key_submit(request: Request) -> Response:
     services = services_of(request)
     row = await _row_or_404(request)
@@ -284,6 +300,7 @@ async def host_key_submit(request: Request) -> Response:
 
 
 @admin_required
+@describe("Check the hypervisor now", form=NoFields, responses={303: REDIRECT, 404: PAGE})
 async def check_submit(request: Request) -> Response:
     services = services_of(request)
     row = await _row_or_404(request)

@@ -1,9 +1,9 @@
 """The hypervisor JSON API for automation: ``/api/v1/admin/hypervisors``.
 
-Authenticated by the admin session (unsafe methods need the ``X-CSRF-Token``
-header). Bodies are the models of :mod:`app.api.bodies`, read by
-:mod:`app.api.reader`. Errors are ``{"error": code, "message": text}``;
-validation errors add ``fields`` (field -> message naming the field).
+Authenticated by an administrator's personal token, or the admin session (unsafe methods
+then need the ``X-CSRF-Token`` header): :func:`app.api.guard.admin_api`. Bodies are the
+models of :mod:`app.api.bodies`, read by :mod:`app.api.reader`; answers are the models of
+:mod:`app.api.responses`. Errors are the one error model (:mod:`app.api.errors`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.bodies import HostKeyConfirmation, HypervisorFields
+from app.api.describe import EMPTY, describe
 from app.api.reader import read_body
+from app.api.responses import CheckOutcome, HostKeyView, HypervisorList, HypervisorRecord
 from app.hyper.records import HypervisorRecord
 from app.hyper.sshkeys import HostKeyError
 from app.i18n import gettext as _
@@ -24,7 +26,7 @@ from app.inventory import hypervisors as records
 from app.inventory.service import HostKeyNotConfirmable
 from app.services import services_of
 from app.views.forms import json_error
-from app.views.guards import admin_required
+from app.views.guards import admin_api
 from app.views.hypervisors import actor, inventory
 
 PREFIX = "/api/v1/admin/hypervisors"
@@ -61,13 +63,21 @@ def _missing(request: Request) -> Response:
     )
 
 
-@admin_required
+@admin_api
+@describe("Every hypervisor", responses={200: HypervisorList})
 async def list_hypervisors(request: Request) -> Response:
     rows = await records.list_all(services_of(request).db)
     return JSONResponse({"hypervisors": [_record(request, row) for row in rows]})
 
 
-@admin_required
+@admin_api
+@describe(
+    "Add a hypervisor",
+    body=HypervisorFields,
+    responses={201: HypervisorRecord},
+    description="The record is checked as the form checks it; an SSH hypervisor's host key then "
+    "awaits confirmation (GET and POST .../host-key).",
+)
 async def create_hypervisor(request: Request) -> Response:
     services = services_of(request)
     body = await read_body(request, HypervisorFields)
@@ -84,7 +94,8 @@ async def create_hypervisor(request: Request) -> Response:
     )
 
 
-@admin_required
+@admin_api
+@describe("A hypervisor", responses={200: HypervisorRecord})
 async def get_hypervisor(request: Request) -> Response:
     row = await _row(request)
     if row is None:
@@ -92,7 +103,10 @@ async def get_hypervisor(request: Request) -> Response:
     return JSONResponse(_record(request, row))
 
 
-@admin_required
+@admin_api
+@describe(
+    "Change a hypervisor (only the fields sent)", body=HypervisorFields, responses={200: HypervisorRecord}
+)
 async def patch_hypervisor(request: Request) -> Response:
     services = services_of(request)
     row = await _row(request)
@@ -108,7 +122,12 @@ async def patch_hypervisor(request: Request) -> Response:
     return JSONResponse(await _current(request, row.id))
 
 
-@admin_required
+@admin_api
+@describe(
+    "Remove a hypervisor",
+    responses={204: EMPTY},
+    description="409 hypervisor_in_use (vms names them) while VMs of the dashboard are defined there.",
+)
 async def delete_hypervisor(request: Request) -> Response:
     services = services_of(request)
     row = await _row(request)
@@ -121,7 +140,8 @@ async def delete_hypervisor(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@admin_required
+@admin_api
+@describe("The host key the hypervisor presents, beside the pinned one", responses={200: HostKeyView})
 async def get_host_key(request: Request) -> Response:
     row = await _row(request)
     if row is None:
@@ -141,7 +161,13 @@ async def get_host_key(request: Request) -> Response:
     )
 
 
-@admin_required
+@admin_api
+@describe(
+    "Pin the presented host key",
+    body=HostKeyConfirmation,
+    responses={200: HypervisorRecord},
+    description="The body names the fingerprint verified out of band; 409 host_key_mismatch otherwise.",
+)
 async def confirm_host_key(request: Request) -> Response:
     """Pin the presented key; the body names the fingerprint the caller verified out of band."""
     services = services_of(request)
@@ -160,7 +186,8 @@ async def confirm_host_key(request: Request) -> Response:
     return JSONResponse(await _current(request, row.id))
 
 
-@admin_required
+@admin_api
+@describe("Check the hypervisor now (connection, libvirt, directories)", responses={200: CheckOutcome})
 async def check_hypervisor(request: Request) -> Response:
     services = services_of(request)
     row = await _row(request)

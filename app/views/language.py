@@ -8,6 +8,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import REDIRECT, TEXT, Media, describe
+from app.api.forms import LanguageForm
 from app.auth.accounts import save_language, saved_language
 from app.i18n import available_languages
 from app.i18n.negotiation import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE
@@ -46,6 +48,7 @@ async def settle_language(request: Request, response: Response, user_id: int) ->
     return response
 
 
+@describe("Choose the language of the pages", form=LanguageForm, responses={303: REDIRECT})
 async def switch_language(request: Request) -> Response:
     """Show this browser (and the signed-in account, for next time) the chosen language."""
     form = await request.form()
@@ -63,6 +66,10 @@ async def switch_language(request: Request) -> Response:
     return response
 
 
+@describe(
+    "The scripts' messages in a language",
+    responses={200: Media("text/javascript", "the catalogue, as a script"), 404: TEXT},
+)
 async def scripts_catalogue(request: Request) -> Response:
     language = request.path_params["language"]
     if language not in available_languages():

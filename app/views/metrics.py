@@ -6,10 +6,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import TEXT, describe
 from app.i18n import gettext as _
 from app.services import services_of
 
 
+@describe("Prometheus metrics (with metrics.token set, for its bearer)", responses={200: TEXT})
 async def metrics(request: Request) -> Response:
     exporter = services_of(request).metrics
     if exporter.settings.token is None:

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import PAGE, REDIRECT, describe
+from app.api.forms import MotdForm, NoFields, PoolForm, PoolMembersForm, PoolVmsForm, StraightForm, Toast
 from app.broker import people
 from app.broker import pools as store
 from app.broker.preferences import (
@@ -42,6 +44,7 @@ def _ints(values: list[Any]) -> list[int]:
 
 
 @admin_required
+@describe("The pools", query=Toast, responses={200: PAGE})
 async def index(request: Request) -> Response:
     db = services_of(request).db
     rows = await store.list_pools(db)
@@ -113,11 +116,13 @@ async def schedule_form_failed(
 
 
 @admin_required
+@describe("The new-pool form", responses={200: PAGE})
 async def new(request: Request) -> Response:
     return await _edit_page(request, None, None)
 
 
 @admin_required
+@describe("Make a pool", form=PoolForm, responses={303: REDIRECT, 400: PAGE})
 async def create(request: Request) -> Response:
     services = services_of(request)
     settings = store.PoolSettings.from_form(await request.form())
@@ -131,6 +136,7 @@ async def create(request: Request) -> Response:
 
 
 @admin_required
+@describe("A pool: settings and members", query=Toast, responses={200: PAGE, 303: REDIRECT})
 async def show(request: Request) -> Response:
     pool = await store.get_pool(services_of(request).db, _id(request))
     if pool is None:
@@ -139,6 +145,7 @@ async def show(request: Request) -> Response:
 
 
 @admin_required
+@describe("Change a pool's settings", form=PoolForm, responses={303: REDIRECT, 400: PAGE})
 async def update(request: Request) -> Response:
     services = services_of(request)
     pool = await store.get_pool(services.db, _id(request))
@@ -174,6 +181,7 @@ async def _apply_policy(request: Request, pool_id: int, vm_ids: list[int] | None
 
 
 @admin_required
+@describe("Add desktops to the pool", form=PoolVmsForm, responses={303: REDIRECT, 409: PAGE})
 async def add_vms(request: Request) -> Response:
     services = services_of(request)
     pool = await store.get_pool(services.db, _id(request))
@@ -200,6 +208,7 @@ async def add_vms(request: Request) -> Response:
 
 
 @admin_required
+@describe("Take a desktop out of the pool", form=NoFields, responses={303: REDIRECT, 409: PAGE})
 async def remove_vm(request: Request) -> Response:
     services = services_of(request)
     pool = await store.get_pool(services.db, _id(request))
@@ -214,6 +223,7 @@ async def remove_vm(request: Request) -> Response:
 
 
 @admin_required
+@describe("Set who may use the pool", form=PoolMembersForm, responses={303: REDIRECT})
 async def members(request: Request) -> Response:
     services = services_of(request)
     pool = await store.get_pool(services.db, _id(request))
@@ -229,6 +239,7 @@ async def members(request: Request) -> Response:
 
 
 @admin_required
+@describe("What deleting the pool does, to confirm", responses={200: PAGE, 303: REDIRECT})
 async def confirm_delete(request: Request) -> Response:
     db = services_of(request).db
     pool = await store.get_pool(db, _id(request))
@@ -248,6 +259,7 @@ async def confirm_delete(request: Request) -> Response:
 
 
 @admin_required
+@describe("Delete the pool", form=NoFields, responses={303: REDIRECT, 409: PAGE})
 async def delete(request: Request) -> Response:
     services = services_of(request)
     pool = await store.get_pool(services.db, _id(request))
@@ -262,6 +274,7 @@ async def delete(request: Request) -> Response:
 
 
 @admin_required
+@describe("Set the portal's message of the day", form=MotdForm, responses={303: REDIRECT})
 async def save_motd(request: Request) -> Response:
     services = services_of(request)
     text = str((await request.form()).get("motd", "")).strip()
@@ -275,6 +288,7 @@ async def save_motd(request: Request) -> Response:
 
 
 @admin_required
+@describe("Open a user's sole desktop at log-in in every pool", form=StraightForm, responses={303: REDIRECT})
 async def save_straight(request: Request) -> Response:
     services = services_of(request)
     everywhere = str((await request.form()).get("straight_to_desktop", "")) == "1"

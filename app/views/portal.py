@@ -10,7 +10,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from app.api.bodies import DesktopRequest, UserPower
+from app.api.describe import EMPTY, PAGE, REDIRECT, describe
+from app.api.forms import NoFields, PortalLoginForm
 from app.api.reader import read_body
+from app.api.responses import BrokerPools, ConsoleGrantBody, LeaseExpiry, PowerStarted
 from app.auth.login import MAX_USERNAME, Refusal
 from app.auth.session import end_session, start_session
 from app.broker.catalog import straight_target
@@ -23,8 +26,9 @@ from app.db.records import LeaseRecord
 from app.i18n import gettext as _
 from app.proxy.service import ConsoleError, ConsoleGrant
 from app.services import services_of
-from app.views.api_broker import desktop_response, error
+from app.views.api_broker import DESKTOP_ANSWERS, desktop_response, error
 from app.views.consoles import (
+    VV,
     console_page,
     cross_site_navigation,
     error_response,
@@ -50,6 +54,7 @@ async def _login_context(request: Request, **extra: Any) -> dict[str, Any]:
     }
 
 
+@describe("The portal's log-in page", responses={200: PAGE, 303: REDIRECT})
 async def login_page(request: Request) -> Response:
     user = await current_user(request)
     if user is not None and user.role == "client":
@@ -57,6 +62,11 @@ async def login_page(request: Request) -> Response:
     return render(request, "portal/login.html", await _login_context(request))
 
 
+@describe(
+    "Log in to the portal",
+    form=PortalLoginForm,
+    responses={303: REDIRECT, 400: PAGE, 401: PAGE, 429: PAGE, 503: PAGE},
+)
 async def login_submit(request: Request) -> Response:
     services = services_of(request)
     form, outcome = await log_in_from_form(request, "portal")
@@ -74,6 +84,7 @@ async def login_submit(request: Request) -> Response:
     )
 
 
+@describe("Log out of the portal", form=NoFields, responses={303: REDIRECT})
 async def logout(request: Request) -> Response:
     user = await current_user(request)
     if user is not None:
@@ -85,6 +96,7 @@ async def logout(request: Request) -> Response:
 
 
 @client_required
+@describe("The user's desktops", responses={200: PAGE})
 async def home(request: Request) -> Response:
     services = services_of(request)
     user = request.state.user
@@ -104,6 +116,7 @@ async def home(request: Request) -> Response:
 
 
 @client_required
+@describe("The user's pools (for the portal page)", responses={200: BrokerPools})
 async def pools_json(request: Request) -> Response:
     user = request.state.user
     pools = await services_of(request).broker.catalog.pools_for(user.id, user.groups)
@@ -118,6 +131,7 @@ def _int(request: Request, name: str) -> int:
 
 
 @client_required
+@describe("Get a desktop of the pool", body=DesktopRequest, body_required=False, responses=DESKTOP_ANSWERS)
 async def request_desktop(request: Request) -> Response:
     services = services_of(request)
     user = request.state.user
@@ -163,6 +177,7 @@ async def _grant(request: Request) -> ConsoleGrant:
 
 
 @client_required
+@describe("The HTML5 console of the user's desktop", responses={200: PAGE, 403: PAGE})
 async def console(request: Request) -> Response:
     """The HTML5 console of the user's own desktop; its heartbeats keep the lease."""
     held = await _held_desktop(request)
@@ -191,6 +206,10 @@ async def console(request: Request) -> Response:
 
 
 @client_required
+@describe(
+    "A console ticket (HttpOnly cookie) and SPICE password for the console page",
+    responses={200: ConsoleGrantBody},
+)
 async def open_console(request: Request) -> Response:
     """A console ticket (HttpOnly cookie) and SPICE password (JSON) for the console page."""
     # JSON only, and the CSRF token must come in the header (the middleware checked its value).
@@ -206,6 +225,7 @@ async def open_console(request: Request) -> Response:
 
 
 @client_required
+@describe("A .vv file of the user's desktop for remote-viewer", form=NoFields, responses={200: VV})
 async def download_vv(request: Request) -> Response:
     """A .vv file for remote-viewer (the portal's and the console page's forms): a fresh console
     ticket and SPICE password, so a POST (CSRF-checked), never a link another site could follow."""
@@ -222,6 +242,7 @@ async def download_vv(request: Request) -> Response:
 
 
 @client_required
+@describe("Power action on the user's desktop", body=UserPower, responses={202: PowerStarted})
 async def power(request: Request) -> Response:
     services = services_of(request)
     action = (await read_body(request, UserPower)).action
@@ -246,6 +267,7 @@ async def power(request: Request) -> Response:
 
 
 @client_required
+@describe("Keep the lease of the desktop alive", responses={200: LeaseExpiry})
 async def heartbeat(request: Request) -> Response:
     """Keeps the lease of an open desktop alive (portal page and console page call it)."""
     services = services_of(request)
@@ -262,6 +284,7 @@ async def heartbeat(request: Request) -> Response:
 
 
 @client_required
+@describe("Give the desktop back", responses={204: EMPTY})
 async def release(request: Request) -> Response:
     services = services_of(request)
     user = request.state.user

@@ -6,6 +6,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import PAGE, REDIRECT, describe
+from app.api.forms import NoFields, Toast
 from app.broker.leases import active_sessions
 from app.cluster.census import OpenConsole
 from app.i18n import gettext as _
@@ -15,6 +17,7 @@ from app.views.guards import admin_required
 
 
 @admin_required
+@describe("Who holds which desktop, with open consoles", query=Toast, responses={200: PAGE})
 async def index(request: Request) -> Response:
     services = services_of(request)
     # Open console sessions per (user, desktop), on any replica: in a browser ("websocket") or
@@ -36,6 +39,7 @@ async def index(request: Request) -> Response:
 
 
 @admin_required
+@describe("End a session (the lease; its consoles close)", form=NoFields, responses={303: REDIRECT})
 async def end(request: Request) -> Response:
     services = services_of(request)
     ended = await services.broker.end_session(

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.api.describe import PAGE, describe
 from app.views.forms import render
 from app.views.guards import admin_required
 
@@ -17,6 +18,7 @@ UPCOMING: dict[str, tuple[str, str, str, str]] = {}
 
 
 @admin_required
+@describe("An area still to come", responses={200: PAGE})
 async def upcoming_page(request: Request) -> Response:
     key, title, icon, description = UPCOMING[request.url.path]
     return render(

@@ -6,6 +6,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import PAGE, REDIRECT, describe
+from app.api.forms import DisableForm, GroupForm, NewUserForm, NoFields, Toast
 from app.auth.accounts import AccountError
 from app.auth.passwords import WeakPasswordError
 from app.broker import people
@@ -40,11 +42,15 @@ async def _page(request: Request, status_code: int = 200, **context: object) -> 
 
 
 @admin_required
+@describe("Users and directory groups", query=Toast, responses={200: PAGE})
 async def index(request: Request) -> Response:
     return await _page(request, toast=request.query_params.get("toast", ""))
 
 
 @admin_required
+@describe(
+    "Make a local account (its password is shown once)", form=NewUserForm, responses={200: PAGE, 400: PAGE}
+)
 async def create(request: Request) -> Response:
     services = services_of(request)
     form = await request.form()
@@ -61,6 +67,7 @@ async def create(request: Request) -> Response:
 
 
 @admin_required
+@describe("Disable or enable an account", form=DisableForm, responses={303: REDIRECT, 409: PAGE})
 async def toggle(request: Request) -> Response:
     services = services_of(request)
     form = await request.form()
@@ -77,6 +84,7 @@ async def toggle(request: Request) -> Response:
 
 
 @admin_required
+@describe("Reset an account's password (shown once)", form=NoFields, responses={200: PAGE, 409: PAGE})
 async def reset(request: Request) -> Response:
     services = services_of(request)
     try:
@@ -90,6 +98,7 @@ async def reset(request: Request) -> Response:
 
 
 @admin_required
+@describe("What deleting the account does, to confirm", responses={200: PAGE, 303: REDIRECT})
 async def confirm_delete(request: Request) -> Response:
     user = await people.get_user(services_of(request).db, _id(request))
     if user is None:
@@ -102,6 +111,7 @@ async def confirm_delete(request: Request) -> Response:
 
 
 @admin_required
+@describe("Delete an account", form=NoFields, responses={303: REDIRECT, 409: PAGE})
 async def delete(request: Request) -> Response:
     services = services_of(request)
     try:
@@ -113,6 +123,7 @@ async def delete(request: Request) -> Response:
 
 
 @admin_required
+@describe("Register a directory group", form=GroupForm, responses={303: REDIRECT, 400: PAGE})
 async def add_group(request: Request) -> Response:
     services = services_of(request)
     form = await request.form()
@@ -126,6 +137,7 @@ async def add_group(request: Request) -> Response:
 
 
 @admin_required
+@describe("Unregister a directory group", form=NoFields, responses={303: REDIRECT, 404: PAGE})
 async def delete_group(request: Request) -> Response:
     services = services_of(request)
     try:

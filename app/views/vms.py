@@ -10,6 +10,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import EMPTY, PAGE, PNG, REDIRECT, describe
+from app.api.forms import (
+    NewInitialForm,
+    NewInitialQuery,
+    NewVdiForm,
+    NewVdiQuery,
+    NewVmForm,
+    NewVmQuery,
+    RowsQuery,
+    ThumbnailQuery,
+    VmListingQuery,
+)
 from app.broker.pools import list_pools
 from app.hyper import DiskFile
 from app.i18n import gettext as _
@@ -72,6 +84,7 @@ async def _table_page(request: Request, service: VmService) -> dict[str, Any]:
 
 
 @admin_required
+@describe("The VM table", query=VmListingQuery, responses={200: PAGE, 503: PAGE})
 async def index(request: Request) -> Response:
     services = services_of(request)
     service = services.vms
@@ -94,12 +107,14 @@ async def index(request: Request) -> Response:
 
 
 @admin_required
+@describe("The VM table's body (for live updates)", query=VmListingQuery, responses={200: PAGE})
 async def table_fragment(request: Request) -> Response:
     """The table for the page's query (filters, sorting, page), for the live page."""
     return render(request, "vms/_table.html", await _table_page(request, vm_service(request)))
 
 
 @admin_required
+@describe("Table rows of some VMs (for live updates)", query=RowsQuery, responses={200: PAGE})
 async def rows_fragment(request: Request) -> Response:
     """Rows of the VMs ``?ids=1,2,3`` that still exist (a live page refreshes many rows at once)."""
     wanted = [
@@ -115,6 +130,7 @@ async def rows_fragment(request: Request) -> Response:
 
 
 @admin_required
+@describe("The VM's latest screenshot", query=ThumbnailQuery, responses={200: PNG, 404: EMPTY})
 async def thumbnail(request: Request) -> Response:
     service = vm_service(request)
     found = await service.thumbnails.get(int(request.path_params["vm_id"]))
@@ -214,6 +230,7 @@ async def _isos_for(request: Request, hypervisor_id: int | None) -> tuple[list[D
 
 
 @admin_required
+@describe("The new-VM form", query=NewVmQuery, responses={200: PAGE})
 async def new_vm(request: Request) -> Response:
     context = await _form_context(request)
     hypervisors = context["hypervisors"]
@@ -248,6 +265,7 @@ async def new_vm(request: Request) -> Response:
 
 
 @admin_required
+@describe("Make a VM or a batch", form=NewVmForm, responses={303: REDIRECT, 400: PAGE, 409: PAGE})
 async def new_vm_submit(request: Request) -> Response:
     form = await request.form()
     batch = form.get("mode") == "batch"
@@ -282,6 +300,7 @@ async def new_vm_submit(request: Request) -> Response:
 
 
 @admin_required
+@describe("The new-initial-VM form", query=NewInitialQuery, responses={200: PAGE})
 async def new_initial(request: Request) -> Response:
     context = await _form_context(request)
     source = request.query_params.get("source_id", "")
@@ -290,6 +309,9 @@ async def new_initial(request: Request) -> Response:
 
 
 @admin_required
+@describe(
+    "Make an initial VM from a source", form=NewInitialForm, responses={303: REDIRECT, 400: PAGE, 409: PAGE}
+)
 async def new_initial_submit(request: Request) -> Response:
     form = await request.form()
     data: dict[str, Any] = {"name": str(form.get("name", "")), "source_id": str(form.get("source_id", ""))}
@@ -309,6 +331,7 @@ async def new_initial_submit(request: Request) -> Response:
 
 
 @admin_required
+@describe("The new-VDI-machines form", query=NewVdiQuery, responses={200: PAGE})
 async def new_vdi(request: Request) -> Response:
     context = await _form_context(request)
     context["values"] = {"initial_id": request.query_params.get("initial_id", ""), "count": "3"}
@@ -316,6 +339,7 @@ async def new_vdi(request: Request) -> Response:
 
 
 @admin_required
+@describe("Make VDI machines", form=NewVdiForm, responses={303: REDIRECT, 400: PAGE, 409: PAGE})
 async def new_vdi_submit(request: Request) -> Response:
     form = await request.form()
     data = {

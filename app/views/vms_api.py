@@ -7,6 +7,7 @@ mapping each bad field to what to do.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,19 +21,38 @@ from app.api.bodies import (
     FixedAddress,
     Flags,
     Media,
+    NewBatchBody,
     NewInitialBody,
     NewVdiBody,
+    NewVmBody,
     Policy,
     Populate,
     StartConfirmed,
     VmPower,
     new_vm_model,
 )
-from app.api.reader import read_body, read_json, validate
+from app.api.describe import describe
+from app.api.queries import DeleteQuery, OperationFilter, VmFilter
+from app.api.reader import read_body, read_json, read_query, validate
+from app.api.responses import (
+    Deleted,
+    DeletePlanAnswer,
+    HypervisorOffers,
+    ImageList,
+    IsoList,
+    OperationAnswer,
+    OperationList,
+    VmAnswer,
+    VmChanged,
+    VmInventory,
+    VmList,
+    VmPowered,
+    VmsCreated,
+)
 from app.i18n import gettext as _
 from app.services import services_of
-from app.views.forms import client_address
-from app.views.guards import admin_required
+from app.views.forms import client_address, json_error
+from app.views.guards import admin_api
 from app.vms.errors import Invalid, VmError
 from app.vms.records import get_vm, list_vms
 from app.vms.service import VmService
@@ -51,24 +71,21 @@ def vm_service(request: Request) -> VmService:
 
 
 def error_response(exc: VmError) -> JSONResponse:
-    body: dict[str, Any] = {**exc.details, "error": exc.code, "message": exc.message}
-    if isinstance(exc, Invalid):
-        body["fields"] = exc.errors
-    return JSONResponse(body, status_code=exc.status)
+    fields = exc.errors if isinstance(exc, Invalid) else None
+    return json_error(exc.code, exc.message, exc.status, fields=fields, **exc.details)
 
 
 def api(endpoint: Handler) -> Handler:
-    """Admin only; VM errors become JSON answers."""
+    """Admin only (token or session); VM errors become JSON answers."""
 
-    @admin_required
+    @admin_api
+    @functools.wraps(endpoint)
     async def wrapped(request: Request) -> Response:
         try:
             return await endpoint(request)
         except VmError as exc:
             return error_response(exc)
 
-    wrapped.__name__ = endpoint.__name__
-    wrapped.__doc__ = endpoint.__doc__
     return wrapped
 
 
@@ -88,19 +105,20 @@ async def operation_json(request: Request, op_id: int | None) -> dict[str, Any] 
 
 
 @api
+@describe("VMs, by name", query=VmFilter, responses={200: VmInventory})
 async def list_all(request: Request) -> Response:
     db = services_of(request).db
-    hypervisor = request.query_params.get("hypervisor_id")
-    vms = await list_vms(db, hypervisor_id=int(hypervisor) if hypervisor and hypervisor.isdigit() else None)
+    vms = await list_vms(db, hypervisor_id=read_query(request, VmFilter).hypervisor_id)
     agents = vm_service(request).agents
     return JSONResponse({"vms": [{**vm.summary(), "guest": agents.summary_of(vm.id)} for vm in vms]})
 
 
 @api
+@describe("A VM, with its thumbnail version and current operation", responses={200: VmAnswer})
 async def get_one(request: Request) -> Response:
     vm = await get_vm(services_of(request).db, path_id(request))
     if vm is None:
-        return JSONResponse({"error": "not_found", "message": _("No such VM.")}, status_code=404)
+        return json_error("not_found", _("No such VM."), 404)
     service = vm_service(request)
     data = vm.summary()
     data["thumbnail"] = await service.thumbnails.version_of(vm.id)
@@ -120,6 +138,11 @@ async def _created(request: Request, created: Created) -> Response:
 
 
 @api
+@describe(
+    "Make a simple or source VM (name), or a batch (prefix and count)",
+    body=(NewVmBody, NewBatchBody),
+    responses={201: VmsCreated, 202: VmsCreated},
+)
 async def create(request: Request) -> Response:
     """A simple/source VM (``name``) or a batch (``prefix`` + ``count``)."""
     data = await read_json(request)
@@ -128,6 +151,11 @@ async def create(request: Request) -> Response:
 
 
 @api
+@describe(
+    "Make an initial (golden image) VM from a source VM; its disk is copied by an operation",
+    body=NewInitialBody,
+    responses={201: VmsCreated, 202: VmsCreated},
+)
 async def create_initial(request: Request) -> Response:
     spec = await read_body(request, NewInitialBody)
     created = await vm_service(request).create_initial(spec, actor=actor(request))
@@ -135,6 +163,9 @@ async def create_initial(request: Request) -> Response:
 
 
 @api
+@describe(
+    "Make VDI machines on this initial VM", body=NewVdiBody, responses={201: VmsCreated, 202: VmsCreated}
+)
 async def create_vdi(request: Request) -> Response:
     spec = (await read_body(request, NewVdiBody)).on(path_id(request))
     created = await vm_service(request).create_vdi(spec, actor=actor(request))
@@ -142,12 +173,18 @@ async def create_vdi(request: Request) -> Response:
 
 
 @api
+@describe("Copy the source VM's disk to this initial VM (an operation)", responses={202: OperationAnswer})
 async def copy_disk(request: Request) -> Response:
     op_id = await vm_service(request).copy_disk(path_id(request), actor=actor(request))
     return JSONResponse({"operation": await operation_json(request, op_id)}, status_code=202)
 
 
 @api
+@describe(
+    "Recreate the children's overlays and start each once (an operation)",
+    body=Populate,
+    responses={202: OperationAnswer},
+)
 async def populate(request: Request) -> Response:
     """Recreate the children's overlays and start each once; ``wait_first_boot`` waits for the boots."""
     body = await read_body(request, Populate)
@@ -161,6 +198,7 @@ async def populate(request: Request) -> Response:
 
 
 @api
+@describe("Power action on the VM", body=VmPower, responses={202: VmPowered})
 async def power(request: Request) -> Response:
     body = await read_body(request, StartConfirmed)
     vm = await vm_service(request).power(
@@ -174,6 +212,11 @@ async def power(request: Request) -> Response:
 
 
 @api
+@describe(
+    "Power action on every child of this initial VM (an operation)",
+    body=VmPower,
+    responses={202: OperationAnswer},
+)
 async def children_power(request: Request) -> Response:
     action = (await read_body(request, VmPower)).action
     op_id = await vm_service(request).mass_power(path_id(request), action, actor=actor(request))
@@ -181,6 +224,7 @@ async def children_power(request: Request) -> Response:
 
 
 @api
+@describe("Set the VM's maintenance, locked or volatile flag", body=Flags, responses={200: VmChanged})
 async def flags(request: Request) -> Response:
     changes = (await read_body(request, Flags)).changes()
     vm = await vm_service(request).set_flags(
@@ -190,6 +234,7 @@ async def flags(request: Request) -> Response:
 
 
 @api
+@describe("Set a flag on every child of this initial VM", body=Flags, responses={200: VmList})
 async def children_flags(request: Request) -> Response:
     changes = (await read_body(request, Flags)).changes()
     vms = await vm_service(request).set_children_flags(
@@ -199,6 +244,7 @@ async def children_flags(request: Request) -> Response:
 
 
 @api
+@describe("Classify an adopted VM (kind and parent)", body=Classify, responses={200: VmChanged})
 async def classify(request: Request) -> Response:
     body = await read_body(request, Classify)
     vm = await vm_service(request).classify(
@@ -212,6 +258,7 @@ async def classify(request: Request) -> Response:
 
 
 @api
+@describe("Insert an ISO image (iso_path) or eject (null)", body=Media, responses={200: VmChanged})
 async def media(request: Request) -> Response:
     """Insert (``iso_path``) or eject (null) the medium of CD-ROM ``drive`` 1 (default) or 2."""
     body = await read_body(request, Media)
@@ -227,6 +274,7 @@ async def media(request: Request) -> Response:
 
 
 @api
+@describe("Set the device policy of a VM in no pool", body=Policy, responses={200: VmChanged})
 async def policy(request: Request) -> Response:
     """A VM's device policy (in no pool): ``clipboard``, ``file_transfer`` (bool), ``usb_redirect`` (0-4)."""
     body = await read_body(request, Policy)
@@ -240,6 +288,11 @@ async def policy(request: Request) -> Response:
 
 
 @api
+@describe(
+    "Give the VM a fixed IPv4 address in the DHCP export (null or empty removes it)",
+    body=FixedAddress,
+    responses={200: VmChanged},
+)
 async def fixed_address(request: Request) -> Response:
     """The VM's fixed IPv4 address in the DHCP export: ``fixed_address`` (null or "" removes it)."""
     body = await read_body(request, FixedAddress)
@@ -250,28 +303,38 @@ async def fixed_address(request: Request) -> Response:
 
 
 @api
+@describe(
+    "What VMs on this hypervisor can have (UEFI, Secure Boot, TPM, CPU modes), and why not",
+    responses={200: HypervisorOffers},
+)
 async def capabilities(request: Request) -> Response:
     """What VMs here can have (UEFI, Secure Boot, TPM, CPU modes), per domain type, and why not."""
     offers = await vm_service(request).offers(path_id(request, "hypervisor_id"))
     return JSONResponse(offers)
 
 
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).lower() in ("1", "true", "yes", "on")
-
-
 @api
+@describe(
+    "What a deletion would destroy: VM names and files, to confirm",
+    query=DeleteQuery,
+    responses={200: DeletePlanAnswer},
+)
 async def delete_plan(request: Request) -> Response:
     """What a deletion would destroy: VM names and file paths, for the confirmation."""
+    query = read_query(request, DeleteQuery)
     plan = await vm_service(request).plan_delete(
-        path_id(request),
-        with_children=_truthy(request.query_params.get("with_children")),
-        remove_disks=_truthy(request.query_params.get("remove_disks")),
+        path_id(request), with_children=query.with_children, remove_disks=query.remove_disks
     )
     return JSONResponse({"plan": plan.summary()})
 
 
 @api
+@describe(
+    "Delete the VM (and its children, and its disks, as confirmed)",
+    body=Delete,
+    responses={200: Deleted, 202: Deleted},
+    description="confirm_vms and confirm_files must be exactly the plan's (GET .../delete-plan).",
+)
 async def delete(request: Request) -> Response:
     body = await read_body(request, Delete)
     plan, op_id = await vm_service(request).delete(
@@ -290,27 +353,31 @@ async def delete(request: Request) -> Response:
 
 
 @api
+@describe("Recent operations, newest first", query=OperationFilter, responses={200: OperationList})
 async def operations(request: Request) -> Response:
-    active = _truthy(request.query_params.get("active"))
+    active = read_query(request, OperationFilter).active
     found = await vm_service(request).operations.recent(limit=100, active_only=active)
     return JSONResponse({"operations": [op.summary() for op in found]})
 
 
 @api
+@describe("An operation and its progress", responses={200: OperationAnswer})
 async def operation(request: Request) -> Response:
     found = await vm_service(request).operations.get(path_id(request, "op_id"))
     if found is None:
-        return JSONResponse({"error": "not_found", "message": _("No such operation.")}, status_code=404)
+        return json_error("not_found", _("No such operation."), 404)
     return JSONResponse({"operation": found.summary()})
 
 
 @api
+@describe("The ISO images of the hypervisor's ISO directory", responses={200: IsoList})
 async def isos(request: Request) -> Response:
     found = await vm_service(request).list_isos(path_id(request, "hypervisor_id"))
     return JSONResponse({"isos": [{"path": iso.path, "name": iso.name, "size": iso.size} for iso in found]})
 
 
 @api
+@describe("The images of the hypervisor's images directory a new VM may start on", responses={200: ImageList})
 async def images(request: Request) -> Response:
     found = await vm_service(request).list_images(path_id(request, "hypervisor_id"))
     return JSONResponse({"images": [image.summary() for image in found]})

@@ -1,0 +1,169 @@
+"""Personal API tokens: how an administrator's scripts use the admin API.
+
+An administrator makes a token on the API tokens page (or through the API): a name, an
+optional expiry, and optionally read-only (GET only). The token is shown once; the
+database keeps its SHA-256 (256 random bits need no slow hash) in ``api_tokens`` with
+``kind = "personal"``. A token works only while its user is an enabled administrator; it
+ends when revoked, when it expires, when the user's password is changed or reset, or
+when the user is disabled or deleted. It authenticates alone: requests carrying it bring
+no cookie and need no CSRF token (see :mod:`app.auth.bearer`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from databases import Database
+
+from app.broker.tokens import token_hash
+from app.clock import utcnow
+from app.db.schema import api_tokens, users
+
+# Recognisable in a leaked configuration file or a log scan; the rest is 256 random bits.
+PREFIX = "kvd_"
+# Record a token's last use at most this often (seconds): no database write per request.
+LAST_USED_RESOLUTION = 60
+MAX_NAME = 64
+
+
+@dataclass(frozen=True)
+class PersonalToken:
+    id: int
+    user_id: int
+    username: str
+    display_name: str
+    source: str
+    name: str
+    read_only: bool
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    client_address: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> PersonalToken:
+        return cls(
+            id=row.id,
+            user_id=row.user_id,
+            username=row.username,
+            display_name=row.display_name,
+            source=row.source,
+            name=row.name,
+            read_only=bool(row.read_only),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            last_used_at=row.last_used_at,
+            client_address=row.client_address,
+        )
+
+
+def _columns() -> list[Any]:
+    return [
+        api_tokens.c.id,
+        api_tokens.c.user_id,
+        api_tokens.c.name,
+        api_tokens.c.read_only,
+        api_tokens.c.created_at,
+        api_tokens.c.expires_at,
+        api_tokens.c.last_used_at,
+        api_tokens.c.client_address,
+        users.c.username,
+        users.c.display_name,
+        users.c.source,
+    ]
+
+
+def _live(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        api_tokens.c.kind == "personal",
+        api_tokens.c.revoked_at.is_(None),
+        sa.or_(api_tokens.c.expires_at.is_(None), api_tokens.c.expires_at > now),
+    )
+
+
+async def create_token(
+    db: Database,
+    user_id: int,
+    name: str,
+    *,
+    read_only: bool = False,
+    expires_in_days: int | None = None,
+    client_address: str = "",
+) -> tuple[str, PersonalToken]:
+    """A new token: the secret (returned here once, never stored) and its record."""
+    secret = PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
+    token_id = await db.execute(
+        api_tokens.insert().values(
+            token_hash=token_hash(secret),
+            user_id=user_id,
+            kind="personal",
+            name=name.strip()[:MAX_NAME],
+            read_only=read_only,
+            client_address=client_address[:64],
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    found = await get_token(db, int(token_id))
+    assert found is not None
+    return secret, found
+
+
+async def get_token(db: Database, token_id: int, *, user_id: int | None = None) -> PersonalToken | None:
+    """A live personal token (of ``user_id`` when given)."""
+    query = (
+        sa.select(*_columns())
+        .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
+        .where(api_tokens.c.id == token_id, _live(utcnow()))
+    )
+    if user_id is not None:
+        query = query.where(api_tokens.c.user_id == user_id)
+    row = await db.fetch_one(query)
+    return PersonalToken.from_row(row) if row is not None else None
+
+
+async def list_tokens(db: Database, *, user_id: int | None = None) -> list[PersonalToken]:
+    """Live personal tokens, newest first (of one administrator, or of all)."""
+    query = (
+        sa.select(*_columns())
+        .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
+        .where(_live(utcnow()))
+        .order_by(api_tokens.c.id.desc())
+    )
+    if user_id is not None:
+        query = query.where(api_tokens.c.user_id == user_id)
+    return [PersonalToken.from_row(row) for row in await db.fetch_all(query)]
+
+
+async def revoke(db: Database, token_id: int) -> None:
+    await db.execute(
+        api_tokens.update()
+        .where(
+            api_tokens.c.id == token_id, api_tokens.c.kind == "personal", api_tokens.c.revoked_at.is_(None)
+        )
+        .values(revoked_at=utcnow())
+    )
+
+
+async def authenticate(db: Database, secret: str) -> PersonalToken | None:
+    """The live token of an enabled administrator whose secret this is, or ``None``."""
+    if not secret.startswith(PREFIX) or len(secret) > 128:
+        return None
+    now = utcnow()
+    row = await db.fetch_one(
+        sa.select(*_columns(), users.c.role, users.c.disabled)
+        .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
+        .where(api_tokens.c.token_hash == token_hash(secret), _live(now))
+    )
+    if row is None or row.disabled or row.role != "admin":
+        return None
+    token = PersonalToken.from_row(row)
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() >= LAST_USED_RESOLUTION:
+        await db.execute(api_tokens.update().where(api_tokens.c.id == token.id).values(last_used_at=now))
+    return token
