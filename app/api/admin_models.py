@@ -3,6 +3,8 @@ API tokens, pools, accounts, directory groups, sessions, audit, usage and retent
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from app.api.out import Out, UtcTime
@@ -44,3 +46,23 @@ class TokenCreated(Out):
 
     secret: str = Field(description="send it as Authorization: Bearer <secret>")
     token: TokenRecord
+
+
+# --- audit ----------------------------------------------------------------------------------------
+
+
+class AuditRecordOut(Out):
+    id: int
+    at: UtcTime
+    actor: str
+    action: str
+    target: str
+    client_address: str
+    details: dict[str, Any] = Field(description="what else the action names; never a secret")
+
+
+class AuditPageOut(Out):
+    """Audit records, newest first, one page."""
+
+    records: list[AuditRecordOut]
+    next_before: int | None = Field(description="pass as before= for the next page; null on the last")

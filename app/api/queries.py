@@ -6,6 +6,7 @@ Read with :func:`app.api.reader.read_query`: values arrive as text and are conve
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,3 +33,13 @@ class OperationFilter(Query):
 
 class TokenFilter(Query):
     all: bool = Field(default=False, description="every administrator's tokens, not only yours")
+
+
+class AuditQuery(Query):
+    actor: str | None = Field(default=None, max_length=128, description="who did it (user name)")
+    action: str | None = Field(default=None, max_length=64, description="e.g. vm_power, login_failed")
+    target: str | None = Field(default=None, max_length=255, description="what it was done to (a name)")
+    since: datetime | None = Field(default=None, description="at or after this time (UTC)")
+    until: datetime | None = Field(default=None, description="before this time (UTC)")
+    before: Id | None = Field(default=None, description="the next page: the next_before of the previous one")
+    limit: int = Field(default=100, ge=1, le=500, description="records per page")
