@@ -1,0 +1,190 @@
+"""Every page, form and JSON endpoint, fuzzed from the generated OpenAPI description.
+
+schemathesis generates requests from the description of every route (valid bodies and
+queries, then invalid ones) and sends them as an administrator, as a portal user (its
+session for the portal, its broker token for the broker API) and without credentials.
+No answer may be a server error, no request may go unanswered, and the dashboard serves
+its pages to the same sessions afterwards. A fixed number of examples per operation,
+derandomized: a run is reproducible and bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from schemathesis import GenerationMode
+
+from app.api.openapi import openapi_document
+from app.clock import utcnow
+from app.db.schema import hypervisors
+from tests.broker.records import CLIENT_PASSWORD, add_client, add_pool, add_vm
+from tests.conftest import fresh_database, selected_database
+from tests.dashboard import BrowserLikeClient, RunningDashboard, make_settings, start_dashboard
+from tests.fuzzing import MODES, Caller, Findings, fuzz
+
+# Generated requests per operation and generation mode (valid, invalid), per caller.
+EXAMPLES = 1
+# Logging out ends the caller's own session: the rest of its run would only see refusals.
+LOG_OUTS = {("POST", "/logout"), ("POST", "/client/logout"), ("POST", "/api/v1/logout")}
+# A generated hypervisor record could name directories anywhere on the test machine, where
+# the VMs fuzzed next would write their disks: the administrator does not send these (the
+# hostile-input corpus and their own tests cover them; the other callers are refused).
+HYPERVISOR_RECORDS = {
+    ("POST", "/hypervisors/new"),
+    ("POST", "/hypervisors/{hypervisor_id}/edit"),
+    ("POST", "/api/v1/admin/hypervisors"),
+    ("PATCH", "/api/v1/admin/hypervisors/{hypervisor_id}"),
+}
+# Log-ins are for callers without a session (and the slowest operations: a password hash each).
+LOG_INS = {("POST", "/login"), ("POST", "/client/login"), ("POST", "/api/v1/login")}
+
+
+@dataclass
+class Fuzzed:
+    dashboard: RunningDashboard
+    admin: BrowserLikeClient
+    portal: BrowserLikeClient
+    broker_token: str
+    document: dict[str, Any]
+    # The account the /users/{user_id}/... forms act on: neither caller's own.
+    victim: int
+    hypervisor_id: int
+    ghost_vm_id: int
+
+
+@pytest.fixture(scope="module")
+async def fuzzed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Fuzzed]:
+    """One dashboard with one of everything (a hypervisor, a desktop, a pool and its user)."""
+    tmp = tmp_path_factory.mktemp("fuzz")
+    url = fresh_database(selected_database(request.config), request, tmp)
+    dashboard = await start_dashboard(make_settings(tmp / "var", url, server={"keepalive_timeout": 120}))
+    try:
+        services = dashboard.services
+        # Its directories are the test's own (the ISO directory is missing, as on a fresh host):
+        # what the fuzzed VM forms make lands there.
+        for name in ("images", "volatile"):
+            (tmp / name).mkdir()
+        hv = await services.db.execute(
+            hypervisors.insert().values(
+                name="hv1",
+                transport="test",
+                libvirt_uri="test:///default",
+                state="up",
+                created_at=utcnow(),
+                images_dir=str(tmp / "images"),
+                volatile_dir=str(tmp / "volatile"),
+                iso_dir=str(tmp / "isos"),
+            )
+        )
+        await services.hypervisors.reload(hv)
+        await services.hypervisors.wait_for_state(hv, "up", 30)
+        admin = await dashboard.admin()
+        # A VM row whose domain the hypervisor does not hold (removed outside the dashboard).
+        vm = await add_vm(services.db, "ghost-vm", hv, kind="simple")
+        user = await add_client(services.db, "fuzzy")
+        await add_pool(services.db, "fuzz-pool", [vm], [user])
+        victim = await add_client(services.db, "victim")
+        async with httpx.AsyncClient(base_url=dashboard.url, timeout=60) as http:
+            login = await http.post("/api/v1/login", json={"username": "fuzzy", "password": CLIENT_PASSWORD})
+        assert login.status_code == 200, login.text
+        portal = dashboard.client()
+        assert (await portal.login("fuzzy", CLIENT_PASSWORD, path="/client/login")).status_code == 303
+        # Every route the app serves over HTTP: pages and forms as well as both APIs.
+        document = openapi_document(
+            dashboard.app.routes, title="everything", description="", include=lambda _path: True
+        )
+        yield Fuzzed(dashboard, admin, portal, login.json()["token"], document, victim, hv, vm)
+    finally:
+        await dashboard.stop()
+
+
+def _session_caller(name: str, client: BrowserLikeClient, extra: Mapping[str, str] | None = None) -> Caller:
+    assert client.csrf is not None
+    csrf = {"X-CSRF-Token": client.csrf}
+
+    def headers(path: str) -> Mapping[str, str]:
+        return {**csrf, **(extra if extra is not None and path.startswith("/api/v1/") else {})}
+
+    return Caller(name, cookies=dict(client.http.cookies.items()), headers=headers)
+
+
+async def _run(
+    fuzzed: Fuzzed, caller: Caller, modes: tuple[GenerationMode, ...], skip: set[tuple[str, str]]
+) -> Findings:
+    return await asyncio.to_thread(
+        fuzz,
+        fuzzed.document,
+        fuzzed.dashboard.url,
+        caller,
+        examples=EXAMPLES,
+        modes=modes,
+        path_parameters={"user_id": fuzzed.victim},
+        skip=lambda method, path: (method, path) in skip,
+    )
+
+
+async def _still_serving(fuzzed: Fuzzed) -> None:
+    """The pages answer afterwards, to the sessions that were fuzzing."""
+    assert (await fuzzed.admin.get("/")).status_code == 200
+    assert (await fuzzed.admin.get("/api/v1/admin/vms")).status_code == 200
+    assert (await fuzzed.portal.get("/client")).status_code == 200
+
+
+# What the fuzzing found, each held by its own test (before the fuzzing changes the dashboard).
+
+
+async def test_a_missing_iso_directory_is_the_admins_to_fix_not_a_server_error(fuzzed: Fuzzed) -> None:
+    answer = await fuzzed.admin.get(f"/api/v1/admin/hypervisors/{fuzzed.hypervisor_id}/isos")
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == "iso_dir_missing"
+    assert "does not exist on the hypervisor" in answer.json()["message"]
+    # A new VM naming an ISO there is refused on its field, as any ISO not on the list is.
+    made = await fuzzed.admin.post(
+        "/api/v1/admin/vms",
+        json={"name": "iso-vm", "hypervisor_id": fuzzed.hypervisor_id, "iso_path": "/isos/x.iso"},
+    )
+    assert made.status_code == 400 and "iso_path" in made.json()["fields"], made.text
+
+
+async def test_a_vm_whose_domain_was_removed_elsewhere_is_refused_saying_so(fuzzed: Fuzzed) -> None:
+    vm = fuzzed.ghost_vm_id
+    answer = await fuzzed.admin.post(f"/api/v1/admin/vms/{vm}/power", json={"action": "start"})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == "domain_missing"
+    assert "ghost-vm has no domain on hv1" in answer.json()["message"]
+
+
+@pytest.mark.parametrize("who", ["admin", "portal user", "anonymous"])
+async def test_no_generated_request_gets_a_server_error(fuzzed: Fuzzed, who: str) -> None:
+    modes: tuple[GenerationMode, ...] = MODES
+    if who == "admin":
+        caller = _session_caller(who, fuzzed.admin)
+    elif who == "portal user":
+        caller = _session_caller(who, fuzzed.portal, {"Authorization": f"Bearer {fuzzed.broker_token}"})
+    else:
+        # Without credentials every guarded operation refuses before reading its inputs (the
+        # hostile-input corpus covers bodies sent before authentication).
+        caller, modes = Caller(who), (GenerationMode.POSITIVE,)
+    skip = LOG_OUTS if who == "anonymous" else LOG_OUTS | LOG_INS
+    if who == "admin":
+        skip |= HYPERVISOR_RECORDS
+    found = await _run(fuzzed, caller, modes, skip)
+    slowest = sorted(found.seconds.items(), key=lambda item: -item[1])[:12]
+    print(f"{who}: {sum(found.sent.values())} requests, {dict(found.statuses)}, slowest {slowest}")
+    assert found.failures == [], "\n".join(found.failures)
+    operations = len(found.sent)
+    described = sum(len(ops) for ops in fuzzed.document["paths"].values())
+    assert operations == described - len(skip)
+    # The requests reached the handlers, not only the guards.
+    if who == "anonymous":
+        assert set(found.statuses) & {200, 303, 401, 403}
+    else:
+        assert found.statuses[200] > 0, found.statuses
+    await _still_serving(fuzzed)
