@@ -3,7 +3,7 @@ API tokens, pools, accounts, directory groups, sessions, audit, usage and retent
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -46,6 +46,51 @@ class TokenCreated(Out):
 
     secret: str = Field(description="send it as Authorization: Bearer <secret>")
     token: TokenRecord
+
+
+# --- pool schedules -------------------------------------------------------------------------------
+
+
+class ScheduleRun(Out):
+    at: str | None = Field(description="when it started, ISO 8601 in the dashboard's time zone")
+    finished_at: str | None
+    status: str | None
+    result: str | None
+
+
+class ScheduleOut(Out):
+    id: int
+    pool_id: int
+    kind: Literal["keep_ready", "power_off", "reset", "populate"]
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]]
+    at: str = Field(description="HH:MM in the dashboard's time zone")
+    until: str | None = Field(description="keep_ready: when the window closes (HH:MM)")
+    count: int = Field(description="keep_ready: how many desktops to keep started")
+    enabled: bool
+    description: str
+    time_zone: str
+    next_run: str | None = Field(description="ISO 8601 in the dashboard's time zone; null when disabled")
+    window_open: bool
+    last_run: ScheduleRun | None
+
+
+class ScheduleList(Out):
+    """The pool's schedules."""
+
+    schedules: list[ScheduleOut]
+    time_zone: str
+
+
+class ScheduleAnswer(Out):
+    """The schedule."""
+
+    schedule: ScheduleOut
+
+
+class ScheduleDeleted(Out):
+    """The schedule is gone."""
+
+    deleted: int
 
 
 # --- audit ----------------------------------------------------------------------------------------

@@ -122,5 +122,5 @@ async def api_error(request: Request, exc: Exception) -> JSONResponse:
     return exc.response()
 
 
-def not_found(what: str, ident: object) -> ApiError:
-    return ApiError(404, "not_found", f"There is no {what} with id {ident}.")
+def not_found(message: str) -> ApiError:
+    return ApiError(404, "not_found", message)

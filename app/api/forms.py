@@ -172,6 +172,24 @@ class GroupForm(Form):
     description: str = ""
 
 
+class ScheduleForm(Form):
+    # keep_ready, power_off, reset or populate
+    kind: str = ""
+    # mon … sun, repeated
+    days: list[str] = []
+    # HH:MM in the dashboard's time zone
+    at: str = ""
+    until: str = ""
+    count: str = ""
+    # "on" when ticked (absent: on)
+    enabled: str = ""
+
+
+class ScheduleActionForm(Form):
+    # enable, disable or delete
+    action: str = ""
+
+
 class NewTokenForm(Form):
     name: str = ""
     # Days until it expires ("0": never).

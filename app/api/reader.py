@@ -237,7 +237,7 @@ def read_query(request: Request, model: type[M]) -> M:
     except ValidationError as exc:
         fields = errors_of(exc, whole="query")
     message = "; ".join(f"{field}: {text}" for field, text in fields.items())
-    raise BodyError(400, "invalid", f"Check the query: {message}.", fields)
+    raise BodyError(400, "invalid", _("Check the query: {message}.").format(message=message), fields)
 
 
 def _is_list(annotation: Any) -> bool:

@@ -155,7 +155,7 @@ class HostKeyInfo(Out):
     confirmed: bool
 
 
-class HypervisorRecord(Out):
+class Hypervisor(Out):
     """A hypervisor: its record, its state and what it offers."""
 
     id: int
@@ -188,7 +188,7 @@ class HypervisorRecord(Out):
 class HypervisorList(Out):
     """Every hypervisor."""
 
-    hypervisors: list[HypervisorRecord]
+    hypervisors: list[Hypervisor]
 
 
 class PresentedKey(Out):
@@ -212,7 +212,7 @@ class CheckOutcome(Out):
     reason: str
     figures: dict[str, Any]
     message: str
-    hypervisor: HypervisorRecord
+    hypervisor: Hypervisor
 
 
 class Iso(Out):

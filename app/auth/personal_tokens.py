@@ -21,6 +21,7 @@ from databases import Database
 
 from app.broker.tokens import token_hash
 from app.clock import utcnow
+from app.db.records import Record, fetch_record, fetch_records
 from app.db.schema import api_tokens, users
 
 # Recognisable in a leaked configuration file or a log scan; the rest is 256 random bits.
@@ -31,7 +32,9 @@ MAX_NAME = 64
 
 
 @dataclass(frozen=True)
-class PersonalToken:
+class PersonalToken(Record):
+    """A personal token with its administrator's name (``api_tokens`` joined with ``users``)."""
+
     id: int
     user_id: int
     username: str
@@ -44,21 +47,13 @@ class PersonalToken:
     last_used_at: datetime | None
     client_address: str
 
-    @classmethod
-    def from_row(cls, row: Any) -> PersonalToken:
-        return cls(
-            id=row.id,
-            user_id=row.user_id,
-            username=row.username,
-            display_name=row.display_name,
-            source=row.source,
-            name=row.name,
-            read_only=bool(row.read_only),
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            last_used_at=row.last_used_at,
-            client_address=row.client_address,
-        )
+
+@dataclass(frozen=True)
+class _Presented(PersonalToken):
+    """A token as checked on a request: with whether its user may still use it."""
+
+    role: str
+    disabled: bool
 
 
 def _columns() -> list[Any]:
@@ -124,8 +119,7 @@ async def get_token(db: Database, token_id: int, *, user_id: int | None = None) 
     )
     if user_id is not None:
         query = query.where(api_tokens.c.user_id == user_id)
-    row = await db.fetch_one(query)
-    return PersonalToken.from_row(row) if row is not None else None
+    return await fetch_record(db, PersonalToken, query)
 
 
 async def list_tokens(db: Database, *, user_id: int | None = None) -> list[PersonalToken]:
@@ -138,7 +132,7 @@ async def list_tokens(db: Database, *, user_id: int | None = None) -> list[Perso
     )
     if user_id is not None:
         query = query.where(api_tokens.c.user_id == user_id)
-    return [PersonalToken.from_row(row) for row in await db.fetch_all(query)]
+    return await fetch_records(db, PersonalToken, query)
 
 
 async def revoke(db: Database, token_id: int) -> None:
@@ -156,14 +150,16 @@ async def authenticate(db: Database, secret: str) -> PersonalToken | None:
     if not secret.startswith(PREFIX) or len(secret) > 128:
         return None
     now = utcnow()
-    row = await db.fetch_one(
+    row = await fetch_record(
+        db,
+        _Presented,
         sa.select(*_columns(), users.c.role, users.c.disabled)
         .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
-        .where(api_tokens.c.token_hash == token_hash(secret), _live(now))
+        .where(api_tokens.c.token_hash == token_hash(secret), _live(now)),
     )
     if row is None or row.disabled or row.role != "admin":
         return None
-    token = PersonalToken.from_row(row)
+    token: PersonalToken = row
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() >= LAST_USED_RESOLUTION:
         await db.execute(api_tokens.update().where(api_tokens.c.id == token.id).values(last_used_at=now))
     return token

@@ -97,7 +97,7 @@ async def authenticate_token(db: Database, token: str, *, now: datetime) -> Toke
             api_tokens.c.token_hash == token_hash(token),
             api_tokens.c.kind == "login",
             api_tokens.c.revoked_at.is_(None),
-        )
+        ),
     )
     if row is None or row.expires_at is None or row.expires_at <= now or row.disabled:
         return None

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from app.api.describe import PAGE, Media, describe
 from app.api.openapi import openapi_document
+from app.i18n import gettext as _
 from app.views.forms import render
 
 DESCRIPTION = (
@@ -40,7 +41,7 @@ async def openapi(request: Request) -> Response:
 
 @describe("The interactive API reference", responses={200: PAGE})
 async def reference(request: Request) -> Response:
-    return render(request, "api/reference.html", {"title": "API reference", "active": "api"})
+    return render(request, "api/reference.html", {"title": _("API reference"), "active": "api"})
 
 
 routes = [

@@ -108,14 +108,16 @@ def admin_api(endpoint: Endpoint) -> Endpoint:
             return error_response(
                 401,
                 "invalid_token",
-                "This token is unknown, expired or revoked: make one on the API tokens page.",
+                _("This token is unknown, expired or revoked: make one on the API tokens page."),
                 headers={"WWW-Authenticate": 'Bearer realm="kvm-vdi admin"'},
             )
         if token.read_only and request.method not in SAFE_METHODS:
             return error_response(
                 403,
                 "read_only_token",
-                f"Token {token.name!r} may only read: make a full token to change things.",
+                _("Token {name} may only read: make a full token to change things.").format(
+                    name=repr(token.name)
+                ),
             )
         request.state.user = SessionUser(
             id=token.user_id,

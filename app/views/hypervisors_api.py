@@ -18,7 +18,7 @@ from starlette.routing import Route
 from app.api.bodies import HostKeyConfirmation, HypervisorFields
 from app.api.describe import EMPTY, describe
 from app.api.reader import read_body
-from app.api.responses import CheckOutcome, HostKeyView, HypervisorList, HypervisorRecord
+from app.api.responses import CheckOutcome, HostKeyView, Hypervisor, HypervisorList
 from app.hyper.records import HypervisorRecord
 from app.hyper.sshkeys import HostKeyError
 from app.i18n import gettext as _
@@ -74,7 +74,7 @@ async def list_hypervisors(request: Request) -> Response:
 @describe(
     "Add a hypervisor",
     body=HypervisorFields,
-    responses={201: HypervisorRecord},
+    responses={201: Hypervisor},
     description="The record is checked as the form checks it; an SSH hypervisor's host key then "
     "awaits confirmation (GET and POST .../host-key).",
 )
@@ -95,7 +95,7 @@ async def create_hypervisor(request: Request) -> Response:
 
 
 @admin_api
-@describe("A hypervisor", responses={200: HypervisorRecord})
+@describe("A hypervisor", responses={200: Hypervisor})
 async def get_hypervisor(request: Request) -> Response:
     row = await _row(request)
     if row is None:
@@ -104,9 +104,7 @@ async def get_hypervisor(request: Request) -> Response:
 
 
 @admin_api
-@describe(
-    "Change a hypervisor (only the fields sent)", body=HypervisorFields, responses={200: HypervisorRecord}
-)
+@describe("Change a hypervisor (only the fields sent)", body=HypervisorFields, responses={200: Hypervisor})
 async def patch_hypervisor(request: Request) -> Response:
     services = services_of(request)
     row = await _row(request)
@@ -165,7 +163,7 @@ async def get_host_key(request: Request) -> Response:
 @describe(
     "Pin the presented host key",
     body=HostKeyConfirmation,
-    responses={200: HypervisorRecord},
+    responses={200: Hypervisor},
     description="The body names the fingerprint verified out of band; 409 host_key_mismatch otherwise.",
 )
 async def confirm_host_key(request: Request) -> Response:

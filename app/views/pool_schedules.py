@@ -9,10 +9,15 @@ from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from app.api.admin_models import ScheduleAnswer, ScheduleDeleted, ScheduleList
 from app.api.bodies import PoolSchedule, PoolScheduleChange
+from app.api.describe import PAGE, REDIRECT, describe
+from app.api.errors import ApiError
+from app.api.forms import ScheduleActionForm, ScheduleForm
+from app.api.out import answer
 from app.api.reader import read_body
 from app.broker import pools as pool_store
 from app.broker.schedule_times import DAY_LABELS, DAY_NAMES
@@ -20,7 +25,7 @@ from app.broker.schedules import KINDS, Schedule, ScheduleError, ScheduleSpec, s
 from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import record_action
-from app.views.guards import admin_required
+from app.views.guards import admin_api, admin_required
 
 PREFIX = "/api/v1/admin/pools/{pool_id:int}/schedules"
 
@@ -56,8 +61,8 @@ async def schedule_context(request: Request, pool_id: int) -> dict[str, Any]:
     }
 
 
-def _not_found(what: str) -> JSONResponse:
-    return JSONResponse({"error": "not_found", "message": what}, status_code=404)
+def _not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", what)
 
 
 async def _schedule_of(request: Request) -> Schedule | None:
@@ -110,44 +115,78 @@ async def _switch(request: Request, schedule: Schedule, enabled: bool) -> None:
 # -- JSON API ----------------------------------------------------------------------------------
 
 
-@admin_required
-async def api_list(request: Request) -> Response:
+async def _pool_id(request: Request) -> int:
     pool_id = int(request.path_params["pool_id"])
     if await pool_store.get_pool(services_of(request).db, pool_id) is None:
-        return _not_found(_("There is no such pool."))
-    if request.method == "GET":
-        runner = services_of(request).schedules
-        schedules = [_summary(request, schedule) for schedule in await runner.store.list(pool_id)]
-        return JSONResponse({"schedules": schedules, "time_zone": runner.time_zone.key})
+        raise _not_found(_("There is no such pool."))
+    return pool_id
+
+
+def _answer(request: Request, schedule: Schedule, status: int = 200) -> Response:
+    return answer(ScheduleAnswer.model_validate({"schedule": _summary(request, schedule)}), status)
+
+
+@admin_api
+@describe("A pool's schedules, with their next and last runs", responses={200: ScheduleList})
+async def api_list(request: Request) -> Response:
+    pool_id = await _pool_id(request)
+    runner = services_of(request).schedules
+    schedules = [_summary(request, schedule) for schedule in await runner.store.list(pool_id)]
+    return answer(ScheduleList.model_validate({"schedules": schedules, "time_zone": runner.time_zone.key}))
+
+
+@admin_api
+@describe(
+    "Add a schedule to a pool: a keep-ready window, a nightly power-off, reset or populate",
+    body=PoolSchedule,
+    responses={201: ScheduleAnswer},
+)
+async def api_create(request: Request) -> Response:
+    pool_id = await _pool_id(request)
     body = await read_body(request, PoolSchedule)
     try:
-        spec = ScheduleSpec.parse(body.model_dump())
-        schedule = await _create(request, pool_id, spec)
+        schedule = await _create(request, pool_id, ScheduleSpec.parse(body.model_dump()))
     except ScheduleError as exc:
-        return JSONResponse({"error": "invalid", "message": str(exc), "fields": exc.errors}, status_code=400)
-    return JSONResponse({"schedule": _summary(request, schedule)}, status_code=201)
+        raise ApiError(400, "invalid", str(exc), fields=exc.errors) from exc
+    return _answer(request, schedule, 201)
 
 
-@admin_required
-async def api_one(request: Request) -> Response:
-    # The body is checked first: a bad one is refused the same whether the schedule exists or not.
-    body = await read_body(request, PoolScheduleChange) if request.method == "PATCH" else None
+async def _schedule_or_404(request: Request) -> Schedule:
     schedule = await _schedule_of(request)
     if schedule is None:
-        return _not_found(_("There is no such schedule."))
-    if request.method == "DELETE":
-        await _remove(request, schedule)
-        return JSONResponse({"deleted": schedule.id})
-    if body is not None:
-        await _switch(request, schedule, body.enabled)
-        schedule = await services_of(request).schedules.store.get(schedule.id) or schedule
-    return JSONResponse({"schedule": _summary(request, schedule)})
+        raise _not_found(_("There is no such schedule."))
+    return schedule
+
+
+@admin_api
+@describe("A schedule", responses={200: ScheduleAnswer})
+async def api_one(request: Request) -> Response:
+    return _answer(request, await _schedule_or_404(request))
+
+
+@admin_api
+@describe("Turn a schedule on or off", body=PoolScheduleChange, responses={200: ScheduleAnswer})
+async def api_change(request: Request) -> Response:
+    # The body is checked first: a bad one is refused the same whether the schedule exists or not.
+    body = await read_body(request, PoolScheduleChange)
+    schedule = await _schedule_or_404(request)
+    await _switch(request, schedule, body.enabled)
+    return _answer(request, await services_of(request).schedules.store.get(schedule.id) or schedule)
+
+
+@admin_api
+@describe("Delete a schedule", responses={200: ScheduleDeleted})
+async def api_delete(request: Request) -> Response:
+    schedule = await _schedule_or_404(request)
+    await _remove(request, schedule)
+    return answer(ScheduleDeleted(deleted=schedule.id))
 
 
 # -- the pool page's form ------------------------------------------------------------------------
 
 
 @admin_required
+@describe("Add a schedule (the pool page's form)", form=ScheduleForm, responses={303: REDIRECT, 400: PAGE})
 async def form_create(request: Request) -> Response:
     from app.views.pools import schedule_form_failed  # the pool page renders the form (no import cycle)
 
@@ -166,6 +205,11 @@ async def form_create(request: Request) -> Response:
 
 
 @admin_required
+@describe(
+    "Turn a schedule on or off, or delete it (the pool page's buttons)",
+    form=ScheduleActionForm,
+    responses={303: REDIRECT},
+)
 async def form_change(request: Request) -> Response:
     schedule = await _schedule_of(request)
     pool_id = int(request.path_params["pool_id"])
@@ -179,8 +223,11 @@ async def form_change(request: Request) -> Response:
 
 
 routes = [
-    Route(PREFIX, api_list, methods=["GET", "POST"]),
-    Route(PREFIX + "/{schedule_id:int}", api_one, methods=["GET", "PATCH", "DELETE"]),
+    Route(PREFIX, api_list, methods=["GET"]),
+    Route(PREFIX, api_create, methods=["POST"]),
+    Route(PREFIX + "/{schedule_id:int}", api_one, methods=["GET"]),
+    Route(PREFIX + "/{schedule_id:int}", api_change, methods=["PATCH"]),
+    Route(PREFIX + "/{schedule_id:int}", api_delete, methods=["DELETE"]),
     Route("/pools/{pool_id:int}/schedules", form_create, methods=["POST"]),
     Route("/pools/{pool_id:int}/schedules/{schedule_id:int}", form_change, methods=["POST"]),
 ]

@@ -16,13 +16,24 @@ from app.api.out import answer
 from app.api.queries import TokenFilter
 from app.api.reader import read_body, read_query, validate
 from app.auth import personal_tokens as store
+from app.i18n import gettext as _
+from app.i18n import ngettext
 from app.services import services_of
 from app.views.forms import client_address, record_action, redirect_with_toast, render
 from app.views.guards import admin_api, admin_required
 
 PAGE_PATH = "/account/tokens"
 # What the page offers; the API takes any number of days from 1 to 3650.
-EXPIRY_CHOICES = ((30, "30 days"), (90, "90 days"), (365, "a year"), (0, "never"))
+EXPIRY_DAYS = (30, 90, 365, 0)
+
+
+def _expiry_choices() -> list[tuple[int, str]]:
+    """(days, label) of the page's expiry choices; 0 is "never"."""
+    labels = {365: _("a year"), 0: _("never")}
+    return [
+        (days, labels.get(days) or ngettext("{count} day", "{count} days", days).format(count=days))
+        for days in EXPIRY_DAYS
+    ]
 
 
 async def _create(request: Request, body: NewToken) -> tuple[str, store.PersonalToken]:
@@ -68,12 +79,12 @@ async def _page(
         request,
         "account/tokens.html",
         {
-            "title": "API tokens",
+            "title": _("API tokens"),
             "active": "",
             "mine": [token for token in tokens if token.user_id == user.id],
             "others": [token for token in tokens if token.user_id != user.id],
             "created": created,
-            "expiry_choices": EXPIRY_CHOICES,
+            "expiry_choices": _expiry_choices(),
             **context,
         },
         status_code=status_code,
@@ -118,8 +129,10 @@ async def create_submit(request: Request) -> Response:
 async def revoke_submit(request: Request) -> Response:
     token = await _revoke(request, int(request.path_params["token_id"]))
     if token is None:
-        return redirect_with_toast(PAGE_PATH, "That token had already ended.", "info")
-    return redirect_with_toast(PAGE_PATH, f"Token {token.name} revoked: it works no more.")
+        return redirect_with_toast(PAGE_PATH, _("That token had already ended."), "info")
+    return redirect_with_toast(
+        PAGE_PATH, _("Token {name} revoked: it works no more.").format(name=token.name)
+    )
 
 
 @admin_api
@@ -146,7 +159,7 @@ async def create_token(request: Request) -> Response:
 async def revoke_token(request: Request) -> Response:
     token_id = int(request.path_params["token_id"])
     if await _revoke(request, token_id) is None:
-        raise not_found("live API token", token_id)
+        raise not_found(_("There is no live API token with id {id}.").format(id=token_id))
     return Response(status_code=204)
 
 

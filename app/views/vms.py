@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from app.api.describe import EMPTY, PAGE, PNG, REDIRECT, describe
+from app.api.describe import EMPTY, PAGE, PNG, REDIRECT, TEXT, Media, describe
 from app.api.forms import (
     NewInitialForm,
     NewInitialQuery,
@@ -141,6 +141,10 @@ async def thumbnail(request: Request) -> Response:
 
 
 @admin_required
+@describe(
+    "The picture shown for a running VM whose screen cannot be had",
+    responses={200: Media("image/svg+xml", "the picture, in the reader's language")},
+)
 async def no_screen(request: Request) -> Response:
     """The picture a running VM shows while none can be had, its words in the reader's language."""
     templates = request.app.state.templates
