@@ -57,11 +57,13 @@ def fuzz(
     modes: tuple[GenerationMode, ...] = MODES,
     path_parameters: Mapping[str, int] | None = None,
     skip: Callable[[str, str], bool] = lambda _method, _path: False,
+    negate: Callable[[str, str], bool] = lambda _method, _path: True,
 ) -> Findings:
     """Send ``examples`` generated requests per mode to every operation of ``document``.
 
     ``path_parameters`` fixes those path parameters wherever they occur (the others are
     generated), e.g. so that an account the caller must not lock itself out of is not hit.
+    ``negate`` says which operations also get invalid requests (the others only valid ones).
     """
     schema = schemathesis.openapi.from_dict(document)
     found = Findings()
@@ -73,9 +75,50 @@ def fuzz(
             started = time.monotonic()
             fixed = {k: v for k, v in (path_parameters or {}).items() if "{" + k + "}" in operation.path}
             for mode in modes:
+                if mode is GenerationMode.NEGATIVE and not negate(operation.method.upper(), operation.path):
+                    continue
+                if mode is GenerationMode.NEGATIVE and not can_be_invalid(document, operation):
+                    # Hypothesis would search in vain for ~30 s before giving up.
+                    found.unsatisfiable.append(f"{operation.method.upper()} {operation.path} ({mode.value})")
+                    continue
                 _run(operation, mode, fixed, session, base_url, caller, examples, found)
             found.seconds[f"{operation.method.upper()} {operation.path}"] = time.monotonic() - started
     return found
+
+
+def _plain_text(schema: Mapping[str, Any]) -> bool:
+    """Any text is valid: a string without a pattern, length, enumeration or format."""
+    constraints = {"pattern", "minLength", "maxLength", "enum", "const", "format"}
+    return schema.get("type") == "string" and not constraints & set(schema)
+
+
+def can_be_invalid(document: Mapping[str, Any], operation: Any) -> bool:
+    """Whether an invalid request to ``operation`` exists at all: credentials, a JSON body,
+    a parameter that is not any text, or a form with a field that is required or not any text.
+    A public form or path of plain text fields accepts everything a browser can send, so there
+    is nothing to negate."""
+    spec = document["paths"][operation.path][operation.method.lower()]
+    # Credentials can be negated (a forged session cookie or bearer token).
+    if spec.get("security"):
+        return True
+    if any(not _plain_text(parameter["schema"]) for parameter in spec.get("parameters", ())):
+        return True
+    content = spec.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        return True
+    form = content.get("application/x-www-form-urlencoded")
+    if form is None:
+        return False
+    ref = form["schema"]["$ref"].rsplit("/", 1)[-1]
+    model = document["components"]["schemas"][ref]
+    if model.get("required"):
+        return True
+    # A repeated field (a list of text) accepts any text too.
+    fields = [
+        field.get("items", field) if field.get("type") == "array" else field
+        for field in model.get("properties", {}).values()
+    ]
+    return not all(_plain_text(field) for field in fields)
 
 
 def _operations(schema: Any) -> Iterable[Any]:

@@ -2,7 +2,9 @@
 
 schemathesis generates requests from the description of every route (valid bodies and
 queries, then invalid ones) and sends them as an administrator, as a portal user (its
-session for the portal, its broker token for the broker API) and without credentials.
+session for the portal, its broker token for the broker API) and without credentials
+(invalid requests only where the caller's inputs are read: everywhere for the administrator,
+the portal and broker API for the portal user, nowhere without credentials).
 No answer may be a server error, no request may go unanswered, and the dashboard serves
 its pages to the same sessions afterwards. A fixed number of examples per operation,
 derandomized: a run is reproducible and bounded in time.
@@ -11,7 +13,7 @@ derandomized: a run is reproducible and bounded in time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,9 @@ from tests.broker.records import CLIENT_PASSWORD, add_client, add_pool, add_vm
 from tests.conftest import fresh_database, selected_database
 from tests.dashboard import BrowserLikeClient, RunningDashboard, make_settings, start_dashboard
 from tests.fuzzing import MODES, Caller, Findings, fuzz
+
+# Its module fixture starts a dashboard of its own.
+pytestmark = pytest.mark.service
 
 # Generated requests per operation and generation mode (valid, invalid), per caller.
 EXAMPLES = 1
@@ -55,6 +60,7 @@ class Fuzzed:
     victim: int
     hypervisor_id: int
     ghost_vm_id: int
+    pool_id: int
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +95,7 @@ async def fuzzed(
         # A VM row whose domain the hypervisor does not hold (removed outside the dashboard).
         vm = await add_vm(services.db, "ghost-vm", hv, kind="simple")
         user = await add_client(services.db, "fuzzy")
-        await add_pool(services.db, "fuzz-pool", [vm], [user])
+        pool = await add_pool(services.db, "fuzz-pool", [vm], [user])
         victim = await add_client(services.db, "victim")
         async with httpx.AsyncClient(base_url=dashboard.url, timeout=60) as http:
             login = await http.post("/api/v1/login", json={"username": "fuzzy", "password": CLIENT_PASSWORD})
@@ -100,7 +106,7 @@ async def fuzzed(
         document = openapi_document(
             dashboard.app.routes, title="everything", description="", include=lambda _path: True
         )
-        yield Fuzzed(dashboard, admin, portal, login.json()["token"], document, victim, hv, vm)
+        yield Fuzzed(dashboard, admin, portal, login.json()["token"], document, victim, hv, vm, pool)
     finally:
         await dashboard.stop()
 
@@ -115,8 +121,23 @@ def _session_caller(name: str, client: BrowserLikeClient, extra: Mapping[str, st
     return Caller(name, cookies=dict(client.http.cookies.items()), headers=headers)
 
 
+def _everything(_method: str, _path: str) -> bool:
+    return True
+
+
+def _portal_reaches(_method: str, path: str) -> bool:
+    """The portal's pages and the broker API: what a portal user's inputs are read by."""
+    return path.startswith("/client") or (
+        path.startswith("/api/v1/") and not path.startswith("/api/v1/admin/")
+    )
+
+
 async def _run(
-    fuzzed: Fuzzed, caller: Caller, modes: tuple[GenerationMode, ...], skip: set[tuple[str, str]]
+    fuzzed: Fuzzed,
+    caller: Caller,
+    modes: tuple[GenerationMode, ...],
+    skip: set[tuple[str, str]],
+    negate: Callable[[str, str], bool] = _everything,
 ) -> Findings:
     return await asyncio.to_thread(
         fuzz,
@@ -127,6 +148,7 @@ async def _run(
         modes=modes,
         path_parameters={"user_id": fuzzed.victim},
         skip=lambda method, path: (method, path) in skip,
+        negate=negate,
     )
 
 
@@ -161,13 +183,42 @@ async def test_a_vm_whose_domain_was_removed_elsewhere_is_refused_saying_so(fuzz
     assert "ghost-vm has no domain on hv1" in answer.json()["message"]
 
 
+async def test_a_desktop_whose_domain_was_removed_elsewhere_is_refused_until_an_admin_acts(
+    fuzzed: Fuzzed,
+) -> None:
+    # Asking again cannot help, so it is no server error (a 503 says "try again").
+    async with httpx.AsyncClient(base_url=fuzzed.dashboard.url, timeout=60) as http:
+        answer = await http.post(
+            f"/api/v1/pools/{fuzzed.pool_id}/desktop",
+            json={},
+            headers={"Authorization": f"Bearer {fuzzed.broker_token}"},
+        )
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == "desktop_failed"
+    assert "ghost-vm has no domain on hv1" in answer.json()["message"]
+    assert answer.json()["desktop"]["name"] == "ghost-vm"
+
+
+async def test_a_media_change_the_hypervisor_cannot_make_is_refused_saying_so(fuzzed: Fuzzed) -> None:
+    # libvirt's test driver cannot change a device of a defined domain.
+    listed = await fuzzed.admin.get("/api/v1/admin/vms")
+    vm = next(vm for vm in listed.json()["vms"] if vm["name"] == "test")
+    answer = await fuzzed.admin.post(f"/api/v1/admin/vms/{vm['id']}/media", json={"iso_path": None})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == "not_supported"
+    assert "cannot change its CD-ROM media" in answer.json()["message"]
+
+
 @pytest.mark.parametrize("who", ["admin", "portal user", "anonymous"])
 async def test_no_generated_request_gets_a_server_error(fuzzed: Fuzzed, who: str) -> None:
     modes: tuple[GenerationMode, ...] = MODES
+    negate = _everything
     if who == "admin":
         caller = _session_caller(who, fuzzed.admin)
     elif who == "portal user":
         caller = _session_caller(who, fuzzed.portal, {"Authorization": f"Bearer {fuzzed.broker_token}"})
+        # Elsewhere the guard refuses it before any input is read: valid requests prove that.
+        negate = _portal_reaches
     else:
         # Without credentials every guarded operation refuses before reading its inputs (the
         # hostile-input corpus covers bodies sent before authentication).
@@ -175,7 +226,7 @@ async def test_no_generated_request_gets_a_server_error(fuzzed: Fuzzed, who: str
     skip = LOG_OUTS if who == "anonymous" else LOG_OUTS | LOG_INS
     if who == "admin":
         skip |= HYPERVISOR_RECORDS
-    found = await _run(fuzzed, caller, modes, skip)
+    found = await _run(fuzzed, caller, modes, skip, negate)
     slowest = sorted(found.seconds.items(), key=lambda item: -item[1])[:12]
     print(f"{who}: {sum(found.sent.values())} requests, {dict(found.statuses)}, slowest {slowest}")
     assert found.failures == [], "\n".join(found.failures)

@@ -69,6 +69,8 @@ class DesktopAnswer:
     refusal: str | None = None
     message: str = ""
     connection: dict[str, Any] | None = None
+    # A failed desktop whose failure may pass (asking again may work); else the admin must act.
+    transient: bool = True
 
     def desktop(self) -> dict[str, Any] | None:
         if self.vm is None:
@@ -290,14 +292,17 @@ class Broker:
                 await self.leases.return_desktop(
                     claim.lease_id or 0, reason="start_failed", actor=username, reset=False
                 )
+            if exc.refused:
+                message = _("The desktop {name} cannot be started: {message}. Tell your administrator.")
+            else:
+                message = _("The desktop {name} could not be started: {message}. Try again.")
             return DesktopAnswer(
                 "failed",
                 pool,
                 vm=vm,
                 refusal="desktop_failed",
-                message=_("The desktop {name} could not be started: {message}. Try again.").format(
-                    name=vm.name, message=exc.message
-                ),
+                message=message.format(name=vm.name, message=exc.message),
+                transient=not exc.refused,
             )
         if not ready:
             return DesktopAnswer("booting", pool, claim=claim, vm=vm, message=_("Your desktop is starting."))

@@ -15,9 +15,9 @@ from databases import Database
 
 from app.db.records import PoolRecord, fetch_records
 from app.db.schema import hypervisors, pool_vms, pools, vms
-from app.hyper import HypervisorError, HypervisorRegistry
+from app.hyper import DomainNotFound, HypervisorError, HypervisorRegistry
 from app.i18n import gettext as _
-from app.vms.errors import Refused, VmError
+from app.vms.errors import Refused, VmError, domain_missing
 from app.vms.records import Vm
 from app.vms.service import VmService
 
@@ -30,12 +30,18 @@ USER_ACTIONS = {"shutdown": "stopping", "poweroff": "stopped", "reboot": "reboot
 
 
 class DesktopPowerError(Exception):
-    """The desktop could not be started, reset or powered: ``code`` for JSON, a message for people."""
+    """The desktop could not be started, reset or powered: ``code`` for JSON, a message for people.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``refused``: the desktop's own state stands in the way (its domain was removed outside the
+    dashboard, its hypervisor is in maintenance ...), so asking again changes nothing until an
+    administrator acts; otherwise the failure may pass (a hypervisor that did not answer).
+    """
+
+    def __init__(self, code: str, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.refused = refused
 
 
 class DesktopPower:
@@ -47,7 +53,11 @@ class DesktopPower:
     async def live_state(self, vm: Vm) -> str:
         """The domain's state as its hypervisor reports it now."""
         try:
-            return await self.registry.get(vm.hypervisor_id).domain_state(vm.name)
+            hypervisor = self.registry.get(vm.hypervisor_id)
+            return await hypervisor.domain_state(vm.name)
+        except DomainNotFound as exc:
+            missing = domain_missing(vm.name, hypervisor.name)
+            raise DesktopPowerError(missing.code, missing.message, refused=True) from exc
         except HypervisorError as exc:
             raise DesktopPowerError("hypervisor_unavailable", f"{vm.name}: {exc}") from exc
 
@@ -104,7 +114,7 @@ class DesktopPower:
             await self.vms.power(vm.id, action, actor=actor, client_address=client_address)
         except Refused as exc:
             if not tolerate or exc.code != tolerate:
-                raise DesktopPowerError(exc.code, exc.message) from exc
+                raise DesktopPowerError(exc.code, exc.message, refused=True) from exc
         except VmError as exc:
             raise DesktopPowerError(exc.code, exc.message) from exc
 

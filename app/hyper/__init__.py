@@ -17,6 +17,7 @@ from app.hyper.errors import (
     HypervisorNotFound,
     HypervisorUnavailable,
     InvalidDomainState,
+    NotSupported,
     PathNotAllowed,
     SnapshotNotFound,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "HypervisorRegistry",
     "HypervisorUnavailable",
     "InvalidDomainState",
+    "NotSupported",
     "PathNotAllowed",
     "ProbeResult",
     "SnapshotInfo",

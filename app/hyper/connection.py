@@ -22,6 +22,7 @@ from app.hyper.errors import (
     HypervisorUnavailable,
     InvalidDomainState,
     SnapshotNotFound,
+    NotSupported,
 )
 
 log = logging.getLogger("kvmvdi.hyper.libvirt")
@@ -64,6 +65,8 @@ def translate(exc: libvirt.libvirtError) -> HypervisorError:
         return SnapshotNotFound(message)
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         return InvalidDomainState(message)
+    if code == libvirt.VIR_ERR_NO_SUPPORT:
+        return NotSupported(message)
     if is_connection_error(exc):
         return HypervisorUnavailable(message)
     return HypervisorError(message)

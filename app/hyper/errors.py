@@ -30,6 +30,10 @@ class InvalidDomainState(HypervisorError):
     """The domain is not in a state that allows the operation (e.g. a screenshot of a shut-off VM)."""
 
 
+class NotSupported(HypervisorError):
+    """The hypervisor's libvirt driver cannot do this at all (e.g. a live CD-ROM change on some drivers)."""
+
+
 class DirectoryMissing(HypervisorError):
     """A directory the hypervisor's record names does not exist there (yet)."""
 

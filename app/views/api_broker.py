@@ -166,7 +166,9 @@ def desktop_response(answer: DesktopAnswer, broker: Broker) -> Response:
     if answer.refusal == "not_allowed":
         return error(403, "not_allowed", answer.message)
     if answer.status == "failed":
-        return error(503, answer.refusal or "desktop_failed", answer.message, desktop=answer.desktop())
+        # 503 when asking again may work; 409 when the desktop's state stands in the way.
+        status = 503 if answer.transient else 409
+        return error(status, answer.refusal or "desktop_failed", answer.message, desktop=answer.desktop())
     extra = {"failover": failover} if failover is not None else {}
     return error(409, answer.refusal or "no_free_desktop", answer.message, **extra)
 
@@ -175,7 +177,8 @@ DESKTOP_ANSWERS: dict[int, Answer] = {200: DesktopGranted, 202: DesktopBooting}
 DESKTOP_ERRORS = (
     "Errors: 403 not_allowed, 404 pool_not_found, 409 no_free_desktop, maintenance, "
     "all_hypervisors_down or desktop_limit (with the pool's failover when it has one), "
-    "503 desktop_failed or console_unavailable."
+    "desktop_failed (the desktop cannot be started until an administrator acts, e.g. its domain "
+    "was removed), 503 desktop_failed (a failure that may pass: try again) or console_unavailable."
 )
 
 

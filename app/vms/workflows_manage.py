@@ -12,14 +12,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.hyper import Hypervisor, HypervisorError
+from app.hyper import DomainNotFound, Hypervisor, HypervisorError, NotSupported
 from app.i18n import gettext as _
 from app.i18n import ngettext
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
 from app.vms.domain_xml import cdrom_device_xml
-from app.vms.errors import HypervisorFailure, Invalid, Refused, refuse_if_busy
+from app.vms.errors import HypervisorFailure, Invalid, Refused, domain_missing, refuse_if_busy
 from app.vms.operations import OperationContext
 from app.vms.power import force_off
 from app.vms.records import Vm, children_of, delete_vm_row, list_vms, update_vm, update_vms
@@ -177,6 +177,13 @@ async def change_media(
     )
     try:
         await hv.update_device(vm.name, device)
+    except DomainNotFound as exc:
+        raise domain_missing(vm.name, hv.name) from exc
+    except NotSupported as exc:
+        raise Refused(
+            _("{name}'s hypervisor cannot change its CD-ROM media: {exc}").format(name=vm.name, exc=exc),
+            code="not_supported",
+        ) from exc
     except HypervisorError as exc:
         raise HypervisorFailure(
             _("changing CD-ROM drive {drive} of {name} failed: {exc}").format(
