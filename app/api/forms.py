@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import fields as dataclass_fields
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from app.broker.pools import PoolSettings
 from app.inventory.hypervisors import FIELDS as HYPERVISOR_FIELDS
@@ -210,6 +210,14 @@ class Toast(Form):
 
 class NextPage(Form):
     next: str = ""
+
+
+class UsageQuery(Form):
+    # Days YYYY-MM-DD in the dashboard's time zone (default: the last 30 days).
+    from_: str = Field("", alias="from")
+    to: str = ""
+    # A pool's id (empty: every pool).
+    pool: str = ""
 
 
 class NewVmQuery(Form):

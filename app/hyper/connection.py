@@ -21,8 +21,8 @@ from app.hyper.errors import (
     HypervisorError,
     HypervisorUnavailable,
     InvalidDomainState,
-    SnapshotNotFound,
     NotSupported,
+    SnapshotNotFound,
 )
 
 log = logging.getLogger("kvmvdi.hyper.libvirt")

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from app.api.bodies import DesktopRequest, Login, SnapshotTake, UserPower
 from app.api.describe import EMPTY, Answer, Media, describe
-from app.api.errors import error_response
+from app.api.errors import ErrorBody, error_response
 from app.api.reader import read_body
 from app.api.responses import BrokerPools, DesktopBooting, DesktopGranted, LeaseExpiry, LoggedIn, PowerStarted
 from app.auth.login import LoginAttempt, Refusal
@@ -274,7 +274,7 @@ async def power(request: Request) -> Response:
 
 
 SNAPSHOTS = Media("application/json", "{limit, snapshots: [{name, description, created_at, state, ...}]}")
-_OUTCOME = Media("application/json", "{state, message, snapshots} (and error: snapshot_failed when it failed)")
+_OUTCOME = Media("application/json", "{state, message, snapshots} (and error: snapshot_failed on failure)")
 SNAPSHOT_OUTCOMES: dict[int, Answer] = {200: _OUTCOME, 202: _OUTCOME, 409: _OUTCOME}
 
 
@@ -298,7 +298,10 @@ def snapshot_refused(exc: SnapshotRefused) -> Response:
 
 
 @token_required
-@describe("The snapshots of the user's own desktop, where its pool offers them", responses={200: SNAPSHOTS})
+@describe(
+    "The snapshots of the user's own desktop, where its pool offers them",
+    responses={200: SNAPSHOTS, 409: ErrorBody},
+)
 async def snapshots(request: Request) -> Response:
     """The snapshots of the user's own desktop, where its pool offers them."""
     user: TokenUser = request.state.token_user

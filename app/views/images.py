@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import PAGE, TEXT, describe
 from app.i18n import gettext as _
 from app.views.forms import render
 from app.views.guards import admin_required
@@ -40,11 +41,13 @@ async def _render(request: Request, template: str) -> Response:
 
 
 @admin_required
+@describe("An initial machine's image versions and the rollout", responses={200: PAGE, 404: TEXT, 409: TEXT})
 async def page(request: Request) -> Response:
     return await _render(request, "vms/versions.html")
 
 
 @admin_required
+@describe("The live part of the image versions page", responses={200: PAGE, 404: TEXT, 409: TEXT})
 async def panel(request: Request) -> Response:
     """The page's live part, fetched again whenever a message says it changed."""
     return await _render(request, "vms/_versions_panel.html")

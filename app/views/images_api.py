@@ -11,12 +11,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.bodies import Publish, VersionDelete, VersionTarget
+from app.api.describe import Media, describe
+from app.api.errors import ErrorBody
 from app.api.reader import read_body
+from app.api.responses import OperationAnswer
 from app.views.forms import client_address
 from app.views.vms_api import PREFIX, actor, api, operation_json, path_id, vm_service
 
+IMAGE = Media("application/json", "{image: {initial, versions, target, children, rollout}}")
+PLAN = Media("application/json", "{plan: {version, files, kept_files}}")
+DELETED = Media("application/json", "{deleted: the plan that was carried out}")
+
 
 @api
+@describe(
+    "An initial machine's image versions, its children and the rollout",
+    responses={200: IMAGE, 409: ErrorBody},
+)
 async def versions(request: Request) -> Response:
     """The initial's versions, which VDI machine runs on which, the target and the roll-out's progress."""
     state = await vm_service(request).images.state(path_id(request))
@@ -24,6 +35,11 @@ async def versions(request: Request) -> Response:
 
 
 @api
+@describe(
+    "Publish the initial's disk as a new image version (an operation)",
+    body=Publish,
+    responses={202: OperationAnswer},
+)
 async def publish(request: Request) -> Response:
     """Publish version N+1: ``{origin?: "source" | "initial", shutdown?: bool, note?: str}``."""
     body = await read_body(request, Publish)
@@ -34,6 +50,7 @@ async def publish(request: Request) -> Response:
 
 
 @api
+@describe("Move the idle desktops onto the target version (an operation)", responses={202: OperationAnswer})
 async def rollout(request: Request) -> Response:
     """Move every idle VDI machine that is behind onto the target now."""
     op_id = await vm_service(request).images.rollout(path_id(request), actor=actor(request))
@@ -41,6 +58,7 @@ async def rollout(request: Request) -> Response:
 
 
 @api
+@describe("Choose the version desktops move to", body=VersionTarget, responses={200: IMAGE})
 async def target(request: Request) -> Response:
     """Make a version the target: ``{version_id}`` (roll back or forward)."""
     version_id = (await read_body(request, VersionTarget)).version_id
@@ -49,6 +67,7 @@ async def target(request: Request) -> Response:
 
 
 @api
+@describe("Go back to the version before the target", responses={200: IMAGE})
 async def rollback(request: Request) -> Response:
     """Make the version before the target the target again."""
     state = await vm_service(request).images.roll_back(path_id(request), actor=actor(request))
@@ -56,6 +75,7 @@ async def rollback(request: Request) -> Response:
 
 
 @api
+@describe("What deleting an unused version removes, to confirm", responses={200: PLAN, 409: ErrorBody})
 async def delete_plan(request: Request) -> Response:
     """What deleting a version removes, for the confirmation; refused while a machine runs on it."""
     plan = await vm_service(request).images.plan_delete(path_id(request), path_id(request, "version_id"))
@@ -63,6 +83,7 @@ async def delete_plan(request: Request) -> Response:
 
 
 @api
+@describe("Delete an unused version (confirm its files)", body=VersionDelete, responses={200: DELETED})
 async def delete(request: Request) -> Response:
     confirm = (await read_body(request, VersionDelete)).confirm_files
     plan = await vm_service(request).images.delete(

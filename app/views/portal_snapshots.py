@@ -12,11 +12,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.bodies import SnapshotTake
+from app.api.describe import PAGE, describe
+from app.api.errors import ErrorBody
 from app.api.reader import read_body
 from app.broker.snapshots import SnapshotRefused
 from app.i18n import gettext as _
 from app.services import services_of
-from app.views.api_broker import snapshot_outcome, snapshot_refused
+from app.views.api_broker import SNAPSHOT_OUTCOMES, SNAPSHOTS, snapshot_outcome, snapshot_refused
 from app.views.forms import client_address, render
 from app.views.guards import client_required
 from app.vms.records import get_vm
@@ -30,6 +32,7 @@ def _vm_id(request: Request) -> int:
 
 
 @client_required
+@describe("The snapshots of the user's own desktop", responses={200: PAGE, 404: PAGE})
 async def page(request: Request) -> Response:
     services = services_of(request)
     vm_id = _vm_id(request)
@@ -61,6 +64,7 @@ async def page(request: Request) -> Response:
 
 
 @client_required
+@describe("The snapshots of the user's own desktop", responses={200: SNAPSHOTS, 409: ErrorBody})
 async def listing(request: Request) -> Response:
     try:
         limit, found = await services_of(request).broker.snapshots.of(_vm_id(request), request.state.user.id)
@@ -70,6 +74,7 @@ async def listing(request: Request) -> Response:
 
 
 @client_required
+@describe("Take a snapshot of the user's own desktop", body=SnapshotTake, responses=SNAPSHOT_OUTCOMES)
 async def take(request: Request) -> Response:
     body = await read_body(request, SnapshotTake)
     user = request.state.user
@@ -105,11 +110,13 @@ async def _act(request: Request, verb: str) -> Response:
 
 
 @client_required
+@describe("Go back to a snapshot of the user's own desktop", responses=SNAPSHOT_OUTCOMES)
 async def revert(request: Request) -> Response:
     return await _act(request, "revert")
 
 
 @client_required
+@describe("Delete a snapshot of the user's own desktop", responses=SNAPSHOT_OUTCOMES)
 async def delete(request: Request) -> Response:
     return await _act(request, "delete")
 

@@ -12,7 +12,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.api.bodies import SnapshotTake
+from app.api.describe import PAGE, TEXT, Media, describe
 from app.api.reader import read_body
+from app.api.responses import OperationAnswer
 from app.i18n import gettext as _
 from app.views.forms import client_address, render
 from app.views.guards import admin_required
@@ -22,6 +24,7 @@ from app.vms.snapshots import check_snapshottable, snapshot_json
 
 
 @admin_required
+@describe("A VM's snapshots", responses={200: PAGE, 404: TEXT, 409: TEXT})
 async def page(request: Request) -> Response:
     service = vm_service(request)
     try:
@@ -44,12 +47,22 @@ async def page(request: Request) -> Response:
 
 
 @api
+@describe(
+    "A VM's snapshots",
+    responses={
+        200: Media(
+            "application/json",
+            "{snapshots: [{name, description, created_at, state, with_memory, current, parent}]}",
+        )
+    },
+)
 async def listing(request: Request) -> Response:
     found = await vm_service(request).snapshots.of(path_id(request))
     return JSONResponse({"snapshots": [snapshot_json(snapshot) for snapshot in found]})
 
 
 @api
+@describe("Take a snapshot of a VM (an operation)", body=SnapshotTake, responses={202: OperationAnswer})
 async def take(request: Request) -> Response:
     body = await read_body(request, SnapshotTake)
     op_id = await vm_service(request).snapshots.take(
@@ -75,11 +88,13 @@ async def _change(request: Request, verb: str) -> Response:
 
 
 @api
+@describe("Go back to a snapshot (an operation)", responses={202: OperationAnswer})
 async def revert(request: Request) -> Response:
     return await _change(request, "revert")
 
 
 @api
+@describe("Delete a snapshot (an operation)", responses={202: OperationAnswer})
 async def delete(request: Request) -> Response:
     return await _change(request, "delete")
 

@@ -10,12 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import CSV, PAGE, Media, describe
+from app.api.forms import UsageQuery
 from app.broker import pools as pool_store
 from app.i18n import gettext as _
 from app.services import services_of
 from app.usage import EARLIEST, MAX_DAYS, UsageRangeError, UsageReport, check_range, parse_day, usage_report
 from app.views.forms import json_error, render
-from app.views.guards import admin_required
+from app.views.guards import admin_api, admin_required
 
 # A row id as a query gives it: ASCII digits, small enough for a BIGINT.
 _ID = re.compile(r"[0-9]{1,18}")
@@ -61,7 +63,12 @@ def _refused(error: UsageRangeError) -> JSONResponse:
     return json_error("invalid", str(error), 400)
 
 
-@admin_required
+@admin_api
+@describe(
+    "Usage per pool and day: most desktops at once, sessions, hours used, refusals",
+    query=UsageQuery,
+    responses={200: Media("application/json", "{first, last, time_zone, pools, days: [...]}")},
+)
 async def api(request: Request) -> Response:
     """``GET /api/v1/admin/usage?from=&to=&pool=``: per pool and day, as the page shows it."""
     try:
@@ -72,6 +79,7 @@ async def api(request: Request) -> Response:
 
 
 @admin_required
+@describe("Usage per pool and day as CSV", query=UsageQuery, responses={200: CSV})
 async def csv_export(request: Request) -> Response:
     try:
         asked = _Asked(request)
@@ -87,6 +95,7 @@ async def csv_export(request: Request) -> Response:
 
 
 @admin_required
+@describe("The usage report, with its chart", query=UsageQuery, responses={200: PAGE, 400: PAGE})
 async def page(request: Request) -> Response:
     error = ""
     try:
