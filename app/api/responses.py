@@ -37,6 +37,12 @@ class LoggedIn(Out):
     user: UserInfo
 
 
+class OwnDesktop(Desktop):
+    """The user's own desktop of a pool."""
+
+    snapshots: int = Field(description="snapshots the user may keep of it (0: none)")
+
+
 class BrokerPool(Out):
     id: int
     name: str
@@ -46,7 +52,7 @@ class BrokerPool(Out):
     maintenance: bool
     failover: Failover | None
     straight_to_desktop: bool = Field(description="opens a user's sole desktop at log-in")
-    desktop: Desktop | None = Field(description="the user's own desktop of this pool, if any")
+    desktop: OwnDesktop | None = Field(description="the user's own desktop of this pool, if any")
 
 
 class BrokerPools(Out):
