@@ -190,6 +190,11 @@ class ScheduleActionForm(Form):
     action: str = ""
 
 
+class FixedAddressForm(Form):
+    # An IPv4 address, or empty to remove it.
+    fixed_address: str = ""
+
+
 class NewTokenForm(Form):
     name: str = ""
     # Days until it expires ("0": never).

@@ -8,6 +8,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import PAGE, REDIRECT, TEXT, describe
+from app.api.forms import FixedAddressForm, Toast
 from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import client_address, render
@@ -36,11 +38,13 @@ async def _page(request: Request, *, errors: dict[int, str] | None = None, statu
 
 
 @admin_required
+@describe("The DHCP export page, with each VM's fixed address", query=Toast, responses={200: PAGE})
 async def dhcp_page(request: Request) -> Response:
     return await _page(request)
 
 
 @admin_required
+@describe("The DHCP host entries of every VM (ISC dhcpd)", responses={200: TEXT})
 async def dhcp_download(request: Request) -> Response:
     config = dhcpd_config(await list_vms(services_of(request).db))
     return PlainTextResponse(
@@ -50,6 +54,11 @@ async def dhcp_download(request: Request) -> Response:
 
 
 @admin_required
+@describe(
+    "Give a VM a fixed IPv4 address (empty removes it)",
+    form=FixedAddressForm,
+    responses={303: REDIRECT, 400: PAGE, 404: PAGE, 409: PAGE},
+)
 async def fixed_address_submit(request: Request) -> Response:
     vm_id = int(request.path_params["vm_id"])
     form = await request.form()

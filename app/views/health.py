@@ -9,11 +9,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.api.describe import Media, describe
 from app.services import services_of
 
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+ALIVE = Media("application/json", "{status: alive, replica, duties}: this replica's process answers")
+READY = Media("application/json", "{ready, replica, checks}: whether this replica serves (503 when not)")
+
+
+@describe("Liveness of this replica (for load balancers and systemd)", responses={200: ALIVE})
 async def healthz(request: Request) -> Response:
     node = services_of(request).cluster
     return JSONResponse(
@@ -27,6 +33,7 @@ async def healthz(request: Request) -> Response:
     )
 
 
+@describe("Readiness of this replica: its database and services", responses={200: READY, 503: READY})
 async def readyz(request: Request) -> Response:
     node = services_of(request).cluster
     readiness = await node.health.readiness()

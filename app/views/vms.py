@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from app.api.describe import EMPTY, PAGE, PNG, REDIRECT, TEXT, Media, describe
+from app.api.describe import EMPTY, PAGE, PNG, REDIRECT, Media, describe
 from app.api.forms import (
     NewInitialForm,
     NewInitialQuery,
