@@ -225,6 +225,22 @@ class UsageQuery(Form):
     pool: str = ""
 
 
+class AuditPageQuery(Form):
+    """The Audit page's filters (what its address carries)."""
+
+    user: str = ""
+    # a VM's name (the record's target)
+    vm: str = ""
+    # a pool's id
+    pool: str = ""
+    action: str = ""
+    # YYYY-MM-DD HH:MM (UTC)
+    since: str = ""
+    until: str = ""
+    # the next page: records below this id
+    before: str = ""
+
+
 class NewVmQuery(Form):
     hypervisor_id: str = ""
     mode: str = ""

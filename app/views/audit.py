@@ -21,6 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from app.api.describe import CSV, describe
+from app.api.describe import PAGE as HTML_PAGE
+from app.api.forms import AuditPageQuery
 from app.audit_query import AuditFilter, AuditRecord, audit_page
 from app.broker import pools as pool_store
 from app.db.records import Named, fetch_records
@@ -106,6 +109,11 @@ def console_summary(details: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @admin_required
+@describe(
+    "The Audit page: records filtered and paged, newest first",
+    query=AuditPageQuery,
+    responses={200: HTML_PAGE, 400: HTML_PAGE},
+)
 async def page(request: Request) -> Response:
     services = services_of(request)
     asked = await _asked(request, PAGE)
@@ -163,6 +171,7 @@ def _csv_line(record: AuditRecord) -> str:
 
 
 @admin_required
+@describe("Every audit record the filters name, as CSV", query=AuditPageQuery, responses={200: CSV})
 async def csv_export(request: Request) -> Response:
     """Every record the filters name, newest first (up to :data:`CSV_LIMIT`), read page by page."""
     asked = await _asked(request, 1000)
