@@ -81,6 +81,7 @@ class LibvirtConnection:
         self._conn: libvirt.virConnect | None = None
         self._callback_ids: list[int] = []
         self._close_callback = False
+        self._closed = False
         self.lost = asyncio.Event()
         self.lost_reason = ""
 
@@ -146,27 +147,47 @@ class LibvirtConnection:
                 conn.registerCloseCallback(closed, None)
                 self._close_callback = True
             self._callback_ids.append(
-                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_lifecycle, None)
+                conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._while_open(on_lifecycle), None
+                )
             )
             self._callback_ids.append(
-                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, on_reboot, None)
+                conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._while_open(on_reboot), None
+                )
             )
 
         await self.call(register)
 
+    def _while_open(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """``callback``, silent once the dashboard has closed this connection (a lost connection is
+        closed without deregistering: its events, if any still come, are not this connection's)."""
+
+        def deliver(*args: Any) -> None:
+            if not self._closed:
+                callback(*args)
+
+        return deliver
+
     async def close(self) -> None:
         """Deregister callbacks and close; never raises. The worker threads are released."""
         conn, self._conn = self._conn, None
+        self._closed = True
+        # Deregistering on a connection libvirt has already closed (keepalive, link cut, fencing)
+        # races its own teardown of that connection and has crashed the process in libvirt:
+        # a lost connection is only closed; its callbacks go with it.
+        deregister = not self.lost.is_set()
         self.mark_lost("closed by the dashboard")
         if conn is not None:
 
             def shutdown() -> None:
-                for callback_id in self._callback_ids:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        conn.domainEventDeregisterAny(callback_id)
-                if self._close_callback:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        conn.unregisterCloseCallback()
+                if deregister:
+                    for callback_id in self._callback_ids:
+                        with contextlib.suppress(libvirt.libvirtError):
+                            conn.domainEventDeregisterAny(callback_id)
+                    if self._close_callback:
+                        with contextlib.suppress(libvirt.libvirtError):
+                            conn.unregisterCloseCallback()
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.close()
 
