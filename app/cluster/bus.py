@@ -161,14 +161,16 @@ class RedisBus:
                 # (it starts first, so that nothing said meanwhile is missed), and a channel
                 # subscribed by name then would never be heard.
                 await pubsub.psubscribe(PREFIX + "*")
-                self._connected.set()
-                self.subscribed_once.set()
                 backoff = BACKOFF_FIRST
                 if not first:
                     self.reconnections += 1
                     log.warning("cluster bus: back in touch with Redis; resynchronising")
                     await self._run_resync()
                 first = False
+                # Connected only once resynchronised: whoever waits for it finds the
+                # browsers' sockets already asked to reconnect.
+                self._connected.set()
+                self.subscribed_once.set()
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is not None:

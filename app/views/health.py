@@ -15,7 +15,11 @@ from app.services import services_of
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-ALIVE = Media("application/json", "{status: alive, replica, duties}: this replica's process answers")
+ALIVE = Media(
+    "application/json",
+    "{status: alive, replica, duties, bus}: this replica's process answers; "
+    "bus says whether it hears the other replicas (always true without a cluster)",
+)
 READY = Media("application/json", "{ready, replica, checks}: whether this replica serves (503 when not)")
 
 
@@ -28,6 +32,7 @@ async def healthz(request: Request) -> Response:
             "replica": node.name,
             "duties": node.duties.held,
             "running_duties": node.duties.running(),
+            "bus": node.bus.connected,
         },
         headers=NO_STORE,
     )

@@ -158,6 +158,10 @@ class Replica:
         except urllib.error.HTTPError:
             return False
 
+    def hears_the_bus(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:  # noqa: S310
+            return bool(json.loads(response.read())["bus"])
+
     def wait_ready(self, timeout: float = 90) -> None:
         wait_until(
             self.ready, what=f"replica {self.name}", timeout=timeout, log_path=self.log_path, proc=self.proc
@@ -300,6 +304,15 @@ class ClusterLab:
                 replica.start()
         for replica in self.replicas:
             replica.wait_ready()
+            # Ready needs Redis to answer; hearing the others again (and the resync that closes
+            # live sockets) follows on the subscriber's back-off: wait for it too.
+            wait_until(
+                replica.hears_the_bus,
+                what=f"replica {replica.name} on the bus",
+                timeout=30,
+                log_path=replica.log_path,
+                proc=replica.proc,
+            )
         self.wait_balanced()
 
     def stop(self) -> None:
