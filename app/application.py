@@ -52,6 +52,7 @@ from app.proxy.service import ConsoleService
 from app.proxy.sessions import ConsoleSessions
 from app.proxy.vv import build_vv
 from app.retention import RetentionPurger
+from app.server.heap import freeze_startup_heap
 from app.server.limits import BodyLimitMiddleware
 from app.services import Services
 from app.settings import Settings
@@ -93,6 +94,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         services = await open_services(settings, app.state.clock, stack)
         app.state.services = services
+        freeze_startup_heap()
         node = services.cluster
         log.info(
             "dashboard ready, database %s%s",
