@@ -58,7 +58,9 @@ class ServerSettings(Section):
     body_timeout: float = Field(default=30.0, gt=0)
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     header_timeout: float = Field(default=10.0, gt=0)
-    keepalive_timeout: int = Field(default=5, ge=1)
+    # Longer than HTTP clients keep an idle connection for reuse (httpx 5 s, aiohttp 15 s): closed
+    # at the same moment, a request already on its way gets a reset instead of an answer.
+    keepalive_timeout: int = Field(default=20, ge=1)
     # Open connections (console websockets included: keep it above console.global_limit)
     # beyond which new requests are answered 503.
     max_connections: int = Field(default=4096, ge=16)
