@@ -69,7 +69,10 @@ async def test_power_actions_through_the_api_arrive_as_vm_messages_on_the_live_w
     finally:
         await socket.close()
     listed = (await admin.get("/api/v1/admin/vms")).json()["vms"]
-    assert [(v["name"], v["state"]) for v in listed] == [(name, "shutoff")]
+    # This test's own VMs: the hypervisor is shared with other tests, whose domains it may still
+    # hold (a domain found there is listed as an unclassified VM).
+    ours = [(v["name"], v["state"]) for v in listed if v["name"].startswith(world.tag)]
+    assert ours == [(name, "shutoff")]
 
 
 async def test_api_errors_are_json_naming_the_field_and_unsafe_calls_need_the_csrf_header(
