@@ -7,6 +7,7 @@ trusted either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -19,10 +20,12 @@ import aiomysql
 import asyncssh
 import ldap3
 import libvirt
+import pymysql
 import pytest
 import sqlalchemy as sa
 from ldap3.core.exceptions import LDAPBindError
 
+from app.db import MIGRATION_LOCK
 from tests.services import guests
 from tests.services.browser import BrowserFactory, console_logs
 from tests.services.guests import GuestImages
@@ -102,6 +105,42 @@ async def test_mariadb_answers_through_aiomysql(mariadb: MariaDB) -> None:
     assert count == 2
     assert "MariaDB" in version
     assert mariadb.url == f"mysql://vdi:{mariadb.password}@127.0.0.1:{mariadb.port}/vdi"
+
+
+def test_a_reset_ends_what_an_earlier_test_left_holding_locks_on_the_database(mariadb: MariaDB) -> None:
+    """A session left open with the migration lock, or with a transaction on a table: the reset
+    ends it, so that neither the DROP nor the next dashboard's migration waits for it."""
+
+    def leftover(*statements: str) -> pymysql.Connection:
+        session = pymysql.connect(
+            host=mariadb.host, port=mariadb.port, user=mariadb.user, password=mariadb.password, database="vdi"
+        )
+        with session.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+        return session
+
+    def ended(session: pymysql.Connection) -> bool:
+        try:
+            session.ping(reconnect=False)
+        except pymysql.err.OperationalError:
+            return True
+        finally:
+            with contextlib.suppress(pymysql.err.Error, OSError):
+                session.close()
+        return False
+
+    mariadb.reset()
+    holder = leftover(f"SELECT GET_LOCK('{MIGRATION_LOCK}', 0)")
+    mariadb.reset()
+    assert mariadb.sql(f"SELECT IS_FREE_LOCK('{MIGRATION_LOCK}')").strip() == "1"
+    assert ended(holder)
+
+    # The open transaction holds the table's metadata lock, which DROP DATABASE waits for.
+    reader = leftover("CREATE TABLE held (id INT PRIMARY KEY)", "BEGIN", "SELECT * FROM held")
+    mariadb.reset()
+    assert mariadb.sql("SHOW TABLES FROM vdi").strip() == ""
+    assert ended(reader)
 
 
 @pytest.mark.parametrize("attempt", [1, 2])

@@ -29,6 +29,10 @@ from .rundir import RunDir
 
 DATABASE = "vdi"
 USER = "vdi"
+# Seconds a reset waits for sessions of earlier tests to end and let go of their locks.
+RESET_LOCK_WAIT = 20
+# The named lock dashboards take while they migrate the database (app/db).
+MIGRATION_LOCK = "kvmvdi_migrations"
 
 
 def server_version() -> str:
@@ -191,8 +195,50 @@ class MariaDB:
         return self._sql(statements)
 
     def reset(self) -> None:
-        """Drop and recreate the ``vdi`` database: an empty schema in a few milliseconds."""
-        self._sql(f"DROP DATABASE IF EXISTS {DATABASE}; CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4;")
+        """Drop and recreate the ``vdi`` database: an empty schema in a few milliseconds.
+
+        What earlier tests left behind (a dashboard or a pool not closed, a thread still
+        migrating) must not make a test wait: an open transaction of theirs holds metadata locks
+        the DROP would wait for, and the migration lock held by one of theirs makes the next
+        dashboard's start-up wait, each far longer than a test may take (and with the event loop
+        blocked here, a session of this process could never end by itself). So when either is
+        held, the sessions of user ``vdi`` end first; a lock still held then fails the reset
+        within ``RESET_LOCK_WAIT`` seconds, instead of hanging the test."""
+        recreate = f"DROP DATABASE IF EXISTS {DATABASE}; CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4;"
+        try:
+            # One round trip in the usual case, where nothing is held.
+            migration_lock = self._sql(
+                f"SET SESSION lock_wait_timeout = 1; SELECT COALESCE(IS_USED_LOCK('{MIGRATION_LOCK}'), 0);"
+                + recreate
+            ).strip()
+        except ServiceError:  # a table of the database is in use (lock wait timeout)
+            self._end_sessions(USER)
+            self._sql(f"SET SESSION lock_wait_timeout = {RESET_LOCK_WAIT};" + recreate)
+            return
+        if migration_lock != "0":
+            self._end_sessions(USER)
+
+    def _sessions(self, user: str) -> set[int]:
+        listed = self._sql(f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{user}'")  # noqa: S608
+        return {int(session) for session in listed.split()}
+
+    def _end_sessions(self, user: str) -> None:
+        ending = self._sessions(user)
+        if not ending:
+            return
+        # --force: a session that ended meanwhile ("unknown thread id") does not stop the others.
+        kills = "".join(f"KILL CONNECTION {session};" for session in sorted(ending))
+        run(
+            ["mariadb", f"--defaults-file={self.config_path}", "-u", "root", "--force", "-e", kills],
+            timeout=30,
+            check=False,
+        )
+        # A killed session leaves the list once it has rolled back and let go of its locks.
+        wait_until(
+            lambda: not ending & self._sessions(user),
+            what=f"the sessions of {user} left by earlier tests ending",
+            timeout=RESET_LOCK_WAIT,
+        )
 
     def stop(self) -> None:
         if self._proc is not None:
