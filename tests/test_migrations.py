@@ -3,6 +3,7 @@ the data model in ``app/db/schema.py`` (alembic's autogenerate comparison finds 
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -10,6 +11,7 @@ from alembic.migration import MigrationContext
 
 from app import db as database
 from app.db.schema import metadata
+from tests.services.mariadb import MariaDB
 
 
 def _differences(url: str) -> list[object]:
@@ -61,3 +63,24 @@ def test_downgrade_removes_everything(database_url_any: str) -> None:
     finally:
         engine.dispose()
     assert tables <= {"alembic_version"}
+
+
+def test_a_migration_waits_a_bounded_time_for_a_table_in_use_on_mariadb(mariadb: MariaDB) -> None:
+    """A session that keeps a table the next migration changes in use (an open transaction): the
+    migration gives up after its wait, and lets go of the migration lock, instead of waiting for a
+    day with every query of that table queued behind it. Once the session ends, it goes through."""
+    mariadb.reset()
+    url = mariadb.url
+    database.upgrade(url, "0014")
+    engine = sa.create_engine(database.sync_url(url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as reader:
+            reader.execute(sa.text("SELECT * FROM api_tokens"))  # its open transaction holds the table
+            with pytest.raises(database.MigrationBusy, match="in use"):
+                database.upgrade(url, "0015", table_lock_wait=1)
+            free = sa.text("SELECT IS_FREE_LOCK(:name)")
+            assert reader.execute(free, {"name": database.MIGRATION_LOCK}).scalar() == 1
+        database.upgrade(url, "0015", table_lock_wait=1)
+    finally:
+        engine.dispose()
+    assert database.current_revision(url) == "0015"

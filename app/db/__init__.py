@@ -29,7 +29,7 @@ class DatabaseURLError(ValueError):
 
 
 class MigrationBusy(RuntimeError):
-    """Another dashboard holds the migration lock for longer than we wait."""
+    """Another dashboard holds the migration lock, or a table to change stays in use, longer than we wait."""
 
 
 def _split(url: str) -> tuple[str, sa.engine.URL]:
@@ -82,9 +82,14 @@ def _alembic_config() -> Config:
 # lock (per server; the documented cluster set-up sends every replica to the same Galera node).
 MIGRATION_LOCK = "kvmvdi_migrations"
 MIGRATION_LOCK_WAIT = 300
+# Seconds a migration's change of a table waits for the sessions using that table (an open
+# transaction, a backup) before it gives up. MariaDB would wait a day, holding the migration lock
+# meanwhile, and every query of that table queues behind the waiting change.
+TABLE_LOCK_WAIT = 60
+LOCK_WAIT_TIMEOUT = 1205
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, table_lock_wait: int = TABLE_LOCK_WAIT) -> None:
     """Apply migrations up to ``revision`` (blocking; run it in a thread from async code)."""
     _ensure_sqlite_dir(url)
     engine = sa.create_engine(sync_url(url), poolclass=sa.pool.NullPool)
@@ -100,9 +105,18 @@ def upgrade(url: str, revision: str = "head") -> None:
                     raise MigrationBusy("another dashboard has been migrating the database for too long")
             try:
                 with engine.begin() as connection:
+                    if mysql:
+                        connection.execute(sa.text(f"SET SESSION lock_wait_timeout = {int(table_lock_wait)}"))
                     cfg = _alembic_config()
                     cfg.attributes["connection"] = connection
                     command.upgrade(cfg, revision)
+            except sa.exc.OperationalError as exc:
+                if mysql and exc.orig is not None and exc.orig.args[:1] == (LOCK_WAIT_TIMEOUT,):
+                    raise MigrationBusy(
+                        f"a table the migration changes has been in use for over {table_lock_wait} s "
+                        "(a long transaction or a backup?): migrate again once it ends"
+                    ) from exc
+                raise
             finally:
                 if mysql:
                     locking.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK})
