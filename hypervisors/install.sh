@@ -7,6 +7,8 @@
 #   install.sh user [options]        only the service user, its directories and the dashboard's key,
 #                                    for a hypervisor whose libvirt is managed already (libvirtd's
 #                                    configuration, its sockets and qemu.conf are left as they are)
+#   install.sh narrow [options]      only (re)write libvirt's access control for the service user
+#                                    (what --narrow adds to install)
 #
 # Options (the same for both):
 #   --user NAME              service account the dashboard logs in as (default: vdi)
@@ -22,6 +24,11 @@
 #   --spice-ports MIN-MAX    the ports desktops' SPICE displays use (default 5900-6899)
 #   --spice-firewall ADDRS   admit the SPICE ports only from these dashboard addresses (comma
 #                            list, IPv4/IPv6); an nftables table of its own, kept across reboots
+#   --narrow                 turn on libvirt's access control (polkit): the service user may make
+#                            only the calls the dashboard needs, on domains only (no networks,
+#                            storage pools, secrets, host devices); other group members read only
+#   --domain-prefix PREFIX   with --narrow: only domains whose names start with PREFIX (besides the
+#                            dashboard's own kvmvdi-trial-* probes); name the desktops accordingly
 #   --no-packages            do not apt-get install anything (check still requires the programs)
 #   --no-restart             do not restart libvirtd after changing its configuration
 #
@@ -41,11 +48,17 @@ SPICE_PORTS=5900-6899
 SPICE_FIREWALL=""
 INSTALL_PACKAGES=1
 RESTART=1
+NARROW=0
+DOMAIN_PREFIX=""
 
 LIBVIRTD_CONF=/etc/libvirt/libvirtd.conf
 QEMU_CONF=/etc/libvirt/qemu.conf
 SOCKET_DROPIN_DIR=/etc/systemd/system/libvirtd.socket.d
 SOCKET_DROPIN=$SOCKET_DROPIN_DIR/kvm-vdi.conf
+# Narrow mode: libvirtd asks polkit before every API call; this file says what the service user may do.
+POLKIT_RULES=/etc/polkit-1/rules.d/40-kvm-vdi-libvirt.rules
+# The throw-away domains the dashboard starts to find out what a host can run (app/hyper/trials.py).
+TRIAL_PREFIX=kvmvdi-trial-
 KEY_COMMENT=kvm-vdi-dashboard
 # Where qemu finds SPICE's TLS files: "current" points at the generation the dashboard issued last.
 # AppArmor's libvirt profile lets qemu read /etc/pki/libvirt-spice, so it stays under it.
@@ -57,7 +70,7 @@ NFTABLES_CONF=/etc/nftables.conf
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system openssh-server openssl ovmf swtpm swtpm-tools)
 
 usage() {
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -67,7 +80,7 @@ die() {
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        install | check | firewall | user) ACTION=$1 ;;
+        install | check | firewall | user | narrow) ACTION=$1 ;;
         --user) SERVICE_USER=${2:?--user needs a name}; shift ;;
         --home) HOME_DIR=${2:?--home needs a directory}; shift ;;
         --images-dir) IMAGES_DIR=${2:?--images-dir needs a directory}; shift ;;
@@ -78,6 +91,8 @@ while [ $# -gt 0 ]; do
         --console-address) CONSOLE_ADDRESS=${2:?--console-address needs an address}; shift ;;
         --spice-ports) SPICE_PORTS=${2:?--spice-ports needs MIN-MAX}; shift ;;
         --spice-firewall) SPICE_FIREWALL=${2:?--spice-firewall needs addresses}; shift ;;
+        --narrow) NARROW=1 ;;
+        --domain-prefix) DOMAIN_PREFIX=${2:?--domain-prefix needs a prefix}; shift ;;
         --no-packages) INSTALL_PACKAGES=0 ;;
         --no-restart) RESTART=0 ;;
         -h | --help) usage; exit 0 ;;
@@ -87,6 +102,12 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$(id -u)" -eq 0 ] || die "run as root"
+[ "$ACTION" != narrow ] || NARROW=1
+if [ -n "$DOMAIN_PREFIX" ]; then
+    [ "$NARROW" -eq 1 ] || die "--domain-prefix needs --narrow"
+    # Written into a JavaScript string: libvirt's own name characters only.
+    [[ $DOMAIN_PREFIX =~ ^[A-Za-z0-9_.-]{1,32}$ ]] || die "--domain-prefix: letters, digits, '_', '.', '-' only: $DOMAIN_PREFIX"
+fi
 [[ $SERVICE_USER =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "--user: not a valid user name: $SERVICE_USER"
 for dir in "$HOME_DIR" "$IMAGES_DIR" "$VOLATILE_DIR" "$ISO_DIR"; do
     [[ $dir == /* && $dir != *..* ]] || die "directories must be absolute paths without '..': $dir"
@@ -292,6 +313,12 @@ set_conf() {
         unchanged "$file: $line"
         return
     fi
+    write_conf_line "$file" "$key" "$line"
+}
+
+# Put LINE (an assignment of KEY) into a libvirt config file in place of KEY's active line(s).
+write_conf_line() {
+    local file=$1 key=$2 line=$3
     [ -f "$file.kvm-vdi.orig" ] || cp -p "$file" "$file.kvm-vdi.orig"
     local tmp
     tmp=$(mktemp "$file.XXXXXX")
@@ -337,6 +364,98 @@ configure_libvirtd() {
         else
             unchanged "$SOCKET_DROPIN"
         fi
+    fi
+}
+
+# --- narrow mode: libvirt's access control -----------------------------------------------
+
+ACCESS_DRIVERS_LINE='access_drivers = [ "polkit" ]'
+
+access_control_on() {
+    grep -Eq '^[[:space:]]*access_drivers[[:space:]]*=[[:space:]]*\[[[:space:]]*"polkit"[[:space:]]*\]' "$LIBVIRTD_CONF"
+}
+
+# The polkit rules: libvirtd asks, before each API call, whether the calling user may do
+# org.libvirt.api.OBJECT.PERMISSION (on a domain, with its name). Every other libvirt call of the
+# service user is refused, including the read-only ones polkit's defaults allow everybody.
+polkit_rules() {
+    cat <<RULES
+// Written by KVM-VDI install.sh --narrow: what the dashboard's service user may ask of libvirt.
+// libvirtd checks every API call here (access_drivers = [ "polkit" ] in libvirtd.conf).
+polkit.addRule(function (action, subject) {
+    if (action.id.indexOf("org.libvirt.api.") !== 0) {
+        return polkit.Result.NOT_HANDLED;
+    }
+    // The host's administrator keeps every right (virsh as root).
+    if (subject.user === "root") {
+        return polkit.Result.YES;
+    }
+    if (subject.user !== "$SERVICE_USER") {
+        return polkit.Result.NOT_HANDLED;
+    }
+    var permission = action.id.substring("org.libvirt.api.".length);
+    // The host: connect, read its capabilities, facts and domain capabilities (which libvirt
+    // files under connect.write), list domains and receive their events.
+    var host = ["connect.getattr", "connect.read", "connect.write", "connect.search-domains"];
+    // Its domains: define, start, stop, reset, suspend/resume, remove, change devices (CD-ROM,
+    // SPICE password), read the definition with its SPICE password, screenshots, snapshots.
+    // Not: migrate, memory or disk peeking, core dumps, save images, serial/channel devices.
+    var domain = ["domain.getattr", "domain.read", "domain.read-secure", "domain.write",
+        "domain.save", "domain.start", "domain.stop", "domain.reset", "domain.init-control",
+        "domain.suspend", "domain.delete", "domain.screenshot", "domain.snapshot"];
+    var prefixes = ["$TRIAL_PREFIX", "$DOMAIN_PREFIX"];
+    if (host.indexOf(permission) >= 0) {
+        return polkit.Result.YES;
+    }
+    if (domain.indexOf(permission) >= 0) {
+        var name = action.lookup("domain_name") || "";
+        for (var i = 0; i < prefixes.length; i++) {
+            if (name.indexOf(prefixes[i]) === 0) {
+                return polkit.Result.YES;
+            }
+        }
+    }
+    return polkit.Result.NO;
+});
+RULES
+}
+
+configure_narrow() {
+    [ -f "$LIBVIRTD_CONF" ] || die "$LIBVIRTD_CONF not found: is libvirt-daemon-system installed?"
+    getent passwd "$SERVICE_USER" >/dev/null || die "service user $SERVICE_USER does not exist (run: $0 install)"
+    [ -d "$(dirname "$POLKIT_RULES")" ] || die "$(dirname "$POLKIT_RULES") not found: is polkitd installed?"
+    local wanted
+    wanted=$(polkit_rules)
+    if [ "$(cat "$POLKIT_RULES" 2>/dev/null)" != "$wanted" ]; then
+        # polkitd reads the rules again by itself when the directory changes.
+        printf '%s\n' "$wanted" >"$POLKIT_RULES.tmp"
+        chmod 0644 "$POLKIT_RULES.tmp"
+        mv "$POLKIT_RULES.tmp" "$POLKIT_RULES"
+        changed "$POLKIT_RULES (libvirt rights of $SERVICE_USER: domains ${DOMAIN_PREFIX:-of any name}${DOMAIN_PREFIX:+*})"
+    else
+        unchanged "$POLKIT_RULES"
+    fi
+    if access_control_on; then
+        unchanged "$LIBVIRTD_CONF: $ACCESS_DRIVERS_LINE"
+    else
+        write_conf_line "$LIBVIRTD_CONF" access_drivers "$ACCESS_DRIVERS_LINE"
+    fi
+}
+
+# install without --narrow: undo a narrow set-up made by this script (never an admin's own).
+leave_narrow() {
+    [ -f "$POLKIT_RULES" ] || return 0
+    rm -f "$POLKIT_RULES"
+    changed "removed $POLKIT_RULES (group mode: --narrow not given)"
+    if access_control_on; then
+        local tmp
+        tmp=$(mktemp "$LIBVIRTD_CONF.XXXXXX")
+        sed 's/^\([[:space:]]*access_drivers[[:space:]]*=\)/#\1/' "$LIBVIRTD_CONF" >"$tmp"
+        chmod --reference="$LIBVIRTD_CONF" "$tmp"
+        chown --reference="$LIBVIRTD_CONF" "$tmp"
+        mv "$tmp" "$LIBVIRTD_CONF"
+        changed "$LIBVIRTD_CONF: access_drivers commented out"
+        LIBVIRT_CHANGED=1
     fi
 }
 
@@ -429,6 +548,7 @@ do_install() {
     ensure_dirs
     authorize_dashboard_key
     configure_libvirtd
+    if [ "$NARROW" -eq 1 ]; then configure_narrow; else leave_narrow; fi
     configure_spice
     restart_libvirtd
     apply_firewall
@@ -465,6 +585,25 @@ warn() {
 
 as_user() {
     runuser -u "$1" -- "${@:2}"
+}
+
+# Which set-up is active: the libvirt group's full rights, or narrow (polkit access control).
+check_mode() {
+    if access_control_on; then
+        if [ ! -f "$POLKIT_RULES" ]; then
+            missing "$POLKIT_RULES (access_drivers is on, so $SERVICE_USER may do nothing; run: $0 narrow)"
+        elif [ "$(cat "$POLKIT_RULES")" = "$(polkit_rules)" ]; then
+            pass "mode narrow: libvirt access control (polkit), $SERVICE_USER on domains ${DOMAIN_PREFIX:-of any name}${DOMAIN_PREFIX:+*} only"
+        elif [ "$NARROW" -eq 1 ]; then
+            missing "$POLKIT_RULES as --narrow writes it for $SERVICE_USER${DOMAIN_PREFIX:+ and --domain-prefix $DOMAIN_PREFIX} (run: $0 narrow)"
+        else
+            pass "mode narrow: libvirt access control (polkit), rules in $POLKIT_RULES"
+        fi
+    elif [ "$NARROW" -eq 1 ]; then
+        missing "$LIBVIRTD_CONF: $ACCESS_DRIVERS_LINE (--narrow; run: $0 narrow)"
+    else
+        pass "mode group: members of group libvirt have every libvirt right (root-equivalent; see --narrow)"
+    fi
 }
 
 do_check() {
@@ -580,6 +719,7 @@ do_check() {
             missing "$LIBVIRTD_CONF: ${key%%:*} = \"${key#*:}\" (found: ${value:-default})"
         fi
     done
+    check_mode
     if [ -e /lib/systemd/system/libvirtd.socket ] || [ -e /usr/lib/systemd/system/libvirtd.socket ]; then
         if grep -q '^SocketMode=0660' "$SOCKET_DROPIN" 2>/dev/null && grep -q '^SocketGroup=libvirt' "$SOCKET_DROPIN"; then
             pass "$SOCKET_DROPIN"
@@ -632,6 +772,17 @@ do_check() {
     else
         missing "libvirt access for $SERVICE_USER: $(as_user "$SERVICE_USER" timeout 30 virsh -q -c qemu:///system version 2>&1 | tail -n1)"
     fi
+    if access_control_on; then
+        # Proof that the narrowing is live: a call outside the service user's list is refused.
+        local pools
+        if pools=$(as_user "$SERVICE_USER" timeout 30 virsh -q -c qemu:///system pool-list --all 2>&1); then
+            missing "libvirt refuses $SERVICE_USER what the rules do not allow (it listed storage pools): restart libvirtd, is polkitd running?"
+        elif [[ $pools == *"access denied"* ]]; then
+            pass "libvirt refuses $SERVICE_USER what the rules do not allow (storage pools)"
+        else
+            missing "libvirt's access control for $SERVICE_USER: $(tail -n1 <<<"$pools")"
+        fi
+    fi
     if as_user "$SERVICE_USER" test -r /dev/kvm -a -w /dev/kvm; then
         pass "/dev/kvm usable by $SERVICE_USER"
     else
@@ -655,6 +806,8 @@ do_check() {
 }
 
 ORIGINAL_ARGS=(--user "$SERVICE_USER" --home "$HOME_DIR" --images-dir "$IMAGES_DIR" --volatile-dir "$VOLATILE_DIR" --iso-dir "$ISO_DIR")
+[ "$NARROW" -eq 0 ] || ORIGINAL_ARGS+=(--narrow)
+[ -z "$DOMAIN_PREFIX" ] || ORIGINAL_ARGS+=(--domain-prefix "$DOMAIN_PREFIX")
 case $ACTION in
     install) do_install ;;
     user) do_user ;;
@@ -662,5 +815,10 @@ case $ACTION in
     firewall)
         [ -n "$SPICE_FIREWALL" ] || die "firewall: give --spice-firewall ADDRS"
         apply_firewall
+        ;;
+    narrow)
+        configure_narrow
+        restart_libvirtd
+        echo "done     $CHANGES change(s)"
         ;;
 esac

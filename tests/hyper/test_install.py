@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +59,15 @@ class FreshHost:
         return opts
 
     def installer(
-        self, action: str, key: DashboardKey | None = None, *, user: str | None = None
+        self,
+        action: str,
+        key: DashboardKey | None = None,
+        *,
+        user: str | None = None,
+        extra: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*self.enter, "bash", str(INSTALL), action, *self.options(key, user=user)],
+            [*self.enter, "bash", str(INSTALL), action, *self.options(key, user=user), *extra],
             capture_output=True,
             text=True,
             timeout=120,
@@ -86,6 +91,8 @@ def fresh_host(run_dir: RunDir, h0: LibvirtHost) -> Iterator[FreshHost]:
         run(["cp", "-a", f"/etc/{sub}/.", str(etc / sub)])
     # A fresh host has no SPICE certificate directory yet (h0's own stays untouched).
     (etc / "pki-libvirt-spice").mkdir()
+    # polkit's rules directory: narrow mode writes its rules there (the machine's stays untouched).
+    (etc / "polkit-rules").mkdir(mode=0o755)
     (etc / "libvirt" / ".kvmvdi-fresh-host").touch()
     holder_script = base / "hold.sh"
     holder_script.write_text(
@@ -93,6 +100,7 @@ def fresh_host(run_dir: RunDir, h0: LibvirtHost) -> Iterator[FreshHost]:
         f'mount --bind "{etc / "libvirt"}" /etc/libvirt\n'
         f'mount --bind "{etc / "systemd" / "system"}" /etc/systemd/system\n'
         f'mount --bind "{etc / "pki-libvirt-spice"}" /etc/pki/libvirt-spice\n'
+        f'mount --bind "{etc / "polkit-rules"}" /etc/polkit-1/rules.d\n'
         "exec sleep infinity\n"
     )
     holder = spawn(
@@ -408,3 +416,44 @@ def test_user_mode_makes_only_the_user_directories_and_key_and_leaves_libvirt_al
 def libvirt_config_files(host: FreshHost) -> list[Path]:
     trees = (host.etc / "libvirt", host.etc / "systemd" / "system")
     return sorted(path for tree in trees for path in tree.rglob("*") if path.is_file())
+
+
+def test_narrow_mode_is_written_reported_by_check_and_undone(
+    fresh_host: FreshHost, dashboard_key: DashboardKey
+) -> None:
+    """h0's libvirtd does not read this host's libvirtd.conf: ``check`` must notice that the
+    narrowing is configured but not in force (tests/hyper/test_narrow.py runs it for real)."""
+    user = fresh_host.user
+    narrow = ["--narrow", "--domain-prefix", "vdi-"]
+    installed = fresh_host.installer("install", dashboard_key, extra=narrow)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    rules = fresh_host.etc / "polkit-rules" / "40-kvm-vdi-libvirt.rules"
+    assert f'if (subject.user !== "{user}")' in rules.read_text()
+    assert 'var prefixes = ["kvmvdi-trial-", "vdi-"];' in rules.read_text()
+    conf = fresh_host.etc / "libvirt" / "libvirtd.conf"
+    assert 'access_drivers = [ "polkit" ]' in conf.read_text().splitlines()
+
+    checked = fresh_host.installer("check", dashboard_key, extra=narrow)
+    assert (
+        f"ok       mode narrow: libvirt access control (polkit), {user} on domains vdi-* only"
+        in checked.stdout
+    )
+    assert [line.split(":")[0] for line in missing(checked.stdout)] == [
+        f"MISSING  libvirt refuses {user} what the rules do not allow (it listed storage pools)"
+    ], checked.stdout
+    other_prefix = fresh_host.installer(
+        "check", dashboard_key, extra=["--narrow", "--domain-prefix", "desk-"]
+    )
+    rules_path = "/etc/polkit-1/rules.d/40-kvm-vdi-libvirt.rules"
+    assert (
+        f"MISSING  {rules_path} as --narrow writes it for {user} and --domain-prefix desk-"
+        in other_prefix.stdout
+    )
+
+    undone = fresh_host.installer("install", dashboard_key)
+    assert undone.returncode == 0
+    assert not rules.exists()
+    assert 'access_drivers = [ "polkit" ]' not in conf.read_text().splitlines()
+    plain = fresh_host.installer("check", dashboard_key)
+    assert plain.returncode == 0, plain.stdout
+    assert "ok       mode group: members of group libvirt have every libvirt right" in plain.stdout

@@ -32,7 +32,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -109,6 +109,7 @@ class LibvirtHost:
         netns: bool = False,
         ssh_user: str = TEST_USER,
         images_size: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.name = name
@@ -117,6 +118,8 @@ class LibvirtHost:
         # A size-limited filesystem (tmpfs, e.g. "64M") for the images directory, mounted in the
         # host's own mount namespace: only the host (its sshd, libvirtd, qemu) sees it.
         self.images_size = images_size
+        # The daemons' environment (e.g. DBUS_SYSTEM_BUS_ADDRESS of a private system bus).
+        self.env = env
         self.net: NetNamespace | None = NetNamespace(run_dir, name) if netns else None
         self.images_dir: Path = self.dir / "images"
         self.volatile_dir: Path = self.dir / "volatile"
@@ -221,6 +224,7 @@ class LibvirtHost:
             [*self.enter_prefix(), "tini", "-s", "--", "libvirtd", "--pid-file", str(pidfile)],
             run_id=self.run_dir.id,
             log_path=self.dir / "daemons.out",
+            env=self.env,
         )
         self._restarted.append(proc)
         wait_until(
@@ -429,7 +433,7 @@ wait
         if self.net is not None:
             argv = [*self.net.exec_prefix(), *argv]
         # ip netns exec and unshare both exec their command: the Popen PID is tini's.
-        self._holder = spawn(argv, run_id=self.run_dir.id, log_path=self.dir / "daemons.out")
+        self._holder = spawn(argv, run_id=self.run_dir.id, log_path=self.dir / "daemons.out", env=self.env)
 
     def _answers(self) -> bool:
         if not self.socket_path.exists():
