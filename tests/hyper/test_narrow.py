@@ -5,7 +5,7 @@ A hypervisor of its own whose libvirtd talks to a private system D-Bus and a rea
 rules and ``access_drivers`` into that host's configuration, and libvirtd restarts with them.
 The dashboard, connected as the service user over SSH as always, still does everything it
 does with desktops; the same user is refused on a domain outside the prefix and on every
-object that is not a domain.
+object that is not a domain; and ``install.sh check`` reports the mode and the refusal.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ NETWORK_XML = "<network><name>kvmvdi-narrow-net</name><bridge name='kvmvdinarrow
 class NarrowedHost:
     host: LibvirtHost
     polkit: PolkitServices
-    install: Callable[[], subprocess.CompletedProcess[str]]
+    install: Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +55,25 @@ def narrowed(run_dir: RunDir, dashboard_key: DashboardKey) -> Iterator[NarrowedH
     polkit = PolkitServices(run_dir, "hn-polkit")
     host = LibvirtHost(run_dir, "hn", env=polkit.env())
 
-    def install() -> subprocess.CompletedProcess[str]:
-        # In the host's mount namespace (its /etc/libvirt), with polkitd's rules directory.
+    def install(action: str = "narrow") -> subprocess.CompletedProcess[str]:
+        # In the host's mount namespace (its /etc/libvirt and socket), with polkitd's rules directory.
         script = (
             f'mount --bind "{polkit.rules_dir}" {RULES_DIR}\n'
-            f'exec bash "{INSTALL}" narrow --user {host.ssh_user} --domain-prefix {PREFIX} --no-restart\n'
+            f'exec bash "{INSTALL}" "$0" --user {host.ssh_user} --narrow --domain-prefix {PREFIX} '
+            "--no-restart\n"
         )
         return subprocess.run(
-            [*host.enter_prefix(), "unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+            [
+                *host.enter_prefix(),
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-ec",
+                script,
+                action,
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -241,3 +252,16 @@ async def test_the_narrowed_service_user_is_refused_everything_else(
         assert FOREIGN in host.virsh("list", "--all", "--name"), "the administrator's domain is untouched"
     finally:
         await disconnect(hv)
+
+
+def test_check_reports_the_narrow_mode_and_proves_it_is_in_force(
+    narrow_host: LibvirtHost, narrowed: NarrowedHost
+) -> None:
+    user = narrow_host.ssh_user
+    # (The rest of a full install, the directories and key, is not this host's: only these lines count.)
+    checked = narrowed.install("check").stdout
+    assert (
+        f"ok       mode narrow: libvirt access control (polkit), {user} on domains {PREFIX}* only" in checked
+    )
+    assert f"ok       libvirt answers {user} on qemu:///system" in checked
+    assert f"ok       libvirt refuses {user} what the rules do not allow (storage pools)" in checked
