@@ -51,7 +51,9 @@ class ErrorBody(Out):
     )
     failover: Failover | None = Field(default=None, description="the pool's fallback, when it has one")
     desktop: Desktop | None = Field(default=None, description="the desktop that could not be started")
-    vms: list[str] | None = Field(default=None, description="the VMs that keep a hypervisor in use")
+    vms: list[str] | None = Field(
+        default=None, description="the VMs the refusal names (keeping a hypervisor in use, refused by a pool)"
+    )
 
 
 def error_body(

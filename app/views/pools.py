@@ -14,6 +14,7 @@ from app.api.describe import PAGE, REDIRECT, describe
 from app.api.forms import MotdForm, NoFields, PoolForm, PoolMembersForm, PoolVmsForm, StraightForm, Toast
 from app.broker import people
 from app.broker import pools as store
+from app.broker.pool_admin import PoolAdmin
 from app.broker.preferences import (
     MOTD,
     MOTD_LIMIT,
@@ -124,10 +125,9 @@ async def new(request: Request) -> Response:
 @admin_required
 @describe("Make a pool", form=PoolForm, responses={303: REDIRECT, 400: PAGE})
 async def create(request: Request) -> Response:
-    services = services_of(request)
     settings = store.PoolSettings.from_form(await request.form())
     try:
-        pool_id = await store.create_pool(services.db, settings)
+        pool_id = await PoolAdmin.of(services_of(request)).create(settings)
     except store.PoolError as exc:
         settings.errors.setdefault(exc.field or "name", str(exc))
         return await _edit_page(request, None, settings, 400)
@@ -153,31 +153,25 @@ async def update(request: Request) -> Response:
         return RedirectResponse("/pools", status_code=303)
     settings = store.PoolSettings.from_form(await request.form())
     try:
-        await store.update_pool(services.db, pool.id, settings)
+        running = await PoolAdmin.of(services).update(pool, settings)
     except store.PoolError as exc:
         settings.errors.setdefault(exc.field or "name", str(exc))
         return await _edit_page(request, pool, settings, 400)
+    await record_pool_updated(request, settings)
+    if running:
+        note = f"Saved. The device policy reaches {len(running)} running desktop(s) at their next start"
+        return RedirectResponse(f"/pools/{pool.id}?toast={quote(note)}", status_code=303)
+    return RedirectResponse(f"/pools/{pool.id}?toast=Saved", status_code=303)
+
+
+async def record_pool_updated(request: Request, settings: store.PoolSettings) -> None:
+    """The audit record of a pool's new settings (the form's and the admin API's alike)."""
     await record_action(
         request,
         "pool_updated",
         target=settings.name,
         **{k: v for k, v in settings.values().items() if k != "name"},
     )
-    await services.broker.catalog.publish_pool(pool.id)
-    if settings.policy_differs(pool):
-        running = await _apply_policy(request, pool.id)
-        if running:
-            note = f"Saved. The device policy reaches {len(running)} running desktop(s) at their next start"
-            return RedirectResponse(f"/pools/{pool.id}?toast={quote(note)}", status_code=303)
-    return RedirectResponse(f"/pools/{pool.id}?toast=Saved", status_code=303)
-
-
-async def _apply_policy(request: Request, pool_id: int, vm_ids: list[int] | None = None) -> list[str]:
-    """The pool's device policy onto its desktops (or the newly added ``vm_ids``); running ones later."""
-    service = services_of(request).vms
-    if service is None:
-        return []
-    return await service.apply_pool_policy(pool_id, vm_ids)
 
 
 @admin_required
@@ -187,15 +181,9 @@ async def add_vms(request: Request) -> Response:
     pool = await store.get_pool(services.db, _id(request))
     if pool is None:
         return RedirectResponse("/pools", status_code=303)
-    form = await request.form()
-    refused = await store.add_vms(services.db, pool.id, _ints(form.getlist("vm_id")))
-    # A desktop handed to a pool gets the pool's device policy.
-    added = await store.pool_vm_ids(services.db, pool.id)
-    await _apply_policy(request, pool.id, [vm_id for vm_id in _ints(form.getlist("vm_id")) if vm_id in added])
-    await record_action(
-        request, "pool_vms_added", target=pool.name, vm_ids=_ints(form.getlist("vm_id")), refused=refused
-    )
-    await services.broker.catalog.publish_pool(pool.id)
+    vm_ids = _ints((await request.form()).getlist("vm_id"))
+    refused = (await PoolAdmin.of(services).add_vms(pool, vm_ids)).refused
+    await record_action(request, "pool_vms_added", target=pool.name, vm_ids=vm_ids, refused=refused)
     if refused:
         return await _edit_page(
             request,
@@ -214,11 +202,12 @@ async def remove_vm(request: Request) -> Response:
     pool = await store.get_pool(services.db, _id(request))
     if pool is None:
         return RedirectResponse("/pools", status_code=303)
+    vm_id = int(request.path_params["vm_id"])
     try:
-        await store.remove_vm(services.db, pool.id, int(request.path_params["vm_id"]))
+        await PoolAdmin.of(services).remove_vm(pool, vm_id)
     except store.PoolError as exc:
         return await _edit_page(request, pool, None, 409, error=str(exc))
-    await services.broker.catalog.publish_pool(pool.id)
+    await record_action(request, "pool_vm_removed", target=pool.name, vm_id=vm_id)
     return RedirectResponse(f"/pools/{pool.id}?toast=Desktop+removed", status_code=303)
 
 
@@ -231,10 +220,8 @@ async def members(request: Request) -> Response:
         return RedirectResponse("/pools", status_code=303)
     form = await request.form()
     user_ids, group_ids = _ints(form.getlist("user_id")), _ints(form.getlist("group_id"))
-    await store.set_users(services.db, pool.id, user_ids)
-    await store.set_groups(services.db, pool.id, group_ids)
+    await PoolAdmin.of(services).set_members(pool, user_ids=user_ids, group_ids=group_ids)
     await record_action(request, "pool_members_set", target=pool.name, user_ids=user_ids, group_ids=group_ids)
-    await services.broker.catalog.publish_pool(pool.id)
     return RedirectResponse(f"/pools/{pool.id}?toast=Members+saved", status_code=303)
 
 
@@ -266,7 +253,7 @@ async def delete(request: Request) -> Response:
     if pool is None:
         return RedirectResponse("/pools", status_code=303)
     try:
-        await store.delete_pool(services.db, pool.id)
+        await PoolAdmin.of(services).delete(pool)
     except store.PoolError as exc:
         return await _edit_page(request, pool, None, 409, error=str(exc))
     await record_action(request, "pool_deleted", target=pool.name)

@@ -10,7 +10,7 @@ from app.api.describe import PAGE, REDIRECT, describe
 from app.api.forms import DisableForm, GroupForm, NewUserForm, NoFields, Toast
 from app.auth.accounts import AccountError
 from app.auth.passwords import WeakPasswordError
-from app.broker import people
+from app.broker import account_admin, people
 from app.i18n import gettext as _
 from app.services import services_of
 from app.views.forms import record_action, render
@@ -73,11 +73,9 @@ async def toggle(request: Request) -> Response:
     form = await request.form()
     disabled = str(form.get("disabled", "")) == "1"
     try:
-        user = await people.set_disabled(services.db, _id(request), disabled)
+        user = await account_admin.set_disabled(services, _id(request), disabled)
     except AccountError as exc:
         return await _page(request, 409, error=f"{exc}.")
-    if disabled:
-        await services.broker.revoke_user_consoles(user.id)
     await record_action(request, "user_disabled" if disabled else "user_enabled", target=user.username)
     state = "disabled" if disabled else "enabled"
     return RedirectResponse(f"/users?toast={user.username}+{state}", status_code=303)
