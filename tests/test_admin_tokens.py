@@ -186,3 +186,19 @@ async def test_tokens_through_the_api(dashboard: RunningDashboard) -> None:
     # The page refuses what the API refuses, by field.
     refused = await admin.post("/account/tokens", {"name": "", "expires_in_days": "0"})
     assert refused.status_code == 400 and "name" in refused.text
+
+
+async def test_a_token_expires_on_the_dashboards_clock(dashboard: RunningDashboard) -> None:
+    """Expiry is read on the clock every time-bound rule of the dashboard reads: moved a day on,
+    a one-day token is refused and listed no more."""
+    admin = await dashboard.admin()
+    daily = await make_token(admin, "daily", expires_in_days="1")
+    lasting = await make_token(admin, "lasting", expires_in_days="0")
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as script:
+        assert (await script.get("/api/v1/admin/summary", headers=bearer(daily))).status_code == 200
+        dashboard.clock.advance(timedelta(days=1, minutes=1).total_seconds())
+        refused = await script.get("/api/v1/admin/summary", headers=bearer(daily))
+        assert (refused.status_code, refused.json()["error"]) == (401, "invalid_token")
+        listed = await script.get("/api/v1/admin/tokens?all=true", headers=bearer(lasting))
+        assert listed.status_code == 200, listed.text
+        assert {token["name"] for token in listed.json()["tokens"]} == {"lasting"}

@@ -5,8 +5,9 @@ optional expiry, and optionally read-only (GET only). The token is shown once; t
 database keeps its SHA-256 (256 random bits need no slow hash) in ``api_tokens`` with
 ``kind = "personal"``. A token works only while its user is an enabled administrator; it
 ends when revoked, when it expires, when the user's password is changed or reset, or
-when the user is disabled or deleted. It authenticates alone: requests carrying it bring
-no cookie and need no CSRF token (see :mod:`app.auth.bearer`).
+when the user is disabled or deleted. Whether it has expired is read on the dashboard's
+clock (:mod:`app.clock`), handed in as ``now`` by the caller. It authenticates alone:
+requests carrying it bring no cookie and need no CSRF token (see :mod:`app.auth.bearer`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import sqlalchemy as sa
 from databases import Database
 
 from app.broker.tokens import token_hash
-from app.clock import utcnow
 from app.db.records import Record, fetch_record, fetch_records
 from app.db.schema import api_tokens, users
 
@@ -88,10 +88,10 @@ async def create_token(
     read_only: bool = False,
     expires_in_days: int | None = None,
     client_address: str = "",
+    now: datetime,
 ) -> tuple[str, PersonalToken]:
     """A new token: the secret (returned here once, never stored) and its record."""
     secret = PREFIX + secrets.token_urlsafe(32)
-    now = utcnow()
     expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
     token_id = await db.execute(
         api_tokens.insert().values(
@@ -105,29 +105,31 @@ async def create_token(
             expires_at=expires_at,
         )
     )
-    found = await get_token(db, int(token_id))
+    found = await get_token(db, int(token_id), now=now)
     assert found is not None
     return secret, found
 
 
-async def get_token(db: Database, token_id: int, *, user_id: int | None = None) -> PersonalToken | None:
+async def get_token(
+    db: Database, token_id: int, *, now: datetime, user_id: int | None = None
+) -> PersonalToken | None:
     """A live personal token (of ``user_id`` when given)."""
     query = (
         sa.select(*_columns())
         .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
-        .where(api_tokens.c.id == token_id, _live(utcnow()))
+        .where(api_tokens.c.id == token_id, _live(now))
     )
     if user_id is not None:
         query = query.where(api_tokens.c.user_id == user_id)
     return await fetch_record(db, PersonalToken, query)
 
 
-async def list_tokens(db: Database, *, user_id: int | None = None) -> list[PersonalToken]:
+async def list_tokens(db: Database, *, now: datetime, user_id: int | None = None) -> list[PersonalToken]:
     """Live personal tokens, newest first (of one administrator, or of all)."""
     query = (
         sa.select(*_columns())
         .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
-        .where(_live(utcnow()))
+        .where(_live(now))
         .order_by(api_tokens.c.id.desc())
     )
     if user_id is not None:
@@ -135,21 +137,20 @@ async def list_tokens(db: Database, *, user_id: int | None = None) -> list[Perso
     return await fetch_records(db, PersonalToken, query)
 
 
-async def revoke(db: Database, token_id: int) -> None:
+async def revoke(db: Database, token_id: int, *, now: datetime) -> None:
     await db.execute(
         api_tokens.update()
         .where(
             api_tokens.c.id == token_id, api_tokens.c.kind == "personal", api_tokens.c.revoked_at.is_(None)
         )
-        .values(revoked_at=utcnow())
+        .values(revoked_at=now)
     )
 
 
-async def authenticate(db: Database, secret: str) -> PersonalToken | None:
-    """The live token of an enabled administrator whose secret this is, or ``None``."""
+async def authenticate(db: Database, secret: str, *, now: datetime) -> PersonalToken | None:
+    """The live token at ``now`` of an enabled administrator whose secret this is, or ``None``."""
     if not secret.startswith(PREFIX) or len(secret) > 128:
         return None
-    now = utcnow()
     row = await fetch_record(
         db,
         _Presented,

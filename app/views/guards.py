@@ -103,7 +103,8 @@ def admin_api(endpoint: Endpoint) -> Endpoint:
         secret = bearer_token(request.scope)
         if secret is None:
             return await by_session(request)
-        token = await personal_tokens.authenticate(services_of(request).db, secret)
+        services = services_of(request)
+        token = await personal_tokens.authenticate(services.db, secret, now=services.clock.now())
         if token is None:
             return error_response(
                 401,

@@ -38,13 +38,15 @@ def _expiry_choices() -> list[tuple[int, str]]:
 
 async def _create(request: Request, body: NewToken) -> tuple[str, store.PersonalToken]:
     user = request.state.user
+    services = services_of(request)
     secret, token = await store.create_token(
-        services_of(request).db,
+        services.db,
         user.id,
         body.name,
         read_only=body.read_only,
         expires_in_days=body.expires_in_days,
         client_address=client_address(request),
+        now=services.clock.now(),
     )
     await record_action(
         request,
@@ -58,11 +60,12 @@ async def _create(request: Request, body: NewToken) -> tuple[str, store.Personal
 
 
 async def _revoke(request: Request, token_id: int) -> store.PersonalToken | None:
-    db = services_of(request).db
-    token = await store.get_token(db, token_id)
+    services = services_of(request)
+    now = services.clock.now()
+    token = await store.get_token(services.db, token_id, now=now)
     if token is None:
         return None
-    await store.revoke(db, token.id)
+    await store.revoke(services.db, token.id, now=now)
     await record_action(
         request, "api_token_revoked", target=token.name, token_id=token.id, owner=token.username
     )
@@ -72,9 +75,9 @@ async def _revoke(request: Request, token_id: int) -> store.PersonalToken | None
 async def _page(
     request: Request, *, created: str | None = None, status_code: int = 200, **context: object
 ) -> Response:
-    db = services_of(request).db
+    services = services_of(request)
     user = request.state.user
-    tokens = await store.list_tokens(db)
+    tokens = await store.list_tokens(services.db, now=services.clock.now())
     return render(
         request,
         "account/tokens.html",
@@ -141,8 +144,9 @@ async def revoke_submit(request: Request) -> Response:
 )
 async def list_tokens(request: Request) -> Response:
     everyone = read_query(request, TokenFilter).all
+    services = services_of(request)
     found = await store.list_tokens(
-        services_of(request).db, user_id=None if everyone else request.state.user.id
+        services.db, now=services.clock.now(), user_id=None if everyone else request.state.user.id
     )
     return answer(TokenList(tokens=[TokenRecord.of(token) for token in found]))
 
