@@ -18,9 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.api import out
 from app.api.bodies import DesktopRequest, Login, SnapshotTake, UserPower
-from app.api.describe import EMPTY, Answer, Media, describe
+from app.api.describe import EMPTY, Answer, describe
 from app.api.errors import ErrorBody, error_response
+from app.api.image_models import SnapshotFailed, SnapshotOutcome, SnapshotRefusal, UserSnapshotList
 from app.api.reader import read_body
 from app.api.responses import BrokerPools, DesktopBooting, DesktopGranted, LeaseExpiry, LoggedIn, PowerStarted
 from app.auth.login import LoginAttempt, Refusal
@@ -273,9 +275,8 @@ async def power(request: Request) -> Response:
     return JSONResponse({"state": state}, status_code=202)
 
 
-SNAPSHOTS = Media("application/json", "{limit, snapshots: [{name, description, created_at, state, ...}]}")
-_OUTCOME = Media("application/json", "{state, message, snapshots} (and error: snapshot_failed on failure)")
-SNAPSHOT_OUTCOMES: dict[int, Answer] = {200: _OUTCOME, 202: _OUTCOME, 409: _OUTCOME}
+SNAPSHOTS = UserSnapshotList
+SNAPSHOT_OUTCOMES: dict[int, Answer] = {200: SnapshotOutcome, 202: SnapshotOutcome, 409: SnapshotRefusal}
 
 
 def snapshot_outcome(outcome: Outcome) -> Response:
@@ -287,8 +288,8 @@ def snapshot_outcome(outcome: Outcome) -> Response:
         "snapshots": outcome.snapshots,
     }
     if outcome.state == "failed":
-        body["error"] = "snapshot_failed"
-    return JSONResponse(body, status_code=status)
+        return out.answer(SnapshotFailed.model_validate({**body, "error": "snapshot_failed"}), status)
+    return out.answer(SnapshotOutcome.model_validate(body), status)
 
 
 def snapshot_refused(exc: SnapshotRefused) -> Response:
@@ -311,7 +312,7 @@ async def snapshots(request: Request) -> Response:
         )
     except SnapshotRefused as exc:
         return snapshot_refused(exc)
-    return JSONResponse({"limit": limit, "snapshots": found})
+    return out.answer(UserSnapshotList.model_validate({"limit": limit, "snapshots": found}))
 
 
 @token_required

@@ -11,27 +11,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.api.bodies import Publish, VersionDelete, VersionTarget
-from app.api.describe import Media, describe
+from app.api.describe import describe
 from app.api.errors import ErrorBody
+from app.api.image_models import ImageAnswer, VersionDeleted, VersionPlanAnswer
+from app.api.out import answer
 from app.api.reader import read_body
 from app.api.responses import OperationAnswer
 from app.views.forms import client_address
 from app.views.vms_api import PREFIX, actor, api, operation_json, path_id, vm_service
 
-IMAGE = Media("application/json", "{image: {initial, versions, target, children, rollout}}")
-PLAN = Media("application/json", "{plan: {version, files, kept_files}}")
-DELETED = Media("application/json", "{deleted: the plan that was carried out}")
-
 
 @api
 @describe(
     "An initial machine's image versions, its children and the rollout",
-    responses={200: IMAGE, 409: ErrorBody},
+    responses={200: ImageAnswer, 409: ErrorBody},
 )
 async def versions(request: Request) -> Response:
     """The initial's versions, which VDI machine runs on which, the target and the roll-out's progress."""
     state = await vm_service(request).images.state(path_id(request))
-    return JSONResponse({"image": state.summary()})
+    return answer(ImageAnswer.model_validate({"image": state.summary()}))
 
 
 @api
@@ -58,32 +56,34 @@ async def rollout(request: Request) -> Response:
 
 
 @api
-@describe("Choose the version desktops move to", body=VersionTarget, responses={200: IMAGE})
+@describe("Choose the version desktops move to", body=VersionTarget, responses={200: ImageAnswer})
 async def target(request: Request) -> Response:
     """Make a version the target: ``{version_id}`` (roll back or forward)."""
     version_id = (await read_body(request, VersionTarget)).version_id
     state = await vm_service(request).images.set_target(path_id(request), version_id, actor=actor(request))
-    return JSONResponse({"image": state.summary()})
+    return answer(ImageAnswer.model_validate({"image": state.summary()}))
 
 
 @api
-@describe("Go back to the version before the target", responses={200: IMAGE})
+@describe("Go back to the version before the target", responses={200: ImageAnswer})
 async def rollback(request: Request) -> Response:
     """Make the version before the target the target again."""
     state = await vm_service(request).images.roll_back(path_id(request), actor=actor(request))
-    return JSONResponse({"image": state.summary()})
+    return answer(ImageAnswer.model_validate({"image": state.summary()}))
 
 
 @api
-@describe("What deleting an unused version removes, to confirm", responses={200: PLAN, 409: ErrorBody})
+@describe(
+    "What deleting an unused version removes, to confirm", responses={200: VersionPlanAnswer, 409: ErrorBody}
+)
 async def delete_plan(request: Request) -> Response:
     """What deleting a version removes, for the confirmation; refused while a machine runs on it."""
     plan = await vm_service(request).images.plan_delete(path_id(request), path_id(request, "version_id"))
-    return JSONResponse({"plan": plan.summary()})
+    return answer(VersionPlanAnswer.model_validate({"plan": plan.summary()}))
 
 
 @api
-@describe("Delete an unused version (confirm its files)", body=VersionDelete, responses={200: DELETED})
+@describe("Delete an unused version (confirm its files)", body=VersionDelete, responses={200: VersionDeleted})
 async def delete(request: Request) -> Response:
     confirm = (await read_body(request, VersionDelete)).confirm_files
     plan = await vm_service(request).images.delete(
@@ -93,7 +93,7 @@ async def delete(request: Request) -> Response:
         actor=actor(request),
         client_address=client_address(request),
     )
-    return JSONResponse({"deleted": plan.summary()})
+    return answer(VersionDeleted.model_validate({"deleted": plan.summary()}))
 
 
 BASE = f"{PREFIX}/vms/{{vm_id:int}}/versions"

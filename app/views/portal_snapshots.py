@@ -8,12 +8,14 @@ operation (see :mod:`app.broker.snapshots`) and carries the fresh list.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.bodies import SnapshotTake
 from app.api.describe import PAGE, describe
 from app.api.errors import ErrorBody
+from app.api.image_models import UserSnapshotList
+from app.api.out import answer
 from app.api.reader import read_body
 from app.broker.snapshots import SnapshotRefused
 from app.i18n import gettext as _
@@ -70,7 +72,7 @@ async def listing(request: Request) -> Response:
         limit, found = await services_of(request).broker.snapshots.of(_vm_id(request), request.state.user.id)
     except SnapshotRefused as exc:
         return snapshot_refused(exc)
-    return JSONResponse({"limit": limit, "snapshots": found})
+    return answer(UserSnapshotList.model_validate({"limit": limit, "snapshots": found}))
 
 
 @client_required

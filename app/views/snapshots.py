@@ -12,7 +12,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.api.bodies import SnapshotTake
-from app.api.describe import PAGE, TEXT, Media, describe
+from app.api.describe import PAGE, TEXT, describe
+from app.api.image_models import SnapshotList
+from app.api.out import answer
 from app.api.reader import read_body
 from app.api.responses import OperationAnswer
 from app.i18n import gettext as _
@@ -49,16 +51,11 @@ async def page(request: Request) -> Response:
 @api
 @describe(
     "A VM's snapshots",
-    responses={
-        200: Media(
-            "application/json",
-            "{snapshots: [{name, description, created_at, state, with_memory, current, parent}]}",
-        )
-    },
+    responses={200: SnapshotList},
 )
 async def listing(request: Request) -> Response:
     found = await vm_service(request).snapshots.of(path_id(request))
-    return JSONResponse({"snapshots": [snapshot_json(snapshot) for snapshot in found]})
+    return answer(SnapshotList.model_validate({"snapshots": [snapshot_json(snapshot) for snapshot in found]}))
 
 
 @api

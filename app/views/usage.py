@@ -10,8 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.api.describe import CSV, PAGE, Media, describe
+from app.api.describe import CSV, PAGE, describe
 from app.api.forms import UsageQuery
+from app.api.image_models import UsageOut
+from app.api.out import answer
 from app.broker import pools as pool_store
 from app.i18n import gettext as _
 from app.services import services_of
@@ -67,7 +69,7 @@ def _refused(error: UsageRangeError) -> JSONResponse:
 @describe(
     "Usage per pool and day: most desktops at once, sessions, hours used, refusals",
     query=UsageQuery,
-    responses={200: Media("application/json", "{first, last, time_zone, pools, days: [...]}")},
+    responses={200: UsageOut},
 )
 async def api(request: Request) -> Response:
     """``GET /api/v1/admin/usage?from=&to=&pool=``: per pool and day, as the page shows it."""
@@ -75,7 +77,7 @@ async def api(request: Request) -> Response:
         asked = _Asked(request)
     except UsageRangeError as error:
         return _refused(error)
-    return JSONResponse((await asked.report(request)).as_json())
+    return answer(UsageOut.model_validate((await asked.report(request)).as_json()))
 
 
 @admin_required
