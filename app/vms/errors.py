@@ -6,9 +6,14 @@ handler answers with.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from app.i18n import gettext as _
+from app.i18n import ngettext
+
+if TYPE_CHECKING:
+    from app.vms.records import Vm
 
 
 class VmError(Exception):
@@ -63,6 +68,20 @@ def refuse_if_busy(name: str, operation_id: int | None) -> None:
             _("{name} is busy with operation {operation_id}: wait for it to end").format(
                 name=name, operation_id=operation_id
             ),
+            code="busy",
+        )
+
+
+def refuse_if_any_busy(vms: Iterable[Vm]) -> None:
+    """Refused while an operation holds any of ``vms``, naming every busy one."""
+    busy = [vm.name for vm in vms if vm.operation_id is not None]
+    if busy:
+        raise Refused(
+            ngettext(
+                "{names} is busy with an operation: wait for it to end",
+                "{names} are busy with an operation: wait for it to end",
+                len(busy),
+            ).format(names=", ".join(busy)),
             code="busy",
         )
 

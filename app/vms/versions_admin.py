@@ -18,7 +18,15 @@ from app.i18n import gettext as _
 from app.i18n import ngettext
 from app.vms.context import VmContext
 from app.vms.disks import backing_files, confined, create_overlays, remove_files
-from app.vms.errors import HypervisorFailure, Invalid, NotFound, Refused, VmError, refuse_if_busy
+from app.vms.errors import (
+    HypervisorFailure,
+    Invalid,
+    NotFound,
+    Refused,
+    VmError,
+    refuse_if_any_busy,
+    refuse_if_busy,
+)
 from app.vms.power import RUNNING, force_off, live_state
 from app.vms.publish import initial_checks, state_of
 from app.vms.records import Vm, update_vm, update_vms, vms_by_ids
@@ -231,16 +239,7 @@ async def clear_for_start(
             code="children_depend",
             details={"vms": names},
         )
-    busy = [child.name for child in dependents if child.operation_id is not None]
-    if busy:
-        raise Refused(
-            ngettext(
-                "{names} is busy with an operation: wait for it to end",
-                "{names} are busy with an operation: wait for it to end",
-                len(busy),
-            ).format(names=", ".join(busy)),
-            code="busy",
-        )
+    refuse_if_any_busy(dependents)
     hv = ctx.hypervisor(initial.hypervisor_id)
     await update_vms(ctx.db, [child.id for child in dependents], maintenance=True)
     for child in dependents:

@@ -19,7 +19,14 @@ from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
 from app.vms.domain_xml import cdrom_device_xml
-from app.vms.errors import HypervisorFailure, Invalid, Refused, domain_missing, refuse_if_busy
+from app.vms.errors import (
+    HypervisorFailure,
+    Invalid,
+    Refused,
+    domain_missing,
+    refuse_if_any_busy,
+    refuse_if_busy,
+)
 from app.vms.operations import OperationContext
 from app.vms.power import force_off
 from app.vms.records import Vm, children_of, delete_vm_row, list_vms, update_vm, update_vms
@@ -126,12 +133,7 @@ async def set_children_flags(
         raise Invalid({"vm": f"{initial.name} is not an initial machine"})
     children = await children_of(ctx.db, initial.id)
     if "volatile" in changes:
-        busy = [child.name for child in children if child.operation_id is not None]
-        if busy:
-            raise Refused(
-                _("{names} are busy with an operation: wait for it to end").format(names=", ".join(busy)),
-                code="busy",
-            )
+        refuse_if_any_busy(children)
         return [
             await set_flags(ctx, child.id, changes, actor=actor, client_address=client_address)
             for child in children
@@ -250,16 +252,7 @@ async def plan_delete(ctx: VmContext, vm_id: int, *, with_children: bool, remove
             ).format(names=", ".join(locked)),
             code="locked",
         )
-    busy = [target.name for target in targets if target.operation_id is not None]
-    if busy:
-        raise Refused(
-            ngettext(
-                "{names} is busy with an operation: wait for it to end",
-                "{names} are busy with an operation: wait for it to end",
-                len(busy),
-            ).format(names=", ".join(busy)),
-            code="busy",
-        )
+    refuse_if_any_busy(targets)
     files: list[str] = []
     kept: list[str] = []
     if remove_disks:
