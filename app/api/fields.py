@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-_MESSAGES = {"extra_forbidden": "unknown field", "missing": "required"}
+from app.i18n import N_
+from app.i18n import gettext as _
+
+_MESSAGES = {"extra_forbidden": N_("unknown field"), "missing": N_("required")}
 
 
 def errors_of(exc: ValidationError, *, whole: str = "form") -> dict[str, str]:
@@ -17,7 +20,8 @@ def errors_of(exc: ValidationError, *, whole: str = "form") -> dict[str, str]:
     errors: dict[str, str] = {}
     for error in exc.errors():
         loc = error.get("loc") or (whole,)
-        message = _MESSAGES.get(error.get("type", ""), str(error.get("msg", "invalid value")))
+        known = _MESSAGES.get(error.get("type", ""))
+        message = _(known) if known is not None else str(error.get("msg", "invalid value"))
         message = message.removeprefix("Value error, ")
         inner = [f"item {part + 1}" if isinstance(part, int) else str(part) for part in loc[1:]]
         if inner:

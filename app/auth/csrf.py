@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
 from app.auth.session_cookie import SCOPE_KEY, SessionCookie
+from app.i18n import gettext as _
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Larger bodies are not parsed for a form token (they must use the header).
@@ -103,7 +104,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 
 def _rejection(request: Request) -> Response:
-    message = "CSRF token missing or invalid: reload the page and try again."
+    message = _("CSRF token missing or invalid: reload the page and try again.")
     if request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", ""):
         return error_response(403, "csrf_failed", message)
     return PlainTextResponse(message, status_code=403)

@@ -39,6 +39,7 @@ from app.db.records import Identified, PoolRecord, fetch_record
 from app.db.schema import leases, vms
 from app.hyper import HypervisorRegistry
 from app.i18n import gettext as _
+from app.i18n import ngettext
 from app.live.hub import LiveHub
 from app.observers import Observers
 from app.proxy.service import ConsoleError, ConsoleGrant, ConsoleService
@@ -328,10 +329,14 @@ class Broker:
 
     def _refused(self, pool: PoolRecord, claim: Claim) -> DesktopAnswer:
         messages = {
-            "maintenance": "This pool is in maintenance. Try again later.",
-            "no_free_desktop": "All desktops of this pool are in use.",
-            "all_hypervisors_down": "The servers of this pool are unavailable.",
-            "desktop_limit": f"You already hold {pool.max_per_user} desktop(s) of this pool.",
+            "maintenance": _("This pool is in maintenance. Try again later."),
+            "no_free_desktop": _("All desktops of this pool are in use."),
+            "all_hypervisors_down": _("The servers of this pool are unavailable."),
+            "desktop_limit": ngettext(
+                "You already hold {count} desktop of this pool.",
+                "You already hold {count} desktops of this pool.",
+                pool.max_per_user,
+            ).format(count=pool.max_per_user),
         }
         refusal = claim.refusal or "no_free_desktop"
         failover = pool_store.failover_of(pool)

@@ -122,7 +122,7 @@ class PoolSettings:
         def text(key: str, limit: int = 255) -> str:
             value = str(form.get(key, "") or "").strip()
             if len(value) > limit:
-                errors[key] = f"At most {limit} characters."
+                errors[key] = _("At most {limit} characters.").format(limit=limit)
             return value
 
         def number(key: str, default: int, low: int, high: int) -> int:
@@ -132,10 +132,10 @@ class PoolSettings:
             try:
                 value = int(raw)
             except ValueError:
-                errors[key] = "Enter a whole number."
+                errors[key] = _("Enter a whole number.")
                 return default
             if not low <= value <= high:
-                errors[key] = f"Enter a number from {low} to {high}."
+                errors[key] = _("Enter a number from {low} to {high}.").format(low=low, high=high)
             return value
 
         def flag(key: str) -> bool:
@@ -160,13 +160,13 @@ class PoolSettings:
             user_snapshots=number("user_snapshots", 0, 0, 50),
         )
         if not settings.name:
-            errors["name"] = "Give the pool a name."
+            errors["name"] = _("Give the pool a name.")
         if settings.failover_kind not in FAILOVER_KINDS:
-            errors["failover_kind"] = "Choose none, RDP or VMware Horizon."
+            errors["failover_kind"] = _("Choose none, RDP or VMware Horizon.")
         elif settings.failover_kind != "none" and not settings.failover_host:
-            errors["failover_host"] = "Enter the RDP host or Horizon server users fall back to."
+            errors["failover_host"] = _("Enter the RDP host or Horizon server users fall back to.")
         if settings.failover_kind == "horizon" and not settings.failover_pool:
-            errors["failover_pool"] = "Enter the Horizon pool name."
+            errors["failover_pool"] = _("Enter the Horizon pool name.")
         settings.errors = errors
         return settings
 

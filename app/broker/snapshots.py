@@ -116,7 +116,7 @@ class DesktopSnapshots:
         try:
             operation = await asyncio.wait_for(service.operations.wait(op_id), WAIT_SECONDS)
         except TimeoutError:
-            return Outcome("running", "Still at it: look again in a moment.", [])
+            return Outcome("running", _("Still at it: look again in a moment."), [])
         found = [snapshot_json(snapshot) for snapshot in await service.snapshots.of(vm_id)]
         if operation.state != "succeeded":
             return Outcome("failed", operation.error or operation.message, found)

@@ -142,7 +142,9 @@ class HypervisorMonitor:
                     # An attempt that is about to fail on its own reports a better reason.
                     done, _pending = await asyncio.wait({attempt}, timeout=1.0)
                 if not done:
-                    message = f"no answer for {self._settings.fence_after:g} s ({lost_reason}); reconnecting"
+                    # A hypervisor's state note, written by its background monitor: no reader's language.
+                    after = self._settings.fence_after
+                    message = f"no answer for {after:g} s ({lost_reason}); reconnecting"  # i18n-ignore
                     await self._report_state(self.hv, "down", message, "timeout")
             return await attempt
         except asyncio.CancelledError:
@@ -187,7 +189,7 @@ class HypervisorMonitor:
         except BaseException as exc:
             await session.close()
             if isinstance(exc, HypervisorError | libvirt.libvirtError):
-                message = f"connected, but libvirt set-up failed: {exc}"
+                message = f"connected, but libvirt set-up failed: {exc}"  # i18n-ignore: a state note
                 raise ConnectFailure("libvirt_unavailable", message) from exc
             raise
 

@@ -26,21 +26,23 @@ from app.db.retry import transaction
 from app.db.schema import HYPERVISOR_TRANSPORTS, hypervisors, vms
 from app.hyper.records import HypervisorRecord
 from app.hyper.sshkeys import HostKeyError, fingerprint
+from app.i18n import N_
+from app.i18n import gettext as _
 from app.i18n.formatting import format_size
 
 LABELS = {
-    "name": "Name",
-    "transport": "Transport",
-    "address": "SSH address",
-    "ssh_port": "SSH port",
-    "ssh_user": "SSH user",
-    "libvirt_uri": "libvirt URI",
-    "spice_address": "Console network address",
-    "spice_plain": "Plain SPICE for old clients",
-    "images_dir": "Images directory",
-    "volatile_dir": "Volatile directory",
-    "iso_dir": "ISO directory",
-    "maintenance": "Maintenance",
+    "name": N_("Name"),
+    "transport": N_("Transport"),
+    "address": N_("SSH address"),
+    "ssh_port": N_("SSH port"),
+    "ssh_user": N_("SSH user"),
+    "libvirt_uri": N_("libvirt URI"),
+    "spice_address": N_("Console network address"),
+    "spice_plain": N_("Plain SPICE for old clients"),
+    "images_dir": N_("Images directory"),
+    "volatile_dir": N_("Volatile directory"),
+    "iso_dir": N_("ISO directory"),
+    "maintenance": N_("Maintenance"),
 }
 FIELDS = tuple(LABELS)
 
@@ -132,21 +134,21 @@ def validate(submitted: Mapping[str, Any]) -> Validated:
 
     name = _text(raw["name"])
     if not _NAME.fullmatch(name):
-        errors["name"] = (
+        errors["name"] = _(
             "Name: required; up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit."
         )
     values["name"] = name
 
     transport = _text(raw["transport"]).lower()
     if transport not in HYPERVISOR_TRANSPORTS:
-        errors["transport"] = "Transport: choose ssh, local or test."
+        errors["transport"] = _("Transport: choose ssh, local or test.")
     values["transport"] = transport
 
     address = _text(raw["address"])
     if transport == "ssh" and not address:
-        errors["address"] = "SSH address: required for the ssh transport (a host name or IP address)."
+        errors["address"] = _("SSH address: required for the ssh transport (a host name or IP address).")
     elif address and not _is_host(address):
-        errors["address"] = "SSH address: not a host name or IP address."
+        errors["address"] = _("SSH address: not a host name or IP address.")
     values["address"] = address
 
     port_text = _text(raw["ssh_port"]) or "22"
@@ -155,12 +157,12 @@ def validate(submitted: Mapping[str, Any]) -> Validated:
     except ValueError:
         port = 0
     if not 1 <= port <= 65535:
-        errors["ssh_port"] = "SSH port: a number from 1 to 65535."
+        errors["ssh_port"] = _("SSH port: a number from 1 to 65535.")
     values["ssh_port"] = port if 1 <= port <= 65535 else port_text
 
     user = _text(raw["ssh_user"])
     if transport == "ssh" and not _USER.fullmatch(user):
-        errors["ssh_user"] = (
+        errors["ssh_user"] = _(
             "SSH user: required for the ssh transport; a system user name such as vdi "
             "(lower-case letters, digits, '_', '-', '.')."
         )
@@ -169,10 +171,12 @@ def validate(submitted: Mapping[str, Any]) -> Validated:
     uri = _text(raw["libvirt_uri"])
     if transport in _URI_SCHEMES:
         uri = uri or DEFAULT_URIS[transport]
-        scheme, sep, _ = uri.partition(":///")
+        scheme, sep, _path = uri.partition(":///")
         if not sep or scheme not in _URI_SCHEMES[transport] or any(ch.isspace() for ch in uri):
-            schemes = " or ".join(f"{s}:///" for s in _URI_SCHEMES[transport])
-            errors["libvirt_uri"] = f"libvirt URI: for the {transport} transport it starts with {schemes}."
+            schemes = ", ".join(f"{s}:///" for s in _URI_SCHEMES[transport])
+            errors["libvirt_uri"] = _(
+                "libvirt URI: for the {transport} transport it starts with {schemes}."
+            ).format(transport=transport, schemes=schemes)
         values["libvirt_uri"] = uri
     else:
         # ssh hypervisors derive their URI from address, port and user.
@@ -180,7 +184,7 @@ def validate(submitted: Mapping[str, Any]) -> Validated:
 
     spice = _text(raw["spice_address"])
     if spice and not _is_host(spice):
-        errors["spice_address"] = (
+        errors["spice_address"] = _(
             "Console network address: not a host name or IP address (or leave it empty)."
         )
     values["spice_address"] = spice
@@ -190,7 +194,9 @@ def validate(submitted: Mapping[str, Any]) -> Validated:
         text = _text(raw[field])
         directory = _directory(text)
         if directory is None:
-            errors[field] = f"{LABELS[field]}: an absolute path such as {DEFAULTS[field]} (no '..')."
+            errors[field] = _("{label}: an absolute path such as {example} (no '..').").format(
+                label=_(LABELS[field]), example=DEFAULTS[field]
+            )
         values[field] = directory if directory is not None else text
 
     values["maintenance"] = _flag(raw["maintenance"])
@@ -238,7 +244,7 @@ async def name_taken(db: Database, name: str, *, exclude_id: int | None = None) 
 async def check_unique(db: Database, result: Validated, *, exclude_id: int | None = None) -> None:
     name = result.values["name"]
     if "name" not in result.errors and await name_taken(db, name, exclude_id=exclude_id):
-        result.errors["name"] = f"Name: another hypervisor is already called {name}."
+        result.errors["name"] = _("Name: another hypervisor is already called {name}.").format(name=name)
 
 
 async def create(db: Database, values: dict[str, Any]) -> int:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.api.describe import PAGE, REDIRECT, TEXT, describe
 from app.api.forms import FixedAddressForm, Toast
 from app.i18n import gettext as _
 from app.services import services_of
-from app.views.forms import client_address, render
+from app.views.forms import client_address, redirect_with_toast, render
 from app.views.guards import admin_required
 from app.views.vms_api import vm_service
 from app.vms.dhcp import dhcp_hosts, dhcpd_config
@@ -74,7 +72,7 @@ async def fixed_address_submit(request: Request) -> Response:
         done = _("{vm} gets {address}").format(vm=vm.name, address=vm.fixed_address)
     else:
         done = _("{vm} has no fixed address").format(vm=vm.name)
-    return RedirectResponse(f"/vms/dhcp?toast={quote(done)}", status_code=303)
+    return redirect_with_toast("/vms/dhcp", done)
 
 
 routes = [

@@ -66,8 +66,9 @@ def redirect_with_toast(path: str, message: str, kind: str = "success") -> Redir
     query = {"toast": message}
     if kind != "success" and kind in TOAST_KINDS:
         query["toast_kind"] = kind
+    path, hash_mark, fragment = path.partition("#")
     separator = "&" if "?" in path else "?"
-    return RedirectResponse(f"{path}{separator}{urlencode(query)}", status_code=303)
+    return RedirectResponse(f"{path}{separator}{urlencode(query)}{hash_mark}{fragment}", status_code=303)
 
 
 def json_error(code: str, message: str, status_code: int, **extra: Any) -> JSONResponse:

@@ -287,7 +287,7 @@ async def host_key_submit(request: Request) -> Response:
         return await _host_key_page(
             request,
             row,
-            error="Tick “I compared the fingerprints” once you have checked them on the hypervisor.",
+            error=_("Tick “I compared the fingerprints” once you have checked them on the hypervisor."),
             status_code=400,
         )
     try:

@@ -24,7 +24,7 @@ from app.broker.schedule_times import DAY_LABELS, DAY_NAMES
 from app.broker.schedules import KINDS, Schedule, ScheduleError, ScheduleSpec, spec_from_form
 from app.i18n import gettext as _
 from app.services import services_of
-from app.views.forms import record_action
+from app.views.forms import record_action, redirect_with_toast
 from app.views.guards import admin_api, admin_required
 
 PREFIX = "/api/v1/admin/pools/{pool_id:int}/schedules"
@@ -198,9 +198,8 @@ async def form_create(request: Request) -> Response:
         schedule = await _create(request, pool_id, spec_from_form(form.multi_items()))
     except ScheduleError as exc:
         return await schedule_form_failed(request, pool_id, exc.errors, form)
-    return RedirectResponse(
-        f"/pools/{pool_id}?toast=Schedule+added:+{schedule.describe().replace(' ', '+')}#schedules",
-        status_code=303,
+    return redirect_with_toast(
+        f"/pools/{pool_id}#schedules", _("Schedule added: {schedule}").format(schedule=schedule.describe())
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -27,8 +26,9 @@ from app.broker.preferences import (
 from app.broker.schedule_times import DAY_NAMES
 from app.db.records import PoolRecord
 from app.i18n import gettext as _
+from app.i18n import ngettext
 from app.services import services_of
-from app.views.forms import record_action, render
+from app.views.forms import record_action, redirect_with_toast, render
 from app.views.guards import admin_required
 from app.views.pool_schedules import schedule_context
 
@@ -132,7 +132,7 @@ async def create(request: Request) -> Response:
         settings.errors.setdefault(exc.field or "name", str(exc))
         return await _edit_page(request, None, settings, 400)
     await record_action(request, "pool_created", target=settings.name)
-    return RedirectResponse(f"/pools/{pool_id}?toast=Pool+created", status_code=303)
+    return redirect_with_toast(f"/pools/{pool_id}", _("Pool created"))
 
 
 @admin_required
@@ -159,9 +159,13 @@ async def update(request: Request) -> Response:
         return await _edit_page(request, pool, settings, 400)
     await record_pool_updated(request, settings)
     if running:
-        note = f"Saved. The device policy reaches {len(running)} running desktop(s) at their next start"
-        return RedirectResponse(f"/pools/{pool.id}?toast={quote(note)}", status_code=303)
-    return RedirectResponse(f"/pools/{pool.id}?toast=Saved", status_code=303)
+        note = ngettext(
+            "Saved. The device policy reaches {count} running desktop at its next start",
+            "Saved. The device policy reaches {count} running desktops at their next start",
+            len(running),
+        ).format(count=len(running))
+        return redirect_with_toast(f"/pools/{pool.id}", note)
+    return redirect_with_toast(f"/pools/{pool.id}", _("Saved"))
 
 
 async def record_pool_updated(request: Request, settings: store.PoolSettings) -> None:
@@ -190,9 +194,11 @@ async def add_vms(request: Request) -> Response:
             pool,
             None,
             409,
-            error="Not added (already in a pool, or not a VDI/simple VM): " + ", ".join(refused),
+            error=_("Not added (already in a pool, or not a VDI/simple VM): {names}").format(
+                names=", ".join(refused)
+            ),
         )
-    return RedirectResponse(f"/pools/{pool.id}?toast=Desktops+added", status_code=303)
+    return redirect_with_toast(f"/pools/{pool.id}", _("Desktops added"))
 
 
 @admin_required
@@ -208,7 +214,7 @@ async def remove_vm(request: Request) -> Response:
     except store.PoolError as exc:
         return await _edit_page(request, pool, None, 409, error=str(exc))
     await record_action(request, "pool_vm_removed", target=pool.name, vm_id=vm_id)
-    return RedirectResponse(f"/pools/{pool.id}?toast=Desktop+removed", status_code=303)
+    return redirect_with_toast(f"/pools/{pool.id}", _("Desktop removed"))
 
 
 @admin_required
@@ -222,7 +228,7 @@ async def members(request: Request) -> Response:
     user_ids, group_ids = _ints(form.getlist("user_id")), _ints(form.getlist("group_id"))
     await PoolAdmin.of(services).set_members(pool, user_ids=user_ids, group_ids=group_ids)
     await record_action(request, "pool_members_set", target=pool.name, user_ids=user_ids, group_ids=group_ids)
-    return RedirectResponse(f"/pools/{pool.id}?toast=Members+saved", status_code=303)
+    return redirect_with_toast(f"/pools/{pool.id}", _("Members saved"))
 
 
 @admin_required
@@ -257,7 +263,7 @@ async def delete(request: Request) -> Response:
     except store.PoolError as exc:
         return await _edit_page(request, pool, None, 409, error=str(exc))
     await record_action(request, "pool_deleted", target=pool.name)
-    return RedirectResponse("/pools?toast=Pool+deleted", status_code=303)
+    return redirect_with_toast("/pools", _("Pool deleted"))
 
 
 @admin_required
@@ -266,12 +272,12 @@ async def save_motd(request: Request) -> Response:
     services = services_of(request)
     text = str((await request.form()).get("motd", "")).strip()
     if len(text) > MOTD_LIMIT:
-        return RedirectResponse(
-            f"/pools?toast=Message+too+long+(at+most+{MOTD_LIMIT}+characters)", status_code=303
+        return redirect_with_toast(
+            "/pools", _("Message too long (at most {limit} characters)").format(limit=MOTD_LIMIT)
         )
     await set_preference(services.db, MOTD, text)
     await record_action(request, "motd_changed")
-    return RedirectResponse("/pools?toast=Message+of+the+day+saved", status_code=303)
+    return redirect_with_toast("/pools", _("Message of the day saved"))
 
 
 @admin_required
@@ -281,7 +287,7 @@ async def save_straight(request: Request) -> Response:
     everywhere = str((await request.form()).get("straight_to_desktop", "")) == "1"
     await set_flag(services.db, STRAIGHT_TO_DESKTOP, everywhere)
     await record_action(request, "straight_to_desktop_changed", everywhere=everywhere)
-    return RedirectResponse("/pools?toast=Saved", status_code=303)
+    return redirect_with_toast("/pools", _("Saved"))
 
 
 routes = [

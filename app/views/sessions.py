@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.describe import PAGE, REDIRECT, describe
@@ -12,7 +12,7 @@ from app.broker.leases import active_sessions
 from app.cluster.census import OpenConsole
 from app.i18n import gettext as _
 from app.services import services_of
-from app.views.forms import client_address, render
+from app.views.forms import client_address, redirect_with_toast, render
 from app.views.guards import admin_required
 
 
@@ -47,8 +47,8 @@ async def end(request: Request) -> Response:
         actor=request.state.user.username,
         client_address=client_address(request),
     )
-    toast = "Session+ended" if ended else "That+session+had+already+ended"
-    return RedirectResponse(f"/sessions?toast={toast}", status_code=303)
+    toast = _("Session ended") if ended else _("That session had already ended")
+    return redirect_with_toast("/sessions", toast)
 
 
 routes = [

@@ -13,7 +13,7 @@ from app.auth.passwords import WeakPasswordError
 from app.broker import account_admin, people
 from app.i18n import gettext as _
 from app.services import services_of
-from app.views.forms import record_action, render
+from app.views.forms import record_action, redirect_with_toast, render
 from app.views.guards import admin_required
 
 
@@ -61,7 +61,9 @@ async def create(request: Request) -> Response:
             services.db, username, role, str(form.get("display_name", "")), str(form.get("email", ""))
         )
     except (AccountError, WeakPasswordError) as exc:
-        return await _page(request, 400, error=f"User name: {exc}.", form=dict(form))
+        return await _page(
+            request, 400, error=_("User name: {problem}.").format(problem=exc), form=dict(form)
+        )
     await record_action(request, "user_created", target=username, role=role, user_id=user_id)
     return await _page(request, created={"username": username, "password": password, "role": role})
 
@@ -77,8 +79,8 @@ async def toggle(request: Request) -> Response:
     except AccountError as exc:
         return await _page(request, 409, error=f"{exc}.")
     await record_action(request, "user_disabled" if disabled else "user_enabled", target=user.username)
-    state = "disabled" if disabled else "enabled"
-    return RedirectResponse(f"/users?toast={user.username}+{state}", status_code=303)
+    done = _("{username} disabled") if disabled else _("{username} enabled")
+    return redirect_with_toast("/users", done.format(username=user.username))
 
 
 @admin_required
@@ -117,7 +119,7 @@ async def delete(request: Request) -> Response:
     except AccountError as exc:
         return await _page(request, 409, error=f"{exc}.")
     await record_action(request, "user_deleted", target=user.username, source=user.source)
-    return RedirectResponse(f"/users?toast={user.username}+deleted", status_code=303)
+    return redirect_with_toast("/users", _("{username} deleted").format(username=user.username))
 
 
 @admin_required
@@ -129,9 +131,9 @@ async def add_group(request: Request) -> Response:
     try:
         await people.add_group(services.db, name, str(form.get("description", "")))
     except AccountError as exc:
-        return await _page(request, 400, error=f"Group name: {exc}.")
+        return await _page(request, 400, error=_("Group name: {problem}.").format(problem=exc))
     await record_action(request, "directory_group_added", target=name)
-    return RedirectResponse("/users?toast=Group+registered#groups", status_code=303)
+    return redirect_with_toast("/users#groups", _("Group registered"))
 
 
 @admin_required
@@ -143,7 +145,7 @@ async def delete_group(request: Request) -> Response:
     except AccountError as exc:
         return await _page(request, 404, error=f"{exc}.")
     await record_action(request, "directory_group_removed", target=group.name)
-    return RedirectResponse("/users?toast=Group+removed#groups", status_code=303)
+    return redirect_with_toast("/users#groups", _("Group removed"))
 
 
 routes = [

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.describe import EMPTY, PAGE, PNG, REDIRECT, Media, describe
@@ -25,8 +24,9 @@ from app.api.forms import (
 from app.broker.pools import list_pools
 from app.hyper import DiskFile
 from app.i18n import gettext as _
+from app.i18n import ngettext
 from app.services import services_of
-from app.views.forms import render
+from app.views.forms import redirect_with_toast, render
 from app.views.guards import admin_required
 from app.views.vms_api import vm_service
 from app.vms.errors import Invalid, VmError
@@ -295,12 +295,13 @@ async def new_vm_submit(request: Request) -> Response:
         context["errors"] = _field_errors(exc)
         return render(request, "vms/new.html", {**context, "title": _("New virtual machine")}, exc.status)
     if batch:
-        what = f"Creating {len(created.vm_ids)} VMs"
+        count = len(created.vm_ids)
+        what = ngettext("Creating {count} VM", "Creating {count} VMs", count).format(count=count)
     elif created.operation_id is not None:
-        what = f"Creating {data['name']}: copying its image"
+        what = _("Creating {name}: copying its image").format(name=data["name"])
     else:
-        what = f"Created {data['name']}"
-    return RedirectResponse(f"/vms?toast={quote(what)}", status_code=303)
+        what = _("Created {name}").format(name=data["name"])
+    return redirect_with_toast("/vms", what)
 
 
 @admin_required
@@ -331,7 +332,9 @@ async def new_initial_submit(request: Request) -> Response:
         return render(
             request, "vms/new_initial.html", {**context, "title": _("New initial machine")}, exc.status
         )
-    return RedirectResponse(f"/vms?toast={quote('Copying the disk of the source to ' + data['name'])}", 303)
+    return redirect_with_toast(
+        "/vms", _("Copying the disk of the source to {name}").format(name=data["name"])
+    )
 
 
 @admin_required
@@ -358,7 +361,11 @@ async def new_vdi_submit(request: Request) -> Response:
         context = await _form_context(request, form)
         context["errors"] = _field_errors(exc)
         return render(request, "vms/new_vdi.html", {**context, "title": _("New VDI machines")}, exc.status)
-    return RedirectResponse(f"/vms?toast={quote(f'Creating {len(created.vm_ids)} VDI machines')}", 303)
+    count = len(created.vm_ids)
+    return redirect_with_toast(
+        "/vms",
+        ngettext("Creating {count} VDI machine", "Creating {count} VDI machines", count).format(count=count),
+    )
 
 
 def _field_errors(exc: VmError) -> dict[str, str]:

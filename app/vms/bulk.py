@@ -37,9 +37,9 @@ MAX_SELECTION = 2000
 async def _chosen(ctx: VmContext, vm_ids: Iterable[int]) -> list[Vm]:
     wanted = sorted(set(vm_ids))
     if not wanted:
-        raise Invalid({"vm_ids": "choose at least one VM"})
+        raise Invalid({"vm_ids": _("choose at least one VM")})
     if len(wanted) > MAX_SELECTION:
-        raise Invalid({"vm_ids": f"at most {MAX_SELECTION} VMs at once"})
+        raise Invalid({"vm_ids": _("at most {count} VMs at once").format(count=MAX_SELECTION)})
     found = await vms_by_ids(ctx.db, wanted)
     if not found:
         raise Refused(_("none of the chosen VMs exists any more"), code="not_found")
@@ -229,10 +229,12 @@ async def start_bulk_delete(
         reasons = "; ".join(f"{name}: {why}" for name, why in sorted(plan.refused.items()))
         raise Refused(_("nothing to delete ({reasons})").format(reasons=reasons), code="nothing_to_do")
     if sorted(confirmed_vms) != sorted(plan.names):
-        raise Invalid({"confirm_vms": "confirm the exact list of VMs to delete (it changed or is missing)"})
+        raise Invalid(
+            {"confirm_vms": _("confirm the exact list of VMs to delete (it changed or is missing)")}
+        )
     if sorted(confirmed_files) != sorted(plan.files):
         raise Invalid(
-            {"confirm_files": "confirm the exact list of files to remove (it changed or is missing)"}
+            {"confirm_files": _("confirm the exact list of files to remove (it changed or is missing)")}
         )
 
     async def work(op: OperationContext) -> str:

@@ -34,7 +34,7 @@ def parse_policy(data: dict[str, Any], current: DevicePolicy) -> DevicePolicy:
     """``current`` changed by ``data`` (clipboard, file_transfer: true/false; usb_redirect: 0-4)."""
     unknown = [name for name in data if name not in FIELDS]
     if unknown:
-        raise Invalid({unknown[0]: "unknown field: use clipboard, file_transfer or usb_redirect"})
+        raise Invalid({unknown[0]: _("unknown field: use clipboard, file_transfer or usb_redirect")})
     errors: dict[str, str] = {}
     values = {
         "clipboard": current.clipboard,
@@ -44,13 +44,15 @@ def parse_policy(data: dict[str, Any], current: DevicePolicy) -> DevicePolicy:
     for name in ("clipboard", "file_transfer"):
         if name in data:
             if not isinstance(data[name], bool):
-                errors[name] = "give true or false"
+                errors[name] = _("give true or false")
             else:
                 values[name] = data[name]
     if "usb_redirect" in data:
         count = data["usb_redirect"]
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_REDIRECTIONS:
-            errors["usb_redirect"] = f"give a number of USB devices from 0 to {MAX_REDIRECTIONS}"
+            errors["usb_redirect"] = _("give a number of USB devices from 0 to {count}").format(
+                count=MAX_REDIRECTIONS
+            )
         else:
             values["usb_redirect"] = count
     if errors:

@@ -29,9 +29,9 @@ class Placement:
 
 def _check_combination(needs: MachineNeeds) -> None:
     if needs.secure_boot and needs.firmware != "uefi":
-        raise Invalid({"secure_boot": "Secure Boot needs UEFI firmware: choose UEFI"})
+        raise Invalid({"secure_boot": _("Secure Boot needs UEFI firmware: choose UEFI")})
     if needs.secure_boot and needs.machine != "q35":
-        raise Invalid({"secure_boot": "Secure Boot needs the q35 machine type"})
+        raise Invalid({"secure_boot": _("Secure Boot needs the q35 machine type")})
 
 
 async def place(hv: Hypervisor, needs: MachineNeeds, forced: str = "auto") -> Placement:
@@ -61,7 +61,13 @@ async def _place(hv: Hypervisor, needs: MachineNeeds, candidates: tuple[str, ...
             return Placement(domain_type, image, f"{LABELS['kvm']} cannot: {note}" if note else "")
         reasons.append(f"{LABELS[domain_type]}: {reason}")
     field = _field_of(needs)
-    raise Invalid({field: f"{hv.name} cannot run this machine. " + "; ".join(reasons)})
+    raise Invalid(
+        {
+            field: _("{name} cannot run this machine. {reasons}").format(
+                name=hv.name, reasons="; ".join(reasons)
+            )
+        }
+    )
 
 
 def _field_of(needs: MachineNeeds) -> str:

@@ -23,6 +23,7 @@ from pydantic import (
 
 from app.api.fields import errors_of
 from app.hyper.records import HypervisorRecord
+from app.i18n import gettext as _
 from app.vms.devices.cpu import CpuMode
 from app.vms.devices.disks import DiskBus, DiskCache, Machine
 from app.vms.devices.network import NetworkType, NicModel
@@ -133,7 +134,7 @@ class Hardware(BaseModel):
     @classmethod
     def _iso(cls, value: str | None) -> str | None:
         if value is not None and (not value.startswith("/") or "\x00" in value):
-            raise ValueError("choose an ISO from the hypervisor's list")
+            raise ValueError(_("choose an ISO from the hypervisor's list"))
         return value
 
 
@@ -234,7 +235,7 @@ def batch_names(prefix: str, count: int) -> list[str]:
     width = max(2, len(str(count)))
     names = [f"{prefix}{index:0{width}d}" for index in range(1, count + 1)]
     if len(names[-1]) > 64:
-        message = f"too long for {count} machines: names must stay within 64 characters"
+        message = _("too long for {count} machines: names must stay within 64 characters").format(count=count)
         raise DefinitionError({"prefix": message})
     return names
 
@@ -278,7 +279,9 @@ def check_placement(
     """Errors for a disk outside the images directory or an ISO the hypervisor does not offer."""
     errors: dict[str, str] = {}
     if not disk_path.endswith(".qcow2") or not under_directory(disk_path, images_dir):
-        errors["disk_path"] = f"put the disk under {images_dir}/ and name it *.qcow2"
+        errors["disk_path"] = _("put the disk under {directory}/ and name it *.qcow2").format(
+            directory=images_dir
+        )
     if iso_path is not None and isos is not None and iso_path not in isos:
-        errors["iso_path"] = "choose an ISO from the hypervisor's list"
+        errors["iso_path"] = _("choose an ISO from the hypervisor's list")
     return errors

@@ -41,7 +41,7 @@ STOPPING = ("shutdown", "poweroff")
 
 def check_action(action: str) -> PowerAction:
     if action not in POWER_ACTIONS:
-        raise Invalid({"action": f"choose one of {', '.join(POWER_ACTIONS)}"})
+        raise Invalid({"action": _("choose one of {choices}").format(choices=", ".join(POWER_ACTIONS))})
     return action  # type: ignore[return-value]
 
 
@@ -279,7 +279,7 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
     act = check_action(action)
     initial = await ctx.vm(initial_id)
     if initial.kind != "initial":
-        raise Invalid({"vm": f"{initial.name} is not an initial machine"})
+        raise Invalid({"vm": _("{name} is not an initial machine").format(name=initial.name)})
     children = await children_of(ctx.db, initial.id)
     if not children:
         raise Refused(_("{name} has no VDI machines yet").format(name=initial.name))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from app.hyper import Hypervisor, HypervisorError
 from app.hyper.errors import DirectoryMissing
 from app.i18n import gettext as _
+from app.i18n import ngettext
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.definitions import definition_for, hardware_columns, placement_of
@@ -50,7 +51,13 @@ async def check_names(ctx: VmContext, names: list[str], field: str) -> None:
     taken = await taken_names(ctx.db, names)
     if taken:
         raise Invalid(
-            {field: f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}: choose another name"}
+            {
+                field: ngettext(
+                    "{names} already exists: choose another name",
+                    "{names} already exist: choose another name",
+                    len(taken),
+                ).format(names=", ".join(taken))
+            }
         )
 
 
@@ -65,7 +72,7 @@ async def offered_isos(hv: Hypervisor) -> list[str]:
 
 async def check_iso(hv: Hypervisor, iso_path: str | None, field: str = "iso_path") -> None:
     if iso_path is not None and iso_path not in await offered_isos(hv):
-        raise Invalid({field: "choose an ISO from the hypervisor's list"})
+        raise Invalid({field: _("choose an ISO from the hypervisor's list")})
 
 
 # A new VM being provisioned: (vm id, name, uuid, disk path, MAC address).
@@ -151,9 +158,9 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
     if existing:
         raise Invalid(
             {
-                "disk_path"
-                if isinstance(spec, NewVm)
-                else "prefix": f"a file already exists at {', '.join(existing)}: choose another name"
+                "disk_path" if isinstance(spec, NewVm) else "prefix": _(
+                    "a file already exists at {paths}: choose another name"
+                ).format(paths=", ".join(existing))
             }
         )
     await check_iso(hv, spec.iso2_path, "iso2_path")
@@ -277,14 +284,14 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
 
     source = await ctx.vm(spec.source_id)
     if source.kind != "source":
-        raise Invalid({"source_id": f"{source.name} is not a source VM: choose a source"})
+        raise Invalid({"source_id": _("{name} is not a source VM: choose a source").format(name=source.name)})
     if not source.disk_path:
         raise Refused(_("{name} has no disk to copy").format(name=source.name))
     hv = ctx.hypervisor(source.hypervisor_id)
     await check_names(ctx, [spec.name], "name")
     disk = default_disk_path(hv.record.images_dir, spec.name)
     if await existing_files(hv, [disk]):
-        raise Invalid({"name": f"a file already exists at {disk}: choose another name"})
+        raise Invalid({"name": _("a file already exists at {paths}: choose another name").format(paths=disk)})
     placement = await placement_of(ctx, hv, source)
     uuid = new_uuid()
     mac = random_mac() if source.network else None
@@ -351,7 +358,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
 
     initial = await ctx.vm(spec.initial_id)
     if initial.kind != "initial":
-        raise Invalid({"initial_id": f"{initial.name} is not an initial machine"})
+        raise Invalid({"initial_id": _("{name} is not an initial machine").format(name=initial.name)})
     refuse_if_busy(initial.name, initial.operation_id)
     hv = ctx.hypervisor(initial.hypervisor_id)
     try:
@@ -369,7 +376,13 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
     disks = [default_disk_path(hv.record.images_dir, name) for name in names]
     existing = await existing_files(hv, disks)
     if existing:
-        raise Invalid({"prefix": f"a file already exists at {', '.join(existing)}: choose another prefix"})
+        raise Invalid(
+            {
+                "prefix": _("a file already exists at {paths}: choose another prefix").format(
+                    paths=", ".join(existing)
+                )
+            }
+        )
     placement = await placement_of(ctx, hv, initial)
     rows: list[NewRow] = []
     for name, disk in zip(names, disks, strict=True):

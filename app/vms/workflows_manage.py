@@ -51,26 +51,30 @@ async def classify(
     vm = await ctx.vm(vm_id)
     _not_busy(vm)
     if kind not in CLASSIFIABLE:
-        raise Invalid({"kind": f"choose one of {', '.join(CLASSIFIABLE)}"})
+        raise Invalid({"kind": _("choose one of {choices}").format(choices=", ".join(CLASSIFIABLE))})
     parent: Vm | None = None
     if kind == "vdi":
         if parent_id is None:
-            raise Invalid({"parent_id": "a VDI machine needs its initial machine: choose one"})
+            raise Invalid({"parent_id": _("a VDI machine needs its initial machine: choose one")})
         parent = await ctx.vm(parent_id)
         if parent.kind != "initial":
-            raise Invalid({"parent_id": f"{parent.name} is not an initial machine"})
+            raise Invalid({"parent_id": _("{name} is not an initial machine").format(name=parent.name)})
         if parent.hypervisor_id != vm.hypervisor_id:
             raise Invalid(
-                {"parent_id": f"{parent.name} is on another hypervisor: choose an initial on the same one"}
+                {
+                    "parent_id": _(
+                        "{name} is on another hypervisor: choose an initial on the same one"
+                    ).format(name=parent.name)
+                }
             )
     elif kind == "initial" and parent_id is not None:
         parent = await ctx.vm(parent_id)
         if parent.kind != "source":
-            raise Invalid({"parent_id": f"{parent.name} is not a source VM"})
+            raise Invalid({"parent_id": _("{name} is not a source VM").format(name=parent.name)})
     elif kind in ("simple", "source") and parent_id is not None:
-        raise Invalid({"parent_id": f"a {kind} VM has no parent: leave it empty"})
+        raise Invalid({"parent_id": _("a {kind} VM has no parent: leave it empty").format(kind=kind)})
     if parent is not None and parent.id == vm.id:
-        raise Invalid({"parent_id": "a VM cannot be its own parent"})
+        raise Invalid({"parent_id": _("a VM cannot be its own parent")})
     if vm.kind == "initial" and kind != "initial" and await children_of(ctx.db, vm.id):
         raise Refused(_("{name} has VDI machines: delete or reclassify them first").format(name=vm.name))
     if vm.kind == "initial" and kind != "initial" and await versions_of(ctx.db, vm.id):
@@ -101,7 +105,7 @@ async def set_flags(
     """Set maintenance / locked / volatile; a volatile change is applied to the definition."""
     unknown = [name for name in changes if name not in FLAGS]
     if unknown:
-        raise Invalid({unknown[0]: f"unknown flag: use {', '.join(FLAGS)}"})
+        raise Invalid({unknown[0]: _("unknown flag: use {flags}").format(flags=", ".join(FLAGS))})
     vm = await ctx.vm(vm_id)
     if "volatile" in changes and changes["volatile"] != vm.volatile:
         _not_busy(vm)
@@ -130,7 +134,7 @@ async def set_children_flags(
     """A flag change on every VDI child of an initial machine."""
     initial = await ctx.vm(initial_id)
     if initial.kind != "initial":
-        raise Invalid({"vm": f"{initial.name} is not an initial machine"})
+        raise Invalid({"vm": _("{name} is not an initial machine").format(name=initial.name)})
     children = await children_of(ctx.db, initial.id)
     if "volatile" in changes:
         refuse_if_any_busy(children)
@@ -140,7 +144,7 @@ async def set_children_flags(
         ]
     unknown = [name for name in changes if name not in FLAGS]
     if unknown:
-        raise Invalid({unknown[0]: f"unknown flag: use {', '.join(FLAGS)}"})
+        raise Invalid({unknown[0]: _("unknown flag: use {flags}").format(flags=", ".join(FLAGS))})
     await update_vms(ctx.db, [child.id for child in children], **{k: bool(v) for k, v in changes.items()})
     await ctx.audit.record(
         "vm_flags",
@@ -163,7 +167,7 @@ async def change_media(
 ) -> Vm:
     """Insert an ISO into CD-ROM drive 1 or 2 (None ejects): live if running, and in the definition."""
     if drive not in (1, 2):
-        raise Invalid({"drive": "choose CD-ROM drive 1 or 2"})
+        raise Invalid({"drive": _("choose CD-ROM drive 1 or 2")})
     field_name = "iso_path" if drive == 1 else "iso2_path"
     vm = await ctx.vm(vm_id)
     _not_busy(vm)
@@ -301,10 +305,12 @@ async def delete(
     """Delete what the plan names, if the admin confirmed exactly that; (plan, operation id or None)."""
     plan = await plan_delete(ctx, vm_id, with_children=with_children, remove_disks=remove_disks)
     if confirmed_vms is None or sorted(confirmed_vms) != sorted(plan.names):
-        raise Invalid({"confirm_vms": "confirm the exact list of VMs to delete (it changed or is missing)"})
+        raise Invalid(
+            {"confirm_vms": _("confirm the exact list of VMs to delete (it changed or is missing)")}
+        )
     if confirmed_files is None or sorted(confirmed_files) != sorted(plan.files):
         raise Invalid(
-            {"confirm_files": "confirm the exact list of files to remove (it changed or is missing)"}
+            {"confirm_files": _("confirm the exact list of files to remove (it changed or is missing)")}
         )
     root = plan.vms[-1]
     hv = ctx.hypervisor(root.hypervisor_id, new_work=False)

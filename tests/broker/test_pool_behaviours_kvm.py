@@ -76,7 +76,7 @@ async def test_a_pool_gives_one_user_up_to_max_per_user_desktops(lab: DesktopLab
     third = await ann.request(pool_id, new=True)
     assert third.status_code == 409, third.text
     assert third.json()["error"] == "desktop_limit"
-    assert "You already hold 2 desktop(s) of this pool." in third.text
+    assert "You already hold 2 desktops of this pool." in third.text
     # Asking again without "new" renews the newest of hers; the third desktop stays free.
     again = await ann.request(pool_id)
     assert again.status_code == 200 and again.json()["lease"]["id"] == second.lease_id

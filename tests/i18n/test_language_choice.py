@@ -70,3 +70,24 @@ async def test_the_choice_is_saved_with_the_account_and_follows_it(dashboard: Ru
     page = await second.get("/account/password")
     assert '<html lang="en"' in page.text and "Change password" in page.text
     assert await _saved_language(dashboard, "admin") == "en"
+
+
+async def test_refusals_and_toasts_after_a_redirect_speak_the_readers_language(
+    dashboard: RunningDashboard,
+) -> None:
+    admin = await dashboard.admin()
+    lithuanian = {"Accept-Language": "lt"}
+    # The CSRF rejection, as a page and as a JSON error (its code stays English).
+    rejected = await admin.http.post("/groups", data={"name": "staff"}, headers=lithuanian)
+    assert rejected.status_code == 403 and rejected.text.startswith("Trūksta CSRF žetono")
+    rejected = await admin.http.post(
+        "/groups", data={"name": "staff"}, headers={**lithuanian, "Accept": "application/json"}
+    )
+    assert rejected.json()["error"] == "csrf_failed" and rejected.json()["message"].startswith("Trūksta CSRF")
+    # A toast carried by a redirect, before the page's fragment.
+    added = await admin.post("/groups", {"name": "staff", "description": ""}, headers=lithuanian)
+    assert added.status_code == 303
+    assert added.headers["location"] == "/users?toast=Grup%C4%97+u%C5%BEregistruota#groups"
+    # A form's field error.
+    refused = await admin.post("/groups", {"name": "", "description": ""}, headers=lithuanian)
+    assert refused.status_code == 400 and "Grupės pavadinimas:" in refused.text

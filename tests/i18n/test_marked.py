@@ -50,3 +50,29 @@ def test_the_check_finds_unmarked_words(tmp_path: Path) -> None:
         (2, "There is no such pool."),
         (6, "Deleted {}."),
     ]
+
+
+def test_the_check_finds_text_kept_aside_to_be_shown(tmp_path: Path) -> None:
+    """Refusals by code, a form's errors, toasts written into a redirect's URL."""
+    view = tmp_path / "sample.py"
+    view.write_text(
+        "def refused(pool):\n"
+        '    messages = {"maintenance": "This pool is in maintenance.", "ok": _("Fine.")}\n'
+        '    errors["name"] = f"Enter at most {limit} characters."\n'
+        '    raise Invalid({"vm_ids": "choose at least one VM"})\n'
+        '    return RedirectResponse(f"/pools/{pool.id}?toast=Members+saved#members", 303)\n'
+        "def g(request):\n"
+        "    return RedirectResponse(f\"/vms?toast={quote(f'Creating {n} VDI machines')}\", 303)\n"
+        "def h(request):\n"
+        '    return page(request, error="Tick the box once you have checked.")\n'
+        "def quiet(request):\n"
+        '    return RedirectResponse(f"/pools/{pool.id}#schedules", 303), page(request, error=f"{exc}.")\n'
+    )
+    assert [(f.line, f.text) for f in scan_python(view)] == [
+        (2, "This pool is in maintenance."),
+        (3, "Enter at most {} characters."),
+        (4, "choose at least one VM"),
+        (5, "Members saved"),
+        (7, "Creating {} VDI machines"),
+        (9, "Tick the box once you have checked."),
+    ]

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 from babel.messages.jslexer import tokenize as js_tokenize
 from jinja2 import Environment
@@ -303,7 +304,11 @@ PY_SPEAKING_CALLS = {
     "Invalid",
     "BodyError",
 }
-PY_SPEAKING_KEYS = {"message", "title", "detail", "reason", "toast"}
+PY_SPEAKING_KEYS = {"message", "title", "detail", "reason", "toast", "error"}
+# Variables holding text shown later: ``messages = {code: text}``, ``errors[field] = text``.
+PY_SPEAKING_NAMES = {"message", "messages", "error", "errors", "toast"}
+# Redirects whose URL may carry a ``?toast=`` text.
+PY_REDIRECTS = {"RedirectResponse", "redirect"}
 # Exceptions that are programming errors or start-up failures, read by developers.
 PY_QUIET_EXCEPTIONS = {
     "ValueError",
@@ -345,15 +350,48 @@ class _PythonScanner(ast.NodeVisitor):
         self.found: list[Finding] = []
 
     def _check(self, node: ast.AST) -> None:
+        if isinstance(node, ast.Dict):
+            # {field: message} (a form's errors) or {code: message} (refusals by code).
+            for value in node.values:
+                self._check(value)
+            return
         for child in ast.walk(node):
             if isinstance(child, ast.Call) and _call_name(child) in MARKERS:
                 return
         text = _literal_text(node)
         if text is not None and prose(text):
             self.found.append(Finding(self.rel, getattr(node, "lineno", 0), text.strip()))
-        elif isinstance(node, ast.BinOp | ast.IfExp | ast.BoolOp):
+        elif isinstance(node, ast.BinOp | ast.IfExp | ast.BoolOp | ast.List | ast.Tuple):
             for child in ast.iter_child_nodes(node):
                 self._check(child)
+
+    def _check_toast_url(self, node: ast.AST) -> None:
+        """The ``?toast=`` text of a redirect written into its URL."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            parts: list[ast.AST] = [node]
+        elif isinstance(node, ast.JoinedStr):
+            parts = list(node.values)
+        else:
+            return
+        after_toast = False
+        for part in parts:
+            if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                text = part.value
+                if "toast=" in text:
+                    after_toast = True
+                    text = text.split("toast=", 1)[1]
+                elif not after_toast:
+                    continue
+                words = unquote_plus(re.split(r"[&#]", text, maxsplit=1)[0])
+                if prose(words):
+                    self.found.append(Finding(self.rel, getattr(node, "lineno", 0), words.strip()))
+                if re.search(r"[&#]", text):
+                    after_toast = False
+            elif after_toast and isinstance(part, ast.FormattedValue):
+                inner = part.value
+                if isinstance(inner, ast.Call) and _call_name(inner) in ("quote", "quote_plus"):
+                    for arg in inner.args:
+                        self._check(arg)
 
     def visit_Call(self, node: ast.Call) -> None:
         name = _call_name(node)
@@ -377,9 +415,23 @@ class _PythonScanner(ast.NodeVisitor):
         if speaking and name not in PY_QUIET_CALLS:
             for arg in node.args:
                 self._check(arg)
+        if name in PY_REDIRECTS and node.args:
+            self._check_toast_url(node.args[0])
         for keyword in node.keywords:
             if keyword.arg in PY_SPEAKING_KEYS and name not in PY_QUIET_CALLS:
                 self._check(keyword.value)
+        self.generic_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        # messages = {...}; errors["name"] = "...": text kept aside to be shown later.
+        for target in node.targets:
+            if isinstance(target, ast.Subscript):
+                target = target.value
+            if isinstance(target, ast.Attribute):
+                target = ast.Name(target.attr)
+            if isinstance(target, ast.Name) and target.id.strip("_").lower() in PY_SPEAKING_NAMES:
+                self._check(node.value)
+                break
         self.generic_visit(node)
 
     def visit_Dict(self, node: ast.Dict) -> None:
