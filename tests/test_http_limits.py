@@ -130,3 +130,21 @@ async def test_connections_beyond_the_limit_get_503_until_one_closes(served: Ser
         return (await raw_http.request(served.port, closing)).status == 200
 
     await eventually(served_again, "a 200 once the held connections closed")
+
+
+async def test_a_client_leaving_in_the_middle_of_its_body_is_one_log_line(served: ServedDashboard) -> None:
+    before = len(served.output)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    writer.write(raw_http.head("POST", "/api/v1/login", [("Content-Type", JSON), ("Content-Length", "1000")]))
+    writer.write(b'{"username": "ad')
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    line = "client left during its request body: POST /api/v1/login"
+
+    def logged_since() -> str:
+        new = served.output[before:]
+        return new if line in new else ""
+
+    logged = await eventually(logged_since, f"the log says {line!r}")
+    assert "Traceback" not in logged and "Exception in ASGI application" not in logged

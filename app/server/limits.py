@@ -6,6 +6,7 @@
   never read, nor buffered.
 - The whole body must arrive within ``body_timeout`` seconds of the request's
   start (a client trickling its body a byte at a time gets 408).
+- A client that leaves in the middle of its body is one log line, not an error.
 - Every refusal closes the connection (``Connection: close``), and so does any
   answer given while the client was still sending a body the application did
   not read, so a trickling client cannot hold the connection open after it.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -107,6 +108,9 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, bounded_receive, closing_send)
+        except ClientDisconnect:
+            # The client left while sending its body: nobody to answer, nothing broke.
+            log.info("client left during its request body: %s %s", scope["method"], scope["path"])
         except _Refused as exc:
             log.info("refused %s %s: %s", scope["method"], scope["path"], exc.message)
             if started:
