@@ -7,6 +7,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from app.db.health import log_failure
+
 log = logging.getLogger("kvmvdi.background")
 
 
@@ -50,7 +52,7 @@ class Periodic:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("%s failed; it runs again in %g s", self.name, self.interval)
+                log_failure(log, "%s failed; it runs again in %g s", self.name, self.interval)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()

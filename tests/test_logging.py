@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from app.background import Periodic
+from app.db.health import DatabaseUnavailable
+from app.hyper.events import Listeners
 from app.logging_setup import REQUEST_ID
 from tests.dashboard import RunningDashboard
 from tests.log_capture import dashboard_logging
 from tests.served import ServedDashboard
 from tests.services.rundir import RunDir
+from tests.waiting import eventually
 
 
 def test_a_text_line_names_level_logger_and_request_and_stays_one_line() -> None:
@@ -63,6 +67,38 @@ def test_library_chatter_stays_out_at_the_default_level_and_comes_back_when_aske
     with dashboard_logging(library_log_level="info") as chatty:
         logging.getLogger(library).info("routine detail")
     assert "routine detail" in chatty.getvalue()
+
+
+async def test_a_database_outage_in_background_work_is_one_warning_line() -> None:
+    """The outage is reported by the database's health; any other failure keeps its traceback."""
+    failures = [DatabaseUnavailable("the database cannot be reached (gone away)"), ValueError("a bug")]
+    tried: list[str] = []
+
+    async def step() -> None:
+        if failures:
+            tried.append(type(failures[0]).__name__)
+            raise failures.pop(0)
+
+    async def listener(event: str) -> None:
+        raise DatabaseUnavailable(f"the database did not answer while handling {event}")
+
+    listeners: Listeners[str] = Listeners("domain")
+    listeners.add(listener)
+    with dashboard_logging() as out:
+        periodic = Periodic("lease purge", step, interval=0.01)
+        await periodic.start()
+        await eventually(lambda: len(tried) == 2 and "a bug" in out.getvalue(), "both failures logged")
+        await periodic.stop()
+        await listeners.emit("stopped")
+    text = out.getvalue()
+    assert (
+        "WARNING kvmvdi.background [-] lease purge failed; it runs again in 0.01 s: the database cannot be "
+        in text
+    )
+    assert "WARNING kvmvdi.hyper.events [-] domain listener" in text and "while handling stopped" in text
+    # One traceback: the bug's, none for the outages.
+    assert text.count("Traceback") == 1 and "ValueError: a bug" in text
+    assert "DatabaseUnavailable" not in text
 
 
 async def test_every_answer_carries_a_request_id_that_its_log_lines_share(

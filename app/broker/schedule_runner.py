@@ -34,6 +34,7 @@ from app.broker.transactions import WriteTransactions
 from app.clock import Clock
 from app.cluster.bus import Bus, LocalBus
 from app.cluster.duties import Duties
+from app.db.health import log_failure
 from app.db.schema import leases, pool_schedules, pool_vms, pools, vms
 from app.hyper import HypervisorError, HypervisorRegistry
 from app.vms.errors import VmError
@@ -107,7 +108,7 @@ class ScheduleRunner:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("pool schedules: a pass failed")
+                log_failure(log, "pool schedules: a pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
@@ -192,7 +193,7 @@ class ScheduleRunner:
                 return await self._each_free(schedule, "reset", "reset")
             return await self._populate(schedule)
         except Exception as exc:  # the outcome must be recorded whatever went wrong
-            log.exception("pool schedule %d failed", schedule.id)
+            log_failure(log, "pool schedule %d failed", schedule.id)
             return "failed", f"failed: {exc}"
 
     async def _free_desktops(self, pool_id: int) -> list[Any]:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from datetime import datetime
@@ -48,6 +49,16 @@ Recovery = Callable[[], Awaitable[None]]
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached, or did not answer in time: the request may be retried later."""
+
+
+def log_failure(logger: logging.Logger, message: str, *args: object) -> None:
+    """Log the exception being handled after ``message``: a database outage as one warning line
+    (the database's health reports the outage itself), anything else with its traceback."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DatabaseUnavailable):
+        logger.warning(message + ": %s", *args, exc)
+    else:
+        logger.exception(message, *args)
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -10,6 +10,8 @@ from typing import Generic, TypeVar
 
 import libvirt
 
+from app.db.health import log_failure
+
 log = logging.getLogger("kvmvdi.hyper.events")
 
 _EVENT_NAMES = (
@@ -122,4 +124,4 @@ class Listeners(Generic[E]):
                 if inspect.isawaitable(outcome):
                     await outcome
             except Exception:
-                log.exception("%s listener %r failed", self._kind, callback)
+                log_failure(log, "%s listener %r failed", self._kind, callback)

@@ -19,6 +19,7 @@ from databases import Database
 from app.audit import AuditLog
 from app.cluster.bus import Bus, LocalBus
 from app.cluster.duties import Duties, every
+from app.db.health import log_failure
 from app.db.records import PoolRecord, fetch_record
 from app.db.schema import pool_vms, pools
 from app.hyper import ConnectionEvent, DiskFile, DomainEvent, HypervisorError, HypervisorRegistry
@@ -176,7 +177,7 @@ class VmService:
                     up.pop(event.hypervisor_id, None)
                     self.sync.spawn(self.sync.mark_unknown(event.hypervisor_id))
             except Exception:
-                log.exception("handling %r failed", event)
+                log_failure(log, "handling %r failed", event)
             finally:
                 self._events.task_done()
 
