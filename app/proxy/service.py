@@ -196,9 +196,6 @@ class ConsoleService:
             self._registry.add_domain_listener(self._domain_changed),
             self._registry.add_connection_listener(self._hypervisor_changed),
         ]
-        purged = await self.tickets.purge(older_than=timedelta(days=1))
-        if purged:
-            log.info("purged %d old console tickets", purged)
         if self.gateway is not None:
             await self.gateway.start()
 

@@ -124,18 +124,6 @@ class TicketStore:
     async def revoke_for_user(self, user_id: int, reason: str) -> None:
         await self._revoke(console_tickets.c.user_id == user_id, reason)
 
-    async def purge(self, *, older_than: timedelta) -> int:
-        """Delete tickets expired longer than ``older_than`` ago (their sessions are in the audit log)."""
-        cutoff = self._clock.now() - older_than
-        count = await self._db.fetch_val(
-            sa.select(sa.func.count())
-            .select_from(console_tickets)
-            .where(console_tickets.c.expires_at < cutoff)
-        )
-        if count:
-            await self._db.execute(console_tickets.delete().where(console_tickets.c.expires_at < cutoff))
-        return int(count or 0)
-
     async def _revoke(self, condition: sa.ColumnElement[bool], reason: str) -> None:
         await self._db.execute(
             console_tickets.update()
