@@ -18,11 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.api import out
 from app.api.bodies import DesktopRequest, Login, SnapshotTake, UserPower
 from app.api.describe import EMPTY, Answer, describe
 from app.api.errors import ErrorBody, error_response
-from app.api.image_models import SnapshotFailed, SnapshotOutcome, SnapshotRefusal, UserSnapshotList
 from app.api.reader import read_body
 from app.api.responses import BrokerPools, DesktopBooting, DesktopGranted, LeaseExpiry, LoggedIn, PowerStarted
 from app.auth.login import LoginAttempt, Refusal
@@ -31,10 +29,11 @@ from app.broker.clients import RealmError, requested_realm
 from app.broker.desktops import BOOT_RETRY_SECONDS, Broker, DesktopAnswer
 from app.broker.pools import failover_of
 from app.broker.power import DesktopPowerError
-from app.broker.snapshots import Outcome, SnapshotRefused
 from app.broker.tokens import TokenUser, authenticate_token, issue_token, revoke_token
 from app.i18n import gettext as _
 from app.services import services_of
+from app.views import desktop_snapshots
+from app.views.desktop_snapshots import SNAPSHOT_OUTCOMES, SNAPSHOTS
 from app.views.forms import client_address, with_retry_after
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -275,29 +274,6 @@ async def power(request: Request) -> Response:
     return JSONResponse({"state": state}, status_code=202)
 
 
-SNAPSHOTS = UserSnapshotList
-SNAPSHOT_OUTCOMES: dict[int, Answer] = {200: SnapshotOutcome, 202: SnapshotOutcome, 409: SnapshotRefusal}
-
-
-def snapshot_outcome(outcome: Outcome) -> Response:
-    """A user's snapshot action: 200 done, 202 still running, 409 failed; the list in each."""
-    status = {"succeeded": 200, "running": 202}.get(outcome.state, 409)
-    body: dict[str, Any] = {
-        "state": outcome.state,
-        "message": outcome.message,
-        "snapshots": outcome.snapshots,
-    }
-    if outcome.state == "failed":
-        return out.answer(SnapshotFailed.model_validate({**body, "error": "snapshot_failed"}), status)
-    return out.answer(SnapshotOutcome.model_validate(body), status)
-
-
-def snapshot_refused(exc: SnapshotRefused) -> Response:
-    if exc.fields:
-        return error(exc.status, exc.code, exc.message, fields=exc.fields)
-    return error(exc.status, exc.code, exc.message)
-
-
 @token_required
 @describe(
     "The snapshots of the user's own desktop, where its pool offers them",
@@ -306,61 +282,31 @@ def snapshot_refused(exc: SnapshotRefused) -> Response:
 async def snapshots(request: Request) -> Response:
     """The snapshots of the user's own desktop, where its pool offers them."""
     user: TokenUser = request.state.token_user
-    try:
-        limit, found = await services_of(request).broker.snapshots.of(
-            _path_int(request, "vm_id") or 0, user.user_id
-        )
-    except SnapshotRefused as exc:
-        return snapshot_refused(exc)
-    return out.answer(UserSnapshotList.model_validate({"limit": limit, "snapshots": found}))
+    return await desktop_snapshots.listing(request, _path_int(request, "vm_id") or 0, user.user_id)
 
 
 @token_required
 @describe("Take a snapshot of the user's own desktop", body=SnapshotTake, responses=SNAPSHOT_OUTCOMES)
 async def take_snapshot(request: Request) -> Response:
-    body = await read_body(request, SnapshotTake)
     user: TokenUser = request.state.token_user
-    try:
-        outcome = await services_of(request).broker.snapshots.take(
-            _path_int(request, "vm_id") or 0,
-            user.user_id,
-            name=body.name or None,
-            description=body.description.strip(),
-            actor=user.username,
-            client_address=client_address(request),
-        )
-    except SnapshotRefused as exc:
-        return snapshot_refused(exc)
-    return snapshot_outcome(outcome)
-
-
-async def _change_snapshot(request: Request, verb: str) -> Response:
-    user: TokenUser = request.state.token_user
-    desktops = services_of(request).broker.snapshots
-    change = desktops.revert if verb == "revert" else desktops.delete
-    try:
-        outcome = await change(
-            _path_int(request, "vm_id") or 0,
-            user.user_id,
-            request.path_params["name"],
-            actor=user.username,
-            client_address=client_address(request),
-        )
-    except SnapshotRefused as exc:
-        return snapshot_refused(exc)
-    return snapshot_outcome(outcome)
+    vm_id = _path_int(request, "vm_id") or 0
+    return await desktop_snapshots.take(request, vm_id, user.user_id, user.username)
 
 
 @token_required
 @describe("Go back to a snapshot of the user's own desktop", responses=SNAPSHOT_OUTCOMES)
 async def revert_snapshot(request: Request) -> Response:
-    return await _change_snapshot(request, "revert")
+    user: TokenUser = request.state.token_user
+    vm_id = _path_int(request, "vm_id") or 0
+    return await desktop_snapshots.change(request, "revert", vm_id, user.user_id, user.username)
 
 
 @token_required
 @describe("Delete a snapshot of the user's own desktop", responses=SNAPSHOT_OUTCOMES)
 async def delete_snapshot(request: Request) -> Response:
-    return await _change_snapshot(request, "delete")
+    user: TokenUser = request.state.token_user
+    vm_id = _path_int(request, "vm_id") or 0
+    return await desktop_snapshots.change(request, "delete", vm_id, user.user_id, user.username)
 
 
 routes = [

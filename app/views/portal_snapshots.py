@@ -14,14 +14,12 @@ from starlette.routing import Route
 from app.api.bodies import SnapshotTake
 from app.api.describe import PAGE, describe
 from app.api.errors import ErrorBody
-from app.api.image_models import UserSnapshotList
-from app.api.out import answer
-from app.api.reader import read_body
 from app.broker.snapshots import SnapshotRefused
 from app.i18n import gettext as _
 from app.services import services_of
-from app.views.api_broker import SNAPSHOT_OUTCOMES, SNAPSHOTS, snapshot_outcome, snapshot_refused
-from app.views.forms import client_address, render
+from app.views import desktop_snapshots
+from app.views.desktop_snapshots import SNAPSHOT_OUTCOMES, SNAPSHOTS
+from app.views.forms import render
 from app.views.guards import client_required
 from app.vms.records import get_vm
 
@@ -68,59 +66,28 @@ async def page(request: Request) -> Response:
 @client_required
 @describe("The snapshots of the user's own desktop", responses={200: SNAPSHOTS, 409: ErrorBody})
 async def listing(request: Request) -> Response:
-    try:
-        limit, found = await services_of(request).broker.snapshots.of(_vm_id(request), request.state.user.id)
-    except SnapshotRefused as exc:
-        return snapshot_refused(exc)
-    return answer(UserSnapshotList.model_validate({"limit": limit, "snapshots": found}))
+    return await desktop_snapshots.listing(request, _vm_id(request), request.state.user.id)
 
 
 @client_required
 @describe("Take a snapshot of the user's own desktop", body=SnapshotTake, responses=SNAPSHOT_OUTCOMES)
 async def take(request: Request) -> Response:
-    body = await read_body(request, SnapshotTake)
     user = request.state.user
-    try:
-        outcome = await services_of(request).broker.snapshots.take(
-            _vm_id(request),
-            user.id,
-            name=body.name or None,
-            description=body.description.strip(),
-            actor=user.username,
-            client_address=client_address(request),
-        )
-    except SnapshotRefused as exc:
-        return snapshot_refused(exc)
-    return snapshot_outcome(outcome)
-
-
-async def _act(request: Request, verb: str) -> Response:
-    user = request.state.user
-    snapshots = services_of(request).broker.snapshots
-    call = snapshots.revert if verb == "revert" else snapshots.delete
-    try:
-        outcome = await call(
-            _vm_id(request),
-            user.id,
-            request.path_params["name"],
-            actor=user.username,
-            client_address=client_address(request),
-        )
-    except SnapshotRefused as exc:
-        return snapshot_refused(exc)
-    return snapshot_outcome(outcome)
+    return await desktop_snapshots.take(request, _vm_id(request), user.id, user.username)
 
 
 @client_required
 @describe("Go back to a snapshot of the user's own desktop", responses=SNAPSHOT_OUTCOMES)
 async def revert(request: Request) -> Response:
-    return await _act(request, "revert")
+    user = request.state.user
+    return await desktop_snapshots.change(request, "revert", _vm_id(request), user.id, user.username)
 
 
 @client_required
 @describe("Delete a snapshot of the user's own desktop", responses=SNAPSHOT_OUTCOMES)
 async def delete(request: Request) -> Response:
-    return await _act(request, "delete")
+    user = request.state.user
+    return await desktop_snapshots.change(request, "delete", _vm_id(request), user.id, user.username)
 
 
 BASE = "/client/desktops/{vm_id}/snapshots"
