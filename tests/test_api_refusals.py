@@ -5,38 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.clock import utcnow
-from app.db.schema import hypervisors
-from tests.broker.records import add_vm
+from tests.broker.records import add_connected_hypervisor, add_vm
 from tests.dashboard import RunningDashboard
-
-
-async def _hypervisor(dashboard: RunningDashboard, root: Path) -> int:
-    """A test-driver hypervisor whose directories are the test's own; its ISO directory is missing."""
-    for name in ("images", "volatile"):
-        (root / name).mkdir()
-    services = dashboard.services
-    hv: int = await services.db.execute(
-        hypervisors.insert().values(
-            name="hv1",
-            transport="test",
-            libvirt_uri="test:///default",
-            state="up",
-            created_at=utcnow(),
-            images_dir=str(root / "images"),
-            volatile_dir=str(root / "volatile"),
-            iso_dir=str(root / "isos"),
-        )
-    )
-    await services.hypervisors.reload(hv)
-    await services.hypervisors.wait_for_state(hv, "up", 30)
-    return hv
 
 
 async def test_a_missing_iso_directory_and_a_removed_domain_are_refused_saying_so(
     dashboard: RunningDashboard, tmp_path: Path
 ) -> None:
-    hv = await _hypervisor(dashboard, tmp_path)
+    # The hypervisor's directories are the test's own; its ISO directory is missing.
+    hv = await add_connected_hypervisor(
+        dashboard.services.hypervisors, dashboard.services.db, directories=tmp_path
+    )
     admin = await dashboard.admin()
 
     isos = await admin.get(f"/api/v1/admin/hypervisors/{hv}/isos")

@@ -22,9 +22,7 @@ import pytest
 from schemathesis import GenerationMode
 
 from app.api.openapi import openapi_document
-from app.clock import utcnow
-from app.db.schema import hypervisors
-from tests.broker.records import CLIENT_PASSWORD, add_client, add_pool, add_vm
+from tests.broker.records import CLIENT_PASSWORD, add_client, add_connected_hypervisor, add_pool, add_vm
 from tests.conftest import fresh_database, selected_database
 from tests.dashboard import BrowserLikeClient, RunningDashboard, make_settings, start_dashboard
 from tests.fuzzing import MODES, Caller, Findings, fuzz
@@ -75,22 +73,7 @@ async def fuzzed(
         services = dashboard.services
         # Its directories are the test's own (the ISO directory is missing, as on a fresh host):
         # what the fuzzed VM forms make lands there.
-        for name in ("images", "volatile"):
-            (tmp / name).mkdir()
-        hv = await services.db.execute(
-            hypervisors.insert().values(
-                name="hv1",
-                transport="test",
-                libvirt_uri="test:///default",
-                state="up",
-                created_at=utcnow(),
-                images_dir=str(tmp / "images"),
-                volatile_dir=str(tmp / "volatile"),
-                iso_dir=str(tmp / "isos"),
-            )
-        )
-        await services.hypervisors.reload(hv)
-        await services.hypervisors.wait_for_state(hv, "up", 30)
+        hv = await add_connected_hypervisor(services.hypervisors, services.db, directories=tmp)
         admin = await dashboard.admin()
         # A VM row whose domain the hypervisor does not hold (removed outside the dashboard).
         vm = await add_vm(services.db, "ghost-vm", hv, kind="simple")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from databases import Database
@@ -18,19 +19,34 @@ _CLIENT_HASH = hash_password(CLIENT_PASSWORD)
 
 
 async def add_hypervisor(
-    db: Database, name: str = "hv1", *, state: str = "up", uri: str = "test:///default"
+    db: Database,
+    name: str = "hv1",
+    *,
+    state: str = "up",
+    uri: str = "test:///default",
+    directories: Path | None = None,
 ) -> int:
+    """A test-driver hypervisor row; with ``directories``, its images and volatile directories are
+    made there and its ISO directory named there but missing (as on a fresh host)."""
+    paths: dict[str, str] = {}
+    if directories is not None:
+        for kind in ("images", "volatile"):
+            (directories / kind).mkdir(exist_ok=True)
+        paths = {f"{kind}_dir": str(directories / kind) for kind in ("images", "volatile")}
+        paths["iso_dir"] = str(directories / "isos")
     hv_id: int = await db.execute(
         hypervisors.insert().values(
-            name=name, transport="test", libvirt_uri=uri, state=state, created_at=utcnow()
+            name=name, transport="test", libvirt_uri=uri, state=state, created_at=utcnow(), **paths
         )
     )
     return hv_id
 
 
-async def add_connected_hypervisor(registry: HypervisorRegistry, db: Database, name: str = "hv1") -> int:
+async def add_connected_hypervisor(
+    registry: HypervisorRegistry, db: Database, name: str = "hv1", *, directories: Path | None = None
+) -> int:
     """A ``test:///default`` hypervisor row the running registry connects to (up, accepting work)."""
-    hv_id = await add_hypervisor(db, name)
+    hv_id = await add_hypervisor(db, name, directories=directories)
     await registry.reload(hv_id)
     await registry.wait_for_state(hv_id, "up", 30)
     return hv_id
