@@ -18,7 +18,6 @@ cluster bus. Without duties handed in, the runner loops on its own from :meth:`s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +27,7 @@ import sqlalchemy as sa
 from databases import Database
 
 from app.audit import AuditLog
+from app.background import Periodic
 from app.broker.power import RUNNING, DesktopPower, DesktopPowerError
 from app.broker.schedules import Schedule, ScheduleStore
 from app.broker.transactions import WriteTransactions
@@ -77,41 +77,24 @@ class ScheduleRunner:
         self._transactions = WriteTransactions(db)
         self._duties = duties
         self._bus = bus or LocalBus()
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._bus.subscribe(WAKE_CHANNEL, lambda _message: self._wake.set())
+        self._periodic = Periodic("pool schedules", self.tick, interval)
+        self._bus.subscribe(WAKE_CHANNEL, lambda _message: self._periodic.wake())
 
     # Lifespan
 
     async def start(self) -> None:
         if self._duties is not None:
-            self._duties.add("pool-schedules", self._loop)
+            self._duties.add("pool-schedules", self._periodic.run)
         else:
-            self._task = asyncio.create_task(self._loop(), name="pool-schedules")
+            await self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
     def wake(self) -> None:
         """Look at the schedules now (one was saved, or a test moved the clock), wherever they run."""
-        self._wake.set()
+        self._periodic.wake()
         self._bus.publish(WAKE_CHANNEL, {})
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log_failure(log, "pool schedules: a pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
 
     # One pass
 
