@@ -8,6 +8,7 @@ broker and admin APIs; :func:`openapi_document` can describe any part of the app
 tests describe every page and form too, to fuzz them).
 """
 
+# i18n-ignore-file: the API description is read by programmers and tools, in English.
 from __future__ import annotations
 
 import re

@@ -94,7 +94,7 @@ def _shape(raw: bytes) -> tuple[int, int]:
 
 def _number(text: str) -> str:
     if sum(ch.isdigit() for ch in text) > MAX_NUMBER_DIGITS:
-        _invalid_json(f"numbers have at most {MAX_NUMBER_DIGITS} digits")
+        _invalid_json(_("numbers have at most {count} digits").format(count=MAX_NUMBER_DIGITS))
     return text
 
 
@@ -105,18 +105,18 @@ def _parse_int(text: str) -> int:
 def _parse_float(text: str) -> float:
     value = float(_number(text))
     if not math.isfinite(value):
-        _invalid_json("numbers must be finite")
+        _invalid_json(_("numbers must be finite"))
     return value
 
 
 def _no_constants(name: str) -> NoReturn:
-    _invalid_json(f"{name} is not a JSON number")
+    _invalid_json(_("{name} is not a JSON number").format(name=name))
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) != len(pairs):
-        _invalid_json("a key appears twice in one object")
+        _invalid_json(_("a key appears twice in one object"))
     return found
 
 
@@ -124,7 +124,7 @@ def _check_strings(value: Any) -> None:
     # Recursion is safe here: the depth was bounded before parsing.
     if isinstance(value, str):
         if _SURROGATE.search(value):
-            _invalid_json("strings must not hold lone surrogates")
+            _invalid_json(_("strings must not hold lone surrogates"))
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_strings(key)
@@ -141,12 +141,12 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        _invalid_json("it is not UTF-8")
+        _invalid_json(_("it is not UTF-8"))
     values, deepest = _shape(raw)
     if values >= MAX_VALUES:
-        _invalid_json(f"it holds more than {MAX_VALUES} values")
+        _invalid_json(_("it holds more than {count} values").format(count=MAX_VALUES))
     if deepest > MAX_DEPTH:
-        _invalid_json(f"it is nested deeper than {MAX_DEPTH} levels")
+        _invalid_json(_("it is nested deeper than {count} levels").format(count=MAX_DEPTH))
     try:
         value = json.loads(
             text,
@@ -156,11 +156,15 @@ def parse_json(raw: bytes) -> dict[str, Any]:
             parse_constant=_no_constants,
         )
     except json.JSONDecodeError as exc:
-        _invalid_json(f"{exc.msg} at line {exc.lineno} column {exc.colno}")
+        _invalid_json(
+            _("{problem} at line {line} column {column}").format(
+                problem=exc.msg, line=exc.lineno, column=exc.colno
+            )
+        )
     except (ValueError, RecursionError):
-        _invalid_json("it cannot be read")
+        _invalid_json(_("it cannot be read"))
     if not isinstance(value, dict):
-        _invalid_json("send an object ({...})")
+        _invalid_json(_("send an object ({...})"))
     _check_strings(value)
     return value
 

@@ -67,6 +67,9 @@ def test_the_check_finds_text_kept_aside_to_be_shown(tmp_path: Path) -> None:
         '    return page(request, error="Tick the box once you have checked.")\n'
         "def quiet(request):\n"
         '    return RedirectResponse(f"/pools/{pool.id}#schedules", 303), page(request, error=f"{exc}.")\n'
+        "def helper(raw):\n"
+        '    _invalid_json("it cannot be read")\n'
+        '    log_failure(log, "pool schedule %d failed", 3)\n'
     )
     assert [(f.line, f.text) for f in scan_python(view)] == [
         (2, "This pool is in maintenance."),
@@ -75,4 +78,5 @@ def test_the_check_finds_text_kept_aside_to_be_shown(tmp_path: Path) -> None:
         (5, "Members saved"),
         (7, "Creating {} VDI machines"),
         (9, "Tick the box once you have checked."),
+        (13, "it cannot be read"),
     ]

@@ -319,6 +319,8 @@ PY_QUIET_EXCEPTIONS = {
     "LookupError",
     "OSError",
 }
+# Helpers named like error helpers that only log.
+PY_QUIET_HELPERS = {"log_failure"}
 # Logs stay English; a websocket's close reason is read by scripts (they show their own words by code).
 LOGGERS = {"log", "logger", "logging"}
 PY_QUIET_CALLS = {"debug", "info", "warning", "error_log", "exception", "critical", "log", "close"}
@@ -404,6 +406,12 @@ class _PythonScanner(ast.NodeVisitor):
         speaking = (
             name in PY_SPEAKING_CALLS
             or "refuse" in name.lower()
+            # Helpers (not exception classes) that answer an error: ``_invalid_json("…")``.
+            or (
+                not name[:1].isupper()
+                and name not in PY_QUIET_HELPERS
+                and any(word in name.lower() for word in ("invalid", "error", "fail"))
+            )
             or (
                 (
                     name.endswith(("Error", "Refused", "Refusal", "Failure"))
