@@ -214,7 +214,10 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
     labels: Mapping[str, str] = getattr(model, "field_labels", {})
     if labels:
         # Where the forms name each field by its label, so does the API.
-        fields = {field: f"{labels.get(field, field)}: {text}" for field, text in fields.items()}
+        fields = {
+            field: f"{_(labels[field]) if field in labels else field}: {text}"
+            for field, text in fields.items()
+        }
         message = "; ".join(fields.values())
     else:
         message = "; ".join(f"{field}: {text}" for field, text in fields.items())
