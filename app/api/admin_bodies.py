@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from app.api.bodies import Body
+from app.broker.preferences import MOTD_LIMIT
 from app.vms.devices.usb import MAX_REDIRECTIONS
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=64)]
@@ -93,3 +94,10 @@ class NewGroup(Body):
 
     name: Annotated[StrictStr, Field(min_length=1, max_length=255)]
     description: Line = ""
+
+
+class PortalChange(Body):
+    """The portal's settings on the pools page; a field left out stays as it is."""
+
+    motd: Annotated[StrictStr, Field(max_length=MOTD_LIMIT)] | None = None
+    straight_to_desktop: StrictBool | None = None

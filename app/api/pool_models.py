@@ -134,6 +134,15 @@ class VmsAddedOut(Out):
     members: PoolMembersOut
 
 
+class PortalSettings(Out):
+    """What the portal shows and does for every pool."""
+
+    motd: str = Field(description="the message of the day on the portal's log-in page ('' for none)")
+    straight_to_desktop: bool = Field(
+        description="in every pool, a user with one desktop to use goes straight to it after log-in"
+    )
+
+
 # --- accounts and directory groups ----------------------------------------------------------------
 
 

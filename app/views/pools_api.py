@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.admin_bodies import PoolFields, PoolMembersChange, PoolVms
+from app.api.admin_bodies import PoolFields, PoolMembersChange, PoolVms, PortalChange
 from app.api.describe import EMPTY, describe
 from app.api.errors import ApiError
 from app.api.out import answer
@@ -27,11 +27,20 @@ from app.api.pool_models import (
     PoolMembersOut,
     PoolOut,
     PoolVmOut,
+    PortalSettings,
     VmsAddedOut,
 )
 from app.api.reader import read_body
 from app.broker import pools as store
 from app.broker.pool_admin import PoolAdmin
+from app.broker.preferences import (
+    MOTD,
+    STRAIGHT_TO_DESKTOP,
+    get_flag,
+    get_preference,
+    set_flag,
+    set_preference,
+)
 from app.db.records import PoolRecord
 from app.i18n import gettext as _
 from app.services import services_of
@@ -243,10 +252,43 @@ async def delete_pool(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def _portal(request: Request) -> PortalSettings:
+    db = services_of(request).db
+    return PortalSettings(
+        motd=await get_preference(db, MOTD), straight_to_desktop=await get_flag(db, STRAIGHT_TO_DESKTOP)
+    )
+
+
+@admin_api
+@describe("The portal's message of the day and straight-to-desktop setting", responses={200: PortalSettings})
+async def portal_settings(request: Request) -> Response:
+    return answer(await _portal(request))
+
+
+@admin_api
+@describe(
+    "Change the portal's message of the day or straight-to-desktop setting (only the fields sent)",
+    body=PortalChange,
+    responses={200: PortalSettings},
+)
+async def patch_portal_settings(request: Request) -> Response:
+    body = await read_body(request, PortalChange)
+    db = services_of(request).db
+    if body.motd is not None:
+        await set_preference(db, MOTD, body.motd.strip())
+        await record_action(request, "motd_changed")
+    if body.straight_to_desktop is not None:
+        await set_flag(db, STRAIGHT_TO_DESKTOP, body.straight_to_desktop)
+        await record_action(request, "straight_to_desktop_changed", everywhere=body.straight_to_desktop)
+    return answer(await _portal(request))
+
+
 POOL = f"{PREFIX}/{{pool_id:int}}"
 routes = [
     Route(PREFIX, list_pools, methods=["GET"]),
     Route(PREFIX, create_pool, methods=["POST"]),
+    Route(f"{PREFIX}/portal", portal_settings, methods=["GET"]),
+    Route(f"{PREFIX}/portal", patch_portal_settings, methods=["PATCH"]),
     Route(POOL, get_pool, methods=["GET"]),
     Route(POOL, patch_pool, methods=["PATCH"]),
     Route(POOL, delete_pool, methods=["DELETE"]),

@@ -191,3 +191,23 @@ async def test_directory_groups_are_registered_granted_pools_and_removed(
         ("directory_group_added", "admin"),
         ("directory_group_removed", "admin"),
     ]
+
+
+async def test_the_portals_settings_on_the_pools_page_are_set_through_the_api(
+    dashboard: RunningDashboard, api: httpx.AsyncClient
+) -> None:
+    changed = await api.patch("/api/v1/admin/pools/portal", json={"motd": "  Welcome to the lab  "})
+    assert changed.json() == {"motd": "Welcome to the lab", "straight_to_desktop": False}, changed.text
+    assert "Welcome to the lab" in (await dashboard.client().get("/client/login")).text
+    straight = await api.patch("/api/v1/admin/pools/portal", json={"straight_to_desktop": True})
+    assert straight.json() == {"motd": "Welcome to the lab", "straight_to_desktop": True}
+    assert (await api.get("/api/v1/admin/pools/portal")).json() == straight.json()
+    too_long = await api.patch("/api/v1/admin/pools/portal", json={"motd": "x" * 2001})
+    assert (too_long.status_code, list(too_long.json()["fields"])) == (400, ["motd"])
+    actions = [
+        row.action
+        for row in await dashboard.services.db.fetch_all(
+            audit_log.select().where(audit_log.c.action.in_(["motd_changed", "straight_to_desktop_changed"]))
+        )
+    ]
+    assert actions == ["motd_changed", "straight_to_desktop_changed"]
