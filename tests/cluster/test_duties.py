@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,58 @@ async def test_every_background_duty_runs_on_the_duty_holder_and_on_no_other_rep
                 assert await running(replica) == set(), replica.name
 
 
+@dataclass(frozen=True)
+class HeldCopy:
+    """A source VM's disk being copied to a new initial machine, its qemu-img held still."""
+
+    source: dict[str, Any]
+    started: list[dict[str, Any]]  # the VMs the copy made
+    op_id: int
+    disk: Path  # the initial's first image version, once the copy is done
+    part: Path  # the temporary file qemu-img writes
+    pid: int  # qemu-img's, stopped (SIGSTOP)
+
+
+async def held_copy(
+    cluster: ClusterLab, admin: BrowserLikeClient, source_name: str, initial_name: str, *, megabytes: int
+) -> HeldCopy:
+    """A source VM with ``megabytes`` of data (the copy then takes long enough to be caught
+    writing) and its copy to a new initial machine, held still while writing its temporary file."""
+    api = "/api/v1/admin/vms"
+    source = await admin.post(
+        api,
+        json={
+            "name": source_name,
+            "kind": "source",
+            "hypervisor_id": cluster.hypervisor_id,
+            "disk_size_gib": 1,
+        },
+    )
+    assert source.status_code == 201, source.text
+    source_vm: dict[str, Any] = source.json()["vms"][0]
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {megabytes}M", source_vm["disk_path"]],
+        check=True,
+        capture_output=True,
+    )
+    started = await admin.post(f"{api}/initial", json={"name": initial_name, "source_id": source_vm["id"]})
+    assert started.status_code == 202, started.text
+    op_id = started.json()["operation"]["id"]
+    # The copy publishes the initial's first image version.
+    disk = Path(source_vm["disk_path"]).with_name(f"{initial_name}.v1.qcow2")
+    part = disk.with_name(f"{disk.name}.part-op{op_id}")
+    pid = await until(
+        lambda: part.exists() and qemu_img_writing(part), "qemu-img writing the temporary file", every=0.005
+    )
+    os.kill(pid, signal.SIGSTOP)
+    return HeldCopy(source_vm, started.json()["vms"], op_id, disk, part, pid)
+
+
+async def operation_of(admin: BrowserLikeClient, op_id: int) -> dict[str, Any]:
+    found: dict[str, Any] = (await admin.get(f"/api/v1/admin/operations/{op_id}")).json()["operation"]
+    return found
+
+
 async def test_a_copy_whose_replica_died_ends_interrupted_with_its_temporary_file_removed(
     cluster: ClusterLab,
 ) -> None:
@@ -92,63 +145,35 @@ async def test_a_copy_whose_replica_died_ends_interrupted_with_its_temporary_fil
     worker: Replica = next(r for r in cluster.replicas if r.name != holder)
     admin = await cluster.admin(worker.url)
     api = "/api/v1/admin/vms"
-    source = await admin.post(
-        api,
-        json={
-            "name": "cl-source",
-            "kind": "source",
-            "hypervisor_id": cluster.hypervisor_id,
-            "disk_size_gib": 1,
-        },
-    )
-    assert source.status_code == 201, source.text
-    source_vm: dict[str, Any] = source.json()["vms"][0]
-    # Data to copy: the copy then takes long enough to be caught writing (and held still).
-    subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 192M", source_vm["disk_path"]],
-        check=True,
-        capture_output=True,
-    )
-    started = await admin.post(f"{api}/initial", json={"name": "cl-initial", "source_id": source_vm["id"]})
-    assert started.status_code == 202, started.text
-    op_id = started.json()["operation"]["id"]
-    # The copy publishes the initial's first image version.
-    disk = Path(source_vm["disk_path"]).with_name("cl-initial.v1.qcow2")
-    part = disk.with_name(f"{disk.name}.part-op{op_id}")
-    pid = await until(
-        lambda: part.exists() and qemu_img_writing(part), "qemu-img writing the temporary file", every=0.005
-    )
+    copy = await held_copy(cluster, admin, "cl-source", "cl-initial", megabytes=192)
     # Held still mid-copy: the replica dies while its operation is running.
-    os.kill(pid, signal.SIGSTOP)
     try:
-        assert part.exists()
+        assert copy.part.exists()
         worker.kill()
         observer = await cluster.admin(next(r for r in cluster.replicas if r.running).url)
 
         async def interrupted() -> dict[str, Any] | None:
-            operation: dict[str, Any] = (await observer.get(f"/api/v1/admin/operations/{op_id}")).json()[
-                "operation"
-            ]
+            operation = await operation_of(observer, copy.op_id)
             return operation if operation["state"] == "interrupted" else None
 
         operation = await until(interrupted, "the operation ends interrupted", within=30)
         assert f"replica {worker.name}" in operation["message"]
         assert "Temporary file removed" in operation["message"], operation["message"]
-        assert not part.exists() and not disk.exists()
+        assert not copy.part.exists() and not copy.disk.exists()
         # The VMs it held are free again; the source can be used at once.
-        vm = (await observer.get(f"{api}/{source_vm['id']}")).json()["vm"]
+        vm = (await observer.get(f"{api}/{copy.source['id']}")).json()["vm"]
         assert vm["operation"] is None
         # The restarted replica finds nothing of its own to interrupt a second time.
         cluster.heal()
-        again = (await observer.get(f"/api/v1/admin/operations/{op_id}")).json()["operation"]
+        again = await operation_of(observer, copy.op_id)
         assert again["state"] == "interrupted" and again["message"] == operation["message"]
         await observer.aclose()
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(copy.pid, signal.SIGKILL)
         await admin.aclose()
         cleanup = await cluster.admin()
-        for vm in [*started.json()["vms"], source_vm]:
+        for vm in [*copy.started, copy.source]:
             await delete_vm(cleanup, vm["id"])
         await cleanup.aclose()
 
@@ -175,50 +200,25 @@ async def test_a_replica_that_restarts_leaves_the_operations_of_the_others_runni
     """A starting replica interrupts only its own leftovers, never what another replica is doing."""
     worker, restarted = cluster.replicas[0], cluster.replicas[2]
     admin = await cluster.admin(worker.url)
-    api = "/api/v1/admin/vms"
-    source = await admin.post(
-        api,
-        json={
-            "name": "cl-source2",
-            "kind": "source",
-            "hypervisor_id": cluster.hypervisor_id,
-            "disk_size_gib": 1,
-        },
-    )
-    assert source.status_code == 201, source.text
-    source_vm: dict[str, Any] = source.json()["vms"][0]
-    subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 64M", source_vm["disk_path"]],
-        check=True,
-        capture_output=True,
-    )
-    started = await admin.post(f"{api}/initial", json={"name": "cl-initial2", "source_id": source_vm["id"]})
-    assert started.status_code == 202, started.text
-    op_id = started.json()["operation"]["id"]
-    disk = Path(source_vm["disk_path"]).with_name("cl-initial2.v1.qcow2")
-    part = disk.with_name(f"{disk.name}.part-op{op_id}")
-    pid = await until(
-        lambda: part.exists() and qemu_img_writing(part), "qemu-img writing the temporary file", every=0.005
-    )
-    os.kill(pid, signal.SIGSTOP)
+    copy = await held_copy(cluster, admin, "cl-source2", "cl-initial2", megabytes=64)
     try:
         restarted.stop()
         restarted.start()
         await asyncio.to_thread(restarted.wait_ready)
         # The other replica's copy goes on (held still, but running) and then finishes.
-        operation = (await admin.get(f"/api/v1/admin/operations/{op_id}")).json()["operation"]
+        operation = await operation_of(admin, copy.op_id)
         assert operation["state"] == "running", operation
-        os.kill(pid, signal.SIGCONT)
+        os.kill(copy.pid, signal.SIGCONT)
 
         async def finished() -> dict[str, Any] | None:
-            found: dict[str, Any] = (await admin.get(f"/api/v1/admin/operations/{op_id}")).json()["operation"]
+            found = await operation_of(admin, copy.op_id)
             return found if found["state"] not in ("pending", "running") else None
 
         assert (await until(finished, "the copy ends", within=120))["state"] == "succeeded"
-        assert disk.exists() and not part.exists()
+        assert copy.disk.exists() and not copy.part.exists()
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-        for vm in [*started.json()["vms"], source_vm]:
+            os.kill(copy.pid, signal.SIGCONT)
+        for vm in [*copy.started, copy.source]:
             await delete_vm(admin, vm["id"])
         await admin.aclose()
