@@ -171,6 +171,11 @@ class Publish(Body):
     note: Annotated[StrictStr, Field(max_length=255)] = ""
 
 
+class PublishRunning(Body):
+    # Shares the version's 255 characters with the note saying how consistent the copy is.
+    note: Annotated[StrictStr, Field(max_length=160)] = ""
+
+
 class VersionTarget(Body):
     version_id: Id
 

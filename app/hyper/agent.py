@@ -14,7 +14,7 @@ import libvirt
 from app.hyper.domains import lookup
 
 # Errors that mean "no agent answers in there", not a broken connection.
-_NO_AGENT = frozenset(
+NO_AGENT = frozenset(
     {
         libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
         libvirt.VIR_ERR_AGENT_UNSYNCED,
@@ -55,7 +55,7 @@ def guest_info(conn: libvirt.virConnect, name: str) -> GuestInfo | None:
         info = domain.guestInfo(libvirt.VIR_DOMAIN_GUEST_INFO_OS, 0)
         addresses = _addresses(domain)
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() in _NO_AGENT:
+        if exc.get_error_code() in NO_AGENT:
             return None
         raise
     os_name = str(info.get("os.pretty-name") or info.get("os.name") or "")

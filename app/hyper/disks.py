@@ -133,6 +133,18 @@ class DiskOperations:
             reports.put_nowait(None)
             await forwarder
 
+    async def create_blank(self, path: str, size_bytes: int) -> None:
+        """An empty standalone qcow2 of ``size_bytes`` at ``path``, which must not exist yet."""
+        path = self.confine(path)
+        if await self.file_exists(path):
+            raise HypervisorError(_("{path} already exists").format(path=path))
+        await self._runner.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", path, str(int(size_bytes))], timeout=_SHORT
+        )
+
+    async def rename_file(self, src: str, dst: str) -> None:
+        await self._runner.run(["mv", "-f", "-T", "--", self.confine(src), self.confine(dst)], timeout=_SHORT)
+
     async def remove_file(self, path: str) -> None:
         await self._runner.run(["rm", "-f", "--", self.confine(path)], timeout=_SHORT)
 

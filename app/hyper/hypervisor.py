@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.hyper import agent, capabilities, domains, graphics, screenshot, snapshots
+from app.hyper import agent, backup, capabilities, domains, graphics, screenshot, snapshots
 from app.hyper.agent import GuestInfo
+from app.hyper.backup import BackupJob
 from app.hyper.capabilities import HostCapabilities, Trial
 from app.hyper.commands import CommandResult
 from app.hyper.disks import DiskFile, DiskOperations, ProgressCallback
@@ -176,6 +177,14 @@ class Hypervisor:
             src, dst, on_progress, op_id=op_id, src_format=src_format, replace=replace
         )
 
+    async def create_blank(self, path: str, size_bytes: int) -> None:
+        """A new empty standalone qcow2 of ``size_bytes`` at ``path`` (never over an existing file)."""
+        await self._disks().create_blank(path, size_bytes)
+
+    async def rename_file(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst`` in one step (same directory; ``dst`` replaced)."""
+        await self._disks().rename_file(src, dst)
+
     async def remove_file(self, path: str) -> None:
         await self._disks().remove_file(path)
 
@@ -263,6 +272,25 @@ class Hypervisor:
 
     async def delete_snapshot(self, name: str, snapshot: str) -> None:
         await self._libvirt(snapshots.delete_snapshot, name, snapshot)
+
+    async def begin_backup(self, name: str, disk_path: str, target: str) -> bool:
+        """Begin a point-in-time copy of the running ``name``'s disk into the existing qcow2 ``target``
+        (see :mod:`app.hyper.backup`); True when the guest's file systems were frozen for it."""
+        return await self._libvirt(backup.begin_backup, name, self.confine(disk_path), self.confine(target))
+
+    async def backup_job(self, name: str) -> BackupJob:
+        return await self._libvirt(backup.backup_job, name)
+
+    async def backup_outcome(self, name: str) -> str:
+        """How the last backup job of ``name`` ended: completed, failed, cancelled or unknown."""
+        return await self._libvirt(backup.backup_outcome, name)
+
+    async def backup_targets(self, name: str) -> list[str]:
+        """The files the running backup job of ``name`` writes; empty when none runs."""
+        return await self._libvirt(backup.backup_targets, name)
+
+    async def abort_backup(self, name: str) -> bool:
+        return await self._libvirt(backup.abort_backup, name)
 
     async def supports_kvm(self) -> bool:
         """Whether this host runs ``kvm`` domains (hardware virtualisation), else only ``qemu`` (TCG)."""

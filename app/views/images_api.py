@@ -1,7 +1,8 @@
 """Admin JSON API of golden image versions: ``/api/v1/admin/vms/{initial}/versions...``.
 
-List, publish, roll the idle VDI machines onto the target, choose the target (roll
-back), plan and delete an unused version. Errors as in :mod:`app.views.vms_api`.
+List, publish (also from a running initial, which keeps running), roll the idle VDI
+machines onto the target, choose the target (roll back), plan and delete an unused version.
+Errors as in :mod:`app.views.vms_api`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.api.bodies import Publish, VersionDelete, VersionTarget
+from app.api.bodies import Publish, PublishRunning, VersionDelete, VersionTarget
 from app.api.describe import describe
 from app.api.errors import ErrorBody
 from app.api.image_models import ImageAnswer, VersionDeleted, VersionPlanAnswer
@@ -43,6 +44,21 @@ async def publish(request: Request) -> Response:
     body = await read_body(request, Publish)
     op_id = await vm_service(request).images.publish(
         path_id(request), origin=body.origin, shutdown=body.shutdown, note=body.note, actor=actor(request)
+    )
+    return JSONResponse({"operation": await operation_json(request, op_id)}, status_code=202)
+
+
+@api
+@describe(
+    "Publish the running initial's disk as a new image version without stopping it (an operation)",
+    body=PublishRunning,
+    responses={202: OperationAnswer, 409: ErrorBody},
+)
+async def publish_running(request: Request) -> Response:
+    """Publish version N+1 from a point-in-time copy of the running initial's disk: ``{note?: str}``."""
+    body = await read_body(request, PublishRunning)
+    op_id = await vm_service(request).images.publish_running(
+        path_id(request), note=body.note, actor=actor(request)
     )
     return JSONResponse({"operation": await operation_json(request, op_id)}, status_code=202)
 
@@ -100,6 +116,7 @@ BASE = f"{PREFIX}/vms/{{vm_id:int}}/versions"
 routes = [
     Route(BASE, versions, methods=["GET"]),
     Route(BASE, publish, methods=["POST"]),
+    Route(f"{BASE}/from-running", publish_running, methods=["POST"]),
     Route(f"{BASE}/rollout", rollout, methods=["POST"]),
     Route(f"{BASE}/target", target, methods=["POST"]),
     Route(f"{BASE}/rollback", rollback, methods=["POST"]),

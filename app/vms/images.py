@@ -9,7 +9,7 @@ Publish a version (:mod:`app.vms.publish`), move VDI machines onto the target
 from __future__ import annotations
 
 from app.i18n import gettext as _
-from app.vms import publish, rollout, versions_admin
+from app.vms import publish, publish_running, rollout, versions_admin
 from app.vms.context import VmContext
 from app.vms.errors import Invalid
 from app.vms.records import Vm
@@ -38,6 +38,12 @@ class ImageService:
         """Publish version N+1 from the source's disk or the initial's own (an operation; its id)."""
         return await publish.start_publish(
             self.ctx, initial_id, origin=origin, shutdown=shutdown, note=note.strip(), actor=actor
+        )
+
+    async def publish_running(self, initial_id: int, *, note: str = "", actor: str = "") -> int:
+        """Publish version N+1 from the running initial's disk, which keeps running (an operation)."""
+        return await publish_running.start_publish_running(
+            self.ctx, initial_id, note=note.strip(), actor=actor
         )
 
     async def rollout(self, initial_id: int, *, actor: str = "") -> int:

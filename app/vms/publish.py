@@ -95,6 +95,19 @@ async def adopt_own_disk(ctx: VmContext, state: ImageState, *, actor: str) -> Im
     return await state_of(ctx, initial.id)
 
 
+async def new_version_file(hv: Hypervisor, state: ImageState) -> str:
+    """Where version N+1 goes: beside the initial's disk; refused if a file is already there."""
+    initial = state.initial
+    directory = posixpath.dirname(initial.disk_path) or hv.record.images_dir
+    target = version_path(directory, initial.name, state.next_number)
+    confined(hv, [target])
+    if await existing_files(hv, [target]):
+        raise Refused(
+            _("a file already exists at {path}: move it away, then publish again").format(path=target)
+        )
+    return target
+
+
 async def start_publish(
     ctx: VmContext,
     initial_id: int,
@@ -160,13 +173,7 @@ async def start_publish(
         )
     state = await adopt_own_disk(ctx, await state_of(ctx, initial.id), actor=actor)
     number = state.next_number
-    directory = posixpath.dirname(initial.disk_path) or hv.record.images_dir
-    target = version_path(directory, initial.name, number)
-    confined(hv, [target])
-    if await existing_files(hv, [target]):
-        raise Refused(
-            _("a file already exists at {path}: move it away, then publish again").format(path=target)
-        )
+    target = await new_version_file(hv, state)
 
     async def work(op: OperationContext) -> str:
         publication = Publication(
@@ -224,11 +231,11 @@ class Publication:
         self.copy_from, self.copy_format, self.target = copy_from, copy_format, target
         self.state_from = state_from
 
+    # The initial's working disk is recreated on the new version (it was stopped for the copy).
+    renews_working_disk = True
+
     async def run(self, *, origin: str, origin_name: str, note: str, actor: str) -> ImageVersion:
         ctx, op, hv, initial = self.ctx, self.op, self.hv, self.state.initial
-        if await live_state(hv, initial) in RUNNING:
-            await op.progress(0, f"Shutting {initial.name} down before copying its disk")
-            await stop_gracefully(ctx, hv, initial)
         tag = f"op{op.id}"
         temp = partial_path(self.target, tag)
         # Both names are recorded before anything is written: a dashboard that dies meanwhile
@@ -236,18 +243,7 @@ class Publication:
         await op.temp_file(hv.id, temp)
         await op.temp_file(hv.id, self.target)
         number = self.state.next_number
-        await op.progress(1, f"Copying {self.copy_from} to v{number}")
-
-        async def report(percent: float) -> None:
-            await op.progress(1 + 0.97 * percent, f"Copying: {percent:.0f} % to v{number}")
-
-        try:
-            await hv.convert_disk(self.copy_from, self.target, report, op_id=tag, src_format=self.copy_format)
-        except HypervisorError as exc:
-            what = f"copying {self.copy_from} to v{number}"
-            if (full := await no_space(hv, exc, posixpath.dirname(self.target), what)) is not None:
-                raise full from exc
-            raise HypervisorFailure(f"copying {self.copy_from} failed: {exc}") from exc
+        note = await self.copy(number, tag, temp, note)
         info = await image_info(hv, self.target)
         if await backing_file(hv, self.target) is not None:
             raise HypervisorFailure(
@@ -270,14 +266,35 @@ class Publication:
             await update_vm(ctx.db, initial.id, target_version_id=version_id)
             await op.temp_file_done(self.target)
             await op.temp_file_done(temp)
-        await op.progress(99, f"Published v{number}; preparing the working disk of {initial.name}")
-        await self.renew_working_disk(version_id)
+        if self.renews_working_disk:
+            await op.progress(99, f"Published v{number}; preparing the working disk of {initial.name}")
+            await self.renew_working_disk(version_id)
         state = await state_of(ctx, initial.id)
         ctx.hub.publish("image", state.summary())
         await ctx.refresh(initial.id, "image")
         version = state.version(version_id)
         assert version is not None
         return version
+
+    async def copy(self, number: int, tag: str, temp: str, note: str) -> str:
+        """Write the new version to ``self.target`` (through ``temp``, renamed at the end); the note."""
+        op, hv, initial = self.op, self.hv, self.state.initial
+        if await live_state(hv, initial) in RUNNING:
+            await op.progress(0, f"Shutting {initial.name} down before copying its disk")
+            await stop_gracefully(self.ctx, hv, initial)
+        await op.progress(1, f"Copying {self.copy_from} to v{number}")
+
+        async def report(percent: float) -> None:
+            await op.progress(1 + 0.97 * percent, f"Copying: {percent:.0f} % to v{number}")
+
+        try:
+            await hv.convert_disk(self.copy_from, self.target, report, op_id=tag, src_format=self.copy_format)
+        except HypervisorError as exc:
+            what = f"copying {self.copy_from} to v{number}"
+            if (full := await no_space(hv, exc, posixpath.dirname(self.target), what)) is not None:
+                raise full from exc
+            raise HypervisorFailure(f"copying {self.copy_from} failed: {exc}") from exc
+        return note
 
     async def renew_working_disk(self, version_id: int) -> None:
         """The initial's working disk becomes an empty overlay of the new version.

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from databases import Database
 
+from app import db as database
 from tests.dashboard import DashboardFactory
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
@@ -73,3 +75,12 @@ async def vm_world2(
 ) -> VmWorld:
     """A dashboard with h0 and h1 (in its own network namespace) registered over SSH and up."""
     return await world_factory([hypervisor_host, second_hypervisor])
+
+
+@pytest.fixture
+async def outside_db(database_url: str) -> AsyncIterator[Database]:
+    """The dashboards' database, seen from outside (it outlives a stopped dashboard)."""
+    db = database.connect_database(database_url)
+    await db.connect()
+    yield db
+    await db.disconnect()

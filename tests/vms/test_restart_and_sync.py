@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator
 
 import pytest
 from databases import Database
 
-from app import db as database
 from app.db.schema import image_versions, operations
 from app.vms.records import Vm, get_vm, list_vms, vm_by_name
 from tests.services.guests import domain_xml
@@ -20,15 +18,6 @@ from tests.vms.world import GENEROUS, VmWorld, WorldFactory, register_hypervisor
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
-
-
-@pytest.fixture
-async def outside_db(database_url: str) -> AsyncIterator[Database]:
-    """The dashboards' database, seen from outside (it outlives a stopped dashboard)."""
-    db = database.connect_database(database_url)
-    await db.connect()
-    yield db
-    await db.disconnect()
 
 
 async def test_a_dashboard_stop_during_a_publication_marks_it_interrupted_and_leaves_no_file(

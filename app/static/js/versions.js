@@ -84,16 +84,24 @@
     form.querySelectorAll("[data-error-for]").forEach((el) => { el.textContent = ""; });
   }
 
+  // The explanation follows the chosen origin; shutting down does not apply to a running copy.
+  function showOrigin(el) {
+    const running = el.querySelector("#publish-origin-running").checked;
+    el.querySelector("#publish-shutdown-choice").classList.toggle("d-none", running);
+    el.querySelector("#publish-running-text").classList.toggle("d-none", !running);
+    el.querySelector("#publish-stopped-text").classList.toggle("d-none", running);
+  }
+
   async function submitPublish(event) {
     event.preventDefault();
     const form = event.target;
     clearErrors(form);
-    const body = {
-      origin: form.querySelector('input[name="origin"]:checked').value,
-      shutdown: form.querySelector("#publish-shutdown").checked,
-      note: form.querySelector("#publish-note").value,
-    };
-    const result = await api("POST", base, body);
+    const origin = form.querySelector('input[name="origin"]:checked').value;
+    const note = form.querySelector("#publish-note").value;
+    // A running initial is copied where it runs, through its own endpoint.
+    const result = origin === "running"
+      ? await api("POST", `${base}/from-running`, { note })
+      : await api("POST", base, { origin, shutdown: form.querySelector("#publish-shutdown").checked, note });
     if (!result.ok) {
       const fields = result.data.fields || {};
       let shown = false;
@@ -174,8 +182,15 @@
     document.getElementById("publish-open").addEventListener("click", () => {
       const el = document.getElementById("publish-modal");
       clearErrors(el.querySelector("form"));
+      // A running initial is offered its point-in-time copy, chosen first.
+      const marker = panel.querySelector("#image-initial-state");
+      const running = marker !== null && marker.dataset.running === "yes";
+      el.querySelector("#publish-running-choice").classList.toggle("d-none", !running);
+      el.querySelector(running ? "#publish-origin-running" : "#publish-origin-source").checked = true;
+      showOrigin(el);
       bootstrap.Modal.getOrCreateInstance(el).show();
     });
+    document.getElementById("publish-form").addEventListener("change", () => showOrigin(document.getElementById("publish-modal")));
     document.getElementById("publish-form").addEventListener("submit", submitPublish);
     document.getElementById("version-delete-ok").addEventListener("click", confirmDelete);
     if (!window.Live) return;
