@@ -54,8 +54,8 @@
   }
 
   function insertRow(id) {
-    return fetch("/hypervisors/" + id + "/row", { credentials: "same-origin" })
-      .then(function (response) { return response.ok ? response.text() : null; })
+    return window.KvmVdi.fragment("/hypervisors/" + id + "/row")
+      .catch(function () { return null; }) // the next message or reconnection brings it
       .then(function (html) {
         if (!html || rowOf(id)) return;
         var template = document.createElement("template");
@@ -131,10 +131,9 @@
           var row = rowOf(id);
           if (row && result.data.hypervisor) applyRecord(row, result.data.hypervisor);
         } else {
-          Toast.show((result.data && result.data.message) || gettext("The check failed (HTTP {status}).", { status: result.status }), "danger");
+          Toast.show(result.message, "danger");
         }
       })
-      .catch(function () { Toast.show(gettext("The dashboard did not answer."), "danger"); })
       .finally(function () {
         button.disabled = false;
         button.innerHTML = original;

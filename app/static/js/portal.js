@@ -1,6 +1,5 @@
 // Client portal: connect to a pool's desktop, download a .vv, power actions,
 // heartbeats for held desktops, and live tile updates over the websocket.
-const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const message = document.getElementById("portal-message");
 
 function show(text, kind = "info") {
@@ -8,15 +7,9 @@ function show(text, kind = "info") {
   message.className = `alert alert-${kind}`;
 }
 
-async function post(url, body) {
-  const response = await fetch(url, {
-    method: "POST",
-    headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json", Accept: "application/json" },
-    body: JSON.stringify(body || {}),
-  });
-  let data = {};
-  try { data = await response.json(); } catch (e) { /* 204 */ }
-  return { status: response.status, data };
+// {ok, status, data, message}: api.js turns a refusal or a missing answer into the message.
+function post(url, body) {
+  return window.KvmVdi.api("POST", url, body || {});
 }
 
 function failoverText(failover) {
@@ -33,7 +26,7 @@ function failoverText(failover) {
 // `stopped()` true: the user chose to stay on the pool tiles; no console is opened then.
 async function desktopFor(poolId, stopped = () => false) {
   for (let attempt = 0; attempt < 90; attempt++) {
-    const { status, data } = await post(`/client/pools/${poolId}/desktop`);
+    const { status, data, message: refusal } = await post(`/client/pools/${poolId}/desktop`);
     if (stopped()) return null;
     if (status === 202) {
       show(data.desktop ? gettext("Your desktop {name} is starting…", { name: data.desktop.name }) : gettext("Your desktop is starting…"));
@@ -44,7 +37,7 @@ async function desktopFor(poolId, stopped = () => false) {
     }
     if (data.status === "ready") return data;
     if (data.status === "failover") { show(gettext("The desktops are unavailable.") + failoverText(data.failover), "warning"); return null; }
-    show((data.message || gettext("The desktop could not be handed out.")) + failoverText(data.failover), "warning");
+    show((refusal || data.message || gettext("The desktop could not be handed out.")) + failoverText(data.failover), "warning");
     return null;
   }
   show(gettext("The desktop did not start in time. Try again."), "danger");
@@ -81,8 +74,8 @@ document.addEventListener("click", async (event) => {
   button.disabled = true;
   try {
     if (button.dataset.power) {
-      const { status, data } = await post(`/client/desktops/${button.dataset.vmId}/power`, { action: button.dataset.power });
-      show(status === 202 ? gettext("Desktop: {state}.", { state: i18n.stateLabel(data.state) }) : data.message, status === 202 ? "success" : "danger");
+      const { status, data, message: refusal } = await post(`/client/desktops/${button.dataset.vmId}/power`, { action: button.dataset.power });
+      show(status === 202 ? gettext("Desktop: {state}.", { state: i18n.stateLabel(data.state) }) : refusal || data.message, status === 202 ? "success" : "danger");
       return;
     }
     const desktop = await desktopFor(button.dataset.poolId);
@@ -120,13 +113,10 @@ function renderTiles(pools) {
 }
 
 async function refresh() {
-  const response = await fetch("/client/pools.json", { headers: { Accept: "application/json" } });
-  if (response.ok) {
-    const data = await response.json();
-    renderTiles(data.pools);
-    return data.pools;
-  }
-  return [];
+  const { ok, data } = await window.KvmVdi.api("GET", "/client/pools.json");
+  if (!ok) return [];
+  renderTiles(data.pools);
+  return data.pools;
 }
 
 // Heartbeats keep the leases of held desktops while the portal is open.

@@ -70,13 +70,13 @@
   async function load() {
     const result = await api("GET", root.dataset.listUrl);
     if (result.ok) render(result.data.snapshots);
-    else rows.replaceChildren(Object.assign(document.createElement("tr"), { textContent: result.data.message || gettext("Unavailable.") }));
+    else rows.replaceChildren(Object.assign(document.createElement("tr"), { textContent: result.message }));
   }
 
   // Admin: 202 with an operation (the list comes live); portal: the outcome and the list.
   function answered(result, doing) {
-    if (!result.ok && result.status !== 202) {
-      toast(result.data.message || gettext("Refused ({status})", { status: result.status }), "danger");
+    if (!result.ok) {
+      toast(result.message, "danger");
       if (result.data.snapshots) render(result.data.snapshots);
       return false;
     }
@@ -88,20 +88,17 @@
 
   async function take(event) {
     event.preventDefault();
-    form.querySelectorAll(".is-invalid").forEach((el) => el.classList.remove("is-invalid"));
+    window.KvmVdi.clearRefusal(form);
     const body = { name: form.querySelector("#snapshot-name").value.trim(), description: form.querySelector("#snapshot-description").value };
     const submit = document.getElementById("snapshot-take");
     submit.disabled = true;
     status.textContent = gettext("Taking the snapshot…");
     try {
       const result = await api("POST", base, body);
-      const fields = result.data.fields || {};
-      for (const [field, message] of Object.entries(fields)) {
-        const input = form.querySelector(`[name="${field}"]`);
-        const feedback = form.querySelector(`[data-error-for="${field}"]`);
-        if (input && feedback) { input.classList.add("is-invalid"); feedback.textContent = message; }
+      if (!result.ok && Object.keys(result.fields).length) {
+        window.KvmVdi.showRefusal(form, result);
+        return;
       }
-      if (Object.keys(fields).length) return;
       if (answered(result, gettext("Taking the snapshot…"))) form.reset();
     } finally {
       submit.disabled = limit !== null && count >= limit;

@@ -69,29 +69,6 @@
     });
   }
 
-  window.KvmVdi = {
-    closeModal: closeModal,
-    confirm: confirmModal,
-    csrfToken: function () {
-      var meta = document.querySelector('meta[name="csrf-token"]');
-      return meta ? meta.content : "";
-    },
-    /* fetch() for our JSON API with the session's CSRF token. */
-    api: function (method, url, body) {
-      var options = {
-        method: method,
-        credentials: "same-origin",
-        headers: { Accept: "application/json", "X-CSRF-Token": window.KvmVdi.csrfToken() },
-      };
-      if (body !== undefined) {
-        options.headers["Content-Type"] = "application/json";
-        options.body = JSON.stringify(body);
-      }
-      return fetch(url, options).then(function (response) {
-        return response.json().catch(function () { return {}; }).then(function (data) {
-          return { ok: response.ok, status: response.status, data: data };
-        });
-      });
-    },
-  };
+  // The fetch helpers (api.js) are loaded before this file.
+  window.KvmVdi = Object.assign(window.KvmVdi || {}, { closeModal: closeModal, confirm: confirmModal });
 })();

@@ -12,11 +12,6 @@
   const base = `/api/v1/admin/vms/${initialId}/versions`;
   let timer = null;
 
-  // A refusal without a message of its own names the HTTP status.
-  function refused(result) {
-    return gettext("Refused ({status})", { status: result.status });
-  }
-
   function toast(message, kind) {
     if (window.Toast) window.Toast.show(message, kind);
   }
@@ -24,8 +19,11 @@
   async function refresh() {
     clearTimeout(timer);
     timer = null;
-    const response = await fetch(`/vms/${initialId}/versions/panel`, { credentials: "same-origin" });
-    if (response.ok) panel.innerHTML = await response.text();
+    try {
+      panel.innerHTML = await window.KvmVdi.fragment(`/vms/${initialId}/versions/panel`);
+    } catch (_) {
+      /* kept as it is: the next message or reconnection fetches it again */
+    }
   }
 
   function schedule() {
@@ -58,7 +56,7 @@
   async function answer(request, success) {
     const result = await request;
     if (!result.ok) {
-      toast(result.data.message || refused(result), "danger");
+      toast(result.message, "danger");
       return false;
     }
     if (success) toast(success, "success");
@@ -79,10 +77,7 @@
   }
 
   // Publish: the form's answer is the operation; its progress arrives live.
-  function clearErrors(form) {
-    form.querySelectorAll(".is-invalid").forEach((el) => el.classList.remove("is-invalid"));
-    form.querySelectorAll("[data-error-for]").forEach((el) => { el.textContent = ""; });
-  }
+  const clearErrors = (form) => window.KvmVdi.clearRefusal(form);
 
   // The explanation follows the chosen origin; shutting down does not apply to a running copy.
   function showOrigin(el) {
@@ -103,13 +98,7 @@
       ? await api("POST", `${base}/from-running`, { note })
       : await api("POST", base, { origin, shutdown: form.querySelector("#publish-shutdown").checked, note });
     if (!result.ok) {
-      const fields = result.data.fields || {};
-      let shown = false;
-      for (const [field, message] of Object.entries(fields)) {
-        const feedback = form.querySelector(`[data-error-for="${field}"]`);
-        if (feedback) { feedback.textContent = message; feedback.classList.add("d-block"); shown = true; }
-      }
-      if (!shown) toast(result.data.message || refused(result), "danger");
+      window.KvmVdi.showRefusal(form, result);
       return;
     }
     window.KvmVdi.closeModal(document.getElementById("publish-modal"));
@@ -133,7 +122,7 @@
     bootstrap.Modal.getOrCreateInstance(el).show();
     const result = await api("GET", `${base}/${versionId}/delete-plan`);
     if (!result.ok) {
-      error.textContent = result.data.message || refused(result);
+      error.textContent = result.message;
       error.classList.remove("d-none");
       return;
     }
@@ -165,7 +154,7 @@
     const result = await api("POST", `${base}/${planFor}/delete`, { confirm_files: plan.files });
     if (!result.ok) {
       const error = el.querySelector("#version-delete-error");
-      error.textContent = result.data.message || refused(result);
+      error.textContent = result.message;
       error.classList.remove("d-none");
       return;
     }

@@ -21,14 +21,13 @@
       const keep = Array.from(drives, (drive) => drive.value);
       drives.forEach((drive) => { drive.disabled = true; });
       try {
-        const response = await fetch(`/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/isos`,
-          { headers: { Accept: "application/json" }, credentials: "same-origin" });
-        const body = await response.json();
+        const result = await window.KvmVdi.api("GET", `/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/isos`);
         drives.forEach((drive) => drive.replaceChildren(new Option(gettext("(empty drive)"), "")));
-        if (!response.ok) {
-          help.textContent = body.message || gettext("The ISO list is not available.");
+        if (!result.ok) {
+          help.textContent = gettext("The ISO list could not be loaded: {error}", { error: result.message });
           return;
         }
+        const body = result.data;
         drives.forEach((drive, index) => {
           for (const found of body.isos) {
             const option = new Option(found.name, found.path);
@@ -38,8 +37,6 @@
         });
         help.textContent = body.isos.length ? gettext("ISO images found in the hypervisor's ISO directory.")
           : gettext("No ISO image in the hypervisor's ISO directory.");
-      } catch (error) {
-        help.textContent = gettext("The ISO list could not be loaded: {error}", { error });
       } finally {
         drives.forEach((drive) => { drive.disabled = false; });
       }
@@ -57,15 +54,13 @@
       const keep = select.value;
       select.disabled = true;
       try {
-        const response = await fetch(`/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/images`,
-          { headers: { Accept: "application/json" }, credentials: "same-origin" });
-        const body = await response.json();
+        const result = await window.KvmVdi.api("GET", `/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/images`);
         select.replaceChildren(new Option(gettext("A new empty disk"), ""));
-        if (!response.ok) {
-          help.textContent = body.message || gettext("The image list is not available.");
+        if (!result.ok) {
+          help.textContent = gettext("The image list could not be loaded: {error}", { error: result.message });
           return;
         }
-        for (const found of body.images) {
+        for (const found of result.data.images) {
           let label = `${found.name} — ` + // i18n-ignore: a name and a format
             (found.format ? `${found.format}, ${gib(found.virtual_size)} GiB` : gettext("not a disk image"));
           if (found.disk_of) label += ", " + gettext("disk of {vm}", { vm: found.disk_of });
@@ -75,8 +70,6 @@
           select.add(option);
         }
         help.textContent = gettext("Or an existing qcow2 or raw image from the hypervisor's images directory: the VM uses it in place, its size is the image's.");
-      } catch (error) {
-        help.textContent = gettext("The image list could not be loaded: {error}", { error });
       } finally {
         select.disabled = false;
       }
@@ -137,20 +130,13 @@
     const load = async () => {
       offers = null;
       note.textContent = gettext("Checking what this hypervisor can run…");
-      try {
-        const response = await fetch(
-          `/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/capabilities`,
-          { headers: { Accept: "application/json" }, credentials: "same-origin" });
-        const body = await response.json();
-        if (!response.ok) {
-          note.textContent = body.message || gettext("The hypervisor's capabilities are not available.");
-          return;
-        }
-        offers = body;
-        describe();
-      } catch (error) {
-        note.textContent = gettext("The hypervisor's capabilities could not be read: {error}", { error });
+      const result = await window.KvmVdi.api("GET", `/api/v1/admin/hypervisors/${encodeURIComponent(hypervisor.value)}/capabilities`);
+      if (!result.ok) {
+        note.textContent = gettext("The hypervisor's capabilities could not be read: {error}", { error: result.message });
+        return;
       }
+      offers = result.data;
+      describe();
     };
 
     hypervisor.addEventListener("change", load);

@@ -19,15 +19,8 @@
     if (window.Toast) window.Toast.show(message, kind || "info");
   }
 
-  async function api(method, path, body) {
-    const answer = await window.KvmVdi.api(method, path, body);
-    if (!answer.ok) {
-      const error = new Error(answer.data.message || `${answer.status}`);
-      error.fields = answer.data.fields || {};
-      throw error;
-    }
-    return answer.data;
-  }
+  // The answer's data; a refusal throws (api.js), with the readable message and the fields.
+  const api = (method, path, body) => window.KvmVdi.call(method, path, body);
 
   // -- loading the table for a query ---------------------------------------------------------
 
@@ -54,12 +47,7 @@
     let html;
     let problem = null;
     try {
-      const response = await fetch(`/vms/table${nextQuery ? "?" + nextQuery : ""}`, {
-        credentials: "same-origin",
-        signal: controller.signal,
-      });
-      if (response.ok) html = await response.text();
-      else problem = `${response.status} ${response.statusText}`;
+      html = await window.KvmVdi.fragment(`/vms/table${nextQuery ? "?" + nextQuery : ""}`, { signal: controller.signal });
     } catch (error) {
       if (error.name === "AbortError") return;
       problem = error.message;
@@ -71,7 +59,7 @@
       if (attempt < 3) {
         retryTimer = setTimeout(() => load(nextQuery, { history, attempt: attempt + 1 }), 1000 * 2 ** attempt);
       } else {
-        toast(gettext("The table could not be loaded ({problem}).", { problem }), "warning");
+        toast(gettext("The table could not be loaded: {problem}", { problem }), "warning");
       }
       return;
     }

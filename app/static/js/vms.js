@@ -6,7 +6,6 @@
 (function () {
   "use strict";
 
-  const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
   const STATE_STYLES = {
     running: "success", paused: "warning", pmsuspended: "warning", shutoff: "secondary",
     crashed: "danger", missing: "danger", unknown: "light",
@@ -28,23 +27,8 @@
     if (window.Toast) window.Toast.show(message, kind);
   }
 
-  async function api(method, path, body) {
-    const response = await fetch(path, {
-      method,
-      credentials: "same-origin",
-      headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRF-Token": csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    let data = {};
-    try { data = await response.json(); } catch (_) { /* empty answer */ }
-    if (!response.ok) {
-      const error = new Error(data.message || `${response.status} ${response.statusText}`);
-      error.fields = data.fields || {};
-      error.data = data;
-      throw error;
-    }
-    return data;
-  }
+  // The answer's data; a refusal throws (api.js), with the readable message and the fields.
+  const api = (method, path, body) => window.KvmVdi.call(method, path, body);
 
   function subscribe(topic, handler) {
     if (window.Live) window.Live.on(topic, handler);
@@ -94,9 +78,7 @@
     if (ids.length) {
       rowsInFlight = true;
       try {
-        const response = await fetch(`/vms/rows?ids=${ids.join(",")}`, { credentials: "same-origin" });
-        if (response.ok) replaceRows(ids, await response.text());
-        else failed = true;
+        replaceRows(ids, await window.KvmVdi.fragment(`/vms/rows?ids=${ids.join(",")}`));
       } catch (error) {
         failed = true;
       } finally {
@@ -288,7 +270,7 @@
     const token = document.createElement("input");
     token.type = "hidden";
     token.name = "csrf_token";
-    token.value = csrf;
+    token.value = window.KvmVdi.csrfToken();
     form.append(token);
     document.body.append(form);
     form.submit();
@@ -328,7 +310,7 @@
     try {
       await api("POST", `/api/v1/admin/vms/${id}/power`, body);
     } catch (error) {
-      if (error.data?.error !== "children_depend") throw error;
+      if (error.code !== "children_depend") throw error;
       const forced = gettext("Forced off and put in maintenance: {names}.", { names: error.data.vms.join(", ") });
       const text = `${error.message}\n\n${forced}`;
       if (!(await confirmModal(text, gettext("Force them off and start")))) return;
@@ -459,25 +441,8 @@
     });
   }
 
-  function clearErrors(form) {
-    form.querySelectorAll(".is-invalid").forEach((el) => el.classList.remove("is-invalid"));
-    form.querySelectorAll("[data-error-for]").forEach((el) => { el.textContent = ""; });
-  }
-
-  function showErrors(form, error) {
-    let shown = false;
-    for (const [field, message] of Object.entries(error.fields || {})) {
-      const feedback = form.querySelector(`[data-error-for="${field}"]`);
-      const input = form.querySelector(`[name="${field}"]`);
-      if (feedback && input) {
-        feedback.textContent = message;
-        input.classList.add("is-invalid");
-        if (!shown) input.focus();
-        shown = true;
-      }
-    }
-    if (!shown) toast(error.message, "error");
-  }
+  const clearErrors = (form) => window.KvmVdi.clearRefusal(form);
+  const showErrors = (form, error) => window.KvmVdi.showRefusal(form, error);
 
   function openClassify(row) {
     classifyTarget = row.dataset.vmId;

@@ -75,7 +75,6 @@ class SpiceConsole {
     this.area = document.getElementById('spice-area');
     this.status = document.getElementById('console-status');
     this.overlay = document.getElementById('console-overlay');
-    this.csrf = document.querySelector('meta[name="csrf-token"]')?.content || '';
     this.sc = null;
     this.generation = 0;
     this.attempt = 0;
@@ -100,24 +99,17 @@ class SpiceConsole {
     this.teardown();
     const gen = this.generation;
     this.setState(this.attempt ? 'reconnecting' : 'connecting', this.attempt ? gettext('Reconnecting…') : gettext('Connecting…'));
-    let grant;
-    try {
-      const response = await fetch(this.openUrl, {
-        method: 'POST',
-        credentials: 'same-origin',
-        headers: { 'X-CSRF-Token': this.csrf, Accept: 'application/json' },
-      });
-      if (gen !== this.generation) return;
-      const body = await response.json().catch(() => ({}));
-      if (!response.ok) {
-        this.grantRefused(response.status, body);
-        return;
-      }
-      grant = body;
-    } catch (error) {
-      if (gen === this.generation) this.lost(gettext('The dashboard cannot be reached.'));
+    const answer = await window.KvmVdi.api('POST', this.openUrl);
+    if (gen !== this.generation) return;
+    if (answer.status === 0) {
+      this.lost(gettext('The dashboard cannot be reached.'));
       return;
     }
+    if (!answer.ok) {
+      this.grantRefused(answer.status, answer.data);
+      return;
+    }
+    const grant = answer.data;
     const scheme = window.location.protocol === 'https:' ? 'wss://' : 'ws://';
     const uri = scheme + window.location.host + grant.websocket_path;
     this.failure = { error: null, code: null };
@@ -394,12 +386,8 @@ class SpiceConsole {
   }
 
   async postHeartbeat(url) {
-    const response = await fetch(url, {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: { 'X-CSRF-Token': this.csrf, Accept: 'application/json' },
-    });
-    if (!response.ok) throw new Error(`heartbeat answered ${response.status}`); // i18n-ignore: logged, not shown
+    const answer = await window.KvmVdi.api('POST', url);
+    if (!answer.ok) throw new Error(`heartbeat answered ${answer.status}`); // i18n-ignore: logged, not shown
   }
 }
 
