@@ -75,8 +75,15 @@ async def check_iso(hv: Hypervisor, iso_path: str | None, field: str = "iso_path
         raise Invalid({field: _("choose an ISO from the hypervisor's list")})
 
 
-# A new VM being provisioned: (vm id, name, uuid, disk path, MAC address).
-NewRow = tuple[int, str, str, str, str | None]
+@dataclass(frozen=True)
+class NewRow:
+    """A new VM being provisioned: its row and what its domain is made of."""
+
+    vm_id: int
+    name: str
+    uuid: str
+    disk_path: str  # "" while there is no disk to undo
+    mac_address: str | None
 
 
 class _Provisioning:
@@ -107,18 +114,18 @@ class _Provisioning:
                 await self.hv.undefine(name)
             except HypervisorError as exc:
                 log.warning("undoing: undefine %s failed: %s", name, exc)
-        files = [] if self.keep_disks else [row[3] for row in self.rows if row[3]]
+        files = [] if self.keep_disks else [row.disk_path for row in self.rows if row.disk_path]
         if self.firmware_state:
-            for _kind, name, *_rest in self.rows:
-                paths = firmware_state.state_paths(self.hv, name)
+            for row in self.rows:
+                paths = firmware_state.state_paths(self.hv, row.name)
                 files += [paths.nvram, paths.tpm_dir]
         try:
             await remove_files(self.hv, files)
         except Exception as exc:
             log.warning("undoing: removing %s failed: %s", files, exc)
-        for vm_id, name, *_rest in self.rows:
-            await delete_vm_row(self.ctx.db, vm_id)
-            self.ctx.publish_removed(vm_id, name)
+        for row in self.rows:
+            await delete_vm_row(self.ctx.db, row.vm_id)
+            self.ctx.publish_removed(row.vm_id, row.name)
 
 
 async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "") -> Created:
@@ -192,33 +199,33 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
             network=spec.network,
             mac_address=mac,
         )
-        rows.append((vm_id, name, uuid, disk, mac))
+        rows.append(NewRow(vm_id, name, uuid, disk, mac))
 
     async def provision(op: OperationContext | None) -> str:
         work = _Provisioning(ctx, hv, rows, keep_disks=in_place)
         try:
             if imported is not None and copying:
-                await copy_image(hv, imported, rows[0][3], op)
+                await copy_image(hv, imported, rows[0].disk_path, op)
             elif imported is None:
                 if op is not None:
                     await op.progress(0, f"Creating {len(rows)} disks")
-                await create_disks(hv, [(disk, spec.disk_size_gib) for _, _, _, disk, _ in rows])
+                await create_disks(hv, [(row.disk_path, spec.disk_size_gib) for row in rows])
             work.with_firmware_state(spec.firmware == "uefi" or spec.tpm)
             template = placement.firmware.vars_template if placement.firmware else None
             await firmware_state.create_fresh(
-                hv, [row[1] for row in rows], nvram_template=template, tpm=spec.tpm
+                hv, [row.name for row in rows], nvram_template=template, tpm=spec.tpm
             )
-            for index, (vm_id, name, uuid, disk, mac) in enumerate(rows, start=1):
+            for index, row in enumerate(rows, start=1):
                 await work.define(
-                    vm_id,
+                    row.vm_id,
                     definition_for(
-                        name,
-                        uuid,
+                        row.name,
+                        row.uuid,
                         spec,
                         placement=placement,
-                        disk_source=disk,
+                        disk_source=row.disk_path,
                         hv=hv,
-                        mac_address=mac,
+                        mac_address=row.mac_address,
                         disk_format=imported.format if imported is not None and in_place else None,
                     ),
                 )
@@ -242,11 +249,11 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
     )
     if len(rows) == 1 and not copying:
         await provision(None)
-        return Created([rows[0][0]])
+        return Created([rows[0].vm_id])
     op_id = await ctx.operations.start(
         "create_vms",
         provision,
-        hold=[row[0] for row in rows],
+        hold=[row.vm_id for row in rows],
         hypervisor_id=hv.id,
         params={"names": names},
         created_by=actor,
@@ -254,7 +261,7 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         if copying and imported
         else _("Creating {count} VMs").format(count=len(rows)),
     )
-    return Created([row[0] for row in rows], op_id)
+    return Created([row.vm_id for row in rows], op_id)
 
 
 async def copy_image(hv: Hypervisor, image: ImportedImage, disk: str, op: OperationContext | None) -> None:
@@ -320,7 +327,7 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
         **hardware,
     )
     initial = await ctx.vm(vm_id)
-    work = _Provisioning(ctx, hv, [(vm_id, spec.name, uuid, disk, mac)])
+    work = _Provisioning(ctx, hv, [NewRow(vm_id, spec.name, uuid, disk, mac)])
     try:
         # A fresh NVRAM and TPM now; the source's are copied with its disk.
         work.with_firmware_state(initial.firmware == "uefi" or initial.tpm)
@@ -341,7 +348,7 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
         )
     except BaseException:
         # The disk is not made yet: only the firmware state and the row go.
-        work.rows = [(vm_id, spec.name, uuid, "", mac)]
+        work.rows = [NewRow(vm_id, spec.name, uuid, "", mac)]
         await work.undo()
         raise
     await update_vm(ctx.db, vm_id, state="shutoff")
@@ -410,30 +417,32 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
             **hardware_columns(initial),
             image_version_id=target.id if target is not None else None,
         )
-        rows.append((vm_id, name, uuid, disk, mac))
+        rows.append(NewRow(vm_id, name, uuid, disk, mac))
 
     async def provision(op: OperationContext) -> str:
         work = _Provisioning(ctx, hv, rows)
         try:
             on = target.label if target is not None else initial.name
             await op.progress(0, f"Creating {len(rows)} overlays of {on}")
-            await create_overlays(hv, base, [row[3] for row in rows])
+            await create_overlays(hv, base, [row.disk_path for row in rows])
             # Each child starts from a copy of the initial's variable store and TPM.
             work.with_firmware_state(initial.firmware == "uefi" or initial.tpm)
-            await firmware_state.copy_state(hv, initial, [row[1] for row in rows])
+            await firmware_state.copy_state(hv, initial, [row.name for row in rows])
             await op.progress(20, "Defining the VDI machines")
-            for index, (vm_id, name, uuid, disk, mac) in enumerate(rows, start=1):
-                source = volatile_overlay_path(hv.record.volatile_dir, name) if spec.volatile else disk
+            for index, row in enumerate(rows, start=1):
+                source = (
+                    volatile_overlay_path(hv.record.volatile_dir, row.name) if spec.volatile else row.disk_path
+                )
                 await work.define(
-                    vm_id,
+                    row.vm_id,
                     definition_for(
-                        name,
-                        uuid,
+                        row.name,
+                        row.uuid,
                         initial,
                         placement=placement,
                         disk_source=source,
                         hv=hv,
-                        mac_address=mac,
+                        mac_address=row.mac_address,
                         disk_format="qcow2",  # overlays of the initial's disk
                     ),
                 )
@@ -455,10 +464,10 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         "create_vdi",
         provision,
         vm_id=initial.id,
-        hold=[row[0] for row in rows],
+        hold=[row.vm_id for row in rows],
         hypervisor_id=hv.id,
         params={"names": names},
         created_by=actor,
         message=_("Creating {count} VDI machines").format(count=len(rows)),
     )
-    return Created([row[0] for row in rows], op_id)
+    return Created([row.vm_id for row in rows], op_id)
