@@ -30,6 +30,7 @@ from tests.proxy.spice_client import LinkResult, TcpStream, connect_through_gate
 from tests.services import guests
 from tests.services.libvirt_host import LibvirtHost
 from tests.vms.world import HostInWorld, VmWorld
+from tests.waiting import eventually
 
 GENEROUS = 90
 # Dashboard settings for these scenarios: a quick reaper, fencing within seconds of a lost hypervisor.
@@ -186,14 +187,16 @@ class DesktopLab:
 
     async def settled_screen(self, vm: Vm, colour: tuple[int, int, int]) -> guests.Screen:
         """The guest's screen once ``colour`` dominates it and two looks in a row agree."""
-        previous: guests.Screen | None = None
-        async with asyncio.timeout(GENEROUS):
-            while True:
-                screen = await self.screen(vm)
-                if screen.fraction(colour) > 0.5 and previous is not None and screen == previous:
-                    return screen
-                previous = screen if screen.fraction(colour) > 0.5 else None
-                await asyncio.sleep(0.3)
+        previous: list[guests.Screen | None] = [None]
+
+        async def settled() -> guests.Screen | None:
+            screen = await self.screen(vm)
+            dominant = screen.fraction(colour) > 0.5
+            steady = dominant and screen == previous[0]
+            previous[0] = screen if dominant else None
+            return screen if steady else None
+
+        return await eventually(settled, f"{vm.name}'s screen settled on {colour}", timeout=GENEROUS)
 
     async def lease(self, lease_id: int) -> Any:
         return await self.db.fetch_one(leases.select().where(leases.c.id == lease_id))
@@ -206,17 +209,19 @@ class DesktopLab:
         )
 
     async def wait_lease_ended(self, lease_id: int) -> Any:
-        async with asyncio.timeout(GENEROUS):
-            while (lease := await self.lease(lease_id)).ended_at is None:
-                await asyncio.sleep(0.1)
-        return lease
+        async def ended() -> Any:
+            lease = await self.lease(lease_id)
+            return lease if lease.ended_at is not None else None
+
+        return await eventually(ended, f"lease {lease_id} ended", timeout=GENEROUS)
 
     async def wait_vm_free(self, vm_id: int) -> Vm:
         """Until the desktop is back in its pool (its return, reset included, is complete)."""
-        async with asyncio.timeout(GENEROUS):
-            while (vm := await self.vm(vm_id)).assigned_user_id is not None:
-                await asyncio.sleep(0.1)
-        return vm
+        async def free() -> Vm | None:
+            vm = await self.vm(vm_id)
+            return vm if vm.assigned_user_id is None else None
+
+        return await eventually(free, f"desktop {vm_id} back in its pool", timeout=GENEROUS)
 
 
 def link_through_gateway(desktop: Desktop, *, ticket: str | None = None) -> tuple[LinkResult, TcpStream]:

@@ -8,8 +8,9 @@ display's first surface on the canvas) and the first frame showing the banner gu
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -17,6 +18,9 @@ from selenium.webdriver.support.ui import Select
 
 from tests.services import guests
 from tests.services.browser import console_logs
+from tests.waiting import NeverHappened, eventually_blocking
+
+T = TypeVar("T")
 
 # Resolves with [first SPICE frame, first banner frame] (ms, browser clock) once the
 # canvas shows the banner: the palette stripe of row 0 in its 16 colours.
@@ -52,18 +56,13 @@ class ConnectTimes:
     banner_ms: float
 
 
-def wait_until(driver: WebDriver, condition: object, timeout: float = 90) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()  # type: ignore[operator]
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            logs = "\n".join(str(entry) for entry in console_logs(driver))
-            raise AssertionError(
-                f"not reached within {timeout} s at {driver.current_url}; browser console:\n{logs}"
-            )
-        time.sleep(0.05)
+def wait_until(driver: WebDriver, condition: Callable[[], T], timeout: float = 90) -> T:
+    """``condition()``'s first true answer; failing, the page it stayed on and its console."""
+    try:
+        return eventually_blocking(condition, "the portal's condition", timeout=timeout)
+    except NeverHappened as failure:
+        logs = "\n".join(str(entry) for entry in console_logs(driver))
+        raise AssertionError(f"{failure} at {driver.current_url}; browser console:\n{logs}") from None
 
 
 def portal_login(driver: WebDriver, base_url: str, username: str, password: str, realm: str = "") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from tests.services.guests import read_boot_counter
 from tests.services.process import spawn, stop_process
 from tests.services.rundir import RunDir
 from tests.services.xvfb import Xvfb
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -72,26 +74,27 @@ async def test_an_open_remote_viewer_session_keeps_the_lease_and_its_end_lets_th
     sessions = lab.services.consoles.sessions
     try:
         # Linked: past the SPICE log-in, the viewer opened its display, inputs ... channels.
-        async with asyncio.timeout(GENEROUS):
-            while not [s for s in sessions.sessions() if s.via == "gateway" and len(s.channels) >= 3]:
-                assert viewer.poll() is None, log.read_text()[-2000:]
-                await asyncio.sleep(0.2)
+        def linked() -> bool:
+            assert viewer.poll() is None, log.read_text()[-2000:]
+            return any(s.via == "gateway" and len(s.channels) >= 3 for s in sessions.sessions())
+
+        await eventually(linked, "remote-viewer linked through the gateway", timeout=GENEROUS)
         assert await lab.services.broker.leases.open_console_holders() == {(user_id, vm.id)}
 
         # Abandoned as far as heartbeats go; the reaper (every 0.5 s here) sees the open console.
         await lab.expire(desktop.lease_id)
-        async with asyncio.timeout(GENEROUS):
-            while (lease := await lab.lease(desktop.lease_id)).expires_at.year == 2000:
-                assert lease.ended_at is None, f"reaped: {lease.end_reason}; {log.read_text()[-2000:]}"
-                await asyncio.sleep(0.1)
+        async def prolonged() -> Any:
+            lease = await lab.lease(desktop.lease_id)
+            assert lease.ended_at is None, f"reaped: {lease.end_reason}; {log.read_text()[-2000:]}"
+            return lease if lease.expires_at.year != 2000 else None
+
+        lease = await eventually(prolonged, "the reaper prolonging the open console's lease", timeout=GENEROUS)
         assert lease.last_heartbeat_at.year > 2000
         assert (await lab.vm(vm.id)).assigned_user_id == user_id
     finally:
         stop_process(viewer, timeout=10)
 
-    async with asyncio.timeout(GENEROUS):
-        while sessions.sessions():
-            await asyncio.sleep(0.1)
+    await eventually(lambda: not sessions.sessions(), "the console sessions closed", timeout=GENEROUS)
     await lab.expire(desktop.lease_id)
     lease = await lab.wait_lease_ended(desktop.lease_id)
     assert lease.end_reason == "expired"

@@ -12,6 +12,7 @@ import pytest
 from app.vms.records import Vm
 from tests.broker.desktop_lab import GENEROUS, DesktopLab
 from tests.services import guests
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -23,10 +24,8 @@ def running(lab: DesktopLab, desktops: list[Vm]) -> set[str]:
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    async with asyncio.timeout(GENEROUS):
-        while not await check():
-            await asyncio.sleep(0.2)
-    assert await check(), what
+    await eventually(check, what, timeout=GENEROUS)
+    assert await check(), what  # and it stays so
 
 
 async def test_keep_ready_keeps_n_desktops_started_and_refills_after_hand_outs(lab: DesktopLab) -> None:

@@ -26,6 +26,7 @@ from app.settings import Settings
 from app.tlsca import DashboardCA
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.rundir import RunDir
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -139,12 +140,10 @@ class RegistryHarness:
         return found
 
     async def wait_for_domain_event(self, name: str, event: str, timeout: float = 30) -> DomainEvent:
-        async with asyncio.timeout(timeout):
-            while True:
-                for seen in self.domain_events:
-                    if seen.name == name and seen.event == event:
-                        return seen
-                await asyncio.sleep(0.02)
+        def seen() -> DomainEvent | None:
+            return next((e for e in self.domain_events if e.name == name and e.event == event), None)
+
+        return await eventually(seen, f"the {event} event of {name}", timeout=timeout)
 
     async def add(self, record: HypervisorRecord) -> int:
         """Insert the record as a new row; returns its id (start or reload picks it up)."""

@@ -16,6 +16,7 @@ from tests.hyper.conftest import RegistryFactory, ssh_record
 from tests.services import guests
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
+from tests.waiting import eventually
 
 GENEROUS = 60
 
@@ -143,11 +144,12 @@ async def test_a_quick_reconnection_is_announced_as_up_again_without_going_down(
     # Every SSH session (libvirt's tunnel and the command channel) dies with the listener.
     await asyncio.to_thread(h0.stop_sshd)
     await asyncio.to_thread(h0.start_sshd)
-    async with asyncio.timeout(GENEROUS):
-        while hv.connections < 2 or not hv.connected:
-            await asyncio.sleep(0.05)
-        while len([e for e in harness.connection_events if e.state == "up"]) < 2:
-            await asyncio.sleep(0.05)
+    await eventually(lambda: hv.connections >= 2 and hv.connected, "a new connection", timeout=GENEROUS)
+    await eventually(
+        lambda: sum(e.state == "up" for e in harness.connection_events) >= 2,
+        "the new connection announced as up",
+        timeout=GENEROUS,
+    )
 
     assert [e.state for e in harness.connection_events] == ["up", "up"]
     assert harness.registry.get(1) is hv and hv.state == "up"

@@ -12,17 +12,17 @@ from app.hyper import Hypervisor
 from tests.hyper.conftest import RegistryFactory, RegistryHarness, ssh_record
 from tests.services import guests
 from tests.services.guests import GuestImages
+from tests.waiting import eventually
 from tests.services.libvirt_host import LibvirtHost
 from tests.spice_link import LINK_OK, LINK_PERMISSION_DENIED, spice_login
 
 
 async def wait_for_blue_screen(hv: Hypervisor, name: str, timeout: float = 60) -> guests.Screen:
-    async with asyncio.timeout(timeout):
-        while True:
-            screen = guests.decode_image(await hv.screenshot_png(name, max_width=360))
-            if screen.fraction(guests.BLUE) > 0.5:
-                return screen
-            await asyncio.sleep(0.3)
+    async def blue() -> guests.Screen | None:
+        screen = guests.decode_image(await hv.screenshot_png(name, max_width=360))
+        return screen if screen.fraction(guests.BLUE) > 0.5 else None
+
+    return await eventually(blue, f"{name}'s blue screen", timeout=timeout)
 
 
 async def login(host: str, port: int, password: str) -> int:

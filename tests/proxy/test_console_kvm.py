@@ -12,7 +12,6 @@ import configparser
 import contextlib
 import functools
 import ssl
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -32,6 +31,7 @@ from app.hyper import Hypervisor
 from app.hyper.sshkeys import ensure_dashboard_key
 from app.proxy.wsprotocol import DashboardWebSocketProtocol
 from tests.dashboard import BrowserLikeClient, RunningDashboard, make_settings, start_dashboard
+from tests.broker.portal_steps import wait_until
 from tests.hyper.conftest import row_values, ssh_record
 from tests.proxy.spice_client import (
     LINK_PERMISSION_DENIED,
@@ -43,13 +43,14 @@ from tests.proxy.spice_client import (
     spice_login_tls,
 )
 from tests.services import guests
-from tests.services.browser import BrowserFactory, console_logs
+from tests.services.browser import BrowserFactory
 from tests.services.capture import PacketCapture
 from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.process import spawn, stop_process
 from tests.services.rundir import RunDir
 from tests.services.xvfb import Xvfb
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.kvm]
 
@@ -104,12 +105,11 @@ class KvmConsole:
 
 
 async def wait_for_banner(hv: Hypervisor, timeout: float = 90) -> guests.Screen:
-    async with asyncio.timeout(timeout):
-        while True:
-            screen = guests.decode_image(await hv.screenshot_png(DOMAIN, max_width=720))
-            if screen.fraction(guests.BLUE) > 0.5:
-                return screen
-            await asyncio.sleep(0.3)
+    async def banner() -> guests.Screen | None:
+        screen = guests.decode_image(await hv.screenshot_png(DOMAIN, max_width=720))
+        return screen if screen.fraction(guests.BLUE) > 0.5 else None
+
+    return await eventually(banner, "the banner on the desktop's screen", timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +162,7 @@ async def desktop(kvm_console: KvmConsole) -> KvmConsole:
     """The running banner desktop, with no console of an earlier test still open."""
     await kvm_console.ensure_running()
     sessions = kvm_console.dashboard.services.consoles.sessions
-    async with asyncio.timeout(30):
-        while sessions.sessions():
-            await asyncio.sleep(0.05)
+    await eventually(lambda: not sessions.sessions(), "the earlier tests' consoles closed")
     return kvm_console
 
 
@@ -393,18 +391,6 @@ def login(driver: WebDriver, dashboard: RunningDashboard) -> None:
     wait_until(driver, lambda: "/login" not in driver.current_url)
 
 
-def wait_until(driver: WebDriver, condition: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            logs = "\n".join(str(e) for e in console_logs(driver))
-            raise AssertionError(f"condition not met within {timeout} s; browser console:\n{logs}")
-        time.sleep(0.2)
-
-
 CANVAS_PNG = """
 const canvas = document.querySelector('#spice-screen canvas');
 if (!canvas || canvas.width < 100) return null;
@@ -541,11 +527,11 @@ async def show_in_remote_viewer(
             present = sum(1 for colour in guests.PALETTE if screen.fraction(colour, step=2) > 0.0005)
             return screen.fraction(guests.BLUE) > 0.4 and present >= 12
 
-        deadline = time.monotonic() + 90
-        while not await asyncio.to_thread(viewer_shows_banner):
+        async def shown() -> bool:
             assert viewer.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            await asyncio.sleep(0.5)
+            return await asyncio.to_thread(viewer_shows_banner)
+
+        await eventually(shown, "the banner in remote-viewer", timeout=90, interval=0.5)
         assert not vv.exists(), "delete-this-file=1: remote-viewer removed the .vv file"
         sessions = world.dashboard.services.consoles.sessions.sessions()
         assert [s.via for s in sessions] == ["gateway"]
@@ -568,11 +554,11 @@ async def test_remote_viewer_opens_the_vv_file_through_the_gateway(
         await show_in_remote_viewer(desktop, vv, xvfb, run_dir, tmp_path)
     # Through the gateway too, the TLS session runs between remote-viewer and qemu.
     assert_no_spice_in_clear(capture, password)
-    for _ in range(100):
+    async def audited() -> list[Any]:
         records = await desktop.dashboard.services.audit.recent(action="console.session")
-        if records and records[0]["details"]["via"] == "gateway":
-            break
-        await asyncio.sleep(0.1)
+        return records if records and records[0]["details"]["via"] == "gateway" else []
+
+    records = await eventually(audited, "the console session's audit record")
     details = records[0]["details"]
     assert details["via"] == "gateway"
     assert details["channels"] >= 3, "remote-viewer's SPICE channels all went through the gateway"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.services.xvfb import Xvfb
+from tests.waiting import eventually_blocking
 
 PROGRAM = Path(sys.executable).parent / "kvm-vdi-client"
 
@@ -53,18 +53,14 @@ def test_a_configuration_error_is_shown_on_the_screen_of_a_kiosk(xvfb: Xvfb, tmp
     process = subprocess.Popen(
         [str(PROGRAM), "--config", str(config)], env=xvfb.env, stderr=subprocess.PIPE, text=True
     )
+
+    def error_window() -> bool:
+        assert process.poll() is None, "the launcher exited instead of showing the error"
+        search = ["xdotool", "search", "--name", "Thin client configuration error"]
+        return subprocess.run(search, env=xvfb.env, capture_output=True).returncode == 0
+
     try:
-        deadline = time.monotonic() + 30
-        found = subprocess.CompletedProcess(args=[], returncode=1)
-        while found.returncode != 0:
-            assert time.monotonic() < deadline, "no error window"
-            assert process.poll() is None, "the launcher exited instead of showing the error"
-            found = subprocess.run(
-                ["xdotool", "search", "--name", "Thin client configuration error"],
-                env=xvfb.env,
-                capture_output=True,
-            )
-            time.sleep(0.1)
+        eventually_blocking(error_window, "the configuration error's window")
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)

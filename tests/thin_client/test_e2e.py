@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from tests.dashboard import DashboardFactory, RunningDashboard
 from tests.services.xvfb import Xvfb
 from tests.thin_client.launcher_ui import CmdlineWatch, Ui
 from tests.thin_client.standins import StandInViewer
+from tests.waiting import eventually
 
 LauncherFactory = Callable[..., Ui]
 SESSION_SCRIPT = Path(__file__).resolve().parents[2] / "thin_client" / "session" / "vdi-session"
@@ -214,10 +214,7 @@ def write_kiosk_config(directory: Path, url: str, *, pool: str, password: str, r
 
 
 async def wait_for(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
+    await eventually(condition, what, timeout=limit)
 
 
 async def test_a_kiosk_started_by_its_session_script_logs_in_fails_over_and_reconnects(

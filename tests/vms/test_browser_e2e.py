@@ -25,6 +25,7 @@ from app.vms.records import vm_by_name
 from tests.services.browser import BrowserFactory
 from tests.services.guests import read_boot_counter
 from tests.vms.world import VmWorld
+from tests.waiting import NeverHappened, eventually
 
 pytestmark = [pytest.mark.kvm, pytest.mark.browser]
 
@@ -54,18 +55,16 @@ def describe() -> Any:
 
 
 async def until(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    def look() -> Any:
         try:
-            value = await asyncio.to_thread(check)
+            return check()
         except StaleElementReferenceException:  # the row was just replaced by a fresher one
-            value = None
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {await asyncio.to_thread(describe)}")
-        await asyncio.sleep(0.2)
+            return None
+
+    try:
+        return await eventually(lambda: asyncio.to_thread(look), what, timeout=timeout)
+    except NeverHappened as failure:
+        raise AssertionError(f"{failure}: {await asyncio.to_thread(describe)}") from None
 
 
 def press(driver: WebDriver, button_id: str) -> None:

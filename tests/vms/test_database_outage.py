@@ -28,6 +28,7 @@ from tests.services.libvirt_host import LibvirtHost
 from tests.services.mariadb import MariaDB
 from tests.vms.test_api_and_live import live_socket
 from tests.vms.world import GENEROUS, WorldFactory
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -133,9 +134,7 @@ async def test_an_outage_answers_503_and_what_happened_meanwhile_is_redone_after
         # Behind the dashboard's back the desktop stops; the event cannot be stored.
         seen = sync.events_seen
         hypervisor_host.virsh("destroy", name)
-        async with asyncio.timeout(GENEROUS):
-            while sync.events_seen == seen:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: sync.events_seen != seen, "the stop event seen", timeout=GENEROUS)
         await world.settle()
 
     await next_service_state(socket, "available")
@@ -148,8 +147,6 @@ async def test_an_outage_answers_503_and_what_happened_meanwhile_is_redone_after
         revoked = bool(tickets) and all(t.revoke_reason == "vm_stopped" for t in tickets)
         return stored is not None and stored.state == "shutoff" and revoked and epoch is None
 
-    async with asyncio.timeout(GENEROUS):
-        while not await redone():
-            await asyncio.sleep(0.1)
+    await eventually(redone, "the stop redone after the outage", timeout=GENEROUS)
     # And the dashboard serves again.
     assert (await admin.get("/api/v1/admin/vms")).status_code == 200

@@ -23,7 +23,8 @@ import libvirt
 import pytest
 
 from app.vms.records import Vm, get_vm, vm_by_name
-from tests.proxy.test_console_kvm import canvas_screen, login, status, wait_until
+from tests.broker.portal_steps import wait_until
+from tests.proxy.test_console_kvm import canvas_screen, login, status
 from tests.services import efi, guests
 from tests.services.browser import BrowserFactory
 from tests.services.libvirt_host import LibvirtHost

@@ -4,7 +4,6 @@ where it was, without a boot)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from tests.services import guests
 from tests.services.guests import read_boot_counter
 from tests.services.libvirt_host import LibvirtHost
 from tests.vms.world import GENEROUS, VmWorld, WorldFactory
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -25,9 +25,12 @@ API = "/api/v1/admin/vms"
 async def green(world: VmWorld, name: str) -> None:
     """Until the diskwriter guest's screen is green: its boot count is written."""
     hv = world.hv()
-    async with asyncio.timeout(GENEROUS):
-        while guests.decode_image(await hv.screenshot_png(name, max_width=720)).fraction(guests.GREEN) < 0.5:
-            await asyncio.sleep(0.2)
+
+    async def green_screen() -> bool:
+        screen = guests.decode_image(await hv.screenshot_png(name, max_width=720))
+        return screen.fraction(guests.GREEN) >= 0.5
+
+    await eventually(green_screen, f"{name}'s green screen", timeout=GENEROUS)
 
 
 async def done(world: VmWorld, answer: Any) -> str:

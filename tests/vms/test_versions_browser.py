@@ -15,23 +15,22 @@ from tests.browser_steps import By, log_in, mark_page, page_was_not_reloaded, se
 from tests.services.browser import BrowserFactory
 from tests.vms.test_initial_vdi import make_initial_with_children
 from tests.vms.world import VmWorld
+from tests.waiting import NeverHappened, eventually
 
 pytestmark = [pytest.mark.kvm, pytest.mark.browser]
 
 
 async def until(driver: WebDriver, check: Callable[[WebDriver], Any], what: str, timeout: float = 60) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    def look() -> Any:
         try:
-            value = await asyncio.to_thread(check, driver)
+            return check(driver)
         except StaleElementReferenceException:  # the panel was just fetched again
-            value = None
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; console: {driver.get_log('browser')}")
-        await asyncio.sleep(0.2)
+            return None
+
+    try:
+        return await eventually(lambda: asyncio.to_thread(look), what, timeout=timeout)
+    except NeverHappened as failure:
+        raise AssertionError(f"{failure}; console: {driver.get_log('browser')}") from None
 
 
 def text(driver: WebDriver, selector: str) -> str:
