@@ -77,7 +77,7 @@ async def test_every_refusal_reaches_the_page_as_a_readable_message(
             shown = run(
                 driver,
                 "const form = document.createElement('form');"
-                "form.innerHTML = '<input name=\"action\"><div data-error-for=\"action\"></div>';"
+                'form.innerHTML = \'<input name="action"><div data-error-for="action"></div>\';'
                 "document.body.append(form);"
                 f"const answer = await KvmVdi.api('POST', '{MISSING_VM}', {{action: 'dance'}});"
                 "const underField = KvmVdi.showRefusal(form, answer);"
@@ -92,10 +92,13 @@ async def test_every_refusal_reaches_the_page_as_a_readable_message(
                 driver,
                 "const form = document.createElement('form');"
                 f"try {{ await KvmVdi.call('POST', '{MISSING_VM}', {{action: 'start'}}); }}"
-                "catch (error) { return {underField: KvmVdi.showRefusal(form, error), message: error.message}; }",
+                "catch (error) {"
+                " return {underField: KvmVdi.showRefusal(form, error), message: error.message}; }",
             )
             assert toasted["underField"] is False
             wait(driver).until(lambda d: toasted["message"] in toasts(d))
-            assert driver.find_element(By.CSS_SELECTOR, "#toasts .toast").get_attribute("data-kind") == "danger"
+            assert (
+                driver.find_element(By.CSS_SELECTOR, "#toasts .toast").get_attribute("data-kind") == "danger"
+            )
 
     await asyncio.to_thread(scenario)

@@ -29,11 +29,11 @@ class NeverHappened(AssertionError):
 
 @overload
 async def eventually(  # an awaitable answer is awaited
-    check: Callable[[], Awaitable[T]], what: str, *, timeout: float = ..., interval: float = ...
+    check: Callable[[], Awaitable[T | None]], what: str, *, timeout: float = ..., interval: float = ...
 ) -> T: ...
 @overload
 async def eventually(
-    check: Callable[[], T], what: str, *, timeout: float = ..., interval: float = ...
+    check: Callable[[], T | None], what: str, *, timeout: float = ..., interval: float = ...
 ) -> T: ...
 async def eventually(
     check: Callable[[], Any],
@@ -63,7 +63,7 @@ async def eventually(
 
 
 def eventually_blocking(
-    check: Callable[[], T], what: str, *, timeout: float = GENEROUS, interval: float = 0.02
+    check: Callable[[], T | None], what: str, *, timeout: float = GENEROUS, interval: float = 0.02
 ) -> T:
     """:func:`eventually` for code without an event loop (a helper thread, a synchronous fixture)."""
     deadline = time.monotonic() + timeout

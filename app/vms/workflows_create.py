@@ -431,7 +431,9 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
             await op.progress(20, "Defining the VDI machines")
             for index, row in enumerate(rows, start=1):
                 source = (
-                    volatile_overlay_path(hv.record.volatile_dir, row.name) if spec.volatile else row.disk_path
+                    volatile_overlay_path(hv.record.volatile_dir, row.name)
+                    if spec.volatile
+                    else row.disk_path
                 )
                 await work.define(
                     row.vm_id,

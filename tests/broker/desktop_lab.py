@@ -217,6 +217,7 @@ class DesktopLab:
 
     async def wait_vm_free(self, vm_id: int) -> Vm:
         """Until the desktop is back in its pool (its return, reset included, is complete)."""
+
         async def free() -> Vm | None:
             vm = await self.vm(vm_id)
             return vm if vm.assigned_user_id is None else None

@@ -83,12 +83,15 @@ async def test_an_open_remote_viewer_session_keeps_the_lease_and_its_end_lets_th
 
         # Abandoned as far as heartbeats go; the reaper (every 0.5 s here) sees the open console.
         await lab.expire(desktop.lease_id)
+
         async def prolonged() -> Any:
             lease = await lab.lease(desktop.lease_id)
             assert lease.ended_at is None, f"reaped: {lease.end_reason}; {log.read_text()[-2000:]}"
             return lease if lease.expires_at.year != 2000 else None
 
-        lease = await eventually(prolonged, "the reaper prolonging the open console's lease", timeout=GENEROUS)
+        lease = await eventually(
+            prolonged, "the reaper prolonging the open console's lease", timeout=GENEROUS
+        )
         assert lease.last_heartbeat_at.year > 2000
         assert (await lab.vm(vm.id)).assigned_user_id == user_id
     finally:

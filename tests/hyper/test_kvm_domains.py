@@ -12,9 +12,9 @@ from app.hyper import Hypervisor
 from tests.hyper.conftest import RegistryFactory, RegistryHarness, ssh_record
 from tests.services import guests
 from tests.services.guests import GuestImages
-from tests.waiting import eventually
 from tests.services.libvirt_host import LibvirtHost
 from tests.spice_link import LINK_OK, LINK_PERMISSION_DENIED, spice_login
+from tests.waiting import eventually
 
 
 async def wait_for_blue_screen(hv: Hypervisor, name: str, timeout: float = 60) -> guests.Screen:

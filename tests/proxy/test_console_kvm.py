@@ -30,8 +30,8 @@ from app.db.schema import console_tickets, hypervisors, vms
 from app.hyper import Hypervisor
 from app.hyper.sshkeys import ensure_dashboard_key
 from app.proxy.wsprotocol import DashboardWebSocketProtocol
-from tests.dashboard import BrowserLikeClient, RunningDashboard, make_settings, start_dashboard
 from tests.broker.portal_steps import wait_until
+from tests.dashboard import BrowserLikeClient, RunningDashboard, make_settings, start_dashboard
 from tests.hyper.conftest import row_values, ssh_record
 from tests.proxy.spice_client import (
     LINK_PERMISSION_DENIED,
@@ -453,7 +453,7 @@ async def test_the_html5_console_shows_the_desktop_and_says_when_it_stops(
             screen = await asyncio.to_thread(
                 wait_until, driver, lambda: (s := canvas_screen(driver)) and shows_banner(s) and s
             )
-        assert screen.fraction(guests.BLUE) > 0.6
+        assert isinstance(screen, guests.Screen) and screen.fraction(guests.BLUE) > 0.6
         epoch = await desktop.dashboard.services.consoles.epochs.current(desktop.vm_id)
         assert epoch is not None
         assert_no_spice_in_clear(capture, epoch.password)
@@ -554,6 +554,7 @@ async def test_remote_viewer_opens_the_vv_file_through_the_gateway(
         await show_in_remote_viewer(desktop, vv, xvfb, run_dir, tmp_path)
     # Through the gateway too, the TLS session runs between remote-viewer and qemu.
     assert_no_spice_in_clear(capture, password)
+
     async def audited() -> list[Any]:
         records = await desktop.dashboard.services.audit.recent(action="console.session")
         return records if records and records[0]["details"]["via"] == "gateway" else []
