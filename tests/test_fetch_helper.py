@@ -24,7 +24,7 @@ def run(driver: WebDriver, script: str) -> Any:
     wrapped = (
         "const done = arguments[arguments.length - 1];"
         f"(async () => {{ {script} }})().then(done, (e) => done({{rejected: {{name: e.name, "
-        "message: e.message, status: e.status, code: e.code, fields: e.fields}}}));"
+        "message: e.message, status: e.status, code: e.code, fields: e.fields}}));"
     )
     return driver.execute_async_script(wrapped)
 
