@@ -48,7 +48,7 @@ async def test_a_token_made_on_its_page_works_alone_and_is_shown_once(dashboard:
     stored = await dashboard.services.db.fetch_one(
         api_tokens.select().where(api_tokens.c.name == "inventory script")
     )
-    assert stored is not None and secret not in stored.token_hash and stored.kind == "personal"
+    assert stored is not None and secret not in stored["token_hash"] and stored["kind"] == "personal"
 
     async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as script:
         # No cookie and no CSRF token: the token alone, for reading and for changes.
@@ -59,7 +59,7 @@ async def test_a_token_made_on_its_page_works_alone_and_is_shown_once(dashboard:
     entry = await dashboard.services.db.fetch_one(
         audit_log.select().where(audit_log.c.action == "hypervisor_added")
     )
-    assert entry is not None and entry.actor == "admin"
+    assert entry is not None and entry["actor"] == "admin"
 
 
 async def test_read_only_tokens_read_and_change_nothing(dashboard: RunningDashboard) -> None:

@@ -66,7 +66,7 @@ async def test_a_guessing_flood_is_counted_but_written_only_up_to_the_limit(
         rows = await db.fetch_all(audit_log.select().where(audit_log.c.action == "audit_suppressed"))
     finally:
         await db.disconnect()
-    assert len(rows) == 1 and '"login_failed": 7' in rows[0].details_json
+    assert len(rows) == 1 and '"login_failed": 7' in rows[0]["details_json"]
 
 
 async def test_a_new_window_writes_the_last_windows_count_and_then_writes_again(

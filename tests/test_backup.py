@@ -83,7 +83,7 @@ async def test_restore_refuses_what_it_would_destroy_or_cannot_trust(
     status, error = await asyncio.to_thread(restore, str(backup), "--force")
     assert status == 0, error
     restored = await dashboard_factory(admin_password=None)
-    assert [row.username for row in await restored.services.db.fetch_all(users.select())] == ["admin"]
+    assert [row["username"] for row in await restored.services.db.fetch_all(users.select())] == ["admin"]
 
 
 def test_the_passphrase_never_comes_from_the_command_line(

@@ -119,7 +119,7 @@ async def test_an_expired_session_stops_reconnecting_and_offers_to_log_in(
             wait_live(driver, "ended", timeout=20)
             indicator = driver.find_element(By.ID, "live-indicator")
             assert indicator.text == "Session ended: log in again"
-            assert indicator.get_attribute("href").endswith("/login?next=%2F")
+            assert str(indicator.get_attribute("href")).endswith("/login?next=%2F")
             assert page_was_not_reloaded(driver)
 
     await _in_thread(scenario)

@@ -25,7 +25,7 @@ async def _user(database_url: str, name: str, password: str) -> tuple[bool, bool
         row = await db.fetch_one(users.select().where(users.c.username == name))
         if row is None:
             return False, None
-        return verify_password(row.password_hash, password), bool(row.must_change_password)
+        return verify_password(row["password_hash"], password), bool(row["must_change_password"])
     finally:
         await db.disconnect()
 

@@ -195,7 +195,7 @@ async def test_a_media_change_the_hypervisor_cannot_make_is_refused_saying_so(fu
 @pytest.mark.parametrize("who", ["admin", "portal user", "anonymous"])
 async def test_no_generated_request_gets_a_server_error(fuzzed: Fuzzed, who: str) -> None:
     modes: tuple[GenerationMode, ...] = MODES
-    negate = _everything
+    negate: Callable[[str, str], bool] = _everything
     if who == "admin":
         caller = _session_caller(who, fuzzed.admin)
     elif who == "portal user":

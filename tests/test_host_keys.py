@@ -66,7 +66,7 @@ async def _add_ssh_hypervisor(admin: BrowserLikeClient, server: SshServer) -> in
 async def _pinned(dashboard: RunningDashboard, hv_id: int) -> tuple[str | None, bool]:
     row = await dashboard.services.db.fetch_one(hypervisors.select().where(hypervisors.c.id == hv_id))
     assert row is not None
-    return row.host_key, bool(row.host_key_confirmed)
+    return row["host_key"], bool(row["host_key_confirmed"])
 
 
 async def test_first_contact_shows_the_fingerprint_and_pins_nothing(

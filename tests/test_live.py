@@ -83,8 +83,8 @@ async def test_a_client_user_gets_only_its_own_events(dashboard: RunningDashboar
         assert (await _receive(ws))["data"] == {"user": "desk-user"}
         hub = dashboard.services.hub
         hub.publish("hypervisor", {"id": 1, "state": "down"})  # admins only
-        hub.publish("lease", {"id": 5}, admins=True, user_ids={user.id + 1000})  # someone else's
-        hub.publish("lease", {"id": 6}, admins=False, user_ids={user.id})
+        hub.publish("lease", {"id": 5}, admins=True, user_ids={user["id"] + 1000})  # someone else's
+        hub.publish("lease", {"id": 6}, admins=False, user_ids={user["id"]})
         message = await _receive(ws)
         assert (message["topic"], message["data"]) == ("lease", {"id": 6})
 

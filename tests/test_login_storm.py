@@ -53,7 +53,8 @@ async def test_300_simultaneous_log_ins_and_desktop_requests_all_get_an_answer(
             for n in names
         ],
     )  # fmt: skip
-    user_ids = [row.id for row in await db.fetch_all(sa.select(users.c.id).where(users.c.role == "client"))]
+    clients = await db.fetch_all(sa.select(users.c.id).where(users.c.role == "client"))
+    user_ids = [row["id"] for row in clients]
     pool = await add_pool(db, "morning", desktops, user_ids)
 
     async def arrive(username: str) -> tuple[int, int | str]:
@@ -74,4 +75,4 @@ async def test_300_simultaneous_log_ins_and_desktop_requests_all_get_an_answer(
     # Each desktop went to one user (starting: 202); everyone else heard the pool is full.
     assert handed == {202: DESKTOPS, 409: USERS - DESKTOPS}, handed
     held = await db.fetch_all(sa.select(leases.c.vm_id).where(leases.c.ended_at.is_(None)))
-    assert sorted(row.vm_id for row in held) == sorted(desktops)
+    assert sorted(row["vm_id"] for row in held) == sorted(desktops)

@@ -140,6 +140,7 @@ async def test_the_reference_page_renders_the_description_under_the_csp(
             return [str(e.get_attribute("data-path")) for e in found]
 
         shown = await asyncio.to_thread(lambda: wait(driver).until(lambda d: operations(d) or None))
+        assert shown is not None
         assert "/api/v1/login" in shown and "/api/v1/admin/vms/{vm_id}" in shown
         assert severe_console_errors(driver) == []
     finally:

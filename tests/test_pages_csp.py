@@ -15,6 +15,8 @@ from html.parser import HTMLParser
 
 import pytest
 from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.alert import Alert
 from starlette.routing import Route
 
 from app.broker.pools import get_pool
@@ -60,7 +62,7 @@ def inline_code(html: str) -> list[str]:
 
 @dataclass
 class Records:
-    ids: dict[str, int]
+    ids: dict[str, int | str]
 
     def path(self, template: str) -> str:
         return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: str(self.ids[m.group(1)]), template)
@@ -78,6 +80,7 @@ async def _records(dashboard: RunningDashboard) -> Records:
     pool_id = await add_pool(db, "pages-pool", [vm_id], [client_id], reset_on_handout=False)
     await db.execute(directory_groups.insert().values(name="pages-group"))
     pool = await get_pool(db, pool_id)
+    assert pool is not None
     claim = await services.broker.allocator.claim(pool, client_id, client_address="192.0.2.1")
     assert await db.fetch_one(leases.select().where(leases.c.id == claim.lease_id)) is not None
     return Records(
@@ -152,11 +155,12 @@ async def test_ending_a_session_asks_first_and_the_answer_counts(
 
     async def lease_ended() -> bool:
         row = await db.fetch_one(leases.select().where(leases.c.vm_id == records.ids["vm_id"]))
-        return row is not None and row.ended_at is not None
+        return row is not None and row["ended_at"] is not None
 
     def end_session(accept: bool) -> str:
         driver.find_element(By.CSS_SELECTOR, "#sessions-table button[type=submit]").click()
         alert = wait(driver, 10).until(lambda d: _alert(d))
+        assert isinstance(alert, Alert)
         text = str(alert.text)
         if accept:
             alert.accept()
@@ -179,8 +183,8 @@ async def test_ending_a_session_asks_first_and_the_answer_counts(
         await asyncio.to_thread(browser.quit, driver)
 
 
-def _alert(driver: object) -> object:
+def _alert(driver: WebDriver) -> Alert | None:
     try:
-        return driver.switch_to.alert  # type: ignore[attr-defined]
+        return driver.switch_to.alert
     except NoAlertPresentException:
-        return False
+        return None

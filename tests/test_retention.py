@@ -63,14 +63,18 @@ async def test_the_purge_job_deletes_old_audit_records_and_dead_tokens_as_the_cl
 
     async def purged() -> list[dict[str, object]]:
         rows = await db.fetch_all(audit_log.select().where(audit_log.c.action == "audit_purged"))
-        return [found for found in (json.loads(row.details_json) for row in rows) if found["audit_records"]]
+        return [
+            found for found in (json.loads(row["details_json"]) for row in rows) if found["audit_records"]
+        ]
 
     details = (await eventually(purged, "the purge job's record of the audit records it deleted"))[-1]
-    assert details["audit_records"] >= today and details["retention_days"] == 30  # type: ignore[operator]
+    assert details["audit_records"] >= today and details["retention_days"] == 30
     cutoff = clock.now() - timedelta(days=30)
     remaining = await db.fetch_all(sa.select(audit_log.c.action, audit_log.c.at))
-    assert [row.action for row in remaining if row.at < cutoff and row.action != "audit_purged"] == []
-    assert "later_record" in {row.action for row in remaining}
+    assert [
+        row["action"] for row in remaining if row["at"] < cutoff and row["action"] != "audit_purged"
+    ] == []
+    assert "later_record" in {row["action"] for row in remaining}
     assert len(await db.fetch_all(sa.select(api_tokens.c.id))) == 1, "the lasting token stays"
 
 

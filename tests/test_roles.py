@@ -22,7 +22,7 @@ PUBLIC |= {"/healthz", "/readyz"}
 
 
 def _admin_routes(dashboard: RunningDashboard) -> list[tuple[str, str]]:
-    found = []
+    found: list[tuple[str, str]] = []
     for route in dashboard.app.routes:
         if isinstance(route, Route) and getattr(route.endpoint, "required_role", None) == "admin":
             path = re.sub(r"\{[^}]+\}", "1", route.path)

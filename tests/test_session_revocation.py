@@ -59,7 +59,7 @@ async def test_the_cookie_is_a_random_id_and_the_database_keeps_only_its_hash(
     cookie = cookie_of(admin)
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", cookie), "256 random bits, nothing else"
     rows = await dashboard.services.db.fetch_all(sessions.select())
-    assert [row.id_hash for row in rows] == [hashlib.sha256(cookie.encode()).hexdigest()]
+    assert [row["id_hash"] for row in rows] == [hashlib.sha256(cookie.encode()).hexdigest()]
     assert all(cookie not in str(value) for row in rows for value in row._mapping.values())
 
 

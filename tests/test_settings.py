@@ -80,10 +80,12 @@ def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_secrets_are_masked_for_display() -> None:
-    settings = Settings(
-        database_url="mysql://vdi:db-secret-pw@db/vdi",
-        security={"session_secret": "session-secret-value"},
-        directory={"bind_password": "bind-secret-pw"},
+    settings = Settings.model_validate(
+        {
+            "database_url": "mysql://vdi:db-secret-pw@db/vdi",
+            "security": {"session_secret": "session-secret-value"},
+            "directory": {"bind_password": "bind-secret-pw"},
+        }
     )
     shown = repr(effective_settings(settings)) + repr(settings) + str(settings)
     for secret in ["db-secret-pw", "session-secret-value", "bind-secret-pw"]:

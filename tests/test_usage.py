@@ -85,7 +85,7 @@ async def used(dashboard_factory: DashboardFactory) -> RunningDashboard:
 def _day(report: dict[str, object], day: str, pool: str) -> dict[str, object]:
     rows = [row for row in report["days"] if row["day"] == day and row["pool"] == pool]  # type: ignore[attr-defined]
     assert len(rows) == 1, report
-    return rows[0]  # type: ignore[no-any-return]
+    return rows[0]
 
 
 async def test_the_report_counts_each_pools_days_in_the_dashboards_time_zone_and_refuses_bad_ranges(

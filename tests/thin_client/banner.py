@@ -36,10 +36,10 @@ def has_palette_stripe(screen: Screen) -> bool:
     for y in range(0, screen.height // 2, 2):
         runs = row_runs(screen, y, min_run)
         wanted = iter(guests.PALETTE)
-        colour = next(wanted)
+        colour: tuple[int, int, int] | None = next(wanted)
         for seen in runs:
-            if _close(seen, colour):
-                colour = next(wanted, None)  # type: ignore[arg-type]
+            if colour is not None and _close(seen, colour):
+                colour = next(wanted, None)
                 if colour is None:
                     return True
     return False

@@ -27,9 +27,13 @@ from kvm_vdi_client.model import (
     RdpFailover,
 )
 
-from tests.thin_client.scripted_broker import Certificates, ScriptedBroker
+from tests.thin_client.scripted_broker import Answer, Certificates, ScriptedBroker
 
-LOGIN_OK = (200, {}, {"token": "tok-abc", "expires_at": "2030-01-01T00:00:00", "user": {"username": "alice"}})
+LOGIN_OK: Answer = (
+    200,
+    {},
+    {"token": "tok-abc", "expires_at": "2030-01-01T00:00:00", "user": {"username": "alice"}},
+)
 READY = {
     "status": "ready",
     "lease": {"id": 41, "expires_at": "2030-01-01T00:00:00", "heartbeat_interval": 15},

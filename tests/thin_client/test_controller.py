@@ -17,11 +17,11 @@ from kvm_vdi_client.controller import Controller
 from kvm_vdi_client.events import LoginSubmitted, Phase, PoolChosen, RetryRequested, Started
 from kvm_vdi_client.machine import SessionMachine
 
-from tests.thin_client.scripted_broker import Certificates, ScriptedBroker, start_broker, stop_broker
+from tests.thin_client.scripted_broker import Answer, Certificates, ScriptedBroker, start_broker, stop_broker
 from tests.thin_client.standins import StandInViewer
 
-LOGIN_OK = (200, {}, {"token": "tok-1", "user": {"username": "alice", "display_name": "Alice"}})
-POOLS = (200, {}, {"pools": [{"id": 3, "name": "Office", "size": 2, "free": 1}]})
+LOGIN_OK: Answer = (200, {}, {"token": "tok-1", "user": {"username": "alice", "display_name": "Alice"}})
+POOLS: Answer = (200, {}, {"pools": [{"id": 3, "name": "Office", "size": 2, "free": 1}]})
 READY = {
     "status": "ready",
     "lease": {"id": "L-7", "expires_at": "2030-01-01T00:00:00", "heartbeat_interval": 0.5},

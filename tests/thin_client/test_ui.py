@@ -20,9 +20,13 @@ from kvm_vdi_client.machine import SessionMachine
 
 from tests.services.xvfb import Xvfb
 from tests.thin_client.launcher_ui import Ui
-from tests.thin_client.scripted_broker import Certificates, ScriptedBroker
+from tests.thin_client.scripted_broker import Answer, Certificates, ScriptedBroker
 
-LOGIN_OK = (200, {}, {"token": "tok-ui", "user": {"username": "alice", "display_name": "Alice Example"}})
+LOGIN_OK: Answer = (
+    200,
+    {},
+    {"token": "tok-ui", "user": {"username": "alice", "display_name": "Alice Example"}},
+)
 POOLS = {
     "pools": [
         {"id": 1, "name": "Office", "description": "Office desktops", "size": 4, "free": 3, "desktop": None},
@@ -76,7 +80,7 @@ def test_log_in_choose_a_pool_with_the_arrow_keys_and_connect_with_enter(
     ui.type("alice-pw")
     ui.keys("Return")
     ui.until(
-        lambda: ui.controller.machine.phase is Phase.CHOOSING_POOL and window.pool_tree.get_children(),
+        lambda: ui.controller.machine.phase is Phase.CHOOSING_POOL and bool(window.pool_tree.get_children()),
         "pools",
     )
     assert broker.calls("POST", "/login")[0].body == {"username": "alice", "password": "alice-pw"}

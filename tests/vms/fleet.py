@@ -72,7 +72,7 @@ async def build_fleet(
         rows = await db.fetch_all(
             sa.select(users.c.id).where(users.c.username.like(f"{prefix}-user%")).order_by(users.c.id)
         )
-        fleet.user_ids = [int(row.id) for row in rows]
+        fleet.user_ids = [int(row["id"]) for row in rows]
     holders_left = iter(fleet.user_ids)
     states = itertools.cycle(STATES)
     for index, hv_id in enumerate(fleet.hypervisor_ids):
@@ -107,7 +107,7 @@ async def build_fleet(
         if rows_:
             await db.execute_many(vms.insert(), rows_)
         ids = [
-            int(row.id)
+            int(row["id"])
             for row in await db.fetch_all(
                 sa.select(vms.c.id).where(vms.c.parent_id == initial).order_by(vms.c.id)
             )

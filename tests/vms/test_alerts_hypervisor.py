@@ -37,12 +37,12 @@ async def test_a_killed_hypervisor_is_mailed_and_posted_and_so_is_its_return(
     assert down[0]["Subject"] == "[KVM-VDI] Hypervisor h0 is down"
     assert "fenced" in down[0].get_content()
     both = await eventually(
-        lambda: len(mails_to(smtp_server, running)) == 2 and mails_to(smtp_server, running),
+        lambda: mails if len(mails := mails_to(smtp_server, running)) == 2 else None,
         "the return e-mail",
         timeout=90,
     )
     assert both[1]["Subject"] == "[KVM-VDI] Hypervisor h0 is back up"
-    posted = await eventually(lambda: len(receiver.received) == 2 and receiver.received, "both webhooks")
+    posted = await eventually(lambda: got if len(got := receiver.received) == 2 else None, "both webhooks")
     assert [(p.body["kind"], p.body["subject"], p.signature_ok) for p in posted] == [
         ("hypervisor_down", "h0", True),
         ("hypervisor_up", "h0", True),

@@ -144,7 +144,7 @@ async def test_an_outage_answers_503_and_what_happened_meanwhile_is_redone_after
         stored = await get_vm(db, vm_id)
         tickets = await db.fetch_all(sa.select(console_tickets).where(console_tickets.c.vm_id == vm_id))
         epoch = await db.fetch_one(console_epochs.select().where(console_epochs.c.vm_id == vm_id))
-        revoked = bool(tickets) and all(t.revoke_reason == "vm_stopped" for t in tickets)
+        revoked = bool(tickets) and all(t["revoke_reason"] == "vm_stopped" for t in tickets)
         return stored is not None and stored.state == "shutoff" and revoked and epoch is None
 
     await eventually(redone, "the stop redone after the outage", timeout=GENEROUS)

@@ -177,7 +177,7 @@ async def test_a_uefi_secure_boot_tpm_desktop_runs_where_it_can_and_its_signed_p
         screen = await asyncio.to_thread(
             wait_until, driver, lambda: (s := canvas_screen(driver)) and s.fraction(efi.EFI_BLUE) > 0.8 and s
         )
-        assert screen.fraction(efi.EFI_BLUE) > 0.8
+        assert isinstance(screen, guests.Screen) and screen.fraction(efi.EFI_BLUE) > 0.8
     finally:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(driver.quit)

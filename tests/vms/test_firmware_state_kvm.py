@@ -202,8 +202,8 @@ async def test_the_device_policy_is_enforced_by_the_running_domain_and_a_pool_ha
     created_pool = await admin.post("/pools", {"name": name, "clipboard": "1", "usb_redirect": "2"})
     assert created_pool.status_code == 303, created_pool.text
     pool = await vm_world.db.fetch_one(pools.select().where(pools.c.name == name))
-    assert pool is not None and pool.clipboard and pool.usb_redirect == 2
-    assert (await admin.post(f"/pools/{pool.id}/vms", {"vm_id": str(vm_id)})).status_code == 303
+    assert pool is not None and pool["clipboard"] and pool["usb_redirect"] == 2
+    assert (await admin.post(f"/pools/{pool['id']}/vms", {"vm_id": str(vm_id)})).status_code == 303
     vm = await get_vm(vm_world.db, vm_id)
     assert vm is not None and (vm.clipboard, vm.file_transfer, vm.usb_redirect) == (True, False, 2)
     refused = await admin.post(f"/api/v1/admin/vms/{vm_id}/policy", json={"clipboard": False})

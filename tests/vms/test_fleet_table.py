@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from app.db.schema import audit_log, vms
 from app.vms.listing import Listing, arrange, matching_ids
-from app.vms.table import VmTable, build_table
+from app.vms.table import VmRow, VmTable, build_table
 from tests.dashboard import BrowserLikeClient, RunningDashboard
 from tests.vms.fleet import Fleet, build_fleet
 
@@ -77,7 +77,7 @@ async def test_rows_are_paged_filtered_searched_and_sorted(fleet_page: FleetPage
     assigned = await fleet_page.dashboard.services.db.fetch_all(
         sa.select(vms.c.id).where(vms.c.assigned_user_id.is_not(None))
     )
-    assert sorted(held) == sorted(row.id for row in assigned) and held
+    assert sorted(held) == sorted(row["id"] for row in assigned) and held
     assert held == matching_ids(table, Listing.from_query({"user": "fl-user"}))
     nobody = Listing.from_query({"user": "none", "pool": "none"})
     assert {table_row.vm.kind for table_row in _rows(table) if nobody.matches(table_row)} == {
@@ -96,8 +96,8 @@ async def test_rows_are_paged_filtered_searched_and_sorted(fleet_page: FleetPage
     assert arrange(table, odd, per_page=100).number == 3
 
 
-def _rows(table: VmTable) -> list[object]:
-    rows: list[object] = []
+def _rows(table: VmTable) -> list[VmRow]:
+    rows: list[VmRow] = []
     for lead in table.initials:
         rows += [lead, *lead.children]
     return [*rows, *table.sources, *table.simple, *table.unclassified]
@@ -170,7 +170,7 @@ async def test_maintenance_for_many_vms_is_one_request_audited_per_vm(fleet_page
     before = await db.fetch_all(
         sa.select(vms.c.id).where(vms.c.id.in_(chosen), vms.c.maintenance.is_(sa.true()))
     )
-    already = {row.id for row in before}
+    already = {row["id"] for row in before}
     assert len(already) == 1  # fl1-desk0050: every fiftieth desktop of the fleet is in maintenance
     subscriber = fleet_page.dashboard.services.hub.subscribe(is_admin=True, user_id=1)
     try:
@@ -182,11 +182,11 @@ async def test_maintenance_for_many_vms_is_one_request_audited_per_vm(fleet_page
         assert changed == set(chosen) - already
         assert all(vm["maintenance"] for vm in answer.json()["vms"])
         rows = await db.fetch_all(sa.select(vms.c.maintenance).where(vms.c.id.in_(chosen)))
-        assert all(row.maintenance for row in rows)
+        assert all(row["maintenance"] for row in rows)
         # One audit entry per VM that changed, and one live message each.
         audited = await db.fetch_all(audit_log.select().where(audit_log.c.action == "vm_flags"))
-        assert len(audited) == len(changed) and {row.actor for row in audited} == {"admin"}
-        assert all(json.loads(row.details_json) == {"maintenance": True} for row in audited)
+        assert len(audited) == len(changed) and {row["actor"] for row in audited} == {"admin"}
+        assert all(json.loads(row["details_json"]) == {"maintenance": True} for row in audited)
         announced: set[int] = set()
         while not subscriber.queue.empty():
             event = subscriber.queue.get_nowait()

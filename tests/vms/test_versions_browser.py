@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.chrome.webdriver import WebDriver
 
 from tests.browser_steps import By, log_in, mark_page, page_was_not_reloaded, severe_console_errors
 from tests.services.browser import BrowserFactory
