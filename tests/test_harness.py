@@ -20,7 +20,7 @@ import aiomysql
 import asyncssh
 import ldap3
 import libvirt
-import pymysql
+import pymysql  # type: ignore[import-untyped]
 import pytest
 import sqlalchemy as sa
 from ldap3.core.exceptions import LDAPBindError

@@ -133,7 +133,7 @@ async def test_the_purge_job_deletes_ended_leases_past_the_retention_and_dead_co
     ended_lately = await lease(clock.now())
     first = await services.retention.tick()
     assert (first.leases, first.console_tickets) == (0, 1)
-    assert [row.token_hash for row in await db.fetch_all(sa.select(console_tickets.c.token_hash))] == [
+    assert [row["token_hash"] for row in await db.fetch_all(sa.select(console_tickets.c.token_hash))] == [
         "expires-later"
     ]
 
@@ -141,8 +141,8 @@ async def test_the_purge_job_deletes_ended_leases_past_the_retention_and_dead_co
     clock.advance(2 * 86400)
     second = await services.retention.tick()
     assert (second.leases, second.console_tickets) == (1, 1)
-    remaining = {row.id for row in await db.fetch_all(sa.select(leases.c.id))}
+    remaining = {row["id"] for row in await db.fetch_all(sa.select(leases.c.id))}
     assert ended_early not in remaining and {still_held, ended_lately} <= remaining
     assert await db.fetch_all(sa.select(console_tickets.c.id)) == []
     records = await db.fetch_all(audit_log.select().where(audit_log.c.action == "audit_purged"))
-    assert any(json.loads(row.details_json)["leases"] == 1 for row in records)
+    assert any(json.loads(row["details_json"])["leases"] == 1 for row in records)
