@@ -107,7 +107,8 @@ async def test_a_dashboard_stop_during_a_running_publication_stops_the_copy_and_
     await world.dashboard.stop()
 
     row = await outside_db.fetch_one(operations.select().where(operations.c.id == op_id))
-    assert row is not None and row._mapping["state"] == "interrupted", row._mapping["message"]
+    assert row is not None
+    assert row._mapping["state"] == "interrupted", row._mapping["message"]
     assert "Temporary file removed" in row._mapping["message"], row._mapping["message"]
     assert not part.exists() and not version.exists(), "no half-copied version under either name"
     jobs = await asyncio.to_thread(world.h0.host.virsh, "domjobinfo", initial.name)
