@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import BaseModel, ValidationError
+from starlette.convertors import IntegerConvertor
 from starlette.routing import Route
 
 from app.api import admin_bodies, bodies
@@ -133,6 +134,19 @@ VALID: dict[type[BaseModel], dict[str, Any]] = {
     bodies.PoolSchedule: {"kind": "keep_ready", "days": ["mon"], "at": "07:30", "until": "17:00", "count": 4},
     bodies.PoolScheduleChange: {"enabled": False},
     admin_bodies.NewToken: {"name": "n", "read_only": True, "expires_in_days": 30},
+    bodies.PublishRunning: {"note": "n"},
+    admin_bodies.PoolFields: {
+        "name": "n", "description": "d", "lease_timeout_min": 5, "reset_on_handout": True, "keep_ready": 0,
+        "max_per_user": 1, "maintenance": False, "failover_kind": "rdp", "failover_host": "h",
+        "failover_domain": "d", "failover_pool": "p", "straight_to_desktop": False, "clipboard": False,
+        "file_transfer": False, "usb_redirect": 0, "user_snapshots": 0,
+    },
+    admin_bodies.PoolVms: {"vm_ids": [1]},
+    admin_bodies.PoolMembersChange: {"user_ids": [1], "group_ids": [1]},
+    admin_bodies.NewAccount: {"username": "u", "role": "client", "display_name": "d", "email": "e"},
+    admin_bodies.AccountChange: {"disabled": True},
+    admin_bodies.NewGroup: {"name": "g", "description": "d"},
+    admin_bodies.PortalChange: {"motd": "m", "straight_to_desktop": True},
 }  # fmt: skip
 
 
@@ -146,10 +160,13 @@ class Hostile:
     anonymous: httpx.AsyncClient
     token: str
     params: dict[str, int]
+    # Ids for the routes that read no body and so do act (delete a pool, take a desktop out of it).
+    victims: dict[tuple[str, str], dict[str, int]]
 
-    def path(self, template: str) -> str:
+    def path(self, template: str, method: str = "GET") -> str:
         # Ids of kinds the fixture made none of: 1 (refused before anything is found, or not found).
-        return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: str(self.params.get(m.group(1), 1)), template)
+        params = {**self.params, **self.victims.get((method, template), {})}
+        return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: str(params.get(m.group(1), 1)), template)
 
     def credentials(self, template: str) -> tuple[httpx.AsyncClient, dict[str, str]]:
         if template.startswith("/api/v1/admin/"):
@@ -167,7 +184,7 @@ class Hostile:
         headers = {**headers, "Accept": JSON}
         if case.content_type is not None:
             headers["Content-Type"] = case.content_type
-        return await client.request(method, self.path(template), content=case.body, headers=headers)
+        return await client.request(method, self.path(template, method), content=case.body, headers=headers)
 
     async def send_all(
         self, pending: list[tuple[str, str, Case]], *, authenticated: bool
@@ -213,9 +230,20 @@ async def hostile(
         portal = dashboard.client()
         assert (await portal.login("mallory", CLIENT_PASSWORD, path="/client/login")).status_code == 303
         ids = {"lease_id": 1, "op_id": 1, "schedule_id": 1, "version_id": 1, "name": 1}
-        params = {"vm_id": vm, "hypervisor_id": hv, "pool_id": pool, **ids}
+        # Actions that read no body (reset a password, delete) do happen: on an account of their own,
+        # never on the admin whose session the module uses (id 1 otherwise).
+        keeper = await add_client(db, "keeper")
+        params = {"vm_id": vm, "hypervisor_id": hv, "pool_id": pool, "user_id": keeper, **ids}
+        victim_vm = await add_vm(db, "victim-vm", hv, kind="simple")
+        victim_pool = {"pool_id": await add_pool(db, "victim-pool", [victim_vm], []), "vm_id": victim_vm}
+        pools = "/api/v1/admin/pools/{pool_id:id}"
+        victims = {
+            ("DELETE", pools): victim_pool,
+            ("DELETE", pools + "/vms/{vm_id:id}"): victim_pool,
+            ("DELETE", "/api/v1/admin/users/{user_id:id}"): {"user_id": await add_client(db, "victim")},
+        }
         admin = await dashboard.admin()
-        yield Hostile(dashboard, admin, portal, anonymous, login.json()["token"], params)
+        yield Hostile(dashboard, admin, portal, anonymous, login.json()["token"], params, victims)
     finally:
         await anonymous.aclose()
         await dashboard.stop()
@@ -337,7 +365,8 @@ async def test_ten_megabyte_bodies_are_refused_before_they_are_read(hostile: Hos
         )
         for chunked in (False, True):
             length = ("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(TEN_MB))
-            request_head = raw_http.head(method, hostile.path(template), [*headers, ("Accept", JSON), length])
+            path = hostile.path(template, method)
+            request_head = raw_http.head(method, path, [*headers, ("Accept", JSON), length])
             answer = await raw_http.request(port, request_head, raw_http.repeat(chunk, 40), chunked=chunked)
             # Without a length, a route that reads no body answers at once; the rest is never read.
             refused = answer.status == 413 and json.loads(answer.body)["error"] == "body_too_large"
@@ -406,3 +435,34 @@ async def test_the_same_name_submitted_at_once_is_refused_never_a_server_error(h
     statuses = sorted(answer.status_code for answer in answers)
     assert statuses.count(201) == 1 and all(status in (201, 400, 409) for status in statuses), statuses
     assert all(error_model_problem(a, with_fields=False) is None for a in answers if a.status_code != 201)
+
+
+PARAM = r"\{(\w+)(?::\w+)?\}"
+
+
+async def test_an_id_too_large_for_the_database_is_not_found_on_every_route(hostile: Hostile) -> None:
+    """A 20-digit id (past SQLite's and MariaDB's 64-bit integers) is a 404, never a server error."""
+    huge = "9" * 20
+    pending = []
+    for route in hostile.dashboard.app.routes:
+        if not isinstance(route, Route) or not any(c.startswith("{") for c in route.path.split("/")):
+            continue
+        ids = {
+            name
+            for name, kind in route.param_convertors.items()
+            if isinstance(kind, IntegerConvertor) or name.endswith("_id")
+        }
+        if not ids:
+            continue
+        path = re.sub(PARAM, lambda m, ids=ids: huge if m.group(1) in ids else "1", route.path)
+        pending += [(method, route.path, path) for method in sorted(route.methods or ()) if method != "HEAD"]
+    assert len(pending) > 50
+
+    async def one(method: str, template: str, path: str) -> tuple[str, int]:
+        client, headers = hostile.credentials(template)
+        response = await client.request(method, path, headers={**headers, "Accept": JSON}, content=b"{}")
+        return f"{method} {path}", response.status_code
+
+    answers = await asyncio.gather(*(one(*item) for item in pending))
+    assert [(what, status) for what, status in answers if status >= 500] == []
+    assert {status for _, status in answers} <= {401, 403, 404, 405, 409, 422, 400}, answers

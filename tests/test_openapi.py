@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from app.api.describe import EMPTY, PAGE, describe, described
+from app.api.ids import MAX_ID
 from app.api.openapi import openapi_path
 from app.api.out import Out
 from tests.browser_steps import By, severe_console_errors, wait
@@ -118,7 +119,12 @@ def test_models_become_components_and_the_error_model_is_one() -> None:
     assert schemas["Thing"]["additionalProperties"] is False and schemas["Thing"]["required"] == ["name"]
     get = document["paths"]["/api/v1/things/{thing_id}"]["get"]
     assert get["parameters"] == [
-        {"name": "thing_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+        {
+            "name": "thing_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+        }
     ]
     assert get["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Thing"

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from app.api.describe import Described, Media, Redirect, described
 from app.api.errors import ErrorBody
+from app.api.ids import MAX_ID
 
 REF = "#/components/schemas/{model}"
 _PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
@@ -52,7 +53,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
 
 
 def openapi_path(path: str) -> str:
-    """``/vms/{vm_id:int}`` -> ``/vms/{vm_id}``."""
+    """``/vms/{vm_id:id}`` -> ``/vms/{vm_id}``."""
     return _PARAM.sub(lambda m: "{" + m.group(1) + "}", path)
 
 
@@ -60,8 +61,10 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
     parameters = []
     for name, convertor in _PARAM.findall(path):
         # Ids are whole numbers whether or not the route converts them.
-        integer = convertor == "int" or name.endswith("_id")
-        schema: dict[str, Any] = {"type": "integer", "minimum": 0} if integer else {"type": "string"}
+        integer = convertor in ("id", "int") or name.endswith("_id")
+        schema: dict[str, Any] = (
+            {"type": "integer", "minimum": 0, "maximum": MAX_ID} if integer else {"type": "string"}
+        )
         parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
     return parameters
 

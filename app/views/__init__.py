@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, WebSocketRoute
 
+import app.api.ids  # noqa: F401  (registers the ``id`` path convertor before any route is built)
 from app.views import (
     api_broker,
     api_docs,

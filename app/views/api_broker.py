@@ -21,6 +21,7 @@ from starlette.routing import Route
 from app.api.bodies import DesktopRequest, Login, SnapshotTake, UserPower
 from app.api.describe import EMPTY, Answer, describe
 from app.api.errors import ErrorBody, error_response
+from app.api.ids import parse_id
 from app.api.reader import read_body
 from app.api.responses import BrokerPools, DesktopBooting, DesktopGranted, LeaseExpiry, LoggedIn, PowerStarted
 from app.auth.login import LoginAttempt, Refusal
@@ -73,10 +74,7 @@ def token_required(endpoint: Endpoint) -> Endpoint:
 
 
 def _path_int(request: Request, name: str) -> int | None:
-    try:
-        return int(request.path_params[name])
-    except (KeyError, ValueError):
-        return None
+    return parse_id(request.path_params.get(name))
 
 
 @describe(

@@ -177,8 +177,8 @@ async def admin_console_vv(request: Request) -> Response:
 
 
 routes: list[BaseRoute] = [
-    Route("/vms/{vm_id:int}/console", admin_console_page, methods=["GET"], name="vm_console"),
-    Route("/vms/{vm_id:int}/console", admin_open_console, methods=["POST"], name="vm_console_open"),
-    Route("/vms/{vm_id:int}/console.vv", admin_console_vv, methods=["POST"], name="vm_console_vv"),
-    WebSocketRoute(CONSOLE_WEBSOCKET_PREFIX + "{vm_id:int}", ConsoleSocket(), name="console_ws"),
+    Route("/vms/{vm_id:id}/console", admin_console_page, methods=["GET"], name="vm_console"),
+    Route("/vms/{vm_id:id}/console", admin_open_console, methods=["POST"], name="vm_console_open"),
+    Route("/vms/{vm_id:id}/console.vv", admin_console_vv, methods=["POST"], name="vm_console_vv"),
+    WebSocketRoute(CONSOLE_WEBSOCKET_PREFIX + "{vm_id:id}", ConsoleSocket(), name="console_ws"),
 ]

@@ -78,5 +78,5 @@ async def fixed_address_submit(request: Request) -> Response:
 routes = [
     Route("/vms/dhcp", dhcp_page, methods=["GET"], name="vm_dhcp"),
     Route("/vms/dhcp.conf", dhcp_download, methods=["GET"]),
-    Route("/vms/{vm_id:int}/fixed-address", fixed_address_submit, methods=["POST"]),
+    Route("/vms/{vm_id:id}/fixed-address", fixed_address_submit, methods=["POST"]),
 ]

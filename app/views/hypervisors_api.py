@@ -206,10 +206,10 @@ async def check_hypervisor(request: Request) -> Response:
 routes = [
     Route(PREFIX, list_hypervisors, methods=["GET"]),
     Route(PREFIX, create_hypervisor, methods=["POST"]),
-    Route(PREFIX + "/{hypervisor_id:int}", get_hypervisor, methods=["GET"]),
-    Route(PREFIX + "/{hypervisor_id:int}", patch_hypervisor, methods=["PATCH"]),
-    Route(PREFIX + "/{hypervisor_id:int}", delete_hypervisor, methods=["DELETE"]),
-    Route(PREFIX + "/{hypervisor_id:int}/host-key", get_host_key, methods=["GET"]),
-    Route(PREFIX + "/{hypervisor_id:int}/host-key", confirm_host_key, methods=["POST"]),
-    Route(PREFIX + "/{hypervisor_id:int}/check", check_hypervisor, methods=["POST"]),
+    Route(PREFIX + "/{hypervisor_id:id}", get_hypervisor, methods=["GET"]),
+    Route(PREFIX + "/{hypervisor_id:id}", patch_hypervisor, methods=["PATCH"]),
+    Route(PREFIX + "/{hypervisor_id:id}", delete_hypervisor, methods=["DELETE"]),
+    Route(PREFIX + "/{hypervisor_id:id}/host-key", get_host_key, methods=["GET"]),
+    Route(PREFIX + "/{hypervisor_id:id}/host-key", confirm_host_key, methods=["POST"]),
+    Route(PREFIX + "/{hypervisor_id:id}/check", check_hypervisor, methods=["POST"]),
 ]

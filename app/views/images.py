@@ -54,6 +54,6 @@ async def panel(request: Request) -> Response:
 
 
 routes = [
-    Route("/vms/{vm_id:int}/versions", page, methods=["GET"]),
-    Route("/vms/{vm_id:int}/versions/panel", panel, methods=["GET"]),
+    Route("/vms/{vm_id:id}/versions", page, methods=["GET"]),
+    Route("/vms/{vm_id:id}/versions/panel", panel, methods=["GET"]),
 ]

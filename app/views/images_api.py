@@ -112,7 +112,7 @@ async def delete(request: Request) -> Response:
     return answer(VersionDeleted.model_validate({"deleted": plan.summary()}))
 
 
-BASE = f"{PREFIX}/vms/{{vm_id:int}}/versions"
+BASE = f"{PREFIX}/vms/{{vm_id:id}}/versions"
 routes = [
     Route(BASE, versions, methods=["GET"]),
     Route(BASE, publish, methods=["POST"]),
@@ -120,7 +120,7 @@ routes = [
     Route(f"{BASE}/rollout", rollout, methods=["POST"]),
     Route(f"{BASE}/target", target, methods=["POST"]),
     Route(f"{BASE}/rollback", rollback, methods=["POST"]),
-    Route(f"{BASE}/{{version_id:int}}/delete-plan", delete_plan, methods=["GET"]),
-    Route(f"{BASE}/{{version_id:int}}/delete", delete, methods=["POST"]),
-    Route(f"{BASE}/{{version_id:int}}", delete, methods=["DELETE"]),
+    Route(f"{BASE}/{{version_id:id}}/delete-plan", delete_plan, methods=["GET"]),
+    Route(f"{BASE}/{{version_id:id}}/delete", delete, methods=["POST"]),
+    Route(f"{BASE}/{{version_id:id}}", delete, methods=["DELETE"]),
 ]

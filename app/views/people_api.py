@@ -204,11 +204,11 @@ async def delete_group(request: Request) -> Response:
 routes = [
     Route(f"{PREFIX}/users", list_users, methods=["GET"]),
     Route(f"{PREFIX}/users", create_user, methods=["POST"]),
-    Route(f"{PREFIX}/users/{{user_id:int}}", get_user, methods=["GET"]),
-    Route(f"{PREFIX}/users/{{user_id:int}}", patch_user, methods=["PATCH"]),
-    Route(f"{PREFIX}/users/{{user_id:int}}", delete_user, methods=["DELETE"]),
-    Route(f"{PREFIX}/users/{{user_id:int}}/password", reset_password, methods=["POST"]),
+    Route(f"{PREFIX}/users/{{user_id:id}}", get_user, methods=["GET"]),
+    Route(f"{PREFIX}/users/{{user_id:id}}", patch_user, methods=["PATCH"]),
+    Route(f"{PREFIX}/users/{{user_id:id}}", delete_user, methods=["DELETE"]),
+    Route(f"{PREFIX}/users/{{user_id:id}}/password", reset_password, methods=["POST"]),
     Route(f"{PREFIX}/groups", list_groups, methods=["GET"]),
     Route(f"{PREFIX}/groups", add_group, methods=["POST"]),
-    Route(f"{PREFIX}/groups/{{group_id:int}}", delete_group, methods=["DELETE"]),
+    Route(f"{PREFIX}/groups/{{group_id:id}}", delete_group, methods=["DELETE"]),
 ]

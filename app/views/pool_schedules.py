@@ -27,7 +27,7 @@ from app.services import services_of
 from app.views.forms import record_action, redirect_with_toast
 from app.views.guards import admin_api, admin_required
 
-PREFIX = "/api/v1/admin/pools/{pool_id:int}/schedules"
+PREFIX = "/api/v1/admin/pools/{pool_id:id}/schedules"
 
 
 def _summary(request: Request, schedule: Schedule) -> dict[str, Any]:
@@ -224,9 +224,9 @@ async def form_change(request: Request) -> Response:
 routes = [
     Route(PREFIX, api_list, methods=["GET"]),
     Route(PREFIX, api_create, methods=["POST"]),
-    Route(PREFIX + "/{schedule_id:int}", api_one, methods=["GET"]),
-    Route(PREFIX + "/{schedule_id:int}", api_change, methods=["PATCH"]),
-    Route(PREFIX + "/{schedule_id:int}", api_delete, methods=["DELETE"]),
-    Route("/pools/{pool_id:int}/schedules", form_create, methods=["POST"]),
-    Route("/pools/{pool_id:int}/schedules/{schedule_id:int}", form_change, methods=["POST"]),
+    Route(PREFIX + "/{schedule_id:id}", api_one, methods=["GET"]),
+    Route(PREFIX + "/{schedule_id:id}", api_change, methods=["PATCH"]),
+    Route(PREFIX + "/{schedule_id:id}", api_delete, methods=["DELETE"]),
+    Route("/pools/{pool_id:id}/schedules", form_create, methods=["POST"]),
+    Route("/pools/{pool_id:id}/schedules/{schedule_id:id}", form_change, methods=["POST"]),
 ]

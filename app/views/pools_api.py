@@ -283,7 +283,7 @@ async def patch_portal_settings(request: Request) -> Response:
     return answer(await _portal(request))
 
 
-POOL = f"{PREFIX}/{{pool_id:int}}"
+POOL = f"{PREFIX}/{{pool_id:id}}"
 routes = [
     Route(PREFIX, list_pools, methods=["GET"]),
     Route(PREFIX, create_pool, methods=["POST"]),
@@ -294,6 +294,6 @@ routes = [
     Route(POOL, delete_pool, methods=["DELETE"]),
     Route(f"{POOL}/delete-plan", delete_plan, methods=["GET"]),
     Route(f"{POOL}/vms", add_vms, methods=["POST"]),
-    Route(f"{POOL}/vms/{{vm_id:int}}", remove_vm, methods=["DELETE"]),
+    Route(f"{POOL}/vms/{{vm_id:id}}", remove_vm, methods=["DELETE"]),
     Route(f"{POOL}/members", set_members, methods=["PUT"]),
 ]

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from app.api.bodies import DesktopRequest, UserPower
 from app.api.describe import EMPTY, PAGE, REDIRECT, describe
 from app.api.forms import NoFields, PortalLoginForm
+from app.api.ids import parse_id
 from app.api.reader import read_body
 from app.api.responses import BrokerPools, ConsoleGrantBody, LeaseExpiry, PowerStarted
 from app.auth.login import MAX_USERNAME, Refusal
@@ -124,10 +125,8 @@ async def pools_json(request: Request) -> Response:
 
 
 def _int(request: Request, name: str) -> int:
-    try:
-        return int(request.path_params[name])
-    except (KeyError, ValueError):
-        return -1
+    found = parse_id(request.path_params.get(name))
+    return -1 if found is None else found
 
 
 @client_required

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from app.api.bodies import SnapshotTake
 from app.api.describe import PAGE, describe
 from app.api.errors import ErrorBody
+from app.api.ids import parse_id
 from app.broker.snapshots import SnapshotRefused
 from app.i18n import gettext as _
 from app.services import services_of
@@ -25,10 +26,8 @@ from app.vms.records import get_vm
 
 
 def _vm_id(request: Request) -> int:
-    try:
-        return int(request.path_params["vm_id"])
-    except ValueError:
-        return -1
+    found = parse_id(request.path_params["vm_id"])
+    return -1 if found is None else found
 
 
 @client_required

@@ -53,5 +53,5 @@ async def end(request: Request) -> Response:
 
 routes = [
     Route("/sessions", index, methods=["GET"], name="sessions"),
-    Route("/sessions/{lease_id:int}/end", end, methods=["POST"]),
+    Route("/sessions/{lease_id:id}/end", end, methods=["POST"]),
 ]

@@ -59,5 +59,5 @@ async def end_session(request: Request) -> Response:
 
 routes = [
     Route(PREFIX, list_sessions, methods=["GET"]),
-    Route(f"{PREFIX}/{{lease_id:int}}", end_session, methods=["DELETE"]),
+    Route(f"{PREFIX}/{{lease_id:id}}", end_session, methods=["DELETE"]),
 ]

@@ -96,9 +96,9 @@ async def delete(request: Request) -> Response:
     return await _change(request, "delete")
 
 
-BASE = f"{PREFIX}/vms/{{vm_id:int}}/snapshots"
+BASE = f"{PREFIX}/vms/{{vm_id:id}}/snapshots"
 routes = [
-    Route("/vms/{vm_id:int}/snapshots", page, methods=["GET"]),
+    Route("/vms/{vm_id:id}/snapshots", page, methods=["GET"]),
     Route(BASE, listing, methods=["GET"]),
     Route(BASE, take, methods=["POST"]),
     Route(f"{BASE}/{{name}}/revert", revert, methods=["POST"]),

@@ -170,8 +170,8 @@ async def revoke_token(request: Request) -> Response:
 routes = [
     Route(PAGE_PATH, tokens_page, methods=["GET"], name="api_tokens"),
     Route(PAGE_PATH, create_submit, methods=["POST"]),
-    Route(PAGE_PATH + "/{token_id:int}/revoke", revoke_submit, methods=["POST"]),
+    Route(PAGE_PATH + "/{token_id:id}/revoke", revoke_submit, methods=["POST"]),
     Route("/api/v1/admin/tokens", list_tokens, methods=["GET"]),
     Route("/api/v1/admin/tokens", create_token, methods=["POST"]),
-    Route("/api/v1/admin/tokens/{token_id:int}", revoke_token, methods=["DELETE"]),
+    Route("/api/v1/admin/tokens/{token_id:id}", revoke_token, methods=["DELETE"]),
 ]

@@ -151,10 +151,10 @@ async def delete_group(request: Request) -> Response:
 routes = [
     Route("/users", index, methods=["GET"], name="users"),
     Route("/users", create, methods=["POST"]),
-    Route("/users/{user_id:int}/disabled", toggle, methods=["POST"]),
-    Route("/users/{user_id:int}/password", reset, methods=["POST"]),
-    Route("/users/{user_id:int}/delete", confirm_delete, methods=["GET"]),
-    Route("/users/{user_id:int}/delete", delete, methods=["POST"]),
+    Route("/users/{user_id:id}/disabled", toggle, methods=["POST"]),
+    Route("/users/{user_id:id}/password", reset, methods=["POST"]),
+    Route("/users/{user_id:id}/delete", confirm_delete, methods=["GET"]),
+    Route("/users/{user_id:id}/delete", delete, methods=["POST"]),
     Route("/groups", add_group, methods=["POST"]),
-    Route("/groups/{group_id:int}/delete", delete_group, methods=["POST"]),
+    Route("/groups/{group_id:id}/delete", delete_group, methods=["POST"]),
 ]

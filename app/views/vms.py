@@ -384,6 +384,6 @@ routes = [
     Route("/vms/new-vdi", new_vdi, methods=["GET"], name="vm_new_vdi"),
     Route("/vms/new-vdi", new_vdi_submit, methods=["POST"]),
     Route("/vms/rows", rows_fragment, methods=["GET"]),
-    Route("/vms/{vm_id:int}/thumbnail.png", thumbnail, methods=["GET"]),
+    Route("/vms/{vm_id:id}/thumbnail.png", thumbnail, methods=["GET"]),
     Route("/vms/no-screen.svg", no_screen, methods=["GET"]),
 ]
