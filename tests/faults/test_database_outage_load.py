@@ -10,6 +10,7 @@ for those 20 s, as a stuck tool would.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import random
@@ -24,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 from databases import Database
 
+from app.db.records import LeaseRecord
 from app.db.schema import audit_log, console_tickets, leases, vms
 from tests.broker.desktop_lab import ApiClient, Desktop, DesktopLab, link_through_gateway
 from tests.dashboard import BrowserLikeClient
@@ -147,7 +149,7 @@ async def admin_pages(admin: BrowserLikeClient, ledger: Ledger, stop: asyncio.Ev
     pages = ["/api/v1/admin/vms", "/api/v1/admin/summary", "/vms", "/sessions", "/pools"]
     while not stop.is_set():
         for page in pages:
-            await ledger.call(f"GET {page}", lambda page=page: admin.get(page))
+            await ledger.call(f"GET {page}", functools.partial(admin.get, page))
         await asyncio.sleep(0.2)
 
 
@@ -176,15 +178,15 @@ async def console(desktop: Desktop, ledger: Ledger, stop: asyncio.Event) -> None
 async def lost_or_doubled(db: Database, ledger: Ledger) -> list[str]:
     """Every lease, ticket and audit record once, and every one a client was told about kept."""
     problems: list[str] = []
-    all_leases = await db.fetch_all(leases.select())
+    all_leases = [LeaseRecord.from_row(row) for row in await db.fetch_all(leases.select())]
     by_id = {row.id: row for row in all_leases}
     records = await db.fetch_all(audit_log.select())
     per_action: dict[str, Counter[int]] = {}
     for record in records:
-        details = json.loads(record.details_json)
+        details = json.loads(record["details_json"])
         for key in ("lease_id", "ticket_id"):
             if key in details:
-                per_action.setdefault(f"{record.action}.{key}", Counter())[int(details[key])] += 1
+                per_action.setdefault(f"{record['action']}.{key}", Counter())[int(details[key])] += 1
     assigned = per_action.get("desktop_assigned.lease_id", Counter())
     ended = per_action.get("lease_released.lease_id", Counter())
     opened = per_action.get("console.open.ticket_id", Counter())
@@ -200,9 +202,11 @@ async def lost_or_doubled(db: Database, ledger: Ledger) -> list[str]:
     ]
     tickets = await db.fetch_all(console_tickets.select())
     for ticket in tickets:
-        if opened[ticket.id] != 1:
-            problems.append(f"console ticket {ticket.id} has {opened[ticket.id]} console.open audit records")
-    hashes = Counter(ticket.token_hash for ticket in tickets)
+        if opened[ticket["id"]] != 1:
+            problems.append(
+                f"console ticket {ticket['id']} has {opened[ticket['id']]} console.open audit records"
+            )
+    hashes = Counter(ticket["token_hash"] for ticket in tickets)
     for secret in ledger.tickets:
         if hashes[hashlib.sha256(secret.encode()).hexdigest()] != 1:
             problems.append("a console ticket a client was given is not stored once")
@@ -212,9 +216,9 @@ async def lost_or_doubled(db: Database, ledger: Ledger) -> list[str]:
     ]
     held = {row.vm_id: row.user_id for row in all_leases if row.ended_at is None}
     for vm in await db.fetch_all(sa.select(vms.c.id, vms.c.name, vms.c.assigned_user_id)):
-        if vm.assigned_user_id != held.get(vm.id):
+        if vm["assigned_user_id"] != held.get(vm["id"]):
             problems.append(
-                f"{vm.name} is assigned to {vm.assigned_user_id}, its lease says {held.get(vm.id)}"
+                f"{vm['name']} is assigned to {vm['assigned_user_id']}, its lease says {held.get(vm['id'])}"
             )
     return problems
 
