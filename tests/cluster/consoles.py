@@ -17,7 +17,7 @@ from kvm_vdi_client.config import DashboardConfig, ViewerConfig
 from kvm_vdi_client.controller import Controller
 from kvm_vdi_client.events import Phase
 from kvm_vdi_client.machine import SessionMachine
-from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.chrome.webdriver import WebDriver
 
 from tests.broker.portal_steps import WATCH_CANVAS, portal_login
 from tests.broker.records import CLIENT_PASSWORD

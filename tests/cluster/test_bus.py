@@ -39,9 +39,12 @@ async def test_a_channel_subscribed_after_the_bus_started_hears_the_other_replic
         told: list[dict[str, Any]] = []
         speaker.subscribe("bus-test", told.append)
         heard.clear()
-        await eventually(
-            lambda: listener.publish("bus-test", {"n": 2}) or told, "the speaker hearing the listener"
-        )
+
+        def answered() -> list[dict[str, Any]]:
+            listener.publish("bus-test", {"n": 2})
+            return told
+
+        await eventually(answered, "the speaker hearing the listener")
         speaker.publish("bus-test", {"n": 3})
         await eventually(lambda: {"n": 3} in heard, "the speaker's answer")
         assert {"n": 2} not in heard, heard

@@ -49,9 +49,12 @@ async def test_killing_the_replicas_that_hold_two_consoles_brings_both_back_thro
 ) -> None:
     consoles = two_consoles
     cluster = consoles.cluster
-    holders = await until(
-        lambda: len(consoles.holders()) == 2 and consoles.holders(), "both consoles counted"
-    )
+
+    def both_held() -> dict[str, str] | None:
+        holders = consoles.holders()
+        return holders if len(holders) == 2 else None
+
+    holders = await until(both_held, "both consoles counted")
     browser_lease = consoles.browser_lease["lease"]["id"]
     launcher_lease = consoles.launcher_lease
     first_viewer = consoles.ui.controller.viewer
@@ -65,7 +68,7 @@ async def test_killing_the_replicas_that_hold_two_consoles_brings_both_back_thro
         lambda: consoles.ui.controller.viewer is not first_viewer, "a new viewer", limit=120
     )
     await consoles.viewer_shows_banner("after-kill.png")
-    after = await until(lambda: len(consoles.holders()) == 2 and consoles.holders(), "both consoles again")
+    after = await until(both_held, "both consoles again")
     assert not set(after.values()) & set(holders.values()), "the consoles moved to a living replica"
     # Nobody lost a lease.
     assert consoles.launcher_lease == launcher_lease

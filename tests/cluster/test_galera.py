@@ -36,6 +36,7 @@ async def test_desktop_requests_through_three_galera_nodes_never_share_a_desktop
     pool_id = await add_pool(first, "Storm", vm_ids, user_ids, max_per_user=1)
     try:
         pool = await pool_store.get_pool(first, pool_id)
+        assert pool is not None
         transactions = [WriteTransactions(db) for db in nodes]
         allocators = [Allocator(t, clock=SYSTEM_CLOCK) for t in transactions]
         # Every user asks twice at once, through two different nodes (two tabs on two replicas).
@@ -60,11 +61,11 @@ async def test_desktop_requests_through_three_galera_nodes_never_share_a_desktop
         for db in nodes:
             await db.disconnect()
     # Each desktop has one holder at most, each user one desktop at most, and every desktop is used.
-    assert max(Counter(row.vm_id for row in active).values()) == 1
-    assert max(Counter(row.user_id for row in active).values()) == 1
+    assert max(Counter(row["vm_id"] for row in active).values()) == 1
+    assert max(Counter(row["user_id"] for row in active).values()) == 1
     assert len(active) == DESKTOPS
-    assert {(row.id, row.assigned_user_id) for row in assigned} == {
-        (row.vm_id, row.user_id) for row in active
+    assert {(row["id"], row["assigned_user_id"]) for row in assigned} == {
+        (row["vm_id"], row["user_id"]) for row in active
     }
     # A user's two requests got the same desktop (one new, one renewed), or both were refused.
     by_user: dict[int, set[int | None]] = {}
