@@ -454,7 +454,11 @@ async def test_an_id_too_large_for_the_database_is_not_found_on_every_route(host
         }
         if not ids:
             continue
-        path = re.sub(PARAM, lambda m, ids=ids: huge if m.group(1) in ids else "1", route.path)
+
+        def filled(match: re.Match[str], ids: set[str] = ids) -> str:
+            return huge if match.group(1) in ids else "1"
+
+        path = re.sub(PARAM, filled, route.path)
         pending += [(method, route.path, path) for method in sorted(route.methods or ()) if method != "HEAD"]
     assert len(pending) > 50
 
