@@ -8,8 +8,9 @@ from typing import Any
 from databases import Database
 
 from app.auth.passwords import hash_password
-from app.broker.pools import PoolSettings, create_pool, set_users
+from app.broker.pools import PoolSettings, create_pool, get_pool, set_users
 from app.clock import utcnow
+from app.db.records import PoolRecord
 from app.db.schema import hypervisors, pool_vms, users, vms
 from app.hyper import HypervisorRegistry
 
@@ -87,3 +88,10 @@ async def add_pool(db: Database, name: str, vm_ids: list[int], user_ids: list[in
         await db.execute(pool_vms.insert().values(pool_id=pool_id, vm_id=vm_id))
     await set_users(db, pool_id, user_ids)
     return pool_id
+
+
+async def the_pool(db: Database, pool_id: int) -> PoolRecord:
+    """A pool the test has just made (the test fails if it is not there)."""
+    pool = await get_pool(db, pool_id)
+    assert pool is not None, f"pool {pool_id} exists"
+    return pool

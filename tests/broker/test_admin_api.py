@@ -10,10 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.broker.pools import get_pool
 from app.db.schema import audit_log, directory_groups, vms
-from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm
+from app.vms.records import Vm
+from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm, the_pool
 from tests.dashboard import RunningDashboard
+from tests.rows import the_record
 from tests.test_admin_tokens import bearer, make_token
 
 
@@ -29,7 +30,7 @@ async def _audited(dashboard: RunningDashboard, target: str) -> list[tuple[str, 
     rows = await dashboard.services.db.fetch_all(
         audit_log.select().where(audit_log.c.target == target).order_by(audit_log.c.id)
     )
-    return [(row.action, row.actor) for row in rows]
+    return [(row["action"], row["actor"]) for row in rows]
 
 
 async def test_pools_are_made_changed_filled_and_deleted_as_on_their_page(
@@ -76,21 +77,20 @@ async def test_pools_are_made_changed_filled_and_deleted_as_on_their_page(
     assert changed.status_code == 200, changed.text
     assert changed.json()["policy_pending"] == ["simple-1"]
     assert (changed.json()["pool"]["keep_ready"], changed.json()["pool"]["usb_redirect"]) == (2, 2)
-    stored = await db.fetch_one(vms.select().where(vms.c.id == vdi))
+    stored = await the_record(db, Vm, vms.select().where(vms.c.id == vdi))
     assert (stored.clipboard, stored.usb_redirect) == (True, 2)
 
     members = await api.put(f"/api/v1/admin/pools/{pool['id']}/members", json={"user_ids": [member]})
     assert [user["username"] for user in members.json()["members"]["users"]] == ["member"]
 
     # While a desktop is held the pool cannot go, nor that desktop leave it.
-    held = await get_pool(db, pool["id"])
-    assert held is not None
+    held = await the_pool(db, pool["id"])
     claim = await dashboard.services.broker.allocator.claim(held, member, client_address="10.1.2.3")
     plan = await api.get(f"/api/v1/admin/pools/{pool['id']}/delete-plan")
     assert plan.json()["in_use"] == 1 and len(plan.json()["members"]["vms"]) == 2
     refused = await api.delete(f"/api/v1/admin/pools/{pool['id']}")
     assert (refused.status_code, refused.json()["error"]) == (409, "pool_in_use")
-    held_vm = (await db.fetch_one(vms.select().where(vms.c.assigned_user_id == member))).id
+    held_vm = (await the_record(db, Vm, vms.select().where(vms.c.assigned_user_id == member))).id
     busy = await api.delete(f"/api/v1/admin/pools/{pool['id']}/vms/{held_vm}")
     assert (busy.status_code, busy.json()["error"]) == (409, "desktop_in_use")
 
@@ -116,7 +116,7 @@ async def test_pools_are_made_changed_filled_and_deleted_as_on_their_page(
         ("pool_deleted", "admin"),
     ]
     ended = await db.fetch_one(audit_log.select().where(audit_log.c.action == "lease_ended_by_admin"))
-    assert ended is not None and ended.actor == "admin"
+    assert ended is not None and ended["actor"] == "admin"
 
 
 async def test_accounts_are_made_disabled_reset_and_deleted_as_on_their_page(
@@ -159,7 +159,7 @@ async def test_accounts_are_made_disabled_reset_and_deleted_as_on_their_page(
     entry = await dashboard.services.db.fetch_one(
         audit_log.select().where(audit_log.c.action == "user_created")
     )
-    assert entry is not None and json.loads(entry.details_json)["via_api_token"] == "automation"
+    assert entry is not None and json.loads(entry["details_json"])["via_api_token"] == "automation"
 
 
 async def test_directory_groups_are_registered_granted_pools_and_removed(
@@ -205,7 +205,7 @@ async def test_the_portals_settings_on_the_pools_page_are_set_through_the_api(
     too_long = await api.patch("/api/v1/admin/pools/portal", json={"motd": "x" * 2001})
     assert (too_long.status_code, list(too_long.json()["fields"])) == (400, ["motd"])
     actions = [
-        row.action
+        row["action"]
         for row in await dashboard.services.db.fetch_all(
             audit_log.select().where(audit_log.c.action.in_(["motd_changed", "straight_to_desktop_changed"]))
         )

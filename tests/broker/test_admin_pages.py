@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from app.broker.pools import get_pool
+from app.db.records import LeaseRecord, PoolRecord, UserRecord
 from app.db.schema import (
     audit_log,
     directory_groups,
@@ -16,8 +17,10 @@ from app.db.schema import (
     users,
     vms,
 )
-from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm
+from app.vms.records import Vm
+from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm, the_pool
 from tests.dashboard import RunningDashboard
+from tests.rows import the_record
 
 
 async def test_admin_creates_a_portal_user_who_can_then_log_in(dashboard: RunningDashboard) -> None:
@@ -38,15 +41,15 @@ async def test_admin_creates_a_portal_user_who_can_then_log_in(dashboard: Runnin
 async def test_the_last_enabled_admin_cannot_be_disabled_or_deleted(dashboard: RunningDashboard) -> None:
     db = dashboard.services.db
     admin = await dashboard.admin()
-    me = await db.fetch_one(users.select().where(users.c.username == "admin"))
+    me = await the_record(db, UserRecord, users.select().where(users.c.username == "admin"))
     refused = await admin.post(f"/users/{me.id}/disabled", {"disabled": "1"})
     assert refused.status_code == 409 and "last enabled administrator" in refused.text
     assert (await admin.post(f"/users/{me.id}/delete")).status_code == 409
     created = await admin.post("/users", {"username": "second", "role": "admin"})
     assert created.status_code == 200
-    second = await db.fetch_one(users.select().where(users.c.username == "second"))
+    second = await the_record(db, UserRecord, users.select().where(users.c.username == "second"))
     assert (await admin.post(f"/users/{second.id}/disabled", {"disabled": "1"})).status_code == 303
-    assert (await db.fetch_one(users.select().where(users.c.id == second.id))).disabled
+    assert (await the_record(db, UserRecord, users.select().where(users.c.id == second.id))).disabled
 
 
 async def test_disable_reset_and_delete_a_portal_user(dashboard: RunningDashboard) -> None:
@@ -61,7 +64,7 @@ async def test_disable_reset_and_delete_a_portal_user(dashboard: RunningDashboar
     assert (await admin.post(f"/users/{uid}/delete")).status_code == 303
     assert await db.fetch_one(users.select().where(users.c.id == uid)) is None
     actions = {
-        row.action for row in await db.fetch_all(audit_log.select().where(audit_log.c.target == "temp"))
+        row["action"] for row in await db.fetch_all(audit_log.select().where(audit_log.c.target == "temp"))
     }
     assert {"user_disabled", "password_reset", "user_deleted"} <= actions
 
@@ -81,7 +84,7 @@ async def test_pool_lifecycle_through_the_pages(dashboard: RunningDashboard) -> 
     assert bad.status_code == 400 and "Enter a whole number" in bad.text
     created = await admin.post("/pools", {"name": "Lab", "reset_on_handout": "1"})
     assert created.status_code == 303
-    pool = await db.fetch_one(pools.select().where(pools.c.name == "Lab"))
+    pool = await the_record(db, PoolRecord, pools.select().where(pools.c.name == "Lab"))
     assert (pool.lease_timeout_min, pool.max_per_user, pool.keep_ready, pool.failover_kind) == (
         5,
         1,
@@ -103,16 +106,12 @@ async def test_pool_lifecycle_through_the_pages(dashboard: RunningDashboard) -> 
     assert (
         await admin.post(f"/pools/{pool.id}/members", {"user_id": str(uid), "group_id": str(group)})
     ).status_code == 303
-    assert {r.vm_id for r in await db.fetch_all(pool_vms.select().where(pool_vms.c.pool_id == pool.id))} == {
-        vdi,
-        simple,
-    }
-    assert [
-        r.user_id for r in await db.fetch_all(pool_users.select().where(pool_users.c.pool_id == pool.id))
-    ] == [uid]
-    assert [
-        r.group_id for r in await db.fetch_all(pool_groups.select().where(pool_groups.c.pool_id == pool.id))
-    ] == [group]
+    vms_of = await db.fetch_all(pool_vms.select().where(pool_vms.c.pool_id == pool.id))
+    assert {r["vm_id"] for r in vms_of} == {vdi, simple}
+    users_of = await db.fetch_all(pool_users.select().where(pool_users.c.pool_id == pool.id))
+    assert [r["user_id"] for r in users_of] == [uid]
+    groups_of = await db.fetch_all(pool_groups.select().where(pool_groups.c.pool_id == pool.id))
+    assert [r["group_id"] for r in groups_of] == [group]
 
     confirm = await admin.get(f"/pools/{pool.id}/delete")
     assert "vdi-1" in confirm.text and "simple-1" in confirm.text
@@ -126,17 +125,17 @@ async def test_admin_ends_a_session_and_the_desktop_returns(dashboard: RunningDa
     hv = await add_hypervisor(db)
     uid = await add_client(db, "holder")
     vm = await add_vm(db, "held", hv)
-    pool = await get_pool(db, await add_pool(db, "p", [vm], [uid], reset_on_handout=False))
+    pool = await the_pool(db, await add_pool(db, "p", [vm], [uid], reset_on_handout=False))
     claim = await dashboard.services.broker.allocator.claim(pool, uid, client_address="10.1.2.3")
     admin = await dashboard.admin()
     listing = await admin.get("/sessions")
     assert "holder" in listing.text and "held" in listing.text and "10.1.2.3" in listing.text
     assert (await admin.post(f"/sessions/{claim.lease_id}/end")).status_code == 303
-    lease = await db.fetch_one(leases.select().where(leases.c.id == claim.lease_id))
+    lease = await the_record(db, LeaseRecord, leases.select().where(leases.c.id == claim.lease_id))
     assert lease.ended_at is not None and lease.end_reason == "ended_by_admin"
-    assert (await db.fetch_one(vms.select().where(vms.c.id == vm))).assigned_user_id is None
+    assert (await the_record(db, Vm, vms.select().where(vms.c.id == vm))).assigned_user_id is None
     audit = await db.fetch_one(audit_log.select().where(audit_log.c.action == "lease_ended_by_admin"))
-    assert audit is not None and audit.actor == "admin"
+    assert audit is not None and audit["actor"] == "admin"
     assert "Nobody holds a desktop" in (await admin.get("/sessions")).text
 
 

@@ -9,11 +9,10 @@ import sqlalchemy as sa
 from databases import Database
 
 from app.broker.allocation import Allocator
-from app.broker.pools import get_pool
 from app.broker.transactions import WriteTransactions
 from app.clock import SYSTEM_CLOCK
 from app.db.schema import hypervisors, leases, pools, vms
-from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm
+from tests.broker.records import add_client, add_hypervisor, add_pool, add_vm, the_pool
 
 
 async def test_100_simultaneous_requests_on_20_desktops_give_20_distinct_assignments(
@@ -23,7 +22,7 @@ async def test_100_simultaneous_requests_on_20_desktops_give_20_distinct_assignm
     hv = await add_hypervisor(broker_db)
     vm_ids = [await add_vm(broker_db, f"desk{i:02}", hv, state="running") for i in range(20)]
     user_ids = [await add_client(broker_db, f"user{i:03}") for i in range(100)]
-    pool = await get_pool(broker_db, await add_pool(broker_db, "rush", vm_ids, user_ids))
+    pool = await the_pool(broker_db, await add_pool(broker_db, "rush", vm_ids, user_ids))
     allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
 
     claims = await asyncio.gather(
@@ -35,10 +34,10 @@ async def test_100_simultaneous_requests_on_20_desktops_give_20_distinct_assignm
     assert len({c.vm_id for c in granted}) == 20
     assert Counter(c.refusal for c in claims if not c.ok) == {"no_free_desktop": 80}
     rows = await broker_db.fetch_all(sa.select(vms.c.id, vms.c.assigned_user_id).where(vms.c.id.in_(vm_ids)))
-    by_vm = {row.id: row.assigned_user_id for row in rows}
+    by_vm = {row["id"]: row["assigned_user_id"] for row in rows}
     assert {c.vm_id: uid for c, uid in zip(claims, user_ids, strict=True) if c.ok} == by_vm
     active = await broker_db.fetch_all(leases.select().where(leases.c.ended_at.is_(None)))
-    assert len(active) == 20 and len({row.vm_id for row in active}) == 20
+    assert len(active) == 20 and len({row["vm_id"] for row in active}) == 20
 
 
 async def test_one_user_racing_with_many_requests_gets_one_desktop(broker_db: Database) -> None:
@@ -46,7 +45,7 @@ async def test_one_user_racing_with_many_requests_gets_one_desktop(broker_db: Da
     hv = await add_hypervisor(broker_db)
     vm_ids = [await add_vm(broker_db, f"d{i}", hv) for i in range(5)]
     uid = await add_client(broker_db, "eager")
-    pool = await get_pool(broker_db, await add_pool(broker_db, "p", vm_ids, [uid]))
+    pool = await the_pool(broker_db, await add_pool(broker_db, "p", vm_ids, [uid]))
     allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     claims = await asyncio.gather(*(allocator.claim(pool, uid) for _ in range(20)))
     assert {c.vm_id for c in claims} == {claims[0].vm_id}
@@ -63,7 +62,7 @@ async def test_returning_user_gets_the_same_desktop_and_a_renewed_lease(broker_d
     hv = await add_hypervisor(broker_db)
     vm_ids = [await add_vm(broker_db, f"d{i}", hv) for i in range(3)]
     uid = await add_client(broker_db, "back")
-    pool = await get_pool(broker_db, await add_pool(broker_db, "p", vm_ids, [uid]))
+    pool = await the_pool(broker_db, await add_pool(broker_db, "p", vm_ids, [uid]))
     allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     first = await allocator.claim(pool, uid)
     again = await allocator.claim(pool, uid)
@@ -91,7 +90,7 @@ async def test_ineligible_desktops_are_never_handed_out(broker_db: Database) -> 
     ]
     good = await add_vm(broker_db, "good", up)
     users = [await add_client(broker_db, f"u{i}") for i in range(3)]
-    pool = await get_pool(broker_db, await add_pool(broker_db, "p", [*blocked, good], users))
+    pool = await the_pool(broker_db, await add_pool(broker_db, "p", [*blocked, good], users))
     allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     first = await allocator.claim(pool, users[0])
     assert first.vm_id == good
@@ -105,10 +104,10 @@ async def test_refusal_reasons_are_explicit(broker_db: Database) -> None:
     vm = await add_vm(broker_db, "d", down)
     pool_id = await add_pool(broker_db, "p", [vm], [uid])
     allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
-    pool = await get_pool(broker_db, pool_id)
+    pool = await the_pool(broker_db, pool_id)
     assert (await allocator.claim(pool, uid)).refusal == "all_hypervisors_down"
     await broker_db.execute(sa.update(pools).where(pools.c.id == pool_id).values(maintenance=True))
-    assert (await allocator.claim(await get_pool(broker_db, pool_id), uid)).refusal == "maintenance"
+    assert (await allocator.claim(await the_pool(broker_db, pool_id), uid)).refusal == "maintenance"
 
 
 async def test_ending_a_lease_frees_the_desktop_only_after_free_vm(broker_db: Database) -> None:
@@ -116,7 +115,7 @@ async def test_ending_a_lease_frees_the_desktop_only_after_free_vm(broker_db: Da
     hv = await add_hypervisor(broker_db)
     vm = await add_vm(broker_db, "d", hv)
     a, b = await add_client(broker_db, "a"), await add_client(broker_db, "b")
-    pool = await get_pool(broker_db, await add_pool(broker_db, "p", [vm], [a, b]))
+    pool = await the_pool(broker_db, await add_pool(broker_db, "p", [vm], [a, b]))
     allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     claim = await allocator.claim(pool, a)
     assert await allocator.end_lease(claim.lease_id or 0, reason="released") is not None
@@ -131,7 +130,7 @@ async def test_an_expired_lease_renewed_by_a_heartbeat_is_not_reaped(broker_db: 
     hv = await add_hypervisor(broker_db)
     vm = await add_vm(broker_db, "d", hv)
     a = await add_client(broker_db, "a")
-    pool = await get_pool(broker_db, await add_pool(broker_db, "p", [vm], [a]))
+    pool = await the_pool(broker_db, await add_pool(broker_db, "p", [vm], [a]))
     allocator = Allocator(WriteTransactions(broker_db), clock=SYSTEM_CLOCK)
     claim = await allocator.claim(pool, a)
     state, expires = await allocator.heartbeat(claim.lease_id or 0, a, 5)

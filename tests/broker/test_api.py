@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from app.db.records import LeaseRecord, fetch_records
 from app.db.schema import api_tokens, leases, pool_groups, pools
 from tests.broker.records import (
     CLIENT_PASSWORD,
@@ -16,8 +17,10 @@ from tests.broker.records import (
     add_hypervisor,
     add_pool,
     add_vm,
+    the_pool,
 )
 from tests.dashboard import RunningDashboard
+from tests.rows import the_row
 
 
 async def api_login(
@@ -45,9 +48,9 @@ async def test_login_issues_a_hashed_short_lived_token_and_logout_revokes_it(
         token = body["token"]
         assert body["user"] == {"username": "ann", "display_name": "", "source": "local"}
         assert len(token) >= 43  # 32 random bytes, base64url
-        stored = await db.fetch_one(api_tokens.select())
-        assert stored.token_hash == hashlib.sha256(token.encode()).hexdigest()
-        assert token not in stored.token_hash
+        stored = await the_row(db, api_tokens.select())
+        assert stored["token_hash"] == hashlib.sha256(token.encode()).hexdigest()
+        assert token not in stored["token_hash"]
         assert (await http.get("/api/v1/pools", headers=bearer(token))).status_code == 200
         assert (await http.post("/api/v1/logout", headers=bearer(token))).status_code == 204
         after = await http.get("/api/v1/pools", headers=bearer(token))
@@ -202,12 +205,10 @@ async def test_directory_group_grants_a_pool_through_the_token(dashboard: Runnin
 
 async def test_heartbeat_and_release_of_leases(dashboard: RunningDashboard) -> None:
     """A lease is extended by its owner only, released with 204, then answers 410 lease_ended."""
-    from app.broker.pools import get_pool
-
     db = dashboard.services.db
     hv = await add_hypervisor(db)
     a, b = await add_client(db, "eve"), await add_client(db, "fay")
-    pool = await get_pool(db, await add_pool(db, "p", [await add_vm(db, "e0", hv)], [a, b]))
+    pool = await the_pool(db, await add_pool(db, "p", [await add_vm(db, "e0", hv)], [a, b]))
     claim = await dashboard.services.broker.allocator.claim(pool, a)
     async with httpx.AsyncClient(base_url=dashboard.url, timeout=30) as http:
         ta, tb = await api_login(http, "eve"), await api_login(http, "fay")
@@ -258,7 +259,7 @@ async def test_a_desktop_whose_console_cannot_be_opened_is_not_left_held(dashboa
         token = await api_login(http, "noscreen")
         r = await http.post(f"/api/v1/pools/{pool}/desktop", headers=bearer(token))
         assert r.status_code == 503 and r.json()["error"] == "console_unavailable", r.text
-        held = await db.fetch_all(sa.select(leases).where(leases.c.vm_id == vm))
+        held = await fetch_records(db, LeaseRecord, sa.select(leases).where(leases.c.vm_id == vm))
         assert [(row.ended_at is not None, row.end_reason) for row in held] == [(True, "console_failed")]
         # The next request is a fresh hand-out of the same free desktop, failing the same way.
         again = await http.post(f"/api/v1/pools/{pool}/desktop", headers=bearer(token))

@@ -8,11 +8,13 @@ import httpx
 import sqlalchemy as sa
 from databases import Database
 
-from app.broker.pools import get_pool
+from app.db.records import LeaseRecord, fetch_records
 from app.db.schema import audit_log, leases, users, vms
-from tests.broker.records import add_client, add_connected_hypervisor, add_pool, add_vm
+from app.vms.records import Vm
+from tests.broker.records import add_client, add_connected_hypervisor, add_pool, add_vm, the_pool
 from tests.broker.test_api import api_login, bearer
 from tests.dashboard import RunningDashboard
+from tests.rows import the_record
 
 
 async def refuse_audit(db: Database, action: str) -> None:
@@ -52,13 +54,13 @@ async def test_no_lease_is_handed_out_without_its_audit_record(dashboard: Runnin
         refused = await http.post(f"/api/v1/pools/{pool}/desktop", headers=bearer(token))
         assert refused.status_code not in (200, 202, 204), refused.text
         assert await db.fetch_all(leases.select()) == []
-        assert (await db.fetch_one(vms.select().where(vms.c.id == vm_id))).assigned_user_id is None
+        assert (await the_record(db, Vm, vms.select().where(vms.c.id == vm_id))).assigned_user_id is None
         await allow_audit(db)
 
         await http.post(f"/api/v1/pools/{pool}/desktop", headers=bearer(token))
-        (lease,) = await db.fetch_all(leases.select())
+        (lease,) = await fetch_records(db, LeaseRecord, leases.select())
         assigned = await db.fetch_all(audit_log.select().where(audit_log.c.action == "desktop_assigned"))
-        assert [f'"lease_id": {lease.id}' in row.details_json for row in assigned] == [True]
+        assert [f'"lease_id": {lease.id}' in row["details_json"] for row in assigned] == [True]
 
 
 async def test_no_lease_ends_without_its_audit_record(dashboard: RunningDashboard) -> None:
@@ -69,19 +71,18 @@ async def test_no_lease_ends_without_its_audit_record(dashboard: RunningDashboar
         # Held as a hand-out holds it (a request through the API would end it at once: the test
         # driver's domain has no display to open a console on).
         holder = await db.fetch_val(sa.select(users.c.id).where(users.c.username == "ada"))
-        pool_record = await get_pool(db, pool)
-        assert pool_record is not None
+        pool_record = await the_pool(db, pool)
         await dashboard.services.broker.allocator.claim(pool_record, holder, client_address="192.0.2.1")
-        (lease,) = await db.fetch_all(leases.select())
+        (lease,) = await fetch_records(db, LeaseRecord, leases.select())
         await refuse_audit(db, "lease_released")
         refused = await http.post(f"/api/v1/leases/{lease.id}/release", headers=bearer(token))
         assert refused.status_code not in (200, 202, 204), refused.text
-        still = await db.fetch_one(leases.select().where(leases.c.id == lease.id))
+        still = await the_record(db, LeaseRecord, leases.select().where(leases.c.id == lease.id))
         assert still.ended_at is None, "the lease stays until its end can be recorded"
-        assert (await db.fetch_one(vms.select().where(vms.c.id == vm_id))).assigned_user_id is not None
+        assert (await the_record(db, Vm, vms.select().where(vms.c.id == vm_id))).assigned_user_id is not None
         await allow_audit(db)
 
         released = await http.post(f"/api/v1/leases/{lease.id}/release", headers=bearer(token))
         assert released.status_code == 204
         ended = await db.fetch_all(audit_log.select().where(audit_log.c.action == "lease_released"))
-        assert len(ended) == 1 and f'"lease_id": {lease.id}' in ended[0].details_json
+        assert len(ended) == 1 and f'"lease_id": {lease.id}' in ended[0]["details_json"]

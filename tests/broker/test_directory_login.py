@@ -34,13 +34,18 @@ INJECTIONS = [
 
 
 # The suite's directories listen on this machine's loopback: a network the tests trust.
-CLEARTEXT_ON_LOOPBACK = {"allow_cleartext": True}
+CLEARTEXT_ON_LOOPBACK = True
 # LDAP ManageDsaIT: act on a referral object itself instead of being referred.
 MANAGE_DSA_IT = ("2.16.840.1.113730.3.4.2", True, None)
 
 
 def ldap_settings(server: DirectoryServer, mode: str, **extra: Any) -> DirectorySettings:
-    values: dict[str, Any] = {"kind": "ldap", "url": server.url, "base_dn": SUFFIX, **CLEARTEXT_ON_LOOPBACK}
+    values: dict[str, Any] = {
+        "kind": "ldap",
+        "url": server.url,
+        "base_dn": SUFFIX,
+        "allow_cleartext": CLEARTEXT_ON_LOOPBACK,
+    }
     if mode == "template":
         values["user_dn_template"] = f"uid={{username}},{server.people_dn}"
     else:
@@ -50,7 +55,7 @@ def ldap_settings(server: DirectoryServer, mode: str, **extra: Any) -> Directory
 
 def ad_settings(server: DirectoryServer) -> DirectorySettings:
     return DirectorySettings(
-        kind="ad", url=server.url, base_dn=SUFFIX, ad_domain=AD_DOMAIN, **CLEARTEXT_ON_LOOPBACK
+        kind="ad", url=server.url, base_dn=SUFFIX, ad_domain=AD_DOMAIN, allow_cleartext=CLEARTEXT_ON_LOOPBACK
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import ldap3
+from pydantic import SecretStr
 
 from app.directory import DirectoryLogin
 from app.settings import DirectorySettings
@@ -114,7 +115,7 @@ async def test_the_service_account_reads_an_account_again_without_its_password(s
             base_dn=samba_ad.base_dn,
             ad_domain=samba_ad.domain,
             bind_dn=samba_ad.admin_upn,
-            bind_password=samba_ad.admin_password,
+            bind_password=SecretStr(samba_ad.admin_password),
         )
     )
     assert login.can_recheck

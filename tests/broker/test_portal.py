@@ -12,10 +12,12 @@ from kvm_vdi_client.config import DashboardConfig
 
 from app.auth.accounts import create_local_user
 from app.broker.preferences import MOTD, set_preference
+from app.db.records import UserRecord, fetch_records
 from app.db.schema import directory_groups, pool_groups, users
 from tests.broker.directory_servers import SUFFIX, USERS, DirectoryServer
 from tests.broker.records import CLIENT_PASSWORD, add_client, add_hypervisor, add_pool, add_vm
 from tests.dashboard import BrowserLikeClient, DashboardFactory, RunningDashboard
+from tests.rows import the_record
 
 LOCAL_DAVE_PASSWORD = "dave-local-password"
 
@@ -60,7 +62,7 @@ async def test_directory_user_logs_in_gets_a_user_row_and_sees_the_pool_of_its_g
     page = await alice.get("/client")
     assert page.status_code == 200
     assert "Staff desktops" in page.text and "Other" not in page.text
-    row = await db.fetch_one(users.select().where(users.c.username == "alice"))
+    row = await the_record(db, UserRecord, users.select().where(users.c.username == "alice"))
     assert (row.source, row.role, row.display_name, row.email, row.password_hash) == (
         "directory",
         "client",
@@ -110,7 +112,7 @@ async def test_local_and_directory_accounts_of_the_same_name_never_shadow_each_o
         # Without a realm, a name with a local portal account is that account, and only that one.
         assert (await login(LOCAL_DAVE_PASSWORD, None)).json()["user"]["source"] == "local"
         assert (await login(directory_password, None)).status_code == 401
-    rows = await db.fetch_all(users.select().where(users.c.username == "dave"))
+    rows = await fetch_records(db, UserRecord, users.select().where(users.c.username == "dave"))
     assert sorted(row.source for row in rows) == ["directory", "local"]
     assert local_id in {row.id for row in rows}
     client = dashboard.client()

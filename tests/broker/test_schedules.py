@@ -17,8 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from app.broker.schedule_runner import ScheduleRunner
+from app.db.records import ScheduleRecord
 from app.db.schema import audit_log, pool_schedules
 from tests.dashboard import BrowserLikeClient, DashboardFactory, RunningDashboard
+from tests.rows import the_record
 from tests.vms.fleet import Fleet, build_fleet
 
 VILNIUS = ZoneInfo("Europe/Vilnius")
@@ -48,12 +50,12 @@ class SchedulePool:
         created: dict[str, object] = answer.json()["schedule"]
         return created
 
-    async def row(self, schedule_id: object) -> sa.Row[tuple[object, ...]]:
-        found = await self.dashboard.services.db.fetch_one(
-            pool_schedules.select().where(pool_schedules.c.id == schedule_id)
+    async def row(self, schedule_id: object) -> ScheduleRecord:
+        return await the_record(
+            self.dashboard.services.db,
+            ScheduleRecord,
+            pool_schedules.select().where(pool_schedules.c.id == schedule_id),
         )
-        assert found is not None
-        return found  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -108,6 +110,7 @@ async def test_schedules_are_checked_listed_and_shown_with_their_next_run(
 
     switched = await admin.patch(f"{path}/{window['id']}", json={"enabled": False})
     assert switched.json()["schedule"]["next_run"] is None
+    assert admin.csrf is not None
     assert (
         await admin.http.delete(f"{path}/{window['id']}", headers={"X-CSRF-Token": admin.csrf})
     ).status_code == 200
@@ -116,7 +119,7 @@ async def test_schedules_are_checked_listed_and_shown_with_their_next_run(
         .where(audit_log.c.action.like("pool_schedule_%"))
         .order_by(audit_log.c.id)
     )
-    assert [row.action for row in audited] == [
+    assert [row["action"] for row in audited] == [
         "pool_schedule_created",
         "pool_schedule_created",
         "pool_schedule_changed",
@@ -152,12 +155,13 @@ async def test_each_start_runs_once_whatever_the_number_of_runners(schedule_pool
     # The held desktops are left alone; the free ones cannot be reached on a rows-only
     # hypervisor, and the result names them.
     assert row.last_run_at == due and row.last_status == "failed"
+    assert row.last_result is not None
     assert "held by users left alone" in row.last_result and "sc1-desk0001" in row.last_result
     runs = await schedule_pool.dashboard.services.db.fetch_all(
         audit_log.select().where(audit_log.c.action == "pool_schedule_run")
     )
-    assert len(runs) == 1 and runs[0].actor == "schedule" and runs[0].target == "sc pool 1"
-    assert json.loads(runs[0].details_json)["kind"] == "power_off"
+    assert len(runs) == 1 and runs[0]["actor"] == "schedule" and runs[0]["target"] == "sc pool 1"
+    assert json.loads(runs[0]["details_json"])["kind"] == "power_off"
     # Looking again changes nothing until the next start.
     assert await runner.tick() == []
 
@@ -181,7 +185,7 @@ async def test_a_start_the_dashboard_missed_is_recorded_not_run_late(schedule_po
     schedule_pool.jump_to(due + timedelta(hours=3))
     assert await schedule_pool.runner.tick() == [(stored.id, "missed")]
     row = await schedule_pool.row(stored.id)
-    assert row.last_status == "missed" and "not running at" in row.last_result
+    assert row.last_status == "missed" and "not running at" in (row.last_result or "")
 
 
 async def test_a_keep_ready_window_says_what_it_could_not_start(schedule_pool: SchedulePool) -> None:
@@ -200,4 +204,5 @@ async def test_a_keep_ready_window_says_what_it_could_not_start(schedule_pool: S
     await schedule_pool.runner.tick()
     row = await schedule_pool.row(stored.id)
     assert row.last_run_at == due and row.last_status == "failed"
+    assert row.last_result is not None
     assert "its hypervisor takes no new work" in row.last_result and "short" in row.last_result

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.broker.desktop_lab import LAB_SETTINGS, DesktopLab, iso_dirs_kept
 from tests.broker.portal_steps import wait_until

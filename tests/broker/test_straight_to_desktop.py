@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from app.broker.catalog import straight_target
 from app.db.schema import audit_log, pools, vms
-from tests.broker.records import CLIENT_PASSWORD, add_client, add_hypervisor, add_pool, add_vm
+from tests.broker.records import CLIENT_PASSWORD, add_client, add_hypervisor, add_pool, add_vm, the_pool
 from tests.dashboard import RunningDashboard
 
 
@@ -75,7 +75,7 @@ async def test_the_broker_api_names_the_pool_to_open_at_once(dashboard: RunningD
     changed = await db.fetch_all(
         audit_log.select().where(audit_log.c.action == "straight_to_desktop_changed")
     )
-    assert [row.actor for row in changed] == ["admin"]
+    assert [row["actor"] for row in changed] == ["admin"]
 
 
 async def test_only_the_portal_page_right_after_log_in_goes_straight(dashboard: RunningDashboard) -> None:
@@ -106,8 +106,8 @@ async def test_the_pool_page_turns_it_on_and_off(dashboard: RunningDashboard) ->
     assert 'id="straight_to_desktop"' in page.text
     saved = await admin.post(f"/pools/{pool_id}", {"name": "Office", "straight_to_desktop": "1"})
     assert saved.status_code == 303
-    assert (await db.fetch_one(pools.select().where(pools.c.id == pool_id))).straight_to_desktop
+    assert (await the_pool(db, pool_id)).straight_to_desktop
     updated = await db.fetch_one(audit_log.select().where(audit_log.c.action == "pool_updated"))
-    assert updated is not None and json.loads(updated.details_json)["straight_to_desktop"] is True
+    assert updated is not None and json.loads(updated["details_json"])["straight_to_desktop"] is True
     assert (await admin.post(f"/pools/{pool_id}", {"name": "Office"})).status_code == 303
-    assert not (await db.fetch_one(pools.select().where(pools.c.id == pool_id))).straight_to_desktop
+    assert not (await the_pool(db, pool_id)).straight_to_desktop
