@@ -22,7 +22,8 @@ from tests.services.libvirt_host import LibvirtHost
 from tests.services.rundir import RunDir
 from tests.services.sshd import TEST_USER
 from tests.vms import conftest as vm_fixtures
-from tests.vms.world import GENEROUS, HostInWorld, VmWorld
+from tests.vms.world import HostInWorld, VmWorld
+from tests.waiting import eventually
 
 world_factory = vm_fixtures.world_factory
 
@@ -90,16 +91,14 @@ async def source_with_data(world: VmWorld, copy_source: Path, where: HostInWorld
 
 async def until_operation(world: VmWorld, op_id: int, reached: str) -> None:
     """Wait until the running operation's message starts with ``reached``."""
-    async with asyncio.timeout(GENEROUS):
-        while True:
-            operation = await world.service.operations.get(op_id)
-            assert operation is not None
-            assert operation.active, (
-                f"operation ended before '{reached}': {operation.state} {operation.error}"
-            )
-            if operation.message.startswith(reached):
-                return
-            await asyncio.sleep(0.02)
+
+    async def there() -> bool:
+        operation = await world.service.operations.get(op_id)
+        assert operation is not None
+        assert operation.active, f"operation ended before '{reached}': {operation.state} {operation.error}"
+        return operation.message.startswith(reached)
+
+    await eventually(there, f"the operation at '{reached}'")
 
 
 def files_in_host(host: LibvirtHost, *directories: str, pattern: str = "*") -> list[str]:
@@ -129,11 +128,13 @@ def libvirt_states(host: LibvirtHost, tag: str) -> dict[str, str]:
 async def rows_agree_with_libvirt(world: VmWorld, host: LibvirtHost) -> dict[str, str]:
     """Wait until the table's VMs of ``host`` say what libvirt says; the agreed states."""
     hv_id = next(h.id for h in world.hosts if h.host is host)
-    async with asyncio.timeout(GENEROUS):
-        while True:
-            await world.settle()
-            actual = await asyncio.to_thread(libvirt_states, host, world.tag)
-            rows = {vm.name: vm.state for vm in await list_vms(world.db) if vm.hypervisor_id == hv_id}
-            if rows == actual:
-                return actual
-            await asyncio.sleep(0.2)
+
+    async def agreed() -> tuple[dict[str, str]] | None:
+        await world.settle()
+        actual = await asyncio.to_thread(libvirt_states, host, world.tag)
+        rows = {vm.name: vm.state for vm in await list_vms(world.db) if vm.hypervisor_id == hv_id}
+        # In a tuple: no VMs on either side is an agreement too.
+        return (actual,) if rows == actual else None
+
+    (states,) = await eventually(agreed, "the VM rows saying what libvirt says", interval=0.2)
+    return states

@@ -22,6 +22,7 @@ from tests.faults.conftest import (
 from tests.services.libvirt_host import LibvirtHost
 from tests.vms.test_initial_vdi import make_initial_with_children
 from tests.vms.world import GENEROUS, WorldFactory
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -76,14 +77,12 @@ async def test_sshd_killed_during_a_copy_disk(
         await asyncio.to_thread(hypervisor_host.start_sshd)
     await world.registry.wait_for_state(world.h0.id, "up", GENEROUS)
     # Back: the temporary file is removed, and the operation says so.
-    async with asyncio.timeout(GENEROUS):
-        while partial_files(hypervisor_host, world.tag):
-            await asyncio.sleep(0.1)
-    async with asyncio.timeout(GENEROUS):
-        while (
-            "Temporary file removed" not in (operation := await world.service.operations.wait(op_id)).message
-        ):
-            await asyncio.sleep(0.1)
+    await eventually(lambda: not partial_files(hypervisor_host, world.tag), "the temporary file removed")
+
+    async def said() -> bool:
+        return "Temporary file removed" in (await world.service.operations.wait(op_id)).message
+
+    await eventually(said, "the operation saying the temporary file was removed")
     disk = world.h0.images_dir / f"{world.name('init')}.qcow2"
     assert not disk.exists(), "no half-copied disk under the real name"
     await rows_agree_with_libvirt(world, hypervisor_host)

@@ -25,6 +25,7 @@ from tests.faults.conftest import (
 from tests.proxy.spice_client import WebSocketStream, spice_link
 from tests.services.libvirt_host import LibvirtHost
 from tests.vms.world import GENEROUS, WorldFactory
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -119,9 +120,9 @@ async def test_the_second_hypervisors_link_cut_for_30_s_while_a_user_holds_a_des
         console.close()
         states = await rows_agree_with_libvirt(world, second_hypervisor)
         assert states[on_h1.name] == "running"
-        async with asyncio.timeout(GENEROUS):
-            while partial_files(second_hypervisor, world.tag):
-                await asyncio.sleep(0.1)
+        await eventually(
+            lambda: not partial_files(second_hypervisor, world.tag), "the temporary file removed"
+        )
         assert not (h1.images_dir / f"{world.name('copy')}.qcow2").exists(), "no half-copied disk"
         done = await world.service.operations.get(copy.operation_id)
         assert done is not None, "the copy's operation row is kept"
