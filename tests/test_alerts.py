@@ -5,6 +5,7 @@ The hypervisor down-and-back alert with a real hypervisor is in tests/vms/test_a
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,15 +22,18 @@ from cryptography.x509.oid import NameOID
 
 from app import db as database
 from app.alerts.certificates import certificate_alerts
+from app.db.schema import audit_log
 from app.vms.errors import VmError
 from app.vms.operations import OperationContext
 from tests.broker.records import CLIENT_PASSWORD, add_client, add_pool
 from tests.dashboard import DashboardFactory, RunningDashboard
 from tests.services.smtp import SmtpServer
+from tests.test_admin_tokens import bearer, make_token
 from tests.waiting import eventually
 from tests.webhook_receiver import WEBHOOK_SECRET, WebhookReceiver
 
 SECRET = WEBHOOK_SECRET
+API = "/api/v1/admin"
 
 
 def alert_settings(smtp: SmtpServer | None, hooks: WebhookReceiver | None, **extra: Any) -> dict[str, Any]:
@@ -234,6 +239,43 @@ async def test_the_settings_page_shows_the_channels_and_sends_a_test_alert(
     assert 'id="alerts-card"' in page and "webhook" in page and "/settings/alerts/test" in page
     # The webhook's URL and secret are configured, and never shown.
     assert receiver.url not in page and SECRET not in page
+
+
+async def test_the_admin_api_sends_a_test_alert_says_where_it_went_and_audits_it(
+    dashboard_factory: DashboardFactory, receiver: WebhookReceiver
+) -> None:
+    running = await dashboard_factory(alerts=alert_settings(None, receiver, rate_limit=3600))
+    admin = await running.admin()
+    full, reader = await make_token(admin, "alerting"), await make_token(admin, "watch", read_only="on")
+    async with httpx.AsyncClient(base_url=running.url, timeout=30) as script:
+        refused = await script.post(f"{API}/alerts/test", headers=bearer(reader))
+        assert (refused.status_code, refused.json()["error"]) == (403, "read_only_token")
+        sent = await script.post(f"{API}/alerts/test", headers=bearer(full))
+        assert sent.status_code == 200, sent.text
+        assert sent.json() == {
+            "channels": ["webhook"],
+            "queued": ["webhook"],
+            "dropped": [],
+            "held_back": False,
+        }
+        (posted,) = await eventually(lambda: receiver.received, "the test alert")
+        assert posted.signature_ok and posted.body["kind"] == "test" and posted.body["subject"] == "admin"
+        # A second one inside the rate limit's window is held back, and the answer says so.
+        again = await script.post(f"{API}/alerts/test", headers=bearer(full))
+        assert again.json() == {"channels": ["webhook"], "queued": [], "dropped": [], "held_back": True}
+    entries = await running.services.db.fetch_all(
+        sa.select(audit_log).where(audit_log.c.action == "alert_test").order_by(audit_log.c.id)
+    )
+    assert [(entry["actor"], json.loads(entry["details_json"])) for entry in entries] == [
+        ("admin", {"queued": ["webhook"], "dropped": [], "held_back": False, "via_api_token": "alerting"}),
+        ("admin", {"queued": [], "dropped": [], "held_back": True, "via_api_token": "alerting"}),
+    ]
+
+
+async def test_a_test_alert_without_any_channel_is_refused_by_name(dashboard: RunningDashboard) -> None:
+    admin = await dashboard.admin()
+    refused = await admin.post(f"{API}/alerts/test", json={})
+    assert (refused.status_code, refused.json()["error"]) == (409, "no_alert_channel")
 
 
 def test_an_e_mail_subject_stays_one_line_whatever_a_name_holds() -> None:

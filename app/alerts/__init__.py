@@ -20,12 +20,13 @@ from typing import Protocol
 
 from app.alerts.certificates import CertificateWatch
 from app.alerts.channels import EmailChannel, WebhookChannel
-from app.alerts.dispatcher import AlertDispatcher, Channel, Delivery, DeliveryListener
+from app.alerts.dispatcher import AlertDispatcher, Channel, Delivery, DeliveryListener, Submitted
 from app.alerts.model import Alert
 from app.alerts.rules import AlertRules
 from app.cluster.duties import Duties
 from app.hyper.events import ConnectionEvent
 from app.hyper.registry import HypervisorRegistry
+from app.i18n import gettext as _
 from app.settings import Settings
 
 __all__ = ["Alert", "AlertRelay", "AlertRules", "Alerts", "Delivery"]
@@ -101,8 +102,19 @@ class Alerts:
                 changed(ConnectionEvent(hv.id, hv.name, hv.state, hv.reason, hv.maintenance))
         return registry.add_connection_listener(changed)
 
-    def submit(self, alert: Alert) -> None:
-        """Deliver ``alert`` from this replica now (the settings page's test alert)."""
+    def submit(self, alert: Alert) -> Submitted:
+        """Deliver ``alert`` from this replica now (the test alert), rate limit applied."""
+        return self.dispatcher.submit(alert)
+
+    def send_test(self, sender: str, text: str) -> Submitted | None:
+        """A test alert from ``sender`` to every channel; None when no channel is configured."""
+        if not self.dispatcher.channels:
+            return None
+        return self.submit(
+            Alert(kind="test", severity="info", subject=sender, title=_("Test alert"), text=text)
+        )
+
+    def _dispatch(self, alert: Alert) -> None:
         self.dispatcher.submit(alert)
 
     def raise_alert(self, alert: Alert) -> None:
@@ -129,7 +141,7 @@ class Alerts:
         duties.add("certificate-watch", self.certificates.run)
         if self._relay is not None:
             relay = self._relay
-            duties.add("alert-delivery", lambda: relay.deliver(self.dispatcher.submit))
+            duties.add("alert-delivery", lambda: relay.deliver(self._dispatch))
 
     async def start(self) -> None:
         await self.dispatcher.start()

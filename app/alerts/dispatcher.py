@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.alerts.model import Alert
 from app.background import cancel_and_wait
@@ -48,6 +48,20 @@ class Delivery:
 
 
 DeliveryListener = Callable[[Delivery], None]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What became of one submitted alert: put on these channels' queues (``dropped`` where a queue
+    was full), or ``held_back`` by the rate limit (it goes out when its window ends)."""
+
+    queued: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    held_back: bool = False
+
+    def details(self) -> dict[str, Any]:
+        """What the audit log keeps of it."""
+        return {"queued": list(self.queued), "dropped": list(self.dropped), "held_back": self.held_back}
 
 
 @dataclass
@@ -141,7 +155,7 @@ class AlertDispatcher:
 
     # -- submitting -------------------------------------------------------------------------
 
-    def submit(self, alert: Alert) -> None:
+    def submit(self, alert: Alert) -> Submitted:
         """Rate-limit and enqueue ``alert``; never blocks, never raises for a full queue."""
         key = alert.limit_key
         now = self._now()
@@ -153,9 +167,10 @@ class AlertDispatcher:
                 loop = asyncio.get_running_loop()
                 window.timer = loop.call_later(window.until - now, self._window_ended, key)
             log.info("alert %s (%s) held back by the rate limit", alert.kind, alert.subject)
-            return
+            return Submitted(held_back=True)
         self._windows[key] = _Window(until=now + self._settings.rate_limit)
-        self._enqueue(alert)
+        dropped = self._enqueue(alert)
+        return Submitted(queued=tuple(name for name in self.channels if name not in dropped), dropped=dropped)
 
     def _window_ended(self, key: str) -> None:
         window = self._windows.pop(key, None)
@@ -165,12 +180,15 @@ class AlertDispatcher:
         self._windows[key] = _Window(until=self._now() + self._settings.rate_limit)
         self._enqueue(window.held.with_suppressed(window.count - 1))
 
-    def _enqueue(self, alert: Alert) -> None:
+    def _enqueue(self, alert: Alert) -> tuple[str, ...]:
+        """Put ``alert`` on every channel's queue; the names of those whose queue was full."""
         log.log(logging.INFO if alert.severity == "info" else logging.WARNING, "alert: %s", alert.title)
+        dropped: list[str] = []
         for worker in self._workers:
             try:
                 worker.queue.put_nowait(alert)
             except asyncio.QueueFull:
+                dropped.append(worker.channel.name)
                 log.error(
                     "alert %s (%s) dropped: the %s queue is full",
                     alert.kind,
@@ -178,6 +196,7 @@ class AlertDispatcher:
                     worker.channel.name,
                 )
                 self._report(Delivery(alert, worker.channel.name, "dropped"))
+        return tuple(dropped)
 
     def _report(self, delivery: Delivery) -> None:
         counted = (delivery.channel, delivery.result)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from app.api.out import Out, UtcTime
+from app.api.responses import Connection
 from app.auth.personal_tokens import PersonalToken
 
 # --- personal API tokens --------------------------------------------------------------------------
@@ -111,3 +112,23 @@ class AuditPageOut(Out):
 
     records: list[AuditRecordOut]
     next_before: int | None = Field(description="pass as before= for the next page; null on the last")
+
+
+class TestAlertOut(Out):
+    """Where a test alert went: queued on each channel's queue (dropped where one was full), or held
+    back by the rate limit (the latest goes out when the window ends)."""
+
+    channels: list[str] = Field(description="the configured channels")
+    queued: list[str]
+    dropped: list[str] = Field(description="channels whose queue was full")
+    held_back: bool
+
+
+class AdminConsole(Out):
+    """A console of a VM for an administrator: the connection as the broker API gives a client,
+    with when its ticket and SPICE password expire."""
+
+    vm: dict[str, int | str] = Field(description="id and name")
+    connection: Connection
+    expires_at: UtcTime = Field(description="the ticket opens new connections until then")
+    password_valid_until: UtcTime

@@ -43,7 +43,7 @@ from app.i18n import ngettext
 from app.live.hub import LiveHub
 from app.observers import Observers
 from app.proxy.service import ConsoleError, ConsoleGrant, ConsoleService
-from app.proxy.vv import build_vv
+from app.proxy.vv import build_vv, connection_json
 from app.vms.records import Vm, get_vm
 from app.vms.service import VmService
 
@@ -383,20 +383,9 @@ class Broker:
             vm.id, user_id, client_address=client_address, gateway_host=gateway_host
         )
         title = f"{pool.name}: {vm.name}" if pool is not None else vm.name
-        return {
-            "protocol": "spice",
-            "host": grant.host,
-            "port": grant.port,
-            "tls_port": grant.tls_port,
-            **({"host_subject": grant.host_subject, "ca": grant.ca} if grant.tls_port is not None else {}),
-            "password": grant.password,
-            "ticket": grant.ticket,
-            "proxy": grant.proxy_url,
-            "title": title,
-            # The viewer offers USB redirection only where the desktop's device policy allows it.
-            "vv": self.build_vv(grant, title=title, usb_redirect=int(vm.usb_redirect) > 0),
-            "console_url": CONSOLE_PAGE.format(vm_id=vm.id),
-        }
+        # The viewer offers USB redirection only where the desktop's device policy allows it.
+        vv = self.build_vv(grant, title=title, usb_redirect=int(vm.usb_redirect) > 0)
+        return connection_json(grant, title=title, vv=vv, console_url=CONSOLE_PAGE.format(vm_id=vm.id))
 
     # Power actions on one's own desktop
 

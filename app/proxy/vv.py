@@ -8,7 +8,7 @@ once read (``delete-this-file=1``). Both secrets expire within minutes anyway.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.proxy.service import ConsoleGrant
@@ -88,3 +88,21 @@ def build_vv(
     if grant.tls_port is not None and grant.ca:
         lines.append(f"ca={_pem_value(grant.ca)}")
     return "\n".join(lines) + "\n"
+
+
+def connection_json(grant: ConsoleGrant, *, title: str, vv: str, console_url: str) -> dict[str, Any]:
+    """The API's ``connection`` object for ``grant``: what a client needs to open the console itself,
+    the ``.vv`` file ``vv`` for remote-viewer, and the in-browser console page at ``console_url``."""
+    return {
+        "protocol": "spice",
+        "host": grant.host,
+        "port": grant.port,
+        "tls_port": grant.tls_port,
+        **({"host_subject": grant.host_subject, "ca": grant.ca} if grant.tls_port is not None else {}),
+        "password": grant.password,
+        "ticket": grant.ticket,
+        "proxy": grant.proxy_url,
+        "title": title,
+        "vv": vv,
+        "console_url": console_url,
+    }

@@ -6,6 +6,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 
 import app.api.ids  # noqa: F401  (registers the ``id`` path convertor before any route is built)
 from app.views import (
+    alerts_api,
     api_broker,
     api_docs,
     audit,
@@ -13,6 +14,7 @@ from app.views import (
     auth,
     configuration,
     consoles,
+    consoles_api,
     dhcp,
     health,
     home,
@@ -51,6 +53,7 @@ def routes() -> list[BaseRoute]:
         *hypervisors.routes,
         *hypervisors_api.routes,
         *configuration.routes,
+        *alerts_api.routes,
         *upcoming.routes,
         *live.routes,
         *vms.routes,
@@ -62,6 +65,7 @@ def routes() -> list[BaseRoute]:
         *images_api.routes,
         *snapshots.routes,
         *consoles.routes,
+        *consoles_api.routes,
         *api_broker.routes,
         *api_docs.routes,
         *portal.routes,

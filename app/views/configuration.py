@@ -9,13 +9,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.alerts import Alert, Alerts
+from app.alerts import Alerts
 from app.api.describe import PAGE, REDIRECT, describe
 from app.api.forms import NoFields
 from app.i18n import gettext as _
 from app.services import services_of
 from app.settings import effective_settings
-from app.views.forms import redirect_with_toast, render
+from app.views.forms import record_action, redirect_with_toast, render
 from app.views.guards import admin_required
 
 
@@ -64,24 +64,22 @@ def alert_status(alerts: Alerts) -> dict[str, Any]:
 @admin_required
 @describe("Send a test alert to every channel", form=NoFields, responses={303: REDIRECT})
 async def send_test_alert(request: Request) -> Response:
-    services = services_of(request)
     user = request.state.user
-    channels = services.alerts.dispatcher.channels
-    if not channels:
+    text = f"{user.username} sent this test alert from the Settings page. Alerts reach you this way."
+    submitted = services_of(request).alerts.send_test(user.username, text)
+    if submitted is None:
         return redirect_with_toast(
             "/settings", _("No alert channel is configured ([alerts] in the configuration)."), "warning"
         )
-    services.alerts.submit(
-        Alert(
-            kind="test",
-            severity="info",
-            subject=user.username,
-            title=_("Test alert"),
-            text=f"{user.username} sent this test alert from the Settings page. Alerts reach you this way.",
+    await record_action(request, "alert_test", **submitted.details())
+    if submitted.held_back:
+        return redirect_with_toast(
+            "/settings",
+            _("Test alert held back by the rate limit: the latest goes out when its window ends."),
+            "warning",
         )
-    )
     return redirect_with_toast(
-        "/settings", _("Test alert queued for {names}.").format(names=", ".join(channels))
+        "/settings", _("Test alert queued for {names}.").format(names=", ".join(submitted.queued))
     )
 
 
