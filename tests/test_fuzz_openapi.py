@@ -182,6 +182,16 @@ async def test_a_desktop_whose_domain_was_removed_elsewhere_is_refused_until_an_
     assert answer.json()["desktop"]["name"] == "ghost-vm"
 
 
+async def test_a_console_of_a_vm_without_a_spice_display_is_refused_saying_so(fuzzed: Fuzzed) -> None:
+    # test:///default's running domain "test" has no SPICE display: asking again cannot help.
+    listed = await fuzzed.admin.get("/api/v1/admin/vms")
+    vm = next(vm for vm in listed.json()["vms"] if vm["name"] == "test")
+    answer = await fuzzed.admin.post(f"/api/v1/admin/vms/{vm['id']}/console", json={})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == "no_spice_display"
+    assert "has no SPICE display" in answer.json()["message"]
+
+
 async def test_a_media_change_the_hypervisor_cannot_make_is_refused_saying_so(fuzzed: Fuzzed) -> None:
     # libvirt's test driver cannot change a device of a defined domain.
     listed = await fuzzed.admin.get("/api/v1/admin/vms")

@@ -34,6 +34,11 @@ class NotSupported(HypervisorError):
     """The hypervisor's libvirt driver cannot do this at all (e.g. a live CD-ROM change on some drivers)."""
 
 
+class NoSpiceDisplay(HypervisorError):
+    """The running domain has no SPICE display the dashboard may use (none, no port, or only a plain
+    port where plain SPICE is not allowed): its definition or its hypervisor's record must change."""
+
+
 class DirectoryMissing(HypervisorError):
     """A directory the hypervisor's record names does not exist there (yet)."""
 

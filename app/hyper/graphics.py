@@ -13,7 +13,7 @@ import libvirt
 
 from app.hyper.connection import translate
 from app.hyper.domains import lookup
-from app.hyper.errors import HypervisorError, InvalidDomainState
+from app.hyper.errors import InvalidDomainState, NoSpiceDisplay
 from app.i18n import gettext as _
 
 
@@ -52,17 +52,17 @@ def spice_endpoint(conn: libvirt.virConnect, name: str, host: str, allow_plain: 
         raise InvalidDomainState(f"domain {name!r} is not running: no SPICE display to connect to")
     graphics = _spice_element(domain.XMLDesc(0))
     if graphics is None:
-        raise HypervisorError(_("domain {name!r} has no SPICE display").format(name=name))
+        raise NoSpiceDisplay(_("domain {name!r} has no SPICE display").format(name=name))
     tls_port = _port(graphics, "tlsPort")
     port = _port(graphics, "port") if allow_plain else None
     if port is None and tls_port is None:
         if _port(graphics, "port") is not None:
-            raise HypervisorError(
+            raise NoSpiceDisplay(
                 _(
                     "the SPICE display of {name!r} has no TLS port, and plain SPICE is not allowed on this hypervisor: restart the desktop from the dashboard, or allow plain SPICE"  # noqa: E501
                 ).format(name=name)
             )
-        raise HypervisorError(_("domain {name!r} has a SPICE display without a port").format(name=name))
+        raise NoSpiceDisplay(_("domain {name!r} has a SPICE display without a port").format(name=name))
     return SpiceEndpoint(host, port, tls_port)
 
 
@@ -87,7 +87,7 @@ def set_spice_password(
         raise InvalidDomainState(f"domain {name!r} is not running")
     graphics = _spice_element(domain.XMLDesc(0))
     if graphics is None:
-        raise HypervisorError(_("domain {name!r} has no SPICE display").format(name=name))
+        raise NoSpiceDisplay(_("domain {name!r} has no SPICE display").format(name=name))
     # Keep every other attribute and child (ports, listen, channels) as they are.
     graphics.set("passwd", password)
     graphics.set("passwdValidTo", password_validity(valid_until))

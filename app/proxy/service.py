@@ -41,7 +41,7 @@ from app.cluster.census import ConsoleRoster, NoPeers, OpenConsole
 from app.db.records import Identified, Record, UserRecord, fetch_record, fetch_records
 from app.db.schema import console_epochs, console_tickets, users, vms
 from app.hyper import ConnectionEvent, DomainEvent, HypervisorRegistry
-from app.hyper.errors import DomainNotFound, HypervisorError, InvalidDomainState
+from app.hyper.errors import DomainNotFound, HypervisorError, InvalidDomainState, NoSpiceDisplay
 from app.hyper.graphics import SpiceEndpoint
 from app.i18n import gettext as _
 from app.proxy import sessions as reasons
@@ -257,6 +257,13 @@ class ConsoleService:
             # It stopped between the state check and now.
             raise ConsoleError(
                 "vm_not_running", _("{name} stopped: start it to open its console.").format(name=vm.name), 409
+            ) from exc
+        except NoSpiceDisplay as exc:
+            # Asking again cannot help: the VM's definition (or its hypervisor's record) must change.
+            raise ConsoleError(
+                "no_spice_display",
+                _("{name} has no SPICE display the dashboard may use: {exc}").format(name=vm.name, exc=exc),
+                409,
             ) from exc
         except HypervisorError as exc:
             raise ConsoleError(

@@ -28,8 +28,9 @@ from app.vms.records import get_vm
     "Open a VM's console: a console ticket, the SPICE password and a .vv file for remote-viewer",
     responses={200: AdminConsole},
     description=(
-        "As the console page: errors 404 vm_not_found, 409 vm_not_running or vm_not_defined, "
-        "502 display_unavailable, 503 hypervisor_unavailable. A read-only token is refused."
+        "As the console page: errors 404 vm_not_found, 409 vm_not_running, vm_not_defined or "
+        "no_spice_display, 502 display_unavailable, 503 hypervisor_unavailable. "
+        "A read-only token is refused."
     ),
 )
 async def open_console(request: Request) -> Response:
