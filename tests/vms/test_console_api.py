@@ -4,6 +4,8 @@ never cached, audited as the console page's; a read-only token may not open one.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
@@ -13,6 +15,7 @@ import sqlalchemy as sa
 from app.clock import utcnow
 from app.db.schema import audit_log
 from app.vms.records import get_vm
+from tests.log_capture import dashboard_logging
 from tests.test_admin_tokens import bearer, make_token
 from tests.vms.test_firmware_state_kvm import vv_fields
 from tests.vms.world import VmWorld
@@ -20,8 +23,15 @@ from tests.vms.world import VmWorld
 pytestmark = pytest.mark.kvm
 
 
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """The dashboard's log, access log included, from before the dashboard starts."""
+    with dashboard_logging(log_level="DEBUG", access_log=True) as out:
+        yield out
+
+
 async def test_an_admin_token_opens_a_vms_console_as_the_broker_api_gives_a_desktop(
-    vm_world: VmWorld,
+    captured: io.StringIO, vm_world: VmWorld
 ) -> None:
     world = vm_world
     created = await world.service.create(
@@ -77,4 +87,9 @@ async def test_an_admin_token_opens_a_vms_console_as_the_broker_api_gives_a_desk
     )
     assert [entry["actor"] for entry in entries] == ["admin"], "one console opened, by the token's admin"
     assert all(connection["password"] not in entry["details_json"] for entry in entries)
+    # The request is logged; none of its secrets is.
+    log = captured.getvalue()
+    assert f"POST {path}" in log
+    for secret in (connection["password"], connection["ticket"], full):
+        assert secret not in log
     await world.service.power(vm_id, "poweroff")
