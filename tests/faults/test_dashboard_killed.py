@@ -25,7 +25,8 @@ from tests.services.guests import GuestImages
 from tests.services.libvirt_host import LibvirtHost
 from tests.services.ports import allocate_port, release_port
 from tests.services.rundir import RunDir
-from tests.vms.world import GENEROUS, clean_host, prepare_iso_dir
+from tests.vms.world import clean_host, prepare_iso_dir
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -71,9 +72,11 @@ class Served:
         return response.json()
 
     async def until(self, path: str, ready: Callable[[Any], bool]) -> Any:
-        async with asyncio.timeout(GENEROUS):
-            while not ready(answer := await self.api("GET", path)):
-                await asyncio.sleep(0.05)
+        async def answered() -> tuple[Any] | None:
+            answer = await self.api("GET", path)
+            return (answer,) if ready(answer) else None
+
+        (answer,) = await eventually(answered, f"GET {path} answering as awaited")
         return answer
 
     async def stop(self) -> None:
@@ -150,10 +153,13 @@ async def vm_states(served: Served) -> dict[str, str]:
 
 
 async def agree_with_libvirt(served: Served, host: LibvirtHost) -> dict[str, str]:
-    async with asyncio.timeout(GENEROUS):
-        while (rows := await vm_states(served)) != await asyncio.to_thread(libvirt_states, host, "killed-"):
-            await asyncio.sleep(0.2)
-    return rows
+    async def agreed() -> tuple[dict[str, str]] | None:
+        rows = await vm_states(served)
+        # In a tuple: no VMs on either side is an agreement too.
+        return (rows,) if rows == await asyncio.to_thread(libvirt_states, host, "killed-") else None
+
+    (states,) = await eventually(agreed, "the VM rows saying what libvirt says", interval=0.2)
+    return states
 
 
 async def test_the_dashboard_killed_during_a_copy_disk(
@@ -172,11 +178,9 @@ async def test_the_dashboard_killed_during_a_copy_disk(
     await killed_during(served, op_id, "Copying: ")
 
     await served.start()
-    operation = await interrupted(served, op_id)
-    async with asyncio.timeout(GENEROUS):
-        while "Temporary file removed" not in operation["message"]:
-            operation = (await served.api("GET", f"/operations/{op_id}"))["operation"]
-            await asyncio.sleep(0.1)
+    await interrupted(served, op_id)
+    removed = "Temporary file removed"
+    await served.until(f"/operations/{op_id}", lambda answer: removed in answer["operation"]["message"])
     assert partial_files(hypervisor_host, "killed-") == []
     assert not (hypervisor_host.images_dir / "killed-init.qcow2").exists(), "no half-copied disk"
     assert await agree_with_libvirt(served, hypervisor_host) == {

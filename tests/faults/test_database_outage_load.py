@@ -34,6 +34,7 @@ from tests.proxy.spice_client import StreamClosed, TcpStream
 from tests.services.libvirt_host import LibvirtHost
 from tests.vms.test_database_outage import outage
 from tests.vms.world import GENEROUS, WorldFactory
+from tests.waiting import NeverHappened, eventually
 
 pytestmark = pytest.mark.kvm
 
@@ -54,14 +55,12 @@ FINE = (200, 202, 204, 409)
 
 async def until(check: Callable[[], bool], what: str, ledger: Ledger) -> None:
     try:
-        async with asyncio.timeout(GENEROUS):
-            while not check():
-                await asyncio.sleep(0.2)
-    except TimeoutError:
+        await eventually(check, what, timeout=GENEROUS, interval=0.2)
+    except NeverHappened as missed:
         seen = Counter((a.kind, a.status) for a in ledger.answers)
         failed = ledger.console_failures
         raise AssertionError(
-            f"{what}: not within {GENEROUS} s; answers {dict(seen)}, "
+            f"{missed}; answers {dict(seen)}, "
             f"{len(ledger.console_exchanges)} console exchanges, console failures {failed}"
         ) from None
 
