@@ -28,7 +28,7 @@ from tests.dashboard import BrowserLikeClient, RunningDashboard
 from tests.services.browser import BrowserFactory
 
 # Answers that are not pages whatever the data (no screenshot of a stopped VM yet).
-NOT_PAGES = {"/vms/{vm_id:int}/thumbnail.png"}
+NOT_PAGES = {"/vms/{vm_id:id}/thumbnail.png"}
 
 
 @dataclass

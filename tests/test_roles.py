@@ -11,7 +11,7 @@ from tests.dashboard import RunningDashboard
 
 # Routes anyone may reach: log-in, log-out, static assets, the live socket (it checks the session itself),
 # the console websocket (its console ticket cookie is the credential, checked per connection).
-PUBLIC = {"/login", "/logout", "/live", "/console/ws/{vm_id:int}"}
+PUBLIC = {"/login", "/logout", "/live", "/console/ws/{vm_id:id}"}
 # The language switch (it saves the choice with the account only for a signed-in user) and
 # the scripts' catalogues.
 PUBLIC |= {"/language", "/static/i18n/{language}.js"}
