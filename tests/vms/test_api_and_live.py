@@ -68,6 +68,8 @@ async def test_power_actions_through_the_api_arrive_as_vm_messages_on_the_live_w
         await next_vm_message(socket, vm_id, "shutoff")
     finally:
         await socket.close()
+    # A state is published the moment its event arrives, then stored: wait for the store.
+    await world.settle()
     listed = (await admin.get("/api/v1/admin/vms")).json()["vms"]
     # This test's own VMs: the hypervisor is shared with other tests, whose domains it may still
     # hold (a domain found there is listed as an unclassified VM).
