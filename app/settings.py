@@ -82,11 +82,13 @@ class SecuritySettings(Section):
     # Addresses or networks (CIDR) counted by user name only: NAT gateways, proxies that hide clients.
     login_trusted_networks: list[str] = Field(default_factory=list)
     api_token_ttl: int = Field(default=3600, ge=1)
-    # Password checks (Argon2) run on these workers ("process" or "thread"), reniced by
+    # Password checks (Argon2) run on these workers ("process" or "thread"), first in Linux's
+    # idle scheduling class for up to argon2_idle_seconds (0: never), then reniced by
     # argon2_worker_nice; beyond argon2_queue waiting checks a log-in is refused as busy (503).
     argon2_workers: int = Field(default=1, ge=1, le=64)
     argon2_worker_kind: Literal["thread", "process"] = "thread"
     argon2_worker_nice: int = Field(default=10, ge=0, le=19)
+    argon2_idle_seconds: float = Field(default=2.0, ge=0, le=60)
     argon2_queue: int = Field(default=1000, ge=0)
     # Audit rows per minute for failures anyone can cause (failed log-ins ...); the rest is counted.
     audit_unauthenticated_per_minute: int = Field(default=120, ge=1)

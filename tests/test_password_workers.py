@@ -1,9 +1,11 @@
-"""Argon2 runs on reniced workers, a bounded number at once; beyond the queue a check is refused as busy."""
+"""Argon2 runs on workers in the idle CPU class, then reniced; a bounded number at once; beyond that, busy."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -37,6 +39,39 @@ async def test_a_check_runs_on_a_worker_thread_at_a_lower_priority(workers: Pass
     assert not await workers.verify(STORED, PASSWORD + "!")
     assert before + 10 in _thread_nice_values() or 19 in _thread_nice_values(), "a reniced worker thread"
     assert os.getpriority(os.PRIO_PROCESS, 0) == before, "the event loop's thread keeps its priority"
+
+
+def _scheduling_class() -> tuple[int, int]:
+    return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def _scheduling_class_once_promoted() -> tuple[int, int]:
+    """Wait (on the worker) until the check has been moved out of the idle class."""
+    deadline = time.monotonic() + 30
+    while os.sched_getscheduler(0) == os.SCHED_IDLE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _scheduling_class()
+
+
+async def test_a_check_runs_in_the_idle_cpu_class_so_the_event_loop_gets_a_core_first(
+    workers: PasswordWorkers,
+) -> None:
+    policy, _ = await workers._run(_scheduling_class)
+    assert policy == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER, "the event loop's thread stays in the normal class"
+
+
+async def test_a_check_the_busy_host_keeps_waiting_goes_on_in_the_normal_class_reniced() -> None:
+    pool = PasswordWorkers(workers=1, queue=1, kind="thread", nice=10, idle_seconds=0.05)
+    await pool.start()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        policy, nice = await pool._run(_scheduling_class_once_promoted)
+        assert policy == os.SCHED_OTHER
+        assert nice == min(19, before + 10), "still reniced"
+        assert await pool.verify(STORED, PASSWORD)
+    finally:
+        await pool.stop()
 
 
 async def test_beyond_the_queue_a_check_is_refused_at_once(workers: PasswordWorkers) -> None:

@@ -228,6 +228,7 @@ async def start_login_service(
         queue=security.argon2_queue,
         kind=security.argon2_worker_kind,
         nice=security.argon2_worker_nice,
+        idle_seconds=security.argon2_idle_seconds,
     )
     await passwords.start()
     stack.push_async_callback(passwords.stop)
