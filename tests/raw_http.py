@@ -31,7 +31,7 @@ async def repeat(chunk: bytes, times: int, pause: float = 0.0) -> AsyncIterator[
     for _ in range(times):
         yield chunk
         if pause:
-            await asyncio.sleep(pause)
+            await asyncio.sleep(pause)  # pacing: a slow client's rhythm
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> RawAnswer:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from app.auth.hashing import PasswordCheckBusy, PasswordWorkers
 from app.auth.passwords import hash_password, needs_rehash
+from tests.waiting import eventually_blocking
 
 PASSWORD = "correct horse battery"
 STORED = hash_password(PASSWORD)
@@ -47,9 +47,9 @@ def _scheduling_class() -> tuple[int, int]:
 
 def _scheduling_class_once_promoted() -> tuple[int, int]:
     """Wait (on the worker) until the check has been moved out of the idle class."""
-    deadline = time.monotonic() + 30
-    while os.sched_getscheduler(0) == os.SCHED_IDLE and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually_blocking(
+        lambda: os.sched_getscheduler(0) != os.SCHED_IDLE, "the check out of the idle class", interval=0.01
+    )
     return _scheduling_class()
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.waiting import NeverHappened, eventually
+from tests.waiting import NeverHappened, eventually, eventually_blocking
 
 
 async def test_eventually_returns_the_first_true_answer() -> None:
@@ -40,3 +40,29 @@ async def test_a_check_that_breaks_is_a_failure_not_a_wait() -> None:
 
     with pytest.raises(KeyError):
         await eventually(broken, "a record")
+
+
+async def test_eventually_looks_ever_less_often_up_to_its_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded(seconds: float) -> None:
+        pauses.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", recorded)
+    answers = iter([0] * 12 + [1])
+    await eventually(lambda: next(answers), "the thirteenth look")
+    assert pauses[0] == 0.02 and pauses == sorted(pauses) and pauses[-1] == 0.25
+    pauses.clear()
+    answers = iter([0] * 12 + [1])
+    await eventually(lambda: next(answers), "a short window", interval=0.01, ceiling=0.01)
+    assert pauses == [0.01] * 12
+
+
+def test_the_blocking_twin_keeps_a_tight_interval_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    answers = iter([0] * 5 + [1])
+    assert eventually_blocking(lambda: next(answers), "the sixth look", interval=0.05, ceiling=0.05) == 1
+    assert pauses == [0.05] * 5

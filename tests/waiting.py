@@ -29,11 +29,21 @@ class NeverHappened(AssertionError):
 
 @overload
 async def eventually(  # an awaitable answer is awaited
-    check: Callable[[], Awaitable[T | None]], what: str, *, timeout: float = ..., interval: float = ...
+    check: Callable[[], Awaitable[T | None]],
+    what: str,
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    ceiling: float = ...,
 ) -> T: ...
 @overload
 async def eventually(
-    check: Callable[[], T | None], what: str, *, timeout: float = ..., interval: float = ...
+    check: Callable[[], T | None],
+    what: str,
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    ceiling: float = ...,
 ) -> T: ...
 async def eventually(
     check: Callable[[], Any],
@@ -41,13 +51,15 @@ async def eventually(
     *,
     timeout: float = GENEROUS,
     interval: float = 0.02,
+    ceiling: float = 0.25,
 ) -> Any:
     """Call ``check`` (plain or async) until it returns something true, and return that.
 
-    It looks at once, then again after ``interval`` seconds, growing to a quarter of a
-    second. Exceptions from ``check`` are not swallowed: a check that breaks is a
-    failure, not "not yet". After ``timeout`` seconds it fails, naming ``what`` was
-    awaited and the last answer.
+    It looks at once, then again after ``interval`` seconds, growing to ``ceiling`` (a
+    quarter of a second; a check that must catch a short window keeps it at ``interval``).
+    Exceptions from ``check`` are not swallowed: a check that breaks is a failure, not
+    "not yet". After ``timeout`` seconds it fails, naming ``what`` was awaited and the
+    last answer.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -59,11 +71,16 @@ async def eventually(
         if loop.time() >= deadline:
             raise NeverHappened(f"{what}: not after {timeout:g} s (last answer: {result!r})")
         await asyncio.sleep(interval)
-        interval = min(interval * 1.5, 0.25)
+        interval = min(interval * 1.5, max(ceiling, interval))
 
 
 def eventually_blocking(
-    check: Callable[[], T | None], what: str, *, timeout: float = GENEROUS, interval: float = 0.02
+    check: Callable[[], T | None],
+    what: str,
+    *,
+    timeout: float = GENEROUS,
+    interval: float = 0.02,
+    ceiling: float = 0.25,
 ) -> T:
     """:func:`eventually` for code without an event loop (a helper thread, a synchronous fixture)."""
     deadline = time.monotonic() + timeout
@@ -74,4 +91,4 @@ def eventually_blocking(
         if time.monotonic() >= deadline:
             raise NeverHappened(f"{what}: not after {timeout:g} s (last answer: {result!r})")
         time.sleep(interval)
-        interval = min(interval * 1.5, 0.25)
+        interval = min(interval * 1.5, max(ceiling, interval))

@@ -111,6 +111,7 @@ class ApiClient:
                     return seen, Desktop(body)
                 assert body["status"] == "booting", body
                 assert int(response.headers["Retry-After"]) == body["retry_after"] > 0
+                # As a client does: ask again when the broker's Retry-After says (its own pacing).
                 await asyncio.sleep(body["retry_after"])
 
     async def release(self, lease_id: int) -> httpx.Response:

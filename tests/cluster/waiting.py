@@ -1,16 +1,15 @@
-"""Waiting for a condition in cluster tests (never for a fixed time).
+"""Waiting for a condition in cluster tests (never for a fixed time): :func:`tests.waiting.eventually`.
 
-Unlike :func:`tests.waiting.eventually`, the interval stays as given: some cluster tests
-must catch a short window (qemu-img writing its temporary file) and poll it tightly.
+The interval stays as given instead of growing: some cluster tests must catch a short window
+(qemu-img writing its temporary file) and poll it tightly.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
+
+from tests.waiting import eventually
 
 T = TypeVar("T")
 
@@ -24,14 +23,5 @@ async def until(
     condition: Callable[[], T | None], what: str, *, within: float = ..., every: float = ...
 ) -> T: ...
 async def until(condition: Callable[[], Any], what: str, *, within: float = 30, every: float = 0.05) -> Any:
-    """The first truthy value of ``condition()`` (plain or async), polled until ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:g} s")
-        await asyncio.sleep(every)
+    """The first truthy value of ``condition()`` (plain or async), polled every ``every`` s."""
+    return await eventually(condition, what, timeout=within, interval=every, ceiling=every)

@@ -128,7 +128,7 @@ async def churn(client: ApiClient, ledger: Ledger, seed: int, pool: int, stop: a
             ledger.leases.add(desktop.lease_id)
             ledger.tickets.append(desktop.ticket)
             await hold(client, ledger, desktop.lease_id, rng.randint(1, 3))
-        await asyncio.sleep(rng.uniform(0.1, 0.4))
+        await asyncio.sleep(rng.uniform(0.1, 0.4))  # pacing: a user's think time
 
 
 async def hold(client: ApiClient, ledger: Ledger, lease_id: int, heartbeats: int) -> None:
@@ -138,7 +138,7 @@ async def hold(client: ApiClient, ledger: Ledger, lease_id: int, heartbeats: int
             "heartbeat",
             lambda: client.http.post(f"/api/v1/leases/{lease_id}/heartbeat", headers=client.headers),
         )
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # pacing: the heartbeats' rhythm
     released = await ledger.call("release", lambda: client.release(lease_id))
     if released is not None and released.status_code == 204:
         ledger.released.add(lease_id)
@@ -149,7 +149,7 @@ async def admin_pages(admin: BrowserLikeClient, ledger: Ledger, stop: asyncio.Ev
     while not stop.is_set():
         for page in pages:
             await ledger.call(f"GET {page}", functools.partial(admin.get, page))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # pacing: an admin clicking through
 
 
 async def console(desktop: Desktop, ledger: Ledger, stop: asyncio.Event) -> None:
@@ -169,7 +169,7 @@ async def console(desktop: Desktop, ledger: Ledger, stop: asyncio.Event) -> None
                 ledger.console_failures.append((started, f"{type(exc).__name__}: {exc}"))
                 return
             ledger.console_exchanges.append((started, True))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # pacing: a console's steady exchanges
     finally:
         stream.close()
 
@@ -256,7 +256,7 @@ async def test_the_database_stops_for_20_s_under_load(
 
         async with outage(database_backend, request, database_url):
             went_down = time.monotonic()
-            await asyncio.sleep(OUTAGE_SECONDS)
+            await asyncio.sleep(OUTAGE_SECONDS)  # the fault injected: its length is the input
             came_back = time.monotonic()
         # Recovered by itself: desktops handed out, pages served and the console answering again,
         # and nothing but successes (or "all in use") for a while.

@@ -109,6 +109,7 @@ async def test_the_second_hypervisors_link_cut_for_30_s_while_a_user_holds_a_des
         sessions = await world.dashboard.services.audit.recent(action="console.session")
         assert sessions[0]["details"]["end_reason"] == "hypervisor_down"
 
+        # The fault injected lasts CUT_SECONDS: its length is the input, not a wait for a condition.
         await asyncio.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
         await asyncio.to_thread(net.mend)
 

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.services.ports import allocate_port, release_port
 from tests.services.process import descendants, run, spawn, stop_process, wait_until
 from tests.services.rundir import RunDir
 from tests.services.sshd import keygen
+from tests.waiting import NeverHappened, eventually_blocking
 
 INSTALL = REPO / "hypervisors" / "install.sh"
 
@@ -136,14 +136,18 @@ def fresh_host(run_dir: RunDir, h0: LibvirtHost) -> Iterator[FreshHost]:
 
 def remove_user(user: str, timeout: float = 20) -> None:
     """userdel, waiting out processes of the user that are still being reaped."""
-    deadline = time.monotonic() + timeout
-    while True:
+    said = ""
+
+    def removed() -> bool:
+        nonlocal said
         result = subprocess.run(["userdel", user], capture_output=True, text=True, check=False)
-        if result.returncode in (0, 6):  # removed, or never created
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"could not remove the test user {user}: {result.stderr.strip()}")
-        time.sleep(0.2)
+        said = result.stderr.strip()
+        return result.returncode in (0, 6)  # removed, or never created
+
+    try:
+        eventually_blocking(removed, f"the test user {user} removed", timeout=timeout, interval=0.2)
+    except NeverHappened:
+        raise RuntimeError(f"could not remove the test user {user}: {said}") from None
 
 
 def start_sshd(host: FreshHost, run_dir: RunDir) -> None:

@@ -298,6 +298,8 @@ async def test_two_consoles_opened_a_second_apart_both_open_new_channels_later(
 
     first = await desktop.open()
     assert (await asyncio.to_thread(new_channel, first)).ok
+    # A second apart on the real clock: libvirt's passwdValidTo has seconds resolution, so the
+    # second console moves the display's own password expiry, which is what is tested.
     await asyncio.sleep(1)
     second = await desktop.open()
     # Both consoles open a new channel after the other one was opened.

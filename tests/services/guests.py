@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from PIL import Image
+
+from tests.waiting import NeverHappened, eventually_blocking
 
 from .process import ServiceError, run
 
@@ -238,16 +239,20 @@ def wait_for_screen(
     domain: Any, rgb: tuple[int, int, int], *, fraction: float = 0.5, timeout: float = 30
 ) -> Screen:
     """Poll screenshots until ``rgb`` covers at least ``fraction`` of the screen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        screen = screenshot(domain)
-        if screen.fraction(rgb) >= fraction:
-            return screen
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"screen of {domain.name()} never became {rgb} (dominant colour {screen.dominant_color()})"
-            )
-        time.sleep(0.2)
+    last: Screen | None = None
+
+    def shown() -> Screen | None:
+        nonlocal last
+        last = screenshot(domain)
+        return last if last.fraction(rgb) >= fraction else None
+
+    try:
+        return eventually_blocking(shown, f"screen of {domain.name()}", timeout=timeout, interval=0.2)
+    except NeverHappened:
+        colour = last.dominant_color() if last is not None else None
+        raise AssertionError(
+            f"screen of {domain.name()} never became {rgb} (dominant colour {colour})"
+        ) from None
 
 
 class GuestImages:

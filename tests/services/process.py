@@ -7,9 +7,10 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+
+from tests.waiting import NeverHappened, eventually_blocking
 
 # Every process a run starts gets this variable (value: the run id). Children
 # inherit it, so /proc/PID/environ names the owning run even after a daemon forked.
@@ -103,12 +104,13 @@ def wait_until(
 
     Exceptions from ``ready`` count as "not yet" (connection refused and the like).
     """
-    deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
-    while True:
+
+    def started() -> bool:
+        nonlocal last_error
         try:
             if ready():
-                return
+                return True
         except Exception as exc:  # not ready yet: keep the reason for the error message
             last_error = exc
         if proc is not None and proc.poll() is not None:
@@ -116,11 +118,13 @@ def wait_until(
                 f"{what}: process exited with code {proc.returncode} before it was ready\n"
                 + log_tail(log_path)
             )
-        if time.monotonic() > deadline:
-            reason = f" (last error: {last_error!r})" if last_error else ""
-            raise ServiceError(f"{what}: not ready after {timeout:.0f} s{reason}\n{log_tail(log_path)}")
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.25)
+        return False
+
+    try:
+        eventually_blocking(started, what, timeout=timeout, interval=interval)
+    except NeverHappened:
+        reason = f" (last error: {last_error!r})" if last_error else ""
+        raise ServiceError(f"{what}: not ready after {timeout:.0f} s{reason}\n{log_tail(log_path)}") from None
 
 
 def pid_alive(pid: int) -> bool:
@@ -142,15 +146,13 @@ def kill_pid(pid: int, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> N
     """Send ``sig``, wait up to ``timeout``, then SIGKILL. Never raises for a gone PID."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    with contextlib.suppress(NeverHappened):
+        eventually_blocking(lambda: not pid_alive(pid), f"pid {pid} gone", timeout=timeout)
     if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        with contextlib.suppress(NeverHappened):
+            eventually_blocking(lambda: not pid_alive(pid), f"pid {pid} gone after SIGKILL", timeout=5)
 
 
 def stop_process(

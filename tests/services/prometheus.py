@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.waiting import NeverHappened, eventually_blocking
+
 from . import report
 from .ports import allocate_port, release_port
 from .process import ServiceError, run, spawn, stop_process, wait_until
@@ -121,16 +123,19 @@ class Prometheus:
         self, expr: str, ready: Callable[[list[dict[str, Any]]], bool], *, timeout: float = 60
     ) -> Any:
         """Query until ``ready(result)``; the last result (an error with it on timeout)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.query(expr)
-            if ready(result):
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"prometheus: {expr} never satisfied the condition; last result {result}"
-                )
-            time.sleep(0.25)
+        last: list[dict[str, Any]] = []
+
+        def answered() -> list[dict[str, Any]] | None:
+            nonlocal last
+            last = self.query(expr)
+            return last if ready(last) else None
+
+        try:
+            return eventually_blocking(answered, f"prometheus: {expr}", timeout=timeout, interval=0.25)
+        except NeverHappened:
+            raise AssertionError(
+                f"prometheus: {expr} never satisfied the condition; last result {last}"
+            ) from None
 
     def stop(self) -> None:
         stop_process(self._proc, timeout=15)

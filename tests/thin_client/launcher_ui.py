@@ -16,6 +16,7 @@ from kvm_vdi_client.events import Started
 from kvm_vdi_client.ui import LauncherWindow
 
 from tests.services.xvfb import Xvfb
+from tests.waiting import NeverHappened, eventually, eventually_blocking
 
 # A Tcl interpreter must be deleted by the thread that created it, or Tcl aborts the
 # whole process ("Tcl_AsyncDelete: async handler deleted by the wrong thread"). Tk
@@ -40,17 +41,27 @@ class Ui:
         controller.dispatch(Started())
         self.until(lambda: self.root.winfo_viewable() == 1, "window mapped")
 
-    def until(self, condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-        deadline = time.monotonic() + limit
-        while not condition():
-            assert time.monotonic() < deadline, f"{what}: phase {self.controller.machine.phase}"
+    def pumped(self, condition: Callable[[], bool]) -> Callable[[], bool]:
+        """``condition`` looked at after Tk has handled what arrived (the window runs in this thread)."""
+
+        def check() -> bool:
             self.root.update()
-            time.sleep(0.02)
+            return condition()
+
+        return check
+
+    def until(self, condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+        try:
+            eventually_blocking(self.pumped(condition), what, timeout=limit, ceiling=0.02)
+        except NeverHappened as failure:
+            raise NeverHappened(f"{failure}; phase {self.controller.machine.phase}") from None
 
     def settle(self, seconds: float = 0.3) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.root.update()
+            # Pacing, not a wait for a condition: Tk is pumped while the window handles what
+            # xdotool typed; the steps after it wait for their own conditions with until().
             time.sleep(0.02)
 
     def keys(self, *keys: str) -> None:
@@ -78,17 +89,16 @@ class Ui:
 
     async def until_async(self, condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
         """Like :meth:`until`, yielding to the event loop (a dashboard may run in this loop)."""
-        deadline = time.monotonic() + limit
-        while not condition():
-            assert time.monotonic() < deadline, f"{what}: phase {self.controller.machine.phase}"
-            self.root.update()
-            await asyncio.sleep(0.02)
+        try:
+            await eventually(self.pumped(condition), what, timeout=limit, ceiling=0.02)
+        except NeverHappened as failure:
+            raise NeverHappened(f"{failure}; phase {self.controller.machine.phase}") from None
 
     async def settle_async(self, seconds: float = 0.3) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.root.update()
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # pacing: as settle()
 
     async def keys_async(self, *keys: str) -> None:
         await asyncio.to_thread(

@@ -31,6 +31,7 @@ with open(f"{{base}}.{{run}}.json.tmp", "w") as out:
 os.rename(f"{{base}}.{{run}}.json.tmp", f"{{base}}.{{run}}.json")
 parent = os.getppid()
 # Ends when closed, or when the launcher that started it is gone (never left behind by a failed test).
+# (The stand-in's own idle loop, as a viewer idles while its session runs: no test waits here.)
 while not os.path.exists(f"{{base}}.{{run}}.quit") and os.getppid() == parent:
     time.sleep(0.05)
 sys.exit({status})

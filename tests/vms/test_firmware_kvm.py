@@ -14,10 +14,10 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
-import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import libvirt
 import pytest
@@ -30,9 +30,11 @@ from tests.services.browser import BrowserFactory
 from tests.services.libvirt_host import LibvirtHost
 from tests.vms.test_browser_e2e import press
 from tests.vms.world import VmWorld
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 GENEROUS = 120
+T = TypeVar("T")
 
 
 def starts_paused(host: LibvirtHost, xml: str) -> tuple[bool, str]:
@@ -109,14 +111,9 @@ def screen_of(host: LibvirtHost, name: str) -> guests.Screen:
         conn.close()
 
 
-async def until(check: Any, what: str, timeout: float = GENEROUS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} within {timeout} s"
-        await asyncio.sleep(0.3)
+async def until(check: Callable[[], T | None], what: str, timeout: float = GENEROUS) -> T:
+    """:func:`eventually` for a check that blocks (a screenshot over libvirt): run on a thread."""
+    return await eventually(lambda: asyncio.to_thread(check), what, timeout=timeout, interval=0.3)
 
 
 def text_lines(screen: guests.Screen) -> int:
@@ -193,11 +190,14 @@ async def test_the_firmware_refuses_an_unsigned_program_under_secure_boot(
     host = vm_world.h0.host
     vm = await create_uefi_desktop(vm_world, "unsigned", tpm=False, signed=False, tmp=tmp_path)
     await vm_world.service.power(vm.id, "start")
+
     # The firmware tries the disk, is denied, tries its shell (not signed with the test key either),
     # and ends listing its failures: five lines and more of boot log on a black screen.
-    screen = await until(
-        lambda: (s := screen_of(host, vm.name)) and text_lines(s) >= 5 and s, "the firmware's refusal"
-    )
+    def refused() -> guests.Screen | None:
+        screen = screen_of(host, vm.name)
+        return screen if text_lines(screen) >= 5 else None
+
+    screen = await until(refused, "the firmware's refusal")
     assert screen.fraction(efi.EFI_BLUE) < 0.05, "the unsigned program never painted its screen"
     await vm_world.service.power(vm.id, "poweroff")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from app.vms.records import get_vm
 from tests.services import agent_guest
 from tests.services.libvirt_host import LibvirtHost
 from tests.vms.world import WorldFactory
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kvm
 GENEROUS = 240
@@ -47,16 +47,6 @@ def boot_kernel_directly(host: LibvirtHost, name: str, kernel: Path, initrd: Pat
         conn.defineXML(ET.tostring(root, encoding="unicode"))
     finally:
         conn.close()
-
-
-async def until(check: Any, what: str, timeout: float = GENEROUS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} within {timeout} s"
-        await asyncio.sleep(0.5)
 
 
 async def test_the_agent_reports_os_and_addresses_and_shuts_down_a_guest_that_ignores_acpi(
@@ -91,7 +81,7 @@ async def test_the_agent_reports_os_and_addresses_and_shuts_down_a_guest_that_ig
         guest = answer.json()["vm"]["guest"]
         return guest if guest and agent_guest.GUEST_ADDRESS + "/32" in guest["addresses"] else None
 
-    guest = await until(reported, "the guest agent's report in the API")
+    guest = await eventually(reported, "the guest agent's report in the API", timeout=GENEROUS, interval=0.5)
     assert guest["os_name"] == agent_guest.GUEST_OS
     listed = (await admin.get("/api/v1/admin/vms")).json()["vms"]
     assert [v["guest"] for v in listed if v["id"] == vm_id] == [guest]
