@@ -4,6 +4,7 @@ managed over SSH with pinned host keys; consoles through the real CONNECT gatewa
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,13 @@ import pytest
 from app.db.schema import audit_log, leases
 from app.hyper import HypervisorUnavailable
 from tests.broker.desktop_lab import GENEROUS, DesktopLab, link_through_gateway
-from tests.proxy.spice_client import connect_through_gateway
+from tests.proxy.spice_client import (
+    LINK_PERMISSION_DENIED,
+    TcpStream,
+    connect_through_gateway,
+    spice_link,
+    spice_login_tls,
+)
 from tests.services import guests
 from tests.services.guests import read_boot_counter
 from tests.services.process import spawn, stop_process
@@ -190,6 +197,45 @@ async def test_a_desktop_still_marked_with_its_previous_user_is_reset_only_for_s
     seen, desktop = await bob.ready(pool_id)
     assert seen[0] == "booting" and desktop.vm_id == vm.id, "reset before it went to Bob"
     assert lab.domain_id(vm) != boot
+
+
+def read_until_closed(stream: TcpStream, *, timeout: float) -> None:
+    """Read in big chunks until the other end closes (SPICE sends some hundred kB after a link)."""
+    stream.sock.settimeout(timeout)
+    try:
+        while stream.sock.recv(65536):
+            pass
+    except (ConnectionError, ssl.SSLEOFError):
+        pass
+
+
+async def test_a_direct_spice_client_is_cut_off_when_its_user_releases_the_desktop(lab: DesktopLab) -> None:
+    """A client that can route to the hypervisor goes around the gateway with the password the
+    broker handed out. Releasing the lease changes that password with connected='disconnect':
+    SPICE itself hangs up on the client, although the desktop keeps running (its pool resets
+    nothing)."""
+    vm = await lab.desktop_vm("direct")
+    user_id, ann = await lab.client("ann")
+    pool_id = await lab.pool("direct", [vm], [user_id], reset_on_handout=False)
+    _, desktop = await ann.ready(pool_id)
+    boot = lab.domain_id(vm)
+    host, port, password = (
+        desktop.connection["host"],
+        desktop.connection["tls_port"],
+        desktop.connection["password"],
+    )
+    trust = ssl.create_default_context(cadata=desktop.connection["ca"])
+    direct = await asyncio.to_thread(TcpStream.open, host, port, tls=trust)
+    try:
+        assert (await asyncio.to_thread(spice_link, direct, password)).ok
+        assert (await ann.release(desktop.lease_id)).status_code == 204
+        # SPICE itself hangs up: what it had sent drains, then the connection ends (a timeout fails).
+        await asyncio.to_thread(read_until_closed, direct, timeout=30)
+    finally:
+        direct.close()
+    assert lab.domain_id(vm) == boot, "the same QEMU process: the password cut the client, not a restart"
+    refused = await asyncio.to_thread(spice_login_tls, host, port, password, trust)
+    assert refused == LINK_PERMISSION_DENIED
 
 
 async def test_a_desktop_on_a_fenced_hypervisor_is_never_handed_out(lab2: DesktopLab) -> None:
