@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from app.auth.hashing import PasswordCheckBusy, PasswordWorkers
+from app.auth.hashing import PasswordCheckBusy, PasswordWorkers, idle_class_can_be_left
 from app.auth.passwords import hash_password, needs_rehash
 from tests.waiting import eventually_blocking
 
+REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
 STORED = hash_password(PASSWORD)
 
@@ -53,6 +57,42 @@ def _scheduling_class_once_promoted() -> tuple[int, int]:
     return _scheduling_class()
 
 
+# Root, or a user whose RLIMIT_NICE lets a thread reniced by 10 go back to the normal class. CI runs
+# as root: there the idle class is always tested; a contributor's own account usually may not.
+may_leave_the_idle_class = pytest.mark.skipif(
+    not idle_class_can_be_left(10) and os.environ.get("CI") != "true",
+    reason="this user may not leave Linux's idle CPU class (not root, RLIMIT_NICE below 10)",
+)
+
+CHILD = """
+import asyncio, os, resource
+resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
+from app.auth.hashing import PasswordWorkers
+
+async def main() -> None:
+    pool = PasswordWorkers(workers=1, queue=1, kind="thread", nice=10, idle_seconds=0.05)
+    await pool.start()
+    try:
+        print(await pool._run(lambda: os.sched_getscheduler(0)))
+    finally:
+        await pool.stop()
+
+asyncio.run(main())
+"""
+
+
+def test_a_process_that_may_not_leave_the_idle_class_runs_its_checks_reniced_outside_it() -> None:
+    """Not root and no LimitNICE: a check in the idle class would stay there on a busy host."""
+    # As root, the child also gives up CAP_SYS_NICE (its bounding set), which would let it leave.
+    drop = ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice"] if os.geteuid() == 0 else []
+    child = subprocess.run(
+        [*drop, sys.executable, "-c", CHILD], capture_output=True, text=True, check=True, timeout=60, cwd=REPO
+    )
+    assert int(child.stdout) == os.SCHED_OTHER, child.stdout
+    assert "skip the idle CPU class" in child.stderr, "the log says why"
+
+
+@may_leave_the_idle_class
 async def test_a_check_runs_in_the_idle_cpu_class_so_the_event_loop_gets_a_core_first(
     workers: PasswordWorkers,
 ) -> None:
@@ -61,6 +101,7 @@ async def test_a_check_runs_in_the_idle_cpu_class_so_the_event_loop_gets_a_core_
     assert os.sched_getscheduler(0) == os.SCHED_OTHER, "the event loop's thread stays in the normal class"
 
 
+@may_leave_the_idle_class
 async def test_a_check_the_busy_host_keeps_waiting_goes_on_in_the_normal_class_reniced() -> None:
     pool = PasswordWorkers(workers=1, queue=1, kind="thread", nice=10, idle_seconds=0.05)
     await pool.start()

@@ -10,8 +10,10 @@ ends, and ``bench/login_storm.py`` measured console round trips 20x slower at
 p99 during a storm that way, against 1.4x in the idle class. So that a busy host
 cannot starve log-ins, a check still running after
 ``security.argon2_idle_seconds`` moves to the normal class, reniced by
-``security.argon2_worker_nice``. Threads by default: Argon2's C code runs without
-the GIL, they start at once and cost nothing idle. Processes on request
+``security.argon2_worker_nice``; a process that may not move back (an unprivileged
+user without ``LimitNICE``) skips the idle class and runs its checks reniced.
+Threads by default: Argon2's C code runs without the GIL, they start at once and
+cost nothing idle. Processes on request
 (``argon2_worker_kind = "process"``): separate interpreters, started with
 ``spawn`` (the embedding program's main module must be import-safe). At most one check per
 worker runs at a time; up to ``security.password_queue`` more wait their turn
@@ -71,6 +73,35 @@ def _leave_idle_class() -> None:
                 os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
 
 
+def idle_class_can_be_left(nice: int) -> bool:
+    """Whether a worker reniced by ``nice`` may move from the idle class back to the normal one.
+
+    Linux lets a thread leave ``SCHED_IDLE`` only within its ``RLIMIT_NICE`` (systemd's
+    ``LimitNICE=``) or with ``CAP_SYS_NICE``. Without either, a check that entered the idle
+    class would stay there however busy the host, so checks must not enter it. Tried on a
+    thread of its own, as a worker would do it.
+    """
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    answers: list[bool] = []
+
+    def probe() -> None:
+        _lower_priority(nice)
+        tid = threading.get_native_id()
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            answers.append(False)
+        else:
+            answers.append(True)
+
+    thread = threading.Thread(target=probe, name="argon2-probe")
+    thread.start()
+    thread.join()
+    return answers == [True]
+
+
 def run_check(idle_seconds: float, function: Callable[..., T], *args: str) -> T:
     """On a worker: run ``function`` in the idle class for up to ``idle_seconds``, then normally."""
     if idle_seconds <= 0 or not hasattr(os, "SCHED_IDLE"):
@@ -100,6 +131,8 @@ class PasswordWorkers:
         self.kind = kind
         self.nice = nice
         self.idle_seconds = idle_seconds
+        # What checks use: 0 when this process could not leave the idle class again (see start()).
+        self._idle_seconds = idle_seconds
         self._slots = asyncio.Semaphore(workers)
         self._waiting = 0
         self._executor: Executor | None = None
@@ -119,6 +152,12 @@ class PasswordWorkers:
         )
 
     async def start(self) -> None:
+        if self.idle_seconds > 0 and not await asyncio.to_thread(idle_class_can_be_left, self.nice):
+            log.warning(
+                "password checks skip the idle CPU class: this process may not leave it again "
+                "(allow it with systemd's LimitNICE=+0 or CAP_SYS_NICE)"
+            )
+            self._idle_seconds = 0
         self._executor = self._new_executor()
 
     async def stop(self) -> None:
@@ -153,7 +192,7 @@ class PasswordWorkers:
                 loop = asyncio.get_running_loop()
                 try:
                     result: T = await loop.run_in_executor(
-                        executor, run_check, self.idle_seconds, function, *args
+                        executor, run_check, self._idle_seconds, function, *args
                     )
                 except BrokenProcessPool as exc:
                     # A worker died (killed, out of memory): start fresh ones for the next check.
