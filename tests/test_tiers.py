@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tiers import TIER_VARIABLE, needs_service
+from tests.tiers import TIER_VARIABLE, derived_markers, needs_service
 
 # A suite in miniature: ``run_dir`` stands for the root every real service hangs off.
 CONFTEST = """
@@ -92,3 +92,47 @@ def test_outside_the_fast_tier_every_test_runs_and_the_service_tests_are_marked(
     result.assert_outcomes(passed=2, deselected=3)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=5)
+
+
+GUEST_CONFTEST = """
+import pytest
+
+pytest_plugins = ["tests.tiers"]
+
+
+@pytest.fixture
+def guest_images(tmp_path):
+    return tmp_path
+
+
+@pytest.fixture
+def desktop(guest_images):
+    return guest_images
+"""
+
+GUEST_TESTS = """
+def test_boots_a_desktop_without_saying_so(desktop):
+    assert desktop
+
+
+def test_pure_logic():
+    assert 1 + 1 == 2
+"""
+
+
+def test_a_test_that_boots_guests_or_drives_chromium_is_marked_so_from_its_fixtures(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert derived_markers(["tmp_path", "guest_images", "vm_world"]) == {"kvm"}
+    assert derived_markers(["browser", "run_dir"]) == {"browser"}
+    assert derived_markers(["tmp_path", "request"]) == set()
+    pytester.makeconftest(GUEST_CONFTEST)
+    pytester.makepyfile(test_guests=GUEST_TESTS)
+    monkeypatch.delenv(TIER_VARIABLE, raising=False)
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-m", "not kvm", "-rA")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["PASSED test_guests.py::test_pure_logic"])
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-m", "kvm and service", "-rA")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["PASSED test_guests.py::test_boots_a_desktop_without_saying_so"])

@@ -7,7 +7,8 @@ the directory tests start their own slapd (``ldap_directory``, ``ad_directory``)
 ``dashboard_factory`` starts whole dashboards, ``database_url_any`` runs on MariaDB too, and
 ``database_url``/``database_backend`` give the database the run selects (migrated by alembic, often
 for a ``kvm-vdi`` subprocess: the MariaDB pass runs these again). Such a test is marked ``service``
-at collection; so is one marked ``kvm``, ``browser`` or ``database``. The fast tier leaves out
+at collection; so is one marked ``kvm``, ``browser`` or ``database`` (a test using the guest images
+or Chromium is marked ``kvm`` or ``browser`` from its fixtures). The fast tier leaves out
 ``slow`` tests too (``kvm-vdi`` subprocesses, pools of worker processes).
 
 ``make test-fast`` sets ``KVMVDI_TEST_TIER=fast``: the ``service`` tests are deselected, and
@@ -42,6 +43,10 @@ SERVICE_FIXTURES = frozenset(
     }
 )
 SERVICE_MARKERS = frozenset({"service", "kvm", "browser", "database"})
+# A test that boots guests does it from the suite's guest images, one that drives Chromium through
+# the ``browser`` fixture: such a test is marked ``kvm`` or ``browser`` from its fixtures too, so
+# the markers select what they say (``-m "not kvm"``) whether or not its module remembered them.
+DERIVED_MARKERS = {"guest_images": "kvm", "browser": "browser"}
 
 
 def fast_tier() -> bool:
@@ -66,6 +71,11 @@ def refuse_service(what: str) -> None:
         )
 
 
+def derived_markers(fixtures: Iterable[str]) -> set[str]:
+    """The markers a test with these fixtures (its whole closure) carries whatever it declares."""
+    return {marker for fixture, marker in DERIVED_MARKERS.items() if fixture in set(fixtures)}
+
+
 def _left_out_of_fast_tier(item: pytest.Item) -> bool:
     return any(item.get_closest_marker(name) is not None for name in ("service", "slow"))
 
@@ -73,8 +83,12 @@ def _left_out_of_fast_tier(item: pytest.Item) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        for marker in derived_markers(fixtures):
+            if item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
         markers = (mark.name for mark in item.iter_markers())
-        if needs_service(getattr(item, "fixturenames", ()), markers):
+        if needs_service(fixtures, markers):
             item.add_marker(pytest.mark.service)
     if not fast_tier():
         return
