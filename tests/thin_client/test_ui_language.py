@@ -4,21 +4,25 @@ asked for its messages in the same language (a screenshot is kept as a test arte
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kvm_vdi_client import i18n
-from kvm_vdi_client.api import BrokerClient
+from kvm_vdi_client.api import BrokerClient, BrokerUnreachable, InvalidCredentials
 from kvm_vdi_client.config import DashboardConfig, ViewerConfig
 from kvm_vdi_client.controller import Controller
-from kvm_vdi_client.events import Phase
-from kvm_vdi_client.machine import SessionMachine
+from kvm_vdi_client.events import DesktopAnswered, DesktopChecked, Phase, ViewerExited
+from kvm_vdi_client.i18n import N_
+from kvm_vdi_client.machine import MAX_RECONNECTS, SessionMachine
+from kvm_vdi_client.viewers import ViewerLaunch, ViewerNotInstalled, start_viewer
 
 from tests.i18n.artefacts import artefact
 from tests.services.xvfb import Xvfb
 from tests.thin_client.launcher_ui import Ui
 from tests.thin_client.scripted_broker import Certificates, ScriptedBroker
+from tests.thin_client.test_machine import READY, RUNNING, viewing
 from tests.thin_client.test_ui import LOGIN_OK, POOLS
 
 
@@ -70,3 +74,46 @@ def test_the_launcher_speaks_lithuanian_and_asks_the_dashboard_to(
     assert window.logout_button.cget("text") == "Atsijungti"
     shot = xvfb.screenshot(artefact("i18n/launcher-lt.png"))
     assert shot.stat().st_size > 0
+
+
+def test_what_the_launcher_says_on_its_own_after_a_mistake_or_a_lost_connection_is_lithuanian(
+    broker: ScriptedBroker, certificates: Certificates, lithuanian: None
+) -> None:
+    """The messages the launcher words itself (not the dashboard's, which come in the language
+    asked for): a wrong password, an unreachable dashboard, a viewer that is not installed, and
+    the reconnecting after a lost connection."""
+    broker.on("POST", "/login", (401, {}, {"error": "invalid_credentials", "message": "x"}))
+    with pytest.raises(InvalidCredentials) as wrong:
+        BrokerClient(DashboardConfig(url=broker.url, ca_file=certificates.ca)).login("alice", "nope")
+    assert wrong.value.message == "Neteisingas naudotojo vardas arba slaptažodis."
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    with pytest.raises(BrokerUnreachable) as unreachable:
+        BrokerClient(DashboardConfig(url=url, timeout=5)).login("alice", "alice-pw")
+    assert unreachable.value.message == f"Valdymo skydelis adresu {url} atmetė ryšį (ar jis veikia?)."
+
+    launch = ViewerLaunch(
+        label=N_("SPICE viewer (remote-viewer)"), package="virt-viewer", argv=("no-such-viewer",)
+    )
+    with pytest.raises(ViewerNotInstalled) as missing:
+        start_viewer(launch, env={"PATH": "/nonexistent"})
+    assert str(missing.value).startswith("Šiame plonajame kliente neįdiegta: SPICE peržiūros programa")
+
+    machine = viewing()
+    for _ in range(MAX_RECONNECTS):
+        machine.handle(ViewerExited(0))
+        assert (
+            machine.status
+            == "Peržiūros programa užsidarė; tikrinama, ar veikia jūsų darbalaukis „office-03“…"
+        )
+        machine.handle(DesktopChecked(1, RUNNING))
+        assert machine.status == "Ryšys nutrūko; jūsų darbalaukis „office-03“ jungiamas iš naujo…"
+        machine.handle(DesktopAnswered(READY))
+    machine.handle(ViewerExited(0))
+    machine.handle(DesktopChecked(1, RUNNING))
+    assert machine.error is not None
+    assert machine.error.startswith(
+        f"Ryšys nutrūko {MAX_RECONNECTS} kartus iš eilės (jūsų darbalaukis „office-03“)."
+    )

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from kvm_vdi_client import __version__, i18n
 from kvm_vdi_client.config import DashboardConfig
+from kvm_vdi_client.i18n import gettext as _
 from kvm_vdi_client.model import (
     DesktopAnswer,
     Pool,
@@ -154,21 +155,29 @@ class BrokerClient:
     def _describe(self, reason: object) -> str:
         where = self.config.url
         if isinstance(reason, ssl.SSLCertVerificationError):
-            return (
-                f"The certificate of {where} could not be verified ({reason.verify_message}). "
+            return _(
+                "The certificate of {url} could not be verified ({reason}). "
                 "Check dashboard.ca_file in the launcher configuration."
-            )
+            ).format(url=where, reason=reason.verify_message)
         if isinstance(reason, ssl.SSLError):
-            return f"A secure connection to {where} failed ({reason.reason or reason})."
+            return _("A secure connection to {url} failed ({reason}).").format(
+                url=where, reason=reason.reason or reason
+            )
         if isinstance(reason, TimeoutError):
-            return f"The dashboard at {where} did not answer within {self.config.timeout:g} s."
+            return _("The dashboard at {url} did not answer within {seconds} s.").format(
+                url=where, seconds=f"{self.config.timeout:g}"
+            )
         if isinstance(reason, ConnectionRefusedError):
-            return f"The dashboard at {where} refused the connection (is it running?)."
+            return _("The dashboard at {url} refused the connection (is it running?).").format(url=where)
         if isinstance(reason, socket.gaierror):
-            return f"The dashboard's name in {where} could not be resolved ({reason.strerror})."
+            return _("The dashboard's name in {url} could not be resolved ({reason}).").format(
+                url=where, reason=reason.strerror
+            )
         if isinstance(reason, OSError) and reason.strerror:
-            return f"The dashboard at {where} cannot be reached: {reason.strerror}."
-        return f"The dashboard at {where} cannot be reached: {reason}."
+            return _("The dashboard at {url} cannot be reached: {reason}.").format(
+                url=where, reason=reason.strerror
+            )
+        return _("The dashboard at {url} cannot be reached: {reason}.").format(url=where, reason=reason)
 
     def _decode(self, raw: bytes) -> dict[str, Any]:
         if not raw:
@@ -177,17 +186,22 @@ class BrokerClient:
             data = json.loads(raw)
         except ValueError:
             raise ProtocolError(
-                f"The dashboard at {self.config.url} answered something that is not JSON; "
-                "is dashboard.url the dashboard's address?"
+                _(
+                    "The dashboard at {url} answered something that is not JSON; "
+                    "is dashboard.url the dashboard's address?"
+                ).format(url=self.config.url)
             ) from None
         return data if isinstance(data, dict) else {}
 
     def _fail(self, answer: _Answer) -> BrokerError:
         code = str(answer.data.get("error") or f"http_{answer.status}")
-        message = str(answer.data.get("message") or f"The dashboard answered HTTP {answer.status}.")
+        message = str(
+            answer.data.get("message")
+            or _("The dashboard answered HTTP {status}.").format(status=answer.status)
+        )
         if answer.status == 401:
             return NotAuthenticated(
-                "Your session with the dashboard has ended; log in again.", status=401, code=code
+                _("Your session with the dashboard has ended; log in again."), status=401, code=code
             )
         if answer.status == 429:
             return Throttled(message, retry_after=_retry_after(answer.headers, answer.data))
@@ -204,7 +218,9 @@ class BrokerClient:
             body["realm"] = self.config.realm
         answer = self._request("POST", "/login", body)
         if answer.status == 401:
-            raise InvalidCredentials("Wrong user name or password.", status=401, code="invalid_credentials")
+            raise InvalidCredentials(
+                _("Wrong user name or password."), status=401, code="invalid_credentials"
+            )
         if answer.status != 200:
             raise self._fail(answer)
         token = answer.data.get("token")

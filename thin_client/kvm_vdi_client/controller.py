@@ -56,6 +56,7 @@ from kvm_vdi_client.events import (
     ViewerExited,
     ViewerFailed,
 )
+from kvm_vdi_client.i18n import gettext as _
 from kvm_vdi_client.machine import SessionMachine
 from kvm_vdi_client.model import HorizonFailover, ProtocolError
 from kvm_vdi_client.viewers import (
@@ -85,7 +86,7 @@ def classify(error: Exception) -> tuple[Failure, str]:
         return (Failure.BROKEN if error.status >= 500 else Failure.REFUSED), error.message
     if isinstance(error, ProtocolError):
         return Failure.BROKEN, str(error)
-    return Failure.BROKEN, f"Unexpected error in the launcher: {error}"
+    return Failure.BROKEN, _("Unexpected error in the launcher: {error}").format(error=error)
 
 
 class Controller:
@@ -254,9 +255,12 @@ class Controller:
     @staticmethod
     def _login_message(error: BrokerError) -> str:
         if isinstance(error, Throttled):
-            wait = f"{error.retry_after:.0f} s" if error.retry_after else "a while"
-            return f"Too many failed log-ins. Wait {wait} and try again."
-        return "Wrong user name or password."
+            if error.retry_after:
+                return _("Too many failed log-ins. Wait {seconds:.0f} s and try again.").format(
+                    seconds=error.retry_after
+                )
+            return _("Too many failed log-ins. Wait a while and try again.")
+        return _("Wrong user name or password.")
 
     def _start_viewer(self, build: Callable[[], ViewerLaunch]) -> None:
         try:
@@ -267,7 +271,13 @@ class Controller:
             return
         except ValueError as error:  # a connection field the .vv format cannot carry
             log.error("cannot build the viewer's connection: %s", error)
-            self.post(ViewerFailed(f"The dashboard sent connection details the viewer cannot use: {error}"))
+            self.post(
+                ViewerFailed(
+                    _("The dashboard sent connection details the viewer cannot use: {error}").format(
+                        error=error
+                    )
+                )
+            )
             return
         self.viewer = process
         threading.Thread(target=self._watch, args=(process,), name="viewer-watch", daemon=True).start()

@@ -67,7 +67,7 @@ from kvm_vdi_client.events import (
     ViewerExited,
     ViewerFailed,
 )
-from kvm_vdi_client.i18n import N_, state_label
+from kvm_vdi_client.i18n import N_, ngettext, state_label
 from kvm_vdi_client.i18n import gettext as _
 from kvm_vdi_client.model import (
     Desktop,
@@ -437,11 +437,16 @@ class SessionMachine:
         if self._pool_id is None:
             return self._release()
         self._check_attempts = 0
-        self._to(Phase.RECONNECTING, status=f"The viewer closed; checking {self._desktop_label()}…")
+        self._to(
+            Phase.RECONNECTING,
+            status=_("The viewer closed; checking {desktop}…").format(desktop=self._desktop_label()),
+        )
         return [CheckDesktop(self._pool_id)]
 
     def _desktop_label(self) -> str:
-        return f"your desktop “{self.desktop.name}”" if self.desktop else "your desktop"
+        return (
+            _("your desktop “{name}”").format(name=self.desktop.name) if self.desktop else _("your desktop")
+        )
 
     def _checked(self, desktop: Desktop | None) -> list[Effect]:
         still_ours = (
@@ -459,15 +464,21 @@ class SessionMachine:
             self._reconnects += 1
             pool_id = self._pool_id
             effects = self._request(pool_id)
-            self.status = f"The connection was lost; reconnecting to {name}…"
+            self.status = _("The connection was lost; reconnecting to {desktop}…").format(desktop=name)
             return effects
         lost = (
-            f"The connection to {name} was lost {self._reconnects} times in a row."
+            ngettext(
+                "The connection to {desktop} was lost {count} time in a row.",
+                "The connection to {desktop} was lost {count} times in a row.",
+                self._reconnects,
+            ).format(desktop=name, count=self._reconnects)
             if self.reconnect
-            else f"The viewer closed, and {name} is still running."
+            else _("The viewer closed, and {desktop} is still running.").format(desktop=name)
         )
         self._error(
-            f"{lost} Retry connects again; Back ends the session and frees the desktop.",
+            _("{message} Retry connects again; Back ends the session and frees the desktop.").format(
+                message=lost
+            ),
             retry=RequestDesktop(self._pool_id),
             retry_phase=Phase.REQUESTING,
             dismiss_releases=True,
@@ -625,12 +636,14 @@ class SessionMachine:
         # No answer (the dashboard may be restarting): ask again for a while, then let the user decide.
         self._check_attempts += 1
         if self._check_attempts < CHECK_ATTEMPTS:
-            self.notice = f"{message} Trying again…"
+            self.notice = _("{message} Trying again…").format(message=message)
             return [Schedule(CHECK_RETRY, CheckDue(self._check_attempts))]
         assert self._pool_id is not None
         self._error(
-            f"{message} Retry connects to your desktop again; Back ends the session here (the "
-            "dashboard frees the desktop by itself when its lease expires).",
+            _(
+                "{message} Retry connects to your desktop again; Back ends the session here (the "
+                "dashboard frees the desktop by itself when its lease expires)."
+            ).format(message=message),
             retry=RequestDesktop(self._pool_id),
             retry_phase=Phase.REQUESTING,
             dismiss_releases=True,

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvm_vdi_client.i18n import gettext as _
+
 
 class ProtocolError(ValueError):
     """The dashboard answered something that does not follow the broker API contract."""
@@ -186,7 +188,7 @@ class SpiceConnection:
             port=port,
             password=_field(data, "password", str, "connection"),
             proxy=_optional(data, "proxy", str, "connection"),
-            title=_optional(data, "title", str, "connection") or "Virtual desktop",
+            title=_optional(data, "title", str, "connection") or _("Virtual desktop"),
             tls_port=tls_port,
             host_subject=_optional(data, "host_subject", str, "connection"),
             ca=_optional(data, "ca", str, "connection"),
@@ -225,7 +227,7 @@ def parse_desktop_answer(status: int, data: Mapping[str, Any]) -> DesktopAnswer:
     """Interpret ``POST /api/v1/pools/{id}/desktop`` (the caller maps 403 and other errors itself)."""
     if status == 409:
         code = str(data.get("error") or "conflict")
-        message = str(data.get("message") or "No desktop can be given to you right now.")
+        message = str(data.get("message") or _("No desktop can be given to you right now."))
         if data.get("failover") is not None:
             return FailoverOffered(parse_failover(data["failover"]), reason=message)
         return DesktopRefused(code=code, message=message)

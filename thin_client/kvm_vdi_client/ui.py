@@ -351,7 +351,7 @@ class LauncherWindow:
 
     def _render_error(self) -> None:
         machine = self.machine
-        self.error_label.configure(text=machine.error or "Something went wrong.")
+        self.error_label.configure(text=machine.error or _("Something went wrong."))
         if machine.can_retry:
             self.retry_button.pack(side="left", padx=8, before=self.back_button)
         else:

@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass, field
 
 from kvm_vdi_client.config import ViewerConfig
+from kvm_vdi_client.i18n import N_
+from kvm_vdi_client.i18n import gettext as _
 from kvm_vdi_client.model import HorizonFailover, RdpFailover, SpiceConnection
 from kvm_vdi_client.rdp import certificate_argument
 from kvm_vdi_client.vv import build_vv
@@ -56,7 +58,7 @@ def spice_launch(config: ViewerConfig, connection: SpiceConnection) -> ViewerLau
         hotkeys=config.hotkeys,
     )
     return ViewerLaunch(
-        label="SPICE viewer (remote-viewer)",
+        label=N_("SPICE viewer (remote-viewer)"),
         package="virt-viewer",
         argv=(config.spice_command, *mode, "-"),
         stdin=vv.encode(),
@@ -73,7 +75,7 @@ def rdp_launch(config: ViewerConfig, failover: RdpFailover, username: str, passw
         argv.append(certificate_argument(config.rdp_certificates))
     argv += config.rdp_args
     return ViewerLaunch(
-        label="RDP viewer (xfreerdp)",
+        label=N_("RDP viewer (xfreerdp)"),
         package="freerdp2-x11",
         argv=tuple(argv),
         stdin=(password + "\n").encode(),
@@ -93,7 +95,7 @@ def horizon_launch(config: ViewerConfig, failover: HorizonFailover, username: st
         # No error dialogs on a kiosk: the launcher reports a failed exit itself.
         argv.append("--nonInteractive")
     return ViewerLaunch(
-        label="Horizon client (vmware-view)", package="VMware Horizon Client", argv=tuple(argv)
+        label=N_("Horizon client (vmware-view)"), package="VMware Horizon Client", argv=tuple(argv)
     )
 
 
@@ -126,8 +128,10 @@ def start_viewer(launch: ViewerLaunch, *, env: dict[str, str] | None = None) -> 
     resolved = shutil.which(program, path=(env or os.environ).get("PATH"))
     if resolved is None:
         raise ViewerNotInstalled(
-            f"The {launch.label} is not installed on this thin client "
-            f"(program {program!r} not found; install {launch.package})."
+            _(
+                "The {viewer} is not installed on this thin client (program {program!r} not found; install "
+                "{package})."
+            ).format(viewer=_(launch.label), program=program, package=launch.package)
         )
     log.info("starting %s: %s", launch.label, " ".join(launch.argv))
     try:
@@ -139,7 +143,9 @@ def start_viewer(launch: ViewerLaunch, *, env: dict[str, str] | None = None) -> 
         )
     except OSError as error:
         raise ViewerStartFailed(
-            f"The {launch.label} could not be started: {error.strerror or error}."
+            _("The {viewer} could not be started: {error}.").format(
+                viewer=_(launch.label), error=error.strerror or error
+            )
         ) from None
     assert process.stdin is not None
     try:
