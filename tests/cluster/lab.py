@@ -119,7 +119,8 @@ class Replica:
             "assets_dir": str(REPO / "node_modules"),
             "log_level": "INFO",
             "server": {"host": "127.0.0.1", "port": self.http_port},
-            "security": {"session_secret": SESSION_SECRET},
+            # As in tests/dashboard.py: no idle CPU class for password checks on the busy test machine.
+            "security": {"session_secret": SESSION_SECRET, "argon2_idle_seconds": 0},
             "gateway": {
                 "host": "127.0.0.1",
                 "port": self.gateway_port,
