@@ -9,6 +9,8 @@ interval instead of waiting for it.
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +20,7 @@ import ldap3
 import sqlalchemy as sa
 from ldap3.core.exceptions import LDAPNoSuchObjectResult
 
+from app.auth.session_cookie import COOKIE_NAME
 from app.db.schema import directory_groups, pool_groups, sessions
 from tests.broker.directory_servers import ADMIN_DN, SERVICE_DN, SERVICE_PASSWORD, USERS, DirectoryServer
 from tests.broker.records import add_hypervisor, add_pool, add_vm
@@ -72,6 +75,17 @@ def member_removed(server: DirectoryServer, group: str, username: str) -> Iterat
             server.group_dn(group),
             {"member": [(ldap3.MODIFY_ADD, [user_dn]), (ldap3.MODIFY_DELETE, [ADMIN_DN])]},
         )
+        admin.unbind()
+
+
+@contextmanager
+def member_added(server: DirectoryServer, group: str, username: str) -> Iterator[None]:
+    admin, user_dn = server.admin(), server.user_dn(username)
+    admin.modify(server.group_dn(group), {"member": [(ldap3.MODIFY_ADD, [user_dn])]})
+    try:
+        yield
+    finally:
+        admin.modify(server.group_dn(group), {"member": [(ldap3.MODIFY_DELETE, [user_dn])]})
         admin.unbind()
 
 
@@ -143,3 +157,36 @@ async def test_a_broker_api_token_follows_the_directory_too(
             assert STAFF_POOL in await pools(), "until the interval has passed"
             as_if_the_interval_passed(dashboard)
             assert STAFF_POOL not in await pools()
+
+
+async def test_a_member_of_forty_groups_logs_in_and_keeps_a_cookie_of_the_usual_size(
+    dashboard_factory: DashboardFactory, ldap_directory: DirectoryServer
+) -> None:
+    """Active Directory users are often in dozens of groups: however many, they live in the
+    session row, and the cookie stays the same 256-bit id as anybody's."""
+    dashboard = await staff_pool_dashboard(dashboard_factory, ldap_directory)
+    admin = ldap_directory.admin()
+    user_dn = ldap_directory.user_dn("grouped")
+    groups = [f"vdi-course-{index:02d}-with-a-long-descriptive-name" for index in range(40)]
+    admin.add(
+        user_dn,
+        ["inetOrgPerson"],
+        {"uid": "grouped", "cn": "Gail Grouped", "sn": "Grouped", "userPassword": "grouped-secret-9"},
+    )
+    try:
+        for cn in groups:
+            assert admin.add(ldap_directory.group_dn(cn), ["groupOfNames"], {"cn": cn, "member": [user_dn]})
+        with member_added(ldap_directory, "vdi-staff", "grouped"):
+            user = await portal_login(dashboard, "grouped", "grouped-secret-9")
+            assert STAFF_POOL in (await user.get("/client")).text
+            cookie = user.http.cookies.get(COOKIE_NAME)
+            assert cookie is not None and re.fullmatch(r"[A-Za-z0-9_-]{43}", cookie)
+            stored = json.loads(await dashboard.services.db.fetch_val(sa.select(sessions.c.groups_json)))
+            assert {*groups, "vdi-staff"} <= set(stored)
+    finally:
+        for cn in groups:
+            with contextlib.suppress(LDAPNoSuchObjectResult):
+                admin.delete(ldap_directory.group_dn(cn))
+        with contextlib.suppress(LDAPNoSuchObjectResult):
+            admin.delete(user_dn)
+        admin.unbind()
