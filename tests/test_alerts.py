@@ -23,6 +23,8 @@ from cryptography.x509.oid import NameOID
 from app import db as database
 from app.alerts.certificates import certificate_alerts
 from app.db.schema import audit_log
+from app.i18n import set_default_language
+from app.i18n.catalogues import SOURCE_LANGUAGE
 from app.vms.errors import VmError
 from app.vms.operations import OperationContext
 from tests.broker.records import CLIENT_PASSWORD, add_client, add_pool
@@ -78,6 +80,28 @@ async def test_a_failed_operation_is_mailed_and_posted_with_a_valid_signature(
     assert posted.signature_ok, posted.headers
     assert posted.body["kind"] == "operation_failed" and posted.body["subject"] == "probe"
     assert posted.body["details"]["operation_id"] == op_id and posted.body["severity"] == "warning"
+
+
+async def test_alerts_are_written_in_the_servers_default_language(
+    dashboard_factory: DashboardFactory, smtp_server: SmtpServer, receiver: WebhookReceiver
+) -> None:
+    """Nobody's browser asks for an alert: it goes out in ``[i18n] default_language``."""
+    try:
+        running = await dashboard_factory(
+            alerts=alert_settings(smtp_server, receiver), i18n={"default_language": "lt"}
+        )
+        op_id = await fail_operation(running)
+        (mail,) = await eventually(lambda: mails_to(smtp_server, running), "the alert e-mail")
+        (posted,) = await eventually(lambda: receiver.received, "the webhook")
+    finally:
+        # One process serves every dashboard of the suite: the others speak English.
+        set_default_language(SOURCE_LANGUAGE)
+    assert mail["Subject"] == f"[KVM-VDI] Operacija probe #{op_id} nepavyko"
+    body = mail.get_content()
+    assert f"Operacija probe #{op_id} nepavyko po " in body and "Svarba: warning" in body, body
+    assert posted.body["title"] == f"Operacija probe #{op_id} nepavyko"
+    # What programs read stays as it is.
+    assert posted.body["kind"] == "operation_failed" and mail["X-KVMVDI-Alert"] == "operation_failed"
 
 
 async def test_a_forged_or_replayed_signature_fails_the_receivers_check(receiver: WebhookReceiver) -> None:
