@@ -8,7 +8,7 @@ VENV=${1:-.venv}
 PYBABEL="$VENV/bin/pybabel"
 HEADER=(--project=KVM-VDI --copyright-holder="KVM-VDI contributors" --msgid-bugs-address="" --sort-by-file)
 
-"$PYBABEL" -q extract -F babel.cfg -k N_ -k lazy_gettext -o app/locale/messages.pot "${HEADER[@]}" app
+"$PYBABEL" -q extract -F babel.cfg -k N_ -k lazy_gettext -k M_ -k Mn_:1,2 -o app/locale/messages.pot "${HEADER[@]}" app
 "$PYBABEL" -q update -i app/locale/messages.pot -d app/locale -D messages --no-fuzzy-matching --ignore-obsolete
 "$PYBABEL" -q compile -d app/locale -D messages
 

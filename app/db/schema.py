@@ -341,6 +341,8 @@ operations = sa.Table(
     sa.Column("state", sa.String(16), nullable=False, server_default="pending", index=True),
     sa.Column("progress", sa.Float, nullable=False, server_default="0"),
     sa.Column("message", sa.Text, nullable=False, server_default=""),
+    # The message as a msgid and its arguments (JSON), shown in each reader's language; "" for text.
+    sa.Column("message_i18n", sa.Text, nullable=False, server_default=""),
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.Column("params_json", sa.Text, nullable=False, server_default="{}"),
     sa.Column("created_by", sa.String(128), nullable=False, server_default=""),

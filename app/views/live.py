@@ -27,6 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from app.auth.origins import origin_allowed
 from app.auth.session import SessionRules, SessionUser
 from app.db.health import DatabaseUnavailable
+from app.i18n.messages import localised
 from app.live.hub import Subscription
 from app.services import services_of
 from app.views.guards import current_user
@@ -49,8 +50,11 @@ def _session_lasts(user: SessionUser, rules: SessionRules) -> float:
 
 
 async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
+    # Runs in the socket's language (a copy of its context): kept messages are translated into it.
     async for event in subscription:
-        await websocket.send_text(json.dumps(event.message(), default=str))
+        message = event.message()
+        message["data"] = localised(message["data"])
+        await websocket.send_text(json.dumps(message, default=str))
 
 
 async def _drain(websocket: WebSocket) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from app.hyper import HypervisorError
 from app.i18n import gettext as _
+from app.i18n.messages import M_, Message, Mn_
 from app.vms.context import VmContext
 from app.vms.errors import HypervisorFailure, Invalid, Refused, VmError
 from app.vms.operations import OperationContext
@@ -69,17 +70,24 @@ async def start_bulk_power(ctx: VmContext, vm_ids: Iterable[int], action: str, *
         )
     label = LABELS[act]
 
-    async def work(op: OperationContext) -> str:
+    async def work(op: OperationContext) -> Message:
         tally = await _power_all(ctx, op, free, act)
         for vm in free:
             await ctx.audit.record(f"vm_{act}", actor=actor, target=vm.name, bulk_operation=op.id)
-        summary = f"{label}: {len(tally.done)} done, {len(tally.skipped)} already in that state"
+        counts = {"action": M_(label), "done": len(tally.done), "skipped": len(tally.skipped)}
         if busy:
-            summary += f", {len(busy)} left out (busy: {', '.join(busy)})"
+            summary = M_(
+                "{action}: {done} done, {skipped} already in that state, {left} left out (busy: {names}).",
+                **counts,
+                left=len(busy),
+                names=", ".join(busy),
+            )
+        else:
+            summary = M_("{action}: {done} done, {skipped} already in that state.", **counts)
         if tally.failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in sorted(tally.failed.items()))
-            raise HypervisorFailure(f"{summary}, {len(tally.failed)} failed ({details})")
-        return summary + "."
+            raise HypervisorFailure(f"{summary.text().rstrip('.')}, {len(tally.failed)} failed ({details})")
+        return summary
 
     return await ctx.operations.start(
         "bulk_power",
@@ -87,7 +95,13 @@ async def start_bulk_power(ctx: VmContext, vm_ids: Iterable[int], action: str, *
         hold=[vm.id for vm in free],
         params={"action": act, "vms": [vm.name for vm in free], "left_out": busy},
         created_by=actor,
-        message=f"{label} for {len(free)} VMs",
+        message=Mn_(
+            "{action} for {count} VM",
+            "{action} for {count} VMs",
+            len(free),
+            action=M_(label),
+            count=len(free),
+        ),
     )
 
 
@@ -99,7 +113,10 @@ async def _power_all(ctx: VmContext, op: OperationContext, vms: list[Vm], act: P
         by_host[vm.hypervisor_id].append(vm)
 
     async def counted() -> None:
-        await op.progress(100.0 * tally.count / total, f"{LABELS[act]}: {tally.count} of {total}")
+        await op.progress(
+            100.0 * tally.count / total,
+            M_("{action}: {count} of {total}", action=M_(LABELS[act]), count=tally.count, total=total),
+        )
 
     async def on_host(hypervisor_id: int, members: list[Vm]) -> None:
         try:
@@ -130,7 +147,15 @@ async def _power_all(ctx: VmContext, op: OperationContext, vms: list[Vm], act: P
 
         await asyncio.gather(*(one(vm) for vm in members))
 
-    await op.progress(0, f"{LABELS[act]}: {total} VMs on {len(by_host)} hypervisor(s)")
+    await op.progress(
+        0,
+        M_(
+            "{action}: {vms} on {hypervisors}",
+            action=M_(LABELS[act]),
+            vms=Mn_("{count} VM", "{count} VMs", total, count=total),
+            hypervisors=Mn_("{count} hypervisor", "{count} hypervisors", len(by_host), count=len(by_host)),
+        ),
+    )
     await asyncio.gather(*(on_host(hv_id, members) for hv_id, members in by_host.items()))
     return tally
 
@@ -237,7 +262,7 @@ async def start_bulk_delete(
             {"confirm_files": _("confirm the exact list of files to remove (it changed or is missing)")}
         )
 
-    async def work(op: OperationContext) -> str:
+    async def work(op: OperationContext) -> Message:
         deleted: list[str] = []
         failed: dict[str, str] = {}
         for index, (root, with_children, part) in enumerate(plan.plans, start=1):
@@ -259,20 +284,25 @@ async def start_bulk_delete(
                 deleted += part.names
             except VmError as exc:
                 failed[root.name] = exc.message
-            await op.progress(100.0 * index / len(plan.plans), f"Deleted {len(deleted)} of {len(plan.names)}")
-        summary = f"Deleted {len(deleted)} VMs"
+            await op.progress(
+                100.0 * index / len(plan.plans),
+                M_("Deleted {index} of {total}", index=len(deleted), total=len(plan.names)),
+            )
+        summary = Mn_("Deleted {count} VM.", "Deleted {count} VMs.", len(deleted), count=len(deleted))
         if failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items()))
             raise HypervisorFailure(
-                _("{summary}; not deleted: {details}").format(summary=summary, details=details)
+                _("{summary}; not deleted: {details}").format(
+                    summary=summary.text().rstrip("."), details=details
+                )
             )
-        return summary + "."
+        return summary
 
     op_id = await ctx.operations.start(
         "bulk_delete",
         work,
         params={"vms": plan.names, "files": plan.files},
         created_by=actor,
-        message=_("Deleting {count} VMs").format(count=len(plan.names)),
+        message=Mn_("Deleting {count} VM", "Deleting {count} VMs", len(plan.names), count=len(plan.names)),
     )
     return plan, op_id

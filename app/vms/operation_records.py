@@ -10,6 +10,7 @@ from typing import Any
 
 from app.db.records import Record
 from app.db.schema import operations
+from app.i18n.messages import shown
 from app.vms.errors import Refused
 
 ACTIVE_STATES = ("pending", "running")
@@ -35,7 +36,9 @@ class Operation(Record):
     hypervisor_id: int | None
     state: str
     progress: float
+    # English text; message_i18n keeps it to be shown in the reader's language (see app.i18n.messages).
     message: str
+    message_i18n: str
     error: str
     params_json: str
     created_by: str
@@ -51,6 +54,11 @@ class Operation(Record):
         return params
 
     @property
+    def text(self) -> str:
+        """The message in the current language."""
+        return shown(self.message, self.message_i18n)
+
+    @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
@@ -63,7 +71,7 @@ class Operation(Record):
             "hypervisor_id": self.hypervisor_id,
             "state": self.state,
             "progress": round(self.progress, 1),
-            "message": self.message,
+            "message": self.text,
             "error": self.error,
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat() if self.created_at else None,

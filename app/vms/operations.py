@@ -41,6 +41,7 @@ from app.db.records import Record, fetch_record, fetch_records
 from app.db.retry import retrying, transaction
 from app.db.schema import operations, vms
 from app.i18n import gettext as _
+from app.i18n.messages import M_, Message, live_fields, stored
 from app.live.hub import LiveHub
 from app.observers import Observers
 from app.vms.errors import VmError
@@ -91,13 +92,14 @@ class OperationContext:
         self.vm_id = vm_id
         self.vm_ids = vm_ids
         self.percent = 0.0
-        self.message = ""
+        self.message: str | Message = ""
         self._published_at = 0.0
         self._stored_at = 0.0
         self._flush: asyncio.TimerHandle | None = None
         self.temp_files: list[tuple[int, str]] = []
 
-    async def progress(self, percent: float | None = None, message: str | None = None) -> None:
+    async def progress(self, percent: float | None = None, message: str | Message | None = None) -> None:
+        """Report progress; a :class:`Message` is shown in each reader's language."""
         if percent is not None:
             self.percent = max(0.0, min(100.0, float(percent)))
         if message is not None:
@@ -141,7 +143,8 @@ class OperationContext:
         await self._runner._release(self.id, ids)
 
 
-Work = Callable[[OperationContext], Awaitable[str | None]]
+# The work of an operation; its final message (or None: the last progress message stays).
+Work = Callable[[OperationContext], Awaitable[str | Message | None]]
 
 
 class OperationsRunner:
@@ -194,13 +197,14 @@ class OperationsRunner:
         hypervisor_id: int | None = None,
         params: dict[str, Any] | None = None,
         created_by: str = "",
-        message: str = "",
+        message: str | Message = "",
     ) -> int:
         """Record the operation, hold its VMs and run ``work`` in the background; its id."""
         if self._stopping:
             raise VmError(_("the dashboard is stopping: try again in a moment"))
         held = sorted(set(hold) | ({vm_id} if vm_id is not None else set()))
         body = {**(params or {}), "vm_ids": held, TEMP_KEY: []}
+        english, kept = stored(message)
 
         async def record_and_hold() -> int:
             # Written in one transaction: on Galera two replicas holding the same VM through two
@@ -222,7 +226,8 @@ class OperationsRunner:
                         hypervisor_id=hypervisor_id,
                         state="pending",
                         progress=0.0,
-                        message=message,
+                        message=english,
+                        message_i18n=kept,
                         error="",
                         params_json=json.dumps(body, default=str),
                         created_by=created_by,
@@ -280,7 +285,9 @@ class OperationsRunner:
             await self.remove_temp_files(context)
         await self._finish(context, state, message, error)
 
-    async def _finish(self, context: OperationContext, state: str, message: str, error: str) -> None:
+    async def _finish(
+        self, context: OperationContext, state: str, message: str | Message, error: str
+    ) -> None:
         context.stop_publishing()
         await self.store(
             context.id,
@@ -305,13 +312,16 @@ class OperationsRunner:
             )
         )
 
-    async def _interrupted_message(self, context: OperationContext) -> str:
+    async def _interrupted_message(self, context: OperationContext) -> Message:
         removed, left = await self.remove_temp_files(context)
-        text = f"Interrupted at {context.percent:.0f} %: the dashboard stopped during this operation."
+        text = M_(
+            "Interrupted at {percent} %: the dashboard stopped during this operation.",
+            percent=round(context.percent),
+        )
         if removed:
-            text += " Temporary file removed: " + ", ".join(removed) + "."
+            text += M_("Temporary file removed: {paths}.", paths=", ".join(removed))
         if left:
-            text += " Temporary file still to remove: " + ", ".join(left) + "."
+            text += M_("Temporary file still to remove: {paths}.", paths=", ".join(left))
         return text
 
     async def remove_temp_files(self, context: OperationContext) -> tuple[list[str], list[str]]:
@@ -362,6 +372,10 @@ class OperationsRunner:
     # -- storage and publishing ---------------------------------------------------------------
 
     async def store(self, op_id: int, **values: Any) -> None:
+        """Update the row; a ``message`` is stored as English text and, if a :class:`Message`, kept
+        beside it to be shown in each reader's language (plain text clears what was kept)."""
+        if "message" in values:
+            values["message"], values["message_i18n"] = stored(values["message"])
         await self.db.execute(operations.update().where(operations.c.id == op_id).values(**values))
 
     async def _release(self, op_id: int, vm_ids: set[int]) -> None:
@@ -390,7 +404,7 @@ class OperationsRunner:
                 "vm_ids": context.vm_ids,
                 "state": state,
                 "progress": round(context.percent, 1),
-                "message": context.message,
+                **live_fields("message", context.message),
                 "error": error,
             },
         )

@@ -15,6 +15,7 @@ from typing import Literal, get_args
 from app.hyper import DomainNotFound, Hypervisor, HypervisorError, HypervisorUnavailable
 from app.i18n import N_
 from app.i18n import gettext as _
+from app.i18n.messages import M_, Message, Mn_
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.errors import HypervisorFailure, Invalid, Refused, domain_missing, refuse_if_busy
@@ -285,7 +286,7 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
         raise Refused(_("{name} has no VDI machines yet").format(name=initial.name))
     hv = ctx.hypervisor(initial.hypervisor_id, new_work=act not in STOPPING)
 
-    async def work(op: OperationContext) -> str:
+    async def work(op: OperationContext) -> Message:
         total = len(children)
         if act == "start":
             count = 0
@@ -294,19 +295,27 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
                 nonlocal count
                 count += 1
                 await op.progress(
-                    99.0 * count / total, f"Set up {count} of {total}; they run once all are up"
+                    99.0 * count / total,
+                    M_("Set up {count} of {total}; they run once all are up", count=count, total=total),
                 )
 
-            await op.progress(0, f"Starting {total} VDI machines")
+            await op.progress(
+                0, Mn_("Starting {count} VDI machine", "Starting {count} VDI machines", total, count=total)
+            )
             outcome = await start_together(ctx, hv, children, on_up=up)
             done, skipped, failed = [vm.name for vm in outcome.started], outcome.skipped, outcome.failed
         else:
             done, skipped, failed = await _each(ctx, op, hv, children, act)
-        summary = f"{_(LABELS[act])}: {len(done)} done, {len(skipped)} already in that state"
+        summary = M_(
+            "{action}: {done} done, {skipped} already in that state.",
+            action=M_(LABELS[act]),
+            done=len(done),
+            skipped=len(skipped),
+        )
         if failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items()))
-            raise HypervisorFailure(f"{summary}, {len(failed)} failed ({details})")
-        return summary + "."
+            raise HypervisorFailure(f"{summary.text().rstrip('.')}, {len(failed)} failed ({details})")
+        return summary
 
     op_id = await ctx.operations.start(
         "mass_power",
@@ -316,7 +325,7 @@ async def mass_power(ctx: VmContext, initial_id: int, action: str, *, actor: str
         hypervisor_id=initial.hypervisor_id,
         params={"action": act},
         created_by=actor,
-        message=_("{action} for the VDI machines of {name}").format(action=_(LABELS[act]), name=initial.name),
+        message=M_("{action} for the VDI machines of {name}", action=M_(LABELS[act]), name=initial.name),
     )
     await ctx.audit.record("vm_mass_power", actor=actor, target=initial.name, power=act, count=len(children))
     return op_id
@@ -341,7 +350,10 @@ async def _each(
             except Exception as exc:
                 failed[vm.name] = str(exc)
             count = len(done) + len(skipped) + len(failed)
-            await op.progress(100.0 * count / len(vms), f"{_(LABELS[act])}: {count} of {len(vms)}")
+            await op.progress(
+                100.0 * count / len(vms),
+                M_("{action}: {count} of {total}", action=M_(LABELS[act]), count=count, total=len(vms)),
+            )
 
     await asyncio.gather(*(one(vm) for vm in vms))
     return done, skipped, failed

@@ -19,6 +19,7 @@ import posixpath
 from app.hyper import Hypervisor, HypervisorError
 from app.hyper.disks import partial_path
 from app.i18n import gettext as _
+from app.i18n.messages import M_, Message, Mn_
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import (
@@ -175,7 +176,7 @@ async def start_publish(
     number = state.next_number
     target = await new_version_file(hv, state)
 
-    async def work(op: OperationContext) -> str:
+    async def work(op: OperationContext) -> Message:
         publication = Publication(
             ctx,
             op,
@@ -187,16 +188,28 @@ async def start_publish(
             state_from=state_from,
         )
         version = await publication.run(origin=origin, origin_name=origin_name, note=note, actor=actor)
-        source_text = (
-            f"the source {origin_name}" if origin == "source" else f"the working disk of {initial.name}"
-        )
+        if origin == "source":
+            said = M_(
+                "Published {version} of {name} from the source {source}.",
+                version=version.label,
+                name=initial.name,
+                source=origin_name,
+            )
+        else:
+            said = M_(
+                "Published {version} of {name} from the working disk of {name}.",
+                version=version.label,
+                name=initial.name,
+            )
         moving = len(state.children)
-        follow = (
-            f" Its {moving} VDI machines move to it when reset or returned; or roll the idle ones now."
-            if moving
-            else ""
-        )
-        return f"Published {version.label} of {initial.name} from {source_text}.{follow}"
+        if moving:
+            said += Mn_(
+                "Its {count} VDI machine moves to it when reset or returned; or roll the idle ones now.",
+                "Its {count} VDI machines move to it when reset or returned; or roll the idle ones now.",
+                moving,
+                count=moving,
+            )
+        return said
 
     op_id = await ctx.operations.start(
         "publish",
@@ -206,7 +219,7 @@ async def start_publish(
         hypervisor_id=hv.id,
         params={"origin": origin, "from": copy_from, "version": number, "path": target, "shutdown": shutdown},
         created_by=actor,
-        message=_("Publishing v{number} of {name}").format(number=number, name=initial.name),
+        message=M_("Publishing v{number} of {name}", number=str(number), name=initial.name),
     )
     await ctx.audit.record(
         "image_publish", actor=actor, target=initial.name, origin=origin, source=origin_name, version=number
@@ -267,7 +280,14 @@ class Publication:
             await op.temp_file_done(self.target)
             await op.temp_file_done(temp)
         if self.renews_working_disk:
-            await op.progress(99, f"Published v{number}; preparing the working disk of {initial.name}")
+            await op.progress(
+                99,
+                M_(
+                    "Published v{number}; preparing the working disk of {name}",
+                    number=str(number),
+                    name=initial.name,
+                ),
+            )
             await self.renew_working_disk(version_id)
         state = await state_of(ctx, initial.id)
         ctx.hub.publish("image", state.summary())
@@ -280,12 +300,15 @@ class Publication:
         """Write the new version to ``self.target`` (through ``temp``, renamed at the end); the note."""
         op, hv, initial = self.op, self.hv, self.state.initial
         if await live_state(hv, initial) in RUNNING:
-            await op.progress(0, f"Shutting {initial.name} down before copying its disk")
+            await op.progress(0, M_("Shutting {name} down before copying its disk", name=initial.name))
             await stop_gracefully(self.ctx, hv, initial)
-        await op.progress(1, f"Copying {self.copy_from} to v{number}")
+        await op.progress(1, M_("Copying {path} to v{number}", path=self.copy_from, number=str(number)))
 
         async def report(percent: float) -> None:
-            await op.progress(1 + 0.97 * percent, f"Copying: {percent:.0f} % to v{number}")
+            await op.progress(
+                1 + 0.97 * percent,
+                M_("Copying: {percent} % to v{number}", percent=round(percent), number=str(number)),
+            )
 
         try:
             await hv.convert_disk(self.copy_from, self.target, report, op_id=tag, src_format=self.copy_format)

@@ -27,6 +27,7 @@ import posixpath
 from app.hyper import HypervisorError
 from app.i18n import gettext as _
 from app.i18n import ngettext
+from app.i18n.messages import M_
 from app.vms.context import VmContext
 from app.vms.disks import confined, existing_files, image_info, no_space
 from app.vms.errors import HypervisorFailure, Invalid, Refused
@@ -113,7 +114,7 @@ async def start_publish_running(ctx: VmContext, initial_id: int, *, note: str = 
             "path": target,
         },
         created_by=actor,
-        message=_("Publishing v{number} of the running {name}").format(number=number, name=initial.name),
+        message=M_("Publishing v{number} of the running {name}", number=str(number), name=initial.name),
     )
     await ctx.audit.record(
         "image_publish",
@@ -145,7 +146,15 @@ class RunningPublication(Publication):
                 )
             ) from exc
         self.consistency = FROZEN if frozen else CRASH
-        await op.progress(1, f"Copying the running disk of {name} to v{number} ({self.consistency})")
+        await op.progress(
+            1,
+            M_(
+                "Copying the running disk of {name} to v{number} ({consistency})",
+                name=name,
+                number=str(number),
+                consistency=self.consistency,
+            ),
+        )
         try:
             await self._follow(number)
         except BaseException:
@@ -193,7 +202,12 @@ class RunningPublication(Publication):
             if not job.active:
                 return
             await self.op.progress(
-                1 + 0.97 * job.percent, f"Copying the running disk: {job.percent:.0f} % to v{number}"
+                1 + 0.97 * job.percent,
+                M_(
+                    "Copying the running disk: {percent} % to v{number}",
+                    percent=round(job.percent),
+                    number=str(number),
+                ),
             )
             await asyncio.sleep(POLL_SECONDS)
 

@@ -21,6 +21,7 @@ import logging
 from app.hyper import Hypervisor, HypervisorError
 from app.i18n import gettext as _
 from app.i18n import ngettext
+from app.i18n.messages import M_, Message, Mn_
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import create_overlays
@@ -112,7 +113,7 @@ async def start_rollout(ctx: VmContext, initial_id: int, *, actor: str = "") -> 
         raise Refused(text.format(name=initial.name, version=target.label, held=held), code="nothing_to_do")
     hv = ctx.hypervisor(initial.hypervisor_id)
 
-    async def work(op: OperationContext) -> str:
+    async def work(op: OperationContext) -> Message:
         return await Rollout(ctx, op, hv, state, target).run([child.id for child in idle])
 
     op_id = await ctx.operations.start(
@@ -123,11 +124,14 @@ async def start_rollout(ctx: VmContext, initial_id: int, *, actor: str = "") -> 
         hypervisor_id=hv.id,
         params={"version": target.number, "children": [child.name for child in idle]},
         created_by=actor,
-        message=ngettext(
+        message=Mn_(
             "Moving {count} idle VDI machine of {name} to {version}",
             "Moving {count} idle VDI machines of {name} to {version}",
             len(idle),
-        ).format(count=len(idle), name=initial.name, version=target.label),
+            count=len(idle),
+            name=initial.name,
+            version=target.label,
+        ),
     )
     await ctx.audit.record(
         "image_rollout", actor=actor, target=initial.name, version=target.label, count=len(idle)
@@ -141,7 +145,7 @@ class Rollout:
     ) -> None:
         self.ctx, self.op, self.hv, self.state, self.target = ctx, op, hv, state, target
 
-    async def run(self, vm_ids: list[int]) -> str:
+    async def run(self, vm_ids: list[int]) -> Message:
         ctx, op, hv, target = self.ctx, self.op, self.hv, self.target
         # Held now, so nobody can be given one of them; one given out just before is left alone.
         fresh = await vms_by_ids(ctx.db, vm_ids)
@@ -150,7 +154,15 @@ class Rollout:
             await op.release([vm.id for vm in taken])
         moving = [vm for vm in fresh if vm.assigned_user_id is None]
         total = len(moving)
-        await op.progress(0, f"Stopping the running ones of {total} VDI machines")
+        await op.progress(
+            0,
+            Mn_(
+                "Stopping the running ones of {count} VDI machine",
+                "Stopping the running ones of {count} VDI machines",
+                total,
+                count=total,
+            ),
+        )
         try:
             running = {d.name for d in await hv.list_domains() if d.state in RUNNING}
         except HypervisorError as exc:
@@ -159,10 +171,27 @@ class Rollout:
             ) from exc
         was_running = [vm for vm in moving if vm.name in running]
         await asyncio.gather(*(force_off(hv, vm) for vm in was_running))
-        await op.progress(30, f"Recreating {total} overlays on {target.label}")
+        await op.progress(
+            30,
+            Mn_(
+                "Recreating {count} overlay on {version}",
+                "Recreating {count} overlays on {version}",
+                total,
+                count=total,
+                version=target.label,
+            ),
+        )
         await rebase(ctx, hv, moving, target, self.state.initial)
         await publish_state(ctx, self.state.initial.id, moving)
-        await op.progress(60, f"{total} on {target.label}; starting the {len(was_running)} that ran")
+        await op.progress(
+            60,
+            M_(
+                "{count} on {version}; starting the {running} that ran",
+                count=total,
+                version=target.label,
+                running=len(was_running),
+            ),
+        )
         failed: dict[str, str] = {}
         if was_running:
             count = 0
@@ -171,26 +200,33 @@ class Rollout:
                 nonlocal count
                 count += 1
                 await op.progress(
-                    60 + 40.0 * count / len(was_running), f"Started {count} of {len(was_running)}"
+                    60 + 40.0 * count / len(was_running),
+                    M_("Started {count} of {total}", count=count, total=len(was_running)),
                 )
 
             again = await vms_by_ids(ctx.db, [vm.id for vm in was_running])
             outcome = await start_together(ctx, hv, again, on_up=up)
             failed = outcome.failed
-        summary = ngettext(
-            "Moved {count} VDI machine of {name} to {version}",
-            "Moved {count} VDI machines of {name} to {version}",
+        summary = Mn_(
+            "Moved {count} VDI machine of {name} to {version}.",
+            "Moved {count} VDI machines of {name} to {version}.",
             total,
-        ).format(count=total, name=self.state.initial.name, version=target.label)
+            count=total,
+            name=self.state.initial.name,
+            version=target.label,
+        )
         if taken:
-            summary += " " + ngettext(
-                "({count} handed out meanwhile: it moves when returned)",
-                "({count} handed out meanwhile: they move when returned)",
+            summary += Mn_(
+                "{count} was handed out meanwhile: it moves when returned.",
+                "{count} were handed out meanwhile: they move when returned.",
                 len(taken),
-            ).format(count=len(taken))
+                count=len(taken),
+            )
         if failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items()))
             raise HypervisorFailure(
-                _("{summary}; starting again failed: {details}").format(summary=summary, details=details)
+                _("{summary}; starting again failed: {details}").format(
+                    summary=summary.text().rstrip("."), details=details
+                )
             )
-        return summary + "."
+        return summary

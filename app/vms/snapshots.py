@@ -20,6 +20,7 @@ from app.hyper import HypervisorError, SnapshotInfo, SnapshotNotFound
 from app.i18n import N_, ngettext
 from app.i18n import gettext as _
 from app.i18n.labels import kind_label
+from app.i18n.messages import M_, Message
 from app.vms.context import VmContext
 from app.vms.errors import HypervisorFailure, Invalid, NotFound, Refused, VmError, refuse_if_busy
 from app.vms.operations import OperationContext
@@ -117,8 +118,8 @@ class SnapshotService:
             )
         hv = self.ctx.hypervisor(vm.hypervisor_id)
 
-        async def work(op: OperationContext) -> str:
-            await op.progress(5, f"Taking snapshot {name} of {vm.name}")
+        async def work(op: OperationContext) -> Message:
+            await op.progress(5, M_(MESSAGES["take"], name=name, vm=vm.name))
             try:
                 taken = await hv.create_snapshot(vm.name, name, description)
             except HypervisorError as exc:
@@ -127,8 +128,9 @@ class SnapshotService:
                         name=name, vm=vm.name, reason=exc
                     )
                 ) from exc
-            what = "disk and memory" if taken.with_memory else "disk"
-            return f"Took snapshot {name} of {vm.name} ({what})."
+            if taken.with_memory:
+                return M_("Took snapshot {name} of {vm} (disk and memory).", name=name, vm=vm.name)
+            return M_("Took snapshot {name} of {vm} (disk).", name=name, vm=vm.name)
 
         return await self._run("take", vm, name, work, actor=actor, client_address=client_address)
 
@@ -137,16 +139,19 @@ class SnapshotService:
         snapshot = self._find(vm, existing, name)
         hv = self.ctx.hypervisor(vm.hypervisor_id)
 
-        async def work(op: OperationContext) -> str:
-            await op.progress(5, f"Reverting {vm.name} to snapshot {name}")
+        async def work(op: OperationContext) -> Message:
+            await op.progress(5, M_(MESSAGES["revert"], name=name, vm=vm.name))
             try:
                 await hv.revert_snapshot(vm.name, name)
             except HypervisorError as exc:
                 raise HypervisorFailure(
                     _("reverting {vm} to {name} failed: {reason}").format(vm=vm.name, name=name, reason=exc)
                 ) from exc
-            after = "running as it was then" if snapshot.with_memory else "stopped, its disk as it was then"
-            return f"Reverted {vm.name} to snapshot {name}: {after}."
+            if snapshot.with_memory:
+                return M_("Reverted {vm} to snapshot {name}: running as it was then.", vm=vm.name, name=name)
+            return M_(
+                "Reverted {vm} to snapshot {name}: stopped, its disk as it was then.", vm=vm.name, name=name
+            )
 
         return await self._run("revert", vm, name, work, actor=actor, client_address=client_address)
 
@@ -155,19 +160,19 @@ class SnapshotService:
         self._find(vm, existing, name)
         hv = self.ctx.hypervisor(vm.hypervisor_id, new_work=False)
 
-        async def work(op: OperationContext) -> str:
-            await op.progress(5, f"Deleting snapshot {name} of {vm.name}")
+        async def work(op: OperationContext) -> Message:
+            await op.progress(5, M_(MESSAGES["delete"], name=name, vm=vm.name))
             try:
                 await hv.delete_snapshot(vm.name, name)
             except SnapshotNotFound:
-                return f"Snapshot {name} of {vm.name} was already gone."
+                return M_("Snapshot {name} of {vm} was already gone.", name=name, vm=vm.name)
             except HypervisorError as exc:
                 raise HypervisorFailure(
                     _("deleting snapshot {name} of {vm} failed: {reason}").format(
                         name=name, vm=vm.name, reason=exc
                     )
                 ) from exc
-            return f"Deleted snapshot {name} of {vm.name}."
+            return M_("Deleted snapshot {name} of {vm}.", name=name, vm=vm.name)
 
         return await self._run("delete", vm, name, work, actor=actor, client_address=client_address)
 
@@ -187,9 +192,9 @@ class SnapshotService:
         return found
 
     async def _run(self, verb: str, vm: Vm, name: str, work: Any, *, actor: str, client_address: str) -> int:
-        async def then_announce(op: OperationContext) -> str:
+        async def then_announce(op: OperationContext) -> Message:
             try:
-                summary: str = await work(op)
+                summary: Message = await work(op)
             finally:
                 await self.announce(vm)
             return summary
@@ -201,7 +206,7 @@ class SnapshotService:
             hypervisor_id=vm.hypervisor_id,
             params={"snapshot": name},
             created_by=actor,
-            message=_(MESSAGES[verb]).format(name=name, vm=vm.name),
+            message=M_(MESSAGES[verb], name=name, vm=vm.name),
         )
         await self.ctx.audit.record(
             f"vm_snapshot_{verb}", actor=actor, target=vm.name, client_address=client_address, snapshot=name

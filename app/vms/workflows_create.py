@@ -13,6 +13,7 @@ from app.hyper import Hypervisor, HypervisorError
 from app.hyper.errors import DirectoryMissing
 from app.i18n import gettext as _
 from app.i18n import ngettext
+from app.i18n.messages import M_, Message, Mn_
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.definitions import definition_for, hardware_columns, placement_of
@@ -201,14 +202,16 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         )
         rows.append(NewRow(vm_id, name, uuid, disk, mac))
 
-    async def provision(op: OperationContext | None) -> str:
+    async def provision(op: OperationContext | None) -> Message:
         work = _Provisioning(ctx, hv, rows, keep_disks=in_place)
         try:
             if imported is not None and copying:
                 await copy_image(hv, imported, rows[0].disk_path, op)
             elif imported is None:
                 if op is not None:
-                    await op.progress(0, f"Creating {len(rows)} disks")
+                    await op.progress(
+                        0, Mn_("Creating {count} disk", "Creating {count} disks", len(rows), count=len(rows))
+                    )
                 await create_disks(hv, [(row.disk_path, spec.disk_size_gib) for row in rows])
             work.with_firmware_state(spec.firmware == "uefi" or spec.tpm)
             template = placement.firmware.vars_template if placement.firmware else None
@@ -230,11 +233,14 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
                     ),
                 )
                 if op is not None:
-                    await op.progress(100.0 * index / len(rows), f"Defined {index} of {len(rows)}")
+                    await op.progress(
+                        100.0 * index / len(rows),
+                        M_("Defined {index} of {total}", index=index, total=len(rows)),
+                    )
         except BaseException:
             await work.undo()
             raise
-        return f"Created {', '.join(names)}."
+        return M_("Created {names}.", names=", ".join(names))
 
     await ctx.audit.record(
         "vm_create",
@@ -257,9 +263,9 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
         hypervisor_id=hv.id,
         params={"names": names},
         created_by=actor,
-        message=_("Copying {path} for {name}").format(path=imported.path, name=names[0])
+        message=M_("Copying {path} for {name}", path=imported.path, name=names[0])
         if copying and imported
-        else _("Creating {count} VMs").format(count=len(rows)),
+        else Mn_("Creating {count} VM", "Creating {count} VMs", len(rows), count=len(rows)),
     )
     return Created([row.vm_id for row in rows], op_id)
 
@@ -269,7 +275,7 @@ async def copy_image(hv: Hypervisor, image: ImportedImage, disk: str, op: Operat
 
     async def report(percent: float) -> None:
         if op is not None:
-            await op.progress(0.9 * percent, f"Copying {image.path}")
+            await op.progress(0.9 * percent, M_("Copying {path}", path=image.path))
 
     try:
         await hv.convert_disk(image.path, disk, report, src_format=image.format)
@@ -419,16 +425,25 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         )
         rows.append(NewRow(vm_id, name, uuid, disk, mac))
 
-    async def provision(op: OperationContext) -> str:
+    async def provision(op: OperationContext) -> Message:
         work = _Provisioning(ctx, hv, rows)
         try:
             on = target.label if target is not None else initial.name
-            await op.progress(0, f"Creating {len(rows)} overlays of {on}")
+            await op.progress(
+                0,
+                Mn_(
+                    "Creating {count} overlay of {on}",
+                    "Creating {count} overlays of {on}",
+                    len(rows),
+                    count=len(rows),
+                    on=on,
+                ),
+            )
             await create_overlays(hv, base, [row.disk_path for row in rows])
             # Each child starts from a copy of the initial's variable store and TPM.
             work.with_firmware_state(initial.firmware == "uefi" or initial.tpm)
             await firmware_state.copy_state(hv, initial, [row.name for row in rows])
-            await op.progress(20, "Defining the VDI machines")
+            await op.progress(20, M_("Defining the VDI machines"))
             for index, row in enumerate(rows, start=1):
                 source = (
                     volatile_overlay_path(hv.record.volatile_dir, row.name)
@@ -448,11 +463,22 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
                         disk_format="qcow2",  # overlays of the initial's disk
                     ),
                 )
-                await op.progress(20 + 80.0 * index / len(rows), f"Defined {index} of {len(rows)}")
+                await op.progress(
+                    20 + 80.0 * index / len(rows),
+                    M_("Defined {index} of {total}", index=index, total=len(rows)),
+                )
         except BaseException:
             await work.undo()
             raise
-        return f"Created {len(rows)} VDI machines on {initial.name}: {names[0]} .. {names[-1]}."
+        return Mn_(
+            "Created {count} VDI machine on {name}: {first} .. {last}.",
+            "Created {count} VDI machines on {name}: {first} .. {last}.",
+            len(rows),
+            count=len(rows),
+            name=initial.name,
+            first=names[0],
+            last=names[-1],
+        )
 
     await ctx.audit.record(
         "vm_create",
@@ -470,6 +496,8 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         hypervisor_id=hv.id,
         params={"names": names},
         created_by=actor,
-        message=_("Creating {count} VDI machines").format(count=len(rows)),
+        message=Mn_(
+            "Creating {count} VDI machine", "Creating {count} VDI machines", len(rows), count=len(rows)
+        ),
     )
     return Created([row.vm_id for row in rows], op_id)

@@ -19,6 +19,7 @@ import logging
 
 from app.hyper import Hypervisor, HypervisorError
 from app.i18n import gettext as _
+from app.i18n.messages import M_, Message, Mn_
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import create_overlays, existing_files
@@ -83,7 +84,7 @@ async def start_populate(
         )
     timeout = first_boot_timeout if first_boot_timeout is not None else ctx.settings.first_boot_timeout
 
-    async def work(op: OperationContext) -> str:
+    async def work(op: OperationContext) -> Message:
         populate = Populate(ctx, op, hv, initial, children, target)
         return await populate.run(wait_first_boot=wait_first_boot, first_boot_timeout=timeout)
 
@@ -98,7 +99,13 @@ async def start_populate(
         hypervisor_id=hv.id,
         params=params,
         created_by=actor,
-        message=_("Populating {count} VDI machines of {name}").format(count=len(children), name=initial.name),
+        message=Mn_(
+            "Populating {count} VDI machine of {name}",
+            "Populating {count} VDI machines of {name}",
+            len(children),
+            count=len(children),
+            name=initial.name,
+        ),
     )
     await ctx.audit.record(
         "vm_populate", actor=actor, target=initial.name, count=len(children), wait_first_boot=wait_first_boot
@@ -131,36 +138,76 @@ class Populate:
         self.shut_down: list[str] = []
         self.ended = 0
 
-    async def advance(self, message: str, steps: int = 1) -> None:
+    async def advance(self, message: Message, steps: int = 1) -> None:
         self.steps += steps
         await self.op.progress(100.0 * self.steps / self.total_steps, message)
 
-    async def run(self, *, wait_first_boot: bool, first_boot_timeout: float) -> str:
+    async def run(self, *, wait_first_boot: bool, first_boot_timeout: float) -> Message:
         ctx, hv, children = self.ctx, self.hv, self.children
         total = len(children)
         self.total_steps = total * (3 if wait_first_boot else 2)
         # Flags an admin set stay; only the maintenance this run sets is lifted again.
         ours = [child.id for child in children if not child.maintenance]
-        await self.op.progress(0, f"Stopping {total} VDI machines and putting them in maintenance")
+        await self.op.progress(
+            0,
+            Mn_(
+                "Stopping {count} VDI machine and putting it in maintenance",
+                "Stopping {count} VDI machines and putting them in maintenance",
+                total,
+                count=total,
+            ),
+        )
         await update_vms(ctx.db, ours, maintenance=True)
         await _publish_all(ctx, children)
         await _stop_running(hv, children)
         if self.target is not None:
-            await self.op.progress(None, f"Recreating {total} overlays on {self.target.label}")
+            await self.op.progress(
+                None,
+                Mn_(
+                    "Recreating {count} overlay on {version}",
+                    "Recreating {count} overlays on {version}",
+                    total,
+                    count=total,
+                    version=self.target.label,
+                ),
+            )
             await rebase(ctx, hv, children, self.target, self.initial)
             ctx.hub.publish("image", (await state_of(ctx, self.initial.id)).summary())
         else:
-            await self.op.progress(None, f"Recreating {total} overlays of {self.initial.name}")
+            await self.op.progress(
+                None,
+                Mn_(
+                    "Recreating {count} overlay of {name}",
+                    "Recreating {count} overlays of {name}",
+                    total,
+                    count=total,
+                    name=self.initial.name,
+                ),
+            )
             await create_overlays(hv, self.initial.disk_path, [child.disk_path for child in children])
             await firmware_state.copy_state(hv, self.initial, [child.name for child in children])
-        await self.advance(f"Recreated {total} overlays; starting the first boots", total)
+        await self.advance(
+            Mn_(
+                "Recreated {count} overlay; starting the first boots",
+                "Recreated {count} overlays; starting the first boots",
+                total,
+                count=total,
+            ),
+            total,
+        )
 
         count = 0
 
         async def up(_child: Vm) -> None:
             nonlocal count
             count += 1
-            await self.advance(f"Set up {count} of {total} first boots; they run once all are up")
+            await self.advance(
+                M_(
+                    "Set up {count} of {total} first boots; they run once all are up",
+                    count=count,
+                    total=total,
+                )
+            )
 
         # Every child is set up with its CPUs paused, then all run (see start_together).
         outcome = await start_together(
@@ -176,29 +223,45 @@ class Populate:
         for name in outcome.skipped:
             self.failed[name] = "it was running again before its first boot"
         if wait_first_boot:
-            await self.op.progress(None, f"Waiting for {len(self.started)} first boots to finish")
+            await self.op.progress(
+                None,
+                Mn_(
+                    "Waiting for {count} first boot to finish",
+                    "Waiting for {count} first boots to finish",
+                    len(self.started),
+                    count=len(self.started),
+                ),
+            )
             await asyncio.gather(*(self.wait_for_end(child, first_boot_timeout) for child in self.started))
         finished = {child.name for child in self.started}
         await update_vms(ctx.db, [child.id for child in self.started if child.id in ours], maintenance=False)
         await _publish_all(ctx, self.started)
-        summary = f"Populated {len(finished)} of {total} VDI machines of {self.initial.name}"
-        if wait_first_boot:
-            summary += ": first boots finished"
-            if self.shut_down:
-                summary += (
-                    f" ({len(self.shut_down)} still running after {first_boot_timeout:g} s"
-                    f" and shut down: {', '.join(sorted(self.shut_down))})"
-                )
+        done = {"done": len(finished), "total": total, "name": self.initial.name}
+        if not wait_first_boot:
+            summary = M_(
+                "Populated {done} of {total} VDI machines of {name}:"
+                " overlays recreated, first boots under way.",
+                **done,
+            )
+        elif self.shut_down:
+            summary = M_(
+                "Populated {done} of {total} VDI machines of {name}: first boots finished"
+                " ({count} still running after {seconds} s and shut down: {names}).",
+                **done,
+                count=len(self.shut_down),
+                seconds=format(first_boot_timeout, "g"),
+                names=", ".join(sorted(self.shut_down)),
+            )
         else:
-            summary += ": overlays recreated, first boots under way"
+            summary = M_("Populated {done} of {total} VDI machines of {name}: first boots finished.", **done)
         if self.failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in sorted(self.failed.items()))
             raise HypervisorFailure(
                 _("{summary}; failed: {details}. Those stay in maintenance.").format(
-                    summary=summary, details=details
+                    summary=summary.text().rstrip("."), details=details
                 )
             )
-        return summary + "."
+        return summary
 
     async def wait_for_end(self, child: Vm, within: float) -> None:
         """Wait until ``child`` powers itself off; else ACPI shutdown, then force it off."""
@@ -214,4 +277,6 @@ class Populate:
             if await sync.wait_for(hv.id, child.name, STOPPED, within=grace, hv=hv) is None:
                 await force_off(hv, child)
         self.ended += 1
-        await self.advance(f"First boots finished: {self.ended} of {len(self.children)}")
+        await self.advance(
+            M_("First boots finished: {count} of {total}", count=self.ended, total=len(self.children))
+        )

@@ -15,6 +15,7 @@ from typing import Any
 from app.hyper import DomainNotFound, Hypervisor, HypervisorError, NotSupported
 from app.i18n import gettext as _
 from app.i18n import ngettext
+from app.i18n.messages import M_, Message, Mn_
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import remove_files
@@ -346,12 +347,15 @@ async def delete(
         await remove_one(root)
         return plan, None
 
-    async def work(op: OperationContext) -> str:
+    async def work(op: OperationContext) -> Message:
         for index, vm in enumerate(plan.vms, start=1):
             await remove_one(vm)
-            await op.progress(100.0 * index / len(plan.vms), f"Deleted {index} of {len(plan.vms)}")
+            await op.progress(
+                100.0 * index / len(plan.vms),
+                M_("Deleted {index} of {total}", index=index, total=len(plan.vms)),
+            )
             await asyncio.sleep(0)
-        return f"Deleted {', '.join(plan.names)}."
+        return M_("Deleted {names}.", names=", ".join(plan.names))
 
     op_id = await ctx.operations.start(
         "delete",
@@ -360,7 +364,7 @@ async def delete(
         hypervisor_id=hv.id,
         params=plan.summary(),
         created_by=actor,
-        message=_("Deleting {count} VMs").format(count=len(plan.vms)),
+        message=Mn_("Deleting {count} VM", "Deleting {count} VMs", len(plan.vms), count=len(plan.vms)),
     )
     return plan, op_id
 

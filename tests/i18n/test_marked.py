@@ -52,6 +52,23 @@ def test_the_check_finds_unmarked_words(tmp_path: Path) -> None:
     ]
 
 
+def test_the_check_finds_progress_messages_not_kept_for_each_reader(tmp_path: Path) -> None:
+    """An operation's progress is stored and broadcast: its text must be a kept message (M_)."""
+    work = tmp_path / "work.py"
+    work.write_text(
+        "async def work(op):\n"
+        '    await op.progress(10, f"Defined {index} of {total}")\n'
+        '    await op.progress(20, _("Defined {index} of {total}").format(index=1, total=2))\n'
+        '    await op.progress(30, M_("Defined {index} of {total}", index=1, total=2))\n'
+        '    await self.advance(Mn_("{count} disk", "{count} disks", 2, count=2))\n'
+        "    await op.progress(40)\n"
+    )
+    assert [(f.line, f.text) for f in scan_python(work)] == [
+        (2, "Defined {} of {}"),
+        (3, "translated at once: Defined {index} of {total}"),
+    ]
+
+
 def test_the_check_finds_text_kept_aside_to_be_shown(tmp_path: Path) -> None:
     """Refusals by code, a form's errors, toasts written into a redirect's URL."""
     view = tmp_path / "sample.py"

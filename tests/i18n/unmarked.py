@@ -27,7 +27,7 @@ from jinja2 import Environment
 from jinja2.lexer import Token
 
 REPO = Path(__file__).resolve().parents[2]
-MARKERS = {"_", "gettext", "ngettext", "pgettext", "npgettext", "N_", "lazy_gettext"}
+MARKERS = {"_", "gettext", "ngettext", "pgettext", "npgettext", "N_", "lazy_gettext", "M_", "Mn_"}
 READABLE_ATTRIBUTES = {"title", "placeholder", "aria-label", "alt", "label", "data-confirm", "data-bs-title"}
 LITERAL_ELEMENTS = {"code", "pre", "kbd", "samp", "script", "style", "var"}
 # Words that stay as they are in every language.
@@ -304,6 +304,11 @@ PY_SPEAKING_CALLS = {
     "Invalid",
     "BodyError",
 }
+# Calls whose text is kept and shown later to many readers (an operation's progress, stored and
+# broadcast to every admin): only a kept message (M_/Mn_) will do, and text translated at once
+# (``_()``) would stay in the writer's language.
+PY_KEPT_CALLS = {"progress", "advance"}
+TRANSLATED_AT_ONCE = {"_", "gettext", "ngettext", "pgettext", "npgettext"}
 PY_SPEAKING_KEYS = {"message", "title", "detail", "reason", "toast", "error"}
 # Variables holding text shown later: ``messages = {code: text}``, ``errors[field] = text``.
 PY_SPEAKING_NAMES = {"message", "messages", "error", "errors", "toast"}
@@ -367,6 +372,19 @@ class _PythonScanner(ast.NodeVisitor):
             for child in ast.iter_child_nodes(node):
                 self._check(child)
 
+    def _check_kept(self, node: ast.AST) -> None:
+        """Text kept to be shown later: unmarked, or translated at once into one language."""
+        at_once = [
+            child
+            for child in ast.walk(node)
+            if isinstance(child, ast.Call) and _call_name(child) in TRANSLATED_AT_ONCE and child.args
+        ]
+        if at_once:
+            text = _literal_text(at_once[0].args[0]) or ""
+            self.found.append(Finding(self.rel, getattr(node, "lineno", 0), f"translated at once: {text}"))
+            return
+        self._check(node)
+
     def _check_toast_url(self, node: ast.AST) -> None:
         """The ``?toast=`` text of a redirect written into its URL."""
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -423,6 +441,9 @@ class _PythonScanner(ast.NodeVisitor):
         if speaking and name not in PY_QUIET_CALLS:
             for arg in node.args:
                 self._check(arg)
+        if name in PY_KEPT_CALLS:
+            for arg in node.args:
+                self._check_kept(arg)
         if name in PY_REDIRECTS and node.args:
             self._check_toast_url(node.args[0])
         for keyword in node.keywords:

@@ -1,0 +1,92 @@
+"""Text written once and read later (an operation's progress) reaches each admin in their language."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from app.i18n import use_language
+from app.i18n.messages import M_, Mn_, shown
+from app.vms.operations import OperationContext
+from tests.dashboard import BrowserLikeClient, RunningDashboard
+from tests.waiting import eventually
+
+LITHUANIAN = {"Accept-Language": "lt"}
+
+
+async def _socket(dashboard: RunningDashboard, admin: BrowserLikeClient, language: str) -> ClientConnection:
+    return await connect(
+        dashboard.url.replace("http://", "ws://") + "/live",
+        origin=dashboard.url,  # type: ignore[arg-type]
+        additional_headers={
+            "Cookie": f"kvmvdi_session={admin.http.cookies.get('kvmvdi_session')}",
+            "Accept-Language": language,
+        },
+        proxy=None,
+    )
+
+
+async def _operation_event(ws: ClientConnection, state: str) -> dict[str, Any]:
+    """The next ``operation`` event in ``state`` (the hello and other topics are passed over)."""
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+        if message["topic"] == "operation" and message["data"]["state"] == state:
+            data: dict[str, Any] = message["data"]
+            return data
+
+
+def test_a_kept_message_is_shown_in_the_readers_language_and_old_text_as_it_is() -> None:
+    kept = M_("Defined {index} of {total}", index=1200, total=1500) + Mn_(
+        "Creating {count} disk", "Creating {count} disks", 21, count=21
+    )
+    with use_language("lt"):
+        assert kept.text() == "Aprašyta 1\xa0200 iš 1\xa0500 Kuriamas 21 diskas"
+        assert shown("Defined 1 of 2", kept.to_json()) == kept.text()
+        assert shown("Defined 1 of 2 (an old row)", "") == "Defined 1 of 2 (an old row)"
+    assert kept.english() == "Defined 1,200 of 1,500 Creating 21 disks"
+
+
+async def test_a_lithuanian_admin_sees_an_operations_progress_and_outcome_in_lithuanian(
+    dashboard: RunningDashboard,
+) -> None:
+    admin = await dashboard.admin()
+    operations = dashboard.services.vms.operations
+    go_on = asyncio.Event()
+
+    async def work(op: OperationContext) -> Any:
+        await op.progress(50, M_("Defined {index} of {total}", index=1, total=2))
+        await go_on.wait()
+        return M_("Created {names}.", names="pc-1, pc-2")
+
+    async with (
+        await _socket(dashboard, admin, "lt") as lithuanian,
+        await _socket(dashboard, admin, "en") as english,
+    ):
+        op_id = await operations.start(
+            "probe", work, message=Mn_("Creating {count} VM", "Creating {count} VMs", 2, count=2)
+        )
+        path = f"/api/v1/admin/operations/{op_id}"
+
+        async def progressed() -> dict[str, Any] | None:
+            answer: dict[str, Any] = (await admin.get(path, headers=LITHUANIAN)).json()["operation"]
+            return answer if answer["progress"] == 50 else None
+
+        assert (await eventually(progressed, what="the progress stored"))["message"] == "Aprašyta 1 iš 2"
+        assert (await admin.get(path)).json()["operation"]["message"] == "Defined 1 of 2", (
+            "English by default"
+        )
+        page = await admin.get("/vms", headers=LITHUANIAN)
+        assert '<span class="op-message">Aprašyta 1 iš 2</span>' in page.text, "the operations in progress"
+        pending = await _operation_event(lithuanian, "pending")
+        assert pending["message"] == "Kuriamos 2 VM" and "message_i18n" not in pending
+        assert (await _operation_event(english, "pending"))["message"] == "Creating 2 VMs"
+
+        go_on.set()
+        await operations.wait(op_id)
+        assert (await _operation_event(lithuanian, "succeeded"))["message"] == "Sukurta: pc-1, pc-2."
+        assert (await _operation_event(english, "succeeded"))["message"] == "Created pc-1, pc-2."
+    answer = (await admin.get(path, headers=LITHUANIAN)).json()["operation"]
+    assert answer["message"] == "Sukurta: pc-1, pc-2." and answer["state"] == "succeeded"
