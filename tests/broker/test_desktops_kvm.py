@@ -4,6 +4,7 @@ managed over SSH with pinned host keys; consoles through the real CONNECT gatewa
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from pathlib import Path
 from typing import Any
@@ -199,16 +200,6 @@ async def test_a_desktop_still_marked_with_its_previous_user_is_reset_only_for_s
     assert lab.domain_id(vm) != boot
 
 
-def read_until_closed(stream: TcpStream, *, timeout: float) -> None:
-    """Read in big chunks until the other end closes (SPICE sends some hundred kB after a link)."""
-    stream.sock.settimeout(timeout)
-    try:
-        while stream.sock.recv(65536):
-            pass
-    except (ConnectionError, ssl.SSLEOFError):
-        pass
-
-
 async def test_a_direct_spice_client_is_cut_off_when_its_user_releases_the_desktop(lab: DesktopLab) -> None:
     """A client that can route to the hypervisor goes around the gateway with the password the
     broker handed out. Releasing the lease changes that password with connected='disconnect':
@@ -230,7 +221,7 @@ async def test_a_direct_spice_client_is_cut_off_when_its_user_releases_the_deskt
         assert (await asyncio.to_thread(spice_link, direct, password)).ok
         assert (await ann.release(desktop.lease_id)).status_code == 204
         # SPICE itself hangs up: what it had sent drains, then the connection ends (a timeout fails).
-        await asyncio.to_thread(read_until_closed, direct, timeout=30)
+        await asyncio.to_thread(functools.partial(direct.read_until_closed, timeout=30))
     finally:
         direct.close()
     assert lab.domain_id(vm) == boot, "the same QEMU process: the password cut the client, not a restart"

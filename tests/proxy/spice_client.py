@@ -77,6 +77,17 @@ class TcpStream:
             data += chunk
         return data
 
+    def read_until_closed(self, *, timeout: float) -> None:
+        """Read in big chunks until the other end closes; a silence of ``timeout`` s raises
+        TimeoutError. (SPICE sends some hundred kB right after a link: byte by byte, draining
+        that alone takes half a minute.)"""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except (ConnectionError, ssl.SSLEOFError):
+            pass
+
     def close(self) -> None:
         self.sock.close()
 

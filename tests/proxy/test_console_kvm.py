@@ -35,7 +35,6 @@ from tests.dashboard import BrowserLikeClient, RunningDashboard, make_settings, 
 from tests.hyper.conftest import row_values, ssh_record
 from tests.proxy.spice_client import (
     LINK_PERMISSION_DENIED,
-    StreamClosed,
     TcpStream,
     WebSocketStream,
     connect_through_gateway,
@@ -327,11 +326,9 @@ async def test_a_direct_spice_client_with_a_handed_out_password_is_cut_off_at_re
                     "SELECT id FROM users WHERE username = 'admin'"
                 )
                 await consoles.revoke_for_user(int(admin_id), "user_disabled")
-            # SPICE itself hangs up on the client: no byte more, the connection closes.
-            direct.sock.settimeout(15)
-            with pytest.raises((StreamClosed, ConnectionError)):
-                while True:
-                    await asyncio.to_thread(direct.recv_exact, 1)
+            # SPICE itself hangs up on the client: what it sent drains, then the connection closes
+            # (a silence of 15 s fails).
+            await asyncio.to_thread(functools.partial(direct.read_until_closed, timeout=15))
         finally:
             direct.close()
         assert await spice_login(desktop, host, port, grant["password"]) == LINK_PERMISSION_DENIED
