@@ -10,8 +10,9 @@ import pytest
 
 from app.proxy.gateway import ESTABLISHED
 from tests.dashboard import DashboardFactory
-from tests.proxy.conftest import ECHO, ConsoleWorld, TcpDisplay, make_world
+from tests.proxy.conftest import ECHO, ConsoleWorld, TcpDisplay, make_world, pattern, stream_request
 from tests.proxy.spice_client import connect_through_gateway
+from tests.proxy.test_websocket import wait_until_stalled
 from tests.services.mariadb import MariaDB
 from tests.waiting import eventually
 
@@ -321,3 +322,33 @@ async def test_ending_one_console_session_leaves_the_others_open(
         assert await world.dashboard.services.consoles.revoke_ticket(first.record.id, "ended_by_admin") == 1
         assert await wait_closed(sock1) == b""
         assert await exchange(sock2, ECHO + b"still here") == ECHO + b"still here"
+
+
+async def test_a_client_that_stops_reading_holds_the_display_up_and_then_gets_every_byte(
+    world: ConsoleWorld, display: TcpDisplay
+) -> None:
+    """After the handshake the gateway splices in the kernel, one pipe per direction: while the
+    client reads nothing, the display is held up by TCP instead of the gateway taking its stream;
+    once it reads again, everything arrives byte-exact and in order."""
+    total = 256 * 1024 * 1024
+    issued = await world.ticket(port=display.port)
+    status, _head, sock = await connect(world, f"127.0.0.1:{display.port}", issued.secret)
+    with sock:
+        assert status == 200
+        sock.sendall(stream_request(total))
+        stalled_at = await wait_until_stalled(display)
+        # Socket buffers and one pipe (about 18 MB here), not the stream: a relay that took what
+        # the display sends would let all 256 MiB through.
+        assert stalled_at < total // 4
+
+        def drain() -> int:
+            sock.settimeout(60)
+            offset = 0
+            while offset < total:
+                chunk = sock.recv(1 << 20)
+                assert chunk, f"closed after {offset} bytes"
+                assert chunk == pattern(offset, len(chunk))
+                offset += len(chunk)
+            return offset
+
+        assert await asyncio.to_thread(drain) == total == display.streamed
