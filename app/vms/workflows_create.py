@@ -6,29 +6,19 @@ and everything made so far is undone when a step fails: no half-created VM stays
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from app.hyper import Hypervisor, HypervisorError
-from app.hyper.errors import DirectoryMissing
 from app.i18n import gettext as _
-from app.i18n import ngettext
 from app.i18n.messages import M_, Message, Mn_
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.definitions import definition_for, hardware_columns, placement_of
-from app.vms.disks import create_disks, create_overlays, existing_files, remove_files
-from app.vms.domain_xml import (
-    DomainDefinition,
-    build_domain_xml,
-    new_uuid,
-    random_mac,
-)
+from app.vms.disks import create_disks, create_overlays, existing_files
 from app.vms.errors import HypervisorFailure, Invalid, Refused, refuse_if_busy
 from app.vms.importing import ImportedImage, inspect_import
 from app.vms.operations import OperationContext
 from app.vms.parameters import (
-    DefinitionError,
     NewBatch,
     NewInitial,
     NewVdi,
@@ -37,96 +27,24 @@ from app.vms.parameters import (
     default_disk_path,
     volatile_overlay_path,
 )
-from app.vms.records import delete_vm_row, insert_vm, taken_names, update_vm
-
-log = logging.getLogger("kvmvdi.vms.create")
+from app.vms.provisioning import (
+    NewRow,
+    Provisioning,
+    check_batch_names,
+    check_iso,
+    check_names,
+    define,
+    define_all,
+    insert_rows,
+    refuse_existing_disks,
+)
+from app.vms.records import update_vm
 
 
 @dataclass(frozen=True)
 class Created:
     vm_ids: list[int]
     operation_id: int | None = None
-
-
-async def check_names(ctx: VmContext, names: list[str], field: str) -> None:
-    taken = await taken_names(ctx.db, names)
-    if taken:
-        raise Invalid(
-            {
-                field: ngettext(
-                    "{names} already exists: choose another name",
-                    "{names} already exist: choose another name",
-                    len(taken),
-                ).format(names=", ".join(taken))
-            }
-        )
-
-
-async def offered_isos(hv: Hypervisor) -> list[str]:
-    try:
-        return [iso.path for iso in await hv.list_isos()]
-    except DirectoryMissing:
-        return []  # nothing to offer: the path is refused as not on the list
-    except HypervisorError as exc:
-        raise HypervisorFailure(_("listing the hypervisor's ISOs failed: {exc}").format(exc=exc)) from exc
-
-
-async def check_iso(hv: Hypervisor, iso_path: str | None, field: str = "iso_path") -> None:
-    if iso_path is not None and iso_path not in await offered_isos(hv):
-        raise Invalid({field: _("choose an ISO from the hypervisor's list")})
-
-
-@dataclass(frozen=True)
-class NewRow:
-    """A new VM being provisioned: its row and what its domain is made of."""
-
-    vm_id: int
-    name: str
-    uuid: str
-    disk_path: str  # "" while there is no disk to undo
-    mac_address: str | None
-
-
-class _Provisioning:
-    """Defines the domains of new VM rows; :meth:`undo` removes all that was made so far."""
-
-    def __init__(
-        self, ctx: VmContext, hv: Hypervisor, rows: list[NewRow], *, keep_disks: bool = False
-    ) -> None:
-        self.ctx, self.hv, self.rows = ctx, hv, rows
-        self.defined: list[str] = []
-        self.firmware_state = False
-        # An image imported in place existed before and stays when the VM could not be made.
-        self.keep_disks = keep_disks
-
-    def with_firmware_state(self, made: bool) -> None:
-        """The VMs get an NVRAM and/or TPM state: undoing removes those too."""
-        self.firmware_state = made
-
-    async def define(self, vm_id: int, definition: DomainDefinition) -> None:
-        await define(self.hv, definition)
-        self.defined.append(definition.name)
-        await update_vm(self.ctx.db, vm_id, state="shutoff")
-        await self.ctx.refresh(vm_id, "created")
-
-    async def undo(self) -> None:
-        for name in self.defined:
-            try:
-                await self.hv.undefine(name)
-            except HypervisorError as exc:
-                log.warning("undoing: undefine %s failed: %s", name, exc)
-        files = [] if self.keep_disks else [row.disk_path for row in self.rows if row.disk_path]
-        if self.firmware_state:
-            for row in self.rows:
-                paths = firmware_state.state_paths(self.hv, row.name)
-                files += [paths.nvram, paths.tpm_dir]
-        try:
-            await remove_files(self.hv, files)
-        except Exception as exc:
-            log.warning("undoing: removing %s failed: %s", files, exc)
-        for row in self.rows:
-            await delete_vm_row(self.ctx.db, row.vm_id)
-            self.ctx.publish_removed(row.vm_id, row.name)
 
 
 async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "") -> Created:
@@ -148,11 +66,7 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
             else spec.disk_path or default_disk_path(hv.record.images_dir, spec.name)
         ]
     else:
-        try:
-            names = spec.names()
-        except DefinitionError as exc:
-            raise Invalid(exc.errors) from None
-        await check_names(ctx, names, "prefix")
+        names = await check_batch_names(ctx, spec)
         disks = [default_disk_path(hv.record.images_dir, name) for name in names]
     errors: dict[str, str] = {}
     for disk in [] if in_place else disks:
@@ -162,48 +76,39 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
     if errors:
         raise Invalid(errors)
     await check_iso(hv, spec.iso_path)
-    existing = [] if in_place else await existing_files(hv, disks)
-    if existing:
-        raise Invalid(
-            {
-                "disk_path" if isinstance(spec, NewVm) else "prefix": _(
-                    "a file already exists at {paths}: choose another name"
-                ).format(paths=", ".join(existing))
-            }
+    if not in_place:
+        await refuse_existing_disks(
+            hv,
+            disks,
+            "disk_path" if isinstance(spec, NewVm) else "prefix",
+            _("a file already exists at {paths}: choose another name"),
         )
     await check_iso(hv, spec.iso2_path, "iso2_path")
     placement = await placement_of(ctx, hv, spec)
-    rows: list[NewRow] = []
-    for name, disk in zip(names, disks, strict=True):
-        uuid = new_uuid()
-        mac = random_mac() if spec.network else None
-        vm_id = await insert_vm(
-            ctx.db,
-            name=name,
-            uuid=uuid,
-            hypervisor_id=hv.id,
-            kind=spec.kind,
-            state="unknown",
-            domain_type=placement.domain_type,
+    rows = await insert_rows(
+        ctx,
+        hv,
+        dict(zip(names, disks, strict=True)),
+        network=spec.network,
+        columns={
+            "kind": spec.kind,
+            "domain_type": placement.domain_type,
             **hardware_columns(spec),
-            os_type=spec.os_type,
-            vcpu_sockets=spec.vcpu_sockets,
-            vcpu_cores=spec.vcpu_cores,
-            memory_mib=spec.memory_mib,
-            disk_path=disk,
-            disk_size_gib=imported.size_gib if imported is not None else spec.disk_size_gib,
-            disk_format=imported.format if imported is not None and in_place else "qcow2",
-            disk_imported=in_place,
-            iso_path=spec.iso_path,
-            iso2_path=spec.iso2_path,
-            boot_order=",".join(spec.boot_order),
-            network=spec.network,
-            mac_address=mac,
-        )
-        rows.append(NewRow(vm_id, name, uuid, disk, mac))
+            "os_type": spec.os_type,
+            "vcpu_sockets": spec.vcpu_sockets,
+            "vcpu_cores": spec.vcpu_cores,
+            "memory_mib": spec.memory_mib,
+            "disk_size_gib": imported.size_gib if imported is not None else spec.disk_size_gib,
+            "disk_format": imported.format if imported is not None and in_place else "qcow2",
+            "disk_imported": in_place,
+            "iso_path": spec.iso_path,
+            "iso2_path": spec.iso2_path,
+            "boot_order": ",".join(spec.boot_order),
+        },
+    )
 
     async def provision(op: OperationContext | None) -> Message:
-        work = _Provisioning(ctx, hv, rows, keep_disks=in_place)
+        work = Provisioning(ctx, hv, rows, keep_disks=in_place)
         try:
             if imported is not None and copying:
                 await copy_image(hv, imported, rows[0].disk_path, op)
@@ -218,25 +123,28 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
             await firmware_state.create_fresh(
                 hv, [row.name for row in rows], nvram_template=template, tpm=spec.tpm
             )
-            for index, row in enumerate(rows, start=1):
-                await work.define(
-                    row.vm_id,
-                    definition_for(
-                        row.name,
-                        row.uuid,
-                        spec,
-                        placement=placement,
-                        disk_source=row.disk_path,
-                        hv=hv,
-                        mac_address=row.mac_address,
-                        disk_format=imported.format if imported is not None and in_place else None,
-                    ),
-                )
+
+            async def defined(index: int) -> None:
                 if op is not None:
                     await op.progress(
                         100.0 * index / len(rows),
                         M_("Defined {index} of {total}", index=index, total=len(rows)),
                     )
+
+            await define_all(
+                work,
+                lambda row: definition_for(
+                    row.name,
+                    row.uuid,
+                    spec,
+                    placement=placement,
+                    disk_source=row.disk_path,
+                    hv=hv,
+                    mac_address=row.mac_address,
+                    disk_format=imported.format if imported is not None and in_place else None,
+                ),
+                defined,
+            )
         except BaseException:
             await work.undo()
             raise
@@ -283,13 +191,6 @@ async def copy_image(hv: Hypervisor, image: ImportedImage, disk: str, op: Operat
         raise HypervisorFailure(f"copying {image.path} failed: {exc}") from exc
 
 
-async def define(hv: Hypervisor, definition: DomainDefinition) -> None:
-    try:
-        await hv.define(build_domain_xml(definition))
-    except HypervisorError as exc:
-        raise HypervisorFailure(f"defining {definition.name} failed: {exc}") from exc
-
-
 async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -> Created:
     """A new initial machine defined on the source's hypervisor, then its first image version
     published from the source's disk (an operation)."""
@@ -303,37 +204,32 @@ async def create_initial(ctx: VmContext, spec: NewInitial, *, actor: str = "") -
     hv = ctx.hypervisor(source.hypervisor_id)
     await check_names(ctx, [spec.name], "name")
     disk = default_disk_path(hv.record.images_dir, spec.name)
-    if await existing_files(hv, [disk]):
-        raise Invalid({"name": _("a file already exists at {paths}: choose another name").format(paths=disk)})
-    placement = await placement_of(ctx, hv, source)
-    uuid = new_uuid()
-    mac = random_mac() if source.network else None
-    hardware = {
-        "vcpu_sockets": spec.vcpu_sockets or source.vcpu_sockets,
-        "vcpu_cores": spec.vcpu_cores or source.vcpu_cores,
-        "memory_mib": spec.memory_mib or source.memory_mib,
-    }
-    vm_id = await insert_vm(
-        ctx.db,
-        name=spec.name,
-        uuid=uuid,
-        hypervisor_id=hv.id,
-        kind="initial",
-        parent_id=source.id,
-        state="unknown",
-        os_type=source.os_type,
-        disk_path=disk,
-        disk_size_gib=source.disk_size_gib,
-        iso_path=None,
-        boot_order="hd",
-        network=source.network,
-        mac_address=mac,
-        domain_type=placement.domain_type,
-        **hardware_columns(source),
-        **hardware,
+    await refuse_existing_disks(
+        hv, [disk], "name", _("a file already exists at {paths}: choose another name")
     )
+    placement = await placement_of(ctx, hv, source)
+    (row,) = await insert_rows(
+        ctx,
+        hv,
+        {spec.name: disk},
+        network=source.network,
+        columns={
+            "kind": "initial",
+            "parent_id": source.id,
+            "os_type": source.os_type,
+            "disk_size_gib": source.disk_size_gib,
+            "iso_path": None,
+            "boot_order": "hd",
+            "domain_type": placement.domain_type,
+            **hardware_columns(source),
+            "vcpu_sockets": spec.vcpu_sockets or source.vcpu_sockets,
+            "vcpu_cores": spec.vcpu_cores or source.vcpu_cores,
+            "memory_mib": spec.memory_mib or source.memory_mib,
+        },
+    )
+    vm_id, uuid, mac = row.vm_id, row.uuid, row.mac_address
     initial = await ctx.vm(vm_id)
-    work = _Provisioning(ctx, hv, [NewRow(vm_id, spec.name, uuid, disk, mac)])
+    work = Provisioning(ctx, hv, [row])
     try:
         # A fresh NVRAM and TPM now; the source's are copied with its disk.
         work.with_firmware_state(initial.firmware == "uefi" or initial.tpm)
@@ -374,11 +270,7 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
         raise Invalid({"initial_id": _("{name} is not an initial machine").format(name=initial.name)})
     refuse_if_busy(initial.name, initial.operation_id)
     hv = ctx.hypervisor(initial.hypervisor_id)
-    try:
-        names = spec.names()
-    except DefinitionError as exc:
-        raise Invalid(exc.errors) from None
-    await check_names(ctx, names, "prefix")
+    names = await check_batch_names(ctx, spec)
     target = (await state_of(ctx, initial.id)).target
     base = target.path if target is not None else initial.disk_path
     if not await existing_files(hv, [base]):
@@ -387,46 +279,33 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
             code="no_disk",
         )
     disks = [default_disk_path(hv.record.images_dir, name) for name in names]
-    existing = await existing_files(hv, disks)
-    if existing:
-        raise Invalid(
-            {
-                "prefix": _("a file already exists at {paths}: choose another prefix").format(
-                    paths=", ".join(existing)
-                )
-            }
-        )
+    await refuse_existing_disks(
+        hv, disks, "prefix", _("a file already exists at {paths}: choose another prefix")
+    )
     placement = await placement_of(ctx, hv, initial)
-    rows: list[NewRow] = []
-    for name, disk in zip(names, disks, strict=True):
-        uuid = new_uuid()
-        mac = random_mac() if initial.network else None
-        vm_id = await insert_vm(
-            ctx.db,
-            name=name,
-            uuid=uuid,
-            hypervisor_id=hv.id,
-            kind="vdi",
-            parent_id=initial.id,
-            state="unknown",
-            volatile=spec.volatile,
-            os_type=initial.os_type,
-            vcpu_sockets=initial.vcpu_sockets,
-            vcpu_cores=initial.vcpu_cores,
-            memory_mib=initial.memory_mib,
-            disk_path=disk,
-            disk_size_gib=initial.disk_size_gib,
-            boot_order="hd",
-            network=initial.network,
-            mac_address=mac,
-            domain_type=placement.domain_type,
+    rows = await insert_rows(
+        ctx,
+        hv,
+        dict(zip(names, disks, strict=True)),
+        network=initial.network,
+        columns={
+            "kind": "vdi",
+            "parent_id": initial.id,
+            "volatile": spec.volatile,
+            "os_type": initial.os_type,
+            "vcpu_sockets": initial.vcpu_sockets,
+            "vcpu_cores": initial.vcpu_cores,
+            "memory_mib": initial.memory_mib,
+            "disk_size_gib": initial.disk_size_gib,
+            "boot_order": "hd",
+            "domain_type": placement.domain_type,
             **hardware_columns(initial),
-            image_version_id=target.id if target is not None else None,
-        )
-        rows.append(NewRow(vm_id, name, uuid, disk, mac))
+            "image_version_id": target.id if target is not None else None,
+        },
+    )
 
     async def provision(op: OperationContext) -> Message:
-        work = _Provisioning(ctx, hv, rows)
+        work = Provisioning(ctx, hv, rows)
         try:
             on = target.label if target is not None else initial.name
             await op.progress(
@@ -444,29 +323,29 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
             work.with_firmware_state(initial.firmware == "uefi" or initial.tpm)
             await firmware_state.copy_state(hv, initial, [row.name for row in rows])
             await op.progress(20, M_("Defining the VDI machines"))
-            for index, row in enumerate(rows, start=1):
-                source = (
-                    volatile_overlay_path(hv.record.volatile_dir, row.name)
-                    if spec.volatile
-                    else row.disk_path
-                )
-                await work.define(
-                    row.vm_id,
-                    definition_for(
-                        row.name,
-                        row.uuid,
-                        initial,
-                        placement=placement,
-                        disk_source=source,
-                        hv=hv,
-                        mac_address=row.mac_address,
-                        disk_format="qcow2",  # overlays of the initial's disk
-                    ),
-                )
+
+            async def defined(index: int) -> None:
                 await op.progress(
                     20 + 80.0 * index / len(rows),
                     M_("Defined {index} of {total}", index=index, total=len(rows)),
                 )
+
+            await define_all(
+                work,
+                lambda row: definition_for(
+                    row.name,
+                    row.uuid,
+                    initial,
+                    placement=placement,
+                    disk_source=volatile_overlay_path(hv.record.volatile_dir, row.name)
+                    if spec.volatile
+                    else row.disk_path,
+                    hv=hv,
+                    mac_address=row.mac_address,
+                    disk_format="qcow2",  # overlays of the initial's disk
+                ),
+                defined,
+            )
         except BaseException:
             await work.undo()
             raise

@@ -30,10 +30,10 @@ from app.vms.errors import (
 )
 from app.vms.operations import OperationContext
 from app.vms.power import force_off
+from app.vms.provisioning import check_iso
 from app.vms.records import Vm, children_of, delete_vm_row, list_vms, update_vm, update_vms
 from app.vms.versions import versions_of
 from app.vms.volatile import apply_flag, overlay_of
-from app.vms.workflows_create import check_iso
 
 log = logging.getLogger("kvmvdi.vms.manage")
 
