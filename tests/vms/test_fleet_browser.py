@@ -111,6 +111,27 @@ def select_and_act(driver: WebDriver) -> list[str]:
     return names
 
 
+def placeholder_for_a_missing_screen(driver: WebDriver) -> str:
+    """A row picture whose address fails, as the table writes them; what it shows once the page
+    has dealt with the failure."""
+    driver.execute_script(
+        "const img = document.createElement('img');"
+        "img.className = 'thumb'; img.id = 'missing-screen';"
+        "img.dataset.placeholder = '/vms/no-screen.svg';"
+        "document.getElementById('vm-table').before(img);"
+        "img.src = '/vms/0/thumbnail.png?v=1';"
+    )
+
+    def shown_placeholder() -> str | None:
+        src, loaded = driver.execute_script(
+            "const img = document.getElementById('missing-screen');"
+            "return [new URL(img.src).pathname, img.complete && img.naturalWidth > 0];"
+        )
+        return str(src) if src == "/vms/no-screen.svg" and loaded else None
+
+    return str(wait_for(driver, shown_placeholder, "the placeholder instead of a broken picture"))
+
+
 async def test_the_vm_table_of_a_fleet_in_the_browser(
     dashboard: RunningDashboard, browser: BrowserFactory
 ) -> None:
@@ -141,6 +162,8 @@ async def test_the_vm_table_of_a_fleet_in_the_browser(
         await asyncio.to_thread(wait_for, driver, all_stopped, "the burst drawn")
         assert await asyncio.to_thread(page_was_not_reloaded, driver)
         assert await asyncio.to_thread(severe_console_errors, driver) == []
+        # A screen that cannot be had (gone from the hypervisor, or none taken) shows the placeholder.
+        assert await asyncio.to_thread(placeholder_for_a_missing_screen, driver) == "/vms/no-screen.svg"
     finally:
         await asyncio.to_thread(browser.quit, driver)
 
