@@ -51,7 +51,7 @@ from app.proxy.gateway import ConnectGateway
 from app.proxy.paths import console_websocket_path
 from app.proxy.pump import ReadBuffer
 from app.proxy.sessions import CloseReason, ConsoleSessions, SessionListener
-from app.proxy.tickets import TicketStore
+from app.proxy.tickets import ConsoleTicket, TicketStore
 from app.settings import Settings
 from app.vms.records import Vm, get_vm
 
@@ -165,7 +165,11 @@ class ConsoleService:
         # re-enables the password of an epoch a revocation has just ended.
         self._vm_locks: dict[int, asyncio.Lock] = {}
         self.sessions = ConsoleSessions(
-            audit=audit, settings=settings.console, listeners=session_listeners, peers=self._roster
+            audit=audit,
+            settings=settings.console,
+            vm_stopped=self._vm_stopped,
+            listeners=session_listeners,
+            peers=self._roster,
         )
         self._bus.subscribe(REVOKE_CHANNEL, self._revoked_elsewhere)
         # Refusals for want of a valid ticket: audited at a bounded rate.
@@ -457,6 +461,19 @@ class ConsoleService:
 
     def connection_counts(self) -> tuple[int, dict[int, int]]:
         return self.sessions.connection_count, self.sessions.user_connection_counts()
+
+    async def _vm_stopped(self, ticket: ConsoleTicket) -> bool | None:
+        """Whether the ticket's VM has stopped (or is gone), as its hypervisor says; None: unknown."""
+        vm = await get_vm(self._db, ticket.vm_id)
+        if vm is None:
+            return True
+        try:
+            state = await self._registry.get(vm.hypervisor_id).domain_state(vm.name)
+        except DomainNotFound:
+            return True
+        except HypervisorError:
+            return None
+        return state in STOPPED_STATES
 
     async def _domain_changed(self, event: DomainEvent) -> None:
         if event.state not in STOPPED_STATES:

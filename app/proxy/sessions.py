@@ -6,6 +6,13 @@ It starts with its first channel and ends with its last; then exactly one
 ``console.session`` audit record is written (user, VM, from, start, end, bytes
 each way). Idle sessions and sessions older than ``console.max_session`` are
 closed by a periodic check; revoking a ticket, a VM or a user closes theirs.
+
+When a display hangs up on its own, its VM may have stopped: qemu closes its SPICE
+sockets before libvirt's stop event reaches the dashboard (and that event is
+handled after database work). Then the session asks the VM's hypervisor, for up
+to ``DISPLAY_HANGUP_GRACE`` seconds, whether the VM stopped, unless the stop
+event (or a revocation) arrives first; only then is the client told the reason
+and the session's end recorded.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -27,6 +34,13 @@ from app.proxy.tickets import ConsoleTicket
 from app.settings import ConsoleSettings
 
 log = logging.getLogger("kvmvdi.proxy")
+
+# How long a display's hang-up waits for the reason (the VM's stop event, a revocation, or its
+# hypervisor saying the VM stopped) before the client is told the display closed the connection.
+DISPLAY_HANGUP_GRACE = 2.0
+# While the hypervisor still says the VM runs (it may not have noticed qemu exit yet), ask again
+# this often within the grace.
+HANGUP_PROBE_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,9 @@ RECONNECT = CloseReason("reconnect", 4307, "The dashboard is restarting: reconne
 CLIENT_CLOSED = CloseReason("client_closed", 1000, "")
 VM_CLOSED = CloseReason("vm_closed", 1000, "")
 
+# Whether a ticket's VM has stopped (or is gone), asked of its hypervisor: None when unknown.
+VmStopped = Callable[[ConsoleTicket], Awaitable[bool | None]]
+
 
 class Channel(Protocol):
     """One proxied connection (a SPICE channel), whichever gateway carries it."""
@@ -69,6 +86,11 @@ class Channel(Protocol):
 
     @property
     def last_activity(self) -> float: ...
+
+    @property
+    def display_hung_up(self) -> bool:
+        """Whether the display side closed first (not the client, not the proxy)."""
+        ...
 
     def close(self, reason: CloseReason) -> None: ...
 
@@ -95,6 +117,10 @@ class ConsoleSession:
     closed_bytes_to_vm: int = 0
     last_closed_activity: float = 0.0
     end_reason: CloseReason | None = None
+    # Set when end_reason is: what an inquiry into a display's hang-up waits for.
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # Finding out why a display hung up: one per session, its channels share the answer.
+    inquiry: asyncio.Task[CloseReason] | None = None
 
     @property
     def bytes_to_client(self) -> int:
@@ -111,6 +137,7 @@ class ConsoleSession:
     def close(self, reason: CloseReason) -> None:
         if self.end_reason is None:
             self.end_reason = reason
+            self.closing.set()
         for channel in list(self.channels):
             channel.close(reason)
 
@@ -139,10 +166,14 @@ class ConsoleSessions:
         audit: AuditLog,
         settings: ConsoleSettings,
         clock: Callable[[], float] = time.monotonic,
+        vm_stopped: VmStopped,
         listeners: Sequence[SessionListener] = (),
         peers: ConsoleRoster | None = None,
+        hangup_grace: float = DISPLAY_HANGUP_GRACE,
     ) -> None:
         self._audit = audit
+        self._vm_stopped = vm_stopped
+        self._hangup_grace = hangup_grace
         self._settings = settings
         self._clock = clock
         self._listeners = Observers("console session", listeners)
@@ -208,9 +239,12 @@ class ConsoleSessions:
         return session
 
     def release(self, session: ConsoleSession, channel: Channel) -> None:
-        """``channel`` closed: account for it, and end the session with its last channel."""
+        """``channel`` closed: account for it, and end the session with its last channel (once the
+        reason is known, when a display hung up)."""
         if channel not in session.channels:
             return
+        if channel.display_hung_up:
+            self._inquire(session)
         session.channels.discard(channel)
         session.closed_bytes_to_client += channel.bytes_to_client
         session.closed_bytes_to_vm += channel.bytes_to_vm
@@ -223,7 +257,22 @@ class ConsoleSessions:
         else:
             self._per_user.pop(user_id, None)
         if not session.channels:
-            self._end(session)
+            inquiry = session.inquiry
+            if inquiry is not None and not inquiry.done():
+                inquiry.add_done_callback(lambda _done: self._end_if_idle(session))
+            else:
+                self._end(session)
+
+    def display_hung_up(self, ticket_id: int) -> Awaitable[CloseReason]:
+        """A channel of ticket ``ticket_id`` saw its display hang up: the reason to tell its client,
+        known within ``hangup_grace`` seconds (``VM_CLOSED`` when the VM still runs)."""
+        session = self._sessions.get(ticket_id)
+        if session is None:
+            answered: asyncio.Future[CloseReason] = asyncio.get_running_loop().create_future()
+            answered.set_result(VM_CLOSED)
+            return answered
+        # Shielded: a client leaving while it waits does not end the session's inquiry.
+        return asyncio.shield(self._inquire(session))
 
     # -- closing --------------------------------------------------------------------------
 
@@ -261,6 +310,46 @@ class ConsoleSessions:
         return dict(self._per_user)
 
     # -- internals ------------------------------------------------------------------------
+
+    def _inquire(self, session: ConsoleSession) -> asyncio.Task[CloseReason]:
+        if session.inquiry is None:
+            session.inquiry = asyncio.get_running_loop().create_task(
+                self._why_hung_up(session), name=f"console-hangup-{session.ticket.id}"
+            )
+        return session.inquiry
+
+    async def _why_hung_up(self, session: ConsoleSession) -> CloseReason:
+        """Wait for the session's reason (the stop event, a revocation) while asking the VM's
+        hypervisor whether it stopped; a stopped VM closes the session as ``VM_STOPPED``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._hangup_grace
+        closing = loop.create_task(session.closing.wait())
+        try:
+            while session.end_reason is None and (left := deadline - loop.time()) > 0:
+                probe = asyncio.ensure_future(self._vm_stopped(session.ticket))
+                done, _ = await asyncio.wait(
+                    {probe, closing}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                if probe not in done:
+                    probe.cancel()
+                    continue
+                failure = probe.exception()
+                if failure is not None:
+                    log.warning("could not ask whether %s stopped: %s", session.ticket.vm_name, failure)
+                elif probe.result():
+                    session.close(VM_STOPPED)
+                    break
+                await asyncio.wait(
+                    {closing}, timeout=min(HANGUP_PROBE_INTERVAL, max(0.0, deadline - loop.time()))
+                )
+        finally:
+            closing.cancel()
+        return session.end_reason or VM_CLOSED
+
+    def _end_if_idle(self, session: ConsoleSession) -> None:
+        # A channel may have joined while the reason was being found out: the session goes on.
+        if not session.channels:
+            self._end(session)
 
     def _end(self, session: ConsoleSession) -> None:
         if self._sessions.get(session.ticket.id) is not session:

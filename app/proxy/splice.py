@@ -69,8 +69,18 @@ async def open_socket(
 class _Direction:
     """One way of a spliced connection: ``src`` socket -> pipe -> ``dst`` socket."""
 
-    def __init__(self, owner: SplicedConnection, src: socket.socket, dst: socket.socket, size: int) -> None:
+    def __init__(
+        self,
+        owner: SplicedConnection,
+        src: socket.socket,
+        dst: socket.socket,
+        size: int,
+        *,
+        from_display: bool,
+    ) -> None:
         self.owner = owner
+        # Reading from the display: its end is the display hanging up.
+        self.from_display = from_display
         self.src = src.fileno()
         self.dst = dst.fileno()
         self.read_end, self.write_end = pipe_pair(size)
@@ -113,8 +123,10 @@ class _Direction:
                     if self.buffered == 0 or not self.flush() or self.buffered:
                         return
                     continue
+                except OSError:
+                    count = 0  # reset by the source: as good as its end
                 if count == 0:
-                    self.owner.finish()
+                    self.owner.finish(hung_up=self.from_display)
                     return
                 self.buffered += count
                 self.moved += count
@@ -179,14 +191,16 @@ class SplicedConnection:
         self.client = client
         self.upstream = upstream
         self.closed = False
+        # The display's side ended the connection first.
+        self.display_hung_up = False
         self._clock = clock
         self.last_activity = clock()
         self._on_finished = on_finished
         for sock in (client, upstream):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._to_vm = _Direction(self, client, upstream, pipe_size)
-        self._to_client = _Direction(self, upstream, client, pipe_size)
+        self._to_vm = _Direction(self, client, upstream, pipe_size, from_display=False)
+        self._to_client = _Direction(self, upstream, client, pipe_size, from_display=True)
 
     @property
     def bytes_to_vm(self) -> int:
@@ -211,9 +225,10 @@ class SplicedConnection:
         """End the connection now (revoked ticket, timeout, shutdown)."""
         self.finish()
 
-    def finish(self) -> None:
+    def finish(self, *, hung_up: bool = False) -> None:
         if self.closed:
             return
+        self.display_hung_up = hung_up
         self._to_vm.stop()
         self._to_client.stop()
         self.closed = True

@@ -8,11 +8,10 @@ from the browser is written only when the display's socket has drained.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import Receive, Send
@@ -22,10 +21,6 @@ from app.proxy.pump import SocketEnd
 from app.proxy.sessions import CloseReason
 
 log = logging.getLogger("kvmvdi.proxy.websocket")
-
-# When the display hangs up, the reason (the VM stopped, a revocation) usually arrives a
-# moment later as a libvirt event: wait that long so the page can say what happened.
-DISPLAY_HANGUP_GRACE = 2.0
 
 
 class WebSocketChannel:
@@ -38,8 +33,8 @@ class WebSocketChannel:
         upstream: SocketEnd,
         *,
         queue_limit: int,
+        explain_hangup: Callable[[], Awaitable[CloseReason]],
         direct: dict[str, Any] | None = None,
-        hangup_grace: float = DISPLAY_HANGUP_GRACE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send
@@ -47,7 +42,8 @@ class WebSocketChannel:
         self._direct = direct
         self._send_nowait: Callable[[bytes], bool] | None = direct["send_nowait"] if direct else None
         self._sending = False
-        self._hangup_grace = hangup_grace
+        # When the display hangs up, why (the VM stopped?): found out by the console session.
+        self._explain_hangup = explain_hangup
         self._receive = receive
         self.upstream = upstream
         self._limit = queue_limit
@@ -59,7 +55,9 @@ class WebSocketChannel:
         self._queued = 0
         self._wakeup: asyncio.Future[None] | None = None
         self._vm_closed = False
+        self._browser_left = False
         self._reason: CloseReason | None = None
+        self.display_hung_up = False
 
     @property
     def queued(self) -> int:
@@ -92,6 +90,7 @@ class WebSocketChannel:
         try:
             await self._receive_loop()
         finally:
+            self._browser_left = True
             if direct is not None:
                 direct["set_receiver"](None)
                 # Reading may be paused for the display's sake: let the closing handshake through.
@@ -121,6 +120,8 @@ class WebSocketChannel:
         self._wake()
 
     def _upstream_closed(self, exc: Exception | None) -> None:
+        if self._reason is None and not self._browser_left:
+            self.display_hung_up = True
         self._vm_closed = True
         self._wake()
 
@@ -151,12 +152,11 @@ class WebSocketChannel:
                 self._sending = False
                 self.bytes_to_client += len(data)
                 self.last_activity = self._clock()
-            if self._reason is None:
-                self._wakeup = loop.create_future()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup, self._hangup_grace)
-                self._wakeup = None
-            reason = self._reason or reasons.VM_CLOSED
+            reason = reasons.VM_CLOSED
+            if self._reason is None and self.display_hung_up:
+                # So that the page can say what happened (the desktop stopped?), within a bound.
+                reason = await self._explain_hangup()
+            reason = self._reason or reason
             await send({"type": "websocket.close", "code": reason.ws_code, "reason": reason.message})
         except (OSError, RuntimeError):
             # The browser went away (uvicorn's ClientDisconnected is an OSError): the

@@ -15,6 +15,7 @@ Origin is refused before the handshake (HTTP 403) and learns nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 from starlette.types import Receive, Scope, Send
@@ -111,6 +112,7 @@ class ConsoleSocket:
             receive,
             upstream,
             queue_limit=console.buffer_limit,
+            explain_hangup=functools.partial(consoles.sessions.display_hung_up, ticket.id),
             direct=(scope.get("extensions") or {}).get(DIRECT_EXTENSION),
         )
         try:

@@ -57,6 +57,7 @@ class TcpDisplay:
         self.received_intact = True
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         # One period-aligned block, so every chunk continues the pattern seamlessly.
         self._block = memoryview(pattern(0, PATTERN_PERIOD * 1024))
 
@@ -72,10 +73,16 @@ class TcpDisplay:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def hang_up(self) -> None:
+        """Close every open connection, as qemu closes its display's sockets when its VM stops."""
+        for writer in list(self._writers):
+            writer.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         self.connections += 1
         self.open_connections += 1
         try:
@@ -98,6 +105,7 @@ class TcpDisplay:
         finally:
             self.open_connections -= 1
             self._tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
 
     async def _stream(self, writer: asyncio.StreamWriter, total: int) -> None:
