@@ -6,18 +6,20 @@ undone when a step fails.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.hyper import Hypervisor, HypervisorError
 from app.hyper.errors import DirectoryMissing
 from app.i18n import gettext as _
 from app.i18n import ngettext
+from app.i18n.messages import M_
 from app.vms import firmware_state
 from app.vms.context import VmContext
 from app.vms.disks import existing_files, remove_files
 from app.vms.domain_xml import DomainDefinition, build_domain_xml, new_uuid, random_mac
 from app.vms.errors import HypervisorFailure, Invalid
+from app.vms.operations import OperationContext
 from app.vms.parameters import DefinitionError, NewBatch, NewVdi
 from app.vms.records import delete_vm_row, insert_vm, taken_names, update_vm
 
@@ -153,13 +155,19 @@ async def insert_rows(
 async def define_all(
     work: Provisioning,
     definition: Callable[[NewRow], DomainDefinition],
-    defined: Callable[[int], Awaitable[None]] | None = None,
+    op: OperationContext | None,
+    *,
+    progress_from: float = 0.0,
 ) -> None:
-    """Define every new row's domain; ``defined(n)`` after the n-th (progress)."""
+    """Define every new row's domain; an operation's progress goes from ``progress_from`` to 100."""
+    total = len(work.rows)
     for index, row in enumerate(work.rows, start=1):
         await work.define(row.vm_id, definition(row))
-        if defined is not None:
-            await defined(index)
+        if op is not None:
+            await op.progress(
+                progress_from + (100.0 - progress_from) * index / total,
+                M_("Defined {index} of {total}", index=index, total=total),
+            )
 
 
 async def define(hv: Hypervisor, definition: DomainDefinition) -> None:

@@ -123,14 +123,6 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
             await firmware_state.create_fresh(
                 hv, [row.name for row in rows], nvram_template=template, tpm=spec.tpm
             )
-
-            async def defined(index: int) -> None:
-                if op is not None:
-                    await op.progress(
-                        100.0 * index / len(rows),
-                        M_("Defined {index} of {total}", index=index, total=len(rows)),
-                    )
-
             await define_all(
                 work,
                 lambda row: definition_for(
@@ -143,7 +135,7 @@ async def create_vms(ctx: VmContext, spec: NewVm | NewBatch, *, actor: str = "")
                     mac_address=row.mac_address,
                     disk_format=imported.format if imported is not None and in_place else None,
                 ),
-                defined,
+                op,
             )
         except BaseException:
             await work.undo()
@@ -323,13 +315,6 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
             work.with_firmware_state(initial.firmware == "uefi" or initial.tpm)
             await firmware_state.copy_state(hv, initial, [row.name for row in rows])
             await op.progress(20, M_("Defining the VDI machines"))
-
-            async def defined(index: int) -> None:
-                await op.progress(
-                    20 + 80.0 * index / len(rows),
-                    M_("Defined {index} of {total}", index=index, total=len(rows)),
-                )
-
             await define_all(
                 work,
                 lambda row: definition_for(
@@ -344,7 +329,8 @@ async def create_vdi(ctx: VmContext, spec: NewVdi, *, actor: str = "") -> Create
                     mac_address=row.mac_address,
                     disk_format="qcow2",  # overlays of the initial's disk
                 ),
-                defined,
+                op,
+                progress_from=20,
             )
         except BaseException:
             await work.undo()
