@@ -58,6 +58,8 @@ hypervisors = sa.Table(
     sa.Column("host_key_confirmed", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("state", sa.String(16), nullable=False, server_default="unknown"),
     sa.Column("state_reason", sa.Text, nullable=False, server_default=""),
+    # The note as a msgid and its arguments (JSON), shown in each reader's language; "" for text.
+    sa.Column("state_reason_i18n", sa.Text, nullable=False, server_default=""),
     sa.Column("state_changed_at", sa.DateTime, nullable=True),
     sa.Column("last_check_at", sa.DateTime, nullable=True),
     sa.Column("libvirt_version", sa.String(32), nullable=False, server_default=""),

@@ -26,6 +26,7 @@ from app.hyper.images import ImageInfo, ImageOperations, ListedImage
 from app.hyper.paths import confine
 from app.hyper.records import HypervisorRecord
 from app.hyper.snapshots import SnapshotInfo
+from app.i18n.messages import M_
 from app.tlsca import CertificateState
 
 if TYPE_CHECKING:
@@ -42,7 +43,9 @@ class Hypervisor:
         self.record = record
         self.settings = settings
         self.state = "unknown"
+        # The note on the state: English (logs, alerts, the audit log) and kept for each reader.
         self.reason = "not connected yet"
+        self.reason_i18n = M_("not connected yet").to_json()
         self.reason_code = ""
         self.state_changed_at: datetime | None = None
         self.facts: HypervisorFacts | None = None
@@ -88,6 +91,7 @@ class Hypervisor:
             "name": self.name,
             "state": self.state,
             "reason": self.reason,
+            "reason_i18n": self.reason_i18n,
             "reason_code": self.reason_code,
             "connected": self.connected,
             "maintenance": self.maintenance,

@@ -31,13 +31,14 @@ from app.hyper.hypervisor import Hypervisor
 from app.hyper.session import ConnectFailure, Session, open_session
 from app.hyper.spice_tls import SpiceTls
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
-from app.i18n import gettext as _
+from app.i18n.messages import M_, Message
 from app.settings import HypervisorSettings
 from app.tlsca import CertificateState
 
 log = logging.getLogger("kvmvdi.hyper.monitor")
 
-StateReport = Callable[[Hypervisor, str, str, str], Awaitable[None]]
+# (hypervisor, state, note on it (kept to be shown in each reader's language), reason code)
+StateReport = Callable[[Hypervisor, str, str | Message, str], Awaitable[None]]
 FactsReport = Callable[[Hypervisor], Awaitable[None]]
 EventSink = Callable[[DomainEvent], Awaitable[None]]
 
@@ -100,7 +101,7 @@ class HypervisorMonitor:
             blocked = self.hv.record.not_connectable_reason()
             if blocked:
                 # Waits for an admin (reload starts a new monitor).
-                code = "host_key_unconfirmed" if "host key" in blocked else "misconfigured"
+                code = "host_key_unconfirmed" if "host key" in blocked.msgid else "misconfigured"
                 await self._report_state(self.hv, "unknown", blocked, code)
                 self.first_attempt.set()
                 return
@@ -112,7 +113,7 @@ class HypervisorMonitor:
                 if lost_since is None:
                     lost_since = now
                 if not ever_connected or now - lost_since >= settings.fence_after:
-                    await self._report_state(self.hv, "down", failure.message, failure.code)
+                    await self._report_state(self.hv, "down", failure.note, failure.code)
                 self.first_attempt.set()
                 delay = backoff
                 if self.hv.state != "down":
@@ -142,10 +143,12 @@ class HypervisorMonitor:
                     # An attempt that is about to fail on its own reports a better reason.
                     done, _pending = await asyncio.wait({attempt}, timeout=1.0)
                 if not done:
-                    # A hypervisor's state note, written by its background monitor: no reader's language.
-                    after = self._settings.fence_after
-                    message = f"no answer for {after:g} s ({lost_reason}); reconnecting"  # i18n-ignore
-                    await self._report_state(self.hv, "down", message, "timeout")
+                    note = M_(
+                        "no answer for {after:g} s ({reason}); reconnecting",
+                        after=float(self._settings.fence_after),
+                        reason=lost_reason,
+                    )
+                    await self._report_state(self.hv, "down", note, "timeout")
             return await attempt
         except asyncio.CancelledError:
             attempt.cancel()
@@ -172,7 +175,7 @@ class HypervisorMonitor:
         except Exception as exc:
             log.exception("%s: unexpected error while connecting", self.hv.name)
             raise ConnectFailure(
-                "unreachable", _("unexpected error while connecting: {exc}").format(exc=exc)
+                "unreachable", M_("unexpected error while connecting: {exc}", exc=str(exc))
             ) from exc
 
     async def _prepare(self, session: Session, events: asyncio.Queue[tuple[Any, ...]]) -> None:
@@ -189,8 +192,8 @@ class HypervisorMonitor:
         except BaseException as exc:
             await session.close()
             if isinstance(exc, HypervisorError | libvirt.libvirtError):
-                message = f"connected, but libvirt set-up failed: {exc}"  # i18n-ignore: a state note
-                raise ConnectFailure("libvirt_unavailable", message) from exc
+                note = M_("connected, but libvirt set-up failed: {exc}", exc=str(exc))
+                raise ConnectFailure("libvirt_unavailable", note) from exc
             raise
 
     async def _serve(self, session: Session, events: asyncio.Queue[tuple[Any, ...]]) -> str:

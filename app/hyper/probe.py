@@ -63,8 +63,8 @@ async def probe(
     key_fingerprint = fingerprint(record.host_key) if record.host_key else ""
     blocked = record.not_connectable_reason()
     if blocked:
-        code = HOST_KEY_UNCONFIRMED if "host key" in blocked else "misconfigured"
-        message = blocked + (f" ({key_fingerprint})" if key_fingerprint else "")
+        code = HOST_KEY_UNCONFIRMED if "host key" in blocked.msgid else "misconfigured"
+        message = blocked.text() + (f" ({key_fingerprint})" if key_fingerprint else "")
         return ProbeResult(False, code, message, host_key_fingerprint=key_fingerprint)
     with tempfile.TemporaryDirectory(prefix="kvmvdi-probe-") as scratch:
         pinned = _known_hosts_for(record, known_hosts, Path(scratch))

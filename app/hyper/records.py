@@ -10,6 +10,7 @@ from urllib.parse import quote
 from app.db.records import Record, Row
 from app.db.schema import hypervisors
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile, known_hosts_entry
+from app.i18n.messages import M_, Message, shown
 
 DEFAULT_URIS = {"local": "qemu:///system", "test": "test:///default"}
 
@@ -38,6 +39,8 @@ class HypervisorRecord(Record):
     # What the dashboard last saw (the registry's live view is newer).
     state: str = "unknown"
     state_reason: str = ""
+    # The note kept to be shown in each reader's language (see app.i18n.messages); "" for text.
+    state_reason_i18n: str = ""
     state_changed_at: datetime | None = None
     last_check_at: datetime | None = None
     libvirt_version: str = ""
@@ -75,19 +78,24 @@ class HypervisorRecord(Record):
     def is_ssh(self) -> bool:
         return self.transport == "ssh"
 
-    def not_connectable_reason(self) -> str | None:
+    def not_connectable_reason(self) -> Message | None:
         """Why the dashboard must not connect to this hypervisor now, or ``None``."""
         if self.transport not in ("ssh", "local", "test"):
-            return f"unknown transport {self.transport!r}"
+            return M_("unknown transport {transport}", transport=repr(self.transport))
         if not self.is_ssh:
             return None
         if not self.address:
-            return "no address configured"
+            return M_("no address configured")
         if not self.host_key:
-            return "host key not fetched yet"
+            return M_("host key not fetched yet")
         if not self.host_key_confirmed:
-            return "host key awaiting confirmation"
+            return M_("host key awaiting confirmation")
         return None
+
+    @property
+    def state_note(self) -> str:
+        """The note on :attr:`state` in the current language."""
+        return shown(self.state_reason, self.state_reason_i18n)
 
     def known_hosts_entry(self) -> str | None:
         """This hypervisor's line in the dashboard's known_hosts file, if its key is confirmed."""

@@ -37,6 +37,8 @@ from app.hyper.monitor import HypervisorMonitor
 from app.hyper.records import HypervisorRecord
 from app.hyper.spice_tls import SpiceTls
 from app.hyper.sshkeys import DashboardKey, KnownHostsFile
+from app.i18n.messages import M_, Message
+from app.i18n.messages import stored as stored_message
 from app.live.hub import LiveHub
 from app.settings import Settings
 
@@ -139,7 +141,7 @@ class HypervisorRegistry:
         for hv in self.all():
             if hv.state_changed_at is None:
                 continue  # not reported yet: its monitor records it when it does
-            await self._record(hv, hv.state, hv.reason, audit=True)
+            await self._record(hv, hv.state, hv.reason, hv.reason_i18n, audit=True)
             self._publish(hv)
 
     async def _reload(self, hypervisor_id: int) -> Hypervisor | None:
@@ -240,7 +242,9 @@ class HypervisorRegistry:
     def _add(self, record: HypervisorRecord) -> Hypervisor:
         hv = Hypervisor(record, self._settings)
         stored = self._stored_state.get(record.id, "unknown")
-        hv.reason = "connecting" if stored != "down" else "reconnecting"
+        hv.reason, hv.reason_i18n = stored_message(
+            M_("connecting") if stored != "down" else M_("reconnecting")
+        )
         self._hypervisors[record.id] = hv
         self._start_monitor(hv)
         return hv
@@ -283,7 +287,8 @@ class HypervisorRegistry:
         entries = [entry for record in records if (entry := record.known_hosts_entry())]
         self.known_hosts.write(entries)
 
-    async def _report_state(self, hv: Hypervisor, state: str, reason: str, code: str) -> None:
+    async def _report_state(self, hv: Hypervisor, state: str, note: str | Message, code: str) -> None:
+        reason, kept = stored_message(note)
         # A reconnection within fence_after keeps "up" but is announced all the same:
         # listeners re-read what changed while the connection was away.
         reconnected = state == "up" and self._announced.get(hv.id) != hv.connections
@@ -295,18 +300,23 @@ class HypervisorRegistry:
         changed = hv.state != state or hv.state_changed_at is None
         if self.recording:
             # Record first: whoever sees the new state in memory finds it in the database and audit log.
-            await self._record(hv, state, reason, audit=True)
-        hv.state, hv.reason, hv.reason_code = state, reason, code
+            await self._record(hv, state, reason, kept, audit=True)
+        hv.state, hv.reason, hv.reason_i18n, hv.reason_code = state, reason, kept, code
         if changed:
             hv.state_changed_at = now
         if self.recording:
             self._publish(hv)
         await self._connection_listeners.emit(self._connection_event(hv))
 
-    async def _record(self, hv: Hypervisor, state: str, reason: str, *, audit: bool) -> None:
+    async def _record(self, hv: Hypervisor, state: str, reason: str, kept: str, *, audit: bool) -> None:
         """The hypervisor's row (and audit record of a real transition) for ``state``."""
         now = utcnow()
-        values: dict[str, Any] = {"state": state, "state_reason": reason, "last_check_at": now}
+        values: dict[str, Any] = {
+            "state": state,
+            "state_reason": reason,
+            "state_reason_i18n": kept,
+            "last_check_at": now,
+        }
         stored = self._stored_state.get(hv.id)
         if stored != state:
             values["state_changed_at"] = now

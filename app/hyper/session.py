@@ -28,7 +28,7 @@ from app.hyper.sshkeys import (
     host_key_algorithms,
     pinned_known_hosts,
 )
-from app.i18n import gettext as _
+from app.i18n.messages import M_, Message
 
 log = logging.getLogger("kvmvdi.hyper.session")
 
@@ -43,10 +43,17 @@ MISCONFIGURED = "misconfigured"
 
 
 class ConnectFailure(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+    """Why a connection failed: a code and a note (kept to be shown in each admin's language)."""
+
+    def __init__(self, code: str, message: str | Message) -> None:
+        super().__init__(message if isinstance(message, str) else message.english())
         self.code = code
-        self.message = message
+        self.note = message
+
+    @property
+    def message(self) -> str:
+        """The note in the current language."""
+        return str(self.note)
 
 
 @dataclass(frozen=True)
@@ -133,7 +140,7 @@ async def open_session(
     threads: int = 4,
 ) -> Session:
     if reason := record.not_connectable_reason():
-        code = HOST_KEY_UNCONFIRMED if "host key" in reason else MISCONFIGURED
+        code = HOST_KEY_UNCONFIRMED if "host key" in reason.msgid else MISCONFIGURED
         raise ConnectFailure(code, reason)
     runner: CommandRunner
     client: _WatchedClient | None = None
@@ -152,8 +159,9 @@ async def open_session(
         if isinstance(exc, TimeoutError):
             raise ConnectFailure(
                 TIMEOUT,
-                _("libvirt did not answer within {connect_timeout:g} s").format(
-                    connect_timeout=connect_timeout
+                M_(
+                    "libvirt did not answer within {connect_timeout:g} s",
+                    connect_timeout=float(connect_timeout),
                 ),
             ) from None
         if isinstance(exc, libvirt.libvirtError):
@@ -196,21 +204,23 @@ async def _ssh_connect(
     except asyncssh.PermissionDenied:
         raise ConnectFailure(
             AUTH_REFUSED,
-            _(
-                "{where} refused the dashboard's SSH key: add it to ~{ssh_user}/.ssh/authorized_keys on the hypervisor (hypervisors/install.sh --dashboard-key does it)"  # noqa: E501
-            ).format(where=where, ssh_user=record.ssh_user),
+            M_(
+                "{where} refused the dashboard's SSH key: add it to ~{ssh_user}/.ssh/authorized_keys on the hypervisor (hypervisors/install.sh --dashboard-key does it)",  # noqa: E501
+                where=where,
+                ssh_user=record.ssh_user,
+            ),
         ) from None
     except (TimeoutError, asyncssh.ConnectionLost) as exc:
         raise ConnectFailure(
-            TIMEOUT, _("{where} did not answer in time ({value})").format(where=where, value=exc or "timeout")
+            TIMEOUT, M_("{where} did not answer in time ({value})", where=where, value=str(exc or "timeout"))
         ) from None
     except asyncssh.Error as exc:
         raise ConnectFailure(
-            UNREACHABLE, _("SSH to {where} failed: {reason}").format(where=where, reason=exc.reason)
+            UNREACHABLE, M_("SSH to {where} failed: {reason}", where=where, reason=str(exc.reason))
         ) from None
     except OSError as exc:
         raise ConnectFailure(
-            UNREACHABLE, _("cannot reach {where}: {value}").format(where=where, value=exc.strerror or exc)
+            UNREACHABLE, M_("cannot reach {where}: {value}", where=where, value=str(exc.strerror or exc))
         ) from None
     return connection, client
 
@@ -226,9 +236,13 @@ async def _host_key_mismatch(record: HypervisorRecord) -> ConnectFailure:
         presented = fingerprint(line)
     return ConnectFailure(
         HOST_KEY_MISMATCH,
-        _(
-            "the SSH host key of {address}:{ssh_port} does not match the pinned one: expected {expected}, presented {presented}. If the hypervisor was reinstalled, fetch and confirm its new key; otherwise someone may be intercepting the connection"  # noqa: E501
-        ).format(address=record.address, ssh_port=record.ssh_port, expected=expected, presented=presented),
+        M_(
+            "the SSH host key of {address}:{ssh_port} does not match the pinned one: expected {expected}, presented {presented}. If the hypervisor was reinstalled, fetch and confirm its new key; otherwise someone may be intercepting the connection",  # noqa: E501
+            address=record.address,
+            ssh_port=str(record.ssh_port),
+            expected=expected,
+            presented=presented,
+        ),
     )
 
 
@@ -238,18 +252,23 @@ def _libvirt_failure(record: HypervisorRecord, exc: libvirt.libvirtError) -> Con
     if "host key verification failed" in lowered:
         return ConnectFailure(
             HOST_KEY_MISMATCH,
-            _("libvirt's ssh refused the host key of {address}:{ssh_port}: {message}").format(
-                address=record.address, ssh_port=record.ssh_port, message=message
+            M_(
+                "libvirt's ssh refused the host key of {address}:{ssh_port}: {message}",
+                address=record.address,
+                ssh_port=str(record.ssh_port),
+                message=message,
             ),
         )
     if "permission denied (publickey" in lowered:
-        return ConnectFailure(
-            AUTH_REFUSED, _("libvirt's ssh login was refused: {message}").format(message=message)
-        )
+        return ConnectFailure(AUTH_REFUSED, M_("libvirt's ssh login was refused: {message}", message=message))
     if "connection timed out" in lowered:
         return ConnectFailure(TIMEOUT, message)
-    where = f"on {record.address}" if record.is_ssh else f"at {record.libvirt_uri_for_display()}"
-    return ConnectFailure(
-        LIBVIRT_UNAVAILABLE,
-        _("libvirt is not available {where}: {message}").format(where=where, message=message),
-    )
+    if record.is_ssh:
+        note = M_("libvirt is not available on {address}: {message}", address=record.address, message=message)
+    else:
+        note = M_(
+            "libvirt is not available at {uri}: {message}",
+            uri=record.libvirt_uri_for_display(),
+            message=message,
+        )
+    return ConnectFailure(LIBVIRT_UNAVAILABLE, note)

@@ -123,7 +123,8 @@ def shown(text: str, kept: str | Mapping[str, Any] | None) -> str:
         return text
 
 
-# Live events carry "<key>_i18n" (a message as a dict) beside "<key>" (its English text).
+# Live events carry "<key>_i18n" (a message as a dict or its JSON; "" for none) beside "<key>"
+# (its English text).
 LIVE_SUFFIX = "_i18n"
 
 
@@ -140,7 +141,7 @@ def localised(data: dict[str, Any]) -> dict[str, Any]:
         return data
     out = {key: value for key, value in data.items() if not key.endswith(LIVE_SUFFIX)}
     for key, value in data.items():
-        if key.endswith(LIVE_SUFFIX) and isinstance(value, Mapping):
+        if key.endswith(LIVE_SUFFIX) and isinstance(value, Mapping | str):
             name = key[: -len(LIVE_SUFFIX)]
             out[name] = shown(str(data.get(name) or ""), value)
     return out

@@ -378,7 +378,7 @@ def as_json(row: HypervisorRecord, live: dict[str, Any] | None = None) -> dict[s
         "iso_dir": row.iso_dir,
         "maintenance": bool(row.maintenance),
         "state": row.state,
-        "reason": row.state_reason,
+        "reason": row.state_note,
         "reason_code": (live or {}).get("reason_code") or "",
         "connected": bool((live or {}).get("connected")),
         "state_changed_at": _iso(row.state_changed_at),

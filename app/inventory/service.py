@@ -141,7 +141,14 @@ class HypervisorInventory:
             return
         self.hub.publish(
             "hypervisor",
-            {"id": row.id, "event": event, "state": row.state, "reason": row.state_reason, "name": row.name},
+            {
+                "id": row.id,
+                "event": event,
+                "state": row.state,
+                "reason": row.state_reason,
+                "reason_i18n": row.state_reason_i18n,
+                "name": row.name,
+            },
         )
 
     async def add(self, values: dict[str, Any], actor: Actor) -> int:

@@ -1,4 +1,5 @@
-"""Text written once and read later (an operation's progress) reaches each admin in their language."""
+"""Text written once and read later (an operation's progress, a hypervisor's state note) reaches each
+admin in their language: in the JSON API, on the pages and on each live socket."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+from markupsafe import escape
 from websockets.asyncio.client import ClientConnection, connect
 
 from app.i18n import use_language
@@ -90,3 +92,36 @@ async def test_a_lithuanian_admin_sees_an_operations_progress_and_outcome_in_lit
         assert (await _operation_event(english, "succeeded"))["message"] == "Created pc-1, pc-2."
     answer = (await admin.get(path, headers=LITHUANIAN)).json()["operation"]
     assert answer["message"] == "Sukurta: pc-1, pc-2." and answer["state"] == "succeeded"
+
+
+async def test_a_lithuanian_admin_reads_a_hypervisors_state_note_in_lithuanian(
+    dashboard: RunningDashboard,
+) -> None:
+    admin = await dashboard.admin()
+    async with await _socket(dashboard, admin, "lt") as lithuanian:
+        created = await admin.post(
+            "/api/v1/admin/hypervisors",
+            json={"name": "broken", "transport": "test", "libvirt_uri": "test:///no/such/host.xml"},
+        )
+        assert created.status_code == 201, created.text
+        path = f"/api/v1/admin/hypervisors/{created.json()['id']}"
+
+        async def down() -> dict[str, Any] | None:
+            answer: dict[str, Any] = (await admin.get(path, headers=LITHUANIAN)).json()
+            return answer if answer["state"] == "down" else None
+
+        note = (await eventually(down, what="the hypervisor found down"))["reason"]
+        # The sentence is Lithuanian; libvirt's own words inside it stay as libvirt said them.
+        assert note.startswith("libvirt nepasiekiamas adresu test:///no/such/host.xml: "), note
+        english = (await admin.get(path)).json()["reason"]
+        assert english.startswith("libvirt is not available at test:///no/such/host.xml: "), english
+        assert note.removeprefix("libvirt nepasiekiamas adresu ") == english.removeprefix(
+            "libvirt is not available at "
+        )
+        while True:
+            message = json.loads(await asyncio.wait_for(lithuanian.recv(), timeout=30))
+            if message["topic"] == "hypervisor" and message["data"].get("state") == "down":
+                break
+        assert message["data"]["reason"] == note and "reason_i18n" not in message["data"]
+    page = await admin.get("/hypervisors", headers=LITHUANIAN)
+    assert f'<span data-field="reason">{escape(note)}</span>' in page.text
