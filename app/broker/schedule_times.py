@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.i18n import N_
+from babel import dates
+
+from app.i18n import N_, current_language
 from app.i18n import gettext as _
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -72,15 +74,17 @@ def parse_days(names: Iterable[str]) -> frozenset[int]:
 
 
 def days_text(days: Iterable[int]) -> str:
-    """How the days read: "weekdays", "every day", "Mon, Wed"."""
+    """How the days read in the current language: "weekdays", "every day", "Mon, Wed"."""
     chosen = frozenset(days)
     if chosen == EVERY_DAY:
-        return "every day"
+        return _("every day")
     if chosen == WEEKDAYS:
-        return "weekdays"
+        return _("weekdays")
     if chosen == frozenset({5, 6}):
-        return "weekends"
-    return ", ".join(DAY_NAMES[day].capitalize() for day in sorted(chosen))
+        return _("weekends")
+    # Babel's abbreviated day names of the language; Monday is 0 in both.
+    names = dates.get_day_names("abbreviated", locale=current_language())
+    return ", ".join(names[day] for day in sorted(chosen))
 
 
 @dataclass(frozen=True)

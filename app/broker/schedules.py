@@ -35,8 +35,10 @@ from app.broker.schedule_times import (
 )
 from app.db.records import ScheduleRecord, fetch_record, fetch_records
 from app.db.schema import pool_schedules
-from app.i18n import N_
+from app.i18n import N_, gettext, ngettext, use_language
 from app.i18n import gettext as _
+from app.i18n.catalogues import SOURCE_LANGUAGE
+from app.i18n.formatting import format_number
 
 Kind = Literal["keep_ready", "power_off", "reset", "populate"]
 KINDS: dict[str, str] = {
@@ -130,13 +132,28 @@ class Schedule:
         return self.spec.when
 
     def describe(self) -> str:
-        """ "Weekdays 07:30-17:00: keep 40 started"."""
+        """ "Weekdays 07:30-17:00: keep 40 started", in the current language (worked out each time
+        it is shown; the audit log records it in English, see :meth:`describe_english`)."""
         when = self.when
         times = when.at.strftime("%H:%M")
         if when.until is not None:
             times += "\u2013" + when.until.strftime("%H:%M")
-        what = f"keep {self.spec.count} started" if self.kind == "keep_ready" else KINDS[self.kind].lower()
-        return f"{days_text(when.days).capitalize()} {times}: {what}"
+        days = days_text(when.days)
+        days = days[:1].upper() + days[1:]
+        if self.kind == "keep_ready":
+            count = self.spec.count
+            return ngettext(
+                "{days} {times}: keep {count} started", "{days} {times}: keep {count} started", count
+            ).format(days=days, times=times, count=format_number(count))
+        action = gettext(KINDS[self.kind])
+        return _("{days} {times}: {action}").format(
+            days=days, times=times, action=action[:1].lower() + action[1:]
+        )
+
+    def describe_english(self) -> str:
+        """:meth:`describe` for the audit log, which is kept in one language."""
+        with use_language(SOURCE_LANGUAGE):
+            return self.describe()
 
     def next_run(self, now: datetime, tz: ZoneInfo) -> datetime | None:
         return self.when.next(now, tz) if self.spec.enabled else None

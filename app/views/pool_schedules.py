@@ -83,7 +83,10 @@ async def _create(request: Request, pool_id: int, spec: ScheduleSpec) -> Schedul
     assert schedule is not None
     pool = await pool_store.get_pool(services.db, pool_id)
     await record_action(
-        request, "pool_schedule_created", target=pool.name if pool else "", schedule=schedule.describe()
+        request,
+        "pool_schedule_created",
+        target=pool.name if pool else "",
+        schedule=schedule.describe_english(),
     )
     runner.wake()
     return schedule
@@ -94,7 +97,10 @@ async def _remove(request: Request, schedule: Schedule) -> None:
     await services.schedules.store.delete(schedule.id)
     pool = await pool_store.get_pool(services.db, schedule.pool_id)
     await record_action(
-        request, "pool_schedule_deleted", target=pool.name if pool else "", schedule=schedule.describe()
+        request,
+        "pool_schedule_deleted",
+        target=pool.name if pool else "",
+        schedule=schedule.describe_english(),
     )
 
 
@@ -106,7 +112,7 @@ async def _switch(request: Request, schedule: Schedule, enabled: bool) -> None:
         request,
         "pool_schedule_changed",
         target=pool.name if pool else "",
-        schedule=schedule.describe(),
+        schedule=schedule.describe_english(),
         enabled=enabled,
     )
     services.schedules.wake()

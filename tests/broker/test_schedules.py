@@ -93,6 +93,11 @@ async def test_schedules_are_checked_listed_and_shown_with_their_next_run(
 
     page = await admin.get(f"/pools/{schedule_pool.pool_id}")
     assert "Weekdays 07:30\u201317:00: keep 12 started" in page.text
+    # A Lithuanian admin reads the description in Lithuanian, in the API and on the page.
+    lithuanian = {"Accept-Language": "lt"}
+    described = (await admin.get(path, headers=lithuanian)).json()["schedules"][0]["description"]
+    assert described == "Darbo dienomis 07:30\u201317:00: laikyti paleistų 12 darbalaukių"
+    assert described in (await admin.get(f"/pools/{schedule_pool.pool_id}", headers=lithuanian)).text
     assert next_run.strftime("%a %Y-%m-%d %H:%M") in page.text and "Europe/Vilnius" in page.text
 
     # The page's form: a wrong time is refused naming the field, the filled-in values kept.

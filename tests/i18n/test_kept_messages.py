@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, time
 from typing import Any
 
 from markupsafe import escape
 from websockets.asyncio.client import ClientConnection, connect
 
+from app.broker.schedule_times import When
+from app.broker.schedules import Schedule, ScheduleSpec
 from app.i18n import use_language
 from app.i18n.messages import M_, Mn_, shown
 from app.vms.operations import OperationContext
@@ -125,3 +128,17 @@ async def test_a_lithuanian_admin_reads_a_hypervisors_state_note_in_lithuanian(
         assert message["data"]["reason"] == note and "reason_i18n" not in message["data"]
     page = await admin.get("/hypervisors", headers=LITHUANIAN)
     assert f'<span data-field="reason">{escape(note)}</span>' in page.text
+
+
+def test_a_schedule_is_described_in_the_readers_language() -> None:
+    def schedule(kind: str, days: set[int], count: int = 0) -> Schedule:
+        when = When(frozenset(days), time(7, 30), time(17, 0) if kind == "keep_ready" else None)
+        spec = ScheduleSpec(kind, when, count)  # type: ignore[arg-type]
+        return Schedule(1, 1, spec, "admin", datetime(2026, 12, 1))
+
+    window, nightly = schedule("keep_ready", {0, 2}, 21), schedule("power_off", {5, 6})
+    with use_language("lt"):
+        assert window.describe() == "Pr, tr 07:30\u201317:00: laikyti paleistą 21 darbalaukį"
+        assert nightly.describe() == "Savaitgaliais 07:30: išjungti laisvus darbalaukius"
+        assert window.describe_english() == "Mon, Wed 07:30\u201317:00: keep 21 started", "the audit log's"
+    assert nightly.describe() == "Weekends 07:30: power off free desktops"
