@@ -1,4 +1,5 @@
-"""Every word a person reads is marked for translation: templates, scripts and what views answer.
+"""Every word a person reads is marked for translation: templates, scripts, what views answer
+and what the thin-client launcher shows.
 
 A line whose text no person reads (a log line, an answer for Prometheus) says so with an
 ``i18n-ignore`` comment.
@@ -15,6 +16,7 @@ SOURCES = [
     *sorted((REPO / "app" / "static" / "js").glob("*.js")),
     *sorted((REPO / "app" / "static" / "spice_html5").glob("*.js")),
     *[p for p in sorted((REPO / "app").rglob("*.py")) if "migrations" not in p.parts],
+    *sorted((REPO / "thin_client" / "kvm_vdi_client").glob("*.py")),
 ]
 
 
@@ -96,4 +98,34 @@ def test_the_check_finds_text_kept_aside_to_be_shown(tmp_path: Path) -> None:
         (7, "Creating {} VDI machines"),
         (9, "Tick the box once you have checked."),
         (13, "it cannot be read"),
+    ]
+
+
+def test_the_check_finds_the_launchers_unmarked_statuses_and_errors(tmp_path: Path) -> None:
+    """The launcher speaks through its state machine, its widgets and its exceptions."""
+    module = tmp_path / "launcher.py"
+    module.write_text(
+        "def screen(self, key, url):\n"
+        '    self._to(Phase.BOOTING, status=f"Starting {name}…")\n'
+        '    self.notice = "Enter your user name and password."\n'
+        '    raise ConfigError(f"{key}: expected true or false, got {value!r}")\n'
+        '    raise ProtocolError("unexpected answer from the dashboard: token missing")\n'
+        '    ttk.Button(form, text="Log in"), root.title("Configuration error")\n'
+        '    parser.add_argument("--check", help="validate the configuration and exit")\n'
+        '    self._to(Phase.LOGGED_OUT, notice=_("You have logged out."), status="")\n'
+        '    ERROR = "Error"  # i18n-ignore: a phase name\n'
+    )
+    assert [(f.line, f.text) for f in scan_python(module, launcher=True)] == [
+        (2, "Starting {}…"),
+        (3, "Enter your user name and password."),
+        (4, "{}: expected true or false, got {}"),
+        (5, "unexpected answer from the dashboard: token missing"),
+        (6, "Log in"),
+        (6, "Configuration error"),
+        (7, "validate the configuration and exit"),
+    ]
+    # The dashboard's own modules keep their rules (``status=`` is an HTTP status there).
+    assert [f.text for f in scan_python(module, launcher=False)] == [
+        "{}: expected true or false, got {}",
+        "unexpected answer from the dashboard: token missing",
     ]

@@ -312,6 +312,12 @@ TRANSLATED_AT_ONCE = {"_", "gettext", "ngettext", "pgettext", "npgettext"}
 PY_SPEAKING_KEYS = {"message", "title", "detail", "reason", "toast", "error"}
 # Variables holding text shown later: ``messages = {code: text}``, ``errors[field] = text``.
 PY_SPEAKING_NAMES = {"message", "messages", "error", "errors", "toast"}
+# The launcher (thin_client/) speaks through its state machine and Tk widgets too: the one-line
+# ``notice`` and progress ``status`` of a screen (keywords or ``self.notice = …``), a widget's
+# ``text=``, a window's ``root.title("…")`` and a command-line option's ``help=``.
+LAUNCHER_SPEAKING_KEYS = {"notice", "status", "text", "help"}
+LAUNCHER_SPEAKING_NAMES = {"notice", "status"}
+LAUNCHER_SPEAKING_CALLS = {"title"}
 # Redirects whose URL may carry a ``?toast=`` text.
 PY_REDIRECTS = {"RedirectResponse", "redirect"}
 # Exceptions that are programming errors or start-up failures, read by developers.
@@ -352,9 +358,12 @@ def _literal_text(node: ast.AST) -> str | None:
 
 
 class _PythonScanner(ast.NodeVisitor):
-    def __init__(self, rel: str) -> None:
+    def __init__(self, rel: str, *, launcher: bool) -> None:
         self.rel = rel
         self.found: list[Finding] = []
+        self.speaking_keys = PY_SPEAKING_KEYS | (LAUNCHER_SPEAKING_KEYS if launcher else set())
+        self.speaking_names = PY_SPEAKING_NAMES | (LAUNCHER_SPEAKING_NAMES if launcher else set())
+        self.speaking_calls = PY_SPEAKING_CALLS | (LAUNCHER_SPEAKING_CALLS if launcher else set())
 
     def _check(self, node: ast.AST) -> None:
         if isinstance(node, ast.Dict):
@@ -422,7 +431,7 @@ class _PythonScanner(ast.NodeVisitor):
             self.generic_visit(node)
             return
         speaking = (
-            name in PY_SPEAKING_CALLS
+            name in self.speaking_calls
             or "refuse" in name.lower()
             # Helpers (not exception classes) that answer an error: ``_invalid_json("…")``.
             or (
@@ -447,7 +456,7 @@ class _PythonScanner(ast.NodeVisitor):
         if name in PY_REDIRECTS and node.args:
             self._check_toast_url(node.args[0])
         for keyword in node.keywords:
-            if keyword.arg in PY_SPEAKING_KEYS and name not in PY_QUIET_CALLS:
+            if keyword.arg in self.speaking_keys and name not in PY_QUIET_CALLS:
                 self._check(keyword.value)
         self.generic_visit(node)
 
@@ -458,23 +467,25 @@ class _PythonScanner(ast.NodeVisitor):
                 target = target.value
             if isinstance(target, ast.Attribute):
                 target = ast.Name(target.attr)
-            if isinstance(target, ast.Name) and target.id.strip("_").lower() in PY_SPEAKING_NAMES:
+            if isinstance(target, ast.Name) and target.id.strip("_").lower() in self.speaking_names:
                 self._check(node.value)
                 break
         self.generic_visit(node)
 
     def visit_Dict(self, node: ast.Dict) -> None:
         for key, value in zip(node.keys, node.values, strict=True):
-            if isinstance(key, ast.Constant) and key.value in PY_SPEAKING_KEYS:
+            if isinstance(key, ast.Constant) and key.value in self.speaking_keys:
                 self._check(value)
         self.generic_visit(node)
 
 
-def scan_python(path: Path) -> list[Finding]:
+def scan_python(path: Path, *, launcher: bool | None = None) -> list[Finding]:
+    """``launcher``: apply the launcher's rules too (by default, for files under ``thin_client/``)."""
     source = path.read_text()
     if "# i18n-ignore-file" in source:
         return []
-    scanner = _PythonScanner(relative(path))
+    rel = relative(path)
+    scanner = _PythonScanner(rel, launcher=rel.startswith("thin_client/") if launcher is None else launcher)
     scanner.visit(ast.parse(source, filename=str(path)))
     # A line may say its text is never read by a person ("# i18n-ignore: why").
     lines = source.splitlines()

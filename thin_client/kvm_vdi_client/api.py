@@ -28,6 +28,7 @@ from kvm_vdi_client.model import (
     Pool,
     ProtocolError,
     User,
+    missing,
     parse_desktop_answer,
     parse_pools,
 )
@@ -225,7 +226,7 @@ class BrokerClient:
             raise self._fail(answer)
         token = answer.data.get("token")
         if not isinstance(token, str) or not token:
-            raise ProtocolError("unexpected answer from the dashboard: token missing")
+            raise missing("token")
         self.token = token
         return User.parse(answer.data.get("user") or {"username": username})
 

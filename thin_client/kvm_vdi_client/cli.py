@@ -22,11 +22,14 @@ from kvm_vdi_client.config import (
 )
 from kvm_vdi_client.controller import Controller
 from kvm_vdi_client.events import Started
+from kvm_vdi_client.i18n import N_, set_language
 from kvm_vdi_client.i18n import gettext as _
-from kvm_vdi_client.i18n import set_language
 from kvm_vdi_client.logsetup import configure_logging
 from kvm_vdi_client.machine import Credentials, SessionMachine
 from kvm_vdi_client.ui import LauncherWindow
+
+# What ``--help`` says the program does.
+DESCRIPTION = N_("Read the configuration, then run the full-screen launcher.")
 
 log = logging.getLogger("kvm_vdi_client")
 
@@ -71,18 +74,20 @@ def _show_fatal(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kvm-vdi-client", description=__doc__)
+    # The environment's language until the configuration (which may name one) is read.
+    set_language(None)
+    parser = argparse.ArgumentParser(prog="kvm-vdi-client", description=_(DESCRIPTION))
     parser.add_argument(
         "--config",
         type=Path,
         default=Path(os.environ.get("KVM_VDI_CLIENT_CONFIG", DEFAULT_CONFIG_PATH)),
-        help=f"configuration file (default {DEFAULT_CONFIG_PATH}, or $KVM_VDI_CLIENT_CONFIG)",
+        help=_("configuration file (default {path}, or {variable})").format(
+            path=DEFAULT_CONFIG_PATH, variable="$KVM_VDI_CLIENT_CONFIG"
+        ),
     )
-    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--check", action="store_true", help=_("validate the configuration and exit"))
     parser.add_argument("--version", action="version", version=f"kvm-vdi-client {__version__}")
     args = parser.parse_args(argv)
-    # The environment's language until the configuration (which may name one) is read.
-    set_language(None)
 
     try:
         config = load_config(args.config)

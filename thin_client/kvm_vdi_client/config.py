@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kvm_vdi_client.i18n import N_, available_languages
+from kvm_vdi_client.i18n import gettext as _
 from kvm_vdi_client.rdp import normalise_fingerprint
 
 DEFAULT_CONFIG_PATH = Path("/etc/kvm-vdi-client/config.toml")
@@ -146,10 +147,14 @@ class _Section:
         value = self._get(name)
         if value is None:
             if required:
-                raise ConfigError(f"{self.key(name)}: missing (required)")
+                raise ConfigError(_("{key}: missing (required)").format(key=self.key(name)))
             return default
         if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{self.key(name)}: expected a non-empty string, got {value!r}")
+            raise ConfigError(
+                _("{key}: expected a non-empty string, got {value}").format(
+                    key=self.key(name), value=repr(value)
+                )
+            )
         return value.strip()
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -157,7 +162,9 @@ class _Section:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise ConfigError(f"{self.key(name)}: expected true or false, got {value!r}")
+            raise ConfigError(
+                _("{key}: expected true or false, got {value}").format(key=self.key(name), value=repr(value))
+            )
         return value
 
     def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
@@ -165,9 +172,15 @@ class _Section:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{self.key(name)}: expected a number, got {value!r}")
+            raise ConfigError(
+                _("{key}: expected a number, got {value}").format(key=self.key(name), value=repr(value))
+            )
         if not minimum <= value <= maximum:
-            raise ConfigError(f"{self.key(name)}: must be between {minimum:g} and {maximum:g}, got {value!r}")
+            raise ConfigError(
+                _("{key}: must be between {minimum} and {maximum}, got {value}").format(
+                    key=self.key(name), minimum=f"{minimum:g}", maximum=f"{maximum:g}", value=repr(value)
+                )
+            )
         return float(value)
 
     def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
@@ -175,16 +188,26 @@ class _Section:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{self.key(name)}: expected a whole number, got {value!r}")
+            raise ConfigError(
+                _("{key}: expected a whole number, got {value}").format(key=self.key(name), value=repr(value))
+            )
         if not minimum <= value <= maximum:
-            raise ConfigError(f"{self.key(name)}: must be between {minimum} and {maximum}, got {value!r}")
+            raise ConfigError(
+                _("{key}: must be between {minimum} and {maximum}, got {value}").format(
+                    key=self.key(name), minimum=str(minimum), maximum=str(maximum), value=repr(value)
+                )
+            )
         return value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.string(name, default)
         assert value is not None
         if value.lower() not in choices:
-            raise ConfigError(f"{self.key(name)}: must be one of {', '.join(choices)}, got {value!r}")
+            raise ConfigError(
+                _("{key}: must be one of {choices}, got {value}").format(
+                    key=self.key(name), choices=", ".join(choices), value=repr(value)
+                )
+            )
         return value.lower()
 
     def optional_choice(self, name: str, choices: tuple[str, ...]) -> str | None:
@@ -204,7 +227,11 @@ class _Section:
         if value is None:
             return ()
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"{self.key(name)}: expected a list of strings, got {value!r}")
+            raise ConfigError(
+                _("{key}: expected a list of strings, got {value}").format(
+                    key=self.key(name), value=repr(value)
+                )
+            )
         return tuple(value)
 
     def table(self, name: str) -> Mapping[str, Any] | None:
@@ -212,13 +239,17 @@ class _Section:
         if value is None:
             return None
         if not isinstance(value, dict):
-            raise ConfigError(f"{self.key(name)}: expected a table ([{self.key(name)}]), got {value!r}")
+            raise ConfigError(
+                _("{key}: expected a table ([{key}]), got {value}").format(
+                    key=self.key(name), value=repr(value)
+                )
+            )
         return value
 
     def reject_unknown(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
+            raise ConfigError(_("{key}: unknown key").format(key=self.key(unknown[0])))
 
 
 def _section(root: _Section, name: str) -> _Section:
@@ -230,9 +261,15 @@ def _dashboard(section: _Section, base: Path) -> DashboardConfig:
     assert url is not None
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(f"dashboard.url: expected https://HOST[:PORT][/PATH], got {url!r}")
+        raise ConfigError(
+            _("{key}: expected https://HOST[:PORT][/PATH], got {value}").format(
+                key="dashboard.url", value=repr(url)
+            )
+        )
     if parts.username or parts.password or parts.query or parts.fragment:
-        raise ConfigError("dashboard.url: must not contain credentials, a query or a fragment")
+        raise ConfigError(
+            _("{key}: must not contain credentials, a query or a fragment").format(key="dashboard.url")
+        )
     config = DashboardConfig(
         url=url.rstrip("/"),
         ca_file=section.path("ca_file", base),
@@ -241,7 +278,11 @@ def _dashboard(section: _Section, base: Path) -> DashboardConfig:
         realm=section.optional_choice("realm", REALMS),
     )
     if config.ca_file is not None and not config.ca_file.is_file():
-        raise ConfigError(f"dashboard.ca_file: {config.ca_file} does not exist or is not a file")
+        raise ConfigError(
+            _("{key}: {path} does not exist or is not a file").format(
+                key="dashboard.ca_file", path=config.ca_file
+            )
+        )
     section.reject_unknown()
     return config
 
@@ -255,9 +296,13 @@ def _kiosk(section: _Section, base: Path) -> KioskConfig:
         restart_delay=section.number("restart_delay", 3.0, minimum=0, maximum=600),
     )
     if config.username is not None and config.password_file is None:
-        raise ConfigError("kiosk.password_file: required when kiosk.username is set")
+        raise ConfigError(
+            _("{key}: required when {other} is set").format(key="kiosk.password_file", other="kiosk.username")
+        )
     if config.password_file is not None and config.username is None:
-        raise ConfigError("kiosk.username: required when kiosk.password_file is set")
+        raise ConfigError(
+            _("{key}: required when {other} is set").format(key="kiosk.username", other="kiosk.password_file")
+        )
     section.reject_unknown()
     return config
 
@@ -270,9 +315,15 @@ def _hotkeys(section: _Section) -> Mapping[str, str] | None:
     for action, keys in table.items():
         name = f"viewer.hotkeys.{action}"
         if action not in VV_HOTKEY_ACTIONS:
-            raise ConfigError(f"{name}: unknown action (one of {', '.join(sorted(VV_HOTKEY_ACTIONS))})")
+            raise ConfigError(
+                _("{key}: unknown action (one of {actions})").format(
+                    key=name, actions=", ".join(sorted(VV_HOTKEY_ACTIONS))
+                )
+            )
         if not isinstance(keys, str) or not keys or any(ch in keys for ch in "\r\n=,"):
-            raise ConfigError(f'{name}: expected keys like "shift+f11", got {keys!r}')
+            raise ConfigError(
+                _('{key}: expected keys like "shift+f11", got {value}').format(key=name, value=repr(keys))
+            )
         hotkeys[action] = keys.lower()
     return hotkeys
 
@@ -304,7 +355,9 @@ def _viewer(section: _Section) -> ViewerConfig:
     )
     for arg in config.rdp_args:
         if arg.lower().startswith(("/p:", "-p:", "/password")):
-            raise ConfigError("viewer.rdp_args: must not carry a password; it is passed on stdin")
+            raise ConfigError(
+                _("{key}: must not carry a password; it is passed on stdin").format(key="viewer.rdp_args")
+            )
     section.reject_unknown()
     return config
 
@@ -336,7 +389,9 @@ def _logging(section: _Section, base: Path) -> LoggingConfig:
         level=section.choice("level", "info", LOG_LEVELS),
     )
     if config.target == "file" and config.file is None:
-        raise ConfigError('logging.file: required when logging.target = "file"')
+        raise ConfigError(
+            _('{key}: required when {other} = "file"').format(key="logging.file", other="logging.target")
+        )
     section.reject_unknown()
     return config
 
@@ -361,15 +416,18 @@ def load_config(path: Path) -> ClientConfig:
         with path.open("rb") as file:
             data = tomllib.load(file)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
+        raise ConfigError(_("{path}: configuration file not found").format(path=path)) from None
     except PermissionError:
-        raise ConfigError(f"{path}: not readable by this user") from None
+        raise ConfigError(_("{path}: not readable by this user").format(path=path)) from None
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        raise ConfigError(_("{path}: not valid TOML: {error}").format(path=path, error=error)) from None
     try:
         return parse_config(data, base=path.parent)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+_KIOSK_FILE_KEY = "kiosk.password_file"
 
 
 def read_kiosk_password(path: Path) -> str:
@@ -383,23 +441,29 @@ def read_kiosk_password(path: Path) -> str:
         # Open first, then check the opened file: no window between check and use.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise ConfigError(f"kiosk.password_file: {path} does not exist") from None
+        raise ConfigError(_("{key}: {path} does not exist").format(key=_KIOSK_FILE_KEY, path=path)) from None
     except PermissionError:
-        raise ConfigError(f"kiosk.password_file: {path} is not readable by this user") from None
+        raise ConfigError(
+            _("{key}: {path} is not readable by this user").format(key=_KIOSK_FILE_KEY, path=path)
+        ) from None
     except OSError as error:
-        raise ConfigError(f"kiosk.password_file: {path}: {error.strerror}") from None
+        raise ConfigError(f"{_KIOSK_FILE_KEY}: {path}: {error.strerror}") from None
     with os.fdopen(fd, "rb") as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"kiosk.password_file: {path} is not a regular file")
+            raise ConfigError(_("{key}: {path} is not a regular file").format(key=_KIOSK_FILE_KEY, path=path))
         if info.st_mode & 0o077:
             raise ConfigError(
-                f"kiosk.password_file: {path} is readable or writable by group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); refusing it. Run: chmod 600 {path}"
+                _(
+                    "{key}: {path} is readable or writable by group or others (mode {mode}); "
+                    "refusing it. Run: chmod 600 {path}"
+                ).format(key=_KIOSK_FILE_KEY, path=path, mode=f"{stat.S_IMODE(info.st_mode):04o}")
             )
         if info.st_uid not in (0, os.geteuid()):
-            raise ConfigError(f"kiosk.password_file: {path} must belong to root or to this user")
+            raise ConfigError(
+                _("{key}: {path} must belong to root or to this user").format(key=_KIOSK_FILE_KEY, path=path)
+            )
         password = file.read(4096).decode("utf-8").rstrip("\r\n")
     if not password:
-        raise ConfigError(f"kiosk.password_file: {path} is empty")
+        raise ConfigError(_("{key}: {path} is empty").format(key=_KIOSK_FILE_KEY, path=path))
     return password

@@ -24,7 +24,7 @@ class Phase(StrEnum):
     RECONNECTING = "Reconnecting"
     RELEASING = "Releasing"
     FAILOVER = "Failover"
-    ERROR = "Error"
+    ERROR = "Error"  # i18n-ignore: a phase's name for logs and code, never shown
 
 
 class Failure(StrEnum):

@@ -19,10 +19,17 @@ class ProtocolError(ValueError):
     """The dashboard answered something that does not follow the broker API contract."""
 
 
+def missing(name: str) -> ProtocolError:
+    """``name`` (a dotted field of the answer) is missing or not what the API says."""
+    return ProtocolError(
+        _("unexpected answer from the dashboard: {field} missing or invalid").format(field=name)
+    )
+
+
 def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = data.get(name) if isinstance(data, Mapping) else None
     if value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ProtocolError(f"unexpected answer from the dashboard: {where}.{name} missing or invalid")
+        raise missing(f"{where}.{name}")
     return value
 
 
@@ -82,7 +89,7 @@ Failover = RdpFailover | HorizonFailover
 
 def parse_failover(data: Any, where: str = "failover") -> Failover:
     if not isinstance(data, Mapping):
-        raise ProtocolError(f"unexpected answer from the dashboard: {where} missing or invalid")
+        raise missing(where)
     protocol = _field(data, "protocol", str, where)
     if protocol == "rdp":
         return RdpFailover(
@@ -93,7 +100,9 @@ def parse_failover(data: Any, where: str = "failover") -> Failover:
             server=_field(data, "server", str, where), pool=_optional(data, "pool", str, where)
         )
     raise ProtocolError(
-        f"unexpected answer from the dashboard: {where}.protocol {protocol!r} is not rdp or horizon"
+        _("unexpected answer from the dashboard: {field} {protocol} is not rdp or horizon").format(
+            field=f"{where}.protocol", protocol=repr(protocol)
+        )
     )
 
 
@@ -130,7 +139,7 @@ class Pool:
 def parse_pools(data: Mapping[str, Any]) -> tuple[Pool, ...]:
     pools = data.get("pools") if isinstance(data, Mapping) else None
     if not isinstance(pools, list):
-        raise ProtocolError("unexpected answer from the dashboard: pools missing or invalid")
+        raise missing("pools")
     # Older dashboards do not say: the launcher shows the pool list then.
     straight_to = _optional(data, "straight_to", int, "answer")
     return tuple(Pool.parse(item, index, straight_to) for index, item in enumerate(pools))
@@ -156,7 +165,9 @@ class Lease:
 def _port(data: Mapping[str, Any], key: str) -> int | None:
     port = _optional(data, key, int, "connection")
     if port is not None and not 0 < port < 65536:
-        raise ProtocolError(f"unexpected answer from the dashboard: connection.{key} out of range")
+        raise ProtocolError(
+            _("unexpected answer from the dashboard: {field} out of range").format(field=f"connection.{key}")
+        )
     return port
 
 
@@ -178,11 +189,15 @@ class SpiceConnection:
         protocol = _optional(data, "protocol", str, "connection") or "spice"
         if protocol != "spice":
             raise ProtocolError(
-                f"unexpected answer from the dashboard: connection.protocol {protocol!r} is not spice"
+                _("unexpected answer from the dashboard: {field} {protocol} is not spice").format(
+                    field="connection.protocol", protocol=repr(protocol)
+                )
             )
         port, tls_port = _port(data, "port"), _port(data, "tls_port")
         if port is None and tls_port is None:
-            raise ProtocolError("unexpected answer from the dashboard: connection has no port")
+            raise ProtocolError(
+                _("unexpected answer from the dashboard: {field} has no port").format(field="connection")
+            )
         return cls(
             host=_field(data, "host", str, "connection"),
             port=port,
@@ -247,4 +262,6 @@ def parse_desktop_answer(status: int, data: Mapping[str, Any]) -> DesktopAnswer:
         )
     if state == "failover":
         return FailoverOffered(parse_failover(data.get("failover")))
-    raise ProtocolError(f"unexpected answer from the dashboard: status {state!r}")
+    raise ProtocolError(
+        _("unexpected answer from the dashboard: {field} {value}").format(field="status", value=repr(state))
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from kvm_vdi_client.i18n import N_
+from kvm_vdi_client.i18n import gettext as _
 
 _HEX_PAIRS = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){31}")
 
@@ -28,7 +29,11 @@ def normalise_fingerprint(text: str) -> str:
     if ":" not in value and re.fullmatch(r"[0-9a-f]{64}", value):
         value = ":".join(value[i : i + 2] for i in range(0, 64, 2))
     if not _HEX_PAIRS.fullmatch(value):
-        raise ValueError(f"expected a SHA-256 fingerprint (64 hex digits, colons allowed), got {text!r}")
+        raise ValueError(
+            _("expected a SHA-256 fingerprint (64 hex digits, colons allowed), got {value}").format(
+                value=repr(text)
+            )
+        )
     return value
 
 

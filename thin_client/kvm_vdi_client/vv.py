@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kvm_vdi_client.config import VV_HOTKEY_ACTIONS
+from kvm_vdi_client.i18n import gettext as _
 from kvm_vdi_client.model import SpiceConnection
 
 
@@ -21,7 +22,7 @@ class VvError(ValueError):
 def _value(key: str, value: str) -> str:
     # A newline would start a new key: a hostile title could then inject "proxy=" or "host=".
     if "\n" in value or "\r" in value or "\0" in value:
-        raise VvError(f"connection.{key} contains a line break")
+        raise VvError(_("{field} contains a line break").format(field=f"connection.{key}"))
     return value
 
 
@@ -57,6 +58,6 @@ def build_vv(
     ]
     for action, keys in sorted(hotkeys.items()):
         if action not in VV_HOTKEY_ACTIONS:
-            raise VvError(f"viewer.hotkeys.{action}: unknown action")
+            raise VvError(_("{key}: unknown action").format(key=f"viewer.hotkeys.{action}"))
         lines.append(f"{action}={_value(action, keys)}")
     return "\n".join(lines) + "\n"
