@@ -35,6 +35,7 @@ from tests.services.libvirt_host import LibvirtHost
 from tests.services.xvfb import Xvfb
 from tests.thin_client.banner import shows_banner_guest
 from tests.thin_client.launcher_ui import CmdlineWatch, Ui
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.kvm]
 
@@ -143,12 +144,11 @@ async def open_desktop(ui: Ui, watch: CmdlineWatch) -> dict[str, str]:
 
 
 async def wait_for_banner(ui: Ui, xvfb: Xvfb, shot: Path, limit: float = 90) -> None:
-    async with asyncio.timeout(limit):
-        while True:
-            await ui.settle_async(0.5)
-            screen = load_image(await asyncio.to_thread(xvfb.screenshot, shot))
-            if shows_banner_guest(screen):
-                return
+    async def shown() -> bool:
+        ui.root.update()  # the launcher handles its events meanwhile (it runs in this thread)
+        return shows_banner_guest(load_image(await asyncio.to_thread(xvfb.screenshot, shot)))
+
+    await eventually(shown, f"the guest on the thin client's screen (see {shot})", timeout=limit)
 
 
 async def test_the_launcher_shows_the_desktop_in_remote_viewer_through_the_gateway(

@@ -8,7 +8,6 @@ answers come from a scripted HTTPS endpoint carrying that guest's real endpoint
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.services.xvfb import Xvfb
 from tests.thin_client.banner import shows_banner_guest
 from tests.thin_client.launcher_ui import CmdlineWatch, Ui
 from tests.thin_client.scripted_broker import Certificates, ScriptedBroker
+from tests.waiting import eventually_blocking
 
 pytestmark = [pytest.mark.kvm]
 
@@ -64,12 +64,11 @@ def spice_port(domain: libvirt.virDomain) -> int:
 
 
 def wait_for_banner(xvfb: Xvfb, ui: Ui, shot: Path, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while True:
-        ui.settle(0.5)
-        if shows_banner_guest(load_image(xvfb.screenshot(shot))):
-            return
-        assert time.monotonic() < deadline, f"the guest never showed on the thin client's screen (see {shot})"
+    eventually_blocking(
+        ui.pumped(lambda: shows_banner_guest(load_image(xvfb.screenshot(shot)))),
+        f"the guest on the thin client's screen (see {shot})",
+        timeout=limit,
+    )
 
 
 @pytest.fixture
