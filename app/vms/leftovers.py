@@ -19,12 +19,32 @@ from app.clock import utcnow
 from app.db.records import Identified, fetch_record, fetch_records
 from app.db.retry import retrying, transaction
 from app.db.schema import operations, vms
+from app.i18n import N_
+from app.i18n.messages import M_, Message, live_fields
 from app.vms.operation_records import ACTIVE_STATES, TEMP_KEY, FinishedOperation, Operation
 
 if TYPE_CHECKING:
     from app.vms.operations import OperationsRunner
 
 log = logging.getLogger("kvmvdi.operations")
+
+TO_REMOVE = N_("Temporary file to remove: {paths}.")
+
+
+def _files_removed(operation: Operation, done: list[str], left: list[str]) -> str | Message:
+    """An interrupted operation's message once ``done`` are removed and ``left`` still to remove."""
+    kept = operation.kept_message
+    if kept is None:  # a row written before messages were kept: its English text, amended
+        text = operation.message.split(" Temporary file to remove:")[0]
+        text += " Temporary file removed: " + ", ".join(done) + "."  # i18n-ignore: old English rows
+        if left:
+            text += " Temporary file to remove: " + ", ".join(left) + "."  # i18n-ignore: old English rows
+        return text
+    message = Message(parts=tuple(part for part in kept.parts or (kept,) if part.msgid != TO_REMOVE))
+    message += M_("Temporary file removed: {paths}.", paths=", ".join(done))
+    if left:
+        message += M_(TO_REMOVE, paths=", ".join(left))
+    return message
 
 
 class Leftovers:
@@ -44,7 +64,7 @@ class Leftovers:
             query = query.where(operations.c.replica.in_((self._runner.replica, "")))
         ids: list[int] = []
         for operation in await fetch_records(self._runner.db, Operation, query):
-            reason = "the dashboard stopped during this operation and did not resume it"
+            reason = M_("the dashboard stopped during this operation and did not resume it")
             if await self._interrupt(operation, reason, remove_now=False):
                 ids.append(operation.id)
                 log.warning(
@@ -66,7 +86,9 @@ class Leftovers:
         ids: list[int] = []
         for operation in gone:
             replica = operation.replica
-            reason = f"dashboard replica {replica} stopped answering during this operation"
+            reason = M_(
+                "dashboard replica {replica} stopped answering during this operation", replica=replica
+            )
             if await self._interrupt(operation, reason, remove_now=True):
                 ids.append(operation.id)
                 log.warning(
@@ -74,7 +96,7 @@ class Leftovers:
                 )
         return ids
 
-    async def _interrupt(self, operation: Operation, reason: str, *, remove_now: bool) -> bool:
+    async def _interrupt(self, operation: Operation, reason: Message, *, remove_now: bool) -> bool:
         """End an operation left active as ``interrupted`` (if it still is); temporary files removed
         now (``remove_now``) or listed for :meth:`clean_up_for`."""
         temp = [(int(hv), str(path)) for hv, path in operation.params.get(TEMP_KEY, [])]
@@ -82,11 +104,11 @@ class Leftovers:
         left = temp
         if remove_now and temp:
             removed, left = await self._runner.remove_temp(operation.id, temp)
-        text = f"Interrupted at {operation.progress:.0f} %: {reason}."
+        text = M_("Interrupted at {percent} %: {reason}.", percent=round(operation.progress), reason=reason)
         if removed:
-            text += " Temporary file removed: " + ", ".join(removed) + "."
+            text += M_("Temporary file removed: {paths}.", paths=", ".join(removed))
         if left:
-            text += " Temporary file to remove: " + ", ".join(path for _, path in left) + "."
+            text += M_(TO_REMOVE, paths=", ".join(path for _, path in left))
 
         async def end() -> bool:
             async with transaction(self._runner.db):
@@ -126,7 +148,7 @@ class Leftovers:
                 {
                     **operation.summary(),
                     "state": "interrupted",
-                    "message": text,
+                    **live_fields("message", text),
                     "finished_at": utcnow().isoformat(),
                 },
             )
@@ -157,12 +179,11 @@ class Leftovers:
                     log.warning("operation %s: could not remove %s: %s", operation.id, path, exc)
                     left.append((hv, path))
             if done:
-                message = operation.message.split(" Temporary file to remove:")[0]
-                message += " Temporary file removed: " + ", ".join(done) + "."
-                if left:
-                    message += " Temporary file to remove: " + ", ".join(p for _, p in left) + "."
+                message = _files_removed(operation, done, [p for _, p in left])
                 await self._runner.store(operation.id, message=message)
                 await self._runner.save_temp_files(operation.id, left)
                 removed.extend(done)
-                self._runner.hub.publish("operation", {**operation.summary(), "message": message})
+                self._runner.hub.publish(
+                    "operation", {**operation.summary(), **live_fields("message", message)}
+                )
         return removed

@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from app.broker.schedule_times import When
 from app.broker.schedules import Schedule, ScheduleSpec
+from app.db.schema import operations
 from app.i18n import use_language
 from app.i18n.messages import M_, Mn_, shown
 from app.vms.operations import OperationContext
@@ -142,3 +143,25 @@ def test_a_schedule_is_described_in_the_readers_language() -> None:
         assert nightly.describe() == "Savaitgaliais 07:30: išjungti laisvus darbalaukius"
         assert window.describe_english() == "Mon, Wed 07:30\u201317:00: keep 21 started", "the audit log's"
     assert nightly.describe() == "Weekends 07:30: power off free desktops"
+
+
+async def test_an_operation_interrupted_by_a_gone_replica_says_so_in_the_readers_language(
+    dashboard: RunningDashboard,
+) -> None:
+    admin = await dashboard.admin()
+    op_id = await dashboard.services.db.execute(
+        operations.insert().values(
+            kind="probe", state="running", progress=40.0, message="", replica="web-gone"
+        )
+    )
+    assert await dashboard.services.vms.operations.interrupt_gone(alive=set()) == [op_id]
+    path = f"/api/v1/admin/operations/{op_id}"
+    said = (await admin.get(path, headers=LITHUANIAN)).json()["operation"]["message"]
+    assert (
+        said
+        == "Nutraukta ties 40 %: valdymo skydelio kopija web-gone nustojo atsakyti vykstant šiai operacijai."
+    )
+    english = (await admin.get(path)).json()["operation"]["message"]
+    assert (
+        english == "Interrupted at 40 %: dashboard replica web-gone stopped answering during this operation."
+    )
