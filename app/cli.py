@@ -288,59 +288,63 @@ def _cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kvm-vdi", description="KVM-VDI dashboard")
-    parser.add_argument("--config", help="TOML configuration file (default: $KVMVDI_CONFIG)")
+    parser = argparse.ArgumentParser(prog="kvm-vdi", description=_("KVM-VDI dashboard"))
+    parser.add_argument("--config", help=_("TOML configuration file (default: $KVMVDI_CONFIG)"))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the dashboard")
-    serve.add_argument("--demo", action="store_true", help="register a demo hypervisor (libvirt test driver)")
-    serve.add_argument("--host", help="listen address (default: server.host)")
-    serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+    serve = sub.add_parser("serve", help=_("run the dashboard"))
+    serve.add_argument(
+        "--demo", action="store_true", help=_("register a demo hypervisor (libvirt test driver)")
+    )
+    serve.add_argument("--host", help=_("listen address (default: server.host)"))
+    serve.add_argument("--port", type=int, help=_("listen port (default: server.port)"))
     serve.add_argument(
         "--role",
         choices=("all", "console"),
-        help="all (default: cluster.role) or console: only consoles and health probes (a cluster replica)",
+        help=_("all (default: cluster.role) or console: only consoles and health probes (a cluster replica)"),
     )
     serve.set_defaults(func=_cmd_serve)
 
-    db_cmd = sub.add_parser("db", help="database maintenance")
+    db_cmd = sub.add_parser("db", help=_("database maintenance"))
     db_sub = db_cmd.add_subparsers(dest="db_command", required=True)
-    db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=_cmd_db_upgrade)
+    db_sub.add_parser("upgrade", help=_("apply migrations")).set_defaults(func=_cmd_db_upgrade)
 
-    admin = sub.add_parser("admin", help="manage administrator accounts")
+    admin = sub.add_parser("admin", help=_("manage administrator accounts"))
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     for name, func, summary in (
-        ("create", _cmd_admin_create, "create an administrator"),
-        ("set-password", _cmd_admin_set_password, "set a local user's password"),
+        ("create", _cmd_admin_create, _("create an administrator")),
+        ("set-password", _cmd_admin_set_password, _("set a local user's password")),
     ):
         cmd = admin_sub.add_parser(name, help=summary)
-        cmd.add_argument("name", help="user name")
+        cmd.add_argument("name", help=_("user name"))
         cmd.add_argument(
-            "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+            "--password-stdin", action="store_true", help=_("read the password from the first line of stdin")
         )
         cmd.add_argument(
-            "--temporary", action="store_true", help="the user must change the password at the next log-in"
+            "--temporary", action="store_true", help=_("the user must change the password at the next log-in")
         )
         cmd.set_defaults(func=func)
 
     check = sub.add_parser(
-        "check", help="check the configuration, the database and every hypervisor; exit status 1 on failure"
+        "check",
+        help=_("check the configuration, the database and every hypervisor; exit status 1 on failure"),
     )
     check.set_defaults(func=_cmd_check)
 
     backup = sub.add_parser(
         "backup",
-        help="write an encrypted backup: database, SSH keys, pinned host keys, secrets, configuration",
+        help=_("write an encrypted backup: database, SSH keys, pinned host keys, secrets, configuration"),
     )
-    restore = sub.add_parser("restore", help="restore an encrypted backup into a fresh install")
+    restore = sub.add_parser("restore", help=_("restore an encrypted backup into a fresh install"))
     for cmd, func in ((backup, _cmd_backup), (restore, _cmd_restore)):
-        cmd.add_argument("file", help="the backup file")
+        cmd.add_argument("file", help=_("the backup file"))
         cmd.add_argument(
-            "--passphrase-file", help="read the passphrase from the first line of this file (else a prompt)"
+            "--passphrase-file",
+            help=_("read the passphrase from the first line of this file (else a prompt)"),
         )
         cmd.set_defaults(func=func)
     restore.add_argument(
-        "--force", action="store_true", help="replace a database that is not empty and differing key files"
+        "--force", action="store_true", help=_("replace a database that is not empty and differing key files")
     )
     return parser
 
@@ -353,10 +357,10 @@ def _settings_errors(exc: ValidationError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The environment's language until the configuration (with its default) is read; --help too.
+    set_default_language(command_language("en"))
     parser = build_parser()
     args = parser.parse_args(argv)
-    # The environment's language until the configuration (with its default) is read.
-    set_default_language(command_language("en"))
     try:
         settings = load_settings(args.config)
     except ValidationError as exc:

@@ -47,7 +47,9 @@ def certificate_alerts(
                     severity="critical",
                     subject=name,
                     title=_("Certificate {name} cannot be read").format(name=name),
-                    text=f"The {name} certificate at {path} cannot be read: {exc}",
+                    text=_("The {name} certificate at {path} cannot be read: {error}").format(
+                        name=name, path=path, error=exc
+                    ),
                     details={"certificate": name, "path": str(path)},
                 )
             )

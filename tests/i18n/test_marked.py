@@ -124,8 +124,11 @@ def test_the_check_finds_the_launchers_unmarked_statuses_and_errors(tmp_path: Pa
         (6, "Configuration error"),
         (7, "validate the configuration and exit"),
     ]
-    # The dashboard's own modules keep their rules (``status=`` is an HTTP status there).
+    # The dashboard's own modules keep their rules (``status=`` is an HTTP status there); a
+    # widget-like ``text=`` and a command-line option's ``help=`` speak there too (alerts, kvm-vdi).
     assert [f.text for f in scan_python(module, launcher=False)] == [
         "{}: expected true or false, got {}",
         "unexpected answer from the dashboard: token missing",
+        "Log in",
+        "validate the configuration and exit",
     ]

@@ -70,3 +70,18 @@ def test_kvm_vdi_says_its_errors_in_the_environment_language(tmp_path: Path) -> 
     )
     assert answer.returncode == 2
     assert answer.stderr.strip() == f"kvm-vdi: netinkama konfigūracija: konfigūracijos failo {missing} nėra"
+
+
+def test_kvm_vdi_help_is_in_the_environment_language() -> None:
+    answer = subprocess.run(
+        [sys.executable, "-m", "app", "admin", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LANG": "lt_LT.UTF-8", "LANGUAGE": "", "LC_ALL": "", "LC_MESSAGES": ""},
+        timeout=120,
+        check=False,
+    )
+    assert answer.returncode == 0
+    assert "sukurti administratorių" in answer.stdout
+    assert "nustatyti vietinio naudotojo slaptažodį" in answer.stdout
+    assert "create an administrator" not in answer.stdout

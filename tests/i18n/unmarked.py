@@ -309,7 +309,7 @@ PY_SPEAKING_CALLS = {
 # (``_()``) would stay in the writer's language.
 PY_KEPT_CALLS = {"progress", "advance"}
 TRANSLATED_AT_ONCE = {"_", "gettext", "ngettext", "pgettext", "npgettext"}
-PY_SPEAKING_KEYS = {"message", "title", "detail", "reason", "toast", "error"}
+PY_SPEAKING_KEYS = {"message", "title", "detail", "reason", "toast", "error", "text", "help"}
 # Variables holding text shown later: ``messages = {code: text}``, ``errors[field] = text``.
 PY_SPEAKING_NAMES = {"message", "messages", "error", "errors", "toast"}
 # The launcher (thin_client/) speaks through its state machine and Tk widgets too: the one-line
