@@ -93,7 +93,9 @@ async def _serve_tls_display(reader: asyncio.StreamReader, writer: asyncio.Strea
     try:
         command = await reader.read(1)
         if command == b"S":
-            while True:
+            # Until the bridge hangs up: a TLS transport being shut down does not fail drain()
+            # at once, and writing on would spin this one loop while the next handshake waits.
+            while not writer.is_closing() and not reader.at_eof():
                 writer.write(BLOCK)
                 await writer.drain()
         elif command == b"E":
