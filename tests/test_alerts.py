@@ -259,6 +259,9 @@ async def test_the_settings_page_shows_the_channels_and_sends_a_test_alert(
     assert sent.status_code == 303 and "Test+alert+queued+for+webhook" in sent.headers["location"]
     (posted,) = await eventually(lambda: receiver.received, "the test alert")
     assert posted.signature_ok and posted.body["kind"] == "test" and posted.body["subject"] == "admin"
+    assert posted.body["text"] == (
+        "admin sent this test alert from the Settings page. Alerts reach you this way."
+    )
     page = (await admin.get("/settings")).text
     assert 'id="alerts-card"' in page and "webhook" in page and "/settings/alerts/test" in page
     # The webhook's URL and secret are configured, and never shown.
@@ -274,7 +277,8 @@ async def test_the_admin_api_sends_a_test_alert_says_where_it_went_and_audits_it
     async with httpx.AsyncClient(base_url=running.url, timeout=30) as script:
         refused = await script.post(f"{API}/alerts/test", headers=bearer(reader))
         assert (refused.status_code, refused.json()["error"]) == (403, "read_only_token")
-        sent = await script.post(f"{API}/alerts/test", headers=bearer(full))
+        # In the sender's language, as the test alert's title.
+        sent = await script.post(f"{API}/alerts/test", headers={**bearer(full), "Accept-Language": "lt"})
         assert sent.status_code == 200, sent.text
         assert sent.json() == {
             "channels": ["webhook"],
@@ -284,6 +288,9 @@ async def test_the_admin_api_sends_a_test_alert_says_where_it_went_and_audits_it
         }
         (posted,) = await eventually(lambda: receiver.received, "the test alert")
         assert posted.signature_ok and posted.body["kind"] == "test" and posted.body["subject"] == "admin"
+        assert posted.body["text"] == (
+            "admin išsiuntė šį bandomąjį įspėjimą per administravimo API. Įspėjimai jus pasiekia šiuo keliu."
+        )
         # A second one inside the rate limit's window is held back, and the answer says so.
         again = await script.post(f"{API}/alerts/test", headers=bearer(full))
         assert again.json() == {"channels": ["webhook"], "queued": [], "dropped": [], "held_back": True}

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from app.alerts.certificates import CertificateWatch
 from app.alerts.channels import EmailChannel, WebhookChannel
@@ -26,12 +26,19 @@ from app.alerts.rules import AlertRules
 from app.cluster.duties import Duties
 from app.hyper.events import ConnectionEvent
 from app.hyper.registry import HypervisorRegistry
+from app.i18n import N_
 from app.i18n import gettext as _
 from app.settings import Settings
 
 __all__ = ["Alert", "AlertRelay", "AlertRules", "Alerts", "Delivery"]
 
 log = logging.getLogger("kvmvdi.alerts")
+
+TestAlertOrigin = Literal["settings", "api"]
+TEST_ALERT_TEXTS: dict[TestAlertOrigin, str] = {
+    "settings": N_("{sender} sent this test alert from the Settings page. Alerts reach you this way."),
+    "api": N_("{sender} sent this test alert through the admin API. Alerts reach you this way."),
+}
 
 
 class AlertRelay(Protocol):
@@ -106,10 +113,12 @@ class Alerts:
         """Deliver ``alert`` from this replica now (the test alert), rate limit applied."""
         return self.dispatcher.submit(alert)
 
-    def send_test(self, sender: str, text: str) -> Submitted | None:
-        """A test alert from ``sender`` to every channel; None when no channel is configured."""
+    def send_test(self, sender: str, *, origin: TestAlertOrigin) -> Submitted | None:
+        """A test alert from ``sender`` (on the Settings page or through the admin API) to every
+        channel; None when no channel is configured."""
         if not self.dispatcher.channels:
             return None
+        text = _(TEST_ALERT_TEXTS[origin]).format(sender=sender)
         return self.submit(
             Alert(kind="test", severity="info", subject=sender, title=_("Test alert"), text=text)
         )

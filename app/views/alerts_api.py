@@ -25,9 +25,8 @@ from app.views.guards import admin_api
 )
 async def send_test_alert(request: Request) -> Response:
     username = request.state.user.username
-    text = f"{username} sent this test alert through the admin API. Alerts reach you this way."
     alerts = services_of(request).alerts
-    submitted = alerts.send_test(username, text)
+    submitted = alerts.send_test(username, origin="api")
     if submitted is None:
         raise ApiError(
             409, "no_alert_channel", _("No alert channel is configured ([alerts] in the configuration).")

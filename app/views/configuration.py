@@ -65,8 +65,7 @@ def alert_status(alerts: Alerts) -> dict[str, Any]:
 @describe("Send a test alert to every channel", form=NoFields, responses={303: REDIRECT})
 async def send_test_alert(request: Request) -> Response:
     user = request.state.user
-    text = f"{user.username} sent this test alert from the Settings page. Alerts reach you this way."
-    submitted = services_of(request).alerts.send_test(user.username, text)
+    submitted = services_of(request).alerts.send_test(user.username, origin="settings")
     if submitted is None:
         return redirect_with_toast(
             "/settings", _("No alert channel is configured ([alerts] in the configuration)."), "warning"
