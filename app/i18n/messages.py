@@ -111,14 +111,24 @@ def stored(text: str | Message) -> tuple[str, str]:
     return text, ""
 
 
+def kept_message(kept: str | Mapping[str, Any] | None) -> Message | None:
+    """The message stored as ``kept`` (its JSON or dict); None when there is none or it cannot be read."""
+    if not kept:
+        return None
+    try:
+        return Message.from_dict(json.loads(kept) if isinstance(kept, str) else kept)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def shown(text: str, kept: str | Mapping[str, Any] | None) -> str:
     """A stored message in the current language: ``text`` as it is when there is no message kept
     with it (rows written before messages were kept, text from outside)."""
-    if not kept:
+    message = kept_message(kept)
+    if message is None:
         return text
     try:
-        data = json.loads(kept) if isinstance(kept, str) else kept
-        return Message.from_dict(data).text()
+        return message.text()
     except (ValueError, KeyError, TypeError, AttributeError):
         return text
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from app.db.records import Record
 from app.db.schema import operations
-from app.i18n.messages import Message, shown
+from app.i18n.messages import Message, kept_message, shown
 from app.vms.errors import Refused
 
 ACTIVE_STATES = ("pending", "running")
@@ -56,12 +56,7 @@ class Operation(Record):
     @property
     def kept_message(self) -> Message | None:
         """The message kept to be shown in each reader's language, if there is one."""
-        if not self.message_i18n:
-            return None
-        try:
-            return Message.from_dict(json.loads(self.message_i18n))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None
+        return kept_message(self.message_i18n)
 
     @property
     def text(self) -> str:
