@@ -468,9 +468,12 @@ async def test_the_html5_console_shows_the_desktop_and_says_when_it_stops(
         assert sessions[0].connections >= 3
         ticket_id = sessions[0].ticket.id
 
-        # Ctrl+Alt+Del reaches the inputs channel (the page reports it sent it).
+        # Ctrl+Alt+Del reaches the inputs channel (the page reports it sent it). The page may show
+        # the desktop before the inputs channel has linked: until then it sends nothing and says so.
         sent = await asyncio.to_thread(
-            driver.execute_script, "return window.kvmvdiConsole.sendCombo('ctrl-alt-del')"
+            wait_until,
+            driver,
+            lambda: driver.execute_script("return window.kvmvdiConsole.sendCombo('ctrl-alt-del')"),
         )
         assert sent is True
 
